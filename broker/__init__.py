@@ -1,0 +1,1 @@
+"""The market for packet-processing services: requests, negotiation, auctions, ratings, money."""

@@ -1,0 +1,181 @@
+"""Write PacketBatches to pcap or pcapng files, atomically: a failed write leaves no file."""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import tempfile
+from collections.abc import Iterable
+from types import ModuleType
+
+import numpy as np
+
+from engine import backend
+from engine import pcapformat as F
+from engine.batch import Interface, PacketBatch
+from engine.errors import EngineError
+from engine.timestamps import TsResolution, ns_to_ticks
+
+FORMATS = ("pcap", "pcapng")
+TS_RESOLUTIONS = {"us": TsResolution(10, 6), "ns": TsResolution(10, 9)}
+_SHB_APP = b"packet-exchange"
+
+
+class CaptureWriter:
+    """A capture file being written, batch by batch.
+
+    Bytes go to a temporary file beside ``path`` that is renamed over it by ``close()``; an
+    exception inside ``with`` (or ``abort()``) removes it, so an interrupted write never leaves a
+    file that looks complete. Devices and pipes (``/dev/null``, a FIFO) are written directly.
+    """
+
+    def __init__(self, path, *, format: str = "pcap", ts_resolution: str = "us",
+                 backend_module: ModuleType | None = None) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
+        if ts_resolution not in TS_RESOLUTIONS:
+            raise ValueError(f"ts_resolution must be one of {tuple(TS_RESOLUTIONS)}, not "
+                             f"{ts_resolution!r}")
+        self.path = os.fspath(path)
+        self.format = format
+        self.ts_resolution = ts_resolution
+        self.packer = backend_module or backend.capture
+        self.packets = 0
+        self.bytes_written = 0
+        self._linktype: int | None = None
+        self._ifaces: dict[Interface, int] = {}
+        self._tmp: str | None = None
+        try:
+            special = not stat.S_ISREG(os.stat(self.path).st_mode)
+        except FileNotFoundError:
+            special = False
+        if special:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()/abort()
+        else:
+            fd, self._tmp = tempfile.mkstemp(
+                prefix=f".{os.path.basename(self.path)}.", suffix=".part",
+                dir=os.path.dirname(os.path.abspath(self.path)))
+            self._file = os.fdopen(fd, "wb")
+        self._header_done = False
+
+    # -- context -------------------------------------------------------------------------------
+    def __enter__(self) -> CaptureWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def close(self) -> None:
+        """Finish the file and give it its name."""
+        if self._file.closed:
+            return
+        if not self._header_done:
+            self._write_header(Interface(1))
+        self._file.flush()
+        if self._tmp is not None:
+            os.fsync(self._file.fileno()) if os.environ.get("PKTX_FSYNC") else None
+            self._file.close()
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        else:
+            self._file.close()
+
+    def abort(self) -> None:
+        """Drop what was written (the temporary file); the destination is left untouched."""
+        if not self._file.closed:
+            self._file.close()
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+            self._tmp = None
+
+    # -- writing -------------------------------------------------------------------------------
+    def write(self, batch: PacketBatch) -> None:
+        if not self._header_done:
+            self._write_header(batch.interfaces[0] if batch.interfaces else Interface(1))
+        if len(batch) == 0:
+            return
+        if self.format == "pcap":
+            self._write_pcap(batch)
+        else:
+            self._write_pcapng(batch)
+        self.packets += len(batch)
+
+    def _emit(self, buf) -> None:
+        self._file.write(buf)
+        self.bytes_written += len(buf)
+
+    def _write_header(self, first: Interface) -> None:
+        self._header_done = True
+        if self.format == "pcap":
+            magic = F.PCAP_MAGIC_NS if self.ts_resolution == "ns" else F.PCAP_MAGIC_US
+            self._linktype = first.linktype
+            self._emit(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, first.snaplen,
+                                   first.linktype))
+        else:
+            opt = _option(F.SHB_USERAPPL, _SHB_APP) + _option(F.OPT_ENDOFOPT, b"")
+            blen = 28 + len(opt)
+            self._emit(struct.pack("<IIIHHq", F.BT_SHB, blen, F.BYTE_ORDER_MAGIC, 1, 0, -1)
+                       + opt + struct.pack("<I", blen))
+
+    def _write_pcap(self, batch: PacketBatch) -> None:
+        kinds = np.unique(batch.linktypes)
+        if len(kinds) != 1 or int(kinds[0]) != self._linktype:
+            raise EngineError(
+                f"pcap holds one link type ({self._linktype}); this batch has "
+                f"{sorted(int(k) for k in kinds)}: write pcapng instead")
+        out = np.empty(int(batch.caplen.sum(dtype=np.int64)) + 16 * len(batch), np.uint8)
+        n = self.packer.pack_pcap(batch.data, batch.offsets, batch.caplen, batch.origlen,
+                                  batch.ts_ns, self.ts_resolution == "ns", out)
+        self._emit(memoryview(out)[:n])
+
+    def _write_pcapng(self, batch: PacketBatch) -> None:
+        remap = np.empty(len(batch.interfaces), np.uint32)
+        for k, iface in enumerate(batch.interfaces):
+            if iface not in self._ifaces:
+                self._ifaces[iface] = len(self._ifaces)
+                self._emit(self._idb(iface))
+            remap[k] = self._ifaces[iface]
+        iface_ids = remap[batch.iface]
+        ticks = ns_to_ticks(batch.ts_ns, TS_RESOLUTIONS[self.ts_resolution])
+        padded = (batch.caplen.astype(np.int64) + 3) & ~3
+        out = np.empty(int(padded.sum()) + 32 * len(batch), np.uint8)
+        n = self.packer.pack_pcapng(batch.data, batch.offsets, batch.caplen, batch.origlen,
+                                    ticks, iface_ids, out)
+        self._emit(memoryview(out)[:n])
+
+    def _idb(self, iface: Interface) -> bytes:
+        opts = b""
+        if iface.name:
+            opts += _option(F.IF_NAME, iface.name.encode())
+        if iface.description:
+            opts += _option(F.IF_DESCRIPTION, iface.description.encode())
+        opts += _option(F.IF_TSRESOL, bytes([TS_RESOLUTIONS[self.ts_resolution].to_option()]))
+        opts += _option(F.OPT_ENDOFOPT, b"")
+        blen = 20 + len(opts)
+        return (struct.pack("<IIHHI", F.BT_IDB, blen, iface.linktype, 0, iface.snaplen) + opts
+                + struct.pack("<I", blen))
+
+
+def _option(code: int, value: bytes) -> bytes:
+    pad = (-len(value)) % 4
+    return struct.pack("<HH", code, len(value)) + value + b"\0" * pad
+
+
+def write_capture(path, batches: PacketBatch | Iterable[PacketBatch], *, format: str = "pcap",
+                  ts_resolution: str = "us",
+                  backend_module: ModuleType | None = None) -> int:
+    """Write one batch or an iterable of batches to ``path``; returns the packets written."""
+    if isinstance(batches, PacketBatch):
+        batches = (batches,)
+    with CaptureWriter(path, format=format, ts_resolution=ts_resolution,
+                       backend_module=backend_module) as w:
+        for b in batches:
+            w.write(b)
+    return w.packets

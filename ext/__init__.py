@@ -1,0 +1,1 @@
+"""Compiled (Cython) twins of the engine's byte-level pure-Python modules."""
