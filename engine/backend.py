@@ -19,7 +19,8 @@ _PAIRS = {
     "capture": ("ext._capture", "engine.capture_py",
                 ("walk_pcap", "walk_pcapng", "gather", "pack_pcap", "pack_pcapng")),
     "flowkeys": ("ext._flowkeys", "engine.flowkeys_py", ("extract_flow_keys",)),
-    "checksum": ("ext._checksum", "engine.checksum_py", ("internet_checksum",)),
+    "checksum": ("ext._checksum", "engine.checksum_py",
+                 ("ones_complement_sum", "internet_checksum", "checksum_packets")),
 }
 
 DISABLED = os.environ.get("PKTX_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false",

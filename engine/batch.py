@@ -42,7 +42,7 @@ def linktype_name(linktype: int) -> str:
 
 @dataclass(frozen=True)
 class Interface:
-    """What a packet was captured on: its link type and snapshot length (pcapng IDB, pcap header)."""
+    """What a packet was captured on: link type and snapshot length (pcapng IDB, pcap header)."""
 
     linktype: int
     snaplen: int = DEFAULT_SNAPLEN
@@ -56,6 +56,8 @@ _VERSION = 1
 # Frame order after the header; the receiver takes them as numpy views without copying.
 _ARRAY_FIELDS = (("offsets", np.int64), ("caplen", np.uint32), ("origlen", np.uint32),
                  ("ts_ns", np.int64), ("iface", np.uint32))
+# header, the arrays, the explicit seq (empty when implicit), the data
+FRAME_COUNT = 3 + len(_ARRAY_FIELDS)
 
 
 class PacketBatch:
@@ -64,11 +66,13 @@ class PacketBatch:
     Packet ``i`` is ``data[offsets[i] : offsets[i] + caplen[i]]``; packets need not be
     contiguous or in buffer order (a batch read from a file points between the record headers).
     ``ts_ns`` is int64 nanoseconds since the epoch; ``iface`` indexes ``interfaces``, which gives
-    each packet's link type. Stream sequence numbers are implicit: ``first_seq + position``.
+    each packet's link type. Stream sequence numbers are implicit, ``first_seq + position``,
+    until ``take`` picks packets out of order or leaves some out: then ``seq`` is an explicit
+    int64 array that travels with the batch (the reassembler puts packets back by it).
     """
 
-    __slots__ = ("caplen", "data", "first_seq", "iface", "interfaces", "offsets", "origlen",
-                 "ts_ns")
+    __slots__ = ("_seq", "caplen", "data", "first_seq", "iface", "interfaces", "offsets",
+                 "origlen", "ts_ns")
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class PacketBatch:
         iface: np.ndarray | None = None,
         interfaces: Sequence[Interface] = (Interface(1),),
         first_seq: int = 0,
+        seq: np.ndarray | None = None,
     ) -> None:
         self.data = _as(data, np.uint8)
         self.offsets = _as(offsets, np.int64)
@@ -90,6 +95,9 @@ class PacketBatch:
         self.iface = np.zeros(n, np.uint32) if iface is None else _as(iface, np.uint32)
         self.interfaces = tuple(interfaces)
         self.first_seq = int(first_seq)
+        self._seq = None if seq is None else _as(seq, np.int64)
+        if self._seq is not None and len(self._seq) != n:
+            raise ValueError("PacketBatch seq differs in length from its packets")
         if not (len(self.caplen) == len(self.origlen) == len(self.ts_ns) == len(self.iface) == n):
             raise ValueError("PacketBatch arrays differ in length")
         if n and not self.interfaces:
@@ -138,7 +146,7 @@ class PacketBatch:
         interfaces = tuple(index)
         data = np.concatenate([c.data for c, _ in parts])
         bases = np.cumsum([0] + [len(c.data) for c, _ in parts[:-1]])
-        offsets = np.concatenate([c.offsets + base for (c, _), base in zip(parts, bases, strict=False)])
+        offsets = np.concatenate([c.offsets + base for (c, _), base in zip(parts, bases)])
         return cls(
             data,
             offsets,
@@ -148,6 +156,8 @@ class PacketBatch:
             np.concatenate([i for _, i in parts]),
             interfaces or batches[0].interfaces,
             batches[0].first_seq,
+            np.concatenate([b.seq for b in batches])
+            if any(b.has_explicit_seq for b in batches) else None,
         )
 
     # -- access --------------------------------------------------------------------------------
@@ -165,7 +175,11 @@ class PacketBatch:
 
     def __getitem__(self, key):
         if isinstance(key, slice):
-            return self._select(key, self.first_seq + (key.indices(len(self))[0]))
+            start = key.indices(len(self))[0]
+            seq = None if self._seq is None else self._seq[key]
+            if self._seq is None and key.step not in (None, 1):
+                seq = self.seq[key]
+            return self._select(key, self.first_seq + start, seq)
         if isinstance(key, (int, np.integer)):
             return self.packet(int(key))
         raise TypeError(f"PacketBatch indices must be int or slice, not {type(key).__name__}")
@@ -173,11 +187,27 @@ class PacketBatch:
     def take(self, indices) -> PacketBatch:
         """The packets at ``indices`` (any order, repeats allowed), sharing this buffer."""
         idx = np.asarray(indices, np.int64)
-        return self._select(idx, self.first_seq)
+        return self._select(idx, self.first_seq, self.seq[idx])
 
-    def _select(self, key, first_seq: int) -> PacketBatch:
+    def _select(self, key, first_seq: int, seq) -> PacketBatch:
         return PacketBatch(self.data, self.offsets[key], self.caplen[key], self.origlen[key],
-                           self.ts_ns[key], self.iface[key], self.interfaces, first_seq)
+                           self.ts_ns[key], self.iface[key], self.interfaces, first_seq, seq)
+
+    @property
+    def seq(self) -> np.ndarray:
+        """Each packet's stream sequence number (int64)."""
+        if self._seq is not None:
+            return self._seq
+        return np.arange(self.first_seq, self.first_seq + len(self), dtype=np.int64)
+
+    @property
+    def has_explicit_seq(self) -> bool:
+        return self._seq is not None
+
+    def with_seq(self, seq) -> PacketBatch:
+        """This batch with explicit sequence numbers ``seq`` (None: implicit again)."""
+        return PacketBatch(self.data, self.offsets, self.caplen, self.origlen, self.ts_ns,
+                           self.iface, self.interfaces, self.first_seq, seq)
 
     @property
     def nbytes(self) -> int:
@@ -221,7 +251,7 @@ class PacketBatch:
         data = np.empty(total, np.uint8)
         backend.capture.gather(self.data, self.offsets, self.caplen, data, offsets)
         return PacketBatch(data, offsets, self.caplen, self.origlen, self.ts_ns, self.iface,
-                           self.interfaces, self.first_seq)
+                           self.interfaces, self.first_seq, self._seq)
 
     def same_packets(self, other: PacketBatch) -> bool:
         """Whether both hold the same packets: bytes, lengths, timestamps and link types."""
@@ -251,14 +281,15 @@ class PacketBatch:
         header = _HEADER.pack(_MAGIC, _VERSION, 0, n, self.first_seq) + meta
         arrays = [np.ascontiguousarray(getattr(self, f) if f != "offsets" else offsets, t)
                   for f, t in _ARRAY_FIELDS]
-        return [header, *(memoryview(a).cast("B") for a in arrays),
+        seq = memoryview(self._seq).cast("B") if self._seq is not None else b""
+        return [header, *(memoryview(a).cast("B") for a in arrays), seq,
                 memoryview(self.data[lo:hi])]
 
     @classmethod
     def from_frames(cls, frames: Sequence) -> PacketBatch:
         """Rebuild a batch from ``to_frames`` output, as numpy views on the frames (no copy)."""
-        if len(frames) != 2 + len(_ARRAY_FIELDS):
-            raise ValueError(f"expected {2 + len(_ARRAY_FIELDS)} frames, got {len(frames)}")
+        if len(frames) != FRAME_COUNT:
+            raise ValueError(f"expected {FRAME_COUNT} frames, got {len(frames)}")
         head = bytes(frames[0])
         if len(head) < _HEADER.size:
             raise ValueError("batch header frame too short")
@@ -270,13 +301,18 @@ class PacketBatch:
         except (ValueError, TypeError) as exc:
             raise ValueError(f"bad interface table in batch header: {exc}") from None
         arrays = []
-        for frame, (field, dtype) in zip(frames[1:-1], _ARRAY_FIELDS, strict=False):
+        for frame, (field, dtype) in zip(frames[1:-2], _ARRAY_FIELDS):
             a = np.frombuffer(frame, dtype)
             if len(a) != n:
                 raise ValueError(f"frame {field} holds {len(a)} values, header says {n}")
             arrays.append(a)
         data = np.frombuffer(frames[-1], np.uint8)
-        batch = cls(data, *arrays, interfaces=interfaces, first_seq=first_seq)
+        seq = None
+        if len(frames[-2]):
+            seq = np.frombuffer(frames[-2], np.int64)
+            if len(seq) != n:
+                raise ValueError(f"frame seq holds {len(seq)} values, header says {n}")
+        batch = cls(data, *arrays, interfaces=interfaces, first_seq=first_seq, seq=seq)
         if n and (int(batch.offsets.min()) < 0
                   or int((batch.offsets + batch.caplen).max()) > len(data)):
             raise ValueError("batch packet extends past its data frame")

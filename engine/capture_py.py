@@ -26,6 +26,8 @@ from engine.pcapformat import (
     TRUNC_HEADER,
 )
 
+PUBLIC = ("walk_pcap", "walk_pcapng", "gather", "pack_pcap", "pack_pcapng")
+
 
 def walk_pcap(buf, pos, end, swap, nano, max_caplen, limit, offsets, caplen, origlen, ts_ns):
     """Walk pcap records in ``buf[pos:end]``, at most ``limit`` of them.
@@ -33,6 +35,7 @@ def walk_pcap(buf, pos, end, swap, nano, max_caplen, limit, offsets, caplen, ori
     Fills ``offsets`` (of each packet's data), ``caplen``, ``origlen``, ``ts_ns``; returns
     ``(count, pos, status)`` with ``pos`` at the first record not taken.
     """
+    _check_walk(buf, pos, end, limit, (offsets, caplen, origlen, ts_ns))
     rec = struct.Struct(">IIII" if swap else "<IIII")
     mv = memoryview(buf)
     scale = 1 if nano else 1000
@@ -63,6 +66,7 @@ def walk_pcapng(buf, pos, end, swap, iface_base, n_ifaces, limit,
     interface id); other blocks are skipped, except SHB and IDB, where the walk stops with
     status ``BLOCK`` so the caller reads them. Returns ``(count, pos, status)``.
     """
+    _check_walk(buf, pos, end, limit, (offsets, caplen, origlen, ticks, iface))
     e = ">" if swap else "<"
     u32 = struct.Struct(e + "I")
     mv = memoryview(buf)
@@ -114,20 +118,26 @@ def walk_pcapng(buf, pos, end, swap, iface_base, n_ifaces, limit,
 
 def gather(src, src_off, caplen, dst, dst_off):
     """Copy packet ``i`` from ``src[src_off[i]:][:caplen[i]]`` to ``dst[dst_off[i]:]``."""
+    _check_lengths(caplen, src_off, dst_off)
     for i in range(len(caplen)):
         s = int(src_off[i])
         d = int(dst_off[i])
         c = int(caplen[i])
+        _check_packet(i, s, c, src, "source")
+        _check_packet(i, d, c, dst, "destination")
         dst[d : d + c] = src[s : s + c]
 
 
 def pack_pcap(data, offsets, caplen, origlen, ts_ns, nano, out):
     """Write pcap records (little-endian) for the packets into ``out``; returns bytes written."""
+    _check_lengths(caplen, offsets, origlen, ts_ns)
     rec = struct.Struct("<IIII")
     mv = memoryview(out)
     pos = 0
     for i in range(len(caplen)):
         c = int(caplen[i])
+        _check_packet(i, int(offsets[i]), c, data, "data")
+        _check_packet(i, pos, 16 + c, out, "output")
         sec, frac = divmod(int(ts_ns[i]), 1_000_000_000)
         if not nano:
             frac //= 1000
@@ -140,12 +150,17 @@ def pack_pcap(data, offsets, caplen, origlen, ts_ns, nano, out):
 
 def pack_pcapng(data, offsets, caplen, origlen, ticks, iface, out):
     """Write Enhanced Packet Blocks (little-endian) into ``out``; returns bytes written."""
+    _check_lengths(caplen, offsets, origlen, ticks, iface)
     head = struct.Struct("<IIIIIII")
     mv = memoryview(out)
     pos = 0
     for i in range(len(caplen)):
         c = int(caplen[i])
         blen = 32 + ((c + 3) & ~3)
+        if blen > 0xFFFFFFFF:
+            raise ValueError(f"packet {i}: {c} bytes do not fit in one pcapng block")
+        _check_packet(i, int(offsets[i]), c, data, "data")
+        _check_packet(i, pos, blen, out, "output")
         t = int(ticks[i])
         head.pack_into(mv, pos, BT_EPB, blen, int(iface[i]), t >> 32, t & 0xFFFFFFFF, c,
                        int(origlen[i]))
@@ -155,6 +170,27 @@ def pack_pcapng(data, offsets, caplen, origlen, ticks, iface, out):
         struct.pack_into("<I", mv, pos + blen - 4, blen)
         pos += blen
     return pos
+
+
+# Argument checks, mirrored by the compiled twin: bad arguments are a ValueError in both, never a
+# read or write outside the arrays (nor, here, a negative index quietly counting from the end).
+def _check_walk(buf, pos, end, limit, arrays) -> None:
+    if pos < 0 or end > len(buf):
+        raise ValueError(f"walk span {pos}..{end} lies outside the buffer of {len(buf)} bytes")
+    room = min(len(a) for a in arrays)
+    if limit > room:
+        raise ValueError(f"limit {limit} exceeds the output arrays' length {room}")
+
+
+def _check_lengths(caplen, *arrays) -> None:
+    if any(len(a) < len(caplen) for a in arrays):
+        raise ValueError(f"per-packet arrays shorter than caplen ({len(caplen)} packets)")
+
+
+def _check_packet(i: int, start: int, length: int, buf, what: str) -> None:
+    if start < 0 or start + length > len(buf):
+        raise ValueError(f"packet {i}: bytes {start}..{start + length} lie outside the {what} "
+                         f"buffer of {len(buf)} bytes")
 
 
 def pcap_record_bytes(caplen) -> int:

@@ -22,6 +22,8 @@ from engine.timestamps import TsResolution, ticks_to_ns
 log = logging.getLogger(__name__)
 
 ERRORS = ("strict", "truncate")
+# int64 nanoseconds span +-292 years around the epoch; an if_tsoffset beyond that is damage.
+_MAX_TSOFFSET_S = (1 << 63) // 1_000_000_000
 # How many records one walker call takes when reading a whole file.
 _CHUNK = 1 << 16
 
@@ -98,6 +100,8 @@ class CaptureReader:
         elif magic == F.BT_SHB:
             self.format = "pcapng"
             self.data_start = 0
+            # An unsupported or damaged first section is an error at open, as a pcap header is.
+            self._read_shb(0, 0)
         else:
             raise self._error(f"unknown file format (magic number 0x{magic:08x}): not a pcap "
                               "or pcapng capture", 0, 0)
@@ -114,7 +118,8 @@ class CaptureReader:
         if vmaj != F.PCAP_VERSION_MAJOR or vmin > F.PCAP_VERSION_MINOR_MAX:
             raise self._error(f"unsupported pcap savefile version {vmaj}.{vmin}", None, 4)
         if lt & 0x03FF0000:
-            raise self._error(f"savefile linktype reserved field not zero (0x{lt & 0x03FF0000:08x})",
+            reserved = lt & 0x03FF0000
+            raise self._error(f"savefile linktype reserved field not zero (0x{reserved:08x})",
                               None, 20)
         self.fcs_len = (lt >> 28) * 2 if lt & 0x04000000 else None
         linktype = lt & 0xFFFF
@@ -182,13 +187,19 @@ class CaptureReader:
     def _alloc(self, limit: int):
         return (np.empty(limit, np.int64), np.empty(limit, np.uint32), np.empty(limit, np.uint32))
 
+    def _room(self, limit: int, pos: int, min_record: int) -> int:
+        # No more records than the bytes left can hold: a huge batch_packets (or a small file
+        # read with the default) must not allocate arrays for records that cannot be there.
+        return max(1, min(limit, (self.size - pos) // min_record + 1))
+
     def _pcap_chunks(self, limit: int):
         pos, record = self.data_start, 0
         while pos < self.size:
-            offsets, caplen, origlen = self._alloc(limit)
-            ts = np.empty(limit, np.int64)
+            room = self._room(limit, pos, F.PCAP_RECORD_HEADER_LEN)
+            offsets, caplen, origlen = self._alloc(room)
+            ts = np.empty(room, np.int64)
             n, new_pos, status = self.walker.walk_pcap(
-                self.buf, pos, self.size, self.swap, self.nano, self.max_caplen, limit,
+                self.buf, pos, self.size, self.swap, self.nano, self.max_caplen, room,
                 offsets, caplen, origlen, ts)
             if n:
                 yield (offsets[:n], caplen[:n], origlen[:n], ts[:n], np.zeros(n, np.uint32))
@@ -224,17 +235,20 @@ class CaptureReader:
     def _pcapng_chunks(self, limit: int):
         pos, block = 0, 0
         section: _Section | None = None
+        self.sections, self.interfaces, self._times = [], [], []
         while pos < self.size:
             if section is None:
                 section, pos = self._read_shb(pos, block)
+                self.sections.append(section)
                 block += 1
                 continue
-            offsets, caplen, origlen = self._alloc(limit)
-            ticks = np.empty(limit, np.uint64)
-            iface = np.empty(limit, np.uint32)
+            room = self._room(limit, pos, F.PCAPNG_MIN_BLOCK)
+            offsets, caplen, origlen = self._alloc(room)
+            ticks = np.empty(room, np.uint64)
+            iface = np.empty(room, np.uint32)
             n, new_pos, status = self.walker.walk_pcapng(
                 self.buf, pos, self.size, section.swap, section.iface_base,
-                len(section.resolutions), limit, offsets, caplen, origlen, ticks, iface)
+                len(section.resolutions), room, offsets, caplen, origlen, ticks, iface)
             if n:
                 yield (offsets[:n], caplen[:n], origlen[:n],
                        self._ticks_to_ns(ticks[:n], iface[:n]), iface[:n])
@@ -251,6 +265,7 @@ class CaptureReader:
                 try:
                     if btype == F.BT_SHB:
                         section, pos = self._read_shb(pos, block)
+                        self.sections.append(section)
                     else:
                         pos = self._read_idb(pos, block, section)
                 except CaptureError as err:
@@ -341,9 +356,7 @@ class CaptureReader:
                               pos + 12)
         blen = self._block_bounds(pos, block, swap, 28)
         self._options(pos + 24, pos + blen - 4, swap, block)
-        section = _Section(swap, (vmaj, vmin), len(self.interfaces))
-        self.sections.append(section)
-        return section, pos + blen
+        return _Section(swap, (vmaj, vmin), len(self.interfaces)), pos + blen
 
     def _read_idb(self, pos: int, block: int, section: _Section) -> int:
         blen = self._block_bounds(pos, block, section.swap, 20)
@@ -362,6 +375,9 @@ class CaptureReader:
                                       block, start)
             elif code == F.IF_TSOFFSET and length >= 8:
                 (offset_s,) = struct.unpack_from(e + "q", value)
+                if abs(offset_s) > _MAX_TSOFFSET_S:
+                    raise self._error(f"interface timestamp offset {offset_s} s is out of range",
+                                      block, start)
             elif code == F.IF_NAME:
                 name = value.rstrip(b"\0").decode("utf-8", "replace")
             elif code == F.IF_DESCRIPTION:

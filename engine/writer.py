@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import struct
@@ -47,15 +48,18 @@ class CaptureWriter:
         self._ifaces: dict[Interface, int] = {}
         self._tmp: str | None = None
         try:
-            special = not stat.S_ISREG(os.stat(self.path).st_mode)
+            existing: os.stat_result | None = os.stat(self.path)
         except FileNotFoundError:
-            special = False
-        if special:
+            existing = None
+        if existing is not None and not stat.S_ISREG(existing.st_mode):
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()/abort()
         else:
             fd, self._tmp = tempfile.mkstemp(
                 prefix=f".{os.path.basename(self.path)}.", suffix=".part",
                 dir=os.path.dirname(os.path.abspath(self.path)))
+            # mkstemp makes the file private (0600); the capture gets the mode a plain open
+            # would give it: the replaced file's, or 0666 less the umask.
+            os.fchmod(fd, stat.S_IMODE(existing.st_mode) if existing else 0o666 & ~_umask())
             self._file = os.fdopen(fd, "wb")
         self._header_done = False
 
@@ -89,10 +93,8 @@ class CaptureWriter:
         if not self._file.closed:
             self._file.close()
         if self._tmp is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
-            except FileNotFoundError:
-                pass
             self._tmp = None
 
     # -- writing -------------------------------------------------------------------------------
@@ -161,6 +163,13 @@ class CaptureWriter:
         blen = 20 + len(opts)
         return (struct.pack("<IIHHI", F.BT_IDB, blen, iface.linktype, 0, iface.snaplen) + opts
                 + struct.pack("<I", blen))
+
+
+def _umask() -> int:
+    # Reading the umask means setting it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _option(code: int, value: bytes) -> bytes:

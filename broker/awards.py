@@ -1,0 +1,123 @@
+"""Awards (the outcome of a request, negotiation or auction) and their delivery jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from broker.actors import Actor
+from broker.clock import resolve_now
+from broker.errors import InvalidInput, NotFound, NotYours
+from broker.groups import group_of_request, payers_for
+from broker.models import Award, AwardPayer, DeliveryJob, ServiceRequest
+
+JOB_STATUSES = ("queued", "picked", "running", "done", "failed")
+
+
+def make_award(session: Session, request: ServiceRequest, provider_id: int, price_minor: int, *,
+               source: str, now: datetime, negotiation_id: int | None = None,
+               auction_id: int | None = None) -> Award:
+    """Award ``request`` to ``provider_id`` at ``price_minor`` and queue its delivery job.
+
+    The payers are the requester, or a group's payers by its split rule (`GroupUnderfunded`
+    when they cannot cover the price: then nothing is awarded and nobody owes anything).
+    """
+    payers = payers_for(session, request, price_minor)
+    award = Award(
+        request_id=request.id, provider_id=provider_id, home_provider_id=request.home_provider_id,
+        source=source, negotiation_id=negotiation_id, auction_id=auction_id,
+        price_minor=price_minor, currency=request.currency, services=request.services,
+        volume_bytes=request.volume_bytes, starts_at=request.starts_at, ends_at=request.ends_at,
+        min_rate_bps=request.min_rate_bps, max_rate_bps=request.max_rate_bps,
+        data_cap_bytes=request.data_cap_bytes, created_at=now,
+        payers=[AwardPayer(user_id=u, share_minor=s) for u, s in payers])
+    session.add(award)
+    session.flush()
+    session.add(DeliveryJob(award_id=award.id, provider_id=provider_id, status="queued",
+                            spec=job_spec(award, request), created_at=now, updated_at=now))
+    request.status = "served" if source == "home" else "awarded"
+    group = group_of_request(session, request.id)
+    if group is not None:
+        group.status, group.closed_at = "funded", group.closed_at or now
+    session.flush()
+    return award
+
+
+def job_spec(award: Award, request: ServiceRequest) -> dict:
+    """What a delivery daemon needs to run the award (JSON, times in ISO 8601 UTC)."""
+    def iso(t):
+        return t.isoformat() if t is not None else None
+
+    return {
+        "award_id": award.id, "request_id": request.id, "services": award.services.split(","),
+        "volume_bytes": award.volume_bytes, "starts_at": iso(award.starts_at),
+        "ends_at": iso(award.ends_at), "min_rate_bps": award.min_rate_bps,
+        "max_rate_bps": award.max_rate_bps, "data_cap_bytes": award.data_cap_bytes,
+        "recipients": [m.describe() for m in request.members],
+    }
+
+
+def _may_see(session: Session, actor: Actor, award: Award) -> bool:
+    if actor.is_admin or actor.speaks_for_provider(award.provider_id) or \
+            actor.speaks_for_provider(award.home_provider_id):
+        return True
+    if actor.user_id is None:
+        return False
+    requester = session.get(ServiceRequest, award.request_id).user_id
+    return actor.user_id == requester or any(p.user_id == actor.user_id for p in award.payers)
+
+
+def get_award(session: Session, actor: Actor, award_id: int) -> Award:
+    award = session.get(Award, award_id)
+    if award is None:
+        raise NotFound("award", award_id)
+    if not _may_see(session, actor, award):
+        raise NotYours(f"{actor} is not a party of award {award_id}", where=f"award {award_id}")
+    return award
+
+
+def list_awards(session: Session, actor: Actor, *, limit: int = 100) -> list[Award]:
+    """The awards the actor delivers, brokered as home provider, requested, or pays for."""
+    query = select(Award).order_by(Award.id.desc()).limit(limit)
+    if actor.provider_ids:
+        query = query.where(or_(Award.provider_id.in_(actor.provider_ids),
+                                Award.home_provider_id.in_(actor.provider_ids)))
+    elif actor.user_id is not None:
+        paid = select(AwardPayer.award_id).where(AwardPayer.user_id == actor.user_id)
+        requested = select(ServiceRequest.id).where(ServiceRequest.user_id == actor.user_id)
+        query = query.where(or_(Award.id.in_(paid), Award.request_id.in_(requested)))
+    elif not actor.is_admin:
+        return []
+    return list(session.scalars(query))
+
+
+def list_jobs(session: Session, actor: Actor, provider_id: int, *,
+              status: str | None = None) -> list[DeliveryJob]:
+    """The delivery jobs of ``provider_id`` (for its daemons), oldest first."""
+    if not (actor.is_admin or actor.speaks_for_provider(provider_id)):
+        raise NotYours(f"{actor} may not list provider {provider_id}'s jobs",
+                       where=f"provider {provider_id}")
+    query = select(DeliveryJob).where(DeliveryJob.provider_id == provider_id)
+    if status is not None:
+        if status not in JOB_STATUSES:
+            raise InvalidInput(f"status is one of {', '.join(JOB_STATUSES)}", field="status")
+        query = query.where(DeliveryJob.status == status)
+    return list(session.scalars(query.order_by(DeliveryJob.id)))
+
+
+def set_job_status(session: Session, actor: Actor, job_id: int, status: str, *,
+                   now: datetime | None = None) -> DeliveryJob:
+    job = session.get(DeliveryJob, job_id)
+    if job is None:
+        raise NotFound("delivery job", job_id)
+    if not actor.speaks_for_provider(job.provider_id):
+        raise NotYours(f"{actor} does not run job {job_id}", where=f"delivery job {job_id}")
+    if status not in JOB_STATUSES:
+        raise InvalidInput(f"status is one of {', '.join(JOB_STATUSES)}", field="status")
+    job.status, job.updated_at = status, resolve_now(now)
+    if status == "done":
+        job.award.status = "delivered"
+    session.flush()
+    return job

@@ -1,0 +1,68 @@
+"""Idempotency keys for state-changing operations: a retry returns what the first call made.
+
+A call with a key looks the key up in the caller's scope first. Found with the same operation
+and the same input: the resource the first call created is returned and nothing changes. Found
+with other input: `IdempotencyKeyReused`. Not found: the operation runs and the key is stored
+in the same transaction, so either both are kept or neither. Two concurrent first calls with one
+key collide on the ``(scope, key)`` unique constraint; the loser's transaction rolls back and
+its retry finds the winner's result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.actors import Actor
+from broker.errors import IdempotencyKeyReused, InvalidInput
+from broker.models import IdempotencyRecord
+
+T = TypeVar("T")
+
+
+def fingerprint(operation: str, params: dict) -> str:
+    def default(value):
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, (set, frozenset, tuple)):
+            return list(value)
+        return str(value)
+
+    text = json.dumps({"op": operation, "params": params}, sort_keys=True, default=default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def once(session: Session, actor: Actor, key: str | None, operation: str, params: dict,
+         model: type[T], run: Callable[[], T]) -> T:
+    """Run ``run()`` unless ``key`` was used for this operation before; return its resource.
+
+    ``model`` is the class of what ``run`` returns (it must have an ``id``).
+    """
+    if key is None:
+        return run()
+    if not isinstance(key, str) or not 1 <= len(key) <= 200:
+        raise InvalidInput("an idempotency key is 1..200 characters", field="idempotency_key")
+    print_ = fingerprint(operation, params)
+    record = session.scalar(select(IdempotencyRecord).where(
+        IdempotencyRecord.scope == actor.scope, IdempotencyRecord.key == key))
+    if record is not None:
+        if record.operation != operation or record.fingerprint != print_:
+            raise IdempotencyKeyReused(
+                f"key {key!r} was used for {record.operation} with other input at "
+                f"{record.created_at.isoformat()}; use a new key for a new operation",
+                field="idempotency_key")
+        found = session.get(model, record.resource_id)
+        assert found is not None, "an idempotent result's resource vanished"
+        return found
+    result = run()
+    session.add(IdempotencyRecord(scope=actor.scope, key=key, operation=operation,
+                                  fingerprint=print_, resource_kind=model.__tablename__,
+                                  resource_id=result.id))
+    session.flush()
+    return result

@@ -1,0 +1,53 @@
+"""Alembic environment of the broker's store: the models' metadata is the target."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, text
+
+from broker.models import Base, UTCDateTime
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _render_item(type_, obj, autogen_context):
+    # Migrations spell the portable type, not our decorator, so that they never import models.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+def _configure(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        render_item=_render_item,
+        compare_type=True,
+    )
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is None:
+        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        with engine.connect() as connection:
+            _run(connection)
+            connection.commit()
+    else:
+        _run(connection)
+
+
+def _run(connection) -> None:
+    _configure(connection)
+    with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Two processes starting on an empty database migrate one after the other.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7420131)"))
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise SystemExit("the broker's migrations run online only (Store.upgrade)")
+run_migrations_online()

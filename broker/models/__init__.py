@@ -1,0 +1,33 @@
+"""The broker's tables as SQLAlchemy 2 typed models (the data model is in docs/broker.md)."""
+
+from broker.models.base import Base, UTCDateTime
+from broker.models.idempotency import IdempotencyRecord
+from broker.models.market import (
+    Auction,
+    Bid,
+    Group,
+    Negotiation,
+    Offer,
+    Pledge,
+    RequestMember,
+    ServiceRequest,
+)
+from broker.models.outcomes import Award, AwardPayer, DeliveryJob, Rating
+from broker.models.principals import (
+    PRINCIPAL_COLUMNS,
+    Admin,
+    ApiKey,
+    Device,
+    Network,
+    PhoneNumber,
+    PricePolicy,
+    Provider,
+    ProviderService,
+    User,
+)
+
+__all__ = ["PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Auction", "Award", "AwardPayer", "Base",
+           "Bid", "DeliveryJob", "Device", "Group", "IdempotencyRecord", "Negotiation",
+           "Network", "Offer", "PhoneNumber", "Pledge", "PricePolicy", "Provider",
+           "ProviderService", "Rating", "RequestMember", "ServiceRequest", "UTCDateTime",
+           "User"]

@@ -1,0 +1,278 @@
+"""Service requests: a device asks its home provider, which serves it or brokers it.
+
+The home provider serves a request itself when it offers every service of the chain, its spare
+capacity over the request's time covers the required rate, it quotes in the request's currency,
+and its list price is within the user's ``max_price_minor`` (if any). Otherwise the request is
+``brokering``: open to negotiation (`broker.negotiation`) or auction (`broker.auctions`) with the
+providers of other networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from broker.actors import Actor
+from broker.awards import make_award
+from broker.catalog import format_chain, parse_chain
+from broker.clock import as_utc, resolve_now
+from broker.currency import check_amount, check_currency
+from broker.directory import parse_e164
+from broker.errors import GroupUnderfunded, InvalidInput, NotFound, NotYours, WrongState
+from broker.groups import fail, get_group, pledged_total
+from broker.idempotency import once
+from broker.models import (
+    Award,
+    Device,
+    Group,
+    PhoneNumber,
+    Provider,
+    RequestMember,
+    ServiceRequest,
+    User,
+)
+from broker.pricing import list_price, required_rate_bps
+
+
+def _positive(value, field: str) -> int | None:
+    return None if value is None else check_amount(value, field=field, allow_zero=False)
+
+
+def _members(session: Session, items: Iterable[dict]) -> list[RequestMember]:
+    out = []
+    for n, item in enumerate(items):
+        field = f"members[{n}]"
+        kind, value = (item or {}).get("kind"), (item or {}).get("value")
+        if kind == "user":
+            if session.get(User, value) is None:
+                raise NotFound("user", value)
+            out.append(RequestMember(kind="user", user_id=value))
+        elif kind == "device":
+            if session.get(Device, value) is None:
+                raise NotFound("device", value)
+            out.append(RequestMember(kind="device", device_id=value))
+        elif kind == "phone":
+            e164 = parse_e164(value, item.get("region"), field=field)
+            known = session.scalar(select(PhoneNumber.id).where(PhoneNumber.e164 == e164))
+            out.append(RequestMember(kind="phone", e164=e164, phone_number_id=known))
+        elif kind == "address":
+            if not isinstance(value, str) or not 0 < len(value) <= 300:
+                raise InvalidInput("an address is text of 1..300 characters", field=field)
+            out.append(RequestMember(kind="address", address=value))
+        else:
+            raise InvalidInput(f"member kind is user, device, phone or address, not {kind!r}",
+                               field=field)
+    return out
+
+
+def submit_request(session: Session, actor: Actor, *, services, device_id: int | None = None,
+                   volume_bytes: int | None = None, starts_at: datetime | None = None,
+                   ends_at: datetime | None = None, min_rate_bps: int | None = None,
+                   max_rate_bps: int | None = None, data_cap_bytes: int | None = None,
+                   max_price_minor: int | None = None, currency: str | None = None,
+                   members: Iterable[dict] = (), group: bool = False,
+                   now: datetime | None = None,
+                   idempotency_key: str | None = None) -> ServiceRequest:
+    """A user's (or its device's) request to its home provider; decided at once.
+
+    With ``group=True`` the request waits for pledges (`broker.groups`) and is decided by
+    `close_pledges`. Without members the requesting device (else the user) is the recipient.
+    """
+    now = resolve_now(now)
+    if actor.user_id is None:
+        raise NotYours(f"{actor} is not a user or a user's device; only they request service")
+    device_id = actor.device_id if device_id is None else device_id
+    if device_id is not None:
+        device = session.get(Device, device_id)
+        if device is None:
+            raise NotFound("device", device_id)
+        if device.user_id != actor.user_id:
+            raise NotYours(f"device {device_id} is not {actor}'s", where=f"device {device_id}")
+    chain = parse_chain(services)
+    if (volume_bytes is None) == (starts_at is None and ends_at is None):
+        raise InvalidInput("give either volume_bytes or a block of time (starts_at and "
+                           "ends_at), not both and not neither", field="volume_bytes")
+    if volume_bytes is None:
+        if starts_at is None or ends_at is None:
+            raise InvalidInput("a block of time needs both ends", field="ends_at"
+                               if starts_at is not None else "starts_at")
+        starts_at, ends_at = as_utc(starts_at, field="starts_at"), as_utc(ends_at,
+                                                                          field="ends_at")
+        if ends_at <= starts_at:
+            raise InvalidInput("ends_at must be after starts_at", field="ends_at")
+        if min_rate_bps is None and max_rate_bps is None:
+            raise InvalidInput("a block of time needs max_rate_bps and/or min_rate_bps",
+                               field="max_rate_bps")
+    elif data_cap_bytes is not None:
+        raise InvalidInput("a data cap applies to a block of time, not to a volume",
+                           field="data_cap_bytes")
+    min_rate, max_rate = _positive(min_rate_bps, "min_rate_bps"), _positive(max_rate_bps,
+                                                                            "max_rate_bps")
+    if min_rate is not None and max_rate is not None and min_rate > max_rate:
+        raise InvalidInput(f"min_rate_bps {min_rate} exceeds max_rate_bps {max_rate}",
+                           field="min_rate_bps")
+    volume_bytes = _positive(volume_bytes, "volume_bytes")
+    data_cap_bytes = _positive(data_cap_bytes, "data_cap_bytes")
+    if max_price_minor is not None:
+        check_amount(max_price_minor, field="max_price_minor")
+    user = session.get(User, actor.user_id)
+    currency = check_currency(currency or user.home_provider.policy.currency)
+    members = list(members)
+    params = {"services": chain, "device": device_id, "volume": volume_bytes,
+              "starts": starts_at, "ends": ends_at, "min": min_rate, "max": max_rate,
+              "cap": data_cap_bytes, "limit": max_price_minor, "currency": currency,
+              "group": group, "members": members}
+
+    def run() -> ServiceRequest:
+        request = ServiceRequest(
+            user_id=user.id, device_id=device_id, home_provider_id=user.home_provider_id,
+            services=format_chain(chain), volume_bytes=volume_bytes, starts_at=starts_at,
+            ends_at=ends_at, min_rate_bps=min_rate, max_rate_bps=max_rate,
+            data_cap_bytes=data_cap_bytes, max_price_minor=max_price_minor, currency=currency,
+            status="pledging" if group else "brokering", created_at=now)
+        request.members = _members(session, members) or [
+            RequestMember(kind="device", device_id=device_id) if device_id is not None
+            else RequestMember(kind="user", user_id=user.id)]
+        session.add(request)
+        session.flush()
+        if group:
+            session.add(Group(request_id=request.id, organizer_id=user.id, currency=currency,
+                              created_at=now))
+            session.flush()
+        else:
+            decide(session, request, now)
+        return request
+
+    return once(session, actor, idempotency_key, "request", params, ServiceRequest, run)
+
+
+def committed_bps(session: Session, provider_id: int, starts_at: datetime | None,
+                  ends_at: datetime | None, now: datetime) -> int:
+    """The rate a provider has promised to active awards overlapping ``[starts_at, ends_at)``.
+
+    A volume request (no block) runs from now until delivered, so it overlaps everything
+    that has not ended.
+    """
+    start = starts_at or now
+    rate = func.coalesce(Award.max_rate_bps, Award.min_rate_bps, 0)
+    conditions = [Award.provider_id == provider_id, Award.status == "active",
+                  or_(Award.ends_at.is_(None), Award.ends_at > start)]
+    if ends_at is not None:
+        conditions.append(or_(Award.starts_at.is_(None), Award.starts_at < ends_at))
+    return session.scalar(select(func.coalesce(func.sum(rate), 0)).where(*conditions))
+
+
+def why_not(session: Session, provider: Provider, request: ServiceRequest,
+            now: datetime) -> str | None:
+    """Why ``provider`` cannot take ``request``, or None when it can."""
+    missing = [s for s in request.service_chain if s not in provider.service_names]
+    if missing:
+        return f"provider {provider.id} does not offer {', '.join(missing)}"
+    spare = provider.capacity_bps - committed_bps(session, provider.id, request.starts_at,
+                                                  request.ends_at, now)
+    if required_rate_bps(request) > spare:
+        return (f"provider {provider.id} has {max(spare, 0)} bit/s spare, the request needs "
+                f"{required_rate_bps(request)}")
+    if provider.policy.currency != request.currency:
+        return f"provider {provider.id} quotes in {provider.policy.currency}, not " \
+               f"{request.currency}"
+    return None
+
+
+def decide(session: Session, request: ServiceRequest, now: datetime) -> Award | None:
+    """Serve at home if the home provider can and its price is acceptable, else broker."""
+    home = session.get(Provider, request.home_provider_id)
+    reason = why_not(session, home, request, now)
+    price = list_price(home.policy, request) if reason is None else None
+    limit = request.max_price_minor
+    if price is not None and limit is not None and price > limit:
+        reason = f"home provider {home.id} asks {price}, above the limit {limit}"
+    if reason is None:
+        try:
+            return make_award(session, request, home.id, price, source="home", now=now)
+        except GroupUnderfunded as exc:
+            reason = str(exc)
+    request.status, request.reason = "brokering", f"brokered: {reason}"[:300]
+    session.flush()
+    return None
+
+
+def eligible_providers(session: Session, request: ServiceRequest,
+                       now: datetime | None = None) -> list[Provider]:
+    """Providers of other networks that could take the request (for brokering)."""
+    now = resolve_now(now)
+    home_network = session.get(Provider, request.home_provider_id).network_id
+    others = session.scalars(select(Provider).where(Provider.network_id != home_network)
+                             .order_by(Provider.id))
+    return [p for p in others if why_not(session, p, request, now) is None]
+
+
+def get_request(session: Session, actor: Actor, request_id: int) -> ServiceRequest:
+    """A request, for its user (and the user's devices) and its home provider."""
+    request = session.get(ServiceRequest, request_id)
+    if request is None:
+        raise NotFound("request", request_id)
+    if not (actor.is_admin or actor.speaks_for_user(request.user_id)
+            or actor.speaks_for_provider(request.home_provider_id)):
+        raise NotYours(f"request {request_id} is not {actor}'s",
+                       where=f"request {request_id}")
+    return request
+
+
+def list_requests(session: Session, actor: Actor, *, limit: int = 100) -> list[ServiceRequest]:
+    query = select(ServiceRequest).order_by(ServiceRequest.id.desc()).limit(limit)
+    if actor.user_id is not None:
+        query = query.where(ServiceRequest.user_id == actor.user_id)
+    elif actor.provider_ids:
+        query = query.where(ServiceRequest.home_provider_id.in_(actor.provider_ids))
+    elif not actor.is_admin:
+        return []
+    return list(session.scalars(query))
+
+
+def close_pledges(session: Session, actor: Actor, group_id: int, *,
+                  now: datetime | None = None) -> ServiceRequest:
+    """The organizer ends pledging: the request is then decided with the pledges as budget.
+
+    The budget is the pledged total (and the user's limit, if lower). No pledges at all: the
+    group fails and the request with it, and nobody is charged.
+    """
+    now = resolve_now(now)
+    group = get_group(session, group_id)
+    if not actor.speaks_for_user(group.organizer_id):
+        raise NotYours(f"only the organizer (user {group.organizer_id}) closes pledging",
+                       where=f"group {group_id}")
+    if group.status != "pledging":
+        raise WrongState(f"group {group_id} is {group.status} already", where=f"group {group_id}")
+    request = group.request
+    total = pledged_total(session, group_id)
+    if total == 0:
+        fail(group, "nobody pledged", now)
+        request.status, request.reason = "failed", "group: nobody pledged"
+        session.flush()
+        return request
+    group.status, group.closed_at = "closed", now
+    if request.max_price_minor is None or request.max_price_minor > total:
+        request.max_price_minor = total
+    decide(session, request, now)
+    if request.status == "served":
+        group.status = "funded"
+    session.flush()
+    return request
+
+
+def cancel_request(session: Session, actor: Actor, request_id: int, *,
+                   now: datetime | None = None) -> ServiceRequest:
+    request = get_request(session, actor, request_id)
+    if request.status not in ("pledging", "brokering"):
+        raise WrongState(f"request {request_id} is {request.status}; only a request still "
+                         f"pledging or brokering can be cancelled", where=f"request {request_id}")
+    request.status, request.reason = "cancelled", f"cancelled by {actor}"
+    group = session.scalar(select(Group).where(Group.request_id == request_id))
+    if group is not None and group.status in ("pledging", "closed"):
+        fail(group, "request cancelled", resolve_now(now))
+    session.flush()
+    return request

@@ -1,0 +1,289 @@
+"""One delivery: source -> segmenter -> dispatcher -> workers -> reassembly -> sink, metered.
+
+Three threads: the source thread reads and segments, the main thread runs the dispatcher's
+socket, the sink thread shapes and writes. Queues between them are bounded by the dispatcher's
+window, so memory does not grow with the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from engine import protocol as P
+from engine.batch import PacketBatch
+from engine.dispatcher import DeliveryError, Dispatcher, wake
+from engine.errors import EngineError
+from engine.meter import Meter, TokenBucket
+from engine.segment import Segmenter
+from engine.services import parse_chain
+from engine.sinks import open_sink
+from engine.sources import open_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryOptions:
+    services: str = "identity"
+    params: list[str] = field(default_factory=list)
+    workers: int | None = None  # local worker processes; None: one per core
+    bind: str | None = None
+    segment_packets: int | None = None
+    segment_bytes: int | None = None
+    segment_ms: float | None = None
+    flow_affinity: bool = False
+    max_rate_bps: int | None = None
+    min_rate_bps: int | None = None
+    usage_json: str | None = None
+    curve_dir: str | None = None
+    credit: int = P.DEFAULT_CREDIT
+    format: str | None = None
+    ts_resolution: str | None = None
+    udp_linktype: int = 1
+    count: int | None = None
+    idle_timeout: float | None = None
+    wait_workers_s: float = 60.0
+    heartbeat_ms: int = P.HEARTBEAT_MS
+    liveness: int = P.LIVENESS
+    window: int | None = None
+    progress: bool = False
+    worker_args: list[str] = field(default_factory=list)  # extra flags for local workers
+
+
+DEFAULT_SEGMENT_PACKETS = 2048
+# Parameters never written into a usage record.
+SECRET_PARAMS = frozenset({"key"})
+
+
+class Delivery:
+    """A delivery from ``source`` to ``sink``; ``run()`` returns the usage record."""
+
+    def __init__(self, source: str, sink: str, options: DeliveryOptions | None = None) -> None:
+        self.opts = o = options or DeliveryOptions()
+        self.chain = parse_chain(o.services, o.params)
+        self.stream_id = uuid.uuid4().int & ((1 << 63) - 1)
+        self.source = open_source(source, udp_linktype=o.udp_linktype, count=o.count,
+                                  idle_timeout=o.idle_timeout)
+        fmt, res = self.source.default_output()
+        self.sink_url = sink
+        self.sink_format = o.format or (
+            "pcapng" if sink.endswith(".pcapng") else "pcap" if sink.endswith(".pcap") else fmt)
+        self.sink_resolution = o.ts_resolution or res
+        self.meter = Meter(min_rate_bps=o.min_rate_bps, max_rate_bps=o.max_rate_bps)
+        self.local_workers: list[subprocess.Popen] = []
+        self._stop = threading.Event()
+        self._sink_error: BaseException | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _segmenter(self) -> Segmenter:
+        o = self.opts
+        packets = o.segment_packets
+        if packets is None and o.segment_bytes is None:
+            packets = DEFAULT_SEGMENT_PACKETS
+        window = int(o.segment_ms * 1_000_000) if o.segment_ms else None
+        if window and packets is None and o.segment_bytes is None:
+            packets = 65536  # a time window still needs a size cap for a fast source
+        return Segmenter(max_packets=packets, max_bytes=o.segment_bytes, window_ns=window)
+
+    def _source_thread(self, out: queue.Queue, wake_addr: str, ctx: zmq.Context) -> None:
+        waker = wake(ctx, wake_addr)
+        seg = self._segmenter()
+        window_s = self.opts.segment_ms / 1000 if self.opts.segment_ms else None
+        seq = 0
+        opened_at: float | None = None
+
+        def put(item) -> None:
+            while not self._stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            with contextlib.suppress(zmq.Again):  # a wake-up is already waiting
+                waker.send(b"", zmq.NOBLOCK)
+
+        try:
+            for batch in self.source:
+                if self._stop.is_set():
+                    break
+                n = len(batch)
+                if n:
+                    if batch.first_seq != seq:
+                        batch = PacketBatch(batch.data, batch.offsets, batch.caplen,
+                                            batch.origlen, batch.ts_ns, batch.iface,
+                                            batch.interfaces, seq)
+                    seq += n
+                    self.meter.record_in(n, int(batch.caplen.sum(dtype=np.int64)))
+                    for s in seg.feed(batch):
+                        put(s)
+                    if seg._held and opened_at is None:
+                        opened_at = time.monotonic()
+                    elif not seg._held:
+                        opened_at = None
+                # A live source's open segment goes when its time is up, full or not.
+                if (window_s is not None and opened_at is not None
+                        and time.monotonic() - opened_at >= window_s):
+                    last = seg.finish()
+                    if last is not None:
+                        put(last)
+                    opened_at = None
+            last = seg.finish()
+            if last is not None:
+                put(last)
+            put(Dispatcher.END)
+        except BaseException as exc:  # handed to the dispatcher thread, which raises it
+            put(exc)
+        finally:
+            waker.close(0)
+
+    def _sink_thread(self, inbox: queue.Queue, sink) -> None:
+        bucket = TokenBucket(self.opts.max_rate_bps) if self.opts.max_rate_bps else None
+        try:
+            while True:
+                batch = inbox.get()
+                if batch is None:
+                    return
+                if bucket is None:
+                    sink.write(batch)
+                    self.meter.record_out(len(batch), batch.nbytes)
+                else:
+                    self._shaped_write(batch, sink, bucket)
+                self.dispatcher.written += 1
+        except BaseException as exc:
+            self._sink_error = exc
+            self._stop.set()
+
+    def _shaped_write(self, batch: PacketBatch, sink, bucket: TokenBucket) -> None:
+        # Write in slices no bigger than the bucket's burst so the rate holds within a second.
+        bits = batch.caplen.astype(np.int64) * 8
+        cum = np.cumsum(bits)
+        start = 0
+        n = len(batch)
+        while start < n:
+            base = cum[start - 1] if start else 0
+            end = int(np.searchsorted(cum, base + bucket.burst, side="right"))
+            end = max(end, start + 1)
+            part = batch[start:end]
+            bucket.take(int(cum[end - 1] - base))
+            sink.write(part)
+            self.meter.record_out(len(part), part.nbytes)
+            start = end
+
+    def _spawn_workers(self, endpoint: str, n: int) -> None:
+        cmd = [sys.executable, "-m", "engine.cli", "worker", "--connect", endpoint,
+               "--exit-on-disconnect", "--credit", str(self.opts.credit),
+               "--max-idle", "30", *self.opts.worker_args]
+        if self.opts.curve_dir:
+            cmd += ["--curve", self.opts.curve_dir]
+        for i in range(n):
+            self.local_workers.append(subprocess.Popen(
+                [*cmd, "--name", f"local-{i}"], stdin=subprocess.DEVNULL))
+
+    def _reap_workers(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for p in self.local_workers:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.terminate()
+                try:
+                    p.wait(3)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        o = self.opts
+        n_local = (os.cpu_count() or 1) if o.workers is None else o.workers
+        bind = o.bind or "tcp://127.0.0.1:0"
+        ctx = zmq.Context.instance()
+        sink = open_sink(self.sink_url, format=self.sink_format,
+                         ts_resolution=self.sink_resolution)
+        d = self.dispatcher = Dispatcher(
+            bind, self.chain, stream_id=self.stream_id, meter=self.meter, window=o.window,
+            heartbeat_ms=o.heartbeat_ms, liveness=o.liveness, flow_affinity=o.flow_affinity,
+            curve_dir=o.curve_dir, context=ctx)
+        segments: queue.Queue = queue.Queue(maxsize=4)
+        outbox: queue.Queue = queue.Queue()
+        sink_thread = None
+        try:
+            if n_local:
+                self._spawn_workers(d.endpoint, n_local)
+            else:
+                log.info("serving workers on %s", d.endpoint)
+            d.wait_for_workers(max(1, n_local), o.wait_workers_s)
+            self.meter.restart()
+            threading.Thread(target=self._source_thread, args=(segments, d.wake_addr, ctx),
+                             name="pktx-source", daemon=True).start()
+            sink_thread = threading.Thread(target=self._sink_thread, args=(outbox, sink),
+                                           name="pktx-sink", daemon=True)
+            sink_thread.start()
+
+            def emit(batch: PacketBatch) -> None:
+                if self._sink_error is not None:
+                    raise DeliveryError(f"writing {self.sink_url} failed: "
+                                        f"{self._sink_error}") from self._sink_error
+                outbox.put(batch)
+
+            d.run(segments, emit)
+            outbox.put(None)
+            sink_thread.join()
+            if self._sink_error is not None:
+                raise DeliveryError(f"writing {self.sink_url} failed: {self._sink_error}")
+            self.meter.finish()
+            usage = self.usage()
+            sink.close(usage)
+            d.broadcast_disconnect("stream complete")
+        except BaseException as exc:
+            self._stop.set()
+            self.source.stop()
+            if sink_thread is not None and sink_thread.is_alive():
+                outbox.put(None)
+                sink_thread.join(5)
+            sink.abort(str(exc))
+            d.broadcast_disconnect("stream failed")
+            for p in self.local_workers:
+                p.terminate()
+            self._reap_workers(5)
+            d.close()
+            if isinstance(exc, EngineError | KeyboardInterrupt):
+                raise
+            raise DeliveryError(f"delivery failed: {type(exc).__name__}: {exc}") from exc
+        self._reap_workers()
+        d.close()
+        if o.usage_json:
+            tmp = o.usage_json + ".part"
+            with open(tmp, "w") as f:
+                json.dump(usage, f, indent=2)
+            os.replace(tmp, o.usage_json)
+        return usage
+
+    def usage(self) -> dict:
+        return self.meter.usage(
+            stream_id=f"{self.stream_id:016x}",
+            sources=[self.source.describe()],
+            sinks=[self.sink_url],
+            service_chain=[{"name": c["name"], "params": {
+                k: ("(secret)" if k in SECRET_PARAMS else v) for k, v in c["params"].items()}}
+                for c in self.chain],
+        )
+
+
+def deliver(source: str, sink: str, **options) -> dict:
+    """Deliver ``source`` to ``sink`` through the service chain; returns the usage record."""
+    return Delivery(source, sink, DeliveryOptions(**options)).run()

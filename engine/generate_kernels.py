@@ -1,0 +1,114 @@
+"""numba kernels for ``engine.generate``: private functions over arrays and ints, nothing else.
+
+``engine.generate`` plans the packets (flows, directions, sizes, times) with vectorized numpy
+and owns the documentation; ``build_frames`` turns the plan into bytes in one pass, carrying
+per-flow TCP and IP state from batch to batch. Its slow, obvious twin is the struct-based
+builder in ``tests/engine/test_generate.py``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _put16(out, pos, value):
+    out[pos] = (value >> 8) & 0xFF
+    out[pos + 1] = value & 0xFF
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _put32(out, pos, value):
+    out[pos] = (value >> 24) & 0xFF
+    out[pos + 1] = (value >> 16) & 0xFF
+    out[pos + 2] = (value >> 8) & 0xFF
+    out[pos + 3] = value & 0xFF
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sum16(buf, pos, length):
+    """Sum of the big-endian 16-bit words of ``buf[pos:pos+length]`` (``length`` even)."""
+    w = buf[pos:pos + length]
+    s = np.int64(0)
+    for k in range(length >> 1):
+        s += (np.int64(w[2 * k]) << 8) | np.int64(w[2 * k + 1])
+    return s
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _copy(dst, dpos, src, spos, n):
+    # Unsigned indices spare the negative-index check, so this compiles to vectorized moves;
+    # numba's slice assignment (which checks for overlap) is several times slower here.
+    d = np.uint64(dpos)
+    s = np.uint64(spos)
+    for k in range(np.uint64(n)):
+        dst[d + k] = src[s + k]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _fold(s):
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+@nb.njit(cache=True, nogil=True)
+def build_frames(out, offsets, frame_len, rows, pay_len, pay_off, ts_ms,
+                 templates, hdr_len, l2_len, ipv6, tcp, tsopt,
+                 pool, pool_sums, seq, ipid, tsval_base, last_tsval):
+    """Write frame ``p`` at ``out[offsets[p]:][:frame_len[p]]`` from header template ``rows[p]``.
+
+    A template row is one direction of one flow (``row ^ 1`` is the other); its length fields,
+    IPv4 ID, TCP sequence/ack/flags/timestamps and every checksum are zero and filled here. The
+    payload is ``pool[pay_off[p]:][:pay_len[p]]`` (``pay_off`` even), whose word sum comes from
+    ``pool_sums`` (prefix sums of the pool's 16-bit words) instead of a pass over the bytes.
+    Bytes past the IP packet up to ``frame_len`` are Ethernet padding (zeros). ``seq``,
+    ``ipid`` and ``last_tsval`` (per row) are updated in place.
+    """
+    for p in range(len(rows)):
+        r = rows[p]
+        peer = r ^ 1
+        o = offsets[p]
+        h = hdr_len[r]
+        n = pay_len[p]
+        po = pay_off[p]
+        _copy(out, o, templates[r], 0, h)
+        _copy(out, o + h, pool, po, n)
+        end = o + h + n
+        for k in range(np.uint64(end), np.uint64(o + frame_len[p])):
+            out[k] = 0
+        l3 = o + l2_len[r]
+        if ipv6[r]:
+            l4 = l3 + 40
+            l4len = end - l4
+            _put16(out, l3 + 4, l4len)
+            s = _sum16(out, l3 + 8, 32)
+        else:
+            l4 = l3 + 20
+            l4len = end - l4
+            _put16(out, l3 + 2, end - l3)
+            _put16(out, l3 + 4, ipid[r] & 0xFFFF)
+            ipid[r] += 1
+            _put16(out, l3 + 10, ~_fold(_sum16(out, l3, 20)) & 0xFFFF)
+            s = _sum16(out, l3 + 12, 8)
+        s += (pool_sums[(po >> 1) + (n >> 1)] - pool_sums[po >> 1]) + l4len
+        if n & 1:
+            s += np.int64(pool[po + n - 1]) << 8
+        if tcp[r]:
+            _put32(out, l4 + 4, seq[r])
+            _put32(out, l4 + 8, seq[peer])
+            seq[r] = (seq[r] + n) & 0xFFFFFFFF
+            out[l4 + 13] = 0x18 if n else 0x10  # PSH|ACK with data, else a bare ACK
+            if tsopt[r]:
+                tv = (ts_ms[p] + tsval_base[r]) & 0xFFFFFFFF
+                _put32(out, l4 + 24, tv)
+                _put32(out, l4 + 28, last_tsval[peer])
+                last_tsval[r] = tv
+            s += 6 + _sum16(out, l4, o + h - l4)
+            _put16(out, l4 + 16, ~_fold(s) & 0xFFFF)
+        else:
+            _put16(out, l4 + 4, l4len)
+            s += 17 + _sum16(out, l4, 8)
+            c = ~_fold(s) & 0xFFFF
+            _put16(out, l4 + 6, c if c else 0xFFFF)  # 0 means "no checksum" in UDP

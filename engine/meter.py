@@ -1,0 +1,173 @@
+"""Metering what a delivery carried: the usage record the broker bills and rates from."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+
+_NS = 1_000_000_000
+
+
+def iso_ns(ns: int) -> str:
+    """UTC ISO 8601 with nanoseconds."""
+    sec, frac = divmod(ns, _NS)
+    return datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + \
+        f".{frac:09d}Z"
+
+
+class Meter:
+    """Counts packets and bytes in and out, per one-second window of delivery time.
+
+    Thread-safe: the source thread records input, the sink thread output, the dispatcher the
+    rest. Times are integer nanoseconds (wall clock for the record's start/end, a monotonic
+    clock for windows and rates).
+    """
+
+    def __init__(self, *, min_rate_bps: int | None = None, max_rate_bps: int | None = None,
+                 clock=time.monotonic_ns, wall=time.time_ns) -> None:
+        self.min_rate_bps = min_rate_bps
+        self.max_rate_bps = max_rate_bps
+        self._clock = clock
+        self._wall = wall
+        self._lock = threading.Lock()
+        self.start_mono = clock()
+        self.start_wall = wall()
+        self.end_mono: int | None = None
+        self.end_wall: int | None = None
+        self.packets_in = self.bytes_in = 0
+        self.packets_out = self.bytes_out = 0
+        self.segments = 0
+        self._windows: dict[int, int] = defaultdict(int)  # second -> bytes out
+        self.workers: dict[str, Counter] = defaultdict(Counter)
+        self.services: dict[str, Counter] = defaultdict(Counter)
+        self.retries = 0
+        self.duplicates = 0
+        self.garbage = 0
+        self.dead_workers: list[dict] = []
+
+    def restart(self) -> None:
+        """Start the clocks now (after the workers have joined)."""
+        self.start_mono = self._clock()
+        self.start_wall = self._wall()
+
+    def record_in(self, packets: int, nbytes: int) -> None:
+        with self._lock:
+            self.packets_in += packets
+            self.bytes_in += nbytes
+
+    def record_out(self, packets: int, nbytes: int) -> None:
+        now = self._clock()
+        with self._lock:
+            self.packets_out += packets
+            self.bytes_out += nbytes
+            self._windows[(now - self.start_mono) // _NS] += nbytes
+
+    def record_worker(self, name: str, segments: int, packets: int) -> None:
+        with self._lock:
+            self.workers[name]["segments"] += segments
+            self.workers[name]["packets"] += packets
+
+    def record_services(self, counters: dict[str, dict[str, int]]) -> None:
+        with self._lock:
+            for service, values in counters.items():
+                self.services[service].update(values)
+
+    def finish(self) -> None:
+        self.end_mono = self._clock()
+        self.end_wall = self._wall()
+
+    # -- the record ----------------------------------------------------------------------------
+    def rate_series(self) -> list[int]:
+        """Bits per second delivered in each one-second window since the start."""
+        end = (self.end_mono or self._clock()) - self.start_mono
+        n = max(1, -(-end // _NS))
+        return [self._windows.get(i, 0) * 8 for i in range(n)]
+
+    def usage(self, **identity) -> dict:
+        """The usage record: what was delivered, how fast, by whom, with what trouble."""
+        end_mono = self.end_mono or self._clock()
+        end_wall = self.end_wall or self._wall()
+        duration = max(end_mono - self.start_mono, 1)
+        series = self.rate_series()
+        windows = []
+        if self.min_rate_bps is not None:
+            for i, bits in enumerate(series):
+                span = min(_NS, duration - i * _NS)
+                # The last window may be short: judge it by its own length.
+                rate = bits * _NS // max(span, 1)
+                windows.append({"second": i, "bits": bits, "rate_bps": rate,
+                                "met": rate >= self.min_rate_bps})
+        return {
+            **identity,
+            "packets_in": self.packets_in,
+            "bytes_in": self.bytes_in,
+            "packets_out": self.packets_out,
+            "bytes_out": self.bytes_out,
+            "segments": self.segments,
+            "start": iso_ns(self.start_wall),
+            "end": iso_ns(end_wall),
+            "start_ns": self.start_wall,
+            "end_ns": end_wall,
+            "duration_ns": duration,
+            "mean_rate_bps": self.bytes_out * 8 * _NS // duration,
+            "peak_rate_bps": max(series) if series else 0,
+            "rate_series_bps": series,
+            "max_rate_bps": self.max_rate_bps,
+            "min_rate_bps": self.min_rate_bps,
+            "min_rate_windows_met": sum(1 for w in windows if w["met"]),
+            "min_rate_windows_missed": sum(1 for w in windows if not w["met"]),
+            "min_rate_windows": windows,
+            "workers": {k: dict(v) for k, v in self.workers.items()},
+            "retries": self.retries,
+            "duplicates_dropped": self.duplicates,
+            "garbage_results": self.garbage,
+            "dead_workers": self.dead_workers,
+            "services": {k: dict(v) for k, v in self.services.items()},
+        }
+
+
+class TokenBucket:
+    """Shapes output to ``rate_bps``: ``take(bits)`` sleeps until the bits may go."""
+
+    def __init__(self, rate_bps: int, burst_bits: int | None = None,
+                 clock=time.monotonic_ns, sleep=time.sleep) -> None:
+        if rate_bps <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate_bps
+        self.burst = burst_bits or max(rate_bps // 50, 12_000 * 8)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._last = clock()
+
+    def take(self, bits: int) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate // _NS)
+        self._last = now
+        self._tokens -= bits
+        if self._tokens < 0:
+            # Sleep off the debt; the next call's refill starts from after the sleep.
+            self._sleep(-self._tokens / self.rate)
+            self._last = self._clock()
+            self._tokens = 0
+
+
+def parse_rate(text: str) -> int:
+    """Bits per second from text with an SI suffix: ``400M``, ``1.5G``, ``64k``, ``1000``."""
+    t = text.strip().lower().removesuffix("bps").removesuffix("bit/s").removesuffix("b/s")
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+    mult = 1
+    if t and t[-1] in scale:
+        mult = scale[t[-1]]
+        t = t[:-1]
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(t) * mult
+    except InvalidOperation:
+        raise ValueError(f"not a rate: {text!r} (bits per second, e.g. 400M)") from None
+    if value <= 0:
+        raise ValueError(f"rate must be positive: {text!r}")
+    return int(value)

@@ -1,0 +1,107 @@
+"""Processing services: the built-ins and any a third party registers.
+
+Services are found through the entry-point group ``pktx.services`` (``name = "module:Class"``),
+so a package adds one without touching the engine. ``parse_chain`` turns ``"a,b"`` plus
+``KEY=VALUE`` parameters into the chain spec that travels to workers; ``build_chain`` makes the
+service instances from it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from functools import cache
+from importlib.metadata import entry_points
+
+from engine.services.base import Param, Service, ServiceError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "pktx.services"
+
+# The built-ins, also declared as entry points in pyproject.toml; listed here too so a source
+# checkout that was never installed still finds them.
+BUILTINS = {
+    "identity": "engine.services.identity:Identity",
+    "checksum": "engine.services.checksum:Checksum",
+    "compress": "engine.services.compression:Compress",
+    "decompress": "engine.services.compression:Decompress",
+    "encrypt": "engine.services.encryption:Encrypt",
+    "decrypt": "engine.services.encryption:Decrypt",
+    "anonymize": "engine.services.anonymize:Anonymize",
+    "inspect": "engine.services.inspect:Inspect",
+}
+
+__all__ = ["BUILTINS", "Param", "Service", "ServiceError", "available", "build_chain",
+           "parse_chain", "service_class"]
+
+
+@cache
+def _registry() -> dict[str, str]:
+    found = dict(BUILTINS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.value
+    return found
+
+
+def available() -> list[str]:
+    """Names of every service this installation can run."""
+    return sorted(_registry())
+
+
+@cache
+def service_class(name: str) -> type[Service]:
+    target = _registry().get(name)
+    if target is None:
+        raise ServiceError(f"unknown service {name!r}; available: {', '.join(available())}")
+    module, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ServiceError(f"service {name!r} ({target}) cannot be loaded: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Service)):
+        raise ServiceError(f"service {name!r} ({target}) is not a Service subclass")
+    return cls
+
+
+def parse_chain(names: str | list[str], params: list[str] | dict | None = None) -> list[dict]:
+    """The chain spec for ``names`` ("a,b" or a list) with ``KEY=VALUE`` parameters.
+
+    A parameter applies to every service in the chain that declares it; ``SERVICE.KEY=VALUE``
+    applies to one. Unknown keys are an error. Values stay text (workers parse them), so the
+    spec is plain JSON.
+    """
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise ServiceError("empty service chain")
+    pairs: list[tuple[str | None, str, str]] = []
+    if isinstance(params, dict):
+        pairs = [(None, k, str(v)) for k, v in params.items()]
+    else:
+        for item in params or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ServiceError(f"parameter {item!r} is not KEY=VALUE")
+            svc, dot, bare = key.rpartition(".")
+            pairs.append((svc if dot else None, bare if dot else key, value))
+    chain = [{"name": n, "params": {}} for n in names]
+    for svc, key, value in pairs:
+        used = False
+        for spec in chain:
+            if svc not in (None, spec["name"]):
+                continue
+            declared = {p.name for p in service_class(spec["name"]).params}
+            if key in declared:
+                spec["params"][key] = value
+                used = True
+        if not used:
+            where = f"service {svc!r}" if svc else f"the chain {','.join(names)}"
+            raise ServiceError(f"parameter {key!r} is not taken by {where}")
+    build_chain(chain)  # validate now, before any worker sees it
+    return chain
+
+
+def build_chain(chain: list[dict]) -> list[Service]:
+    """Service instances for a chain spec."""
+    return [service_class(spec["name"])(**spec.get("params", {})) for spec in chain]

@@ -1,0 +1,256 @@
+"""Where a delivery's first stream comes from: a capture file, UDP, a live interface, upstream.
+
+Every source is an iterable of PacketBatches; live ones yield small batches often (and empty
+ones when idle) so time-window segmentation can flush on time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import zmq
+
+from engine.batch import Interface, PacketBatch
+from engine.errors import EngineError
+from engine.reader import CaptureReader
+from engine.streams import ABORT, BATCH, END, STREAM_TAG, split_endpoint
+
+log = logging.getLogger(__name__)
+
+
+class Source:
+    """A first data stream. ``describe()`` names it in the usage record."""
+
+    url: str = ""
+    live = False
+
+    def __iter__(self) -> Iterator[PacketBatch]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask a live source to end (it yields what it holds, then stops)."""
+
+    def describe(self) -> str:
+        return self.url
+
+    def default_output(self) -> tuple[str, str]:
+        """(format, timestamp resolution) an output file takes by default."""
+        return "pcap", "ns"
+
+
+class FileSource(Source):
+    def __init__(self, path: str, *, batch_packets: int = 65536, errors: str = "strict"):
+        self.url = path
+        self.reader = CaptureReader(path, errors=errors, batch_packets=batch_packets)
+
+    def __iter__(self):
+        return iter(self.reader)
+
+    def default_output(self):
+        r = self.reader
+        if r.format == "pcap":
+            return "pcap", "ns" if r.nano else "us"
+        finer = any((x.base == 10 and x.exp > 6) or (x.base == 2 and x.exp > 19)
+                    for s in r.sections for x in s.resolutions)
+        return "pcapng", "ns" if finer else "us"
+
+
+class _LiveSource(Source):
+    live = True
+
+    def __init__(self, *, count: int | None = None, idle_timeout: float | None = None,
+                 poll_ms: int = 5, batch_packets: int = 1024) -> None:
+        self.count = count
+        self.idle_timeout = idle_timeout
+        self.poll_ms = poll_ms
+        self.batch_packets = batch_packets
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class UdpSource(_LiveSource):
+    """Each datagram received on ``udp://HOST:PORT`` is one packet of ``linktype``."""
+
+    def __init__(self, url: str, *, linktype: int = 1, **kw) -> None:
+        super().__init__(**kw)
+        self.url = url
+        self.linktype = linktype
+        host, port = split_endpoint(url, "udp")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            raise EngineError(f"{url}: cannot bind: {exc.strerror}") from None
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(self.poll_ms / 1000)
+
+    def __iter__(self):
+        iface = (Interface(self.linktype, 65535),)
+        buf = bytearray(65536)
+        view = memoryview(buf)
+        total = 0
+        last = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                chunks, stamps = [], []
+                deadline = time.monotonic() + self.poll_ms / 1000
+                while len(chunks) < self.batch_packets and time.monotonic() < deadline:
+                    try:
+                        n = self.sock.recv_into(view)
+                    except TimeoutError:
+                        break
+                    chunks.append(bytes(view[:n]))
+                    stamps.append(time.time_ns())
+                    if self.count is not None and total + len(chunks) >= self.count:
+                        break
+                now = time.monotonic()
+                if chunks:
+                    last = now
+                    total += len(chunks)
+                    b = PacketBatch.from_packets(chunks, stamps, self.linktype)
+                    yield PacketBatch(b.data, b.offsets, b.caplen, b.origlen, b.ts_ns,
+                                      interfaces=iface)
+                else:
+                    yield PacketBatch.empty(iface)
+                if self.count is not None and total >= self.count:
+                    return
+                if self.idle_timeout is not None and now - last > self.idle_timeout:
+                    log.info("%s: no datagram for %.1f s; ending the stream", self.url,
+                             self.idle_timeout)
+                    return
+        finally:
+            self.sock.close()
+
+
+class InterfaceSource(_LiveSource):
+    """Live capture from a network interface through scapy (needs the privilege to sniff)."""
+
+    def __init__(self, url: str, **kw) -> None:
+        super().__init__(**kw)
+        self.url = url
+        self.name = url.split(":", 1)[1]
+        from scapy.config import conf
+
+        try:
+            self.sock = conf.L2listen(iface=self.name)
+        except (OSError, PermissionError) as exc:
+            raise EngineError(f"{url}: cannot capture: {exc}") from None
+        self.linktype = 1
+
+    def __iter__(self):
+        import select
+
+        total = 0
+        last = time.monotonic()
+        iface = (Interface(self.linktype, 262144, self.name),)
+        try:
+            while not self._stop.is_set():
+                chunks, stamps = [], []
+                deadline = time.monotonic() + self.poll_ms / 1000
+                while len(chunks) < self.batch_packets:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                        break
+                    _cls, raw, ts = self.sock.recv_raw()
+                    if raw is None:
+                        continue
+                    chunks.append(raw)
+                    stamps.append(int(ts * 1e9) if ts else time.time_ns())
+                now = time.monotonic()
+                if chunks:
+                    last = now
+                    total += len(chunks)
+                    b = PacketBatch.from_packets(chunks, stamps, self.linktype)
+                    yield PacketBatch(b.data, b.offsets, b.caplen, b.origlen, b.ts_ns,
+                                      interfaces=iface)
+                else:
+                    yield PacketBatch.empty(iface)
+                if self.count is not None and total >= self.count:
+                    return
+                if self.idle_timeout is not None and now - last > self.idle_timeout:
+                    return
+        finally:
+            self.sock.close()
+
+
+class UpstreamSource(_LiveSource):
+    """An upstream pktx node's second stream: bind PULL on ``zmq://HOST:PORT``."""
+
+    def __init__(self, url: str, *, context: zmq.Context | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.url = url
+        host, port = split_endpoint(url, "zmq")
+        self.ctx = context or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.PULL)
+        self.sock.linger = 0
+        self.sock.rcvhwm = 64
+        try:
+            if port == 0:
+                self.port = self.sock.bind_to_random_port(f"tcp://{host}")
+            else:
+                self.sock.bind(f"tcp://{host}:{port}")
+                self.port = port
+        except zmq.ZMQError as exc:
+            raise EngineError(f"{url}: cannot bind: {exc}") from None
+        self.summary: dict | None = None
+
+    def __iter__(self):
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if not self.sock.poll(self.poll_ms):
+                    if (self.idle_timeout is not None
+                            and time.monotonic() - idle_since > self.idle_timeout):
+                        raise EngineError(f"{self.url}: upstream silent for "
+                                          f"{self.idle_timeout:.0f} s before its end marker")
+                    yield PacketBatch.empty()
+                    continue
+                idle_since = time.monotonic()
+                frames = self.sock.recv_multipart(copy=False)
+                if len(frames) < 2 or frames[0].bytes != STREAM_TAG:
+                    raise EngineError(f"{self.url}: received a message that is not a pktx "
+                                      "stream message")
+                kind = frames[1].bytes
+                if kind == BATCH:
+                    try:
+                        yield PacketBatch.from_frames([f.buffer for f in frames[2:]])
+                    except ValueError as exc:
+                        raise EngineError(f"{self.url}: malformed batch: {exc}") from None
+                elif kind == END:
+                    import json
+
+                    self.summary = json.loads(frames[2].bytes) if len(frames) > 2 else {}
+                    return
+                elif kind == ABORT:
+                    raise EngineError(f"{self.url}: the upstream node failed: "
+                                      f"{frames[2].bytes.decode(errors='replace')}")
+        finally:
+            self.sock.close(0)
+
+
+def open_source(url: str, *, udp_linktype: int = 1, count: int | None = None,
+                idle_timeout: float | None = None, errors: str = "strict") -> Source:
+    """The source for ``url``: a file path, ``udp://``, ``iface:`` or ``zmq://``."""
+    kw = {"count": count, "idle_timeout": idle_timeout}
+    if url.startswith("udp://"):
+        return UdpSource(url, linktype=udp_linktype, **kw)
+    if url.startswith("iface:"):
+        return InterfaceSource(url, **kw)
+    if url.startswith("zmq://"):
+        return UpstreamSource(url, **kw)
+    if "://" in url:
+        raise EngineError(f"unknown source {url!r}: use a capture file, udp://HOST:PORT, "
+                          "iface:NAME or zmq://HOST:PORT")
+    if not os.path.exists(url):
+        raise EngineError(f"{url}: no such file")
+    return FileSource(url, errors=errors)
+

@@ -1,0 +1,200 @@
+"""Hand-built pcap/pcapng bytes and independent readers (scapy, dpkt) for the capture tests.
+
+Builders take the byte order as a struct prefix ("<" or ">") so a test can write either; every
+function here is deliberately naive: it is the yardstick the engine is measured against.
+"""
+
+from __future__ import annotations
+
+import struct
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from engine import backend
+
+# The corpus lives in shared/ beside the project root (CI clones the project with shared/ next
+# to it); nobody on this project wrote those files.
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+
+BACKENDS = backend.variants("capture")
+BACKEND_IDS = ["pure" if m.__name__.endswith("_py") else "compiled" for m in BACKENDS]
+
+
+def backend_params():
+    """``pytest.mark.parametrize`` arguments running a test once per capture backend."""
+    return pytest.mark.parametrize("walker", BACKENDS, ids=BACKEND_IDS)
+
+
+# Files libpcap refuses (its testprogs/TESTrun), and the words of the error we must give.
+REJECTED = {
+    "libpcap/linktype-reserved-field-not-zero.pcap":
+        r"linktype reserved field not zero \(0x00300000\)",
+    "libpcap/pcap-invalid-version-1.pcap": r"unsupported pcap savefile version 1\.4",
+    "libpcap/pcap-invalid-version-2.pcap": r"unsupported pcap savefile version 2\.5",
+    "libpcap/pcapng-invalid-vers-1.pcapng": r"unsupported pcapng savefile version 0\.1",
+    "libpcap/pcapng-invalid-vers-2.pcapng": r"unsupported pcapng savefile version 1\.1",
+    # libpcap names the second block; the first one's trailer is just as wrong, and we stop
+    # there: either way the header and trailer lengths disagree.
+    "libpcap/shb-option-too-long.pcapng": r"block total length in header \d+ and trailer "
+                                          r"808464432 don't match",
+}
+CUT = "dpkt/truncated_dns_2.pcap"  # ends 7 bytes into a record header
+
+
+def corpus_files() -> list[str]:
+    """Every capture of the corpus, as paths relative to it (none when it is absent)."""
+    if not CORPUS.is_dir():
+        return []
+    return sorted(str(p.relative_to(CORPUS)) for p in CORPUS.glob("*/*.pcap*"))
+
+
+def readable_corpus_files() -> list[str]:
+    """The corpus files libpcap reads whole."""
+    return [f for f in corpus_files() if f not in REJECTED and f != CUT]
+
+
+def need_corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"capture corpus not found at <project>/../shared/corpus ({CORPUS})")
+    return CORPUS
+
+
+# -- what a batch holds, as plain values --------------------------------------------------------
+def packets_of(batch) -> list[tuple[bytes, int, int, int, int]]:
+    """(bytes, caplen, origlen, ts_ns, linktype) for every packet of ``batch``."""
+    lts = batch.linktypes
+    return [(batch.packet(i).tobytes(), int(batch.caplen[i]), int(batch.origlen[i]),
+             int(batch.ts_ns[i]), int(lts[i])) for i in range(len(batch))]
+
+
+# -- pcap ---------------------------------------------------------------------------------------
+def pcap_header(e: str = "<", *, nano: bool = False, version=(2, 4), snaplen: int = 65535,
+                linktype: int = 1) -> bytes:
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    return struct.pack(e + "IHHiIII", magic, version[0], version[1], 0, 0, snaplen, linktype)
+
+
+def pcap_record(data: bytes, sec: int, frac: int, e: str = "<", origlen: int | None = None,
+                caplen: int | None = None) -> bytes:
+    caplen = len(data) if caplen is None else caplen
+    origlen = len(data) if origlen is None else origlen
+    return struct.pack(e + "IIII", sec, frac, caplen, origlen) + data
+
+
+def pcap_file(records, e: str = "<", **header) -> bytes:
+    """``records``: (data, sec, frac[, origlen]) tuples; frac in us or ns per ``nano``."""
+    out = [pcap_header(e, **header)]
+    for r in records:
+        out.append(pcap_record(r[0], r[1], r[2], e, *r[3:]))
+    return b"".join(out)
+
+
+# -- pcapng -------------------------------------------------------------------------------------
+def pad4(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 4)
+
+
+def option(code: int, value: bytes, e: str = "<") -> bytes:
+    return struct.pack(e + "HH", code, len(value)) + pad4(value)
+
+
+def end_of_options(e: str = "<") -> bytes:
+    return struct.pack(e + "HH", 0, 0)
+
+
+def block(btype: int, body: bytes, e: str = "<") -> bytes:
+    body = pad4(body)
+    blen = 12 + len(body)
+    return struct.pack(e + "II", btype, blen) + body + struct.pack(e + "I", blen)
+
+
+def shb(e: str = "<", version=(1, 0), options: bytes = b"") -> bytes:
+    return block(0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, version[0], version[1], -1)
+                 + options, e)
+
+
+def idb(linktype: int = 1, snaplen: int = 0, e: str = "<", *, tsresol: int | None = None,
+        tsoffset: int | None = None, name: str | None = None) -> bytes:
+    opts = b""
+    if name is not None:
+        opts += option(2, name.encode(), e)
+    if tsresol is not None:
+        opts += option(9, bytes([tsresol]), e)
+    if tsoffset is not None:
+        opts += option(14, struct.pack(e + "q", tsoffset), e)
+    if opts:
+        opts += end_of_options(e)
+    return block(1, struct.pack(e + "HHI", linktype, 0, snaplen) + opts, e)
+
+
+def epb(data: bytes, ticks: int = 0, ifid: int = 0, e: str = "<", origlen: int | None = None,
+        options: bytes = b"") -> bytes:
+    origlen = len(data) if origlen is None else origlen
+    return block(6, struct.pack(e + "IIIII", ifid, ticks >> 32, ticks & 0xFFFFFFFF, len(data),
+                                origlen) + pad4(data) + options, e)
+
+
+def spb(data: bytes, e: str = "<", origlen: int | None = None) -> bytes:
+    origlen = len(data) if origlen is None else origlen
+    return block(3, struct.pack(e + "I", origlen) + data, e)
+
+
+def obsolete_pb(data: bytes, ticks: int = 0, ifid: int = 0, e: str = "<",
+                origlen: int | None = None) -> bytes:
+    origlen = len(data) if origlen is None else origlen
+    return block(2, struct.pack(e + "HHIIII", ifid, 0, ticks >> 32, ticks & 0xFFFFFFFF,
+                                len(data), origlen) + data, e)
+
+
+# -- oracles ------------------------------------------------------------------------------------
+def scapy_packets(path) -> list[tuple[bytes, int, int, int, int]]:
+    """What scapy's raw readers see: (bytes, caplen, origlen, ts_ns, linktype) per packet.
+
+    scapy ignores ``if_tsoffset``; callers add it. Simple Packet Blocks have no timestamp (0).
+    """
+    from scapy.utils import RawPcapNgReader, RawPcapReader
+
+    out = []
+    # RawPcapReader hands pcapng files to RawPcapNgReader by their magic number.
+    with RawPcapReader(str(path)) as r:
+        ng = isinstance(r, RawPcapNgReader)
+        while True:
+            try:
+                # _read_packet is what scapy documents for raw access; its default size (MTU)
+                # would cut packets above 64 KiB.
+                res = r._read_packet(size=1 << 30)
+            except EOFError:
+                break
+            if res is None:
+                break
+            data, meta = res
+            if ng:
+                ticks = 0 if meta.tshigh is None else (meta.tshigh << 32) | meta.tslow
+                ts = ticks * 10**9 // meta.tsresol
+                out.append((data, len(data), meta.wirelen, ts, meta.linktype))
+            else:
+                scale = 1 if r.nano else 1000
+                out.append((data, meta.caplen, meta.wirelen, meta.sec * 10**9 + meta.usec * scale,
+                            r.linktype & 0xFFFF))
+    return out
+
+
+def dpkt_packets(path) -> list[tuple[bytes, object]]:
+    """What dpkt's readers see: (bytes, timestamp in seconds, float or Decimal) per packet."""
+    import dpkt
+
+    with open(path, "rb") as f:
+        magic = f.read(4)
+        f.seek(0)
+        reader = dpkt.pcapng.Reader(f) if magic == b"\n\r\r\n" else dpkt.pcap.Reader(f)
+        return [(bytes(buf), ts) for ts, buf in reader]
+
+
+def same_time(ts_ns: int, ts) -> bool:
+    """Whether dpkt's timestamp (exact Decimal for ns pcap, else a float) matches ``ts_ns``."""
+    if isinstance(ts, Decimal):
+        return int(ts * 10**9) == ts_ns
+    # A float holds about 16 digits: at 10**9 seconds that is a quarter of a microsecond.
+    return abs(ts - ts_ns / 1e9) <= 1e-6
