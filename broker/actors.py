@@ -100,6 +100,15 @@ def actor_for(session: Session, kind: str, ident: int) -> Actor:
     return Actor("phone_number", ident, user_id=row.user_id, device_id=row.device_id)
 
 
+def _manages(actor: Actor, target: Actor) -> bool:
+    """Whether ``actor`` may issue and revoke the keys of ``target``."""
+    return (actor.is_admin
+            or (actor.kind == "network" and target.network_id == actor.network_id)
+            or (actor.kind == "provider" and target.kind == "provider" and target.id == actor.id)
+            or (actor.kind == "user" and target.user_id == actor.user_id
+                and target.kind in ("user", "device", "phone_number")))
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -111,14 +120,7 @@ def issue_key(session: Session, actor: Actor, kind: str, ident: int,
     An admin issues any key; a network for itself and its providers; a provider for itself; a
     user for itself, its devices and its phone numbers.
     """
-    target = actor_for(session, kind, ident)
-    allowed = (actor.is_admin
-               or (actor.kind == "network" and target.network_id == actor.network_id)
-               or (actor.kind == "provider" and target.kind == "provider"
-                   and target.id == actor.id)
-               or (actor.kind == "user" and target.user_id == actor.user_id
-                   and target.kind in ("user", "device", "phone_number")))
-    if not allowed:
+    if not _manages(actor, actor_for(session, kind, ident)):
         raise NotYours(f"{actor} may not issue keys for {kind} {ident}", where=f"{kind} {ident}")
     prefix = secrets.token_hex(6)
     token = f"pktx_{prefix}_{secrets.token_urlsafe(32)}"
@@ -134,7 +136,7 @@ def revoke_key(session: Session, actor: Actor, prefix: str) -> ApiKey:
     if key is None:
         raise NotFound("api key", prefix)
     kind, ident = key.principal
-    if not actor.is_admin and actor_for(session, kind, ident).scope != actor.scope:
+    if not _manages(actor, actor_for(session, kind, ident)):
         raise NotYours(f"{actor} may not revoke key {prefix}", where=f"api key {prefix}")
     if key.revoked_at is None:
         key.revoked_at = utcnow()

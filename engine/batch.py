@@ -6,6 +6,7 @@ import json
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -157,7 +158,7 @@ class PacketBatch:
             interfaces or batches[0].interfaces,
             batches[0].first_seq,
             np.concatenate([b.seq for b in batches])
-            if any(b.has_explicit_seq for b in batches) else None,
+            if any(b.has_explicit_seq for b in batches) or not _consecutive(batches) else None,
         )
 
     # -- access --------------------------------------------------------------------------------
@@ -281,7 +282,8 @@ class PacketBatch:
         header = _HEADER.pack(_MAGIC, _VERSION, 0, n, self.first_seq) + meta
         arrays = [np.ascontiguousarray(getattr(self, f) if f != "offsets" else offsets, t)
                   for f, t in _ARRAY_FIELDS]
-        seq = memoryview(self._seq).cast("B") if self._seq is not None else b""
+        seq = (memoryview(np.ascontiguousarray(self._seq)).cast("B") if self._seq is not None
+               else b"")
         return [header, *(memoryview(a).cast("B") for a in arrays), seq,
                 memoryview(self.data[lo:hi])]
 
@@ -313,8 +315,9 @@ class PacketBatch:
             if len(seq) != n:
                 raise ValueError(f"frame seq holds {len(seq)} values, header says {n}")
         batch = cls(data, *arrays, interfaces=interfaces, first_seq=first_seq, seq=seq)
+        # Compared without adding, which could wrap past int64 for a hostile offset.
         if n and (int(batch.offsets.min()) < 0
-                  or int((batch.offsets + batch.caplen).max()) > len(data)):
+                  or np.any(batch.offsets > len(data) - batch.caplen.astype(np.int64))):
             raise ValueError("batch packet extends past its data frame")
         if n and int(batch.iface.max()) >= len(interfaces):
             raise ValueError("batch packet refers to an interface it does not describe")
@@ -323,6 +326,11 @@ class PacketBatch:
     def __repr__(self) -> str:
         return (f"PacketBatch({len(self)} packets, {self.nbytes} bytes, "
                 f"first_seq={self.first_seq})")
+
+
+def _consecutive(batches: Sequence[PacketBatch]) -> bool:
+    """Whether implicit numbering of the batches' packets, one after another, is right."""
+    return all(b.first_seq == a.first_seq + len(a) for a, b in pairwise(batches))
 
 
 def _as(a, dtype) -> np.ndarray:

@@ -193,6 +193,22 @@ class Delivery:
             self.local_workers.append(subprocess.Popen(
                 [*cmd, "--name", f"local-{i}"], stdin=subprocess.DEVNULL))
 
+    def _check_local_workers(self) -> None:
+        dead = [(i, p.returncode) for i, p in enumerate(self.local_workers)
+                if p.poll() is not None]
+        if dead:
+            i, code = dead[0]
+            raise DeliveryError(f"local worker {i} exited with code {code} before joining "
+                                "(its error is above)")
+
+    def _warm_up(self) -> None:
+        """Compile (or load from cache) the numba kernels before the clock starts."""
+        self._segmenter().feed(PacketBatch.from_packets([b"\0" * 60] * 4))
+        if self.opts.flow_affinity:
+            from engine.flowhash import worker_of_packets
+
+            worker_of_packets(PacketBatch.from_packets([b"\0" * 60] * 4), 4)
+
     def _reap_workers(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         for p in self.local_workers:
@@ -226,7 +242,8 @@ class Delivery:
                 self._spawn_workers(d.endpoint, n_local)
             else:
                 log.info("serving workers on %s", d.endpoint)
-            d.wait_for_workers(max(1, n_local), o.wait_workers_s)
+            self._warm_up()
+            d.wait_for_workers(max(1, n_local), o.wait_workers_s, self._check_local_workers)
             self.meter.restart()
             threading.Thread(target=self._source_thread, args=(segments, d.wake_addr, ctx),
                              name="pktx-source", daemon=True).start()

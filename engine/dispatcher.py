@@ -133,15 +133,17 @@ class Dispatcher:
     def total_credit(self) -> int:
         return sum(w.credit for w in self.workers.values() if not w.draining)
 
-    def wait_for_workers(self, n: int, timeout_s: float) -> None:
-        """Serve READY messages until ``n`` workers have joined."""
+    def wait_for_workers(self, n: int, timeout_s: float, check=None) -> None:
+        """Serve READY messages until ``n`` workers have joined (``check()`` may raise)."""
         deadline = time.monotonic() + timeout_s
         while len(self._usable()) < n:
+            if check is not None:
+                check()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DeliveryError(f"only {len(self._usable())} of {n} workers joined "
                                     f"{self.endpoint} within {timeout_s:.0f} s")
-            if self.sock.poll(int(min(left, self.hb) * 1000)):
+            if self.sock.poll(int(min(left, 0.1) * 1000)):
                 self._receive()
             self._housekeeping()
 

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 ERRORS = ("strict", "truncate")
 # int64 nanoseconds span +-292 years around the epoch; an if_tsoffset beyond that is damage.
 _MAX_TSOFFSET_S = (1 << 63) // 1_000_000_000
+# Streaming gives back the mapped pages behind the walk once this much has been consumed.
+_RELEASE_BYTES = 16 << 20
 # How many records one walker call takes when reading a whole file.
 _CHUNK = 1 << 16
 
@@ -158,13 +160,12 @@ class CaptureReader:
                                 tuple(self.interfaces), seq)
             seq += n
             yield batch
-            # The consumer has had the batch: let the kernel drop the pages behind it (they
-            # fault back in from the page cache if a kept batch is read again).
-            if self._mmap is not None and lo - released >= (64 << 20):
-                start = released - released % mmap.PAGESIZE
-                end = lo - lo % mmap.PAGESIZE
-                if end > start:
-                    self._mmap.madvise(mmap.MADV_DONTNEED, start, end - start)
+            # The consumer has had the batch: let the kernel drop its pages and those behind
+            # it (they fault back in from the page cache if a kept batch is read again). Up to
+            # the batch's end, not its start: else two batches' spans stay resident at once.
+            if self._mmap is not None and hi - released >= _RELEASE_BYTES:
+                end = hi - hi % mmap.PAGESIZE
+                self._mmap.madvise(mmap.MADV_DONTNEED, released, end - released)
                 released = end
 
     def read_all(self) -> PacketBatch:

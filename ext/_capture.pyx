@@ -397,7 +397,6 @@ def pack_pcapng(const uint8_t[::1] data not None, const int64_t[:] offsets not N
             wr32le(op + pos + 24, origlen[i])
             if c:
                 memmove(op + pos + 28, dp + o, <size_t>c)
-            memset(op + pos + 28 + c, 0, <size_t>(blen - 32 - c))
             wr32le(op + pos + blen - 4, <uint32_t>blen)
             pos += blen
     if bad >= 0:

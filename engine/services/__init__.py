@@ -1,7 +1,8 @@
 """Processing services: the built-ins and any a third party registers.
 
 Services are found through the entry-point group ``pktx.services`` (``name = "module:Class"``),
-so a package adds one without touching the engine. ``parse_chain`` turns ``"a,b"`` plus
+so a package adds one without touching the engine; ``PKTX_EXTRA_SERVICES="name=module:Class,..."``
+adds some without packaging (for trying one out, and for tests). ``parse_chain`` turns ``"a,b"`` plus
 ``KEY=VALUE`` parameters into the chain spec that travels to workers; ``build_chain`` makes the
 service instances from it.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from functools import cache
 from importlib.metadata import entry_points
 
@@ -41,6 +43,12 @@ def _registry() -> dict[str, str]:
     found = dict(BUILTINS)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found[ep.name] = ep.value
+    for item in os.environ.get("PKTX_EXTRA_SERVICES", "").split(","):
+        name, sep, target = item.strip().partition("=")
+        if sep and name and ":" in target:
+            found[name.strip()] = target.strip()
+        elif item.strip():
+            log.warning("PKTX_EXTRA_SERVICES entry %r is not name=module:Class", item)
     return found
 
 

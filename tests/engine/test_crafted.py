@@ -428,6 +428,15 @@ def test_pcapng_versions_accepted(tmp_path, walker, version):
     assert len(read_capture(path, backend_module=walker)) == 1
 
 
+@pytest.mark.parametrize("version", [(1, 1), (2, 0), (0, 1)])
+def test_pcapng_other_versions_refused_at_open(tmp_path, version):
+    # As for a pcap header, opening is enough to be told, before any batch is asked for.
+    path = _write(tmp_path, "v.pcapng", shb(version=version) + idb(1) + epb(PKTS[0]))
+    with pytest.raises(CaptureError, match=r"unsupported pcapng savefile version") as info:
+        open_capture(path)
+    assert (info.value.record, info.value.offset) == (0, 12)
+
+
 @backend_params()
 def test_huge_batch_size_allocates_nothing_big(tmp_path, walker):
     for name, data in (("a.pcap", pcap_file([(p, SEC, 0) for p in PKTS])),

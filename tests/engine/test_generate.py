@@ -72,7 +72,7 @@ def flow_key(pkt) -> tuple[tuple, int]:
 @pytest.mark.parametrize("mix", sorted(MIXES))
 def test_scapy_recomputes_identical_checksums_and_lengths(mix):
     batch = generate_batch(20_000, 300, seed=11, **MIXES[mix])
-    for raw in sample(batch):
+    for raw in sample(batch, 2000 if mix == "default" else 500):
         pkt = Ether(raw)
         assert IP in pkt or IPv6 in pkt, pkt.summary()
         assert TCP in pkt or UDP in pkt, pkt.summary()
@@ -102,7 +102,7 @@ def test_frames_are_sized_like_ethernet(mix):
     if options.get("pad") is False:
         assert int(batch.caplen.min()) < 60  # runts, as the sending host captures them
     else:
-        assert int(batch.caplen.min()) == 60
+        assert int(batch.caplen.min()) >= 60
     for raw in sample(batch, 500, seed=1):
         pkt = Ether(raw)
         net = pkt[IP] if IP in pkt else pkt[IPv6]

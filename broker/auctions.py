@@ -1,0 +1,229 @@
+"""Online sealed-bid reverse auctions of blocks of time of usage (rules in `broker.scoring`).
+
+The request's user (or its home provider, the auctioneer) opens an auction of ``quantity``
+identical blocks of a brokering request with a reserve price per block and a closing time.
+Providers of other networks that can deliver the request bid until the close; a bid arriving
+at or after ``closes_at`` is refused (`LateBid`). At the close the bids are scored with each
+bidder's reputation as of the close, the winners get awards at their second-price payments, and
+every bid keeps the reputation and rank it was judged by.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from broker.actors import Actor, require_provider
+from broker.awards import make_award
+from broker.clock import as_utc, resolve_now
+from broker.currency import check_amount
+from broker.errors import (
+    AuctionNotOpen,
+    AuctionStillOpen,
+    InvalidInput,
+    LateBid,
+    NotEligible,
+    NotFound,
+    NotYours,
+    WrongState,
+)
+from broker.groups import group_of_request
+from broker.idempotency import once
+from broker.models import Auction, Bid, Provider, ServiceRequest
+from broker.reputation import DEFAULT_POLICY, ReputationPolicy, provider_reputations
+from broker.requests import why_not
+from broker.scoring import SealedBid, clear
+
+
+def get_auction(session: Session, auction_id: int, *, lock: bool = False) -> Auction:
+    query = select(Auction).where(Auction.id == auction_id)
+    auction = session.scalar(query.with_for_update() if lock else query)
+    if auction is None:
+        raise NotFound("auction", auction_id)
+    return auction
+
+
+def open_auction(session: Session, actor: Actor, request_id: int, *, closes_at: datetime,
+                 reserve_price_minor: int, quantity: int = 1,
+                 reputation_weight_ppm: int = 1_000_000, opens_at: datetime | None = None,
+                 now: datetime | None = None, idempotency_key: str | None = None) -> Auction:
+    """Auction ``quantity`` blocks of a brokering block-of-time request."""
+    now = resolve_now(now)
+    request = session.get(ServiceRequest, request_id)
+    if request is None:
+        raise NotFound("request", request_id)
+    if not (actor.speaks_for_user(request.user_id)
+            or actor.speaks_for_provider(request.home_provider_id)):
+        raise NotYours(f"{actor} may not auction request {request_id}",
+                       where=f"request {request_id}")
+    if request.status != "brokering":
+        raise WrongState(f"request {request_id} is {request.status}; only a brokering request "
+                         f"is auctioned", where=f"request {request_id}")
+    if not request.is_block:
+        raise InvalidInput("an auction sells blocks of time: the request needs starts_at and "
+                           "ends_at", where=f"request {request_id}", field="starts_at")
+    closes_at = as_utc(closes_at, field="closes_at")
+    opens_at = now if opens_at is None else as_utc(opens_at, field="opens_at")
+    if closes_at <= max(now, opens_at):
+        raise InvalidInput("closes_at must be after now and after opens_at", field="closes_at")
+    check_amount(reserve_price_minor, field="reserve_price_minor", allow_zero=False)
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= 1000:
+        raise InvalidInput("quantity is a whole number of blocks, 1..1000", field="quantity")
+    if isinstance(reputation_weight_ppm, bool) or not isinstance(reputation_weight_ppm, int) \
+            or not 0 <= reputation_weight_ppm <= 100_000_000:
+        raise InvalidInput("the reputation weight is in millionths, 0..100000000",
+                           field="reputation_weight_ppm")
+    limit = request.max_price_minor
+    if limit is not None and reserve_price_minor * quantity > limit:
+        raise InvalidInput(f"{quantity} block(s) at the reserve {reserve_price_minor} exceed the "
+                           f"request's limit {limit}", field="reserve_price_minor")
+    if quantity > 1 and group_of_request(session, request_id) is not None:
+        raise InvalidInput("a group's request is auctioned as one block", field="quantity")
+    params = {"request": request_id, "closes": closes_at, "reserve": reserve_price_minor,
+              "quantity": quantity, "weight": reputation_weight_ppm, "opens": opens_at}
+
+    def run() -> Auction:
+        auction = Auction(request_id=request_id, auctioneer_id=request.home_provider_id,
+                          quantity=quantity, reserve_price_minor=reserve_price_minor,
+                          currency=request.currency, reputation_weight_ppm=reputation_weight_ppm,
+                          opens_at=opens_at, closes_at=closes_at, created_at=now)
+        session.add(auction)
+        session.flush()
+        return auction
+
+    return once(session, actor, idempotency_key, "auction.open", params, Auction, run)
+
+
+def submit_bid(session: Session, actor: Actor, auction_id: int, *, provider_id: int,
+               price_minor: int, now: datetime | None = None,
+               idempotency_key: str | None = None) -> Bid:
+    """A provider's sealed ask for one block; resubmitting before the close replaces it."""
+    now = resolve_now(now)
+    require_provider(actor, provider_id, "bid")
+    auction = get_auction(session, auction_id)
+    where = f"auction {auction_id}"
+    if auction.status != "open":
+        raise AuctionNotOpen(f"the auction is {auction.status}", where=where)
+    if now >= auction.closes_at:
+        raise LateBid(f"bids closed at {auction.closes_at.isoformat()}; this bid arrived at "
+                      f"{now.isoformat()}", where=where)
+    if now < auction.opens_at:
+        raise AuctionNotOpen(f"bids open at {auction.opens_at.isoformat()}", where=where)
+    check_amount(price_minor, field="price_minor")
+    if price_minor > auction.reserve_price_minor:
+        raise InvalidInput(f"the ask {price_minor} is above the reserve "
+                           f"{auction.reserve_price_minor} {auction.currency}",
+                           where=where, field="price_minor")
+    provider = session.get(Provider, provider_id)
+    if provider is None:
+        raise NotFound("provider", provider_id)
+    request = auction.request
+    home_network = session.get(Provider, request.home_provider_id).network_id
+    if provider.network_id == home_network:
+        raise NotEligible(f"provider {provider_id} is of the home network; auctions are for "
+                          f"providers of other networks", where=where)
+    reason = why_not(session, provider, request, now)
+    if reason is not None:
+        raise NotEligible(reason, where=where)
+    params = {"auction": auction_id, "provider": provider_id, "price": price_minor}
+
+    def run() -> Bid:
+        bid = session.scalar(select(Bid).where(Bid.auction_id == auction_id,
+                                               Bid.provider_id == provider_id))
+        if bid is None:
+            bid = Bid(auction_id=auction_id, provider_id=provider_id, price_minor=price_minor,
+                      created_at=now, updated_at=now)
+            session.add(bid)
+        else:
+            bid.price_minor, bid.updated_at, bid.revision = price_minor, now, bid.revision + 1
+        session.flush()
+        return bid
+
+    return once(session, actor, idempotency_key, "auction.bid", params, Bid, run)
+
+
+def _is_party(session: Session, actor: Actor, auction: Auction) -> bool:
+    if actor.is_admin or actor.speaks_for_provider(auction.auctioneer_id):
+        return True
+    if actor.speaks_for_user(auction.request.user_id):
+        return True
+    return bool(actor.provider_ids) and session.scalar(select(Bid.id).where(
+        Bid.auction_id == auction.id, Bid.provider_id.in_(actor.provider_ids))) is not None
+
+
+def close_auction(session: Session, actor: Actor, auction_id: int, *,
+                  now: datetime | None = None,
+                  policy: ReputationPolicy = DEFAULT_POLICY) -> Auction:
+    """Score the bids, pick the winners, award them at their payments (one transaction)."""
+    now = resolve_now(now)
+    auction = get_auction(session, auction_id, lock=True)
+    where = f"auction {auction_id}"
+    if not _is_party(session, actor, auction):
+        raise NotYours(f"{actor} is not a party of the auction", where=where)
+    if auction.status != "open":
+        raise AuctionNotOpen(f"the auction is {auction.status} already", where=where)
+    if now < auction.closes_at:
+        raise AuctionStillOpen(f"bids are taken until {auction.closes_at.isoformat()}",
+                               where=where)
+    rows = session.execute(select(Bid.id, Bid.provider_id, Bid.price_minor).where(
+        Bid.auction_id == auction_id)).all()
+    reputations = provider_reputations(session, (r.provider_id for r in rows), now=now,
+                                       policy=policy)
+    sealed = [SealedBid(r.id, r.provider_id, r.price_minor, reputations[r.provider_id].ppm)
+              for r in rows]
+    outcomes = clear(sealed, quantity=auction.quantity, reserve=auction.reserve_price_minor,
+                     weight_ppm=auction.reputation_weight_ppm)
+    if outcomes:
+        session.execute(update(Bid), [
+            {"id": o.bid.bid_id, "rank": o.rank, "won": o.won, "payment_minor": o.payment,
+             "reputation_ppm": o.bid.reputation_ppm,
+             "rating_count": reputations[o.bid.provider_id].count} for o in outcomes])
+    auction.closed_at = now
+    winners = [o for o in outcomes if o.won]
+    if not winners:
+        auction.status, auction.reason = "failed", "no bids"
+        session.flush()
+        return auction
+    auction.status = "closed"
+    auction.reason = f"{len(winners)} of {auction.quantity} block(s) awarded"
+    for o in winners:
+        make_award(session, auction.request, o.bid.provider_id, o.payment, source="auction",
+                   auction_id=auction_id, now=now)
+    session.flush()
+    session.expire(auction, ["bids"])
+    return auction
+
+
+def visible_bids(session: Session, actor: Actor, auction: Auction) -> list[Bid]:
+    """Sealed until the close: before it a provider sees only its own bid, others none."""
+    if auction.status == "open":
+        if not actor.provider_ids:
+            return []
+        return list(session.scalars(select(Bid).where(
+            Bid.auction_id == auction.id, Bid.provider_id.in_(actor.provider_ids))))
+    if not _is_party(session, actor, auction):
+        raise NotYours(f"{actor} is not a party of auction {auction.id}",
+                       where=f"auction {auction.id}")
+    return list(session.scalars(select(Bid).where(Bid.auction_id == auction.id)
+                                .order_by(Bid.rank, Bid.id)))
+
+
+def get_bid(session: Session, actor: Actor, bid_id: int) -> Bid:
+    bid = session.get(Bid, bid_id)
+    if bid is None:
+        raise NotFound("bid", bid_id)
+    if bid.auction.status == "open" and not actor.speaks_for_provider(bid.provider_id):
+        raise NotYours(f"bid {bid_id} is sealed until auction {bid.auction_id} closes at "
+                       f"{bid.auction.closes_at.isoformat()}", where=f"bid {bid_id}")
+    if bid.auction.status != "open" and not _is_party(session, actor, bid.auction):
+        raise NotYours(f"{actor} is not a party of auction {bid.auction_id}",
+                       where=f"bid {bid_id}")
+    return bid
+
+
+def list_auctions(session: Session, *, status: str = "open", limit: int = 100) -> list[Auction]:
+    """Auctions by status, newest first: what providers look at to find something to bid on."""
+    return list(session.scalars(select(Auction).where(Auction.status == status)
+                                .order_by(Auction.id.desc()).limit(limit)))

@@ -1,0 +1,163 @@
+"""Read-only views as plain dicts (JSON-ready) for the API and the command line.
+
+Reputations appear beside every provider in auction, provider and user views, with their counts,
+so that a buyer sees who has delivered well before (and a provider who has paid well).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.actors import Actor
+from broker.auctions import get_auction, visible_bids
+from broker.clock import resolve_now
+from broker.errors import NotFound, NotYours
+from broker.models import Auction, Award, Negotiation, Provider, ServiceRequest, User
+from broker.reputation import (
+    DEFAULT_POLICY,
+    ReputationPolicy,
+    provider_reputations,
+    user_reputations,
+)
+from broker.scoring import score, score_decimal
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def request_view(request: ServiceRequest) -> dict:
+    return {
+        "id": request.id, "user_id": request.user_id, "device_id": request.device_id,
+        "home_provider_id": request.home_provider_id, "services": list(request.service_chain),
+        "volume_bytes": request.volume_bytes, "starts_at": _iso(request.starts_at),
+        "ends_at": _iso(request.ends_at), "min_rate_bps": request.min_rate_bps,
+        "max_rate_bps": request.max_rate_bps, "data_cap_bytes": request.data_cap_bytes,
+        "max_price_minor": request.max_price_minor, "currency": request.currency,
+        "status": request.status, "reason": request.reason,
+        "members": [m.describe() for m in request.members],
+        "created_at": _iso(request.created_at),
+    }
+
+
+def award_view(award: Award) -> dict:
+    return {
+        "id": award.id, "request_id": award.request_id, "provider_id": award.provider_id,
+        "home_provider_id": award.home_provider_id, "source": award.source,
+        "negotiation_id": award.negotiation_id, "auction_id": award.auction_id,
+        "price_minor": award.price_minor, "currency": award.currency,
+        "services": award.services.split(","), "volume_bytes": award.volume_bytes,
+        "starts_at": _iso(award.starts_at), "ends_at": _iso(award.ends_at),
+        "min_rate_bps": award.min_rate_bps, "max_rate_bps": award.max_rate_bps,
+        "data_cap_bytes": award.data_cap_bytes, "status": award.status,
+        "payers": [{"user_id": p.user_id, "share_minor": p.share_minor} for p in award.payers],
+        "job": None if award.job is None else {"id": award.job.id, "status": award.job.status},
+        "created_at": _iso(award.created_at),
+    }
+
+
+def negotiation_view(negotiation: Negotiation, now: datetime | None = None) -> dict:
+    now = resolve_now(now)
+    status = negotiation.status
+    if status == "open" and now >= negotiation.deadline:
+        status = "expired"
+    return {
+        "id": negotiation.id, "request_id": negotiation.request_id,
+        "provider_id": negotiation.provider_id, "buyer_mode": negotiation.buyer_mode,
+        "seller_mode": negotiation.seller_mode, "currency": negotiation.currency,
+        "deadline": _iso(negotiation.deadline), "max_rounds": negotiation.max_rounds,
+        "status": status, "reason": negotiation.reason,
+        "agreed_price_minor": negotiation.agreed_price_minor,
+        "moves": [{"round": o.round, "side": o.side, "action": o.action, "by": o.actor,
+                   "price_minor": o.price_minor, "at": _iso(o.created_at)}
+                  for o in negotiation.offers],
+    }
+
+
+def auction_view(session: Session, actor: Actor, auction_id: int, *,
+                 now: datetime | None = None,
+                 policy: ReputationPolicy = DEFAULT_POLICY) -> dict:
+    """The auction's terms and, for each bid the actor may see, the bidder's reputation.
+
+    Before the close bids are sealed: a provider sees its own, the buyer sees who bid and their
+    reputations but no prices. After the close every party sees all bids with score, rank and
+    payment, and the reputation each was scored with.
+    """
+    now = resolve_now(now)
+    auction: Auction = get_auction(session, auction_id)
+    request = auction.request
+    bids = visible_bids(session, actor, auction)
+    open_ = auction.status == "open"
+    bidders = [b.provider_id for b in auction.bids] if open_ and (
+        actor.speaks_for_user(request.user_id) or actor.is_admin
+        or actor.speaks_for_provider(auction.auctioneer_id)) else []
+    reps = provider_reputations(session, {b.provider_id for b in bids} | set(bidders), now=now,
+                                policy=policy)
+    names = dict(session.execute(select(Provider.id, Provider.name).where(
+        Provider.id.in_(list(reps)))).tuples().all()) if reps else {}
+    shown = []
+    for bid in bids:
+        rep = reps[bid.provider_id]
+        row = {"bid_id": bid.id, "provider_id": bid.provider_id,
+               "provider": names[bid.provider_id], "price_minor": bid.price_minor,
+               "revision": bid.revision, "submitted_at": _iso(bid.updated_at),
+               "reputation": rep.as_dict()}
+        if not open_:
+            scored_with = bid.reputation_ppm
+            row.update(rank=bid.rank, won=bid.won, payment_minor=bid.payment_minor,
+                       reputation_at_close={"score": scored_with / 1e6,
+                                            "count": bid.rating_count},
+                       score=str(score_decimal(score(bid.price_minor,
+                                                     auction.reputation_weight_ppm,
+                                                     scored_with))))
+        shown.append(row)
+    return {
+        "id": auction.id, "request_id": request.id, "auctioneer_id": auction.auctioneer_id,
+        "status": auction.status, "reason": auction.reason, "quantity": auction.quantity,
+        "reserve_price_minor": auction.reserve_price_minor, "currency": auction.currency,
+        "reputation_weight": auction.reputation_weight_ppm / 1e6,
+        "opens_at": _iso(auction.opens_at), "closes_at": _iso(auction.closes_at),
+        "closed_at": _iso(auction.closed_at),
+        "block": {"services": list(request.service_chain), "starts_at": _iso(request.starts_at),
+                  "ends_at": _iso(request.ends_at), "min_rate_bps": request.min_rate_bps,
+                  "max_rate_bps": request.max_rate_bps,
+                  "data_cap_bytes": request.data_cap_bytes,
+                  "members": [m.describe() for m in request.members]},
+        "bid_count": len(auction.bids),
+        "bidders": [{"provider_id": i, "provider": names[i], "reputation": reps[i].as_dict()}
+                    for i in bidders],
+        "bids": shown,
+    }
+
+
+def provider_view(session: Session, provider_id: int, *, now: datetime | None = None,
+                  policy: ReputationPolicy = DEFAULT_POLICY) -> dict:
+    """A provider's public card: network, services, capacity, reputation (anyone may read)."""
+    provider = session.get(Provider, provider_id)
+    if provider is None:
+        raise NotFound("provider", provider_id)
+    rep = provider_reputations(session, [provider_id], now=now, policy=policy)[provider_id]
+    return {"id": provider.id, "name": provider.name, "network_id": provider.network_id,
+            "services": list(provider.service_names), "capacity_bps": provider.capacity_bps,
+            "currency": provider.policy.currency, "negotiates": provider.policy.mode,
+            "reputation": rep.as_dict()}
+
+
+def user_view(session: Session, actor: Actor, user_id: int, *, now: datetime | None = None,
+              policy: ReputationPolicy = DEFAULT_POLICY) -> dict:
+    """A user with its payment reputation: for itself, its home provider and admins."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("user", user_id)
+    if not (actor.is_admin or actor.speaks_for_user(user_id)
+            or actor.speaks_for_provider(user.home_provider_id)):
+        raise NotYours(f"{actor} may not see user {user_id}", where=f"user {user_id}")
+    rep = user_reputations(session, [user_id], now=now, policy=policy)[user_id]
+    return {"id": user.id, "name": user.name, "home_provider_id": user.home_provider_id,
+            "devices": [{"id": d.id, "name": d.name} for d in user.devices],
+            "phone_numbers": [{"id": p.id, "e164": p.e164, "device_id": p.device_id}
+                              for p in user.phone_numbers],
+            "reputation": rep.as_dict()}

@@ -1,0 +1,61 @@
+"""A small market to trade in: participants built with an admin's authority."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from broker.actors import Actor, actor_for
+from broker.catalog import SERVICE_NAMES
+from broker.directory import (
+    add_device,
+    add_phone_number,
+    create_admin,
+    create_network,
+    create_provider,
+    create_user,
+)
+from broker.store import Store
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+class Market:
+    """Builds participants with an admin's authority; every call is its own transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        with store.write() as s:
+            self.admin = Actor("admin", create_admin(s, "root").id)
+
+    def actor(self, kind: str, ident: int) -> Actor:
+        with self.store.read() as s:
+            return actor_for(s, kind, ident)
+
+    def network(self, name: str) -> int:
+        with self.store.write() as s:
+            return create_network(s, self.admin, name).id
+
+    def provider(self, network_id: int, name: str, *, services=SERVICE_NAMES,
+                 capacity_bps: int = 1_000_000_000, currency: str = "EUR", per_gb: int = 100,
+                 per_mbps_hour: int = 10, reservation_ppm: int = 800_000,
+                 beta_ppm: int = 1_000_000, mode: str = "policy") -> int:
+        with self.store.write() as s:
+            return create_provider(
+                s, self.admin, network_id=network_id, name=name, services=services,
+                capacity_bps=capacity_bps, currency=currency, per_gb_minor=per_gb,
+                per_mbps_hour_minor=per_mbps_hour, reservation_ppm=reservation_ppm,
+                concession_beta_ppm=beta_ppm, mode=mode).id
+
+    def user(self, name: str, home_provider_id: int) -> int:
+        with self.store.write() as s:
+            return create_user(s, self.admin, name=name, home_provider_id=home_provider_id).id
+
+    def device(self, user_id: int, name: str = "phone") -> int:
+        with self.store.write() as s:
+            return add_device(s, self.admin, user_id=user_id, name=name).id
+
+    def phone(self, user_id: int, number: str, device_id: int | None = None) -> int:
+        with self.store.write() as s:
+            return add_phone_number(s, self.admin, user_id=user_id, number=number,
+                                    device_id=device_id).id

@@ -1,0 +1,71 @@
+"""Services that exist only for the delivery tests (loaded through PKTX_EXTRA_SERVICES)."""
+
+import os
+import time
+
+import numpy as np
+
+from engine.batch import PacketBatch
+from engine.services.base import Param, Service
+
+
+class Slow(Service):
+    """Sleeps per segment, so a stream lasts long enough to kill a worker in it."""
+
+    name = "slow"
+    params = (Param("ms", float, 20.0, "milliseconds per segment"),)
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        time.sleep(self.config["ms"] / 1000)
+        return batch
+
+
+class Stamp(Service):
+    """Writes the worker's pid into the last 4 bytes of each Ethernet source MAC."""
+
+    name = "stamp"
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        data = batch.data.copy()
+        pid = np.frombuffer(os.getpid().to_bytes(4, "big"), np.uint8)
+        for off, n in zip(batch.offsets.tolist(), batch.caplen.tolist()):
+            if n >= 12:
+                data[off + 8 : off + 12] = pid
+        return PacketBatch(data, batch.offsets, batch.caplen, batch.origlen, batch.ts_ns,
+                           batch.iface, batch.interfaces, batch.first_seq, batch.seq
+                           if batch.has_explicit_seq else None)
+
+
+class DropOdd(Service):
+    """Drops every packet at an odd position of the segment it sees."""
+
+    name = "dropodd"
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        return batch.take(np.arange(0, len(batch), 2))
+
+
+class Boom(Service):
+    """Fails on every segment (a service exception)."""
+
+    name = "boom"
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        raise RuntimeError("boom: this service always fails")
+
+
+class FlakyOnce(Service):
+    """Fails the first segment a worker process sees, then works."""
+
+    name = "flaky"
+    _failed = False
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        if not FlakyOnce._failed:
+            FlakyOnce._failed = True
+            raise RuntimeError("flaky: first segment fails")
+        return batch
+
+
+EXTRA = ",".join(f"{c.name}=svc_fixtures:{c.__name__}"
+                 for c in (Slow, Stamp, DropOdd, Boom, FlakyOnce))

@@ -1,0 +1,190 @@
+"""Faults: workers killed, stalled, lying or failing; dispatchers restarting. Real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+import zmq
+from conftest import free_port, start_worker, stop, wait_for
+
+from engine import protocol as P
+from engine.batch import PacketBatch
+from engine.deliver import Delivery, DeliveryOptions, deliver
+from engine.dispatcher import DeliveryError
+
+FAST_HB = {"heartbeat_ms": 100, "liveness": 5}
+
+
+def _run_in_thread(delivery: Delivery):
+    box: dict = {}
+
+    def target():
+        try:
+            box["usage"] = delivery.run()
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box
+
+
+def _external_delivery(src, out, *, services="slow", params=(), **kw):
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    opts = DeliveryOptions(services=services, params=list(params), workers=0, bind=endpoint,
+                           segment_packets=200, **FAST_HB, **kw)
+    return Delivery(str(src), str(out), opts), endpoint
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_worker_dies_mid_stream_and_nothing_is_lost(sample_pcap, tmp_path, how):
+    out = tmp_path / "o.pcap"
+    delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=15"])
+    workers = [start_worker(endpoint, "--name", f"w{i}") for i in range(2)]
+    try:
+        t, box = _run_in_thread(delivery)
+        wait_for(lambda: delivery.meter.packets_out >= 2000, 60, "first output")
+        victim = workers[0]
+        os.kill(victim.pid, getattr(signal, how))
+        t.join(120)
+        assert not t.is_alive()
+        assert "error" not in box, box.get("error")
+        usage = box["usage"]
+        assert out.read_bytes() == sample_pcap.read_bytes()
+        assert len(usage["dead_workers"]) == 1
+        assert usage["dead_workers"][0]["worker"] == "w0"
+        assert usage["packets_out"] == 20_000
+    finally:
+        if how == "SIGSTOP":
+            os.kill(workers[0].pid, signal.SIGCONT)
+        for w in workers:
+            stop(w)
+
+
+class LyingWorker(threading.Thread):
+    """A worker written from docs/protocol.md that answers every task wrongly, in turn:
+    a segment it was not given, a batch of the wrong size, then a FAIL."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        self.endpoint = endpoint
+        self.stopping = threading.Event()
+        self.lies = 0
+
+    def run(self) -> None:
+        ctx = zmq.Context.instance()
+        s = ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.connect(self.endpoint)
+        s.send_multipart([P.PROTOCOL, P.READY, P.dumps({"name": "liar", "credit": 2,
+                                                         "services": ["slow", "identity"]})])
+        last = time.monotonic()
+        while not self.stopping.is_set():
+            if time.monotonic() - last > 0.05:
+                s.send_multipart([P.PROTOCOL, P.HEARTBEAT])
+                last = time.monotonic()
+            if not s.poll(20):
+                continue
+            frames = s.recv_multipart()
+            if frames[1] != P.TASK:
+                continue
+            hdr = P.TaskHeader.unpack(frames[2])
+            kind = self.lies % 3
+            self.lies += 1
+            if kind == 0:
+                wrong = P.TaskHeader(hdr.stream, hdr.segment + 1000, hdr.part, hdr.parts,
+                                     hdr.attempt, hdr.count)
+                s.send_multipart([P.PROTOCOL, P.RESULT, wrong.pack(), b"{}",
+                                  *frames[4:]])
+            elif kind == 1:
+                batch = PacketBatch.from_frames(frames[4:])
+                short = batch[: max(0, len(batch) - 1)]
+                s.send_multipart([P.PROTOCOL, P.RESULT, hdr.pack(), b"{}",
+                                  *[bytes(f) for f in short.to_frames()]])
+            else:
+                s.send_multipart([P.PROTOCOL, P.FAIL, hdr.pack(),
+                                  P.dumps({"service": "slow", "error": "made up"})])
+        s.close(0)
+
+
+def test_garbage_answers_are_retried_elsewhere(sample_pcap, tmp_path):
+    out = tmp_path / "o.pcap"
+    delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=5"])
+    liar = LyingWorker(endpoint)
+    liar.start()
+    good = None
+    try:
+        t, box = _run_in_thread(delivery)
+        wait_for(lambda: liar.lies >= 1, 30, "the liar to get work")
+        good = start_worker(endpoint, "--name", "honest")
+        t.join(120)
+        assert "error" not in box, box.get("error")
+        usage = box["usage"]
+        assert out.read_bytes() == sample_pcap.read_bytes()
+        assert usage["garbage_results"] >= 1
+        assert usage["retries"] >= 1
+        assert set(usage["workers"]) == {"honest"}
+    finally:
+        liar.stopping.set()
+        if good is not None:
+            stop(good)
+
+
+def test_a_failing_service_fails_the_stream_naming_segment_and_service(sample_pcap, tmp_path):
+    out = tmp_path / "o.pcap"
+    with pytest.raises(DeliveryError) as err:
+        deliver(str(sample_pcap), str(out), services="boom", workers=2, segment_packets=500)
+    msg = str(err.value)
+    assert re.search(r"segment \d+ \(part 1 of 1\) failed 3 times", msg), msg
+    assert "'boom'" in msg and "always fails" in msg
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_flaky_service_is_retried(sample_pcap, tmp_path):
+    out = tmp_path / "o.pcap"
+    usage = deliver(str(sample_pcap), str(out), services="flaky", workers=2,
+                    segment_packets=1000)
+    assert out.read_bytes() == sample_pcap.read_bytes()
+    assert usage["retries"] >= 1
+
+
+def test_worker_serves_a_restarted_dispatcher(sample_pcap, tmp_path):
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    worker = start_worker(endpoint, "--name", "steady")
+    try:
+        for run in range(2):
+            out = tmp_path / f"o{run}.pcap"
+            opts = DeliveryOptions(workers=0, bind=endpoint, **FAST_HB)
+            usage = Delivery(str(sample_pcap), str(out), opts).run()
+            assert out.read_bytes() == sample_pcap.read_bytes()
+            assert set(usage["workers"]) == {"steady"}
+        assert worker.poll() is None, "the worker left instead of waiting for the next"
+    finally:
+        stop(worker)
+
+
+def test_worker_drains_on_sigterm(sample_pcap, tmp_path):
+    out = tmp_path / "o.pcap"
+    delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=10"])
+    workers = [start_worker(endpoint, "--name", f"w{i}") for i in range(2)]
+    try:
+        t, box = _run_in_thread(delivery)
+        wait_for(lambda: delivery.meter.packets_out >= 1000, 60, "first output")
+        workers[0].terminate()
+        assert workers[0].wait(30) == 0
+        t.join(120)
+        assert "error" not in box, box.get("error")
+        assert out.read_bytes() == sample_pcap.read_bytes()
+        # A clean departure is not a death: nothing had to be resent.
+        assert box["usage"]["dead_workers"] == []
+    finally:
+        for w in workers:
+            stop(w)
