@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -115,8 +116,18 @@ def generate_capture(path: str | os.PathLike, packets: int, flows: int = 1000, s
     if given, is called with the number of packets written so far after each batch. Other
     keyword arguments are those of ``generate_batch``.
     """
-    with CaptureWriter(path, format=format, ts_resolution=ts_resolution) as writer:
-        for batch in generate_batches(packets, flows, seed, batch_packets, **options):
+    if batch_packets < 1:
+        raise ValueError(f"batch_packets must be at least 1, not {batch_packets}")
+    gen = _Generator(packets, flows, seed, **options)
+    # The next batch is built on a second thread while this one is written: the kernel and the
+    # file write both release the GIL, so on two cores the two overlap.
+    with CaptureWriter(path, format=format, ts_resolution=ts_resolution) as writer, \
+            ThreadPoolExecutor(1, thread_name_prefix="pktx-generate") as ahead:
+        pending = ahead.submit(gen.next_batch, batch_packets) if packets else None
+        while pending is not None:
+            batch = pending.result()
+            more = gen.done < gen.packets
+            pending = ahead.submit(gen.next_batch, batch_packets) if more else None
             writer.write(batch)
             if progress is not None:
                 progress(writer.packets)

@@ -179,7 +179,7 @@ cdef inline int pcapng_loop(const uint8_t *p, int64_t *ppos, int64_t end, bint s
                 status = S_BAD_CAPLEN
                 break
             ifx = iface_base + ifid
-            if ifx < 0 or ifx > U32_MAX:
+            if ifx < 0:
                 status = S_IFACE_OVERFLOW
                 break
             offsets[n] = pos + 28
@@ -397,6 +397,7 @@ def pack_pcapng(const uint8_t[::1] data not None, const int64_t[:] offsets not N
             wr32le(op + pos + 24, origlen[i])
             if c:
                 memmove(op + pos + 28, dp + o, <size_t>c)
+            memset(op + pos + 28 + c, 0, <size_t>(blen - 32 - c))
             wr32le(op + pos + blen - 4, <uint32_t>blen)
             pos += blen
     if bad >= 0:

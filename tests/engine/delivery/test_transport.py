@@ -1,0 +1,121 @@
+"""Transport: CURVE admission, UDP in and out, two chained nodes, rate shaping and metering."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import free_port, pktx_cmd, start_worker, stop, wait_for
+
+from engine.curve import generate_keys
+from engine.deliver import Delivery, DeliveryOptions, deliver
+from engine.reader import read_capture
+
+
+def test_curve_admits_the_right_key_and_refuses_a_wrong_one(sample_pcap, tmp_path, caplog):
+    good, bad = tmp_path / "keys", tmp_path / "other"
+    generate_keys(good)
+    generate_keys(bad)
+    # The impostor trusts the right server key but holds a key pair nobody authorised.
+    (bad / "server.key").write_bytes((good / "server.key").read_bytes())
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "o.pcap"
+    opts = DeliveryOptions(workers=0, bind=endpoint, curve_dir=str(good), services="slow",
+                           params=["ms=5"], segment_packets=1000)
+    delivery = Delivery(str(sample_pcap), str(out), opts)
+    log_path = tmp_path / "impostor.log"
+    impostor_log = open(log_path, "wb")  # noqa: SIM115 - the child writes it
+    impostor = start_worker(endpoint, "--curve", bad, "--name", "impostor",
+                            stderr=impostor_log)
+    honest = start_worker(endpoint, "--curve", good, "--name", "honest")
+    try:
+        with caplog.at_level(logging.WARNING, logger="engine.curve"):
+            usage = delivery.run()
+        assert set(usage["workers"]) == {"honest"}
+        assert out.read_bytes() == sample_pcap.read_bytes()
+        assert any("not authorised" in r.getMessage() for r in caplog.records)
+        wait_for(lambda: b"CURVE authentication failed" in log_path.read_bytes(), 30,
+                 "the impostor to report its refusal")
+    finally:
+        stop(impostor)
+        impostor_log.close()
+        stop(honest)
+
+
+def test_curve_without_keys_is_refused(sample_pcap, tmp_path):
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    plain = start_worker(endpoint, "--name", "plain")
+    try:
+        opts = DeliveryOptions(workers=0, bind=endpoint, curve_dir=str(keys),
+                               wait_workers_s=3)
+        with pytest.raises(Exception, match="0 of 1 workers joined"):
+            Delivery(str(sample_pcap), str(tmp_path / "o.pcap"), opts).run()
+    finally:
+        stop(plain)
+
+
+def test_udp_in_and_out(tmp_path):
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(10)
+    in_port = free_port()
+    n = 1500
+    payloads = [bytes([i % 251]) * (60 + i % 900) + i.to_bytes(4, "big") for i in range(n)]
+    opts = DeliveryOptions(workers=1, count=n, segment_ms=5.0, idle_timeout=20)
+    delivery = Delivery(f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{rx.getsockname()[1]}",
+                        opts)
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.setdefault("usage", delivery.run()), daemon=True)
+    t.start()
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wait_for(lambda: delivery.dispatcher is not None and delivery.dispatcher.workers, 60,
+             "the worker to join")
+    for i, p in enumerate(payloads):
+        tx.sendto(p, ("127.0.0.1", in_port))
+        if i % 100 == 99:
+            time.sleep(0.002)  # loopback UDP drops what a full socket buffer cannot hold
+    got = [rx.recv(65536) for _ in range(n)]
+    t.join(60)
+    assert got == payloads
+    assert box["usage"]["packets_out"] == n
+
+
+def test_two_chained_nodes(sample_pcap, tmp_path):
+    port = free_port()
+    out = tmp_path / "o.pcap"
+    downstream = subprocess.Popen(
+        pktx_cmd("deliver", f"zmq://127.0.0.1:{port}", "-o", out, "--workers", 1,
+                 "--idle-timeout", 60, "--format", "pcap", "--ts-resolution", "ns", "-q"),
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        usage = deliver(str(sample_pcap), f"zmq://127.0.0.1:{port}", workers=1)
+        assert usage["packets_out"] == 20_000
+        assert downstream.wait(60) == 0, downstream.stderr.read().decode()
+        assert out.read_bytes() == sample_pcap.read_bytes()
+    finally:
+        stop(downstream)
+
+
+def test_max_rate_shapes_the_output(sample_pcap, tmp_path):
+    total_bits = read_capture(sample_pcap).nbytes * 8
+    rate = total_bits // 2  # the stream must take about two seconds
+    usage = deliver(str(sample_pcap), str(tmp_path / "o.pcap"), workers=1,
+                    max_rate_bps=rate, min_rate_bps=rate // 4)
+    assert usage["duration_ns"] >= 1.7e9
+    # No second carried more than the rate (plus one burst of slack).
+    assert max(usage["rate_series_bps"]) <= rate * 1.1
+    assert usage["min_rate_windows_met"] >= 1
+
+
+def test_min_rate_misses_are_reported(sample_pcap, tmp_path):
+    usage = deliver(str(sample_pcap), str(tmp_path / "o.pcap"), workers=1,
+                    min_rate_bps=10**15)
+    assert usage["min_rate_windows_missed"] >= 1
+    assert usage["min_rate_windows_met"] == 0
