@@ -270,7 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=_positive_int, default=5)
     b.add_argument("--stream-gb", type=float, default=2.0,
                    help="size of the file streamed through open_capture for peak RSS (0: skip)")
-    b.set_defaults(func=_cmd_bench_capture)
+    b.set_defaults(func=_cmd_bench, table="capture_table")
+    b = bsub.add_parser("deliver", help="delivery throughput against multiprocessing and pyzmq")
+    b.add_argument("--packets", type=_positive_int, default=200_000)
+    b.add_argument("--repeat", type=_positive_int, default=3)
+    b.add_argument("--stream-gb", type=float, default=2.0,
+                   help="size of the capture delivered for the dispatcher's peak RSS (0: skip)")
+    b.set_defaults(func=_cmd_bench, table="deliver_table")
 
     try:
         from broker.cli import add_broker_commands
@@ -281,10 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cmd_bench_capture(args) -> int:
-    from engine.benchcapture import run
+def _cmd_bench(args) -> int:
+    # The tables and their peers live in the source tree's benchmarks/, beside engine/.
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / f"{args.table}.py").exists():
+        raise EngineError("pktx bench runs from a source checkout: benchmarks/ was not found "
+                          f"beside {root / 'engine'}")
+    sys.path.insert(0, str(root))
+    import importlib
 
-    return run(packets=args.packets, repeat=args.repeat, stream_gb=args.stream_gb)
+    table = importlib.import_module(f"benchmarks.{args.table}")
+    return table.run(packets=args.packets, repeat=args.repeat, stream_gb=args.stream_gb)
 
 
 class _VersionAction(argparse.Action):

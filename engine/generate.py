@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.batch import Interface, PacketBatch
-from engine.generate_kernels import build_frames
+from engine.generate_kernels import build_frames, pack_templates
 from engine.writer import CaptureWriter
 
 __all__ = ["DEFAULT_START_NS", "generate_batch", "generate_batches", "generate_capture"]
@@ -320,60 +320,50 @@ class _FlowTable:
         self.ipid0 = rng.integers(0, 1 << 16, nr)
         self.tsval_base = rng.integers(0, 1 << 32, nr)
 
-        t = np.zeros((nr, _TEMPLATE), np.uint8)
-        rows = np.arange(nr)
+        # One block of fixed columns per layer; pack_templates butts each row's parts together.
         side = back[:, None]
-        _put(t, rows, 0, np.where(side, client_mac[fr], gateway_mac[fr]))
-        _put(t, rows, 6, np.where(side, gateway_mac[fr], client_mac[fr]))
-        q = rows[tags == 2]
-        _put(t, q, 12, _be(np.full(len(q), 0x88A8), 2))
-        _put(t, q, 14, _be(outer_vids[fr[q]], 2))
-        tagged = rows[tags >= 1]
-        tag_at = 12 + 4 * (tags[tagged] - 1)
-        _put(t, tagged, tag_at, _be(np.full(len(tagged), 0x8100), 2))
-        _put(t, tagged, tag_at + 2, _be(vids[fr[tagged]], 2))
-        l3 = self.l2_len
-        _put(t, rows, l3 - 2, _be(np.where(v6, 0x86DD, 0x0800), 2))
-        proto = np.where(tcp, 6, 17)
+        ethertype = np.where(v6, 0x86DD, 0x0800)
+        vid, outer_vid = vids[fr], outer_vids[fr]
+        l2 = np.zeros((nr, 22), np.uint8)
+        l2[:, 0:6] = np.where(side, client_mac[fr], gateway_mac[fr])
+        l2[:, 6:12] = np.where(side, gateway_mac[fr], client_mac[fr])
+        l2[:, 12:14] = _be(np.select([tags == 0, tags == 1], [ethertype, 0x8100], 0x88A8), 2)
+        l2[:, 14:16] = _be(np.where(tags == 1, vid, outer_vid), 2)
+        l2[:, 16:18] = _be(np.where(tags == 1, ethertype, 0x8100), 2)
+        l2[:, 18:20] = _be(vid, 2)
+        l2[:, 20:22] = _be(ethertype, 2)
+
         # The client sends with an initial TTL; the server's packets arrive some hops lower.
         ttl = np.where(back, rng.choice([64, 128, 255], nr) - rng.integers(4, 24, nr),
                        rng.choice([64, 128], nr))
-
-        r4 = rows[~v6]
-        ip4 = np.zeros((len(r4), 20), np.uint8)
-        ip4[:, 0] = 0x45
-        ip4[:, 6] = 0x40  # don't fragment
-        ip4[:, 8] = ttl[r4]
-        ip4[:, 9] = proto[r4]
-        src4 = np.where(back, server_v4[fr], client_v4[fr])
-        dst4 = np.where(back, client_v4[fr], server_v4[fr])
-        ip4[:, 12:16] = _be(src4[r4], 4)
-        ip4[:, 16:20] = _be(dst4[r4], 4)
-        _put(t, r4, l3[r4], ip4)
-
-        r6 = rows[v6]
+        proto = np.where(tcp, 6, 17)
+        l3 = np.zeros((nr, 40), np.uint8)
+        l3[:, 0] = 0x45
+        l3[:, 6] = 0x40  # don't fragment
+        l3[:, 8] = ttl
+        l3[:, 9] = proto
+        l3[:, 12:16] = _be(np.where(back, server_v4[fr], client_v4[fr]), 4)
+        l3[:, 16:20] = _be(np.where(back, client_v4[fr], server_v4[fr]), 4)
+        r6 = np.flatnonzero(v6)
         ip6 = np.zeros((len(r6), 40), np.uint8)
-        ip6[:, 0:4] = _be((6 << 28) | rng.integers(1, 1 << 20, nr)[r6], 4)  # flow label
+        ip6[:, 0:4] = _be((6 << 28) | rng.integers(1, 1 << 20, len(r6)), 4)  # flow label
         ip6[:, 6] = proto[r6]
         ip6[:, 7] = ttl[r6]
         b6 = back[r6, None]
         ip6[:, 8:24] = np.where(b6, server_v6[fr[r6]], client_v6[fr[r6]])
         ip6[:, 24:40] = np.where(b6, client_v6[fr[r6]], server_v6[fr[r6]])
-        _put(t, r6, l3[r6], ip6)
+        l3[r6] = ip6
 
-        l4 = l3 + l3_f[fr]
-        sport = np.where(back, server_port[fr], client_port[fr])
-        dport = np.where(back, client_port[fr], server_port[fr])
-        _put(t, rows, l4, _be(sport, 2))
-        _put(t, rows, l4 + 2, _be(dport, 2))
-        rt = rows[tcp]
-        tcp_head = np.zeros((len(rt), 20), np.uint8)
-        tcp_head[:, 12] = np.where(self.tsopt[rt], 8, 5) << 4
-        tcp_head[:, 14:16] = _be(rng.integers(1024, 65536, nr)[rt], 2)  # window
-        _put(t, rt, l4[rt] + 4, tcp_head[:, 4:])
-        rts = rows[self.tsopt.astype(bool)]
-        _put(t, rts, l4[rts] + 20, np.tile(np.array([1, 1, 8, 10], np.uint8), (len(rts), 1)))
-        self.templates = t
+        # TCP and UDP share the ports; UDP's length and checksum are where TCP's seq is, zero.
+        l4 = np.zeros((nr, 32), np.uint8)
+        l4[:, 0:2] = _be(np.where(back, server_port[fr], client_port[fr]), 2)
+        l4[:, 2:4] = _be(np.where(back, client_port[fr], server_port[fr]), 2)
+        l4[:, 12] = np.where(tcp, np.where(self.tsopt, 0x80, 0x50), 0)  # data offset
+        l4[:, 14:16] = _be(np.where(tcp, rng.integers(1024, 65536, nr), 0), 2)  # window
+        l4[:, 20:24] = np.where(self.tsopt[:, None], np.array([1, 1, 8, 10], np.uint8), 0)
+
+        self.templates = np.zeros((nr, _TEMPLATE), np.uint8)
+        pack_templates(self.templates, l2, self.l2_len, l3, l3_f[fr], l4, l4_f[fr])
 
 
 def _payload_pool(rng: np.random.Generator) -> np.ndarray:
@@ -399,15 +389,6 @@ def _be(values, nbytes: int) -> np.ndarray:
     """Integers as rows of ``nbytes`` big-endian bytes."""
     b = np.asarray(values, np.int64).astype(">u8").view(np.uint8).reshape(-1, 8)
     return b[:, 8 - nbytes:]
-
-
-def _put(t: np.ndarray, rows: np.ndarray, col, values: np.ndarray) -> None:
-    """Write ``values[i]`` into row ``rows[i]`` of ``t`` from column ``col`` (or ``col[i]``)."""
-    if len(rows) == 0:
-        return
-    values = np.asarray(values, np.uint8)
-    cols = np.broadcast_to(np.asarray(col, np.int64), rows.shape)
-    t[rows[:, None], cols[:, None] + np.arange(values.shape[1])] = values
 
 
 _M64 = (1 << 64) - 1

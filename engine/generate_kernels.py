@@ -3,7 +3,8 @@
 ``engine.generate`` plans the packets (flows, directions, sizes, times) with vectorized numpy
 and owns the documentation; ``build_frames`` turns the plan into bytes in one pass, carrying
 per-flow TCP and IP state from batch to batch. Its slow, obvious twin is the struct-based
-builder in ``tests/engine/test_generate.py``.
+builder in ``tests/engine/test_generate.py``; ``pack_templates`` is checked there against
+plain slicing.
 """
 
 from __future__ import annotations
@@ -112,3 +113,14 @@ def build_frames(out, offsets, frame_len, rows, pay_len, pay_off, ts_ms,
             s += 17 + _sum16(out, l4, 8)
             c = ~_fold(s) & 0xFFFF
             _put16(out, l4 + 6, c if c else 0xFFFF)  # 0 means "no checksum" in UDP
+
+
+@nb.njit(cache=True, nogil=True)
+def pack_templates(out, l2, l2_len, l3, l3_len, l4, l4_len):
+    """Row ``r`` of ``out``: ``l2[r, :l2_len[r]]``, then the same of ``l3``, then of ``l4``."""
+    for r in range(out.shape[0]):
+        a = l2_len[r]
+        b = a + l3_len[r]
+        _copy(out[r], 0, l2[r], 0, a)
+        _copy(out[r], a, l3[r], 0, l3_len[r])
+        _copy(out[r], b, l4[r], 0, l4_len[r])

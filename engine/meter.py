@@ -112,7 +112,10 @@ class Meter:
             "end_ns": end_wall,
             "duration_ns": duration,
             "mean_rate_bps": self.bytes_out * 8 * _NS // duration,
-            "peak_rate_bps": max(series) if series else 0,
+            # A short last window would overstate (or understate) a per-second peak: only full
+            # seconds count, and a stream shorter than one second peaks at its mean.
+            "peak_rate_bps": (max(series[:duration // _NS]) if duration >= _NS
+                              else self.bytes_out * 8 * _NS // duration),
             "rate_series_bps": series,
             "max_rate_bps": self.max_rate_bps,
             "min_rate_bps": self.min_rate_bps,

@@ -179,7 +179,7 @@ cdef inline int pcapng_loop(const uint8_t *p, int64_t *ppos, int64_t end, bint s
                 status = S_BAD_CAPLEN
                 break
             ifx = iface_base + ifid
-            if ifx < 0:
+            if ifx < 0 or ifx > U32_MAX:
                 status = S_IFACE_OVERFLOW
                 break
             offsets[n] = pos + 28

@@ -1,8 +1,9 @@
 """Processing services: the built-ins and any a third party registers.
 
 Services are found through the entry-point group ``pktx.services`` (``name = "module:Class"``),
-so a package adds one without touching the engine; ``PKTX_EXTRA_SERVICES="name=module:Class,..."``
-adds some without packaging (for trying one out, and for tests). ``parse_chain`` turns ``"a,b"`` plus
+so a package adds one without touching the engine;
+``PKTX_EXTRA_SERVICES="name=module:Class,..."`` adds some without packaging (for trying one out,
+and for tests). ``parse_chain`` turns ``"a,b"`` plus
 ``KEY=VALUE`` parameters into the chain spec that travels to workers; ``build_chain`` makes the
 service instances from it.
 """

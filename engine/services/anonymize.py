@@ -78,18 +78,18 @@ class CryptoPAn:
         width = addrs.shape[1]
         if len(addrs) == 0:
             return addrs.copy()
-        keys = addrs.view(">u4" if width == 4 else "V16").ravel()
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        rows, inverse = _distinct(addrs)
         cache = self._cache[width]
-        found = [cache.get(k) for k in uniq.tolist()]
+        names = rows.view(np.uint32 if width == 4 else "V16").ravel().tolist()
+        found = [cache.get(k) for k in names]
         missing = [j for j, v in enumerate(found) if v is None]
         if missing:
-            fresh = self._compute(uniq[missing].view(np.uint8).reshape(-1, width))
-            self._remember(cache, uniq[missing].tolist(), fresh)
+            fresh = self._compute(rows[missing])
+            self._remember(cache, [names[j] for j in missing], fresh)
             for j, row in zip(missing, fresh, strict=True):
                 found[j] = row.tobytes()
         table = np.frombuffer(b"".join(found), np.uint8).reshape(-1, width)
-        return table[inverse.reshape(-1)]
+        return table[inverse]
 
     def anonymize_text(self, address: str) -> str:
         """One address written as text (for people and tests, not for hot paths)."""
@@ -123,6 +123,32 @@ class CryptoPAn:
                 del cache[k]
         for k, row in islice(zip(keys, values, strict=True), self.cache_size):
             cache[k] = row.tobytes()
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _distinct(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``addrs`` and, per row, the index of its distinct row.
+
+    IPv6 rows are sorted by a 64-bit mix of their halves, far faster than sorting 16-byte
+    strings; the grouping is then checked and redone exactly in the unlikely case of a clash.
+    """
+    if addrs.shape[1] == 4:
+        keys = addrs.view(np.uint32).ravel()
+    else:
+        halves = addrs.view(np.uint64)
+        with np.errstate(over="ignore"):
+            keys = (halves[:, 0] * _GOLDEN) ^ halves[:, 1]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rows = addrs[first]
+    inverse = inverse.reshape(-1)
+    if addrs.shape[1] == 16 and not np.array_equal(rows[inverse], addrs):
+        _, first, inverse = np.unique(addrs.view("V16").ravel(), return_index=True,
+                                      return_inverse=True)
+        rows = addrs[first]
+        inverse = inverse.reshape(-1)
+    return rows, inverse
 
 
 class Anonymize(Service):

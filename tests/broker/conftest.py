@@ -1,13 +1,15 @@
 """Fixtures: a fresh store on every available database, and a small market to trade in.
 
 SQLite always; PostgreSQL too when ``PKTX_TEST_PG_URL`` names a server
-(``postgresql+psycopg://user@host:port/db``): each test gets a schema of its own there, dropped
-afterwards.
+(``postgresql+psycopg://user@host:port/db``, a role that may create databases). Migrations run
+once per session into a template; every test then gets a new database copied from it (a file on
+SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL), dropped afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 
 import pytest
@@ -22,27 +24,52 @@ def databases() -> list[str]:
     return ["sqlite", "postgresql"] if os.environ.get("PKTX_TEST_PG_URL") else ["sqlite"]
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    """A SQLite file migrated once; each test starts from a copy of it."""
+    path = tmp_path_factory.mktemp("template") / "broker.sqlite3"
+    template = Store(f"sqlite:///{path}")
+    with template.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    template.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template():
+    """A PostgreSQL database migrated once; each test gets a new database copied from it."""
+    base = make_url(os.environ["PKTX_TEST_PG_URL"])
+    server = create_engine(base, isolation_level="AUTOCOMMIT")
+    name = f"pktx_template_{uuid.uuid4().hex[:12]}"
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    Store(base.set(database=name).render_as_string(hide_password=False)).dispose()
+    yield server, base, name
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
 @pytest.fixture(params=databases())
 def store(request, tmp_path):
     if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'broker.sqlite3'}")
+        path = tmp_path / "broker.sqlite3"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        s = Store(f"sqlite:///{path}")
         yield s
         s.dispose()
         return
-    base = os.environ["PKTX_TEST_PG_URL"]
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    s = Store(url.render_as_string(hide_password=False))
+    server, base, template = request.getfixturevalue("pg_template")
+    name = f"pktx_test_{uuid.uuid4().hex[:12]}"
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    s = Store(base.set(database=name).render_as_string(hide_password=False))
     try:
         yield s
     finally:
         s.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        with server.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

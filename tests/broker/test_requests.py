@@ -25,7 +25,8 @@ def submit(world, who=None, **kw):
     actor = who or world.m.actor("device", world.alice_phone)
     kw.setdefault("services", "identity,checksum")
     if "volume_bytes" not in kw and "starts_at" not in kw:
-        kw.update(starts_at=T0, ends_at=T0 + HOUR, max_rate_bps=10_000_000)
+        kw.update(starts_at=T0, ends_at=T0 + HOUR)
+        kw.setdefault("max_rate_bps", 10_000_000)
     with world.m.store.write() as s:
         r = submit_request(s, actor, now=kw.pop("now", T0 - HOUR), **kw)
         return r.id, r.status, r.reason

@@ -42,6 +42,7 @@ from engine import (
     read_capture,
     write_capture,
 )
+from engine.timestamps import TsResolution, ticks_to_ns
 
 SEC = 1_700_000_000  # 2023-11-14
 PKTS = [bytes(range(i, i + 40 + 7 * i)) for i in range(6)]  # assorted lengths, none alike
@@ -284,6 +285,33 @@ def test_pcapng_timestamp_resolutions(tmp_path, walker):
     reader = open_capture(path, backend_module=walker)
     list(reader)
     assert reader.ts_resolutions == ["10^-12 s", "2^-20 s", "ns", "us"]
+
+
+@pytest.mark.parametrize("res", [TsResolution(10, e) for e in range(19)]
+                         + [TsResolution(2, e) for e in range(64)], ids=str)
+def test_tick_conversion_is_exact(res):
+    rng = np.random.default_rng(res.exp + res.base)
+    ticks = np.concatenate([rng.integers(0, 1 << 63, 500, np.uint64, endpoint=True),
+                            np.array([0, 1, (1 << 64) - 1, 1 << 63], np.uint64)])
+    for offset_s in (0, -7):
+        got = ticks_to_ns(ticks, res, offset_s)
+        # floor(ticks / base**exp seconds) in ns, as Python ints, wrapped as int64 would be.
+        want = [((int(t) * 10**9 // res.base**res.exp + offset_s * 10**9 + (1 << 63))
+                 % (1 << 64)) - (1 << 63) for t in ticks]
+        assert got.tolist() == want
+
+
+@backend_params()
+def test_pcapng_fine_binary_resolution_against_scapy(tmp_path, walker):
+    # Fractions where flooring away the low 8 bits first would come out 1 ns short.
+    fractions = [0x6D44C3B25, 0xECB320FE4, 0x1908A2B3B5, 0x2346135786, 0x3FB7DA73E7, 1]
+    ticks = [(10**6 << 40) | f for f in fractions]
+    data = shb() + idb(1, tsresol=0x80 | 40) + b"".join(
+        epb(p, t) for p, t in zip(PKTS, ticks, strict=True))
+    path = _write(tmp_path, "fine.pcapng", data)
+    batch = _read_both_ways(path, walker)
+    assert packets_of(batch) == scapy_packets(path)
+    assert batch.ts_ns.tolist() == [t * 10**9 >> 40 for t in ticks]
 
 
 @backend_params()

@@ -1,0 +1,154 @@
+"""``pktx bench deliver``: the delivery engine side by side with a multiprocessing pipeline,
+raw pyzmq, and AES-GCM in one process, all measured in one run on one generated capture."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks.capture_table import make_big_file
+
+KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+_RSS_CHILD = r"""
+import resource, sys
+from engine.deliver import deliver
+u = deliver(sys.argv[1], "/dev/null", workers=2)
+print(u["packets_out"], u["duration_ns"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def _engine(src: str, dst: str, workers: int, repeat: int, **kw) -> float:
+    """Best stream time (s) of ``repeat`` deliveries; worker start-up is not in it (a node's
+    workers are running before a job arrives)."""
+    from engine.deliver import deliver
+
+    best = float("inf")
+    for _ in range(repeat):
+        usage = deliver(src, dst, workers=workers, **kw)
+        best = min(best, usage["duration_ns"] / 1e9)
+    return best
+
+
+def _aesgcm_one_process(batch) -> float:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from engine.flowkeys import flow_keys
+
+    keys = flow_keys(batch)
+    aead = AESGCM(bytes.fromhex(KEY))
+    data = batch.data
+    payloads = []
+    for i in np.flatnonzero(keys.payload_off >= 0).tolist():
+        start = int(batch.offsets[i]) + int(keys.payload_off[i])
+        end = int(batch.offsets[i]) + int(batch.caplen[i])
+        payloads.append(data[start:end].tobytes())
+    nonce = os.urandom(12)
+    t0 = time.perf_counter()
+    for p in payloads:
+        aead.encrypt(nonce, p, None)
+    return time.perf_counter() - t0
+
+
+def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: int = 1000,
+        workdir: str | None = None, out=None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from benchmarks.peers import mp_pool, zmq_echo
+    from engine import backend
+    from engine.deliver import DEFAULT_SEGMENT_PACKETS
+    from engine.generate import generate_capture
+    from engine.reader import read_capture
+    from engine.segment import by_packets
+
+    console = Console(file=out) if out else Console()
+    tmp = tempfile.TemporaryDirectory(prefix="pktx-bench-", dir=workdir)
+    src = os.path.join(tmp.name, "bench.pcap")
+    dst = os.path.join(tmp.name, "out.pcap")
+    with console.status("generating the capture"):
+        generate_capture(src, packets=packets, flows=flows, seed=42, format="pcap",
+                         ts_resolution="us")
+    batch = read_capture(src)
+    size = os.path.getsize(src)
+    nbytes = batch.nbytes
+    rows: list[tuple[str, float, str]] = []  # name, seconds, note
+
+    with console.status("multiprocessing peer"):
+        t0 = time.perf_counter()
+        mp_pool.run(src, dst)
+        peer = time.perf_counter() - t0
+    rows.append(("dpkt + multiprocessing.Pool(2), 256-packet segments, file -> file", peer,
+                 "peer"))
+    engine_rows = {}
+    for w in (1, 2, 4):
+        with console.status(f"engine identity, {w} worker(s)"):
+            engine_rows[w] = _engine(src, dst, w, repeat)
+        rows.append((f"pktx deliver identity, {w} worker(s), file -> file", engine_rows[w],
+                     f"{peer / engine_rows[w]:.1f}x peer"))
+    with console.status("engine identity to /dev/null"):
+        devnull = _engine(src, os.devnull, 2, repeat)
+    bounds = by_packets(batch, DEFAULT_SEGMENT_PACKETS)
+    segments = [batch[a:b].compact().to_frames() for a, b in itertools.pairwise(bounds)]
+    with console.status("raw pyzmq round trip"):
+        raw = min(zmq_echo.run(segments) for _ in range(repeat))
+    rows.append(("pktx deliver identity, 2 workers, -> /dev/null", devnull,
+                 f"{raw / devnull:.0%} of raw pyzmq"))
+    rows.append((f"raw pyzmq ROUTER->DEALER->ROUTER, {DEFAULT_SEGMENT_PACKETS}-packet segments",
+                 raw, "transport limit"))
+    with console.status("encrypt"):
+        enc1 = _engine(src, os.devnull, 1, repeat, services="encrypt", params=[f"key={KEY}"])
+        enc2 = _engine(src, os.devnull, 2, repeat, services="encrypt", params=[f"key={KEY}"])
+        one = min(_aesgcm_one_process(batch) for _ in range(repeat))
+    rows.append(("pktx deliver encrypt (AES-256-GCM), 1 worker", enc1, ""))
+    rows.append(("pktx deliver encrypt (AES-256-GCM), 2 workers", enc2,
+                 f"{enc1 / enc2:.2f}x one worker"))
+    rows.append(("AES-GCM over the same payloads, one process, no I/O", one, "reference"))
+
+    rss = None
+    if stream_gb > 0:
+        big = os.path.join(tmp.name, "big.pcap")
+        with console.status(f"writing a {stream_gb:g} GB capture"):
+            make_big_file(big, batch, int(stream_gb * 1e9))
+        with console.status("delivering it (2 workers, to /dev/null)"):
+            res = subprocess.run([sys.executable, "-c", _RSS_CHILD, big], capture_output=True,
+                                 text=True, check=True).stdout.split()
+        rss = (int(res[0]), int(res[1]) / 1e9, int(res[2]), os.path.getsize(big))
+        os.unlink(big)
+
+    table = Table(title=f"pktx bench deliver: {len(batch):,} packets, {size / 1e6:.1f} MB pcap, "
+                        f"best of {repeat}")
+    table.add_column("what")
+    table.add_column("seconds", justify="right")
+    table.add_column("Mpackets/s", justify="right")
+    table.add_column("MB/s", justify="right")
+    table.add_column("vs", justify="right")
+    for name, secs, note in rows:
+        table.add_row(name, f"{secs:.3f}", f"{len(batch) / secs / 1e6:.2f}",
+                      f"{nbytes / secs / 1e6:,.0f}", note)
+    console.print(table)
+    checks = [
+        ("identity file to file (2 workers) >= 8x the multiprocessing peer",
+         peer / engine_rows[2] >= 8),
+        ("identity to /dev/null >= 50% of the raw pyzmq round trip", raw / devnull >= 0.5),
+        ("encrypt: 2 workers >= 1.5x one worker", enc1 / enc2 >= 1.5),
+    ]
+    if rss:
+        n, secs, peak, fsize = rss
+        console.print(f"delivered a {fsize / 1e9:.2f} GB capture ({n:,} packets) in {secs:.1f} s "
+                      f"({fsize / secs / 1e6:,.0f} MB/s): dispatcher peak RSS {peak / 1e6:.0f} MB")
+        checks.append(("dispatcher peak RSS < 300 MB on a 2 GB capture", peak < 300e6))
+    for name, ok in checks:
+        console.print(f"  [{'green' if ok else 'red'}]{'met' if ok else 'MISSED'}[/] {name}")
+    console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+                  f"{platform.python_implementation()} {platform.python_version()}, "
+                  f"backend: {backend.describe()}")
+    tmp.cleanup()
+    return 0

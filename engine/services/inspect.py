@@ -1,0 +1,147 @@
+"""inspect: multi-pattern signature matching over transport payloads (count, drop or mark).
+
+Every packet's TCP, UDP, SCTP, DCCP, ICMP or ICMPv6 payload (after the outermost IP header's
+transport header, as ``engine.flowkeys`` finds it) is scanned with an Aho-Corasick automaton
+(``engine.ahocorasick``) for all patterns at once. The payload ends where the IP or UDP length
+says, so Ethernet padding is not scanned. Packets without a transport payload (non-IP, later
+fragments, other protocols, truncated headers) are not scanned. Each packet is matched alone:
+a signature split across two TCP segments is not found (no stream reassembly).
+
+Parameters: ``patterns`` (comma-separated; ``hex:474554`` for binary or for a pattern holding a
+comma), ``patterns_file`` (one pattern per line, same syntax; blank lines and lines starting
+with ``#`` skipped; read where the service is built, so on every worker host), ``action``
+(``count`` leaves packets alone; ``drop`` removes the matching ones; ``mark`` sets the DSCP of
+matching IP packets to ``dscp``, 0-63, keeping ECN, updating the IPv4 header checksum
+incrementally; IPv6 has none and its traffic class is not in the pseudo-header), ``nocase``
+(ASCII letters match either case).
+
+Counters: ``packets_scanned``, ``bytes_scanned``, ``packets_matched``, ``pattern.<i>`` (how
+many packets held pattern i, numbered from 0 in the order given, ``patterns`` first), and
+``packets_dropped`` or ``packets_marked``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.ahocorasick import PatternMatcher
+from engine.batch import PacketBatch
+from engine.flowkeys import flow_keys
+from engine.header_kernels import _set_dscp
+from engine.inspect_kernels import _payload_bounds
+from engine.services.base import Param, Service, ServiceError
+
+__all__ = ["Inspect", "parse_pattern"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(text: str) -> bool:
+    t = text.strip().lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a yes/no value (1/0, true/false, yes/no, on/off)")
+
+
+def parse_pattern(text: str) -> bytes:
+    """One pattern: ``hex:`` then hex digits (spaces allowed), or text taken as UTF-8."""
+    if text[:4].lower() == "hex:":
+        try:
+            value = bytes.fromhex(text[4:])
+        except ValueError:
+            raise ValueError(f"pattern {text!r}: not hex after 'hex:'") from None
+    else:
+        value = text.encode("utf-8")
+    if not value:
+        raise ValueError("empty pattern")
+    return value
+
+
+class Inspect(Service):
+    name = "inspect"
+    summary = "multi-pattern signature matching over payloads: count, drop or mark"
+    params = (
+        Param("patterns", str, "", "comma-separated patterns; hex:HEX for binary"),
+        Param("patterns_file", str, "", "a file of patterns, one per line"),
+        Param("action", str, "count", "what to do with matching packets",
+              ("count", "drop", "mark")),
+        Param("dscp", int, 1, "the DSCP that action=mark sets (0-63)"),
+        Param("nocase", _flag, False, "match ASCII letters in either case"),
+    )
+
+    def setup(self) -> None:
+        dscp = self.config["dscp"]
+        if not 0 <= dscp <= 63:
+            raise ServiceError(f"service 'inspect': parameter dscp must be 0-63, not {dscp}")
+        patterns = self._patterns()
+        try:
+            self.matcher = PatternMatcher(patterns, nocase=self.config["nocase"])
+        except ValueError as exc:
+            raise ServiceError(f"service 'inspect': {exc}") from None
+
+    def _patterns(self) -> list[bytes]:
+        found: list[bytes] = []
+        text = self.config["patterns"]
+        if text:
+            for n, item in enumerate(text.split(",")):
+                try:
+                    found.append(parse_pattern(item))
+                except ValueError as exc:
+                    raise ServiceError(f"service 'inspect': parameter patterns, item {n}: "
+                                       f"{exc}") from None
+        path = self.config["patterns_file"]
+        if path:
+            try:
+                lines = Path(path).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ServiceError(f"service 'inspect': parameter patterns_file: cannot read "
+                                   f"{path}: {exc}") from None
+            for n, line in enumerate(lines, 1):
+                if not line.strip() or line.startswith("#"):
+                    continue
+                try:
+                    found.append(parse_pattern(line))
+                except ValueError as exc:
+                    raise ServiceError(f"service 'inspect': {path}, line {n}: {exc}") from None
+        if not found:
+            raise ServiceError("service 'inspect': no patterns (give patterns= or "
+                               "patterns_file=)")
+        return found
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        n = len(batch)
+        if n == 0:
+            return batch
+        keys = flow_keys(batch)
+        starts = np.empty(n, np.int64)
+        ends = np.empty(n, np.int64)
+        _payload_bounds(batch.data, batch.offsets, batch.caplen, keys.family, keys.proto,
+                        keys.l3_off, keys.l4_off, keys.payload_off, starts, ends)
+        result = self.matcher.scan(batch.data, starts, ends)
+        matched = result.matched
+        hits = int(matched.sum())
+        self.counters["packets_scanned"] += int(np.count_nonzero(starts >= 0))
+        self.counters["bytes_scanned"] += result.scanned
+        self.counters["packets_matched"] += hits
+        for pid in np.flatnonzero(result.counts).tolist():
+            self.counters[f"pattern.{pid}"] += int(result.counts[pid])
+        action = self.config["action"]
+        if action == "count" or hits == 0:
+            return batch
+        if action == "drop":
+            self.counters["packets_dropped"] += hits
+            return batch.take(np.flatnonzero(~matched))
+        out = batch.compact()
+        # A new buffer: the input may be a read-only view of a received frame, or shared.
+        data = out.data.copy() if out is batch else out.data
+        marked = _set_dscp(data, out.offsets, keys.family, keys.l3_off, matched,
+                           self.config["dscp"])
+        self.counters["packets_marked"] += int(marked)
+        return PacketBatch(data, out.offsets, out.caplen, out.origlen, out.ts_ns, out.iface,
+                           out.interfaces, out.first_seq,
+                           out.seq if out.has_explicit_seq else None)

@@ -1,0 +1,346 @@
+"""Rewrite the TCP/UDP payloads of a batch's packets, fixing lengths and checksums incrementally.
+
+Services that change payloads (compress, encrypt and their inverses) share this. ``select``
+finds each packet's payload; the service computes new payloads; ``replace`` builds a new batch
+(a new buffer: the input may be a read-only view) where each rewritten packet has the new
+payload between its old headers and its old trailer (Ethernet padding stays where it was), and
+
+- the IPv4 total length, the IPv6 payload length and the UDP length grow or shrink with it, and
+  so do an 802.3 length field and a PPPoE session length on the way (Ethernet, Linux SLL/SLL2);
+- ``caplen`` and ``origlen`` follow; timestamps, interfaces and sequence numbers are kept;
+- the IPv4 header checksum and the TCP/UDP checksum are updated incrementally (RFC 1624,
+  eqn. 3: the old covered words are taken out and the new ones put in, the pseudo-header's
+  length among them), never recomputed. A checksum that was wrong in the input (checksum
+  offload in a capture) is exactly as wrong afterwards, so a round trip gives back every byte.
+  A UDP checksum of 0 (none sent; also allowed over IPv6 for tunnels, RFC 6935) stays 0.
+
+Ones'-complement arithmetic has two zeros, 0x0000 and 0xFFFF, and an update cannot tell which
+one to write. We write the one a sender computes (0x0000 in IPv4 headers and TCP, 0xFFFF in UDP,
+where 0 means "none"). The other form in an input (never a correct value there) is reported per
+packet in ``Payloads.flags`` (``FLAG_L4_FFFF``, ``FLAG_IP_FFFF``); a service carries the flags
+inside its new payload and hands them back when it undoes its work, so that form comes back too.
+
+Packets left as they are, and counted under ``skipped_<reason>``: ``not_tcp_udp`` (no IP,
+another protocol), ``fragment`` (any fragment: the payload spans several packets and the
+checksum covers all of them), ``truncated`` (caplen < origlen), ``malformed`` (the IP or UDP
+length does not fit the packet, an IPv6 jumbogram), ``empty`` (no payload bytes) and
+``too_large`` (the new payload would not fit a length field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine import backend
+from engine.batch import PacketBatch
+from engine.flowkeys import FRAG_NONE, FlowKeys, flow_keys
+
+_checksum = backend.load("checksum")
+
+FLAG_L4_FFFF = 0x01  # the TCP checksum field held 0xFFFF
+FLAG_IP_FFFF = 0x02  # the IPv4 header checksum field held 0xFFFF
+FLAGS_KNOWN = FLAG_L4_FFFF | FLAG_IP_FFFF
+
+SKIP_REASONS = ("not_tcp_udp", "fragment", "truncated", "malformed", "empty", "too_large")
+
+_TCP = 6
+_UDP = 17
+_VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
+_PPPOE_SESSION = 0x8864
+_MAX_VLAN_TAGS = 8
+_DOT3_MAX = 1500  # above, the field would read as an EtherType
+
+__all__ = ["FLAGS_KNOWN", "FLAG_IP_FFFF", "FLAG_L4_FFFF", "SKIP_REASONS", "Payloads",
+           "Selection", "replace", "rewrite_payloads", "select"]
+
+
+@dataclass(frozen=True, eq=False)
+class Payloads:
+    """Payload ``i`` is ``data[starts[i] : starts[i] + lengths[i]]``; ``flags[i]`` its
+    checksum-form flags (see the module docstring)."""
+
+    data: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+    flags: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def views(self) -> list[memoryview]:
+        """Every payload as a zero-copy ``memoryview`` (what codecs and ciphers take)."""
+        mv = memoryview(self.data)
+        return [mv[s : s + n] for s, n in zip(self.starts.tolist(), self.lengths.tolist())]
+
+    def nbytes(self) -> int:
+        return int(self.lengths.sum())
+
+    @classmethod
+    def pack(cls, pieces, flags=None) -> Payloads:
+        """Payloads copied from a sequence of bytes-like objects, back to back."""
+        lengths = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
+        starts = np.zeros(len(pieces), np.int64)
+        if len(pieces) > 1:
+            np.cumsum(lengths[:-1], out=starts[1:])
+        data = np.frombuffer(b"".join(pieces), np.uint8)
+        flags = np.zeros(len(pieces), np.uint8) if flags is None else np.asarray(flags, np.uint8)
+        return cls(data, starts, lengths, flags)
+
+
+@dataclass(frozen=True, eq=False)
+class Selection:
+    """The rewritable packets of ``batch``: their positions ``index`` and their ``payloads``
+    (views into ``batch.data``); ``keys`` are the whole batch's flow keys, ``skipped`` how many
+    packets were left out and why."""
+
+    batch: PacketBatch
+    keys: FlowKeys
+    index: np.ndarray
+    payloads: Payloads
+    skipped: dict[str, int]
+    # Per selected packet, absolute positions in batch.data (-1: absent) and field values.
+    _l3: np.ndarray
+    _l4: np.ndarray
+    _end: np.ndarray  # one past the payload
+    _v4: np.ndarray
+    _udp: np.ndarray
+    _ip_len: np.ndarray  # IPv4 total length or IPv6 payload length
+    _seg: np.ndarray  # TCP/UDP segment length (the pseudo-header's)
+    _link_at: np.ndarray
+    _link_max: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def count(self, counters: MutableMapping[str, int]) -> None:
+        """Add the skipped-packet counts to ``counters`` (as ``skipped_<reason>``)."""
+        for reason, n in self.skipped.items():
+            if n:
+                counters[f"skipped_{reason}"] += n
+
+
+def _be16(data: np.ndarray, at: np.ndarray) -> np.ndarray:
+    return (data[at].astype(np.int64) << 8) | data[at + 1]
+
+
+def _put16(data: np.ndarray, at: np.ndarray, value: np.ndarray) -> None:
+    data[at] = value >> 8
+    data[at + 1] = value & 0xFF
+
+
+def select(batch: PacketBatch, keys: FlowKeys | None = None) -> Selection:
+    """Find the TCP/UDP payloads of ``batch`` that can be rewritten (``keys``: its flow keys,
+    when already computed)."""
+    if keys is None:
+        keys = flow_keys(batch)
+    data = batch.data
+    off = batch.offsets
+    tcpudp = np.isin(keys.family, (4, 6)) & np.isin(keys.proto, (_TCP, _UDP))
+    frag = tcpudp & (keys.fragment != FRAG_NONE)
+    truncated = tcpudp & ~frag & (batch.caplen != batch.origlen)
+    whole = tcpudp & ~frag & ~truncated
+    no_header = whole & (keys.payload_off < 0)  # a whole packet holds its transport header
+    idx = np.flatnonzero(whole & ~no_header)
+    o = off[idx]
+    l3 = o + keys.l3_off[idx]
+    l4 = o + keys.l4_off[idx]
+    po = o + keys.payload_off[idx]
+    v4 = keys.family[idx] == 4
+    udp = keys.proto[idx] == _UDP
+    ip_len = np.where(v4, _be16(data, l3 + 2), _be16(data, l3 + 4))
+    ip_end = np.where(v4, l3, l3 + 40) + ip_len
+    udp_len = np.where(udp, _be16(data, l4 + 4), 0)
+    end = np.where(udp, l4 + udp_len, ip_end)
+    bad = (ip_end > o + batch.caplen[idx]) | (po > ip_end) | (~v4 & (ip_len == 0))
+    bad |= udp & ((udp_len < 8) | (end > ip_end))
+    empty = ~bad & (end == po)
+    ok = ~bad & ~empty
+    idx, l3, l4, po, end, v4, udp = idx[ok], l3[ok], l4[ok], po[ok], end[ok], v4[ok], udp[ok]
+    ip_len = ip_len[ok]
+    seg = end - l4
+    ck_at = l4 + np.where(udp, 6, 16)
+    flags = np.where(~udp & (_be16(data, ck_at) == 0xFFFF), FLAG_L4_FFFF, 0)
+    flags |= np.where(v4 & (_be16(data, l3 + 10) == 0xFFFF), FLAG_IP_FFFF, 0)
+    link_at, link_max = _link_length_fields(batch, idx, l3)
+    skipped = {
+        "not_tcp_udp": int(len(batch) - tcpudp.sum()),
+        "fragment": int(frag.sum()),
+        "truncated": int(truncated.sum()),
+        "malformed": int(no_header.sum()) + int(bad.sum()),
+        "empty": int(empty.sum()),
+        "too_large": 0,
+    }
+    payloads = Payloads(data, po, end - po, flags.astype(np.uint8))
+    return Selection(batch, keys, idx, payloads, skipped, l3, l4, end, v4, udp, ip_len, seg,
+                     link_at, link_max)
+
+
+def _link_length_fields(batch: PacketBatch, idx: np.ndarray,
+                        l3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each selected packet has a link-layer length field covering its payload (an 802.3
+    length, a PPPoE session length; -1 for none), and the largest value the field may take."""
+    at = np.full(len(idx), -1, np.int64)
+    limit = np.zeros(len(idx), np.int64)
+    if not len(idx):
+        return at, limit
+    data = batch.data
+    o = batch.offsets[idx]
+    lt = batch.linktypes[idx]
+    eth = np.flatnonzero(lt == 1)
+    if len(eth):
+        p = o[eth] + 12
+        stop = l3[eth]
+        for _ in range(_MAX_VLAN_TAGS):
+            tagged = (p + 2 < stop) & np.isin(_be16(data, np.minimum(p, stop - 2)), _VLAN_TAGS)
+            if not tagged.any():
+                break
+            p = p + 4 * tagged
+        et = _be16(data, p)
+        dot3 = (et < 0x0600) & (p + 2 <= stop)
+        at[eth[dot3]] = p[dot3]
+        limit[eth[dot3]] = _DOT3_MAX
+        pppoe = (et == _PPPOE_SESSION) & (p + 8 <= stop)
+        at[eth[pppoe]] = p[pppoe] + 6
+        limit[eth[pppoe]] = 0xFFFF
+    for linktype, proto_at, header in ((113, 14, 16), (276, 0, 20)):
+        sll = np.flatnonzero(lt == linktype)
+        if not len(sll):
+            continue
+        start = o[sll]
+        pppoe = ((start + header + 6 <= l3[sll])
+                 & (_be16(data, start + proto_at) == _PPPOE_SESSION))
+        at[sll[pppoe]] = start[pppoe] + header + 4
+        limit[sll[pppoe]] = 0xFFFF
+    return at, limit
+
+
+def _sums(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Each region's ones'-complement sum of big-endian 16-bit words (paired from the region's
+    start, an odd last byte padded with zero), modulo 0xFFFF."""
+    # One compiled call per region: numpy's reduceat over bytes casts element by element and
+    # was several times slower than this loop.
+    add = _checksum.ones_complement_sum
+    data = np.ascontiguousarray(data)
+    sums = np.fromiter((add(data, s, n, 0) for s, n in zip(starts.tolist(), lengths.tolist())),
+                       np.int64, len(starts))
+    return sums % 0xFFFF
+
+
+def _update(old: np.ndarray, removed: np.ndarray, added: np.ndarray, zero: np.ndarray):
+    """RFC 1624 eqn. 3 on arrays: the checksum ``old`` after words summing to ``removed`` were
+    replaced by words summing to ``added`` (both mod 0xFFFF); ``zero`` is the form to write
+    when the result is a ones'-complement zero."""
+    r = (old + removed + (0xFFFF - added)) % 0xFFFF
+    return np.where(r == 0, zero, r)
+
+
+def replace(sel: Selection, new: Payloads,
+            changed: np.ndarray | None = None) -> tuple[PacketBatch, np.ndarray]:
+    """The batch with each selected packet's payload replaced by ``new`` (one per selected
+    packet; where ``changed`` is False the packet stays as it was).
+
+    Returns the new batch and, per selected packet, whether it was rewritten: a payload too
+    large for a length field leaves its packet as it was (counted in ``sel.skipped``).
+    """
+    m = len(sel)
+    if len(new) != m:
+        raise ValueError(f"{len(new)} new payloads for {m} selected packets")
+    changed = np.ones(m, bool) if changed is None else np.asarray(changed, bool).copy()
+    delta = new.lengths - sel.payloads.lengths
+    fits = (sel._ip_len + delta <= 0xFFFF) & (sel._seg + delta <= 0xFFFF)
+    link = sel._link_at >= 0
+    if link.any():
+        field = _be16(sel.batch.data, np.where(link, sel._link_at, 0)) + delta
+        fits &= ~link | ((field >= 0) & (field <= sel._link_max))
+    too_large = changed & ~fits
+    sel.skipped["too_large"] += int(too_large.sum())
+    changed &= fits
+    batch = sel.batch
+    if not changed.any():
+        return batch, changed
+    ci = np.flatnonzero(changed)
+    rows = sel.index[ci]
+    n = len(batch)
+    off = batch.offsets
+    cap = batch.caplen.astype(np.int64)
+    old_start = sel.payloads.starts[ci]
+    pre = cap.copy()
+    pre[rows] = old_start - off[rows]
+    suffix_at = sel._end[ci]
+    suffix = off[rows] + cap[rows] - suffix_at
+    new_len = new.lengths[ci]
+    new_cap = pre.copy()
+    new_cap[rows] += new_len + suffix
+    out_off = np.zeros(n, np.int64)
+    if n > 1:
+        np.cumsum(new_cap[:-1], out=out_off[1:])
+    out = np.empty(int(new_cap.sum()), np.uint8)
+    gather = backend.capture.gather
+    src = np.ascontiguousarray(batch.data)
+    gather(src, off, pre.astype(np.uint32), out, out_off)
+    at = out_off[rows] + pre[rows]
+    gather(np.ascontiguousarray(new.data), new.starts[ci], new_len.astype(np.uint32), out, at)
+    gather(src, suffix_at, suffix.astype(np.uint32), out, at + new_len)
+    _fix_headers(sel, ci, out, out_off[rows] - off[rows], new, delta[ci])
+    caplen = new_cap.astype(np.uint32)
+    origlen = batch.origlen.copy()
+    origlen[rows] = caplen[rows]
+    seq = batch.seq if batch.has_explicit_seq else None
+    return PacketBatch(out, out_off, caplen, origlen, batch.ts_ns, batch.iface,
+                       batch.interfaces, batch.first_seq, seq), changed
+
+
+def _fix_headers(sel: Selection, ci: np.ndarray, out: np.ndarray, shift: np.ndarray,
+                 new: Payloads, delta: np.ndarray) -> None:
+    """Lengths and checksums of the rewritten packets, in ``out`` (``shift``: where each
+    packet's old positions moved to)."""
+    old = sel.payloads
+    src = sel.batch.data
+    l3, l4, v4, udp = sel._l3[ci], sel._l4[ci], sel._v4[ci], sel._udp[ci]
+    flags = new.flags[ci]
+    ip_len = sel._ip_len[ci]
+    new_ip_len = ip_len + delta
+    _put16(out, np.where(v4, l3 + 2, l3 + 4) + shift, new_ip_len)
+    w = np.flatnonzero(v4)
+    if len(w):
+        at = l3[w] + 10
+        zero = np.where(flags[w] & FLAG_IP_FFFF, 0xFFFF, 0)
+        _put16(out, at + shift[w], _update(_be16(src, at), ip_len[w], new_ip_len[w], zero))
+    seg = sel._seg[ci]
+    new_seg = seg + delta
+    u = np.flatnonzero(udp)
+    if len(u):
+        _put16(out, l4[u] + 4 + shift[u], new_seg[u])
+    ck_at = l4 + np.where(udp, 6, 16)
+    ck = _be16(src, ck_at)
+    live = ~udp | (ck != 0)  # a UDP checksum of 0: none was sent
+    # Words taken out and put in: the payload, the pseudo-header length and (UDP) the length.
+    times = np.where(udp, 2, 1)
+    removed = _sums(old.data, old.starts[ci], old.lengths[ci]) + times * seg
+    added = _sums(new.data, new.starts[ci], new.lengths[ci]) + times * new_seg
+    zero = np.where(udp, 0xFFFF, np.where(flags & FLAG_L4_FFFF, 0xFFFF, 0))
+    value = _update(ck, removed % 0xFFFF, added % 0xFFFF, zero)
+    _put16(out, ck_at[live] + shift[live], value[live])
+    link_at = sel._link_at[ci]
+    k = np.flatnonzero(link_at >= 0)
+    if len(k):
+        _put16(out, link_at[k] + shift[k], _be16(src, link_at[k]) + delta[k])
+
+
+def rewrite_payloads(batch: PacketBatch, fn: Callable, counters: MutableMapping[str, int]
+                     | None = None) -> PacketBatch:
+    """Apply ``fn`` to each rewritable payload: it takes a ``memoryview`` and returns the new
+    bytes, or None to leave that packet alone. The simple per-packet path (services that can
+    work on whole arrays use ``select``/``replace``). The checksum-form flags pass through."""
+    sel = select(batch)
+    results = [fn(p) for p in sel.payloads.views()]
+    changed = np.array([r is not None for r in results], bool)
+    pieces = [b"" if r is None else r for r in results]
+    out, done = replace(sel, Payloads.pack(pieces, sel.payloads.flags), changed)
+    if counters is not None:
+        sel.count(counters)
+        counters["rewritten"] += int(done.sum())
+    return out

@@ -1,0 +1,91 @@
+"""Delivery across a network: dispatcher and two workers in separate network namespaces,
+joined by veth pairs (the project's own test hosts). Skipped where namespaces can't be made."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import free_port
+
+# Addresses of our own test hosts, inside namespaces this test creates and removes.
+NET = "10.231"
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _netns_usable() -> str | None:
+    if shutil.which("ip") is None:
+        return "iproute2's ip command is not installed"
+    if os.geteuid() != 0:
+        return "creating network namespaces needs root"
+    probe = f"pktx-probe-{os.getpid()}"
+    r = _ip("netns", "add", probe, check=False)
+    if r.returncode != 0:
+        return f"ip netns add failed: {r.stderr.strip()}"
+    _ip("netns", "del", probe, check=False)
+    return None
+
+
+@pytest.fixture
+def hosts():
+    why = _netns_usable()
+    if why:
+        pytest.skip(why)
+    tag = os.getpid() % 10000
+    names = {role: f"pktx-{role}-{tag}" for role in ("disp", "w1", "w2")}
+    made = []
+    try:
+        for ns in names.values():
+            _ip("netns", "add", ns)
+            made.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        for i, w in ((1, "w1"), (2, "w2")):
+            a, b = f"pxd{tag}{i}", f"px{w}{tag}"
+            _ip("link", "add", a, "type", "veth", "peer", "name", b)
+            _ip("link", "set", a, "netns", names["disp"])
+            _ip("link", "set", b, "netns", names[w])
+            _ip("-n", names["disp"], "addr", "add", f"{NET}.{i}.1/24", "dev", a)
+            _ip("-n", names[w], "addr", "add", f"{NET}.{i}.2/24", "dev", b)
+            _ip("-n", names["disp"], "link", "set", a, "up")
+            _ip("-n", names[w], "link", "set", b, "up")
+        yield names
+    finally:
+        for ns in made:
+            _ip("netns", "del", ns, check=False)
+
+
+def _in(ns: str, *cmd) -> list[str]:
+    return ["ip", "netns", "exec", ns, sys.executable, "-m", "engine.cli", *map(str, cmd)]
+
+
+def test_delivery_across_namespaces(hosts, sample_pcap, tmp_path):
+    port = free_port()
+    out, usage_path = tmp_path / "o.pcap", tmp_path / "usage.json"
+    disp = subprocess.Popen(
+        _in(hosts["disp"], "deliver", sample_pcap, "-o", out, "--workers", 0, "--bind",
+            f"tcp://0.0.0.0:{port}", "--segment-packets", 500, "--usage-json", usage_path, "-q"),
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers = [subprocess.Popen(
+        _in(hosts[w], "worker", "--connect", f"tcp://{NET}.{i}.1:{port}", "--name", w,
+            "--exit-on-disconnect", "--max-idle", 60), stdin=subprocess.DEVNULL)
+        for i, w in ((1, "w1"), (2, "w2"))]
+    try:
+        assert disp.wait(120) == 0, disp.stderr.read().decode()
+        for w in workers:
+            assert w.wait(30) == 0
+    finally:
+        for p in (disp, *workers):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert out.read_bytes() == sample_pcap.read_bytes()
+    usage = json.loads(usage_path.read_text())
+    assert set(usage["workers"]) == {"w1", "w2"}
+    assert sum(w["packets"] for w in usage["workers"].values()) == 20_000
