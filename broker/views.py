@@ -97,7 +97,7 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
     reps = provider_reputations(session, {b.provider_id for b in bids} | set(bidders), now=now,
                                 policy=policy)
     names = dict(session.execute(select(Provider.id, Provider.name).where(
-        Provider.id.in_(list(reps)))).tuples().all()) if reps else {}
+        Provider.id.in_(list(reps)))).all()) if reps else {}
     shown = []
     for bid in bids:
         rep = reps[bid.provider_id]

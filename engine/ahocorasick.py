@@ -73,7 +73,7 @@ class PatternMatcher:
             own[s].append(pid)
         n = len(goto)
         width = int(self.byte_class.max()) + 1
-        if n * width * 4 > MAX_TABLE_BYTES:
+        if n * width * 4 > MAX_TABLE_BYTES or n * width >= 1 << 32:
             raise ValueError(f"the patterns need a {n}-state automaton over {width} byte "
                              f"classes, more than {MAX_TABLE_BYTES >> 20} MiB")
         table = np.zeros((n, width), np.int32)
@@ -93,12 +93,25 @@ class PatternMatcher:
                 order.append(t)
             for c, t in goto[s].items():
                 table[s, c] = t
-        self.table = table
-        self.report = report
-        self.dict_link = dict_link
+        # Renumber so the states that end patterns come last: the scan then tells them by one
+        # comparison of a value it has at hand, off its critical path.
+        ends_here = report > 0
+        new_id = np.empty(n, np.int64)
+        order_new = np.concatenate([np.flatnonzero(~ends_here), np.flatnonzero(ends_here)])
+        new_id[order_new] = np.arange(n)
+        self.width = width
+        self.table = new_id[table[order_new]].astype(np.uint32)
+        self.report = new_id[report[order_new]].astype(np.int32)
+        self.dict_link = new_id[dict_link[order_new]].astype(np.int32)
+        self.reporting_from = int(n - np.count_nonzero(ends_here))
+        own = [own[k] for k in order_new.tolist()]
         self.own_ptr = np.zeros(n + 1, np.int64)
         np.cumsum([len(o) for o in own], out=self.own_ptr[1:])
         self.own_ids = np.array([p for o in own for p in o], np.int64)
+        # The scan's table: row-major, each entry premultiplied by the row width, so the next
+        # state is one load and one add away.
+        self._flat = (self.table.astype(np.uint64) * width).astype(np.uint32).ravel()
+        self._byte_class = self.byte_class.astype(np.uint32)
 
     def scan(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> ScanResult:
         """Match ``data[starts[i]:ends[i]]`` for every i; a ``starts[i]`` of -1 skips one."""
@@ -113,9 +126,9 @@ class PatternMatcher:
         matched = np.zeros(len(starts), np.bool_)
         counts = np.zeros(len(self.patterns), np.int64)
         last_seen = np.full(len(self.patterns), -1, np.int64)
-        scanned = _ac_scan(data, starts, ends, self.table, self.byte_class, self.report,
-                           self.dict_link, self.own_ptr, self.own_ids, matched, counts,
-                           last_seen)
+        scanned = _ac_scan(data, starts, ends, self._flat, self._byte_class, self.width,
+                           self.reporting_from * self.width, self.report, self.dict_link,
+                           self.own_ptr, self.own_ids, matched, counts, last_seen)
         return ScanResult(matched, counts, int(scanned))
 
     def find(self, payloads: Sequence[bytes]) -> list[set[int]]:

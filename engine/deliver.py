@@ -228,6 +228,7 @@ class Delivery:
         n_local = (os.cpu_count() or 1) if o.workers is None else o.workers
         bind = o.bind or "tcp://127.0.0.1:0"
         ctx = zmq.Context.instance()
+        self._warm_up()
         sink = open_sink(self.sink_url, format=self.sink_format,
                          ts_resolution=self.sink_resolution)
         d = self.dispatcher = Dispatcher(
@@ -242,7 +243,6 @@ class Delivery:
                 self._spawn_workers(d.endpoint, n_local)
             else:
                 log.info("serving workers on %s", d.endpoint)
-            self._warm_up()
             d.wait_for_workers(max(1, n_local), o.wait_workers_s, self._check_local_workers)
             self.meter.restart()
             threading.Thread(target=self._source_thread, args=(segments, d.wake_addr, ctx),

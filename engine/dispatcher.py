@@ -8,6 +8,7 @@ thread's queue. Memory is bounded by the window: segments dispatched but not yet
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import logging
 import queue
 import threading
@@ -339,8 +340,9 @@ class Dispatcher:
             # A worker we declared dead (or never met): it must say READY again.
             if cmd == P.RESULT:
                 self._result(None, frames[3:])
-            self.sock.send_multipart([identity, P.PROTOCOL, P.DISCONNECT,
-                                      P.dumps({"reason": "unknown worker: send READY"})])
+            with contextlib.suppress(zmq.ZMQError):  # it may have gone already
+                self.sock.send_multipart([identity, P.PROTOCOL, P.DISCONNECT,
+                                          P.dumps({"reason": "unknown worker: send READY"})])
         elif cmd == P.RESULT:
             self._result(w, frames[3:])
         elif cmd == P.FAIL:

@@ -94,15 +94,14 @@ def generate_batch(packets: int, flows: int = 1000, seed: int = 0, *,
 def generate_batches(packets: int, flows: int = 1000, seed: int = 0,
                      batch_packets: int = 65536, **options) -> Iterator[PacketBatch]:
     """The packets of ``generate_batch(packets, flows, seed, **options)``, ``batch_packets`` at
-    a time, with ``first_seq`` numbering them across batches."""
-    if batch_packets < 1:
-        raise ValueError(f"batch_packets must be at least 1, not {batch_packets}")
-    gen = _Generator(packets, flows, seed, **options)
-    done = 0
-    while done < packets:
-        batch = gen.next_batch(min(batch_packets, packets - done))
-        done += len(batch)
-        yield batch
+    a time, with ``first_seq`` numbering them across batches. Arguments are checked at once."""
+    _check_int("batch_packets", batch_packets, 1)
+    return _stream(_Generator(packets, flows, seed, **options), batch_packets)
+
+
+def _stream(gen: _Generator, batch_packets: int) -> Iterator[PacketBatch]:
+    while gen.done < gen.packets:
+        yield gen.next_batch(batch_packets)
 
 
 def generate_capture(path: str | os.PathLike, packets: int, flows: int = 1000, seed: int = 0, *,
@@ -116,8 +115,7 @@ def generate_capture(path: str | os.PathLike, packets: int, flows: int = 1000, s
     if given, is called with the number of packets written so far after each batch. Other
     keyword arguments are those of ``generate_batch``.
     """
-    if batch_packets < 1:
-        raise ValueError(f"batch_packets must be at least 1, not {batch_packets}")
+    _check_int("batch_packets", batch_packets, 1)
     gen = _Generator(packets, flows, seed, **options)
     # The next batch is built on a second thread while this one is written: the kernel and the
     # file write both release the GIL, so on two cores the two overlap.
@@ -289,18 +287,17 @@ class _FlowTable:
         client_v4 = (10 << 24) | (((client * 0x9E3779B1) ^ salt) & 0xFFFFFF)
         server_v4 = ((rng.choice(_V4_FIRST_OCTETS, n_servers) << 24)
                      | rng.integers(1, 1 << 24, n_servers))[server]
-        client_v6 = np.zeros((nf, 16), np.uint8)
-        client_v6[:, 0] = 0xFD
-        client_v6[:, 1:6] = rng.integers(0, 256, 5, dtype=np.uint8)  # one /48 site prefix
-        client_v6[:, 6:8] = _be(client % 16, 2)  # subnet
-        client_v6[:, 8:12] = rng.integers(0, 256, (n_clients, 4), dtype=np.uint8)[client]
-        client_v6[:, 12:16] = _be(client, 4)
-        server_v6 = np.zeros((n_servers, 16), np.uint8)
-        server_v6[:, 0:4] = (0x20, 0x01, 0x0D, 0xB8)
-        server_v6[:, 4:16] = rng.integers(0, 256, (n_servers, 12), dtype=np.uint8)
-        server_v6 = server_v6[server]
-        client_mac = _macs(rng, n_clients)[client]
-        gateway_mac = _macs(rng, 4)[rng.integers(0, 4, nf)]
+        # Address and MAC tables, clients first: rows below pick from them by index.
+        v6_table = np.zeros((n_clients + n_servers, 16), np.uint8)
+        v6_table[:n_clients, 0] = 0xFD
+        v6_table[:n_clients, 1:6] = rng.integers(0, 256, 5, dtype=np.uint8)  # one /48 site
+        v6_table[:n_clients, 6:8] = _be(np.arange(n_clients) % 16, 2)  # subnet
+        v6_table[:n_clients, 8:12] = rng.integers(0, 256, (n_clients, 4), dtype=np.uint8)
+        v6_table[:n_clients, 12:16] = _be(np.arange(n_clients), 4)
+        v6_table[n_clients:, 0:4] = (0x20, 0x01, 0x0D, 0xB8)
+        v6_table[n_clients:, 4:16] = rng.integers(0, 256, (n_servers, 12), dtype=np.uint8)
+        mac_table = _macs(rng, n_clients + 4)
+        gateway = n_clients + rng.integers(0, 4, nf)
         client_port = 32768 + ((f // n_clients) * 4099 + rng.integers(0, 28232, n_clients)[
             client]) % 28232
         server_port = _SERVER_PORTS[self.kind, rng.integers(0, _SERVER_PORTS.shape[1], nf)]
@@ -321,12 +318,11 @@ class _FlowTable:
         self.tsval_base = rng.integers(0, 1 << 32, nr)
 
         # One block of fixed columns per layer; pack_templates butts each row's parts together.
-        side = back[:, None]
         ethertype = np.where(v6, 0x86DD, 0x0800)
         vid, outer_vid = vids[fr], outer_vids[fr]
         l2 = np.zeros((nr, 22), np.uint8)
-        l2[:, 0:6] = np.where(side, client_mac[fr], gateway_mac[fr])
-        l2[:, 6:12] = np.where(side, gateway_mac[fr], client_mac[fr])
+        l2[:, 0:6] = mac_table[np.where(back, client[fr], gateway[fr])]
+        l2[:, 6:12] = mac_table[np.where(back, gateway[fr], client[fr])]
         l2[:, 12:14] = _be(np.select([tags == 0, tags == 1], [ethertype, 0x8100], 0x88A8), 2)
         l2[:, 14:16] = _be(np.where(tags == 1, vid, outer_vid), 2)
         l2[:, 16:18] = _be(np.where(tags == 1, ethertype, 0x8100), 2)
@@ -349,9 +345,9 @@ class _FlowTable:
         ip6[:, 0:4] = _be((6 << 28) | rng.integers(1, 1 << 20, len(r6)), 4)  # flow label
         ip6[:, 6] = proto[r6]
         ip6[:, 7] = ttl[r6]
-        b6 = back[r6, None]
-        ip6[:, 8:24] = np.where(b6, server_v6[fr[r6]], client_v6[fr[r6]])
-        ip6[:, 24:40] = np.where(b6, client_v6[fr[r6]], server_v6[fr[r6]])
+        client6, server6 = client[fr[r6]], n_clients + server[fr[r6]]
+        ip6[:, 8:24] = v6_table[np.where(back[r6], server6, client6)]
+        ip6[:, 24:40] = v6_table[np.where(back[r6], client6, server6)]
         l3[r6] = ip6
 
         # TCP and UDP share the ports; UDP's length and checksum are where TCP's seq is, zero.
@@ -360,7 +356,7 @@ class _FlowTable:
         l4[:, 2:4] = _be(np.where(back, client_port[fr], server_port[fr]), 2)
         l4[:, 12] = np.where(tcp, np.where(self.tsopt, 0x80, 0x50), 0)  # data offset
         l4[:, 14:16] = _be(np.where(tcp, rng.integers(1024, 65536, nr), 0), 2)  # window
-        l4[:, 20:24] = np.where(self.tsopt[:, None], np.array([1, 1, 8, 10], np.uint8), 0)
+        l4[self.tsopt.astype(bool), 20:24] = (1, 1, 8, 10)  # NOP, NOP, timestamps
 
         self.templates = np.zeros((nr, _TEMPLATE), np.uint8)
         pack_templates(self.templates, l2, self.l2_len, l3, l3_f[fr], l4, l4_f[fr])

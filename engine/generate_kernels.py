@@ -117,10 +117,16 @@ def build_frames(out, offsets, frame_len, rows, pay_len, pay_off, ts_ms,
 
 @nb.njit(cache=True, nogil=True)
 def pack_templates(out, l2, l2_len, l3, l3_len, l4, l4_len):
-    """Row ``r`` of ``out``: ``l2[r, :l2_len[r]]``, then the same of ``l3``, then of ``l4``."""
+    """Row ``r`` of ``out``: ``l2[r, :l2_len[r]]``, then the same of ``l3``, then of ``l4``.
+
+    All five 2-D arrays are C-contiguous; they are walked flat, without a view per row.
+    """
+    flat = out.reshape(-1)
+    f2, f3, f4 = l2.reshape(-1), l3.reshape(-1), l4.reshape(-1)
+    w, w2, w3, w4 = out.shape[1], l2.shape[1], l3.shape[1], l4.shape[1]
     for r in range(out.shape[0]):
-        a = l2_len[r]
-        b = a + l3_len[r]
-        _copy(out[r], 0, l2[r], 0, a)
-        _copy(out[r], a, l3[r], 0, l3_len[r])
-        _copy(out[r], b, l4[r], 0, l4_len[r])
+        at = r * w
+        _copy(flat, at, f2, r * w2, l2_len[r])
+        at += l2_len[r]
+        _copy(flat, at, f3, r * w3, l3_len[r])
+        _copy(flat, at + l3_len[r], f4, r * w4, l4_len[r])

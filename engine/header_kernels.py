@@ -58,7 +58,7 @@ def _l4_checksum_at(proto, family):
     pseudo-header (ICMPv4's covers only the ICMP message, SCTP's is a CRC)."""
     if proto == _TCP:
         return 16
-    if proto == _UDP or proto == _UDPLITE or proto == _DCCP:
+    if proto in (_UDP, _UDPLITE, _DCCP):
         return 6
     if proto == _ICMPV6 and family == 6:
         return 2

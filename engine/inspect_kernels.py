@@ -57,17 +57,18 @@ def _payload_bounds(data, offsets, caplen, family, proto, l3_off, l4_off, payloa
 
 
 @njit(cache=True, nogil=True)
-def _ac_scan(data, starts, ends, table, byte_class, report, dict_link, own_ptr, own_ids,
-             matched, counts, last_seen):
+def _ac_scan(data, starts, ends, flat, byte_class, width, limit, report, dict_link, own_ptr,
+             own_ids, matched, counts, last_seen):
     """Run the Aho-Corasick DFA over ``data[starts[i]:ends[i]]`` for every i (``starts[i]``
     -1: skipped).
 
-    ``table[state, byte_class[b]]`` is the next state; ``report[state]`` is the first state on
-    its suffix chain that ends patterns (0: none) and ``dict_link`` the next one;
-    ``own_ids[own_ptr[s]:own_ptr[s + 1]]`` are the patterns ending at state s. Sets
-    ``matched[i]``, adds 1 to ``counts[p]`` for every packet holding pattern p (``last_seen``,
-    one slot per pattern, initialised to -1, keeps it to once per packet). Returns the number
-    of bytes scanned.
+    States are held premultiplied by ``width``: the state after byte b is
+    ``flat[state + byte_class[b]]`` (both uint32). States from ``limit`` on end patterns:
+    ``report[s]`` (s = state // width) is the first state on s's suffix chain that ends some,
+    ``dict_link`` the next one (0: none), ``own_ids[own_ptr[s]:own_ptr[s + 1]]`` the patterns
+    ending at s. Sets ``matched[i]``; adds 1 to ``counts[p]`` for every region holding pattern
+    p (``last_seen``, one slot per pattern, initialised to -1, keeps it to once per region).
+    Returns the number of bytes scanned.
     """
     scanned = 0
     for i in range(starts.shape[0]):
@@ -76,18 +77,19 @@ def _ac_scan(data, starts, ends, table, byte_class, report, dict_link, own_ptr, 
         if lo < 0:
             continue
         scanned += hi - lo
-        state = 0
+        state = np.uint32(0)
         hit = False
         for j in range(lo, hi):
-            state = table[state, byte_class[data[j]]]
-            t = report[state]
-            while t > 0:
+            state = flat[state + byte_class[data[j]]]
+            if state >= limit:
                 hit = True
-                for k in range(own_ptr[t], own_ptr[t + 1]):
-                    p = own_ids[k]
-                    if last_seen[p] != i:
-                        last_seen[p] = i
-                        counts[p] += 1
-                t = dict_link[t]
+                t = report[state // width]
+                while t > 0:
+                    for k in range(own_ptr[t], own_ptr[t + 1]):
+                        p = own_ids[k]
+                        if last_seen[p] != i:
+                            last_seen[p] = i
+                            counts[p] += 1
+                    t = dict_link[t]
         matched[i] = hit
     return scanned

@@ -29,8 +29,11 @@ def sqlite_template(tmp_path_factory):
     """A SQLite file migrated once; each test starts from a copy of it."""
     path = tmp_path_factory.mktemp("template") / "broker.sqlite3"
     template = Store(f"sqlite:///{path}")
-    with template.engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = template.engine.raw_connection()
+    try:
+        raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
     template.dispose()
     return path
 

@@ -57,7 +57,7 @@ def test_a_missing_service_sends_the_request_to_other_networks(world):
 def test_capacity_already_promised_is_not_promised_twice(world):
     # home carries 100 Mbit/s; 60 + 60 overlapping does not fit, a later block does.
     assert submit(world, max_rate_bps=60_000_000)[1] == "served"
-    rid, status, reason = submit(world, max_rate_bps=60_000_000,
+    _rid, status, reason = submit(world, max_rate_bps=60_000_000,
                                  starts_at=T0 + HOUR / 2, ends_at=T0 + 2 * HOUR)
     assert status == "brokering" and "40000000 bit/s spare" in reason
     assert submit(world, max_rate_bps=60_000_000, starts_at=T0 + HOUR,
@@ -73,12 +73,12 @@ def test_a_volume_request_holds_capacity_until_delivered(world):
 
 
 def test_a_price_above_the_users_limit_is_brokered(world):
-    rid, status, reason = submit(world, max_price_minor=99)
+    _rid, status, reason = submit(world, max_price_minor=99)
     assert status == "brokering" and "asks 100, above the limit 99" in reason
 
 
 def test_a_volume_is_priced_per_gigabyte(world):
-    rid, status, _ = submit(world, volume_bytes=2_500_000_001)
+    rid, _status, _ = submit(world, volume_bytes=2_500_000_001)
     with world.m.store.read() as s:
         assert s.scalar(select(Award.price_minor).where(Award.request_id == rid)) == 251
 
@@ -114,7 +114,7 @@ def test_a_block_is_shared_by_phones_devices_and_users(world):
                {"kind": "device", "value": world.bob_phone},
                {"kind": "user", "value": world.bob},
                {"kind": "address", "value": "udp://198.51.100.7:9000"}]
-    rid, status, _ = submit(world, members=members)
+    rid, _status, _ = submit(world, members=members)
     with world.m.store.read() as s:
         request = s.get(ServiceRequest, rid)
         assert [m.describe() for m in request.members] == [
@@ -169,7 +169,7 @@ def test_a_user_cannot_read_another_users_requests(world):
 
 
 def test_only_a_pending_request_is_cancelled(world):
-    rid, status, _ = submit(world, services="anonymize")
+    rid, _status, _ = submit(world, services="anonymize")
     alice = world.m.actor("user", world.alice)
     with world.m.store.write() as s:
         assert cancel_request(s, alice, rid).status == "cancelled"

@@ -44,6 +44,7 @@ STATUSES = ("OK", "BLOCK", "TRUNC_HEADER", "TRUNC_DATA", "BAD_CAPLEN", "BAD_BLOC
             "BAD_TRAILER", "BAD_IFACE")
 NAMES = ("walk_pcap", "walk_pcapng", "gather", "pack_pcap", "pack_pcapng")
 fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+fuzz_packers = settings(fuzz, max_examples=150)
 
 # Output arrays start full of this, so a write past the count shows.
 SENTINEL = 0x5A
@@ -459,7 +460,7 @@ def pack(impl, name, size, *args):
 
 
 @impls
-@fuzz
+@fuzz_packers
 @given(arrays=packet_arrays(), nano=st.booleans(),
        ts=st.lists(st.integers(0, 2**32 * 10**9 - 1), min_size=12, max_size=12))
 def test_pack_pcap_then_walk_gives_the_packets_back(impl, arrays, nano, ts):
@@ -478,7 +479,7 @@ def test_pack_pcap_then_walk_gives_the_packets_back(impl, arrays, nano, ts):
 
 
 @impls
-@fuzz
+@fuzz_packers
 @given(arrays=packet_arrays(), ticks=st.lists(st.integers(0, 2**64 - 1), min_size=12,
                                               max_size=12),
        iface=st.lists(st.integers(0, 3), min_size=12, max_size=12))
@@ -511,7 +512,7 @@ def test_pack_pcap_negative_and_far_timestamps_match_reference(impl):
 
 
 @impls
-@fuzz
+@fuzz_packers
 @given(arrays=packet_arrays(), step=st.integers(1, 3))
 def test_gather_copies_each_packet(impl, arrays, step):
     data, offsets, caplen, _ = arrays

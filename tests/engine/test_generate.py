@@ -23,7 +23,7 @@ from engine.generate import (
     generate_batches,
     generate_capture,
 )
-from engine.generate_kernels import build_frames
+from engine.generate_kernels import pack_templates
 
 # Traffic shapes the checksum and twin tests run over: the default mix and the corners of it.
 MIXES = {
@@ -231,7 +231,9 @@ def test_bad_arguments_are_refused(kwargs, error):
 
 def test_bad_batch_size_is_refused():
     with pytest.raises(ValueError, match="batch_packets"):
-        next(generate_batches(10, batch_packets=0))
+        generate_batches(10, batch_packets=0)
+    with pytest.raises(ValueError, match="flows"):
+        generate_batches(10, flows=0)  # before the first batch is asked for
 
 
 # -- the kernel against its slow twin -----------------------------------------------------------
@@ -298,10 +300,15 @@ def test_kernel_matches_its_slow_twin(mix):
     assert fast.last_tsval.tolist() == tsval
 
 
-def test_kernel_is_the_one_generate_uses():
-    import engine.generate as generate
-
-    assert generate.build_frames is build_frames
+def test_pack_templates_matches_slicing():
+    rng = np.random.default_rng(5)
+    blocks = [rng.integers(0, 256, (50, w), dtype=np.uint8) for w in (22, 40, 32)]
+    lengths = [rng.choice(choices, 50) for choices in ((14, 18, 22), (20, 40), (8, 20, 32))]
+    out = np.zeros((50, 96), np.uint8)
+    pack_templates(out, blocks[0], lengths[0], blocks[1], lengths[1], blocks[2], lengths[2])
+    for r in range(50):
+        parts = b"".join(b[r, :n[r]].tobytes() for b, n in zip(blocks, lengths, strict=True))
+        assert out[r].tobytes() == parts.ljust(96, b"\0")
 
 
 # -- capture files -------------------------------------------------------------------------

@@ -1,0 +1,179 @@
+"""compress / decompress: lz4 or zstd on TCP/UDP payloads, with lengths and checksums fixed.
+
+Every payload ``compress`` takes is wrapped, shrunk or not, so ``decompress`` always gives it
+back byte for byte. The wrapped payload is a 6-byte header then the body:
+
+====== ==== =================================================================================
+offset size field
+====== ==== =================================================================================
+0      2    magic ``0xC7 0x5A``
+2      1    version (high nibble, 1) and codec (low nibble): 0 stored, 1 lz4 block, 2 zstd
+3      1    flags: the checksum forms to restore (``engine.services.payload``); other bits 0
+4      2    the original payload's length, big-endian
+6           the body: the original payload (stored) or its compressed form
+====== ==== =================================================================================
+
+A payload is stored when compressing would not make the wrapped payload shorter than the
+original. lz4 bodies are raw blocks (no size prefix); zstd bodies are single frames without
+content size, checksum or dictionary id. Packets ``compress`` cannot take are passed as they
+are and counted (see ``engine.services.payload``); so are packets whose wrapped payload would
+not fit a length field. ``decompress`` leaves a payload without the header alone (counted as
+``not_wrapped``); a wrapped payload that does not decode to its stated length is an error,
+counted, and the packet kept as it is or dropped (``on_error``).
+
+Counters: ``packets_compressed``/``packets_decompressed`` and ``packets_stored``;
+``bytes_before`` and ``bytes_after`` (payload bytes of the packets rewritten, headers not
+included); ``not_wrapped``, ``errors`` and ``dropped`` (decompress); ``skipped_<reason>``.
+"""
+
+from __future__ import annotations
+
+import lz4.block
+import numpy as np
+import zstandard
+
+from engine import backend
+from engine.batch import PacketBatch
+from engine.services.base import Param, Service, ServiceError
+from engine.services.payload import FLAGS_KNOWN, Payloads, replace, select
+
+MAGIC = b"\xc7\x5a"
+VERSION = 1
+HEADER_SIZE = 6
+STORED, LZ4, ZSTD = 0, 1, 2
+CODECS = {"lz4": LZ4, "zstd": ZSTD}
+# level 0 is the codec's default: lz4's fast mode, zstd's level 3.
+_LEVELS = {"lz4": range(0, 13), "zstd": range(-7, 23)}
+
+
+class Compress(Service):
+    name = "compress"
+    summary = "compress TCP/UDP payloads (lz4 or zstd); lengths and checksums fixed"
+    params = (
+        Param("codec", str, "lz4", "lz4 (fast) or zstd (smaller)", choices=tuple(CODECS)),
+        Param("level", int, 0, "0 for the codec's default; lz4 1-12 high compression, "
+              "zstd -7..22"),
+    )
+
+    def setup(self) -> None:
+        codec, level = self.config["codec"], self.config["level"]
+        if level not in _LEVELS[codec]:
+            r = _LEVELS[codec]
+            raise ServiceError(f"service {self.name!r}: parameter level must be in "
+                               f"{r.start}..{r.stop - 1} for {codec}, not {level}")
+        self._codec = CODECS[codec]
+        if codec == "lz4":
+            kw = {"mode": "high_compression", "compression": level} if level else {}
+            self._compress = lambda p: lz4.block.compress(p, store_size=False, **kw)
+        else:
+            cctx = zstandard.ZstdCompressor(level=level or 3, write_content_size=False,
+                                            write_checksum=False, write_dict_id=False)
+            self._compress = cctx.compress
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        sel = select(batch)
+        old = sel.payloads
+        squeeze = self._compress
+        bodies = [squeeze(p) for p in old.views()]
+        body_len = np.fromiter(map(len, bodies), np.int64, len(bodies))
+        stored = body_len >= old.lengths
+        if stored.any():
+            views = old.views()
+            for i in np.flatnonzero(stored).tolist():
+                bodies[i] = views[i]
+        body_len = np.where(stored, old.lengths, body_len)
+        codec = np.where(stored, STORED, self._codec)
+        new = _wrap(Payloads.pack(bodies), codec, old.flags, old.lengths)
+        out, done = replace(sel, new)
+        c = self.counters
+        sel.count(c)
+        c["packets_compressed"] += int((done & ~stored).sum())
+        c["packets_stored"] += int((done & stored).sum())
+        c["bytes_before"] += int(old.lengths[done].sum())
+        c["bytes_after"] += int(new.lengths[done].sum())
+        return out
+
+
+def _wrap(bodies: Payloads, codec: np.ndarray, flags: np.ndarray,
+          original: np.ndarray) -> Payloads:
+    """The bodies behind their headers, in one new buffer."""
+    m = len(bodies)
+    lengths = bodies.lengths + HEADER_SIZE
+    starts = np.zeros(m, np.int64)
+    if m > 1:
+        np.cumsum(lengths[:-1], out=starts[1:])
+    data = np.empty(int(lengths.sum()), np.uint8)
+    data[starts] = MAGIC[0]
+    data[starts + 1] = MAGIC[1]
+    data[starts + 2] = (VERSION << 4) | codec
+    data[starts + 3] = flags
+    data[starts + 4] = original >> 8
+    data[starts + 5] = original & 0xFF
+    backend.capture.gather(bodies.data, bodies.starts, bodies.lengths.astype(np.uint32), data,
+                           starts + HEADER_SIZE)
+    return Payloads(data, starts, lengths, np.zeros(m, np.uint8))
+
+
+class Decompress(Service):
+    name = "decompress"
+    summary = "undo compress: restore TCP/UDP payloads, lengths and checksums"
+    params = (
+        Param("on_error", str, "keep", "what to do with a packet whose wrapped payload is "
+              "corrupt: keep it as it is, or drop it", choices=("keep", "drop")),
+    )
+
+    def setup(self) -> None:
+        dctx = zstandard.ZstdDecompressor()
+        self._expand = {
+            LZ4: lambda body, n: lz4.block.decompress(body, uncompressed_size=n),
+            ZSTD: lambda body, n: dctx.decompress(body, max_output_size=n),
+        }
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        sel = select(batch)
+        old = sel.payloads
+        data, starts, lengths = old.data, old.starts, old.lengths
+        m = len(sel)
+        wrapped = lengths >= HEADER_SIZE
+        head = np.where(wrapped, starts, 0)
+        wrapped &= (data[head] == MAGIC[0]) & (data[head + 1] == MAGIC[1])
+        wrapped &= (data[head + 2] >> 4) == VERSION
+        codec = (data[head + 2] & 0x0F).astype(np.int64)
+        flags = data[head + 3]
+        original = (data[head + 4].astype(np.int64) << 8) | data[head + 5]
+        body_len = lengths - HEADER_SIZE
+        # What the header alone shows to be wrong, before any decoding.
+        corrupt = wrapped & ((codec > ZSTD) | ((flags & (0xFF ^ FLAGS_KNOWN)) != 0)
+                             | ((codec == STORED) & (body_len != original)))
+        views = old.views()
+        pieces: list = [b""] * m
+        for i in np.flatnonzero(wrapped & ~corrupt).tolist():
+            body = views[i][HEADER_SIZE:]
+            kind = int(codec[i])
+            if kind == STORED:
+                pieces[i] = body
+                continue
+            try:
+                pieces[i] = self._expand[kind](body, int(original[i]))
+            except (lz4.block.LZ4BlockError, zstandard.ZstdError):
+                corrupt[i] = True
+                continue
+            if len(pieces[i]) != original[i]:
+                corrupt[i] = True
+        usable = wrapped & ~corrupt
+        new = Payloads.pack(pieces, np.where(usable, flags, 0))
+        out, done = replace(sel, new, usable)
+        c = self.counters
+        sel.count(c)
+        c["not_wrapped"] += int((~wrapped).sum())
+        c["errors"] += int(corrupt.sum())
+        c["packets_decompressed"] += int((done & (codec != STORED)).sum())
+        c["packets_stored"] += int((done & (codec == STORED)).sum())
+        c["bytes_before"] += int(lengths[done].sum())
+        c["bytes_after"] += int(new.lengths[done].sum())
+        if corrupt.any() and self.config["on_error"] == "drop":
+            c["dropped"] += int(corrupt.sum())
+            keep = np.ones(len(out), bool)
+            keep[sel.index[corrupt]] = False
+            return out.take(np.flatnonzero(keep))
+        return out

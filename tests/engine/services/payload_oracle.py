@@ -1,0 +1,140 @@
+"""What the payload-rewriting service tests share: traffic with broken checksums, the corpus,
+and scapy as the independent judge of lengths and checksums."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import CaptureError, read_capture
+from engine.batch import PacketBatch
+from engine.flowkeys import flow_keys
+from engine.generate import generate_batch
+
+CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
+KEY = "00112233445566778899aabbccddeeff" * 2
+
+
+def corpus_batches() -> list[tuple[str, PacketBatch]]:
+    """Every corpus capture we can read whole, as (name, batch); none when it is absent."""
+    out = []
+    for path in sorted(CORPUS.glob("*/*.pcap*")):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                batch = read_capture(path)
+        except CaptureError:
+            continue
+        out.append((f"{path.parent.name}/{path.name}", batch))
+    return out
+
+
+def need_corpus() -> list[tuple[str, PacketBatch]]:
+    batches = corpus_batches()
+    if not batches:
+        pytest.skip(f"capture corpus not found at <project>/../shared/corpus ({CORPUS})")
+    return batches
+
+
+def copy_batch(batch: PacketBatch, data: np.ndarray | None = None) -> PacketBatch:
+    return PacketBatch(batch.data.copy() if data is None else data, batch.offsets, batch.caplen,
+                       batch.origlen, batch.ts_ns, batch.iface, batch.interfaces,
+                       batch.first_seq, batch.seq if batch.has_explicit_seq else None)
+
+
+def read_only(batch: PacketBatch) -> PacketBatch:
+    """The batch over a read-only copy of its buffer (as a worker receives it)."""
+    data = batch.data.copy()
+    data.flags.writeable = False
+    return copy_batch(batch, data)
+
+
+def break_checksums(batch: PacketBatch, seed: int = 0, share: float = 0.3) -> PacketBatch:
+    """A copy with about ``share`` of the IPv4 header and TCP/UDP checksums overwritten: random
+    values, 0x0000 and 0xFFFF (the two ones'-complement zeros) among them; a UDP checksum is
+    never set to 0, which means "none sent" rather than wrong."""
+    rng = np.random.default_rng(seed)
+    out = copy_batch(batch)
+    keys = flow_keys(out)
+    data = out.data
+    ok = keys.payload_off >= 0
+    for mask, field, low in (((keys.family == 4) & ok, keys.l3_off + 10, 0),
+                             (ok & (keys.proto == 6) & (keys.fragment == 0), keys.l4_off + 16, 0),
+                             (ok & (keys.proto == 17) & (keys.fragment == 0), keys.l4_off + 6, 1)):
+        rows = np.flatnonzero(mask & (rng.random(len(out)) < share))
+        values = rng.integers(low, 0x10000, len(rows))
+        values[: len(rows) // 4] = 0xFFFF
+        values[len(rows) // 4 : len(rows) // 3] = low
+        at = out.offsets[rows] + field[rows]
+        data[at] = values >> 8
+        data[at + 1] = values & 0xFF
+    return out
+
+
+def traffic(packets: int = 3000, seed: int = 7) -> PacketBatch:
+    return generate_batch(packets, flows=max(packets // 20, 1), seed=seed)
+
+
+def packets(batch: PacketBatch) -> list[bytes]:
+    return [batch.packet(i).tobytes() for i in range(len(batch))]
+
+
+@contextmanager
+def _l4_payloads_raw():
+    """scapy leaves TCP/UDP payloads undissected (a ciphertext is no DNS message)."""
+    from scapy.layers.inet import TCP, UDP
+
+    saved = TCP.payload_guess, UDP.payload_guess
+    TCP.payload_guess, UDP.payload_guess = [], []
+    try:
+        yield
+    finally:
+        TCP.payload_guess, UDP.payload_guess = saved
+
+
+def scapy_rebuild(raw: bytes, linktype: int) -> bytes | None:
+    """The packet as scapy rebuilds it with every length and checksum on the way to the
+    outermost TCP/UDP payload recomputed (a UDP/IPv4 checksum of 0 stays 0); None for a link
+    type scapy does not know."""
+    from scapy.config import conf
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot3
+    from scapy.layers.ppp import PPPoE
+    from scapy.packet import NoPayload
+
+    if linktype not in conf.l2types.num2layer:
+        return None
+    with _l4_payloads_raw():
+        pkt = conf.l2types[linktype](raw)
+        layer, v4 = pkt, None
+        while not isinstance(layer, NoPayload):
+            if isinstance(layer, (Dot3, PPPoE)):
+                layer.len = None
+            elif isinstance(layer, IP) and v4 is None:
+                layer.len = layer.chksum = None
+                v4 = True
+            elif isinstance(layer, IPv6) and v4 is None:
+                layer.plen = None
+                v4 = False
+            elif isinstance(layer, (TCP, UDP)) and v4 is not None:
+                if isinstance(layer, UDP):
+                    layer.len = None
+                if not (isinstance(layer, UDP) and layer.chksum == 0):
+                    layer.chksum = None
+                break
+            layer = layer.payload
+        return bytes(pkt)
+
+
+def scapy_disagreements(batch: PacketBatch, rows=None) -> list[int]:
+    """The packets (of ``rows``) whose lengths and checksums scapy would write otherwise."""
+    lts = batch.linktypes
+    rows = range(len(batch)) if rows is None else rows
+    return [int(i) for i in rows
+            if scapy_rebuild(batch.packet(int(i)).tobytes(), int(lts[i]))
+            != batch.packet(int(i)).tobytes()]
