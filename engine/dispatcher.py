@@ -8,7 +8,6 @@ thread's queue. Memory is bounded by the window: segments dispatched but not yet
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import logging
 import queue
 import threading

@@ -155,11 +155,12 @@ def test_corrupt_payloads_are_counted_and_kept_or_dropped(codec, on_error):
     failed = counters["errors"]
     if on_error == "keep":
         assert len(result) == 3 and counters.get("dropped", 0) == 0
+        assert result.packet(0).tobytes() == bad.packet(0).tobytes()
+        assert result.packet(2).tobytes() == bad.packet(2).tobytes()
     else:
         assert len(result) == 3 - failed and counters["dropped"] == failed
         assert result.has_explicit_seq and 0 not in result.seq.tolist()
-    assert verify_checksums(result).counts() == verify_checksums(
-        bad.take(np.asarray(result.seq) - bad.first_seq)).counts()
+        assert 2 not in result.seq.tolist()
 
 
 @pytest.mark.parametrize("params, message", [
