@@ -57,14 +57,15 @@ def walk_pcap(buf, pos, end, swap, nano, max_caplen, limit, offsets, caplen, ori
     return n, pos, OK
 
 
-def walk_pcapng(buf, pos, end, swap, iface_base, n_ifaces, limit,
+def walk_pcapng(buf, pos, end, swap, iface_base, n_ifaces, snaplen0, limit,
                 offsets, caplen, origlen, ticks, iface):
     """Walk pcapng blocks in ``buf[pos:end]`` within one section, at most ``limit`` packets.
 
     Packet blocks (EPB, SPB, obsolete PB) fill ``offsets``, ``caplen``, ``origlen``, ``ticks``
     (raw timestamp units of the interface) and ``iface`` (``iface_base`` + the section's
     interface id); other blocks are skipped, except SHB and IDB, where the walk stops with
-    status ``BLOCK`` so the caller reads them. Returns ``(count, pos, status)``.
+    status ``BLOCK`` so the caller reads them. ``snaplen0`` is the section's first interface's
+    snapshot length (0: none), which cuts Simple Packet Blocks. Returns ``(count, pos, status)``.
     """
     _check_walk(buf, pos, end, limit, (offsets, caplen, origlen, ticks, iface))
     e = ">" if swap else "<"
@@ -107,7 +108,9 @@ def walk_pcapng(buf, pos, end, swap, iface_base, n_ifaces, limit,
                 return n, pos, BAD_IFACE
             orig = u32.unpack_from(mv, pos + 8)[0]
             offsets[n] = pos + 12
-            caplen[n] = min(orig, blen - 16)
+            # The original length cut to the first interface's snaplen: the block's room may
+            # hold up to 3 bytes of padding beyond it.
+            caplen[n] = min(orig, blen - 16, snaplen0 if snaplen0 > 0 else orig)
             origlen[n] = orig
             ticks[n] = 0  # a Simple Packet Block carries no timestamp
             iface[n] = iface_base

@@ -249,7 +249,8 @@ class CaptureReader:
             iface = np.empty(room, np.uint32)
             n, new_pos, status = self.walker.walk_pcapng(
                 self.buf, pos, self.size, section.swap, section.iface_base,
-                len(section.resolutions), room, offsets, caplen, origlen, ticks, iface)
+                len(section.resolutions), self._snaplen0(section), room, offsets, caplen,
+                origlen, ticks, iface)
             if n:
                 yield (offsets[:n], caplen[:n], origlen[:n],
                        self._ticks_to_ns(ticks[:n], iface[:n]), iface[:n])
@@ -278,6 +279,12 @@ class CaptureReader:
                 continue
             self._damaged(self._pcapng_message(status, pos, section), block, pos)
             return
+
+    def _snaplen0(self, section: _Section) -> int:
+        """The snaplen of the section's first interface (it cuts Simple Packet Blocks)."""
+        if not section.resolutions:
+            return 0
+        return self.interfaces[section.iface_base].snaplen
 
     def _ticks_to_ns(self, ticks: np.ndarray, iface: np.ndarray) -> np.ndarray:
         first = int(iface[0])

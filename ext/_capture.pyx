@@ -139,8 +139,8 @@ cdef inline int pcap_loop(const uint8_t *p, int64_t *ppos, int64_t end, bint swa
 
 
 cdef inline int pcapng_loop(const uint8_t *p, int64_t *ppos, int64_t end, bint swap,
-                            int64_t iface_base, int64_t n_ifaces, int64_t limit,
-                            int64_t *offsets, uint32_t *caplen, uint32_t *origlen,
+                            int64_t iface_base, int64_t n_ifaces, int64_t snaplen0,
+                            int64_t limit, int64_t *offsets, uint32_t *caplen, uint32_t *origlen,
                             uint64_t *ticks, uint32_t *iface, int64_t *pn) noexcept nogil:
     cdef int64_t pos = ppos[0], n = 0, pf = ppos[0], ifx
     cdef uint32_t btype, blen, ifid, incl, orig
@@ -200,7 +200,12 @@ cdef inline int pcapng_loop(const uint8_t *p, int64_t *ppos, int64_t end, bint s
                 break
             orig = rd32(b + 8, swap)
             offsets[n] = pos + 12
-            caplen[n] = orig if orig < blen - 16 else blen - 16
+            # Captured length: the original, cut to the first interface's snaplen (the
+            # block's room may hold up to 3 bytes of padding beyond it).
+            incl = orig if orig < blen - 16 else blen - 16
+            if snaplen0 > 0 and incl > snaplen0:
+                incl = <uint32_t>snaplen0
+            caplen[n] = incl
             origlen[n] = orig
             ticks[n] = 0  # a Simple Packet Block carries no timestamp
             iface[n] = <uint32_t>iface_base
@@ -255,7 +260,8 @@ def walk_pcap(const uint8_t[::1] buf not None, pos, end, swap, nano, max_caplen,
     return n, p, status
 
 
-def walk_pcapng(const uint8_t[::1] buf not None, pos, end, swap, iface_base, n_ifaces, limit,
+def walk_pcapng(const uint8_t[::1] buf not None, pos, end, swap, iface_base, n_ifaces, snaplen0,
+                limit,
                 int64_t[::1] offsets not None, uint32_t[::1] caplen not None,
                 uint32_t[::1] origlen not None, uint64_t[::1] ticks not None,
                 uint32_t[::1] iface not None):
@@ -264,7 +270,8 @@ def walk_pcapng(const uint8_t[::1] buf not None, pos, end, swap, iface_base, n_i
     Packet blocks (EPB, SPB, obsolete PB) fill ``offsets``, ``caplen``, ``origlen``, ``ticks``
     (raw timestamp units of the interface) and ``iface`` (``iface_base`` + the section's
     interface id); other blocks are skipped, except SHB and IDB, where the walk stops with
-    status ``BLOCK`` so the caller reads them. Returns ``(count, pos, status)``.
+    status ``BLOCK`` so the caller reads them. ``snaplen0`` is the section's first interface's
+    snapshot length (0: none), which cuts Simple Packet Blocks. Returns ``(count, pos, status)``.
     """
     _check_walk(buf.shape[0], pos, end, limit,
                 min(offsets.shape[0], caplen.shape[0], origlen.shape[0], ticks.shape[0],
@@ -274,15 +281,16 @@ def walk_pcapng(const uint8_t[::1] buf not None, pos, end, swap, iface_base, n_i
     cdef int64_t p = pos, e = end, n = 0, lim = limit
     cdef int64_t base = _clamp(iface_base, -2 * U32_MAX, U32_MAX + 1)
     cdef int64_t nif = _clamp(n_ifaces, 0, U32_MAX + 1)
+    cdef int64_t snap0 = _clamp(snaplen0, 0, U32_MAX + 1)
     cdef bint sw = swap
     cdef int status
     sw ^= HOST_BIG
     with nogil:
         if sw:
-            status = pcapng_loop(&buf[0], &p, e, True, base, nif, lim, &offsets[0], &caplen[0],
-                                 &origlen[0], &ticks[0], &iface[0], &n)
+            status = pcapng_loop(&buf[0], &p, e, True, base, nif, snap0, lim, &offsets[0],
+                                 &caplen[0], &origlen[0], &ticks[0], &iface[0], &n)
         else:
-            status = pcapng_loop(&buf[0], &p, e, False, base, nif, lim, &offsets[0],
+            status = pcapng_loop(&buf[0], &p, e, False, base, nif, snap0, lim, &offsets[0],
                                  &caplen[0], &origlen[0], &ticks[0], &iface[0], &n)
     if status == S_IFACE_OVERFLOW:
         raise OverflowError(f"interface index beyond uint32 (iface_base {iface_base})")

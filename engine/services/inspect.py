@@ -76,8 +76,9 @@ class Inspect(Service):
 
     def setup(self) -> None:
         dscp = self.config["dscp"]
-        if not 0 <= dscp <= 63:
-            raise ServiceError(f"service 'inspect': parameter dscp must be 0-63, not {dscp}")
+        if isinstance(dscp, bool) or not isinstance(dscp, int) or not 0 <= dscp <= 63:
+            raise ServiceError(f"service 'inspect': parameter dscp must be an integer 0-63, "
+                               f"not {dscp!r}")
         patterns = self._patterns()
         try:
             self.matcher = PatternMatcher(patterns, nocase=self.config["nocase"])

@@ -57,14 +57,16 @@ def outputs(room: int, pcapng: bool = False) -> list[np.ndarray]:
 
 
 def walk(impl, buf, pos=None, end=None, *, pcapng=False, swap=False, nano=False,
-         max_caplen=F.MAX_SNAPLEN, iface_base=0, n_ifaces=1, limit=64, room=None):
+         max_caplen=F.MAX_SNAPLEN, iface_base=0, n_ifaces=1, snaplen0=0, limit=64,
+         room=None):
     """Run one walker; returns ``(count, pos, status)`` or the exception type, and the arrays."""
     pos = (0 if pcapng else F.PCAP_HEADER_LEN) if pos is None else pos
     end = len(buf) if end is None else end
     arrays = outputs(max(limit, 0) if room is None else room, pcapng)
     try:
         if pcapng:
-            got = impl.walk_pcapng(buf, pos, end, swap, iface_base, n_ifaces, limit, *arrays)
+            got = impl.walk_pcapng(buf, pos, end, swap, iface_base, n_ifaces, snaplen0, limit,
+                                   *arrays)
         else:
             got = impl.walk_pcap(buf, pos, end, swap, nano, max_caplen, limit, *arrays)
     except (ValueError, OverflowError) as exc:
@@ -413,12 +415,14 @@ def test_walk_pcap_matches_reference_on_any_bytes(impl, raw, data, swap, nano, l
 @given(raw=st.one_of(pcapng_bytes(), st.binary(max_size=200)), data=st.data(),
        swap=st.booleans(), limit=limits,
        iface_base=st.one_of(st.integers(0, 5), st.integers(-(2**40), 2**40)),
-       n_ifaces=st.one_of(st.integers(-1, 4), st.integers(0, 2**40)))
+       n_ifaces=st.one_of(st.integers(-1, 4), st.integers(0, 2**40)),
+       snaplen0=st.one_of(st.just(0), st.integers(1, 80), st.integers(0, 2**40)))
 def test_walk_pcapng_matches_reference_on_any_bytes(impl, raw, data, swap, limit, iface_base,
-                                                    n_ifaces):
+                                                    n_ifaces, snaplen0):
     pos, end = data.draw(span(raw))
     got, arrays = same_as_reference(impl, raw, pos=pos, end=end, pcapng=True, swap=swap,
-                                    iface_base=iface_base, n_ifaces=n_ifaces, limit=limit)
+                                    iface_base=iface_base, n_ifaces=n_ifaces,
+                                    snaplen0=snaplen0, limit=limit)
     if got is OverflowError:
         return
     n, new_pos, status = got

@@ -350,8 +350,6 @@ def test_simple_and_obsolete_packet_blocks(tmp_path, walker):
     assert int(batch.origlen[2]) == 999
 
 
-@pytest.mark.xfail(strict=True, reason="the walkers take min(original length, block room) and "
-                   "do not know the interface's snaplen, so the padding counts as packet")
 @backend_params()
 def test_simple_packet_block_cut_to_snaplen(tmp_path, walker):
     # An SPB holds min(original length, snaplen) bytes, padded to 4: the padding is not packet.

@@ -14,8 +14,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
-from engine import CaptureError, read_capture
-from engine import ahocorasick
+from engine import CaptureError, ahocorasick, read_capture
 from engine.ahocorasick import PatternMatcher
 from engine.batch import PacketBatch
 from engine.checksum import verify_checksums
@@ -266,6 +265,7 @@ def test_patterns_file(tmp_path):
     ({"patterns": "a", "action": "block"}, "action"),
     ({"patterns": "a", "dscp": "64"}, "dscp"),
     ({"patterns": "a", "dscp": "x"}, "dscp"),
+    ({"patterns": "a", "dscp": 1.5}, "dscp"),
     ({"patterns": "a", "nocase": "maybe"}, "nocase"),
     ({"patterns_file": "/nonexistent/sigs"}, "cannot read"),
     ({"patterns": "a", "pattern": "b"}, "unknown"),

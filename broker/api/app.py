@@ -1,0 +1,98 @@
+"""The FastAPI application: authentication, one transaction per call, errors as JSON."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+
+from broker.actors import Actor, authenticate
+from broker.errors import BrokerError
+from broker.reputation import DEFAULT_POLICY, ReputationPolicy
+from broker.store import Store
+
+log = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer pktx_<prefix>_<secret>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def store_of(request: Request) -> Store:
+    return request.app.state.store
+
+
+def policy_of(request: Request) -> ReputationPolicy:
+    return request.app.state.reputation_policy
+
+
+def current_actor(request: Request,
+                  bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                  header: str | None = Depends(_header)) -> Actor:
+    """The caller, from ``Authorization: Bearer ...`` or ``X-API-Key``; 401 otherwise."""
+    token = bearer.credentials if bearer is not None else header
+    with store_of(request).read() as session:
+        return authenticate(session, token)
+
+
+def _field(loc) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+def create_app(store: Store, *, reputation_policy: ReputationPolicy = DEFAULT_POLICY) -> FastAPI:
+    from broker.api.routes_directory import router as directory
+    from broker.api.routes_market import router as market
+    from broker.api.routes_outcomes import router as outcomes
+
+    app = FastAPI(
+        title="packet-exchange broker",
+        version="0.1.0",
+        description="The market for packet-processing services: requests, negotiation, "
+                    "auctions, groups, awards and ratings. Authenticate with an API key. "
+                    "Send an Idempotency-Key header with state-changing POSTs to make retries "
+                    "safe. Money is integer minor units with an ISO 4217 currency.")
+    app.state.store = store
+    app.state.reputation_policy = reputation_policy
+
+    @app.exception_handler(BrokerError)
+    async def _broker_error(_request: Request, exc: BrokerError):
+        return JSONResponse(exc.as_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = _field(first.get("loc", ()))
+        details = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")}
+                   for e in errors]
+        return JSONResponse({"error": "invalid_input", "field": field,
+                             "message": f"field {field}: {first.get('msg', 'invalid')}",
+                             "details": details}, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_request: Request, exc: IntegrityError):
+        log.info("integrity error turned into 409: %s", exc.orig)
+        return JSONResponse({"error": "conflict", "message": "the change clashes with data "
+                             "stored meanwhile (a duplicate?); read the current state and retry"},
+                            status_code=409)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    app.include_router(directory, prefix="/v1")
+    app.include_router(market, prefix="/v1")
+    app.include_router(outcomes, prefix="/v1")
+
+    @app.get("/healthz", tags=["operations"])
+    def health() -> dict:
+        return {"status": "ok", "database": store.backend, "revision": store.revision()}
+
+    return app
