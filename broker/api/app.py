@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -31,12 +32,17 @@ def policy_of(request: Request) -> ReputationPolicy:
 
 
 def current_actor(request: Request,
-                  bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
-                  header: str | None = Depends(_header)) -> Actor:
+                  bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                  header: Annotated[str | None, Depends(_header)]) -> Actor:
     """The caller, from ``Authorization: Bearer ...`` or ``X-API-Key``; 401 otherwise."""
     token = bearer.credentials if bearer is not None else header
     with store_of(request).read() as session:
         return authenticate(session, token)
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+IdemKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", description="makes a retried POST return the first call's result")]
 
 
 def _field(loc) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Request
 
 from broker import directory
-from broker.actors import Actor, issue_key, revoke_key
-from broker.api.app import current_actor, policy_of, store_of
+from broker.actors import issue_key, revoke_key
+from broker.api.app import CurrentActor, IdemKey, policy_of, store_of
 from broker.api.schemas import (
     DeviceIn,
     KeyIn,
@@ -21,12 +21,10 @@ from broker.models import ApiKey, Device, Network, PhoneNumber, Provider, User
 from broker.views import provider_view, user_view
 
 router = APIRouter(tags=["directory"])
-IdemKey = Header(None, alias="Idempotency-Key",
-                 description="makes a retried POST return the first call's result")
 
 
 @router.get("/me")
-def me(actor: Actor = Depends(current_actor)) -> dict:
+def me(actor: CurrentActor) -> dict:
     """Who the API key authenticates as."""
     return {"kind": actor.kind, "id": actor.id, "user_id": actor.user_id,
             "device_id": actor.device_id, "network_id": actor.network_id,
@@ -34,8 +32,8 @@ def me(actor: Actor = Depends(current_actor)) -> dict:
 
 
 @router.post("/networks", status_code=201)
-def post_network(body: NetworkIn, request: Request, actor: Actor = Depends(current_actor),
-                 key: str | None = IdemKey) -> dict:
+def post_network(body: NetworkIn, request: Request, actor: CurrentActor,
+                 key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         n = once(s, actor, key, "network.create", body.model_dump(), Network,
                  lambda: directory.create_network(s, actor, body.name))
@@ -43,8 +41,8 @@ def post_network(body: NetworkIn, request: Request, actor: Actor = Depends(curre
 
 
 @router.post("/providers", status_code=201)
-def post_provider(body: ProviderIn, request: Request, actor: Actor = Depends(current_actor),
-                  key: str | None = IdemKey) -> dict:
+def post_provider(body: ProviderIn, request: Request, actor: CurrentActor,
+                  key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         p = once(s, actor, key, "provider.create", body.model_dump(), Provider,
                  lambda: directory.create_provider(
@@ -59,7 +57,7 @@ def post_provider(body: ProviderIn, request: Request, actor: Actor = Depends(cur
 
 @router.patch("/providers/{provider_id}")
 def patch_provider(provider_id: int, body: ProviderPatch, request: Request,
-                   actor: Actor = Depends(current_actor)) -> dict:
+                   actor: CurrentActor) -> dict:
     changes = body.model_dump(exclude_none=True)
     with store_of(request).write() as s:
         directory.update_provider(s, actor, provider_id, **changes)
@@ -68,15 +66,15 @@ def patch_provider(provider_id: int, body: ProviderPatch, request: Request,
 
 @router.get("/providers/{provider_id}")
 def get_provider(provider_id: int, request: Request,
-                 _actor: Actor = Depends(current_actor)) -> dict:
+                 _actor: CurrentActor) -> dict:
     """A provider's public card with its reputation (score and rating count)."""
     with store_of(request).read() as s:
         return provider_view(s, provider_id, policy=policy_of(request))
 
 
 @router.post("/users", status_code=201)
-def post_user(body: UserIn, request: Request, actor: Actor = Depends(current_actor),
-              key: str | None = IdemKey) -> dict:
+def post_user(body: UserIn, request: Request, actor: CurrentActor,
+              key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         u = once(s, actor, key, "user.create", body.model_dump(), User,
                  lambda: directory.create_user(s, actor, name=body.name,
@@ -85,14 +83,14 @@ def post_user(body: UserIn, request: Request, actor: Actor = Depends(current_act
 
 
 @router.get("/users/{user_id}")
-def get_user(user_id: int, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+def get_user(user_id: int, request: Request, actor: CurrentActor) -> dict:
     with store_of(request).read() as s:
         return user_view(s, actor, user_id, policy=policy_of(request))
 
 
 @router.post("/users/{user_id}/devices", status_code=201)
 def post_device(user_id: int, body: DeviceIn, request: Request,
-                actor: Actor = Depends(current_actor), key: str | None = IdemKey) -> dict:
+                actor: CurrentActor, key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         d = once(s, actor, key, "device.create", {"user": user_id, **body.model_dump()}, Device,
                  lambda: directory.add_device(s, actor, user_id=user_id, name=body.name))
@@ -101,7 +99,7 @@ def post_device(user_id: int, body: DeviceIn, request: Request,
 
 @router.post("/users/{user_id}/phone-numbers", status_code=201)
 def post_phone(user_id: int, body: PhoneIn, request: Request,
-               actor: Actor = Depends(current_actor), key: str | None = IdemKey) -> dict:
+               actor: CurrentActor, key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         p = once(s, actor, key, "phone.create", {"user": user_id, **body.model_dump()},
                  PhoneNumber,
@@ -112,8 +110,8 @@ def post_phone(user_id: int, body: PhoneIn, request: Request,
 
 
 @router.post("/keys", status_code=201)
-def post_key(body: KeyIn, request: Request, actor: Actor = Depends(current_actor),
-             key: str | None = IdemKey) -> dict:
+def post_key(body: KeyIn, request: Request, actor: CurrentActor,
+             key: IdemKey = None) -> dict:
     """Issue an API key; the token is in this response only (it is stored hashed)."""
     token: list[str] = []
 
@@ -131,7 +129,7 @@ def post_key(body: KeyIn, request: Request, actor: Actor = Depends(current_actor
 
 
 @router.delete("/keys/{prefix}")
-def delete_key(prefix: str, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+def delete_key(prefix: str, request: Request, actor: CurrentActor) -> dict:
     with store_of(request).write() as s:
         row = revoke_key(s, actor, prefix)
         return {"prefix": row.prefix, "revoked_at": row.revoked_at.isoformat()}

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Request
 
 from broker import auctions, groups, negotiation, requests
-from broker.actors import Actor
-from broker.api.app import current_actor, policy_of, store_of
+from broker.api.app import CurrentActor, IdemKey, policy_of, store_of
 from broker.api.schemas import AuctionIn, BidIn, MoveIn, NegotiationIn, PledgeIn, RequestIn
 from broker.errors import DeadlineExpired
 from broker.views import auction_view, negotiation_view, provider_view, request_view
 
 router = APIRouter(tags=["market"])
-IdemKey = Header(None, alias="Idempotency-Key",
-                 description="makes a retried POST return the first call's result")
 
 
 def _request(s, r) -> dict:
@@ -22,8 +19,8 @@ def _request(s, r) -> dict:
 
 
 @router.post("/requests", status_code=201)
-def post_request(body: RequestIn, request: Request, actor: Actor = Depends(current_actor),
-                 key: str | None = IdemKey) -> dict:
+def post_request(body: RequestIn, request: Request, actor: CurrentActor,
+                 key: IdemKey = None) -> dict:
     """Ask the home provider for a service; it serves it or opens it to brokering."""
     with store_of(request).write() as s:
         r = requests.submit_request(
@@ -37,21 +34,21 @@ def post_request(body: RequestIn, request: Request, actor: Actor = Depends(curre
 
 
 @router.get("/requests")
-def get_requests(request: Request, actor: Actor = Depends(current_actor)) -> list[dict]:
+def get_requests(request: Request, actor: CurrentActor) -> list[dict]:
     with store_of(request).read() as s:
         return [_request(s, r) for r in requests.list_requests(s, actor)]
 
 
 @router.get("/requests/{request_id}")
 def get_request(request_id: int, request: Request,
-                actor: Actor = Depends(current_actor)) -> dict:
+                actor: CurrentActor) -> dict:
     with store_of(request).read() as s:
         return _request(s, requests.get_request(s, actor, request_id))
 
 
 @router.get("/requests/{request_id}/candidates")
 def get_candidates(request_id: int, request: Request,
-                   actor: Actor = Depends(current_actor)) -> list[dict]:
+                   actor: CurrentActor) -> list[dict]:
     """Providers of other networks that could take the request, with their reputations."""
     with store_of(request).read() as s:
         r = requests.get_request(s, actor, request_id)
@@ -60,34 +57,34 @@ def get_candidates(request_id: int, request: Request,
 
 
 @router.post("/requests/{request_id}/cancel")
-def cancel(request_id: int, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+def cancel(request_id: int, request: Request, actor: CurrentActor) -> dict:
     with store_of(request).write() as s:
         return _request(s, requests.cancel_request(s, actor, request_id))
 
 
 @router.get("/groups/{group_id}")
-def get_group(group_id: int, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+def get_group(group_id: int, request: Request, actor: CurrentActor) -> dict:
     with store_of(request).read() as s:
         return groups.group_view(s, actor, group_id)
 
 
 @router.post("/groups/{group_id}/pledges", status_code=201)
 def post_pledge(group_id: int, body: PledgeIn, request: Request,
-                actor: Actor = Depends(current_actor), key: str | None = IdemKey) -> dict:
+                actor: CurrentActor, key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         groups.pledge(s, actor, group_id, body.max_minor, idempotency_key=key)
         return groups.group_view(s, actor, group_id)
 
 
 @router.delete("/groups/{group_id}/pledges/mine")
-def delete_pledge(group_id: int, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+def delete_pledge(group_id: int, request: Request, actor: CurrentActor) -> dict:
     with store_of(request).write() as s:
         groups.withdraw(s, actor, group_id)
         return groups.group_view(s, actor, group_id)
 
 
 @router.post("/groups/{group_id}/close")
-def close_group(group_id: int, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+def close_group(group_id: int, request: Request, actor: CurrentActor) -> dict:
     """The organizer closes pledging; the request is decided with the pledges as budget."""
     with store_of(request).write() as s:
         return _request(s, requests.close_pledges(s, actor, group_id))
@@ -95,7 +92,7 @@ def close_group(group_id: int, request: Request, actor: Actor = Depends(current_
 
 @router.post("/negotiations", status_code=201)
 def post_negotiation(body: NegotiationIn, request: Request,
-                     actor: Actor = Depends(current_actor), key: str | None = IdemKey) -> dict:
+                     actor: CurrentActor, key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         n = negotiation.start_negotiation(
             s, actor, body.request_id, body.provider_id, mode=body.mode, deadline=body.deadline,
@@ -108,14 +105,14 @@ def post_negotiation(body: NegotiationIn, request: Request,
 
 @router.get("/negotiations/{negotiation_id}")
 def get_negotiation(negotiation_id: int, request: Request,
-                    actor: Actor = Depends(current_actor)) -> dict:
+                    actor: CurrentActor) -> dict:
     with store_of(request).read() as s:
         return negotiation_view(negotiation.get_negotiation(s, actor, negotiation_id))
 
 
 @router.post("/negotiations/{negotiation_id}/moves")
 def post_move(negotiation_id: int, body: MoveIn, request: Request,
-              actor: Actor = Depends(current_actor), key: str | None = IdemKey) -> dict:
+              actor: CurrentActor, key: IdemKey = None) -> dict:
     """Offer (or counter), accept the standing offer, or reject; automated sides answer."""
     store = store_of(request)
     try:
@@ -130,8 +127,8 @@ def post_move(negotiation_id: int, body: MoveIn, request: Request,
 
 
 @router.post("/auctions", status_code=201)
-def post_auction(body: AuctionIn, request: Request, actor: Actor = Depends(current_actor),
-                 key: str | None = IdemKey) -> dict:
+def post_auction(body: AuctionIn, request: Request, actor: CurrentActor,
+                 key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         a = auctions.open_auction(
             s, actor, body.request_id, closes_at=body.closes_at,
@@ -142,8 +139,7 @@ def post_auction(body: AuctionIn, request: Request, actor: Actor = Depends(curre
 
 
 @router.get("/auctions")
-def list_auctions(request: Request, status: str = Query("open"),
-                  _actor: Actor = Depends(current_actor)) -> list[dict]:
+def list_auctions(request: Request, _actor: CurrentActor, status: str = "open") -> list[dict]:
     """Auctions by status (open by default): what providers look at to find work."""
     with store_of(request).read() as s:
         return [{"id": a.id, "request_id": a.request_id, "status": a.status,
@@ -153,7 +149,7 @@ def list_auctions(request: Request, status: str = Query("open"),
 
 
 @router.get("/auctions/{auction_id}")
-def get_auction(auction_id: int, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+def get_auction(auction_id: int, request: Request, actor: CurrentActor) -> dict:
     """The auction with every visible bid and each bidder's reputation (score, count)."""
     with store_of(request).read() as s:
         return auction_view(s, actor, auction_id, policy=policy_of(request))
@@ -161,7 +157,7 @@ def get_auction(auction_id: int, request: Request, actor: Actor = Depends(curren
 
 @router.post("/auctions/{auction_id}/bids", status_code=201)
 def post_bid(auction_id: int, body: BidIn, request: Request,
-             actor: Actor = Depends(current_actor), key: str | None = IdemKey) -> dict:
+             actor: CurrentActor, key: IdemKey = None) -> dict:
     """A sealed ask for one block; a resubmission before the close replaces it."""
     with store_of(request).write() as s:
         b = auctions.submit_bid(s, actor, auction_id, provider_id=body.provider_id,
@@ -172,7 +168,7 @@ def post_bid(auction_id: int, body: BidIn, request: Request,
 
 
 @router.get("/bids/{bid_id}")
-def get_bid(bid_id: int, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+def get_bid(bid_id: int, request: Request, actor: CurrentActor) -> dict:
     with store_of(request).read() as s:
         b = auctions.get_bid(s, actor, bid_id)
         return {"id": b.id, "auction_id": b.auction_id, "provider_id": b.provider_id,
@@ -182,7 +178,7 @@ def get_bid(bid_id: int, request: Request, actor: Actor = Depends(current_actor)
 
 @router.post("/auctions/{auction_id}/close")
 def close_auction(auction_id: int, request: Request,
-                  actor: Actor = Depends(current_actor)) -> dict:
+                  actor: CurrentActor) -> dict:
     with store_of(request).write() as s:
         auctions.close_auction(s, actor, auction_id, policy=policy_of(request))
     with store_of(request).read() as s:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Request
 
 from broker import awards
-from broker.actors import Actor
-from broker.api.app import current_actor, store_of
+from broker.api.app import CurrentActor, IdemKey, store_of
 from broker.api.schemas import JobStatusIn, RatingIn
 from broker.reputation import rate
 from broker.views import award_view
 
 router = APIRouter(tags=["outcomes"])
-IdemKey = Header(None, alias="Idempotency-Key",
-                 description="makes a retried POST return the first call's result")
 
 
 def _job(job) -> dict:
@@ -22,20 +19,20 @@ def _job(job) -> dict:
 
 
 @router.get("/awards")
-def list_awards(request: Request, actor: Actor = Depends(current_actor)) -> list[dict]:
+def list_awards(request: Request, actor: CurrentActor) -> list[dict]:
     with store_of(request).read() as s:
         return [award_view(a) for a in awards.list_awards(s, actor)]
 
 
 @router.get("/awards/{award_id}")
-def get_award(award_id: int, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+def get_award(award_id: int, request: Request, actor: CurrentActor) -> dict:
     with store_of(request).read() as s:
         return award_view(awards.get_award(s, actor, award_id))
 
 
 @router.post("/awards/{award_id}/ratings", status_code=201)
 def post_rating(award_id: int, body: RatingIn, request: Request,
-                actor: Actor = Depends(current_actor), key: str | None = IdemKey) -> dict:
+                actor: CurrentActor, key: IdemKey = None) -> dict:
     """Rate the other party of an award (0..100); a second rating replaces the first."""
     with store_of(request).write() as s:
         r = rate(s, actor, award_id, body.score, user_id=body.user_id, comment=body.comment,
@@ -46,8 +43,8 @@ def post_rating(award_id: int, body: RatingIn, request: Request,
 
 
 @router.get("/providers/{provider_id}/jobs")
-def list_jobs(provider_id: int, request: Request, status: str | None = Query(None),
-              actor: Actor = Depends(current_actor)) -> list[dict]:
+def list_jobs(provider_id: int, request: Request, actor: CurrentActor,
+              status: str | None = None) -> list[dict]:
     """A provider's delivery jobs, oldest first (what its daemons pick up)."""
     with store_of(request).read() as s:
         return [_job(j) for j in awards.list_jobs(s, actor, provider_id, status=status)]
@@ -55,6 +52,6 @@ def list_jobs(provider_id: int, request: Request, status: str | None = Query(Non
 
 @router.post("/jobs/{job_id}/status")
 def post_job_status(job_id: int, body: JobStatusIn, request: Request,
-                    actor: Actor = Depends(current_actor)) -> dict:
+                    actor: CurrentActor) -> dict:
     with store_of(request).write() as s:
         return _job(awards.set_job_status(s, actor, job_id, body.status))

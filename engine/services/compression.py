@@ -28,6 +28,8 @@ included); ``not_wrapped``, ``errors`` and ``dropped`` (decompress); ``skipped_<
 
 from __future__ import annotations
 
+from functools import partial
+
 import lz4.block
 import numpy as np
 import zstandard
@@ -64,7 +66,7 @@ class Compress(Service):
         self._codec = CODECS[codec]
         if codec == "lz4":
             kw = {"mode": "high_compression", "compression": level} if level else {}
-            self._compress = lambda p: lz4.block.compress(p, store_size=False, **kw)
+            self._compress = partial(lz4.block.compress, store_size=False, **kw)
         else:
             cctx = zstandard.ZstdCompressor(level=level or 3, write_content_size=False,
                                             write_checksum=False, write_dict_id=False)
@@ -73,14 +75,12 @@ class Compress(Service):
     def process(self, batch: PacketBatch) -> PacketBatch:
         sel = select(batch)
         old = sel.payloads
-        squeeze = self._compress
-        bodies = [squeeze(p) for p in old.views()]
+        views = old.views()
+        bodies = list(map(self._compress, views))
         body_len = np.fromiter(map(len, bodies), np.int64, len(bodies))
         stored = body_len >= old.lengths
-        if stored.any():
-            views = old.views()
-            for i in np.flatnonzero(stored).tolist():
-                bodies[i] = views[i]
+        for i in np.flatnonzero(stored).tolist():
+            bodies[i] = views[i]
         body_len = np.where(stored, old.lengths, body_len)
         codec = np.where(stored, STORED, self._codec)
         new = _wrap(Payloads.pack(bodies), codec, old.flags, old.lengths)

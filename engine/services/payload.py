@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class Payloads:
     @classmethod
     def pack(cls, pieces, flags=None) -> Payloads:
         """Payloads copied from a sequence of bytes-like objects, back to back."""
-        lengths = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
+        lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
         starts = np.zeros(len(pieces), np.int64)
         if len(pieces) > 1:
             np.cumsum(lengths[:-1], out=starts[1:])
@@ -222,10 +223,8 @@ def _sums(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarr
     start, an odd last byte padded with zero), modulo 0xFFFF."""
     # One compiled call per region: numpy's reduceat over bytes casts element by element and
     # was several times slower than this loop.
-    add = _checksum.ones_complement_sum
-    data = np.ascontiguousarray(data)
-    sums = np.fromiter((add(data, s, n, 0) for s, n in zip(starts.tolist(), lengths.tolist())),
-                       np.int64, len(starts))
+    sums = np.fromiter(map(_checksum.ones_complement_sum, repeat(np.ascontiguousarray(data)),
+                           starts.tolist(), lengths.tolist()), np.int64, len(starts))
     return sums % 0xFFFF
 
 
