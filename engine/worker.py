@@ -115,6 +115,7 @@ class Worker:
         last_heard = time.monotonic()
         next_hb = last_heard + hb
         served = False
+        welcomed = False
         draining_sent = False
         outcome = "silent"
         try:
@@ -122,8 +123,8 @@ class Worker:
                 if self._stopping and not draining_sent:
                     sock.send_multipart([P.PROTOCOL, P.DISCONNECT, P.dumps({"reason": "draining"})])
                     draining_sent = True
-                    if not served:
-                        return "drained"
+                    if not welcomed:
+                        return "drained"  # no dispatcher has work for us: leave now
                 events = dict(poller.poll(int(hb * 1000)))
                 now = time.monotonic()
                 if monitor in events:
@@ -137,7 +138,9 @@ class Worker:
                     frames = sock.recv_multipart(copy=False)
                     last_heard = now
                     verdict = self._handle(sock, frames)
-                    if verdict == "task":
+                    if verdict == "welcome":
+                        welcomed = True
+                    elif verdict == "task":
                         served = True
                     elif verdict == "disconnect":
                         if draining_sent or self.exit_on_disconnect:

@@ -75,6 +75,13 @@ def break_checksums(batch: PacketBatch, seed: int = 0, share: float = 0.3) -> Pa
     return out
 
 
+def eth(**fields):
+    """An Ethernet header with fixed addresses (scapy would otherwise ARP for them)."""
+    from scapy.layers.l2 import Ether
+
+    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", **fields)
+
+
 def traffic(packets: int = 3000, seed: int = 7) -> PacketBatch:
     return generate_batch(packets, flows=max(packets // 20, 1), seed=seed)
 
@@ -138,3 +145,9 @@ def scapy_disagreements(batch: PacketBatch, rows=None) -> list[int]:
     return [int(i) for i in rows
             if scapy_rebuild(batch.packet(int(i)).tobytes(), int(lts[i]))
             != batch.packet(int(i)).tobytes()]
+
+
+def scapy_still_agrees(before: PacketBatch, after: PacketBatch) -> list[int]:
+    """Of the packets scapy found valid in ``before``, those it finds invalid in ``after``."""
+    rows = [i for i in range(len(before)) if i not in set(scapy_disagreements(before))]
+    return scapy_disagreements(after, rows)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from payload_oracle import (
     break_checksums,
+    eth,
     need_corpus,
     packets,
     read_only,
@@ -15,7 +16,6 @@ from payload_oracle import (
 )
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
-from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from engine.batch import PacketBatch
@@ -60,10 +60,10 @@ def test_verify_only_counts_and_changes_nothing():
 
 
 def test_icmp_icmpv6_and_udp_without_checksum():
-    pkts = [Ether() / IP(src="1.2.3.4", dst="4.3.2.1") / ICMP(chksum=0x1234) / Raw(b"ping"),
-            Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2")
+    pkts = [eth() / IP(src="1.2.3.4", dst="4.3.2.1") / ICMP(chksum=0x1234) / Raw(b"ping"),
+            eth() / IPv6(src="2001:db8::1", dst="2001:db8::2")
             / ICMPv6EchoRequest(cksum=0x4321, data=b"ping6"),
-            Ether() / IP(src="1.2.3.4", dst="4.3.2.1", chksum=0xFFFF) / UDP(chksum=0)
+            eth() / IP(src="1.2.3.4", dst="4.3.2.1", chksum=0xFFFF) / UDP(chksum=0)
             / Raw(b"none")]
     batch = PacketBatch.from_packets([bytes(p) for p in pkts])
     svc = Checksum()
@@ -71,10 +71,10 @@ def test_icmp_icmpv6_and_udp_without_checksum():
     counters = svc.take_counters()
     assert counters["icmp_fixed"] == counters["icmpv6_fixed"] == counters["ipv4_fixed"] == 1
     assert counters["udp_no_checksum"] == 1
-    expect = [Ether() / IP(src="1.2.3.4", dst="4.3.2.1") / ICMP() / Raw(b"ping"),
-              Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2")
+    expect = [eth() / IP(src="1.2.3.4", dst="4.3.2.1") / ICMP() / Raw(b"ping"),
+              eth() / IPv6(src="2001:db8::1", dst="2001:db8::2")
               / ICMPv6EchoRequest(data=b"ping6"),
-              Ether() / IP(src="1.2.3.4", dst="4.3.2.1") / UDP(chksum=0) / Raw(b"none")]
+              eth() / IP(src="1.2.3.4", dst="4.3.2.1") / UDP(chksum=0) / Raw(b"none")]
     assert packets(out) == [bytes(p) for p in expect]  # scapy computes the checksums
 
 

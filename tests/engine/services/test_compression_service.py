@@ -11,10 +11,12 @@ import pytest
 import zstandard
 from payload_oracle import (
     break_checksums,
+    eth,
     need_corpus,
     packets,
     read_only,
     scapy_disagreements,
+    scapy_still_agrees,
     traffic,
 )
 from scapy.layers.inet import IP, TCP, UDP
@@ -34,11 +36,11 @@ TEXT = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\nAccept: text/html\r\n\
 
 def chatty() -> PacketBatch:
     """Compressible payloads over TCP and UDP, IPv4 and IPv6, plus one incompressible."""
-    pkts = [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=80, flags="PA")
+    pkts = [eth() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=80, flags="PA")
             / Raw(TEXT),
-            Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=5353, dport=53)
+            eth() / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=5353, dport=53)
             / Raw(TEXT[:301]),
-            Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2)
+            eth() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2)
             / Raw(bytes(range(256)))]
     return PacketBatch.from_packets([bytes(p) for p in pkts])
 
@@ -119,6 +121,7 @@ def test_corpus_round_trips(codec):
             out = dec.process(comp.process(read_only(source)))
             assert packets(out) == packets(source), name
             assert np.array_equal(out.origlen, source.origlen), name
+        assert scapy_still_agrees(batch, chain(codec)[0].process(batch)) == [], name
 
 
 def test_decompress_leaves_payloads_without_the_header_alone():

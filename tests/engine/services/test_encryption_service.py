@@ -11,10 +11,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from payload_oracle import (
     KEY,
     break_checksums,
+    eth,
     need_corpus,
     packets,
     read_only,
     scapy_disagreements,
+    scapy_still_agrees,
     traffic,
 )
 from scapy.layers.inet import IP, TCP, UDP
@@ -38,11 +40,11 @@ def pair(**params):
 
 
 def few() -> PacketBatch:
-    pkts = [Ether() / IP(src="10.1.2.3", dst="192.0.2.7") / TCP(sport=40000, dport=443,
+    pkts = [eth() / IP(src="10.1.2.3", dst="192.0.2.7") / TCP(sport=40000, dport=443,
                                                                   flags="PA") / Raw(b"secret"),
-            Ether() / IPv6(src="2001:db8::5", dst="2001:db8::9") / UDP(sport=5000, dport=6000)
+            eth() / IPv6(src="2001:db8::5", dst="2001:db8::9") / UDP(sport=5000, dport=6000)
             / Raw(b"another secret, longer"),
-            Ether() / IP(src="10.1.2.3", dst="192.0.2.7") / UDP(sport=1, dport=2) / Raw(b"x")]
+            eth() / IP(src="10.1.2.3", dst="192.0.2.7") / UDP(sport=1, dport=2) / Raw(b"x")]
     return PacketBatch.from_packets([bytes(p) for p in pkts])
 
 
@@ -110,6 +112,7 @@ def test_corpus_round_trips():
             out = dec.process(enc.process(read_only(source)))
             assert packets(out) == packets(source), name
             assert "auth_failures" not in dec.take_counters(), name
+        assert scapy_still_agrees(batch, pair()[0].process(batch)) == [], name
 
 
 def _flip(batch: PacketBatch, row: int, at: int) -> PacketBatch:
@@ -183,7 +186,7 @@ def test_flow_binding_rejects_a_moved_payload_and_none_accepts_it():
 
 
 def test_payload_too_large_to_grow_passes_in_the_clear_and_is_counted():
-    huge = Ether() / IP() / UDP(sport=9, dport=9) / Raw(b"q" * 65480)
+    huge = eth() / IP() / UDP(sport=9, dport=9) / Raw(b"q" * 65480)
     batch = PacketBatch.from_packets([bytes(huge)])
     enc, dec = pair()
     out = enc.process(batch)

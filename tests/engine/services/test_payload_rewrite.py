@@ -9,11 +9,13 @@ import pytest
 from payload_oracle import (
     break_checksums,
     copy_batch,
+    eth,
     need_corpus,
     packets,
     read_only,
     scapy_disagreements,
     scapy_rebuild,
+    scapy_still_agrees,
     traffic,
 )
 from scapy.layers.inet import IP, TCP, UDP, fragment
@@ -105,14 +107,14 @@ def _batch(*pkts, linktype=1) -> PacketBatch:
 def test_what_cannot_be_rewritten_passes_unchanged_and_is_counted():
     big = IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=5, dport=6) / Raw(b"x" * 3000)
     frags = fragment(big, fragsize=1000)
-    pkts = [Ether() / f for f in frags]
-    pkts += [Ether() / IP() / TCP(flags="A"),  # empty
-             Ether() / IPv6() / UDP(),  # empty
-             Ether(type=0x0806) / Raw(b"\x00" * 28),  # not IP
-             Ether() / IP() / Raw(b"abcd"),  # not TCP/UDP
-             Ether() / IP(len=60) / UDP(len=40) / Raw(b"a" * 10),  # IP length past the end
-             Ether() / IP() / UDP(len=100) / Raw(b"abc")]  # UDP length past the end
-    pkts.append(Ether() / IP() / UDP() / Raw(b"cut short"))
+    pkts = [eth() / f for f in frags]
+    pkts += [eth() / IP() / TCP(flags="A"),  # empty
+             eth() / IPv6() / UDP(),  # empty
+             eth(type=0x0806) / Raw(b"\x00" * 28),  # not IP
+             eth() / IP() / Raw(b"abcd"),  # not TCP/UDP
+             eth() / IP(len=60) / UDP(len=40) / Raw(b"a" * 10),  # IP length past the end
+             eth() / IP() / UDP(len=100) / Raw(b"abc")]  # UDP length past the end
+    pkts.append(eth() / IP() / UDP() / Raw(b"cut short"))
     batch = _batch(*pkts)
     batch.origlen[-1] += 10  # caplen < origlen: truncated
     sel = select(batch)
@@ -127,8 +129,8 @@ def test_what_cannot_be_rewritten_passes_unchanged_and_is_counted():
 
 
 def test_a_payload_too_large_for_the_length_fields_is_left_alone():
-    huge = Ether() / IP() / UDP() / Raw(b"y" * 65000)
-    small = Ether() / IP() / UDP() / Raw(b"z" * 10)
+    huge = eth() / IP() / UDP() / Raw(b"y" * 65000)
+    small = eth() / IP() / UDP() / Raw(b"z" * 10)
     batch = _batch(huge, small)
     sel = select(batch)
     out, done = replace(sel, Payloads.pack([b"y" * 65600, b"w" * 20]))
@@ -139,15 +141,16 @@ def test_a_payload_too_large_for_the_length_fields_is_left_alone():
 
 
 @pytest.mark.parametrize("pkt, linktype", [
-    (Dot3(dst="01:02:03:04:05:06") / LLC(dsap=0xAA, ssap=0xAA, ctrl=3) / SNAP(code=0x0800)
-     / IP(src="1.2.3.4", dst="5.6.7.8") / UDP(sport=7, dport=9) / Raw(b"802.3 frame"), 1),
-    (Ether() / PPPoE(sessionid=9) / PPP(proto=0x21) / IP(src="1.2.3.4", dst="5.6.7.8")
+    (Dot3(src="02:00:00:00:00:01", dst="01:02:03:04:05:06") / LLC(dsap=0xAA, ssap=0xAA, ctrl=3)
+     / SNAP(code=0x0800) / IP(src="1.2.3.4", dst="5.6.7.8") / UDP(sport=7, dport=9)
+     / Raw(b"802.3 frame"), 1),
+    (eth() / PPPoE(sessionid=9) / PPP(proto=0x21) / IP(src="1.2.3.4", dst="5.6.7.8")
      / TCP(sport=1000, dport=80, flags="PA") / Raw(b"over PPPoE"), 1),
-    (Ether() / Dot1Q(vlan=5) / Dot1Q(vlan=6) / PPPoE(sessionid=9) / PPP(proto=0x57)
+    (eth() / Dot1Q(vlan=5) / Dot1Q(vlan=6) / PPPoE(sessionid=9) / PPP(proto=0x57)
      / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=1, dport=2) / Raw(b"QinQ"), 1),
     (CookedLinux(proto=0x8864) / PPPoE(sessionid=3) / PPP(proto=0x21) / IP() / UDP()
      / Raw(b"cooked"), 113),
-    (Ether() / IP(src="9.9.9.9", dst="8.8.8.8", options=b"\x01\x01\x01\x00")
+    (eth() / IP(src="9.9.9.9", dst="8.8.8.8", options=b"\x01\x01\x01\x00")
      / TCP(sport=5, dport=6, options=[("MSS", 1460), ("NOP", None)]) / Raw(b"odd!!"), 1),
 ])
 def test_link_layer_lengths_follow_the_payload(pkt, linktype):
@@ -162,7 +165,7 @@ def test_link_layer_lengths_follow_the_payload(pkt, linktype):
 
 
 def test_ethernet_padding_stays_behind_the_ip_packet():
-    pkt = Ether() / IP(src="1.1.1.1", dst="2.2.2.2") / UDP(sport=1, dport=2) / Raw(b"ab")
+    pkt = eth() / IP(src="1.1.1.1", dst="2.2.2.2") / UDP(sport=1, dport=2) / Raw(b"ab")
     raw = bytes(pkt) + b"\x00" * 16  # padded to the 60-byte minimum
     out = wrap(_batch(raw))
     grown = out.packet(0).tobytes()
@@ -172,8 +175,8 @@ def test_ethernet_padding_stays_behind_the_ip_packet():
 
 
 def test_udp_without_checksum_keeps_none():
-    v4 = Ether() / IP() / UDP(sport=1, dport=2, chksum=0) / Raw(b"no checksum")
-    v6 = Ether() / IPv6() / UDP(sport=1, dport=2, chksum=0) / Raw(b"tunnel, RFC 6935")
+    v4 = eth() / IP() / UDP(sport=1, dport=2, chksum=0) / Raw(b"no checksum")
+    v6 = eth() / IPv6() / UDP(sport=1, dport=2, chksum=0) / Raw(b"tunnel, RFC 6935")
     out = wrap(_batch(v4, v6))
     for i in range(2):
         pkt = Ether(out.packet(i).tobytes())
@@ -188,6 +191,4 @@ def test_corpus_round_trips_and_stays_valid():
             out = wrap(read_only(source))
             assert same_status(source, out), name
             assert packets(unwrap(out)) == packets(source), name
-        rows = select(batch).index
-        agree = [i for i in rows if i not in set(scapy_disagreements(batch, rows))]
-        assert scapy_disagreements(wrap(batch), agree) == [], name
+        assert scapy_still_agrees(batch, wrap(batch)) == [], name
