@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from functools import cache
 
 from broker.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 # The engine's built-in services (engine/services/). A provider offers a subset; a request asks
 # for a chain of them, applied in order.
@@ -13,16 +17,28 @@ SERVICE_NAMES: tuple[str, ...] = (
 )
 
 
+@cache
+def known_services() -> tuple[str, ...]:
+    """The built-ins plus any service the engine finds through its entry points."""
+    try:
+        from engine.services import available
+    except ImportError as exc:  # a broker-only host: the built-in names still stand
+        log.info("engine services not importable (%s); knowing the built-ins only", exc)
+        return SERVICE_NAMES
+    return SERVICE_NAMES + tuple(n for n in available() if n not in SERVICE_NAMES)
+
+
 def parse_chain(chain: str | Iterable[str], *, field: str = "services") -> tuple[str, ...]:
     """``"anonymize,checksum"`` or ``["anonymize", "checksum"]`` -> a validated tuple, in order."""
     names = chain.split(",") if isinstance(chain, str) else list(chain)
     names = [n.strip() for n in names if isinstance(n, str) and n.strip()]
     if not names:
         raise InvalidInput("name at least one service, e.g. 'anonymize,checksum'", field=field)
-    unknown = [n for n in names if n not in SERVICE_NAMES]
+    known = known_services()
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise InvalidInput(f"unknown service(s) {', '.join(unknown)}; known: "
-                           f"{', '.join(SERVICE_NAMES)}", field=field)
+                           f"{', '.join(known)}", field=field)
     return tuple(names)
 
 

@@ -125,7 +125,8 @@ def cmd_generate(args) -> int:
     n = generate_capture(args.output, packets=args.packets, flows=args.flows, seed=args.seed,
                          format=fmt, ts_resolution=args.ts_resolution)
     if not args.quiet:
-        sys.stderr.write(f"wrote {n} packets in {args.flows} flows to {args.output}\n")
+        flows = min(args.flows, n)
+        sys.stderr.write(f"wrote {n} packets in {flows} flows to {args.output}\n")
     return 0
 
 

@@ -37,7 +37,7 @@ import zstandard
 from engine import backend
 from engine.batch import PacketBatch
 from engine.services.base import Param, Service, ServiceError
-from engine.services.payload import FLAGS_KNOWN, Payloads, replace, select
+from engine.services.payload import FLAGS_KNOWN, Payloads, packed_starts, replace, select
 
 MAGIC = b"\xc7\x5a"
 VERSION = 1
@@ -81,7 +81,6 @@ class Compress(Service):
         stored = body_len >= old.lengths
         for i in np.flatnonzero(stored).tolist():
             bodies[i] = views[i]
-        body_len = np.where(stored, old.lengths, body_len)
         codec = np.where(stored, STORED, self._codec)
         new = _wrap(Payloads.pack(bodies), codec, old.flags, old.lengths)
         out, done = replace(sel, new)
@@ -99,9 +98,7 @@ def _wrap(bodies: Payloads, codec: np.ndarray, flags: np.ndarray,
     """The bodies behind their headers, in one new buffer."""
     m = len(bodies)
     lengths = bodies.lengths + HEADER_SIZE
-    starts = np.zeros(m, np.int64)
-    if m > 1:
-        np.cumsum(lengths[:-1], out=starts[1:])
+    starts = packed_starts(lengths)
     data = np.empty(int(lengths.sum()), np.uint8)
     data[starts] = MAGIC[0]
     data[starts + 1] = MAGIC[1]

@@ -34,7 +34,14 @@ from engine import backend
 from engine.batch import PacketBatch
 from engine.flowkeys import FlowKeys
 from engine.services.base import Param, Service, hex_key
-from engine.services.payload import FLAGS_KNOWN, Payloads, Selection, replace, select
+from engine.services.payload import (
+    FLAGS_KNOWN,
+    Payloads,
+    Selection,
+    packed_starts,
+    replace,
+    select,
+)
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -63,13 +70,6 @@ def _associated_data(sel: Selection, flow: bool) -> tuple[np.ndarray, int]:
     return rows.reshape(-1), width
 
 
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    starts = np.zeros(len(lengths), np.int64)
-    if len(lengths) > 1:
-        np.cumsum(lengths[:-1], out=starts[1:])
-    return starts
-
-
 class _AesGcm(Service):
     params = (
         Param("key", hex_key(32), help="the AES-256 key: 64 hex digits"),
@@ -92,14 +92,14 @@ class Encrypt(_AesGcm):
         m = len(sel)
         # Plaintexts (flags byte, payload) back to back; outputs laid out as nonce, ct, tag.
         pt_len = old.lengths + 1
-        pt_at = _offsets(pt_len)
+        pt_at = packed_starts(pt_len)
         plain = np.empty(int(pt_len.sum()), np.uint8)
         plain[pt_at] = old.flags
         gather = backend.capture.gather
         gather(np.ascontiguousarray(old.data), old.starts, old.lengths.astype(np.uint32), plain,
                pt_at + 1)
         out_len = pt_len + NONCE_SIZE + TAG_SIZE
-        out_at = _offsets(out_len)
+        out_at = packed_starts(out_len)
         out = np.empty(int(out_len.sum()), np.uint8)
         nonces = np.frombuffer(os.urandom(NONCE_SIZE * m), np.uint8).reshape(m, NONCE_SIZE)
         out[out_at[:, None] + np.arange(NONCE_SIZE)] = nonces
@@ -134,7 +134,7 @@ class Decrypt(_AesGcm):
         m = len(sel)
         ok = old.lengths >= OVERHEAD
         pt_len = np.where(ok, old.lengths - NONCE_SIZE - TAG_SIZE, 0)
-        pt_at = _offsets(pt_len)
+        pt_at = packed_starts(pt_len)
         plain = np.empty(int(pt_len.sum()), np.uint8)
         aad, width = _associated_data(sel, self._flow)
         data = np.ascontiguousarray(old.data)

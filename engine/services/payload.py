@@ -55,7 +55,15 @@ _MAX_VLAN_TAGS = 8
 _DOT3_MAX = 1500  # above, the field would read as an EtherType
 
 __all__ = ["FLAGS_KNOWN", "FLAG_IP_FFFF", "FLAG_L4_FFFF", "SKIP_REASONS", "Payloads",
-           "Selection", "replace", "rewrite_payloads", "select"]
+           "Selection", "packed_starts", "replace", "rewrite_payloads", "select"]
+
+
+def packed_starts(lengths: np.ndarray) -> np.ndarray:
+    """Where each of regions of ``lengths`` starts when they are laid back to back."""
+    starts = np.zeros(len(lengths), np.int64)
+    if len(lengths) > 1:
+        np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,9 +91,7 @@ class Payloads:
     def pack(cls, pieces, flags=None) -> Payloads:
         """Payloads copied from a sequence of bytes-like objects, back to back."""
         lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
-        starts = np.zeros(len(pieces), np.int64)
-        if len(pieces) > 1:
-            np.cumsum(lengths[:-1], out=starts[1:])
+        starts = packed_starts(lengths)
         data = np.frombuffer(b"".join(pieces), np.uint8)
         flags = np.zeros(len(pieces), np.uint8) if flags is None else np.asarray(flags, np.uint8)
         return cls(data, starts, lengths, flags)
@@ -262,7 +268,6 @@ def replace(sel: Selection, new: Payloads,
         return batch, changed
     ci = np.flatnonzero(changed)
     rows = sel.index[ci]
-    n = len(batch)
     off = batch.offsets
     cap = batch.caplen.astype(np.int64)
     old_start = sel.payloads.starts[ci]
@@ -273,9 +278,7 @@ def replace(sel: Selection, new: Payloads,
     new_len = new.lengths[ci]
     new_cap = pre.copy()
     new_cap[rows] += new_len + suffix
-    out_off = np.zeros(n, np.int64)
-    if n > 1:
-        np.cumsum(new_cap[:-1], out=out_off[1:])
+    out_off = packed_starts(new_cap)
     out = np.empty(int(new_cap.sum()), np.uint8)
     gather = backend.capture.gather
     src = np.ascontiguousarray(batch.data)

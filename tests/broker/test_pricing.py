@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from marketplace import T0
 
+from broker.catalog import SERVICE_NAMES, known_services, parse_chain
 from broker.currency import Money
+from broker.errors import InvalidInput
 from broker.models import PricePolicy, ServiceRequest
 from broker.pricing import buyer_offer, concession, list_price, reservation_price, seller_ask
+from engine.services import available
 
 POLICY = PricePolicy(currency="EUR", per_gb_minor=250, per_mbps_hour_minor=7,
                      reservation_ppm=750_000, concession_beta_ppm=1_000_000)
@@ -51,12 +55,16 @@ def test_money_keeps_its_currency_and_exactness():
     assert str(Money(5, "JPY")) == "5 JPY"
     assert str(Money(1, "BHD")) == "0.001 BHD"
     assert Money(1, "EUR") + Money(2, "EUR") == Money(3, "EUR")
-    import pytest
-
-    from broker.errors import InvalidInput
     with pytest.raises(InvalidInput):
         Money(1, "EUR") + Money(1, "USD")
     with pytest.raises(InvalidInput):
         Money(1.0, "EUR")
     with pytest.raises(InvalidInput):
         Money(1, "XXX")
+
+
+def test_the_catalog_knows_the_engines_services():
+
+    assert set(SERVICE_NAMES) <= set(available())
+    assert set(available()) <= set(known_services())
+    assert parse_chain(" anonymize , checksum ") == ("anonymize", "checksum")
