@@ -62,6 +62,10 @@ class CaptureWriter:
             os.fchmod(fd, stat.S_IMODE(existing.st_mode) if existing else 0o666 & ~_umask())
             self._file = os.fdopen(fd, "wb")
         self._header_done = False
+        # Where each snaplen field sits in the file, its value, and the longest packet written
+        # under it: a service may lengthen packets (encrypt, compress), and a reader cuts
+        # records longer than the snaplen, so close() raises the field when it must.
+        self._snaplens: dict[object, list[int]] = {}
 
     # -- context -------------------------------------------------------------------------------
     def __enter__(self) -> CaptureWriter:
@@ -79,6 +83,7 @@ class CaptureWriter:
             return
         if not self._header_done:
             self._write_header(Interface(1))
+        self._raise_snaplens()
         self._file.flush()
         if self._tmp is not None:
             os.fsync(self._file.fileno()) if os.environ.get("PKTX_FSYNC") else None
@@ -87,6 +92,18 @@ class CaptureWriter:
             self._tmp = None
         else:
             self._file.close()
+
+    def _raise_snaplens(self) -> None:
+        stale = [(at, longest) for at, snaplen, longest in self._snaplens.values()
+                 if snaplen and longest > snaplen]
+        if not stale or not self._file.seekable():
+            return
+        self._file.flush()
+        end = self._file.tell()
+        for at, longest in stale:
+            self._file.seek(at)
+            self._file.write(struct.pack("<I", longest))
+        self._file.seek(end)
 
     def abort(self) -> None:
         """Drop what was written (the temporary file); the destination is left untouched."""
@@ -118,6 +135,7 @@ class CaptureWriter:
         if self.format == "pcap":
             magic = F.PCAP_MAGIC_NS if self.ts_resolution == "ns" else F.PCAP_MAGIC_US
             self._linktype = first.linktype
+            self._snaplens["pcap"] = [self.bytes_written + 16, first.snaplen, 0]
             self._emit(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, first.snaplen,
                                    first.linktype))
         else:
@@ -136,12 +154,15 @@ class CaptureWriter:
         n = self.packer.pack_pcap(batch.data, batch.offsets, batch.caplen, batch.origlen,
                                   batch.ts_ns, self.ts_resolution == "ns", out)
         self._emit(memoryview(out)[:n])
+        entry = self._snaplens["pcap"]
+        entry[2] = max(entry[2], int(batch.caplen.max()))
 
     def _write_pcapng(self, batch: PacketBatch) -> None:
         remap = np.empty(len(batch.interfaces), np.uint32)
         for k, iface in enumerate(batch.interfaces):
             if iface not in self._ifaces:
                 self._ifaces[iface] = len(self._ifaces)
+                self._snaplens[self._ifaces[iface]] = [self.bytes_written + 12, iface.snaplen, 0]
                 self._emit(self._idb(iface))
             remap[k] = self._ifaces[iface]
         iface_ids = remap[batch.iface]
@@ -151,6 +172,9 @@ class CaptureWriter:
         n = self.packer.pack_pcapng(batch.data, batch.offsets, batch.caplen, batch.origlen,
                                     ticks, iface_ids, out)
         self._emit(memoryview(out)[:n])
+        for k in np.unique(iface_ids).tolist():
+            entry = self._snaplens[k]
+            entry[2] = max(entry[2], int(batch.caplen[iface_ids == k].max()))
 
     def _idb(self, iface: Interface) -> bytes:
         opts = b""

@@ -645,3 +645,24 @@ def test_interface_of_written_pcapng(tmp_path):
     write_capture(dest, batch, format="pcapng", ts_resolution="ns")
     back = read_capture(dest)
     assert back.interfaces == batch.interfaces and back.same_packets(batch)
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_writer_raises_snaplen_for_packets_made_longer(tmp_path, fmt):
+    # A service may lengthen packets past the source's snaplen (encrypt adds 29 bytes); the
+    # file must still describe them, or readers (libpcap, dpkt) cut them.
+    import dpkt
+
+    from engine.batch import PacketBatch
+    from engine.writer import write_capture
+
+    pkts = [bytes(range(40)) * 3, bytes(100)]
+    batch = PacketBatch.from_packets(pkts, [1_000_000_000, 2_000_000_000], snaplen=100)
+    path = tmp_path / f"long.{fmt}"
+    write_capture(path, batch, format=fmt)
+    back = read_capture(path)
+    assert back.same_packets(batch)
+    assert back.interfaces[0].snaplen == 120
+    with open(path, "rb") as f:
+        reader = dpkt.pcap.Reader(f) if fmt == "pcap" else dpkt.pcapng.Reader(f)
+        assert [bytes(b) for _, b in reader] == pkts
