@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from engine import __version__
 from engine.errors import EngineError
@@ -133,27 +136,56 @@ def cmd_generate(args) -> int:
 # -- demo -------------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from engine.capinfo import capture_info
+    from engine.deliver import deliver
+    from engine.flowhash import flow_hash
     from engine.generate import generate_capture
     from engine.reader import read_capture
 
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="pktx-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     sample = workdir / "sample.pcapng"
-    sys.stdout.write(f"{_version_text()}\n\n")
-    sys.stdout.write(f"1. generating {args.packets} packets in {args.flows} flows -> {sample}\n")
+    sealed = workdir / "sealed.pcapng"
+    opened = workdir / "opened.pcapng"
+    out = sys.stdout.write
+    out(f"{_version_text()}\n\n")
+    out(f"1. generating {args.packets:,} packets in {args.flows} flows -> {sample}\n")
     generate_capture(sample, packets=args.packets, flows=args.flows, seed=args.seed,
                      format="pcapng", ts_resolution="ns")
     batch = read_capture(sample)
-    sys.stdout.write(f"2. read back: {len(batch)} packets, {batch.nbytes} bytes\n")
-    from engine.flowhash import flow_hash
+    out(f"   read back: {len(batch):,} packets, {batch.nbytes:,} bytes, "
+        f"{len(set(flow_hash(batch).tolist())):,} flows by the symmetric 5-tuple hash\n\n")
+    _print_info(capture_info(sample))
+    key = os.urandom(32).hex()
+    steps = [("2.", sample, sealed, "anonymize,encrypt",
+              [f"anonymize.key={os.urandom(32).hex()}", f"encrypt.key={key}", "bind=none"]),
+             ("3.", sealed, opened, "decrypt,checksum", [f"key={key}", "bind=none"])]
+    for label, src, dst, chain, params in steps:
+        out(f"\n{label} pktx deliver {src.name} -> {dst.name} through {chain} on "
+            f"{args.workers} local workers\n")
+        usage = deliver(str(src), str(dst), services=chain, params=params,
+                        workers=args.workers, flow_affinity=True)
+        out(f"   {usage['packets_out']:,} of {usage['packets_in']:,} packets, "
+            f"{usage['bytes_out']:,} bytes in {usage['duration_ns'] / 1e9:.3f} s "
+            f"({usage['mean_rate_bps'] / 1e6:,.0f} Mbit/s), {usage['segments']} segments, "
+            f"workers {dict((k, v['packets']) for k, v in usage['workers'].items())}\n")
+        for service, counters in usage["services"].items():
+            shown = ", ".join(f"{k} {v:,}" for k, v in sorted(counters.items())[:6])
+            out(f"   {service}: {shown}\n")
+    a, b = read_capture(sample), read_capture(opened)
     from engine.flowkeys import flow_keys
 
-    keys = flow_keys(batch)
-    hashes = flow_hash(keys)
-    sys.stdout.write(f"3. flows seen (symmetric 5-tuple hash): {len(set(hashes.tolist()))}\n")
-    sys.stdout.write("4. capture info:\n\n")
-    _print_info(capture_info(sample))
-    return 0
+    ka, kb = flow_keys(a), flow_keys(b)
+    same = len(a) == len(b) and bool((a.caplen == b.caplen).all())
+    payloads_equal = same and all(
+        bytes(a.packet(i)[int(ka.payload_off[i]):]) == bytes(b.packet(i)[int(kb.payload_off[i]):])
+        for i in range(len(a)) if ka.payload_off[i] >= 0)
+    moved = int(np.count_nonzero((ka.src != kb.src).any(axis=1))) if same else 0
+    out(f"\n4. round trip: {len(b):,} packets back; payloads "
+        f"{'identical to the original' if payloads_equal else 'DIFFERENT'}; "
+        f"{moved:,} source addresses anonymized\n")
+    out(f"   files kept in {workdir}\n")
+    same_len = payloads_equal
+    return 0 if same_len else 1
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -199,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--packets", type=_positive_int, default=100_000)
     s.add_argument("--flows", type=_positive_int, default=500)
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--workers", type=_positive_int, default=2)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("deliver", help="run a packet stream through services on workers")
@@ -255,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the next)")
     s.add_argument("--max-idle", type=float, metavar="S",
                    help="give up after S seconds without a dispatcher")
+    s.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("keys", help="CURVE keys for dispatchers and workers")
@@ -346,7 +380,8 @@ def cmd_worker(args) -> int:
                curve_dir=args.curve, curve_name=args.curve_name,
                exit_on_disconnect=args.exit_on_disconnect, max_idle_s=args.max_idle)
     w.install_signal_handlers()
-    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    if not args.quiet:
+        logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     return w.run()
 
 

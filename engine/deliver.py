@@ -186,7 +186,7 @@ class Delivery:
     def _spawn_workers(self, endpoint: str, n: int) -> None:
         cmd = [sys.executable, "-m", "engine.cli", "worker", "--connect", endpoint,
                "--exit-on-disconnect", "--credit", str(self.opts.credit),
-               "--max-idle", "30", *self.opts.worker_args]
+               "--max-idle", "30", "--quiet", *self.opts.worker_args]
         if self.opts.curve_dir:
             cmd += ["--curve", self.opts.curve_dir]
         for i in range(n):
