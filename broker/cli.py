@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import timedelta
 
@@ -28,6 +29,13 @@ def add_broker_commands(subparsers) -> None:
     serve.add_argument("--port", type=int, default=8040, help="port to listen on (8040)")
     serve.add_argument("--reputation-half-life-days", type=float, default=90.0,
                        help="age at which a rating counts half (90)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes (1); more serve more requests at once on "
+                            "several cores, SQLite still takes one writer at a time")
+    serve.add_argument("--expire-every", type=float, default=30.0, metavar="SECONDS",
+                       help="how often overdue negotiations are marked expired (30; 0: never)")
+    serve.add_argument("--log-level", default="info",
+                       choices=("critical", "error", "warning", "info", "debug"))
     serve.set_defaults(func=_guard(_serve))
 
     admin = sub.add_parser("admin", help="bootstrap networks, providers, users, devices, keys")
@@ -139,14 +147,31 @@ def _serve(args) -> int:
     import uvicorn
 
     from broker.api import create_app
+    from broker.api.app import ENV_EXPIRE_EVERY, ENV_HALF_LIFE
     from broker.reputation import ReputationPolicy
+    from broker.store import ENV_DB
 
-    store = _store(args)
+    if args.workers < 1:
+        raise BrokerError("--workers is at least 1")
+    if args.expire_every < 0:
+        raise BrokerError("--expire-every is 0 (never) or a number of seconds")
+    store = _store(args)  # migrates the store once, before any worker starts
     policy = ReputationPolicy(half_life=timedelta(days=args.reputation_half_life_days))
     sys.stderr.write(f"pktx broker: serving {store.backend} store on "
-                     f"http://{args.host}:{args.port} (OpenAPI at /docs)\n")
-    uvicorn.run(create_app(store, reputation_policy=policy), host=args.host, port=args.port,
-                log_level="info")
+                     f"http://{args.host}:{args.port} with {args.workers} worker(s) "
+                     f"(OpenAPI at /docs)\n")
+    common = {"host": args.host, "port": args.port, "log_level": args.log_level}
+    if args.workers == 1:
+        uvicorn.run(create_app(store, reputation_policy=policy,
+                               expire_every=args.expire_every or None), **common)
+        return 0
+    # Worker processes build their own app (uvicorn imports a factory in each of them), so
+    # they learn the settings from the environment.
+    store.dispose()
+    os.environ.update({ENV_DB: store.url, ENV_HALF_LIFE: str(args.reputation_half_life_days),
+                       ENV_EXPIRE_EVERY: str(args.expire_every)})
+    uvicorn.run("broker.api.app:app_from_environment", factory=True, workers=args.workers,
+                **common)
     return 0
 
 

@@ -107,7 +107,7 @@ def _one(p: np.ndarray, n: int, fam: int, pr: int, l3: int, l4: int, frag: int,
          fix: bool) -> tuple[int, int]:
     ip_st = NONE
     l4_st = NONE
-    if fam == 4 and 0 <= l3 and l3 + 20 <= n:
+    if fam == 4 and l3 >= 0 and l3 + 20 <= n:
         ihl = (int(p[l3]) & 0x0F) * 4
         ip_len = _be16(p, l3 + 2)
         if ihl < 20:
@@ -119,7 +119,7 @@ def _one(p: np.ndarray, n: int, fam: int, pr: int, l3: int, l4: int, frag: int,
             if fix:
                 _put16(p, l3 + 10, 0)
                 _put16(p, l3 + 10, internet_checksum(p, l3, ihl))
-    elif fam == 6 and 0 <= l3 and l3 + 40 <= n:
+    elif fam == 6 and l3 >= 0 and l3 + 40 <= n:
         ip_len = 40 + _be16(p, l3 + 4)
     else:
         return ip_st, l4_st

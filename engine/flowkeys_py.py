@@ -75,7 +75,7 @@ def extract_flow_keys(data, offsets, caplen, linktypes, family, proto, src, dst,
         start = int(offsets[i])
         n = min(int(caplen[i]), _INT32_MAX)
         k = _Keys()
-        if 0 <= start and start + n <= size:
+        if start >= 0 and start + n <= size:
             _packet(mv, start, n, int(linktypes[i]), k)
         family[i] = k.family
         proto[i] = k.proto
@@ -291,7 +291,7 @@ def _packet(b, base: int, n: int, lt: int, k: _Keys) -> None:
             k.sport = be16(q)
         if q + 4 <= n:
             k.dport = be16(q + 2)
-    elif nh == IPPROTO_ICMP or nh == IPPROTO_ICMPV6:
+    elif nh in (IPPROTO_ICMP, IPPROTO_ICMPV6):
         if q + 1 <= n:
             k.sport = b[base + q]
         if q + 2 <= n:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
@@ -14,10 +19,16 @@ from starlette.exceptions import HTTPException
 
 from broker.actors import Actor, authenticate
 from broker.errors import BrokerError
+from broker.negotiation import expire_overdue
 from broker.reputation import DEFAULT_POLICY, ReputationPolicy
-from broker.store import Store
+from broker.store import ENV_DB, Store
 
 log = logging.getLogger(__name__)
+
+# What `app_from_environment` reads: how `pktx broker serve --workers N` configures each worker.
+ENV_HALF_LIFE = "PKTX_BROKER_HALF_LIFE_DAYS"
+ENV_EXPIRE_EVERY = "PKTX_BROKER_EXPIRE_EVERY"
+EXPIRE_EVERY = 30.0
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer pktx_<prefix>_<secret>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -50,12 +61,53 @@ def _field(loc) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
-def create_app(store: Store, *, reputation_policy: ReputationPolicy = DEFAULT_POLICY) -> FastAPI:
+def expire_negotiations(store: Store) -> int:
+    """Mark every open negotiation past its deadline expired (one transaction); how many."""
+    with store.write() as session:
+        return expire_overdue(session)
+
+
+async def _expire_periodically(store: Store, every: float) -> None:
+    """Run `expire_negotiations` every ``every`` seconds, off the event loop, until cancelled.
+
+    A failed round (the database away for a moment) is logged and the next one tried: a
+    negotiation past its deadline already reads as expired, this only writes it down.
+    """
+    while True:
+        try:
+            expired = await asyncio.to_thread(expire_negotiations, store)
+        except Exception:
+            log.exception("expiring overdue negotiations failed; trying again in %g s", every)
+        else:
+            if expired:
+                log.info("expired %d overdue negotiation(s)", expired)
+        await asyncio.sleep(every)
+
+
+def create_app(store: Store, *, reputation_policy: ReputationPolicy = DEFAULT_POLICY,
+               expire_every: float | None = EXPIRE_EVERY) -> FastAPI:
+    """The API over ``store``; while it runs, overdue negotiations are expired every
+    ``expire_every`` seconds (None or 0: never)."""
     from broker.api.routes_directory import router as directory
     from broker.api.routes_market import router as market
     from broker.api.routes_outcomes import router as outcomes
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if expire_every:
+            task = asyncio.create_task(_expire_periodically(store, expire_every),
+                                       name="pktx-expire-negotiations")
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     app = FastAPI(
+        lifespan=lifespan,
         title="packet-exchange broker",
         version="0.1.0",
         description="The market for packet-processing services: requests, negotiation, "
@@ -102,3 +154,13 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy = DEFAULT_PO
         return {"status": "ok", "database": store.backend, "revision": store.revision()}
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``pktx broker serve --workers N`` (a uvicorn factory):
+    the store from ``$PKTX_BROKER_DB``, the half-life and the expiry period from the
+    environment the command set before starting the workers."""
+    policy = ReputationPolicy(half_life=timedelta(days=float(os.environ.get(ENV_HALF_LIFE, 90))))
+    every = float(os.environ.get(ENV_EXPIRE_EVERY, EXPIRE_EVERY))
+    return create_app(Store(os.environ.get(ENV_DB) or None, migrate=False),
+                      reputation_policy=policy, expire_every=every or None)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import naive
 from engine import backend, checksum_py
 from engine.batch import PacketBatch
 from engine.checksum import (
@@ -29,6 +29,8 @@ from engine.errors import CaptureError
 from engine.flowkeys import flow_keys
 
 CORPUS = Path(__file__).parents[2] / ".." / "shared" / "corpus"
+# Explicit addresses: left out, scapy would look the MAC of the IP destination up (ARP).
+MACS = {"dst": "02:00:00:00:00:01", "src": "02:00:00:00:00:02"}
 
 
 def _impl_id(mod) -> str:
@@ -157,7 +159,7 @@ def scapy_packets(draw):
         for ext in draw(st.lists(st.sampled_from([IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt]),
                                  max_size=2)):
             ip = ip / ext()
-    link = Ether() / Dot1Q(vlan=7) if draw(st.booleans()) else Ether()
+    link = Ether(**MACS) / Dot1Q(vlan=7) if draw(st.booleans()) else Ether(**MACS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return bytes(link / ip / l4 / payload)
@@ -210,12 +212,12 @@ def test_special_cases(impl):
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
 
-    zero4 = bytearray(bytes(Ether() / IP() / UDP() / b"data"))
+    zero4 = bytearray(bytes(Ether(**MACS) / IP() / UDP() / b"data"))
     zero4[14 + 20 + 6 : 14 + 20 + 8] = b"\0\0"
-    zero6 = bytearray(bytes(Ether() / IPv6() / UDP() / b"data"))
+    zero6 = bytearray(bytes(Ether(**MACS) / IPv6() / UDP() / b"data"))
     zero6[14 + 40 + 6 : 14 + 40 + 8] = b"\0\0"
-    good6 = bytes(Ether() / IPv6() / UDP() / b"data")
-    whole = bytes(Ether() / IP() / UDP() / (b"x" * 100))
+    good6 = bytes(Ether(**MACS) / IPv6() / UDP() / b"data")
+    whole = bytes(Ether(**MACS) / IP() / UDP() / (b"x" * 100))
     short_ip = bytearray(whole)
     short_ip[16:18] = (20 + 4).to_bytes(2, "big")  # IP total length leaves no room for UDP
     batch = PacketBatch.from_packets(
@@ -231,7 +233,7 @@ def test_recompute_needs_a_writable_buffer(impl):
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
-    batch = PacketBatch.from_packets([bytes(Ether() / IP() / UDP())])
+    batch = PacketBatch.from_packets([bytes(Ether(**MACS) / IP() / UDP())])
     received = PacketBatch.from_frames([bytes(f) for f in batch.to_frames()])
     assert verify_checksums(received, impl=impl).l4[0] == GOOD
     with pytest.raises(ValueError, match="writable"):
@@ -247,7 +249,8 @@ def test_recompute_through_a_view_changes_the_shared_buffer(impl):
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    pkts = [bytearray(bytes(Ether() / IP(dst=f"10.0.0.{i}") / TCP(dport=i))) for i in range(4)]
+    pkts = [bytearray(bytes(Ether(**MACS) / IP(dst=f"10.0.0.{i}") / TCP(dport=i)))
+            for i in range(4)]
     for p in pkts:
         p[-1] ^= 0xFF  # break every TCP checksum
     batch = PacketBatch.from_packets([bytes(p) for p in pkts])

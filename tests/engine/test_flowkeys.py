@@ -7,18 +7,20 @@ import struct
 import warnings
 from pathlib import Path
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import naive
 from engine import backend
 from engine.batch import Interface, PacketBatch
 from engine.errors import CaptureError
 from engine.flowkeys import FlowKeys, extract, flow_keys
 
 CORPUS = Path(__file__).parents[2] / ".." / "shared" / "corpus"
+# Explicit addresses: left out, scapy would look the MAC of the IP destination up (ARP).
+MACS = {"dst": "02:00:00:00:00:01", "src": "02:00:00:00:00:02"}
 SUPPORTED = (0, 1, 101, 108, 113, 228, 229, 276)
 LINKTYPES = (*SUPPORTED, 9, 105, 127, 12345)  # and a few we do not parse
 
@@ -269,8 +271,8 @@ def test_link_layers_and_tags(impl):
     v4 = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1234, dport=80))
     v6 = bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=53, dport=5353))
     cases = [
-        (bytes(Ether() / Dot1AD(vlan=10) / Dot1Q(vlan=20, type=0x0800)) + v4, 1),
-        (bytes(Ether(type=0x9100) / Dot1Q(vlan=20, type=0x0800)) + v4, 1),
+        (bytes(Ether(**MACS) / Dot1AD(vlan=10) / Dot1Q(vlan=20, type=0x0800)) + v4, 1),
+        (bytes(Ether(type=0x9100, **MACS) / Dot1Q(vlan=20, type=0x0800)) + v4, 1),
         (b"\x02\x00\x00\x00" + v4, 0),
         (b"\x00\x00\x00\x02" + v4, 0),
         (b"\x00\x00\x00\x1e" + v6, 108),
@@ -301,7 +303,8 @@ def test_views_and_read_only_buffers(impl):
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
-    pkts = [bytes(Ether() / IP(src=f"10.0.0.{i}") / UDP(sport=i, dport=2 * i)) for i in range(6)]
+    pkts = [bytes(Ether(**MACS) / IP(src=f"10.0.0.{i}") / UDP(sport=i, dport=2 * i))
+            for i in range(6)]
     batch = PacketBatch.from_packets(pkts)
     received = PacketBatch.from_frames([bytes(f) for f in batch.to_frames()])
     assert not received.data.flags.writeable

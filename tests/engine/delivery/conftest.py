@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-CORPUS = ROOT.parent / "shared" / "corpus"
 
 sys.path.insert(0, str(HERE))
 from svc_fixtures import EXTRA  # noqa: E402
@@ -32,42 +28,6 @@ def _test_services(monkeypatch):
     yield
     _registry.cache_clear()
     service_class.cache_clear()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pktx_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *map(str, args)]
-
-
-def start_worker(endpoint: str, *extra, name: str | None = None, stderr=None) -> subprocess.Popen:
-    cmd = pktx_cmd("worker", "--connect", endpoint, "--max-idle", "60", *extra)
-    if name:
-        cmd += ["--name", name]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=stderr)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import CORPUS, pktx_cmd
+from delivery_support import CORPUS, pktx_cmd
 
 from engine.deliver import deliver
 from engine.flowhash import flow_hash

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import zmq
-from conftest import free_port, start_worker, stop, wait_for
+from delivery_support import free_port, start_worker, stop, wait_for
 
 from engine import protocol as P
 from engine.batch import PacketBatch

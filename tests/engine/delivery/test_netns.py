@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import free_port
+from delivery_support import free_port
 
 # Addresses of our own test hosts, inside namespaces this test creates and removes.
 NET = "10.231"

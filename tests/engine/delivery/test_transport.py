@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, pktx_cmd, start_worker, stop, wait_for
+from delivery_support import free_port, pktx_cmd, start_worker, stop, wait_for
 
 from engine.curve import generate_keys
 from engine.deliver import Delivery, DeliveryOptions, deliver

@@ -1,0 +1,409 @@
+"""``pktx bench broker``: the broker's speed targets, measured on a market built for the purpose.
+
+Three numbers, each against the target the issue sets: closing a sealed-bid auction of 10,000
+bids (scoring with every bidder's reputation, second-price payments, every bid's outcome written,
+the award made, committed); bid submission over HTTP to a real ``uvicorn`` server on a SQLite
+file from concurrent clients, each bid one idempotent POST, with the bids counted in the store
+afterwards; and the auction view of 1,000 bidders with each one's reputation (score and count).
+
+The market: a home network with one user, and a second network of providers that offer every
+service, most of them rated before (1 to 5 earlier awards each, rated over the past year), so that
+the reputations are computed from real rows. Directory rows are bulk-inserted (building 10,000
+providers one API call at a time would measure the directory, not the auction); what is measured
+runs through the broker's own functions and HTTP API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+CLOSE_BIDS = 10_000
+VIEW_BIDDERS = 1_000
+HTTP_CLIENTS = 16
+HTTP_SECONDS = 10.0
+HTTP_REPLAY_EVERY = 10  # every n-th bid is POSTed twice with its key: a client's retry
+
+TARGET_CLOSE_S = 0.200
+TARGET_HTTP_RPS = 300.0
+TARGET_VIEW_S = 0.050
+
+SERVICES = "anonymize,checksum"  # the home provider lacks anonymize: the request is brokered
+
+
+@dataclass
+class Scene:
+    """Ids (and, for HTTP, API tokens) of the market built by `build_market`."""
+
+    store: object
+    admin_id: int
+    home_id: int
+    user_id: int
+    device_id: int
+    providers: list[int]
+    tokens: dict[int, str] = field(default_factory=dict)
+
+
+def _bulk(session, model, rows: list[dict]) -> None:
+    from sqlalchemy import insert
+
+    for i in range(0, len(rows), 5000):
+        session.execute(insert(model), rows[i:i + 5000])
+
+
+def build_market(url: str, providers: int, *, tokens: bool = False, seed: int = 7,
+                 now: datetime | None = None) -> Scene:
+    """A store at ``url`` with ``providers`` bidders (and their API keys when ``tokens``)."""
+    from sqlalchemy import select
+
+    from broker.actors import Actor
+    from broker.directory import add_device, create_admin, create_network, create_provider, \
+        create_user
+    from broker.models import ApiKey, Award, PricePolicy, Provider, ProviderService, Rating
+    from broker.requests import submit_request
+    from broker.store import Store
+
+    now = now or datetime.now(UTC)
+    rng = random.Random(seed)
+    store = Store(url)
+    with store.write() as s:
+        admin = Actor("admin", create_admin(s, "bench-admin").id)
+        home_net = create_network(s, admin, "home-net").id
+        home = create_provider(s, admin, network_id=home_net, name="home",
+                               services="identity,checksum", capacity_bps=10**12, currency="EUR",
+                               per_gb_minor=100, per_mbps_hour_minor=10).id
+        user = create_user(s, admin, name="alice", home_provider_id=home).id
+        device = add_device(s, admin, user_id=user, name="alice-phone").id
+        far = create_network(s, admin, "far-net").id
+        first = (s.scalar(select(Provider.id).order_by(Provider.id.desc()).limit(1)) or 0) + 1
+        ids = list(range(first, first + providers))
+        created = now - timedelta(days=400)
+        _bulk(s, Provider, [{"id": i, "network_id": far, "name": f"bidder-{i}",
+                             "capacity_bps": 10**12, "created_at": created} for i in ids])
+        _bulk(s, ProviderService, [{"provider_id": i, "service": name} for i in ids
+                                   for name in ("identity", "checksum", "anonymize")])
+        _bulk(s, PricePolicy, [{"provider_id": i, "currency": "EUR", "per_gb_minor": 100,
+                                "per_mbps_hour_minor": 10, "reservation_ppm": 800_000,
+                                "concession_beta_ppm": 1_000_000, "mode": "policy"}
+                               for i in ids])
+    device_actor = Actor("device", device, user_id=user, device_id=device)
+    with store.write() as s:
+        past = submit_request(s, device_actor, services=SERVICES, volume_bytes=10**9,
+                              now=now - timedelta(days=366)).id
+        awards, ratings = [], []
+        for i in ids:
+            if rng.random() < 0.1:  # one in ten is a newcomer
+                continue
+            for _ in range(rng.randint(1, 5)):
+                at = now - timedelta(seconds=rng.randint(3600, 365 * 86400))
+                awards.append({"id": len(awards) + 1, "request_id": past, "provider_id": i,
+                               "home_provider_id": home, "source": "auction",
+                               "price_minor": 100, "currency": "EUR", "services": SERVICES,
+                               "volume_bytes": 10**9, "status": "delivered", "created_at": at})
+                ratings.append({"award_id": len(awards), "direction": "service",
+                                "user_id": user, "provider_id": i,
+                                "score": rng.choice((100, 100, 90, 80, 60, 20, 0)),
+                                "comment": "", "rated_at": at, "created_at": at})
+        _bulk(s, Award, awards)
+        _bulk(s, Rating, ratings)
+    scene = Scene(store, admin.id, home, user, device, ids)
+    if tokens:
+        rows = []
+        for i in ids:
+            prefix = secrets.token_hex(6)
+            token = f"pktx_{prefix}_{secrets.token_urlsafe(32)}"
+            scene.tokens[i] = token
+            rows.append({"prefix": prefix, "secret_sha256": hashlib.sha256(token.encode())
+                         .hexdigest(), "label": "bench", "provider_id": i, "created_at": now})
+        with store.write() as s:
+            _bulk(s, ApiKey, rows)
+    return scene
+
+
+def new_auction(scene: Scene, *, opens_at: datetime, closes_at: datetime,
+                quantity: int = 1) -> int:
+    """A brokered one-hour block of anonymize,checksum, auctioned by alice; its id."""
+    from broker.actors import Actor
+    from broker.auctions import open_auction
+    from broker.requests import submit_request
+
+    alice = Actor("device", scene.device_id, user_id=scene.user_id, device_id=scene.device_id)
+    with scene.store.write() as s:
+        starts = closes_at + timedelta(days=1)
+        r = submit_request(s, alice, services=SERVICES, starts_at=starts,
+                           ends_at=starts + timedelta(hours=1), max_rate_bps=10_000_000,
+                           now=opens_at)
+        return open_auction(s, alice, r.id, closes_at=closes_at, reserve_price_minor=100_000,
+                            quantity=quantity, now=opens_at).id
+
+
+def fill_bids(scene: Scene, auction_id: int, providers: list[int], at: datetime,
+              seed: int = 11) -> None:
+    """One sealed bid per provider, inserted in bulk (the close is what is measured)."""
+    from broker.models import Bid
+
+    rng = random.Random(seed)
+    with scene.store.write() as s:
+        _bulk(s, Bid, [{"auction_id": auction_id, "provider_id": p,
+                        "price_minor": rng.randint(10_000, 100_000), "revision": 1,
+                        "created_at": at, "updated_at": at} for p in providers])
+
+
+# -- what is measured --------------------------------------------------------------------------
+def time_close(scene: Scene, bids: int, repeat: int) -> tuple[float, str]:
+    """Best time (s) to close an auction of ``bids`` bids, one fresh auction per run."""
+    from broker.actors import Actor
+    from broker.auctions import close_auction
+
+    alice = Actor("user", scene.user_id, user_id=scene.user_id)
+    best, status = float("inf"), ""
+    base = datetime.now(UTC)
+    for n in range(repeat):
+        opens = base + timedelta(days=n)
+        closes = opens + timedelta(hours=1)
+        auction = new_auction(scene, opens_at=opens, closes_at=closes)
+        fill_bids(scene, auction, scene.providers[:bids], opens + timedelta(minutes=1), seed=n)
+        t0 = time.perf_counter()
+        with scene.store.write() as s:
+            status = close_auction(s, alice, auction, now=closes).status
+        best = min(best, time.perf_counter() - t0)
+    return best, status
+
+
+def time_view(scene: Scene, bidders: int, repeat: int) -> tuple[float, float]:
+    """Best times (s) of the reputations of ``bidders`` providers alone, and of the whole view
+    of a closed auction they bid in (every bid with its bidder's reputation)."""
+    from broker.actors import Actor
+    from broker.auctions import close_auction
+    from broker.reputation import provider_reputations
+    from broker.views import auction_view
+
+    alice = Actor("user", scene.user_id, user_id=scene.user_id)
+    opens = datetime.now(UTC) + timedelta(days=1000)
+    closes = opens + timedelta(hours=1)
+    auction = new_auction(scene, opens_at=opens, closes_at=closes)
+    fill_bids(scene, auction, scene.providers[:bidders], opens + timedelta(minutes=1))
+    with scene.store.write() as s:
+        close_auction(s, alice, auction, now=closes)
+    wanted = scene.providers[:bidders]
+    lookups = view = float("inf")
+    for _ in range(repeat):
+        with scene.store.read() as s:
+            t0 = time.perf_counter()
+            reps = provider_reputations(s, wanted, now=closes)
+            lookups = min(lookups, time.perf_counter() - t0)
+        assert len(reps) == bidders
+        with scene.store.read() as s:
+            t0 = time.perf_counter()
+            shown = auction_view(s, alice, auction, now=closes)
+            view = min(view, time.perf_counter() - t0)
+        assert len(shown["bids"]) == bidders
+    return lookups, view
+
+
+# -- bids over HTTP ----------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(url: str, *, workers: int = 1):
+    """``pktx broker serve`` on a random loopback port, as a subprocess; yields its base URL."""
+    import httpx
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "broker.cli", "broker", "serve", "--db", url, "--host", "127.0.0.1",
+           "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the broker server exited: {proc.stderr.read().decode()}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the broker server did not answer within 60 s")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class HttpResult:
+    requests: int
+    seconds: float
+    bids_sent: int
+    replays: int
+    errors: int
+    stored: int
+    revisions_above_one: int
+    distinct_providers: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def exact(self) -> bool:
+        return (self.errors == 0 and self.stored == self.bids_sent == self.distinct_providers
+                and self.revisions_above_one == 0)
+
+
+def _client(base: str, auction: int, jobs: list[tuple[int, str, int]], stop_at: float,
+            out: dict, lock: threading.Lock) -> None:
+    import httpx
+
+    sent = replays = errors = requests = 0
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for n, (provider, token, price) in enumerate(jobs):
+            if time.perf_counter() >= stop_at:
+                break
+            headers = {"Authorization": f"Bearer {token}",
+                       "Idempotency-Key": f"bid-{auction}-{provider}"}
+            body = {"provider_id": provider, "price_minor": price}
+            times = 2 if n % HTTP_REPLAY_EVERY == HTTP_REPLAY_EVERY - 1 else 1
+            for _ in range(times):
+                for _attempt in range(5):
+                    requests += 1
+                    try:
+                        r = http.post(f"/v1/auctions/{auction}/bids", json=body, headers=headers)
+                    except httpx.TransportError:
+                        errors += 1
+                        continue
+                    if r.status_code == 201:
+                        break
+                    errors += 1
+            sent += 1
+            replays += times - 1
+    with lock:
+        for k, v in (("sent", sent), ("replays", replays), ("errors", errors),
+                     ("requests", requests)):
+            out[k] = out.get(k, 0) + v
+
+
+def http_bids(scene: Scene, url: str, *, clients: int, seconds: float,
+              workers: int = 1) -> HttpResult:
+    """Concurrent clients POST one bid each per provider for ``seconds``; then count them."""
+    from sqlalchemy import func, select
+
+    from broker.models import Bid
+
+    now = datetime.now(UTC)
+    auction = new_auction(scene, opens_at=now - timedelta(seconds=1),
+                          closes_at=now + timedelta(hours=1))
+    rng = random.Random(5)
+    jobs = [(p, scene.tokens[p], rng.randint(10_000, 100_000)) for p in scene.providers]
+    shares = [jobs[i::clients] for i in range(clients)]
+    out: dict = {}
+    lock = threading.Lock()
+    with running_server(url, workers=workers) as base:
+        import httpx
+
+        with httpx.Client(base_url=base) as warm:  # the first request pays for imports
+            warm.get("/healthz")
+        stop_at = time.perf_counter() + seconds
+        threads = [threading.Thread(target=_client, args=(base, auction, share, stop_at, out,
+                                                          lock)) for share in shares]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+    with scene.store.read() as s:
+        stored = s.scalar(select(func.count()).select_from(Bid).where(Bid.auction_id == auction))
+        distinct = s.scalar(select(func.count(func.distinct(Bid.provider_id))).where(
+            Bid.auction_id == auction))
+        revised = s.scalar(select(func.count()).select_from(Bid).where(
+            Bid.auction_id == auction, Bid.revision > 1))
+    return HttpResult(out.get("requests", 0), elapsed, out.get("sent", 0),
+                      out.get("replays", 0), out.get("errors", 0), stored, revised, distinct)
+
+
+def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None, *,
+        http_seconds: float = HTTP_SECONDS, http_clients: int = HTTP_CLIENTS,
+        workdir: str | None = None) -> int:
+    """Print the table; ``packets`` and ``stream_gb`` do not apply to the broker."""
+    del packets, stream_gb
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out) if out else Console()
+    tmp = tempfile.TemporaryDirectory(prefix="pktx-bench-broker-", dir=workdir)
+    url = f"sqlite:///{os.path.join(tmp.name, 'broker.sqlite3')}"
+    with console.status(f"building a market of {CLOSE_BIDS:,} providers"):
+        scene = build_market(url, CLOSE_BIDS, tokens=True)
+    with console.status(f"closing auctions of {CLOSE_BIDS:,} bids"):
+        close_s, status = time_close(scene, CLOSE_BIDS, repeat)
+    with console.status(f"auction view of {VIEW_BIDDERS:,} bidders"):
+        lookup_s, view_s = time_view(scene, VIEW_BIDDERS, repeat)
+    with console.status(f"bids over HTTP, {http_clients} clients, {http_seconds:g} s"):
+        http = http_bids(scene, url, clients=http_clients, seconds=http_seconds)
+    scene.store.dispose()
+
+    table = Table(title=f"pktx bench broker: SQLite file, best of {repeat} "
+                        f"(HTTP: {http_clients} clients for {http_seconds:g} s)")
+    table.add_column("what")
+    table.add_column("measured", justify="right")
+    table.add_column("target", justify="right")
+    table.add_row(f"close an auction of {CLOSE_BIDS:,} bids ({status}, committed)",
+                  f"{close_s * 1e3:.0f} ms", f"< {TARGET_CLOSE_S * 1e3:.0f} ms")
+    table.add_row(f"bids over HTTP ({http.requests:,} POSTs, {http.replays:,} of them retries)",
+                  f"{http.rps:,.0f} req/s", f">= {TARGET_HTTP_RPS:.0f} req/s")
+    table.add_row(f"bids stored / distinct bids sent / errors",
+                  f"{http.stored:,} / {http.bids_sent:,} / {http.errors}", "equal / 0")
+    table.add_row(f"reputations of {VIEW_BIDDERS:,} providers",
+                  f"{lookup_s * 1e3:.1f} ms", f"< {TARGET_VIEW_S * 1e3:.0f} ms")
+    table.add_row(f"whole auction view of {VIEW_BIDDERS:,} bids with reputations",
+                  f"{view_s * 1e3:.1f} ms", "")
+    console.print(table)
+    checks = [
+        (f"closing an auction of {CLOSE_BIDS:,} bids < 200 ms", close_s < TARGET_CLOSE_S),
+        ("bid submission over HTTP >= 300 requests/s sustained", http.rps >= TARGET_HTTP_RPS),
+        ("no bid lost or duplicated", http.exact),
+        (f"reputation lookups for {VIEW_BIDDERS:,} providers in one auction view < 50 ms",
+         view_s < TARGET_VIEW_S),
+    ]
+    for name, ok in checks:
+        console.print(f"  [{'green' if ok else 'red'}]{'met' if ok else 'MISSED'}[/] {name}")
+    import sqlalchemy
+
+    console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+                  f"{platform.python_implementation()} {platform.python_version()}, "
+                  f"SQLAlchemy {sqlalchemy.__version__}, SQLite {_sqlite_version()}")
+    tmp.cleanup()
+    return 0
+
+
+def _sqlite_version() -> str:
+    import sqlite3
+
+    return sqlite3.sqlite_version
