@@ -277,8 +277,10 @@ class HttpResult:
                 and self.revisions_above_one == 0)
 
 
-def _client(base: str, auction: int, jobs: list[tuple[int, str, int]], stop_at: float,
-            out: dict, lock: threading.Lock) -> None:
+def _post_bids(base: str, auction: int, jobs: list[tuple[int, str, int]], stop_at: float,
+               counts: dict, lock: threading.Lock) -> None:
+    """One client: each bid one POST with its own idempotency key, every n-th sent twice
+    (a retry, which must not make a second bid); failures are retried with the same key."""
     import httpx
 
     sent = replays = errors = requests = 0
@@ -306,12 +308,36 @@ def _client(base: str, auction: int, jobs: list[tuple[int, str, int]], stop_at: 
     with lock:
         for k, v in (("sent", sent), ("replays", replays), ("errors", errors),
                      ("requests", requests)):
-            out[k] = out.get(k, 0) + v
+            counts[k] = counts.get(k, 0) + v
 
 
-def http_bids(scene: Scene, url: str, *, clients: int, seconds: float,
+def _client_process(base: str, auction: int, shares: list, seconds: float, ready, go,
+                    results) -> None:
+    """A process of ``len(shares)`` client threads; starts when ``go`` is set."""
+    import httpx
+
+    httpx.Client().close()  # imports done before the clock starts
+    ready.set()
+    go.wait()
+    stop_at = time.perf_counter() + seconds
+    counts: dict = {}
+    lock = threading.Lock()
+    threads = [threading.Thread(target=_post_bids, args=(base, auction, share, stop_at, counts,
+                                                         lock)) for share in shares]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put(counts)
+
+
+def http_bids(scene: Scene, url: str, *, clients: int, seconds: float, processes: int = 4,
               workers: int = 1) -> HttpResult:
-    """Concurrent clients POST one bid each per provider for ``seconds``; then count them."""
+    """``clients`` concurrent clients (threads spread over ``processes`` processes, so that
+    the clients' own CPU is not one interpreter's) POST one bid per provider for ``seconds``
+    against ``pktx broker serve``; then the bids are counted in the store."""
+    import multiprocessing
+
     from sqlalchemy import func, select
 
     from broker.models import Bid
@@ -322,30 +348,38 @@ def http_bids(scene: Scene, url: str, *, clients: int, seconds: float,
     rng = random.Random(5)
     jobs = [(p, scene.tokens[p], rng.randint(10_000, 100_000)) for p in scene.providers]
     shares = [jobs[i::clients] for i in range(clients)]
-    out: dict = {}
-    lock = threading.Lock()
+    processes = max(1, min(processes, clients))
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
     with running_server(url, workers=workers) as base:
-        import httpx
-
-        with httpx.Client(base_url=base) as warm:  # the first request pays for imports
-            warm.get("/healthz")
-        stop_at = time.perf_counter() + seconds
-        threads = [threading.Thread(target=_client, args=(base, auction, share, stop_at, out,
-                                                          lock)) for share in shares]
+        procs, readies = [], []
+        for i in range(processes):
+            ready = ctx.Event()
+            procs.append(ctx.Process(target=_client_process, args=(
+                base, auction, shares[i::processes], seconds, ready, go, results)))
+            readies.append(ready)
+        for p in procs:
+            p.start()
+        for ready in readies:
+            ready.wait(60)
         t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        go.set()
+        counts: dict = {}
+        for _ in procs:
+            for k, v in results.get(timeout=seconds + 120).items():
+                counts[k] = counts.get(k, 0) + v
         elapsed = time.perf_counter() - t0
+        for p in procs:
+            p.join()
     with scene.store.read() as s:
         stored = s.scalar(select(func.count()).select_from(Bid).where(Bid.auction_id == auction))
         distinct = s.scalar(select(func.count(func.distinct(Bid.provider_id))).where(
             Bid.auction_id == auction))
         revised = s.scalar(select(func.count()).select_from(Bid).where(
             Bid.auction_id == auction, Bid.revision > 1))
-    return HttpResult(out.get("requests", 0), elapsed, out.get("sent", 0),
-                      out.get("replays", 0), out.get("errors", 0), stored, revised, distinct)
+    return HttpResult(counts.get("requests", 0), elapsed, counts.get("sent", 0),
+                      counts.get("replays", 0), counts.get("errors", 0), stored, revised,
+                      distinct)
 
 
 def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None, *,

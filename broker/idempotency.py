@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -49,8 +49,8 @@ def once(session: Session, actor: Actor, key: str | None, operation: str, params
     if not isinstance(key, str) or not 1 <= len(key) <= 200:
         raise InvalidInput("an idempotency key is 1..200 characters", field="idempotency_key")
     print_ = fingerprint(operation, params)
-    record = session.scalar(select(IdempotencyRecord).where(
-        IdempotencyRecord.scope == actor.scope, IdempotencyRecord.key == key))
+    session.flush()
+    record = session.connection().execute(_LOOKUP, {"scope": actor.scope, "key": key}).first()
     if record is not None:
         if record.operation != operation or record.fingerprint != print_:
             raise IdempotencyKeyReused(
@@ -61,8 +61,15 @@ def once(session: Session, actor: Actor, key: str | None, operation: str, params
         assert found is not None, "an idempotent result's resource vanished"
         return found
     result = run()
-    session.add(IdempotencyRecord(scope=actor.scope, key=key, operation=operation,
-                                  fingerprint=print_, resource_kind=model.__tablename__,
-                                  resource_id=result.id))
     session.flush()
+    session.connection().execute(_RECORD, {"scope": actor.scope, "key": key, "operation": operation,
+                              "fingerprint": print_, "resource_kind": model.__tablename__,
+                              "resource_id": result.id})
     return result
+
+
+# Built once (Core, no objects): every keyed POST runs the first, every first call the second.
+_LOOKUP = select(IdempotencyRecord.operation, IdempotencyRecord.fingerprint,
+                 IdempotencyRecord.resource_id, IdempotencyRecord.created_at).where(
+    IdempotencyRecord.scope == bindparam("scope"), IdempotencyRecord.key == bindparam("key"))
+_RECORD = insert(IdempotencyRecord.__table__)

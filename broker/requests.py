@@ -10,9 +10,10 @@ providers of other networks.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Connection, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -29,7 +30,9 @@ from broker.models import (
     Device,
     Group,
     PhoneNumber,
+    PricePolicy,
     Provider,
+    ProviderService,
     RequestMember,
     ServiceRequest,
     User,
@@ -149,35 +152,81 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
     return once(session, actor, idempotency_key, "request", params, ServiceRequest, run)
 
 
-def committed_bps(session: Session, provider_id: int, starts_at: datetime | None,
+def _committed(bounded: bool):
+    rate = func.coalesce(Award.max_rate_bps, Award.min_rate_bps, 0)
+    conditions = [Award.provider_id == bindparam("provider"), Award.status == "active",
+                  or_(Award.ends_at.is_(None), Award.ends_at > bindparam("start"))]
+    if bounded:
+        conditions.append(or_(Award.starts_at.is_(None), Award.starts_at < bindparam("end")))
+    return select(func.coalesce(func.sum(rate), 0)).where(*conditions)
+
+
+# Built once: eligibility is checked on every bid, the broker's most frequent write.
+_COMMITTED = {False: _committed(False), True: _committed(True)}
+
+
+def committed_bps(session: Session | Connection, provider_id: int, starts_at: datetime | None,
                   ends_at: datetime | None, now: datetime) -> int:
     """The rate a provider has promised to active awards overlapping ``[starts_at, ends_at)``.
 
     A volume request (no block) runs from now until delivered, so it overlaps everything
     that has not ended.
     """
-    start = starts_at or now
-    rate = func.coalesce(Award.max_rate_bps, Award.min_rate_bps, 0)
-    conditions = [Award.provider_id == provider_id, Award.status == "active",
-                  or_(Award.ends_at.is_(None), Award.ends_at > start)]
+    params = {"provider": provider_id, "start": starts_at or now}
     if ends_at is not None:
-        conditions.append(or_(Award.starts_at.is_(None), Award.starts_at < ends_at))
-    return session.scalar(select(func.coalesce(func.sum(rate), 0)).where(*conditions))
+        params["end"] = ends_at
+    return session.scalar(_COMMITTED[ends_at is not None], params)
 
 
-def why_not(session: Session, provider: Provider, request: ServiceRequest,
+@dataclass(frozen=True)
+class Capability:
+    """What a provider's eligibility for a request is judged on."""
+
+    provider_id: int
+    network_id: int
+    capacity_bps: int
+    currency: str
+    services: frozenset[str]
+
+
+_CAPABILITY = (select(Provider.network_id, Provider.capacity_bps, PricePolicy.currency,
+                      ProviderService.service)
+               .join(PricePolicy, PricePolicy.provider_id == Provider.id)
+               .outerjoin(ProviderService, ProviderService.provider_id == Provider.id)
+               .where(Provider.id == bindparam("provider")))
+
+
+def capability(session: Session | Connection, provider_id: int) -> Capability | None:
+    """A provider's `Capability` in one query (None when there is no such provider)."""
+    rows = session.execute(_CAPABILITY, {"provider": provider_id}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return Capability(provider_id, first.network_id, first.capacity_bps, first.currency,
+                      frozenset(r.service for r in rows if r.service is not None))
+
+
+def why_not(session: Session | Connection, provider: Provider | Capability, request,
             now: datetime) -> str | None:
-    """Why ``provider`` cannot take ``request``, or None when it can."""
-    missing = [s for s in request.service_chain if s not in provider.service_names]
+    """Why ``provider`` cannot take ``request``, or None when it can.
+
+    ``request`` is a `ServiceRequest` or anything with its ``services``, ``starts_at``,
+    ``ends_at``, ``min_rate_bps``, ``max_rate_bps`` and ``currency``.
+    """
+    if isinstance(provider, Provider):
+        provider = Capability(provider.id, provider.network_id, provider.capacity_bps,
+                              provider.policy.currency, frozenset(provider.service_names))
+    missing = [s for s in request.services.split(",") if s not in provider.services]
     if missing:
-        return f"provider {provider.id} does not offer {', '.join(missing)}"
-    spare = provider.capacity_bps - committed_bps(session, provider.id, request.starts_at,
-                                                  request.ends_at, now)
-    if required_rate_bps(request) > spare:
-        return (f"provider {provider.id} has {max(spare, 0)} bit/s spare, the request needs "
-                f"{required_rate_bps(request)}")
-    if provider.policy.currency != request.currency:
-        return f"provider {provider.id} quotes in {provider.policy.currency}, not " \
+        return f"provider {provider.provider_id} does not offer {', '.join(missing)}"
+    needed = required_rate_bps(request)
+    spare = provider.capacity_bps - committed_bps(session, provider.provider_id,
+                                                  request.starts_at, request.ends_at, now)
+    if needed > spare:
+        return (f"provider {provider.provider_id} has {max(spare, 0)} bit/s spare, the request "
+                f"needs {needed}")
+    if provider.currency != request.currency:
+        return f"provider {provider.provider_id} quotes in {provider.currency}, not " \
                f"{request.currency}"
     return None
 

@@ -1,7 +1,8 @@
 """Where the market is kept: engine and session creation, migrations applied on first use.
 
 A SQLite file by default (WAL, foreign keys on, writers take the lock up front with
-``BEGIN IMMEDIATE`` so two writers never deadlock upgrading a read lock); PostgreSQL by URL
+``BEGIN IMMEDIATE`` so two writers never deadlock upgrading a read lock, and the threads of one
+process queue for it on a lock of their own, see `Store.write`); PostgreSQL by URL
 (``postgresql+psycopg://user@host/db``). Every change runs in one transaction: `Store.write`
 commits when its block ends and rolls everything back when it raises.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -88,6 +90,13 @@ class Store:
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self.engine.execution_options(pktx_write=False),
                                     expire_on_commit=False)
+        # SQLite has one writer at a time, and a writer that finds the file locked polls in
+        # growing sleeps (1, 2, 5, 10... ms: SQLite's busy handler), so threads of one server
+        # that all waited on the file lock would spend most of their time asleep. They queue on
+        # this lock instead and are woken the moment the writer before them commits; the file
+        # lock (and its busy timeout) is left to arbitrate between processes. Re-entrant, so a
+        # nested write in one thread fails on the busy timeout as before instead of hanging.
+        self._write_gate = threading.RLock() if self.backend == "sqlite" else nullcontext()
         if migrate:
             self.upgrade()
 
@@ -115,7 +124,7 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One read-write transaction: commit at the end of the block, roll back on error."""
-        with self._writer() as session, session.begin():
+        with self._write_gate, self._writer() as session, session.begin():
             yield session
 
     @contextmanager

@@ -2,8 +2,7 @@
 
 Both twins fill caller-provided arrays, one row per packet, and never read a byte past a packet's
 ``caplen`` nor outside ``data``. What each field means is written down in ``engine.flowkeys``;
-the structure here is mirrored line for line in the Cython twin so that the two can be read side
-by side.
+the Cython twin follows the same steps in the same order, so the two can be read side by side.
 """
 
 from __future__ import annotations

@@ -9,6 +9,16 @@ section 2(B) shows the ones'-complement sum commutes with byte order that way.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define PKTX_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define PKTX_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void PKTX_PREFETCH(const void* p) noexcept nogil
+
 PUBLIC = ["ones_complement_sum", "internet_checksum", "checksum_packets"]
 
 NONE = 0
@@ -30,6 +40,9 @@ cdef enum:
     IPPROTO_TCP = 6
     IPPROTO_UDP = 17
     IPPROTO_ICMPV6 = 58
+
+    # Packets ahead whose headers are fetched while the current one is summed (see _flowkeys).
+    PREFETCH_AHEAD = 4
 
 cdef uint16_t _probe = 1
 cdef bint LITTLE = (<uint8_t*>&_probe)[0] == 1
@@ -211,7 +224,7 @@ def checksum_packets(data, const int64_t[::1] offsets, const uint32_t[::1] caple
     """
     cdef Py_ssize_t count = offsets.shape[0]
     cdef Py_ssize_t i, size, n
-    cdef int64_t start
+    cdef int64_t start, ahead
     cdef uint8_t[::1] writable
     cdef const uint8_t[::1] readable
     cdef uint8_t* base = NULL
@@ -235,6 +248,11 @@ def checksum_packets(data, const int64_t[::1] offsets, const uint32_t[::1] caple
             base = <uint8_t*>&readable[0]  # never written through unless fix
     with nogil:
         for i in range(count):
+            if i + PREFETCH_AHEAD < count:
+                ahead = offsets[i + PREFETCH_AHEAD]
+                if 0 <= ahead and ahead + 64 < size:
+                    PKTX_PREFETCH(base + ahead)
+                    PKTX_PREFETCH(base + ahead + 64)
             start = offsets[i]
             n = caplen[i]
             ip_status[i] = ST_NONE

@@ -119,3 +119,29 @@ def test_min_rate_misses_are_reported(sample_pcap, tmp_path):
                     min_rate_bps=10**15)
     assert usage["min_rate_windows_missed"] >= 1
     assert usage["min_rate_windows_met"] == 0
+
+
+def test_a_live_source_flushes_a_part_segment_when_its_time_is_up(tmp_path):
+    # Five datagrams, then silence: with a 50 ms window they must come out while the stream is
+    # still open (they would otherwise wait for a full segment that never comes).
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(20)
+    in_port = free_port()
+    opts = DeliveryOptions(workers=1, segment_ms=50.0, segment_packets=1000, count=10**6)
+    delivery = Delivery(f"udp://127.0.0.1:{in_port}", f"udp://127.0.0.1:{rx.getsockname()[1]}",
+                        opts)
+    t = threading.Thread(target=lambda: delivery.run(), daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: delivery.dispatcher is not None and delivery.dispatcher.workers, 60,
+                 "the worker to join")
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sent = [b"tick %d" % i for i in range(5)]
+        for p in sent:
+            tx.sendto(p, ("127.0.0.1", in_port))
+        assert [rx.recv(100) for _ in sent] == sent
+        assert t.is_alive(), "the stream ended instead of flushing on time"
+    finally:
+        delivery.source.stop()
+        t.join(30)
