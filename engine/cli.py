@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a live source ends after S seconds without a packet")
     s.add_argument("--wait-workers", type=float, default=60.0, metavar="S",
                    help="how long to wait for workers to join")
+    s.add_argument("--min-workers", type=_positive_int, metavar="N",
+                   help="with --workers 0: start once N workers have joined (default 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.set_defaults(func=cmd_deliver)
 
@@ -353,7 +355,8 @@ def cmd_deliver(args) -> int:
         max_rate_bps=args.max_rate, min_rate_bps=args.min_rate, usage_json=args.usage_json,
         curve_dir=args.curve, credit=args.credit, format=args.format,
         ts_resolution=args.ts_resolution, udp_linktype=args.udp_linktype, count=args.count,
-        idle_timeout=args.idle_timeout, wait_workers_s=args.wait_workers)
+        idle_timeout=args.idle_timeout, wait_workers_s=args.wait_workers,
+        min_workers=args.min_workers)
     delivery = Delivery(args.source, args.output, opts)
     show = not args.quiet and sys.stderr.isatty()
     if show:

@@ -56,6 +56,7 @@ class DeliveryOptions:
     count: int | None = None
     idle_timeout: float | None = None
     wait_workers_s: float = 60.0
+    min_workers: int | None = None  # workers to wait for (default: the local ones, else 1)
     heartbeat_ms: int = P.HEARTBEAT_MS
     liveness: int = P.LIVENESS
     window: int | None = None
@@ -243,7 +244,8 @@ class Delivery:
                 self._spawn_workers(d.endpoint, n_local)
             else:
                 log.info("serving workers on %s", d.endpoint)
-            d.wait_for_workers(max(1, n_local), o.wait_workers_s, self._check_local_workers)
+            d.wait_for_workers(o.min_workers or max(1, n_local), o.wait_workers_s,
+                               self._check_local_workers)
             self.meter.restart()
             threading.Thread(target=self._source_thread, args=(segments, d.wake_addr, ctx),
                              name="pktx-source", daemon=True).start()

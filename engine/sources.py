@@ -138,6 +138,7 @@ class InterfaceSource(_LiveSource):
         super().__init__(**kw)
         self.url = url
         self.name = url.split(":", 1)[1]
+        import scapy.arch  # noqa: F401 - sets conf.L2listen for this platform
         from scapy.config import conf
 
         try:

@@ -42,13 +42,24 @@ def policy_of(request: Request) -> ReputationPolicy:
     return request.app.state.reputation_policy
 
 
-def current_actor(request: Request,
-                  bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-                  header: Annotated[str | None, Depends(_header)]) -> Actor:
-    """The caller, from ``Authorization: Bearer ...`` or ``X-API-Key``; 401 otherwise."""
-    token = bearer.credentials if bearer is not None else header
-    with store_of(request).read() as session:
+async def api_token(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                    header: Annotated[str | None, Depends(_header)]) -> str | None:
+    """The API key sent, from ``Authorization: Bearer ...`` or ``X-API-Key`` (not checked)."""
+    return bearer.credentials if bearer is not None else header
+
+
+ApiToken = Annotated[str | None, Depends(api_token)]
+
+
+def actor_of(store: Store, token: str | None) -> Actor:
+    """The caller a token authenticates as; `NotAuthenticated` (401) otherwise."""
+    with store.read() as session:
         return authenticate(session, token)
+
+
+def current_actor(request: Request, token: ApiToken) -> Actor:
+    """The caller, from ``Authorization: Bearer ...`` or ``X-API-Key``; 401 otherwise."""
+    return actor_of(store_of(request), token)
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]

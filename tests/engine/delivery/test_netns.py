@@ -71,7 +71,8 @@ def test_delivery_across_namespaces(hosts, sample_pcap, tmp_path):
     out, usage_path = tmp_path / "o.pcap", tmp_path / "usage.json"
     disp = subprocess.Popen(
         _in(hosts["disp"], "deliver", sample_pcap, "-o", out, "--workers", 0, "--bind",
-            f"tcp://0.0.0.0:{port}", "--segment-packets", 500, "--usage-json", usage_path, "-q"),
+            f"tcp://0.0.0.0:{port}", "--min-workers", 2, "--segment-packets", 500,
+            "--usage-json", usage_path, "-q"),
         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     workers = [subprocess.Popen(
         _in(hosts[w], "worker", "--connect", f"tcp://{NET}.{i}.1:{port}", "--name", w,
@@ -148,8 +149,8 @@ def test_live_interface_source(wire, tmp_path):
     from engine.reader import read_capture
 
     batch = read_capture(out)
-    payloads = [bytes(batch.packet(i))[-16:] for i in range(len(batch))]
     wanted = [b"live packet %05d" % i for i in range(40)]
+    payloads = [bytes(batch.packet(i))[-len(wanted[0]):] for i in range(len(batch))]
     seen = [p for p in payloads if p in wanted]
     assert list(dict.fromkeys(seen)) == wanted
     assert batch.interfaces[0].linktype == 1
