@@ -328,6 +328,7 @@ def _client_process(base: str, auction: int, shares: list, seconds: float, ready
         t.start()
     for t in threads:
         t.join()
+    counts["cpu_s"] = time.process_time()
     results.put(counts)
 
 

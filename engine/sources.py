@@ -61,6 +61,9 @@ class FileSource(Source):
 
 
 class _LiveSource(Source):
+    """A source that receives packets as they come: ``_receive`` gathers what arrives before a
+    deadline; this class makes batches of it, ends the stream, and closes the socket."""
+
     live = True
 
     def __init__(self, *, count: int | None = None, idle_timeout: float | None = None,
@@ -74,6 +77,43 @@ class _LiveSource(Source):
     def stop(self) -> None:
         self._stop.set()
 
+    interface: Interface = Interface(1)
+
+    def _receive(self, limit: int, deadline: float) -> tuple[list[bytes], list[int]]:
+        """Packets (and their arrival times, int ns) received before ``deadline``."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def __iter__(self):
+        ifaces = (self.interface,)
+        total = 0
+        last = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                limit = self.batch_packets
+                if self.count is not None:
+                    limit = min(limit, self.count - total)
+                chunks, stamps = self._receive(limit, time.monotonic() + self.poll_ms / 1000)
+                now = time.monotonic()
+                if chunks:
+                    last = now
+                    total += len(chunks)
+                    b = PacketBatch.from_packets(chunks, stamps, self.interface.linktype)
+                    yield PacketBatch(b.data, b.offsets, b.caplen, b.origlen, b.ts_ns,
+                                      interfaces=ifaces)
+                else:
+                    yield PacketBatch.empty(ifaces)
+                if self.count is not None and total >= self.count:
+                    return
+                if self.idle_timeout is not None and now - last > self.idle_timeout:
+                    log.info("%s: nothing received for %.1f s; ending the stream", self.url,
+                             self.idle_timeout)
+                    return
+        finally:
+            self._close()
+
 
 class UdpSource(_LiveSource):
     """Each datagram received on ``udp://HOST:PORT`` is one packet of ``linktype``."""
@@ -81,7 +121,7 @@ class UdpSource(_LiveSource):
     def __init__(self, url: str, *, linktype: int = 1, **kw) -> None:
         super().__init__(**kw)
         self.url = url
-        self.linktype = linktype
+        self.interface = Interface(linktype, 65535)
         host, port = split_endpoint(url, "udp")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -92,43 +132,21 @@ class UdpSource(_LiveSource):
             raise EngineError(f"{url}: cannot bind: {exc.strerror}") from None
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(self.poll_ms / 1000)
+        self._view = memoryview(bytearray(65536))
 
-    def __iter__(self):
-        iface = (Interface(self.linktype, 65535),)
-        buf = bytearray(65536)
-        view = memoryview(buf)
-        total = 0
-        last = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                chunks, stamps = [], []
-                deadline = time.monotonic() + self.poll_ms / 1000
-                while len(chunks) < self.batch_packets and time.monotonic() < deadline:
-                    try:
-                        n = self.sock.recv_into(view)
-                    except TimeoutError:
-                        break
-                    chunks.append(bytes(view[:n]))
-                    stamps.append(time.time_ns())
-                    if self.count is not None and total + len(chunks) >= self.count:
-                        break
-                now = time.monotonic()
-                if chunks:
-                    last = now
-                    total += len(chunks)
-                    b = PacketBatch.from_packets(chunks, stamps, self.linktype)
-                    yield PacketBatch(b.data, b.offsets, b.caplen, b.origlen, b.ts_ns,
-                                      interfaces=iface)
-                else:
-                    yield PacketBatch.empty(iface)
-                if self.count is not None and total >= self.count:
-                    return
-                if self.idle_timeout is not None and now - last > self.idle_timeout:
-                    log.info("%s: no datagram for %.1f s; ending the stream", self.url,
-                             self.idle_timeout)
-                    return
-        finally:
-            self.sock.close()
+    def _receive(self, limit, deadline):
+        chunks, stamps = [], []
+        while len(chunks) < limit and time.monotonic() < deadline:
+            try:
+                n = self.sock.recv_into(self._view)
+            except TimeoutError:
+                break
+            chunks.append(bytes(self._view[:n]))
+            stamps.append(time.time_ns())
+        return chunks, stamps
+
+    def _close(self):
+        self.sock.close()
 
 
 class InterfaceSource(_LiveSource):
@@ -137,50 +155,34 @@ class InterfaceSource(_LiveSource):
     def __init__(self, url: str, **kw) -> None:
         super().__init__(**kw)
         self.url = url
-        self.name = url.split(":", 1)[1]
+        name = url.split(":", 1)[1]
+        self.interface = Interface(1, 262144, name)
         import scapy.arch  # noqa: F401 - sets conf.L2listen for this platform
         from scapy.config import conf
 
         try:
-            self.sock = conf.L2listen(iface=self.name)
+            self.sock = conf.L2listen(iface=name)
         except (OSError, PermissionError) as exc:
             raise EngineError(f"{url}: cannot capture: {exc}") from None
-        self.linktype = 1
 
-    def __iter__(self):
+    def _receive(self, limit, deadline):
         import select
 
-        total = 0
-        last = time.monotonic()
-        iface = (Interface(self.linktype, 262144, self.name),)
-        try:
-            while not self._stop.is_set():
-                chunks, stamps = [], []
-                deadline = time.monotonic() + self.poll_ms / 1000
-                while len(chunks) < self.batch_packets:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-                        break
-                    _cls, raw, ts = self.sock.recv_raw()
-                    if raw is None:
-                        continue
-                    chunks.append(raw)
-                    stamps.append(int(ts * 1e9) if ts else time.time_ns())
-                now = time.monotonic()
-                if chunks:
-                    last = now
-                    total += len(chunks)
-                    b = PacketBatch.from_packets(chunks, stamps, self.linktype)
-                    yield PacketBatch(b.data, b.offsets, b.caplen, b.origlen, b.ts_ns,
-                                      interfaces=iface)
-                else:
-                    yield PacketBatch.empty(iface)
-                if self.count is not None and total >= self.count:
-                    return
-                if self.idle_timeout is not None and now - last > self.idle_timeout:
-                    return
-        finally:
-            self.sock.close()
+        chunks, stamps = [], []
+        while len(chunks) < limit:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                break
+            _cls, raw, ts = self.sock.recv_raw()
+            if raw is None:
+                continue
+            chunks.append(raw)
+            # scapy reports the kernel's timestamp as float seconds: keep its microseconds.
+            stamps.append(round(ts * 1e6) * 1000 if ts else time.time_ns())
+        return chunks, stamps
+
+    def _close(self):
+        self.sock.close()
 
 
 class UpstreamSource(_LiveSource):

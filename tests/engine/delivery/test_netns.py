@@ -3,6 +3,7 @@ joined by veth pairs (the project's own test hosts). Skipped where namespaces ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,32 +35,44 @@ def _netns_usable() -> str | None:
     return None
 
 
-@pytest.fixture
-def hosts():
+@contextlib.contextmanager
+def _namespaces(roles: list[str], links: list[tuple[str, str, int]]):
+    """Namespaces for ``roles``, and a veth pair for each ``(a, b, subnet)``: ``a`` gets
+    ``NET.subnet.1``, ``b`` ``NET.subnet.2``. Yields ``{role: namespace}`` and
+    ``{(role, subnet): device}``; removes them all afterwards."""
     why = _netns_usable()
     if why:
         pytest.skip(why)
     tag = os.getpid() % 10000
-    names = {role: f"pktx-{role}-{tag}" for role in ("disp", "w1", "w2")}
+    names = {role: f"pktx-{role}-{tag}" for role in roles}
+    devices = {}
     made = []
     try:
         for ns in names.values():
             _ip("netns", "add", ns)
             made.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
-        for i, w in ((1, "w1"), (2, "w2")):
-            a, b = f"pxd{tag}{i}", f"px{w}{tag}"
-            _ip("link", "add", a, "type", "veth", "peer", "name", b)
-            _ip("link", "set", a, "netns", names["disp"])
-            _ip("link", "set", b, "netns", names[w])
-            _ip("-n", names["disp"], "addr", "add", f"{NET}.{i}.1/24", "dev", a)
-            _ip("-n", names[w], "addr", "add", f"{NET}.{i}.2/24", "dev", b)
-            _ip("-n", names["disp"], "link", "set", a, "up")
-            _ip("-n", names[w], "link", "set", b, "up")
-        yield names
+        for k, (a, b, subnet) in enumerate(links):
+            for role, other, host in ((a, b, 1), (b, a, 2)):
+                dev = f"px{tag}{k}{host}"
+                devices[(role, subnet)] = dev
+            _ip("link", "add", devices[(a, subnet)], "type", "veth", "peer", "name",
+                devices[(b, subnet)])
+            for role, host in ((a, 1), (b, 2)):
+                dev = devices[(role, subnet)]
+                _ip("link", "set", dev, "netns", names[role])
+                _ip("-n", names[role], "addr", "add", f"{NET}.{subnet}.{host}/24", "dev", dev)
+                _ip("-n", names[role], "link", "set", dev, "up")
+        yield names, devices
     finally:
         for ns in made:
             _ip("netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def hosts():
+    with _namespaces(["disp", "w1", "w2"], [("disp", "w1", 1), ("disp", "w2", 2)]) as (n, _):
+        yield n
 
 
 def _in(ns: str, *cmd) -> list[str]:
@@ -95,30 +108,9 @@ def test_delivery_across_namespaces(hosts, sample_pcap, tmp_path):
 
 @pytest.fixture
 def wire():
-    """Two namespaces joined by one veth pair: a sender, and a node that captures."""
-    why = _netns_usable()
-    if why:
-        pytest.skip(why)
-    tag = os.getpid() % 10000
-    names = {"node": f"pktx-node-{tag}", "peer": f"pktx-peer-{tag}"}
-    made = []
-    try:
-        for ns in names.values():
-            _ip("netns", "add", ns)
-            made.append(ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
-        a, b = f"pxn{tag}", f"pxp{tag}"
-        _ip("link", "add", a, "type", "veth", "peer", "name", b)
-        _ip("link", "set", a, "netns", names["node"])
-        _ip("link", "set", b, "netns", names["peer"])
-        _ip("-n", names["node"], "addr", "add", f"{NET}.9.1/24", "dev", a)
-        _ip("-n", names["peer"], "addr", "add", f"{NET}.9.2/24", "dev", b)
-        _ip("-n", names["node"], "link", "set", a, "up")
-        _ip("-n", names["peer"], "link", "set", b, "up")
-        yield names, a
-    finally:
-        for ns in made:
-            _ip("netns", "del", ns, check=False)
+    """Two namespaces joined by one veth pair: a node that captures, and a sender."""
+    with _namespaces(["node", "peer"], [("node", "peer", 9)]) as (names, devices):
+        yield names, devices[("node", 9)]
 
 
 _SEND = r"""

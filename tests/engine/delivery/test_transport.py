@@ -29,21 +29,34 @@ def test_curve_admits_the_right_key_and_refuses_a_wrong_one(sample_pcap, tmp_pat
     delivery = Delivery(str(sample_pcap), str(out), opts)
     log_path = tmp_path / "impostor.log"
     impostor_log = open(log_path, "wb")  # noqa: SIM115 - the child writes it
-    impostor = start_worker(endpoint, "--curve", bad, "--name", "impostor",
-                            stderr=impostor_log)
-    honest = start_worker(endpoint, "--curve", good, "--name", "honest")
-    try:
-        with caplog.at_level(logging.WARNING, logger="engine.curve"):
-            usage = delivery.run()
-        assert set(usage["workers"]) == {"honest"}
-        assert out.read_bytes() == sample_pcap.read_bytes()
-        assert any("not authorised" in r.getMessage() for r in caplog.records)
-        wait_for(lambda: b"CURVE authentication failed" in log_path.read_bytes(), 30,
-                 "the impostor to report its refusal")
-    finally:
-        stop(impostor)
-        impostor_log.close()
-        stop(honest)
+    box: dict = {}
+
+    def run():
+        try:
+            box["usage"] = delivery.run()
+        except BaseException as exc:
+            box["error"] = exc
+
+    honest = None
+    with caplog.at_level(logging.WARNING, logger="engine.curve"):
+        runner = threading.Thread(target=run, daemon=True)
+        runner.start()  # the dispatcher waits for a worker it admits
+        impostor = start_worker(endpoint, "--curve", bad, "--name", "impostor",
+                                stderr=impostor_log)
+        try:
+            wait_for(lambda: b"CURVE authentication failed" in log_path.read_bytes(), 60,
+                     "the impostor to report its refusal")
+            honest = start_worker(endpoint, "--curve", good, "--name", "honest")
+            runner.join(120)
+            assert "error" not in box, box.get("error")
+            assert set(box["usage"]["workers"]) == {"honest"}
+            assert out.read_bytes() == sample_pcap.read_bytes()
+            assert any("not authorised" in r.getMessage() for r in caplog.records)
+        finally:
+            stop(impostor)
+            impostor_log.close()
+            if honest is not None:
+                stop(honest)
 
 
 def test_curve_without_keys_is_refused(sample_pcap, tmp_path):
