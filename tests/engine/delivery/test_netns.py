@@ -53,9 +53,8 @@ def _namespaces(roles: list[str], links: list[tuple[str, str, int]]):
             made.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
         for k, (a, b, subnet) in enumerate(links):
-            for role, other, host in ((a, b, 1), (b, a, 2)):
-                dev = f"px{tag}{k}{host}"
-                devices[(role, subnet)] = dev
+            for role, host in ((a, 1), (b, 2)):
+                devices[(role, subnet)] = f"px{tag}{k}{host}"
             _ip("link", "add", devices[(a, subnet)], "type", "veth", "peer", "name",
                 devices[(b, subnet)])
             for role, host in ((a, 1), (b, 2)):
