@@ -26,22 +26,36 @@ _PAIRS = {
 DISABLED = os.environ.get("PKTX_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false",
                                                                               "no")
 _missing: list[str] = []
+_chosen: dict[str, ModuleType] = {}
 
 
 def load(role: str, *, pure: bool = False) -> ModuleType:
-    """The module implementing ``role``: compiled unless ``pure`` or extensions are off."""
+    """The module implementing ``role``: compiled unless ``pure`` or extensions are off.
+
+    A compiled module that cannot be imported, or that lacks a name the role needs (a stale
+    build), gives way to the pure twin; ``describe()`` and one warning at import say so.
+    """
+    if not pure and role in _chosen:
+        return _chosen[role]
     compiled, python, names = _PAIRS[role]
+    mod = None
     if not (pure or DISABLED):
         try:
             mod = importlib.import_module(compiled)
         except ImportError:
             _missing.append(compiled)
         else:
-            return mod
-    mod = importlib.import_module(python)
-    absent = [n for n in names if not hasattr(mod, n)]
-    if absent:
-        raise ImportError(f"{python} lacks {', '.join(absent)}")
+            stale = [n for n in names if not hasattr(mod, n)]
+            if stale:
+                _missing.append(f"{compiled} (stale build, lacks {', '.join(stale)})")
+                mod = None
+    if mod is None:
+        mod = importlib.import_module(python)
+        absent = [n for n in names if not hasattr(mod, n)]
+        if absent:
+            raise ImportError(f"{python} lacks {', '.join(absent)}")
+    if not pure:
+        _chosen[role] = mod
     return mod
 
 
@@ -59,11 +73,13 @@ def describe() -> str:
     if DISABLED:
         return "pure Python (PKTX_NO_EXTENSIONS set)"
     if _missing:
-        return f"pure Python (extensions not built: {', '.join(sorted(set(_missing)))})"
+        return f"pure Python where not built: {', '.join(sorted(set(_missing)))}"
     return "compiled extensions (Cython)"
 
 
 capture = load("capture")
-if _missing:
-    log.warning("packet-exchange: compiled extensions not built (%s); using the pure-Python "
+flowkeys = load("flowkeys")
+checksum = load("checksum")
+if _missing and not DISABLED:
+    log.warning("packet-exchange: compiled extensions not usable (%s); using the pure-Python "
                 "path, which is much slower", ", ".join(_missing))
