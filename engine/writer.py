@@ -66,6 +66,7 @@ class CaptureWriter:
         # under it: a service may lengthen packets (encrypt, compress), and a reader cuts
         # records longer than the snaplen, so close() raises the field when it must.
         self._snaplens: dict[object, list[int]] = {}
+        self._buf: np.ndarray | None = None
 
     # -- context -------------------------------------------------------------------------------
     def __enter__(self) -> CaptureWriter:
@@ -150,7 +151,7 @@ class CaptureWriter:
             raise EngineError(
                 f"pcap holds one link type ({self._linktype}); this batch has "
                 f"{sorted(int(k) for k in kinds)}: write pcapng instead")
-        out = np.empty(int(batch.caplen.sum(dtype=np.int64)) + 16 * len(batch), np.uint8)
+        out = self._scratch(int(batch.caplen.sum(dtype=np.int64)) + 16 * len(batch))
         n = self.packer.pack_pcap(batch.data, batch.offsets, batch.caplen, batch.origlen,
                                   batch.ts_ns, self.ts_resolution == "ns", out)
         self._emit(memoryview(out)[:n])
@@ -168,13 +169,20 @@ class CaptureWriter:
         iface_ids = remap[batch.iface]
         ticks = ns_to_ticks(batch.ts_ns, TS_RESOLUTIONS[self.ts_resolution])
         padded = (batch.caplen.astype(np.int64) + 3) & ~3
-        out = np.empty(int(padded.sum()) + 32 * len(batch), np.uint8)
+        out = self._scratch(int(padded.sum()) + 32 * len(batch))
         n = self.packer.pack_pcapng(batch.data, batch.offsets, batch.caplen, batch.origlen,
                                     ticks, iface_ids, out)
         self._emit(memoryview(out)[:n])
         for k in np.unique(iface_ids).tolist():
             entry = self._snaplens[k]
             entry[2] = max(entry[2], int(batch.caplen[iface_ids == k].max()))
+
+    def _scratch(self, size: int) -> np.ndarray:
+        """A reused output buffer: fresh memory for every batch would cost a page fault per
+        4 KiB written, which on these machines costs more than packing the records."""
+        if self._buf is None or len(self._buf) < size:
+            self._buf = np.empty(max(size, 1 << 20), np.uint8)
+        return self._buf[:size]
 
     def _idb(self, iface: Interface) -> bytes:
         opts = b""
