@@ -97,16 +97,20 @@ def write_dpkt(records: list, path: str = os.devnull) -> None:
             w.writepkt(buf, ts)
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (this big process).
 _STREAM_CHILD = r"""
-import resource, sys
+import sys
 import numpy as np
 from engine.reader import open_capture
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_kb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+before = peak_kb()
 n = nbytes = 0
 for b in open_capture(sys.argv[1], batch_packets=65536):
     n += len(b)
     nbytes += int(b.caplen.sum(dtype=np.int64))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak_kb()
 print(n, nbytes, before * 1024, after * 1024)
 """
 

@@ -14,12 +14,12 @@ Reputations are kept as integer millionths, which is what auctions score with.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Select, select
+import numpy as np
+from sqlalchemy import Select, String, select, type_coerce
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -27,6 +27,7 @@ from broker.clock import resolve_now
 from broker.errors import InvalidInput, NotFound, NotYours
 from broker.idempotency import once
 from broker.models import Award, AwardPayer, Rating, ServiceRequest
+from broker.store import fetch_tuples
 
 
 @dataclass(frozen=True)
@@ -73,22 +74,87 @@ def beta_reputation(ratings: Iterable[tuple[int, datetime]], now: datetime,
     return Reputation(round(1_000_000 * alpha / (alpha + beta)), count)
 
 
-def _reputations(session: Session, direction: str, column, ids, now: datetime,
-                 policy: ReputationPolicy) -> dict[int, Reputation]:
-    """Reputations of ``ids``: an iterable of ids, or a SELECT of them (no huge IN list)."""
-    by_id: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
-    query = select(column, Rating.score, Rating.rated_at).where(Rating.direction == direction)
+def beta_reputations(owner_index: np.ndarray, scores: np.ndarray, ages_us: np.ndarray,
+                     owners: int, policy: ReputationPolicy = DEFAULT_POLICY,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """`beta_reputation` of many at once: ratings as arrays, ``owner_index[i]`` (0..owners-1)
+    whose rating ``i`` is, its score and age in microseconds; returns each owner's
+    (reputation ppm, rating count).
+
+    The same arithmetic in the same order as `beta_reputation` over each owner's ratings in
+    array order, so the results are equal to the millionth: ages are exact microseconds, the
+    weights come from Python's own ``**`` (numpy's vectorised power may differ in the last
+    bit), and each owner's evidence is summed from its prior in order (``np.add.at``).
+    """
+    half_life = policy.half_life.total_seconds()
+    ages = np.maximum(0.0, ages_us.astype(np.float64) / 1e6)
+    exponents = -ages / half_life
+    weights = np.array([2.0 ** x for x in exponents.tolist()], dtype=np.float64)
+    r = scores.astype(np.float64) / 100
+    alpha = np.full(owners, policy.prior_positive, dtype=np.float64)
+    beta = np.full(owners, policy.prior_negative, dtype=np.float64)
+    np.add.at(alpha, owner_index, weights * r)
+    np.add.at(beta, owner_index, weights * (1 - r))
+    ppm = np.rint(1_000_000 * alpha / (alpha + beta)).astype(np.int64)
+    return ppm, np.bincount(owner_index, minlength=owners).astype(np.int64)
+
+
+def _epoch_us(values: Sequence) -> np.ndarray:
+    """Stored times as integer microseconds since the epoch (UTC).
+
+    SQLite hands back the stored text (UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``), which numpy parses
+    in bulk; PostgreSQL hands back aware datetimes.
+    """
+    if values and isinstance(values[0], str):
+        return np.array(values, dtype="datetime64[us]").astype(np.int64)
+    return np.array([v.astimezone(UTC).replace(tzinfo=None) for v in values],
+                    dtype="datetime64[us]").astype(np.int64)
+
+
+def reputation_table(session: Session, direction: str, ids: Iterable[int] | Select, *,
+                     now: datetime, policy: ReputationPolicy = DEFAULT_POLICY,
+                     ids_query: Select | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reputations of many providers (``service``) or users (``payment``) as arrays.
+
+    ``ids`` is an iterable of ids or a SELECT of them. ``ids_query``, a SELECT of the same
+    ids, lets the database pick the ratings instead of a long IN list (a SELECT ``ids`` is
+    used so by itself). Returns ``(ids, ppm, counts)``, ``ids`` sorted and unique. One query
+    brings every rating of them as bare columns (no objects, times as stored); the arithmetic
+    is `beta_reputations`.
+    """
+    column = Rating.provider_id if direction == "service" else Rating.user_id
+    query = select(column, Rating.score, type_coerce(Rating.rated_at, String)).where(
+        Rating.direction == direction)
+    session.flush()  # Core below: let it see what the session has pending
+    conn = session.connection()
     if isinstance(ids, Select):
-        wanted = sorted(set(session.scalars(ids)))
-        chunks = [query.where(column.in_(ids.scalar_subquery()))]
+        ids_query = ids
+        ids = conn.execute(ids).scalars().all()
+    wanted = np.sort(np.fromiter(ids, dtype=np.int64))
+    wanted = wanted[np.concatenate(([True], wanted[1:] != wanted[:-1]))] if len(wanted) else wanted
+    if ids_query is not None:
+        chunks = [query.where(column.in_(ids_query.scalar_subquery()))]
     else:
-        wanted = sorted(set(ids))
-        chunks = [query.where(column.in_(wanted[i:i + 5000]))
-                  for i in range(0, len(wanted), 5000)]
-    for chunk in chunks:
-        for ident, score, rated_at in session.execute(chunk):
-            by_id[ident].append((score, rated_at))
-    return {i: beta_reputation(by_id.get(i, ()), now, policy) for i in wanted}
+        listed = wanted.tolist()
+        chunks = [query.where(column.in_(listed[i:i + 5000]))
+                  for i in range(0, len(listed), 5000)]
+    rows = [row for chunk in chunks for row in fetch_tuples(conn, chunk)]
+    owned, scored, stamps = zip(*rows) if rows else ((), (), ())
+    owners = np.fromiter(owned, dtype=np.int64, count=len(rows))
+    scores = np.fromiter(scored, dtype=np.int64, count=len(rows))
+    rated_us = _epoch_us(stamps)
+    now_us = np.datetime64(now.astimezone(UTC).replace(tzinfo=None), "us").astype(np.int64)
+    ppm, counts = beta_reputations(np.searchsorted(wanted, owners), scores, now_us - rated_us,
+                                   len(wanted), policy)
+    return wanted, ppm, counts
+
+
+def _reputations(session: Session, direction: str, ids, now: datetime,
+                 policy: ReputationPolicy) -> dict[int, Reputation]:
+    wanted, ppm, counts = reputation_table(session, direction, ids, now=now, policy=policy)
+    return {i: Reputation(p, c) for i, p, c in zip(wanted.tolist(), ppm.tolist(),
+                                                   counts.tolist())}
 
 
 def provider_reputations(session: Session, provider_ids: Iterable[int] | Select, *,
@@ -98,15 +164,14 @@ def provider_reputations(session: Session, provider_ids: Iterable[int] | Select,
 
     ``provider_ids`` may be a SELECT of ids (e.g. an auction's bidders), run inside the query.
     """
-    return _reputations(session, "service", Rating.provider_id, provider_ids, resolve_now(now),
-                        policy)
+    return _reputations(session, "service", provider_ids, resolve_now(now), policy)
 
 
 def user_reputations(session: Session, user_ids: Iterable[int], *,
                      now: datetime | None = None,
                      policy: ReputationPolicy = DEFAULT_POLICY) -> dict[int, Reputation]:
     """How satisfactorily each user paid, from the providers' ``payment`` ratings."""
-    return _reputations(session, "payment", Rating.user_id, user_ids, resolve_now(now), policy)
+    return _reputations(session, "payment", user_ids, resolve_now(now), policy)
 
 
 def award_parties(session: Session, award: Award) -> set[int]:

@@ -31,7 +31,7 @@ Reputations and ``w`` are integer millionths, so every score is an exact integer
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -71,28 +71,41 @@ class Outcome:
     payment: int | None
 
 
-def rank(bids: Iterable[SealedBid], weight_ppm: int) -> list[tuple[int, SealedBid]]:
-    """Bids with their scores, best first, ties broken as in the module doc."""
-    scored = [(score(b.price, weight_ppm, b.reputation_ppm), b) for b in bids]
-    scored.sort(key=lambda sb: (sb[0], -sb[1].reputation_ppm, sb[1].bid_id))
-    return scored
-
-
 def clear(bids: Iterable[SealedBid], *, quantity: int, reserve: int,
           weight_ppm: int) -> list[Outcome]:
     """Rank ``bids`` and pay the ``quantity`` winners; bids above the reserve cannot win."""
+    bids = list(bids)
+    cleared = clear_columns([b.bid_id for b in bids], [b.price for b in bids],
+                            [b.reputation_ppm for b in bids], quantity=quantity,
+                            reserve=reserve, weight_ppm=weight_ppm)
+    return [Outcome(bids[i], place, scaled, won, payment)
+            for place, (i, scaled, won, payment) in enumerate(cleared, 1)]
+
+
+def clear_columns(bid_ids: Sequence[int], prices: Sequence[int], reputations: Sequence[int], *,
+                  quantity: int, reserve: int,
+                  weight_ppm: int) -> list[tuple[int, int, bool, int | None]]:
+    """`clear` over parallel columns (what an auction's close reads), without an object per bid.
+
+    Returns ``(index, score, won, payment)`` for each bid within the reserve, best first (the
+    rank is the place in the list); ``index`` points into the inputs. Scores are Python ints:
+    a price times a 10**12-scaled multiplier outgrows 64 bits.
+    """
     if quantity < 1:
         raise ValueError("quantity must be at least 1")
     if weight_ppm < 0:
         raise ValueError("the reputation weight must not be negative")
-    ranked = rank((b for b in bids if b.price <= reserve), weight_ppm)
+    # Sorting plain tuples orders by score, then higher reputation, then the earlier bid.
+    ranked = sorted((price * (SCALE + weight_ppm * (PPM - rep)), -rep, bid_id, i)
+                    for i, (bid_id, price, rep) in enumerate(zip(bid_ids, prices, reputations))
+                    if price <= reserve)
     threshold = ranked[quantity][0] if len(ranked) > quantity else None
-    outcomes = []
-    for position, (scaled, bid) in enumerate(ranked):
-        won = position < quantity
+    cleared = []
+    for place, (scaled, minus_rep, _bid_id, i) in enumerate(ranked):
+        won = place < quantity
         payment = None
         if won:
             payment = reserve if threshold is None else min(
-                reserve, threshold // multiplier(weight_ppm, bid.reputation_ppm))
-        outcomes.append(Outcome(bid, position + 1, scaled, won, payment))
-    return outcomes
+                reserve, threshold // multiplier(weight_ppm, -minus_rep))
+        cleared.append((i, scaled, won, payment))
+    return cleared

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,9 +42,14 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, echo=echo, pool_pre_ping=True)
+    pool = {}
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, pool_use_lifo=True)
+        # Hand out the connection returned last: the writer before has just used it, so its
+        # page cache is still good (SQLite empties a connection's cache when it finds that
+        # another connection wrote since it last looked).
+        pool = {"pool_use_lifo": True}
+    engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, **pool)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -64,6 +69,56 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _driver_params(compiled, names: list[str], row: Sequence):
+    if not compiled.positional:
+        return dict(zip(names, row))
+    return tuple(row[names.index(name)] for name in compiled.positiontup)
+
+
+def fetch_tuples(conn: Connection, statement: Executable, params: dict | None = None,
+                 ) -> list[tuple]:
+    """The rows of ``statement`` as the driver's plain tuples, for reads of thousands of rows.
+
+    SQLAlchemy wraps each row in a `Row` and converts its values by column type; for a bulk
+    read of bare numbers that is most of the cost, and the objects left behind wake the
+    garbage collector. The columns must need no conversion (ints, text as stored), and neither
+    must the parameters.
+    """
+    compiled = statement.compile(dialect=conn.dialect,
+                                 compile_kwargs={"render_postcompile": True})
+    values = compiled.construct_params(params or {})
+    names = list(values)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(str(compiled), _driver_params(compiled, names, list(values.values())))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def execute_many(conn: Connection, statement: Executable, names: Sequence[str],
+                 rows: list[Sequence]) -> None:
+    """Run ``statement`` once for every row of ``rows``, in one driver executemany.
+
+    A row holds the values of the statement's bind parameters ``names``, in that order.
+    SQLAlchemy prepares each parameter set in Python (some 10 µs apiece), which for thousands
+    of rows is most of the time; here the statement is compiled once for the connection's
+    dialect and the rows go to the driver as they are. So they must hold what the driver takes
+    as is (int, bool, str, None), nothing a column type would have to convert.
+    """
+    if not rows:
+        return
+    compiled = statement.compile(dialect=conn.dialect)
+    names = list(names)
+    if not compiled.positional:
+        conn.exec_driver_sql(str(compiled), [dict(zip(names, row)) for row in rows])
+    elif list(compiled.positiontup) == names:
+        conn.exec_driver_sql(str(compiled), rows)
+    else:
+        order = [names.index(name) for name in compiled.positiontup]
+        conn.exec_driver_sql(str(compiled), [tuple(row[i] for i in order) for row in rows])
 
 
 def alembic_config(url: str | None = None) -> Config:

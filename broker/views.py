@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
-from broker.auctions import get_auction, visible_bids
+from broker.auctions import get_auction, visible_bids_query
 from broker.clock import resolve_now
 from broker.errors import NotFound, NotYours
-from broker.models import Auction, Award, Negotiation, Provider, ServiceRequest, User
+from broker.models import Auction, Award, Bid, Negotiation, Provider, ServiceRequest, User
 from broker.reputation import (
     DEFAULT_POLICY,
     ReputationPolicy,
@@ -77,6 +77,10 @@ def negotiation_view(negotiation: Negotiation, now: datetime | None = None) -> d
     }
 
 
+_BID_COLUMNS = (Bid.id, Bid.provider_id, Bid.price_minor, Bid.revision, Bid.updated_at, Bid.rank,
+                Bid.won, Bid.payment_minor, Bid.reputation_ppm, Bid.rating_count)
+
+
 def auction_view(session: Session, actor: Actor, auction_id: int, *,
                  now: datetime | None = None,
                  policy: ReputationPolicy = DEFAULT_POLICY) -> dict:
@@ -89,30 +93,31 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
     now = resolve_now(now)
     auction: Auction = get_auction(session, auction_id)
     request = auction.request
-    bids = visible_bids(session, actor, auction)
+    # Bare columns, not Bid objects: a closed auction may show thousands of bids.
+    query = visible_bids_query(session, actor, auction, *_BID_COLUMNS)
+    bids = [] if query is None else session.execute(query).all()
     open_ = auction.status == "open"
-    bidders = [b.provider_id for b in auction.bids] if open_ and (
-        actor.speaks_for_user(request.user_id) or actor.is_admin
-        or actor.speaks_for_provider(auction.auctioneer_id)) else []
+    of_auction = Bid.auction_id == auction.id
+    bidders = list(session.scalars(select(Bid.provider_id).where(of_auction).order_by(Bid.id))) \
+        if open_ and (actor.speaks_for_user(request.user_id) or actor.is_admin
+                      or actor.speaks_for_provider(auction.auctioneer_id)) else []
     reps = provider_reputations(session, {b.provider_id for b in bids} | set(bidders), now=now,
                                 policy=policy)
     names = dict(session.execute(select(Provider.id, Provider.name).where(
         Provider.id.in_(list(reps)))).all()) if reps else {}
+    weight = auction.reputation_weight_ppm
     shown = []
     for bid in bids:
-        rep = reps[bid.provider_id]
         row = {"bid_id": bid.id, "provider_id": bid.provider_id,
                "provider": names[bid.provider_id], "price_minor": bid.price_minor,
                "revision": bid.revision, "submitted_at": _iso(bid.updated_at),
-               "reputation": rep.as_dict()}
+               "reputation": reps[bid.provider_id].as_dict()}
         if not open_:
             scored_with = bid.reputation_ppm
             row.update(rank=bid.rank, won=bid.won, payment_minor=bid.payment_minor,
                        reputation_at_close={"score": scored_with / 1e6,
                                             "count": bid.rating_count},
-                       score=str(score_decimal(score(bid.price_minor,
-                                                     auction.reputation_weight_ppm,
-                                                     scored_with))))
+                       score=str(score_decimal(score(bid.price_minor, weight, scored_with))))
         shown.append(row)
     return {
         "id": auction.id, "request_id": request.id, "auctioneer_id": auction.auctioneer_id,
@@ -126,7 +131,7 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
                   "max_rate_bps": request.max_rate_bps,
                   "data_cap_bytes": request.data_cap_bytes,
                   "members": [m.describe() for m in request.members]},
-        "bid_count": len(auction.bids),
+        "bid_count": session.scalar(select(func.count()).select_from(Bid).where(of_auction)),
         "bidders": [{"provider_id": i, "provider": names[i], "reputation": reps[i].as_dict()}
                     for i in bidders],
         "bids": shown,

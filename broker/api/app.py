@@ -100,6 +100,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy = DEFAULT_PO
     """The API over ``store``; while it runs, overdue negotiations are expired every
     ``expire_every`` seconds (None or 0: never)."""
     from broker.api.routes_directory import router as directory
+    from broker.api.routes_market import bids
     from broker.api.routes_market import router as market
     from broker.api.routes_outcomes import router as outcomes
 
@@ -156,6 +157,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy = DEFAULT_PO
         return JSONResponse({"error": code, "message": str(exc.detail)},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    app.include_router(bids, prefix="/v1")
     app.include_router(directory, prefix="/v1")
     app.include_router(market, prefix="/v1")
     app.include_router(outcomes, prefix="/v1")
