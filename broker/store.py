@@ -71,10 +71,6 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return engine
 
 
-def _driver_params(compiled, names: list[str], row: Sequence):
-    if not compiled.positional:
-        return dict(zip(names, row))
-    return tuple(row[names.index(name)] for name in compiled.positiontup)
 
 
 def fetch_tuples(conn: Connection, statement: Executable, params: dict | None = None,
@@ -89,10 +85,11 @@ def fetch_tuples(conn: Connection, statement: Executable, params: dict | None = 
     compiled = statement.compile(dialect=conn.dialect,
                                  compile_kwargs={"render_postcompile": True})
     values = compiled.construct_params(params or {})
-    names = list(values)
+    if compiled.positional:
+        values = tuple(values[name] for name in compiled.positiontup)
     cursor = conn.connection.driver_connection.cursor()
     try:
-        cursor.execute(str(compiled), _driver_params(compiled, names, list(values.values())))
+        cursor.execute(str(compiled), values)
         return cursor.fetchall()
     finally:
         cursor.close()

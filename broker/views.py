@@ -95,29 +95,32 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
     request = auction.request
     # Bare columns, not Bid objects: a closed auction may show thousands of bids.
     query = visible_bids_query(session, actor, auction, *_BID_COLUMNS)
-    bids = [] if query is None else session.execute(query).all()
+    bids = [] if query is None else session.execute(
+        query.join(Provider, Provider.id == Bid.provider_id).add_columns(Provider.name)).all()
     open_ = auction.status == "open"
     of_auction = Bid.auction_id == auction.id
-    bidders = list(session.scalars(select(Bid.provider_id).where(of_auction).order_by(Bid.id))) \
+    bidders = session.execute(
+        select(Bid.provider_id, Provider.name).join(Provider, Provider.id == Bid.provider_id)
+        .where(of_auction).order_by(Bid.id)).all() \
         if open_ and (actor.speaks_for_user(request.user_id) or actor.is_admin
                       or actor.speaks_for_provider(auction.auctioneer_id)) else []
-    reps = provider_reputations(session, {b.provider_id for b in bids} | set(bidders), now=now,
-                                policy=policy)
-    names = dict(session.execute(select(Provider.id, Provider.name).where(
-        Provider.id.in_(list(reps)))).all()) if reps else {}
+    # Every bidder's reputation in one go (in the database, not as a long IN list) when the
+    # view shows them all; a provider looking at its own bid in an open auction needs its own.
+    everyone = not open_ or bidders
+    reps = provider_reputations(
+        session, select(Bid.provider_id).where(of_auction) if everyone
+        else {b.provider_id for b in bids}, now=now, policy=policy) if bids or bidders else {}
     weight = auction.reputation_weight_ppm
     shown = []
-    for bid in bids:
-        row = {"bid_id": bid.id, "provider_id": bid.provider_id,
-               "provider": names[bid.provider_id], "price_minor": bid.price_minor,
-               "revision": bid.revision, "submitted_at": _iso(bid.updated_at),
-               "reputation": reps[bid.provider_id].as_dict()}
+    for (bid_id, provider_id, price, revision, submitted, rank, won, payment, scored_with,
+         rating_count, name) in bids:
+        row = {"bid_id": bid_id, "provider_id": provider_id, "provider": name,
+               "price_minor": price, "revision": revision, "submitted_at": _iso(submitted),
+               "reputation": reps[provider_id].as_dict()}
         if not open_:
-            scored_with = bid.reputation_ppm
-            row.update(rank=bid.rank, won=bid.won, payment_minor=bid.payment_minor,
-                       reputation_at_close={"score": scored_with / 1e6,
-                                            "count": bid.rating_count},
-                       score=str(score_decimal(score(bid.price_minor, weight, scored_with))))
+            row.update(rank=rank, won=won, payment_minor=payment,
+                       reputation_at_close={"score": scored_with / 1e6, "count": rating_count},
+                       score=str(score_decimal(score(price, weight, scored_with))))
         shown.append(row)
     return {
         "id": auction.id, "request_id": request.id, "auctioneer_id": auction.auctioneer_id,
@@ -132,8 +135,8 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
                   "data_cap_bytes": request.data_cap_bytes,
                   "members": [m.describe() for m in request.members]},
         "bid_count": session.scalar(select(func.count()).select_from(Bid).where(of_auction)),
-        "bidders": [{"provider_id": i, "provider": names[i], "reputation": reps[i].as_dict()}
-                    for i in bidders],
+        "bidders": [{"provider_id": i, "provider": name, "reputation": reps[i].as_dict()}
+                    for i, name in bidders],
         "bids": shown,
     }
 

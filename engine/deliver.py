@@ -7,6 +7,7 @@ window, so memory does not grow with the stream.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -87,6 +88,7 @@ class Delivery:
         self.local_workers: list[subprocess.Popen] = []
         self._stop = threading.Event()
         self._sink_error: BaseException | None = None
+        self._segment_ends: collections.deque[int | None] = collections.deque()
         self.dispatcher: Dispatcher | None = None
 
     # -- pieces --------------------------------------------------------------------------------
@@ -108,6 +110,8 @@ class Delivery:
         opened_at: float | None = None
 
         def put(item) -> None:
+            if isinstance(item, PacketBatch):
+                self._segment_ends.append(self.source.file_end(item))
             while not self._stop.is_set():
                 try:
                     out.put(item, timeout=0.1)
@@ -164,6 +168,11 @@ class Delivery:
                 else:
                     self._shaped_write(batch, sink, bucket)
                 self.dispatcher.written += 1
+                # Segments are written in the order they were read: the source's pages up to
+                # this one's end are done with (the dispatcher sends them without copying).
+                end = self._segment_ends.popleft() if self._segment_ends else None
+                if end is not None:
+                    self.source.release_through(end)
         except BaseException as exc:
             self._sink_error = exc
             self._stop.set()

@@ -67,6 +67,7 @@ class CaptureReader:
         self.interfaces: list[Interface] = []
         self.sections: list[_Section] = []
         self._times: list[tuple[TsResolution, int]] = []  # per global interface
+        self._consumer_released = 0
         self._mmap = None
         if _buffer is not None:
             self.buf = _buffer
@@ -167,6 +168,30 @@ class CaptureReader:
                 end = hi - hi % mmap.PAGESIZE
                 self._mmap.madvise(mmap.MADV_DONTNEED, released, end - released)
                 released = end
+
+    def file_end(self, batch: PacketBatch) -> int | None:
+        """Where in the file ``batch``'s last byte ends, if its buffer is a view of this
+        reader's map (else None: a copy, which holds no pages of the map)."""
+        if self._mmap is None or len(batch) == 0:
+            return None
+        base = self.buf.__array_interface__["data"][0]
+        start = batch.data.__array_interface__["data"][0] - base
+        if not 0 <= start <= self.size:
+            return None
+        return start + int((batch.offsets + batch.caplen).max())
+
+    def release_through(self, end: int) -> None:
+        """Drop the map's pages before ``end`` from memory (a consumer is done with them).
+
+        The walk releases pages behind itself, but a consumer that holds batches (a dispatcher
+        sending them without copying) faults them back in; it calls this as it finishes."""
+        if self._mmap is None:
+            return
+        end -= end % mmap.PAGESIZE
+        if end - self._consumer_released >= _RELEASE_BYTES:
+            self._mmap.madvise(mmap.MADV_DONTNEED, self._consumer_released,
+                               end - self._consumer_released)
+            self._consumer_released = end
 
     def read_all(self) -> PacketBatch:
         """The whole capture as one batch whose buffer is the file's bytes (no packet copy)."""

@@ -42,14 +42,27 @@ class Source:
         """(format, timestamp resolution) an output file takes by default."""
         return "pcap", "ns"
 
+    def file_end(self, batch: PacketBatch) -> int | None:
+        """For a memory-mapped source: where ``batch`` ends in the map (else None)."""
+        return None
+
+    def release_through(self, end: int) -> None:
+        """For a memory-mapped source: the pages before ``end`` are no longer needed."""
+
 
 class FileSource(Source):
-    def __init__(self, path: str, *, batch_packets: int = 65536, errors: str = "strict"):
+    def __init__(self, path: str, *, batch_packets: int = 8192, errors: str = "strict"):
         self.url = path
         self.reader = CaptureReader(path, errors=errors, batch_packets=batch_packets)
 
     def __iter__(self):
         return iter(self.reader)
+
+    def file_end(self, batch):
+        return self.reader.file_end(batch)
+
+    def release_through(self, end: int) -> None:
+        self.reader.release_through(end)
 
     def default_output(self):
         r = self.reader

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -113,6 +114,8 @@ class Negotiation(HasId, HasCreated, Base):
         CheckConstraint("seller_mode IN ('policy', 'manual')", name="seller_mode"),
         CheckConstraint("status IN ('open', 'agreed', 'rejected', 'expired', 'failed')",
                         name="status"),
+        # What the server's periodic expiry looks for: open negotiations past their deadline.
+        Index("ix_negotiations_status_deadline", "status", "deadline"),
     )
 
     request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
@@ -197,7 +200,8 @@ class Bid(HasId, HasCreated, Base):
     __table_args__ = (UniqueConstraint("auction_id", "provider_id"),
                       CheckConstraint("price_minor >= 0", name="price"))
 
-    auction_id: Mapped[int] = mapped_column(ForeignKey("auctions.id"), index=True)
+    # The unique (auction_id, provider_id) index serves lookups by auction too.
+    auction_id: Mapped[int] = mapped_column(ForeignKey("auctions.id"))
     provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"), index=True)
     price_minor: Mapped[int] = mapped_column(Minor)
     revision: Mapped[int] = mapped_column(Integer, default=1)
