@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Connection, Select, bindparam, select, update
+from sqlalchemy import Connection, Select, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
@@ -235,6 +235,14 @@ _BIDS_TO_CLOSE = select(Bid.id, Bid.provider_id, Bid.price_minor).where(
 _BID_OUTCOME = update(Bid.__table__).where(Bid.__table__.c.id == bindparam("b_id")).values(
     rank=bindparam("b_rank"), won=bindparam("b_won"), payment_minor=bindparam("b_payment"),
     reputation_ppm=bindparam("b_rep"), rating_count=bindparam("b_count"))
+# PostgreSQL takes the whole outcome as six arrays in one statement: its executemany still pays
+# a round of Python per row.
+_BID_OUTCOME_ARRAYS = text(
+    "UPDATE bids SET rank = v.rank, won = v.won, payment_minor = v.payment, "
+    "reputation_ppm = v.rep, rating_count = v.n "
+    "FROM unnest(CAST(:ranks AS INTEGER[]), CAST(:won AS BOOLEAN[]), "
+    "CAST(:payments AS BIGINT[]), CAST(:reps AS INTEGER[]), CAST(:counts AS INTEGER[]), "
+    "CAST(:ids AS BIGINT[])) AS v(rank, won, payment, rep, n, id) WHERE bids.id = v.id")
 
 
 def _score_and_record(conn: Connection, session: Session, auction: Auction,
@@ -251,9 +259,16 @@ def _score_and_record(conn: Connection, session: Session, auction: Auction,
     cleared = clear_columns(bid_ids, prices, reputations, quantity=auction.quantity,
                             reserve=auction.reserve_price_minor,
                             weight_ppm=auction.reputation_weight_ppm)
-    execute_many(conn, _BID_OUTCOME, ("b_rank", "b_won", "b_payment", "b_rep", "b_count", "b_id"),
-                 [(place, won, payment, reputations[i], rating_counts[i], bid_ids[i])
-                  for place, (i, _score, won, payment) in enumerate(cleared, 1)])
+    outcome = [(place, won, payment, reputations[i], rating_counts[i], bid_ids[i])
+               for place, (i, _score, won, payment) in enumerate(cleared, 1)]
+    if conn.dialect.name == "postgresql":
+        if outcome:
+            columns = [list(c) for c in zip(*outcome)]
+            conn.execute(_BID_OUTCOME_ARRAYS, dict(zip(
+                ("ranks", "won", "payments", "reps", "counts", "ids"), columns)))
+    else:
+        execute_many(conn, _BID_OUTCOME,
+                     ("b_rank", "b_won", "b_payment", "b_rep", "b_count", "b_id"), outcome)
     return [(bidders[i], payment) for i, _score, won, payment in cleared if won]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Select, String, select, type_coerce
+from sqlalchemy import BigInteger, Select, String, cast, extract, select, type_coerce
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -99,16 +99,23 @@ def beta_reputations(owner_index: np.ndarray, scores: np.ndarray, ages_us: np.nd
     return ppm, np.bincount(owner_index, minlength=owners).astype(np.int64)
 
 
-def _epoch_us(values: Sequence) -> np.ndarray:
-    """Stored times as integer microseconds since the epoch (UTC).
+def _rated_at_as_stored(dialect: str):
+    """``ratings.rated_at`` in the cheapest form to fetch thousands of: integer microseconds
+    since the epoch from PostgreSQL (exact: ``extract`` is numeric there), the stored UTC text
+    from SQLite (``YYYY-MM-DD HH:MM:SS.ffffff``, which numpy parses in bulk)."""
+    if dialect == "postgresql":
+        return cast(extract("epoch", Rating.rated_at) * 1_000_000, BigInteger)
+    return type_coerce(Rating.rated_at, String)
 
-    SQLite hands back the stored text (UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``), which numpy parses
-    in bulk; PostgreSQL hands back aware datetimes.
-    """
+
+def _epoch_us(values: Sequence) -> np.ndarray:
+    """What `_rated_at_as_stored` fetched, as integer microseconds since the epoch (UTC)."""
     if values and isinstance(values[0], str):
         return np.array(values, dtype="datetime64[us]").astype(np.int64)
-    return np.array([v.astimezone(UTC).replace(tzinfo=None) for v in values],
-                    dtype="datetime64[us]").astype(np.int64)
+    if values and isinstance(values[0], datetime):
+        return np.array([v.astimezone(UTC).replace(tzinfo=None) for v in values],
+                        dtype="datetime64[us]").astype(np.int64)
+    return np.fromiter(values, dtype=np.int64, count=len(values))
 
 
 def reputation_table(session: Session, direction: str, ids: Iterable[int] | Select, *,
@@ -118,16 +125,16 @@ def reputation_table(session: Session, direction: str, ids: Iterable[int] | Sele
     """Reputations of many providers (``service``) or users (``payment``) as arrays.
 
     ``ids`` is an iterable of ids or a SELECT of them. ``ids_query``, a SELECT of the same
-    ids, lets the database pick the ratings instead of a long IN list (a SELECT ``ids`` is
-    used so by itself). Returns ``(ids, ppm, counts)``, ``ids`` sorted and unique. One query
-    brings every rating of them as bare columns (no objects, times as stored); the arithmetic
-    is `beta_reputations`.
+    ids, lets the database pick the ratings instead of a long IN list (a SELECT given as
+    ``ids`` serves as both). Returns ``(ids, ppm, counts)``, ``ids`` sorted and unique. One
+    query brings every rating of them as bare columns (no objects, times as stored); the
+    arithmetic is `beta_reputations`.
     """
     column = Rating.provider_id if direction == "service" else Rating.user_id
-    query = select(column, Rating.score, type_coerce(Rating.rated_at, String)).where(
-        Rating.direction == direction)
     session.flush()  # Core below: let it see what the session has pending
     conn = session.connection()
+    query = select(column, Rating.score, _rated_at_as_stored(conn.dialect.name)).where(
+        Rating.direction == direction)
     if isinstance(ids, Select):
         ids_query = ids
         ids = conn.execute(ids).scalars().all()

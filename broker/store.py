@@ -82,14 +82,13 @@ def fetch_tuples(conn: Connection, statement: Executable, params: dict | None = 
     garbage collector. The columns must need no conversion (ints, text as stored), and neither
     must the parameters.
     """
-    compiled = statement.compile(dialect=conn.dialect,
-                                 compile_kwargs={"render_postcompile": True})
-    values = compiled.construct_params(params or {})
-    if compiled.positional:
-        values = tuple(values[name] for name in compiled.positiontup)
+    compiled = statement.compile(dialect=conn.dialect)
+    # The SQL with its IN lists expanded and the parameters in the driver's style.
+    state = compiled.construct_expanded_state(params or {})
+    values = state.positional_parameters if compiled.positional else state.parameters
     cursor = conn.connection.driver_connection.cursor()
     try:
-        cursor.execute(str(compiled), values)
+        cursor.execute(state.statement, values)
         return cursor.fetchall()
     finally:
         cursor.close()

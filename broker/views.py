@@ -106,7 +106,7 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
                       or actor.speaks_for_provider(auction.auctioneer_id)) else []
     # Every bidder's reputation in one go (in the database, not as a long IN list) when the
     # view shows them all; a provider looking at its own bid in an open auction needs its own.
-    everyone = not open_ or bidders
+    everyone = not open_ or bool(bidders)
     reps = provider_reputations(
         session, select(Bid.provider_id).where(of_auction) if everyone
         else {b.provider_id for b in bids}, now=now, policy=policy) if bids or bidders else {}

@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--stream-gb", type=float, default=2.0,
                    help="size of the capture delivered for the dispatcher's peak RSS (0: skip)")
     b.set_defaults(func=_cmd_bench, table="deliver_table")
+    b = bsub.add_parser("broker", help="auction close, bids over HTTP, reputation lookups")
+    b.add_argument("--repeat", type=_positive_int, default=5)
+    b.set_defaults(func=_cmd_bench, table="broker_table", packets=0, stream_gb=0.0)
 
     try:
         from broker.cli import add_broker_commands

@@ -59,3 +59,24 @@ class Market:
         with self.store.write() as s:
             return add_phone_number(s, self.admin, user_id=user_id, number=number,
                                     device_id=device_id).id
+
+
+def overdue_negotiation(world) -> int:
+    """An open negotiation (alice with north, by hand) whose deadline passed an hour ago by the
+    real clock: what the server's periodic expiry should find."""
+    from broker.negotiation import start_negotiation
+    from broker.requests import submit_request
+
+    past = datetime.now(UTC) - 2 * HOUR
+    with world.m.store.write() as s:
+        request = submit_request(s, world.m.actor("device", world.alice_phone),
+                                 services="anonymize", volume_bytes=10**9, now=past)
+        return start_negotiation(s, world.m.actor("user", world.alice), request.id, world.north,
+                                 mode="user", deadline=past + HOUR, now=past).id
+
+
+def negotiation_status(store: Store, negotiation_id: int) -> str:
+    from broker.models import Negotiation
+
+    with store.read() as s:
+        return s.get(Negotiation, negotiation_id).status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -11,10 +12,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import uvicorn
+from marketplace import negotiation_status, overdue_negotiation
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from broker.actors import issue_key
 from broker.api import create_app
+from broker.api.app import expire_negotiations
 from broker.models import Bid
 
 
@@ -238,3 +242,44 @@ def test_a_negotiation_by_hand_over_http(api):
     r = api.alice.post(f"/v1/negotiations/{n['id']}/moves", json={"action": "accept"})
     assert r.json()["status"] == "agreed"
     assert api.bob.get(f"/v1/negotiations/{n['id']}").status_code == 403
+
+
+def test_the_bid_route_is_authenticated_like_every_other(api):
+    spec = httpx.get(f"{api.base}/openapi.json").json()
+    assert spec["paths"]["/v1/auctions/{auction_id}/bids"]["post"]["security"] == \
+        spec["paths"]["/v1/requests"]["post"]["security"]
+    for client in (api.client(None), api.client("pktx_0123456789ab_wrong")):
+        r = client.post("/v1/auctions/1/bids", json={"provider_id": api.north, "price_minor": 1})
+        assert r.status_code == 401 and r.json()["error"] == "not_authenticated"
+    r = api.north_key.post("/v1/auctions/999/bids", json={"provider_id": api.north,
+                                                           "price_minor": 1})
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_the_app_expires_overdue_negotiations_on_a_timer(world, monkeypatch):
+    nid = overdue_negotiation(world)
+    rounds = []
+
+    def flaky(store):
+        rounds.append(store)
+        if len(rounds) == 1:
+            raise OperationalError("UPDATE negotiations", {}, Exception("database is locked"))
+        return expire_negotiations(store)
+
+    monkeypatch.setattr("broker.api.app.expire_negotiations", flaky)
+
+    async def serve(app, seconds: float) -> None:
+        async with app.router.lifespan_context(app):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and \
+                    negotiation_status(world.m.store, nid) == "open":
+                await asyncio.sleep(0.02)
+
+    asyncio.run(serve(create_app(world.m.store, expire_every=None), 0.3))
+    assert rounds == [] and negotiation_status(world.m.store, nid) == "open"
+    asyncio.run(serve(create_app(world.m.store, expire_every=0.05), 10))
+    assert negotiation_status(world.m.store, nid) == "expired"
+    assert len(rounds) >= 2          # the failed first round did not stop the timer
+    stopped_at = len(rounds)
+    time.sleep(0.2)
+    assert len(rounds) == stopped_at   # and it ends with the app

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import random
+from datetime import timedelta
+
 import pytest
 from marketplace import HOUR, T0
 from sqlalchemy import func, select
@@ -18,7 +22,9 @@ from broker.errors import (
     WrongState,
 )
 from broker.models import Award, Bid, DeliveryJob, Rating, ServiceRequest
+from broker.reputation import beta_reputation
 from broker.requests import submit_request
+from broker.scoring import SealedBid, clear
 from broker.views import auction_view
 
 OPEN, CLOSE = T0 - 2 * HOUR, T0 - HOUR
@@ -241,3 +247,88 @@ def test_opening_an_auction_is_checked(world):
         args = {"closes_at": CLOSE, "reserve_price_minor": 50, **kw}
         with m.store.write() as s, pytest.raises(error):
             open_auction(s, actor, rid, now=OPEN, **args)
+
+
+def test_a_big_close_equals_the_rule_applied_bid_by_bid(world):
+    """The bulk close (bare columns, reputation arrays, one executemany) against the plain
+    rule: `beta_reputation` per bidder and `clear` over `SealedBid` objects."""
+    m, rng = world.m, random.Random(8)
+    providers = [m.provider(world.south_net, f"b{i}") for i in range(40)]
+    alice = m.actor("user", world.alice)
+    with m.store.write() as s:
+        past = submit_request(s, alice, services="identity", volume_bytes=1, now=OPEN - HOUR)
+        for provider in providers[5:]:
+            for _ in range(rng.randint(1, 4)):
+                at = OPEN - timedelta(days=rng.randint(0, 300), seconds=rng.randint(0, 86399))
+                award = make_award(s, past, provider, 1, source="home", now=at)
+                s.add(Rating(award_id=award.id, direction="service", user_id=world.alice,
+                             provider_id=provider, score=rng.choice((0, 40, 75, 90, 100)),
+                             rated_at=at))
+        s.execute(Award.__table__.update().values(status="delivered"))
+        r = submit_request(s, alice, services="anonymize", starts_at=T0, ends_at=T0 + HOUR,
+                           max_rate_bps=1_000_000, now=OPEN)
+        world.auction = open_auction(s, alice, r.id, closes_at=CLOSE, reserve_price_minor=1000,
+                                     quantity=3, reputation_weight_ppm=700_000, now=OPEN).id
+    for provider in providers:
+        bid(world, provider, rng.choice((300, 450, 600, 600, 800, 1000)))
+    assert close(world) == "closed"
+    with m.store.read() as s:
+        stored = s.scalars(select(Bid).where(Bid.auction_id == world.auction)).all()
+        sealed = []
+        for b in stored:
+            ratings = [(x.score, x.rated_at) for x in s.scalars(
+                select(Rating).where(Rating.provider_id == b.provider_id).order_by(Rating.id))]
+            sealed.append(SealedBid(b.id, b.provider_id, b.price_minor,
+                                    beta_reputation(ratings, CLOSE).ppm))
+            assert (b.reputation_ppm, b.rating_count) == (sealed[-1].reputation_ppm,
+                                                          len(ratings))
+        expected = {o.bid.bid_id: (o.rank, o.won, o.payment)
+                    for o in clear(sealed, quantity=3, reserve=1000, weight_ppm=700_000)}
+        assert {b.id: (b.rank, b.won, b.payment_minor) for b in stored} == expected
+        awards = s.execute(select(Award.provider_id, Award.price_minor).where(
+            Award.auction_id == world.auction)).all()
+        by_bid = {b.id: b.provider_id for b in stored}
+        assert sorted(map(tuple, awards)) == sorted(
+            (by_bid[i], pay) for i, (_, won, pay) in expected.items() if won)
+
+
+def test_a_bid_resubmitted_in_a_session_that_holds_it_is_current(auction):
+    w = auction
+    north = w.m.actor("provider", w.north)
+    with w.m.store.write() as s:
+        first = submit_bid(s, north, w.auction, provider_id=w.north, price_minor=400, now=OPEN)
+        assert (first.price_minor, first.revision, first.auction.id) == (400, 1, w.auction)
+        again = submit_bid(s, north, w.auction, provider_id=w.north, price_minor=300, now=OPEN)
+        assert again is first and (again.price_minor, again.revision) == (300, 2)
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_closing_leaves_the_garbage_collector_as_it_found_it(auction, collector_on,
+                                                            monkeypatch):
+    w = auction
+    bid(w, w.north, 100)
+    was = gc.isenabled()
+
+    def broken(*_args, **_kw):
+        assert not gc.isenabled()  # paused while the bids are scored and written
+        raise OSError("out of luck")
+
+    try:
+        (gc.enable if collector_on else gc.disable)()
+        with pytest.raises(AuctionStillOpen):
+            close(w, now=CLOSE - HOUR / 60)
+        assert gc.isenabled() is collector_on
+        with monkeypatch.context() as patch:
+            patch.setattr("broker.auctions.clear_columns", broken)
+            with pytest.raises(OSError):
+                close(w)
+        assert gc.isenabled() is collector_on
+        with pytest.raises(RuntimeError), w.m.store.write() as s:
+            close_auction(s, w.m.actor("user", w.alice), w.auction, now=CLOSE)
+            assert gc.isenabled() is collector_on
+            raise RuntimeError("roll it back")
+        assert gc.isenabled() is collector_on
+        assert close(w) == "closed"
+        assert gc.isenabled() is collector_on
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
+from marketplace import negotiation_status, overdue_negotiation
 
 from broker.actors import authenticate
 from broker.cli import add_broker_commands, main
@@ -53,3 +61,49 @@ def test_the_commands_hang_off_any_parser():
     assert (args.host, args.port, args.db) == ("127.0.0.1", 0, "sqlite://")
     with pytest.raises(SystemExit):
         parser.parse_args(["broker", "admin", "key", "martian", "1"])
+
+
+def test_serve_takes_workers_and_an_expiry_period():
+    parser = argparse.ArgumentParser(prog="pktx")
+    add_broker_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["broker", "serve"])
+    assert (args.workers, args.expire_every, args.log_level) == (1, 30.0, "info")
+    args = parser.parse_args(["broker", "serve", "--workers", "3", "--expire-every", "0",
+                              "--log-level", "warning"])
+    assert (args.workers, args.expire_every, args.log_level) == (3, 0.0, "warning")
+    assert args.func(parser.parse_args(["broker", "serve", "--workers", "0"])) == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_expires_overdue_negotiations_on_a_timer(world, workers):
+    """``pktx broker serve`` as its own process (with one worker, and with uvicorn's worker
+    processes) marks a negotiation whose deadline passed expired without being asked to."""
+    nid = overdue_negotiation(world)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(root), os.environ.get("PYTHONPATH")) if p))
+    cmd = [sys.executable, "-m", "broker.cli", "broker", "serve", "--db", world.m.store.url,
+           "--port", str(port), "--workers", str(workers), "--expire-every", "0.2",
+           "--log-level", "warning"]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE) as server:
+        try:
+            deadline = time.monotonic() + 60
+            while negotiation_status(world.m.store, nid) == "open":
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.monotonic() < deadline, "not expired within 60 s"
+                time.sleep(0.1)
+            while True:  # the first round may run before the socket listens
+                try:
+                    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the server never answered"
+                    time.sleep(0.1)
+            assert health.json()["status"] == "ok"
+        finally:
+            server.terminate()
+            server.wait(30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from broker.actors import Actor, authenticate, issue_key, revoke_key
+from broker.actors import Actor, actor_for, authenticate, issue_key, revoke_key
 from broker.directory import (
     add_device,
     add_phone_number,
@@ -157,3 +157,20 @@ def test_a_network_key_speaks_for_all_its_providers(world):
     north = world.m.actor("network", world.north_net)
     assert north.speaks_for_provider(world.north)
     assert not north.speaks_for_provider(world.south)
+
+
+def test_a_key_authenticates_as_its_principal_of_every_kind(world):
+    """`authenticate` reads the principal in the key's own query; it must come out as the
+    actor `actor_for` makes of it."""
+    m = world.m
+    phone = m.phone(world.alice, "+14155552671", device_id=world.alice_phone)
+    bare_phone = m.phone(world.bob, "+14155552672")
+    principals = [("admin", m.admin.id), ("network", world.north_net),
+                  ("provider", world.south), ("user", world.bob),
+                  ("device", world.alice_phone), ("phone_number", phone),
+                  ("phone_number", bare_phone)]
+    with m.store.write() as s:
+        tokens = [issue_key(s, m.admin, kind, ident)[1] for kind, ident in principals]
+    with m.store.read() as s:
+        for (kind, ident), token in zip(principals, tokens):
+            assert authenticate(s, token) == actor_for(s, kind, ident)

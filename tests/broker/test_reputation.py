@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from marketplace import HOUR, T0
 from sqlalchemy import func, select
 
+from broker.awards import make_award
 from broker.errors import InvalidInput, NotFound, NotYours
-from broker.models import Award, Rating
+from broker.models import Award, Provider, Rating
 from broker.reputation import (
+    Reputation,
     ReputationPolicy,
     beta_reputation,
+    beta_reputations,
     provider_reputations,
     rate,
+    reputation_table,
     user_reputations,
 )
 from broker.requests import submit_request
@@ -107,3 +115,52 @@ def test_users_see_only_their_own_card(awarded):
     w = awarded
     with w.m.store.read() as s, pytest.raises(NotYours):
         user_view(s, w.m.actor("user", w.bob), w.alice)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ratings=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 100),
+                                  st.integers(-10**12, 10**15)), max_size=40),
+       half_life_s=st.integers(1, 10**9))
+def test_the_bulk_arithmetic_equals_the_rule_one_owner_at_a_time(ratings, half_life_s):
+    policy = ReputationPolicy(half_life=timedelta(seconds=half_life_s))
+    owners = np.array([o for o, _, _ in ratings], dtype=np.int64)
+    scores = np.array([s for _, s, _ in ratings], dtype=np.int64)
+    ages = np.array([a for _, _, a in ratings], dtype=np.int64)
+    ppm, counts = beta_reputations(owners, scores, ages, 5, policy)
+    for owner in range(5):
+        mine = [(s, T0 - timedelta(microseconds=a)) for o, s, a in ratings if o == owner]
+        expected = beta_reputation(mine, T0, policy)
+        assert (int(ppm[owner]), int(counts[owner])) == (expected.ppm, expected.count)
+
+
+def test_reputations_of_many_from_the_store_equal_the_rule_one_at_a_time(world):
+    """Every path to a reputation (a list of ids, a SELECT of them, the table) agrees with
+    `beta_reputation` over the provider's own ratings, read one by one as objects."""
+    m, rng = world.m, random.Random(3)
+    providers = [world.north, world.south, world.home,
+                 *(m.provider(world.south_net, f"p{i}") for i in range(12))]
+    alice = m.actor("device", world.alice_phone)
+    with m.store.write() as s:
+        request = submit_request(s, alice, services="identity", volume_bytes=10**9, now=T0)
+        for provider in providers[:-2]:   # the last two stay newcomers
+            for _ in range(rng.randint(1, 6)):
+                at = T0 - timedelta(seconds=rng.randint(-3600, 400 * 86400),
+                                    microseconds=rng.randint(0, 999_999))
+                award = make_award(s, request, provider, 1, source="home", now=at)
+                s.add(Rating(award_id=award.id, direction="service", user_id=world.alice,
+                             provider_id=provider, score=rng.randint(0, 100), rated_at=at))
+    now, policy = T0 + 3 * DAY, ReputationPolicy(half_life=20 * DAY)
+    with m.store.read() as s:
+        by_list = provider_reputations(s, providers, now=now, policy=policy)
+        by_select = provider_reputations(s, select(Provider.id).where(Provider.id.in_(providers)),
+                                         now=now, policy=policy)
+        ids, ppm, counts = reputation_table(s, "service", providers, now=now, policy=policy)
+        for provider in providers:
+            ratings = [(r.score, r.rated_at) for r in s.scalars(
+                select(Rating).where(Rating.provider_id == provider).order_by(Rating.id))]
+            expected = beta_reputation(ratings, now, policy)
+            assert by_list[provider] == by_select[provider] == expected
+            at = int(np.searchsorted(ids, provider))
+            assert (int(ppm[at]), int(counts[at])) == (expected.ppm, expected.count)
+        assert by_list[providers[-1]] == Reputation(500_000, 0)
+        assert provider_reputations(s, [], now=now) == {}

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from marketplace import T0
-from sqlalchemy import inspect, select, text
+from sqlalchemy import bindparam, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from broker.models import ApiKey, Base, Network, PricePolicy, Provider
-from broker.store import Store, head_revision
+from broker.store import Store, alembic_config, execute_many, fetch_tuples, head_revision
 
 
 def test_a_new_store_is_migrated_to_head(store):
@@ -93,3 +94,36 @@ def test_an_api_key_belongs_to_exactly_one_principal(store):
         s.add(ApiKey(prefix="x", secret_sha256="0" * 64, network_id=1, provider_id=1))
     with pytest.raises(IntegrityError), store.write() as s:
         s.add(ApiKey(prefix="y", secret_sha256="0" * 64))
+
+
+def test_bulk_reads_and_writes_through_the_driver(store):
+    """`execute_many` and `fetch_tuples` on each backend's parameter style: names given in
+    any order, expanded IN lists, values as the driver takes them."""
+    with store.write() as s:
+        s.add(Network(id=1, name="n"))
+        s.add_all(Provider(id=i, network_id=1, name=f"p{i}", capacity_bps=0) for i in (1, 2, 3))
+        s.flush()
+        conn = s.connection()
+        table = Provider.__table__
+        execute_many(conn, update(table).where(table.c.id == bindparam("p_id")).values(
+            capacity_bps=bindparam("p_cap")), ("p_id", "p_cap"), [(1, 10), (3, 30)])
+        execute_many(conn, update(table).where(table.c.id == bindparam("p_id")).values(
+            capacity_bps=bindparam("p_cap")), ("p_cap", "p_id"), [(20, 2)])
+        execute_many(conn, update(table).values(capacity_bps=bindparam("p_cap")), ("p_cap",), [])
+        query = select(Provider.id, Provider.capacity_bps).where(
+            Provider.id.in_([1, 3]) | (Provider.name == bindparam("name"))).order_by(Provider.id)
+        assert fetch_tuples(conn, query, {"name": "p2"}) == [(1, 10), (2, 20), (3, 30)]
+        assert all(type(row) is tuple for row in fetch_tuples(conn, query, {"name": "x"}))
+
+
+def test_the_migrations_go_down_and_up_again(store):
+    with store.engine.connect() as conn:
+        cfg = alembic_config(store.url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+        conn.commit()
+    assert store.revision() == "0001"
+    assert "ix_bids_auction_id" in {i["name"] for i in inspect(store.engine).get_indexes("bids")}
+    store.upgrade()
+    assert store.revision() == head_revision()
+    test_migrations_match_the_models(store)
