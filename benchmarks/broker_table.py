@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import platform
 import random
 import secrets
 import socket
@@ -35,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from benchmarks.report import print_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -564,10 +565,7 @@ def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None, *,
                   f"< {TARGET_VIEW_S * 1e3:.0f} ms")
     table.add_row(f"whole view of {VIEW_BIDDERS:,} bids", f"{m.view_s * 1e3:.1f} ms", "")
     console.print(table)
-    for name, ok in checks(m):
-        console.print(f"  [{'green' if ok else 'red'}]{'met' if ok else 'MISSED'}[/] {name}")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores (load {load}), "
-                  f"{platform.python_implementation()} {platform.python_version()}, "
-                  f"SQLAlchemy {sqlalchemy.__version__}, SQLite {sqlite3.sqlite_version}")
+    print_verdicts(console, checks(m), f"load {load}, SQLAlchemy {sqlalchemy.__version__}, "
+                                       f"SQLite {sqlite3.sqlite_version}")
     return 0

@@ -7,7 +7,6 @@ ratios are what the targets are set on (absolute speeds swing with the machine a
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from benchmarks.report import print_verdicts
 
 
 @dataclass
@@ -232,10 +233,6 @@ def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 2.0, flows: 
                       f"{secs:.1f} s: peak RSS {peak / 1e6:.0f} MB "
                       f"(interpreter and imports {before / 1e6:.0f} MB)")
         checks.append(("2 GB stream peak RSS < 200 MB", peak < 200e6))
-    for name, ok in checks:
-        console.print(f"  [{'green' if ok else 'red'}]{'met' if ok else 'MISSED'}[/] {name}")
-    console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-                  f"{platform.python_implementation()} {platform.python_version()}, "
-                  f"backend: {backend.describe()}")
+    print_verdicts(console, checks, f"backend: {backend.describe()}")
     tmp.cleanup()
     return 0

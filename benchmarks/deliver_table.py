@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ import time
 import numpy as np
 
 from benchmarks.capture_table import make_big_file
+from benchmarks.report import print_verdicts
 
 KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
@@ -148,10 +148,6 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
         console.print(f"delivered a {fsize / 1e9:.2f} GB capture ({n:,} packets) in {secs:.1f} s "
                       f"({fsize / secs / 1e6:,.0f} MB/s): dispatcher peak RSS {peak / 1e6:.0f} MB")
         checks.append(("dispatcher peak RSS < 300 MB on a 2 GB capture", peak < 300e6))
-    for name, ok in checks:
-        console.print(f"  [{'green' if ok else 'red'}]{'met' if ok else 'MISSED'}[/] {name}")
-    console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-                  f"{platform.python_implementation()} {platform.python_version()}, "
-                  f"backend: {backend.describe()}")
+    print_verdicts(console, checks, f"backend: {backend.describe()}")
     tmp.cleanup()
     return 0

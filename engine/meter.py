@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _NS = 1_000_000_000
 
@@ -13,7 +13,7 @@ _NS = 1_000_000_000
 def iso_ns(ns: int) -> str:
     """UTC ISO 8601 with nanoseconds."""
     sec, frac = divmod(ns, _NS)
-    return datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + \
+    return datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + \
         f".{frac:09d}Z"
 
 
