@@ -302,21 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="side-by-side throughput tables against peers")
     bsub = s.add_subparsers(dest="bench", metavar="WHAT", required=True)
-    b = bsub.add_parser("capture", help="capture reading, flow hashing and writing")
-    b.add_argument("--packets", type=_positive_int, default=200_000)
-    b.add_argument("--repeat", type=_positive_int, default=5)
-    b.add_argument("--stream-gb", type=float, default=2.0,
-                   help="size of the file streamed through open_capture for peak RSS (0: skip)")
-    b.set_defaults(func=_cmd_bench, table="capture_table")
-    b = bsub.add_parser("deliver", help="delivery throughput against multiprocessing and pyzmq")
-    b.add_argument("--packets", type=_positive_int, default=200_000)
-    b.add_argument("--repeat", type=_positive_int, default=3)
-    b.add_argument("--stream-gb", type=float, default=2.0,
-                   help="size of the capture delivered for the dispatcher's peak RSS (0: skip)")
-    b.set_defaults(func=_cmd_bench, table="deliver_table")
-    b = bsub.add_parser("broker", help="auction close, bids over HTTP, reputation lookups")
-    b.add_argument("--repeat", type=_positive_int, default=5)
-    b.set_defaults(func=_cmd_bench, table="broker_table", packets=0, stream_gb=0.0)
+    def bench_table(name, help_text, table, repeat, stream_help=None):
+        b = bsub.add_parser(name, help=help_text)
+        b.add_argument("--repeat", type=_positive_int, default=repeat)
+        if stream_help is None:
+            b.set_defaults(func=_cmd_bench, table=table, packets=0, stream_gb=0.0)
+            return
+        b.add_argument("--packets", type=_positive_int, default=200_000)
+        b.add_argument("--stream-gb", type=float, default=2.0, help=stream_help)
+        b.set_defaults(func=_cmd_bench, table=table)
+
+    bench_table("capture", "capture reading, flow hashing and writing", "capture_table", 5,
+                "size of the file streamed through open_capture for peak RSS (0: skip)")
+    bench_table("deliver", "delivery throughput against multiprocessing and pyzmq",
+                "deliver_table", 3,
+                "size of the capture delivered for the dispatcher's peak RSS (0: skip)")
+    bench_table("broker", "auction close, bids over HTTP, reputation lookups", "broker_table",
+                5)
 
     try:
         from broker.cli import add_broker_commands

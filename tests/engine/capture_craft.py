@@ -55,6 +55,31 @@ def readable_corpus_files() -> list[str]:
     return [f for f in corpus_files() if f not in REJECTED and f != CUT]
 
 
+def corpus_params(keep=None) -> list:
+    """pytest params of the corpus captures the reader accepts (``errors="truncate"``) and
+    ``keep(batch)`` approves; one skipped param when the corpus is absent."""
+    import warnings
+
+    from engine import read_capture
+    from engine.errors import CaptureError
+
+    if not CORPUS.is_dir():
+        return [pytest.param(None, marks=pytest.mark.skip(
+            reason=f"capture corpus not found at {CORPUS} (the shared folder beside the "
+                   "project)"))]
+    found = []
+    for path in sorted(CORPUS.glob("*/*.pcap*")):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                batch = read_capture(path, errors="truncate")
+        except CaptureError:
+            continue
+        if keep is None or keep(batch):
+            found.append(pytest.param(path, id=path.name))
+    return found
+
+
 def need_corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"capture corpus not found at <project>/../shared/corpus ({CORPUS})")

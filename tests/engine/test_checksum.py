@@ -8,6 +8,7 @@ from pathlib import Path
 import naive
 import numpy as np
 import pytest
+from capture_craft import corpus_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,6 @@ from engine.checksum import (
     recompute_checksums,
     verify_checksums,
 )
-from engine.errors import CaptureError
 from engine.flowkeys import flow_keys
 
 CORPUS = Path(__file__).parents[2] / ".." / "shared" / "corpus"
@@ -268,23 +268,8 @@ def test_rejects_keys_of_another_batch(impl):
 # -- real captures -----------------------------------------------------------------------------
 
 def readable_captures() -> list:
-    from engine import read_capture
-
-    if not CORPUS.is_dir():
-        return [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"capture corpus not found at {CORPUS} (the shared folder beside the "
-                   f"project)"))]
-    found = []
-    for path in sorted(CORPUS.glob("*/*.pcap*")):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                batch = read_capture(path, errors="truncate")
-        except CaptureError:
-            continue
-        if flow_keys(batch).family.any():
-            found.append(pytest.param(path, id=path.name))
-    return found
+    """The corpus captures the reader accepts and that hold IP."""
+    return corpus_params(lambda batch: flow_keys(batch).family.any())
 
 
 @pytest.mark.parametrize("path", readable_captures())

@@ -10,12 +10,12 @@ from pathlib import Path
 import naive
 import numpy as np
 import pytest
+from capture_craft import corpus_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import backend
 from engine.batch import Interface, PacketBatch
-from engine.errors import CaptureError
 from engine.flowkeys import FlowKeys, extract, flow_keys
 
 CORPUS = Path(__file__).parents[2] / ".." / "shared" / "corpus"
@@ -332,23 +332,8 @@ def test_twin_rejects_mismatched_outputs(impl):
 # -- real captures, with scapy as the independent oracle ---------------------------------------
 
 def readable_captures() -> list:
-    """The corpus captures the reader accepts (the rest are there to be rejected)."""
-    from engine import read_capture
-
-    if not CORPUS.is_dir():
-        return [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"capture corpus not found at {CORPUS} (the shared folder beside the "
-                   f"project)"))]
-    found = []
-    for path in sorted(CORPUS.glob("*/*.pcap*")):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                read_capture(path, errors="truncate")
-        except CaptureError:
-            continue
-        found.append(pytest.param(path, id=path.name))
-    return found
+    """The corpus captures the reader accepts."""
+    return corpus_params()
 
 
 def read(path: Path) -> PacketBatch:
