@@ -46,11 +46,16 @@ def _external_delivery(src, out, *, services="slow", params=(), **kw):
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
 def test_worker_dies_mid_stream_and_nothing_is_lost(sample_pcap, tmp_path, how):
     out = tmp_path / "o.pcap"
-    delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=15"])
+    # Both workers must have joined before the stream starts, or on a loaded machine w1 can
+    # take every task while w0 is still starting, and a stopped w0 held nothing to lose.
+    delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=15"], min_workers=2)
     workers = [start_worker(endpoint, "--name", f"w{i}") for i in range(2)]
     try:
         t, box = _run_in_thread(delivery)
         wait_for(lambda: delivery.meter.packets_out >= 2000, 60, "first output")
+        d = delivery.dispatcher
+        wait_for(lambda: any(w.name == "w0" and w.in_flight for w in list(d.workers.values())),
+                 60, "w0 holding a task")
         victim = workers[0]
         os.kill(victim.pid, getattr(signal, how))
         t.join(120)
