@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from broker.actors import Actor, authenticate
 from broker.errors import BrokerError
+from broker.groupcommit import GroupCommit
 from broker.negotiation import expire_overdue
 from broker.reputation import DEFAULT_POLICY, ReputationPolicy
 from broker.store import ENV_DB, Store
@@ -40,6 +41,11 @@ def store_of(request: Request) -> Store:
 
 def policy_of(request: Request) -> ReputationPolicy:
     return request.app.state.reputation_policy
+
+
+def group_commit_of(request: Request) -> GroupCommit:
+    """The app's one writer thread for the small, frequent writes (bids): see `GroupCommit`."""
+    return request.app.state.group_commit
 
 
 async def api_token(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -113,6 +119,8 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy = DEFAULT_PO
         try:
             yield
         finally:
+            # Bids already received are committed and answered before the server goes.
+            await asyncio.to_thread(app.state.group_commit.stop)
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -128,6 +136,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy = DEFAULT_PO
                     "safe. Money is integer minor units with an ISO 4217 currency.")
     app.state.store = store
     app.state.reputation_policy = reputation_policy
+    app.state.group_commit = GroupCommit(store)
 
     @app.exception_handler(BrokerError)
     async def _broker_error(_request: Request, exc: BrokerError):
