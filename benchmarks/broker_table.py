@@ -12,13 +12,15 @@ the reputations are computed from real rows. Directory rows are bulk-inserted (b
 providers one API call at a time would measure the directory, not the auction); what is measured
 runs through the broker's own functions and HTTP API.
 
-The HTTP clients (httpx, threads in four processes) share the machine with the server; on a small
-machine they take a good part of its CPU. So the table also shows the server's CPU time per POST
-(from /proc, where there is one) and the rate one core would sustain at that cost.
+The HTTP clients (keep-alive connections on an event loop in each of two processes, a lean
+load generator in the manner of wrk) share the machine with the server; on a small machine they
+still take some of its CPU. So the table also shows the server's CPU time per POST (from /proc,
+where there is one) and the rate one core would sustain at that cost, and the clients' own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -28,7 +30,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -375,66 +376,111 @@ class HttpResult:
                 and self.revisions_above_one == 0)
 
 
-def _post_bids(base: str, auction: int, jobs: list[tuple[int, str, int]], stop_at: float,
-               counts: dict, lock: threading.Lock) -> None:
-    """One client: each bid one POST with its own idempotency key, every n-th sent twice
-    (a retry, which must not make a second bid); failures are retried with the same key."""
-    import httpx
+class _Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol to POST a bid
+    and read the answer: status, headers, a Content-Length body. A load generator in the
+    manner of wrk: httpx spends more CPU per request than the server does, and on a 2-core
+    machine that CPU is taken from the server being measured."""
 
-    sent = replays = errors = requests = 0
-    with httpx.Client(base_url=base, timeout=30) as http:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}"
+                          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                          f"\r\n".encode() + body)
+        try:
+            await self.writer.drain()
+            lines = (await self.reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+            status = int(lines[0].split()[1])
+            length, close = 0, False
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            answer = await self.reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            self.close()
+            raise ConnectionError("the connection broke mid-request") from None
+        if close:
+            self.close()
+        return status, answer
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def _post_bids(host: str, port: int, auction: int, jobs: list[tuple[int, str, int]],
+                     stop_at: float, counts: dict) -> None:
+    """One client: each bid one POST with its own idempotency key, every n-th sent twice
+    (a retry, which must not make a second bid); failures are retried with the same key. An
+    answer counts as a success only when it is a 201 naming this bid's provider and price."""
+    import json
+
+    conn = _Connection(host, port)
+    path = f"/v1/auctions/{auction}/bids"
+    try:
         for n, (provider, token, price) in enumerate(jobs):
             if time.perf_counter() >= stop_at:
                 break
             headers = {"Authorization": f"Bearer {token}",
                        "Idempotency-Key": f"bid-{auction}-{provider}"}
-            body = {"provider_id": provider, "price_minor": price}
+            body = json.dumps({"provider_id": provider, "price_minor": price}).encode()
             times = 2 if n % HTTP_REPLAY_EVERY == HTTP_REPLAY_EVERY - 1 else 1
             for _ in range(times):
                 for _attempt in range(5):
-                    requests += 1
+                    counts["requests"] += 1
                     try:
-                        r = http.post(f"/v1/auctions/{auction}/bids", json=body, headers=headers)
-                    except httpx.TransportError:
-                        errors += 1
+                        status, answer = await conn.post(path, headers, body)
+                    except ConnectionError:
+                        counts["errors"] += 1
                         continue
-                    if r.status_code == 201:
-                        break
-                    errors += 1
-            sent += 1
-            replays += times - 1
-    with lock:
-        for k, v in (("sent", sent), ("replays", replays), ("errors", errors),
-                     ("requests", requests)):
-            counts[k] = counts.get(k, 0) + v
+                    if status == 201:
+                        got = json.loads(answer)
+                        if (got["provider_id"], got["price_minor"]) == (provider, price):
+                            break
+                    counts["errors"] += 1
+            counts["sent"] += 1
+            counts["replays"] += times - 1
+    finally:
+        conn.close()
 
 
 def _client_process(base: str, auction: int, shares: list, seconds: float, ready, go,
                     results) -> None:
-    """A process of ``len(shares)`` client threads; starts when ``go`` is set."""
-    import httpx
+    """A process of ``len(shares)`` concurrent clients (one connection each, on one event
+    loop); starts when ``go`` is set."""
+    from urllib.parse import urlsplit
 
-    httpx.Client().close()  # imports done before the clock starts
+    url = urlsplit(base)
     ready.set()
     go.wait()
     cpu0 = time.process_time()
     stop_at = time.perf_counter() + seconds
-    counts: dict = {}
-    lock = threading.Lock()
-    threads = [threading.Thread(target=_post_bids, args=(base, auction, share, stop_at, counts,
-                                                         lock)) for share in shares]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    counts = dict.fromkeys(("sent", "replays", "errors", "requests"), 0)
+
+    async def clients() -> None:
+        await asyncio.gather(*(_post_bids(url.hostname, url.port, auction, share, stop_at,
+                                          counts) for share in shares))
+
+    asyncio.run(clients())
     counts["cpu_s"] = time.process_time() - cpu0
     results.put(counts)
 
 
-def http_bids(scene: Scene, url: str, *, clients: int, seconds: float, processes: int = 4,
+def http_bids(scene: Scene, url: str, *, clients: int, seconds: float, processes: int = 2,
               workers: int = 1) -> HttpResult:
-    """``clients`` concurrent clients (threads spread over ``processes`` processes, so that
-    the clients' own CPU is not one interpreter's) POST one bid per provider for ``seconds``
+    """``clients`` concurrent clients (connections spread over ``processes`` processes, so
+    that the clients' own CPU is not one interpreter's) POST one bid per provider for ``seconds``
     against ``pktx broker serve``; then the bids are counted in the store."""
     import multiprocessing
 
