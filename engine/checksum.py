@@ -7,10 +7,11 @@ Per packet, ``verify_checksums`` reports two statuses: the IPv4 header checksum 
 TCP, UDP, ICMP or ICMPv6 checksum over its pseudo-header (``l4``), as one of ``NONE``, ``GOOD``,
 ``BAD``, ``TRUNCATED``, ``NO_CHECKSUM``, ``MALFORMED`` (see ``engine.checksum_py``). What is
 not checked: IPv6 has no header checksum; SCTP uses CRC32c and UDP-Lite partial coverage
-(``NONE``); fragments cannot be checked before reassembly (``NONE``); the TCP/UDP pseudo-header
-takes the IPv6 header's destination even when a routing header names a later final destination.
-The segment's length comes from the IP length fields (so Ethernet padding is not summed) and,
-for UDP, from the UDP length.
+(``NONE``); fragments cannot be checked before reassembly (``NONE``). Over IPv6 the pseudo-header
+holds the final destination (RFC 8200, 8.1): from a type 0, 2 or 4 (Segment Routing) routing
+header with segments left, else the header's; a type 3 (RPL) header's compressed addresses are
+not unpacked, and the header's destination is used. The segment's length comes from the IP
+length fields (so Ethernet padding is not summed) and, for UDP, from the UDP length.
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
+IPPROTO_ROUTING = 43
+IPPROTO_FRAGMENT = 44
+IPPROTO_AH = 51
+# IPv6 extension headers sized (length + 1) * 8: hop-by-hop, routing, destination options,
+# mobility, HIP, shim6, and the two experimental numbers.
+_EXT_8 = (0, 43, 60, 135, 139, 140, 253, 254)
 
 PUBLIC = ["ones_complement_sum", "internet_checksum", "checksum_packets"]
 
@@ -153,7 +159,8 @@ def _one(p: np.ndarray, n: int, fam: int, pr: int, l3: int, l4: int, frag: int,
     elif fam == 4:
         pseudo = ones_complement_sum(p, l3 + 12, 8, pr + seg)
     else:
-        pseudo = ones_complement_sum(p, l3 + 8, 32, pr + (seg >> 16) + (seg & 0xFFFF))
+        pseudo = ones_complement_sum(p, l3 + 8, 16, pr + (seg >> 16) + (seg & 0xFFFF))
+        pseudo = ones_complement_sum(p, final_destination(p, n, l3, l4), 16, pseudo)
     if pr == IPPROTO_UDP and stored == 0:
         l4_st = BAD  # RFC 8200: a UDP checksum of 0 over IPv6 is an error
     else:
@@ -165,3 +172,39 @@ def _one(p: np.ndarray, n: int, fam: int, pr: int, l3: int, l4: int, frag: int,
             value = 0xFFFF
         _put16(p, l4 + field, value)
     return ip_st, l4_st
+
+
+def final_destination(p: np.ndarray, n: int, l3: int, l4: int) -> int:
+    """Where the IPv6 packet at ``l3`` (upper layer at ``l4``) holds the address its upper-layer
+    checksum is computed over (RFC 8200, 8.1): the final destination.
+
+    A Routing header with segments left names it: the last address of a type 0 or type 2
+    header, the first entry of a type 4 (Segment Routing, RFC 8754) segment list, whose order
+    is reversed. With no segments left, or no such header, it is the Destination Address. A
+    type 3 (RPL) header compresses its addresses; it is not unpacked here, and the Destination
+    Address is used.
+    """
+    dst = l3 + 24
+    nh = int(p[l3 + 6])
+    off = l3 + 40
+    while off + 8 <= l4 <= n:
+        if nh in _EXT_8:
+            size = (int(p[off + 1]) + 1) * 8
+        elif nh == IPPROTO_FRAGMENT:
+            size = 8
+        elif nh == IPPROTO_AH:
+            size = (int(p[off + 1]) + 2) * 4
+        else:
+            break
+        if off + size > l4:
+            break
+        if nh == IPPROTO_ROUTING and p[off + 3] != 0:
+            kind = int(p[off + 2])
+            addresses = (size - 8) // 16
+            if kind in (0, 2) and addresses:
+                dst = off + 8 + 16 * (addresses - 1)
+            elif kind == 4 and addresses:
+                dst = off + 8
+        nh = int(p[off])
+        off += size
+    return dst

@@ -135,6 +135,36 @@ def internet_checksum(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t lengt
     return s
 
 
+cdef Py_ssize_t final_destination(const uint8_t* p, Py_ssize_t n, Py_ssize_t l3,
+                                  Py_ssize_t l4) noexcept nogil:
+    # The twin of engine.checksum_py.final_destination (RFC 8200, 8.1): the offset of the
+    # address the upper-layer checksum covers, from a Routing header with segments left.
+    cdef Py_ssize_t dst = l3 + 24, off = l3 + 40, size, addresses
+    cdef int nh = p[l3 + 6], kind
+    while off + 8 <= l4 and l4 <= n:
+        if (nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140
+                or nh == 253 or nh == 254):
+            size = (<Py_ssize_t>p[off + 1] + 1) * 8
+        elif nh == 44:
+            size = 8
+        elif nh == 51:
+            size = (<Py_ssize_t>p[off + 1] + 2) * 4
+        else:
+            break
+        if off + size > l4:
+            break
+        if nh == 43 and p[off + 3] != 0:
+            kind = p[off + 2]
+            addresses = (size - 8) // 16
+            if (kind == 0 or kind == 2) and addresses > 0:
+                dst = off + 8 + 16 * (addresses - 1)
+            elif kind == 4 and addresses > 0:
+                dst = off + 8
+        nh = p[off]
+        off += size
+    return dst
+
+
 cdef void one_packet(uint8_t* p, Py_ssize_t n, int fam, int pr, Py_ssize_t l3, Py_ssize_t l4,
                      int frag, bint fix, uint8_t* ip_out, uint8_t* l4_out) noexcept nogil:
     cdef int ip_st = ST_NONE
@@ -197,8 +227,9 @@ cdef void one_packet(uint8_t* p, Py_ssize_t n, int fam, int pr, Py_ssize_t l3, P
     elif fam == 4:
         pseudo = region_sum(p + l3 + 12, 8, fold(<uint64_t>pr + <uint64_t>seg))
     else:
-        pseudo = region_sum(p + l3 + 8, 32,
+        pseudo = region_sum(p + l3 + 8, 16,
                             fold(<uint64_t>pr + <uint64_t>(seg >> 16) + <uint64_t>(seg & 0xFFFF)))
+        pseudo = region_sum(p + final_destination(p, n, l3, l4), 16, pseudo)
     if pr == IPPROTO_UDP and stored == 0:
         l4_out[0] = ST_BAD
     else:

@@ -217,6 +217,35 @@ def internet_checksum(data: bytes, initial: int = 0) -> int:
     return 0xFFFF - ones_complement_sum(data, initial)
 
 
+def _final_destination(pkt: bytes, l3: int, l4: int) -> bytes:
+    """RFC 8200 8.1: the upper-layer pseudo-header's destination. The extension headers between
+    the IPv6 header and the upper layer are split off one by one; a routing header with
+    segments left names the final destination (its last address; for Segment Routing, type 4,
+    the first segment of the reversed list)."""
+    final = pkt[l3 + 24 : l3 + 40]
+    nh, rest = pkt[l3 + 6], pkt[l3 + 40 : l4]
+    sized = {0: 8, 43: 8, 60: 8, 135: 8, 139: 8, 140: 8, 253: 8, 254: 8}
+    while len(rest) >= 8:
+        if nh in sized:
+            header = rest[: (rest[1] + 1) * 8]
+        elif nh == 44:
+            header = rest[:8]
+        elif nh == 51:
+            header = rest[: (rest[1] + 2) * 4]
+        else:
+            break
+        if len(header) < ((header[1] + 1) * 8 if nh in sized else len(header)):
+            break
+        if nh == 43 and header[3] != 0:
+            addresses = [header[i : i + 16] for i in range(8, len(header) - 15, 16)]
+            if addresses and header[2] in (0, 2):
+                final = addresses[-1]
+            elif addresses and header[2] == 4:
+                final = addresses[0]
+        nh, rest = header[0], rest[len(header) :]
+    return final
+
+
 def checksum_status(pkt: bytes, keys: dict) -> tuple[int, int, bytes]:
     """(IPv4 header status, transport status, the packet with its checksums recomputed)."""
     out = bytearray(pkt)
@@ -261,7 +290,8 @@ def checksum_status(pkt: bytes, keys: dict) -> tuple[int, int, bytes]:
     elif fam == 4:
         pseudo = pkt[l3 + 12 : l3 + 20] + struct.pack(">BBH", 0, proto, length)
     else:
-        pseudo = pkt[l3 + 8 : l3 + 40] + struct.pack(">IxxxB", length, proto)
+        pseudo = (pkt[l3 + 8 : l3 + 24] + _final_destination(pkt, l3, l4)
+                  + struct.pack(">IxxxB", length, proto))
     if proto == 17 and stored == 0:
         l4_status = BAD
     else:

@@ -133,7 +133,14 @@ def test_status_values_are_the_same_in_both_twins():
 def scapy_packets(draw):
     """Ethernet (maybe VLAN-tagged) packets with checksums scapy computed."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP
-    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop
+    from scapy.layers.inet6 import (
+        ICMPv6EchoRequest,
+        IPv6,
+        IPv6ExtHdrDestOpt,
+        IPv6ExtHdrHopByHop,
+        IPv6ExtHdrRouting,
+        IPv6ExtHdrSegmentRouting,
+    )
     from scapy.layers.l2 import Dot1Q, Ether
 
     version = draw(st.sampled_from([4, 6]))
@@ -159,6 +166,15 @@ def scapy_packets(draw):
         for ext in draw(st.lists(st.sampled_from([IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt]),
                                  max_size=2)):
             ip = ip / ext()
+        # A routing header: with segments left, the pseudo-header's destination is the final
+        # one (RFC 8200 8.1), which scapy takes from it.
+        routing = draw(st.sampled_from([None, "type0", "srh"]))
+        if routing is not None:
+            hops = draw(st.lists(host, min_size=1, max_size=3))
+            left = draw(st.integers(0, len(hops)))
+            ext = (IPv6ExtHdrRouting(addresses=hops, segleft=left) if routing == "type0"
+                   else IPv6ExtHdrSegmentRouting(addresses=hops, segleft=left))
+            ip = ip / ext
     link = Ether(**MACS) / Dot1Q(vlan=7) if draw(st.booleans()) else Ether(**MACS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
