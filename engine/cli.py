@@ -155,15 +155,29 @@ def cmd_demo(args) -> int:
     out(f"   read back: {len(batch):,} packets, {batch.nbytes:,} bytes, "
         f"{len(set(flow_hash(batch).tolist())):,} flows by the symmetric 5-tuple hash\n\n")
     _print_info(capture_info(sample))
+    from broker.demo_market import broker_a_request, settle_delivery
+
+    market_db = workdir / "broker.sqlite3"
+    for stale in workdir.glob("broker.sqlite3*"):  # a fresh market each run
+        stale.unlink()
+    out(f"\n2. the market (a SQLite store, {market_db.name}; the market's clock is simulated)\n")
+    market = broker_a_request(market_db, ["anonymize", "encrypt"], 1_000_000_000, out)
+    spec = market.spec
     key = os.urandom(32).hex()
-    steps = [("2.", sample, sealed, "anonymize,encrypt",
-              [f"anonymize.key={os.urandom(32).hex()}", f"encrypt.key={key}", "bind=none"]),
-             ("3.", sealed, opened, "decrypt,checksum", [f"key={key}", "bind=none"])]
-    for label, src, dst, chain, params in steps:
-        out(f"\n{label} pktx deliver {src.name} -> {dst.name} through {chain} on "
-            f"{args.workers} local workers\n")
+    steps = [("3.", f"job {market.job_id}: {market.winner_name} delivers", sample, sealed,
+              ",".join(spec["services"]),
+              [f"anonymize.key={os.urandom(32).hex()}", f"encrypt.key={key}", "bind=none"],
+              spec["max_rate_bps"]),
+             ("4.", "the recipient opens it", sealed, opened, "decrypt,checksum",
+              [f"key={key}", "bind=none"], None)]
+    usages = []
+    for label, who, src, dst, chain, params, rate in steps:
+        limit = f", at most {rate / 1e6:,.0f} Mbit/s" if rate else ""
+        out(f"\n{label} {who}: pktx deliver {src.name} -> {dst.name} through {chain} on "
+            f"{args.workers} local workers{limit}\n")
         usage = deliver(str(src), str(dst), services=chain, params=params,
-                        workers=args.workers, flow_affinity=True)
+                        workers=args.workers, flow_affinity=True, max_rate_bps=rate)
+        usages.append(usage)
         out(f"   {usage['packets_out']:,} of {usage['packets_in']:,} packets, "
             f"{usage['bytes_out']:,} bytes in {usage['duration_ns'] / 1e9:.3f} s "
             f"({usage['mean_rate_bps'] / 1e6:,.0f} Mbit/s), {usage['segments']} segments, "
@@ -180,9 +194,12 @@ def cmd_demo(args) -> int:
         bytes(a.packet(i)[int(ka.payload_off[i]):]) == bytes(b.packet(i)[int(kb.payload_off[i]):])
         for i in range(len(a)) if ka.payload_off[i] >= 0)
     moved = int(np.count_nonzero((ka.src != kb.src).any(axis=1))) if same else 0
-    out(f"\n4. round trip: {len(b):,} packets back; payloads "
+    out(f"\n5. round trip: {len(b):,} packets back; payloads "
         f"{'identical to the original' if payloads_equal else 'DIFFERENT'}; "
         f"{moved:,} source addresses anonymized\n")
+    if payloads_equal:
+        out("\n6. settling the award\n")
+        settle_delivery(market, usages[0], out)
     out(f"   files kept in {workdir}\n")
     same_len = payloads_equal
     return 0 if same_len else 1

@@ -1,6 +1,7 @@
 """The pktx command line, run as a user runs it: a real process, real files."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -95,10 +96,38 @@ def test_generate_then_info(tmp_path):
         assert sum(1 for _ in dpkt.pcap.Reader(f)) == 5000
 
 
-def test_demo_runs(tmp_path):
-    proc = pktx("demo", "--dir", tmp_path, "--packets", 2000, "--flows", 20)
-    assert "Packets:" in proc.stdout
-    assert (tmp_path / "sample.pcapng").exists()
+def test_demo_runs_a_market_round_and_delivers_the_award(tmp_path):
+    for _run in range(2):  # a second run in the same folder starts a fresh market
+        proc = pktx("demo", "--dir", tmp_path, "--packets", 2000, "--flows", 20)
+    out = proc.stdout
+    assert "Packets:" in out
+    assert "payloads identical to the original" in out
+    # Asks are each bidder's reservation price for 1 h at 1,000 Mbit/s: far-a 12.00 EUR per
+    # Mbit/s-hour at 80% = 96.00, far-b 10.00 at 90% = 90.00, far-c 15.00 at 70% = 105.00.
+    # far-b wins and is paid the runner-up's ask (equal reputations): 96.00 EUR.
+    assert "award 1: far-b delivers for 96.00 EUR" in out
+    assert "through anonymize,encrypt" in out and "at most 1,000 Mbit/s" in out
+    db = sqlite3.connect(tmp_path / "broker.sqlite3")
+    try:
+        assert db.execute("SELECT p.name, a.price_minor, a.currency, a.status FROM awards a "
+                          "JOIN providers p ON p.id = a.provider_id").fetchall() == [
+            ("far-b", 9600, "EUR", "delivered")]
+        assert db.execute("SELECT status FROM delivery_jobs").fetchall() == [("done",)]
+        assert sorted(db.execute("SELECT direction, score FROM ratings").fetchall()) == [
+            ("payment", 100), ("service", 95)]
+        assert db.execute("SELECT count(*) FROM bids").fetchone() == (3,)
+    finally:
+        db.close()
+    # Read back by dpkt: the delivered stream is sealed, the recipient's has every packet.
+    def frames(name):
+        with open(tmp_path / name, "rb") as f:
+            return [bytes(buf) for _ts, buf in dpkt.pcapng.Reader(f)]
+
+    sample, sealed, opened = frames("sample.pcapng"), frames("sealed.pcapng"), frames(
+        "opened.pcapng")
+    assert len(sample) == len(sealed) == len(opened) == 2000
+    assert sum(a != b for a, b in zip(sample, sealed, strict=True)) == 2000  # anonymized
+    assert [len(f) for f in opened] == [len(f) for f in sample]
 
 
 def test_usage_error_is_not_a_traceback():

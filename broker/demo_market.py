@@ -1,0 +1,141 @@
+"""The market half of ``pktx demo``: a request brokered by sealed-bid auction to an award and a
+delivery job, then, once the engine has delivered it, the job closed and both sides rated.
+
+Everything goes through the broker's domain functions on a SQLite store in the demo's folder,
+as the HTTP API would. The market runs on a clock of its own (each step's ``now`` is given), so
+that the auction can open, take bids and close in an instant; the delivery itself is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from broker.actors import Actor, actor_for
+from broker.auctions import close_auction, open_auction, submit_bid
+from broker.awards import list_awards, list_jobs, set_job_status
+from broker.clock import utcnow
+from broker.currency import Money
+from broker.directory import (
+    add_device,
+    add_phone_number,
+    create_admin,
+    create_network,
+    create_provider,
+    create_user,
+)
+from broker.models import Provider
+from broker.pricing import list_price, reservation_price
+from broker.reputation import rate
+from broker.requests import submit_request
+from broker.store import Store
+from broker.views import auction_view, provider_view
+
+MINUTE = timedelta(minutes=1)
+# (name, per Mbit/s per hour, reservation in millionths of the list price): three providers of
+# another network that can deliver what the home provider cannot.
+BIDDERS = (("far-a", 12, 800_000), ("far-b", 10, 900_000), ("far-c", 15, 700_000))
+
+
+@dataclass
+class MarketRound:
+    store: Store
+    user: Actor
+    winner: Actor
+    winner_name: str
+    award_id: int
+    job_id: int
+    spec: dict
+    price: Money
+    clock: datetime
+
+
+def broker_a_request(path: Path, services: list[str], rate_bps: int,
+                     out: Callable[[str], object]) -> MarketRound:
+    """Build a small market in ``path`` and run one request through it to a delivery job."""
+    store = Store(f"sqlite:///{path}")
+    t0 = utcnow()
+    with store.write() as s:
+        admin = Actor("admin", create_admin(s, "demo").id)
+        home_net = create_network(s, admin, "home-net").id
+        far_net = create_network(s, admin, "far-net").id  # the providers that bid
+        home = create_provider(s, admin, network_id=home_net, name="home-isp",
+                               services=["identity", "checksum"], capacity_bps=10**10,
+                               currency="EUR", per_gb_minor=50, per_mbps_hour_minor=8,
+                               reservation_ppm=800_000, concession_beta_ppm=1_000_000,
+                               mode="policy").id
+        bidders = [create_provider(s, admin, network_id=far_net, name=name,
+                                   services=[*services, "decrypt", "checksum"],
+                                   capacity_bps=10**10, currency="EUR", per_gb_minor=100,
+                                   per_mbps_hour_minor=per_hour, reservation_ppm=reserve,
+                                   concession_beta_ppm=1_000_000, mode="policy").id
+                   for name, per_hour, reserve in BIDDERS]
+        alice = create_user(s, admin, name="alice", home_provider_id=home).id
+        phone = add_device(s, admin, user_id=alice, name="phone").id
+        add_phone_number(s, admin, user_id=alice, number="+14155552671", device_id=phone)
+        device, user = actor_for(s, "device", phone), actor_for(s, "user", alice)
+
+    with store.write() as s:
+        request = submit_request(
+            s, device, services=services, device_id=phone, starts_at=t0 + 10 * MINUTE,
+            ends_at=t0 + 70 * MINUTE, max_rate_bps=rate_bps,
+            members=[{"kind": "phone", "value": "+14155552671"},
+                     {"kind": "device", "value": phone}], now=t0)
+        out(f"   alice's phone asks home-isp for {','.join(services)}, one hour at up to "
+            f"{rate_bps / 1e6:,.0f} Mbit/s for herself and her phone number: "
+            f"{request.status} ({request.reason})\n")
+        listed = {p: list_price(s.get(Provider, p).policy, request) for p in bidders}
+        reserve = max(listed.values())
+        auction = open_auction(s, user, request.id, closes_at=t0 + 5 * MINUTE,
+                               reserve_price_minor=reserve, now=t0 + MINUTE)
+        auction_id = auction.id
+    out(f"   sealed-bid auction {auction_id} opened, reserve {Money(reserve, 'EUR')}\n")
+    for pid in bidders:
+        with store.write() as s:
+            actor = actor_for(s, "provider", pid)
+            policy = s.get(Provider, pid).policy
+            # Under the second-price rule, asking one's true cost is the best a bidder can do.
+            ask = reservation_price(policy, listed[pid])
+            submit_bid(s, actor, auction_id, provider_id=pid, price_minor=ask,
+                       now=t0 + 2 * MINUTE)
+    with store.write() as s:
+        close_auction(s, user, auction_id, now=t0 + 5 * MINUTE)
+    with store.read() as s:
+        view = auction_view(s, user, auction_id, now=t0 + 5 * MINUTE)
+        for b in view["bids"]:
+            rep = b["reputation"]
+            paid = f", paid {Money(b['payment_minor'], 'EUR')}" if b["won"] else ""
+            out(f"     {b['provider']}: asks {Money(b['price_minor'], 'EUR')}, reputation "
+                f"{rep['score']:.2f} of {rep['count']} rating(s), rank {b['rank']}{paid}\n")
+        award = list_awards(s, user)[0]
+        winner = actor_for(s, "provider", award.provider_id)
+        winner_name = s.get(Provider, award.provider_id).name
+        job = list_jobs(s, winner, award.provider_id)[0]
+        price = Money(award.price_minor, award.currency)
+        round_ = MarketRound(store, user, winner, winner_name, award.id, job.id,
+                             dict(job.spec), price, t0 + 5 * MINUTE)
+    out(f"   award {round_.award_id}: {winner_name} delivers for {price} "
+        f"(second price); delivery job {round_.job_id} queued for its daemon\n")
+    return round_
+
+
+def settle_delivery(round_: MarketRound, usage: dict, out: Callable[[str], object]) -> None:
+    """The winner's daemon reports the job done; each side rates the other."""
+    store = round_.store
+    with store.write() as s:
+        set_job_status(s, round_.winner, round_.job_id, "running", now=round_.clock)
+        set_job_status(s, round_.winner, round_.job_id, "done", now=round_.clock + MINUTE)
+    later = round_.clock + 2 * MINUTE
+    with store.write() as s:
+        rate(s, round_.user, round_.award_id, 95, comment="every packet arrived", now=later)
+        rate(s, round_.winner, round_.award_id, 100, now=later)
+    with store.read() as s:
+        card = provider_view(s, next(iter(round_.winner.provider_ids)), now=later)
+    rep = card["reputation"]
+    out(f"   job {round_.job_id} done ({usage['bytes_out']:,} bytes delivered); alice rated "
+        f"the service 95/100 and {card['name']} rated her payment 100/100; {card['name']}'s "
+        f"reputation, shown in its next auctions: {rep['score']:.2f} of {rep['count']} "
+        f"rating(s)\n")
+    store.dispose()
