@@ -92,6 +92,8 @@ class GroupCommit:
     def _put(self, call: _Call) -> None:
         if self._stopped:
             raise RuntimeError(f"{self.name} is stopped")
+        if self._thread is not None and not self._thread.is_alive():
+            raise RuntimeError(f"{self.name}: the writer thread has ended")
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
@@ -125,7 +127,13 @@ class GroupCommit:
                 else:
                     batch.append(more)
             if batch:
-                self._commit(batch)
+                try:
+                    self._commit(batch)
+                except BaseException as exc:  # a defect here must not leave callers waiting
+                    log.exception("group commit: a batch of %d call(s) failed", len(batch))
+                    for c in batch:
+                        c.result, c.error = None, RuntimeError(f"group commit failed: {exc!r}")
+                    self._answer(batch)
             if stop:
                 return
 
@@ -145,6 +153,10 @@ class GroupCommit:
                     c.result, c.error = None, exc
         self.batches += 1
         self.calls += len(batch)
+        self._answer(batch)
+
+    @staticmethod
+    def _answer(batch: list[_Call]) -> None:
         by_loop: dict[Any, list[_Call]] = {}
         for c in batch:
             by_loop.setdefault(c.loop, []).append(c)

@@ -161,3 +161,17 @@ def test_stop_answers_what_was_queued_and_refuses_what_comes_after(store):
     assert _names(store) == [f"q{i}" for i in range(5)]
     with pytest.raises(RuntimeError, match="stopped"):
         gc.call(_add_network("late"))
+
+
+def test_a_call_that_escapes_the_error_handling_does_not_stop_the_writer(store):
+    gc = GroupCommit(store)
+    try:
+        def escapes(_s):
+            raise SystemExit("not an Exception")
+
+        with pytest.raises(RuntimeError, match="group commit failed"):
+            gc.call(escapes)
+        assert isinstance(gc.call(_add_network("after")), int)
+        assert _names(store) == ["after"]
+    finally:
+        gc.stop()
