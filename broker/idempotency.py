@@ -3,9 +3,14 @@
 A call with a key looks the key up in the caller's scope first. Found with the same operation
 and the same input: the resource the first call created is returned and nothing changes. Found
 with other input: `IdempotencyKeyReused`. Not found: the operation runs and the key is stored
-in the same transaction, so either both are kept or neither. Two concurrent first calls with one
-key collide on the ``(scope, key)`` unique constraint; the loser's transaction rolls back and
-its retry finds the winner's result.
+in the same transaction, so either both are kept or neither.
+
+Two concurrent first calls with one key: on SQLite they cannot overlap (writers take the lock
+up front, so the second looks the key up after the first committed). On PostgreSQL both may
+miss the key; the second's insert of the key then waits on the ``(scope, key)`` unique index
+until the first commits, and fails. Its operation ran in a savepoint, which is rolled back, and
+the first call's result, committed by then, is returned: the second caller gets the same answer
+as a retry would, not a conflict.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -60,11 +66,30 @@ def once(session: Session, actor: Actor, key: str | None, operation: str, params
         found = session.get(model, record.resource_id)
         assert found is not None, "an idempotent result's resource vanished"
         return found
+    row = {"scope": actor.scope, "key": key, "operation": operation, "fingerprint": print_,
+           "resource_kind": model.__tablename__}
+    if session.connection().dialect.name == "sqlite":  # writers never overlap: no race
+        return _run_and_record(session, run, row)
+    try:
+        with session.begin_nested():
+            return _run_and_record(session, run, row)
+    except IntegrityError:
+        record = session.connection().execute(_LOOKUP, {"scope": actor.scope, "key": key}).first()
+        if record is None:  # the operation's own conflict, not the key's
+            raise
+    if record.operation != operation or record.fingerprint != print_:
+        raise IdempotencyKeyReused(
+            f"key {key!r} was used meanwhile for {record.operation} with other input; use a "
+            f"new key for a new operation", field="idempotency_key")
+    found = session.get(model, record.resource_id)
+    assert found is not None, "an idempotent result's resource vanished"
+    return found
+
+
+def _run_and_record(session: Session, run: Callable[[], T], row: dict) -> T:
     result = run()
     session.flush()
-    session.connection().execute(_RECORD, {"scope": actor.scope, "key": key, "operation": operation,
-                              "fingerprint": print_, "resource_kind": model.__tablename__,
-                              "resource_id": result.id})
+    session.connection().execute(_RECORD, {**row, "resource_id": result.id})
     return result
 
 

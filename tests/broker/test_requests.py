@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import pytest
@@ -143,6 +144,42 @@ def test_a_retry_with_the_same_key_does_not_request_twice(world):
     assert err.value.http_status == 409
     # Keys are per caller: bob may use the same key for his own request.
     submit(world, who=world.m.actor("user", world.bob), idempotency_key="req-1")
+
+
+def test_two_overlapping_first_calls_with_one_key_get_one_request(world):
+    """The first call holds its transaction open after recording the key; the second starts
+    meanwhile. SQLite makes the second wait for the first; PostgreSQL lets it run until its
+    insert of the key waits on the first's, then rolls its savepoint back. Either way both
+    callers get the first's request, and one request exists."""
+    actor = world.m.actor("device", world.alice_phone)
+    kw = dict(services="identity,checksum", starts_at=T0, ends_at=T0 + HOUR,
+              max_rate_bps=10_000_000, now=T0 - HOUR, idempotency_key="same")
+    recorded, release, got = threading.Event(), threading.Event(), {}
+
+    def first():
+        with world.m.store.write() as s:
+            got["first"] = submit_request(s, actor, **kw).id
+            recorded.set()
+            release.wait(30)
+
+    def second():
+        with world.m.store.write() as s:
+            got["second"] = submit_request(s, actor, **kw).id
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert recorded.wait(30)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.5)  # it is waiting: on the write lock (SQLite) or on the key's index (PostgreSQL)
+    assert b.is_alive()
+    release.set()
+    a.join(30)
+    b.join(30)
+    assert got["first"] == got["second"]
+    with world.m.store.read() as s:
+        assert s.scalar(select(func.count()).select_from(ServiceRequest)) == 1
+        assert s.scalar(select(func.count()).select_from(Award)) == 1
 
 
 def test_only_users_and_their_devices_request(world):
