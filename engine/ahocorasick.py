@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.inspect_kernels import _ac_scan
+from engine.inspect_kernels import _ac_scan, _ac_scan_tcp_streams, _rehash
 
-__all__ = ["MAX_TABLE_BYTES", "PatternMatcher", "ScanResult"]
+__all__ = ["MAX_TABLE_BYTES", "PatternMatcher", "ScanResult", "TcpStreams"]
 
 MAX_TABLE_BYTES = 256 << 20
 
@@ -131,6 +131,41 @@ class PatternMatcher:
                            self.own_ptr, self.own_ids, matched, counts, last_seen)
         return ScanResult(matched, counts, int(scanned))
 
+    def scan_tcp_streams(self, data: np.ndarray, offsets: np.ndarray, caplen: np.ndarray,
+                         keys, starts: np.ndarray, ends: np.ndarray,
+                         streams: TcpStreams) -> ScanResult:
+        """`scan` over packets (``keys``: their `engine.flowkeys.FlowKeys`), where a TCP
+        payload that continues its flow's byte stream (in sequence order, as remembered in
+        ``streams``) picks the automaton up where the flow's previous payload left it: a
+        pattern split across segments is found, in the segment that completes it.
+
+        The packets must come in the order they were sent within each flow; ``streams`` keeps
+        the flows across calls. A segment out of order, repeated or after a gap starts afresh
+        (a pattern across that boundary is missed, never made up).
+        """
+        data = np.ascontiguousarray(data, np.uint8).reshape(-1)
+        starts = np.ascontiguousarray(starts, np.int64)
+        ends = np.ascontiguousarray(ends, np.int64)
+        n = len(starts)
+        if not (len(ends) == len(offsets) == len(caplen) == len(keys.family) == n):
+            raise ValueError("regions, packets and flow keys differ in number")
+        used = starts >= 0
+        if np.any(used & ((ends < starts) | (ends > len(data)))):
+            raise ValueError("a region lies outside the buffer or ends before it starts")
+        streams.make_room(n)
+        matched = np.zeros(n, np.bool_)
+        counts = np.zeros(len(self.patterns), np.int64)
+        last_seen = np.full(len(self.patterns), -1, np.int64)
+        scanned, added = _ac_scan_tcp_streams(
+            data, np.ascontiguousarray(offsets, np.int64), np.ascontiguousarray(caplen),
+            starts, ends, keys.family, keys.proto, keys.src, keys.dst, keys.sport, keys.dport,
+            keys.l4_off, self._flat, self._byte_class, self.width,
+            self.reporting_from * self.width, self.report, self.dict_link, self.own_ptr,
+            self.own_ids, matched, counts, last_seen, streams.keys, streams.next_seq,
+            streams.states)
+        streams.added(int(added))
+        return ScanResult(matched, counts, int(scanned))
+
     def find(self, payloads: Sequence[bytes]) -> list[set[int]]:
         """Which patterns occur in each of ``payloads`` (a convenience, not for hot paths)."""
         pieces = [bytes(p) for p in payloads]
@@ -142,6 +177,51 @@ class PatternMatcher:
             r = self.scan(data, ends[i : i + 1] - lengths[i], ends[i : i + 1])
             counts_per.append({int(k) for k in np.flatnonzero(r.counts)})
         return counts_per
+
+
+class TcpStreams:
+    """Where each TCP flow's byte stream stands for `PatternMatcher.scan_tcp_streams`: per
+    direction of a flow, the sequence number its next payload continues at and the automaton's
+    state there (16 bytes a flow, in a hash table kept at most half full).
+
+    Holds up to ``max_flows`` flows; past that it starts over empty (the flows it forgets miss
+    patterns across their next boundary, nothing worse). Flows are never expired one by one.
+    """
+
+    def __init__(self, max_flows: int = 1 << 20, initial: int = 1 << 12) -> None:
+        if max_flows < 1:
+            raise ValueError("max_flows must be at least 1")
+        self.max_flows = max_flows
+        self._initial = initial
+        self.resets = 0
+        self._allocate(initial)
+
+    def _allocate(self, size: int) -> None:
+        self.keys = np.zeros(size, np.uint64)
+        self.next_seq = np.zeros(size, np.uint32)
+        self.states = np.zeros(size, np.uint32)
+        self.flows = 0
+
+    def make_room(self, more: int) -> None:
+        """Make sure ``more`` new flows would fit with the table at most half full."""
+        need = self.flows + more
+        size = len(self.keys)
+        if 2 * need <= size:
+            return
+        while 2 * need > size:
+            size *= 2
+        old = (self.keys, self.next_seq, self.states)
+        flows = self.flows
+        self._allocate(size)
+        _rehash(*old, self.keys, self.next_seq, self.states)
+        self.flows = flows
+
+    def added(self, flows: int) -> None:
+        """Count ``flows`` new ones; past ``max_flows``, start over empty."""
+        self.flows += flows
+        if self.flows > self.max_flows:
+            self.resets += 1
+            self._allocate(self._initial)
 
 
 def _byte_classes(patterns: list[bytes], nocase: bool) -> np.ndarray:

@@ -51,7 +51,8 @@ class Interface:
     description: str | None = None
 
 
-_HEADER = struct.Struct("<4sHHqq")  # magic, version, reserved, count, first_seq
+_HEADER = struct.Struct("<4sHHqq")  # magic, version, flags, count, first_seq
+_EXPLICIT_SEQ = 1  # flags: the seq frame holds the sequence numbers, even when n is 0
 _MAGIC = b"PKXB"
 _VERSION = 1
 # Frame order after the header; the receiver takes them as numpy views without copying.
@@ -279,7 +280,8 @@ class PacketBatch:
             lo = hi = 0
         offsets = self.offsets - lo if lo else self.offsets
         meta = json.dumps([asdict(i) for i in self.interfaces]).encode()
-        header = _HEADER.pack(_MAGIC, _VERSION, 0, n, self.first_seq) + meta
+        flags = _EXPLICIT_SEQ if self._seq is not None else 0
+        header = _HEADER.pack(_MAGIC, _VERSION, flags, n, self.first_seq) + meta
         arrays = [np.ascontiguousarray(getattr(self, f) if f != "offsets" else offsets, t)
                   for f, t in _ARRAY_FIELDS]
         seq = (memoryview(np.ascontiguousarray(self._seq)).cast("B") if self._seq is not None
@@ -295,7 +297,7 @@ class PacketBatch:
         head = bytes(frames[0])
         if len(head) < _HEADER.size:
             raise ValueError("batch header frame too short")
-        magic, version, _, n, first_seq = _HEADER.unpack_from(head)
+        magic, version, flags, n, first_seq = _HEADER.unpack_from(head)
         if magic != _MAGIC or version != _VERSION:
             raise ValueError(f"not a version-{_VERSION} batch header")
         try:
@@ -310,7 +312,9 @@ class PacketBatch:
             arrays.append(a)
         data = np.frombuffer(frames[-1], np.uint8)
         seq = None
-        if len(frames[-2]):
+        # An explicit empty list (a result that kept none of its packets) is flagged, since
+        # its frame is as empty as that of a batch without one.
+        if len(frames[-2]) or flags & _EXPLICIT_SEQ:
             seq = np.frombuffer(frames[-2], np.int64)
             if len(seq) != n:
                 raise ValueError(f"frame seq holds {len(seq)} values, header says {n}")

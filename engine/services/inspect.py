@@ -4,8 +4,16 @@ Every packet's TCP, UDP, SCTP, DCCP, ICMP or ICMPv6 payload (after the outermost
 transport header, as ``engine.flowkeys`` finds it) is scanned with an Aho-Corasick automaton
 (``engine.ahocorasick``) for all patterns at once. The payload ends where the IP or UDP length
 says, so Ethernet padding is not scanned. Packets without a transport payload (non-IP, later
-fragments, other protocols, truncated headers) are not scanned. Each packet is matched alone:
-a signature split across two TCP segments is not found (no stream reassembly).
+fragments, other protocols, truncated headers) are not scanned. By default each packet is
+matched alone: a signature split across two TCP segments is not found. With ``stream=yes`` a TCP
+payload that continues its flow's byte stream (its sequence number is where the flow's previous
+payload ended) is scanned from where that payload left the automaton, so a signature split
+across in-order segments is found, and the segment that completes it is the one that matches
+(counted, dropped or marked). A segment out of order, retransmitted or after a gap starts
+afresh: a signature across that boundary is missed, never made up. This is matching over the
+in-order stream, not full reassembly: overlapping retransmissions with other bytes are not
+resolved. Each worker keeps the flows it sees; run the delivery with flow affinity
+(``--flow-affinity``) so that every packet of a flow goes to the same worker, in order.
 
 Parameters: ``patterns`` (comma-separated; ``hex:474554`` for binary or for a pattern holding a
 comma), ``patterns_file`` (one pattern per line, same syntax; blank lines and lines starting
@@ -13,11 +21,12 @@ with ``#`` skipped; read where the service is built, so on every worker host), `
 (``count`` leaves packets alone; ``drop`` removes the matching ones; ``mark`` sets the DSCP of
 matching IP packets to ``dscp``, 0-63, keeping ECN, updating the IPv4 header checksum
 incrementally; IPv6 has none and its traffic class is not in the pseudo-header), ``nocase``
-(ASCII letters match either case).
+(ASCII letters match either case), ``stream`` (match across in-order TCP segments, above).
 
 Counters: ``packets_scanned``, ``bytes_scanned``, ``packets_matched``, ``pattern.<i>`` (how
 many packets held pattern i, numbered from 0 in the order given, ``patterns`` first), and
-``packets_dropped`` or ``packets_marked``.
+``packets_dropped`` or ``packets_marked``; with ``stream``, ``stream_table_resets`` (times the
+flow table, a million flows, filled up and started over).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.ahocorasick import PatternMatcher
+from engine.ahocorasick import PatternMatcher, TcpStreams
 from engine.batch import PacketBatch
 from engine.flowkeys import flow_keys
 from engine.header_kernels import _set_dscp
@@ -72,6 +81,8 @@ class Inspect(Service):
               ("count", "drop", "mark")),
         Param("dscp", int, 1, "the DSCP that action=mark sets (0-63)"),
         Param("nocase", _flag, False, "match ASCII letters in either case"),
+        Param("stream", _flag, False, "match across in-order TCP segments of a flow "
+              "(run with flow affinity)"),
     )
 
     def setup(self) -> None:
@@ -84,6 +95,7 @@ class Inspect(Service):
             self.matcher = PatternMatcher(patterns, nocase=self.config["nocase"])
         except ValueError as exc:
             raise ServiceError(f"service 'inspect': {exc}") from None
+        self.streams = TcpStreams() if self.config["stream"] else None
 
     def _patterns(self) -> list[bytes]:
         found: list[bytes] = []
@@ -123,7 +135,13 @@ class Inspect(Service):
         ends = np.empty(n, np.int64)
         _payload_bounds(batch.data, batch.offsets, batch.caplen, keys.family, keys.proto,
                         keys.l3_off, keys.l4_off, keys.payload_off, starts, ends)
-        result = self.matcher.scan(batch.data, starts, ends)
+        if self.streams is None:
+            result = self.matcher.scan(batch.data, starts, ends)
+        else:
+            resets = self.streams.resets
+            result = self.matcher.scan_tcp_streams(batch.data, batch.offsets, batch.caplen,
+                                                   keys, starts, ends, self.streams)
+            self.counters["stream_table_resets"] += self.streams.resets - resets
         matched = result.matched
         hits = int(matched.sum())
         self.counters["packets_scanned"] += int(np.count_nonzero(starts >= 0))

@@ -184,6 +184,18 @@ def test_frames_round_trip_without_copying(pick):
     assert _values(again) == _values(src)
 
 
+@pytest.mark.parametrize("kept", [[], [1], [0, 2]], ids=["none", "one", "two"])
+def test_explicit_sequence_numbers_survive_frames_even_when_empty(kept):
+    """A worker's result that kept none of its packets says so (an empty explicit list), which
+    is not the same as a result that says nothing (all kept): a dispatcher that confused them
+    took a service dropping a whole task's packets for a lying worker."""
+    result = _scattered().take(kept).with_seq(np.array(kept, np.int64))
+    back = PacketBatch.from_frames([bytes(f) for f in result.to_frames()])
+    assert back.has_explicit_seq and back.seq.tolist() == kept
+    plain = PacketBatch.from_frames([bytes(f) for f in _scattered()[:0].to_frames()])
+    assert not plain.has_explicit_seq
+
+
 def test_frames_of_a_file_batch_send_only_the_packets(tmp_path):
     from engine import read_capture, write_capture
 

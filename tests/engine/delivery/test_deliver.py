@@ -127,3 +127,31 @@ def test_unknown_service_and_bad_param_are_refused_before_work(sample_pcap, tmp_
         deliver(str(sample_pcap), str(tmp_path / "o.pcap"), services="identity",
                 params=["level=3"], workers=1)
     assert not (tmp_path / "o.pcap").exists()
+
+
+def test_stream_inspection_with_flow_affinity_finds_split_signatures(tmp_path):
+    """200 TCP flows, each sending a signature cut in two segments that land in different
+    tasks: with flow affinity each flow's worker sees both halves in order and finds all 200,
+    and drops exactly the completing segments."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    flows = 200
+    heads = [Ether() / IP(src=f"10.1.{f // 250}.{f % 250 + 1}", dst="10.9.9.9")
+             / TCP(sport=30000 + f, dport=80, seq=1000 * f, flags="PA") / b"GET /se"
+             for f in range(flows)]
+    tails = [Ether() / IP(src=f"10.1.{f // 250}.{f % 250 + 1}", dst="10.9.9.9")
+             / TCP(sport=30000 + f, dport=80, seq=1000 * f + 7, flags="PA") / b"cret HTTP/1.1"
+             for f in range(flows)]
+    src, out = tmp_path / "split.pcap", tmp_path / "o.pcap"
+    wrpcap(str(src), heads + tails)  # every head is 200 packets before its tail
+    usage = deliver(str(src), str(out), workers=2, services="inspect", flow_affinity=True,
+                    segment_packets=16, params=["patterns=/secret", "stream=yes",
+                                                "action=drop"])
+    counters = usage["services"]["inspect"]
+    assert counters["packets_matched"] == flows
+    assert counters["packets_dropped"] == flows
+    kept = read_capture(out)
+    assert kept.same_packets(read_capture(src).take(np.arange(flows)))
+    assert len(usage["workers"]) == 2

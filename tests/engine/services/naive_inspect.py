@@ -30,3 +30,42 @@ def transport_payload(pkt: Packet) -> bytes | None:
     if pad is not None:
         data = data[: len(data) - len(pad.load)]
     return data
+
+
+def stream_matches(packets: list[Packet], patterns: list[bytes]) -> list[set[int]]:
+    """For each packet, the patterns an occurrence of which ends in its payload, where a TCP
+    payload that continues its direction's byte stream (sequence number where the last payload
+    of that direction ended; a SYN starts afresh) is read as the end of everything that
+    direction sent in order so far; any other payload is read alone. None-payload packets get
+    an empty set."""
+    streams: dict[tuple, tuple[int, bytes]] = {}
+    found = []
+    for pkt in packets:
+        payload = transport_payload(pkt)
+        if payload is None:
+            found.append(set())
+            continue
+        ip = pkt
+        while not isinstance(ip, (IP, IPv6)):
+            ip = ip.payload
+        tcp = ip.payload
+        if not isinstance(tcp, TCP):
+            found.append(patterns_in(payload, patterns))
+            continue
+        key = (ip.version, ip.src, ip.dst, tcp.sport, tcp.dport)
+        syn = 1 if tcp.flags.S else 0
+        before = b""
+        if not syn and key in streams and streams[key][0] == tcp.seq:
+            before = streams[key][1]
+        text = before + payload
+        ends_here = set()
+        for i, p in enumerate(patterns):
+            at = text.find(p)
+            while at >= 0:
+                if at + len(p) > len(before):
+                    ends_here.add(i)
+                    break
+                at = text.find(p, at + 1)
+        found.append(ends_here)
+        streams[key] = ((tcp.seq + syn + len(payload)) % 2**32, text)
+    return found
