@@ -31,15 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from itertools import repeat
 
 import numpy as np
 
 from engine import backend
 from engine.batch import PacketBatch
 from engine.flowkeys import FRAG_NONE, FlowKeys, flow_keys
-
-_checksum = backend.load("checksum")
+from engine.header_kernels import _region_sums
 
 FLAG_L4_FFFF = 0x01  # the TCP checksum field held 0xFFFF
 FLAG_IP_FFFF = 0x02  # the IPv4 header checksum field held 0xFFFF
@@ -227,11 +225,12 @@ def _link_length_fields(batch: PacketBatch, idx: np.ndarray,
 def _sums(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Each region's ones'-complement sum of big-endian 16-bit words (paired from the region's
     start, an odd last byte padded with zero), modulo 0xFFFF."""
-    # One compiled call per region: numpy's reduceat over bytes casts element by element and
-    # was several times slower than this loop.
-    sums = np.fromiter(map(_checksum.ones_complement_sum, repeat(np.ascontiguousarray(data)),
-                           starts.tolist(), lengths.tolist()), np.int64, len(starts))
-    return sums % 0xFFFF
+    # One numba call for all regions (a compiled call per region cost 0.6 us each, which for
+    # short payloads was most of the time; numpy's reduceat casts element by element).
+    sums = np.empty(len(starts), np.int64)
+    _region_sums(np.ascontiguousarray(data, np.uint8), np.ascontiguousarray(starts, np.int64),
+                 np.ascontiguousarray(lengths, np.int64), sums)
+    return sums
 
 
 def _update(old: np.ndarray, removed: np.ndarray, added: np.ndarray, zero: np.ndarray):
