@@ -120,6 +120,17 @@ def _flow_id(family, proto, src, dst, sport, dport, i):
     return h | np.uint64(1)
 
 
+@njit(cache=True, inline="always")
+def _slot_of(keys, h):
+    """Where flow ``h`` is in the table ``keys``, or the free slot it would take (linear
+    probing from ``h`` modulo the table's size, a power of two)."""
+    mask = keys.shape[0] - 1
+    slot = np.int64(h & np.uint64(mask))
+    while keys[slot] != 0 and keys[slot] != h:
+        slot = (slot + 1) & mask
+    return slot
+
+
 @njit(cache=True, nogil=True)
 def _ac_scan_tcp_streams(data, offsets, caplen, starts, ends, family, proto, src, dst, sport,
                          dport, l4_off, flat, byte_class, width, limit, report, dict_link,
@@ -137,7 +148,6 @@ def _ac_scan_tcp_streams(data, offsets, caplen, starts, ends, family, proto, src
     """
     scanned = 0
     added = 0
-    mask = keys.shape[0] - 1
     for i in range(starts.shape[0]):
         lo = starts[i]
         hi = ends[i]
@@ -157,9 +167,7 @@ def _ac_scan_tcp_streams(data, offsets, caplen, starts, ends, family, proto, src
                    | (np.uint32(data[at + 6]) << 8) | np.uint32(data[at + 7]))
             syn = np.uint32(1) if data[at + 13] & 2 else np.uint32(0)
             h = _flow_id(family, proto, src, dst, sport, dport, i)
-            slot = np.int64(h & np.uint64(mask))
-            while keys[slot] != 0 and keys[slot] != h:
-                slot = (slot + 1) & mask
+            slot = _slot_of(keys, h)
             if keys[slot] == 0:
                 keys[slot] = h
                 added += 1
@@ -177,14 +185,11 @@ def _ac_scan_tcp_streams(data, offsets, caplen, starts, ends, family, proto, src
 @njit(cache=True, nogil=True)
 def _rehash(keys, next_seq, states, new_keys, new_next, new_states):
     """Move every flow of one table into an empty, larger one (its size a power of two)."""
-    mask = new_keys.shape[0] - 1
     for s in range(keys.shape[0]):
         h = keys[s]
         if h == 0:
             continue
-        slot = np.int64(h & np.uint64(mask))
-        while new_keys[slot] != 0:
-            slot = (slot + 1) & mask
+        slot = _slot_of(new_keys, h)
         new_keys[slot] = h
         new_next[slot] = next_seq[s]
         new_states[slot] = states[s]
