@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,3 +48,18 @@ def wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_in_thread(delivery) -> tuple[threading.Thread, dict]:
+    """Start ``delivery.run()`` on a daemon thread; the box gets ``usage`` or ``error``."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["usage"] = delivery.run()
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box

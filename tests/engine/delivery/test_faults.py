@@ -10,7 +10,7 @@ import time
 
 import pytest
 import zmq
-from delivery_support import free_port, start_worker, stop, wait_for
+from delivery_support import free_port, run_in_thread, start_worker, stop, wait_for
 
 from engine import protocol as P
 from engine.batch import PacketBatch
@@ -19,20 +19,6 @@ from engine.dispatcher import DeliveryError
 
 # Quick to notice a stalled worker, yet patient with one a loaded machine starves for a while.
 FAST_HB = {"heartbeat_ms": 100, "liveness": 20}
-
-
-def _run_in_thread(delivery: Delivery):
-    box: dict = {}
-
-    def target():
-        try:
-            box["usage"] = delivery.run()
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, box
 
 
 def _external_delivery(src, out, *, services="slow", params=(), **kw):
@@ -51,7 +37,7 @@ def test_worker_dies_mid_stream_and_nothing_is_lost(sample_pcap, tmp_path, how):
     delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=15"], min_workers=2)
     workers = [start_worker(endpoint, "--name", f"w{i}") for i in range(2)]
     try:
-        t, box = _run_in_thread(delivery)
+        t, box = run_in_thread(delivery)
         wait_for(lambda: delivery.meter.packets_out >= 2000, 60, "first output")
         d = delivery.dispatcher
         wait_for(lambda: any(w.name == "w0" and w.in_flight for w in list(d.workers.values())),
@@ -126,7 +112,7 @@ def test_garbage_answers_are_retried_elsewhere(sample_pcap, tmp_path):
     liar.start()
     good = None
     try:
-        t, box = _run_in_thread(delivery)
+        t, box = run_in_thread(delivery)
         wait_for(lambda: liar.lies >= 1, 30, "the liar to get work")
         good = start_worker(endpoint, "--name", "honest")
         t.join(120)
@@ -182,7 +168,7 @@ def test_worker_drains_on_sigterm(sample_pcap, tmp_path):
     delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=10"])
     workers = [start_worker(endpoint, "--name", f"w{i}") for i in range(2)]
     try:
-        t, box = _run_in_thread(delivery)
+        t, box = run_in_thread(delivery)
         # Both have joined and hold work: the one told to stop must finish what it holds.
         wait_for(lambda: delivery.meter.packets_out >= 1000
                  and {"w0", "w1"} <= set(delivery.meter.workers), 60, "both workers at work")

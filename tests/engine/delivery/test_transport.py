@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from delivery_support import free_port, pktx_cmd, start_worker, stop, wait_for
+from delivery_support import free_port, pktx_cmd, run_in_thread, start_worker, stop, wait_for
 
 from engine.curve import generate_keys
 from engine.deliver import Delivery, DeliveryOptions, deliver
@@ -29,18 +29,9 @@ def test_curve_admits_the_right_key_and_refuses_a_wrong_one(sample_pcap, tmp_pat
     delivery = Delivery(str(sample_pcap), str(out), opts)
     log_path = tmp_path / "impostor.log"
     impostor_log = open(log_path, "wb")  # noqa: SIM115 - the child writes it
-    box: dict = {}
-
-    def run():
-        try:
-            box["usage"] = delivery.run()
-        except BaseException as exc:
-            box["error"] = exc
-
     honest = None
     with caplog.at_level(logging.WARNING, logger="engine.curve"):
-        runner = threading.Thread(target=run, daemon=True)
-        runner.start()  # the dispatcher waits for a worker it admits
+        runner, box = run_in_thread(delivery)  # the dispatcher waits for a worker it admits
         impostor = start_worker(endpoint, "--curve", bad, "--name", "impostor",
                                 stderr=impostor_log)
         try:
