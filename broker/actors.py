@@ -124,11 +124,18 @@ def issue_key(session: Session, actor: Actor, kind: str, ident: int,
         raise NotYours(f"{actor} may not issue keys for {kind} {ident}", where=f"{kind} {ident}")
     prefix = secrets.token_hex(6)
     token = f"pktx_{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(prefix=prefix, secret_sha256=_digest(token), label=label[:100],
+    key = ApiKey(prefix=prefix, secret_sha256=_digest(token), label=_label(label),
                  **{f"{kind}_id": ident})
     session.add(key)
     session.flush()
     return key, token
+
+
+def _label(label: object) -> str:
+    """A key's label, kept whole or refused (never cut short without a word)."""
+    if not isinstance(label, str) or len(label) > 100:
+        raise InvalidInput("a key's label is text of at most 100 characters", field="label")
+    return label
 
 
 def revoke_key(session: Session, actor: Actor, prefix: str) -> ApiKey:

@@ -8,9 +8,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
+from broker.capacity import share_rate
 from broker.clock import resolve_now
-from broker.errors import InvalidInput, NotFound, NotYours
+from broker.currency import check_amount
+from broker.errors import InvalidInput, NotFound, NotYours, WrongState
 from broker.groups import group_of_request, payers_for
+from broker.idempotency import once
 from broker.models import Award, AwardPayer, DeliveryJob, ServiceRequest
 
 JOB_STATUSES = ("queued", "picked", "running", "done", "failed")
@@ -18,20 +21,31 @@ JOB_STATUSES = ("queued", "picked", "running", "done", "failed")
 
 def make_award(session: Session, request: ServiceRequest, provider_id: int, price_minor: int, *,
                source: str, now: datetime, negotiation_id: int | None = None,
-               auction_id: int | None = None) -> Award:
-    """Award ``request`` to ``provider_id`` at ``price_minor`` and queue its delivery job.
+               auction_id: int | None = None, share: int = 0, shares: int = 1) -> Award:
+    """Award ``request`` (share ``share`` of ``shares``) to ``provider_id`` at ``price_minor``
+    and queue its delivery job.
 
     The payers are the requester, or a group's payers by its split rule (`GroupUnderfunded`
-    when they cannot cover the price: then nothing is awarded and nobody owes anything).
+    when they cannot cover the price: then nothing is awarded and nobody owes anything). A
+    share carries 1/``shares`` of the request's rates and data cap (rounded up) for the whole
+    block. A cancelled or already decided request is never awarded (`WrongState`); the callers
+    hold its row lock.
     """
+    if request.status not in ("brokering", "pledging") and not (
+            request.status == "awarded" and share > 0):
+        raise WrongState(f"request {request.id} is {request.status}; it is not awarded again",
+                         where=f"request {request.id}")
+    check_amount(price_minor, field="price_minor")
     payers = payers_for(session, request, price_minor)
     award = Award(
         request_id=request.id, provider_id=provider_id, home_provider_id=request.home_provider_id,
-        source=source, negotiation_id=negotiation_id, auction_id=auction_id,
-        price_minor=price_minor, currency=request.currency, services=request.services,
-        volume_bytes=request.volume_bytes, starts_at=request.starts_at, ends_at=request.ends_at,
-        min_rate_bps=request.min_rate_bps, max_rate_bps=request.max_rate_bps,
-        data_cap_bytes=request.data_cap_bytes, created_at=now,
+        source=source, negotiation_id=negotiation_id, auction_id=auction_id, share=share,
+        shares=shares, price_minor=price_minor, currency=request.currency,
+        services=request.services, volume_bytes=request.volume_bytes,
+        starts_at=request.starts_at, ends_at=request.ends_at,
+        min_rate_bps=share_rate(request.min_rate_bps, shares),
+        max_rate_bps=share_rate(request.max_rate_bps, shares),
+        data_cap_bytes=share_rate(request.data_cap_bytes, shares), created_at=now,
         payers=[AwardPayer(user_id=u, share_minor=s) for u, s in payers])
     session.add(award)
     session.flush()
@@ -52,6 +66,9 @@ def job_spec(award: Award, request: ServiceRequest) -> dict:
 
     return {
         "award_id": award.id, "request_id": request.id, "services": award.services.split(","),
+        # Which flows this award carries: those whose symmetric flow hash (engine.flowhash,
+        # both directions of a flow alike) is ``index`` modulo ``of``.
+        "share": {"index": award.share, "of": award.shares, "by": "symmetric-flow-hash"},
         "volume_bytes": award.volume_bytes, "starts_at": iso(award.starts_at),
         "ends_at": iso(award.ends_at), "min_rate_bps": award.min_rate_bps,
         "max_rate_bps": award.max_rate_bps, "data_cap_bytes": award.data_cap_bytes,
@@ -78,9 +95,13 @@ def get_award(session: Session, actor: Actor, award_id: int) -> Award:
     return award
 
 
-def list_awards(session: Session, actor: Actor, *, limit: int = 100) -> list[Award]:
-    """The awards the actor delivers, brokered as home provider, requested, or pays for."""
+def list_awards(session: Session, actor: Actor, *, after: int | None = None,
+                limit: int = 100) -> list[Award]:
+    """The awards the actor delivers, brokered as home provider, requested, or pays for;
+    newest first, ``after`` the last id of the page before."""
     query = select(Award).order_by(Award.id.desc()).limit(limit)
+    if after is not None:
+        query = query.where(Award.id < after)
     if actor.provider_ids:
         query = query.where(or_(Award.provider_id.in_(actor.provider_ids),
                                 Award.home_provider_id.in_(actor.provider_ids)))
@@ -94,8 +115,10 @@ def list_awards(session: Session, actor: Actor, *, limit: int = 100) -> list[Awa
 
 
 def list_jobs(session: Session, actor: Actor, provider_id: int, *,
-              status: str | None = None) -> list[DeliveryJob]:
-    """The delivery jobs of ``provider_id`` (for its daemons), oldest first."""
+              status: str | None = None, after: int | None = None,
+              limit: int | None = None) -> list[DeliveryJob]:
+    """The delivery jobs of ``provider_id`` (for its daemons), oldest first; ``after`` is the
+    last id of the page before."""
     if not (actor.is_admin or actor.speaks_for_provider(provider_id)):
         raise NotYours(f"{actor} may not list provider {provider_id}'s jobs",
                        where=f"provider {provider_id}")
@@ -104,11 +127,14 @@ def list_jobs(session: Session, actor: Actor, provider_id: int, *,
         if status not in JOB_STATUSES:
             raise InvalidInput(f"status is one of {', '.join(JOB_STATUSES)}", field="status")
         query = query.where(DeliveryJob.status == status)
-    return list(session.scalars(query.order_by(DeliveryJob.id)))
+    if after is not None:
+        query = query.where(DeliveryJob.id > after)
+    return list(session.scalars(query.order_by(DeliveryJob.id).limit(limit)))
 
 
 def set_job_status(session: Session, actor: Actor, job_id: int, status: str, *,
-                   now: datetime | None = None) -> DeliveryJob:
+                   now: datetime | None = None,
+                   idempotency_key: str | None = None) -> DeliveryJob:
     job = session.get(DeliveryJob, job_id)
     if job is None:
         raise NotFound("delivery job", job_id)
@@ -116,8 +142,14 @@ def set_job_status(session: Session, actor: Actor, job_id: int, status: str, *,
         raise NotYours(f"{actor} does not run job {job_id}", where=f"delivery job {job_id}")
     if status not in JOB_STATUSES:
         raise InvalidInput(f"status is one of {', '.join(JOB_STATUSES)}", field="status")
-    job.status, job.updated_at = status, resolve_now(now)
-    if status == "done":
-        job.award.status = "delivered"
-    session.flush()
-    return job
+
+    def run() -> DeliveryJob:
+        job.status, job.updated_at = status, resolve_now(now)
+        if status == "done":
+            job.award.status = "delivered"
+        session.flush()
+        return job
+
+    return once(session, actor, idempotency_key, "job.status", {"job": job_id,
+                                                                 "status": status},
+                DeliveryJob, run)

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -23,18 +22,24 @@ def add_broker_commands(subparsers) -> None:
     broker = subparsers.add_parser("broker", help="the market: HTTP API and administration")
     sub = broker.add_subparsers(dest="broker_command", metavar="COMMAND", required=True)
 
-    serve = sub.add_parser("serve", help="run the broker's HTTP API (FastAPI on uvicorn)")
+    serve = sub.add_parser(
+        "serve", help="run the broker's HTTP API (FastAPI on uvicorn)",
+        description="Each setting comes from its flag, else $PKTX_BROKER_<NAME> (e.g. "
+                    "PKTX_BROKER_PORT), else the TOML file of --config or $PKTX_BROKER_CONFIG "
+                    "(keys: db, host, port, workers, reputation_half_life_days, expire_every, "
+                    "log_level), else its default.")
     _db(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8040, help="port to listen on (8040)")
-    serve.add_argument("--reputation-half-life-days", type=float, default=90.0,
+    serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
+    serve.add_argument("--host", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (8040)")
+    serve.add_argument("--reputation-half-life-days", type=float,
                        help="age at which a rating counts half (90)")
-    serve.add_argument("--workers", type=int, default=1,
+    serve.add_argument("--workers", type=int,
                        help="worker processes (1); more serve more requests at once on "
                             "several cores, SQLite still takes one writer at a time")
-    serve.add_argument("--expire-every", type=float, default=30.0, metavar="SECONDS",
+    serve.add_argument("--expire-every", type=float, metavar="SECONDS",
                        help="how often overdue negotiations are marked expired (30; 0: never)")
-    serve.add_argument("--log-level", default="info",
+    serve.add_argument("--log-level",
                        choices=("critical", "error", "warning", "info", "debug"))
     serve.set_defaults(func=_guard(_serve))
 
@@ -147,31 +152,28 @@ def _serve(args) -> int:
     import uvicorn
 
     from broker.api import create_app
-    from broker.api.app import ENV_EXPIRE_EVERY, ENV_HALF_LIFE
-    from broker.reputation import ReputationPolicy
-    from broker.store import ENV_DB
+    from broker.settings import load
+    from broker.store import Store
 
-    if args.workers < 1:
-        raise BrokerError("--workers is at least 1")
-    if args.expire_every < 0:
-        raise BrokerError("--expire-every is 0 (never) or a number of seconds")
-    store = _store(args)  # migrates the store once, before any worker starts
-    policy = ReputationPolicy(half_life=timedelta(days=args.reputation_half_life_days))
+    settings = load(args.config, db=args.db, host=args.host, port=args.port,
+                    workers=args.workers, expire_every=args.expire_every,
+                    reputation_half_life_days=args.reputation_half_life_days,
+                    log_level=args.log_level)
+    store = Store(settings.db)  # migrates the store once, before any worker starts
     sys.stderr.write(f"pktx broker: serving {store.backend} store on "
-                     f"http://{args.host}:{args.port} with {args.workers} worker(s) "
-                     f"(OpenAPI at /docs)\n")
-    common = {"host": args.host, "port": args.port, "log_level": args.log_level}
-    if args.workers == 1:
-        uvicorn.run(create_app(store, reputation_policy=policy,
-                               expire_every=args.expire_every or None), **common)
+                     f"http://{settings.host}:{settings.port} with {settings.workers} "
+                     f"worker(s) (OpenAPI at /docs)\n")
+    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level}
+    if settings.workers == 1:
+        uvicorn.run(create_app(store, settings=settings,
+                               expire_every=settings.expire_every or None), **common)
         return 0
-    # Worker processes build their own app (uvicorn imports a factory in each of them), so
-    # they learn the settings from the environment.
+    # Worker processes build their own app (uvicorn imports a factory in each of them): they
+    # read the settings resolved here from the environment.
     store.dispose()
-    os.environ.update({ENV_DB: store.url, ENV_HALF_LIFE: str(args.reputation_half_life_days),
-                       ENV_EXPIRE_EVERY: str(args.expire_every)})
-    uvicorn.run("broker.api.app:app_from_environment", factory=True, workers=args.workers,
-                **common)
+    os.environ.update(settings.model_copy(update={"db": store.url}).export())
+    uvicorn.run("broker.api.main:app_from_environment", factory=True,
+                workers=settings.workers, **common)
     return 0
 
 

@@ -18,7 +18,11 @@ def as_utc(value: datetime, *, field: str = "time") -> datetime:
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise InvalidInput(f"{value.isoformat()} has no time zone; give one, e.g. "
                            f"'{value.isoformat()}Z'", field=field)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        raise InvalidInput(f"{value.isoformat()} is outside the calendar once put in UTC "
+                           f"(years 1..9999)", field=field) from None
 
 
 def resolve_now(now: datetime | None) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from broker.bounds import INT64_MAX
 from broker.errors import InvalidInput
 
 # Active ISO 4217 codes (funds codes included, precious metals and test codes left out), by the
@@ -45,6 +46,8 @@ def check_amount(amount: object, *, field: str, allow_zero: bool = True) -> int:
     if amount < 0 or (amount == 0 and not allow_zero):
         raise InvalidInput(f"must be {'at least 0' if allow_zero else 'positive'}, got {amount}",
                            field=field)
+    if amount > INT64_MAX:
+        raise InvalidInput(f"must be at most {INT64_MAX} minor units, got {amount}", field=field)
     return amount
 
 

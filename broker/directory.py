@@ -159,6 +159,10 @@ def add_device(session: Session, actor: Actor, *, user_id: int, name: str) -> De
 
 def parse_e164(number: str, region: str | None = None, *, field: str = "number") -> str:
     """``'+44 20 7946 0958'`` (or a national number with its region) -> ``'+442079460958'``."""
+    if region is not None and (not isinstance(region, str)
+                               or region.upper() not in phonenumbers.SUPPORTED_REGIONS):
+        raise InvalidInput(f"{str(region)[:20]!r} is not an ISO 3166 region code with a "
+                           f"numbering plan (e.g. 'DE', 'US')", field="region")
     try:
         parsed = phonenumbers.parse(number, region)
     except (phonenumbers.NumberParseException, TypeError) as exc:

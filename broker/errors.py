@@ -135,6 +135,12 @@ class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
 
 
+class AlreadyBrokering(Conflict):
+    """The request already has an open auction or negotiation: one at a time."""
+
+    code = "already_brokering"
+
+
 class WrongState(Conflict):
     """The thing is not in a state that allows this action (e.g. rating an award twice-removed)."""
 
@@ -143,4 +149,5 @@ class WrongState(Conflict):
 
 ERRORS = (NotAuthenticated, NotYours, NotFound, InvalidInput, Conflict, AlreadyExists, LateBid,
           AuctionNotOpen, AuctionStillOpen, NotEligible, NegotiationClosed, NotYourTurn,
-          DeadlineExpired, GroupUnderfunded, IdempotencyKeyReused, WrongState)
+          DeadlineExpired, GroupUnderfunded, IdempotencyKeyReused, AlreadyBrokering,
+          WrongState)

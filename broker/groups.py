@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -77,9 +77,21 @@ def member_users(session: Session, request: ServiceRequest) -> set[int]:
     return users
 
 
+def _user_of(session: Session, member) -> int | None:
+    """The user a request member is, directly or through its device or registered phone."""
+    if member.kind == "user":
+        return member.user_id
+    if member.kind == "device":
+        return session.get(Device, member.device_id).user_id
+    if member.kind == "phone" and member.phone_number_id is not None:
+        return session.get(PhoneNumber, member.phone_number_id).user_id
+    return None
+
+
 def pledged_total(session: Session, group_id: int) -> int:
-    return session.scalar(select(func.coalesce(func.sum(Pledge.max_minor), 0)).where(
-        Pledge.group_id == group_id))
+    """The pledges' sum, added in Python: a database SUM overflows on SQLite past 64 bits and
+    comes back a Decimal on PostgreSQL."""
+    return sum(session.scalars(select(Pledge.max_minor).where(Pledge.group_id == group_id)))
 
 
 def pledge(session: Session, actor: Actor, group_id: int, max_minor: int, *,
@@ -91,11 +103,11 @@ def pledge(session: Session, actor: Actor, group_id: int, max_minor: int, *,
     if actor.user_id is None or actor.user_id not in member_users(session, group.request):
         raise NotYours(f"{actor} is not a member of group {group_id}; only members pledge",
                        where=f"group {group_id}")
-    if group.status != "pledging":
-        raise WrongState(f"group {group_id} is {group.status}; pledges are taken while it is "
-                         f"pledging", where=f"group {group_id}")
 
     def run() -> Pledge:
+        if group.status != "pledging":
+            raise WrongState(f"group {group_id} is {group.status}; pledges are taken while it "
+                             f"is pledging", where=f"group {group_id}")
         row = session.scalar(select(Pledge).where(Pledge.group_id == group_id,
                                                   Pledge.user_id == actor.user_id))
         if row is None:
@@ -109,18 +121,30 @@ def pledge(session: Session, actor: Actor, group_id: int, max_minor: int, *,
                 {"group": group_id, "max": max_minor}, Pledge, run)
 
 
-def withdraw(session: Session, actor: Actor, group_id: int) -> None:
-    """Take back one's pledge while the group is still pledging."""
+def withdraw(session: Session, actor: Actor, group_id: int, *,
+             idempotency_key: str | None = None) -> Group:
+    """Take back one's pledge while the group is still pledging.
+
+    A caller that is not a member learns nothing of the group (404, as if there were none).
+    """
     group = get_group(session, group_id)
-    if group.status != "pledging":
-        raise WrongState(f"group {group_id} is {group.status}; pledges are binding once "
-                         f"pledging closed", where=f"group {group_id}")
-    row = session.scalar(select(Pledge).where(Pledge.group_id == group_id,
-                                              Pledge.user_id == actor.user_id))
-    if row is None:
-        raise NotFound("pledge", f"of {actor} in group {group_id}")
-    session.delete(row)
-    session.flush()
+    if actor.user_id is None or actor.user_id not in member_users(session, group.request):
+        raise NotFound("group", group_id)
+
+    def run() -> Group:
+        if group.status != "pledging":
+            raise WrongState(f"group {group_id} is {group.status}; pledges are binding once "
+                             f"pledging closed", where=f"group {group_id}")
+        row = session.scalar(select(Pledge).where(Pledge.group_id == group_id,
+                                                  Pledge.user_id == actor.user_id))
+        if row is None:
+            raise NotFound("pledge", f"of {actor} in group {group_id}")
+        session.delete(row)
+        session.flush()
+        return group
+
+    return once(session, actor, idempotency_key, "pledge.withdraw", {"group": group_id}, Group,
+                run)
 
 
 def payers_for(session: Session, request: ServiceRequest, price: int) -> list[tuple[int, int]]:
@@ -154,6 +178,6 @@ def group_view(session: Session, actor: Actor, group_id: int) -> dict:
         "reason": group.reason, "currency": group.currency, "split_rule": group.split_rule,
         "pledged_total_minor": pledged_total(session, group_id),
         "pledges": [{"user_id": p.user_id, "max_minor": p.max_minor} for p in group.pledges],
-        "members": [dict(m.describe(), sponsored=not (
-            m.kind == "user" and m.user_id in payers)) for m in request.members],
+        "members": [dict(m.describe(), sponsored=_user_of(session, m) not in payers)
+                    for m in request.members],
     }

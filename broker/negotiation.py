@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from broker.actors import Actor
 from broker.awards import make_award
+from broker.brokering import lock_request, require_brokering, require_unbrokered
 from broker.clock import as_utc, resolve_now
 from broker.currency import check_amount
 from broker.errors import (
@@ -39,7 +40,6 @@ from broker.errors import (
     NotFound,
     NotYours,
     NotYourTurn,
-    WrongState,
 )
 from broker.groups import fail, group_of_request
 from broker.idempotency import once
@@ -78,9 +78,6 @@ def start_negotiation(session: Session, actor: Actor, request_id: int, provider_
     if not actor.speaks_for_user(request.user_id):
         raise NotYours(f"only the request's user negotiates it; {actor} is not user "
                        f"{request.user_id}", where=f"request {request_id}")
-    if request.status != "brokering":
-        raise WrongState(f"request {request_id} is {request.status}, not brokering",
-                         where=f"request {request_id}")
     if mode not in ("user", "agent"):
         raise InvalidInput(f"mode is 'user' or 'agent', not {mode!r}", field="mode")
     deadline = as_utc(deadline, field="deadline")
@@ -109,19 +106,25 @@ def start_negotiation(session: Session, actor: Actor, request_id: int, provider_
     if provider.network_id == session.get(Provider, request.home_provider_id).network_id:
         raise NotEligible(f"provider {provider_id} is of the home network; negotiation is with "
                           f"other networks' providers", where=f"provider {provider_id}")
-    reason = why_not(session, provider, request, now)
-    if reason is not None:
-        raise NotEligible(reason, where=f"provider {provider_id}")
-    reputation = provider_reputations(session, [provider_id], now=now, policy=policy)[provider_id]
-    if reputation.ppm < min_reputation_ppm:
-        raise NotEligible(f"provider {provider_id} has reputation {reputation.score:.3f} "
-                          f"({reputation.count} ratings), below the minimum "
-                          f"{min_reputation_ppm / 1e6:.3f}", where=f"provider {provider_id}")
     params = {"request": request_id, "provider": provider_id, "mode": mode,
               "deadline": deadline, "rounds": max_rounds, "max": max_price_minor,
               "rep": min_reputation_ppm, "open": opening_price_minor, "beta": buyer_beta_ppm}
 
     def run() -> Negotiation:
+        # What can change between a first call and its retry is checked here, after the
+        # idempotency key was looked up: a retry gets the first result, not a 409.
+        lock_request(session, request_id)
+        require_brokering(request, "negotiated")
+        require_unbrokered(session, request)
+        reason = why_not(session, provider, request, now)
+        if reason is not None:
+            raise NotEligible(reason, where=f"provider {provider_id}")
+        reputation = provider_reputations(session, [provider_id], now=now,
+                                          policy=policy)[provider_id]
+        if reputation.ppm < min_reputation_ppm:
+            raise NotEligible(f"provider {provider_id} has reputation {reputation.score:.3f} "
+                              f"({reputation.count} ratings), below the minimum "
+                              f"{min_reputation_ppm / 1e6:.3f}", where=f"provider {provider_id}")
         opening = opening_price_minor
         if mode == "agent" and opening is None:
             opening = limit // 2
@@ -229,7 +232,7 @@ def _advance(session: Session, negotiation: Negotiation, now: datetime) -> None:
 def _agree(session: Session, negotiation: Negotiation, side: str, who: str, price: int,
            now: datetime) -> None:
     _move(session, negotiation, side, "accept", who, price, now)
-    request = negotiation.request
+    request = lock_request(session, negotiation.request_id)
     if request.status != "brokering":
         _end(negotiation, "failed", f"request {request.id} is {request.status} already", now)
         return

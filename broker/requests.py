@@ -13,11 +13,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, func, or_, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
 from broker.awards import make_award
+from broker.bounds import INT64_MAX, check_product
+from broker.brokering import lock_request, stop_brokering
+from broker.capacity import committed_bps, share_rate
 from broker.catalog import format_chain, parse_chain
 from broker.clock import as_utc, resolve_now
 from broker.currency import check_amount, check_currency
@@ -49,6 +52,10 @@ def _members(session: Session, items: Iterable[dict]) -> list[RequestMember]:
     for n, item in enumerate(items):
         field = f"members[{n}]"
         kind, value = (item or {}).get("kind"), (item or {}).get("value")
+        if kind in ("user", "device") and (isinstance(value, bool)
+                                           or not isinstance(value, int)):
+            raise InvalidInput(f"a {kind} member's value is its id (an integer), not {value!r}",
+                               field=f"{field}.value")
         if kind == "user":
             if session.get(User, value) is None:
                 raise NotFound("user", value)
@@ -106,6 +113,10 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
                                                                           field="ends_at")
         if ends_at <= starts_at:
             raise InvalidInput("ends_at must be after starts_at", field="ends_at")
+        if ends_at <= now:
+            raise InvalidInput(f"the block ended at {ends_at.isoformat()}, before now "
+                               f"({now.isoformat()}); ask for a block still to come",
+                               field="ends_at")
         if min_rate_bps is None and max_rate_bps is None:
             raise InvalidInput("a block of time needs max_rate_bps and/or min_rate_bps",
                                field="max_rate_bps")
@@ -122,7 +133,8 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
     if max_price_minor is not None:
         check_amount(max_price_minor, field="max_price_minor")
     user = session.get(User, actor.user_id)
-    currency = check_currency(currency or user.home_provider.policy.currency)
+    currency = check_currency(user.home_provider.policy.currency if currency is None
+                              else currency)
     members = list(members)
     params = {"services": chain, "device": device_id, "volume": volume_bytes,
               "starts": starts_at, "ends": ends_at, "min": min_rate, "max": max_rate,
@@ -150,32 +162,6 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
         return request
 
     return once(session, actor, idempotency_key, "request", params, ServiceRequest, run)
-
-
-def _committed(bounded: bool):
-    rate = func.coalesce(Award.max_rate_bps, Award.min_rate_bps, 0)
-    conditions = [Award.provider_id == bindparam("provider"), Award.status == "active",
-                  or_(Award.ends_at.is_(None), Award.ends_at > bindparam("start"))]
-    if bounded:
-        conditions.append(or_(Award.starts_at.is_(None), Award.starts_at < bindparam("end")))
-    return select(func.coalesce(func.sum(rate), 0)).where(*conditions)
-
-
-# Built once: eligibility is checked on every bid, the broker's most frequent write.
-_COMMITTED = {False: _committed(False), True: _committed(True)}
-
-
-def committed_bps(session: Session | Connection, provider_id: int, starts_at: datetime | None,
-                  ends_at: datetime | None, now: datetime) -> int:
-    """The rate a provider has promised to active awards overlapping ``[starts_at, ends_at)``.
-
-    A volume request (no block) runs from now until delivered, so it overlaps everything
-    that has not ended.
-    """
-    params = {"provider": provider_id, "start": starts_at or now}
-    if ends_at is not None:
-        params["end"] = ends_at
-    return session.scalar(_COMMITTED[ends_at is not None], params)
 
 
 @dataclass(frozen=True)
@@ -207,11 +193,13 @@ def capability(session: Session | Connection, provider_id: int) -> Capability | 
 
 
 def why_not(session: Session | Connection, provider: Provider | Capability, request,
-            now: datetime) -> str | None:
-    """Why ``provider`` cannot take ``request``, or None when it can.
+            now: datetime, *, shares: int = 1) -> str | None:
+    """Why ``provider`` cannot take ``request`` (one of ``shares`` equal shares of it), or None
+    when it can.
 
     ``request`` is a `ServiceRequest` or anything with its ``services``, ``starts_at``,
-    ``ends_at``, ``min_rate_bps``, ``max_rate_bps`` and ``currency``.
+    ``ends_at``, ``min_rate_bps``, ``max_rate_bps`` and ``currency``. A share needing no rate
+    needs no spare capacity.
     """
     if isinstance(provider, Provider):
         provider = Capability(provider.id, provider.network_id, provider.capacity_bps,
@@ -219,9 +207,10 @@ def why_not(session: Session | Connection, provider: Provider | Capability, requ
     missing = [s for s in request.services.split(",") if s not in provider.services]
     if missing:
         return f"provider {provider.provider_id} does not offer {', '.join(missing)}"
-    needed = required_rate_bps(request)
+    needed = share_rate(required_rate_bps(request), shares)
     spare = provider.capacity_bps - committed_bps(session, provider.provider_id,
-                                                  request.starts_at, request.ends_at, now)
+                                                  request.starts_at, request.ends_at, now) \
+        if needed else 0
     if needed > spare:
         return (f"provider {provider.provider_id} has {max(spare, 0)} bit/s spare, the request "
                 f"needs {needed}")
@@ -236,6 +225,9 @@ def decide(session: Session, request: ServiceRequest, now: datetime) -> Award | 
     home = session.get(Provider, request.home_provider_id)
     reason = why_not(session, home, request, now)
     price = list_price(home.policy, request) if reason is None else None
+    if price is not None:
+        check_product(price, field="max_rate_bps" if request.is_block else "volume_bytes",
+                      what=f"home provider {home.id}'s list price for the request")
     limit = request.max_price_minor
     if price is not None and limit is not None and price > limit:
         reason = f"home provider {home.id} asks {price}, above the limit {limit}"
@@ -250,13 +242,22 @@ def decide(session: Session, request: ServiceRequest, now: datetime) -> Award | 
 
 
 def eligible_providers(session: Session, request: ServiceRequest,
-                       now: datetime | None = None) -> list[Provider]:
-    """Providers of other networks that could take the request (for brokering)."""
+                       now: datetime | None = None, *, after: int | None = None,
+                       limit: int | None = None, shares: int = 1) -> list[Provider]:
+    """Providers of other networks that could take the request (for brokering), by id;
+    ``after``/``limit`` page through them."""
     now = resolve_now(now)
     home_network = session.get(Provider, request.home_provider_id).network_id
-    others = session.scalars(select(Provider).where(Provider.network_id != home_network)
-                             .order_by(Provider.id))
-    return [p for p in others if why_not(session, p, request, now) is None]
+    query = select(Provider).where(Provider.network_id != home_network).order_by(Provider.id)
+    if after is not None:
+        query = query.where(Provider.id > after)
+    found = []
+    for provider in session.scalars(query.execution_options(yield_per=200)):
+        if why_not(session, provider, request, now, shares=shares) is None:
+            found.append(provider)
+            if limit is not None and len(found) >= limit:
+                break
+    return found
 
 
 def get_request(session: Session, actor: Actor, request_id: int) -> ServiceRequest:
@@ -264,15 +265,25 @@ def get_request(session: Session, actor: Actor, request_id: int) -> ServiceReque
     request = session.get(ServiceRequest, request_id)
     if request is None:
         raise NotFound("request", request_id)
-    if not (actor.is_admin or actor.speaks_for_user(request.user_id)
-            or actor.speaks_for_provider(request.home_provider_id)):
+    if not is_request_party(actor, request):
         raise NotYours(f"request {request_id} is not {actor}'s",
                        where=f"request {request_id}")
     return request
 
 
-def list_requests(session: Session, actor: Actor, *, limit: int = 100) -> list[ServiceRequest]:
+def is_request_party(actor: Actor, request: ServiceRequest) -> bool:
+    """The request's user (and its devices), its home provider, an admin."""
+    return (actor.is_admin or actor.speaks_for_user(request.user_id)
+            or actor.speaks_for_provider(request.home_provider_id))
+
+
+def list_requests(session: Session, actor: Actor, *, after: int | None = None,
+                  limit: int = 100) -> list[ServiceRequest]:
+    """The actor's requests (a provider: its customers'), newest first; ``after`` is the id of
+    the last one of the page before."""
     query = select(ServiceRequest).order_by(ServiceRequest.id.desc()).limit(limit)
+    if after is not None:
+        query = query.where(ServiceRequest.id < after)
     if actor.user_id is not None:
         query = query.where(ServiceRequest.user_id == actor.user_id)
     elif actor.provider_ids:
@@ -283,7 +294,8 @@ def list_requests(session: Session, actor: Actor, *, limit: int = 100) -> list[S
 
 
 def close_pledges(session: Session, actor: Actor, group_id: int, *,
-                  now: datetime | None = None) -> ServiceRequest:
+                  now: datetime | None = None,
+                  idempotency_key: str | None = None) -> ServiceRequest:
     """The organizer ends pledging: the request is then decided with the pledges as budget.
 
     The budget is the pledged total (and the user's limit, if lower). No pledges at all: the
@@ -294,6 +306,14 @@ def close_pledges(session: Session, actor: Actor, group_id: int, *,
     if not actor.speaks_for_user(group.organizer_id):
         raise NotYours(f"only the organizer (user {group.organizer_id}) closes pledging",
                        where=f"group {group_id}")
+    return once(session, actor, idempotency_key, "group.close", {"group": group_id},
+                ServiceRequest, lambda: _close_pledges(session, group, now))
+
+
+def _close_pledges(session: Session, group: Group, now: datetime) -> ServiceRequest:
+    group_id = group.id
+    lock_request(session, group.request_id)
+    session.refresh(group)
     if group.status != "pledging":
         raise WrongState(f"group {group_id} is {group.status} already", where=f"group {group_id}")
     request = group.request
@@ -305,7 +325,8 @@ def close_pledges(session: Session, actor: Actor, group_id: int, *,
         return request
     group.status, group.closed_at = "closed", now
     if request.max_price_minor is None or request.max_price_minor > total:
-        request.max_price_minor = total
+        # Many large pledges may add up past what a column keeps; the budget is capped there.
+        request.max_price_minor = min(total, INT64_MAX)
     decide(session, request, now)
     if request.status == "served":
         group.status = "funded"
@@ -314,14 +335,32 @@ def close_pledges(session: Session, actor: Actor, group_id: int, *,
 
 
 def cancel_request(session: Session, actor: Actor, request_id: int, *,
-                   now: datetime | None = None) -> ServiceRequest:
-    request = get_request(session, actor, request_id)
-    if request.status not in ("pledging", "brokering"):
-        raise WrongState(f"request {request_id} is {request.status}; only a request still "
-                         f"pledging or brokering can be cancelled", where=f"request {request_id}")
-    request.status, request.reason = "cancelled", f"cancelled by {actor}"
-    group = session.scalar(select(Group).where(Group.request_id == request_id))
-    if group is not None and group.status in ("pledging", "closed"):
-        fail(group, "request cancelled", resolve_now(now))
-    session.flush()
-    return request
+                   now: datetime | None = None,
+                   idempotency_key: str | None = None) -> ServiceRequest:
+    """The user (or one of its devices) withdraws a request still pledging or brokering: its
+    open auction or negotiation ends with it, and nothing of it is awarded afterwards. The home
+    provider cannot cancel its customer's request."""
+    now = resolve_now(now)
+    request = session.get(ServiceRequest, request_id)
+    if request is None:
+        raise NotFound("request", request_id)
+    if not actor.speaks_for_user(request.user_id):
+        raise NotYours(f"only the request's user (or its devices) cancels request "
+                       f"{request_id}; {actor} is not", where=f"request {request_id}")
+
+    def run() -> ServiceRequest:
+        locked = lock_request(session, request_id)
+        if locked.status not in ("pledging", "brokering"):
+            raise WrongState(f"request {request_id} is {locked.status}; only a request still "
+                             f"pledging or brokering can be cancelled",
+                             where=f"request {request_id}")
+        locked.status, locked.reason = "cancelled", f"cancelled by {actor}"
+        stop_brokering(session, locked, f"request {request_id} cancelled by {actor}", now)
+        group = session.scalar(select(Group).where(Group.request_id == request_id))
+        if group is not None and group.status in ("pledging", "closed"):
+            fail(group, "request cancelled", now)
+        session.flush()
+        return locked
+
+    return once(session, actor, idempotency_key, "request.cancel", {"request": request_id},
+                ServiceRequest, run)

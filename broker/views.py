@@ -12,10 +12,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
-from broker.auctions import get_auction, visible_bids_query
+from broker.auctions import get_auction, may_view, sees_recipients, visible_bids_query
+from broker.capacity import share_rate
 from broker.clock import resolve_now
 from broker.errors import NotFound, NotYours
 from broker.models import Auction, Award, Bid, Negotiation, Provider, ServiceRequest, User
+from broker.pricing import required_rate_bps
 from broker.reputation import (
     DEFAULT_POLICY,
     ReputationPolicy,
@@ -48,7 +50,8 @@ def award_view(award: Award) -> dict:
         "id": award.id, "request_id": award.request_id, "provider_id": award.provider_id,
         "home_provider_id": award.home_provider_id, "source": award.source,
         "negotiation_id": award.negotiation_id, "auction_id": award.auction_id,
-        "price_minor": award.price_minor, "currency": award.currency,
+        "share": award.share, "shares": award.shares, "price_minor": award.price_minor,
+        "currency": award.currency,
         "services": award.services.split(","), "volume_bytes": award.volume_bytes,
         "starts_at": _iso(award.starts_at), "ends_at": _iso(award.ends_at),
         "min_rate_bps": award.min_rate_bps, "max_rate_bps": award.max_rate_bps,
@@ -57,6 +60,11 @@ def award_view(award: Award) -> dict:
         "job": None if award.job is None else {"id": award.job.id, "status": award.job.status},
         "created_at": _iso(award.created_at),
     }
+
+
+def job_view(job) -> dict:
+    return {"id": job.id, "award_id": job.award_id, "provider_id": job.provider_id,
+            "status": job.status, "spec": job.spec, "updated_at": _iso(job.updated_at)}
 
 
 def negotiation_view(negotiation: Negotiation, now: datetime | None = None) -> dict:
@@ -78,7 +86,8 @@ def negotiation_view(negotiation: Negotiation, now: datetime | None = None) -> d
 
 
 _BID_COLUMNS = (Bid.id, Bid.provider_id, Bid.price_minor, Bid.revision, Bid.updated_at, Bid.rank,
-                Bid.won, Bid.payment_minor, Bid.reputation_ppm, Bid.rating_count)
+                Bid.won, Bid.payment_minor, Bid.reputation_ppm, Bid.rating_count,
+                Bid.passed_over, Bid.share)
 
 
 def auction_view(session: Session, actor: Actor, auction_id: int, *,
@@ -86,12 +95,18 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
                  policy: ReputationPolicy = DEFAULT_POLICY) -> dict:
     """The auction's terms and, for each bid the actor may see, the bidder's reputation.
 
-    Before the close bids are sealed: a provider sees its own, the buyer sees who bid and their
-    reputations but no prices. After the close every party sees all bids with score, rank and
-    payment, and the reputation each was scored with.
+    Who sees it at all: the request's side, the bidders, and while it is open the providers
+    that could bid (`broker.auctions.may_view`). Every viewer sees the buyer's payment
+    reputation. Before the close bids are sealed: a provider sees its own, the buyer sees who
+    bid and their reputations but no prices. After the close every party sees all bids with
+    score, rank and payment, and the reputation each was scored with. The recipients are shown
+    to the request's side, and to the winners once it closed.
     """
     now = resolve_now(now)
     auction: Auction = get_auction(session, auction_id)
+    if not may_view(session, actor, auction, now):
+        raise NotYours(f"{actor} is not a party of auction {auction_id} and cannot bid on it",
+                       where=f"auction {auction_id}")
     request = auction.request
     # Bare columns, not Bid objects: a closed auction may show thousands of bids.
     query = visible_bids_query(session, actor, auction, *_BID_COLUMNS)
@@ -113,15 +128,25 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
     weight = auction.reputation_weight_ppm
     shown = []
     for (bid_id, provider_id, price, revision, submitted, rank, won, payment, scored_with,
-         rating_count, name) in bids:
+         rating_count, passed_over, share, name) in bids:
         row = {"bid_id": bid_id, "provider_id": provider_id, "provider": name,
                "price_minor": price, "revision": revision, "submitted_at": _iso(submitted),
                "reputation": reps[provider_id].as_dict()}
-        if not open_:
-            row.update(rank=rank, won=won, payment_minor=payment,
+        if not open_ and scored_with is not None:
+            row.update(rank=rank, won=won, payment_minor=payment, passed_over=passed_over,
+                       share=share,
                        reputation_at_close={"score": scored_with / 1e6, "count": rating_count},
                        score=str(score_decimal(score(price, weight, scored_with))))
         shown.append(row)
+    block = {"services": list(request.service_chain), "starts_at": _iso(request.starts_at),
+             "ends_at": _iso(request.ends_at), "min_rate_bps": request.min_rate_bps,
+             "max_rate_bps": request.max_rate_bps,
+             "share_rate_bps": share_rate(required_rate_bps(request), auction.quantity),
+             "data_cap_bytes": request.data_cap_bytes,
+             "home_network_id": session.get(Provider, request.home_provider_id).network_id}
+    if sees_recipients(session, actor, auction):
+        block["members"] = [m.describe() for m in request.members]
+    buyer = user_reputations(session, [request.user_id], now=now, policy=policy)[request.user_id]
     return {
         "id": auction.id, "request_id": request.id, "auctioneer_id": auction.auctioneer_id,
         "status": auction.status, "reason": auction.reason, "quantity": auction.quantity,
@@ -129,11 +154,7 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
         "reputation_weight": auction.reputation_weight_ppm / 1e6,
         "opens_at": _iso(auction.opens_at), "closes_at": _iso(auction.closes_at),
         "closed_at": _iso(auction.closed_at),
-        "block": {"services": list(request.service_chain), "starts_at": _iso(request.starts_at),
-                  "ends_at": _iso(request.ends_at), "min_rate_bps": request.min_rate_bps,
-                  "max_rate_bps": request.max_rate_bps,
-                  "data_cap_bytes": request.data_cap_bytes,
-                  "members": [m.describe() for m in request.members]},
+        "block": block, "buyer_reputation": buyer.as_dict(),
         "bid_count": session.scalar(select(func.count()).select_from(Bid).where(of_auction)),
         "bidders": [{"provider_id": i, "provider": name, "reputation": reps[i].as_dict()}
                     for i, name in bidders],

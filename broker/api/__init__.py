@@ -1,5 +1,5 @@
-"""The broker's HTTP API (FastAPI): authenticated, JSON errors, OpenAPI at /openapi.json."""
+"""The broker's HTTP API (FastAPI): `create_app` builds it over a `broker.store.Store`."""
 
-from broker.api.app import create_app
+from broker.api.main import create_app
 
 __all__ = ["create_app"]

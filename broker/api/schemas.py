@@ -1,12 +1,31 @@
-"""Request bodies of the HTTP API; strict integers for money so that 1.5 is an error."""
+"""Request bodies of the HTTP API, each value bounded where it enters.
+
+Integers are strict (1.5 or "5" is an error) and every one has the range of the column it is
+kept in, so a number past 64 bits is a 422 naming its field, never a driver's OverflowError.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
-Minor = Field(ge=0, description="integer minor units (cents for EUR)")
+from broker.bounds import INT64_MAX
+
+Id = Annotated[StrictInt, Field(ge=1, le=INT64_MAX, description="an id")]
+Minor = Annotated[StrictInt, Field(ge=0, le=INT64_MAX,
+                                   description="integer minor units (cents for EUR)")]
+Positive64 = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
+NonNegative64 = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+Ppm = Annotated[StrictInt, Field(ge=0, le=1_000_000, description="millionths")]
+Beta = Annotated[StrictInt, Field(ge=1, le=100_000_000,
+                                  description="concession exponent in millionths")]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Currency = Annotated[str, Field(min_length=3, max_length=3, pattern="^[A-Z]{3}$",
+                                description="ISO 4217 code")]
+Region = Annotated[str, Field(min_length=2, max_length=2, pattern="^[A-Za-z]{2}$",
+                              description="ISO 3166 alpha-2 region")]
+Service = Annotated[str, Field(min_length=1, max_length=40)]
 
 
 class Body(BaseModel):
@@ -14,115 +33,139 @@ class Body(BaseModel):
 
 
 class NetworkIn(Body):
-    name: str
+    name: Name
 
 
 class ProviderIn(Body):
-    network_id: StrictInt
-    name: str
-    services: list[str] = Field(min_length=1)
-    capacity_bps: StrictInt = Field(ge=0)
-    currency: str = Field(min_length=3, max_length=3)
-    per_gb_minor: StrictInt = Minor
-    per_mbps_hour_minor: StrictInt = Minor
-    reservation_ppm: StrictInt = Field(800_000, ge=0, le=1_000_000)
-    concession_beta_ppm: StrictInt = Field(1_000_000, gt=0)
+    network_id: Id
+    name: Name
+    services: list[Service] = Field(min_length=1, max_length=32)
+    capacity_bps: NonNegative64
+    currency: Currency
+    per_gb_minor: Minor
+    per_mbps_hour_minor: Minor
+    reservation_ppm: Ppm = 800_000
+    concession_beta_ppm: Beta = 1_000_000
     mode: Literal["policy", "manual"] = "policy"
 
 
 class ProviderPatch(Body):
-    services: list[str] | None = None
-    capacity_bps: StrictInt | None = Field(None, ge=0)
-    currency: str | None = None
-    per_gb_minor: StrictInt | None = Field(None, ge=0)
-    per_mbps_hour_minor: StrictInt | None = Field(None, ge=0)
-    reservation_ppm: StrictInt | None = Field(None, ge=0, le=1_000_000)
-    concession_beta_ppm: StrictInt | None = Field(None, gt=0)
+    services: list[Service] | None = Field(None, min_length=1, max_length=32)
+    capacity_bps: NonNegative64 | None = None
+    currency: Currency | None = None
+    per_gb_minor: Minor | None = None
+    per_mbps_hour_minor: Minor | None = None
+    reservation_ppm: Ppm | None = None
+    concession_beta_ppm: Beta | None = None
     mode: Literal["policy", "manual"] | None = None
 
 
 class UserIn(Body):
-    name: str
-    home_provider_id: StrictInt
+    name: Name
+    home_provider_id: Id
 
 
 class DeviceIn(Body):
-    name: str
+    name: Name
 
 
 class PhoneIn(Body):
-    number: str = Field(description="E.164 ('+14155552671') or national with region")
-    region: str | None = Field(None, description="ISO 3166 region for a national number")
-    device_id: StrictInt | None = None
+    number: str = Field(max_length=40, description="E.164 ('+14155552671') or national with "
+                                                  "region")
+    region: Region | None = Field(None, description="region of a national number")
+    device_id: Id | None = None
 
 
 class KeyIn(Body):
     kind: Literal["admin", "network", "provider", "user", "device", "phone_number"]
-    id: StrictInt
-    label: str = ""
+    id: Id
+    label: str = Field("", max_length=100)
 
 
-class MemberIn(Body):
-    kind: Literal["user", "device", "phone", "address"]
-    value: StrictInt | str
-    region: str | None = None
+class UserMember(Body):
+    kind: Literal["user"]
+    value: Id
+
+
+class DeviceMember(Body):
+    kind: Literal["device"]
+    value: Id
+
+
+class PhoneMember(Body):
+    kind: Literal["phone"]
+    value: str = Field(min_length=1, max_length=40)
+    region: Region | None = None
+
+
+class AddressMember(Body):
+    kind: Literal["address"]
+    value: str = Field(min_length=1, max_length=300)
+
+
+MemberIn = Annotated[UserMember | DeviceMember | PhoneMember | AddressMember,
+                     Field(discriminator="kind")]
 
 
 class RequestIn(Body):
-    services: list[str] = Field(min_length=1, examples=[["anonymize", "checksum"]])
-    device_id: StrictInt | None = None
-    volume_bytes: StrictInt | None = Field(None, gt=0)
+    services: list[Service] = Field(min_length=1, max_length=16,
+                                    examples=[["anonymize", "checksum"]])
+    device_id: Id | None = None
+    volume_bytes: Positive64 | None = None
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
-    min_rate_bps: StrictInt | None = Field(None, gt=0)
-    max_rate_bps: StrictInt | None = Field(None, gt=0)
-    data_cap_bytes: StrictInt | None = Field(None, gt=0)
-    max_price_minor: StrictInt | None = Field(None, ge=0)
-    currency: str | None = None
-    members: list[MemberIn] = []
+    min_rate_bps: Positive64 | None = None
+    max_rate_bps: Positive64 | None = None
+    data_cap_bytes: Positive64 | None = None
+    max_price_minor: Minor | None = None
+    currency: Currency | None = Field(None, description="the home provider's when left out")
+    members: list[MemberIn] = Field([], max_length=1000)
     group: bool = False
 
 
 class PledgeIn(Body):
-    max_minor: StrictInt = Field(gt=0)
+    max_minor: Positive64
 
 
 class NegotiationIn(Body):
-    request_id: StrictInt
-    provider_id: StrictInt
+    request_id: Id
+    provider_id: Id
     mode: Literal["user", "agent"]
     deadline: AwareDatetime
     max_rounds: StrictInt = Field(20, ge=1, le=1000)
-    max_price_minor: StrictInt | None = Field(None, ge=0)
-    min_reputation_ppm: StrictInt = Field(0, ge=0, le=1_000_000)
-    opening_price_minor: StrictInt | None = Field(None, ge=0)
-    buyer_beta_ppm: StrictInt = Field(1_000_000, gt=0)
+    max_price_minor: Minor | None = None
+    min_reputation_ppm: Ppm = 0
+    opening_price_minor: Minor | None = None
+    buyer_beta_ppm: Beta = 1_000_000
 
 
 class MoveIn(Body):
     action: Literal["offer", "accept", "reject"]
-    price_minor: StrictInt | None = Field(None, ge=0)
+    price_minor: Minor | None = None
 
 
 class AuctionIn(Body):
-    request_id: StrictInt
+    request_id: Id
     closes_at: AwareDatetime
-    reserve_price_minor: StrictInt = Field(gt=0)
-    quantity: StrictInt = Field(1, ge=1, le=1000)
-    reputation_weight_ppm: StrictInt = Field(1_000_000, ge=0)
+    reserve_price_minor: Positive64 = Field(description="the most paid for one share")
+    quantity: StrictInt = Field(1, ge=1, le=1000, description="how many providers share the "
+                                                             "request, each 1/quantity of it")
+    reputation_weight_ppm: StrictInt = Field(1_000_000, ge=0, le=100_000_000)
     opens_at: AwareDatetime | None = None
 
 
 class BidIn(Body):
-    provider_id: StrictInt
-    price_minor: StrictInt = Minor
+    provider_id: Id
+    price_minor: Minor
 
 
 class RatingIn(Body):
     score: StrictInt = Field(ge=0, le=100, description="100: fully satisfactory")
-    user_id: StrictInt | None = Field(None, description="provider rating a payer: which one")
+    user_id: Id | None = Field(None, description="provider rating a payer: which one")
     comment: str = Field("", max_length=500)
 
 
 class JobStatusIn(Body):
     status: Literal["queued", "picked", "running", "done", "failed"]
+
+

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -116,6 +117,9 @@ class Negotiation(HasId, HasCreated, Base):
                         name="status"),
         # What the server's periodic expiry looks for: open negotiations past their deadline.
         Index("ix_negotiations_status_deadline", "status", "deadline"),
+        # A request is brokered one way at a time: at most one open negotiation on it.
+        Index("uq_negotiations_open_request", "request_id", unique=True,
+              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
     )
 
     request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
@@ -172,6 +176,10 @@ class Auction(HasId, HasCreated, Base):
     __table_args__ = (
         CheckConstraint("quantity >= 1", name="quantity"),
         CheckConstraint("status IN ('open', 'closed', 'failed', 'cancelled')", name="status"),
+        # At most one open auction on a request (an open negotiation excludes one too: checked
+        # under the request's row lock, see broker.brokering).
+        Index("uq_auctions_open_request", "request_id", unique=True,
+              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
     )
 
     request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
@@ -211,6 +219,10 @@ class Bid(HasId, HasCreated, Base):
     payment_minor: Mapped[int | None] = mapped_column(Minor)
     reputation_ppm: Mapped[int | None] = mapped_column(Integer)
     rating_count: Mapped[int | None] = mapped_column(Integer)
+    # Set at the close when the bid ranked among the winners but its provider could no longer
+    # carry the share (capacity booked meanwhile, a service dropped): why it was passed over.
+    passed_over: Mapped[str | None] = mapped_column(String(300))
+    share: Mapped[int | None] = mapped_column(Integer)
 
     auction: Mapped[Auction] = relationship(back_populates="bids")
 

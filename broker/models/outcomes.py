@@ -26,7 +26,10 @@ class Award(HasId, HasCreated, Base):
     its own and never changes when the request does. Usage records, charges and settlement
     between ``home_provider_id`` and ``provider_id`` (the money side) refer to ``awards.id``.
     ``source`` says how it was decided: ``home`` (served by the home provider), ``negotiation``
-    or ``auction`` (with the id of that negotiation or auction).
+    or ``auction`` (with the id of that negotiation or auction). An auction of ``quantity`` k
+    splits the request into k shares: share ``i`` of ``shares`` k carries 1/k of the rates and
+    the flows whose symmetric flow hash is i modulo k. A request has at most one award per
+    share (a unique index keeps it so whatever the code above it does).
     """
 
     __tablename__ = "awards"
@@ -34,6 +37,8 @@ class Award(HasId, HasCreated, Base):
         CheckConstraint("source IN ('home', 'negotiation', 'auction')", name="source"),
         CheckConstraint("status IN ('active', 'delivered', 'cancelled')", name="status"),
         CheckConstraint("price_minor >= 0", name="price"),
+        CheckConstraint("share >= 0 AND share < shares", name="share"),
+        UniqueConstraint("request_id", "share"),
     )
 
     request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
@@ -42,6 +47,8 @@ class Award(HasId, HasCreated, Base):
     source: Mapped[str] = mapped_column(String(12))
     negotiation_id: Mapped[int | None] = mapped_column(ForeignKey("negotiations.id"), index=True)
     auction_id: Mapped[int | None] = mapped_column(ForeignKey("auctions.id"), index=True)
+    share: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    shares: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     price_minor: Mapped[int] = mapped_column(Minor)
     currency: Mapped[str] = mapped_column(Currency)
     services: Mapped[str] = mapped_column(String(200))

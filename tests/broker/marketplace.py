@@ -14,6 +14,7 @@ from broker.directory import (
     create_provider,
     create_user,
 )
+from broker.models import Award, AwardPayer, RequestMember, ServiceRequest, User
 from broker.store import Store
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -80,3 +81,22 @@ def negotiation_status(store: Store, negotiation_id: int) -> str:
 
     with store.read() as s:
         return s.get(Negotiation, negotiation_id).status
+
+
+def past_award(session, user_id: int, provider_id: int, at: datetime, *, price: int = 1):
+    """A delivered award of a request of its own, written straight into the store: history for
+    reputation tests (they add the ratings). The market itself awards a request only once."""
+    user = session.get(User, user_id)
+    request = ServiceRequest(user_id=user_id, home_provider_id=user.home_provider_id,
+                             services="identity", volume_bytes=1, currency="EUR",
+                             status="served", created_at=at,
+                             members=[RequestMember(kind="user", user_id=user_id)])
+    session.add(request)
+    session.flush()
+    award = Award(request_id=request.id, provider_id=provider_id,
+                  home_provider_id=user.home_provider_id, source="home", price_minor=price,
+                  currency="EUR", services="identity", volume_bytes=1, status="delivered",
+                  created_at=at, payers=[AwardPayer(user_id=user_id, share_minor=price)])
+    session.add(award)
+    session.flush()
+    return award

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from broker.actors import issue_key
 from broker.api import create_app
-from broker.api.app import expire_negotiations
+from broker.api.main import expire_negotiations
 from broker.models import Bid
 
 
@@ -137,7 +137,7 @@ def test_an_auction_end_to_end_with_a_late_bid_refused(api):
         {"kind": "phone", "value": "+14155552671"}, {"kind": "user", "value": api.bob_id}]))
     assert r.status_code == 201 and r.json()["status"] == "brokering"
     rid = r.json()["id"]
-    candidates = api.alice.get(f"/v1/requests/{rid}/candidates").json()
+    candidates = api.alice.get(f"/v1/requests/{rid}/candidates").json()["items"]
     assert [c["name"] for c in candidates] == ["north", "south"]
     closes = datetime.now(UTC) + timedelta(seconds=1.5)
     r = api.alice.post("/v1/auctions", json={"request_id": rid, "closes_at": closes.isoformat(),
@@ -165,10 +165,10 @@ def test_an_auction_end_to_end_with_a_late_bid_refused(api):
     assert [(b["provider"], b["won"], b["payment_minor"]) for b in closed["bids"]] == [
         ("north", True, 90), ("south", False, None)]
     assert closed["bids"][0]["reputation"] == {"score": 0.5, "count": 0}
-    award = api.alice.get("/v1/awards").json()[0]
+    award = api.alice.get("/v1/awards").json()["items"][0]
     assert (award["provider_id"], award["price_minor"], award["source"]) == (
         api.north, 90, "auction")
-    jobs = api.north_key.get(f"/v1/providers/{api.north}/jobs").json()
+    jobs = api.north_key.get(f"/v1/providers/{api.north}/jobs").json()["items"]
     assert [j["award_id"] for j in jobs] == [award["id"]]
     assert api.south_key.get(f"/v1/providers/{api.north}/jobs").status_code == 403
     r = api.alice.post(f"/v1/awards/{award['id']}/ratings", json={"score": 100})
@@ -266,7 +266,7 @@ def test_the_app_expires_overdue_negotiations_on_a_timer(world, monkeypatch):
             raise OperationalError("UPDATE negotiations", {}, Exception("database is locked"))
         return expire_negotiations(store)
 
-    monkeypatch.setattr("broker.api.app.expire_negotiations", flaky)
+    monkeypatch.setattr("broker.api.main.expire_negotiations", flaky)
 
     async def serve(app, seconds: float) -> None:
         async with app.router.lifespan_context(app):

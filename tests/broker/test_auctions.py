@@ -7,11 +7,10 @@ import random
 from datetime import timedelta
 
 import pytest
-from marketplace import HOUR, T0
+from marketplace import HOUR, T0, past_award
 from sqlalchemy import func, select
 
 from broker.auctions import close_auction, get_bid, open_auction, submit_bid, visible_bids
-from broker.awards import make_award
 from broker.errors import (
     AuctionNotOpen,
     AuctionStillOpen,
@@ -93,7 +92,7 @@ def test_reputation_from_earlier_awards_is_shown_and_changes_the_winner(auction)
     with m.store.write() as s:
         earlier = s.get(ServiceRequest, w.request)
         for provider, score in ((w.south, 100), (w.south, 100), (w.north, 0)):
-            a = make_award(s, earlier, provider, 1, source="home", now=OPEN)
+            a = past_award(s, w.alice, provider, OPEN)
             s.add(Rating(award_id=a.id, direction="service", user_id=w.alice,
                          provider_id=provider, score=score, rated_at=CLOSE))
         earlier.status = "brokering"
@@ -256,11 +255,11 @@ def test_a_big_close_equals_the_rule_applied_bid_by_bid(world):
     providers = [m.provider(world.south_net, f"b{i}") for i in range(40)]
     alice = m.actor("user", world.alice)
     with m.store.write() as s:
-        past = submit_request(s, alice, services="identity", volume_bytes=1, now=OPEN - HOUR)
+
         for provider in providers[5:]:
             for _ in range(rng.randint(1, 4)):
                 at = OPEN - timedelta(days=rng.randint(0, 300), seconds=rng.randint(0, 86399))
-                award = make_award(s, past, provider, 1, source="home", now=at)
+                award = past_award(s, world.alice, provider, at)
                 s.add(Rating(award_id=award.id, direction="service", user_id=world.alice,
                              provider_id=provider, score=rng.choice((0, 40, 75, 90, 100)),
                              rated_at=at))

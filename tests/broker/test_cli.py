@@ -17,6 +17,7 @@ from marketplace import negotiation_status, overdue_negotiation
 
 from broker.actors import authenticate
 from broker.cli import add_broker_commands, main
+from broker.settings import load
 from broker.store import Store
 
 
@@ -58,20 +59,63 @@ def test_the_commands_hang_off_any_parser():
     parser = argparse.ArgumentParser(prog="pktx")
     add_broker_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["broker", "serve", "--db", "sqlite://", "--port", "0"])
-    assert (args.host, args.port, args.db) == ("127.0.0.1", 0, "sqlite://")
+    assert (args.port, args.db) == (0, "sqlite://")
     with pytest.raises(SystemExit):
         parser.parse_args(["broker", "admin", "key", "martian", "1"])
 
 
-def test_serve_takes_workers_and_an_expiry_period():
+def serve_settings(monkeypatch, argv: list[str], env: dict[str, str] | None = None):
+    """The settings ``pktx broker serve ARGV`` resolves, in a clean environment."""
+    for name in [n for n in os.environ if n.startswith("PKTX_BROKER_")]:
+        monkeypatch.delenv(name)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
     parser = argparse.ArgumentParser(prog="pktx")
     add_broker_commands(parser.add_subparsers(dest="command"))
+    a = parser.parse_args(["broker", "serve", *argv])
+    return load(a.config, db=a.db, host=a.host, port=a.port, workers=a.workers,
+                expire_every=a.expire_every, log_level=a.log_level,
+                reputation_half_life_days=a.reputation_half_life_days)
+
+
+def test_serve_settings_come_from_flags_over_environment_over_a_file(monkeypatch, tmp_path):
+    s = serve_settings(monkeypatch, [])
+    assert (s.host, s.port, s.workers, s.expire_every, s.log_level) == \
+        ("127.0.0.1", 8040, 1, 30.0, "info")
+    config = tmp_path / "broker.toml"
+    config.write_text('port = 9001\nworkers = 2\nexpire_every = 5.0\nlog_level = "debug"\n')
+    s = serve_settings(monkeypatch, ["--config", str(config)])
+    assert (s.port, s.workers, s.expire_every, s.log_level) == (9001, 2, 5.0, "debug")
+    s = serve_settings(monkeypatch, ["--config", str(config)], {"PKTX_BROKER_WORKERS": "3"})
+    assert (s.port, s.workers) == (9001, 3)
+    s = serve_settings(monkeypatch, ["--config", str(config), "--workers", "4"],
+                       {"PKTX_BROKER_WORKERS": "3"})
+    assert s.workers == 4
+    # What the command exports is what a worker process then reads back.
+    for name, value in s.export().items():
+        monkeypatch.setenv(name, value)
+    assert load() == s
+
+
+def test_bad_serve_settings_are_one_line_naming_the_setting(monkeypatch, tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="pktx")
+    add_broker_commands(parser.add_subparsers(dest="command"))
+    for name in [n for n in os.environ if n.startswith("PKTX_BROKER_")]:
+        monkeypatch.delenv(name)
+    assert parser.parse_args(["broker", "serve", "--workers", "0"]).func(
+        parser.parse_args(["broker", "serve", "--workers", "0"])) == 1
+    assert "field workers" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = [\n")
+    args = parser.parse_args(["broker", "serve", "--config", str(broken)])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "configuration file" in err and "broken.toml" in err and "Traceback" not in err
+    args = parser.parse_args(["broker", "serve", "--config", str(tmp_path / "missing.toml")])
+    assert args.func(args) == 1 and "no such configuration file" in capsys.readouterr().err
+    monkeypatch.setenv("PKTX_BROKER_PORT", "70000")
     args = parser.parse_args(["broker", "serve"])
-    assert (args.workers, args.expire_every, args.log_level) == (1, 30.0, "info")
-    args = parser.parse_args(["broker", "serve", "--workers", "3", "--expire-every", "0",
-                              "--log-level", "warning"])
-    assert (args.workers, args.expire_every, args.log_level) == (3, 0.0, "warning")
-    assert args.func(parser.parse_args(["broker", "serve", "--workers", "0"])) == 1
+    assert args.func(args) == 1 and "PKTX_BROKER_PORT" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("workers", [1, 2])

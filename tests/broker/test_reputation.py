@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marketplace import HOUR, T0
+from marketplace import HOUR, T0, past_award
 from sqlalchemy import func, select
 
-from broker.awards import make_award
 from broker.errors import InvalidInput, NotFound, NotYours
 from broker.models import Award, Provider, Rating
 from broker.reputation import (
@@ -139,14 +138,13 @@ def test_reputations_of_many_from_the_store_equal_the_rule_one_at_a_time(world):
     m, rng = world.m, random.Random(3)
     providers = [world.north, world.south, world.home,
                  *(m.provider(world.south_net, f"p{i}") for i in range(12))]
-    alice = m.actor("device", world.alice_phone)
     with m.store.write() as s:
-        request = submit_request(s, alice, services="identity", volume_bytes=10**9, now=T0)
+
         for provider in providers[:-2]:   # the last two stay newcomers
             for _ in range(rng.randint(1, 6)):
                 at = T0 - timedelta(seconds=rng.randint(-3600, 400 * 86400),
                                     microseconds=rng.randint(0, 999_999))
-                award = make_award(s, request, provider, 1, source="home", now=at)
+                award = past_award(s, world.alice, provider, at)
                 s.add(Rating(award_id=award.id, direction="service", user_id=world.alice,
                              provider_id=provider, score=rng.randint(0, 100), rated_at=at))
     now, policy = T0 + 3 * DAY, ReputationPolicy(half_life=20 * DAY)

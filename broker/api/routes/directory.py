@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
 
 from broker import directory
 from broker.actors import issue_key, revoke_key
-from broker.api.app import CurrentActor, IdemKey, policy_of, store_of
+from broker.api.deps import CurrentActor, IdemKey, id_path, policy_of, store_of
+from broker.api.responses import (
+    DeviceOut,
+    KeyIssued,
+    KeyRevoked,
+    Me,
+    NetworkOut,
+    PhoneOut,
+    ProviderOut,
+    UserOut,
+)
 from broker.api.schemas import (
     DeviceIn,
     KeyIn,
@@ -21,9 +33,11 @@ from broker.models import ApiKey, Device, Network, PhoneNumber, Provider, User
 from broker.views import provider_view, user_view
 
 router = APIRouter(tags=["directory"])
+ProviderId = Annotated[int, id_path("a provider's id")]
+UserId = Annotated[int, id_path("a user's id")]
 
 
-@router.get("/me")
+@router.get("/me", response_model=Me)
 def me(actor: CurrentActor) -> dict:
     """Who the API key authenticates as."""
     return {"kind": actor.kind, "id": actor.id, "user_id": actor.user_id,
@@ -31,7 +45,7 @@ def me(actor: CurrentActor) -> dict:
             "provider_ids": sorted(actor.provider_ids)}
 
 
-@router.post("/networks", status_code=201)
+@router.post("/networks", status_code=201, response_model=NetworkOut)
 def post_network(body: NetworkIn, request: Request, actor: CurrentActor,
                  key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
@@ -40,7 +54,7 @@ def post_network(body: NetworkIn, request: Request, actor: CurrentActor,
         return {"id": n.id, "name": n.name}
 
 
-@router.post("/providers", status_code=201)
+@router.post("/providers", status_code=201, response_model=ProviderOut)
 def post_provider(body: ProviderIn, request: Request, actor: CurrentActor,
                   key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
@@ -55,24 +69,24 @@ def post_provider(body: ProviderIn, request: Request, actor: CurrentActor,
         return provider_view(s, p.id, policy=policy_of(request))
 
 
-@router.patch("/providers/{provider_id}")
-def patch_provider(provider_id: int, body: ProviderPatch, request: Request,
-                   actor: CurrentActor) -> dict:
+@router.patch("/providers/{provider_id}", response_model=ProviderOut)
+def patch_provider(provider_id: ProviderId, body: ProviderPatch, request: Request,
+                   actor: CurrentActor, key: IdemKey = None) -> dict:
     changes = body.model_dump(exclude_none=True)
     with store_of(request).write() as s:
-        directory.update_provider(s, actor, provider_id, **changes)
+        once(s, actor, key, "provider.update", {"provider": provider_id, **changes}, Provider,
+             lambda: directory.update_provider(s, actor, provider_id, **changes))
         return provider_view(s, provider_id, policy=policy_of(request))
 
 
-@router.get("/providers/{provider_id}")
-def get_provider(provider_id: int, request: Request,
-                 _actor: CurrentActor) -> dict:
+@router.get("/providers/{provider_id}", response_model=ProviderOut)
+def get_provider(provider_id: ProviderId, request: Request, _actor: CurrentActor) -> dict:
     """A provider's public card with its reputation (score and rating count)."""
     with store_of(request).read() as s:
         return provider_view(s, provider_id, policy=policy_of(request))
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, response_model=UserOut)
 def post_user(body: UserIn, request: Request, actor: CurrentActor,
               key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
@@ -82,14 +96,14 @@ def post_user(body: UserIn, request: Request, actor: CurrentActor,
         return user_view(s, actor, u.id, policy=policy_of(request))
 
 
-@router.get("/users/{user_id}")
-def get_user(user_id: int, request: Request, actor: CurrentActor) -> dict:
+@router.get("/users/{user_id}", response_model=UserOut)
+def get_user(user_id: UserId, request: Request, actor: CurrentActor) -> dict:
     with store_of(request).read() as s:
         return user_view(s, actor, user_id, policy=policy_of(request))
 
 
-@router.post("/users/{user_id}/devices", status_code=201)
-def post_device(user_id: int, body: DeviceIn, request: Request,
+@router.post("/users/{user_id}/devices", status_code=201, response_model=DeviceOut)
+def post_device(user_id: UserId, body: DeviceIn, request: Request,
                 actor: CurrentActor, key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         d = once(s, actor, key, "device.create", {"user": user_id, **body.model_dump()}, Device,
@@ -97,8 +111,8 @@ def post_device(user_id: int, body: DeviceIn, request: Request,
         return {"id": d.id, "user_id": d.user_id, "name": d.name}
 
 
-@router.post("/users/{user_id}/phone-numbers", status_code=201)
-def post_phone(user_id: int, body: PhoneIn, request: Request,
+@router.post("/users/{user_id}/phone-numbers", status_code=201, response_model=PhoneOut)
+def post_phone(user_id: UserId, body: PhoneIn, request: Request,
                actor: CurrentActor, key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
         p = once(s, actor, key, "phone.create", {"user": user_id, **body.model_dump()},
@@ -109,7 +123,7 @@ def post_phone(user_id: int, body: PhoneIn, request: Request,
         return {"id": p.id, "user_id": p.user_id, "e164": p.e164, "device_id": p.device_id}
 
 
-@router.post("/keys", status_code=201)
+@router.post("/keys", status_code=201, response_model=KeyIssued)
 def post_key(body: KeyIn, request: Request, actor: CurrentActor,
              key: IdemKey = None) -> dict:
     """Issue an API key; the token is in this response only (it is stored hashed)."""
@@ -128,8 +142,10 @@ def post_key(body: KeyIn, request: Request, actor: CurrentActor,
                         "a retry: the token was returned by the first call only"}
 
 
-@router.delete("/keys/{prefix}")
-def delete_key(prefix: str, request: Request, actor: CurrentActor) -> dict:
+@router.delete("/keys/{prefix}", response_model=KeyRevoked)
+def delete_key(prefix: str, request: Request, actor: CurrentActor,
+               key: IdemKey = None) -> dict:
     with store_of(request).write() as s:
-        row = revoke_key(s, actor, prefix)
-        return {"prefix": row.prefix, "revoked_at": row.revoked_at.isoformat()}
+        row = once(s, actor, key, "key.revoke", {"prefix": prefix}, ApiKey,
+                   lambda: revoke_key(s, actor, prefix))
+        return {"prefix": row.prefix, "revoked_at": row.revoked_at}

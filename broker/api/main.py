@@ -1,0 +1,194 @@
+"""The FastAPI application: routers, error answers, request ids, the negotiation sweeper.
+
+Every answer is JSON, errors included: a domain error with its status, a validation error as a
+422 naming the field, anything unexpected as a 500 whose body carries the request id that the
+log line about it carries too (``X-Request-ID``, the caller's if it sent a sane one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker import __version__
+from broker.errors import BrokerError
+from broker.groupcommit import GroupCommit
+from broker.negotiation import expire_overdue
+from broker.reputation import DEFAULT_POLICY, ReputationPolicy
+from broker.settings import BrokerSettings
+from broker.settings import load as load_settings
+from broker.store import Store
+
+log = logging.getLogger(__name__)
+
+EXPIRE_EVERY = 30.0
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+class RequestIds:
+    """ASGI middleware: every request gets an id (``X-Request-ID``), kept in the scope's state
+    for the error handlers and sent back on the answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
+        rid = sent if _SANE_ID.fullmatch(sent) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def request_id(request: Request) -> str:
+    return request.scope.get("state", {}).get("request_id") or "-"
+
+
+def _field(loc) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+def expire_negotiations(store: Store) -> int:
+    """Mark every open negotiation past its deadline expired (one transaction); how many."""
+    with store.write() as session:
+        return expire_overdue(session)
+
+
+async def _expire_periodically(store: Store, every: float) -> None:
+    """Run `expire_negotiations` every ``every`` seconds, off the event loop, until cancelled.
+
+    A failed round (the database away for a moment) is logged and the next one tried: a
+    negotiation past its deadline already reads as expired, this only writes it down.
+    """
+    while True:
+        try:
+            expired = await asyncio.to_thread(expire_negotiations, store)
+        except Exception:
+            log.exception("expiring overdue negotiations failed; trying again in %g s", every)
+        else:
+            if expired:
+                log.info("expired %d overdue negotiation(s)", expired)
+        await asyncio.sleep(every)
+
+
+def _add_error_answers(app: FastAPI) -> None:
+    @app.exception_handler(BrokerError)
+    async def _broker_error(request: Request, exc: BrokerError):
+        return JSONResponse(exc.as_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = _field(first.get("loc", ()))
+        details = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")}
+                   for e in errors]
+        return JSONResponse({"error": "invalid_input", "field": field,
+                             "message": f"field {field}: {first.get('msg', 'invalid')}",
+                             "details": details}, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError):
+        log.info("request %s: integrity error turned into 409: %s", request_id(request),
+                 exc.orig)
+        return JSONResponse({"error": "conflict", "message": "the change clashes with data "
+                             "stored meanwhile (a duplicate?); read the current state and retry"},
+                            status_code=409)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        rid = request_id(request)
+        log.error("request %s: %s %s failed: %s", rid, request.method, request.url.path,
+                  type(exc).__name__, exc_info=exc)
+        return JSONResponse({"error": "internal", "request_id": rid,
+                             "message": "the broker failed to answer this call; nothing of it "
+                                        f"was kept. Quote request id {rid} to the operator"},
+                            status_code=500, headers={"X-Request-ID": rid})
+
+
+def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = None,
+               expire_every: float | None = EXPIRE_EVERY,
+               settings: BrokerSettings | None = None) -> FastAPI:
+    """The API over ``store``; while it runs, overdue negotiations are expired every
+    ``expire_every`` seconds (None or 0: never)."""
+    from broker.api.routes import directory, market, negotiations, operations, outcomes
+    from broker.api.routes.auctions import bids
+    from broker.api.routes.auctions import router as auctions
+
+    settings = settings or BrokerSettings()
+    policy = reputation_policy or (
+        ReputationPolicy(half_life=settings.reputation_half_life)
+        if settings.reputation_half_life_days != 90.0 else DEFAULT_POLICY)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if expire_every:
+            task = asyncio.create_task(_expire_periodically(store, expire_every),
+                                       name="pktx-expire-negotiations")
+        try:
+            yield
+        finally:
+            # Bids already received are committed and answered before the server goes.
+            await asyncio.to_thread(app.state.group_commit.stop)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="packet-exchange broker",
+        version=__version__,
+        description="The market for packet-processing services: requests, negotiation, "
+                    "auctions, groups, awards and ratings. Authenticate with an API key. "
+                    "Send an Idempotency-Key header with every state-changing call to make "
+                    "retries safe. Money is integer minor units with an ISO 4217 currency. "
+                    "Lists are paged with ?limit and ?cursor (the answer's next_cursor).")
+    app.state.store = store
+    app.state.settings = settings
+    app.state.reputation_policy = policy
+    app.state.group_commit = GroupCommit(store)
+    app.add_middleware(RequestIds)
+    _add_error_answers(app)
+    # Bids first: the busiest route, and FastAPI tries routes in order.
+    app.include_router(bids, prefix="/v1")
+    for router in (directory.router, market.router, negotiations.router, auctions,
+                   outcomes.router):
+        app.include_router(router, prefix="/v1")
+    app.include_router(operations.router)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``pktx broker serve --workers N`` (a uvicorn factory):
+    the settings the command exported to the environment (`broker.settings`)."""
+    settings = load_settings()
+    return create_app(Store(settings.db, migrate=False), settings=settings,
+                      expire_every=settings.expire_every or None)

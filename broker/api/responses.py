@@ -1,0 +1,323 @@
+"""What every operation answers, declared so the OpenAPI document describes it.
+
+Routes return plain dicts built by `broker.views`; FastAPI checks them against these models
+(a field missing or of the wrong type is a server error, caught by the tests on both databases)
+and a client generated from ``/openapi.json`` gets real types. Money is integer minor units.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(Out, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class Reputation(Out):
+    score: float
+    count: int
+
+
+class Me(Out):
+    kind: str
+    id: int
+    user_id: int | None
+    device_id: int | None
+    network_id: int | None
+    provider_ids: list[int]
+
+
+class NetworkOut(Out):
+    id: int
+    name: str
+
+
+class ProviderOut(Out):
+    id: int
+    name: str
+    network_id: int
+    services: list[str]
+    capacity_bps: int
+    currency: str
+    negotiates: Literal["policy", "manual"]
+    reputation: Reputation
+
+
+class DeviceRef(Out):
+    id: int
+    name: str
+
+
+class PhoneRef(Out):
+    id: int
+    e164: str
+    device_id: int | None
+
+
+class UserOut(Out):
+    id: int
+    name: str
+    home_provider_id: int
+    devices: list[DeviceRef]
+    phone_numbers: list[PhoneRef]
+    reputation: Reputation
+
+
+class DeviceOut(Out):
+    id: int
+    user_id: int
+    name: str
+
+
+class PhoneOut(Out):
+    id: int
+    user_id: int
+    e164: str
+    device_id: int | None
+
+
+class KeyIssued(Out):
+    prefix: str
+    kind: str
+    id: int
+    label: str
+    token: str | None
+    note: str
+
+
+class KeyRevoked(Out):
+    prefix: str
+    revoked_at: datetime
+
+
+class Member(Out):
+    kind: Literal["user", "device", "phone", "address"]
+    value: int | str
+
+
+class RequestOut(Out):
+    id: int
+    user_id: int
+    device_id: int | None
+    home_provider_id: int
+    services: list[str]
+    volume_bytes: int | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    min_rate_bps: int | None
+    max_rate_bps: int | None
+    data_cap_bytes: int | None
+    max_price_minor: int | None
+    currency: str
+    status: str
+    reason: str
+    members: list[Member]
+    created_at: datetime
+    group_id: int | None
+
+
+class PledgeOut(Out):
+    user_id: int
+    max_minor: int
+
+
+class GroupMember(Member):
+    sponsored: bool
+
+
+class GroupOut(Out):
+    id: int
+    request_id: int
+    status: str
+    reason: str
+    currency: str
+    split_rule: str
+    pledged_total_minor: int
+    pledges: list[PledgeOut]
+    members: list[GroupMember]
+
+
+class Move(Out):
+    round: int
+    side: Literal["buyer", "seller"]
+    action: str
+    by: str
+    price_minor: int | None
+    at: datetime
+
+
+class NegotiationOut(Out):
+    id: int
+    request_id: int
+    provider_id: int
+    buyer_mode: str
+    seller_mode: str
+    currency: str
+    deadline: datetime
+    max_rounds: int
+    status: str
+    reason: str
+    agreed_price_minor: int | None
+    moves: list[Move]
+
+
+class Block(Out):
+    """What a bidder needs to price a share: never who the recipients are (``members`` is
+    shown to the request's own parties and, after the close, to the winners)."""
+
+    services: list[str]
+    starts_at: datetime | None
+    ends_at: datetime | None
+    min_rate_bps: int | None
+    max_rate_bps: int | None
+    share_rate_bps: int | None
+    data_cap_bytes: int | None
+    home_network_id: int
+    members: list[Member] | None = None
+
+
+class Bidder(Out):
+    provider_id: int
+    provider: str
+    reputation: Reputation
+
+
+class BidShown(Out):
+    bid_id: int
+    provider_id: int
+    provider: str
+    price_minor: int
+    revision: int
+    submitted_at: datetime
+    reputation: Reputation
+    rank: int | None = None
+    won: bool | None = None
+    payment_minor: int | None = None
+    passed_over: str | None = None
+    share: int | None = None
+    reputation_at_close: Reputation | None = None
+    score: str | None = None
+
+
+class AuctionOut(Out):
+    id: int
+    request_id: int
+    auctioneer_id: int
+    status: str
+    reason: str
+    quantity: int
+    reserve_price_minor: int
+    currency: str
+    reputation_weight: float
+    opens_at: datetime
+    closes_at: datetime
+    closed_at: datetime | None
+    block: Block
+    buyer_reputation: Reputation
+    bid_count: int
+    bidders: list[Bidder]
+    bids: list[BidShown]
+
+
+class AuctionSummary(Out):
+    id: int
+    request_id: int
+    status: str
+    closes_at: datetime
+    quantity: int
+    reserve_price_minor: int
+    currency: str
+
+
+class BidOut(Out):
+    id: int
+    auction_id: int
+    provider_id: int
+    price_minor: int
+    revision: int
+    submitted_at: datetime
+
+
+class BidResult(Out):
+    id: int
+    auction_id: int
+    provider_id: int
+    price_minor: int
+    revision: int
+    rank: int | None
+    won: bool | None
+    payment_minor: int | None
+    passed_over: str | None
+
+
+class Payer(Out):
+    user_id: int
+    share_minor: int
+
+
+class JobRef(Out):
+    id: int
+    status: str
+
+
+class AwardOut(Out):
+    id: int
+    request_id: int
+    provider_id: int
+    home_provider_id: int
+    source: str
+    negotiation_id: int | None
+    auction_id: int | None
+    share: int
+    shares: int
+    price_minor: int
+    currency: str
+    services: list[str]
+    volume_bytes: int | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    min_rate_bps: int | None
+    max_rate_bps: int | None
+    data_cap_bytes: int | None
+    status: str
+    payers: list[Payer]
+    job: JobRef | None
+    created_at: datetime
+
+
+class JobOut(Out):
+    id: int
+    award_id: int
+    provider_id: int
+    status: str
+    spec: dict
+    updated_at: datetime
+
+
+class RatingOut(Out):
+    id: int
+    award_id: int
+    direction: Literal["service", "payment"]
+    user_id: int
+    provider_id: int
+    score: int
+    comment: str
+    rated_at: datetime
+
+
+class Health(Out):
+    status: str
+    version: str
+    database: str
+    revision: str | None

@@ -1,0 +1,99 @@
+"""The broker's settings in one object: command-line flags over the environment over a file.
+
+`BrokerSettings` reads ``PKTX_BROKER_*`` environment variables (``PKTX_BROKER_DB``,
+``PKTX_BROKER_WORKERS``, ...) and, when ``PKTX_BROKER_CONFIG`` names one, a TOML file whose keys
+are the field names (``db = "postgresql+psycopg://..."``). What ``pktx broker serve`` is given
+on its command line wins over both. Worker processes of ``serve --workers N`` build their app
+from the same object: the command exports what it resolved (`BrokerSettings.export`).
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from broker.errors import InvalidInput
+
+PREFIX = "PKTX_BROKER_"
+ENV_CONFIG = f"{PREFIX}CONFIG"
+# The file `load` was given, for the settings sources below (the environment is left alone).
+_config_file: ContextVar[Path | None] = ContextVar("pktx_broker_config_file", default=None)
+
+
+class BrokerSettings(BaseSettings):
+    """How a broker runs: its store, its HTTP server and the market's clocks."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid", frozen=True)
+
+    db: str | None = Field(None, description="database URL; default: a SQLite file in "
+                                             "~/.local/share/pktx")
+    host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    port: int = Field(8040, ge=0, le=65535, description="port the HTTP API listens on")
+    workers: int = Field(1, ge=1, le=64, description="HTTP worker processes")
+    reputation_half_life_days: float = Field(90.0, gt=0, le=36500,
+                                             description="age at which a rating counts half")
+    expire_every: float = Field(30.0, ge=0, le=86400,
+                                description="seconds between sweeps that mark overdue "
+                                            "negotiations expired (0: never)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = _config_file.get() or os.environ.get(ENV_CONFIG)
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+    @property
+    def reputation_half_life(self) -> timedelta:
+        return timedelta(days=self.reputation_half_life_days)
+
+    def export(self) -> dict[str, str]:
+        """The environment that makes `load()` in another process give these settings."""
+        return {f"{PREFIX}{name.upper()}": str(value)
+                for name, value in self.model_dump().items() if value is not None}
+
+
+def load(config_file: str | os.PathLike | None = None, **overrides) -> BrokerSettings:
+    """The settings from ``overrides`` (flags given; None means not given), the environment
+    and the TOML file (``config_file``, else ``$PKTX_BROKER_CONFIG``).
+
+    A file that is missing or malformed, or a value out of range, is an `InvalidInput` naming
+    the setting and where it came from.
+    """
+    path = Path(config_file) if config_file is not None else (
+        Path(os.environ[ENV_CONFIG]) if os.environ.get(ENV_CONFIG) else None)
+    if path is not None and not path.is_file():
+        raise InvalidInput(f"no such configuration file: {path}", field="config")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    token = _config_file.set(path)
+    try:
+        return BrokerSettings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        raise InvalidInput(f"{first.get('msg', 'invalid')} (from the command line, "
+                           f"{PREFIX}{name.upper()} or {path or 'no configuration file'})",
+                           field=name) from None
+    except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
+        raise InvalidInput(f"cannot read the configuration file {path}: {exc}",
+                           field="config") from None
+    finally:
+        _config_file.reset(token)
