@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 
+from broker.bounds import check_product
 from broker.models import PricePolicy, ServiceRequest
 
 _US_PER_HOUR = 3_600_000_000
@@ -28,14 +29,21 @@ def list_price(policy: PricePolicy, request: ServiceRequest) -> int:
     """The provider's undiscounted price for the request, in minor units.
 
     A block of time costs ``per_mbps_hour`` for every Mbit/s of the required rate for every
-    hour; a volume costs ``per_gb`` for every 10**9 bytes (both pro rata, rounded up).
+    hour; a volume costs ``per_gb`` for every 10**9 bytes (both pro rata, rounded up). A price
+    past what the market keeps (64 bits of minor units) is an `InvalidInput` naming the
+    request's field that drives it.
     """
     if request.is_block:
         span = request.ends_at - request.starts_at
         micros = (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
         numerator = micros * required_rate_bps(request) * policy.per_mbps_hour_minor
-        return _ceil_div(numerator, _US_PER_HOUR * _BITS_PER_MBIT)
-    return _ceil_div(request.volume_bytes * policy.per_gb_minor, _BYTES_PER_GB)
+        price = _ceil_div(numerator, _US_PER_HOUR * _BITS_PER_MBIT)
+        field = "max_rate_bps" if request.max_rate_bps else "min_rate_bps"
+    else:
+        price = _ceil_div(request.volume_bytes * policy.per_gb_minor, _BYTES_PER_GB)
+        field = "volume_bytes"
+    return check_product(price, field=field, what=f"provider {policy.provider_id}'s list price "
+                                                  f"for the request")
 
 
 def reservation_price(policy: PricePolicy, listed: int) -> int:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from broker.actors import Actor
 from broker.awards import make_award
-from broker.bounds import INT64_MAX, check_product
+from broker.bounds import INT64_MAX
 from broker.brokering import lock_request, stop_brokering
 from broker.capacity import committed_bps, share_rate
 from broker.catalog import format_chain, parse_chain
@@ -225,9 +225,6 @@ def decide(session: Session, request: ServiceRequest, now: datetime) -> Award | 
     home = session.get(Provider, request.home_provider_id)
     reason = why_not(session, home, request, now)
     price = list_price(home.policy, request) if reason is None else None
-    if price is not None:
-        check_product(price, field="max_rate_bps" if request.is_block else "volume_bytes",
-                      what=f"home provider {home.id}'s list price for the request")
     limit = request.max_price_minor
     if price is not None and limit is not None and price > limit:
         reason = f"home provider {home.id} asks {price}, above the limit {limit}"

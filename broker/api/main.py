@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import __version__
+from broker.api.responses import ERRORS
 from broker.errors import BrokerError
 from broker.groupcommit import GroupCommit
 from broker.negotiation import expire_overdue
@@ -38,7 +39,8 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 class RequestIds:
     """ASGI middleware: every request gets an id (``X-Request-ID``), kept in the scope's state
-    for the error handlers and sent back on the answer."""
+    for the error handlers and sent back on the answer; an exception no handler took becomes a
+    JSON 500 carrying the id (logged with it), and the connection stays usable."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -51,12 +53,27 @@ class RequestIds:
         rid = sent if _SANE_ID.fullmatch(sent) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error("request %s: %s %s failed: %s", rid, scope.get("method"),
+                      scope.get("path"), type(exc).__name__, exc_info=exc)
+            if started:  # half an answer is out: all that is left is to cut it short
+                raise
+            await JSONResponse(
+                {"error": "internal", "request_id": rid,
+                 "message": "the broker failed to answer this call; nothing of it was kept. "
+                            f"Quote request id {rid} to the operator"},
+                status_code=500)(scope, receive, send_with_id)
 
 
 def request_id(request: Request) -> str:
@@ -121,16 +138,6 @@ def _add_error_answers(app: FastAPI) -> None:
         return JSONResponse({"error": code, "message": str(exc.detail)},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        rid = request_id(request)
-        log.error("request %s: %s %s failed: %s", rid, request.method, request.url.path,
-                  type(exc).__name__, exc_info=exc)
-        return JSONResponse({"error": "internal", "request_id": rid,
-                             "message": "the broker failed to answer this call; nothing of it "
-                                        f"was kept. Quote request id {rid} to the operator"},
-                            status_code=500, headers={"X-Request-ID": rid})
-
 
 def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = None,
                expire_every: float | None = EXPIRE_EVERY,
@@ -177,12 +184,13 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     app.state.group_commit = GroupCommit(store)
     app.add_middleware(RequestIds)
     _add_error_answers(app)
-    # Bids first: the busiest route, and FastAPI tries routes in order.
-    app.include_router(bids, prefix="/v1")
+    # Bids first: the busiest route, and FastAPI tries routes in order. Every operation
+    # declares the error answers too (one shape, `ErrorOut`, instead of FastAPI's own 422).
+    app.include_router(bids, prefix="/v1", responses=ERRORS)
     for router in (directory.router, market.router, negotiations.router, auctions,
                    outcomes.router):
-        app.include_router(router, prefix="/v1")
-    app.include_router(operations.router)
+        app.include_router(router, prefix="/v1", responses=ERRORS)
+    app.include_router(operations.router, responses=ERRORS)
     return app
 
 

@@ -316,6 +316,27 @@ class RatingOut(Out):
     rated_at: datetime
 
 
+class ErrorDetail(Out):
+    field: str
+    message: str
+
+
+class ErrorOut(Out):
+    """Every error: a code, a message saying what was wrong and where, the thing and field it
+    is about when there is one, and for a 500 the request id the log line carries too."""
+
+    error: str
+    message: str
+    where: str | None = None
+    field: str | None = None
+    details: list[ErrorDetail] | None = None
+    request_id: str | None = None
+
+
+ERRORS = {status: {"model": ErrorOut} for status in
+          (400, 401, 403, 404, 405, 409, 422, 500)}
+
+
 class Health(Out):
     status: str
     version: str

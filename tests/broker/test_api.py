@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import uvicorn
+from apiclient import Api, Served, block, provider_body, standard_market
 from marketplace import negotiation_status, overdue_negotiation
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from broker.actors import issue_key
 from broker.api import create_app
 from broker.api.main import expire_negotiations
 from broker.models import Bid
@@ -24,75 +21,13 @@ from broker.models import Bid
 
 @pytest.fixture
 def server(store):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(store), log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
-
-
-class Api:
-    """A market set up through the API itself, with one client per participant."""
-
-    def __init__(self, base: str, market) -> None:
-        self.base = base
-        with market.store.write() as s:
-            _, token = issue_key(s, market.admin, "admin", market.admin.id)
-        self.admin = self.client(token)
-
-    def client(self, token: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base, headers=headers, timeout=30)
-
-    def key(self, kind: str, ident: int) -> httpx.Client:
-        r = self.admin.post("/v1/keys", json={"kind": kind, "id": ident})
-        assert r.status_code == 201, r.text
-        return self.client(r.json()["token"])
-
-    def make(self, path: str, body: dict) -> int:
-        r = self.admin.post(path, json=body)
-        assert r.status_code == 201, r.text
-        return r.json()["id"]
-
-
-def provider_body(network: int, name: str, services=("identity", "checksum", "anonymize")):
-    return {"network_id": network, "name": name, "services": list(services),
-            "capacity_bps": 10**9, "currency": "EUR", "per_gb_minor": 100,
-            "per_mbps_hour_minor": 10}
+    with Served(store) as served:
+        yield served.url
 
 
 @pytest.fixture
 def api(server, market):
-    a = Api(server, market)
-    home_net = a.make("/v1/networks", {"name": "home"})
-    north_net = a.make("/v1/networks", {"name": "north"})
-    a.home = a.make("/v1/providers", provider_body(home_net, "home", ("identity",)))
-    a.north = a.make("/v1/providers", provider_body(north_net, "north"))
-    a.south = a.make("/v1/providers", provider_body(north_net, "south"))
-    a.alice_id = a.make("/v1/users", {"name": "alice", "home_provider_id": a.home})
-    a.bob_id = a.make("/v1/users", {"name": "bob", "home_provider_id": a.home})
-    a.alice = a.key("user", a.alice_id)
-    a.bob = a.key("user", a.bob_id)
-    a.north_key = a.key("provider", a.north)
-    a.south_key = a.key("provider", a.south)
-    return a
-
-
-def block(**kw) -> dict:
-    start = datetime.now(UTC) + timedelta(hours=1)
-    body = {"services": ["anonymize"], "starts_at": start.isoformat(),
-            "ends_at": (start + timedelta(hours=1)).isoformat(), "max_rate_bps": 10_000_000}
-    return {**body, **kw}
+    return standard_market(Api(server, market))
 
 
 def test_openapi_is_published(server):
