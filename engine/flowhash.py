@@ -24,9 +24,14 @@ from engine import kernels
 from engine.batch import PacketBatch
 from engine.flowkeys import FlowKeys, flow_keys
 
-__all__ = ["assign_workers", "flow_hash", "partition", "worker_of_packets"]
+__all__ = ["SHARE_SEED", "assign_workers", "flow_hash", "partition", "share_of_packets",
+           "worker_of_packets"]
 
 _MAX_WORKERS = 1 << 32
+# The hash that splits a stream into the shares of an award (``--share i/k``). Not the flow
+# affinity's (seed 0): within one share the flows must still spread over every worker, and
+# with one hash for both a share would hold only the flows of a slice of the workers.
+SHARE_SEED = 0x5348415245   # b"SHARE"
 
 
 def _words(addr: np.ndarray) -> np.ndarray:
@@ -82,6 +87,13 @@ def assign_workers(hashes: np.ndarray, n_workers: int) -> np.ndarray:
 def worker_of_packets(keys: FlowKeys | PacketBatch, n_workers: int, seed: int = 0) -> np.ndarray:
     """Which of ``n_workers`` each packet goes to, so both directions of a flow meet."""
     return assign_workers(flow_hash(keys, seed), n_workers)
+
+
+def share_of_packets(keys: FlowKeys | PacketBatch, shares: int) -> np.ndarray:
+    """Which of ``shares`` equal shares of a stream each packet belongs to (uint32): both
+    directions of a flow in the same one, every packet in exactly one. The providers that won
+    an auction of ``shares`` blocks each deliver one share (``pktx deliver --share i/k``)."""
+    return assign_workers(flow_hash(keys, SHARE_SEED), shares)
 
 
 def partition(parts: np.ndarray, n_parts: int) -> tuple[np.ndarray, np.ndarray]:
