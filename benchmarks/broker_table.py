@@ -137,6 +137,8 @@ def build_market(url: str, providers: int, *, tokens: bool = False, seed: int = 
         first_award = (s.scalar(select(Award.id).order_by(Award.id.desc()).limit(1)) or 0) + 1
         for award in awards:
             award["id"] += first_award - 1
+            # History as the shares of one past request: a request has one award per share.
+            award["share"], award["shares"] = award["id"] - first_award, len(awards)
         for rating in ratings:
             rating["award_id"] += first_award - 1
         _bulk(s, Award, awards)
