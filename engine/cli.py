@@ -95,27 +95,18 @@ def _pick_format(out: str, fmt: str | None, reader) -> str:
     return reader.format
 
 
-def _pick_resolution(res: str | None, reader) -> str:
-    if res:
-        return res
-    if reader.format == "pcap":
-        return "ns" if reader.nano else "us"
-    finer = any((r.base == 10 and r.exp > 6) or (r.base == 2 and r.exp > 19)
-                for s in reader.sections for r in s.resolutions)
-    return "ns" if finer else "us"
-
-
 def cmd_convert(args) -> int:
     from engine.reader import CaptureReader
     from engine.writer import CaptureWriter
 
     reader = CaptureReader(args.input, errors=args.errors)
     fmt = _pick_format(args.output, args.format, reader)
-    res = _pick_resolution(args.ts_resolution, reader)
-    with CaptureWriter(args.output, format=fmt, ts_resolution=res) as w:
+    # Without --ts-resolution each interface keeps its own resolution.
+    with CaptureWriter(args.output, format=fmt, ts_resolution=args.ts_resolution) as w:
         for batch in reader:
             w.write(batch)
     if not args.quiet:
+        res = ", ".join(w.resolutions) or "no packets"
         sys.stderr.write(f"wrote {w.packets} packets to {args.output} ({fmt}, {res})\n")
     return 1 if reader.damage else 0
 
@@ -280,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segments each local worker holds at once")
     s.add_argument("--curve", metavar="DIR", help="CURVE key folder (pktx keys generate)")
     s.add_argument("--format", choices=("pcap", "pcapng"), help="output file format")
-    s.add_argument("--ts-resolution", choices=("us", "ns"))
+    s.add_argument("--ts-resolution", choices=("us", "ns"),
+                   help="timestamp resolution of every output interface (default: each keeps "
+                        "the input's)")
     s.add_argument("--udp-linktype", type=int, default=1,
                    help="link type of udp:// source packets (default 1, Ethernet)")
     s.add_argument("--count", type=_positive_int, help="a live source ends after N packets")
