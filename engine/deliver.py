@@ -29,7 +29,7 @@ from engine.dispatcher import DeliveryError, Dispatcher, wake
 from engine.errors import EngineError
 from engine.meter import Meter, TokenBucket
 from engine.segment import Segmenter
-from engine.services import parse_chain
+from engine.services import parse_chain, public_chain
 from engine.sinks import open_sink
 from engine.sources import open_source
 
@@ -66,8 +66,6 @@ class DeliveryOptions:
 
 
 DEFAULT_SEGMENT_PACKETS = 2048
-# Parameters never written into a usage record.
-SECRET_PARAMS = frozenset({"key"})
 
 
 class Delivery:
@@ -306,9 +304,7 @@ class Delivery:
             stream_id=f"{self.stream_id:016x}",
             sources=[self.source.describe()],
             sinks=[self.sink_url],
-            service_chain=[{"name": c["name"], "params": {
-                k: ("(secret)" if k in SECRET_PARAMS else v) for k, v in c["params"].items()}}
-                for c in self.chain],
+            service_chain=public_chain(self.chain),
         )
 
 

@@ -162,7 +162,8 @@ class Anonymize(Service):
     name = "anonymize"
     summary = "Crypto-PAn prefix-preserving anonymization of IPv4/IPv6 addresses"
     params = (
-        Param("key", hex_key(32), help="32 bytes in hex: AES-128 key, then the pad's seed"),
+        Param("key", hex_key(32), help="32 bytes in hex: AES-128 key, then the pad's seed",
+              secret=True),
     )
 
     def setup(self) -> None:

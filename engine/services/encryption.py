@@ -72,7 +72,7 @@ def _associated_data(sel: Selection, flow: bool) -> tuple[np.ndarray, int]:
 
 class _AesGcm(Service):
     params = (
-        Param("key", hex_key(32), help="the AES-256 key: 64 hex digits"),
+        Param("key", hex_key(32), help="the AES-256 key: 64 hex digits", secret=True),
         Param("bind", str, "flow", "flow: authenticate the addresses and ports too; none: "
               "only the protocol (survives NAT and anonymize)", choices=_BIND),
     )
