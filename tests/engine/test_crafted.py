@@ -653,7 +653,7 @@ def test_interface_of_written_pcapng(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
 def test_writer_raises_snaplen_for_packets_made_longer(tmp_path, fmt):
-    # A service may lengthen packets past the source's snaplen (encrypt adds 29 bytes); the
+    # A service may lengthen packets past the source's snaplen (encrypt adds 32 bytes); the
     # file must still describe them, or readers (libpcap, dpkt) cut them.
     import dpkt
 
