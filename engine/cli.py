@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-rate", type=_rate, metavar="RATE",
                    help="service level: report per second whether it was met")
     s.add_argument("--usage-json", metavar="FILE", help="write the usage record here")
+    s.add_argument("--max-auth-failures", type=_nonneg_int, default=0, metavar="N",
+                   help="fail the run once more than N packets fail authentication in decrypt "
+                        "(default 0)")
     s.add_argument("--credit", type=_positive_int, default=4,
                    help="segments each local worker holds at once")
     s.add_argument("--curve", metavar="DIR", help="CURVE key folder (pktx keys generate)")
@@ -381,6 +384,7 @@ def cmd_deliver(args) -> int:
         segment_packets=args.segment_packets, segment_bytes=args.segment_bytes,
         segment_ms=args.segment_ms, flow_affinity=args.flow_affinity,
         max_rate_bps=args.max_rate, min_rate_bps=args.min_rate, usage_json=args.usage_json,
+        max_auth_failures=args.max_auth_failures,
         curve_dir=args.curve, credit=args.credit, format=args.format,
         ts_resolution=args.ts_resolution, udp_linktype=args.udp_linktype, count=args.count,
         idle_timeout=args.idle_timeout, wait_workers_s=args.wait_workers,
@@ -399,7 +403,9 @@ def cmd_deliver(args) -> int:
             f"delivered {usage['packets_out']} of {usage['packets_in']} packets "
             f"({usage['bytes_out']} bytes) in {usage['duration_ns'] / 1e9:.3f} s, "
             f"mean {usage['mean_rate_bps'] / 1e6:.1f} Mbit/s, {usage['segments']} segments, "
-            f"{len(usage['workers'])} workers, {usage['retries']} retries\n")
+            f"{len(usage['workers'])} workers, {usage['retries']} retries"
+            + (f", {usage['auth_failures']} failed authentication" if usage["auth_failures"]
+               else "") + "\n")
     return 0
 
 

@@ -49,6 +49,8 @@ class DeliveryOptions:
     max_rate_bps: int | None = None
     min_rate_bps: int | None = None
     usage_json: str | None = None
+    # A run whose packets failing authentication (decrypt) pass this many fails; None: no limit.
+    max_auth_failures: int | None = 0
     curve_dir: str | None = None
     credit: int = P.DEFAULT_CREDIT
     format: str | None = None
@@ -66,6 +68,14 @@ class DeliveryOptions:
 
 
 DEFAULT_SEGMENT_PACKETS = 2048
+
+
+class AuthFailuresError(DeliveryError):
+    """More packets failed authentication than the run allows (``count`` of them)."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
 
 
 class Delivery:
@@ -264,6 +274,7 @@ class Delivery:
                 if self._sink_error is not None:
                     raise DeliveryError(f"writing {self.sink_url} failed: "
                                         f"{self._sink_error}") from self._sink_error
+                self._check_auth_failures()
                 outbox.put(batch)
 
             d.run(segments, emit)
@@ -272,6 +283,7 @@ class Delivery:
             if self._sink_error is not None:
                 raise DeliveryError(f"writing {self.sink_url} failed: {self._sink_error}")
             self.meter.finish()
+            self._check_auth_failures()
             usage = self.usage()
             sink.close(usage)
             d.broadcast_disconnect("stream complete")
@@ -292,12 +304,35 @@ class Delivery:
             raise DeliveryError(f"delivery failed: {type(exc).__name__}: {exc}") from exc
         self._reap_workers()
         d.close()
-        if o.usage_json:
-            tmp = o.usage_json + ".part"
+        self._write_usage(usage)
+        return usage
+
+    def _write_usage(self, usage: dict) -> None:
+        if self.opts.usage_json:
+            tmp = self.opts.usage_json + ".part"
             with open(tmp, "w") as f:
                 json.dump(usage, f, indent=2)
-            os.replace(tmp, o.usage_json)
-        return usage
+            os.replace(tmp, self.opts.usage_json)
+
+    def auth_failures(self) -> dict[str, int]:
+        """Packets that failed authentication so far, per service."""
+        return {name: int(c["auth_failures"]) for name, c in list(self.meter.services.items())
+                if c.get("auth_failures")}
+
+    def _check_auth_failures(self) -> None:
+        """Stop the run once more packets failed authentication than it allows: the output
+        is then not completed, and the usage record (if asked for) says why."""
+        limit = self.opts.max_auth_failures
+        per_service = self.auth_failures()
+        count = sum(per_service.values())
+        if limit is None or count <= limit:
+            return
+        detail = ", ".join(f"{name} {n:,}" for name, n in per_service.items())
+        message = (f"{count:,} packets failed authentication ({detail}), more than "
+                   f"--max-auth-failures {limit}: a wrong key, or packets changed on the way; "
+                   f"stopped, and {self.sink_url} was not completed")
+        self._write_usage({**self.usage(), "failed": message})
+        raise AuthFailuresError(message, count)
 
     def usage(self) -> dict:
         return self.meter.usage(
@@ -305,6 +340,8 @@ class Delivery:
             sources=[self.source.describe()],
             sinks=[self.sink_url],
             service_chain=public_chain(self.chain),
+            auth_failures=sum(self.auth_failures().values()),
+            max_auth_failures=self.opts.max_auth_failures,
         )
 
 
