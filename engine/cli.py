@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--service", default="identity", metavar="NAME[,NAME...]",
                    help="the service chain, applied in order (default: identity)")
     s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a service parameter (SERVICE.KEY=VALUE for one service)")
+                   help="a service parameter (SERVICE.KEY=VALUE for one service); give a key "
+                        "as key_file=PATH or key_env=VARIABLE to keep it off the command line")
     s.add_argument("--workers", type=_nonneg_int, default=None, metavar="N",
                    help="local worker processes to start (default: one per core; 0: serve "
                         "workers that connect to --bind)")
