@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
 
 import numpy as np
@@ -43,14 +43,19 @@ def linktype_name(linktype: int) -> str:
 
 @dataclass(frozen=True)
 class Interface:
-    """What a packet was captured on: link type and snapshot length (pcapng IDB, pcap header)."""
+    """What a packet was captured on: link type and snapshot length (pcapng IDB, pcap header),
+    and ``tsresol``, the timestamp resolution it was captured at as a pcapng ``if_tsresol``
+    value (6: microseconds, 9: nanoseconds, 0x80 | k: 2**-k seconds; None: not known), which
+    a writer keeps unless told otherwise."""
 
     linktype: int
     snaplen: int = DEFAULT_SNAPLEN
     name: str | None = None
     description: str | None = None
+    tsresol: int | None = None
 
 
+_IFACE_FIELDS = frozenset(f.name for f in fields(Interface))
 _HEADER = struct.Struct("<4sHHqq")  # magic, version, flags, count, first_seq
 _EXPLICIT_SEQ = 1  # flags: the seq frame holds the sequence numbers, even when n is 0
 _MAGIC = b"PKXB"
@@ -301,8 +306,10 @@ class PacketBatch:
         if magic != _MAGIC or version != _VERSION:
             raise ValueError(f"not a version-{_VERSION} batch header")
         try:
-            interfaces = tuple(Interface(**d) for d in json.loads(head[_HEADER.size:]))
-        except (ValueError, TypeError) as exc:
+            # Fields a newer peer may add are ignored, not an error.
+            interfaces = tuple(Interface(**{k: v for k, v in d.items() if k in _IFACE_FIELDS})
+                               for d in json.loads(head[_HEADER.size:]))
+        except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"bad interface table in batch header: {exc}") from None
         arrays = []
         for frame, (field, dtype) in zip(frames[1:-2], _ARRAY_FIELDS):

@@ -95,27 +95,18 @@ def _pick_format(out: str, fmt: str | None, reader) -> str:
     return reader.format
 
 
-def _pick_resolution(res: str | None, reader) -> str:
-    if res:
-        return res
-    if reader.format == "pcap":
-        return "ns" if reader.nano else "us"
-    finer = any((r.base == 10 and r.exp > 6) or (r.base == 2 and r.exp > 19)
-                for s in reader.sections for r in s.resolutions)
-    return "ns" if finer else "us"
-
-
 def cmd_convert(args) -> int:
     from engine.reader import CaptureReader
     from engine.writer import CaptureWriter
 
     reader = CaptureReader(args.input, errors=args.errors)
     fmt = _pick_format(args.output, args.format, reader)
-    res = _pick_resolution(args.ts_resolution, reader)
-    with CaptureWriter(args.output, format=fmt, ts_resolution=res) as w:
+    # Without --ts-resolution each interface keeps its own resolution.
+    with CaptureWriter(args.output, format=fmt, ts_resolution=args.ts_resolution) as w:
         for batch in reader:
             w.write(batch)
     if not args.quiet:
+        res = ", ".join(w.resolutions) or "no packets"
         sys.stderr.write(f"wrote {w.packets} packets to {args.output} ({fmt}, {res})\n")
     return 1 if reader.damage else 0
 
@@ -259,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--service", default="identity", metavar="NAME[,NAME...]",
                    help="the service chain, applied in order (default: identity)")
     s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a service parameter (SERVICE.KEY=VALUE for one service)")
+                   help="a service parameter (SERVICE.KEY=VALUE for one service); give a key "
+                        "as key_file=PATH or key_env=VARIABLE to keep it off the command line")
     s.add_argument("--workers", type=_nonneg_int, default=None, metavar="N",
                    help="local worker processes to start (default: one per core; 0: serve "
                         "workers that connect to --bind)")
@@ -276,11 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-rate", type=_rate, metavar="RATE",
                    help="service level: report per second whether it was met")
     s.add_argument("--usage-json", metavar="FILE", help="write the usage record here")
+    s.add_argument("--max-auth-failures", type=_nonneg_int, default=0, metavar="N",
+                   help="fail the run once more than N packets fail authentication in decrypt "
+                        "(default 0)")
     s.add_argument("--credit", type=_positive_int, default=4,
                    help="segments each local worker holds at once")
     s.add_argument("--curve", metavar="DIR", help="CURVE key folder (pktx keys generate)")
     s.add_argument("--format", choices=("pcap", "pcapng"), help="output file format")
-    s.add_argument("--ts-resolution", choices=("us", "ns"))
+    s.add_argument("--ts-resolution", choices=("us", "ns"),
+                   help="timestamp resolution of every output interface (default: each keeps "
+                        "the input's)")
     s.add_argument("--udp-linktype", type=int, default=1,
                    help="link type of udp:// source packets (default 1, Ethernet)")
     s.add_argument("--count", type=_positive_int, help="a live source ends after N packets")
@@ -388,6 +385,7 @@ def cmd_deliver(args) -> int:
         segment_packets=args.segment_packets, segment_bytes=args.segment_bytes,
         segment_ms=args.segment_ms, flow_affinity=args.flow_affinity,
         max_rate_bps=args.max_rate, min_rate_bps=args.min_rate, usage_json=args.usage_json,
+        max_auth_failures=args.max_auth_failures,
         curve_dir=args.curve, credit=args.credit, format=args.format,
         ts_resolution=args.ts_resolution, udp_linktype=args.udp_linktype, count=args.count,
         idle_timeout=args.idle_timeout, wait_workers_s=args.wait_workers,
@@ -406,7 +404,9 @@ def cmd_deliver(args) -> int:
             f"delivered {usage['packets_out']} of {usage['packets_in']} packets "
             f"({usage['bytes_out']} bytes) in {usage['duration_ns'] / 1e9:.3f} s, "
             f"mean {usage['mean_rate_bps'] / 1e6:.1f} Mbit/s, {usage['segments']} segments, "
-            f"{len(usage['workers'])} workers, {usage['retries']} retries\n")
+            f"{len(usage['workers'])} workers, {usage['retries']} retries"
+            + (f", {usage['auth_failures']} failed authentication" if usage["auth_failures"]
+               else "") + "\n")
     return 0
 
 

@@ -29,7 +29,7 @@ from engine.dispatcher import DeliveryError, Dispatcher, wake
 from engine.errors import EngineError
 from engine.meter import Meter, TokenBucket
 from engine.segment import Segmenter
-from engine.services import parse_chain
+from engine.services import parse_chain, public_chain
 from engine.sinks import open_sink
 from engine.sources import open_source
 
@@ -49,6 +49,8 @@ class DeliveryOptions:
     max_rate_bps: int | None = None
     min_rate_bps: int | None = None
     usage_json: str | None = None
+    # A run whose packets failing authentication (decrypt) pass this many fails; None: no limit.
+    max_auth_failures: int | None = 0
     curve_dir: str | None = None
     credit: int = P.DEFAULT_CREDIT
     format: str | None = None
@@ -66,8 +68,14 @@ class DeliveryOptions:
 
 
 DEFAULT_SEGMENT_PACKETS = 2048
-# Parameters never written into a usage record.
-SECRET_PARAMS = frozenset({"key"})
+
+
+class AuthFailuresError(DeliveryError):
+    """More packets failed authentication than the run allows (``count`` of them)."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
 
 
 class Delivery:
@@ -266,6 +274,7 @@ class Delivery:
                 if self._sink_error is not None:
                     raise DeliveryError(f"writing {self.sink_url} failed: "
                                         f"{self._sink_error}") from self._sink_error
+                self._check_auth_failures()
                 outbox.put(batch)
 
             d.run(segments, emit)
@@ -274,6 +283,7 @@ class Delivery:
             if self._sink_error is not None:
                 raise DeliveryError(f"writing {self.sink_url} failed: {self._sink_error}")
             self.meter.finish()
+            self._check_auth_failures()
             usage = self.usage()
             sink.close(usage)
             d.broadcast_disconnect("stream complete")
@@ -294,21 +304,44 @@ class Delivery:
             raise DeliveryError(f"delivery failed: {type(exc).__name__}: {exc}") from exc
         self._reap_workers()
         d.close()
-        if o.usage_json:
-            tmp = o.usage_json + ".part"
+        self._write_usage(usage)
+        return usage
+
+    def _write_usage(self, usage: dict) -> None:
+        if self.opts.usage_json:
+            tmp = self.opts.usage_json + ".part"
             with open(tmp, "w") as f:
                 json.dump(usage, f, indent=2)
-            os.replace(tmp, o.usage_json)
-        return usage
+            os.replace(tmp, self.opts.usage_json)
+
+    def auth_failures(self) -> dict[str, int]:
+        """Packets that failed authentication so far, per service."""
+        return {name: int(c["auth_failures"]) for name, c in list(self.meter.services.items())
+                if c.get("auth_failures")}
+
+    def _check_auth_failures(self) -> None:
+        """Stop the run once more packets failed authentication than it allows: the output
+        is then not completed, and the usage record (if asked for) says why."""
+        limit = self.opts.max_auth_failures
+        per_service = self.auth_failures()
+        count = sum(per_service.values())
+        if limit is None or count <= limit:
+            return
+        detail = ", ".join(f"{name} {n:,}" for name, n in per_service.items())
+        message = (f"{count:,} packets failed authentication ({detail}), more than "
+                   f"--max-auth-failures {limit}: a wrong key, or packets changed on the way; "
+                   f"stopped, and {self.sink_url} was not completed")
+        self._write_usage({**self.usage(), "failed": message})
+        raise AuthFailuresError(message, count)
 
     def usage(self) -> dict:
         return self.meter.usage(
             stream_id=f"{self.stream_id:016x}",
             sources=[self.source.describe()],
             sinks=[self.sink_url],
-            service_chain=[{"name": c["name"], "params": {
-                k: ("(secret)" if k in SECRET_PARAMS else v) for k, v in c["params"].items()}}
-                for c in self.chain],
+            service_chain=public_chain(self.chain),
+            auth_failures=sum(self.auth_failures().values()),
+            max_auth_failures=self.opts.max_auth_failures,
         )
 
 

@@ -130,7 +130,7 @@ class CaptureReader:
         self.max_caplen = max(
             snaplen,
             F.MAX_SNAPLEN_LARGE if linktype in F.LARGE_SNAPLEN_LINKTYPES else F.MAX_SNAPLEN)
-        self.interfaces = [Interface(linktype, snaplen)]
+        self.interfaces = [Interface(linktype, snaplen, tsresol=9 if nano else 6)]
         self.data_start = F.PCAP_HEADER_LEN
 
     @property
@@ -415,7 +415,8 @@ class CaptureReader:
                 name = value.rstrip(b"\0").decode("utf-8", "replace")
             elif code == F.IF_DESCRIPTION:
                 description = value.rstrip(b"\0").decode("utf-8", "replace")
-        self.interfaces.append(Interface(linktype, snaplen, name, description))
+        self.interfaces.append(Interface(linktype, snaplen, name, description,
+                                         res.to_option()))
         section.resolutions.append(res)
         section.offsets_s.append(offset_s)
         self._times.append((res, offset_s))

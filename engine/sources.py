@@ -38,8 +38,9 @@ class Source:
     def describe(self) -> str:
         return self.url
 
-    def default_output(self) -> tuple[str, str]:
-        """(format, timestamp resolution) an output file takes by default."""
+    def default_output(self) -> tuple[str, str | None]:
+        """(format, timestamp resolution) an output file takes by default (None: each
+        interface's own)."""
         return "pcap", "ns"
 
     def file_end(self, batch: PacketBatch) -> int | None:
@@ -65,12 +66,8 @@ class FileSource(Source):
         self.reader.release_through(end)
 
     def default_output(self):
-        r = self.reader
-        if r.format == "pcap":
-            return "pcap", "ns" if r.nano else "us"
-        finer = any((x.base == 10 and x.exp > 6) or (x.base == 2 and x.exp > 19)
-                    for s in r.sections for x in s.resolutions)
-        return "pcapng", "ns" if finer else "us"
+        # No resolution: each interface keeps the one it was read at (see CaptureWriter).
+        return self.reader.format, None
 
 
 class _LiveSource(Source):

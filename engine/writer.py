@@ -20,6 +20,8 @@ from engine.timestamps import TsResolution, ns_to_ticks
 
 FORMATS = ("pcap", "pcapng")
 TS_RESOLUTIONS = {"us": TsResolution(10, 6), "ns": TsResolution(10, 9)}
+# An interface whose resolution is not known is written at microseconds (readable everywhere).
+_UNKNOWN_RESOLUTION = TS_RESOLUTIONS["us"]
 _SHB_APP = b"packet-exchange"
 
 
@@ -29,13 +31,20 @@ class CaptureWriter:
     Bytes go to a temporary file beside ``path`` that is renamed over it by ``close()``; an
     exception inside ``with`` (or ``abort()``) removes it, so an interrupted write never leaves a
     file that looks complete. Devices and pipes (``/dev/null``, a FIFO) are written directly.
+
+    ``ts_resolution`` (``"us"`` or ``"ns"``) sets every timestamp's resolution. Without it each
+    interface keeps its own (``Interface.tsresol``): a pcapng interface is written at its
+    resolution when that is a decimal one no finer than nanoseconds, else at nanoseconds (all
+    a timestamp holds); one whose resolution is unknown at microseconds. A pcap file has one
+    resolution: nanoseconds if the first batch's interfaces hold anything finer than
+    microseconds, else microseconds.
     """
 
-    def __init__(self, path, *, format: str = "pcap", ts_resolution: str = "us",
+    def __init__(self, path, *, format: str = "pcap", ts_resolution: str | None = None,
                  backend_module: ModuleType | None = None) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
-        if ts_resolution not in TS_RESOLUTIONS:
+        if ts_resolution is not None and ts_resolution not in TS_RESOLUTIONS:
             raise ValueError(f"ts_resolution must be one of {tuple(TS_RESOLUTIONS)}, not "
                              f"{ts_resolution!r}")
         self.path = os.fspath(path)
@@ -46,6 +55,8 @@ class CaptureWriter:
         self.bytes_written = 0
         self._linktype: int | None = None
         self._ifaces: dict[Interface, int] = {}
+        self._iface_res: list[TsResolution] = []  # per written interface
+        self._pcap_nano = False
         self._tmp: str | None = None
         try:
             existing: os.stat_result | None = os.stat(self.path)
@@ -118,7 +129,8 @@ class CaptureWriter:
     # -- writing -------------------------------------------------------------------------------
     def write(self, batch: PacketBatch) -> None:
         if not self._header_done:
-            self._write_header(batch.interfaces[0] if batch.interfaces else Interface(1))
+            self._write_header(batch.interfaces[0] if batch.interfaces else Interface(1),
+                               batch.interfaces)
         if len(batch) == 0:
             return
         if self.format == "pcap":
@@ -131,10 +143,36 @@ class CaptureWriter:
         self._file.write(buf)
         self.bytes_written += len(buf)
 
-    def _write_header(self, first: Interface) -> None:
+    def _resolution(self, iface: Interface) -> TsResolution:
+        """The resolution ``iface``'s timestamps are written at in a pcapng file."""
+        if self.ts_resolution is not None:
+            return TS_RESOLUTIONS[self.ts_resolution]
+        if iface.tsresol is None:
+            return _UNKNOWN_RESOLUTION
+        res = TsResolution.from_option(iface.tsresol)
+        if res.base == 10 and res.exp <= 9:
+            return res
+        return TS_RESOLUTIONS["ns"]
+
+    def _pcap_resolution(self, interfaces) -> TsResolution:
+        if self.ts_resolution is not None:
+            return TS_RESOLUTIONS[self.ts_resolution]
+        finer = any(self._resolution(i).exp > 6 for i in interfaces)
+        return TS_RESOLUTIONS["ns" if finer else "us"]
+
+    @property
+    def resolutions(self) -> list[str]:
+        """The timestamp resolutions written so far (``pktx info``'s names)."""
+        if self.format == "pcap":
+            return ["ns" if self._pcap_nano else "us"] if self._header_done else []
+        return sorted({str(r) for r in self._iface_res})
+
+    def _write_header(self, first: Interface, interfaces=()) -> None:
         self._header_done = True
         if self.format == "pcap":
-            magic = F.PCAP_MAGIC_NS if self.ts_resolution == "ns" else F.PCAP_MAGIC_US
+            res = self._pcap_resolution(interfaces or (first,))
+            self._pcap_nano = res == TS_RESOLUTIONS["ns"]
+            magic = F.PCAP_MAGIC_NS if self._pcap_nano else F.PCAP_MAGIC_US
             self._linktype = first.linktype
             self._snaplens["pcap"] = [self.bytes_written + 16, first.snaplen, 0]
             self._emit(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, first.snaplen,
@@ -153,7 +191,7 @@ class CaptureWriter:
                 f"{sorted(int(k) for k in kinds)}: write pcapng instead")
         out = self._scratch(int(batch.caplen.sum(dtype=np.int64)) + 16 * len(batch))
         n = self.packer.pack_pcap(batch.data, batch.offsets, batch.caplen, batch.origlen,
-                                  batch.ts_ns, self.ts_resolution == "ns", out)
+                                  batch.ts_ns, self._pcap_nano, out)
         self._emit(memoryview(out)[:n])
         entry = self._snaplens["pcap"]
         entry[2] = max(entry[2], int(batch.caplen.max()))
@@ -163,11 +201,12 @@ class CaptureWriter:
         for k, iface in enumerate(batch.interfaces):
             if iface not in self._ifaces:
                 self._ifaces[iface] = len(self._ifaces)
+                self._iface_res.append(self._resolution(iface))
                 self._snaplens[self._ifaces[iface]] = [self.bytes_written + 12, iface.snaplen, 0]
                 self._emit(self._idb(iface))
             remap[k] = self._ifaces[iface]
         iface_ids = remap[batch.iface]
-        ticks = ns_to_ticks(batch.ts_ns, TS_RESOLUTIONS[self.ts_resolution])
+        ticks = self._ticks(batch.ts_ns, iface_ids)
         padded = (batch.caplen.astype(np.int64) + 3) & ~3
         out = self._scratch(int(padded.sum()) + 32 * len(batch))
         n = self.packer.pack_pcapng(batch.data, batch.offsets, batch.caplen, batch.origlen,
@@ -176,6 +215,18 @@ class CaptureWriter:
         for k in np.unique(iface_ids).tolist():
             entry = self._snaplens[k]
             entry[2] = max(entry[2], int(batch.caplen[iface_ids == k].max()))
+
+    def _ticks(self, ts_ns: np.ndarray, iface_ids: np.ndarray) -> np.ndarray:
+        """Each packet's timestamp in its output interface's ticks."""
+        used = np.unique(iface_ids).tolist()
+        kinds = {self._iface_res[k] for k in used}
+        if len(kinds) <= 1:
+            return ns_to_ticks(ts_ns, kinds.pop() if kinds else _UNKNOWN_RESOLUTION)
+        ticks = np.empty(len(ts_ns), np.uint64)
+        for k in used:
+            rows = iface_ids == k
+            ticks[rows] = ns_to_ticks(ts_ns[rows], self._iface_res[k])
+        return ticks
 
     def _scratch(self, size: int) -> np.ndarray:
         """A reused output buffer: fresh memory for every batch would cost a page fault per
@@ -190,7 +241,7 @@ class CaptureWriter:
             opts += _option(F.IF_NAME, iface.name.encode())
         if iface.description:
             opts += _option(F.IF_DESCRIPTION, iface.description.encode())
-        opts += _option(F.IF_TSRESOL, bytes([TS_RESOLUTIONS[self.ts_resolution].to_option()]))
+        opts += _option(F.IF_TSRESOL, bytes([self._iface_res[self._ifaces[iface]].to_option()]))
         opts += _option(F.OPT_ENDOFOPT, b"")
         blen = 20 + len(opts)
         return (struct.pack("<IIHHI", F.BT_IDB, blen, iface.linktype, 0, iface.snaplen) + opts
@@ -210,9 +261,10 @@ def _option(code: int, value: bytes) -> bytes:
 
 
 def write_capture(path, batches: PacketBatch | Iterable[PacketBatch], *, format: str = "pcap",
-                  ts_resolution: str = "us",
+                  ts_resolution: str | None = None,
                   backend_module: ModuleType | None = None) -> int:
-    """Write one batch or an iterable of batches to ``path``; returns the packets written."""
+    """Write one batch or an iterable of batches to ``path``; returns the packets written
+    (``ts_resolution``: see ``CaptureWriter``)."""
     if isinstance(batches, PacketBatch):
         batches = (batches,)
     with CaptureWriter(path, format=format, ts_resolution=ts_resolution,

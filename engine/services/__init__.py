@@ -5,7 +5,10 @@ so a package adds one without touching the engine;
 ``PKTX_EXTRA_SERVICES="name=module:Class,..."`` adds some without packaging (for trying one out,
 and for tests). ``parse_chain`` turns ``"a,b"`` plus
 ``KEY=VALUE`` parameters into the chain spec that travels to workers; ``build_chain`` makes the
-service instances from it.
+service instances from it. A secret parameter (a key) may be given as ``key_file=PATH`` or
+``key_env=VARIABLE`` instead: ``parse_chain`` reads it there, so the spec carries the key to the
+workers (use CURVE between hosts) and the command line never holds it; ``public_chain`` is
+the spec with secrets hidden, for anything shown or recorded.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ import os
 from functools import cache
 from importlib.metadata import entry_points
 
-from engine.services.base import Param, Service, ServiceError
+from engine.services.base import (
+    SECRET_SHOWN,
+    Param,
+    Service,
+    ServiceError,
+    accepted_names,
+    resolve_secrets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +46,7 @@ BUILTINS = {
 }
 
 __all__ = ["BUILTINS", "Param", "Service", "ServiceError", "available", "build_chain",
-           "parse_chain", "service_class"]
+           "parse_chain", "public_chain", "service_class"]
 
 
 @cache
@@ -88,10 +98,12 @@ def parse_chain(names: str | list[str], params: list[str] | dict | None = None) 
     if isinstance(params, dict):
         pairs = [(None, k, str(v)) for k, v in params.items()]
     else:
-        for item in params or []:
+        for n, item in enumerate(params or [], 1):
             key, sep, value = item.partition("=")
             if not sep:
-                raise ServiceError(f"parameter {item!r} is not KEY=VALUE")
+                # Not repeated: a key pasted without its name would end up in a log.
+                raise ServiceError(f"parameter {n} of {len(params)} is not KEY=VALUE (its text "
+                                   "is not shown, in case it is a key)")
             svc, dot, bare = key.rpartition(".")
             pairs.append((svc if dot else None, bare if dot else key, value))
     chain = [{"name": n, "params": {}} for n in names]
@@ -100,15 +112,32 @@ def parse_chain(names: str | list[str], params: list[str] | dict | None = None) 
         for spec in chain:
             if svc not in (None, spec["name"]):
                 continue
-            declared = {p.name for p in service_class(spec["name"]).params}
+            declared = accepted_names(service_class(spec["name"]).params)
             if key in declared:
                 spec["params"][key] = value
                 used = True
         if not used:
             where = f"service {svc!r}" if svc else f"the chain {','.join(names)}"
             raise ServiceError(f"parameter {key!r} is not taken by {where}")
+    for spec in chain:  # secrets read here, where the user put them, not on every worker
+        spec["params"] = resolve_secrets(spec["name"], service_class(spec["name"]).params,
+                                         spec["params"])
     build_chain(chain)  # validate now, before any worker sees it
     return chain
+
+
+def public_chain(chain: list[dict]) -> list[dict]:
+    """The chain spec with every secret parameter's value hidden (for usage records, logs)."""
+    out = []
+    for spec in chain:
+        try:
+            secret = {p.name for p in service_class(spec["name"]).params if p.secret}
+        except ServiceError:
+            secret = set()
+        out.append({"name": spec["name"], "params": {
+            k: SECRET_SHOWN if k in secret or k == "key" else v
+            for k, v in spec.get("params", {}).items()}})
+    return out
 
 
 def build_chain(chain: list[dict]) -> list[Service]:

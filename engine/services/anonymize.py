@@ -15,6 +15,13 @@ addresses of tunnelled inner packets, of IP headers quoted in ICMP errors, in IP
 headers, in IPv4 options, and in ARP/RARP, which is not IP. Every fragment of a datagram gets
 the same mapping, so reassembly still works.
 
+A capture cut short (a small snaplen) may end inside an IP header, with an address whole or in
+part before the cut. Such a packet is not IP to the flow-key parser, but its addresses must not
+go through in clear: the bytes present are rewritten as the first bytes of the address's
+anonymized form. Crypto-PAn makes that exact: bit i of a result depends only on the first i
+bits of the address, so the bytes before the cut are what the whole address would have given.
+Checksums of such a header are left as they are: they cover bytes that were not captured.
+
 Checksums are updated incrementally (RFC 1624): the IPv4 header checksum and the TCP, UDP,
 UDP-Lite, DCCP and ICMPv6 checksums whose pseudo-header holds the addresses (with an IPv6
 routing header that has segments left, the pseudo-header's destination is the final one, which
@@ -30,10 +37,12 @@ from itertools import islice
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from engine import backend
 from engine.batch import PacketBatch
 from engine.flowkeys import flow_keys
 from engine.header_kernels import _rewrite_addresses
 from engine.services.base import Param, Service, hex_key
+from engine.services.payload import packed_starts
 
 __all__ = ["Anonymize", "CryptoPAn"]
 
@@ -156,13 +165,16 @@ class Anonymize(Service):
 
     Counters: ``addresses`` rewritten (two per IP packet), ``addresses_computed`` (distinct
     addresses not remembered from earlier batches, run through AES), ``packets_changed`` (IP
-    packets) and ``packets_skipped`` (no IP header found: other link types, ARP, truncated).
+    packets), ``cut_headers`` (of those, packets whose IP header was cut short by the capture,
+    their address bytes before the cut rewritten) and ``packets_skipped`` (no IP address
+    found: other link types, ARP, packets cut before the addresses).
     """
 
     name = "anonymize"
     summary = "Crypto-PAn prefix-preserving anonymization of IPv4/IPv6 addresses"
     params = (
-        Param("key", hex_key(32), help="32 bytes in hex: AES-128 key, then the pad's seed"),
+        Param("key", hex_key(32), help="32 bytes in hex: AES-128 key, then the pad's seed",
+              secret=True),
     )
 
     def setup(self) -> None:
@@ -191,8 +203,46 @@ class Anonymize(Service):
                 dst[rows, :width] = mapped[len(rows) :]
         changed = _rewrite_addresses(data, out.offsets, out.caplen, keys.family, keys.proto,
                                      keys.l3_off, keys.l4_off, keys.fragment, src, dst)
+        cut = np.flatnonzero((keys.family == 0) & (out.caplen < out.origlen))
+        if len(cut):
+            found = self._cut_headers(out, cut)
+            self.counters["cut_headers"] += found
+            changed += found
         self.counters["addresses"] += 2 * changed
         self.counters["addresses_computed"] += self.cryptopan.computed - before
         self.counters["packets_changed"] += changed
         self.counters["packets_skipped"] += n - changed
         return out
+
+    def _cut_headers(self, out: PacketBatch, rows: np.ndarray) -> int:
+        """Rewrite the address bytes present in packets cut inside their IP header; how many
+        had any. The parser is shown each packet padded with zeros past the cut, so it finds
+        the header; only bytes before the cut are written."""
+        pad = 64  # longer than any IP header
+        caplen = out.caplen[rows].astype(np.int64)
+        starts = packed_starts(caplen + pad)
+        data = np.zeros(int((caplen + pad).sum()), np.uint8)
+        backend.capture.gather(np.ascontiguousarray(out.data), out.offsets[rows],
+                               caplen.astype(np.uint32), data, starts)
+        padded = PacketBatch(data, starts, (caplen + pad).astype(np.uint32),
+                             out.origlen[rows], out.ts_ns[rows], out.iface[rows],
+                             out.interfaces)
+        keys = flow_keys(padded)
+        found = 0
+        for family, width, at in ((4, 4, 12), (6, 16, 8)):
+            hit = np.flatnonzero(keys.family == family)
+            # Where the source address starts (the destination follows it): before the cut?
+            first = keys.l3_off[hit].astype(np.int64) + at
+            present = first < caplen[hit]
+            hit, first = hit[present], first[present]
+            if not len(hit):
+                continue
+            mapped = self.cryptopan.anonymize(np.concatenate([keys.src[hit, :width],
+                                                              keys.dst[hit, :width]]))
+            for j, (k, a) in enumerate(zip(hit.tolist(), first.tolist())):
+                base = int(out.offsets[rows[k]])
+                new = np.concatenate([mapped[j], mapped[len(hit) + j]])
+                n = min(2 * width, int(caplen[k]) - a)
+                out.data[base + a : base + a + n] = new[:n]
+            found += len(hit)
+        return found

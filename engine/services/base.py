@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +14,12 @@ from engine.batch import PacketBatch
 from engine.errors import EngineError
 
 _REQUIRED = object()
+# A secret parameter NAME may also be given as NAME_file=PATH (the file's text) or NAME_env=VAR
+# (an environment variable), so it need not appear on a command line.
+SECRET_SOURCES = ("file", "env")
+SECRET_SHOWN = "(secret)"
+
+log = logging.getLogger(__name__)
 
 
 class ServiceError(EngineError):
@@ -26,14 +35,76 @@ class Param:
     default: Any = _REQUIRED
     help: str = ""
     choices: tuple | None = None
+    secret: bool = False  # never shown: not in logs, errors or usage records
 
     @property
     def required(self) -> bool:
         return self.default is _REQUIRED
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The names this parameter may be given under (``key``, ``key_file``, ``key_env``)."""
+        if not self.secret:
+            return (self.name,)
+        return (self.name, *(f"{self.name}_{s}" for s in SECRET_SOURCES))
+
+
+def accepted_names(params: tuple[Param, ...]) -> set[str]:
+    """Every name a service's parameters may be given under."""
+    return {name for p in params for name in p.sources}
+
+
+def resolve_secrets(service: str, params: tuple[Param, ...], config: dict) -> dict:
+    """``config`` with each secret given as ``NAME_file=PATH`` or ``NAME_env=VAR`` replaced by
+    ``NAME=`` its text (surrounding whitespace dropped). Errors name the file or variable,
+    never what it holds."""
+    out = dict(config)
+    for p in params:
+        if not p.secret:
+            continue
+        given = [n for n in p.sources if n in out]
+        if len(given) > 1:
+            raise ServiceError(f"service {service!r}: give parameter {p.name} once, not as "
+                               f"{' and '.join(given)}")
+        if not given or given[0] == p.name:
+            continue
+        where = out.pop(given[0])
+        if given[0].endswith("_file"):
+            out[p.name] = _read_secret_file(service, given[0], str(where))
+        else:
+            value = os.environ.get(str(where))
+            if value is None or not value.strip():
+                state = "not set" if value is None else "empty"
+                raise ServiceError(f"service {service!r}: parameter {given[0]}: environment "
+                                   f"variable {where} is {state}")
+            out[p.name] = value.strip()
+        try:
+            p.parse(out[p.name])
+        except ValueError as exc:
+            raise ServiceError(f"service {service!r}: parameter {given[0]}={where}: "
+                               f"{exc}") from None
+    return out
+
+
+def _read_secret_file(service: str, param: str, path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            text = f.read(4096)
+    except OSError as exc:
+        raise ServiceError(f"service {service!r}: parameter {param}: cannot read {path}: "
+                           f"{exc.strerror or exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("service %s: key file %s can be read by other users (mode %04o); "
+                    "chmod 600 it", service, path, stat.S_IMODE(mode))
+    if not text.strip():
+        raise ServiceError(f"service {service!r}: parameter {param}: {path} is empty")
+    return text.strip()
+
 
 def hex_key(*sizes: int) -> Callable[[str], bytes]:
-    """A parser for a hex-encoded key of one of ``sizes`` bytes."""
+    """A parser for a hex-encoded key of one of ``sizes`` bytes (its errors never hold the
+    text)."""
 
     def parse(text: str) -> bytes:
         try:
@@ -62,11 +133,11 @@ class Service:
     params: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, **config: Any) -> None:
-        known = {p.name: p for p in self.params}
-        unknown = sorted(set(config) - set(known))
+        unknown = sorted(set(config) - accepted_names(self.params))
         if unknown:
             raise ServiceError(f"service {self.name!r}: unknown parameter(s) {unknown}; "
-                               f"it takes {sorted(known) or 'none'}")
+                               f"it takes {sorted(accepted_names(self.params)) or 'none'}")
+        config = resolve_secrets(self.name, self.params, config)
         self.config: dict[str, Any] = {}
         for p in self.params:
             if p.name in config:
@@ -77,6 +148,10 @@ class Service:
                     except ValueError as exc:
                         raise ServiceError(f"service {self.name!r}: parameter {p.name}: "
                                            f"{exc}") from None
+            elif p.required and p.secret:
+                raise ServiceError(f"service {self.name!r}: parameter {p.name} is required "
+                                   f"({p.help}), as {p.name}=, {p.name}_file=PATH or "
+                                   f"{p.name}_env=VARIABLE")
             elif p.required:
                 raise ServiceError(f"service {self.name!r}: parameter {p.name} is required "
                                    f"({p.help})")

@@ -17,9 +17,12 @@ A payload is stored when compressing would not make the wrapped payload shorter 
 original. lz4 bodies are raw blocks (no size prefix); zstd bodies are single frames without
 content size, checksum or dictionary id. Packets ``compress`` cannot take are passed as they
 are and counted (see ``engine.services.payload``); so are packets whose wrapped payload would
-not fit a length field. ``decompress`` leaves a payload without the header alone (counted as
+not fit a length field (``skipped_too_large``: an incompressible payload of a 65,535-byte IP
+packet). ``decompress`` leaves a payload without the header alone (counted as
 ``not_wrapped``); a wrapped payload that does not decode to its stated length is an error,
-counted, and the packet kept as it is or dropped (``on_error``).
+counted, and the packet kept as it is or dropped (``on_error``). So that ``decompress`` never
+changes a packet ``compress`` passed as it was, ``compress`` fails on an unwrappable payload
+that begins with the magic and version (``decompress`` would take it for a wrapped one).
 
 Counters: ``packets_compressed``/``packets_decompressed`` and ``packets_stored``;
 ``bytes_before`` and ``bytes_after`` (payload bytes of the packets rewritten, headers not
@@ -36,6 +39,7 @@ import zstandard
 
 from engine import backend
 from engine.batch import PacketBatch
+from engine.meter import iso_ns
 from engine.services.base import Param, Service, ServiceError
 from engine.services.payload import FLAGS_KNOWN, Payloads, packed_starts, replace, select
 
@@ -84,6 +88,14 @@ class Compress(Service):
         codec = np.where(stored, STORED, self._codec)
         new = _wrap(Payloads.pack(bodies), codec, old.flags, old.lengths)
         out, done = replace(sel, new)
+        looks = ~done & _looks_wrapped(old)
+        if looks.any():
+            row = int(sel.index[np.flatnonzero(looks)[0]])
+            raise ServiceError(
+                f"service 'compress': the packet captured at {iso_ns(int(batch.ts_ns[row]))} "
+                f"(number {row} of {len(batch)} in its segment, {int(batch.caplen[row])} bytes) "
+                "is too large to wrap, and its payload begins like a wrapped one: passed as "
+                "it is, decompress would change it")
         c = self.counters
         sel.count(c)
         c["packets_compressed"] += int((done & ~stored).sum())
@@ -91,6 +103,18 @@ class Compress(Service):
         c["bytes_before"] += int(old.lengths[done].sum())
         c["bytes_after"] += int(new.lengths[done].sum())
         return out
+
+
+def _looks_wrapped(payloads: Payloads) -> np.ndarray:
+    """Per payload, whether it begins with the wrapper's magic and version."""
+    data, starts, lengths = payloads.data, payloads.starts, payloads.lengths
+    out = lengths >= HEADER_SIZE
+    if not out.any():
+        return out
+    head = np.where(out, starts, 0)
+    out &= (data[head] == MAGIC[0]) & (data[head + 1] == MAGIC[1])
+    out &= (data[head + 2] >> 4) == VERSION
+    return out
 
 
 def _wrap(bodies: Payloads, codec: np.ndarray, flags: np.ndarray,
@@ -131,10 +155,8 @@ class Decompress(Service):
         old = sel.payloads
         data, starts, lengths = old.data, old.starts, old.lengths
         m = len(sel)
-        wrapped = lengths >= HEADER_SIZE
+        wrapped = _looks_wrapped(old)
         head = np.where(wrapped, starts, 0)
-        wrapped &= (data[head] == MAGIC[0]) & (data[head + 1] == MAGIC[1])
-        wrapped &= (data[head + 2] >> 4) == VERSION
         codec = (data[head + 2] & 0x0F).astype(np.int64)
         flags = data[head + 3]
         original = (data[head + 4].astype(np.int64) << 8) | data[head + 5]

@@ -1,25 +1,44 @@
 """encrypt / decrypt: AES-256-GCM on TCP/UDP payloads, the nonce carried in the packet.
 
-An encrypted payload is ``nonce (12) || ciphertext || tag (16)``, 29 bytes longer than the
-original: the plaintext is one flags byte (the checksum forms to restore, see
-``engine.services.payload``) then the original payload. The nonce is fresh and random for every
-packet (``os.urandom``; with 96 random bits, stay well below 2**32 packets per key, as NIST SP
+An encrypted payload says what it is, and ``decrypt`` authenticates all of it:
+
+====== ======== ==============================================================================
+offset size     field
+====== ======== ==============================================================================
+0      3        header: magic ``0xA5 0xE6``, format version ``0x02``
+3      12       nonce
+15     n + 1    ciphertext of the flags byte (the checksum forms to restore, see
+                ``engine.services.payload``) then the original payload of n bytes
+16 + n 16       GCM tag
+====== ======== ==============================================================================
+
+32 bytes longer than the original. The nonce is fresh and random for every packet
+(``os.urandom``; with 96 random bits, stay well below 2**32 packets per key, as NIST SP
 800-38D asks). Lengths and checksums are fixed as for any payload rewrite, so the packets stay
 valid on the wire.
 
 What is authenticated: the flags and the payload (encrypted), and as associated data a domain
-label, the IP version and the transport protocol; with ``bind=flow`` (the default) also both
-addresses and both ports, so a payload cannot be moved into another flow or direction. Nothing
-else of the headers is bound (TTLs, IP ids, TCP sequence numbers change in transit). Anything
-that rewrites addresses or ports between ``encrypt`` and ``decrypt`` (NAT, ``anonymize``) makes
-every packet fail with ``bind=flow``; use ``bind=none`` on both sides there.
+label, the header, the IP version and the transport protocol; with ``bind=flow`` (the default)
+also both addresses and both ports, so a payload cannot be moved into another flow or
+direction. Nothing else of the headers is bound (TTLs, IP ids, TCP sequence numbers change in
+transit). Anything that rewrites addresses or ports between ``encrypt`` and ``decrypt`` (NAT,
+``anonymize``) makes every packet fail with ``bind=flow``; use ``bind=none`` on both sides there.
 
 Packets ``encrypt`` cannot take (fragments, truncated, empty, non-TCP/UDP: see
-``engine.services.payload``) pass in the clear and are counted; so does a payload that would no
-longer fit its length fields (``skipped_too_large``), which ``decrypt`` will then reject.
-``decrypt`` expects every payload it can take to be encrypted: one that does not authenticate
-(wrong key, modified bytes, too short, a packet that was never encrypted) is counted in
-``auth_failures`` and dropped (``on_fail=drop``) or passed as it is (``keep``).
+``engine.services.payload``) pass as they are, counted, and ``decrypt`` leaves the same packets
+alone. A payload the 32 bytes would no longer fit (a 65,535-byte IP packet, a full PPPoE
+session) cannot be encrypted at all: by default that fails the run (``too_large=fail``), as
+sending in clear what was to be encrypted would be a silent leak. ``too_large=clear`` on both
+sides lets such packets through in clear, counted as ``passed_clear`` by both: ``decrypt`` then
+passes a payload without the header only if it is too large to have been encrypted, so an
+attacker cannot strip the encryption off ordinary packets; what it passes so is not
+authenticated. (``encrypt`` still refuses a too-large payload that begins with the header,
+which ``decrypt`` could not tell from a damaged encrypted one.)
+
+Every other payload ``decrypt`` takes must authenticate: one that does not (wrong key,
+modified bytes, no header: ``not_encrypted``) is counted in ``auth_failures`` and dropped
+(``on_fail=drop``) or passed as it is (``keep``); ``pktx deliver`` fails a run whose
+authentication failures pass ``--max-auth-failures``.
 """
 
 from __future__ import annotations
@@ -33,32 +52,39 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from engine import backend
 from engine.batch import PacketBatch
 from engine.flowkeys import FlowKeys
-from engine.services.base import Param, Service, hex_key
+from engine.meter import iso_ns
+from engine.services.base import Param, Service, ServiceError, hex_key
 from engine.services.payload import (
     FLAGS_KNOWN,
     Payloads,
     Selection,
+    fits,
     packed_starts,
     replace,
     select,
 )
 
+HEADER = b"\xa5\xe6\x02"  # magic, then the format version
 NONCE_SIZE = 12
 TAG_SIZE = 16
-OVERHEAD = NONCE_SIZE + 1 + TAG_SIZE
-_LABEL = b"pktx-aes256gcm-1"
+BODY_AT = len(HEADER) + NONCE_SIZE  # where the ciphertext starts
+OVERHEAD = BODY_AT + 1 + TAG_SIZE
+_LABEL = b"pktx-aes256gcm-2"
 _BIND = ("flow", "none")
+_TOO_LARGE = ("fail", "clear")
 
 
 def _associated_data(sel: Selection, flow: bool) -> tuple[np.ndarray, int]:
-    """One row of associated data per selected packet: label, IP version, protocol and, for a
-    flow binding, source and destination address (16 bytes, IPv4 zero-filled) and ports."""
+    """One row of associated data per selected packet: label, header, IP version, protocol and,
+    for a flow binding, source and destination address (16 bytes, IPv4 zero-filled) and
+    ports."""
     keys: FlowKeys = sel.keys.take(sel.index)
     m = len(sel)
-    width = len(_LABEL) + 2 + (36 if flow else 0)
+    fixed = _LABEL + HEADER
+    width = len(fixed) + 2 + (36 if flow else 0)
     rows = np.empty((m, width), np.uint8)
-    rows[:, : len(_LABEL)] = np.frombuffer(_LABEL, np.uint8)
-    at = len(_LABEL)
+    rows[:, : len(fixed)] = np.frombuffer(fixed, np.uint8)
+    at = len(fixed)
     rows[:, at] = keys.family
     rows[:, at + 1] = keys.proto
     if flow:
@@ -72,7 +98,7 @@ def _associated_data(sel: Selection, flow: bool) -> tuple[np.ndarray, int]:
 
 class _AesGcm(Service):
     params = (
-        Param("key", hex_key(32), help="the AES-256 key: 64 hex digits"),
+        Param("key", hex_key(32), help="the AES-256 key: 64 hex digits", secret=True),
         Param("bind", str, "flow", "flow: authenticate the addresses and ports too; none: "
               "only the protocol (survives NAT and anonymize)", choices=_BIND),
     )
@@ -82,9 +108,35 @@ class _AesGcm(Service):
         self._flow = self.config["bind"] == "flow"
 
 
+def _headed(payloads: Payloads) -> np.ndarray:
+    """Per payload, whether it begins with the encrypted form's header."""
+    out = payloads.lengths >= len(HEADER)
+    if not out.any():
+        return out
+    at = np.where(out, payloads.starts, 0)
+    for k, byte in enumerate(HEADER):
+        out &= payloads.data[at + k] == byte
+    return out
+
+
+def _too_large_error(sel: Selection, i: int, why: str) -> ServiceError:
+    row = int(sel.index[i])
+    b = sel.batch
+    return ServiceError(
+        f"service 'encrypt': the packet captured at {iso_ns(int(b.ts_ns[row]))} (number {row} "
+        f"of {len(b)} in its segment, {int(b.caplen[row])} bytes, a payload of "
+        f"{int(sel.payloads.lengths[i])}) {why}")
+
+
 class Encrypt(_AesGcm):
     name = "encrypt"
     summary = "encrypt TCP/UDP payloads with AES-256-GCM (nonce in the packet)"
+    params = (
+        *_AesGcm.params,
+        Param("too_large", str, "fail", "a payload too large to encrypt: fail the run, or "
+              "pass it in clear, counted as passed_clear (give decrypt too_large=clear too)",
+              choices=_TOO_LARGE),
+    )
 
     def process(self, batch: PacketBatch) -> PacketBatch:
         sel = select(batch)
@@ -98,25 +150,49 @@ class Encrypt(_AesGcm):
         gather = backend.capture.gather
         gather(np.ascontiguousarray(old.data), old.starts, old.lengths.astype(np.uint32), plain,
                pt_at + 1)
-        out_len = pt_len + NONCE_SIZE + TAG_SIZE
+        out_len = pt_len + BODY_AT + TAG_SIZE
+        too_large = ~fits(sel, out_len)
+        if too_large.any():
+            self._check_clear(sel, too_large)
         out_at = packed_starts(out_len)
         out = np.empty(int(out_len.sum()), np.uint8)
+        out[out_at[:, None] + np.arange(len(HEADER))] = np.frombuffer(HEADER, np.uint8)
         nonces = np.frombuffer(os.urandom(NONCE_SIZE * m), np.uint8).reshape(m, NONCE_SIZE)
-        out[out_at[:, None] + np.arange(NONCE_SIZE)] = nonces
+        out[out_at[:, None] + np.arange(len(HEADER), BODY_AT)] = nonces
         aad, width = _associated_data(sel, self._flow)
         seal = self._aead.encrypt_into
         mo, mp, ma = memoryview(out), memoryview(plain), memoryview(aad)
         for o, p, n, a in zip(out_at.tolist(), pt_at.tolist(), pt_len.tolist(),
                               range(0, m * width, width)):
-            seal(mo[o : o + NONCE_SIZE], mp[p : p + n], ma[a : a + width],
-                 mo[o + NONCE_SIZE : o + NONCE_SIZE + n + TAG_SIZE])
+            seal(mo[o + len(HEADER) : o + BODY_AT], mp[p : p + n], ma[a : a + width],
+                 mo[o + BODY_AT : o + BODY_AT + n + TAG_SIZE])
         new = Payloads(out, out_at, out_len, np.zeros(m, np.uint8))
         result, done = replace(sel, new)
         c = self.counters
         sel.count(c)
         c["packets_encrypted"] += int(done.sum())
         c["bytes_encrypted"] += int(old.lengths[done].sum())
+        if too_large.any():
+            c["passed_clear"] += int(too_large.sum())
         return result
+
+    def _check_clear(self, sel: Selection, too_large: np.ndarray) -> None:
+        """Fail on a too-large payload unless passing it in clear was asked for and
+        ``decrypt`` will be able to tell it is in clear."""
+        if self.config["too_large"] == "fail":
+            i = int(np.flatnonzero(too_large)[0])
+            more = int(too_large.sum()) - 1
+            raise _too_large_error(
+                sel, i, f"is too large to encrypt: {OVERHEAD} more bytes would not fit its "
+                f"length fields{f' ({more} more such packets)' if more else ''}; "
+                "too_large=clear (given to encrypt and decrypt) passes such packets in clear, "
+                "counted as passed_clear")
+        ambiguous = too_large & _headed(sel.payloads)
+        if ambiguous.any():
+            raise _too_large_error(
+                sel, int(np.flatnonzero(ambiguous)[0]),
+                "is too large to encrypt and cannot pass in clear either: its payload begins "
+                "like an encrypted one, which decrypt would take for a damaged one")
 
 
 class Decrypt(_AesGcm):
@@ -126,14 +202,18 @@ class Decrypt(_AesGcm):
         *_AesGcm.params,
         Param("on_fail", str, "drop", "a packet that does not authenticate: drop it, or keep "
               "it as it is", choices=("drop", "keep")),
+        Param("too_large", str, "fail", "a payload in clear: an authentication failure, or "
+              "with clear passed (not authenticated, counted as passed_clear) when it is too "
+              "large to have been encrypted", choices=_TOO_LARGE),
     )
 
     def process(self, batch: PacketBatch) -> PacketBatch:
         sel = select(batch)
         old = sel.payloads
         m = len(sel)
-        ok = old.lengths >= OVERHEAD
-        pt_len = np.where(ok, old.lengths - NONCE_SIZE - TAG_SIZE, 0)
+        headed = _headed(old) & (old.lengths >= OVERHEAD)
+        ok = headed.copy()
+        pt_len = np.where(ok, old.lengths - BODY_AT - TAG_SIZE, 0)
         pt_at = packed_starts(pt_len)
         plain = np.empty(int(pt_len.sum()), np.uint8)
         aad, width = _associated_data(sel, self._flow)
@@ -144,20 +224,29 @@ class Decrypt(_AesGcm):
         for i, s, p, n in zip(todo.tolist(), old.starts[todo].tolist(), pt_at[todo].tolist(),
                               pt_len[todo].tolist()):
             try:
-                open_(md[s : s + NONCE_SIZE], md[s + NONCE_SIZE : s + NONCE_SIZE + n + TAG_SIZE],
+                open_(md[s + len(HEADER) : s + BODY_AT],
+                      md[s + BODY_AT : s + BODY_AT + n + TAG_SIZE],
                       ma[i * width : (i + 1) * width], mp[p : p + n])
             except InvalidTag:
                 ok[i] = False
+        clear = ~headed
+        if self.config["too_large"] == "clear" and clear.any():
+            # In clear, and no encrypted packet could have been this large.
+            passed = clear & ~fits(sel, old.lengths + OVERHEAD)
+        else:
+            passed = np.zeros(m, bool)
         flags = np.zeros(m, np.uint8)
         flags[ok] = plain[pt_at[ok]] & FLAGS_KNOWN
         new = Payloads(plain, pt_at + 1, np.maximum(pt_len - 1, 0), flags)
         result, done = replace(sel, new, ok)
         c = self.counters
         sel.count(c)
-        failed = ~ok
+        failed = ~ok & ~passed
         c["packets_decrypted"] += int(done.sum())
         c["bytes_decrypted"] += int(new.lengths[done].sum())
         c["auth_failures"] += int(failed.sum())
+        c["not_encrypted"] += int((clear & ~passed).sum())
+        c["passed_clear"] += int(passed.sum())
         if failed.any() and self.config["on_fail"] == "drop":
             c["dropped"] += int(failed.sum())
             keep = np.ones(len(result), bool)

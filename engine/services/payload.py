@@ -53,7 +53,7 @@ _MAX_VLAN_TAGS = 8
 _DOT3_MAX = 1500  # above, the field would read as an EtherType
 
 __all__ = ["FLAGS_KNOWN", "FLAG_IP_FFFF", "FLAG_L4_FFFF", "SKIP_REASONS", "Payloads",
-           "Selection", "packed_starts", "replace", "rewrite_payloads", "select"]
+           "Selection", "fits", "packed_starts", "replace", "rewrite_payloads", "select"]
 
 
 def packed_starts(lengths: np.ndarray) -> np.ndarray:
@@ -241,6 +241,18 @@ def _update(old: np.ndarray, removed: np.ndarray, added: np.ndarray, zero: np.nd
     return np.where(r == 0, zero, r)
 
 
+def fits(sel: Selection, new_lengths: np.ndarray) -> np.ndarray:
+    """Per selected packet, whether a payload of ``new_lengths`` bytes would fit its length
+    fields (the IP and UDP lengths, a link-layer length on the way)."""
+    delta = new_lengths - sel.payloads.lengths
+    ok = (sel._ip_len + delta <= 0xFFFF) & (sel._seg + delta <= 0xFFFF)
+    link = sel._link_at >= 0
+    if link.any():
+        field = _be16(sel.batch.data, np.where(link, sel._link_at, 0)) + delta
+        ok &= ~link | ((field >= 0) & (field <= sel._link_max))
+    return ok
+
+
 def replace(sel: Selection, new: Payloads,
             changed: np.ndarray | None = None) -> tuple[PacketBatch, np.ndarray]:
     """The batch with each selected packet's payload replaced by ``new`` (one per selected
@@ -254,14 +266,10 @@ def replace(sel: Selection, new: Payloads,
         raise ValueError(f"{len(new)} new payloads for {m} selected packets")
     changed = np.ones(m, bool) if changed is None else np.asarray(changed, bool).copy()
     delta = new.lengths - sel.payloads.lengths
-    fits = (sel._ip_len + delta <= 0xFFFF) & (sel._seg + delta <= 0xFFFF)
-    link = sel._link_at >= 0
-    if link.any():
-        field = _be16(sel.batch.data, np.where(link, sel._link_at, 0)) + delta
-        fits &= ~link | ((field >= 0) & (field <= sel._link_max))
-    too_large = changed & ~fits
+    room = fits(sel, new.lengths)
+    too_large = changed & ~room
     sel.skipped["too_large"] += int(too_large.sum())
-    changed &= fits
+    changed &= room
     batch = sel.batch
     if not changed.any():
         return batch, changed

@@ -151,3 +151,76 @@ def scapy_still_agrees(before: PacketBatch, after: PacketBatch) -> list[int]:
     """Of the packets scapy found valid in ``before``, those it finds invalid in ``after``."""
     rows = [i for i in range(len(before)) if i not in set(scapy_disagreements(before))]
     return scapy_disagreements(after, rows)
+
+
+# -- the largest packets, on every link type the payload services know -----------------------
+def ip4(total: int, tcp: bool = False, fill=None):
+    """An IPv4 UDP (or TCP) packet of ``total`` bytes (65,535 at most); ``fill(n)`` makes the
+    payload (default: one repeated byte)."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.packet import Raw
+
+    l4 = TCP(sport=40000, dport=80, flags="PA") if tcp else UDP(sport=40000, dport=5001)
+    n = total - 20 - len(l4)
+    return IP(src="198.51.100.1", dst="203.0.113.9") / l4 / Raw((fill or _same)(n))
+
+
+def ip6(payload_length: int, fill=None):
+    """An IPv6 UDP packet whose payload length field is ``payload_length`` (65,535 at most)."""
+    from scapy.layers.inet import UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.packet import Raw
+
+    return (IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=5, dport=6)
+            / Raw((fill or _same)(payload_length - 8)))
+
+
+def _same(n: int) -> bytes:
+    return b"q" * n
+
+
+VLAN, PPPOE = 0x8100, 0x8864  # not link types: Ethernet with a VLAN tag, with a PPPoE session
+
+
+def on_link(kind: int, ip) -> bytes:
+    """``ip`` behind the link-layer header of ``kind`` (a link type, or VLAN or PPPOE)."""
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import CookedLinux, Dot1Q
+    from scapy.layers.ppp import PPP, PPPoE
+
+    v6 = IPv6 in ip
+    if kind == 1:
+        return bytes(eth() / ip)
+    if kind == VLAN:
+        return bytes(eth() / Dot1Q(vlan=7) / ip)
+    if kind == PPPOE:
+        return bytes(eth() / PPPoE(sessionid=9) / PPP(proto=0x57 if v6 else 0x21) / ip)
+    if kind == 113:
+        return bytes(CookedLinux(proto=0x86DD if v6 else 0x0800) / ip)
+    if kind == 0:
+        return (30 if v6 else 2).to_bytes(4, "little") + bytes(ip)
+    return bytes(ip)  # 101 (raw), 228 (IPv4), 229 (IPv6)
+
+
+# (kind, the batch's link type, the largest IP packet the link carries: a PPPoE session's
+# length field counts the 2-byte PPP protocol too)
+LINKS = [(1, 1, 65535), (VLAN, 1, 65535), (PPPOE, 1, 65533), (113, 113, 65535), (0, 0, 65535),
+         (101, 101, 65535), (228, 228, 65535), (229, 229, 65535)]
+
+
+def too_large_and_small(fill=None) -> tuple[PacketBatch, int]:
+    """On every link type of ``LINKS``, the largest IPv4 UDP and TCP packets and (where IPv6
+    goes) the largest IPv6 UDP packet, each between small packets; and how many large ones.
+    A payload that grows by a byte no longer fits any of the large packets."""
+    batches, large = [], 0
+    for kind, linktype, biggest in LINKS:
+        ips = [] if kind == 229 else [ip4(biggest, fill=fill), ip4(biggest, True, fill)]
+        if kind != 228:
+            ips.append(ip6(biggest - 40 if kind == PPPOE else 65535, fill))
+        small = on_link(kind, ip6(100) if kind == 229 else ip4(200))
+        pkts = [small]
+        for ip in ips:
+            pkts += [on_link(kind, ip), small]
+        large += len(ips)
+        batches.append(PacketBatch.from_packets(pkts, linktype=linktype))
+    return PacketBatch.concat(batches), large

@@ -400,3 +400,40 @@ def test_corpus_present_or_skip():
     if not CORPUS.is_dir():
         pytest.skip(f"capture corpus not found at <project>/../shared/corpus ({CORPUS})")
     assert _corpus_files()
+
+
+def _cut_everywhere_in_the_ip_header():
+    """Packets cut by the capture at every byte of their IP header (Ethernet, VLAN, raw IP),
+    each with where its IP header starts, the address field offset and width."""
+    v4 = IP(src="192.0.2.1", dst="198.51.100.7") / UDP(sport=1, dport=2) / (b"x" * 30)
+    v6 = IPv6(src="2001:db8::1", dst="2001:db8:ffff::42") / UDP(sport=1, dport=2) / (b"y" * 30)
+    mac = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+    out = []
+    for ip, at, width, header in ((v4, 12, 4, 20), (v6, 8, 16, 40)):
+        for link, l3, linktype in ((Ether(**mac), 14, 1), (Ether(**mac) / Dot1Q(vlan=3), 18, 1),
+                                   (None, 0, 101)):
+            full = bytes(ip if link is None else link / ip)
+            for cut in range(l3, l3 + header):
+                out.append((full, full[:cut], linktype, l3 + at, width))
+    return out
+
+
+def test_addresses_before_a_cut_in_the_ip_header_are_anonymized_not_passed(naive):
+    """A small snaplen can end a packet inside its IP header: every address byte before the
+    cut is the naive twin's anonymized address, cut at the same place; nothing else moves."""
+    cases = _cut_everywhere_in_the_ip_header()
+    batches = [PacketBatch.from_packets([cut], origlen=[len(full)], linktype=lt)
+               for full, cut, lt, _, _ in cases]
+    batch = PacketBatch.concat(batches)
+    svc = Anonymize(key=KEY_HEX)
+    out = svc.process(batch)
+    with_addresses = 0
+    for i, (full, cut, _, at, width) in enumerate(cases):
+        want = bytearray(full)
+        for a in (at, at + width):
+            want[a : a + width] = naive.anonymize_bytes(full[a : a + width])
+        assert out.packet(i).tobytes() == bytes(want[: len(cut)]), (i, len(cut))
+        with_addresses += len(cut) > at
+    counters = svc.take_counters()
+    assert counters["cut_headers"] == counters["packets_changed"] == with_addresses
+    assert counters["packets_skipped"] == len(cases) - with_addresses

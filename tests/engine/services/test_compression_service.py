@@ -12,11 +12,14 @@ import zstandard
 from payload_oracle import (
     break_checksums,
     eth,
+    ip4,
     need_corpus,
+    on_link,
     packets,
     read_only,
     scapy_disagreements,
     scapy_still_agrees,
+    too_large_and_small,
     traffic,
 )
 from scapy.layers.inet import IP, TCP, UDP
@@ -182,3 +185,39 @@ def test_bad_decompress_parameters():
         Decompress(on_error="ignore")
     with pytest.raises(ServiceError, match="unknown parameter"):
         Decompress(codec="lz4")
+
+
+def _noise(seed: int):
+    rng = np.random.default_rng(seed)
+    return lambda n: rng.bytes(n)
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_incompressible_payloads_too_large_to_wrap_come_back_on_every_link_type(codec):
+    """The largest packets with random payloads: compressing grows them, the stored form (6
+    bytes more) does not fit, so compress passes them as they are and decompress leaves them
+    alone."""
+    batch, large = too_large_and_small(_noise(5))
+    c, d = build_chain(parse_chain("compress,decompress", [f"codec={codec}"]))
+    out = d.process(c.process(read_only(batch)))
+    assert packets(out) == packets(batch)
+    a, b = c.take_counters(), d.take_counters()
+    assert a["skipped_too_large"] == b["not_wrapped"] == large
+    assert "errors" not in b
+
+
+def test_a_too_large_payload_that_looks_wrapped_fails_rather_than_being_changed():
+    """Passed as it is, a payload beginning with a stored wrapper's header of the right length
+    would lose its first 6 bytes in decompress: compress refuses it."""
+    noise = _noise(6)
+
+    def fill(n):
+        return MAGIC + bytes([0x10, 0]) + struct.pack(">H", n - HEADER_SIZE) + noise(n - 6)
+
+    batch = PacketBatch.from_packets([on_link(1, ip4(300)), on_link(1, ip4(65535, fill=fill))])
+    assert len(Decompress().process(batch).packet(1)) == len(batch.packet(1)) - 6  # the trap
+    with pytest.raises(ServiceError, match=r"service 'compress': the packet captured at .* "
+                                           r"\(number 1 of 2 in its segment, 65549 bytes\) is "
+                                           r"too large to wrap, and its payload begins like a "
+                                           r"wrapped one"):
+        Compress().process(batch)

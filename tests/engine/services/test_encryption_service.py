@@ -12,11 +12,14 @@ from payload_oracle import (
     KEY,
     break_checksums,
     eth,
+    ip4,
     need_corpus,
+    on_link,
     packets,
     read_only,
     scapy_disagreements,
     scapy_still_agrees,
+    too_large_and_small,
     traffic,
 )
 from scapy.layers.inet import IP, TCP, UDP
@@ -75,11 +78,11 @@ def _aad(pkt) -> bytes:
     l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
     version = 4 if IP in pkt else 6
     addr = [ipaddress.ip_address(a).packed.ljust(16, b"\0") for a in (ip.src, ip.dst)]
-    return (b"pktx-aes256gcm-1" + bytes([version, 6 if TCP in pkt else 17]) + addr[0]
-            + addr[1] + l4.sport.to_bytes(2, "big") + l4.dport.to_bytes(2, "big"))
+    return (b"pktx-aes256gcm-2" + b"\xa5\xe6\x02" + bytes([version, 6 if TCP in pkt else 17])
+            + addr[0] + addr[1] + l4.sport.to_bytes(2, "big") + l4.dport.to_bytes(2, "big"))
 
 
-def test_payload_is_nonce_ciphertext_tag_as_documented():
+def test_payload_is_header_nonce_ciphertext_tag_as_documented():
     batch = few()
     sealed = pair()[0].process(batch)
     nonces = set()
@@ -88,10 +91,11 @@ def test_payload_is_nonce_ciphertext_tag_as_documented():
         l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
         load = bytes(l4.payload)
         original = bytes((Ether(batch.packet(i).tobytes())[l4.__class__]).payload)
-        assert len(load) == len(original) + OVERHEAD
-        nonce = load[:12]
+        assert len(load) == len(original) + OVERHEAD == len(original) + 32
+        assert load[:3] == b"\xa5\xe6\x02"
+        nonce = load[3:15]
         nonces.add(nonce)
-        plain = AESGCM(bytes.fromhex(KEY)).decrypt(nonce, load[12:], _aad(pkt))
+        plain = AESGCM(bytes.fromhex(KEY)).decrypt(nonce, load[15:], _aad(pkt))
         assert plain == b"\x00" + original  # flags byte, then the payload
     assert len(nonces) == len(batch)
 
@@ -101,7 +105,7 @@ def test_nonces_are_fresh_for_every_packet_and_every_run():
     enc = pair()[0]
     runs = [enc.process(batch), enc.process(batch)]
     sel = select(runs[0])
-    nonces = {bytes(v[:12]) for run in runs for v in select(run).payloads.views()}
+    nonces = {bytes(v[3:15]) for run in runs for v in select(run).payloads.views()}
     assert len(nonces) == 2 * len(sel)
 
 
@@ -122,7 +126,7 @@ def _flip(batch: PacketBatch, row: int, at: int) -> PacketBatch:
     return PacketBatch(data, batch.offsets, batch.caplen, batch.origlen, batch.ts_ns)
 
 
-@pytest.mark.parametrize("where", [0, 12, 20, -1])  # nonce, flags byte, payload, tag
+@pytest.mark.parametrize("where", [0, 2, 3, 15, 20, -1])  # header, nonce, flags, payload, tag
 def test_tampering_is_detected_and_the_packet_dropped(where):
     batch = few()
     enc, dec = pair()
@@ -160,7 +164,8 @@ def test_decrypting_plaintext_fails_authentication():
     batch = few()
     dec = Decrypt(key=KEY)
     out = dec.process(batch)
-    assert dec.take_counters()["auth_failures"] == 3 and len(out) == 0
+    counters = dec.take_counters()
+    assert counters["auth_failures"] == counters["not_encrypted"] == 3 and len(out) == 0
 
 
 def _readdress(batch: PacketBatch) -> PacketBatch:
@@ -185,14 +190,67 @@ def test_flow_binding_rejects_a_moved_payload_and_none_accepts_it():
     assert packets(out) == packets(_readdress(batch))
 
 
-def test_payload_too_large_to_grow_passes_in_the_clear_and_is_counted():
-    huge = eth() / IP() / UDP(sport=9, dport=9) / Raw(b"q" * 65480)
-    batch = PacketBatch.from_packets([bytes(huge)])
-    enc, dec = pair()
-    out = enc.process(batch)
-    assert out.same_packets(batch)
-    assert enc.take_counters()["skipped_too_large"] == 1
-    assert len(dec.process(out)) == 0  # decrypt cannot tell it from a forgery
+def test_a_payload_too_large_to_encrypt_fails_by_default_on_every_link_type():
+    batch, large = too_large_and_small()
+    assert len(select(batch)) == len(batch)  # every packet is one encrypt takes
+    with pytest.raises(ServiceError, match=r"service 'encrypt': the packet captured at "
+                       r".*number 1 of .* is too large to encrypt: 32 more bytes would not fit "
+                       rf"its length fields \({large - 1} more such packets\); "
+                       r"too_large=clear .* passes such packets in clear"):
+        pair()[0].process(batch)
+
+
+def test_too_large_clear_on_both_sides_gives_back_every_packet_on_every_link_type():
+    batch, large = too_large_and_small()
+    enc, dec = pair(too_large="clear")
+    sealed = enc.process(read_only(batch))
+    grew = sealed.caplen.astype(int) - batch.caplen
+    assert sorted(set(grew.tolist())) == [0, OVERHEAD]
+    assert int((grew == 0).sum()) == large
+    assert scapy_still_agrees(batch, sealed) == []
+    out = dec.process(read_only(sealed))
+    assert packets(out) == packets(batch)
+    a, b = enc.take_counters(), dec.take_counters()
+    assert a["passed_clear"] == b["passed_clear"] == a["skipped_too_large"] == large
+    assert a["packets_encrypted"] == b["packets_decrypted"] == len(batch) - large
+    assert "auth_failures" not in b and "not_encrypted" not in b
+
+
+def test_decrypt_never_passes_a_clear_packet_that_could_have_been_encrypted():
+    """An attacker who strips the encryption off a packet gains nothing from too_large=clear:
+    only a payload too large to have been encrypted passes in clear."""
+    batch, large = too_large_and_small()
+    for on_fail in ("drop", "keep"):
+        dec = Decrypt(key=KEY, too_large="clear", on_fail=on_fail)
+        out = dec.process(batch)
+        counters = dec.take_counters()
+        assert counters["passed_clear"] == large
+        assert counters["auth_failures"] == counters["not_encrypted"] == len(batch) - large
+        assert len(out) == (large if on_fail == "drop" else len(batch))
+    # Without the option a too-large clear packet is a failure like any other.
+    dec = Decrypt(key=KEY)
+    assert len(dec.process(batch)) == 0
+    assert dec.take_counters()["not_encrypted"] == len(batch)
+
+
+def test_a_too_large_payload_that_looks_encrypted_cannot_pass_in_clear():
+    ip = ip4(65535, fill=lambda n: b"\xa5\xe6\x02" + bytes(n - 3))
+    batch = PacketBatch.from_packets([on_link(1, ip4(100)), on_link(1, ip)])
+    with pytest.raises(ServiceError, match=r"number 1 of 2 .* cannot pass in clear either: its "
+                                           r"payload begins like an encrypted one"):
+        Encrypt(key=KEY, too_large="clear").process(batch)
+
+
+def test_corpus_through_encrypt_decrypt_loses_nothing_with_too_large_packets_added():
+    """The real captures, each with the too-large packets of every link type added: with
+    too_large=clear on both sides the chain gives back every packet."""
+    extra, large = too_large_and_small()
+    for name, corpus_batch in need_corpus():
+        batch = PacketBatch.concat([corpus_batch, extra])
+        enc, dec = pair(too_large="clear")
+        out = dec.process(enc.process(batch))
+        assert packets(out) == packets(batch), name
+        assert dec.take_counters()["passed_clear"] == large, name
 
 
 @pytest.mark.parametrize("params, message", [
