@@ -111,10 +111,10 @@ def _exact_minor(dim: DimensionPrice, units: int, digits: int) -> Fraction:
     return units * Fraction(reached.price) * per_unit
 
 
-def _minor_bounds(tariff: Tariff, dim: DimensionPrice) -> tuple[int, int]:
+def _minor_bounds(tariff: Tariff, dim: DimensionPrice) -> tuple[int, int | None]:
     scale = 10**tariff.minor_digits
     low = int(dim.minimum * scale)
-    return low, INT64_MAX if dim.maximum is None else int(dim.maximum * scale)
+    return low, None if dim.maximum is None else int(dim.maximum * scale)
 
 
 def check_usage(usage: object, *, field: str = "usage") -> dict[str, int]:
@@ -149,7 +149,8 @@ def rate(tariff: Tariff, usage: Usage, *, field: str = "usage") -> Rated:
             low, high = _minor_bounds(tariff, dim)
             # min and max are whole minor units, so clamping after the rounding is the same as
             # clamping before it (rounding is monotone and leaves whole units alone)
-            minor = min(max(round_minor(exact, tariff.rounding), low), high)
+            minor = max(round_minor(exact, tariff.rounding), low)
+            minor = minor if high is None else min(minor, high)
         check_product(minor, field=f"{field}.{dim.name}", what=f"the {dim.name} line")
         lines.append(Line(dim.name, used, units, exact, minor))
     rated = Rated(tariff.currency, tariff.version, tuple(lines))
@@ -192,7 +193,7 @@ class _Plan:
     coefficients: tuple[int, ...]
     denominator: int
     minimum: int
-    maximum: int
+    maximum: int | None
 
 
 @cache
@@ -243,7 +244,10 @@ def _line_kernel(plan: _Plan, usage: np.ndarray, rounding: str) -> np.ndarray:
         q = q + (twice >= d)
     elif rounding == "half-even":
         q = q + ((twice > d) | ((twice == d) & (q % 2 == 1)))
-    return np.where(usage == 0, 0, np.clip(q, plan.minimum, plan.maximum))
+    q = np.maximum(q, plan.minimum)
+    if plan.maximum is not None:
+        q = np.minimum(q, plan.maximum)
+    return np.where(usage == 0, 0, q)
 
 
 def usage_columns(columns: object, *, field: str = "usage") -> tuple[dict[str, np.ndarray], int]:
@@ -264,23 +268,24 @@ def usage_columns(columns: object, *, field: str = "usage") -> tuple[dict[str, n
 
 
 def _int64_column(values: object, *, field: str) -> np.ndarray:
-    try:
-        array = np.asarray(values)
-    except OverflowError:
-        array = np.asarray(values, dtype=object)
-    if array.ndim != 1:
-        raise InvalidInput(f"must be one-dimensional, got shape {array.shape}", field=field)
-    if array.dtype.kind == "O":
-        for row, value in enumerate(array):
-            check_int(value, field=f"{field}[{row}]")
-        return array.astype(np.int64)
-    if array.dtype.kind not in "iu" or array.dtype == np.bool_:
-        raise InvalidInput(f"must be whole numbers, got {array.dtype} values", field=field)
-    if array.dtype.kind == "u" and len(array) and array.max() > INT64_MAX:
-        row = int(np.argmax(array > INT64_MAX))
-        raise InvalidInput(f"must be at most {INT64_MAX}, got {array[row]}",
+    if not isinstance(values, np.ndarray):
+        # numpy would turn [1, 2**63] into floats and [True] into 1: check Python values first
+        values = values if isinstance(values, list | tuple) else list(values)
+        for row, value in enumerate(values):
+            if type(value) is not int or not 0 <= value <= INT64_MAX:
+                good = isinstance(value, np.integer) and 0 <= value <= INT64_MAX
+                if not good:
+                    check_int(value, field=f"{field}[{row}]")
+        return np.array(values, dtype=np.int64)
+    if values.ndim != 1:
+        raise InvalidInput(f"must be one-dimensional, got shape {values.shape}", field=field)
+    if values.dtype.kind not in "iu":
+        raise InvalidInput(f"must be whole numbers, got {values.dtype} values", field=field)
+    if values.dtype.kind == "u" and len(values) and values.max() > INT64_MAX:
+        row = int(np.argmax(values > INT64_MAX))
+        raise InvalidInput(f"must be at most {INT64_MAX}, got {values[row]}",
                            field=f"{field}[{row}]")
-    array = array.astype(np.int64, copy=False)
+    array = values.astype(np.int64, copy=False)
     if len(array) and array.min() < 0:
         row = int(np.argmax(array < 0))
         raise InvalidInput(f"must not be negative, got {array[row]}", field=f"{field}[{row}]")

@@ -69,7 +69,7 @@ def parse_decimal(value: object, *, field: str) -> Decimal:
         raise InvalidInput(f"must be a finite number, got {value!r}", field=field)
     if number < 0:
         raise InvalidInput(f"must not be negative, got {value}", field=field)
-    if number.as_tuple().exponent < -MAX_PRICE_DECIMALS:
+    if number.normalize().as_tuple().exponent < -MAX_PRICE_DECIMALS:
         raise InvalidInput(f"has more than {MAX_PRICE_DECIMALS} decimals: {value}", field=field)
     if number > INT64_MAX:
         raise InvalidInput(f"must be at most {INT64_MAX}, got {value}", field=field)
