@@ -273,6 +273,9 @@ class Tariff:
             raise InvalidInput("must be an object of dimension name -> price", field="dimensions")
         parsed = []
         for name, dim in dims.items():
+            if name not in DIMENSIONS:
+                raise InvalidInput(f"unknown dimension; known: {', '.join(DIMENSIONS)}",
+                                   field=f"dimensions.{name}")
             with under(f"dimensions.{name}"):
                 parsed.append(DimensionPrice.from_json(name, dim))
         return cls(dimensions=tuple(parsed), **fields)
