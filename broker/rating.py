@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import cache
+from functools import lru_cache
 
 import numpy as np
 
@@ -196,7 +196,7 @@ class _Plan:
     maximum: int | None
 
 
-@cache
+@lru_cache(maxsize=1024)  # a server rates under few tariffs at a time
 def _plans(tariff: Tariff) -> tuple[_Plan, ...]:
     plans = []
     for dim in tariff.dimensions:
