@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
 
@@ -24,7 +25,7 @@ from broker.rating import (
     rate_columns,
     round_minor,
 )
-from broker.tariffs import MB, MINUTE, DimensionPrice, Tariff, Tier
+from broker.tariffs import MB, MINUTE, DimensionPrice, Tariff, Tier, active_version
 
 SLOW = settings(max_examples=150, deadline=None)
 
@@ -339,3 +340,24 @@ def test_the_largest_usage_is_rated_exactly():
     expected = 40 + 20 + round(Fraction(INT64_MAX - 60, 60) * 10)
     assert rate(CALL, {"seconds": INT64_MAX}).minor == expected
     assert rate_columns(CALL, {"seconds": [INT64_MAX]}).tolist() == [expected]
+
+
+def test_reports_are_rated_by_the_version_active_when_their_usage_happened():
+    dearer = replace(CALL, version=2, active_from=T0 + timedelta(days=30),
+                     dimensions=(replace(CALL.dimensions[0],
+                                         tiers=(Tier(60, Decimal("0.40")),
+                                                Tier(None, Decimal("0.20")))),))
+    versions = [CALL, dearer]
+    reports = [(T0 + timedelta(days=1), None, {"seconds": 120}),
+               (T0 + timedelta(days=31), {"seconds": 120}, {"seconds": 180})]
+    charges = [charge_for_report(active_version(versions, at), before, after).minor
+               for at, before, after in reports]
+    # the first two minutes at the old prices (0.70 with the fee); the third at the new one
+    assert charges == [70, 20]
+    # the new version's connect fee is in both sides of the later report: not charged again
+    assert charges_for_reports(dearer, {"seconds": [120]}, {"seconds": [180]}).tolist() == [20]
+
+
+def test_charges_with_no_report_before_are_the_rated_totals():
+    after = {"seconds": [0, 61, 120]}
+    assert charges_for_reports(CALL, None, after).tolist() == rate_columns(CALL, after).tolist()
