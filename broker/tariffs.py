@@ -73,7 +73,7 @@ def parse_decimal(value: object, *, field: str) -> Decimal:
         raise InvalidInput(f"has more than {MAX_PRICE_DECIMALS} decimals: {value}", field=field)
     if number > INT64_MAX:
         raise InvalidInput(f"must be at most {INT64_MAX}, got {value}", field=field)
-    return number + 0 if number == 0 else number  # -0 and 0E-5 become plain 0
+    return Decimal(0) if number == 0 else number  # -0 and 0E-99 are plain 0
 
 
 def format_decimal(value: Decimal) -> str:

@@ -79,6 +79,8 @@ def test_prices_keep_their_decimals_and_never_use_exponents():
     assert tariff.to_json()["dimensions"]["bytes"]["tiers"][1]["price"] == "0.000000000001"
     tariff = Tariff.from_json(doc_with("connect_fee", "1E+2"))
     assert tariff.to_json()["connect_fee"] == "100"
+    tariff = Tariff.from_json(doc_with("dimensions.bytes.tiers[0].price", "-0E-999"))
+    assert tariff.to_json()["dimensions"]["bytes"]["tiers"][0]["price"] == "0"
 
 
 @pytest.mark.parametrize(("path", "value", "field"), [
