@@ -5,29 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+import iso4217 as _iso4217
+
 from broker.bounds import INT64_MAX
 from broker.errors import InvalidInput
 
-# Active ISO 4217 codes (funds codes included, precious metals and test codes left out), by the
-# number of digits after the decimal point of their minor unit.
-_BY_EXPONENT = {
-    0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
-    3: "BHD IQD JOD KWD LYD OMR TND",
-    4: "CLF UYW",
-    2: (
-        "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP "
-        "BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD "
-        "FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD "
-        "KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD "
-        "NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP "
-        "SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS "
-        "VED VES WST XCD XCG YER ZAR ZMW ZWG ZWL"
-    ),
-}
-
+# The active ISO 4217 codes that have a minor unit (precious metals, SDRs, bond-market units and
+# the test codes have none), by their number of digits after the decimal point, as published by
+# the ISO 4217 maintenance agency and packaged by `iso4217` (its version is the list's date).
+# Not Babel's CLDR data: CLDR's "digits" are how amounts are usually shown (IQD 0, HUF 0, IDR 0),
+# ISO's minor unit is what an amount in minor units counts (IQD fils: 3).
 MINOR_DIGITS: dict[str, int] = {
-    code: exp for exp, codes in _BY_EXPONENT.items() for code in codes.split()
+    c.code: c.exponent for c in _iso4217.Currency if c.exponent is not None
 }
+CURRENCY_LIST_VERSION: str = _iso4217.__version__
 
 
 def check_currency(code: str, *, field: str = "currency") -> str:

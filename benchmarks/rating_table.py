@@ -1,0 +1,134 @@
+"""``pktx bench rating``: rating 1,000,000 usage reports under a tariff, columnar and one by one.
+
+The reports: 100,000 jobs of 10 reports each, every report a job's cumulative usage on all four
+dimensions (bytes, packets, seconds, reserved bit/s-seconds), rising by random steps. The tariff
+prices all four with tiers (graduated and volume), 60/1-style increments, prices finer than the
+currency, a minimum and a maximum per line and a connect fee; its integers fit int64 throughout.
+A second tariff's prices (0.123456789 per GB on volumes up to a petabyte) take the exact
+Python-int path instead, the worst case. One-by-one `charge_for_report` is timed on a sample.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import numpy as np
+
+from benchmarks.report import print_verdicts
+
+REPORTS = 1_000_000
+REPORTS_PER_JOB = 10
+ONE_BY_ONE_SAMPLE = 20_000
+TARGET_S = 10.0
+
+
+def tariff(*, fine: bool = False):
+    from broker.tariffs import GB, MB, MBPS_HOUR, MINUTE, DimensionPrice, Tariff, Tier
+
+    d = Decimal
+    if fine:
+        bytes_price = DimensionPrice("bytes", (Tier(None, d("0.123456789")),), rate_unit=GB)
+    else:
+        bytes_price = DimensionPrice("bytes", (Tier(10**12, d("0.001")), Tier(None, d("0.0005"))),
+                                     rate_unit=MB, increment=MB, maximum=d("5000.00"))
+    dims = (
+        bytes_price,
+        DimensionPrice("packets", (Tier(10**6, d("0.02")), Tier(None, d("0.01"))),
+                       rate_unit=1000, increment=1000, tiering="volume"),
+        DimensionPrice("seconds", (Tier(60, d("0.20")), Tier(None, d("0.10"))),
+                       rate_unit=MINUTE, first_increment=60, increment=1, minimum=d("0.10")),
+        DimensionPrice("reserved_bps_seconds", (Tier(None, d("0.0007")),), rate_unit=MBPS_HOUR),
+    )
+    return Tariff(provider_id=1, services=("compress",), version=1,
+                  active_from=datetime(2026, 1, 1, tzinfo=UTC), currency="EUR", dimensions=dims,
+                  connect_fee=d("0.40"), rounding="half-even")
+
+
+def reports(n: int = REPORTS, *, seed: int = 7, huge: bool = False):
+    """(before, after, first): cumulative usage columns of ``n`` reports of jobs of ten."""
+    rng = np.random.default_rng(seed)
+    steps = {
+        "bytes": rng.integers(0, 10**14 if huge else 10**9, n),
+        "packets": rng.integers(0, 10**6, n),
+        "seconds": rng.integers(0, 600, n),
+        "reserved_bps_seconds": rng.integers(0, 10**10, n),
+    }
+    job_start = np.arange(n) % REPORTS_PER_JOB == 0
+    after, before = {}, {}
+    for name, step in steps.items():
+        # each job's running total, job by job (n is a multiple of the job's reports)
+        after[name] = np.cumsum(step.reshape(-1, REPORTS_PER_JOB), axis=1).ravel()
+        before[name] = np.where(job_start, 0, after[name] - step)
+    return before, after, job_start
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def columnar(t, data) -> np.ndarray:
+    from broker.rating import charges_for_reports
+
+    before, after, first = data
+    return charges_for_reports(t, before, after, first)
+
+
+def one_by_one(t, data, count: int) -> list[int]:
+    from broker.rating import charge_for_report
+
+    before, after, first = data
+    names = list(after)
+    out = []
+    for i in range(count):
+        b = None if first[i] else {k: int(before[k][i]) for k in names}
+        out.append(charge_for_report(t, b, {k: int(after[k][i]) for k in names}).minor)
+    return out
+
+
+def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None) -> int:
+    """Print the table; ``packets`` and ``stream_gb`` (the engine tables' sizes) do not apply."""
+    del packets, stream_gb
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out) if out else Console()
+    plain, fine = tariff(), tariff(fine=True)
+    data, huge = reports(), reports(huge=True)
+    charges = columnar(plain, data)
+    assert one_by_one(plain, data, 1000) == charges[:1000].tolist()
+    int64_s = best_of(lambda: columnar(plain, data), repeat)
+    python_s = best_of(lambda: columnar(fine, huge), max(1, repeat // 2))
+    single_s = best_of(lambda: one_by_one(plain, data, ONE_BY_ONE_SAMPLE), 1)
+    single_s *= REPORTS / ONE_BY_ONE_SAMPLE
+
+    table = Table(title=f"pktx bench rating: {REPORTS:,} reports (before and after rated, 4 "
+                        f"dimensions each), best of {repeat}")
+    table.add_column("what")
+    table.add_column("seconds", justify="right")
+    table.add_column("reports/s", justify="right")
+    table.add_column("target", justify="right")
+    table.add_row("columnar, int64 kernel", f"{int64_s:.3f}", f"{REPORTS / int64_s:,.0f}",
+                  f"< {TARGET_S:g} s")
+    table.add_row("columnar, exact Python ints (fine prices, PB volumes)", f"{python_s:.3f}",
+                  f"{REPORTS / python_s:,.0f}", "")
+    table.add_row(f"one by one (charge_for_report; {ONE_BY_ONE_SAMPLE:,} timed, scaled)",
+                  f"{single_s:.1f}", f"{REPORTS / single_s:,.0f}", "")
+    console.print(table)
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print_verdicts(console, [(f"{REPORTS:,} reports rated in < {TARGET_S:g} s",
+                              int64_s < TARGET_S)],
+                   f"load {load}, numpy {np.__version__}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())
