@@ -18,6 +18,18 @@ from engine.errors import EngineError
 log = logging.getLogger("pktx")
 
 
+def _share(text: str) -> tuple[int, int]:
+    """``I/K`` -> (I, K), share I of K (argparse type)."""
+    index, _, of = text.partition("/")
+    try:
+        i, k = int(index), int(of)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/K (e.g. 0/3)") from None
+    if not 1 <= k <= 1000 or not 0 <= i < k:
+        raise argparse.ArgumentTypeError(f"{text!r}: K is 1..1000 and I is 0..K-1")
+    return i, k
+
+
 def _version_text() -> str:
     import numba
     import numpy
@@ -264,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time window: a segment is flushed when full or T ms old")
     s.add_argument("--flow-affinity", action="store_true",
                    help="both directions of a flow go to the same worker")
+    s.add_argument("--share", type=_share, metavar="I/K",
+                   help="deliver only share I of K of the stream (0 <= I < K): the flows the "
+                        "symmetric flow hash puts there, both directions together; the K "
+                        "shares of an auction's awards together deliver every packet once")
     s.add_argument("--max-rate", type=_rate, metavar="RATE", help="shape output (bit/s, 400M)")
     s.add_argument("--min-rate", type=_rate, metavar="RATE",
                    help="service level: report per second whether it was met")
@@ -384,7 +400,7 @@ def cmd_deliver(args) -> int:
     opts = DeliveryOptions(
         services=args.service, params=args.param, workers=args.workers, bind=args.bind,
         segment_packets=args.segment_packets, segment_bytes=args.segment_bytes,
-        segment_ms=args.segment_ms, flow_affinity=args.flow_affinity,
+        segment_ms=args.segment_ms, flow_affinity=args.flow_affinity, share=args.share,
         max_rate_bps=args.max_rate, min_rate_bps=args.min_rate, usage_json=args.usage_json,
         max_auth_failures=args.max_auth_failures,
         curve_dir=args.curve, credit=args.credit, format=args.format,

@@ -46,6 +46,8 @@ class DeliveryOptions:
     segment_bytes: int | None = None
     segment_ms: float | None = None
     flow_affinity: bool = False
+    # (i, k): deliver only share i of k (engine.flowhash.share_of_packets); None: all of it.
+    share: tuple[int, int] | None = None
     max_rate_bps: int | None = None
     min_rate_bps: int | None = None
     usage_json: str | None = None
@@ -133,6 +135,8 @@ class Delivery:
             for batch in self.source:
                 if self._stop.is_set():
                     break
+                if self.opts.share is not None and len(batch):
+                    batch = self._my_share(batch)
                 n = len(batch)
                 if n:
                     if batch.first_seq != seq:
@@ -200,6 +204,16 @@ class Delivery:
             sink.write(part)
             self.meter.record_out(len(part), part.nbytes)
             start = end
+
+    def _my_share(self, batch: PacketBatch) -> PacketBatch:
+        """The packets of ``batch`` in this delivery's share (same buffer, stream order)."""
+        from engine.flowhash import share_of_packets
+
+        index, of = self.opts.share
+        mine = batch.take(np.flatnonzero(share_of_packets(batch, of) == index))
+        # Numbered afresh: the share is a stream of its own (the caller renumbers from here).
+        return PacketBatch(mine.data, mine.offsets, mine.caplen, mine.origlen, mine.ts_ns,
+                           mine.iface, mine.interfaces, batch.first_seq)
 
     def _spawn_workers(self, endpoint: str, n: int) -> None:
         cmd = [sys.executable, "-m", "engine.cli", "worker", "--connect", endpoint,
