@@ -1,5 +1,8 @@
 """``pktx broker ...``: serve the HTTP API, and bootstrap the directory from the command line.
 
+Imported by every ``pktx`` command to build its parser, so it imports nothing heavy at the top:
+SQLAlchemy, the models and the API load only when a broker command runs.
+
 The admin commands work on the database directly (an operator's tool on the broker's host) and
 call the same domain functions as the API, as the store's first admin (``admin init`` makes it
 and prints its API key once). Output is JSON on stdout.
@@ -11,8 +14,6 @@ import argparse
 import json
 import os
 import sys
-
-from sqlalchemy import select
 
 from broker.errors import BrokerError
 
@@ -139,6 +140,8 @@ def _store(args):
 
 
 def _admin(session):
+    from sqlalchemy import select
+
     from broker.actors import Actor
     from broker.models import Admin
 
@@ -255,6 +258,8 @@ def _revoke(args) -> int:
 
 
 def _list(args) -> int:
+    from sqlalchemy import select
+
     from broker.models import Network, Provider, User
 
     with _store(args).read() as s:
