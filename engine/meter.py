@@ -45,7 +45,13 @@ class Meter:
         self.retries = 0
         self.duplicates = 0
         self.garbage = 0
+        # Workers lost while holding tasks (by name); every loss is only counted in lost_workers.
         self.dead_workers: list[dict] = []
+        self.lost_workers: Counter = Counter()  # reason -> workers lost
+        self.rejected: Counter = Counter()  # reason -> messages counted and dropped
+        self.counters_dropped = 0  # service counters that failed validation
+        self.poison_segments: list[dict] = []  # segments dropped with --on-poison skip
+        self.packets_skipped = 0
 
     def restart(self) -> None:
         """Start the clocks now (after the workers have joined)."""
@@ -70,9 +76,14 @@ class Meter:
             self.workers[name]["packets"] += packets
 
     def record_services(self, counters: dict[str, dict[str, int]]) -> None:
+        """Add validated counters (plain ints; the dispatcher checks what workers send)."""
         with self._lock:
             for service, values in counters.items():
                 self.services[service].update(values)
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.rejected[reason] += n
 
     def finish(self) -> None:
         self.end_mono = self._clock()
@@ -127,6 +138,11 @@ class Meter:
             "duplicates_dropped": self.duplicates,
             "garbage_results": self.garbage,
             "dead_workers": self.dead_workers,
+            "lost_workers": dict(self.lost_workers),
+            "rejected_messages": dict(self.rejected),
+            "counters_dropped": self.counters_dropped,
+            "poison_segments": self.poison_segments,
+            "packets_skipped": self.packets_skipped,
             "services": {k: dict(v) for k, v in self.services.items()},
         }
 

@@ -13,9 +13,12 @@ class Slow(Service):
     """Sleeps per segment, so a stream lasts long enough to kill a worker in it."""
 
     name = "slow"
-    params = (Param("ms", float, 20.0, "milliseconds per segment"),)
+    params = (Param("ms", float, 20.0, "milliseconds per segment"),
+              Param("mark", str, "", "a file created when the first segment starts"))
 
     def process(self, batch: PacketBatch) -> PacketBatch:
+        if self.config["mark"]:
+            open(self.config["mark"], "a").close()
         time.sleep(self.config["ms"] / 1000)
         return batch
 
