@@ -49,6 +49,7 @@ class Task:
     attempt: int = 0
     failures: list[str] = field(default_factory=list)
     avoid: set[bytes] = field(default_factory=set)
+    suspect: bool = False  # held by a worker that died: sent alone until it succeeds
 
     @property
     def key(self) -> tuple[int, int]:
@@ -224,6 +225,12 @@ class Dispatcher:
         self.meter.lost_workers[why.split(":")[0]] += 1
         held = [a.task for a in w.in_flight.values()]
         w.in_flight.clear()
+        # Which of several tasks killed it is unknown: none is blamed, all become suspects,
+        # and a suspect is next sent to a worker holding nothing else. A worker that dies
+        # holding one task alone was killed by it (or died anyway): that one is blamed.
+        culprit = held[0] if len(held) == 1 else None
+        for task in held:
+            task.suspect = True
         for lane, owner in list(self.lane_owner.items()):
             if owner == w.identity:
                 del self.lane_owner[lane]
@@ -236,9 +243,10 @@ class Dispatcher:
                                         "in_flight": len(held)})
         for task in sorted(held, key=lambda t: t.key):
             if task.key in self.pending:
-                self._requeue(task, w if blame_tasks else None,
-                              f"worker {w.name} {why} while holding it",
-                              count_attempt=blame_tasks)
+                blame = blame_tasks and task is culprit
+                self._requeue(task, w if blame else None,
+                              f"worker {w.name} {why} while working on it",
+                              count_attempt=blame)
 
     def _requeue(self, task: Task, worker: WorkerState | None, why: str,
                  count_attempt: bool = True) -> None:
@@ -312,13 +320,16 @@ class Dispatcher:
         now = time.monotonic()
         if self._workerless_since is None:
             self._workerless_since = now
-        waiting = min(self.pending.values(), key=lambda t: t.key)
+        # Name the segment most likely at fault: the one that failed most, else the first.
+        waiting = min(self.pending.values(), key=lambda t: (-len(t.failures), t.key))
+        history = (f"; it failed {len(waiting.failures)} time(s): {'; '.join(waiting.failures)}"
+                   if waiting.failures else "")
         gone = workers_gone() if workers_gone is not None else None
         if gone:
-            raise DeliveryError(f"{waiting.describe()} cannot be delivered: {gone}")
+            raise DeliveryError(f"{waiting.describe()} cannot be delivered: {gone}{history}")
         if now - self._workerless_since > self.no_worker_timeout_s:
             raise DeliveryError(f"{waiting.describe()} cannot be delivered: no worker able to "
-                                f"take it for {self.no_worker_timeout_s:.0f} s")
+                                f"take it for {self.no_worker_timeout_s:.0f} s{history}")
 
     def _window(self) -> int:
         return self.window or max(8, 2 * self.total_credit())
@@ -381,20 +392,28 @@ class Dispatcher:
             table[lane] = index[owner]
         return table[lanes]
 
+    @staticmethod
+    def _can_take(w: WorkerState, task: Task) -> bool:
+        if len(w.in_flight) >= w.credit:
+            return False
+        if task.suspect and w.in_flight:
+            return False  # a suspect goes alone, so a death says which task caused it
+        return not any(a.task.suspect for a in w.in_flight.values())
+
     def _pick(self, task: Task) -> WorkerState | None:
         usable = self._usable()
         fresh = [w for w in usable if w.identity not in task.avoid]
         # A worker this task failed on gets it again only when no other could ever take it:
         # waiting for a busy one is better than a likely repeat of the failure.
         allowed = fresh or usable
-        free = [w for w in allowed if len(w.in_flight) < w.credit]
+        free = [w for w in allowed if self._can_take(w, task)]
         if not free:
             return None
         if self.flow_affinity and task.lanes:
             owner = self.lane_owner.get(next(iter(sorted(task.lanes))))
             w = self.workers.get(owner) if owner else None
             if w is not None and w in allowed:
-                return w if len(w.in_flight) < w.credit else None
+                return w if self._can_take(w, task) else None
             # The owner is gone (or failed this task): hand its lanes to a live worker.
             w = min(free, key=lambda x: (len(x.in_flight), x.name))
             for lane in task.lanes:
@@ -414,7 +433,7 @@ class Dispatcher:
             w = self._pick(task)
             if w is None:
                 held.append(task)
-                if not self.flow_affinity and not task.avoid:
+                if not (self.flow_affinity or task.avoid or task.suspect):
                     break
                 continue
             header = P.TaskHeader(self.stream_id, task.segment, task.part, task.parts,

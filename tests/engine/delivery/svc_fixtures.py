@@ -70,5 +70,35 @@ class FlakyOnce(Service):
         return batch
 
 
+class Poison(Service):
+    """Kills its worker process on a batch holding the packet stamped ``ts`` (ns)."""
+
+    name = "poison"
+    params = (Param("ts", int, -1, "timestamp (ns) of the packet that kills"),)
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        if np.any(batch.ts_ns == self.config["ts"]):
+            os.kill(os.getpid(), 9)
+        return batch
+
+
+class Counting(Service):
+    """Reports whatever counters it is told to (JSON), to test what the dispatcher takes."""
+
+    name = "counting"
+    params = (Param("counters", str, "{}", "JSON object of counters to report per batch"),)
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        import json
+
+        self.counters.update(json.loads(self.config["counters"]))
+        return batch
+
+    def take_counters(self):
+        out = dict(self.counters)
+        self.counters.clear()
+        return out
+
+
 EXTRA = ",".join(f"{c.name}=svc_fixtures:{c.__name__}"
-                 for c in (Slow, Stamp, DropOdd, Boom, FlakyOnce))
+                 for c in (Slow, Stamp, DropOdd, Boom, FlakyOnce, Poison, Counting))
