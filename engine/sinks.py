@@ -38,13 +38,24 @@ class FileSink(Sink):
 
     def __init__(self, path: str, *, format: str = "pcap", ts_resolution: str = "us") -> None:
         self.url = path
-        self.writer = CaptureWriter(path, format=format, ts_resolution=ts_resolution)
+        with self._named():
+            self.writer = CaptureWriter(path, format=format, ts_resolution=ts_resolution)
+
+    @contextlib.contextmanager
+    def _named(self):
+        """An OS error names the output, not the hidden temporary file it is written as."""
+        try:
+            yield
+        except OSError as exc:
+            raise EngineError(f"{self.url}: cannot write: {exc.strerror or exc}") from None
 
     def write(self, batch: PacketBatch) -> None:
-        self.writer.write(batch)
+        with self._named():
+            self.writer.write(batch)
 
     def close(self, summary=None) -> None:
-        self.writer.close()
+        with self._named():
+            self.writer.close()
 
     def abort(self, reason: str) -> None:
         self.writer.abort()

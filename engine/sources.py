@@ -268,5 +268,9 @@ def open_source(url: str, *, udp_linktype: int = 1, count: int | None = None,
                           "iface:NAME or zmq://HOST:PORT")
     if not os.path.exists(url):
         raise EngineError(f"{url}: no such file")
+    if not os.path.isfile(url):
+        # A device or a pipe: /dev/zero is not "an empty file", and it never ends.
+        raise EngineError(f"{url}: not a regular file (a capture source is a pcap or pcapng "
+                          "file, udp://, iface: or zmq://)")
     return FileSource(url, errors=errors)
 

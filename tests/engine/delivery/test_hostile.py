@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -203,3 +204,86 @@ def test_an_oversized_frame_drops_the_connection(sample_pcap, tmp_path):
         big.sock.disable_monitor()
         monitor.close(0)
         big.close()
+
+
+def test_counters_are_validated_before_they_reach_the_usage_record(sample_pcap, tmp_path):
+    """A joined worker answers its tasks rightly but reports counters a bill must never hold:
+    text, 1e300, a negative, a bool, more packets than the task had, a service not in the
+    chain. Only the true ones are metered, and later good counts still add up."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "o.pcap"
+    delivery = _delivery(sample_pcap, out, endpoint, services="identity", params=[],
+                         segment_packets=5000)
+    peer = RawPeer(endpoint)
+    bad = {"s": "many", "big": 1e300, "neg": -1, "flag": True, "frac": 1.5,
+           "over": 10_001, "bad name!": 1}
+    try:
+        t, box = run_in_thread(delivery)
+        peer.ready("counter", credit=1)
+        from engine.batch import PacketBatch
+
+        for k in range(4):
+            frames = peer.recv_command(P.TASK, 60)
+            hdr = P.TaskHeader.unpack(frames[2])
+            batch = PacketBatch.from_frames(frames[4:])
+            counters = {"identity": {"packets": len(batch)}}
+            if k == 0:
+                counters["identity"].update(bad)
+                counters["encrypt"] = {"packets_encrypted": 5}
+            peer.send(*result_frames(hdr, batch, counters))
+        t.join(60)
+        assert "error" not in box, box.get("error")
+        usage = box["usage"]
+        assert usage["services"] == {"identity": {"packets": 20_000}}
+        assert usage["counters_dropped"] == len(bad) + 1
+        assert out.read_bytes() == sample_pcap.read_bytes()
+    finally:
+        peer.close()
+
+
+def test_peers_that_join_and_leave_are_counted_not_listed(sample_pcap, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "o.pcap"
+    delivery = _delivery(sample_pcap, out, endpoint)
+    t, box = run_in_thread(delivery)
+    wait_for(lambda: delivery.dispatcher is not None, 60, "the dispatcher to bind")
+    passers = [RawPeer(endpoint) for _ in range(5)]
+    for i, p in enumerate(passers):
+        p.ready(f"passer{i}", services=["nothing"])
+    wait_for(lambda: len(delivery.dispatcher.workers) == 5, 30, "the passers to join")
+    for p in passers:
+        p.close()
+    honest = start_worker(endpoint, "--name", "honest")
+    try:
+        t.join(120)
+        assert "error" not in box, box.get("error")
+        usage = box["usage"]
+        assert usage["dead_workers"] == []
+        assert sum(usage["lost_workers"].values()) == 5
+        assert out.read_bytes() == sample_pcap.read_bytes()
+    finally:
+        stop(honest)
+
+
+def test_garbage_from_strangers_is_counted_and_logged_at_a_bounded_rate(sample_pcap, tmp_path,
+                                                                       caplog):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    delivery = _delivery(sample_pcap, tmp_path / "o.pcap", endpoint, wait_workers_s=5)
+    peer = RawPeer(endpoint)
+    try:
+        with caplog.at_level(logging.INFO, logger="engine.dispatcher"):
+            t, box = run_in_thread(delivery)
+            wait_for(lambda: delivery.dispatcher is not None, 60, "the dispatcher to bind")
+            for i in range(3000):
+                peer.sock.send_multipart([b"GARBAGE", b"%d" % i])
+            for _ in range(3000):
+                peer.send(P.FAIL, b"x", b"y")
+            t.join(60)
+        assert "0 of 1 workers joined" in str(box.get("error"))
+        rejected = delivery.meter.rejected
+        assert rejected["not a PKTX/1 message"] == 3000
+        assert rejected["FAIL from a peer that is not a worker of this stream"] == 3000
+        lines = [r for r in caplog.records if r.name == "engine.dispatcher"]
+        assert len(lines) <= 20, f"{len(lines)} log lines for 6,000 garbage messages"
+    finally:
+        peer.close()
