@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--on-poison", choices=("fail", "skip"), default="fail",
                    help="fail the run on a poison segment (default), or drop it and count it "
                         "in the usage record")
+    s.add_argument("--downstream-timeout", type=_positive_float, default=30.0, metavar="S",
+                   help="zmq:// sink: fail when the downstream node confirms nothing for S "
+                        "seconds (default 30)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.set_defaults(func=cmd_deliver)
 
@@ -412,7 +415,7 @@ def cmd_deliver(args) -> int:
         idle_timeout=args.idle_timeout, wait_workers_s=args.wait_workers,
         min_workers=args.min_workers, heartbeat_ms=args.heartbeat_ms, liveness=args.liveness,
         task_timeout_s=args.task_timeout, max_attempts=args.max_attempts,
-        on_poison=args.on_poison)
+        on_poison=args.on_poison, downstream_timeout_s=args.downstream_timeout)
     delivery = Delivery(args.source, args.output, opts)
     # A daemon stops us with SIGTERM: the same clean exit as Ctrl-C (no partial output, local
     # workers stopped), through the KeyboardInterrupt path of Delivery.run.

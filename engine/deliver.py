@@ -62,6 +62,7 @@ class DeliveryOptions:
     task_timeout_s: float = P.TASK_TIMEOUT_S
     max_attempts: int = P.MAX_ATTEMPTS  # workers a segment may kill or fail on
     on_poison: str = "fail"  # or "skip": drop such a segment and count it
+    downstream_timeout_s: float = 30.0  # zmq:// sink: fail after this long with no ack
     window: int | None = None
     progress: bool = False
     worker_args: list[str] = field(default_factory=list)  # extra flags for local workers
@@ -195,7 +196,8 @@ class Delivery:
                     return
                 if bucket is None:
                     sink.write(batch)
-                    self.meter.record_out(len(batch), batch.nbytes)
+                    if not sink.acknowledges:  # else counted when the receiver confirms
+                        self.meter.record_out(len(batch), batch.nbytes)
                 else:
                     self._shaped_write(batch, sink, bucket)
                 self.dispatcher.written += 1
@@ -221,7 +223,8 @@ class Delivery:
             part = batch[start:end]
             bucket.take(int(cum[end - 1] - base))
             sink.write(part)
-            self.meter.record_out(len(part), part.nbytes)
+            if not sink.acknowledges:
+                self.meter.record_out(len(part), part.nbytes)
             start = end
 
     def _spawn_workers(self, endpoint: str, n: int) -> None:
@@ -292,7 +295,8 @@ class Delivery:
             curve_dir=o.curve_dir, context=ctx)
         try:
             sink = open_sink(self.sink_url, format=self.sink_format,
-                             ts_resolution=self.sink_resolution)
+                             ts_resolution=self.sink_resolution, on_ack=self.meter.record_out,
+                             ack_timeout_s=o.downstream_timeout_s)
         except BaseException:
             d.close()
             raise
@@ -324,6 +328,7 @@ class Delivery:
             sink_thread.join()
             if self._sink_error is not None:
                 raise DeliveryError(f"writing {self.sink_url} failed: {self._sink_error}")
+            sink.flush()  # the usage record counts only what the receiver confirmed
             self.meter.finish()
             usage = self.usage()
             sink.close(usage)
