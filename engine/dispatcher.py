@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # larger than the task could have produced (see docs/protocol.md, "Counters").
 _COUNTER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 MAX_COUNTERS = 4096  # per service per result
+MAX_WORKERS = 1024  # joined at once: a flood of READYs must not grow without bound
 POISON_ACTIONS = ("fail", "skip")
 
 
@@ -217,12 +218,13 @@ class Dispatcher:
         except zmq.ZMQError:
             self.meter.reject("reply to a stranger not sent (its queue is full or it left)")
 
-    def _declare_dead(self, w: WorkerState, why: str, *, blame_tasks: bool = True) -> None:
+    def _declare_dead(self, w: WorkerState, why: str, *, blame_tasks: bool = True,
+                      kind: str | None = None) -> None:
         """Forget ``w``; its tasks go elsewhere. ``blame_tasks``: a death while holding a task
         counts as a failed attempt of it (a segment that kills every worker is poison)."""
         if self.workers.pop(w.identity, None) is None:
             return
-        self.meter.lost_workers[why.split(":")[0]] += 1
+        self.meter.lost_workers[kind or why.split(":")[0]] += 1
         held = [a.task for a in w.in_flight.values()]
         w.in_flight.clear()
         # Which of several tasks killed it is unknown: none is blamed, all become suspects,
@@ -439,9 +441,11 @@ class Dispatcher:
             header = P.TaskHeader(self.stream_id, task.segment, task.part, task.parts,
                                   task.attempt, len(task.batch))
             task.attempt += 1
-            w.in_flight[task.key] = Assignment(task, header, time.monotonic())
-            self._send(w, P.TASK, header.pack(), self.chain_frame, *task.batch.to_frames(),
-                       copy=False)
+            if self._send(w, P.TASK, header.pack(), self.chain_frame, *task.batch.to_frames(),
+                          copy=False):
+                w.in_flight[task.key] = Assignment(task, header, time.monotonic())
+            else:
+                held.append(task)  # never delivered: not an attempt, nothing to blame
         self.queue.extendleft(reversed(held))
 
     # -- receiving -----------------------------------------------------------------------------
@@ -502,6 +506,12 @@ class Dispatcher:
         old = self.workers.get(identity)
         if old is not None:
             self._declare_dead(old, "re-announced itself")
+        elif len(self.workers) >= MAX_WORKERS:
+            self.meter.reject("READY beyond the worker limit")
+            self.rlog.warning("full", "refused worker %s: %d workers already joined", name,
+                              MAX_WORKERS)
+            self._reply(identity, P.DISCONNECT, P.dumps({"reason": "too many workers"}))
+            return
         now = time.monotonic()
         w = WorkerState(identity, name, services, min(credit, 64), now, now)
         self.workers[identity] = w
@@ -654,7 +664,7 @@ class Dispatcher:
             if w.identity not in self.workers:
                 continue  # dropped while serving another
             if now - w.last_seen > self.hb * self.liveness:
-                self._declare_dead(w, f"silent for {now - w.last_seen:.1f} s")
+                self._declare_dead(w, f"silent for {now - w.last_seen:.1f} s", kind="silent")
                 continue
             stuck = [a for a in w.in_flight.values() if now - a.sent_at > self.task_timeout_s]
             if stuck:
