@@ -382,3 +382,20 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(x) for x in text.split()]
+
+
+def test_segments_that_shared_a_worker_with_a_poison_one_are_not_blamed(sample_pcap, tmp_path):
+    """Workers holding four tasks each: the one that dies on segment 2 also held innocent
+    segments. Only segment 2 may be skipped; every other packet comes out, in order."""
+    from engine.reader import read_capture
+
+    out = tmp_path / "o.pcap"
+    opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
+                           workers=4, segment_packets=500, max_attempts=2, credit=4,
+                           on_poison="skip", **FAST_HB)
+    t, box = run_in_thread(Delivery(str(sample_pcap), str(out), opts))
+    t.join(120)
+    assert "error" not in box, box.get("error")
+    a = read_capture(sample_pcap)
+    assert read_capture(out).same_packets(a.take(np.r_[0:1000, 1500:len(a)]))
+    assert [p["segment"] for p in box["usage"]["poison_segments"]] == [2]
