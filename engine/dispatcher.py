@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from collections import deque
@@ -22,15 +21,12 @@ from engine import protocol as P
 from engine.batch import FRAME_COUNT as BATCH_FRAMES
 from engine.batch import PacketBatch
 from engine.errors import EngineError
-from engine.meter import Meter
+from engine.meter import Meter, checked_counters
 from engine.ratelog import RateLimitedLog
+from engine.reassembler import Reassembler
 
 log = logging.getLogger(__name__)
 
-# A counter a worker reports is a name like a service's own counters; its value an integer no
-# larger than the task could have produced (see docs/protocol.md, "Counters").
-_COUNTER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
-MAX_COUNTERS = 4096  # per service per result
 MAX_WORKERS = 1024  # joined at once: a flood of READYs must not grow without bound
 POISON_ACTIONS = ("fail", "skip")
 
@@ -81,14 +77,6 @@ class WorkerState:
     draining: bool = False
     strikes: int = 0
     lanes: int = 0
-
-
-@dataclass
-class _Segment:
-    first_seq: int
-    count: int
-    parts: int
-    results: dict = field(default_factory=dict)  # part -> (batch, positions in segment)
 
 
 _END = object()
@@ -169,9 +157,8 @@ class Dispatcher:
         self.lane_owner: dict[int, bytes] = {}
         self.pending: dict[tuple[int, int], Task] = {}
         self.queue: deque[Task] = deque()
-        self.segments: dict[int, _Segment] = {}
+        self.reorder = Reassembler()
         self.next_segment = 0
-        self.next_emit = 0
         self.written = 0  # segments the sink has finished with (set by the caller's emit)
         self._rr = 0
         self._workerless_since: float | None = None
@@ -275,7 +262,7 @@ class Dispatcher:
                                            "reasons": list(task.failures)})
         self.meter.packets_skipped += len(task.batch)
         nothing = np.empty(0, np.int64)
-        self.segments[task.segment].results[task.part] = (task.batch.take(nothing), nothing)
+        self.reorder.put(task.segment, task.part, task.batch.take(nothing), nothing)
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self, segments: queue.Queue, emit, *, workers_gone=None) -> None:
@@ -292,8 +279,10 @@ class Dispatcher:
         while True:
             source_done = self._feed(segments) or source_done
             self._dispatch()
-            self._emit_ready(emit)
-            if source_done and self.next_emit == self.next_segment and not self.pending:
+            for batch in self.reorder.ready():
+                emit(batch)
+            if (source_done and self.reorder.next_emit == self.next_segment
+                    and not self.pending):
                 return
             self._check_workers(workers_gone)
             events = dict(poller.poll(int(self.hb * 1000)))
@@ -365,7 +354,7 @@ class Dispatcher:
                 parts.append((idx, frozenset(np.unique(lanes[idx]).tolist())))
         else:
             parts = [(None, frozenset())]
-        self.segments[sid] = _Segment(first, len(batch), len(parts))
+        self.reorder.open(sid, first, len(batch), len(parts))
         for k, (idx, lane_set) in enumerate(parts):
             sub = batch if idx is None else batch.take(idx)
             task = Task(sid, k, len(parts), sub, idx, lane_set)
@@ -594,40 +583,15 @@ class Dispatcher:
         positions = np.arange(n_in, dtype=np.int64) if kept is None else kept
         if task.positions is not None:
             positions = task.positions[positions]
-        self.segments[task.segment].results[task.part] = (out, positions)
+        self.reorder.put(task.segment, task.part, out, positions)
         self.meter.record_worker(w.name, 1, n_in)
         self.meter.record_services(self._valid_counters(
             w, counters, n_in, task.batch.nbytes, out.nbytes))
 
     def _valid_counters(self, w: WorkerState, counters: dict, packets: int, bytes_in: int,
                         bytes_out: int) -> dict[str, dict[str, int]]:
-        """The counters that could be true: a service of the chain, a counter name, a
-        non-negative integer no larger than the task allows; the rest are counted and dropped.
-        """
-        good: dict[str, dict[str, int]] = {}
-        dropped = 0
-        why = ""
-        for service, values in counters.items():
-            if service not in self.needed or not isinstance(values, dict):
-                dropped += len(values) if isinstance(values, dict) else 1
-                why = f"service {str(service)[:40]!r} is not in the chain"
-                continue
-            if len(values) > MAX_COUNTERS:
-                dropped += len(values)
-                why = f"{len(values)} counters for {service}"
-                continue
-            for name, value in values.items():
-                bound = max(bytes_in, bytes_out) if "bytes" in name else 2 * packets
-                if not _COUNTER_NAME.fullmatch(name):
-                    why = f"counter name {name[:40]!r}"
-                elif type(value) is not int:
-                    why = f"{service}.{name} = {str(value)[:40]!r} is not an integer"
-                elif not 0 <= value <= bound:
-                    why = f"{service}.{name} = {value} outside 0..{bound} for this task"
-                else:
-                    good.setdefault(service, {})[name] = value
-                    continue
-                dropped += 1
+        good, dropped, why = checked_counters(counters, self.needed, packets,
+                                              max(bytes_in, bytes_out))
         if dropped:
             self.meter.counters_dropped += dropped
             self.meter.reject("service counter that fails validation", dropped)
@@ -679,30 +643,7 @@ class Dispatcher:
             if now - w.last_sent >= self.hb:
                 self._send(w, P.HEARTBEAT)
 
-    # -- output --------------------------------------------------------------------------------
-    def _emit_ready(self, emit) -> None:
-        while self.next_emit in self.segments:
-            seg = self.segments[self.next_emit]
-            if len(seg.results) < seg.parts:
-                return
-            del self.segments[self.next_emit]
-            self.next_emit += 1
-            emit(self._reassemble(seg))
-
-    @staticmethod
-    def _reassemble(seg: _Segment) -> PacketBatch:
-        if seg.parts == 1:
-            out, positions = seg.results[0]
-            if len(out) == seg.count:
-                return PacketBatch(out.data, out.offsets, out.caplen, out.origlen, out.ts_ns,
-                                   out.iface, out.interfaces, seg.first_seq)
-            return out.with_seq(positions + seg.first_seq)
-        outs = [seg.results[k][0] for k in range(seg.parts)]
-        positions = np.concatenate([seg.results[k][1] for k in range(seg.parts)])
-        merged = PacketBatch.concat([o.with_seq(None) for o in outs])
-        order = np.argsort(positions, kind="stable")
-        return merged.take(order).with_seq(positions[order] + seg.first_seq)
-
+    # -- the end -------------------------------------------------------------------------------
     def broadcast_disconnect(self, reason: str) -> None:
         for w in list(self.workers.values()):
             self._send(w, P.DISCONNECT, P.dumps({"reason": reason}))

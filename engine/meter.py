@@ -2,12 +2,52 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 _NS = 1_000_000_000
+
+# A counter a worker reports is named like a service's own counters, and its value is an integer
+# no larger than the task could have produced (docs/protocol.md, "Counters").
+_COUNTER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+MAX_COUNTERS = 4096  # per service per result
+
+
+def checked_counters(counters: dict, services: set[str], packets: int,
+                     nbytes: int) -> tuple[dict[str, dict[str, int]], int, str]:
+    """The counters of one task that could be true, how many were dropped, and why (the last).
+
+    True: a service of ``services``, a counter name, a non-negative ``int`` at most twice the
+    task's ``packets`` or, for a name containing ``bytes``, at most ``nbytes``.
+    """
+    good: dict[str, dict[str, int]] = {}
+    dropped = 0
+    why = ""
+    for service, values in counters.items():
+        if service not in services or not isinstance(values, dict):
+            dropped += len(values) if isinstance(values, dict) else 1
+            why = f"service {str(service)[:40]!r} is not in the chain"
+            continue
+        if len(values) > MAX_COUNTERS:
+            dropped += len(values)
+            why = f"{len(values)} counters for {service}"
+            continue
+        for name, value in values.items():
+            bound = nbytes if "bytes" in name else 2 * packets
+            if not _COUNTER_NAME.fullmatch(name):
+                why = f"counter name {name[:40]!r}"
+            elif type(value) is not int:
+                why = f"{service}.{name} = {str(value)[:40]!r} is not an integer"
+            elif not 0 <= value <= bound:
+                why = f"{service}.{name} = {value} outside 0..{bound} for this task"
+            else:
+                good.setdefault(service, {})[name] = value
+                continue
+            dropped += 1
+    return good, dropped, why
 
 
 def iso_ns(ns: int) -> str:
