@@ -312,11 +312,11 @@ def test_a_worker_sending_garbage_is_disconnected_and_the_stream_completes(sampl
 
 
 def test_a_busy_worker_keeps_heartbeating(sample_pcap, tmp_path):
-    """One segment that takes 2.5 s, with peers declared dead after 1 s of silence: the worker
+    """One segment that takes 3 s, with peers declared dead after 1.5 s of silence: the worker
     must heartbeat while it works, so nothing is resent."""
     out = tmp_path / "o.pcap"
-    usage = deliver(str(sample_pcap), str(out), services="slow", params=["ms=2500"], workers=1,
-                    segment_packets=20_000, heartbeat_ms=100, liveness=10)
+    usage = deliver(str(sample_pcap), str(out), services="slow", params=["ms=3000"], workers=1,
+                    segment_packets=20_000, heartbeat_ms=100, liveness=15)
     assert out.read_bytes() == sample_pcap.read_bytes()
     assert usage["dead_workers"] == [] and usage["lost_workers"] == {}
     assert usage["retries"] == 0
@@ -325,7 +325,7 @@ def test_a_busy_worker_keeps_heartbeating(sample_pcap, tmp_path):
 def test_a_worker_that_heartbeats_but_never_answers_is_timed_out(sample_pcap, tmp_path):
     out = tmp_path / "o.pcap"
     delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=5"], min_workers=2,
-                                            task_timeout_s=1.0)
+                                            task_timeout_s=3.0)
     stuck = RawPeer(endpoint)
     stop_beating = threading.Event()
 
