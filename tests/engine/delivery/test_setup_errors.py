@@ -92,3 +92,12 @@ def test_local_workers_are_capped(sample_pcap, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="engine.deliver"):
         assert d._local_workers() == cap
     assert f"starting {cap}" in caplog.text
+
+
+def test_a_worker_with_a_bad_endpoint_says_so():
+    proc = subprocess.run(pktx_cmd("worker", "--connect", "http://127.0.0.1:80", "--max-idle",
+                                   1), capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot connect to http://127.0.0.1:80" in proc.stderr, proc.stderr
