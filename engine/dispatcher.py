@@ -649,7 +649,8 @@ class Dispatcher:
             self._send(w, P.DISCONNECT, P.dumps({"reason": reason}))
 
     def close(self) -> None:
-        self.sock.close(0)
+        # A moment for the last DISCONNECTs to leave (a peer that does not read gets none).
+        self.sock.close(linger=500)
         if self._wake is not None:
             self._wake.close(0)
         if self._auth is not None:

@@ -138,7 +138,8 @@ class Worker:
         """One connection's life: returns "served", "silent", "exit", "drained" or "refused"."""
         sock = self._socket()
         monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+                                          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                          | zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
@@ -164,6 +165,26 @@ class Worker:
                 now = time.monotonic()
                 if self._done_rx in events:
                     self._send_done(sock)
+                if sock in events or monitor in events:
+                    # Messages first: a DISCONNECT that arrived just before the connection
+                    # closed must still be read (it says whether to leave).
+                    for _ in range(256):  # then the heartbeat check, then the rest
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        last_heard = now
+                        verdict = self._handle(sock, frames)
+                        if verdict == "welcome":
+                            welcomed = True
+                            hb = self.heartbeat_ms / 1000
+                        elif verdict == "task":
+                            served = True
+                        elif verdict == "disconnect":
+                            if draining_sent or self.exit_on_disconnect:
+                                return "exit"
+                            return "served" if served else "silent"
+                    now = time.monotonic()
                 if monitor in events:
                     evt = recv_monitor_message(monitor)
                     if evt["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -171,20 +192,13 @@ class Worker:
                                   "authentication failed (wrong key?)", self.name, self.endpoint)
                         outcome = "refused"
                         return outcome
-                if sock in events:
-                    frames = sock.recv_multipart(copy=False)
-                    last_heard = now
-                    verdict = self._handle(sock, frames)
-                    if verdict == "welcome":
-                        welcomed = True
-                        hb = self.heartbeat_ms / 1000
-                    elif verdict == "task":
-                        served = True
-                    elif verdict == "disconnect":
-                        if draining_sent or self.exit_on_disconnect:
-                            return "exit"
+                    if evt["event"] == zmq.EVENT_DISCONNECTED:
+                        # ZeroMQ would reconnect this socket by itself, perhaps to another
+                        # dispatcher on the same endpoint: a new session (new socket, READY)
+                        # instead, and what this one held is dropped, never sent there.
+                        log.warning("worker %s: connection to %s lost", self.name,
+                                    self.endpoint)
                         return "served" if served else "silent"
-                    now = time.monotonic()
                 if now - last_heard > hb * self.liveness:
                     log.warning("worker %s: dispatcher at %s silent for %.1f s", self.name,
                                 self.endpoint, now - last_heard)

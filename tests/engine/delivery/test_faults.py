@@ -399,3 +399,26 @@ def test_segments_that_shared_a_worker_with_a_poison_one_are_not_blamed(sample_p
     a = read_capture(sample_pcap)
     assert read_capture(out).same_packets(a.take(np.r_[0:1000, 1500:len(a)]))
     assert [p["segment"] for p in box["usage"]["poison_segments"]] == [2]
+
+
+def test_a_goodbye_right_before_the_dispatcher_closes_still_reaches_the_worker():
+    """The end of a stream: DISCONNECT, then the socket closes at once. The worker sees the
+    connection drop too, but must read the goodbye first and leave (--exit-on-disconnect)."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    for _ in range(3):
+        d = zmq.Context.instance().socket(zmq.ROUTER)
+        d.linger = 1000
+        d.bind(endpoint)
+        worker = start_worker(endpoint, "--name", "w", "--exit-on-disconnect")
+        try:
+            assert d.poll(60_000), "no READY"
+            ident = d.recv_multipart()[0]
+            d.send_multipart([ident, P.PROTOCOL, P.WELCOME,
+                              P.dumps({"heartbeat_ms": 500, "liveness": 6, "stream": "x"})])
+            d.send_multipart([ident, P.PROTOCOL, P.DISCONNECT,
+                              P.dumps({"reason": "stream complete"})])
+            d.close()
+            assert worker.wait(30) == 0
+        finally:
+            d.close(0)
+            stop(worker)

@@ -6,6 +6,7 @@ import logging
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -304,3 +305,59 @@ def test_garbage_from_strangers_is_counted_and_logged_at_a_bounded_rate(sample_p
         peer.close()
         if honest is not None:
             stop(honest)
+
+
+def test_a_worker_never_sends_an_old_streams_result_to_a_new_dispatcher(sample_pcap, tmp_path):
+    """A hand-made dispatcher A gives a real worker a task and vanishes while the worker is
+    on it; B binds the same endpoint. The worker must join B afresh and never send B the
+    result of A's task."""
+    from engine.reader import read_capture
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    started, finished = tmp_path / "started", tmp_path / "finished"
+    ctx = zmq.Context.instance()
+    a = ctx.socket(zmq.ROUTER)
+    a.linger = 0
+    a.bind(endpoint)
+    worker = start_worker(endpoint, "--name", "w", "--credit", 1)
+    b = None
+    try:
+        assert a.poll(60_000), "no READY"
+        ident, _, cmd, _ = a.recv_multipart()
+        assert cmd == P.READY
+        a.send_multipart([ident, P.PROTOCOL, P.WELCOME,
+                          P.dumps({"heartbeat_ms": 500, "liveness": 6, "stream": "a"})])
+        batch = read_capture(sample_pcap)[:100]
+        header = P.TaskHeader(P.new_stream_id(), 0, 0, 1, 0, len(batch))
+        chain = [{"name": "slow", "params": {"ms": "1500", "mark": str(started)}},
+                 {"name": "slow", "params": {"ms": "1", "mark": str(finished)}}]
+        a.send_multipart([ident, P.PROTOCOL, P.TASK, header.pack(), P.dumps(chain),
+                          *batch.to_frames()])
+        wait_for(started.exists, 60, "the worker to start on A's task")
+        a.close(0)
+        b = ctx.socket(zmq.ROUTER)
+        b.linger = 0
+        wait_for(lambda: _try_bind(b, endpoint), 30, "A's port to be free")  # closes async
+        seen = []
+        # Listen until the worker has finished A's task and said READY to B, then a while
+        # longer: a stale RESULT would be on its way by then.
+        deadline = None
+        while deadline is None or time.monotonic() < deadline:
+            if b.poll(100):
+                frames = b.recv_multipart()
+                seen.append(frames[2])
+            if deadline is None and finished.exists() and P.READY in seen:
+                deadline = time.monotonic() + 1.0
+        assert P.RESULT not in seen
+    finally:
+        if b is not None:
+            b.close(0)
+        stop(worker)
+
+
+def _try_bind(sock, endpoint: str) -> bool:
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError:
+        return False
+    return True
