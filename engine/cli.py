@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -303,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for workers to join")
     s.add_argument("--min-workers", type=_positive_int, metavar="N",
                    help="with --workers 0: start once N workers have joined (default 1)")
+    _timing_options(s)
+    s.add_argument("--task-timeout", type=_positive_float, default=60.0, metavar="S",
+                   help="a worker holding a task longer is disconnected and the task resent "
+                        "(default 60)")
+    s.add_argument("--max-attempts", type=_positive_int, default=3, metavar="N",
+                   help="a segment that killed or failed on N workers is poison (default 3)")
+    s.add_argument("--on-poison", choices=("fail", "skip"), default="fail",
+                   help="fail the run on a poison segment (default), or drop it and count it "
+                        "in the usage record")
+    s.add_argument("--downstream-timeout", type=_positive_float, default=30.0, metavar="S",
+                   help="zmq:// sink: fail when the downstream node confirms nothing for S "
+                        "seconds (default 30)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.set_defaults(func=cmd_deliver)
 
@@ -320,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the next)")
     s.add_argument("--max-idle", type=float, metavar="S",
                    help="give up after S seconds without a dispatcher")
+    _timing_options(s)
     s.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     s.set_defaults(func=cmd_worker)
 
@@ -371,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _timing_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--heartbeat-ms", type=_positive_int, default=500, metavar="MS",
+                   help="heartbeat interval (default 500; a dispatcher's WELCOME sets its "
+                        "workers')")
+    s.add_argument("--liveness", type=_positive_int, default=6, metavar="N",
+                   help="heartbeats missed before a peer is declared dead (default 6)")
+
+
 def _cmd_bench(args) -> int:
     # The tables and their peers live in the source tree's benchmarks/, beside engine/.
     root = Path(__file__).resolve().parents[1]
@@ -406,8 +428,13 @@ def cmd_deliver(args) -> int:
         curve_dir=args.curve, credit=args.credit, format=args.format,
         ts_resolution=args.ts_resolution, udp_linktype=args.udp_linktype, count=args.count,
         idle_timeout=args.idle_timeout, wait_workers_s=args.wait_workers,
-        min_workers=args.min_workers)
+        min_workers=args.min_workers, heartbeat_ms=args.heartbeat_ms, liveness=args.liveness,
+        task_timeout_s=args.task_timeout, max_attempts=args.max_attempts,
+        on_poison=args.on_poison, downstream_timeout_s=args.downstream_timeout)
     delivery = Delivery(args.source, args.output, opts)
+    # A daemon stops us with SIGTERM: the same clean exit as Ctrl-C (no partial output, local
+    # workers stopped), through the KeyboardInterrupt path of Delivery.run.
+    signal.signal(signal.SIGTERM, _terminate)
     show = not args.quiet and sys.stderr.isatty()
     if show:
         from engine.progress import DeliveryProgress
@@ -427,13 +454,23 @@ def cmd_deliver(args) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like SIGINT's KeyboardInterrupt."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+    raise Terminated()
+
+
 def cmd_worker(args) -> int:
     from engine.worker import Worker
 
     services = [s.strip() for s in args.services.split(",")] if args.services else None
     w = Worker(args.connect, services=services, credit=args.credit, name=args.name,
                curve_dir=args.curve, curve_name=args.curve_name,
-               exit_on_disconnect=args.exit_on_disconnect, max_idle_s=args.max_idle)
+               exit_on_disconnect=args.exit_on_disconnect, max_idle_s=args.max_idle,
+               heartbeat_ms=args.heartbeat_ms, liveness=args.liveness)
     w.install_signal_handlers()
     if not args.quiet:
         logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
@@ -468,6 +505,16 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return v
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -494,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"pktx: error: {exc}\n")
         return 1
+    except Terminated:
+        sys.stderr.write("pktx: terminated (SIGTERM); partial output removed\n")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         sys.stderr.write("pktx: interrupted\n")
         return 130

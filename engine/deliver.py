@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,12 +63,18 @@ class DeliveryOptions:
     min_workers: int | None = None  # workers to wait for (default: the local ones, else 1)
     heartbeat_ms: int = P.HEARTBEAT_MS
     liveness: int = P.LIVENESS
+    task_timeout_s: float = P.TASK_TIMEOUT_S
+    max_attempts: int = P.MAX_ATTEMPTS  # workers a segment may kill or fail on
+    on_poison: str = "fail"  # or "skip": drop such a segment and count it
+    downstream_timeout_s: float = 30.0  # zmq:// sink: fail after this long with no ack
     window: int | None = None
     progress: bool = False
     worker_args: list[str] = field(default_factory=list)  # extra flags for local workers
 
 
 DEFAULT_SEGMENT_PACKETS = 2048
+# Local worker processes beyond this many per core only compete for the cores.
+WORKERS_PER_CORE = 4
 
 
 class AuthFailuresError(DeliveryError):
@@ -86,7 +91,8 @@ class Delivery:
     def __init__(self, source: str, sink: str, options: DeliveryOptions | None = None) -> None:
         self.opts = o = options or DeliveryOptions()
         self.chain = parse_chain(o.services, o.params)
-        self.stream_id = uuid.uuid4().int & ((1 << 63) - 1)
+        self.stream_id = P.new_stream_id()
+        self._check_usage_path()
         self.source = open_source(source, udp_linktype=o.udp_linktype, count=o.count,
                                   idle_timeout=o.idle_timeout)
         fmt, res = self.source.default_output()
@@ -102,6 +108,30 @@ class Delivery:
         self.dispatcher: Dispatcher | None = None
 
     # -- pieces --------------------------------------------------------------------------------
+    def _check_usage_path(self) -> None:
+        """A usage record that cannot be written fails now, not after the output is in place."""
+        path = self.opts.usage_json
+        if not path:
+            return
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise EngineError(f"--usage-json {path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise EngineError(f"--usage-json {path}: folder {folder} is not writable")
+        if os.path.isdir(path):
+            raise EngineError(f"--usage-json {path}: is a folder")
+
+    def _local_workers(self) -> int:
+        cores = os.cpu_count() or 1
+        if self.opts.workers is None:
+            return cores
+        cap = max(8, WORKERS_PER_CORE * cores)
+        if self.opts.workers > cap:
+            log.warning("--workers %d is more than %d per core: starting %d", self.opts.workers,
+                        WORKERS_PER_CORE, cap)
+            return cap
+        return self.opts.workers
+
     def _segmenter(self) -> Segmenter:
         o = self.opts
         packets = o.segment_packets
@@ -110,7 +140,9 @@ class Delivery:
         window = int(o.segment_ms * 1_000_000) if o.segment_ms else None
         if window and packets is None and o.segment_bytes is None:
             packets = 65536  # a time window still needs a size cap for a fast source
-        return Segmenter(max_packets=packets, max_bytes=o.segment_bytes, window_ns=window)
+        # Every message must stay within the frame limit peers are held to.
+        max_bytes = min(o.segment_bytes or P.MAX_SEGMENT_BYTES, P.MAX_SEGMENT_BYTES)
+        return Segmenter(max_packets=packets, max_bytes=max_bytes, window_ns=window)
 
     def _source_thread(self, out: queue.Queue, wake_addr: str, ctx: zmq.Context) -> None:
         waker = wake(ctx, wake_addr)
@@ -176,7 +208,8 @@ class Delivery:
                     return
                 if bucket is None:
                     sink.write(batch)
-                    self.meter.record_out(len(batch), batch.nbytes)
+                    if not sink.acknowledges:  # else counted when the receiver confirms
+                        self.meter.record_out(len(batch), batch.nbytes)
                 else:
                     self._shaped_write(batch, sink, bucket)
                 self.dispatcher.written += 1
@@ -202,7 +235,8 @@ class Delivery:
             part = batch[start:end]
             bucket.take(int(cum[end - 1] - base))
             sink.write(part)
-            self.meter.record_out(len(part), part.nbytes)
+            if not sink.acknowledges:
+                self.meter.record_out(len(part), part.nbytes)
             start = end
 
     def _my_share(self, batch: PacketBatch) -> PacketBatch:
@@ -216,14 +250,26 @@ class Delivery:
                            mine.iface, mine.interfaces, batch.first_seq)
 
     def _spawn_workers(self, endpoint: str, n: int) -> None:
+        o = self.opts
         cmd = [sys.executable, "-m", "engine.cli", "worker", "--connect", endpoint,
-               "--exit-on-disconnect", "--credit", str(self.opts.credit),
-               "--max-idle", "30", "--quiet", *self.opts.worker_args]
+               "--exit-on-disconnect", "--credit", str(o.credit),
+               "--heartbeat-ms", str(o.heartbeat_ms), "--liveness", str(o.liveness),
+               "--max-idle", "30", "--quiet", *o.worker_args]
         if self.opts.curve_dir:
             cmd += ["--curve", self.opts.curve_dir]
         for i in range(n):
             self.local_workers.append(subprocess.Popen(
                 [*cmd, "--name", f"local-{i}"], stdin=subprocess.DEVNULL))
+
+    def _local_workers_gone(self) -> str | None:
+        """Why no local worker can serve any more (all have exited), or None."""
+        if not self.local_workers or self.opts.bind:
+            return None  # remote workers may still come
+        codes = [p.poll() for p in self.local_workers]
+        if any(c is None for c in codes):
+            return None
+        return (f"all {len(codes)} local workers have exited (exit codes "
+                f"{', '.join(str(c) for c in codes)})")
 
     def _check_local_workers(self) -> None:
         dead = [(i, p.returncode) for i, p in enumerate(self.local_workers)
@@ -257,16 +303,25 @@ class Delivery:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict:
         o = self.opts
-        n_local = (os.cpu_count() or 1) if o.workers is None else o.workers
+        n_local = self._local_workers()
         bind = o.bind or "tcp://127.0.0.1:0"
         ctx = zmq.Context.instance()
         self._warm_up()
-        sink = open_sink(self.sink_url, format=self.sink_format,
-                         ts_resolution=self.sink_resolution)
+        # Everything that can fail on setup (the endpoint, the keys) before the sink exists, so
+        # a failure leaves no file behind.
         d = self.dispatcher = Dispatcher(
             bind, self.chain, stream_id=self.stream_id, meter=self.meter, window=o.window,
-            heartbeat_ms=o.heartbeat_ms, liveness=o.liveness, flow_affinity=o.flow_affinity,
+            heartbeat_ms=o.heartbeat_ms, liveness=o.liveness, max_attempts=o.max_attempts,
+            on_poison=o.on_poison, task_timeout_s=o.task_timeout_s,
+            no_worker_timeout_s=o.wait_workers_s, flow_affinity=o.flow_affinity,
             curve_dir=o.curve_dir, context=ctx)
+        try:
+            sink = open_sink(self.sink_url, format=self.sink_format,
+                             ts_resolution=self.sink_resolution, on_ack=self.meter.record_out,
+                             ack_timeout_s=o.downstream_timeout_s)
+        except BaseException:
+            d.close()
+            raise
         segments: queue.Queue = queue.Queue(maxsize=4)
         outbox: queue.Queue = queue.Queue()
         sink_thread = None
@@ -291,11 +346,12 @@ class Delivery:
                 self._check_auth_failures()
                 outbox.put(batch)
 
-            d.run(segments, emit)
+            d.run(segments, emit, workers_gone=self._local_workers_gone)
             outbox.put(None)
             sink_thread.join()
             if self._sink_error is not None:
                 raise DeliveryError(f"writing {self.sink_url} failed: {self._sink_error}")
+            sink.flush()  # the usage record counts only what the receiver confirmed
             self.meter.finish()
             self._check_auth_failures()
             usage = self.usage()
@@ -350,7 +406,7 @@ class Delivery:
 
     def usage(self) -> dict:
         return self.meter.usage(
-            stream_id=f"{self.stream_id:016x}",
+            stream_id=f"{self.stream_id:032x}",
             sources=[self.source.describe()],
             sinks=[self.sink_url],
             service_chain=public_chain(self.chain),

@@ -2,12 +2,52 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 _NS = 1_000_000_000
+
+# A counter a worker reports is named like a service's own counters, and its value is an integer
+# no larger than the task could have produced (docs/protocol.md, "Counters").
+_COUNTER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+MAX_COUNTERS = 4096  # per service per result
+
+
+def checked_counters(counters: dict, services: set[str], packets: int,
+                     nbytes: int) -> tuple[dict[str, dict[str, int]], int, str]:
+    """The counters of one task that could be true, how many were dropped, and why (the last).
+
+    True: a service of ``services``, a counter name, a non-negative ``int`` at most twice the
+    task's ``packets`` or, for a name containing ``bytes``, at most ``nbytes``.
+    """
+    good: dict[str, dict[str, int]] = {}
+    dropped = 0
+    why = ""
+    for service, values in counters.items():
+        if service not in services or not isinstance(values, dict):
+            dropped += len(values) if isinstance(values, dict) else 1
+            why = f"service {str(service)[:40]!r} is not in the chain"
+            continue
+        if len(values) > MAX_COUNTERS:
+            dropped += len(values)
+            why = f"{len(values)} counters for {service}"
+            continue
+        for name, value in values.items():
+            bound = nbytes if "bytes" in name else 2 * packets
+            if not _COUNTER_NAME.fullmatch(name):
+                why = f"counter name {name[:40]!r}"
+            elif type(value) is not int:
+                why = f"{service}.{name} = {str(value)[:40]!r} is not an integer"
+            elif not 0 <= value <= bound:
+                why = f"{service}.{name} = {value} outside 0..{bound} for this task"
+            else:
+                good.setdefault(service, {})[name] = value
+                continue
+            dropped += 1
+    return good, dropped, why
 
 
 def iso_ns(ns: int) -> str:
@@ -45,7 +85,13 @@ class Meter:
         self.retries = 0
         self.duplicates = 0
         self.garbage = 0
+        # Workers lost while holding tasks (by name); every loss is only counted in lost_workers.
         self.dead_workers: list[dict] = []
+        self.lost_workers: Counter = Counter()  # reason -> workers lost
+        self.rejected: Counter = Counter()  # reason -> messages counted and dropped
+        self.counters_dropped = 0  # service counters that failed validation
+        self.poison_segments: list[dict] = []  # segments dropped with --on-poison skip
+        self.packets_skipped = 0
 
     def restart(self) -> None:
         """Start the clocks now (after the workers have joined)."""
@@ -70,9 +116,14 @@ class Meter:
             self.workers[name]["packets"] += packets
 
     def record_services(self, counters: dict[str, dict[str, int]]) -> None:
+        """Add validated counters (plain ints; the dispatcher checks what workers send)."""
         with self._lock:
             for service, values in counters.items():
                 self.services[service].update(values)
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.rejected[reason] += n
 
     def finish(self) -> None:
         self.end_mono = self._clock()
@@ -127,6 +178,11 @@ class Meter:
             "duplicates_dropped": self.duplicates,
             "garbage_results": self.garbage,
             "dead_workers": self.dead_workers,
+            "lost_workers": dict(self.lost_workers),
+            "rejected_messages": dict(self.rejected),
+            "counters_dropped": self.counters_dropped,
+            "poison_segments": self.poison_segments,
+            "packets_skipped": self.packets_skipped,
             "services": {k: dict(v) for k, v in self.services.items()},
         }
 

@@ -13,6 +13,7 @@ identity frame first, the worker's DEALER does not. After that:
 from __future__ import annotations
 
 import json
+import secrets
 import struct
 from dataclasses import dataclass
 
@@ -30,8 +31,9 @@ DISCONNECT = b"\x07"  # both ways, json {reason}
 COMMAND_NAMES = {READY: "READY", WELCOME: "WELCOME", TASK: "TASK", RESULT: "RESULT",
                  FAIL: "FAIL", HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT"}
 
-# Task header: stream id, segment id, part, part count, attempt, packets in the task.
-TASK_HEADER = struct.Struct("<QQHHHxxI")
+# Task header: stream id (128 bits, random per run), segment id, part, part count, attempt,
+# packets in the task.
+TASK_HEADER = struct.Struct("<16sQHHHxxI")
 
 # Timing (milliseconds) and flow-control defaults.
 HEARTBEAT_MS = 500
@@ -39,7 +41,21 @@ LIVENESS = 6  # heartbeats missed before the peer is declared dead
 RECONNECT_MIN_MS = 100
 RECONNECT_MAX_MS = 4000
 DEFAULT_CREDIT = 4  # segments a worker holds at once
-MAX_ATTEMPTS = 3  # tries of one task before the stream fails
+MAX_ATTEMPTS = 3  # workers a task may kill or fail on before it is poison
+TASK_TIMEOUT_S = 60.0  # a task held longer gets its worker disconnected
+STRIKES = 3  # garbage messages before a worker is disconnected
+
+# Size limits against peers that send too much. A segment's captured bytes are capped (the
+# segmenter cuts there); a frame may be larger (services grow packets a little, offsets add
+# 8 bytes a packet), but a frame past MAX_FRAME_BYTES drops the connection (ZMQ_MAXMSGSIZE).
+MAX_SEGMENT_BYTES = 16 << 20
+MAX_FRAME_BYTES = 64 << 20
+HWM = 256  # ZeroMQ high-water marks (messages per peer): far above any credit
+
+
+def new_stream_id() -> int:
+    """A random 128-bit stream id: a result of another run can never match one of ours."""
+    return secrets.randbits(128)
 
 
 @dataclass(frozen=True)
@@ -52,15 +68,16 @@ class TaskHeader:
     count: int
 
     def pack(self) -> bytes:
-        return TASK_HEADER.pack(self.stream, self.segment, self.part, self.parts, self.attempt,
-                                self.count)
+        return TASK_HEADER.pack(self.stream.to_bytes(16, "little"), self.segment, self.part,
+                                self.parts, self.attempt, self.count)
 
     @classmethod
     def unpack(cls, frame) -> TaskHeader:
         b = bytes(frame)
         if len(b) != TASK_HEADER.size:
             raise ValueError(f"task header of {len(b)} bytes, expected {TASK_HEADER.size}")
-        return cls(*TASK_HEADER.unpack(b))
+        stream, *rest = TASK_HEADER.unpack(b)
+        return cls(int.from_bytes(stream, "little"), *rest)
 
     @property
     def key(self) -> tuple[int, int, int]:

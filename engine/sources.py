@@ -15,10 +15,12 @@ from collections.abc import Iterator
 
 import zmq
 
+from engine import protocol as P
 from engine.batch import Interface, PacketBatch
 from engine.errors import EngineError
+from engine.ratelog import RateLimitedLog
 from engine.reader import CaptureReader
-from engine.streams import ABORT, BATCH, END, STREAM_TAG, split_endpoint
+from engine.streams import ABORT, ACK, BATCH, END, NUMBER, STREAM_TAG, split_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -196,16 +198,18 @@ class InterfaceSource(_LiveSource):
 
 
 class UpstreamSource(_LiveSource):
-    """An upstream pktx node's second stream: bind PULL on ``zmq://HOST:PORT``."""
+    """An upstream pktx node's second stream: bind a ROUTER on ``zmq://HOST:PORT``, take the
+    numbered batches of the first node that sends one, and acknowledge each (streams.py)."""
 
     def __init__(self, url: str, *, context: zmq.Context | None = None, **kw) -> None:
         super().__init__(**kw)
         self.url = url
         host, port = split_endpoint(url, "zmq")
         self.ctx = context or zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.PULL)
-        self.sock.linger = 0
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.linger = 1000  # the last acknowledgement must get out
         self.sock.rcvhwm = 64
+        self.sock.maxmsgsize = P.MAX_FRAME_BYTES
         try:
             if port == 0:
                 self.port = self.sock.bind_to_random_port(f"tcp://{host}")
@@ -213,11 +217,21 @@ class UpstreamSource(_LiveSource):
                 self.sock.bind(f"tcp://{host}:{port}")
                 self.port = port
         except zmq.ZMQError as exc:
+            self.sock.close(0)
             raise EngineError(f"{url}: cannot bind: {exc}") from None
         self.summary: dict | None = None
+        self.rlog = RateLimitedLog(log)
+
+    def _ack(self, sender: bytes, number: bytes) -> None:
+        try:
+            self.sock.send_multipart([sender, STREAM_TAG, ACK, number], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.rlog.warning("ack", "%s: an acknowledgement could not be sent", self.url)
 
     def __iter__(self):
         idle_since = time.monotonic()
+        sender: bytes | None = None
+        expected = 0
         try:
             while not self._stop.is_set():
                 if not self.sock.poll(self.poll_ms):
@@ -227,27 +241,49 @@ class UpstreamSource(_LiveSource):
                                           f"{self.idle_timeout:.0f} s before its end marker")
                     yield PacketBatch.empty()
                     continue
-                idle_since = time.monotonic()
                 frames = self.sock.recv_multipart(copy=False)
-                if len(frames) < 2 or frames[0].bytes != STREAM_TAG:
+                peer = frames[0].bytes
+                if sender is not None and peer != sender:
+                    self.rlog.warning("stranger", "%s: ignored a message from a second sender",
+                                      self.url)
+                    continue
+                if len(frames) < 3 or frames[1].bytes != STREAM_TAG:
                     raise EngineError(f"{self.url}: received a message that is not a pktx "
                                       "stream message")
-                kind = frames[1].bytes
+                idle_since = time.monotonic()
+                kind = frames[2].bytes
+                if kind == ABORT:
+                    raise EngineError(f"{self.url}: the upstream node failed: "
+                                      f"{frames[3].bytes.decode(errors='replace')[:500]}"
+                                      if len(frames) > 3 else
+                                      f"{self.url}: the upstream node failed")
+                if kind not in (BATCH, END) or len(frames) < 4 \
+                        or len(frames[3]) != NUMBER.size:
+                    raise EngineError(f"{self.url}: received a malformed pktx stream message")
+                number = NUMBER.unpack(frames[3].bytes)[0]
+                if number != expected:
+                    raise EngineError(f"{self.url}: message {number} arrived where {expected} "
+                                      "was due (the upstream restarted, or messages were lost)")
+                expected += 1
+                sender = peer
                 if kind == BATCH:
                     try:
-                        yield PacketBatch.from_frames([f.buffer for f in frames[2:]])
+                        batch = PacketBatch.from_frames([f.buffer for f in frames[4:]])
                     except ValueError as exc:
                         raise EngineError(f"{self.url}: malformed batch: {exc}") from None
-                elif kind == END:
+                    self._ack(peer, frames[3].bytes)
+                    yield batch
+                else:
                     import json
 
-                    self.summary = json.loads(frames[2].bytes) if len(frames) > 2 else {}
+                    try:
+                        self.summary = json.loads(frames[4].bytes) if len(frames) > 4 else {}
+                    except ValueError:
+                        self.summary = {}
+                    self._ack(peer, frames[3].bytes)
                     return
-                elif kind == ABORT:
-                    raise EngineError(f"{self.url}: the upstream node failed: "
-                                      f"{frames[2].bytes.decode(errors='replace')}")
         finally:
-            self.sock.close(0)
+            self.sock.close()
 
 
 def open_source(url: str, *, udp_linktype: int = 1, count: int | None = None,
@@ -265,5 +301,9 @@ def open_source(url: str, *, udp_linktype: int = 1, count: int | None = None,
                           "iface:NAME or zmq://HOST:PORT")
     if not os.path.exists(url):
         raise EngineError(f"{url}: no such file")
+    if not os.path.isfile(url):
+        # A device or a pipe: /dev/zero is not "an empty file", and it never ends.
+        raise EngineError(f"{url}: not a regular file (a capture source is a pcap or pcapng "
+                          "file, udp://, iface: or zmq://)")
     return FileSource(url, errors=errors)
 

@@ -1,17 +1,24 @@
-"""The pktx stream between nodes: batches over ZeroMQ PUSH/PULL, ended by an end marker.
+"""The pktx stream between nodes: numbered batches, each acknowledged, ended by an end marker.
 
-A downstream node binds a PULL socket (source ``zmq://HOST:PORT``); the upstream node's sink
-connects a PUSH socket to it and sends, for each batch, ``[STREAM_TAG, b"B", *batch frames]``,
-then ``[STREAM_TAG, b"E", json summary]`` once at the end. PUSH blocks when the receiver's
-queue is full, so a slow downstream slows the upstream instead of losing packets.
+A downstream node binds a ROUTER socket (source ``zmq://HOST:PORT``); the upstream node's sink
+connects a DEALER to it and sends, for each batch, ``[STREAM_TAG, b"B", number, *batch frames]``,
+then ``[STREAM_TAG, b"E", number, json summary]`` once at the end (``number``: u64
+little-endian, 0, 1, 2, ...). The downstream answers each with ``[STREAM_TAG, b"K", number]``
+once it has taken it. The upstream holds at most a window of unacknowledged batches (a slow
+downstream slows it), counts as delivered only what was acknowledged, and fails when nothing
+is acknowledged for its timeout.
 """
 
 from __future__ import annotations
+
+import struct
 
 STREAM_TAG = b"PKTX-STREAM/1"
 BATCH = b"B"
 END = b"E"
 ABORT = b"A"  # the upstream failed: what came before is not the whole stream
+ACK = b"K"  # downstream -> upstream: the numbered message was taken
+NUMBER = struct.Struct("<Q")
 
 
 def split_endpoint(url: str, scheme: str) -> tuple[str, int]:

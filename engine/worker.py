@@ -2,14 +2,21 @@
 
 It reconnects with backoff when the dispatcher goes silent (Paranoid Pirate heartbeats), and on
 SIGTERM tells the dispatcher it is draining, finishes every task it holds, then leaves.
+
+Two threads: the main thread owns the socket and keeps heartbeating, the processing thread runs
+the chains, so a task that takes minutes (a large pattern set to compile) never makes the worker
+look dead. Each connection is a session; a result of an earlier session is never sent on a later
+one (the dispatcher there belongs to another stream).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
+import threading
 import time
 from collections import OrderedDict
 
@@ -19,6 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from engine import protocol as P
 from engine.batch import PacketBatch
+from engine.errors import EngineError
 from engine.services import available, build_chain
 from engine.services.base import Service
 
@@ -52,6 +60,10 @@ class Worker:
         self._stopping = False
         self.tasks_done = 0
         self.tasks_failed = 0
+        self._session_no = 0
+        self._jobs: queue.Queue = queue.Queue()  # (session, frames) for the processing thread
+        self._done: queue.Queue = queue.Queue()  # (session, reply frames) for the main thread
+        self._done_addr = f"inproc://pktx-worker-done-{id(self)}"
 
     # -- control -------------------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -66,9 +78,24 @@ class Worker:
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self) -> int:
+        self._done_rx = self.ctx.socket(zmq.PULL)
+        self._done_rx.linger = 0
+        self._done_rx.bind(self._done_addr)
+        processor = threading.Thread(target=self._process_loop, name="pktx-worker-process",
+                                     daemon=True)
+        processor.start()
+        try:
+            return self._run()
+        finally:
+            self._jobs.put(None)
+            processor.join(5)
+            self._done_rx.close(0)
+
+    def _run(self) -> int:
         delay = P.RECONNECT_MIN_MS
         idle_since = time.monotonic()
         while True:
+            self._session_no += 1  # what an earlier session left queued is dropped
             outcome = self._session()
             if outcome == "served":
                 delay = P.RECONNECT_MIN_MS
@@ -93,24 +120,33 @@ class Worker:
     def _socket(self) -> zmq.Socket:
         sock = self.ctx.socket(zmq.DEALER)
         sock.linger = 0
+        sock.maxmsgsize = P.MAX_FRAME_BYTES
+        sock.rcvhwm = P.HWM
         if self.curve_dir:
             from engine.curve import secure_client
 
             secure_client(sock, self.curve_dir, name=self.curve_name)
-        sock.connect(self.endpoint)
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise EngineError(f"cannot connect to {self.endpoint}: {exc} (an endpoint is "
+                              "tcp://HOST:PORT or ipc://PATH)") from None
         return sock
 
     def _session(self) -> str:
         """One connection's life: returns "served", "silent", "exit", "drained" or "refused"."""
         sock = self._socket()
         monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+                                          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                          | zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
+        poller.register(self._done_rx, zmq.POLLIN)
         hello = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                  "services": self.services, "credit": self.credit}
-        sock.send_multipart([P.PROTOCOL, P.READY, P.dumps(hello)])
+        self._send(sock, [P.PROTOCOL, P.READY, P.dumps(hello)])
         hb = self.heartbeat_ms / 1000
         last_heard = time.monotonic()
         next_hb = last_heard + hb
@@ -121,12 +157,34 @@ class Worker:
         try:
             while True:
                 if self._stopping and not draining_sent:
-                    sock.send_multipart([P.PROTOCOL, P.DISCONNECT, P.dumps({"reason": "draining"})])
+                    self._send(sock, [P.PROTOCOL, P.DISCONNECT, P.dumps({"reason": "draining"})])
                     draining_sent = True
                     if not welcomed:
                         return "drained"  # no dispatcher has work for us: leave now
-                events = dict(poller.poll(int(hb * 1000)))
+                events = dict(poller.poll(int(max(0.0, next_hb - time.monotonic()) * 1000)))
                 now = time.monotonic()
+                if self._done_rx in events:
+                    self._send_done(sock)
+                if sock in events or monitor in events:
+                    # Messages first: a DISCONNECT that arrived just before the connection
+                    # closed must still be read (it says whether to leave).
+                    for _ in range(256):  # then the heartbeat check, then the rest
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        last_heard = now
+                        verdict = self._handle(sock, frames)
+                        if verdict == "welcome":
+                            welcomed = True
+                            hb = self.heartbeat_ms / 1000
+                        elif verdict == "task":
+                            served = True
+                        elif verdict == "disconnect":
+                            if draining_sent or self.exit_on_disconnect:
+                                return "exit"
+                            return "served" if served else "silent"
+                    now = time.monotonic()
                 if monitor in events:
                     evt = recv_monitor_message(monitor)
                     if evt["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -134,26 +192,19 @@ class Worker:
                                   "authentication failed (wrong key?)", self.name, self.endpoint)
                         outcome = "refused"
                         return outcome
-                if sock in events:
-                    frames = sock.recv_multipart(copy=False)
-                    last_heard = now
-                    verdict = self._handle(sock, frames)
-                    if verdict == "welcome":
-                        welcomed = True
-                    elif verdict == "task":
-                        served = True
-                    elif verdict == "disconnect":
-                        if draining_sent or self.exit_on_disconnect:
-                            return "exit"
+                    if evt["event"] == zmq.EVENT_DISCONNECTED:
+                        # ZeroMQ would reconnect this socket by itself, perhaps to another
+                        # dispatcher on the same endpoint: a new session (new socket, READY)
+                        # instead, and what this one held is dropped, never sent there.
+                        log.warning("worker %s: connection to %s lost", self.name,
+                                    self.endpoint)
                         return "served" if served else "silent"
-                    # Answering a task may take a while: heartbeats go out between tasks.
-                    now = time.monotonic()
                 if now - last_heard > hb * self.liveness:
                     log.warning("worker %s: dispatcher at %s silent for %.1f s", self.name,
                                 self.endpoint, now - last_heard)
                     return "served" if served else "silent"
                 if now >= next_hb:
-                    sock.send_multipart([P.PROTOCOL, P.HEARTBEAT])
+                    self._send(sock, [P.PROTOCOL, P.HEARTBEAT])
                     next_hb = now + hb
         finally:
             sock.disable_monitor()
@@ -172,9 +223,17 @@ class Worker:
         if cmd == P.HEARTBEAT:
             return "heartbeat"
         if cmd == P.WELCOME:
-            info = P.loads(frames[2].bytes) if len(frames) > 2 else {}
-            self.heartbeat_ms = int(info.get("heartbeat_ms", self.heartbeat_ms))
-            self.liveness = int(info.get("liveness", self.liveness))
+            try:
+                info = P.loads(frames[2].bytes) if len(frames) > 2 else {}
+                heartbeat_ms = int(info.get("heartbeat_ms", self.heartbeat_ms))
+                liveness = int(info.get("liveness", self.liveness))
+            except (ValueError, TypeError, AttributeError) as exc:
+                log.warning("worker %s: ignored a WELCOME that does not parse: %s", self.name,
+                            exc)
+                return "ignored"
+            # The dispatcher's timing, within sane bounds (a peer could send anything).
+            self.heartbeat_ms = min(max(heartbeat_ms, 10), 60_000)
+            self.liveness = min(max(liveness, 2), 1000)
             log.info("worker %s: joined dispatcher %s", self.name, self.endpoint)
             return "welcome"
         if cmd == P.DISCONNECT:
@@ -191,12 +250,69 @@ class Worker:
                 self._chains.popitem(last=False)
         return chain
 
+    def _send_done(self, sock: zmq.Socket) -> None:
+        """Send the answers the processing thread finished (this session's only)."""
+        while True:
+            try:
+                self._done_rx.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        while True:
+            try:
+                session, reply = self._done.get_nowait()
+            except queue.Empty:
+                return
+            if session != self._session_no:
+                log.info("worker %s: dropped the answer to a task of an earlier connection",
+                         self.name)
+                continue
+            self._send(sock, reply)
+
+    def _send(self, sock: zmq.Socket, frames: list) -> None:
+        """Never block on a dispatcher that stopped reading: what it cannot take is lost, and it
+        resends the task when it misses the answer."""
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("worker %s: the dispatcher is not reading; a message was dropped",
+                        self.name)
+
+    def _process_loop(self) -> None:
+        """The processing thread: run each task's chain, hand the answer to the main thread."""
+        done_tx = self.ctx.socket(zmq.PUSH)
+        done_tx.linger = 0
+        done_tx.connect(self._done_addr)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                session, frames = job
+                if session != self._session_no:
+                    continue  # its dispatcher is gone: the task went to another worker
+                reply = self._answer(frames)
+                if reply is not None:
+                    self._done.put((session, reply))
+                    done_tx.send(b"")
+        finally:
+            done_tx.close(0)
+
     def _task(self, sock: zmq.Socket, frames: list) -> None:
+        if log.isEnabledFor(logging.DEBUG) and len(frames) > 2:
+            try:
+                h = P.TaskHeader.unpack(frames[2].buffer)
+                log.debug("worker %s: task for segment %d part %d", self.name, h.segment,
+                          h.part)
+            except ValueError:
+                pass
+        self._jobs.put((self._session_no, frames))
+
+    def _answer(self, frames: list) -> list | None:
         try:
             header = P.TaskHeader.unpack(frames[2].buffer)
-        except ValueError as exc:
+        except (ValueError, IndexError) as exc:
             log.warning("worker %s: dropped a malformed task: %s", self.name, exc)
-            return
+            return None
         service = "(decode)"
         try:
             chain = self._chain(frames[3].bytes)
@@ -223,13 +339,10 @@ class Worker:
             self.tasks_failed += 1
             log.warning("worker %s: segment %d part %d failed in %s: %s", self.name,
                         header.segment, header.part, service, exc)
-            sock.send_multipart([P.PROTOCOL, P.FAIL, header.pack(),
-                                 P.dumps({"service": service, "error": f"{type(exc).__name__}: "
-                                                                          f"{exc}"})])
-            return
+            return [P.PROTOCOL, P.FAIL, header.pack(),
+                    P.dumps({"service": service, "error": f"{type(exc).__name__}: {exc}"})]
         self.tasks_done += 1
-        sock.send_multipart([P.PROTOCOL, P.RESULT, header.pack(), P.dumps(counters), *parts],
-                            copy=False)
+        return [P.PROTOCOL, P.RESULT, header.pack(), P.dumps(counters), *parts]
 
 
 def kept_positions(seq: np.ndarray | None, count: int) -> np.ndarray:

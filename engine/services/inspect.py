@@ -31,7 +31,8 @@ flow table, a million flows, filled up and started over).
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import stat
 
 import numpy as np
 
@@ -69,6 +70,20 @@ def parse_pattern(text: str) -> bytes:
     if not value:
         raise ValueError("empty pattern")
     return value
+
+
+PATTERNS_FILE_MAX = 64 << 20  # far above 100,000 patterns; /dev/zero must not fill memory
+
+
+def _read_small_text(path: str, limit: int) -> str:
+    """A regular file's text, refused past ``limit`` bytes (devices and pipes never end)."""
+    with open(path, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit >> 20} MiB")
+    return data.decode("utf-8")
 
 
 class Inspect(Service):
@@ -110,8 +125,8 @@ class Inspect(Service):
         path = self.config["patterns_file"]
         if path:
             try:
-                lines = Path(path).read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
+                lines = _read_small_text(path, PATTERNS_FILE_MAX).splitlines()
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
                 raise ServiceError(f"service 'inspect': parameter patterns_file: cannot read "
                                    f"{path}: {exc}") from None
             for n, line in enumerate(lines, 1):

@@ -13,9 +13,12 @@ class Slow(Service):
     """Sleeps per segment, so a stream lasts long enough to kill a worker in it."""
 
     name = "slow"
-    params = (Param("ms", float, 20.0, "milliseconds per segment"),)
+    params = (Param("ms", float, 20.0, "milliseconds per segment"),
+              Param("mark", str, "", "a file created when the first segment starts"))
 
     def process(self, batch: PacketBatch) -> PacketBatch:
+        if self.config["mark"]:
+            open(self.config["mark"], "a").close()
         time.sleep(self.config["ms"] / 1000)
         return batch
 
@@ -67,5 +70,35 @@ class FlakyOnce(Service):
         return batch
 
 
+class Poison(Service):
+    """Kills its worker process on a batch holding the packet stamped ``ts`` (ns)."""
+
+    name = "poison"
+    params = (Param("ts", int, -1, "timestamp (ns) of the packet that kills"),)
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        if np.any(batch.ts_ns == self.config["ts"]):
+            os.kill(os.getpid(), 9)
+        return batch
+
+
+class Counting(Service):
+    """Reports whatever counters it is told to (JSON), to test what the dispatcher takes."""
+
+    name = "counting"
+    params = (Param("counters", str, "{}", "JSON object of counters to report per batch"),)
+
+    def process(self, batch: PacketBatch) -> PacketBatch:
+        import json
+
+        self.counters.update(json.loads(self.config["counters"]))
+        return batch
+
+    def take_counters(self):
+        out = dict(self.counters)
+        self.counters.clear()
+        return out
+
+
 EXTRA = ",".join(f"{c.name}=svc_fixtures:{c.__name__}"
-                 for c in (Slow, Stamp, DropOdd, Boom, FlakyOnce))
+                 for c in (Slow, Stamp, DropOdd, Boom, FlakyOnce, Poison, Counting))

@@ -5,12 +5,24 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
-from delivery_support import free_port, run_in_thread, start_worker, stop, wait_for
+from delivery_support import (
+    RawPeer,
+    free_port,
+    pktx_cmd,
+    result_frames,
+    run_in_thread,
+    start_worker,
+    stop,
+    wait_for,
+)
 
 from engine import protocol as P
 from engine.batch import PacketBatch
@@ -182,3 +194,231 @@ def test_worker_drains_on_sigterm(sample_pcap, tmp_path):
     finally:
         for w in workers:
             stop(w)
+
+
+def _poison_ts(sample_pcap, index: int) -> int:
+    from engine.reader import read_capture
+
+    return int(read_capture(sample_pcap).ts_ns[index])
+
+
+def _no_output_left(folder) -> None:
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == [], f"left behind: {left}"
+
+
+def test_a_segment_that_kills_its_workers_fails_the_stream_naming_it(sample_pcap, tmp_path):
+    """Packet 1234 (segment 2 of 500-packet segments) kills every worker it reaches: after
+    it has killed two, the stream fails with that segment's name and no output."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
+                           workers=3, segment_packets=500, max_attempts=2, credit=1,
+                           **FAST_HB)
+    t, box = run_in_thread(Delivery(str(sample_pcap), str(out_dir / "o.pcap"), opts))
+    t.join(120)
+    assert not t.is_alive(), "the stream hangs"
+    msg = str(box.get("error"))
+    assert isinstance(box.get("error"), DeliveryError), msg
+    assert "segment 2 (part 1 of 1) failed 2 times" in msg, msg
+    assert "while working on it" in msg, msg
+    _no_output_left(out_dir)
+
+
+def test_a_poison_segment_can_be_skipped_and_is_counted(sample_pcap, tmp_path):
+    from engine.reader import read_capture
+
+    out = tmp_path / "o.pcap"
+    opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
+                           workers=3, segment_packets=500, max_attempts=2, credit=1,
+                           on_poison="skip", **FAST_HB)
+    t, box = run_in_thread(Delivery(str(sample_pcap), str(out), opts))
+    t.join(120)
+    assert "error" not in box, box.get("error")
+    usage = box["usage"]
+    a = read_capture(sample_pcap)
+    keep = np.r_[0:1000, 1500:len(a)]
+    assert read_capture(out).same_packets(a.take(keep))
+    assert usage["packets_skipped"] == 500 and usage["packets_out"] == 19_500
+    assert [p["segment"] for p in usage["poison_segments"]] == [2]
+
+
+def test_all_local_workers_dying_fails_the_stream(sample_pcap, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
+                           workers=2, segment_packets=500, max_attempts=3, credit=1,
+                           **FAST_HB)
+    t, box = run_in_thread(Delivery(str(sample_pcap), str(out_dir / "o.pcap"), opts))
+    t.join(120)
+    assert not t.is_alive(), "the stream hangs with no worker left"
+    msg = str(box.get("error"))
+    assert "segment 2 (part 1 of 1) cannot be delivered" in msg, msg
+    assert "all 2 local workers have exited" in msg, msg
+    _no_output_left(out_dir)
+
+
+class GarbageWorker(threading.Thread):
+    """Joins with credit 2 and answers every task with one packet too few, until told to go."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        self.peer = RawPeer(endpoint)
+        self.answers = 0
+        self.disconnected = threading.Event()
+
+    def run(self) -> None:
+        self.peer.ready("garbage", credit=2)
+        last = 0.0
+        while not self.disconnected.is_set():
+            if time.monotonic() - last > 0.05:
+                self.peer.send(P.HEARTBEAT)
+                last = time.monotonic()
+            frames = self.peer.recv(0.02)
+            if frames is None:
+                continue
+            if frames[1] == P.DISCONNECT:
+                self.disconnected.set()
+            elif frames[1] == P.TASK:
+                hdr = P.TaskHeader.unpack(frames[2])
+                batch = PacketBatch.from_frames(frames[4:])
+                self.peer.send(*result_frames(hdr, batch[: len(batch) - 1]))
+                self.answers += 1
+
+
+def test_a_worker_sending_garbage_is_disconnected_and_the_stream_completes(sample_pcap,
+                                                                           tmp_path):
+    out = tmp_path / "o.pcap"
+    delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=5"], min_workers=2)
+    liar = GarbageWorker(endpoint)
+    liar.start()
+    honest = start_worker(endpoint, "--name", "honest", "--credit", 1)
+    try:
+        t, box = run_in_thread(delivery)
+        t.join(120)
+        assert "error" not in box, box.get("error")
+        assert out.read_bytes() == sample_pcap.read_bytes()
+        usage = box["usage"]
+        assert liar.disconnected.is_set()
+        # Strike 3 disconnects it; an answer already on its way then comes from a stranger.
+        assert usage["garbage_results"] == 3 <= liar.answers
+        assert usage["lost_workers"] == {"misbehaving": 1}
+        assert set(usage["workers"]) == {"honest"}
+    finally:
+        liar.disconnected.set()
+        liar.join(10)
+        liar.peer.close()
+        stop(honest)
+
+
+def test_a_busy_worker_keeps_heartbeating(sample_pcap, tmp_path):
+    """One segment that takes 3 s, with peers declared dead after 1.5 s of silence: the worker
+    must heartbeat while it works, so nothing is resent."""
+    out = tmp_path / "o.pcap"
+    usage = deliver(str(sample_pcap), str(out), services="slow", params=["ms=3000"], workers=1,
+                    segment_packets=20_000, heartbeat_ms=100, liveness=15)
+    assert out.read_bytes() == sample_pcap.read_bytes()
+    assert usage["dead_workers"] == [] and usage["lost_workers"] == {}
+    assert usage["retries"] == 0
+
+
+def test_a_worker_that_heartbeats_but_never_answers_is_timed_out(sample_pcap, tmp_path):
+    out = tmp_path / "o.pcap"
+    delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=5"], min_workers=2,
+                                            task_timeout_s=3.0)
+    stuck = RawPeer(endpoint)
+    stop_beating = threading.Event()
+
+    def beat():
+        stuck.ready("stuck", credit=1)
+        while not stop_beating.is_set():
+            stuck.send(P.HEARTBEAT)
+            stuck.recv(0.05)
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
+    honest = start_worker(endpoint, "--name", "honest")
+    try:
+        t, box = run_in_thread(delivery)
+        t.join(120)
+        assert "error" not in box, box.get("error")
+        assert out.read_bytes() == sample_pcap.read_bytes()
+        dead = box["usage"]["dead_workers"]
+        assert [d["worker"] for d in dead] == ["stuck"]
+        assert "task timeout" in dead[0]["reason"]
+    finally:
+        stop_beating.set()
+        beater.join(10)
+        stuck.close()
+        stop(honest)
+
+
+def test_sigterm_stops_a_delivery_cleanly(sample_pcap, tmp_path):
+    out = tmp_path / "o.pcap"
+    proc = subprocess.Popen(pktx_cmd("deliver", sample_pcap, "-o", out, "--workers", 1,
+                                     "--service", "slow", "--param", "ms=200",
+                                     "--segment-packets", 500, "-q"),
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children: list[int] = []
+    try:
+        wait_for(lambda: list(tmp_path.glob(".o.pcap.*.part")), 60, "the output to be begun")
+        children = _children(proc.pid)
+        assert children, "no local worker process"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+    assert b"terminated" in err and b"Traceback" not in err, err.decode()
+    assert list(tmp_path.iterdir()) == []
+    for pid in children:
+        wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10,
+                 f"local worker {pid} to be gone")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def test_segments_that_shared_a_worker_with_a_poison_one_are_not_blamed(sample_pcap, tmp_path):
+    """Workers holding four tasks each: the one that dies on segment 2 also held innocent
+    segments. Only segment 2 may be skipped; every other packet comes out, in order."""
+    from engine.reader import read_capture
+
+    out = tmp_path / "o.pcap"
+    opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
+                           workers=4, segment_packets=500, max_attempts=2, credit=4,
+                           on_poison="skip", **FAST_HB)
+    t, box = run_in_thread(Delivery(str(sample_pcap), str(out), opts))
+    t.join(120)
+    assert "error" not in box, box.get("error")
+    a = read_capture(sample_pcap)
+    assert read_capture(out).same_packets(a.take(np.r_[0:1000, 1500:len(a)]))
+    assert [p["segment"] for p in box["usage"]["poison_segments"]] == [2]
+
+
+def test_a_goodbye_right_before_the_dispatcher_closes_still_reaches_the_worker():
+    """The end of a stream: DISCONNECT, then the socket closes at once. The worker sees the
+    connection drop too, but must read the goodbye first and leave (--exit-on-disconnect)."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    for _ in range(3):
+        d = zmq.Context.instance().socket(zmq.ROUTER)
+        d.linger = 1000
+        d.bind(endpoint)
+        worker = start_worker(endpoint, "--name", "w", "--exit-on-disconnect")
+        try:
+            assert d.poll(60_000), "no READY"
+            ident = d.recv_multipart()[0]
+            d.send_multipart([ident, P.PROTOCOL, P.WELCOME,
+                              P.dumps({"heartbeat_ms": 500, "liveness": 6, "stream": "x"})])
+            d.send_multipart([ident, P.PROTOCOL, P.DISCONNECT,
+                              P.dumps({"reason": "stream complete"})])
+            d.close()
+            assert worker.wait(30) == 0
+        finally:
+            d.close(0)
+            stop(worker)

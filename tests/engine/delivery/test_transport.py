@@ -149,3 +149,42 @@ def test_a_live_source_flushes_a_part_segment_when_its_time_is_up(tmp_path):
     finally:
         delivery.source.stop()
         t.join(30)
+
+
+def test_a_zmq_sink_with_no_receiver_fails_and_bills_nothing(sample_pcap, tmp_path):
+    port = free_port()
+    usage_path = tmp_path / "usage.json"
+    proc = subprocess.run(pktx_cmd("deliver", sample_pcap, "-o", f"zmq://127.0.0.1:{port}",
+                                   "--workers", 1, "--downstream-timeout", 2, "--usage-json",
+                                   usage_path, "-q"),
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    assert "acknowledged 0 of" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not usage_path.exists()
+
+
+def test_a_late_receiver_gets_everything_and_only_acknowledged_packets_are_billed(
+        sample_pcap, tmp_path):
+    port = free_port()
+    out = tmp_path / "o.pcap"
+    opts = DeliveryOptions(workers=1, downstream_timeout_s=60)
+    upstream = Delivery(str(sample_pcap), f"zmq://127.0.0.1:{port}", opts)
+    t, box = run_in_thread(upstream)
+    downstream = None
+    try:
+        # The upstream is sending into the void: nothing may be counted as delivered yet.
+        wait_for(lambda: upstream.meter.segments >= 2, 60, "the upstream to send")
+        assert upstream.meter.packets_out == 0
+        downstream = subprocess.Popen(
+            pktx_cmd("deliver", f"zmq://127.0.0.1:{port}", "-o", out, "--workers", 1,
+                     "--idle-timeout", 60, "--format", "pcap", "--ts-resolution", "ns", "-q"),
+            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        t.join(120)
+        assert "error" not in box, box.get("error")
+        assert box["usage"]["packets_out"] == 20_000
+        assert downstream.wait(60) == 0, downstream.stderr.read().decode()
+        assert out.read_bytes() == sample_pcap.read_bytes()
+    finally:
+        if downstream is not None:
+            stop(downstream)
