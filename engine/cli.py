@@ -392,6 +392,8 @@ def cmd_deliver(args) -> int:
         idle_timeout=args.idle_timeout, wait_workers_s=args.wait_workers,
         min_workers=args.min_workers)
     delivery = Delivery(args.source, args.output, opts)
+    if delivery.source.live:
+        _stop_on_signal(delivery.source)
     show = not args.quiet and sys.stderr.isatty()
     if show:
         from engine.progress import DeliveryProgress
@@ -407,8 +409,24 @@ def cmd_deliver(args) -> int:
             f"mean {usage['mean_rate_bps'] / 1e6:.1f} Mbit/s, {usage['segments']} segments, "
             f"{len(usage['workers'])} workers, {usage['retries']} retries"
             + (f", {usage['auth_failures']} failed authentication" if usage["auth_failures"]
-               else "") + "\n")
+               else "")
+            + (f", kernel dropped {usage['source_stats']['kernel_drops']}"
+               if "kernel_drops" in usage.get("source_stats", {}) else "") + "\n")
     return 0
+
+
+def _stop_on_signal(source) -> None:
+    """SIGINT or SIGTERM ends a live source's stream: what it captured is delivered and the
+    output completed. A second one interrupts."""
+    import signal
+
+    def stop(signum, frame):
+        source.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def cmd_worker(args) -> int:
