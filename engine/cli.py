@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("deliver", help="run a packet stream through services on workers")
     s.add_argument("source", metavar="SOURCE",
-                   help="capture file, udp://HOST:PORT, iface:NAME or zmq://HOST:PORT (upstream)")
+                   help="capture file, udp://HOST:PORT, iface:NAME (live capture; options "
+                        "as iface:NAME?snaplen=N&ring_mb=M&promisc=0) or zmq://HOST:PORT "
+                        "(upstream)")
     s.add_argument("-o", "--output", required=True, metavar="SINK",
                    help="capture file, udp://HOST:PORT or zmq://HOST:PORT (downstream)")
     s.add_argument("--service", default="identity", metavar="NAME[,NAME...]",

@@ -17,6 +17,7 @@ import os
 import select
 import socket
 import struct
+import threading
 
 import numpy as np
 
@@ -133,6 +134,7 @@ class PacketRing:
         self.kernel_drops = 0
         self.kernel_freezes = 0
         self._next = 0
+        self._stats_lock = threading.Lock()
         self.sock = self.map = None
         try:
             # Protocol 0 receives nothing until bind: no frame of another interface gets in.
@@ -226,20 +228,21 @@ class PacketRing:
         here): ``kernel_packets`` it received for us (dropped ones included),
         ``kernel_drops`` it dropped for want of room in the ring, ``kernel_freezes`` times
         it froze the queue; and ``captured``, the packets handed to us."""
-        if self.sock is not None and self.sock.fileno() >= 0:
-            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, TPACKET_STATS_V3.size)
-            packets, drops, freezes = TPACKET_STATS_V3.unpack(raw)
-            self.kernel_packets += packets
-            self.kernel_drops += drops
-            self.kernel_freezes += freezes
-        return {"captured": self.received, "kernel_packets": self.kernel_packets,
-                "kernel_drops": self.kernel_drops, "kernel_freezes": self.kernel_freezes}
+        with self._stats_lock:  # another thread may ask while the reader closes the ring
+            if self.sock is not None and self.sock.fileno() >= 0:
+                with contextlib.suppress(OSError):
+                    raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
+                                               TPACKET_STATS_V3.size)
+                    packets, drops, freezes = TPACKET_STATS_V3.unpack(raw)
+                    self.kernel_packets += packets
+                    self.kernel_drops += drops
+                    self.kernel_freezes += freezes
+            return {"captured": self.received, "kernel_packets": self.kernel_packets,
+                    "kernel_drops": self.kernel_drops, "kernel_freezes": self.kernel_freezes}
 
     def close(self) -> None:
         """Unmap the ring and close the socket (the counts stay readable)."""
-        if self.sock is not None and self.sock.fileno() >= 0:
-            with contextlib.suppress(OSError):
-                self.stats()
+        self.stats()
         self._bytes = self._words = None
         if self.map is not None:
             try:
@@ -252,7 +255,8 @@ class PacketRing:
                     self.map.close()
             self.map = None
         if self.sock is not None:
-            self.sock.close()
+            with self._stats_lock:
+                self.sock.close()
 
     def __enter__(self) -> PacketRing:
         return self

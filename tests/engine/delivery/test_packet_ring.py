@@ -329,3 +329,38 @@ def test_no_cap_net_raw_is_a_clear_error(veth):
     assert r.returncode == 1, r.stderr
     assert f"iface:{here}: capturing on {here} needs root or CAP_NET_RAW" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_count_ends_the_stream(veth):
+    from engine.sources import open_source
+
+    here, ns, there = veth
+    source = open_source(f"iface:{here}", count=100)
+    batches = []
+    reader = threading.Thread(target=lambda: batches.extend(b for b in source if len(b)))
+    reader.start()
+    try:
+        _send(ns, there, 500)
+        reader.join(30)
+    finally:
+        source.stop()
+        reader.join(30)
+    packets = [bytes(p) for b in batches for p in b]
+    assert packets == _frames(100)
+
+
+def test_link_type_follows_the_hardware_type(veth):
+    """A tun device (ARPHRD_NONE) carries bare IP packets: LINKTYPE_RAW."""
+    from engine.packet_ring import PacketRing
+
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("no /dev/net/tun")
+    tun = f"pxt{os.getpid() % 10000}"
+    _ip("tuntap", "add", "dev", tun, "mode", "tun")
+    try:
+        _ip("link", "set", tun, "up")
+        with PacketRing(tun, block_size=4096, block_count=2) as ring:
+            assert ring.interface.linktype == 101
+            assert ring.interface.name == tun and ring.interface.tsresol == 9
+    finally:
+        _ip("link", "del", tun, check=False)
