@@ -115,6 +115,15 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
                  f"{enc1 / enc2:.2f}x one worker"))
     rows.append(("AES-GCM over the same payloads, one process, no I/O", one, "reference"))
 
+    from benchmarks import live_capture
+
+    live_skipped = live_capture.why_not()
+    if not live_skipped:
+        with console.status("live capture across a veth pair"):
+            secs, note = live_capture.run(src, len(batch))
+        rows.append(("pktx iface: capture (TPACKET_V3 ring) from a veth, sender in a netns",
+                     secs, note))
+
     rss = None
     if stream_gb > 0:
         big = os.path.join(tmp.name, "big.pcap")
@@ -137,6 +146,8 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
         table.add_row(name, f"{secs:.3f}", f"{len(batch) / secs / 1e6:.2f}",
                       f"{nbytes / secs / 1e6:,.0f}", note)
     console.print(table)
+    if live_skipped:
+        console.print(f"live capture not measured: {live_skipped}")
     checks = [
         ("identity file to file (2 workers) >= 8x the multiprocessing peer",
          peer / engine_rows[2] >= 8),

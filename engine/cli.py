@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("deliver", help="run a packet stream through services on workers")
     s.add_argument("source", metavar="SOURCE",
-                   help="capture file, udp://HOST:PORT, iface:NAME or zmq://HOST:PORT (upstream)")
+                   help="capture file, udp://HOST:PORT, iface:NAME (live capture; options "
+                        "as iface:NAME?snaplen=N&ring_mb=M&promisc=0) or zmq://HOST:PORT "
+                        "(upstream)")
     s.add_argument("-o", "--output", required=True, metavar="SINK",
                    help="capture file, udp://HOST:PORT or zmq://HOST:PORT (downstream)")
     s.add_argument("--service", default="identity", metavar="NAME[,NAME...]",
@@ -432,9 +434,12 @@ def cmd_deliver(args) -> int:
         task_timeout_s=args.task_timeout, max_attempts=args.max_attempts,
         on_poison=args.on_poison, downstream_timeout_s=args.downstream_timeout)
     delivery = Delivery(args.source, args.output, opts)
-    # A daemon stops us with SIGTERM: the same clean exit as Ctrl-C (no partial output, local
-    # workers stopped), through the KeyboardInterrupt path of Delivery.run.
-    signal.signal(signal.SIGTERM, _terminate)
+    if delivery.source.live:
+        _stop_on_signal(delivery.source)
+    else:
+        # A daemon stops us with SIGTERM: the same clean exit as Ctrl-C (no partial output,
+        # local workers stopped), through the KeyboardInterrupt path of Delivery.run.
+        signal.signal(signal.SIGTERM, _terminate)
     show = not args.quiet and sys.stderr.isatty()
     if show:
         from engine.progress import DeliveryProgress
@@ -450,7 +455,9 @@ def cmd_deliver(args) -> int:
             f"mean {usage['mean_rate_bps'] / 1e6:.1f} Mbit/s, {usage['segments']} segments, "
             f"{len(usage['workers'])} workers, {usage['retries']} retries"
             + (f", {usage['auth_failures']} failed authentication" if usage["auth_failures"]
-               else "") + "\n")
+               else "")
+            + (f", kernel dropped {usage['source_stats']['kernel_drops']}"
+               if "kernel_drops" in usage.get("source_stats", {}) else "") + "\n")
     return 0
 
 
@@ -461,6 +468,19 @@ class Terminated(KeyboardInterrupt):
 def _terminate(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
     raise Terminated()
+
+
+def _stop_on_signal(source) -> None:
+    """SIGINT or SIGTERM ends a live source's stream: what it captured is delivered and the
+    output completed. A second one interrupts (as Ctrl-C or SIGTERM does any other run)."""
+
+    def stop(signum, frame):
+        source.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminate)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def cmd_worker(args) -> int:

@@ -412,6 +412,7 @@ class Delivery:
             service_chain=public_chain(self.chain),
             auth_failures=sum(self.auth_failures().values()),
             max_auth_failures=self.opts.max_auth_failures,
+            **({"source_stats": stats} if (stats := self.source.stats()) else {}),
         )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import zmq
 
 from engine import protocol as P
-from engine.batch import Interface, PacketBatch
+from engine.batch import DEFAULT_SNAPLEN, Interface, PacketBatch
 from engine.errors import EngineError
 from engine.ratelog import RateLimitedLog
 from engine.reader import CaptureReader
@@ -39,6 +39,11 @@ class Source:
 
     def describe(self) -> str:
         return self.url
+
+    def stats(self) -> dict:
+        """Counts the source keeps of its own (a live capture: the kernel's drops), for the
+        usage record; empty when it keeps none."""
+        return {}
 
     def default_output(self) -> tuple[str, str | None]:
         """(format, timestamp resolution) an output file takes by default (None: each
@@ -162,39 +167,84 @@ class UdpSource(_LiveSource):
 
 
 class InterfaceSource(_LiveSource):
-    """Live capture from a network interface through scapy (needs the privilege to sniff)."""
+    """Live capture from ``iface:NAME`` through a memory-mapped AF_PACKET ring
+    (``engine.packet_ring``): one batch per block the kernel hands over, nanosecond times.
+
+    Options ride in the URL's query: ``iface:eth0?snaplen=128&ring_mb=64&block_kb=1024``
+    ``&retire_ms=10&promisc=0`` (defaults: the full frame, 32 MiB of 1 MiB blocks, 10 ms,
+    promiscuous). Asked to stop, it still yields the blocks the kernel hands over within two
+    retire timeouts, so what arrived before the stop is kept.
+    """
+
+    OPTIONS = {"snaplen": int, "ring_mb": float, "block_kb": int, "retire_ms": int,
+               "promisc": int}
 
     def __init__(self, url: str, **kw) -> None:
+        from engine.packet_ring import DEFAULT_RETIRE_MS, PacketRing
+
         super().__init__(**kw)
         self.url = url
-        name = url.split(":", 1)[1]
-        self.interface = Interface(1, 262144, name)
-        import scapy.arch  # noqa: F401 - sets conf.L2listen for this platform
-        from scapy.config import conf
+        name, opts = _iface_options(url, self.OPTIONS)
+        block = opts.get("block_kb", 1024) * 1024
+        ring = opts.get("ring_mb", 32.0) * (1 << 20)
+        self.retire_ms = opts.get("retire_ms", DEFAULT_RETIRE_MS)
+        self.ring = PacketRing(name, snaplen=opts.get("snaplen", DEFAULT_SNAPLEN),
+                               block_size=block, block_count=max(2, int(ring // block)),
+                               retire_ms=self.retire_ms, promisc=bool(opts.get("promisc", 1)),
+                               where=url)
+        self.interface = self.ring.interface
+        self._final: dict | None = None
 
+    def __iter__(self):
+        ifaces = (self.interface,)
+        total = 0
+        last = time.monotonic()
+        drain_until = None
         try:
-            self.sock = conf.L2listen(iface=name)
-        except (OSError, PermissionError) as exc:
-            raise EngineError(f"{url}: cannot capture: {exc}") from None
+            while self.count is None or total < self.count:
+                if drain_until is None and self._stop.is_set():
+                    # What the kernel still holds comes out within a retire timeout.
+                    drain_until = time.monotonic() + 2 * self.retire_ms / 1000 + 0.02
+                now = time.monotonic()
+                if drain_until is not None and now >= drain_until:
+                    return
+                batch = self.ring.read_block() if self.ring.wait(self.poll_ms) else None
+                if batch is not None and len(batch):
+                    last = now
+                    if self.count is not None:
+                        batch = batch[:self.count - total]
+                    total += len(batch)
+                    yield batch
+                elif drain_until is None:
+                    yield PacketBatch.empty(ifaces)
+                    if self.idle_timeout is not None and now - last > self.idle_timeout:
+                        log.info("%s: nothing received for %.1f s; ending the stream",
+                                 self.url, self.idle_timeout)
+                        return
+        finally:
+            self._final = self.stats()
+            self.ring.close()
 
-    def _receive(self, limit, deadline):
-        import select
+    def stats(self) -> dict:
+        return self._final if self._final is not None else self.ring.stats()
 
-        chunks, stamps = [], []
-        while len(chunks) < limit:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-                break
-            _cls, raw, ts = self.sock.recv_raw()
-            if raw is None:
-                continue
-            chunks.append(raw)
-            # scapy reports the kernel's timestamp as float seconds: keep its microseconds.
-            stamps.append(round(ts * 1e6) * 1000 if ts else time.time_ns())
-        return chunks, stamps
 
-    def _close(self):
-        self.sock.close()
+def _iface_options(url: str, kinds: dict) -> tuple[str, dict]:
+    """``iface:NAME?k=v&...`` -> (NAME, {k: kinds[k](v)}), naming what is wrong."""
+    from urllib.parse import parse_qsl
+
+    name, _, query = url.split(":", 1)[1].partition("?")
+    opts = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if key not in kinds:
+            raise EngineError(f"{url}: unknown option {key!r} (known: {', '.join(kinds)})")
+        try:
+            opts[key] = kinds[key](value)
+        except ValueError:
+            raise EngineError(f"{url}: option {key} wants a number, not {value!r}") from None
+        if opts[key] < 0:
+            raise EngineError(f"{url}: option {key} must not be negative")
+    return name, opts
 
 
 class UpstreamSource(_LiveSource):

@@ -378,3 +378,21 @@ def partition(parts: list[int], n_parts: int) -> tuple[list[int], list[int]]:
     for c in counts:
         edges.append(edges[-1] + c)
     return order, edges
+
+
+# ---------------------------------------------------------------------------------------------
+# TPACKET_V3 ring blocks (linux/if_packet.h)
+# ---------------------------------------------------------------------------------------------
+
+
+def walk_tpacket_block(block: bytes, snaplen: int) -> list[tuple[bytes, int, int]]:
+    """A retired block's frames as (captured bytes cut to ``snaplen``, original length, time in
+    ns), read through ``struct tpacket_block_desc`` and each ``struct tpacket3_hdr``."""
+    num_pkts, first = struct.unpack_from("<II", block, 12)
+    frames, at = [], first
+    for _ in range(num_pkts):
+        next_offset, sec, nsec, snap, length, _status, mac = struct.unpack_from("<6IH", block, at)
+        cut = min(snap, snaplen)
+        frames.append((block[at + mac:at + mac + cut], length, sec * 1_000_000_000 + nsec))
+        at += next_offset
+    return frames
