@@ -48,13 +48,13 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
 
 # -- what is measured --------------------------------------------------------------------------
 def read_ours(path: str) -> int:
-    from engine.reader import read_capture
+    from engine.capture.reader import read_capture
 
     return len(read_capture(path))
 
 
 def stream_ours(path: str) -> int:
-    from engine.reader import open_capture
+    from engine.capture.reader import open_capture
 
     return sum(len(b) for b in open_capture(path, batch_packets=65536))
 
@@ -84,7 +84,7 @@ def memory_copy(src: np.ndarray, dst: np.ndarray) -> None:
 
 
 def write_ours(batch, path: str = os.devnull) -> None:
-    from engine.writer import write_capture
+    from engine.capture.writer import write_capture
 
     write_capture(path, batch, format="pcap", ts_resolution="us")
 
@@ -102,7 +102,7 @@ def write_dpkt(records: list, path: str = os.devnull) -> None:
 _STREAM_CHILD = r"""
 import sys
 import numpy as np
-from engine.reader import open_capture
+from engine.capture.reader import open_capture
 def peak_kb():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
@@ -127,8 +127,8 @@ def stream_rss(path: str) -> tuple[int, int, int, int, float]:
 
 def make_big_file(path: str, batch, target_bytes: int) -> int:
     """Write ``batch`` again and again (timestamps moving on) until the file passes the target."""
-    from engine.batch import PacketBatch
-    from engine.writer import CaptureWriter
+    from engine.capture.batch import PacketBatch
+    from engine.capture.writer import CaptureWriter
 
     span = int(batch.ts_ns[-1] - batch.ts_ns[0]) + 1
     with CaptureWriter(path, format="pcap", ts_resolution="ns") as w:
@@ -147,11 +147,11 @@ def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 2.0, flows: 
     from rich.console import Console
     from rich.table import Table
 
-    from engine import backend
-    from engine.flowhash import flow_hash
-    from engine.flowkeys import flow_keys
-    from engine.generate import generate_capture
-    from engine.reader import read_capture
+    from engine.capture import backend
+    from engine.capture.generate import generate_capture
+    from engine.capture.reader import read_capture
+    from engine.packet.flowhash import flow_hash
+    from engine.packet.flowkeys import flow_keys
 
     console = Console(file=out) if out else Console()
     tmp = tempfile.TemporaryDirectory(prefix="pktx-bench-", dir=workdir)

@@ -20,7 +20,7 @@ KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (this big process).
 _RSS_CHILD = r"""
 import sys
-from engine.deliver import deliver
+from engine.delivery.deliver import deliver
 u = deliver(sys.argv[1], "/dev/null", workers=2)
 with open("/proc/self/status") as f:
     peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
@@ -31,7 +31,7 @@ print(u["packets_out"], u["duration_ns"], peak * 1024)
 def _engine(src: str, dst: str, workers: int, repeat: int, **kw) -> float:
     """Best stream time (s) of ``repeat`` deliveries; worker start-up is not in it (a node's
     workers are running before a job arrives)."""
-    from engine.deliver import deliver
+    from engine.delivery.deliver import deliver
 
     best = float("inf")
     for _ in range(repeat):
@@ -43,7 +43,7 @@ def _engine(src: str, dst: str, workers: int, repeat: int, **kw) -> float:
 def _aesgcm_one_process(batch) -> float:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from engine.flowkeys import flow_keys
+    from engine.packet.flowkeys import flow_keys
 
     keys = flow_keys(batch)
     aead = AESGCM(bytes.fromhex(KEY))
@@ -66,11 +66,11 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
     from rich.table import Table
 
     from benchmarks.peers import mp_pool, zmq_echo
-    from engine import backend
-    from engine.deliver import DEFAULT_SEGMENT_PACKETS
-    from engine.generate import generate_capture
-    from engine.reader import read_capture
-    from engine.segment import by_packets
+    from engine.capture import backend
+    from engine.capture.generate import generate_capture
+    from engine.capture.reader import read_capture
+    from engine.delivery.deliver import DEFAULT_SEGMENT_PACKETS
+    from engine.packet.segment import by_packets
 
     console = Console(file=out) if out else Console()
     tmp = tempfile.TemporaryDirectory(prefix="pktx-bench-", dir=workdir)

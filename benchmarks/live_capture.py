@@ -14,7 +14,7 @@ import time
 # Reads the capture before it says it is ready, so the clock covers sending only.
 _SENDER = r"""
 import socket, sys, time
-from engine.reader import read_capture
+from engine.capture.reader import read_capture
 frames = [bytes(p) for p in read_capture(sys.argv[1])]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((sys.argv[2], 0))
@@ -67,7 +67,7 @@ def run(capture: str, packets: int) -> tuple[float, str]:
     """Send ``capture``'s ``packets`` frames and capture them: (seconds from the first send to
     the last block read, a note with the sender's rate, the kernel's drops and the reading
     thread's CPU time as a share of those seconds)."""
-    from engine.sources import open_source
+    from engine.delivery.sources import open_source
 
     with veth_to_namespace() as (here, ns, there):
         source = open_source(f"iface:{here}")

@@ -66,7 +66,7 @@ def job_spec(award: Award, request: ServiceRequest) -> dict:
 
     return {
         "award_id": award.id, "request_id": request.id, "services": award.services.split(","),
-        # Which flows this award carries: those that engine.flowhash.share_of_packets puts in
+        # Which flows this award carries: those that engine.packet.flowhash.share_of_packets puts in
         # share ``index`` of ``of`` (a symmetric flow hash: both directions of a flow alike).
         "share": {"index": award.share, "of": award.shares, "by": "symmetric-flow-hash"},
         "volume_bytes": award.volume_bytes, "starts_at": iso(award.starts_at),

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False
-"""Compiled record walkers and packers: the fast twin of ``engine/capture_py.py``.
+"""Compiled record walkers and packers: the fast twin of ``engine/capture/capture_py.py``.
 
 Same functions, same arguments, same results (a test compares the two on random and mutated
 buffers). Bytes are read only inside ``buf[:end]`` and nothing is allocated from a length found
@@ -41,7 +41,7 @@ cdef extern from *:
     const bint HOST_BIG "PKTX_HOST_BIG"
     const int64_t U32_MAX "PKTX_U32_MAX"
 
-# Status codes: the numbers of engine/pcapformat.py (a test checks they agree).
+# Status codes: the numbers of engine/capture/pcapformat.py (a test checks they agree).
 OK = 0
 BLOCK = 1
 TRUNC_HEADER = 2

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The Internet checksum (RFC 1071) in C: the compiled twin of ``engine/checksum_py.py``.
+"""The Internet checksum (RFC 1071) in C: the compiled twin of ``engine/packet/checksum_py.py``.
 
 The sum is taken over 32-bit words in the host's byte order into a 64-bit accumulator (a loop
 the C compiler vectorises) and byte-swapped at the end where the host is little-endian: RFC 1071
@@ -137,7 +137,7 @@ def internet_checksum(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t lengt
 
 cdef Py_ssize_t final_destination(const uint8_t* p, Py_ssize_t n, Py_ssize_t l3,
                                   Py_ssize_t l4) noexcept nogil:
-    # The twin of engine.checksum_py.final_destination (RFC 8200, 8.1): the offset of the
+    # The twin of engine.packet.checksum_py.final_destination (RFC 8200, 8.1): the offset of the
     # address the upper-layer checksum covers, from a Routing header with segments left.
     cdef Py_ssize_t dst = l3 + 24, off = l3 + 40, size, addresses
     cdef int nh = p[l3 + 6], kind

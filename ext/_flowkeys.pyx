@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Flow-key extraction in C: the compiled twin of ``engine/flowkeys_py.py``.
+"""Flow-key extraction in C: the compiled twin of ``engine/packet/flowkeys_py.py``.
 
 Same signature, same outputs; the packet loop runs without the GIL. Every read is of a packet's
-own bytes and is checked against its ``caplen`` first. Field meanings: ``engine.flowkeys``.
+own bytes and is checked against its ``caplen`` first. Field meanings: ``engine.packet.flowkeys``.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t

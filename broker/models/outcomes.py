@@ -28,8 +28,8 @@ class Award(HasId, HasCreated, Base):
     ``source`` says how it was decided: ``home`` (served by the home provider), ``negotiation``
     or ``auction`` (with the id of that negotiation or auction). An auction of ``quantity`` k
     splits the request into k shares: share ``i`` of ``shares`` k carries 1/k of the rates and
-    the flows that ``engine.flowhash.share_of_packets`` puts in share i. A request has at most
-    one award per share (a unique index keeps it so whatever the code above it does).
+    the flows that ``engine.packet.flowhash.share_of_packets`` puts in share i. A request has at
+    most one award per share (a unique index keeps it so whatever the code above it does).
     """
 
     __tablename__ = "awards"

@@ -10,7 +10,7 @@ distribution's published results; IPv6 addresses use the same construction over 
 the common implementations do (Yawning Angel's Go ``cryptopan``, ``yacryptopan``).
 
 What is rewritten: the source and destination of each packet's **outermost** IP header (as
-``engine.flowkeys`` finds it behind the link layer, VLAN tags, MPLS, PPPoE). Left alone:
+``engine.packet.flowkeys`` finds it behind the link layer, VLAN tags, MPLS, PPPoE). Left alone:
 addresses of tunnelled inner packets, of IP headers quoted in ICMP errors, in IPv6 routing
 headers, in IPv4 options, and in ARP/RARP, which is not IP. Every fragment of a datagram gets
 the same mapping, so reassembly still works.
@@ -37,10 +37,10 @@ from itertools import islice
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from engine import backend
-from engine.batch import PacketBatch
-from engine.flowkeys import flow_keys
-from engine.header_kernels import _rewrite_addresses
+from engine.capture import backend
+from engine.capture.batch import PacketBatch
+from engine.packet.flowkeys import flow_keys
+from engine.packet.header_kernels import _rewrite_addresses
 from engine.services.base import Param, Service, hex_key
 from engine.services.payload import packed_starts
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from engine.batch import PacketBatch
+from engine.capture.batch import PacketBatch
 from engine.errors import EngineError
 
 _REQUIRED = object()

@@ -5,15 +5,15 @@ Counters, per checksum kind (``ipv4`` header, ``tcp``, ``udp``, ``icmp``, ``icmp
 with ``verify_only``), ``<kind>_truncated`` (not captured in full: left alone),
 ``<kind>_malformed`` (the lengths do not add up: left alone), and ``udp_no_checksum`` (UDP over
 IPv4 with checksum 0: the sender computed none, and none is added). What cannot be checked at
-all (fragments, SCTP, UDP-Lite, non-IP) is not counted; see ``engine.checksum``.
+all (fragments, SCTP, UDP-Lite, non-IP) is not counted; see ``engine.packet.checksum``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.batch import PacketBatch
-from engine.checksum import (
+from engine.capture.batch import PacketBatch
+from engine.packet.checksum import (
     BAD,
     GOOD,
     MALFORMED,
@@ -23,7 +23,7 @@ from engine.checksum import (
     recompute_checksums,
     verify_checksums,
 )
-from engine.flowkeys import flow_keys
+from engine.packet.flowkeys import flow_keys
 from engine.services.base import Param, Service
 
 _L4_KINDS = ((4, 6, "tcp"), (6, 6, "tcp"), (4, 17, "udp"), (6, 17, "udp"), (4, 1, "icmp"),

@@ -37,9 +37,9 @@ import lz4.block
 import numpy as np
 import zstandard
 
-from engine import backend
-from engine.batch import PacketBatch
-from engine.meter import iso_ns
+from engine.capture import backend
+from engine.capture.batch import PacketBatch
+from engine.delivery.meter import iso_ns
 from engine.services.base import Param, Service, ServiceError
 from engine.services.payload import FLAGS_KNOWN, Payloads, packed_starts, replace, select
 

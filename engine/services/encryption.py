@@ -49,10 +49,10 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from engine import backend
-from engine.batch import PacketBatch
-from engine.flowkeys import FlowKeys
-from engine.meter import iso_ns
+from engine.capture import backend
+from engine.capture.batch import PacketBatch
+from engine.delivery.meter import iso_ns
+from engine.packet.flowkeys import FlowKeys
 from engine.services.base import Param, Service, ServiceError, hex_key
 from engine.services.payload import (
     FLAGS_KNOWN,

@@ -1,6 +1,6 @@
 """identity: passes every packet through unchanged (the transport's own cost, measured)."""
 
-from engine.batch import PacketBatch
+from engine.capture.batch import PacketBatch
 from engine.services.base import Service
 
 

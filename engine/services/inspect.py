@@ -1,9 +1,9 @@
 """inspect: multi-pattern signature matching over transport payloads (count, drop or mark).
 
 Every packet's TCP, UDP, SCTP, DCCP, ICMP or ICMPv6 payload (after the outermost IP header's
-transport header, as ``engine.flowkeys`` finds it) is scanned with an Aho-Corasick automaton
-(``engine.ahocorasick``) for all patterns at once. The payload ends where the IP or UDP length
-says, so Ethernet padding is not scanned. Packets without a transport payload (non-IP, later
+transport header, as ``engine.packet.flowkeys`` finds it) is scanned with an Aho-Corasick automaton
+(``engine.packet.ahocorasick``) for all patterns at once. The payload ends where the IP or UDP
+length says, so Ethernet padding is not scanned. Packets without a transport payload (non-IP, later
 fragments, other protocols, truncated headers) are not scanned. By default each packet is
 matched alone: a signature split across two TCP segments is not found. With ``stream=yes`` a TCP
 payload that continues its flow's byte stream (its sequence number is where the flow's previous
@@ -36,11 +36,11 @@ import stat
 
 import numpy as np
 
-from engine.ahocorasick import PatternMatcher, TcpStreams
-from engine.batch import PacketBatch
-from engine.flowkeys import flow_keys
-from engine.header_kernels import _set_dscp
-from engine.inspect_kernels import _payload_bounds
+from engine.capture.batch import PacketBatch
+from engine.packet.ahocorasick import PatternMatcher, TcpStreams
+from engine.packet.flowkeys import flow_keys
+from engine.packet.header_kernels import _set_dscp
+from engine.packet.inspect_kernels import _payload_bounds
 from engine.services.base import Param, Service, ServiceError
 
 __all__ = ["Inspect", "parse_pattern"]

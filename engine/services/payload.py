@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import backend
-from engine.batch import PacketBatch
-from engine.flowkeys import FRAG_NONE, FlowKeys, flow_keys
-from engine.header_kernels import _region_sums
+from engine.capture import backend
+from engine.capture.batch import PacketBatch
+from engine.packet.flowkeys import FRAG_NONE, FlowKeys, flow_keys
+from engine.packet.header_kernels import _region_sums
 
 FLAG_L4_FFFF = 0x01  # the TCP checksum field held 0xFFFF
 FLAG_IP_FFFF = 0x02  # the IPv4 header checksum field held 0xFFFF

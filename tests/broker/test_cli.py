@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
+from locations import ROOT, free_port
 from marketplace import negotiation_status, overdue_negotiation
 
 from broker.actors import authenticate
@@ -123,12 +122,9 @@ def test_serve_expires_overdue_negotiations_on_a_timer(world, workers):
     """``pktx broker serve`` as its own process (with one worker, and with uvicorn's worker
     processes) marks a negotiation whose deadline passed expired without being asked to."""
     nid = overdue_negotiation(world)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    root = Path(__file__).resolve().parents[2]
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(root), os.environ.get("PYTHONPATH")) if p))
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     cmd = [sys.executable, "-m", "broker.cli", "broker", "serve", "--db", world.m.store.url,
            "--port", str(port), "--workers", str(workers), "--expire-every", "0.2",
            "--log-level", "warning"]

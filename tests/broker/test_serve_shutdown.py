@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from locations import ROOT, free_port
 from sqlalchemy import select
 
 from broker.actors import issue_key
@@ -21,14 +21,7 @@ from broker.directory import create_provider
 from broker.models import Bid
 from broker.requests import submit_request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIDDERS = 400
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _market(world) -> tuple[int, list[tuple[int, str]]]:
@@ -53,9 +46,9 @@ def _market(world) -> tuple[int, list[tuple[int, str]]]:
 
 def test_sigterm_under_load_loses_no_acknowledged_bid(world):
     auction, bidders = _market(world)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "broker", "serve", "--db",
                              world.m.store.url, "--port", str(port), "--log-level", "warning",
                              "--expire-every", "0"], env=env, stdin=subprocess.DEVNULL)

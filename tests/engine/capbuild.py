@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from engine import pcapformat as F
+from engine.capture import pcapformat as F
 
 
 def _e(swap: bool) -> str:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import struct
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from engine import backend
-
 # The corpus lives in shared/ beside the project root (CI clones the project with shared/ next
 # to it); nobody on this project wrote those files.
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+from locations import CORPUS, need_corpus  # noqa: F401 (re-exported to its tests)
+
+from engine.capture import backend
 
 BACKENDS = backend.variants("capture")
 BACKEND_IDS = ["pure" if m.__name__.endswith("_py") else "compiled" for m in BACKENDS]
@@ -80,10 +79,6 @@ def corpus_params(keep=None) -> list:
     return found
 
 
-def need_corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip(f"capture corpus not found at <project>/../shared/corpus ({CORPUS})")
-    return CORPUS
 
 
 # -- what a batch holds, as plain values --------------------------------------------------------

@@ -1,9 +1,9 @@
 """Slow, obvious references for the engine's compiled code: the oracles the tests compare with.
 
 One packet (as ``bytes``) or one small list at a time, plain Python ints, no numpy, no tricks.
-Each follows the documentation of the public module it checks (``engine.flowkeys``,
-``engine.checksum``, ``engine.segment``, ``engine.flowhash``), written from it rather than from
-the implementation.
+Each follows the documentation of the public module it checks (``engine.packet.flowkeys``,
+``engine.packet.checksum``, ``engine.packet.segment``, ``engine.packet.flowhash``), written from it
+rather than from the implementation.
 """
 
 from __future__ import annotations

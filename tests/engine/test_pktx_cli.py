@@ -8,8 +8,7 @@ from pathlib import Path
 
 import dpkt
 import pytest
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+from locations import CORPUS
 
 
 def pktx(*args, check=True):

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from locations import ROOT
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
 
 sys.path.insert(0, str(HERE))
 from svc_fixtures import EXTRA  # noqa: E402
@@ -33,7 +33,7 @@ def _test_services(monkeypatch):
 @pytest.fixture(scope="session")
 def sample_pcap(tmp_path_factory) -> Path:
     """20,000 generated packets in 200 flows (both directions), nanosecond pcap."""
-    from engine.generate import generate_capture
+    from engine.capture.generate import generate_capture
 
     path = tmp_path_factory.mktemp("delivery") / "sample.pcap"
     generate_capture(path, packets=20_000, flows=200, seed=3, format="pcap",

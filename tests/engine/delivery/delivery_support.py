@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from locations import CORPUS, ROOT, free_port  # noqa: F401 (the delivery tests import them here)
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
-CORPUS = ROOT.parent / "shared" / "corpus"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pktx_cmd(*args) -> list[str]:
@@ -78,12 +71,12 @@ class RawPeer:
         self.sock.connect(endpoint)
 
     def send(self, *frames, flags: int = 0) -> None:
-        from engine import protocol as P
+        from engine.delivery import protocol as P
 
         self.sock.send_multipart([P.PROTOCOL, *frames], flags)
 
     def ready(self, name: str, services=("identity", "slow"), credit: int = 1) -> None:
-        from engine import protocol as P
+        from engine.delivery import protocol as P
 
         self.send(P.READY, P.dumps({"name": name, "services": list(services), "credit": credit}))
 
@@ -95,7 +88,7 @@ class RawPeer:
     def recv_command(self, command: bytes, timeout_s: float = 30,
                      heartbeat: bool = True) -> list[bytes]:
         """Frames of the next ``command`` message, heartbeating meanwhile."""
-        from engine import protocol as P
+        from engine.delivery import protocol as P
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -114,7 +107,7 @@ class RawPeer:
 
 def result_frames(header, batch, counters=None) -> list:
     """A RESULT body answering ``header`` with ``batch``."""
-    from engine import protocol as P
+    from engine.delivery import protocol as P
 
     return [P.RESULT, header.pack(), P.dumps(counters or {}),
             *[bytes(f) for f in batch.to_frames()]]

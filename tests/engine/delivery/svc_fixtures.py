@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from engine.batch import PacketBatch
+from engine.capture.batch import PacketBatch
 from engine.services.base import Param, Service
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from delivery_support import CORPUS, pktx_cmd
 
-from engine.deliver import deliver
-from engine.flowhash import flow_hash
-from engine.reader import read_capture
+from engine.capture.reader import read_capture
+from engine.delivery.deliver import deliver
+from engine.packet.flowhash import flow_hash
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ import subprocess
 import pytest
 from delivery_support import pktx_cmd
 
-from engine.batch import PacketBatch
-from engine.deliver import deliver
-from engine.reader import read_capture
+from engine.capture.batch import PacketBatch
+from engine.capture.reader import read_capture
+from engine.capture.writer import write_capture
+from engine.delivery.deliver import deliver
 from engine.services.payload import select
-from engine.writer import write_capture
 
 KEY = "7e" * 32
 WRONG = "81" * 32

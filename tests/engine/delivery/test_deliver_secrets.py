@@ -8,7 +8,7 @@ import subprocess
 
 from delivery_support import free_port, pktx_cmd, stop
 
-from engine.reader import read_capture
+from engine.capture.reader import read_capture
 
 
 def test_keys_from_a_file_and_the_environment_round_trip_and_never_show(sample_pcap, tmp_path):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from delivery_support import pktx_cmd
 
-from engine.batch import Interface, PacketBatch
-from engine.reader import CaptureReader, read_capture
-from engine.writer import write_capture
+from engine.capture.batch import Interface, PacketBatch
+from engine.capture.reader import CaptureReader, read_capture
+from engine.capture.writer import write_capture
 
 WIRESHARK_TOOLS = ("tshark", "mergecap", "capinfos")
 need_wireshark = pytest.mark.skipif(

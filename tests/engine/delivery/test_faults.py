@@ -24,10 +24,10 @@ from delivery_support import (
     wait_for,
 )
 
-from engine import protocol as P
-from engine.batch import PacketBatch
-from engine.deliver import Delivery, DeliveryOptions, deliver
-from engine.dispatcher import DeliveryError
+from engine.capture.batch import PacketBatch
+from engine.delivery import protocol as P
+from engine.delivery.deliver import Delivery, DeliveryOptions, deliver
+from engine.delivery.dispatcher import DeliveryError
 
 # Quick to notice a stalled worker, yet patient with one a loaded machine starves for a while.
 FAST_HB = {"heartbeat_ms": 100, "liveness": 20}
@@ -197,7 +197,7 @@ def test_worker_drains_on_sigterm(sample_pcap, tmp_path):
 
 
 def _poison_ts(sample_pcap, index: int) -> int:
-    from engine.reader import read_capture
+    from engine.capture.reader import read_capture
 
     return int(read_capture(sample_pcap).ts_ns[index])
 
@@ -226,7 +226,7 @@ def test_a_segment_that_kills_its_workers_fails_the_stream_naming_it(sample_pcap
 
 
 def test_a_poison_segment_can_be_skipped_and_is_counted(sample_pcap, tmp_path):
-    from engine.reader import read_capture
+    from engine.capture.reader import read_capture
 
     out = tmp_path / "o.pcap"
     opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
@@ -387,7 +387,7 @@ def _children(pid: int) -> list[int]:
 def test_segments_that_shared_a_worker_with_a_poison_one_are_not_blamed(sample_pcap, tmp_path):
     """Workers holding four tasks each: the one that dies on segment 2 also held innocent
     segments. Only segment 2 may be skipped; every other packet comes out, in order."""
-    from engine.reader import read_capture
+    from engine.capture.reader import read_capture
 
     out = tmp_path / "o.pcap"
     opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],

@@ -22,9 +22,9 @@ from delivery_support import (
     wait_for,
 )
 
-from engine import protocol as P
-from engine.deliver import Delivery, DeliveryOptions
-from engine.reader import read_capture
+from engine.capture.reader import read_capture
+from engine.delivery import protocol as P
+from engine.delivery.deliver import Delivery, DeliveryOptions
 
 FAST_HB = {"heartbeat_ms": 100, "liveness": 20}
 
@@ -38,7 +38,7 @@ def _delivery(src, out, endpoint, **kw):
 @pytest.fixture(scope="module")
 def other_pcap(tmp_path_factory):
     """Another customer's capture: 20,000 packets, other flows."""
-    from engine.generate import generate_capture
+    from engine.capture.generate import generate_capture
 
     path = tmp_path_factory.mktemp("other") / "other.pcap"
     generate_capture(path, packets=20_000, flows=50, seed=99, format="pcap", ts_resolution="ns")
@@ -129,7 +129,7 @@ def test_a_wrong_stream_result_from_a_joined_worker_does_not_lose_the_task(sampl
         t, box = run_in_thread(delivery)
         peer.ready("confused", credit=1)
         peer.recv_command(P.WELCOME)
-        from engine.batch import PacketBatch
+        from engine.capture.batch import PacketBatch
 
         for _ in range(2):  # two segments; each first answered wrongly, then rightly
             frames = peer.recv_command(P.TASK, 60)
@@ -229,7 +229,7 @@ def test_counters_are_validated_before_they_reach_the_usage_record(sample_pcap, 
     try:
         t, box = run_in_thread(delivery)
         peer.ready("counter", credit=1)
-        from engine.batch import PacketBatch
+        from engine.capture.batch import PacketBatch
 
         for k in range(4):
             frames = peer.recv_command(P.TASK, 60)
@@ -284,7 +284,7 @@ def test_garbage_from_strangers_is_counted_and_logged_at_a_bounded_rate(sample_p
     peer = RawPeer(endpoint)
     honest = None
     try:
-        with caplog.at_level(logging.WARNING, logger="engine.dispatcher"):
+        with caplog.at_level(logging.WARNING, logger="engine.delivery.dispatcher"):
             t, box = run_in_thread(delivery)
             wait_for(lambda: delivery.dispatcher is not None, 60, "the dispatcher to bind")
             for i in range(3000):
@@ -299,7 +299,7 @@ def test_garbage_from_strangers_is_counted_and_logged_at_a_bounded_rate(sample_p
             t.join(120)
         assert "error" not in box, box.get("error")
         assert out.read_bytes() == sample_pcap.read_bytes()
-        lines = [r for r in caplog.records if r.name == "engine.dispatcher"]
+        lines = [r for r in caplog.records if r.name == "engine.delivery.dispatcher"]
         assert len(lines) <= 20, f"{len(lines)} log lines for 6,000 garbage messages"
     finally:
         peer.close()
@@ -311,7 +311,7 @@ def test_a_worker_never_sends_an_old_streams_result_to_a_new_dispatcher(sample_p
     """A hand-made dispatcher A gives a real worker a task and vanishes while the worker is
     on it; B binds the same endpoint. The worker must join B afresh and never send B the
     result of A's task."""
-    from engine.reader import read_capture
+    from engine.capture.reader import read_capture
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     started, finished = tmp_path / "started", tmp_path / "finished"

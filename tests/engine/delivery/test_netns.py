@@ -137,7 +137,7 @@ def test_live_interface_source(wire, tmp_path):
         if node.poll() is None:
             node.kill()
             node.wait()
-    from engine.reader import read_capture
+    from engine.capture.reader import read_capture
 
     batch = read_capture(out)
     wanted = [b"live packet %05d" % i for i in range(40)]

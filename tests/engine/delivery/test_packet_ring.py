@@ -23,8 +23,8 @@ from delivery_support import pktx_cmd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from naive import walk_tpacket_block
 
+from engine.capture.ring_kernels import _walk_block
 from engine.errors import EngineError
-from engine.ring_kernels import _walk_block
 
 ETHERTYPE = 0x88B5  # IEEE 802 local experimental: nothing else on the link uses it
 
@@ -186,7 +186,7 @@ COUNT = 50_000
 
 
 def test_capture_in_process(veth):
-    from engine.sources import open_source
+    from engine.delivery.sources import open_source
 
     here, ns, there = veth
     source = open_source(f"iface:{here}")
@@ -222,7 +222,7 @@ def _ring_open_on(dev: str) -> bool:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_pktx_deliver_from_an_interface(veth, tmp_path, signum):
-    from engine.reader import read_capture
+    from engine.capture.reader import read_capture
 
     here, ns, there = veth
     out, usage_path = tmp_path / "out.pcapng", tmp_path / "usage.json"
@@ -259,7 +259,7 @@ def test_pktx_deliver_from_an_interface(veth, tmp_path, signum):
 
 
 def test_a_full_ring_counts_kernel_drops(veth):
-    from engine.packet_ring import PacketRing
+    from engine.capture.packet_ring import PacketRing
 
     here, ns, there = veth
     with PacketRing(here, block_size=4096, block_count=2) as ring:
@@ -280,7 +280,7 @@ def test_a_full_ring_counts_kernel_drops(veth):
 
 
 def test_clear_errors(veth):
-    from engine.sources import open_source
+    from engine.delivery.sources import open_source
 
     here, _ns, _there = veth
     with pytest.raises(EngineError, match="no such interface 'pxnope0'"):
@@ -293,7 +293,7 @@ def test_clear_errors(veth):
 
 
 def test_snaplen_cuts_in_the_kernel(veth):
-    from engine.sources import open_source
+    from engine.delivery.sources import open_source
 
     here, ns, there = veth
     source = open_source(f"iface:{here}?snaplen=32&ring_mb=4")
@@ -332,7 +332,7 @@ def test_no_cap_net_raw_is_a_clear_error(veth):
 
 
 def test_count_ends_the_stream(veth):
-    from engine.sources import open_source
+    from engine.delivery.sources import open_source
 
     here, ns, there = veth
     source = open_source(f"iface:{here}", count=100)
@@ -351,7 +351,7 @@ def test_count_ends_the_stream(veth):
 
 def test_link_type_follows_the_hardware_type(veth):
     """A tun device (ARPHRD_NONE) carries bare IP packets: LINKTYPE_RAW."""
-    from engine.packet_ring import PacketRing
+    from engine.capture.packet_ring import PacketRing
 
     if not os.path.exists("/dev/net/tun"):
         pytest.skip("no /dev/net/tun")

@@ -9,7 +9,7 @@ import pytest
 import zmq
 from delivery_support import free_port, pktx_cmd
 
-from engine.deliver import Delivery, DeliveryOptions
+from engine.delivery.deliver import Delivery, DeliveryOptions
 
 
 def _deliver(*args, timeout=120):
@@ -89,7 +89,7 @@ def test_local_workers_are_capped(sample_pcap, tmp_path, caplog):
 
     cap = max(8, 4 * (os.cpu_count() or 1))
     d = Delivery(str(sample_pcap), str(tmp_path / "o.pcap"), DeliveryOptions(workers=100_000))
-    with caplog.at_level(logging.WARNING, logger="engine.deliver"):
+    with caplog.at_level(logging.WARNING, logger="engine.delivery.deliver"):
         assert d._local_workers() == cap
     assert f"starting {cap}" in caplog.text
 

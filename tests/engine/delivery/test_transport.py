@@ -11,9 +11,9 @@ import time
 import pytest
 from delivery_support import free_port, pktx_cmd, run_in_thread, start_worker, stop, wait_for
 
-from engine.curve import generate_keys
-from engine.deliver import Delivery, DeliveryOptions, deliver
-from engine.reader import read_capture
+from engine.capture.reader import read_capture
+from engine.delivery.curve import generate_keys
+from engine.delivery.deliver import Delivery, DeliveryOptions, deliver
 
 
 def test_curve_admits_the_right_key_and_refuses_a_wrong_one(sample_pcap, tmp_path, caplog):
@@ -30,7 +30,7 @@ def test_curve_admits_the_right_key_and_refuses_a_wrong_one(sample_pcap, tmp_pat
     log_path = tmp_path / "impostor.log"
     impostor_log = open(log_path, "wb")  # noqa: SIM115 - the child writes it
     honest = None
-    with caplog.at_level(logging.WARNING, logger="engine.curve"):
+    with caplog.at_level(logging.WARNING, logger="engine.delivery.curve"):
         runner, box = run_in_thread(delivery)  # the dispatcher waits for a worker it admits
         impostor = start_worker(endpoint, "--curve", bad, "--name", "impostor",
                                 stderr=impostor_log)

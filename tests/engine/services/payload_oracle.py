@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
+from locations import CORPUS
 
 from engine import CaptureError, read_capture
-from engine.batch import PacketBatch
-from engine.flowkeys import flow_keys
-from engine.generate import generate_batch
+from engine.capture.batch import PacketBatch
+from engine.capture.generate import generate_batch
+from engine.packet.flowkeys import flow_keys
 
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
 KEY = "00112233445566778899aabbccddeeff" * 2
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from locations import CORPUS
 from naive_cryptopan import NaiveCryptoPAn
 from scapy.layers.inet import GRE, ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
@@ -22,15 +23,13 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from engine import CaptureError, read_capture
-from engine.batch import PacketBatch
-from engine.checksum import ones_complement_sum, verify_checksums
-from engine.flowkeys import flow_keys
-from engine.generate import generate_batch
+from engine.capture.batch import PacketBatch
+from engine.capture.generate import generate_batch
+from engine.packet.checksum import ones_complement_sum, verify_checksums
+from engine.packet.flowkeys import flow_keys
 from engine.services import parse_chain, service_class
 from engine.services.anonymize import Anonymize, CryptoPAn, _distinct
 from engine.services.base import ServiceError
-
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
 
 # The key of the Crypto-PAn reference distribution's sample (sample_trace_raw.dat and
 # sample_trace_sanitized.dat). The pairs below are those files' addresses as published in
@@ -388,7 +387,7 @@ def test_corpus_captures_keep_their_checksum_statuses(path):
     before, after = verify_checksums(batch), verify_checksums(out)
     keys = flow_keys(batch)
     assert np.array_equal(before.ip, after.ip)
-    # engine.checksum puts the IPv6 header's destination in the pseudo-header even behind a
+    # engine.packet.checksum puts the IPv6 header's destination in the pseudo-header even behind a
     # routing header with segments left; the service follows RFC 8200 there.
     same = before.l4 == after.l4
     assert same.all() or all(keys.family[i] == 6 for i in np.flatnonzero(~same))

@@ -18,8 +18,8 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.packet import Raw
 
-from engine.batch import PacketBatch
-from engine.checksum import verify_checksums
+from engine.capture.batch import PacketBatch
+from engine.packet.checksum import verify_checksums
 from engine.services import ServiceError, build_chain, parse_chain
 from engine.services.checksum import Checksum
 

@@ -27,8 +27,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from engine.batch import PacketBatch
-from engine.checksum import verify_checksums
+from engine.capture.batch import PacketBatch
+from engine.packet.checksum import verify_checksums
 from engine.services import ServiceError, build_chain, parse_chain
 from engine.services.compression import HEADER_SIZE, MAGIC, Compress, Decompress
 from engine.services.payload import select

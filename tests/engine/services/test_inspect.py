@@ -8,22 +8,22 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from locations import CORPUS
 from naive_inspect import patterns_in, transport_payload
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
-from engine import CaptureError, ahocorasick, read_capture
-from engine.ahocorasick import PatternMatcher
-from engine.batch import PacketBatch
-from engine.checksum import verify_checksums
-from engine.generate import generate_batch
+from engine import CaptureError, read_capture
+from engine.capture.batch import PacketBatch
+from engine.capture.generate import generate_batch
+from engine.packet import ahocorasick
+from engine.packet.ahocorasick import PatternMatcher
+from engine.packet.checksum import verify_checksums
 from engine.services import parse_chain, service_class
 from engine.services.base import ServiceError
 from engine.services.inspect import Inspect, parse_pattern
-
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
 
 # A small alphabet, so patterns overlap, repeat and hide in each other; case pairs for nocase.
 _chunk = st.binary(max_size=6).map(lambda b: bytes(b"abAB\0\xff"[x % 6] for x in b))

@@ -15,8 +15,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from engine.ahocorasick import TcpStreams
-from engine.batch import PacketBatch
+from engine.capture.batch import PacketBatch
+from engine.packet.ahocorasick import TcpStreams
 from engine.services.inspect import Inspect
 
 MACS = {"dst": "02:00:00:00:00:01", "src": "02:00:00:00:00:02"}

@@ -24,8 +24,8 @@ from scapy.layers.l2 import LLC, SNAP, CookedLinux, Dot1Q, Dot3, Ether
 from scapy.layers.ppp import PPP, PPPoE
 from scapy.packet import Raw
 
-from engine.batch import Interface, PacketBatch
-from engine.checksum import recompute_checksums, verify_checksums
+from engine.capture.batch import Interface, PacketBatch
+from engine.packet.checksum import recompute_checksums, verify_checksums
 from engine.services.payload import FLAG_IP_FFFF, FLAG_L4_FFFF, Payloads, replace, select
 
 

@@ -1,0 +1,56 @@
+"""Argument types the ``pktx`` subcommands share (argparse ``type=`` callables)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def share(text: str) -> tuple[int, int]:
+    """``I/K`` -> (I, K), share I of K (argparse type)."""
+    index, _, of = text.partition("/")
+    try:
+        i, k = int(index), int(of)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/K (e.g. 0/3)") from None
+    if not 1 <= k <= 1000 or not 0 <= i < k:
+        raise argparse.ArgumentTypeError(f"{text!r}: K is 1..1000 and I is 0..K-1")
+    return i, k
+
+
+def rate(text: str) -> int:
+    from engine.delivery.meter import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return v

@@ -1,0 +1,59 @@
+"""``pktx bench``: the side-by-side tables of ``benchmarks/`` (from a source checkout)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine.cli import arguments as A
+from engine.errors import EngineError
+
+
+def add_commands(sub) -> None:
+    """Add bench and its tables to the subparsers."""
+    s = sub.add_parser("bench", help="side-by-side throughput tables against peers")
+    bsub = s.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    def bench_table(name, help_text, table, repeat, stream_help=None):
+        b = bsub.add_parser(name, help=help_text)
+        b.add_argument("--repeat", type=A.positive_int, default=repeat)
+        if stream_help is None:
+            b.set_defaults(func=_cmd_bench, table=table, packets=0, stream_gb=0.0)
+            return b
+        b.add_argument("--packets", type=A.positive_int, default=200_000)
+        b.add_argument("--stream-gb", type=float, default=2.0, help=stream_help)
+        b.set_defaults(func=_cmd_bench, table=table)
+        return b
+
+    bench_table("capture", "capture reading, flow hashing and writing", "capture_table", 5,
+                "size of the file streamed through open_capture for peak RSS (0: skip)")
+    bench_table("deliver", "delivery throughput against multiprocessing and pyzmq",
+                "deliver_table", 3,
+                "size of the capture delivered for the dispatcher's peak RSS (0: skip)")
+    bench_table("rating", "rating 1,000,000 usage reports under a tariff", "rating_table", 5)
+    b = bench_table("broker", "auction close, bids over HTTP, reputation lookups",
+                    "broker_table", 5)
+    # Options of one table only travel as opt_<name> and reach its run() as <name>=.
+    b.add_argument("--server-workers", dest="opt_workers", metavar="N", type=A.positive_int,
+                   default=1,
+                   help="uvicorn worker processes of the server under test (default 1)")
+    b.add_argument("--clients", dest="opt_http_clients", metavar="N", type=A.positive_int,
+                   default=16,
+                   help="concurrent HTTP clients posting bids (default 16)")
+    b.add_argument("--seconds", dest="opt_http_seconds", metavar="S", type=float,
+                   default=10.0,
+                   help="how long the clients post bids (default 10)")
+
+
+def _cmd_bench(args) -> int:
+    # The tables and their peers live in the source tree's benchmarks/, beside engine/.
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / f"{args.table}.py").exists():
+        raise EngineError("pktx bench runs from a source checkout: benchmarks/ was not found "
+                          f"beside {root / 'engine'}")
+    sys.path.insert(0, str(root))
+    import importlib
+
+    table = importlib.import_module(f"benchmarks.{args.table}")
+    extra = {k.removeprefix("opt_"): v for k, v in vars(args).items() if k.startswith("opt_")}
+    return table.run(packets=args.packets, repeat=args.repeat, stream_gb=args.stream_gb,
+                     **extra)

@@ -1,0 +1,1 @@
+"""Delivery: the dispatcher, workers, wire protocol, sources, sinks, metering and CURVE."""

@@ -1,0 +1,421 @@
+"""One delivery: source -> segmenter -> dispatcher -> workers -> reassembly -> sink, metered.
+
+Three threads: the source thread reads and segments, the main thread runs the dispatcher's
+socket, the sink thread shapes and writes. Queues between them are bounded by the dispatcher's
+window, so memory does not grow with the stream.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from engine.capture.batch import PacketBatch
+from engine.delivery import protocol as P
+from engine.delivery.dispatcher import DeliveryError, Dispatcher, wake
+from engine.delivery.meter import Meter, TokenBucket
+from engine.delivery.sinks import open_sink
+from engine.delivery.sources import open_source
+from engine.errors import EngineError
+from engine.packet.segment import Segmenter
+from engine.services import parse_chain, public_chain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryOptions:
+    services: str = "identity"
+    params: list[str] = field(default_factory=list)
+    workers: int | None = None  # local worker processes; None: one per core
+    bind: str | None = None
+    segment_packets: int | None = None
+    segment_bytes: int | None = None
+    segment_ms: float | None = None
+    flow_affinity: bool = False
+    # (i, k): deliver only share i of k (engine.packet.flowhash.share_of_packets); None: all of it.
+    share: tuple[int, int] | None = None
+    max_rate_bps: int | None = None
+    min_rate_bps: int | None = None
+    usage_json: str | None = None
+    # A run whose packets failing authentication (decrypt) pass this many fails; None: no limit.
+    max_auth_failures: int | None = 0
+    curve_dir: str | None = None
+    credit: int = P.DEFAULT_CREDIT
+    format: str | None = None
+    ts_resolution: str | None = None
+    udp_linktype: int = 1
+    count: int | None = None
+    idle_timeout: float | None = None
+    wait_workers_s: float = 60.0
+    min_workers: int | None = None  # workers to wait for (default: the local ones, else 1)
+    heartbeat_ms: int = P.HEARTBEAT_MS
+    liveness: int = P.LIVENESS
+    task_timeout_s: float = P.TASK_TIMEOUT_S
+    max_attempts: int = P.MAX_ATTEMPTS  # workers a segment may kill or fail on
+    on_poison: str = "fail"  # or "skip": drop such a segment and count it
+    downstream_timeout_s: float = 30.0  # zmq:// sink: fail after this long with no ack
+    window: int | None = None
+    progress: bool = False
+    worker_args: list[str] = field(default_factory=list)  # extra flags for local workers
+
+
+DEFAULT_SEGMENT_PACKETS = 2048
+# Local worker processes beyond this many per core only compete for the cores.
+WORKERS_PER_CORE = 4
+
+
+class AuthFailuresError(DeliveryError):
+    """More packets failed authentication than the run allows (``count`` of them)."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+class Delivery:
+    """A delivery from ``source`` to ``sink``; ``run()`` returns the usage record."""
+
+    def __init__(self, source: str, sink: str, options: DeliveryOptions | None = None) -> None:
+        self.opts = o = options or DeliveryOptions()
+        self.chain = parse_chain(o.services, o.params)
+        self.stream_id = P.new_stream_id()
+        self._check_usage_path()
+        self.source = open_source(source, udp_linktype=o.udp_linktype, count=o.count,
+                                  idle_timeout=o.idle_timeout)
+        fmt, res = self.source.default_output()
+        self.sink_url = sink
+        self.sink_format = o.format or (
+            "pcapng" if sink.endswith(".pcapng") else "pcap" if sink.endswith(".pcap") else fmt)
+        self.sink_resolution = o.ts_resolution or res
+        self.meter = Meter(min_rate_bps=o.min_rate_bps, max_rate_bps=o.max_rate_bps)
+        self.local_workers: list[subprocess.Popen] = []
+        self._stop = threading.Event()
+        self._sink_error: BaseException | None = None
+        self._segment_ends: collections.deque[int | None] = collections.deque()
+        self.dispatcher: Dispatcher | None = None
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _check_usage_path(self) -> None:
+        """A usage record that cannot be written fails now, not after the output is in place."""
+        path = self.opts.usage_json
+        if not path:
+            return
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise EngineError(f"--usage-json {path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise EngineError(f"--usage-json {path}: folder {folder} is not writable")
+        if os.path.isdir(path):
+            raise EngineError(f"--usage-json {path}: is a folder")
+
+    def _local_workers(self) -> int:
+        cores = os.cpu_count() or 1
+        if self.opts.workers is None:
+            return cores
+        cap = max(8, WORKERS_PER_CORE * cores)
+        if self.opts.workers > cap:
+            log.warning("--workers %d is more than %d per core: starting %d", self.opts.workers,
+                        WORKERS_PER_CORE, cap)
+            return cap
+        return self.opts.workers
+
+    def _segmenter(self) -> Segmenter:
+        o = self.opts
+        packets = o.segment_packets
+        if packets is None and o.segment_bytes is None:
+            packets = DEFAULT_SEGMENT_PACKETS
+        window = int(o.segment_ms * 1_000_000) if o.segment_ms else None
+        if window and packets is None and o.segment_bytes is None:
+            packets = 65536  # a time window still needs a size cap for a fast source
+        # Every message must stay within the frame limit peers are held to.
+        max_bytes = min(o.segment_bytes or P.MAX_SEGMENT_BYTES, P.MAX_SEGMENT_BYTES)
+        return Segmenter(max_packets=packets, max_bytes=max_bytes, window_ns=window)
+
+    def _source_thread(self, out: queue.Queue, wake_addr: str, ctx: zmq.Context) -> None:
+        waker = wake(ctx, wake_addr)
+        seg = self._segmenter()
+        window_s = self.opts.segment_ms / 1000 if self.opts.segment_ms else None
+        seq = 0
+        opened_at: float | None = None
+
+        def put(item) -> None:
+            if isinstance(item, PacketBatch):
+                self._segment_ends.append(self.source.file_end(item))
+            while not self._stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            with contextlib.suppress(zmq.Again):  # a wake-up is already waiting
+                waker.send(b"", zmq.NOBLOCK)
+
+        try:
+            for batch in self.source:
+                if self._stop.is_set():
+                    break
+                if self.opts.share is not None and len(batch):
+                    batch = self._my_share(batch)
+                n = len(batch)
+                if n:
+                    if batch.first_seq != seq:
+                        batch = PacketBatch(batch.data, batch.offsets, batch.caplen,
+                                            batch.origlen, batch.ts_ns, batch.iface,
+                                            batch.interfaces, seq)
+                    seq += n
+                    self.meter.record_in(n, int(batch.caplen.sum(dtype=np.int64)))
+                    for s in seg.feed(batch):
+                        put(s)
+                    if seg._held and opened_at is None:
+                        opened_at = time.monotonic()
+                    elif not seg._held:
+                        opened_at = None
+                # A live source's open segment goes when its time is up, full or not.
+                if (window_s is not None and opened_at is not None
+                        and time.monotonic() - opened_at >= window_s):
+                    last = seg.finish()
+                    if last is not None:
+                        put(last)
+                    opened_at = None
+            last = seg.finish()
+            if last is not None:
+                put(last)
+            put(Dispatcher.END)
+        except BaseException as exc:  # handed to the dispatcher thread, which raises it
+            put(exc)
+        finally:
+            waker.close(0)
+
+    def _sink_thread(self, inbox: queue.Queue, sink) -> None:
+        bucket = TokenBucket(self.opts.max_rate_bps) if self.opts.max_rate_bps else None
+        try:
+            while True:
+                batch = inbox.get()
+                if batch is None:
+                    return
+                if bucket is None:
+                    sink.write(batch)
+                    if not sink.acknowledges:  # else counted when the receiver confirms
+                        self.meter.record_out(len(batch), batch.nbytes)
+                else:
+                    self._shaped_write(batch, sink, bucket)
+                self.dispatcher.written += 1
+                # Segments are written in the order they were read: the source's pages up to
+                # this one's end are done with (the dispatcher sends them without copying).
+                end = self._segment_ends.popleft() if self._segment_ends else None
+                if end is not None:
+                    self.source.release_through(end)
+        except BaseException as exc:
+            self._sink_error = exc
+            self._stop.set()
+
+    def _shaped_write(self, batch: PacketBatch, sink, bucket: TokenBucket) -> None:
+        # Write in slices no bigger than the bucket's burst so the rate holds within a second.
+        bits = batch.caplen.astype(np.int64) * 8
+        cum = np.cumsum(bits)
+        start = 0
+        n = len(batch)
+        while start < n:
+            base = cum[start - 1] if start else 0
+            end = int(np.searchsorted(cum, base + bucket.burst, side="right"))
+            end = max(end, start + 1)
+            part = batch[start:end]
+            bucket.take(int(cum[end - 1] - base))
+            sink.write(part)
+            if not sink.acknowledges:
+                self.meter.record_out(len(part), part.nbytes)
+            start = end
+
+    def _my_share(self, batch: PacketBatch) -> PacketBatch:
+        """The packets of ``batch`` in this delivery's share (same buffer, stream order)."""
+        from engine.packet.flowhash import share_of_packets
+
+        index, of = self.opts.share
+        mine = batch.take(np.flatnonzero(share_of_packets(batch, of) == index))
+        # Numbered afresh: the share is a stream of its own (the caller renumbers from here).
+        return PacketBatch(mine.data, mine.offsets, mine.caplen, mine.origlen, mine.ts_ns,
+                           mine.iface, mine.interfaces, batch.first_seq)
+
+    def _spawn_workers(self, endpoint: str, n: int) -> None:
+        o = self.opts
+        cmd = [sys.executable, "-m", "engine.cli", "worker", "--connect", endpoint,
+               "--exit-on-disconnect", "--credit", str(o.credit),
+               "--heartbeat-ms", str(o.heartbeat_ms), "--liveness", str(o.liveness),
+               "--max-idle", "30", "--quiet", *o.worker_args]
+        if self.opts.curve_dir:
+            cmd += ["--curve", self.opts.curve_dir]
+        for i in range(n):
+            self.local_workers.append(subprocess.Popen(
+                [*cmd, "--name", f"local-{i}"], stdin=subprocess.DEVNULL))
+
+    def _local_workers_gone(self) -> str | None:
+        """Why no local worker can serve any more (all have exited), or None."""
+        if not self.local_workers or self.opts.bind:
+            return None  # remote workers may still come
+        codes = [p.poll() for p in self.local_workers]
+        if any(c is None for c in codes):
+            return None
+        return (f"all {len(codes)} local workers have exited (exit codes "
+                f"{', '.join(str(c) for c in codes)})")
+
+    def _check_local_workers(self) -> None:
+        dead = [(i, p.returncode) for i, p in enumerate(self.local_workers)
+                if p.poll() is not None]
+        if dead:
+            i, code = dead[0]
+            raise DeliveryError(f"local worker {i} exited with code {code} before joining "
+                                "(its error is above)")
+
+    def _warm_up(self) -> None:
+        """Compile (or load from cache) the numba kernels before the clock starts."""
+        self._segmenter().feed(PacketBatch.from_packets([b"\0" * 60] * 4))
+        if self.opts.flow_affinity:
+            from engine.packet.flowhash import worker_of_packets
+
+            worker_of_packets(PacketBatch.from_packets([b"\0" * 60] * 4), 4)
+
+    def _reap_workers(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for p in self.local_workers:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.terminate()
+                try:
+                    p.wait(3)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        o = self.opts
+        n_local = self._local_workers()
+        bind = o.bind or "tcp://127.0.0.1:0"
+        ctx = zmq.Context.instance()
+        self._warm_up()
+        # Everything that can fail on setup (the endpoint, the keys) before the sink exists, so
+        # a failure leaves no file behind.
+        d = self.dispatcher = Dispatcher(
+            bind, self.chain, stream_id=self.stream_id, meter=self.meter, window=o.window,
+            heartbeat_ms=o.heartbeat_ms, liveness=o.liveness, max_attempts=o.max_attempts,
+            on_poison=o.on_poison, task_timeout_s=o.task_timeout_s,
+            no_worker_timeout_s=o.wait_workers_s, flow_affinity=o.flow_affinity,
+            curve_dir=o.curve_dir, context=ctx)
+        try:
+            sink = open_sink(self.sink_url, format=self.sink_format,
+                             ts_resolution=self.sink_resolution, on_ack=self.meter.record_out,
+                             ack_timeout_s=o.downstream_timeout_s)
+        except BaseException:
+            d.close()
+            raise
+        segments: queue.Queue = queue.Queue(maxsize=4)
+        outbox: queue.Queue = queue.Queue()
+        sink_thread = None
+        try:
+            if n_local:
+                self._spawn_workers(d.endpoint, n_local)
+            else:
+                log.info("serving workers on %s", d.endpoint)
+            d.wait_for_workers(o.min_workers or max(1, n_local), o.wait_workers_s,
+                               self._check_local_workers)
+            self.meter.restart()
+            threading.Thread(target=self._source_thread, args=(segments, d.wake_addr, ctx),
+                             name="pktx-source", daemon=True).start()
+            sink_thread = threading.Thread(target=self._sink_thread, args=(outbox, sink),
+                                           name="pktx-sink", daemon=True)
+            sink_thread.start()
+
+            def emit(batch: PacketBatch) -> None:
+                if self._sink_error is not None:
+                    raise DeliveryError(f"writing {self.sink_url} failed: "
+                                        f"{self._sink_error}") from self._sink_error
+                self._check_auth_failures()
+                outbox.put(batch)
+
+            d.run(segments, emit, workers_gone=self._local_workers_gone)
+            outbox.put(None)
+            sink_thread.join()
+            if self._sink_error is not None:
+                raise DeliveryError(f"writing {self.sink_url} failed: {self._sink_error}")
+            sink.flush()  # the usage record counts only what the receiver confirmed
+            self.meter.finish()
+            self._check_auth_failures()
+            usage = self.usage()
+            sink.close(usage)
+            d.broadcast_disconnect("stream complete")
+        except BaseException as exc:
+            self._stop.set()
+            self.source.stop()
+            if sink_thread is not None and sink_thread.is_alive():
+                outbox.put(None)
+                sink_thread.join(5)
+            sink.abort(str(exc))
+            d.broadcast_disconnect("stream failed")
+            for p in self.local_workers:
+                p.terminate()
+            self._reap_workers(5)
+            d.close()
+            if isinstance(exc, EngineError | KeyboardInterrupt):
+                raise
+            raise DeliveryError(f"delivery failed: {type(exc).__name__}: {exc}") from exc
+        self._reap_workers()
+        d.close()
+        self._write_usage(usage)
+        return usage
+
+    def _write_usage(self, usage: dict) -> None:
+        if self.opts.usage_json:
+            tmp = self.opts.usage_json + ".part"
+            with open(tmp, "w") as f:
+                json.dump(usage, f, indent=2)
+            os.replace(tmp, self.opts.usage_json)
+
+    def auth_failures(self) -> dict[str, int]:
+        """Packets that failed authentication so far, per service."""
+        return {name: int(c["auth_failures"]) for name, c in list(self.meter.services.items())
+                if c.get("auth_failures")}
+
+    def _check_auth_failures(self) -> None:
+        """Stop the run once more packets failed authentication than it allows: the output
+        is then not completed, and the usage record (if asked for) says why."""
+        limit = self.opts.max_auth_failures
+        per_service = self.auth_failures()
+        count = sum(per_service.values())
+        if limit is None or count <= limit:
+            return
+        detail = ", ".join(f"{name} {n:,}" for name, n in per_service.items())
+        message = (f"{count:,} packets failed authentication ({detail}), more than "
+                   f"--max-auth-failures {limit}: a wrong key, or packets changed on the way; "
+                   f"stopped, and {self.sink_url} was not completed")
+        self._write_usage({**self.usage(), "failed": message})
+        raise AuthFailuresError(message, count)
+
+    def usage(self) -> dict:
+        return self.meter.usage(
+            stream_id=f"{self.stream_id:032x}",
+            sources=[self.source.describe()],
+            sinks=[self.sink_url],
+            service_chain=public_chain(self.chain),
+            auth_failures=sum(self.auth_failures().values()),
+            max_auth_failures=self.opts.max_auth_failures,
+            **({"source_stats": stats} if (stats := self.source.stats()) else {}),
+        )
+
+
+def deliver(source: str, sink: str, **options) -> dict:
+    """Deliver ``source`` to ``sink`` through the service chain; returns the usage record."""
+    return Delivery(source, sink, DeliveryOptions(**options)).run()

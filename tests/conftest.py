@@ -1,0 +1,12 @@
+"""Test-wide setup: the shared helper modules (``locations``, and the engine's ``naive``,
+``capture_craft``, ``capbuild``) import by name from any test folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for folder in (HERE, HERE / "engine"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
