@@ -18,9 +18,9 @@ A call refused with a `BrokerError` must leave the store exactly as it was.
 from __future__ import annotations
 
 import itertools
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, namedtuple
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
@@ -94,13 +94,33 @@ def build_world(store):
     return w
 
 
+_ROW_TYPES: dict[tuple, type] = {}   # (table, *columns) -> its row type
+
+
 def snapshot(store) -> dict[str, list]:
-    """Every row the market writes, by table, in id order (plain queries)."""
+    """Every row the market writes, by table, in id order, as the driver returns it: one plain
+    query a table, no ORM and no type conversion (this runs after every step, and after every
+    refused call). Times are text on SQLite, in a format that sorts as time does."""
+    out = {}
     with store.read() as s:
-        conn = s.connection()
-        return {model.__tablename__: conn.execute(
-            select(model.__table__).order_by(*model.__table__.primary_key.columns)).all()
-            for model in WRITTEN}
+        cursor = s.connection().connection.driver_connection.cursor()
+        try:
+            for model in WRITTEN:
+                table = model.__tablename__
+                cursor.execute(f"SELECT * FROM {table} ORDER BY id")
+                names = (table, *(c[0] for c in cursor.description))
+                if names not in _ROW_TYPES:
+                    _ROW_TYPES[names] = namedtuple(table, names[1:])
+                out[table] = [_ROW_TYPES[names](*row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+    return out
+
+
+def as_time(value) -> datetime:
+    """A time from a snapshot (SQLite's text or PostgreSQL's datetime) as an aware datetime."""
+    return value if isinstance(value, datetime) else \
+        datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def award_problems(snap: dict) -> list[str]:
@@ -345,7 +365,7 @@ class MarketMachine(RuleBasedStateMachine):
     def close(self, pick, live, late, by, key):
         """Close at (or ``late`` minutes after) the closing time: the clock moves there."""
         auction = self.choose("auctions", pick, live, "open")
-        self.clock = max(self.clock, auction.closes_at + late * MINUTE)
+        self.clock = max(self.clock, as_time(auction.closes_at) + late * MINUTE)
         actor = self.user_of(auction.request_id) if by == "user" else self.w.providers["home"]
         self.call(close_auction, actor, auction.id, key=key, terms=closed_terms)
 
@@ -419,8 +439,8 @@ class MarketMachine(RuleBasedStateMachine):
 
 
 SETTINGS = {
-    "sqlite": settings(max_examples=40, stateful_step_count=50),
-    "postgresql": settings(max_examples=20, stateful_step_count=50),
+    "sqlite": settings(max_examples=80, stateful_step_count=30),
+    "postgresql": settings(max_examples=40, stateful_step_count=30),
 }
 
 
