@@ -75,8 +75,6 @@ def open_auction(session: Session, actor: Actor, request_id: int, *, closes_at: 
     # retry of the same body later is still the same call.
     sent_opens_at = None if opens_at is None else as_utc(opens_at, field="opens_at")
     opens_at = now if sent_opens_at is None else sent_opens_at
-    if closes_at <= max(now, opens_at):
-        raise InvalidInput("closes_at must be after now and after opens_at", field="closes_at")
     if closes_at >= request.ends_at:
         raise InvalidInput(f"the block ends at {request.ends_at.isoformat()}; the auction must "
                            f"close before it", field="closes_at")
@@ -97,8 +95,11 @@ def open_auction(session: Session, actor: Actor, request_id: int, *, closes_at: 
               "quantity": quantity, "weight": reputation_weight_ppm, "opens": sent_opens_at}
 
     def run() -> Auction:
-        # The request's state is checked under its row lock, after the idempotency key was
-        # looked up (a retry gets the first auction, not a 409).
+        # The clock and the request's state (under its row lock) are checked after the
+        # idempotency key was looked up: a retry gets the first auction, not an error.
+        if closes_at <= max(now, opens_at):
+            raise InvalidInput("closes_at must be after now and after opens_at",
+                               field="closes_at")
         lock_request(session, request_id)
         require_brokering(request, "auctioned")
         require_unbrokered(session, request)
@@ -160,31 +161,34 @@ def submit_bid(session: Session, actor: Actor, auction_id: int, *, provider_id: 
     if terms is None:
         raise NotFound("auction", auction_id)
     where = f"auction {auction_id}"
-    if terms.status != "open":
-        raise AuctionNotOpen(f"the auction is {terms.status}", where=where)
-    if now >= terms.closes_at:
-        raise LateBid(f"bids closed at {terms.closes_at.isoformat()}; this bid arrived at "
-                      f"{now.isoformat()}", where=where)
-    if now < terms.opens_at:
-        raise AuctionNotOpen(f"bids open at {terms.opens_at.isoformat()}", where=where)
-    check_amount(price_minor, field="price_minor")
-    if price_minor > terms.reserve_price_minor:
-        raise InvalidInput(f"the ask {price_minor} is above the reserve "
-                           f"{terms.reserve_price_minor} {terms.currency}",
-                           where=where, field="price_minor")
-    bidder = capability(conn, provider_id)
-    if bidder is None:
-        raise NotFound("provider", provider_id)
-    if bidder.network_id == terms.home_network:
-        raise NotEligible(f"provider {provider_id} is of the home network; auctions are for "
-                          f"providers of other networks", where=where)
-    # The request's currency is the auction's (open_auction copies it).
-    reason = why_not(conn, bidder, terms, now, shares=terms.quantity)
-    if reason is not None:
-        raise NotEligible(reason, where=where)
     params = {"auction": auction_id, "provider": provider_id, "price": price_minor}
 
     def run() -> Bid:
+        # Checked after the idempotency key was looked up: a bid whose answer was lost and
+        # whose retry comes after the close (or after the bidder's room went elsewhere) gets
+        # the bid it made, not a 409 saying it was refused.
+        if terms.status != "open":
+            raise AuctionNotOpen(f"the auction is {terms.status}", where=where)
+        if now >= terms.closes_at:
+            raise LateBid(f"bids closed at {terms.closes_at.isoformat()}; this bid arrived at "
+                          f"{now.isoformat()}", where=where)
+        if now < terms.opens_at:
+            raise AuctionNotOpen(f"bids open at {terms.opens_at.isoformat()}", where=where)
+        check_amount(price_minor, field="price_minor")
+        if price_minor > terms.reserve_price_minor:
+            raise InvalidInput(f"the ask {price_minor} is above the reserve "
+                               f"{terms.reserve_price_minor} {terms.currency}",
+                               where=where, field="price_minor")
+        bidder = capability(conn, provider_id)
+        if bidder is None:
+            raise NotFound("provider", provider_id)
+        if bidder.network_id == terms.home_network:
+            raise NotEligible(f"provider {provider_id} is of the home network; auctions are "
+                              f"for providers of other networks", where=where)
+        # The request's currency is the auction's (open_auction copies it).
+        reason = why_not(conn, bidder, terms, now, shares=terms.quantity)
+        if reason is not None:
+            raise NotEligible(reason, where=where)
         row = conn.execute(_UPSERT_BID[conn.dialect.name], {
             "auction": auction_id, "provider": provider_id, "price": price_minor,
             "now": now}).one()

@@ -81,8 +81,6 @@ def start_negotiation(session: Session, actor: Actor, request_id: int, provider_
     if mode not in ("user", "agent"):
         raise InvalidInput(f"mode is 'user' or 'agent', not {mode!r}", field="mode")
     deadline = as_utc(deadline, field="deadline")
-    if deadline <= now:
-        raise InvalidInput("the deadline must be in the future", field="deadline")
     if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or \
             not 1 <= max_rounds <= 1000:
         raise InvalidInput("max_rounds is 1..1000", field="max_rounds")
@@ -111,8 +109,10 @@ def start_negotiation(session: Session, actor: Actor, request_id: int, provider_
               "rep": min_reputation_ppm, "open": opening_price_minor, "beta": buyer_beta_ppm}
 
     def run() -> Negotiation:
-        # What can change between a first call and its retry is checked here, after the
-        # idempotency key was looked up: a retry gets the first result, not a 409.
+        # What can change between a first call and its retry (the clock too) is checked here,
+        # after the idempotency key was looked up: a retry gets the first result, not an error.
+        if deadline <= now:
+            raise InvalidInput("the deadline must be in the future", field="deadline")
         lock_request(session, request_id)
         require_brokering(request, "negotiated")
         require_unbrokered(session, request)
@@ -235,6 +235,15 @@ def _agree(session: Session, negotiation: Negotiation, side: str, who: str, pric
     request = lock_request(session, negotiation.request_id)
     if request.status != "brokering":
         _end(negotiation, "failed", f"request {request.id} is {request.status} already", now)
+        return
+    # A negotiation holds no capacity: the provider may have booked its room elsewhere since
+    # the start. Checked again under its row lock (after the request's, as a close does).
+    provider = session.scalar(select(Provider).where(Provider.id == negotiation.provider_id)
+                              .with_for_update().execution_options(populate_existing=True))
+    reason = why_not(session, provider, request, now)
+    if reason is not None:
+        _end(negotiation, "failed", f"the provider can no longer take it: {reason}", now)
+        session.flush()
         return
     try:
         # make_award checks the group's pledges before it changes anything.

@@ -113,10 +113,6 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
                                                                           field="ends_at")
         if ends_at <= starts_at:
             raise InvalidInput("ends_at must be after starts_at", field="ends_at")
-        if ends_at <= now:
-            raise InvalidInput(f"the block ended at {ends_at.isoformat()}, before now "
-                               f"({now.isoformat()}); ask for a block still to come",
-                               field="ends_at")
         if min_rate_bps is None and max_rate_bps is None:
             raise InvalidInput("a block of time needs max_rate_bps and/or min_rate_bps",
                                field="max_rate_bps")
@@ -142,6 +138,12 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
               "group": group, "members": members}
 
     def run() -> ServiceRequest:
+        # Against the clock after the idempotency key was looked up: a late retry of a request
+        # whose block is over by now still gets the request the first call made.
+        if ends_at is not None and ends_at <= now:
+            raise InvalidInput(f"the block ended at {ends_at.isoformat()}, before now "
+                               f"({now.isoformat()}); ask for a block still to come",
+                               field="ends_at")
         request = ServiceRequest(
             user_id=user.id, device_id=device_id, home_provider_id=user.home_provider_id,
             services=format_chain(chain), volume_bytes=volume_bytes, starts_at=starts_at,

@@ -331,3 +331,30 @@ def test_closing_leaves_the_garbage_collector_as_it_found_it(auction, collector_
         assert gc.isenabled() is collector_on
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_a_bid_retried_after_the_close_gets_the_bid_it_made(auction):
+    """A bid's answer lost just before the close: its retry, at or after the close (and after
+    the auction closed), finds the bid instead of a 409 that would say it was refused."""
+    w = auction
+    first = bid(w, w.north, 200, now=CLOSE - HOUR / 60, key="b")
+    assert bid(w, w.north, 200, now=CLOSE, key="b") == first
+    close(w)
+    assert bid(w, w.north, 200, now=CLOSE + HOUR, key="b") == first
+    with w.m.store.read() as s:
+        assert s.get(Bid, first).revision == 1 and s.get(Bid, first).won
+
+
+def test_opening_retried_after_the_close_time_gets_the_auction(world):
+    alice = world.m.actor("user", world.alice)
+    with world.m.store.write() as s:
+        r = submit_request(s, alice, services="anonymize", starts_at=T0, ends_at=T0 + HOUR,
+                           max_rate_bps=1_000_000, now=OPEN)
+
+    def open_(now):
+        with world.m.store.write() as s:
+            return open_auction(s, alice, r.id, closes_at=CLOSE, reserve_price_minor=100,
+                                now=now, idempotency_key="a").id
+
+    first = open_(OPEN)
+    assert open_(CLOSE) == open_(CLOSE + HOUR / 2) == first

@@ -224,3 +224,32 @@ def test_only_the_parties_see_a_negotiation(brokered):
         for kind, ident in (("user", w.bob), ("provider", w.south)):
             with pytest.raises(NotYours):
                 get_negotiation(s, w.m.actor(kind, ident), nid)
+
+
+def test_a_start_retried_after_the_deadline_gets_the_negotiation(brokered):
+    w = brokered
+    first = start(w, w.north, mode="user", idempotency_key="n")
+    assert start(w, w.north, mode="user", idempotency_key="n", now=T0 + HOUR) == first
+
+
+def test_an_agreement_the_provider_can_no_longer_carry_fails(world):
+    """Negotiations do not hold capacity: when the provider's room went to another award
+    meanwhile, the agreement fails and the request stays brokering (an auction's winner is
+    passed over at the close the same way)."""
+    m = world.m
+    small = m.provider(world.south_net, "small", capacity_bps=10_000_000)
+    alice = m.actor("user", world.alice)
+    with m.store.write() as s:
+        first, second = (submit_request(s, alice, services="anonymize", starts_at=T0 + n * HOUR,
+                                        ends_at=T0 + (n + 2) * HOUR, max_rate_bps=6_000_000,
+                                        now=T0 - HOUR).id for n in (0, 1))
+    with m.store.write() as s:
+        one, two = (start_negotiation(s, alice, r, small, mode="user", deadline=T0, now=T0 - HOUR)
+                    .id for r in (first, second))
+    assert move(world, alice, one, "accept", now=T0 - HOUR) == "agreed"
+    assert move(world, alice, two, "accept", now=T0 - HOUR) == "failed"
+    _, price, reason = negotiation(world, two)
+    assert price is None and "6000000" in reason and "spare" in reason
+    with m.store.read() as s:
+        assert s.scalar(select(func.count()).select_from(Award)) == 1
+        assert s.get(ServiceRequest, second).status == "brokering"

@@ -213,3 +213,12 @@ def test_only_a_pending_request_is_cancelled(world):
         assert cancel_request(s, alice, rid).status == "cancelled"
     with world.m.store.write() as s, pytest.raises(WrongState):
         cancel_request(s, alice, rid)
+
+
+def test_a_retry_after_the_block_ended_still_finds_the_request(world):
+    """The answer was lost and the retry comes late: the first call's request, not a 422 for a
+    block that is over by now."""
+    first = submit(world, idempotency_key="late", now=T0 - HOUR)
+    assert submit(world, idempotency_key="late", now=T0 + 2 * HOUR) == first
+    with world.m.store.read() as s:
+        assert s.scalar(select(func.count()).select_from(ServiceRequest)) == 1
