@@ -28,6 +28,38 @@ print(u["packets_out"], u["duration_ns"], peak * 1024)
 """
 
 
+# The raw pyzmq round trip as a user's script would run it: read the file, cut it, echo it.
+_RAW_PROCESS = r"""
+import itertools, sys
+from benchmarks.peers import zmq_echo
+from engine.capture.reader import read_capture
+from engine.delivery.deliver import DEFAULT_SEGMENT_PACKETS
+from engine.packet.segment import by_packets
+batch = read_capture(sys.argv[1])
+bounds = by_packets(batch, DEFAULT_SEGMENT_PACKETS)
+zmq_echo.run([batch[a:b].compact().to_frames() for a, b in itertools.pairwise(bounds)])
+"""
+_PEER_PROCESS = "import sys\nfrom benchmarks.peers import mp_pool\nmp_pool.run(*sys.argv[1:3])\n"
+
+
+def _process(cmd: list[str], repeat: int) -> float:
+    """Best wall time (s) of ``repeat`` runs of ``cmd`` as a whole process, start-up included."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _pktx(*args) -> list[str]:
+    return [sys.executable, "-m", "engine.cli", *map(str, args)]
+
+
 def _engine(src: str, dst: str, workers: int, repeat: int, **kw) -> float:
     """Best stream time (s) of ``repeat`` deliveries; worker start-up is not in it (a node's
     workers are running before a job arrives)."""
@@ -106,6 +138,28 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
                  f"{raw / devnull:.0%} of raw pyzmq"))
     rows.append((f"raw pyzmq ROUTER->DEALER->ROUTER, {DEFAULT_SEGMENT_PACKETS}-packet segments",
                  raw, "transport limit"))
+    # As a user runs it: whole processes from the command line, start-up included.
+    with console.status("whole processes"):
+        small = os.path.join(tmp.name, "small.pcap")
+        generate_capture(small, packets=100, flows=10, seed=1, format="pcap")
+        startup = _process(_pktx("deliver", small, "-o", dst, "--workers", 2, "-q"), repeat + 2)
+        peer_proc = _process([sys.executable, "-c", _PEER_PROCESS, src, dst], repeat)
+        file_proc = _process(_pktx("deliver", src, "-o", dst, "--workers", 2, "-q"), repeat)
+        null_proc = _process(_pktx("deliver", src, "-o", os.devnull, "--workers", 2, "-q"),
+                             repeat)
+        raw_proc = _process([sys.executable, "-c", _RAW_PROCESS, src], repeat)
+    process_rows = [
+        ("start-up: pktx deliver of 100 packets, 2 local workers (whole process)", startup,
+         "target < 0.4 s"),
+        ("dpkt + multiprocessing.Pool(2), file -> file (whole process)", peer_proc, "peer"),
+        ("pktx deliver identity, 2 workers, file -> file (whole process)", file_proc,
+         f"{peer_proc / file_proc:.1f}x peer"),
+        ("pktx deliver identity, 2 workers, -> /dev/null (whole process)", null_proc,
+         f"{raw_proc / null_proc:.0%} of raw pyzmq"),
+        ("raw pyzmq round trip, reading and cutting the file (whole process)", raw_proc,
+         "transport limit"),
+    ]
+    rows += process_rows
     with console.status("encrypt"):
         enc1 = _engine(src, os.devnull, 1, repeat, services="encrypt", params=[f"key={KEY}"])
         enc2 = _engine(src, os.devnull, 2, repeat, services="encrypt", params=[f"key={KEY}"])
@@ -149,6 +203,11 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
     if live_skipped:
         console.print(f"live capture not measured: {live_skipped}")
     checks = [
+        ("start-up of pktx deliver (100 packets, 2 local workers) < 0.4 s", startup < 0.4),
+        ("identity file to file, whole processes >= 8x the multiprocessing peer",
+         peer_proc / file_proc >= 8),
+        ("identity to /dev/null, whole processes >= 60% of the raw pyzmq round trip",
+         raw_proc / null_proc >= 0.6),
         ("identity file to file (2 workers) >= 8x the multiprocessing peer",
          peer / engine_rows[2] >= 8),
         ("identity to /dev/null >= 50% of the raw pyzmq round trip", raw / devnull >= 0.5),

@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -304,8 +306,33 @@ class Delivery:
     def run(self) -> dict:
         o = self.opts
         n_local = self._local_workers()
-        bind = o.bind or "tcp://127.0.0.1:0"
         ctx = zmq.Context.instance()
+        ipc_dir = None
+        if o.bind:
+            bind = o.bind
+        elif n_local:
+            # Local workers only: a Unix socket in a folder of our own (mode 0700, so nobody
+            # else on the host can connect), and the workers started before anything else, so
+            # that their start-up (Python, numpy, the services) runs beside ours. They connect
+            # before the dispatcher binds; ZeroMQ keeps trying until it does.
+            ipc_dir = tempfile.mkdtemp(prefix="pktx-")
+            bind = f"ipc://{ipc_dir}/dispatcher"
+            self._spawn_workers(bind, n_local)
+        else:
+            bind = "tcp://127.0.0.1:0"
+        try:
+            return self._run(bind, n_local, ctx, spawned=ipc_dir is not None)
+        except BaseException:
+            for p in self.local_workers:  # a setup failure must not leave them running
+                p.terminate()
+            self._reap_workers(5)
+            raise
+        finally:
+            if ipc_dir is not None:
+                shutil.rmtree(ipc_dir, ignore_errors=True)
+
+    def _run(self, bind: str, n_local: int, ctx: zmq.Context, *, spawned: bool) -> dict:
+        o = self.opts
         self._warm_up()
         # Everything that can fail on setup (the endpoint, the keys) before the sink exists, so
         # a failure leaves no file behind.
@@ -326,9 +353,9 @@ class Delivery:
         outbox: queue.Queue = queue.Queue()
         sink_thread = None
         try:
-            if n_local:
+            if n_local and not spawned:
                 self._spawn_workers(d.endpoint, n_local)
-            else:
+            elif not n_local:
                 log.info("serving workers on %s", d.endpoint)
             d.wait_for_workers(o.min_workers or max(1, n_local), o.wait_workers_s,
                                self._check_local_workers)

@@ -122,6 +122,9 @@ class Worker:
         sock.linger = 0
         sock.maxmsgsize = P.MAX_FRAME_BYTES
         sock.rcvhwm = P.HWM
+        # A local worker may start before its dispatcher has bound: retry the connection every
+        # 20 ms rather than ZeroMQ's 100 (the session's own backoff handles a dispatcher away).
+        sock.reconnect_ivl = 20
         if self.curve_dir:
             from engine.delivery.curve import secure_client
 

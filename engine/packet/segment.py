@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.capture.batch import PacketBatch
-from engine.packet import kernels
 
 __all__ = ["Segmenter", "by_bytes", "by_packets", "by_time", "segment_bounds"]
 
@@ -50,13 +49,54 @@ def _columns(batch: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
     return batch.caplen.astype(np.int64), np.ascontiguousarray(batch.ts_ns, np.int64)
 
 
+# Cutting by packets and bytes alone takes a few numpy calls per segment, so a batch cut into at
+# most this many segments is cut in numpy: a delivery of a file then never loads numba (a third
+# of a second at start-up). More segments, or a time window, go to the numba kernel.
+NUMPY_SEGMENTS_MAX = 4096
+
+
 def _starts(sizes: np.ndarray, ts: np.ndarray, max_packets: int, max_bytes: int,
             window_ns: int, state: _Open) -> np.ndarray:
+    if not window_ns and NUMPY_SEGMENTS_MAX >= 0 and (
+            not max_packets or len(sizes) // max_packets <= NUMPY_SEGMENTS_MAX):
+        return _starts_numpy(sizes, max_packets, max_bytes, state)
+    from engine.packet import kernels
+
     out = np.empty(len(sizes), np.int64)
     m, state.count, state.nbytes, state.start_ns = kernels._segment_starts(
         sizes, ts, max_packets, max_bytes, window_ns, state.count, state.nbytes, state.start_ns,
         out)
     return out[:m]
+
+
+def _starts_numpy(sizes: np.ndarray, max_packets: int, max_bytes: int,
+                  state: _Open) -> np.ndarray:
+    """`kernels._segment_starts` without a time window, a few numpy calls per segment."""
+    n = len(sizes)
+    total = np.zeros(n + 1, np.int64)
+    np.cumsum(sizes, out=total[1:])
+    starts: list[int] = []
+    i, count, nbytes = 0, state.count, state.nbytes
+    while i < n:
+        if count == 0:  # packet i opens a segment, whatever its size
+            starts.append(i)
+            count, nbytes = 1, int(sizes[i])
+            i += 1
+            continue
+        room = n - i
+        if max_packets:
+            room = min(room, max_packets - count)
+        if max_bytes and room:
+            # The packets from i on that still fit: total[j] - total[i] <= max_bytes - nbytes.
+            fit = int(np.searchsorted(total, total[i] + max_bytes - nbytes, side="right")) - 1
+            room = min(room, max(fit - i, 0))
+        count += room
+        nbytes += int(total[i + room] - total[i])
+        i += room
+        if i < n:
+            count = 0  # a limit is reached: the next packet opens the next segment
+    state.count, state.nbytes = count, nbytes
+    return np.array(starts, np.int64)
 
 
 def segment_bounds(batch: PacketBatch, *, max_packets: int | None = None,

@@ -30,6 +30,18 @@ def sized_batch(sizes: list[int], ts: list[int]) -> PacketBatch:
 
 # -- segmentation ------------------------------------------------------------------------------
 
+
+@pytest.fixture(params=["numpy", "numba"])
+def segment_path(request, monkeypatch):
+    """Every segmentation test runs on both paths: numpy (few segments, no time window) and
+    the numba kernel (forced by allowing the numpy path no segment at all)."""
+    from engine.packet import segment
+
+    if request.param == "numba":
+        monkeypatch.setattr(segment, "NUMPY_SEGMENTS_MAX", -1)
+    return request.param
+
+
 limit = st.one_of(st.just(0), st.integers(1, 40))
 
 
@@ -42,6 +54,7 @@ def packets(draw, max_size=120):
     return sizes, [int(t) for t in ts]
 
 
+@pytest.mark.usefixtures("segment_path")
 @settings(max_examples=300, deadline=None)
 @given(packets(), limit, st.one_of(st.just(0), st.integers(1, 5000)),
        st.one_of(st.just(0), st.integers(1, 2000)))
@@ -54,6 +67,7 @@ def test_segment_bounds_match_naive(pk, max_packets, max_bytes, window_ns):
     assert got.dtype == np.int64
 
 
+@pytest.mark.usefixtures("segment_path")
 @settings(max_examples=200, deadline=None)
 @given(packets(), st.integers(1, 5000), st.data())
 def test_byte_budget_is_kept_unless_one_packet_alone_breaks_it(pk, budget, data):
@@ -66,6 +80,7 @@ def test_byte_budget_is_kept_unless_one_packet_alone_breaks_it(pk, budget, data)
             assert total + sizes[hi] > budget
 
 
+@pytest.mark.usefixtures("segment_path")
 @settings(max_examples=200, deadline=None)
 @given(packets(), st.integers(1, 30), st.integers(1, 3000))
 def test_count_and_time_segments(pk, k, window):
@@ -80,6 +95,7 @@ def test_count_and_time_segments(pk, k, window):
             assert ts[hi] - ts[lo] >= window
 
 
+@pytest.mark.usefixtures("segment_path")
 @settings(max_examples=200, deadline=None)
 @given(packets(), limit, st.one_of(st.just(0), st.integers(1, 5000)),
        st.one_of(st.just(0), st.integers(1, 2000)), st.data())
@@ -109,6 +125,7 @@ def test_segmenter_cuts_a_stream_as_one_batch(pk, max_packets, max_bytes, window
     assert [*found, len(sizes)] == want if sizes else found == []
 
 
+@pytest.mark.usefixtures("segment_path")
 def test_segment_edge_cases():
     assert segment_bounds(PacketBatch.empty(), max_packets=3).tolist() == [0]
     batch = sized_batch([10, 5000, 10, 10], [0, 1, 2, 3])
