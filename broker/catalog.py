@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from functools import cache
 
 from broker.errors import InvalidInput
+from engine.services import BUILTINS, available
 
-log = logging.getLogger(__name__)
-
-# The engine's built-in services (engine/services/). A provider offers a subset; a request asks
-# for a chain of them, applied in order.
-SERVICE_NAMES: tuple[str, ...] = (
-    "identity", "checksum", "compress", "decompress", "encrypt", "decrypt", "anonymize", "inspect",
-)
+# The engine's built-in services, as the engine names them (engine.services.BUILTINS). A provider
+# offers a subset; a request asks for a chain of them, applied in order.
+SERVICE_NAMES: tuple[str, ...] = tuple(BUILTINS)
 
 
 @cache
 def known_services() -> tuple[str, ...]:
     """The built-ins plus any service the engine finds through its entry points."""
-    try:
-        from engine.services import available
-    except ImportError as exc:  # a broker-only host: the built-in names still stand
-        log.info("engine services not importable (%s); knowing the built-ins only", exc)
-        return SERVICE_NAMES
     return SERVICE_NAMES + tuple(n for n in available() if n not in SERVICE_NAMES)
 
 

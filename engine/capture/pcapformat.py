@@ -43,3 +43,16 @@ BAD_CAPLEN = 4  # pcap: captured length beyond the maximum; pcapng: beyond the b
 BAD_BLOCK_LEN = 5  # pcapng: total length below 12 or not a multiple of 4
 BAD_TRAILER = 6  # pcapng: trailing total length differs from the leading one
 BAD_IFACE = 7  # pcapng: packet refers to an interface not described in its section
+
+
+# File extensions that name a format, for writers asked to pick one from an output path.
+EXTENSIONS = {".pcapng": "pcapng", ".ntar": "pcapng", ".pcap": "pcap", ".cap": "pcap"}
+
+
+def format_for_path(path: str, default: str | None = None) -> str | None:
+    """``"pcapng"`` or ``"pcap"`` by ``path``'s extension (case-insensitive), else ``default``."""
+    lowered = str(path).lower()
+    for ext, fmt in EXTENSIONS.items():
+        if lowered.endswith(ext):
+            return fmt
+    return default

@@ -97,13 +97,9 @@ def cmd_info(args) -> int:
 
 # -- convert ----------------------------------------------------------------------------------
 def _pick_format(out: str, fmt: str | None, reader) -> str:
-    if fmt:
-        return fmt
-    if out.endswith((".pcapng", ".ntar")):
-        return "pcapng"
-    if out.endswith((".pcap", ".cap")):
-        return "pcap"
-    return reader.format
+    from engine.capture.pcapformat import format_for_path
+
+    return fmt or format_for_path(out, reader.format)
 
 
 def cmd_convert(args) -> int:
@@ -125,8 +121,9 @@ def cmd_convert(args) -> int:
 # -- generate ---------------------------------------------------------------------------------
 def cmd_generate(args) -> int:
     from engine.capture.generate import generate_capture
+    from engine.capture.pcapformat import format_for_path
 
-    fmt = args.format or ("pcapng" if args.output.endswith(".pcapng") else "pcap")
+    fmt = args.format or format_for_path(args.output, "pcap")
     n = generate_capture(args.output, packets=args.packets, flows=args.flows, seed=args.seed,
                          format=fmt, ts_resolution=args.ts_resolution)
     if not args.quiet:

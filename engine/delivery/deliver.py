@@ -25,6 +25,7 @@ import numpy as np
 import zmq
 
 from engine.capture.batch import PacketBatch
+from engine.capture.pcapformat import format_for_path
 from engine.delivery import protocol as P
 from engine.delivery.dispatcher import DeliveryError, Dispatcher, wake
 from engine.delivery.meter import Meter, TokenBucket
@@ -99,8 +100,7 @@ class Delivery:
                                   idle_timeout=o.idle_timeout)
         fmt, res = self.source.default_output()
         self.sink_url = sink
-        self.sink_format = o.format or (
-            "pcapng" if sink.endswith(".pcapng") else "pcap" if sink.endswith(".pcap") else fmt)
+        self.sink_format = o.format or format_for_path(sink, fmt)
         self.sink_resolution = o.ts_resolution or res
         self.meter = Meter(min_rate_bps=o.min_rate_bps, max_rate_bps=o.max_rate_bps)
         self.local_workers: list[subprocess.Popen] = []

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "pktx.services"
 
-# The built-ins, also declared as entry points in pyproject.toml; listed here too so a source
-# checkout that was never installed still finds them.
+# The built-in services: the one list of their names (the broker's catalogue reads it too).
+# Other packages add theirs through the entry-point group.
 BUILTINS = {
     "identity": "engine.services.identity:Identity",
     "checksum": "engine.services.checksum:Checksum",
