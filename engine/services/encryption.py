@@ -44,12 +44,14 @@ authentication failures pass ``--max-auth-failures``.
 from __future__ import annotations
 
 import os
+from collections import deque
+from itertools import islice
+from operator import length_hint
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from engine import backend
 from engine.batch import PacketBatch
 from engine.flowkeys import FlowKeys
 from engine.meter import iso_ns
@@ -59,6 +61,7 @@ from engine.services.payload import (
     Payloads,
     Selection,
     fits,
+    pack_behind,
     packed_starts,
     replace,
     select,
@@ -74,15 +77,17 @@ _BIND = ("flow", "none")
 _TOO_LARGE = ("fail", "clear")
 
 
-def _associated_data(sel: Selection, flow: bool) -> tuple[np.ndarray, int]:
-    """One row of associated data per selected packet: label, header, IP version, protocol and,
-    for a flow binding, source and destination address (16 bytes, IPv4 zero-filled) and
-    ports."""
+def _aad_width(flow: bool) -> int:
+    return len(_LABEL) + len(HEADER) + 2 + (36 if flow else 0)
+
+
+def _associated_data(sel: Selection, flow: bool, rows: np.ndarray) -> None:
+    """Into ``rows``, one row of associated data per selected packet: label, header, IP
+    version, protocol and, for a flow binding, source and destination address (16 bytes, IPv4
+    zero-filled) and ports."""
     keys: FlowKeys = sel.keys.take(sel.index)
     m = len(sel)
     fixed = _LABEL + HEADER
-    width = len(fixed) + 2 + (36 if flow else 0)
-    rows = np.empty((m, width), np.uint8)
     rows[:, : len(fixed)] = np.frombuffer(fixed, np.uint8)
     at = len(fixed)
     rows[:, at] = keys.family
@@ -93,7 +98,36 @@ def _associated_data(sel: Selection, flow: bool) -> tuple[np.ndarray, int]:
         rows[:, at + 16 : at + 32] = keys.dst
         rows[:, at + 32 : at + 34] = keys.sport.astype(">u2").view(np.uint8).reshape(m, 2)
         rows[:, at + 34 : at + 36] = keys.dport.astype(">u2").view(np.uint8).reshape(m, 2)
-    return rows.reshape(-1), width
+
+
+class _Rows:
+    """A buffer of fixed-width rows kept from segment to segment, with a ``memoryview`` of each
+    row made once: the cipher's nonce and associated-data arguments then come from a list
+    rather than being sliced anew for every packet."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.array = np.empty((0, width), np.uint8)
+        self.views: list[memoryview] = []
+
+    def take(self, m: int) -> tuple[np.ndarray, list[memoryview]]:
+        """The first ``m`` rows (to fill) and their views."""
+        if m > len(self.views):
+            w = self.width
+            size = max(m, 2 * len(self.views))
+            self.array = np.empty((size, w), np.uint8)
+            mv = memoryview(self.array.reshape(-1))
+            self.views = [mv[k : k + w] for k in range(0, size * w, w)]
+        return self.array[:m], self.views[:m]
+
+
+def _chunks(mv: memoryview, bounds: list[int]):
+    """Lazily, ``mv[bounds[i]:bounds[i + 1]]`` for each i: back-to-back regions."""
+    return map(mv.__getitem__, map(slice, bounds, islice(bounds, 1, None)))
+
+
+def _bounds(starts: np.ndarray, end: int) -> list[int]:
+    return np.append(starts, end).tolist()
 
 
 class _AesGcm(Service):
@@ -105,7 +139,10 @@ class _AesGcm(Service):
 
     def setup(self) -> None:
         self._aead = AESGCM(self.config["key"])
+        self._random = os.urandom  # where nonces come from (tests fix it to compare outputs)
         self._flow = self.config["bind"] == "flow"
+        self._aad = _Rows(_aad_width(self._flow))
+        self._nonces = _Rows(NONCE_SIZE)
 
 
 def _headed(payloads: Payloads) -> np.ndarray:
@@ -142,31 +179,32 @@ class Encrypt(_AesGcm):
         sel = select(batch)
         old = sel.payloads
         m = len(sel)
-        # Plaintexts (flags byte, payload) back to back; outputs laid out as nonce, ct, tag.
-        pt_len = old.lengths + 1
-        pt_at = packed_starts(pt_len)
-        plain = np.empty(int(pt_len.sum()), np.uint8)
-        plain[pt_at] = old.flags
-        gather = backend.capture.gather
-        gather(np.ascontiguousarray(old.data), old.starts, old.lengths.astype(np.uint32), plain,
-               pt_at + 1)
-        out_len = pt_len + BODY_AT + TAG_SIZE
+        # Plaintexts (flags byte, payload) back to back; outputs laid out as header, nonce,
+        # then room for the ciphertext and tag: one compiled pass each.
+        plain = pack_behind(old.flags[:, None], old, old.lengths + 1)
+        out_len = plain.lengths + BODY_AT + TAG_SIZE
         too_large = ~fits(sel, out_len)
         if too_large.any():
             self._check_clear(sel, too_large)
-        out_at = packed_starts(out_len)
-        out = np.empty(int(out_len.sum()), np.uint8)
-        out[out_at[:, None] + np.arange(len(HEADER))] = np.frombuffer(HEADER, np.uint8)
-        nonces = np.frombuffer(os.urandom(NONCE_SIZE * m), np.uint8).reshape(m, NONCE_SIZE)
-        out[out_at[:, None] + np.arange(len(HEADER), BODY_AT)] = nonces
-        aad, width = _associated_data(sel, self._flow)
-        seal = self._aead.encrypt_into
-        mo, mp, ma = memoryview(out), memoryview(plain), memoryview(aad)
-        for o, p, n, a in zip(out_at.tolist(), pt_at.tolist(), pt_len.tolist(),
-                              range(0, m * width, width)):
-            seal(mo[o + len(HEADER) : o + BODY_AT], mp[p : p + n], ma[a : a + width],
-                 mo[o + BODY_AT : o + BODY_AT + n + TAG_SIZE])
-        new = Payloads(out, out_at, out_len, np.zeros(m, np.uint8))
+        nonces, nonce_views = self._nonces.take(m)
+        nonces[:] = np.frombuffer(self._random(NONCE_SIZE * m), np.uint8).reshape(m, NONCE_SIZE)
+        lead = np.empty((m, BODY_AT), np.uint8)
+        lead[:, : len(HEADER)] = np.frombuffer(HEADER, np.uint8)
+        lead[:, len(HEADER) :] = nonces
+        none = np.zeros(m, np.int64)
+        new = pack_behind(lead, Payloads(lead.reshape(-1), none, none, lead[:, 0]), out_len)
+        aad, aad_views = self._aad.take(m)
+        _associated_data(sel, self._flow, aad)
+        out_end = _bounds(new.starts, len(new.data))
+        mo = memoryview(new.data)
+        # The only per-packet work left in Python: the cipher call, its arguments sliced by
+        # map() in C rather than by a loop in bytecode (nonces and associated data from views
+        # made once, in the rows kept by the service).
+        deque(map(self._aead.encrypt_into, nonce_views,
+                  _chunks(memoryview(plain.data), _bounds(plain.starts, len(plain.data))),
+                  aad_views,
+                  map(mo.__getitem__, map(slice, (new.starts + BODY_AT).tolist(),
+                                          islice(out_end, 1, None)))), maxlen=0)
         result, done = replace(sel, new)
         c = self.counters
         sel.count(c)
@@ -216,19 +254,31 @@ class Decrypt(_AesGcm):
         pt_len = np.where(ok, old.lengths - BODY_AT - TAG_SIZE, 0)
         pt_at = packed_starts(pt_len)
         plain = np.empty(int(pt_len.sum()), np.uint8)
-        aad, width = _associated_data(sel, self._flow)
-        data = np.ascontiguousarray(old.data)
-        md, mp, ma = memoryview(data), memoryview(plain), memoryview(aad)
-        open_ = self._aead.decrypt_into
         todo = np.flatnonzero(ok)
-        for i, s, p, n in zip(todo.tolist(), old.starts[todo].tolist(), pt_at[todo].tolist(),
-                              pt_len[todo].tolist()):
+        k = len(todo)
+        aad, aad_views = self._aad.take(m)
+        _associated_data(sel, self._flow, aad)
+        if k < m:  # packets that need no decryption leave no gaps
+            aad[:k] = aad[todo]
+        md = memoryview(np.ascontiguousarray(old.data))
+        s = old.starts[todo]
+        # As in encrypt, map() slices the arguments. A failure stops it after the inputs of the
+        # failed call were taken: the same iterator resumes with the next packet, and how many
+        # nonce positions are left to take says which packet failed.
+        left = iter((s + len(HEADER)).tolist())
+        body = (s + BODY_AT).tolist()
+        opened = map(self._aead.decrypt_into,
+                     map(md.__getitem__, map(slice, left, body)),
+                     map(md.__getitem__, map(slice, body,
+                                             (s + old.lengths[todo]).tolist())),
+                     aad_views[:k],
+                     _chunks(memoryview(plain), _bounds(pt_at[todo], len(plain))))
+        while True:
             try:
-                open_(md[s + len(HEADER) : s + BODY_AT],
-                      md[s + BODY_AT : s + BODY_AT + n + TAG_SIZE],
-                      ma[i * width : (i + 1) * width], mp[p : p + n])
+                deque(opened, maxlen=0)
+                break
             except InvalidTag:
-                ok[i] = False
+                ok[todo[k - length_hint(left) - 1]] = False
         clear = ~headed
         if self.config["too_large"] == "clear" and clear.any():
             # In clear, and no encrypted packet could have been this large.
