@@ -250,3 +250,25 @@ def _gather_behind(lead, src, starts, lengths, dst, at):
         for k in range(w):
             to[k] = lead[i, k]
         _copy(dst, d + w, src, np.int64(starts[i]), np.int64(lengths[i]))
+
+
+@njit(cache=True, nogil=True)
+def _flow_rows(fixed, family, proto, src, dst, sport, dport, index, flow, rows):
+    """Row ``j`` of ``rows``: ``fixed``, then packet ``index[j]``'s family and protocol and, with
+    ``flow``, its 16-byte source and destination addresses and big-endian ports."""
+    w = fixed.shape[0]
+    for j in range(index.shape[0]):
+        i = index[j]
+        r = rows[j]
+        for k in range(w):
+            r[k] = fixed[k]
+        r[w] = family[i]
+        r[w + 1] = proto[i]
+        if flow:
+            for k in range(16):
+                r[w + 2 + k] = src[i, k]
+                r[w + 18 + k] = dst[i, k]
+            r[w + 34] = sport[i] >> 8
+            r[w + 35] = sport[i] & 0xFF
+            r[w + 36] = dport[i] >> 8
+            r[w + 37] = dport[i] & 0xFF

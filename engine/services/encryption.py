@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from engine.batch import PacketBatch
 from engine.flowkeys import FlowKeys
 from engine.meter import iso_ns
+from engine.payload_kernels import _flow_rows
 from engine.services.base import Param, Service, ServiceError, hex_key
 from engine.services.payload import (
     FLAGS_KNOWN,
@@ -73,6 +74,7 @@ TAG_SIZE = 16
 BODY_AT = len(HEADER) + NONCE_SIZE  # where the ciphertext starts
 OVERHEAD = BODY_AT + 1 + TAG_SIZE
 _LABEL = b"pktx-aes256gcm-2"
+_FIXED = np.frombuffer(_LABEL + HEADER, np.uint8)
 _BIND = ("flow", "none")
 _TOO_LARGE = ("fail", "clear")
 
@@ -81,23 +83,14 @@ def _aad_width(flow: bool) -> int:
     return len(_LABEL) + len(HEADER) + 2 + (36 if flow else 0)
 
 
-def _associated_data(sel: Selection, flow: bool, rows: np.ndarray) -> None:
-    """Into ``rows``, one row of associated data per selected packet: label, header, IP
-    version, protocol and, for a flow binding, source and destination address (16 bytes, IPv4
-    zero-filled) and ports."""
-    keys: FlowKeys = sel.keys.take(sel.index)
-    m = len(sel)
-    fixed = _LABEL + HEADER
-    rows[:, : len(fixed)] = np.frombuffer(fixed, np.uint8)
-    at = len(fixed)
-    rows[:, at] = keys.family
-    rows[:, at + 1] = keys.proto
-    if flow:
-        at += 2
-        rows[:, at : at + 16] = keys.src
-        rows[:, at + 16 : at + 32] = keys.dst
-        rows[:, at + 32 : at + 34] = keys.sport.astype(">u2").view(np.uint8).reshape(m, 2)
-        rows[:, at + 34 : at + 36] = keys.dport.astype(">u2").view(np.uint8).reshape(m, 2)
+def _associated_data(sel: Selection, flow: bool, rows: np.ndarray,
+                     which: np.ndarray | None = None) -> None:
+    """Into ``rows``, one row of associated data per selected packet (of those at ``which``):
+    label, header, IP version, protocol and, for a flow binding, source and destination
+    address (16 bytes, IPv4 zero-filled) and ports."""
+    index = sel.index if which is None else sel.index[which]
+    k: FlowKeys = sel.keys
+    _flow_rows(_FIXED, k.family, k.proto, k.src, k.dst, k.sport, k.dport, index, flow, rows)
 
 
 class _Rows:
@@ -256,21 +249,19 @@ class Decrypt(_AesGcm):
         plain = np.empty(int(pt_len.sum()), np.uint8)
         todo = np.flatnonzero(ok)
         k = len(todo)
-        aad, aad_views = self._aad.take(m)
-        _associated_data(sel, self._flow, aad)
-        if k < m:  # packets that need no decryption leave no gaps
-            aad[:k] = aad[todo]
-        md = memoryview(np.ascontiguousarray(old.data))
+        aad, aad_views = self._aad.take(k)
+        _associated_data(sel, self._flow, aad, todo)
+        data = np.ascontiguousarray(old.data)
+        md = memoryview(data)
         s = old.starts[todo]
-        # As in encrypt, map() slices the arguments. A failure stops it after the inputs of the
-        # failed call were taken: the same iterator resumes with the next packet, and how many
-        # nonce positions are left to take says which packet failed.
-        left = iter((s + len(HEADER)).tolist())
-        body = (s + BODY_AT).tolist()
-        opened = map(self._aead.decrypt_into,
-                     map(md.__getitem__, map(slice, left, body)),
-                     map(md.__getitem__, map(slice, body,
-                                             (s + old.lengths[todo]).tolist())),
+        nonces, nonce_views = self._nonces.take(k)
+        nonces[:] = data[(s + len(HEADER))[:, None] + np.arange(NONCE_SIZE)]
+        # As in encrypt, map() slices the other arguments. A failure stops it after the inputs
+        # of the failed call were taken: the same iterator resumes with the next packet, and
+        # how many ciphertext positions are left to take says which packet failed.
+        left = iter((s + BODY_AT).tolist())
+        opened = map(self._aead.decrypt_into, nonce_views,
+                     map(md.__getitem__, map(slice, left, (s + old.lengths[todo]).tolist())),
                      aad_views[:k],
                      _chunks(memoryview(plain), _bounds(pt_at[todo], len(plain))))
         while True:
