@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 from operator import length_hint
 
@@ -136,6 +137,20 @@ class _AesGcm(Service):
         self._flow = self.config["bind"] == "flow"
         self._aad = _Rows(_aad_width(self._flow))
         self._nonces = _Rows(NONCE_SIZE)
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def _scratch(self, name: str) -> Callable[[int], np.ndarray]:
+        """A function giving ``size`` bytes of a buffer kept from segment to segment (for what
+        does not outlive ``process``: plaintexts, ciphertexts before they are placed)."""
+
+        def take(size: int) -> np.ndarray:
+            have = self._buffers.get(name)
+            if have is None or len(have) < size:
+                grown = 0 if have is None else 2 * len(have)
+                have = self._buffers[name] = np.empty(max(size, grown), np.uint8)
+            return have[:size]
+
+        return take
 
 
 def _headed(payloads: Payloads) -> np.ndarray:
@@ -174,7 +189,7 @@ class Encrypt(_AesGcm):
         m = len(sel)
         # Plaintexts (flags byte, payload) back to back; outputs laid out as header, nonce,
         # then room for the ciphertext and tag: one compiled pass each.
-        plain = pack_behind(old.flags[:, None], old, old.lengths + 1)
+        plain = pack_behind(old.flags[:, None], old, old.lengths + 1, self._scratch("plain"))
         out_len = plain.lengths + BODY_AT + TAG_SIZE
         too_large = ~fits(sel, out_len)
         if too_large.any():
@@ -185,7 +200,8 @@ class Encrypt(_AesGcm):
         lead[:, : len(HEADER)] = np.frombuffer(HEADER, np.uint8)
         lead[:, len(HEADER) :] = nonces
         none = np.zeros(m, np.int64)
-        new = pack_behind(lead, Payloads(lead.reshape(-1), none, none, lead[:, 0]), out_len)
+        new = pack_behind(lead, Payloads(lead.reshape(-1), none, none, lead[:, 0]), out_len,
+                          self._scratch("sealed"))
         aad, aad_views = self._aad.take(m)
         _associated_data(sel, self._flow, aad)
         out_end = _bounds(new.starts, len(new.data))
@@ -246,7 +262,7 @@ class Decrypt(_AesGcm):
         ok = headed.copy()
         pt_len = np.where(ok, old.lengths - BODY_AT - TAG_SIZE, 0)
         pt_at = packed_starts(pt_len)
-        plain = np.empty(int(pt_len.sum()), np.uint8)
+        plain = self._scratch("plain")(int(pt_len.sum()))
         todo = np.flatnonzero(ok)
         k = len(todo)
         aad, aad_views = self._aad.take(k)

@@ -89,10 +89,12 @@ class Payloads:
         return cls(data, starts, lengths, flags)
 
 
-def pack_behind(lead: np.ndarray, payloads: Payloads, lengths: np.ndarray) -> Payloads:
+def pack_behind(lead: np.ndarray, payloads: Payloads, lengths: np.ndarray,
+                scratch: Callable[[int], np.ndarray] | None = None) -> Payloads:
     """Payloads in one new buffer, back to back: item ``i`` is ``lengths[i]`` bytes, the row
     ``lead[i]`` then payload ``i``, then room the caller fills (left uninitialised). One
-    compiled pass for the whole segment; the flags are zero."""
+    compiled pass for the whole segment; the flags are zero. ``scratch(size)``, when given,
+    supplies the buffer (one kept from call to call spares the page faults of fresh memory)."""
     m = len(payloads)
     lead = np.ascontiguousarray(lead, np.uint8)
     if lead.ndim != 2 or lead.shape[0] != m:
@@ -105,7 +107,8 @@ def pack_behind(lead: np.ndarray, payloads: Payloads, lengths: np.ndarray) -> Pa
               or int((payloads.starts + payloads.lengths).max()) > len(data)):
         raise ValueError("a payload lies outside its buffer")
     starts = packed_starts(lengths)
-    out = np.empty(int(lengths.sum()), np.uint8)
+    size = int(lengths.sum())
+    out = np.empty(size, np.uint8) if scratch is None else scratch(size)
     _gather_behind(lead, data, np.asarray(payloads.starts, np.int64),
                    np.asarray(payloads.lengths, np.int64), out, starts)
     return Payloads(out, starts, lengths, np.zeros(m, np.uint8))
