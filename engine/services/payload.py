@@ -25,6 +25,11 @@ another protocol), ``fragment`` (any fragment: the payload spans several packets
 checksum covers all of them), ``truncated`` (caplen < origlen), ``malformed`` (the IP or UDP
 length does not fit the packet, an IPv6 jumbogram), ``empty`` (no payload bytes) and
 ``too_large`` (the new payload would not fit a length field).
+
+``select`` and ``replace`` are each one compiled pass over the segment
+(``engine.payload_kernels``); ``pack_behind`` lays out new payloads (a lead, the old payload,
+room for the service to fill) in one more, so that a service's own per-packet work is only
+what its library call needs.
 """
 
 from __future__ import annotations
