@@ -182,11 +182,15 @@ def _update(old, removed, added, zero):
 
 @njit(cache=True, nogil=True)
 def _rebuild(src, offsets, caplen, out, out_off, rows, changed, l3, l4, start, end, v4, udp,
-             ip_len, link_at, new_data, new_start, new_len, new_flags):
+             ip_len, link_at, new_data, new_start, new_len, copy_len, new_flags, at, removed):
     """Every packet of ``src`` copied to ``out`` at ``out_off``; selected packet ``j`` (batch
     position ``rows[j]``) with ``changed[j]`` gets its payload ``src[start[j]:end[j]]``
-    replaced by ``new_data[new_start[j]:][:new_len[j]]`` (the bytes after ``end[j]`` follow
-    it) and its lengths and checksums updated. ``out_off`` must leave room for that."""
+    replaced by ``new_len[j]`` bytes at ``at[j]``, of which the first ``copy_len[j]`` come from
+    ``new_data[new_start[j]:]`` (the bytes after ``end[j]`` follow), and its lengths and IPv4
+    checksum updated. ``out_off`` must leave room for that. The TCP/UDP checksum is updated
+    too where all the new payload was copied; elsewhere ``removed[j]`` keeps the sum of what
+    left it (for ``_finish``, once the caller has written the rest). ``at`` and ``removed``
+    come filled with -1, which stays for packets left as they were."""
     n = offsets.shape[0]
     j = 0
     for i in range(n):
@@ -204,8 +208,9 @@ def _rebuild(src, offsets, caplen, out, out_off, rows, changed, l3, l4, start, e
         ns = np.int64(new_start[j])
         pre = ps - o
         _copy(out, d, src, o, pre)
-        _copy(out, d + pre, new_data, ns, k)
+        _copy(out, d + pre, new_data, ns, np.int64(copy_len[j]))
         _copy(out, d + pre + k, src, pe, o + c - pe)
+        at[j] = d + pre
         shift = d - o
         delta = k - (pe - ps)
         a3 = np.int64(l3[j])
@@ -222,21 +227,54 @@ def _rebuild(src, offsets, caplen, out, out_off, rows, changed, l3, l4, start, e
         seg = pe - a4
         if udp[j]:
             _put16(out, a4 + 4 + shift, seg + delta)
-            ck_at = a4 + 6
-            times = 2
-            zero = 0xFFFF
+        ck = _be16(src, a4 + (6 if udp[j] else 16))
+        if udp[j] and ck == 0:  # none was sent: stays 0
+            removed[j] = -1
         else:
-            ck_at = a4 + 16
-            times = 1
-            zero = 0xFFFF if f & _FLAG_L4_FFFF else 0
-        ck = _be16(src, ck_at)
-        if not udp[j] or ck != 0:  # a UDP checksum of 0: none was sent
-            removed = (_be_sum(src, ps, pe - ps) + times * seg) % 0xFFFF
-            added = (_be_sum(new_data, ns, k) + times * (seg + delta)) % 0xFFFF
-            _put16(out, ck_at + shift, _update(ck, removed, added, zero))
+            times = 2 if udp[j] else 1
+            removed[j] = (_be_sum(src, ps, pe - ps) + times * seg) % 0xFFFF
+            if copy_len[j] == k:
+                _l4_checksum(out, a4 + shift, d + pre, k, seg + delta, udp[j], f, ck,
+                             removed[j])
+                removed[j] = -1  # done
         la = np.int64(link_at[j])
         if la >= 0:
             _put16(out, la + shift, _be16(src, la) + delta)
+
+
+@njit(cache=True, inline="always")
+def _l4_checksum(out, a4, payload_at, k, new_seg, is_udp, f, ck, removed):
+    """The TCP/UDP checksum at transport header ``a4`` of ``out``, updated from ``ck`` for a
+    payload of ``k`` bytes at ``payload_at`` replacing words that summed to ``removed``."""
+    if is_udp:
+        ck_at = a4 + 6
+        times = 2
+        zero = 0xFFFF
+    else:
+        ck_at = a4 + 16
+        times = 1
+        zero = 0xFFFF if f & _FLAG_L4_FFFF else 0
+    added = (_be_sum(out, payload_at, k) + times * new_seg) % 0xFFFF
+    _put16(out, ck_at, _update(ck, removed, added, zero))
+
+
+@njit(cache=True, nogil=True)
+def _finish(out, at, rows, out_off, offsets, l4, udp, start, end, new_len, new_flags, src,
+            removed):
+    """The TCP/UDP checksums ``_rebuild`` left (where ``removed[j] >= 0`` and the payload was
+    not all copied), now that the payloads at ``at`` are written."""
+    for j in range(at.shape[0]):
+        if at[j] < 0 or removed[j] < 0:
+            continue
+        i = rows[j]
+        shift = np.int64(out_off[i]) - np.int64(offsets[i])
+        a4 = np.int64(l4[j])
+        k = np.int64(new_len[j])
+        seg = np.int64(end[j]) - a4
+        delta = k - (np.int64(end[j]) - np.int64(start[j]))
+        ck = _be16(src, a4 + (6 if udp[j] else 16))
+        _l4_checksum(out, a4 + shift, np.int64(at[j]), k, seg + delta, udp[j], new_flags[j],
+                     ck, removed[j])
 
 
 @njit(cache=True, nogil=True)

@@ -71,6 +71,7 @@ from engine.services.payload import (
     pack_behind,
     packed_starts,
     replace,
+    reserve,
     select,
 )
 
@@ -204,22 +205,28 @@ class Encrypt(_AesGcm):
         lead = np.empty((m, BODY_AT), np.uint8)
         lead[:, : len(HEADER)] = np.frombuffer(HEADER, np.uint8)
         lead[:, len(HEADER) :] = nonces
-        none = np.zeros(m, np.int64)
-        new = pack_behind(lead, Payloads(lead.reshape(-1), none, none, lead[:, 0]), out_len,
-                          self._scratch("sealed"))
+        # The new batch, header and nonce in place and room behind them for ciphertext and tag.
+        res = reserve(sel, out_len, lead)
+        done = res.done
         aad, aad_views = self._aad.take(m)
         _associated_data(sel, self._flow, aad)
-        out_end = _bounds(new.starts, len(new.data))
-        mo = memoryview(new.data)
-        # The only per-packet work left in Python: the cipher call, its arguments sliced by
-        # map() in C rather than by a loop in bytecode (nonces and associated data from views
-        # made once, in the rows kept by the service).
+        at, p0, p1 = res.at + BODY_AT, plain.starts, plain.starts + plain.lengths
+        if not done.all():  # passed in clear: not encrypted
+            todo = np.flatnonzero(done)
+            nonce_views = [nonce_views[i] for i in todo.tolist()]
+            aad_views = [aad_views[i] for i in todo.tolist()]
+            at, p0, p1, out_len = at[todo], p0[todo], p1[todo], out_len[todo]
+        mo = memoryview(res.batch.data)
+        mp = memoryview(plain.data)
+        # The only per-packet work left in Python: the cipher call writing into the new batch,
+        # its arguments sliced by map() in C rather than by a loop in bytecode (nonces and
+        # associated data from views made once, in the rows kept by the service).
         deque(map(self._aead.encrypt_into, nonce_views,
-                  _chunks(memoryview(plain.data), _bounds(plain.starts, len(plain.data))),
+                  map(mp.__getitem__, map(slice, p0.tolist(), p1.tolist())),
                   aad_views,
-                  map(mo.__getitem__, map(slice, (new.starts + BODY_AT).tolist(),
-                                          islice(out_end, 1, None)))), maxlen=0)
-        result, done = replace(sel, new)
+                  map(mo.__getitem__, map(slice, at.tolist(),
+                                          (at + out_len - BODY_AT).tolist()))), maxlen=0)
+        result = res.finish()
         c = self.counters
         sel.count(c)
         c["packets_encrypted"] += int(done.sum())

@@ -42,7 +42,7 @@ import numpy as np
 from engine.batch import PacketBatch
 from engine.flowkeys import FlowKeys, flow_keys
 from engine.payload_kernels import OK as _OK
-from engine.payload_kernels import _gather_behind, _locate, _rebuild
+from engine.payload_kernels import _finish, _gather_behind, _locate, _rebuild
 
 FLAG_L4_FFFF = 0x01  # the TCP checksum field held 0xFFFF
 FLAG_IP_FFFF = 0x02  # the IPv4 header checksum field held 0xFFFF
@@ -51,8 +51,8 @@ FLAGS_KNOWN = FLAG_L4_FFFF | FLAG_IP_FFFF
 SKIP_REASONS = ("not_tcp_udp", "fragment", "truncated", "malformed", "empty", "too_large")
 
 __all__ = ["FLAGS_KNOWN", "FLAG_IP_FFFF", "FLAG_L4_FFFF", "SKIP_REASONS", "Payloads",
-           "Selection", "fits", "pack_behind", "packed_starts", "replace", "rewrite_payloads",
-           "select"]
+           "Reserved", "Selection", "fits", "pack_behind", "packed_starts", "replace",
+           "reserve", "rewrite_payloads", "select"]
 
 
 def packed_starts(lengths: np.ndarray) -> np.ndarray:
@@ -201,6 +201,47 @@ def replace(sel: Selection, new: Payloads,
     Returns the new batch and, per selected packet, whether it was rewritten: a payload too
     large for a length field leaves its packet as it was (counted in ``sel.skipped``).
     """
+    placed = _place(sel, new, changed, new.lengths)
+    return placed.batch, placed.done
+
+
+@dataclass(eq=False)
+class Reserved:
+    """A new batch whose rewritten packets have room for their new payloads: ``at[i]`` is
+    where selected packet ``i``'s new payload starts in ``batch.data`` (-1: left as it was,
+    ``done[i]`` False). Fill the room, then call ``finish()`` for the TCP/UDP checksums."""
+
+    batch: PacketBatch
+    done: np.ndarray
+    at: np.ndarray
+    _finish: Callable[[], None]
+
+    def finish(self) -> PacketBatch:
+        self._finish()
+        return self.batch
+
+
+def reserve(sel: Selection, lengths: np.ndarray, lead: np.ndarray,
+            changed: np.ndarray | None = None) -> Reserved:
+    """As ``replace``, but the new payloads (``lengths[i]`` bytes) are written by the caller
+    into the new batch's buffer itself, sparing a copy: each begins with the row ``lead[i]``,
+    the rest is left for the caller (uninitialised until then). Lengths and the IPv4 header
+    checksum are fixed at once, the TCP/UDP checksums by ``finish()``."""
+    m = len(sel)
+    lead = np.ascontiguousarray(lead, np.uint8)
+    lengths = np.asarray(lengths, np.int64)
+    if lead.ndim != 2 or lead.shape[0] != m or len(lengths) != m:
+        raise ValueError(f"one lead row and one length per selected packet ({m})")
+    if (lengths < lead.shape[1]).any():
+        raise ValueError("each length must hold its lead")
+    w = lead.shape[1]
+    new = Payloads(lead.reshape(-1), np.arange(0, m * w, w, dtype=np.int64), lengths,
+                   np.zeros(m, np.uint8))
+    return _place(sel, new, changed, np.full(m, w, np.int64))
+
+
+def _place(sel: Selection, new: Payloads, changed: np.ndarray | None,
+           copy_len: np.ndarray) -> Reserved:
     m = len(sel)
     if len(new) != m:
         raise ValueError(f"{len(new)} new payloads for {m} selected packets")
@@ -212,7 +253,7 @@ def replace(sel: Selection, new: Payloads,
     changed &= room
     batch = sel.batch
     if not changed.any():
-        return batch, changed
+        return Reserved(batch, changed, np.full(m, -1, np.int64), lambda: None)
     cap = batch.caplen.astype(np.int64)
     new_cap = cap.copy()
     new_cap[sel.index] += np.where(changed, delta, 0)
@@ -220,21 +261,33 @@ def replace(sel: Selection, new: Payloads,
     out = np.empty(int(new_cap.sum()), np.uint8)
     src = np.ascontiguousarray(batch.data)
     new_data = np.ascontiguousarray(new.data, np.uint8)
+    copy_len = np.asarray(copy_len, np.int64)
     if m and (int(new.starts.min()) < 0
-              or int((new.starts + new.lengths).max()) > len(new_data)):
+              or int((new.starts + copy_len).max()) > len(new_data)):
         raise ValueError("a new payload lies outside its buffer")
-    # Headers, new payload and trailer copied and the lengths and checksums fixed in one pass.
+    at = np.full(m, -1, np.int64)
+    removed = np.full(m, -1, np.int64)
+    starts = np.asarray(new.starts, np.int64)
+    lengths = np.asarray(new.lengths, np.int64)
+    flags = np.asarray(new.flags, np.uint8)
+    # Headers, new payload and trailer copied and the lengths and checksums fixed in one pass
+    # (the TCP/UDP checksums of payloads not all copied: by finish()).
     _rebuild(src, batch.offsets, batch.caplen, out, out_off, sel.index, changed, sel._l3,
              sel._l4, sel.payloads.starts, sel._end, sel._v4, sel._udp, sel._ip_len,
-             sel._link_at, new_data, np.asarray(new.starts, np.int64),
-             np.asarray(new.lengths, np.int64), np.asarray(new.flags, np.uint8))
+             sel._link_at, new_data, starts, lengths, copy_len, flags, at, removed)
     caplen = new_cap.astype(np.uint32)
     origlen = batch.origlen.copy()
     rows = sel.index[changed]
     origlen[rows] = caplen[rows]
     seq = batch.seq if batch.has_explicit_seq else None
-    return PacketBatch(out, out_off, caplen, origlen, batch.ts_ns, batch.iface,
-                       batch.interfaces, batch.first_seq, seq), changed
+    result = PacketBatch(out, out_off, caplen, origlen, batch.ts_ns, batch.iface,
+                         batch.interfaces, batch.first_seq, seq)
+
+    def finish() -> None:
+        _finish(out, at, sel.index, out_off, batch.offsets, sel._l4, sel._udp,
+                sel.payloads.starts, sel._end, lengths, flags, src, removed)
+
+    return Reserved(result, changed, at, finish)
 
 
 def rewrite_payloads(batch: PacketBatch, fn: Callable, counters: MutableMapping[str, int]
