@@ -23,7 +23,7 @@ from payload_oracle import (
 from engine.batch import PacketBatch
 from engine.payload_kernels import _region_sums
 from engine.services.encryption import Decrypt, Encrypt
-from engine.services.payload import Payloads, pack_behind, replace, select
+from engine.services.payload import Payloads, pack_behind, replace, reserve, select
 
 OTHER_KEY = "ff" * 32
 
@@ -109,6 +109,28 @@ def test_replace_writes_what_the_numpy_version_wrote(batch):
         assert packets(out) == packets(want)
         assert out.caplen.tolist() == want.caplen.tolist()
         assert out.origlen.tolist() == want.origlen.tolist()
+
+
+def test_reserve_then_fill_is_replace(batch):
+    """Filling the room ``reserve`` leaves and calling ``finish`` gives what ``replace`` gives
+    with the same payloads (lengths, both checksums, trailers)."""
+    rng = np.random.default_rng(7)
+    sel = select(read_only(batch))
+    m = len(sel)
+    lead = rng.integers(0, 256, (m, 5), dtype=np.uint8)
+    lengths = np.maximum(sel.payloads.lengths + rng.integers(-20, 40, m), 5)
+    rest = [rng.bytes(int(n) - 5) for n in lengths]
+    res = reserve(sel, lengths, lead)
+    for j in np.flatnonzero(res.done).tolist():
+        at = int(res.at[j])
+        assert res.batch.data[at : at + 5].tobytes() == lead[j].tobytes()
+        res.batch.data[at + 5 : at + int(lengths[j])] = np.frombuffer(rest[j], np.uint8)
+    out = res.finish()
+    want, done = payload_naive.replace(
+        payload_naive.select(read_only(batch)),
+        Payloads.pack([lead[j].tobytes() + rest[j] for j in range(m)]))
+    assert res.done.tolist() == done.tolist()
+    assert packets(out) == packets(want)
 
 
 @pytest.mark.parametrize("seed", range(5))
