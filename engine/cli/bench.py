@@ -30,6 +30,8 @@ def add_commands(sub) -> None:
                 "deliver_table", 3,
                 "size of the capture delivered for the dispatcher's peak RSS (0: skip)")
     bench_table("rating", "rating 1,000,000 usage reports under a tariff", "rating_table", 5)
+    bench_table("services", "encrypt, decrypt, compress, decompress against the bare library "
+                "loop", "services_table", 5)
     b = bench_table("broker", "auction close, bids over HTTP, reputation lookups",
                     "broker_table", 5)
     # Options of one table only travel as opt_<name> and reach its run() as <name>=.

@@ -25,20 +25,6 @@ _UDPLITE = 136
 
 
 
-@njit(cache=True, nogil=True)
-def _region_sums(data, starts, lengths, out):
-    """out[i]: the ones'-complement sum of ``data[starts[i]:starts[i] + lengths[i]]`` as
-    big-endian 16-bit words paired from the region's start (an odd last byte padded with
-    zero), modulo 0xFFFF."""
-    for i in range(starts.shape[0]):
-        at = np.int64(starts[i])
-        n = np.int64(lengths[i])
-        s = sum_words(data, at, n & ~np.int64(1))
-        if n & 1:
-            s += np.int64(data[at + n - 1]) << 8
-        out[i] = s % 0xFFFF
-
-
 @njit(cache=True, inline="always")
 def _updated(checksum, old_sum, new_sum):
     """RFC 1624 eqn 3: the checksum once words summing to ``old_sum`` now sum to ``new_sum``."""

@@ -35,6 +35,11 @@ attacker cannot strip the encryption off ordinary packets; what it passes so is 
 authenticated. (``encrypt`` still refuses a too-large payload that begins with the header,
 which ``decrypt`` could not tell from a damaged encrypted one.)
 
+How it runs: everything but the cipher call is done for the whole segment in compiled code
+(``engine.services.payload``, ``engine.packet.payload_kernels``); per packet, Python only calls
+``encrypt_into``/``decrypt_into``, from ``map()``, with nonce and associated-data views kept by
+the service (see docs/engine.md).
+
 Every other payload ``decrypt`` takes must authenticate: one that does not (wrong key,
 modified bytes, no header: ``not_encrypted``) is counted in ``auth_failures`` and dropped
 (``on_fail=drop``) or passed as it is (``keep``); ``pktx deliver`` fails a run whose
@@ -44,23 +49,29 @@ authentication failures pass ``--max-auth-failures``.
 from __future__ import annotations
 
 import os
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from operator import length_hint
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from engine.capture import backend
 from engine.capture.batch import PacketBatch
 from engine.delivery.meter import iso_ns
 from engine.packet.flowkeys import FlowKeys
+from engine.packet.payload_kernels import _flow_rows
 from engine.services.base import Param, Service, ServiceError, hex_key
 from engine.services.payload import (
     FLAGS_KNOWN,
     Payloads,
     Selection,
     fits,
+    pack_behind,
     packed_starts,
     replace,
+    reserve,
     select,
 )
 
@@ -70,30 +81,53 @@ TAG_SIZE = 16
 BODY_AT = len(HEADER) + NONCE_SIZE  # where the ciphertext starts
 OVERHEAD = BODY_AT + 1 + TAG_SIZE
 _LABEL = b"pktx-aes256gcm-2"
+_FIXED = np.frombuffer(_LABEL + HEADER, np.uint8)
 _BIND = ("flow", "none")
 _TOO_LARGE = ("fail", "clear")
 
 
-def _associated_data(sel: Selection, flow: bool) -> tuple[np.ndarray, int]:
-    """One row of associated data per selected packet: label, header, IP version, protocol and,
-    for a flow binding, source and destination address (16 bytes, IPv4 zero-filled) and
-    ports."""
-    keys: FlowKeys = sel.keys.take(sel.index)
-    m = len(sel)
-    fixed = _LABEL + HEADER
-    width = len(fixed) + 2 + (36 if flow else 0)
-    rows = np.empty((m, width), np.uint8)
-    rows[:, : len(fixed)] = np.frombuffer(fixed, np.uint8)
-    at = len(fixed)
-    rows[:, at] = keys.family
-    rows[:, at + 1] = keys.proto
-    if flow:
-        at += 2
-        rows[:, at : at + 16] = keys.src
-        rows[:, at + 16 : at + 32] = keys.dst
-        rows[:, at + 32 : at + 34] = keys.sport.astype(">u2").view(np.uint8).reshape(m, 2)
-        rows[:, at + 34 : at + 36] = keys.dport.astype(">u2").view(np.uint8).reshape(m, 2)
-    return rows.reshape(-1), width
+def _aad_width(flow: bool) -> int:
+    return len(_LABEL) + len(HEADER) + 2 + (36 if flow else 0)
+
+
+def _associated_data(sel: Selection, flow: bool, rows: np.ndarray,
+                     which: np.ndarray | None = None) -> None:
+    """Into ``rows``, one row of associated data per selected packet (of those at ``which``):
+    label, header, IP version, protocol and, for a flow binding, source and destination
+    address (16 bytes, IPv4 zero-filled) and ports."""
+    index = sel.index if which is None else sel.index[which]
+    k: FlowKeys = sel.keys
+    _flow_rows(_FIXED, k.family, k.proto, k.src, k.dst, k.sport, k.dport, index, flow, rows)
+
+
+class _Rows:
+    """A buffer of fixed-width rows kept from segment to segment, with a ``memoryview`` of each
+    row made once: the cipher's nonce and associated-data arguments then come from a list
+    rather than being sliced anew for every packet."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.array = np.empty((0, width), np.uint8)
+        self.views: list[memoryview] = []
+
+    def take(self, m: int) -> tuple[np.ndarray, list[memoryview]]:
+        """The first ``m`` rows (to fill) and their views."""
+        if m > len(self.views):
+            w = self.width
+            size = max(m, 2 * len(self.views))
+            self.array = np.empty((size, w), np.uint8)
+            mv = memoryview(self.array.reshape(-1))
+            self.views = [mv[k : k + w] for k in range(0, size * w, w)]
+        return self.array[:m], self.views[:m]
+
+
+def _chunks(mv: memoryview, bounds: list[int]):
+    """Lazily, ``mv[bounds[i]:bounds[i + 1]]`` for each i: back-to-back regions."""
+    return map(mv.__getitem__, map(slice, bounds, islice(bounds, 1, None)))
+
+
+def _bounds(starts: np.ndarray, end: int) -> list[int]:
+    return np.append(starts, end).tolist()
 
 
 class _AesGcm(Service):
@@ -105,7 +139,24 @@ class _AesGcm(Service):
 
     def setup(self) -> None:
         self._aead = AESGCM(self.config["key"])
+        self._random = os.urandom  # where nonces come from (tests fix it to compare outputs)
         self._flow = self.config["bind"] == "flow"
+        self._aad = _Rows(_aad_width(self._flow))
+        self._nonces = _Rows(NONCE_SIZE)
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def _scratch(self, name: str) -> Callable[[int], np.ndarray]:
+        """A function giving ``size`` bytes of a buffer kept from segment to segment (for what
+        does not outlive ``process``: plaintexts, ciphertexts before they are placed)."""
+
+        def take(size: int) -> np.ndarray:
+            have = self._buffers.get(name)
+            if have is None or len(have) < size:
+                grown = 0 if have is None else 2 * len(have)
+                have = self._buffers[name] = np.empty(max(size, grown), np.uint8)
+            return have[:size]
+
+        return take
 
 
 def _headed(payloads: Payloads) -> np.ndarray:
@@ -142,32 +193,40 @@ class Encrypt(_AesGcm):
         sel = select(batch)
         old = sel.payloads
         m = len(sel)
-        # Plaintexts (flags byte, payload) back to back; outputs laid out as nonce, ct, tag.
-        pt_len = old.lengths + 1
-        pt_at = packed_starts(pt_len)
-        plain = np.empty(int(pt_len.sum()), np.uint8)
-        plain[pt_at] = old.flags
-        gather = backend.capture.gather
-        gather(np.ascontiguousarray(old.data), old.starts, old.lengths.astype(np.uint32), plain,
-               pt_at + 1)
-        out_len = pt_len + BODY_AT + TAG_SIZE
+        # Plaintexts (flags byte, payload) back to back; outputs laid out as header, nonce,
+        # then room for the ciphertext and tag: one compiled pass each.
+        plain = pack_behind(old.flags[:, None], old, old.lengths + 1, self._scratch("plain"))
+        out_len = plain.lengths + BODY_AT + TAG_SIZE
         too_large = ~fits(sel, out_len)
         if too_large.any():
             self._check_clear(sel, too_large)
-        out_at = packed_starts(out_len)
-        out = np.empty(int(out_len.sum()), np.uint8)
-        out[out_at[:, None] + np.arange(len(HEADER))] = np.frombuffer(HEADER, np.uint8)
-        nonces = np.frombuffer(os.urandom(NONCE_SIZE * m), np.uint8).reshape(m, NONCE_SIZE)
-        out[out_at[:, None] + np.arange(len(HEADER), BODY_AT)] = nonces
-        aad, width = _associated_data(sel, self._flow)
-        seal = self._aead.encrypt_into
-        mo, mp, ma = memoryview(out), memoryview(plain), memoryview(aad)
-        for o, p, n, a in zip(out_at.tolist(), pt_at.tolist(), pt_len.tolist(),
-                              range(0, m * width, width)):
-            seal(mo[o + len(HEADER) : o + BODY_AT], mp[p : p + n], ma[a : a + width],
-                 mo[o + BODY_AT : o + BODY_AT + n + TAG_SIZE])
-        new = Payloads(out, out_at, out_len, np.zeros(m, np.uint8))
-        result, done = replace(sel, new)
+        nonces, nonce_views = self._nonces.take(m)
+        nonces[:] = np.frombuffer(self._random(NONCE_SIZE * m), np.uint8).reshape(m, NONCE_SIZE)
+        lead = np.empty((m, BODY_AT), np.uint8)
+        lead[:, : len(HEADER)] = np.frombuffer(HEADER, np.uint8)
+        lead[:, len(HEADER) :] = nonces
+        # The new batch, header and nonce in place and room behind them for ciphertext and tag.
+        res = reserve(sel, out_len, lead)
+        done = res.done
+        aad, aad_views = self._aad.take(m)
+        _associated_data(sel, self._flow, aad)
+        at, p0, p1 = res.at + BODY_AT, plain.starts, plain.starts + plain.lengths
+        if not done.all():  # passed in clear: not encrypted
+            todo = np.flatnonzero(done)
+            nonce_views = [nonce_views[i] for i in todo.tolist()]
+            aad_views = [aad_views[i] for i in todo.tolist()]
+            at, p0, p1, out_len = at[todo], p0[todo], p1[todo], out_len[todo]
+        mo = memoryview(res.batch.data)
+        mp = memoryview(plain.data)
+        # The only per-packet work left in Python: the cipher call writing into the new batch,
+        # its arguments sliced by map() in C rather than by a loop in bytecode (nonces and
+        # associated data from views made once, in the rows kept by the service).
+        deque(map(self._aead.encrypt_into, nonce_views,
+                  map(mp.__getitem__, map(slice, p0.tolist(), p1.tolist())),
+                  aad_views,
+                  map(mo.__getitem__, map(slice, at.tolist(),
+                                          (at + out_len - BODY_AT).tolist()))), maxlen=0)
+        result = res.finish()
         c = self.counters
         sel.count(c)
         c["packets_encrypted"] += int(done.sum())
@@ -215,20 +274,30 @@ class Decrypt(_AesGcm):
         ok = headed.copy()
         pt_len = np.where(ok, old.lengths - BODY_AT - TAG_SIZE, 0)
         pt_at = packed_starts(pt_len)
-        plain = np.empty(int(pt_len.sum()), np.uint8)
-        aad, width = _associated_data(sel, self._flow)
-        data = np.ascontiguousarray(old.data)
-        md, mp, ma = memoryview(data), memoryview(plain), memoryview(aad)
-        open_ = self._aead.decrypt_into
+        plain = self._scratch("plain")(int(pt_len.sum()))
         todo = np.flatnonzero(ok)
-        for i, s, p, n in zip(todo.tolist(), old.starts[todo].tolist(), pt_at[todo].tolist(),
-                              pt_len[todo].tolist()):
+        k = len(todo)
+        aad, aad_views = self._aad.take(k)
+        _associated_data(sel, self._flow, aad, todo)
+        data = np.ascontiguousarray(old.data)
+        md = memoryview(data)
+        s = old.starts[todo]
+        nonces, nonce_views = self._nonces.take(k)
+        nonces[:] = data[(s + len(HEADER))[:, None] + np.arange(NONCE_SIZE)]
+        # As in encrypt, map() slices the other arguments. A failure stops it after the inputs
+        # of the failed call were taken: the same iterator resumes with the next packet, and
+        # how many ciphertext positions are left to take says which packet failed.
+        left = iter((s + BODY_AT).tolist())
+        opened = map(self._aead.decrypt_into, nonce_views,
+                     map(md.__getitem__, map(slice, left, (s + old.lengths[todo]).tolist())),
+                     aad_views[:k],
+                     _chunks(memoryview(plain), _bounds(pt_at[todo], len(plain))))
+        while True:
             try:
-                open_(md[s + len(HEADER) : s + BODY_AT],
-                      md[s + BODY_AT : s + BODY_AT + n + TAG_SIZE],
-                      ma[i * width : (i + 1) * width], mp[p : p + n])
+                deque(opened, maxlen=0)
+                break
             except InvalidTag:
-                ok[i] = False
+                ok[todo[k - length_hint(left) - 1]] = False
         clear = ~headed
         if self.config["too_large"] == "clear" and clear.any():
             # In clear, and no encrypted packet could have been this large.

@@ -25,6 +25,11 @@ another protocol), ``fragment`` (any fragment: the payload spans several packets
 checksum covers all of them), ``truncated`` (caplen < origlen), ``malformed`` (the IP or UDP
 length does not fit the packet, an IPv6 jumbogram), ``empty`` (no payload bytes) and
 ``too_large`` (the new payload would not fit a length field).
+
+``select`` and ``replace`` are each one compiled pass over the segment
+(``engine.packet.payload_kernels``); ``pack_behind`` lays out new payloads (a lead, the old payload,
+room for the service to fill) in one more, so that a service's own per-packet work is only
+what its library call needs.
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.capture import backend
 from engine.capture.batch import PacketBatch
-from engine.packet.flowkeys import FRAG_NONE, FlowKeys, flow_keys
-from engine.packet.header_kernels import _region_sums
+from engine.packet.flowkeys import FlowKeys, flow_keys
+from engine.packet.payload_kernels import OK as _OK
+from engine.packet.payload_kernels import _finish, _gather_behind, _locate, _rebuild
 
 FLAG_L4_FFFF = 0x01  # the TCP checksum field held 0xFFFF
 FLAG_IP_FFFF = 0x02  # the IPv4 header checksum field held 0xFFFF
@@ -45,15 +50,9 @@ FLAGS_KNOWN = FLAG_L4_FFFF | FLAG_IP_FFFF
 
 SKIP_REASONS = ("not_tcp_udp", "fragment", "truncated", "malformed", "empty", "too_large")
 
-_TCP = 6
-_UDP = 17
-_VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
-_PPPOE_SESSION = 0x8864
-_MAX_VLAN_TAGS = 8
-_DOT3_MAX = 1500  # above, the field would read as an EtherType
-
 __all__ = ["FLAGS_KNOWN", "FLAG_IP_FFFF", "FLAG_L4_FFFF", "SKIP_REASONS", "Payloads",
-           "Selection", "fits", "packed_starts", "replace", "rewrite_payloads", "select"]
+           "Reserved", "Selection", "fits", "pack_behind", "packed_starts", "replace",
+           "reserve", "rewrite_payloads", "select"]
 
 
 def packed_starts(lengths: np.ndarray) -> np.ndarray:
@@ -95,6 +94,31 @@ class Payloads:
         return cls(data, starts, lengths, flags)
 
 
+def pack_behind(lead: np.ndarray, payloads: Payloads, lengths: np.ndarray,
+                scratch: Callable[[int], np.ndarray] | None = None) -> Payloads:
+    """Payloads in one new buffer, back to back: item ``i`` is ``lengths[i]`` bytes, the row
+    ``lead[i]`` then payload ``i``, then room the caller fills (left uninitialised). One
+    compiled pass for the whole segment; the flags are zero. ``scratch(size)``, when given,
+    supplies the buffer (one kept from call to call spares the page faults of fresh memory)."""
+    m = len(payloads)
+    lead = np.ascontiguousarray(lead, np.uint8)
+    if lead.ndim != 2 or lead.shape[0] != m:
+        raise ValueError(f"lead must be one row of bytes per payload ({m}), not {lead.shape}")
+    lengths = np.asarray(lengths, np.int64)
+    if len(lengths) != m or (lengths < lead.shape[1] + payloads.lengths).any():
+        raise ValueError("each length must hold its lead and its payload")
+    data = np.ascontiguousarray(payloads.data, np.uint8)
+    if m and (int(payloads.starts.min()) < 0
+              or int((payloads.starts + payloads.lengths).max()) > len(data)):
+        raise ValueError("a payload lies outside its buffer")
+    starts = packed_starts(lengths)
+    size = int(lengths.sum())
+    out = np.empty(size, np.uint8) if scratch is None else scratch(size)
+    _gather_behind(lead, data, np.asarray(payloads.starts, np.int64),
+                   np.asarray(payloads.lengths, np.int64), out, starts)
+    return Payloads(out, starts, lengths, np.zeros(m, np.uint8))
+
+
 @dataclass(frozen=True, eq=False)
 class Selection:
     """The rewritable packets of ``batch``: their positions ``index`` and their ``payloads``
@@ -131,114 +155,30 @@ def _be16(data: np.ndarray, at: np.ndarray) -> np.ndarray:
     return (data[at].astype(np.int64) << 8) | data[at + 1]
 
 
-def _put16(data: np.ndarray, at: np.ndarray, value: np.ndarray) -> None:
-    data[at] = value >> 8
-    data[at + 1] = value & 0xFF
-
-
 def select(batch: PacketBatch, keys: FlowKeys | None = None) -> Selection:
     """Find the TCP/UDP payloads of ``batch`` that can be rewritten (``keys``: its flow keys,
     when already computed)."""
     if keys is None:
         keys = flow_keys(batch)
-    data = batch.data
-    off = batch.offsets
-    tcpudp = np.isin(keys.family, (4, 6)) & np.isin(keys.proto, (_TCP, _UDP))
-    frag = tcpudp & (keys.fragment != FRAG_NONE)
-    truncated = tcpudp & ~frag & (batch.caplen != batch.origlen)
-    whole = tcpudp & ~frag & ~truncated
-    no_header = whole & (keys.payload_off < 0)  # a whole packet holds its transport header
-    idx = np.flatnonzero(whole & ~no_header)
-    o = off[idx]
-    l3 = o + keys.l3_off[idx]
-    l4 = o + keys.l4_off[idx]
-    po = o + keys.payload_off[idx]
-    v4 = keys.family[idx] == 4
-    udp = keys.proto[idx] == _UDP
-    ip_len = np.where(v4, _be16(data, l3 + 2), _be16(data, l3 + 4))
-    ip_end = np.where(v4, l3, l3 + 40) + ip_len
-    udp_len = np.where(udp, _be16(data, l4 + 4), 0)
-    end = np.where(udp, l4 + udp_len, ip_end)
-    bad = (ip_end > o + batch.caplen[idx]) | (po > ip_end) | (~v4 & (ip_len == 0))
-    bad |= udp & ((udp_len < 8) | (end > ip_end))
-    empty = ~bad & (end == po)
-    ok = ~bad & ~empty
-    idx, l3, l4, po, end, v4, udp = idx[ok], l3[ok], l4[ok], po[ok], end[ok], v4[ok], udp[ok]
-    ip_len = ip_len[ok]
-    seg = end - l4
-    ck_at = l4 + np.where(udp, 6, 16)
-    flags = np.where(~udp & (_be16(data, ck_at) == 0xFFFF), FLAG_L4_FFFF, 0)
-    flags |= np.where(v4 & (_be16(data, l3 + 10) == 0xFFFF), FLAG_IP_FFFF, 0)
-    link_at, link_max = _link_length_fields(batch, idx, l3)
-    skipped = {
-        "not_tcp_udp": int(len(batch) - tcpudp.sum()),
-        "fragment": int(frag.sum()),
-        "truncated": int(truncated.sum()),
-        "malformed": int(no_header.sum()) + int(bad.sum()),
-        "empty": int(empty.sum()),
-        "too_large": 0,
-    }
-    payloads = Payloads(data, po, end - po, flags.astype(np.uint8))
-    return Selection(batch, keys, idx, payloads, skipped, l3, l4, end, v4, udp, ip_len, seg,
-                     link_at, link_max)
-
-
-def _link_length_fields(batch: PacketBatch, idx: np.ndarray,
-                        l3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each selected packet has a link-layer length field covering its payload (an 802.3
-    length, a PPPoE session length; -1 for none), and the largest value the field may take."""
-    at = np.full(len(idx), -1, np.int64)
-    limit = np.zeros(len(idx), np.int64)
-    if not len(idx):
-        return at, limit
-    data = batch.data
-    o = batch.offsets[idx]
-    lt = batch.linktypes[idx]
-    eth = np.flatnonzero(lt == 1)
-    if len(eth):
-        p = o[eth] + 12
-        stop = l3[eth]
-        for _ in range(_MAX_VLAN_TAGS):
-            tagged = (p + 2 < stop) & np.isin(_be16(data, np.minimum(p, stop - 2)), _VLAN_TAGS)
-            if not tagged.any():
-                break
-            p = p + 4 * tagged
-        et = _be16(data, p)
-        dot3 = (et < 0x0600) & (p + 2 <= stop)
-        at[eth[dot3]] = p[dot3]
-        limit[eth[dot3]] = _DOT3_MAX
-        pppoe = (et == _PPPOE_SESSION) & (p + 8 <= stop)
-        at[eth[pppoe]] = p[pppoe] + 6
-        limit[eth[pppoe]] = 0xFFFF
-    for linktype, proto_at, header in ((113, 14, 16), (276, 0, 20)):
-        sll = np.flatnonzero(lt == linktype)
-        if not len(sll):
-            continue
-        start = o[sll]
-        pppoe = ((start + header + 6 <= l3[sll])
-                 & (_be16(data, start + proto_at) == _PPPOE_SESSION))
-        at[sll[pppoe]] = start[pppoe] + header + 4
-        limit[sll[pppoe]] = 0xFFFF
-    return at, limit
-
-
-def _sums(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Each region's ones'-complement sum of big-endian 16-bit words (paired from the region's
-    start, an odd last byte padded with zero), modulo 0xFFFF."""
-    # One numba call for all regions (a compiled call per region cost 0.6 us each, which for
-    # short payloads was most of the time; numpy's reduceat casts element by element).
-    sums = np.empty(len(starts), np.int64)
-    _region_sums(np.ascontiguousarray(data, np.uint8), np.ascontiguousarray(starts, np.int64),
-                 np.ascontiguousarray(lengths, np.int64), sums)
-    return sums
-
-
-def _update(old: np.ndarray, removed: np.ndarray, added: np.ndarray, zero: np.ndarray):
-    """RFC 1624 eqn. 3 on arrays: the checksum ``old`` after words summing to ``removed`` were
-    replaced by words summing to ``added`` (both mod 0xFFFF); ``zero`` is the form to write
-    when the result is a ones'-complement zero."""
-    r = (old + removed + (0xFFFF - added)) % 0xFFFF
-    return np.where(r == 0, zero, r)
+    elif len(keys) != len(batch):
+        raise ValueError(f"flow keys for {len(keys)} packets given for a batch of {len(batch)}")
+    n = len(batch)
+    reason = np.empty(n, np.uint8)
+    l3, l4, start, end, ip_len, link_at, link_max = (np.empty(n, np.int64) for _ in range(7))
+    v4, udp = np.empty(n, bool), np.empty(n, bool)
+    flags = np.empty(n, np.uint8)
+    # One compiled pass over the segment: per packet, numpy's way took some 40 array operations.
+    m = _locate(np.ascontiguousarray(batch.data), batch.offsets, batch.caplen, batch.origlen,
+                batch.linktypes, keys.family, keys.proto, keys.fragment, keys.l3_off,
+                keys.l4_off, keys.payload_off, reason, l3, l4, start, end, v4, udp, ip_len,
+                flags, link_at, link_max)
+    counts = np.bincount(reason, minlength=len(SKIP_REASONS) + 1)
+    skipped = {why: int(counts[k + 1]) for k, why in enumerate(SKIP_REASONS)}
+    skipped["too_large"] = 0
+    l4, start, end = l4[:m], start[:m], end[:m]
+    payloads = Payloads(batch.data, start, end - start, flags[:m])
+    return Selection(batch, keys, np.flatnonzero(reason == _OK), payloads, skipped, l3[:m], l4,
+                     end, v4[:m], udp[:m], ip_len[:m], end - l4, link_at[:m], link_max[:m])
 
 
 def fits(sel: Selection, new_lengths: np.ndarray) -> np.ndarray:
@@ -261,6 +201,47 @@ def replace(sel: Selection, new: Payloads,
     Returns the new batch and, per selected packet, whether it was rewritten: a payload too
     large for a length field leaves its packet as it was (counted in ``sel.skipped``).
     """
+    placed = _place(sel, new, changed, new.lengths)
+    return placed.batch, placed.done
+
+
+@dataclass(eq=False)
+class Reserved:
+    """A new batch whose rewritten packets have room for their new payloads: ``at[i]`` is
+    where selected packet ``i``'s new payload starts in ``batch.data`` (-1: left as it was,
+    ``done[i]`` False). Fill the room, then call ``finish()`` for the TCP/UDP checksums."""
+
+    batch: PacketBatch
+    done: np.ndarray
+    at: np.ndarray
+    _finish: Callable[[], None]
+
+    def finish(self) -> PacketBatch:
+        self._finish()
+        return self.batch
+
+
+def reserve(sel: Selection, lengths: np.ndarray, lead: np.ndarray,
+            changed: np.ndarray | None = None) -> Reserved:
+    """As ``replace``, but the new payloads (``lengths[i]`` bytes) are written by the caller
+    into the new batch's buffer itself, sparing a copy: each begins with the row ``lead[i]``,
+    the rest is left for the caller (uninitialised until then). Lengths and the IPv4 header
+    checksum are fixed at once, the TCP/UDP checksums by ``finish()``."""
+    m = len(sel)
+    lead = np.ascontiguousarray(lead, np.uint8)
+    lengths = np.asarray(lengths, np.int64)
+    if lead.ndim != 2 or lead.shape[0] != m or len(lengths) != m:
+        raise ValueError(f"one lead row and one length per selected packet ({m})")
+    if (lengths < lead.shape[1]).any():
+        raise ValueError("each length must hold its lead")
+    w = lead.shape[1]
+    new = Payloads(lead.reshape(-1), np.arange(0, m * w, w, dtype=np.int64), lengths,
+                   np.zeros(m, np.uint8))
+    return _place(sel, new, changed, np.full(m, w, np.int64))
+
+
+def _place(sel: Selection, new: Payloads, changed: np.ndarray | None,
+           copy_len: np.ndarray) -> Reserved:
     m = len(sel)
     if len(new) != m:
         raise ValueError(f"{len(new)} new payloads for {m} selected packets")
@@ -272,71 +253,41 @@ def replace(sel: Selection, new: Payloads,
     changed &= room
     batch = sel.batch
     if not changed.any():
-        return batch, changed
-    ci = np.flatnonzero(changed)
-    rows = sel.index[ci]
-    off = batch.offsets
+        return Reserved(batch, changed, np.full(m, -1, np.int64), lambda: None)
     cap = batch.caplen.astype(np.int64)
-    old_start = sel.payloads.starts[ci]
-    pre = cap.copy()
-    pre[rows] = old_start - off[rows]
-    suffix_at = sel._end[ci]
-    suffix = off[rows] + cap[rows] - suffix_at
-    new_len = new.lengths[ci]
-    new_cap = pre.copy()
-    new_cap[rows] += new_len + suffix
+    new_cap = cap.copy()
+    new_cap[sel.index] += np.where(changed, delta, 0)
     out_off = packed_starts(new_cap)
     out = np.empty(int(new_cap.sum()), np.uint8)
-    gather = backend.capture.gather
     src = np.ascontiguousarray(batch.data)
-    gather(src, off, pre.astype(np.uint32), out, out_off)
-    at = out_off[rows] + pre[rows]
-    gather(np.ascontiguousarray(new.data), new.starts[ci], new_len.astype(np.uint32), out, at)
-    gather(src, suffix_at, suffix.astype(np.uint32), out, at + new_len)
-    _fix_headers(sel, ci, out, out_off[rows] - off[rows], new, delta[ci])
+    new_data = np.ascontiguousarray(new.data, np.uint8)
+    copy_len = np.asarray(copy_len, np.int64)
+    if m and (int(new.starts.min()) < 0
+              or int((new.starts + copy_len).max()) > len(new_data)):
+        raise ValueError("a new payload lies outside its buffer")
+    at = np.full(m, -1, np.int64)
+    removed = np.full(m, -1, np.int64)
+    starts = np.asarray(new.starts, np.int64)
+    lengths = np.asarray(new.lengths, np.int64)
+    flags = np.asarray(new.flags, np.uint8)
+    # Headers, new payload and trailer copied and the lengths and checksums fixed in one pass
+    # (the TCP/UDP checksums of payloads not all copied: by finish()).
+    _rebuild(src, batch.offsets, batch.caplen, out, out_off, sel.index, changed, sel._l3,
+             sel._l4, sel.payloads.starts, sel._end, sel._v4, sel._udp, sel._ip_len,
+             sel._link_at, new_data, starts, lengths, copy_len, flags, at, removed)
     caplen = new_cap.astype(np.uint32)
     origlen = batch.origlen.copy()
+    rows = sel.index[changed]
     origlen[rows] = caplen[rows]
     seq = batch.seq if batch.has_explicit_seq else None
-    return PacketBatch(out, out_off, caplen, origlen, batch.ts_ns, batch.iface,
-                       batch.interfaces, batch.first_seq, seq), changed
+    result = PacketBatch(out, out_off, caplen, origlen, batch.ts_ns, batch.iface,
+                         batch.interfaces, batch.first_seq, seq)
 
+    def finish() -> None:
+        _finish(out, at, sel.index, out_off, batch.offsets, sel._l4, sel._udp,
+                sel.payloads.starts, sel._end, lengths, flags, src, removed)
 
-def _fix_headers(sel: Selection, ci: np.ndarray, out: np.ndarray, shift: np.ndarray,
-                 new: Payloads, delta: np.ndarray) -> None:
-    """Lengths and checksums of the rewritten packets, in ``out`` (``shift``: where each
-    packet's old positions moved to)."""
-    old = sel.payloads
-    src = sel.batch.data
-    l3, l4, v4, udp = sel._l3[ci], sel._l4[ci], sel._v4[ci], sel._udp[ci]
-    flags = new.flags[ci]
-    ip_len = sel._ip_len[ci]
-    new_ip_len = ip_len + delta
-    _put16(out, np.where(v4, l3 + 2, l3 + 4) + shift, new_ip_len)
-    w = np.flatnonzero(v4)
-    if len(w):
-        at = l3[w] + 10
-        zero = np.where(flags[w] & FLAG_IP_FFFF, 0xFFFF, 0)
-        _put16(out, at + shift[w], _update(_be16(src, at), ip_len[w], new_ip_len[w], zero))
-    seg = sel._seg[ci]
-    new_seg = seg + delta
-    u = np.flatnonzero(udp)
-    if len(u):
-        _put16(out, l4[u] + 4 + shift[u], new_seg[u])
-    ck_at = l4 + np.where(udp, 6, 16)
-    ck = _be16(src, ck_at)
-    live = ~udp | (ck != 0)  # a UDP checksum of 0: none was sent
-    # Words taken out and put in: the payload, the pseudo-header length and (UDP) the length.
-    times = np.where(udp, 2, 1)
-    removed = _sums(old.data, old.starts[ci], old.lengths[ci]) + times * seg
-    added = _sums(new.data, new.starts[ci], new.lengths[ci]) + times * new_seg
-    zero = np.where(udp, 0xFFFF, np.where(flags & FLAG_L4_FFFF, 0xFFFF, 0))
-    value = _update(ck, removed % 0xFFFF, added % 0xFFFF, zero)
-    _put16(out, ck_at[live] + shift[live], value[live])
-    link_at = sel._link_at[ci]
-    k = np.flatnonzero(link_at >= 0)
-    if len(k):
-        _put16(out, link_at[k] + shift[k], _be16(src, link_at[k]) + delta[k])
+    return Reserved(result, changed, at, finish)
 
 
 def rewrite_payloads(batch: PacketBatch, fn: Callable, counters: MutableMapping[str, int]
