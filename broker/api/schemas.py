@@ -217,5 +217,5 @@ class TariffIn(Body):
     currency: Currency
     connect_fee: str = Field("0", min_length=1, max_length=60)
     rounding: Literal["up", "down", "half-up", "half-even"] = "half-up"
-    dimensions: dict[Literal["bytes", "packets", "seconds", "reserved_bps_seconds"],
-                     DimensionIn] = {}
+    dimensions: dict[Annotated[str, Field(max_length=40)], DimensionIn] = Field(
+        {}, max_length=8, description="bytes, packets, seconds, reserved_bps_seconds")
