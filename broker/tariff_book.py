@@ -8,9 +8,7 @@ the tariff (so no stored charge would have come out otherwise).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from functools import lru_cache
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
@@ -106,15 +104,18 @@ def list_tariffs(session: Session, provider_id: int, *, services: str | None = N
     return list(session.scalars(query.order_by(TariffVersion.id).limit(limit)))
 
 
-@lru_cache(maxsize=4096)
-def _parsed(doc_key: str) -> Tariff:
-    return Tariff.from_json(json.loads(doc_key))
+_PARSED: dict[tuple[str, int], Tariff] = {}
 
 
-def parsed(doc: dict) -> Tariff:
-    """A stored version parsed, once per distinct document (versions are never edited; the
-    text, not the row id, is the key: ids repeat across databases)."""
-    return _parsed(json.dumps(doc, sort_keys=True))
+def parsed(database: str, row_id: int, doc: dict) -> Tariff:
+    """A stored version parsed once per database and row: versions are never edited."""
+    key = (database, row_id)
+    tariff = _PARSED.get(key)
+    if tariff is None:
+        if len(_PARSED) > 4096:
+            _PARSED.clear()
+        tariff = _PARSED[key] = Tariff.from_json(doc)
+    return tariff
 
 
 # The version active at a time: the latest active_from not after it (rule 9 of docs/billing.md;
@@ -131,9 +132,9 @@ def active_tariff(session: Session, award: Award | dict, at: datetime
     """The delivering provider's tariff version for the award's chain active at ``at``, with
     its row id; None when none is (then usage is not charged)."""
     get = award.get if isinstance(award, dict) else lambda name: getattr(award, name)
-    row = session.connection().execute(_ACTIVE, {"provider": get("provider_id"),
-                                                 "services": get("services"),
-                                                 "at": at}).first()
+    conn = session.connection()
+    row = conn.execute(_ACTIVE, {"provider": get("provider_id"), "services": get("services"),
+                                 "at": at}).first()
     if row is None:
         return None
-    return row.id, parsed(row.doc)
+    return row.id, parsed(conn.engine.url.render_as_string(), row.id, row.doc)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select, union_all
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -40,15 +40,16 @@ _REPORT_COLUMNS = (UsageReport.id, UsageReport.sequence, UsageReport.usage_at,
                    *(getattr(UsageReport, c) for c in COUNTERS), UsageReport.service_counters,
                    UsageReport.tariff_id, UsageReport.charged_minor, UsageReport.currency,
                    UsageReport.created_at)
-# The report with this sequence (if any) and the one before it, in one query.
+# The report with this sequence (if any), the one before it and the one after it: one query.
 _AT_AND_BEFORE = (select(*_REPORT_COLUMNS)
                   .where(UsageReport.job_id == bindparam("job"),
                          UsageReport.sequence <= bindparam("sequence"))
-                  .order_by(UsageReport.sequence.desc()).limit(2))
+                  .order_by(UsageReport.sequence.desc()).limit(2).subquery())
 _AFTER = (select(*_REPORT_COLUMNS)
           .where(UsageReport.job_id == bindparam("job"),
                  UsageReport.sequence > bindparam("sequence"))
-          .order_by(UsageReport.sequence).limit(1))
+          .order_by(UsageReport.sequence).limit(1).subquery())
+_NEIGHBOURS = union_all(select(_AT_AND_BEFORE), select(_AFTER))
 _PAYERS = (select(AwardPayer.user_id, AwardPayer.share_minor)
            .where(AwardPayer.award_id == bindparam("award")).order_by(AwardPayer.id))
 _INSERT_REPORT = insert(UsageReport).returning(UsageReport.id, UsageReport.created_at)
@@ -131,9 +132,11 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
                            field=sorted(unknown)[0])
     report["services"] = check_services(services or {}, job.services)
     where = f"usage report {sequence} of job {job_id}"
-    rows = conn.execute(_AT_AND_BEFORE, {"job": job_id, "sequence": sequence}).all()
-    if rows and rows[0].sequence == sequence:
-        stored = rows[0]
+    rows = sorted(conn.execute(_NEIGHBOURS, {"job": job_id, "sequence": sequence}).all(),
+                  key=lambda r: r.sequence)
+    after = rows.pop() if rows and rows[-1].sequence > sequence else None
+    if rows and rows[-1].sequence == sequence:
+        stored = rows[-1]
         if not _same(report, stored):
             raise ReportMismatch("was taken in before with other counters; a report is sent "
                                  "again unchanged, new usage goes in a new sequence",
@@ -141,8 +144,7 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
         return _view(conn, job_id, job.award_id, stored), False
     if job.status in FINISHED:
         raise WrongState(f"job {job_id} is {job.status}: it takes no more usage", where=where)
-    before = rows[0] if rows else None
-    after = conn.execute(_AFTER, {"job": job_id, "sequence": sequence}).first()
+    before = rows[-1] if rows else None
     # A late report without its time is placed at the latest it can have been read: when the
     # report after it was.
     at = (now if after is None else after.usage_at) if at is None else as_utc(at, field="at")
