@@ -29,6 +29,7 @@ from broker.tariff_book import active_tariff
 # Per-service counters: for each service of the job's chain, these running totals.
 SERVICE_COUNTERS = ("packets", "bytes")
 FINISHED = ("done", "failed")
+_COUNTER_OF = {"bytes": "bytes_out", "seconds": "seconds"}  # rated dimension -> counter
 
 _JOB = (select(DeliveryJob.status, DeliveryJob.provider_id.label("job_provider"),
                Award.id.label("award_id"), Award.provider_id, Award.home_provider_id,
@@ -170,7 +171,12 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
         version, currency = tariff.version, tariff.currency
         previous = billable(job, before._mapping if before is not None else
                             dict.fromkeys(COUNTERS, 0))
-        charge = charge_for_report(tariff, previous, billable(job, report))
+        try:
+            charge = charge_for_report(tariff, previous, billable(job, report))
+        except InvalidInput as exc:  # a charge past 64 bits: name the counter that drives it
+            dimension = (exc.field or "").rpartition(".")[2]
+            raise InvalidInput(exc.message, where=where,
+                               field=_COUNTER_OF.get(dimension, exc.field)) from None
         lines = tuple((kind, minor) for kind, minor in charge.lines
                       if kind != CONNECT and minor)
     total = sum(minor for _, minor in lines)

@@ -156,6 +156,10 @@ def test_bad_reports_are_refused_naming_the_field_and_leave_nothing(api):
     refused(report(api, job, 1, bytes_out="7"), "bytes_out")
     refused(report(api, job, 1, bytes_out=BIG), "bytes_out")
     refused(report(api, job, 1, bytes_out=2**64), "bytes_out")
+    publish(api, services=["identity"], active_from=(datetime.now(UTC) - timedelta(
+        minutes=30)).isoformat(), dimensions={"bytes": {"tiers": [{"up_to": None,
+                                                                  "price": "1000"}]}})
+    refused(report(api, job, 1, bytes_out=BIG - 1), "bytes_out")   # a charge past 64 bits
     refused(report(api, job, 1, frames=3), "frames")
     refused(report(api, job, 0, bytes_out=1), "sequence")
     refused(report(api, job, BIG, bytes_out=1), "sequence")
