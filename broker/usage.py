@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from broker.actors import Actor
 from broker.awards import get_award
+from broker.bounds import check_int
 from broker.charging import allocate, billable
 from broker.clock import as_utc, resolve_now
 from broker.currency import MINOR_DIGITS
@@ -77,7 +78,8 @@ def check_services(services: object, chain: str) -> dict[str, dict[str, int]]:
             if counter not in SERVICE_COUNTERS:
                 raise InvalidInput(f"unknown counter; known: {', '.join(SERVICE_COUNTERS)}",
                                    field=f"services.{name}.{counter}")
-        checked[name] = {c: counters.get(c, 0) for c in SERVICE_COUNTERS}
+        checked[name] = {c: check_int(counters.get(c, 0), field=f"services.{name}.{c}")
+                         for c in SERVICE_COUNTERS}
     return checked
 
 
@@ -126,7 +128,7 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
     if not actor.speaks_for_provider(job.job_provider):
         raise NotYours(f"{actor} does not deliver job {job_id}; only its provider reports "
                        f"usage", where=f"delivery job {job_id}")
-    report = {c: counters.get(c, 0) for c in COUNTERS}
+    report = {c: check_int(counters.get(c, 0), field=c) for c in COUNTERS}
     unknown = set(counters) - set(COUNTERS)
     if unknown:
         raise InvalidInput(f"unknown counter; known: {', '.join(COUNTERS)}",

@@ -136,3 +136,26 @@ def test_a_report_is_rated_by_the_version_active_when_its_usage_happened(store, 
                                  at=T0 + timedelta(hours=11), now=T0 + timedelta(hours=20))
     assert (first["tariff_version"], first["charged_minor"]) == (1, 100)
     assert (second["tariff_version"], second["charged_minor"]) == (2, 400)   # 200 B at 0.02
+
+
+def test_the_domain_checks_counters_itself(store, world):
+    import pytest
+
+    from broker.errors import InvalidInput
+
+    home = world.m.actor("provider", world.home)
+    new_job(store, world, T0)
+    from broker.models import DeliveryJob
+    with store.read() as s:
+        job = s.scalars(select(DeliveryJob)).one().id
+    for counters, services, field in (({"bytes_out": -1}, None, "bytes_out"),
+                                      ({"seconds": True}, None, "seconds"),
+                                      ({"bytes_out": 2**63}, None, "bytes_out"),
+                                      ({"frames": 1}, None, "frames"),
+                                      ({}, {"identity": {"bytes": 1.0}},
+                                       "services.identity.bytes")):
+        with pytest.raises(InvalidInput) as caught, store.write() as s:
+            report_usage(s, home, job, 1, counters, services=services, now=T0)
+        assert caught.value.field == field
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(UsageReport)) == 0
