@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from benchmarks.http_load import client_process, cpu_seconds, running_server
 from benchmarks.report import print_verdicts
+from benchmarks.usage_load import REPORTERS, TARGET_USAGE_RPS, UsageResult, http_usage
 
 CLOSE_BIDS = 10_000
 VIEW_BIDDERS = 1_000
@@ -361,6 +362,7 @@ class Measured:
     lookups_s: float
     view_s: float
     http: HttpResult
+    usage: UsageResult | None = None
 
 
 def measure(repeat: int = 5, *, http_seconds: float = HTTP_SECONDS,
@@ -380,9 +382,12 @@ def measure(repeat: int = 5, *, http_seconds: float = HTTP_SECONDS,
             with status(f"bids over HTTP: {http_clients} clients for {http_seconds:g} s"):
                 http = http_bids(scene, url, clients=http_clients, seconds=http_seconds,
                                  workers=workers)
+            with status(f"usage reports over HTTP: {REPORTERS} reporters for "
+                        f"{http_seconds:g} s"):
+                usage = http_usage(scene, url, seconds=http_seconds, workers=workers)
         finally:
             scene.store.dispose()
-    return Measured(close_s, close_status, lookups_s, view_s, http)
+    return Measured(close_s, close_status, lookups_s, view_s, http, usage)
 
 
 def checks(m: Measured) -> list[tuple[str, bool]]:
@@ -395,6 +400,11 @@ def checks(m: Measured) -> list[tuple[str, bool]]:
         ("no bid lost or duplicated (counted in the store)", m.http.exact),
         (f"reputation lookups for {VIEW_BIDDERS:,} providers in one auction view "
          f"< {TARGET_VIEW_S * 1e3:.0f} ms", m.lookups_s < TARGET_VIEW_S),
+        *([] if m.usage is None else [
+            (f"usage reports over HTTP >= {TARGET_USAGE_RPS:.0f} requests/s ({REPORTERS} "
+             f"reporters, retrying)", m.usage.rps >= TARGET_USAGE_RPS),
+            ("no usage report lost or duplicated, each job charged its final usage once",
+             m.usage.exact)]),
     ]
 
 
@@ -433,6 +443,16 @@ def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None, *,
     table.add_row(f"reputations of {VIEW_BIDDERS:,} bidders", f"{m.lookups_s * 1e3:.1f} ms",
                   f"< {TARGET_VIEW_S * 1e3:.0f} ms")
     table.add_row(f"whole view of {VIEW_BIDDERS:,} bids", f"{m.view_s * 1e3:.1f} ms", "")
+    u = m.usage
+    if u is not None:
+        table.add_row(f"usage report POSTs ({u.requests:,}; {u.replays:,} resent)",
+                      f"{u.rps:,.0f} /s", f">= {TARGET_USAGE_RPS:.0f} /s")
+        if u.server_cpu_s:
+            per = u.server_cpu_s / u.requests
+            table.add_row("  server CPU per report", f"{per * 1e3:.2f} ms",
+                          f"1 core: {1 / per:,.0f} /s")
+        table.add_row("usage reports stored / sent / failed",
+                      f"{u.stored:,} / {u.sent:,} / {u.errors}", "equal, 0")
     console.print(table)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print_verdicts(console, checks(m), f"load {load}, SQLAlchemy {sqlalchemy.__version__}, "

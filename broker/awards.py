@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from broker.actors import Actor
 from broker.capacity import share_rate
+from broker.charging import price_lines
 from broker.clock import resolve_now
 from broker.currency import check_amount
 from broker.errors import InvalidInput, NotFound, NotYours, WrongState
@@ -49,8 +50,11 @@ def make_award(session: Session, request: ServiceRequest, provider_id: int, pric
         payers=[AwardPayer(user_id=u, share_minor=s) for u, s in payers])
     session.add(award)
     session.flush()
-    session.add(DeliveryJob(award_id=award.id, provider_id=provider_id, status="queued",
-                            spec=job_spec(award, request), created_at=now, updated_at=now))
+    job = DeliveryJob(award_id=award.id, provider_id=provider_id, status="queued",
+                      spec=job_spec(award, request), created_at=now, updated_at=now)
+    session.add(job)
+    session.flush()
+    session.add_all(price_lines(award, job_id=job.id, now=now))  # the payers owe the price
     request.status = "served" if source == "home" else "awarded"
     group = group_of_request(session, request.id)
     if group is not None:

@@ -147,7 +147,13 @@ class WrongState(Conflict):
     code = "wrong_state"
 
 
+class ReportMismatch(Conflict):
+    """A usage report's sequence was taken in before with other numbers."""
+
+    code = "report_mismatch"
+
+
 ERRORS = (NotAuthenticated, NotYours, NotFound, InvalidInput, Conflict, AlreadyExists, LateBid,
           AuctionNotOpen, AuctionStillOpen, NotEligible, NegotiationClosed, NotYourTurn,
           DeadlineExpired, GroupUnderfunded, IdempotencyKeyReused, AlreadyBrokering,
-          WrongState)
+          WrongState, ReportMismatch)

@@ -144,7 +144,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
                settings: BrokerSettings | None = None) -> FastAPI:
     """The API over ``store``; while it runs, overdue negotiations are expired every
     ``expire_every`` seconds (None or 0: never)."""
-    from broker.api.routes import directory, market, negotiations, operations, outcomes
+    from broker.api.routes import billing, directory, market, negotiations, operations, outcomes
     from broker.api.routes.auctions import bids
     from broker.api.routes.auctions import router as auctions
 
@@ -174,9 +174,10 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
         title="packet-exchange broker",
         version=__version__,
         description="The market for packet-processing services: requests, negotiation, "
-                    "auctions, groups, awards and ratings. Authenticate with an API key. "
-                    "Send an Idempotency-Key header with every state-changing call to make "
-                    "retries safe. Money is integer minor units with an ISO 4217 currency. "
+                    "auctions, groups, awards, ratings, tariffs and usage. Authenticate with "
+                    "an API key. Send an Idempotency-Key header with every state-changing call "
+                    "to make retries safe (a usage report's is its sequence number). Money is "
+                    "integer minor units with an ISO 4217 currency. "
                     "Lists are paged with ?limit and ?cursor (the answer's next_cursor).")
     app.state.store = store
     app.state.settings = settings
@@ -187,8 +188,9 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     # Bids first: the busiest route, and FastAPI tries routes in order. Every operation
     # declares the error answers too (one shape, `ErrorOut`, instead of FastAPI's own 422).
     app.include_router(bids, prefix="/v1", responses=ERRORS)
+    app.include_router(billing.reports, prefix="/v1", responses=ERRORS)
     for router in (directory.router, market.router, negotiations.router, auctions,
-                   outcomes.router):
+                   outcomes.router, billing.router):
         app.include_router(router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
     return app

@@ -342,3 +342,65 @@ class Health(Out):
     version: str
     database: str
     revision: str | None
+
+
+class UsageLine(Out):
+    kind: str
+    amount_minor: int
+
+
+class UsageReportOut(Out):
+    job_id: int
+    award_id: int
+    sequence: int
+    usage_at: datetime
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+    seconds: int
+    windows_met: int
+    windows_missed: int
+    services: dict[str, dict[str, int]]
+    charged_minor: int
+    currency: str | None
+    tariff_id: int | None
+    tariff_version: int | None
+    lines: list[UsageLine]
+    received_at: datetime
+
+
+class ChargeTotal(Out):
+    user_id: int
+    kind: str
+    currency: str
+    amount_minor: int
+
+
+class JobUsageOut(Out):
+    job_id: int
+    award_id: int
+    status: str
+    reports: int
+    last_sequence: int | None
+    usage_at: datetime | None
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+    seconds: int
+    windows_met: int
+    windows_missed: int
+    services: dict[str, dict[str, int]]
+    charges: list[ChargeTotal]
+
+
+class TariffOut(Out):
+    id: int
+    provider_id: int
+    services: list[str]
+    version: int
+    active_from: datetime
+    currency: str
+    tariff: dict
+    created_at: datetime

@@ -169,3 +169,53 @@ class JobStatusIn(Body):
     status: Literal["queued", "picked", "running", "done", "failed"]
 
 
+
+
+class ServiceCountersIn(Body):
+    packets: NonNegative64 = 0
+    bytes: NonNegative64 = 0
+
+
+class UsageIn(Body):
+    """A usage report: the job's running totals (never the increase since the last report)."""
+
+    sequence: Positive64 = Field(description="(job, sequence) identifies the report: send it "
+                                             "again unchanged after an error")
+    at: AwareDatetime | None = Field(None, description="when the counters were read; now when "
+                                                       "left out, never in the future")
+    packets_in: NonNegative64 = 0
+    packets_out: NonNegative64 = 0
+    bytes_in: NonNegative64 = 0
+    bytes_out: NonNegative64 = 0
+    seconds: NonNegative64 = Field(0, description="seconds delivered")
+    windows_met: NonNegative64 = Field(0, description="min-rate windows met")
+    windows_missed: NonNegative64 = Field(0, description="min-rate windows missed")
+    services: dict[Service, ServiceCountersIn] = Field({}, max_length=16)
+
+
+class TierIn(Body):
+    up_to: Positive64 | None
+    price: str = Field(min_length=1, max_length=60, description="a decimal string, e.g. '0.10'")
+
+
+class DimensionIn(Body):
+    tiers: list[TierIn] = Field(min_length=1, max_length=64)
+    rate_unit: Positive64 = 1
+    increment: Positive64 = 1
+    first_increment: Positive64 | None = None
+    tiering: Literal["graduated", "volume"] = "graduated"
+    minimum: str = Field("0", min_length=1, max_length=60)
+    maximum: str | None = Field(None, min_length=1, max_length=60)
+
+
+class TariffIn(Body):
+    """One version of a tariff (docs/billing.md); the provider is the path's."""
+
+    services: list[Service] = Field(min_length=1, max_length=16)
+    version: Positive64 | None = Field(None, description="the next version when left out")
+    active_from: AwareDatetime
+    currency: Currency
+    connect_fee: str = Field("0", min_length=1, max_length=60)
+    rounding: Literal["up", "down", "half-up", "half-even"] = "half-up"
+    dimensions: dict[Annotated[str, Field(max_length=40)], DimensionIn] = Field(
+        {}, max_length=8, description="bytes, packets, seconds, reserved_bps_seconds")

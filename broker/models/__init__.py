@@ -1,6 +1,7 @@
 """The broker's tables as SQLAlchemy 2 typed models (the data model is in docs/broker.md)."""
 
 from broker.models.base import Base, UTCDateTime
+from broker.models.billing import COUNTERS, Charge, TariffVersion, UsageReport
 from broker.models.idempotency import IdempotencyRecord
 from broker.models.market import (
     Auction,
@@ -26,8 +27,8 @@ from broker.models.principals import (
     User,
 )
 
-__all__ = ["PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Auction", "Award", "AwardPayer", "Base",
-           "Bid", "DeliveryJob", "Device", "Group", "IdempotencyRecord", "Negotiation",
-           "Network", "Offer", "PhoneNumber", "Pledge", "PricePolicy", "Provider",
-           "ProviderService", "Rating", "RequestMember", "ServiceRequest", "UTCDateTime",
-           "User"]
+__all__ = ["COUNTERS", "PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Auction", "Award", "AwardPayer",
+           "Base", "Bid", "Charge", "DeliveryJob", "Device", "Group", "IdempotencyRecord",
+           "Negotiation", "Network", "Offer", "PhoneNumber", "Pledge", "PricePolicy", "Provider",
+           "ProviderService", "Rating", "RequestMember", "ServiceRequest", "TariffVersion",
+           "UTCDateTime", "UsageReport", "User"]

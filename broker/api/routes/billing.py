@@ -1,0 +1,107 @@
+"""Billing routes: tariff versions, usage reports of delivery jobs, a job's usage so far."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from broker import tariff_book, usage
+from broker.actors import authenticate
+from broker.api.deps import (
+    ApiToken,
+    CurrentActor,
+    IdemKey,
+    Paging,
+    group_commit_of,
+    id_path,
+    store_of,
+)
+from broker.api.responses import JobUsageOut, Page, TariffOut, UsageReportOut
+from broker.api.schemas import TariffIn, UsageIn
+from broker.clock import utcnow
+from broker.models import COUNTERS
+
+router = APIRouter(tags=["billing"])
+# Usage reports come in as fast as bids: a router of their own, included before the others.
+reports = APIRouter(tags=["billing"])
+JobId = Annotated[int, id_path("a delivery job's id")]
+ProviderId = Annotated[int, id_path("a provider's id")]
+TariffId = Annotated[int, id_path("a tariff version's id")]
+
+
+def _plain(view: dict) -> dict:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in view.items()}
+
+
+@reports.post("/jobs/{job_id}/usage", status_code=201, response_model=UsageReportOut,
+              responses={200: {"model": UsageReportOut,
+                               "description": "the report was taken in before: as stored"}})
+async def post_usage(job_id: JobId, body: UsageIn, request: Request,
+                     token: ApiToken) -> JSONResponse:
+    """A usage report of a job, by its provider: cumulative counters and a sequence number.
+
+    New: 201 with what it was charged. The same (job, sequence) again with the same counters:
+    200 with the stored report, nothing charged again (the sequence is the report's idempotency
+    key, with no time window). Other counters under a sequence taken: 409. Counters below the
+    report before: 422 naming the counter."""
+    # Like bids, reports go to the app's group commit: one transaction per batch, each report
+    # in a savepoint of its own, authenticated in it (see broker.groupcommit).
+    arrived = utcnow()
+    counters = {c: getattr(body, c) for c in COUNTERS}
+    services = {name: c.model_dump() for name, c in body.services.items()}
+
+    def take(s) -> tuple[dict, bool]:
+        actor = authenticate(s, token)
+        return usage.report_usage(s, actor, job_id, body.sequence, counters,
+                                  services=services, at=body.at, now=arrived)
+
+    view, new = await group_commit_of(request).run(take)
+    return JSONResponse(_plain(view), status_code=201 if new else 200)
+
+
+@router.get("/jobs/{job_id}/usage", response_model=JobUsageOut)
+def get_usage(job_id: JobId, request: Request, actor: CurrentActor) -> dict:
+    """A job's usage so far (its latest report) and its charges per payer and kind, for the
+    award's parties."""
+    with store_of(request).read() as s:
+        return usage.job_usage(s, actor, job_id)
+
+
+def _tariff(row) -> dict:
+    return {"id": row.id, "provider_id": row.provider_id, "services": row.services.split(","),
+            "version": row.version, "active_from": row.active_from, "currency": row.currency,
+            "tariff": row.doc, "created_at": row.created_at}
+
+
+@router.post("/providers/{provider_id}/tariffs", status_code=201, response_model=TariffOut)
+def post_tariff(provider_id: ProviderId, body: TariffIn, request: Request,
+                actor: CurrentActor, key: IdemKey = None) -> dict:
+    """Publish the next version of the provider's tariff for a service chain."""
+    doc = body.model_dump(exclude_none=True, mode="json")
+    doc["dimensions"] = {name: {k: v for k, v in dim.model_dump(mode="json").items()
+                                if v is not None or k == "maximum"}
+                         for name, dim in body.dimensions.items()}
+    with store_of(request).write() as s:
+        return _tariff(tariff_book.publish_tariff(s, actor, provider_id, doc,
+                                                  idempotency_key=key))
+
+
+@router.get("/providers/{provider_id}/tariffs", response_model=Page[TariffOut])
+def list_tariffs(provider_id: ProviderId, request: Request, actor: CurrentActor, page: Paging,
+                 services: Annotated[str | None, Query(
+                     max_length=400, description="one chain only, e.g. anonymize,checksum")]
+                 = None) -> dict:
+    """A provider's tariff versions, oldest first; anyone may read them."""
+    with store_of(request).read() as s:
+        rows = tariff_book.list_tariffs(s, provider_id, services=services, after=page.after,
+                                        limit=page.limit + 1)
+        return page.answer(rows, _tariff)
+
+
+@router.get("/tariffs/{tariff_id}", response_model=TariffOut)
+def get_tariff(tariff_id: TariffId, request: Request, actor: CurrentActor) -> dict:
+    with store_of(request).read() as s:
+        return _tariff(tariff_book.get_tariff(s, tariff_id))

@@ -1,0 +1,252 @@
+"""Usage intake: a delivery job's cumulative usage reports, each taken in exactly once and
+charged the difference from the report before it (docs/billing.md, "Usage intake").
+
+A report is identified by (job, sequence), unique in the table with no time window: the same
+report again answers what was stored; the same sequence with other numbers is a conflict;
+counters that go backwards are refused. The charge is rated by the delivering provider's tariff
+version active when the usage happened, on the usage the award's price does not cover
+(`broker.charging.billable`), and split among the award's payers by their shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, insert, select, union_all
+from sqlalchemy.orm import Session
+
+from broker.actors import Actor
+from broker.awards import get_award
+from broker.bounds import check_int
+from broker.charging import allocate, billable
+from broker.clock import as_utc, resolve_now
+from broker.currency import MINOR_DIGITS
+from broker.errors import InvalidInput, NotFound, NotYours, ReportMismatch, WrongState
+from broker.models import COUNTERS, Award, AwardPayer, Charge, DeliveryJob, UsageReport
+from broker.rating import CONNECT, charge_for_report
+from broker.tariff_book import active_tariff
+
+# Per-service counters: for each service of the job's chain, these running totals.
+SERVICE_COUNTERS = ("packets", "bytes")
+FINISHED = ("done", "failed")
+_COUNTER_OF = {"bytes": "bytes_out", "seconds": "seconds"}  # rated dimension -> counter
+
+_JOB = (select(DeliveryJob.status, DeliveryJob.provider_id.label("job_provider"),
+               Award.id.label("award_id"), Award.provider_id, Award.home_provider_id,
+               Award.services, Award.currency, Award.volume_bytes, Award.data_cap_bytes,
+               Award.starts_at, Award.ends_at)
+        .join(Award, Award.id == DeliveryJob.award_id)
+        .where(DeliveryJob.id == bindparam("job")))
+_REPORT_COLUMNS = (UsageReport.id, UsageReport.sequence, UsageReport.usage_at,
+                   *(getattr(UsageReport, c) for c in COUNTERS), UsageReport.service_counters,
+                   UsageReport.tariff_id, UsageReport.charged_minor, UsageReport.currency,
+                   UsageReport.created_at)
+# The report with this sequence (if any), the one before it and the one after it: one query.
+_AT_AND_BEFORE = (select(*_REPORT_COLUMNS)
+                  .where(UsageReport.job_id == bindparam("job"),
+                         UsageReport.sequence <= bindparam("sequence"))
+                  .order_by(UsageReport.sequence.desc()).limit(2).subquery())
+_AFTER = (select(*_REPORT_COLUMNS)
+          .where(UsageReport.job_id == bindparam("job"),
+                 UsageReport.sequence > bindparam("sequence"))
+          .order_by(UsageReport.sequence).limit(1).subquery())
+_NEIGHBOURS = union_all(select(_AT_AND_BEFORE), select(_AFTER))
+_PAYERS = (select(AwardPayer.user_id, AwardPayer.share_minor)
+           .where(AwardPayer.award_id == bindparam("award")).order_by(AwardPayer.id))
+_INSERT_REPORT = insert(UsageReport).returning(UsageReport.id, UsageReport.created_at)
+_INSERT_CHARGES = insert(Charge)
+_LINES = (select(Charge.kind, func.sum(Charge.amount_minor))
+          .where(Charge.usage_report_id == bindparam("report"))
+          .group_by(Charge.kind).order_by(Charge.kind))
+
+
+def check_services(services: object, chain: str) -> dict[str, dict[str, int]]:
+    """Per-service counters: only the job's own services, only the known counters."""
+    if not isinstance(services, Mapping):
+        raise InvalidInput("must be an object of service -> counters", field="services")
+    known = chain.split(",")
+    checked = {}
+    for name, counters in services.items():
+        if name not in known:
+            raise InvalidInput(f"not a service of this job; its chain is {chain}",
+                               field=f"services.{name}")
+        if not isinstance(counters, Mapping):
+            raise InvalidInput("must be an object of counter -> count",
+                               field=f"services.{name}")
+        for counter in counters:
+            if counter not in SERVICE_COUNTERS:
+                raise InvalidInput(f"unknown counter; known: {', '.join(SERVICE_COUNTERS)}",
+                                   field=f"services.{name}.{counter}")
+        checked[name] = {c: check_int(counters.get(c, 0), field=f"services.{name}.{c}")
+                         for c in SERVICE_COUNTERS}
+    return checked
+
+
+def _not_backwards(report: Mapping, before, *, later: bool = False) -> None:
+    """Every counter of ``report`` at least ``before``'s (``later``: at most the next's)."""
+    for name in COUNTERS:
+        mine, theirs = report[name], getattr(before, name)
+        if (mine > theirs) if later else (mine < theirs):
+            raise InvalidInput(
+                f"counters are cumulative: {mine} is {'above' if later else 'below'} "
+                f"{theirs} of report {before.sequence}", field=name)
+    for service, counters in before.service_counters.items():
+        for name, theirs in counters.items():
+            mine = report["services"].get(service, {}).get(name, 0)
+            if (mine > theirs) if later else (mine < theirs):
+                raise InvalidInput(
+                    f"counters are cumulative: {mine} is {'above' if later else 'below'} "
+                    f"{theirs} of report {before.sequence}", field=f"services.{service}.{name}")
+
+
+def _same(report: Mapping, stored) -> bool:
+    return (all(report[c] == getattr(stored, c) for c in COUNTERS)
+            and _normal(report["services"]) == _normal(stored.service_counters))
+
+
+def _normal(services: Mapping) -> dict:
+    return {s: {c: n for c, n in counters.items() if n} for s, counters in services.items()
+            if any(counters.values())}
+
+
+def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
+                 counters: Mapping[str, int], *, services: Mapping | None = None,
+                 at: datetime | None = None, now: datetime | None = None
+                 ) -> tuple[dict, bool]:
+    """Take in report ``sequence`` of job ``job_id``; (its view, whether it is new).
+
+    ``counters`` are the job's running totals (`COUNTERS`, each 0..2**63-1, checked by the
+    caller's schema or here); ``at`` when they were read (default: now, never later). The same
+    sequence again with the same numbers returns the stored report, changing nothing.
+    """
+    now = resolve_now(now)
+    conn = session.connection()
+    job = conn.execute(_JOB, {"job": job_id}).first()
+    if job is None:
+        raise NotFound("delivery job", job_id)
+    if not actor.speaks_for_provider(job.job_provider):
+        raise NotYours(f"{actor} does not deliver job {job_id}; only its provider reports "
+                       f"usage", where=f"delivery job {job_id}")
+    report = {c: check_int(counters.get(c, 0), field=c) for c in COUNTERS}
+    unknown = set(counters) - set(COUNTERS)
+    if unknown:
+        raise InvalidInput(f"unknown counter; known: {', '.join(COUNTERS)}",
+                           field=sorted(unknown)[0])
+    report["services"] = check_services(services or {}, job.services)
+    where = f"usage report {sequence} of job {job_id}"
+    rows = sorted(conn.execute(_NEIGHBOURS, {"job": job_id, "sequence": sequence}).all(),
+                  key=lambda r: r.sequence)
+    after = rows.pop() if rows and rows[-1].sequence > sequence else None
+    if rows and rows[-1].sequence == sequence:
+        stored = rows[-1]
+        if not _same(report, stored):
+            raise ReportMismatch("was taken in before with other counters; a report is sent "
+                                 "again unchanged, new usage goes in a new sequence",
+                                 where=where)
+        return _view(conn, job_id, job.award_id, stored), False
+    if job.status in FINISHED:
+        raise WrongState(f"job {job_id} is {job.status}: it takes no more usage", where=where)
+    before = rows[-1] if rows else None
+    # A late report without its time is placed at the latest it can have been read: when the
+    # report after it was.
+    at = (now if after is None else after.usage_at) if at is None else as_utc(at, field="at")
+    if at > now:
+        raise InvalidInput(f"{at.isoformat()} is in the future (it is {now.isoformat()})",
+                           field="at")
+    if before is not None:
+        _not_backwards(report, before)
+        if at < before.usage_at:
+            raise InvalidInput(f"is before report {before.sequence}'s "
+                               f"{before.usage_at.isoformat()}", field="at")
+    if after is not None:
+        _not_backwards(report, after, later=True)
+        if at > after.usage_at:
+            raise InvalidInput(f"is after report {after.sequence}'s "
+                               f"{after.usage_at.isoformat()}", field="at")
+    lines, tariff_id, version, currency = (), None, None, None
+    # A report that arrives after a later one (late) is kept but charged nothing: the later
+    # report's difference already covers its usage.
+    found = None if after is not None else active_tariff(session, job, at)
+    if found is not None:
+        tariff_id, tariff = found
+        version, currency = tariff.version, tariff.currency
+        previous = billable(job, before._mapping if before is not None else
+                            dict.fromkeys(COUNTERS, 0))
+        try:
+            charge = charge_for_report(tariff, previous, billable(job, report))
+        except InvalidInput as exc:  # a charge past 64 bits: name the counter that drives it
+            dimension = (exc.field or "").rpartition(".")[2]
+            raise InvalidInput(exc.message, where=where,
+                               field=_COUNTER_OF.get(dimension, exc.field)) from None
+        lines = tuple((kind, minor) for kind, minor in charge.lines
+                      if kind != CONNECT and minor)
+    total = sum(minor for _, minor in lines)
+    row = {**{c: report[c] for c in COUNTERS}, "job_id": job_id, "award_id": job.award_id,
+           "sequence": sequence, "usage_at": at, "service_counters": report["services"],
+           "tariff_id": tariff_id, "charged_minor": total, "currency": currency,
+           "created_at": now}
+    report_id, created_at = conn.execute(_INSERT_REPORT, row).one()
+    if lines:
+        payers = conn.execute(_PAYERS, {"award": job.award_id}).all()
+        charges = []
+        for kind, minor in lines:
+            for payer, part in zip(payers, allocate(minor, [p.share_minor for p in payers]),
+                                   strict=True):
+                if part:
+                    charges.append({
+                        "user_id": payer.user_id, "provider_id": job.provider_id,
+                        "home_provider_id": job.home_provider_id, "award_id": job.award_id,
+                        "job_id": job_id, "usage_report_id": report_id, "kind": kind,
+                        "amount_minor": part, "currency": currency,
+                        "minor_digits": MINOR_DIGITS[currency], "tariff_id": tariff_id,
+                        "tariff_version": version, "rated_at": now})
+        if charges:
+            conn.execute(_INSERT_CHARGES, charges)
+    return {"job_id": job_id, "award_id": job.award_id, "sequence": sequence,
+            "usage_at": at, **{c: report[c] for c in COUNTERS}, "services": report["services"],
+            "charged_minor": total, "currency": currency, "tariff_id": tariff_id,
+            "tariff_version": version,
+            "lines": [{"kind": k, "amount_minor": m} for k, m in lines],
+            "received_at": created_at}, True
+
+
+def _view(conn, job_id: int, award_id: int, stored) -> dict:
+    lines = conn.execute(_LINES, {"report": stored.id}).all()
+    version = None
+    if stored.tariff_id is not None:
+        from broker.models import TariffVersion
+        version = conn.execute(select(TariffVersion.version)
+                               .where(TariffVersion.id == stored.tariff_id)).scalar()
+    return {"job_id": job_id, "award_id": award_id, "sequence": stored.sequence,
+            "usage_at": stored.usage_at, **{c: getattr(stored, c) for c in COUNTERS},
+            "services": stored.service_counters, "charged_minor": stored.charged_minor,
+            "currency": stored.currency, "tariff_id": stored.tariff_id,
+            "tariff_version": version,
+            "lines": [{"kind": k, "amount_minor": int(m)} for k, m in lines],
+            "received_at": stored.created_at}
+
+
+def job_usage(session: Session, actor: Actor, job_id: int) -> dict:
+    """A job's usage so far (its latest report's counters) and what it has been charged, per
+    payer and kind, price included; for the award's parties."""
+    job = session.get(DeliveryJob, job_id)
+    if job is None:
+        raise NotFound("delivery job", job_id)
+    get_award(session, actor, job.award_id)  # 403 unless a party of the award
+    latest = session.scalars(select(UsageReport).where(UsageReport.job_id == job_id)
+                             .order_by(UsageReport.sequence.desc()).limit(1)).first()
+    count = session.scalar(select(func.count()).select_from(UsageReport)
+                           .where(UsageReport.job_id == job_id))
+    totals = session.execute(
+        select(Charge.user_id, Charge.kind, Charge.currency, func.sum(Charge.amount_minor))
+        .where(Charge.award_id == job.award_id)
+        .group_by(Charge.user_id, Charge.kind, Charge.currency)
+        .order_by(Charge.user_id, Charge.kind)).all()
+    return {"job_id": job_id, "award_id": job.award_id, "status": job.status,
+            "reports": count, "last_sequence": latest.sequence if latest else None,
+            "usage_at": latest.usage_at if latest else None,
+            **{c: getattr(latest, c) if latest else 0 for c in COUNTERS},
+            "services": latest.service_counters if latest else {},
+            "charges": [{"user_id": u, "kind": k, "currency": c, "amount_minor": int(m)}
+                        for u, k, c, m in totals]}

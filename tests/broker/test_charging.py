@@ -1,0 +1,161 @@
+"""Charges from usage reports, in the domain: split invariance over however the reports come
+(lost, resent, late), the version active when the usage happened, and the payers' split."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from marketplace import T0
+from sqlalchemy import func, select
+from tariff_strategies import SMALL, tariffs
+
+from broker.charging import allocate, billable
+from broker.models import Charge, UsageReport
+from broker.rating import CONNECT, rate
+from broker.requests import submit_request
+from broker.tariff_book import publish_tariff
+from broker.usage import report_usage
+
+VOLUME = 1000
+
+
+@given(st.integers(-10**20, 10**20), st.lists(st.integers(0, 10**12), min_size=1, max_size=9))
+def test_allocation_neither_loses_nor_invents_a_minor_unit(amount, weights):
+    parts = allocate(amount, weights)
+    assert sum(parts) == amount
+    total = sum(weights) or len(weights)
+    for part, w in zip(parts, weights if sum(weights) else [1] * len(weights), strict=True):
+        exact = abs(amount) * w / total
+        assert abs(abs(part) - exact) < 1 + 1e-9 * abs(amount)  # within one unit of its share
+        assert part * amount >= 0                                # a credit splits as credits
+    assert allocate(-amount, weights) == [-p for p in parts]
+
+
+def test_allocation_by_largest_remainder():
+    assert allocate(100, [1, 1, 1]) == [34, 33, 33]
+    assert allocate(10, [0, 0]) == [5, 5]
+    assert allocate(7, [5, 0, 2]) == [5, 0, 2]
+    assert allocate(1, [1, 2]) == [0, 1]
+
+
+def test_billable_is_what_passes_the_terms():
+    volume = {"volume_bytes": 100, "data_cap_bytes": None, "starts_at": None, "ends_at": None}
+    counters = {"bytes_out": 150, "seconds": 10**6}
+    assert billable(volume, counters) == {"bytes": 50, "seconds": 0}
+    block = {"volume_bytes": None, "data_cap_bytes": None, "starts_at": T0,
+             "ends_at": T0 + timedelta(hours=1)}
+    assert billable(block, {"bytes_out": 10**12, "seconds": 3601}) == {"bytes": 0, "seconds": 1}
+    assert billable({**block, "data_cap_bytes": 10}, {"bytes_out": 11, "seconds": 0}) == {
+        "bytes": 1, "seconds": 0}
+
+
+class Clock:
+    """Each example's own stretch of time, later than the one before (versions only move on)."""
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def next(self):
+        self.t += timedelta(days=1)
+        return self.t
+
+
+def new_job(store, world, now) -> int:
+    alice = world.m.actor("user", world.alice)
+    with store.write() as s:
+        r = submit_request(s, alice, services=["identity"], volume_bytes=VOLUME, now=now)
+        s.flush()
+        return r.id
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), tariff=tariffs())
+def test_however_usage_is_split_into_reports_it_is_charged_once(store, world, data, tariff):
+    """Reports lost, resent, arriving out of order: the charges add up to rating the final
+    cumulative usage (past the award's volume) once, the connect fee aside (the price
+    covers it)."""
+    clock = getattr(store, "_clock", None) or Clock()
+    store._clock = clock
+    start = clock.next()
+    home = world.m.actor("provider", world.home)
+    doc = {k: v for k, v in tariff.to_json().items() if k not in ("provider_id", "version")}
+    doc.update(services=["identity"], active_from=(start - timedelta(minutes=1)).isoformat())
+    with store.write() as s:
+        version = publish_tariff(s, home, world.home, doc, now=start)
+    new_job(store, world, start)
+    with store.read() as s:
+        from broker.models import DeliveryJob
+        job = s.scalars(select(DeliveryJob).order_by(DeliveryJob.id.desc())).first().id
+    final = data.draw(st.integers(0, VOLUME + SMALL), label="final bytes")
+    steps = sorted(data.draw(st.lists(st.integers(0, final), max_size=6), label="steps"))
+    series = [*steps, final]                    # cumulative bytes_out, sequence 1..n
+    order = data.draw(st.permutations(range(len(series))), label="arrival")
+    sent = [i for i in order if i == len(series) - 1 or data.draw(st.booleans(), label="sent")]
+    resent = data.draw(st.lists(st.sampled_from(sent), max_size=3), label="resent")
+    for i in [*sent, *resent]:
+        with store.write() as s:
+            report_usage(s, home, job, i + 1, {"bytes_out": series[i], "packets_in": i},
+                         at=start + timedelta(seconds=i), now=start + timedelta(seconds=99))
+    expected = sum(ln.minor for ln in rate(tariff, {"bytes": max(final - VOLUME, 0)}).lines
+                   if ln.name != CONNECT)
+    with store.read() as s:
+        charged = s.scalar(select(func.coalesce(func.sum(Charge.amount_minor), 0))
+                           .where(Charge.job_id == job, Charge.kind != "price"))
+        reported = s.scalar(select(func.coalesce(func.sum(UsageReport.charged_minor), 0))
+                            .where(UsageReport.job_id == job))
+        reports = s.scalar(select(func.count()).select_from(UsageReport)
+                           .where(UsageReport.job_id == job))
+        tariff_ids = set(s.scalars(select(Charge.tariff_id).where(Charge.job_id == job,
+                                                                  Charge.kind != "price")))
+    assert charged == reported == expected
+    assert reports == len(set(sent))
+    assert tariff_ids <= {version.id}
+
+
+def test_a_report_is_rated_by_the_version_active_when_its_usage_happened(store, world):
+    home = world.m.actor("provider", world.home)
+    per_mb = {"rate_unit": 1, "tiers": [{"up_to": None, "price": "0.01"}]}
+    with store.write() as s:
+        for n, hours in ((1, 0), (2, 10)):
+            publish_tariff(s, home, world.home,
+                           {"services": ["identity"], "currency": "EUR",
+                            "active_from": (T0 + timedelta(hours=hours)).isoformat(),
+                            "dimensions": {"bytes": {**per_mb, "tiers": [
+                                {"up_to": None, "price": f"0.0{n}"}]}}}, now=T0)
+    new_job(store, world, T0)
+    from broker.models import DeliveryJob
+    with store.read() as s:
+        job = s.scalars(select(DeliveryJob)).one().id
+    with store.write() as s:
+        first, _ = report_usage(s, home, job, 1, {"bytes_out": VOLUME + 100},
+                                at=T0 + timedelta(hours=5), now=T0 + timedelta(hours=20))
+        second, _ = report_usage(s, home, job, 2, {"bytes_out": VOLUME + 300},
+                                 at=T0 + timedelta(hours=11), now=T0 + timedelta(hours=20))
+    assert (first["tariff_version"], first["charged_minor"]) == (1, 100)
+    assert (second["tariff_version"], second["charged_minor"]) == (2, 400)   # 200 B at 0.02
+
+
+def test_the_domain_checks_counters_itself(store, world):
+    import pytest
+
+    from broker.errors import InvalidInput
+
+    home = world.m.actor("provider", world.home)
+    new_job(store, world, T0)
+    from broker.models import DeliveryJob
+    with store.read() as s:
+        job = s.scalars(select(DeliveryJob)).one().id
+    for counters, services, field in (({"bytes_out": -1}, None, "bytes_out"),
+                                      ({"seconds": True}, None, "seconds"),
+                                      ({"bytes_out": 2**63}, None, "bytes_out"),
+                                      ({"frames": 1}, None, "frames"),
+                                      ({}, {"identity": {"bytes": 1.0}},
+                                       "services.identity.bytes")):
+        with pytest.raises(InvalidInput) as caught, store.write() as s:
+            report_usage(s, home, job, 1, counters, services=services, now=T0)
+        assert caught.value.field == field
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(UsageReport)) == 0
