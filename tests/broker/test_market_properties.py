@@ -42,6 +42,7 @@ from broker.models import (
     Award,
     AwardPayer,
     Bid,
+    Charge,
     DeliveryJob,
     IdempotencyRecord,
     Negotiation,
@@ -67,7 +68,7 @@ MAX_BROKERING = 4   # requests open at once: enough to overlap, few enough to me
 
 # Everything a market call may write (the providers never change here).
 WRITTEN = (ServiceRequest, RequestMember, Auction, Bid, Negotiation, Offer, Award, AwardPayer,
-           DeliveryJob, IdempotencyRecord)
+           DeliveryJob, Charge, IdempotencyRecord)
 KEY = st.booleans()
 PICK = st.integers(0, 63)
 LIVE = st.sampled_from((True, True, True, False))

@@ -126,10 +126,12 @@ def test_live_interface_source(wire, tmp_path):
     out = tmp_path / "o.pcap"
     node = subprocess.Popen(
         _in(names["node"], "deliver", f"iface:{dev}", "-o", out, "--workers", 1,
-            "--segment-ms", 20, "--idle-timeout", 3, "-q"),
+            "--segment-ms", 20, "--idle-timeout", 8, "-q"),
         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(4)  # the node is up and capturing (it waits for its worker first)
+        # Up and capturing by then (it waits for its worker first); the idle timeout ends the
+        # stream well after the last packet, however fast the node starts.
+        time.sleep(4)
         subprocess.run(["ip", "netns", "exec", names["peer"], sys.executable, "-c", _SEND,
                         f"{NET}.9.1", "40"], check=True, timeout=60)
         assert node.wait(120) == 0, node.stderr.read().decode()
