@@ -124,7 +124,6 @@ class PacketRing:
         if retire_ms < 1:
             raise EngineError(f"{where}: block retire timeout must be at least 1 ms")
         linktype = interface_linktype(name, where)
-        _warm_up()
         self.snaplen = snaplen
         self.block_size = block_size
         self.block_count = block_count
@@ -170,6 +169,13 @@ class PacketRing:
         self._words = self._bytes.view(np.uint32)
         self._poll = select.poll()
         self._poll.register(self.sock.fileno(), select.POLLIN | select.POLLERR)
+        # Compiled after the bind, not before: what arrives meanwhile (a first compile takes
+        # seconds) waits in the ring instead of being missed.
+        try:
+            _warm_up()
+        except BaseException:
+            self.close()
+            raise
 
     def _attach_snaplen_filter(self, snaplen: int) -> None:
         insn = ctypes.create_string_buffer(SOCK_FILTER.pack(BPF_RET_K, 0, 0, snaplen))

@@ -122,6 +122,9 @@ for i in range(int(sys.argv[2])):
 
 
 def test_live_interface_source(wire, tmp_path):
+    from engine.capture.packet_ring import _warm_up
+
+    _warm_up()  # numba's cache is warm for the node: its first compile is not what is tested
     names, dev = wire
     out = tmp_path / "o.pcap"
     node = subprocess.Popen(
