@@ -143,3 +143,11 @@ def block(**kw) -> dict:
     body = {"services": ["anonymize"], "starts_at": start.isoformat(),
             "ends_at": (start + timedelta(hours=1)).isoformat(), "max_rate_bps": 10_000_000}
     return {**body, **kw}
+
+
+def refused(r: httpx.Response, field: str | None, status: int = 422) -> None:
+    """``r`` is an error of ``status`` naming ``field`` (in its body and its message)."""
+    assert r.status_code == status, r.text
+    if field is not None:
+        assert r.json()["field"] == field, r.json()
+        assert field in r.json()["message"]

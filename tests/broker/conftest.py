@@ -13,6 +13,7 @@ import shutil
 import uuid
 
 import pytest
+from apiclient import Api, Served, standard_market
 from marketplace import Market
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -99,3 +100,16 @@ def world(market):
     w.bob = market.user("bob", w.home)
     w.bob_phone = market.device(w.bob, "bob-phone")
     return w
+
+
+@pytest.fixture
+def served(store):
+    """The API over ``store``, served by uvicorn on a loopback port."""
+    with Served(store) as s:
+        yield s
+
+
+@pytest.fixture
+def api(served, market):
+    """`apiclient.standard_market` set up through the served API."""
+    return standard_market(Api(served.url, market))

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from apiclient import Api, Served, block, provider_body, standard_market
+from apiclient import block, provider_body
 from marketplace import negotiation_status, overdue_negotiation
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -20,14 +20,8 @@ from broker.models import Bid
 
 
 @pytest.fixture
-def server(store):
-    with Served(store) as served:
-        yield served.url
-
-
-@pytest.fixture
-def api(server, market):
-    return standard_market(Api(server, market))
+def server(served):
+    return served.url
 
 
 def test_openapi_is_published(server):

@@ -10,30 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from apiclient import Api, ContractCheck, Served, block, provider_body, standard_market
+from apiclient import ContractCheck, block, provider_body, refused
 from openapi_core.exceptions import OpenAPIError
 from sqlalchemy import text
 
 BIG = 2**63          # one past the largest BIGINT
 HUGE = 2**70
-
-
-@pytest.fixture
-def served(store):
-    with Served(store) as s:
-        yield s
-
-
-@pytest.fixture
-def api(served, market):
-    return standard_market(Api(served.url, market))
-
-
-def refused(r: httpx.Response, field: str, status: int = 422) -> None:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["field"] == field, body
-    assert field in body["message"]
 
 
 def test_integers_past_64_bits_are_422_naming_the_field(api):

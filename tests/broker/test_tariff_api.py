@@ -5,22 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from apiclient import Api, Served, standard_market
-from test_usage import publish, refused, report, tariff_body, volume_job
+from apiclient import refused
+from test_usage import publish, report, tariff_body, volume_job
 
 from broker.tariffs import Tariff
-
-
-@pytest.fixture
-def served(store):
-    with Served(store) as s:
-        yield s
-
-
-@pytest.fixture
-def api(served, market):
-    return standard_market(Api(served.url, market))
 
 
 def later(hours: float) -> str:

@@ -6,32 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
-from apiclient import Api, Served, block, standard_market
+from apiclient import block, refused
 
 from broker.rating import rate
 from broker.tariffs import Tariff
 
 BIG = 2**63
 MB = 10**6
-
-
-@pytest.fixture
-def served(store):
-    with Served(store) as s:
-        yield s
-
-
-@pytest.fixture
-def api(served, market):
-    return standard_market(Api(served.url, market))
-
-
-def refused(r: httpx.Response, field: str | None, status: int = 422) -> None:
-    assert r.status_code == status, r.text
-    if field is not None:
-        assert r.json()["field"] == field, r.json()
-        assert field in r.json()["message"]
 
 
 def tariff_body(**kw) -> dict:
