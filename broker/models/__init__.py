@@ -26,9 +26,18 @@ from broker.models.principals import (
     ProviderService,
     User,
 )
+from broker.models.statements import (
+    BillingSettings,
+    CreditNote,
+    DeviceEvent,
+    Statement,
+    StatementLine,
+    StatementProfile,
+)
 
 __all__ = ["COUNTERS", "PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Auction", "Award", "AwardPayer",
-           "Base", "Bid", "Charge", "DeliveryJob", "Device", "Group", "IdempotencyRecord",
-           "Negotiation", "Network", "Offer", "PhoneNumber", "Pledge", "PricePolicy", "Provider",
-           "ProviderService", "Rating", "RequestMember", "ServiceRequest", "TariffVersion",
-           "UTCDateTime", "UsageReport", "User"]
+           "Base", "Bid", "BillingSettings", "Charge", "CreditNote", "DeliveryJob", "Device",
+           "DeviceEvent", "Group", "IdempotencyRecord", "Negotiation", "Network", "Offer",
+           "PhoneNumber", "Pledge", "PricePolicy", "Provider", "ProviderService", "Rating",
+           "RequestMember", "ServiceRequest", "Statement", "StatementLine", "StatementProfile",
+           "TariffVersion", "UTCDateTime", "UsageReport", "User"]

@@ -1,0 +1,58 @@
+"""Charges to bill: awards by several providers for the `world` fixture's users, their tariffs
+and usage reports, written through the domain functions, at times the tests choose."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from broker.awards import make_award
+from broker.models import Charge, DeliveryJob, ServiceRequest
+from broker.requests import submit_request
+from broker.tariff_book import publish_tariff
+from broker.usage import report_usage
+
+VOLUME = 1_000_000
+PER_BYTE_PAST_VOLUME = {"rate_unit": 1000, "increment": 1,
+                        "tiers": [{"up_to": None, "price": "0.013"}]}
+
+
+def publish_bytes_tariff(store, world, provider_id: int, services: str, at: datetime,
+                         *, connect_fee: str = "0") -> None:
+    """0.013 per 1,000 bytes past the award's volume, from ``at``."""
+    with store.write() as s:
+        publish_tariff(s, world.m.actor("provider", provider_id), provider_id,
+                       {"services": services.split(","), "currency": "EUR",
+                        "connect_fee": connect_fee, "active_from": at.isoformat(),
+                        "dimensions": {"bytes": PER_BYTE_PAST_VOLUME}}, now=at)
+
+
+def award(store, world, user_id: int, device_id: int, provider_id: int, *, price: int,
+          at: datetime, services: str = "anonymize") -> int:
+    """A request of the user's device awarded to ``provider_id`` at ``price``; its job id."""
+    with store.write() as s:
+        request = submit_request(s, world.m.actor("device", device_id), services=services,
+                                 volume_bytes=VOLUME, now=at)
+        s.flush()
+        if request.status != "served":
+            request = s.get(ServiceRequest, request.id)
+            make_award(s, request, provider_id, price, source="auction", now=at)
+        return s.scalar(select(DeliveryJob.id).order_by(DeliveryJob.id.desc()).limit(1))
+
+
+def report(store, world, provider_id: int, job_id: int, sequence: int, bytes_out: int,
+           at: datetime) -> dict:
+    with store.write() as s:
+        view, _ = report_usage(s, world.m.actor("provider", provider_id), job_id, sequence,
+                               {"bytes_out": bytes_out, "packets_out": bytes_out // 1000},
+                               at=at, now=at + timedelta(seconds=1))
+        return view
+
+
+def charged(store, user_id: int) -> dict[str, int]:
+    """The user's charges in the store per currency (the statements must add up to this)."""
+    with store.read() as s:
+        rows = s.execute(select(Charge.currency, func.sum(Charge.amount_minor))
+                         .where(Charge.user_id == user_id).group_by(Charge.currency)).all()
+    return {c: int(m) for c, m in rows}
