@@ -173,6 +173,26 @@ def statement_document(session: Session, statement: Statement) -> dict:
     return doc
 
 
+def current_draft(session: Session, actor: Actor, user_id: int, *,
+                  now: datetime | None = None) -> dict:
+    """What the user's statement for the period under way holds so far: its charges and
+    credit notes on no statement yet, as a draft that is not stored (``id`` null)."""
+    now = resolve_now(now)
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("user", user_id)
+    if not (actor.is_admin or actor.speaks_for_user(user_id)
+            or actor.speaks_for_provider(user.home_provider_id)):
+        raise NotYours(f"{actor} may not see user {user_id}'s statements",
+                       where=f"user {user_id}")
+    period = current_period(billing_settings(session, user.home_provider_id), now)
+    draft = Statement(id=None, number=None, status=DRAFT, home_provider_id=user.home_provider_id,
+                      user_id=user_id, period=period.name, period_start=period.start,
+                      period_end=period.end, totals=None, content_sha256=None,
+                      finalized_at=None)
+    return statement_document(session, draft)
+
+
 def verify(session: Session, statement: Statement) -> bool:
     """Whether a finalized statement's stored content still has the hash it was given."""
     if statement.status != FINALIZED:

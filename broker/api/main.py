@@ -144,7 +144,15 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
                settings: BrokerSettings | None = None) -> FastAPI:
     """The API over ``store``; while it runs, overdue negotiations are expired every
     ``expire_every`` seconds (None or 0: never)."""
-    from broker.api.routes import billing, directory, market, negotiations, operations, outcomes
+    from broker.api.routes import (
+        billing,
+        directory,
+        market,
+        negotiations,
+        operations,
+        outcomes,
+        statements,
+    )
     from broker.api.routes.auctions import bids
     from broker.api.routes.auctions import router as auctions
 
@@ -190,7 +198,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     app.include_router(bids, prefix="/v1", responses=ERRORS)
     app.include_router(billing.reports, prefix="/v1", responses=ERRORS)
     for router in (directory.router, market.router, negotiations.router, auctions,
-                   outcomes.router, billing.router):
+                   outcomes.router, billing.router, statements.router):
         app.include_router(router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
     return app

@@ -18,21 +18,22 @@ PER_BYTE_PAST_VOLUME = {"rate_unit": 1000, "increment": 1,
                         "tiers": [{"up_to": None, "price": "0.013"}]}
 
 
-def publish_bytes_tariff(store, world, provider_id: int, services: str, at: datetime,
+def publish_bytes_tariff(store, m, provider_id: int, services: str, at: datetime,
                          *, connect_fee: str = "0") -> None:
-    """0.013 per 1,000 bytes past the award's volume, from ``at``."""
+    """0.013 per 1,000 bytes past the award's volume, from ``at``. ``m``: a `Market`."""
     with store.write() as s:
-        publish_tariff(s, world.m.actor("provider", provider_id), provider_id,
+        publish_tariff(s, m.actor("provider", provider_id), provider_id,
                        {"services": services.split(","), "currency": "EUR",
                         "connect_fee": connect_fee, "active_from": at.isoformat(),
                         "dimensions": {"bytes": PER_BYTE_PAST_VOLUME}}, now=at)
 
 
-def award(store, world, user_id: int, device_id: int, provider_id: int, *, price: int,
-          at: datetime, services: str = "anonymize") -> int:
-    """A request of the user's device awarded to ``provider_id`` at ``price``; its job id."""
+def award(store, requester, provider_id: int, *, price: int, at: datetime,
+          services: str = "anonymize") -> int:
+    """A request of ``requester`` (a user's or device's `Actor`) awarded to ``provider_id``
+    at ``price`` (served at home when the home provider offers the services); its job id."""
     with store.write() as s:
-        request = submit_request(s, world.m.actor("device", device_id), services=services,
+        request = submit_request(s, requester, services=services,
                                  volume_bytes=VOLUME, now=at)
         s.flush()
         if request.status != "served":
@@ -41,10 +42,10 @@ def award(store, world, user_id: int, device_id: int, provider_id: int, *, price
         return s.scalar(select(DeliveryJob.id).order_by(DeliveryJob.id.desc()).limit(1))
 
 
-def report(store, world, provider_id: int, job_id: int, sequence: int, bytes_out: int,
+def report(store, m, provider_id: int, job_id: int, sequence: int, bytes_out: int,
            at: datetime) -> dict:
     with store.write() as s:
-        view, _ = report_usage(s, world.m.actor("provider", provider_id), job_id, sequence,
+        view, _ = report_usage(s, m.actor("provider", provider_id), job_id, sequence,
                                {"bytes_out": bytes_out, "packets_out": bytes_out // 1000},
                                at=at, now=at + timedelta(seconds=1))
         return view

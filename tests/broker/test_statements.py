@@ -47,16 +47,18 @@ def test_periods_start_on_the_cutoff_day_at_midnight_in_the_providers_zone():
 def two_providers_billing(store, world):
     """alice: a job from north (price + usage past the volume) and one at home; bob: one job
     from south. All in January 2030."""
-    publish_bytes_tariff(store, world, world.north, "anonymize", T0 - timedelta(days=1))
-    publish_bytes_tariff(store, world, world.south, "anonymize", T0 - timedelta(days=1))
-    a_north = award(store, world, world.alice, world.alice_phone, world.north, price=500, at=T0)
-    report(store, world, world.north, a_north, 1, 1_200_000, T0 + timedelta(hours=1))
-    report(store, world, world.north, a_north, 2, 1_500_000, T0 + timedelta(hours=2))
-    award(store, world, world.alice, world.alice_phone, world.home, price=0, at=T0,
+    publish_bytes_tariff(store, world.m, world.north, "anonymize", T0 - timedelta(days=1))
+    publish_bytes_tariff(store, world.m, world.south, "anonymize", T0 - timedelta(days=1))
+    alice = world.m.actor("device", world.alice_phone)
+    bob = world.m.actor("device", world.bob_phone)
+    a_north = award(store, alice, world.north, price=500, at=T0)
+    report(store, world.m, world.north, a_north, 1, 1_200_000, T0 + timedelta(hours=1))
+    report(store, world.m, world.north, a_north, 2, 1_500_000, T0 + timedelta(hours=2))
+    award(store, alice, world.home, price=0, at=T0,
           services="identity")
-    b_south = award(store, world, world.bob, world.bob_phone, world.south, price=300,
+    b_south = award(store, bob, world.south, price=300,
                     at=T0 + timedelta(hours=3))
-    report(store, world, world.south, b_south, 1, 1_001_200, T0 + timedelta(hours=4))
+    report(store, world.m, world.south, b_south, 1, 1_001_200, T0 + timedelta(hours=4))
     return a_north, b_south
 
 
@@ -107,7 +109,7 @@ def test_a_charge_committed_after_its_period_closed_goes_on_the_next_statement(s
     close(store, world)
     # A report rated just before the period's end, committed after the close (a writer that
     # lagged): it was on no statement, so February's takes it; nothing is lost or doubled.
-    late = report(store, world, world.north, a_north, 3, 1_600_000,
+    late = report(store, world.m, world.north, a_north, 3, 1_600_000,
                   datetime(2030, 1, 31, 23, 59, tzinfo=UTC))
     assert late["charged_minor"] == 130
     close(store, world, period=FEB, now=AFTER_FEB)
@@ -212,12 +214,12 @@ def test_a_close_that_fails_midway_leaves_each_statement_whole_and_the_next_run_
         store, world, monkeypatch):
     from billing_world import award as award_one
 
-    publish_bytes_tariff(store, world, world.north, "anonymize", T0 - timedelta(days=1))
+    publish_bytes_tariff(store, world.m, world.north, "anonymize", T0 - timedelta(days=1))
     users = []
     for i in range(7):
         u = world.m.user(f"u{i}", world.home)
         d = world.m.device(u, f"u{i}-phone")
-        award_one(store, world, u, d, world.north, price=100 + i, at=T0)
+        award_one(store, world.m.actor("device", d), world.north, price=100 + i, at=T0)
         users.append(u)
     real = st.finalize_batch
     calls = []
