@@ -166,7 +166,10 @@ def _serve(args) -> int:
     sys.stderr.write(f"pktx broker: serving {store.backend} store on "
                      f"http://{settings.host}:{settings.port} with {settings.workers} "
                      f"worker(s) (OpenAPI at /docs)\n")
-    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level}
+    # Open event streams do not hold a shutdown up: after 10 s they are closed (devices
+    # reconnect with Last-Event-ID and miss nothing).
+    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level,
+              "timeout_graceful_shutdown": 10}
     if settings.workers == 1:
         uvicorn.run(create_app(store, settings=settings,
                                expire_every=settings.expire_every or None), **common)

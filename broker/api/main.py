@@ -141,12 +141,16 @@ def _add_error_answers(app: FastAPI) -> None:
 
 def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = None,
                expire_every: float | None = EXPIRE_EVERY,
-               settings: BrokerSettings | None = None) -> FastAPI:
+               settings: BrokerSettings | None = None,
+               event_stream_seconds: float = 300.0, event_poll_seconds: float = 0.5) -> FastAPI:
     """The API over ``store``; while it runs, overdue negotiations are expired every
-    ``expire_every`` seconds (None or 0: never)."""
+    ``expire_every`` seconds (None or 0: never). A device's event stream stays open
+    ``event_stream_seconds`` (then the device reconnects with ``Last-Event-ID``) and looks for
+    new events every ``event_poll_seconds``."""
     from broker.api.routes import (
         billing,
         directory,
+        events,
         market,
         negotiations,
         operations,
@@ -191,6 +195,8 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     app.state.settings = settings
     app.state.reputation_policy = policy
     app.state.group_commit = GroupCommit(store)
+    app.state.event_stream = {"seconds": event_stream_seconds, "poll": event_poll_seconds,
+                              "retry_ms": 1000}
     app.add_middleware(RequestIds)
     _add_error_answers(app)
     # Bids first: the busiest route, and FastAPI tries routes in order. Every operation
@@ -198,10 +204,38 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     app.include_router(bids, prefix="/v1", responses=ERRORS)
     app.include_router(billing.reports, prefix="/v1", responses=ERRORS)
     for router in (directory.router, market.router, negotiations.router, auctions,
-                   outcomes.router, billing.router, statements.router):
+                   outcomes.router, billing.router, statements.router, events.router):
         app.include_router(router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
+    _openapi_3_1(app)
     return app
+
+
+def _openapi_3_1(app: FastAPI) -> None:
+    """Keep /openapi.json valid OpenAPI 3.1, the version it declares, and true: FastAPI
+    describes an event stream with 3.2's ``itemSchema`` (a 3.1 document says it is a string)
+    and gives the stream's error answers its media type (they are JSON)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = build()
+            for path in doc.get("paths", {}).values():
+                for operation in path.values():
+                    for status, answer in operation.get("responses", {}).items():
+                        content = answer.get("content", {})
+                        stream = content.get("text/event-stream")
+                        if stream is None:
+                            continue
+                        if not status.startswith("2"):  # errors are JSON, as everywhere
+                            content["application/json"] = content.pop("text/event-stream")
+                        elif "itemSchema" in stream:
+                            stream.pop("itemSchema")
+                            stream["schema"] = {"type": "string",
+                                                "description": "server-sent events"}
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def app_from_environment() -> FastAPI:
