@@ -11,11 +11,10 @@ and prints its API key once). Output is JSON on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from broker.errors import BrokerError
+from broker.command_line import db_option, first_admin, guarded, open_store, print_json
 
 
 def add_broker_commands(subparsers) -> None:
@@ -29,7 +28,7 @@ def add_broker_commands(subparsers) -> None:
                     "PKTX_BROKER_PORT), else the TOML file of --config or $PKTX_BROKER_CONFIG "
                     "(keys: db, host, port, workers, reputation_half_life_days, expire_every, "
                     "log_level), else its default.")
-    _db(serve)
+    db_option(serve)
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
     serve.add_argument("--host", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (8040)")
@@ -42,23 +41,23 @@ def add_broker_commands(subparsers) -> None:
                        help="how often overdue negotiations are marked expired (30; 0: never)")
     serve.add_argument("--log-level",
                        choices=("critical", "error", "warning", "info", "debug"))
-    serve.set_defaults(func=_guard(_serve))
+    serve.set_defaults(func=guarded(_serve))
 
     admin = sub.add_parser("admin", help="bootstrap networks, providers, users, devices, keys")
     what = admin.add_subparsers(dest="admin_command", metavar="WHAT", required=True)
 
     p = what.add_parser("init", help="create the first admin and print its API key")
-    _db(p)
+    db_option(p)
     p.add_argument("--name", default="admin")
-    p.set_defaults(func=_guard(_init))
+    p.set_defaults(func=guarded(_init))
 
     p = what.add_parser("network", help="add a network")
-    _db(p)
+    db_option(p)
     p.add_argument("name")
-    p.set_defaults(func=_guard(_network))
+    p.set_defaults(func=guarded(_network))
 
     p = what.add_parser("provider", help="add a provider to a network")
-    _db(p)
+    db_option(p)
     p.add_argument("--network", type=int, required=True, help="network id")
     p.add_argument("--name", required=True)
     p.add_argument("--services", required=True, help="e.g. identity,checksum,anonymize")
@@ -72,83 +71,48 @@ def add_broker_commands(subparsers) -> None:
     p.add_argument("--beta-ppm", type=int, default=1_000_000,
                    help="concession exponent in millionths (1000000: linear)")
     p.add_argument("--manual", action="store_true", help="answer negotiations by hand")
-    p.set_defaults(func=_guard(_provider))
+    p.set_defaults(func=guarded(_provider))
 
     p = what.add_parser("user", help="add a user, a customer of its home provider")
-    _db(p)
+    db_option(p)
     p.add_argument("--name", required=True)
     p.add_argument("--home-provider", type=int, required=True)
-    p.set_defaults(func=_guard(_user))
+    p.set_defaults(func=guarded(_user))
 
     p = what.add_parser("device", help="add a client device to a user")
-    _db(p)
+    db_option(p)
     p.add_argument("--user", type=int, required=True)
     p.add_argument("--name", required=True)
-    p.set_defaults(func=_guard(_device))
+    p.set_defaults(func=guarded(_device))
 
     p = what.add_parser("phone", help="add a phone number (E.164) to a user")
-    _db(p)
+    db_option(p)
     p.add_argument("--user", type=int, required=True)
     p.add_argument("--number", required=True, help="+14155552671, or national with --region")
     p.add_argument("--region", help="ISO 3166 region of a national number (e.g. DE)")
     p.add_argument("--device", type=int)
-    p.set_defaults(func=_guard(_phone))
+    p.set_defaults(func=guarded(_phone))
 
     p = what.add_parser("key", help="issue an API key (printed once)")
-    _db(p)
+    db_option(p)
     p.add_argument("kind", choices=("admin", "network", "provider", "user", "device",
                                     "phone_number"))
     p.add_argument("id", type=int)
     p.add_argument("--label", default="")
-    p.set_defaults(func=_guard(_key))
+    p.set_defaults(func=guarded(_key))
 
     p = what.add_parser("revoke", help="revoke an API key by its prefix")
-    _db(p)
+    db_option(p)
     p.add_argument("prefix")
-    p.set_defaults(func=_guard(_revoke))
+    p.set_defaults(func=guarded(_revoke))
 
     p = what.add_parser("list", help="list networks, providers and users")
-    _db(p)
-    p.set_defaults(func=_guard(_list))
+    db_option(p)
+    p.set_defaults(func=guarded(_list))
 
+    from broker.billing_cli import add_billing_commands
 
-def _db(parser) -> None:
-    parser.add_argument("--db", help="database URL (default: $PKTX_BROKER_DB, else a SQLite "
-                                     "file in ~/.local/share/pktx)")
-
-
-def _guard(command):
-    """Run ``command``; a `BrokerError` becomes a one-line message and exit status 1."""
-    def run(args) -> int:
-        try:
-            return command(args)
-        except BrokerError as exc:
-            sys.stderr.write(f"pktx broker: error: {exc}\n")
-            return 1
-    return run
-
-
-def _print(value) -> int:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
-    return 0
-
-
-def _store(args):
-    from broker.store import Store
-
-    return Store(args.db)
-
-
-def _admin(session):
-    from sqlalchemy import select
-
-    from broker.actors import Actor
-    from broker.models import Admin
-
-    first = session.scalar(select(Admin).order_by(Admin.id).limit(1))
-    if first is None:
-        raise BrokerError("no admin yet: run 'pktx broker admin init' first")
-    return Actor("admin", first.id)
+    add_billing_commands(sub)
 
 
 def _serve(args) -> int:
@@ -187,77 +151,77 @@ def _init(args) -> int:
     from broker.actors import Actor, issue_key
     from broker.directory import create_admin
 
-    with _store(args).write() as s:
+    with open_store(args).write() as s:
         admin = create_admin(s, args.name)
         key, token = issue_key(s, Actor("admin", admin.id), "admin", admin.id, "bootstrap")
-        return _print({"admin_id": admin.id, "key_prefix": key.prefix, "token": token,
+        return print_json({"admin_id": admin.id, "key_prefix": key.prefix, "token": token,
                        "note": "store the token now: it is not shown again"})
 
 
 def _network(args) -> int:
     from broker.directory import create_network
 
-    with _store(args).write() as s:
-        n = create_network(s, _admin(s), args.name)
-        return _print({"id": n.id, "name": n.name})
+    with open_store(args).write() as s:
+        n = create_network(s, first_admin(s), args.name)
+        return print_json({"id": n.id, "name": n.name})
 
 
 def _provider(args) -> int:
     from broker.directory import create_provider
     from broker.views import provider_view
 
-    with _store(args).write() as s:
-        p = create_provider(s, _admin(s), network_id=args.network, name=args.name,
+    with open_store(args).write() as s:
+        p = create_provider(s, first_admin(s), network_id=args.network, name=args.name,
                             services=args.services, capacity_bps=args.capacity_bps,
                             currency=args.currency, per_gb_minor=args.per_gb,
                             per_mbps_hour_minor=args.per_mbps_hour,
                             reservation_ppm=args.reservation_ppm,
                             concession_beta_ppm=args.beta_ppm,
                             mode="manual" if args.manual else "policy")
-        return _print(provider_view(s, p.id))
+        return print_json(provider_view(s, p.id))
 
 
 def _user(args) -> int:
     from broker.directory import create_user
 
-    with _store(args).write() as s:
-        u = create_user(s, _admin(s), name=args.name, home_provider_id=args.home_provider)
-        return _print({"id": u.id, "name": u.name, "home_provider_id": u.home_provider_id})
+    with open_store(args).write() as s:
+        u = create_user(s, first_admin(s), name=args.name, home_provider_id=args.home_provider)
+        return print_json({"id": u.id, "name": u.name, "home_provider_id": u.home_provider_id})
 
 
 def _device(args) -> int:
     from broker.directory import add_device
 
-    with _store(args).write() as s:
-        d = add_device(s, _admin(s), user_id=args.user, name=args.name)
-        return _print({"id": d.id, "user_id": d.user_id, "name": d.name})
+    with open_store(args).write() as s:
+        d = add_device(s, first_admin(s), user_id=args.user, name=args.name)
+        return print_json({"id": d.id, "user_id": d.user_id, "name": d.name})
 
 
 def _phone(args) -> int:
     from broker.directory import add_phone_number
 
-    with _store(args).write() as s:
-        p = add_phone_number(s, _admin(s), user_id=args.user, number=args.number,
+    with open_store(args).write() as s:
+        p = add_phone_number(s, first_admin(s), user_id=args.user, number=args.number,
                              region=args.region, device_id=args.device)
-        return _print({"id": p.id, "user_id": p.user_id, "e164": p.e164,
+        return print_json({"id": p.id, "user_id": p.user_id, "e164": p.e164,
                        "device_id": p.device_id})
 
 
 def _key(args) -> int:
     from broker.actors import issue_key
 
-    with _store(args).write() as s:
-        key, token = issue_key(s, _admin(s), args.kind, args.id, args.label)
-        return _print({"kind": args.kind, "id": args.id, "key_prefix": key.prefix,
+    with open_store(args).write() as s:
+        key, token = issue_key(s, first_admin(s), args.kind, args.id, args.label)
+        return print_json({"kind": args.kind, "id": args.id, "key_prefix": key.prefix,
                        "token": token, "note": "store the token now: it is not shown again"})
 
 
 def _revoke(args) -> int:
     from broker.actors import revoke_key
 
-    with _store(args).write() as s:
-        key = revoke_key(s, _admin(s), args.prefix)
-        return _print({"key_prefix": key.prefix, "revoked_at": key.revoked_at})
+    with open_store(args).write() as s:
+        key = revoke_key(s, first_admin(s), args.prefix)
+        return print_json({"key_prefix": key.prefix, "revoked_at": key.revoked_at})
 
 
 def _list(args) -> int:
@@ -265,8 +229,8 @@ def _list(args) -> int:
 
     from broker.models import Network, Provider, User
 
-    with _store(args).read() as s:
-        return _print({
+    with open_store(args).read() as s:
+        return print_json({
             "networks": [{"id": n.id, "name": n.name} for n in s.scalars(select(Network))],
             "providers": [{"id": p.id, "name": p.name, "network_id": p.network_id,
                            "services": list(p.service_names)}

@@ -1,0 +1,116 @@
+"""``pktx broker billing ...`` and ``pktx broker statements ...``: close a billing period and
+look at statements, on the broker's store directly (an operator's tool on the broker's host,
+acting as the store's first admin; output JSON on stdout unless a format says otherwise)."""
+
+from __future__ import annotations
+
+import sys
+
+from broker.command_line import db_option, first_admin, guarded, open_store, print_json
+
+
+def add_billing_commands(sub) -> None:
+    """Add ``billing`` and ``statements`` to the ``pktx broker`` subparsers."""
+
+    billing = sub.add_parser("billing", help="close billing periods")
+    what = billing.add_subparsers(dest="billing_command", metavar="WHAT", required=True)
+    p = what.add_parser(
+        "close", help="rate and finalize a period's statements (safe to run twice)",
+        description="Every user with charges on no statement yet gets its statement for the "
+                    "period from its home provider, finalized (numbered, hashed, sent to its "
+                    "devices). A close that failed midway is finished by running it again.")
+    db_option(p)
+    p.add_argument("--period", required=True, metavar="YYYY-MM",
+                   help="the month the period starts in")
+    p.add_argument("--provider", metavar="NAME_OR_ID",
+                   help="one home provider (default: every provider with users)")
+    p.add_argument("--batch", type=int, default=500, help="statements per transaction (500)")
+    p.set_defaults(func=guarded(_close))
+
+    statements = sub.add_parser("statements", help="list, show and verify statements")
+    what = statements.add_subparsers(dest="statements_command", metavar="WHAT", required=True)
+    p = what.add_parser("list", help="list statements")
+    db_option(p)
+    p.add_argument("--user", metavar="NAME_OR_ID")
+    p.add_argument("--period", metavar="YYYY-MM")
+    p.set_defaults(func=guarded(_list))
+    p = what.add_parser("show", help="a statement, laid out by one of its user's profiles")
+    db_option(p)
+    p.add_argument("id", type=int)
+    p.add_argument("--profile", metavar="NAME", help="the user's profile (default: its default)")
+    p.add_argument("--format", choices=("text", "html", "pdf", "json"), default="text")
+    p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(func=guarded(_show))
+    p = what.add_parser("verify", help="check a finalized statement against its hash")
+    db_option(p)
+    p.add_argument("id", type=int)
+    p.set_defaults(func=guarded(_verify))
+
+
+def _named(session, model, value: str, what: str) -> int:
+    from sqlalchemy import select
+
+    from broker.errors import BrokerError
+
+    ident = int(value) if value.isdigit() else session.scalar(
+        select(model.id).where(model.name == value))
+    if ident is None or session.get(model, ident) is None:
+        raise BrokerError(f"no {what} {value!r}")
+    return ident
+
+
+def _close(args) -> int:
+    from sqlalchemy import select
+
+    from broker.models import Provider, User
+    from broker.statements import close_period
+
+    store = open_store(args)
+    with store.read() as s:
+        admin = first_admin(s)
+        if args.provider is not None:
+            homes = [_named(s, Provider, args.provider, "provider")]
+        else:
+            homes = list(s.scalars(select(User.home_provider_id).distinct()
+                                   .order_by(User.home_provider_id)))
+    results = []
+    for home in homes:
+        def progress(done: int, home=home) -> None:
+            sys.stderr.write(f"\rpktx broker: provider {home}: {done} statements finalized")
+        results.append(close_period(store.write, admin, home, args.period, batch=args.batch,
+                                    on_batch=progress if sys.stderr.isatty() else None))
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+    return print_json({"period": args.period, "providers": results})
+
+
+def _list(args) -> int:
+    from broker.models import User
+    from broker.statements import list_statements
+
+    with open_store(args).read() as s:
+        user = _named(s, User, args.user, "user") if args.user else None
+        rows = list_statements(s, first_admin(s), user_id=user, period=args.period, limit=10_000)
+        return print_json([{"id": r.id, "number": r.number, "status": r.status,
+                        "home_provider_id": r.home_provider_id, "user_id": r.user_id,
+                        "period": r.period, "totals": r.totals, "lines": r.line_count}
+                       for r in rows])
+
+
+def _verify(args) -> int:
+    from broker.statements import get_statement, verify
+
+    with open_store(args).read() as s:
+        statement = get_statement(s, first_admin(s), args.id)
+        ok = verify(s, statement)
+        print_json({"id": statement.id, "number": statement.number, "status": statement.status,
+                "content_sha256": statement.content_sha256, "intact": ok})
+        return 0 if ok else 2
+
+
+def _show(args) -> int:
+    from broker.statements import get_statement, statement_document
+
+    with open_store(args).read() as s:
+        doc = statement_document(s, get_statement(s, first_admin(s), args.id))
+    return print_json(doc)
