@@ -56,7 +56,7 @@ class SortKey:
 @dataclass(frozen=True, slots=True)
 class Profile:
     """A validated segmentation profile; build one with `Profile.from_json` (or the
-    constructor, which checks the same way)."""
+    constructor, which checks the same way and takes sort entries as `SortKey` or dicts)."""
 
     name: str
     group_by: tuple[str, ...] = ("provider",)
@@ -67,7 +67,10 @@ class Profile:
     timezone: str = "UTC"
 
     def __post_init__(self) -> None:
-        checked = _check(self.to_json())
+        raw = {name: getattr(self, name) for name in _FIELDS}
+        raw["sort"] = [{"key": s.key, "order": s.order} if isinstance(s, SortKey) else s
+                       for s in self.sort]
+        checked = _check(raw)
         for name in _FIELDS:  # normalized forms: a detail string per level, locale "de_DE"
             object.__setattr__(self, name, getattr(checked, name))
 
