@@ -352,7 +352,8 @@ def to_html(layout: Layout) -> str:
     return _environment().get_template("statement.html").render(
         title=fmt.title(), header=fmt.header(), lang=fmt.locale.language,
         draft=fmt.layout.statement.get("status") != "finalized",
-        columns=[{"label": fmt.words[c], "numeric": c in _NUMERIC} for c in columns],
+        columns=[{"label": fmt.words[c], "css": "num" if c in _NUMERIC else c}
+                 for c in columns],
         rows=rows(layout, fmt), before=money, after=len(columns) - money - 1)
 
 

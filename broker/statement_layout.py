@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_skeleton
 
+from broker.currency import MINOR_DIGITS
 from broker.errors import InvalidInput
 from broker.profiles import DETAIL, KINDS, Profile
 from broker.statement_words import words
@@ -122,8 +123,6 @@ def _checked_lines(statement: Mapping) -> list[Mapping]:
 
 
 def _minor_digits(lines: list[Mapping], statement: Mapping) -> Mapping[str, int]:
-    from broker.currency import MINOR_DIGITS  # a total without lines shows ISO's digits
-
     digits: dict[str, int] = {}
     for i, line in enumerate(lines):
         known = digits.setdefault(line["currency"], line["minor_digits"])
@@ -131,7 +130,7 @@ def _minor_digits(lines: list[Mapping], statement: Mapping) -> Mapping[str, int]
             raise InvalidInput(f"{line['currency']} lines disagree on minor digits "
                                f"({known} and {line['minor_digits']}): their minor units cannot "
                                f"be added", field=f"lines[{i}].minor_digits")
-    for code in statement.get("totals") or {}:
+    for code in statement.get("totals") or {}:  # a total without lines: ISO's digits
         digits.setdefault(code, MINOR_DIGITS.get(code, 2))
     return _frozen(digits)
 
