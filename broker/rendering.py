@@ -24,7 +24,7 @@ from babel.dates import format_date, format_datetime
 from babel.numbers import NumberPattern, format_currency, format_decimal
 
 from broker.errors import InvalidInput
-from broker.statement_layout import CHAIN_JOIN, RECIPIENTS_JOIN, Group, Layout
+from broker.statement_layout import CHAIN_JOIN, RECIPIENTS_JOIN, Group, Layout, chain, recipients
 from broker.statement_words import words
 
 FORMATS: tuple[str, ...] = ("json", "text", "html", "pdf")
@@ -90,9 +90,9 @@ class Formatter:
         if column == "date":
             return self.when(line["at"])
         if column == "service":
-            return CHAIN_JOIN.join(line.get("services") or ())
+            return CHAIN_JOIN.join(chain(line) or ())
         if column == "recipient":
-            return RECIPIENTS_JOIN.join(sorted({str(r) for r in line.get("recipients") or ()}))
+            return RECIPIENTS_JOIN.join(recipients(line) or ())
         if column == "quantity":
             quantity = line.get("quantity")
             if quantity is None:

@@ -45,11 +45,7 @@ class Group:
 
     def iter_lines(self) -> Iterator[Mapping]:
         """Every line in this group, in the layout's order."""
-        if self.groups:
-            for group in self.groups:
-                yield from group.iter_lines()
-        else:
-            yield from self.lines
+        return _iter_lines(self.groups, self.lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +58,15 @@ class Layout:
     minor_digits: Mapping[str, int]  # currency -> the digits its lines were rated with
 
     def iter_lines(self) -> Iterator[Mapping]:
-        if self.groups:
-            for group in self.groups:
-                yield from group.iter_lines()
-        else:
-            yield from self.lines
+        """Every line of the statement, in the layout's order."""
+        return _iter_lines(self.groups, self.lines)
+
+
+def _iter_lines(groups: tuple[Group, ...], lines: tuple[Mapping, ...]) -> Iterator[Mapping]:
+    if not groups:
+        yield from lines
+    for group in groups:
+        yield from _iter_lines(group.groups, group.lines)
 
 
 def layout(statement: Mapping, profile: Profile) -> Layout:
@@ -157,12 +157,14 @@ def _frozen(sums: Mapping[str, int]) -> Mapping[str, int]:
 
 # -- grouping ------------------------------------------------------------------------------
 
-def _recipients(line: Mapping) -> tuple[str, ...] | None:
+def recipients(line: Mapping) -> tuple[str, ...] | None:
+    """A line's recipients as one value: distinct, sorted by code point (None when none)."""
     found = tuple(sorted({str(r) for r in line.get("recipients") or ()}))
     return found or None
 
 
-def _services(line: Mapping) -> tuple[str, ...] | None:
+def chain(line: Mapping) -> tuple[str, ...] | None:
+    """A line's service chain, in its order (None when it names none)."""
     return tuple(line.get("services") or ()) or None
 
 
@@ -183,10 +185,10 @@ def _month(line: Mapping, zone: ZoneInfo) -> date:
 _GROUP_VALUE: dict[str, Callable[[Mapping, ZoneInfo], object]] = {
     "provider": lambda line, _zone: line.get("provider"),
     "network": lambda line, _zone: line.get("network"),
-    "service": lambda line, _zone: _services(line),
+    "service": lambda line, _zone: chain(line),
     "device": lambda line, _zone: line.get("device"),
     "phone": lambda line, _zone: line.get("phone"),
-    "recipient": lambda line, _zone: _recipients(line),
+    "recipient": lambda line, _zone: recipients(line),
     "kind": lambda line, _zone: line.get("kind"),
     "day": _local_date,
     "week": _week,
@@ -277,10 +279,10 @@ _SORT_VALUE: dict[str, Callable[[Mapping], object]] = {
     "date": lambda line: line["at"],
     "provider": lambda line: line.get("provider"),
     "network": lambda line: line.get("network"),
-    "service": _services,
+    "service": chain,
     "device": lambda line: line.get("device"),
     "phone": lambda line: line.get("phone"),
-    "recipient": _recipients,
+    "recipient": recipients,
     "kind": lambda line: _natural("kind", line.get("kind")),
     "quantity": lambda line: line.get("quantity"),
     "amount": _amount,
