@@ -4,8 +4,8 @@ Numbers, money and dates are formatted with Babel for the profile's locale, date
 zone. Money is shown with exactly the digits a line was rated with (`minor_digits`), from its
 integer minor units through `Decimal`, never a float, never rounded by the locale's idea of the
 currency's digits. HTML comes from a Jinja2 template with autoescape on; the PDF is that HTML
-printed by WeasyPrint. `render(layout, fmt)` is the one entry point; `MEDIA_TYPES` says what
-each format is.
+printed by WeasyPrint. `render(layout, fmt)` is the entry point (`render_statement` lays out
+and renders in one call); `MEDIA_TYPES` says what each format is.
 """
 
 from __future__ import annotations
@@ -24,7 +24,16 @@ from babel.dates import format_date, format_datetime
 from babel.numbers import NumberPattern, format_currency, format_decimal
 
 from broker.errors import InvalidInput
-from broker.statement_layout import CHAIN_JOIN, RECIPIENTS_JOIN, Group, Layout, chain, recipients
+from broker.profiles import DEFAULT_PROFILE, Profile
+from broker.statement_layout import (
+    CHAIN_JOIN,
+    RECIPIENTS_JOIN,
+    Group,
+    Layout,
+    chain,
+    layout,
+    recipients,
+)
 from broker.statement_words import words
 
 FORMATS: tuple[str, ...] = ("json", "text", "html", "pdf")
@@ -48,6 +57,20 @@ def render(layout: Layout, fmt: str) -> str | bytes:
     if fmt == "pdf":
         return to_pdf(layout)
     raise InvalidInput(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}", field="format")
+
+
+def render_statement(statement: Mapping, profile: Profile | Mapping | None,
+                     fmt: str) -> str | bytes:
+    """Lay ``statement`` out by ``profile`` (a `Profile`, its JSON form, or None for
+    `DEFAULT_PROFILE`) and render it as ``fmt``."""
+    if profile is None:
+        profile = DEFAULT_PROFILE
+    elif not isinstance(profile, Profile):
+        profile = Profile.from_json(profile)
+    if fmt not in FORMATS:  # before the work of a layout
+        raise InvalidInput(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}",
+                           field="format")
+    return render(layout(statement, profile), fmt)
 
 
 # -- formatting --------------------------------------------------------------------------

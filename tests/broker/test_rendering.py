@@ -18,7 +18,14 @@ from statement_factory import make_line, make_statement, sample_statement
 
 from broker.errors import InvalidInput
 from broker.profiles import DEFAULT_PROFILE, Profile
-from broker.rendering import FORMATS, MEDIA_TYPES, Formatter, render, rows
+from broker.rendering import (
+    FORMATS,
+    MEDIA_TYPES,
+    Formatter,
+    render,
+    render_statement,
+    rows,
+)
 from broker.statement_layout import layout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,6 +120,16 @@ def test_formats_and_media_types():
     assert isinstance(render(lay, "text"), str) and isinstance(render(lay, "html"), str)
     with pytest.raises(InvalidInput) as exc:
         render(lay, "docx")
+    assert exc.value.field == "format"
+    statement = sample_statement()
+    assert render_statement(statement, None, "text") == render(lay, "text")
+    assert render_statement(statement, BY_SERVICE.to_json(), "json") == render(
+        layout(statement, BY_SERVICE), "json")
+    with pytest.raises(InvalidInput) as exc:
+        render_statement(statement, {"name": "x", "group_by": ["colour"]}, "text")
+    assert exc.value.field == "group_by[0]"
+    with pytest.raises(InvalidInput) as exc:
+        render_statement(statement, None, "docx")
     assert exc.value.field == "format"
 
 
