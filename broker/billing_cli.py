@@ -109,8 +109,22 @@ def _verify(args) -> int:
 
 
 def _show(args) -> int:
-    from broker.statements import get_statement, statement_document
+    from broker.statements import get_statement, rendered
 
     with open_store(args).read() as s:
-        doc = statement_document(s, get_statement(s, first_admin(s), args.id))
-    return print_json(doc)
+        body = rendered(s, get_statement(s, first_admin(s), args.id), args.profile,
+                        args.format)
+    data = body if isinstance(body, bytes) else body.encode()
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_bytes(data)
+        sys.stderr.write(f"pktx broker: statement {args.id} written to {args.output}\n")
+    elif args.format == "pdf" and sys.stdout.isatty():
+        from broker.errors import BrokerError
+
+        raise BrokerError("a PDF is not for a terminal: give --output FILE or redirect stdout")
+    else:
+        sys.stdout.buffer.write(data if data.endswith(b"\n") or args.format == "pdf"
+                                else data + b"\n")
+    return 0

@@ -78,9 +78,9 @@ _NOTES = (select(CreditNote.id, CreditNote.user_id, CreditNote.amount_minor, Cre
 
 def _description(row) -> str:
     if row.kind == PRICE:
-        what = {"auction": f"auction {row.auction_id}",
-                "negotiation": f"negotiation {row.negotiation_id}",
-                "home": "home provider's list"}.get(row.source, row.source)
+        ident = row.auction_id if row.source == "auction" else row.negotiation_id
+        what = ("home provider's list" if row.source == "home"
+                else f"{row.source} {ident}" if ident is not None else row.source)
         share = f", share {row.share + 1} of {row.shares}" if row.shares > 1 else ""
         return f"price: {what}{share}"
     if row.kind == CONNECT:

@@ -193,6 +193,20 @@ def current_draft(session: Session, actor: Actor, user_id: int, *,
     return statement_document(session, draft)
 
 
+def rendered(session: Session, statement: Statement, profile_name: str | None,
+             fmt: str) -> str | bytes:
+    """The statement laid out by its user's profile ``profile_name`` (its default when None)
+    and rendered as ``fmt`` (json, text, html, pdf)."""
+    from broker.profile_book import profile_for
+    from broker.rendering import render_statement
+
+    profile = profile_for(session, statement.user_id, profile_name)
+    doc = statement_document(session, statement)
+    # A draft's lines are not stored yet: they are known by their position.
+    doc["lines"] = [{**line, "id": line["id"] or line["position"]} for line in doc["lines"]]
+    return render_statement(doc, profile, fmt)
+
+
 def verify(session: Session, statement: Statement) -> bool:
     """Whether a finalized statement's stored content still has the hash it was given."""
     if statement.status != FINALIZED:

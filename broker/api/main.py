@@ -155,6 +155,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
         negotiations,
         operations,
         outcomes,
+        profiles,
         statements,
     )
     from broker.api.routes.auctions import bids
@@ -204,7 +205,8 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     app.include_router(bids, prefix="/v1", responses=ERRORS)
     app.include_router(billing.reports, prefix="/v1", responses=ERRORS)
     for router in (directory.router, market.router, negotiations.router, auctions,
-                   outcomes.router, billing.router, statements.router, events.router):
+                   outcomes.router, billing.router, statements.router, profiles.router,
+                   events.router):
         app.include_router(router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
     _openapi_3_1(app)

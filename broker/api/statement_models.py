@@ -126,3 +126,18 @@ class CreditNoteOut(Out):
     currency: str
     reason: str
     created_at: datetime
+
+
+class ProfileIn(Body):
+    profile: dict = Field(description="the profile's JSON form (docs/billing.md, Profiles); "
+                                      "its name is the path's")
+    default: bool = Field(False, description="make it the user's default profile")
+
+
+class ProfileOut(Out):
+    user_id: int
+    name: str
+    default: bool
+    profile: dict
+    created_at: datetime
+    updated_at: datetime

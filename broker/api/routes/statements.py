@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from broker import statements
 from broker.api.deps import CurrentActor, IdemKey, Paging, id_path, store_of
@@ -21,6 +21,7 @@ from broker.api.statement_models import (
     StatementSummary,
 )
 from broker.bounds import INT64_MAX
+from broker.rendering import MEDIA_TYPES
 
 router = APIRouter(tags=["statements"])
 ProviderId = Annotated[int, id_path("a provider's id")]
@@ -96,6 +97,29 @@ def current_statement(user_id: Annotated[int, id_path("a user's id")], request: 
     (a draft that is not stored; the user, its devices and its home provider may read it)."""
     with store_of(request).write() as s:  # may make the home provider's default settings
         return statements.current_draft(s, actor, user_id)
+
+
+# OpenAPI 3.1: a PDF is raw bytes (no schema but its media type); JSON is the layout object.
+_RENDERED_SCHEMA = {"json": {"type": "object"}, "text": {"type": "string"},
+                    "html": {"type": "string"}, "pdf": {}}
+
+
+@router.get("/statements/{statement_id}/render", response_class=Response,
+            responses={200: {"description": "the statement laid out by the profile",
+                             "content": {media: {"schema": _RENDERED_SCHEMA[fmt]}
+                                         for fmt, media in MEDIA_TYPES.items()}}})
+def render_statement(statement_id: StatementId, request: Request, actor: CurrentActor,
+                     profile: Annotated[str | None, Query(
+                         min_length=1, max_length=100,
+                         description="one of the user's profiles (default: its default)")]
+                     = None,
+                     format: Literal["json", "text", "html", "pdf"] = "html") -> Response:
+    """A statement laid out by one of its user's segmentation profiles, in the format the
+    device asks for. Any two profiles give the same totals."""
+    with store_of(request).read() as s:
+        statement = statements.get_statement(s, actor, statement_id)
+        body = statements.rendered(s, statement, profile, format)
+    return Response(body, media_type=MEDIA_TYPES[format])
 
 
 @router.post("/statements/{statement_id}/finalize", response_model=StatementOut)
