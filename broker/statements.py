@@ -300,9 +300,10 @@ def finalize_batch(session: Session, home_provider_id: int, statement_ids: list[
         raise WrongState("the statement counter is exhausted")
     settings.next_number = number
     session.flush()
+    conn = session.connection()  # Core executemany: no ORM bookkeeping for 10,000s of rows
     if line_rows:
-        session.execute(insert(StatementLine), line_rows)
-    session.execute(insert(DeviceEvent), events)
+        conn.execute(insert(StatementLine.__table__), line_rows)
+    conn.execute(insert(DeviceEvent.__table__), events)
     return statements
 
 
