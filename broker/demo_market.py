@@ -3,7 +3,9 @@ delivery job, then, once the engine has delivered it, the job closed and both si
 
 Everything goes through the broker's domain functions on a SQLite store in the demo's folder,
 as the HTTP API would. The market runs on a clock of its own (each step's ``now`` is given), so
-that the auction can open, take bids and close in an instant; the delivery itself is real.
+that the auction can open, take bids and close in an instant; the delivery itself is real. The
+clock is set in the middle of last month, so that the billing period the round falls in is over
+and its statement can be closed today.
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ from broker.pricing import list_price, reservation_price
 from broker.reputation import rate
 from broker.requests import submit_request
 from broker.store import Store
+from broker.tariff_book import publish_tariff
 from broker.views import auction_view, provider_view
 
 MINUTE = timedelta(minutes=1)
 # (name, per Mbit/s per hour, reservation in millionths of the list price): three providers of
 # another network that can deliver what the home provider cannot.
 BIDDERS = (("far-a", 12, 800_000), ("far-b", 10, 900_000), ("far-c", 15, 700_000))
+# Their tariffs for bytes past the award's data cap, per MB (exact: rounded once per line).
+TARIFF_PER_MB = ("0.03", "0.025", "0.04")
 
 
 @dataclass
@@ -50,13 +55,23 @@ class MarketRound:
     spec: dict
     price: Money
     clock: datetime
+    admin_id: int
+    user_home: int
 
 
-def broker_a_request(path: Path, services: list[str], rate_bps: int,
+def demo_clock(now: datetime | None = None) -> datetime:
+    """Noon on the 15th of last month: the market round's simulated start."""
+    now = now or utcnow()
+    first = now.replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+    return (first - timedelta(days=1)).replace(day=15)
+
+
+def broker_a_request(path: Path, services: list[str], rate_bps: int, data_cap_bytes: int,
                      out: Callable[[str], object]) -> MarketRound:
-    """Build a small market in ``path`` and run one request through it to a delivery job."""
+    """Build a small market in ``path`` and run one request through it to a delivery job.
+    The bidders publish tariffs for what goes past the request's data cap."""
     store = Store(f"sqlite:///{path}")
-    t0 = utcnow()
+    t0 = demo_clock()
     with store.write() as s:
         admin = Actor("admin", create_admin(s, "demo").id)
         home_net = create_network(s, admin, "home-net").id
@@ -72,6 +87,13 @@ def broker_a_request(path: Path, services: list[str], rate_bps: int,
                                    per_mbps_hour_minor=per_hour, reservation_ppm=reserve,
                                    concession_beta_ppm=1_000_000, mode="policy").id
                    for name, per_hour, reserve in BIDDERS]
+        for pid, per_mb in zip(bidders, TARIFF_PER_MB, strict=True):
+            publish_tariff(s, actor_for(s, "provider", pid), pid, {
+                "services": services, "currency": "EUR", "connect_fee": "0",
+                "active_from": (t0 - timedelta(days=1)).isoformat(),
+                "dimensions": {"bytes": {"rate_unit": 1_000_000, "increment": 1,
+                                         "tiers": [{"up_to": None, "price": per_mb}]}}},
+                now=t0)
         alice = create_user(s, admin, name="alice", home_provider_id=home).id
         phone = add_device(s, admin, user_id=alice, name="phone").id
         add_phone_number(s, admin, user_id=alice, number="+14155552671", device_id=phone)
@@ -80,11 +102,12 @@ def broker_a_request(path: Path, services: list[str], rate_bps: int,
     with store.write() as s:
         request = submit_request(
             s, device, services=services, device_id=phone, starts_at=t0 + 10 * MINUTE,
-            ends_at=t0 + 70 * MINUTE, max_rate_bps=rate_bps,
+            ends_at=t0 + 70 * MINUTE, max_rate_bps=rate_bps, data_cap_bytes=data_cap_bytes,
             members=[{"kind": "phone", "value": "+14155552671"},
                      {"kind": "device", "value": phone}], now=t0)
-        out(f"   alice's phone asks home-isp for {','.join(services)}, one hour at up to "
-            f"{rate_bps / 1e6:,.0f} Mbit/s for herself and her phone number: "
+        out(f"   on {t0:%Y-%m-%d %H:%M} UTC alice's phone asks home-isp for "
+            f"{','.join(services)}, one hour at up to {rate_bps / 1e6:,.0f} Mbit/s with "
+            f"{data_cap_bytes:,} bytes in the price, for herself and her phone number: "
             f"{request.status} ({request.reason})\n")
         listed = {p: list_price(s.get(Provider, p).policy, request) for p in bidders}
         reserve = max(listed.values())
@@ -115,17 +138,31 @@ def broker_a_request(path: Path, services: list[str], rate_bps: int,
         job = list_jobs(s, winner, award.provider_id)[0]
         price = Money(award.price_minor, award.currency)
         round_ = MarketRound(store, user, winner, winner_name, award.id, job.id,
-                             dict(job.spec), price, t0 + 5 * MINUTE)
+                             dict(job.spec), price, t0 + 5 * MINUTE, admin.id, home)
     out(f"   award {round_.award_id}: {winner_name} delivers for {price} "
         f"(second price); delivery job {round_.job_id} queued for its daemon\n")
     return round_
 
 
 def settle_delivery(round_: MarketRound, usage: dict, out: Callable[[str], object]) -> None:
-    """The winner's daemon reports the job done; each side rates the other."""
+    """The winner's daemon reports the delivery's usage record, rated by its tariff, and the
+    job done; each side rates the other."""
+    from broker.usage import report_usage
+
     store = round_.store
     with store.write() as s:
         set_job_status(s, round_.winner, round_.job_id, "running", now=round_.clock)
+    counters = {"packets_in": usage["packets_in"], "packets_out": usage["packets_out"],
+                "bytes_in": usage["bytes_in"], "bytes_out": usage["bytes_out"],
+                "seconds": -(-usage["duration_ns"] // 1_000_000_000)}
+    with store.write() as s:
+        report, _ = report_usage(s, round_.winner, round_.job_id, 1, counters,
+                                 at=round_.clock + MINUTE, now=round_.clock + MINUTE)
+    charged = Money(report["charged_minor"], report["currency"] or "EUR")
+    out(f"   {round_.winner_name} reports the usage record: {counters['bytes_out']:,} bytes "
+        f"out, rated by its tariff version {report['tariff_version']}: {charged} for the "
+        f"bytes past the data cap\n")
+    with store.write() as s:
         set_job_status(s, round_.winner, round_.job_id, "done", now=round_.clock + MINUTE)
     later = round_.clock + 2 * MINUTE
     with store.write() as s:
@@ -138,4 +175,44 @@ def settle_delivery(round_: MarketRound, usage: dict, out: Callable[[str], objec
         f"the service 95/100 and {card['name']} rated her payment 100/100; {card['name']}'s "
         f"reputation, shown in its next auctions: {rep['score']:.2f} of {rep['count']} "
         f"rating(s)\n")
+
+
+def bill_the_round(round_: MarketRound, folder: Path, out: Callable[[str], object]) -> Path:
+    """home-isp closes the billing period; alice's statement (the auction price and the usage
+    charge from the provider that served her) is shown by two of her profiles and written as
+    a PDF. Returns the PDF's path."""
+    from broker.profile_book import put_profile
+    from broker.statements import close_period, list_statements, rendered
+
+    store = round_.store
+    home = round_.user_home
+    with store.write() as s:
+        for name, doc in PROFILES.items():
+            put_profile(s, round_.user, round_.user.user_id, name, doc,
+                        default=name == "by-service")
+    closed = close_period(store.write, Actor("admin", round_.admin_id), home,
+                          f"{round_.clock:%Y-%m}")
+    out(f"   home-isp closes period {closed['period']}: {closed['statements']} statement(s), "
+        f"{closed['lines']} line(s), sent to alice's phone as an event\n")
+    pdf = folder / "statement.pdf"
+    with store.read() as s:
+        statement = list_statements(s, round_.user)[0]
+        for name in PROFILES:
+            out(f"\n   alice's statement by her profile '{name}':\n")
+            text = rendered(s, statement, name, "text")
+            out("".join(f"   | {line}\n" for line in text.rstrip("\n").split("\n")))
+        pdf.write_bytes(rendered(s, statement, "by-service", "pdf"))
+    out(f"\n   the statement as a PDF: {pdf}\n")
     store.dispose()
+    return pdf
+
+
+# Alice's two segmentation profiles (claim c12): the same charges, presented two ways.
+PROFILES = {
+    "by-service": {"group_by": ["service", "kind"], "detail": ["detail", "summary"],
+                   "columns": ["date", "provider", "kind", "quantity", "amount"]},
+    "by-recipient": {"group_by": ["recipient"], "columns": ["date", "provider", "kind",
+                                                           "description", "amount"],
+                     "sort": [{"key": "amount", "order": "desc"}], "locale": "de_DE",
+                     "timezone": "Europe/Berlin"},
+}

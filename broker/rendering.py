@@ -386,6 +386,11 @@ def _no_fetch(url: str, *args, **kwargs):
 
 def to_pdf(layout: Layout) -> bytes:
     """The HTML page printed to PDF by WeasyPrint (imported on first use: it is slow to load)."""
+    import logging
+
     from weasyprint import HTML
 
+    # WeasyPrint warns on every PDF when the system's HarfBuzz lacks its subsetter (it falls
+    # back to fontTools, with the same result): not the user's concern.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
     return HTML(string=to_html(layout), url_fetcher=_no_fetch).write_pdf()

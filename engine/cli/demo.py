@@ -47,13 +47,14 @@ def cmd_demo(args) -> int:
     out(f"   read back: {len(batch):,} packets, {batch.nbytes:,} bytes, "
         f"{len(set(flow_hash(batch).tolist())):,} flows by the symmetric 5-tuple hash\n\n")
     print_info(capture_info(sample))
-    from broker.demo_market import broker_a_request, settle_delivery
+    from broker.demo_market import bill_the_round, broker_a_request, settle_delivery
 
     market_db = workdir / "broker.sqlite3"
     for stale in workdir.glob("broker.sqlite3*"):  # a fresh market each run
         stale.unlink()
     out(f"\n2. the market (a SQLite store, {market_db.name}; the market's clock is simulated)\n")
-    market = broker_a_request(market_db, ["anonymize", "encrypt"], 1_000_000_000, out)
+    market = broker_a_request(market_db, ["anonymize", "encrypt"], 1_000_000_000,
+                              batch.nbytes // 2, out)
     spec = market.spec
     key = os.urandom(32).hex()
     steps = [("3.", f"job {market.job_id}: {market.winner_name} delivers", sample, sealed,
@@ -92,6 +93,8 @@ def cmd_demo(args) -> int:
     if payloads_equal:
         out("\n6. settling the award\n")
         settle_delivery(market, usages[0], out)
+        out("\n7. billing: the usage record rated, the statement from alice's home provider\n")
+        bill_the_round(market, workdir, out)
     out(f"   files kept in {workdir}\n")
     same_len = payloads_equal
     return 0 if same_len else 1

@@ -1,6 +1,7 @@
 """The pktx command line, run as a user runs it: a real process, real files."""
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -115,8 +116,28 @@ def test_demo_runs_a_market_round_and_delivers_the_award(tmp_path):
         assert sorted(db.execute("SELECT direction, score FROM ratings").fetchall()) == [
             ("payment", 100), ("service", 95)]
         assert db.execute("SELECT count(*) FROM bids").fetchone() == (3,)
+        # Billing: far-b's usage report rated past the data cap; one finalized statement from
+        # home-isp whose lines are the auction price and that usage charge, and nothing else.
+        lines = db.execute("SELECT sl.kind, sl.amount_minor, c.provider_id FROM statement_lines "
+                           "sl JOIN charges c ON c.id = sl.charge_id ORDER BY sl.position")
+        lines = lines.fetchall()
+        charged = db.execute("SELECT charged_minor FROM usage_reports").fetchone()[0]
+        status, number, totals = db.execute(
+            "SELECT status, number, totals FROM statements").fetchone()
     finally:
         db.close()
+    assert [(k, a) for k, a, _p in lines] == [("price", 9600), ("bytes", charged)]
+    assert charged > 0 and (status, number) == ("finalized", 1)
+    assert json.loads(totals) == {"EUR": 9600 + charged}
+    assert "alice's statement by her profile 'by-service'" in out
+    assert "alice's statement by her profile 'by-recipient'" in out
+    euros, cents = divmod(9600 + charged, 100)
+    assert f"€{euros}.{cents:02d}" in out                   # en_US
+    assert f"{euros},{cents:02d}\xa0€" in out               # de_DE
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "statement.pdf"), "-"],
+                              capture_output=True, check=True).stdout.decode()
+        assert "home-isp" in text and f"€{euros}.{cents:02d}" in text
     # Read back by dpkt: the delivered stream is sealed, the recipient's has every packet.
     def frames(name):
         with open(tmp_path / name, "rb") as f:
