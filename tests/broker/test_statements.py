@@ -269,3 +269,44 @@ def test_billing_settings_are_the_home_providers_and_fixed_once_a_period_closed(
     with pytest.raises(WrongState), store.write() as s:
         st.set_billing_settings(s, home, world.home, period_months=1, cutoff_day=11,
                                 timezone="Europe/Berlin")
+
+
+def test_a_sponsored_member_is_billed_only_its_pledge(store, world):
+    """A group request: alice pledges at most 1.00, bob sponsors the rest. Each one's
+    statement holds its own share of the price and of the usage, and the shares add up to
+    what the home provider charged, to the minor unit."""
+    from broker.groups import group_of_request, pledge
+    from broker.models import Award
+    from broker.requests import close_pledges, submit_request
+
+    alice = world.m.actor("user", world.alice)
+    bob = world.m.actor("user", world.bob)
+    publish_bytes_tariff(store, world.m, world.home, "identity", T0 - timedelta(days=1))
+    with store.write() as s:
+        request = submit_request(s, alice, services="identity", volume_bytes=10**10,
+                                 group=True, members=[{"kind": "user", "value": world.alice},
+                                                      {"kind": "user", "value": world.bob}],
+                                 now=T0)
+        assert request.status == "pledging"
+        group_id = group_of_request(s, request.id).id
+    with store.write() as s:
+        pledge(s, alice, group_id, 100, now=T0)
+        pledge(s, bob, group_id, 10**6, now=T0)
+    with store.write() as s:
+        close_pledges(s, alice, group_id, now=T0)
+    with store.read() as s:
+        award = s.scalars(select(Award)).one()
+        price, job = award.price_minor, award.job.id
+    assert price > 100                                     # alice's pledge does not cover it
+    report(store, world.m, world.home, job, 1, 10**10 + 7_777_777, T0 + timedelta(hours=1))
+    close(store, world)
+    with store.read() as s:
+        totals = {x.user_id: x.totals["EUR"] for x in s.scalars(select(Statement))}
+        prices = dict(s.execute(select(Statement.user_id, StatementLine.amount_minor)
+                                .join(StatementLine, StatementLine.statement_id == Statement.id)
+                                .where(StatementLine.kind == "price")).all())
+    usage = 10_111                      # 7,777,777 bytes at 0.013 per 1,000: 101.11 EUR
+    assert prices == {world.alice: 100, world.bob: price - 100}
+    assert sum(totals.values()) == price + usage
+    # the usage split as the price was (100 : 900), by largest remainder: 1011.1 -> 1011
+    assert totals == {world.alice: 100 + 1011, world.bob: price - 100 + usage - 1011}
