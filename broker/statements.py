@@ -137,6 +137,35 @@ def list_statements(session: Session, actor: Actor, *, user_id: int | None = Non
     return list(session.scalars(query.order_by(Statement.id).limit(limit)))
 
 
+def list_charges(session: Session, actor: Actor, user_id: int, *, after: int | None = None,
+                 limit: int = 100) -> list:
+    """A user's charge lines, oldest first, each with the statement it is on (None: not yet
+    billed); for the user (its devices), its home provider and an admin."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("user", user_id)
+    if not (actor.is_admin or actor.speaks_for_user(user_id)
+            or actor.speaks_for_provider(user.home_provider_id)):
+        raise NotYours(f"{actor} may not see user {user_id}'s charges", where=f"user {user_id}")
+    query = (select(Charge, StatementLine.statement_id)
+             .outerjoin(StatementLine, StatementLine.charge_id == Charge.id)
+             .where(Charge.user_id == user_id))
+    if after is not None:
+        query = query.where(Charge.id > after)
+    return list(session.execute(query.order_by(Charge.id).limit(limit)).all())
+
+
+def charge_view(row) -> dict:
+    c, statement_id = row
+    return {"id": c.id, "user_id": c.user_id, "provider_id": c.provider_id,
+            "home_provider_id": c.home_provider_id, "award_id": c.award_id, "job_id": c.job_id,
+            "usage_report_id": c.usage_report_id, "kind": c.kind,
+            "amount_minor": c.amount_minor, "currency": c.currency,
+            "minor_digits": c.minor_digits, "tariff_id": c.tariff_id,
+            "tariff_version": c.tariff_version, "rated_at": c.rated_at,
+            "statement_id": statement_id}
+
+
 # -- the statement's data ---------------------------------------------------------------------
 
 def _header(session: Session, statement: Statement) -> dict:

@@ -141,3 +141,21 @@ class ProfileOut(Out):
     profile: dict
     created_at: datetime
     updated_at: datetime
+
+
+class ChargeOut(Out):
+    id: int
+    user_id: int
+    provider_id: int
+    home_provider_id: int
+    award_id: int
+    job_id: int | None
+    usage_report_id: int | None
+    kind: str
+    amount_minor: int
+    currency: str
+    minor_digits: int
+    tariff_id: int | None
+    tariff_version: int | None
+    rated_at: datetime
+    statement_id: int | None = Field(description="the statement it is on; null: not billed yet")

@@ -48,6 +48,14 @@ def test_the_home_provider_closes_and_the_user_reads_its_statement(api, market):
     issued = api.home_key.get("/v1/statements", params={"limit": 1}).json()
     rest = api.home_key.get("/v1/statements", params={"cursor": issued["next_cursor"]}).json()
     assert len(issued["items"]) == len(rest["items"]) == 1 and rest["next_cursor"] is None
+    charges = api.alice.get(f"/v1/users/{api.alice_id}/charges", params={"limit": 1}).json()
+    assert [(c["kind"], c["amount_minor"], c["statement_id"]) for c in charges["items"]] == [
+        ("price", 500, mine[0]["id"])]
+    rest = api.alice.get(f"/v1/users/{api.alice_id}/charges",
+                         params={"cursor": charges["next_cursor"]}).json()["items"]
+    assert [(c["kind"], c["amount_minor"]) for c in rest] == [("bytes", 260)]
+    refused(api.bob.get(f"/v1/users/{api.alice_id}/charges"), None, 403)
+    refused(api.north_key.get(f"/v1/users/{api.alice_id}/charges"), None, 403)
     refused(api.alice.get("/v1/statements/999999"), None, 404)
     refused(api.alice.get(f"/v1/statements/{2**63}"), "statement_id")
 

@@ -13,6 +13,7 @@ from broker.api.responses import Page
 from broker.api.statement_models import (
     BillingSettingsIn,
     BillingSettingsOut,
+    ChargeOut,
     CloseIn,
     CloseOut,
     CreditIn,
@@ -120,6 +121,20 @@ def render_statement(statement_id: StatementId, request: Request, actor: Current
         statement = statements.get_statement(s, actor, statement_id)
         body = statements.rendered(s, statement, profile, format)
     return Response(body, media_type=MEDIA_TYPES[format])
+
+
+@router.get("/users/{user_id}/charges", response_model=Page[ChargeOut])
+def list_charges(user_id: Annotated[int, id_path("a user's id")], request: Request,
+                 actor: CurrentActor, page: Paging) -> dict:
+    """The user's charge lines (award prices, usage past the awards' terms), oldest first,
+    each with the statement it is on; for the user, its devices and its home provider."""
+    with store_of(request).read() as s:
+        rows = statements.list_charges(s, actor, user_id, after=page.after,
+                                       limit=page.limit + 1)
+        more = len(rows) > page.limit
+        rows = rows[:page.limit]
+        return {"items": [statements.charge_view(r) for r in rows],
+                "next_cursor": page.encode(rows[-1][0].id) if more and rows else None}
 
 
 @router.post("/statements/{statement_id}/finalize", response_model=StatementOut)
