@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 
 from broker import profile_book
-from broker.api.deps import CurrentActor, id_path, store_of
+from broker.api.deps import CurrentActor, IdemKey, id_path, store_of
 from broker.api.statement_models import ProfileIn, ProfileOut
 
 router = APIRouter(tags=["statements"])
@@ -31,7 +31,7 @@ def get_profile(user_id: UserId, name: Name, request: Request, actor: CurrentAct
 
 @router.put("/users/{user_id}/profiles/{name}", response_model=ProfileOut)
 def put_profile(user_id: UserId, name: Name, body: ProfileIn, request: Request,
-                actor: CurrentActor) -> dict:
+                actor: CurrentActor, key: IdemKey = None) -> dict:
     """Save a profile under its name (made or replaced; the same body again changes nothing).
     A profile with an unknown grouping key, column, sort key, locale or time zone is 422
     naming the field (``profile.group_by[2]``)."""
@@ -50,7 +50,7 @@ def put_profile(user_id: UserId, name: Name, body: ProfileIn, request: Request,
 
 @router.delete("/users/{user_id}/profiles/{name}", status_code=204, response_class=Response)
 def delete_profile(user_id: UserId, name: Name, request: Request,
-                   actor: CurrentActor) -> Response:
+                   actor: CurrentActor, key: IdemKey = None) -> Response:
     """Forget a profile; one that is gone already is not an error (a retry is safe)."""
     with store_of(request).write() as s:
         profile_book.delete_profile(s, actor, user_id, name)

@@ -47,7 +47,7 @@ def get_billing_settings(provider_id: ProviderId, request: Request,
 
 @router.put("/providers/{provider_id}/billing-settings", response_model=BillingSettingsOut)
 def put_billing_settings(provider_id: ProviderId, body: BillingSettingsIn, request: Request,
-                         actor: CurrentActor) -> dict:
+                         actor: CurrentActor, key: IdemKey = None) -> dict:
     """Set the billing period (the provider or its network); fixed once a period closed.
     Setting the same values again changes nothing."""
     with store_of(request).write() as s:
