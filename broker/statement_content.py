@@ -43,7 +43,8 @@ _on_line = aliased(StatementLine)  # the line a charge or note is on, if any
 _unassigned_charge = ~exists().where(_on_line.charge_id == Charge.id)
 _unassigned_note = ~exists().where(_on_line.credit_note_id == CreditNote.id)
 _CHARGES = (
-    select(Charge.id, Charge.user_id, Charge.kind, Charge.amount_minor, Charge.currency,
+    select(Charge.id, Charge.user_id, Charge.provider_id, Charge.kind, Charge.amount_minor,
+           Charge.currency,
            Charge.minor_digits, Charge.rated_at, Charge.award_id, Charge.job_id,
            Charge.usage_report_id, Provider.name.label("provider"),
            Network.name.label("network"), Award.services, Award.source, Award.auction_id,
@@ -72,8 +73,9 @@ _MEMBERS = (select(RequestMember.request_id, RequestMember.kind, User.name.label
 _NOTES = (select(CreditNote.id, CreditNote.user_id, CreditNote.amount_minor, CreditNote.currency,
                  CreditNote.minor_digits, CreditNote.created_at, CreditNote.reason,
                  CreditNote.corrects_charge_id, StatementLine.position,
-                 StatementLine.statement_id, StatementLine.attrs)
-          .join(StatementLine, StatementLine.charge_id == CreditNote.corrects_charge_id))
+                 StatementLine.statement_id, StatementLine.attrs, Charge.provider_id)
+          .join(StatementLine, StatementLine.charge_id == CreditNote.corrects_charge_id)
+          .join(Charge, Charge.id == CreditNote.corrects_charge_id))
 
 
 def _description(row) -> str:
@@ -98,7 +100,8 @@ def gather(session: Session, home_provider_id: int, user_ids: Iterable[int],
     """Per user, the lines its next statement from ``home_provider_id`` takes: each of its
     charges rated before ``before`` and each credit note made before it that is on no
     statement yet, in the order they are presented (time, then price before connect before
-    usage, then id). A line is a dict of the statement's line form without ``id``."""
+    usage, then id). A line is a dict of the statement's line form without ``id``, with the
+    delivering ``provider_id`` (for the ledger; not part of the stored line)."""
     users = sorted(set(user_ids))
     lines: dict[int, list[dict]] = {u: [] for u in users}
     if not users:
@@ -134,7 +137,8 @@ def gather(session: Session, home_provider_id: int, user_ids: Iterable[int],
             was = billable(terms, {"bytes_out": prior[0], "seconds": prior[1]})
             quantity, unit = after[r.kind] - was[r.kind], r.kind
         lines[r.user_id].append({
-            "charge_id": r.id, "credit_note_id": None, "kind": r.kind,
+            "charge_id": r.id, "credit_note_id": None, "provider_id": r.provider_id,
+            "kind": r.kind,
             "amount_minor": r.amount_minor, "currency": r.currency,
             "minor_digits": r.minor_digits, "at": r.rated_at,
             "provider": r.provider, "network": r.network, "services": r.services.split(","),
@@ -152,7 +156,8 @@ def gather(session: Session, home_provider_id: int, user_ids: Iterable[int],
         lines[n.user_id].append({
             **{k: corrected.get(k) for k in ("provider", "network", "services", "device",
                                              "phone", "recipients", "award_id", "job_id")},
-            "charge_id": None, "credit_note_id": n.id, "kind": CREDIT,
+            "charge_id": None, "credit_note_id": n.id, "provider_id": n.provider_id,
+            "kind": CREDIT,
             "amount_minor": n.amount_minor, "currency": n.currency,
             "minor_digits": n.minor_digits, "at": n.created_at, "usage_report_id": None,
             "usage_sequence": None, "quantity": None, "unit": None,
@@ -178,9 +183,9 @@ def _chunks(values: list, size: int = 900) -> Iterable[list]:
         yield values[i:i + size]
 
 
-ATTRS = ("provider", "network", "services", "device", "phone", "recipients", "award_id",
-         "job_id", "usage_report_id", "usage_sequence", "quantity", "unit", "corrects",
-         "description")
+ATTRS = ("provider_id", "provider", "network", "services", "device", "phone", "recipients",
+         "award_id", "job_id", "usage_report_id", "usage_sequence", "quantity", "unit",
+         "corrects", "description")
 
 
 def totals(lines: Iterable[dict]) -> dict[str, int]:

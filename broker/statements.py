@@ -10,7 +10,7 @@ delivered never sees a user's statement.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import exists, func, insert, literal, select
 from sqlalchemy.orm import Session, aliased
@@ -21,6 +21,7 @@ from broker.bounds import INT64_MAX
 from broker.clock import resolve_now
 from broker.errors import InvalidInput, NotFound, NotYours, WrongState
 from broker.idempotency import once
+from broker.ledger import post_many, statement_entries
 from broker.models import (
     BillingSettings,
     Charge,
@@ -35,6 +36,7 @@ from broker.statement_content import ATTRS, content_hash, gather, totals
 
 DRAFT, FINALIZED = "draft", "finalized"
 STATEMENT_FINALIZED = "statement.finalized"
+STATEMENT_POSTING = "statement"
 
 
 # -- settings and periods -------------------------------------------------------------------
@@ -47,7 +49,8 @@ def billing_settings(session: Session, provider_id: int, *, lock: bool = False) 
         if session.get(Provider, provider_id) is None:
             raise NotFound("provider", provider_id)
         settings = BillingSettings(provider_id=provider_id, period_months=1, cutoff_day=1,
-                                   timezone="UTC", next_number=1)
+                                   timezone="UTC", next_number=1, margin_ppm=0,
+                                   payment_terms_days=14)
         session.add(settings)
         session.flush()
         if lock:
@@ -56,9 +59,12 @@ def billing_settings(session: Session, provider_id: int, *, lock: bool = False) 
 
 
 def set_billing_settings(session: Session, actor: Actor, provider_id: int, *,
-                         period_months: int, cutoff_day: int, timezone: str) -> BillingSettings:
-    """Change the period and cut-off day; refused once a period has been closed (the periods
-    already billed would no longer line up with the new ones)."""
+                         period_months: int, cutoff_day: int, timezone: str,
+                         margin_ppm: int | None = None,
+                         payment_terms_days: int | None = None) -> BillingSettings:
+    """Change the period and cut-off day (refused once a period has been closed: the periods
+    already billed would no longer line up with the new ones); the margin on other providers'
+    charges and the payment terms apply to statements finalized from then on."""
     _require_home(actor, provider_id, "change billing settings")
     check_settings(period_months, cutoff_day, timezone)
     settings = billing_settings(session, provider_id, lock=True)
@@ -70,6 +76,14 @@ def set_billing_settings(session: Session, actor: Actor, provider_id: int, *,
                          f"longer change", field="period_months")
     settings.period_months, settings.cutoff_day, settings.timezone = (
         period_months, cutoff_day, timezone)
+    if margin_ppm is not None:
+        if not 0 <= margin_ppm <= 1_000_000:
+            raise InvalidInput("a margin is 0..1,000,000 millionths", field="margin_ppm")
+        settings.margin_ppm = margin_ppm
+    if payment_terms_days is not None:
+        if not 0 <= payment_terms_days <= 366:
+            raise InvalidInput("payment terms are 0..366 days", field="payment_terms_days")
+        settings.payment_terms_days = payment_terms_days
     return settings
 
 
@@ -86,7 +100,9 @@ def current_period(settings: BillingSettings, now: datetime) -> Period:
 def settings_view(settings: BillingSettings) -> dict:
     return {"provider_id": settings.provider_id, "period_months": settings.period_months,
             "cutoff_day": settings.cutoff_day, "timezone": settings.timezone,
-            "next_number": settings.next_number, "closed_through": settings.closed_through}
+            "next_number": settings.next_number, "closed_through": settings.closed_through,
+            "margin_ppm": settings.margin_ppm,
+            "payment_terms_days": settings.payment_terms_days}
 
 
 # -- access ---------------------------------------------------------------------------------
@@ -175,8 +191,8 @@ def _header(session: Session, statement: Statement) -> dict:
             "home_provider_id": statement.home_provider_id, "home_provider": home,
             "user_id": statement.user_id, "user": user, "period": statement.period,
             "period_start": statement.period_start, "period_end": statement.period_end,
-            "finalized_at": statement.finalized_at, "content_sha256": statement.content_sha256,
-            "totals": statement.totals}
+            "finalized_at": statement.finalized_at, "due_at": statement.due_at,
+            "content_sha256": statement.content_sha256, "totals": statement.totals}
 
 
 def _stored_lines(session: Session, statement_id: int) -> list[dict]:
@@ -302,11 +318,12 @@ def finalize_batch(session: Session, home_provider_id: int, statement_ids: list[
     names = dict(session.execute(select(User.id, User.name).where(
         User.id.in_(sorted({s.user_id for s in statements})))).all())
     home = session.scalar(select(Provider.name).where(Provider.id == home_provider_id))
-    line_rows, events = [], []
+    line_rows, events, postings = [], [], {}
     number = settings.next_number
+    terms = timedelta(days=settings.payment_terms_days)
     for s in statements:
         lines = [{"position": i, **line} for i, line in enumerate(gathered[s.id], 1)]
-        s.number, s.status, s.finalized_at = number, FINALIZED, now
+        s.number, s.status, s.finalized_at, s.due_at = number, FINALIZED, now, now + terms
         s.totals, s.line_count = totals(lines), len(lines)
         header = {"home_provider_id": home_provider_id, "user_id": s.user_id,
                   "period": s.period, "period_start": s.period_start,
@@ -320,6 +337,8 @@ def finalize_batch(session: Session, home_provider_id: int, statement_ids: list[
                 "kind": line["kind"], "amount_minor": line["amount_minor"],
                 "currency": line["currency"], "minor_digits": line["minor_digits"],
                 "at": line["at"], "attrs": _attrs(line)})
+        postings[str(s.id)] = statement_entries(home_provider_id, s.user_id,
+                                                settings.margin_ppm, lines)
         events.append({"user_id": s.user_id, "kind": STATEMENT_FINALIZED, "created_at": now,
                        "payload": {"statement_id": s.id, "number": s.number,
                                    "period": s.period, "home_provider": home,
@@ -333,6 +352,7 @@ def finalize_batch(session: Session, home_provider_id: int, statement_ids: list[
     if line_rows:
         conn.execute(insert(StatementLine.__table__), line_rows)
     conn.execute(insert(DeviceEvent.__table__), events)
+    post_many(session, STATEMENT_POSTING, postings, now=now)  # what the users now owe
     return statements
 
 

@@ -21,6 +21,11 @@ class BillingSettingsIn(Body):
     cutoff_day: int = Field(1, ge=1, le=28, description="the day of the month a period starts")
     timezone: str = Field("UTC", min_length=1, max_length=64,
                           description="IANA zone; periods start at midnight there")
+    margin_ppm: int | None = Field(None, ge=0, le=1_000_000,
+                                   description="millionths of another provider's charge the "
+                                               "home provider keeps (unchanged when left out)")
+    payment_terms_days: int | None = Field(None, ge=0, le=366,
+                                           description="days a user has to pay a statement")
 
 
 class BillingSettingsOut(Out):
@@ -30,6 +35,8 @@ class BillingSettingsOut(Out):
     timezone: str
     next_number: int
     closed_through: datetime | None
+    margin_ppm: int
+    payment_terms_days: int
 
 
 class CloseIn(Body):
@@ -64,6 +71,7 @@ class StatementLineOut(Out):
     currency: str
     minor_digits: int
     at: datetime
+    provider_id: int | None = Field(description="the delivering provider")
     provider: str | None
     network: str | None
     services: list[str] | None
@@ -93,6 +101,7 @@ class StatementSummary(Out):
     line_count: int | None
     content_sha256: str | None
     finalized_at: datetime | None
+    due_at: datetime | None
 
 
 class StatementOut(Out):
@@ -107,6 +116,7 @@ class StatementOut(Out):
     period_start: datetime
     period_end: datetime
     finalized_at: datetime | None
+    due_at: datetime | None
     content_sha256: str | None
     totals: dict[str, int]
     lines: list[StatementLineOut]

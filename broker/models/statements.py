@@ -38,6 +38,8 @@ class BillingSettings(Base):
         CheckConstraint("cutoff_day BETWEEN 1 AND 28", name="cutoff_day"),
         CheckConstraint("period_months IN (1, 2, 3, 4, 6, 12)", name="period_months"),
         CheckConstraint("next_number >= 1", name="next_number"),
+        CheckConstraint("margin_ppm BETWEEN 0 AND 1000000", name="margin"),
+        CheckConstraint("payment_terms_days BETWEEN 0 AND 366", name="terms"),
     )
 
     provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"), primary_key=True)
@@ -46,6 +48,10 @@ class BillingSettings(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     next_number: Mapped[int] = mapped_column(BigInteger, default=1)
     closed_through: Mapped[datetime | None]
+    # What the home provider keeps of another provider's charge (millionths; the rest it owes
+    # that provider), and how long a user has to pay a finalized statement.
+    margin_ppm: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    payment_terms_days: Mapped[int] = mapped_column(Integer, default=14, server_default="14")
 
 
 class Statement(HasId, HasCreated, Base):
@@ -77,6 +83,7 @@ class Statement(HasId, HasCreated, Base):
     line_count: Mapped[int | None] = mapped_column(Integer)
     content_sha256: Mapped[str | None] = mapped_column(String(64))
     finalized_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
 
 
 class StatementLine(HasId, Base):

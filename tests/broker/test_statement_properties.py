@@ -13,7 +13,9 @@ read back with plain queries and held to these rules, computed here from the row
 4. after a close of a new period P ran to its end, every charge rated before P's end that
    existed when the close began is on a statement, late ones of earlier periods included
    (nothing is left behind, nothing billed twice);
-5. a statement is the user's own: each line's charge or credit note is the statement's user's.
+5. a statement is the user's own: each line's charge or credit note is the statement's user's;
+6. the ledger balances: every posting sums to zero per currency, and what each user owes
+   (its receivable account) is the sum of its finalized statements.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from marketplace import Market
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from broker import statements as st_
 from broker.errors import BrokerError
@@ -46,6 +48,8 @@ from broker.models import (
     DeliveryJob,
     DeviceEvent,
     IdempotencyRecord,
+    LedgerEntry,
+    LedgerPosting,
     RequestMember,
     ServiceRequest,
     Statement,
@@ -56,9 +60,9 @@ from broker.models import (
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 MONTHS = 8  # the months the machine may bill, January to August 2024
-BILLING = (StatementLine, CreditNote, DeviceEvent, Statement, BillingSettings, Charge,
-           UsageReport, DeliveryJob, AwardPayer, Award, RequestMember, ServiceRequest,
-           IdempotencyRecord, TariffVersion)
+BILLING = (LedgerEntry, LedgerPosting, StatementLine, CreditNote, DeviceEvent, Statement,
+           BillingSettings, Charge, UsageReport, DeliveryJob, AwardPayer, Award, RequestMember,
+           ServiceRequest, IdempotencyRecord, TariffVersion)
 USERS = ("alice", "bob", "carol")
 
 
@@ -217,6 +221,21 @@ class StatementMachine(RuleBasedStateMachine):
                 assert x.totals == {c: v for c, v in sums[x.id].items()} and intact[x.id]
         billed = {ln.charge_id for ln in lines if ln.charge_id}
         assert self.must_be_billed <= billed, self.must_be_billed - billed          # rule 4
+        owed: Counter = Counter()
+        for x in statements.values():
+            if x.status == "finalized":
+                owed[f"receivable:user:{x.user_id}"] += x.totals.get("EUR", 0)
+        with self.w.store.read() as s:
+            unbalanced = s.execute(select(LedgerEntry.posting_id, LedgerEntry.currency)
+                                   .group_by(LedgerEntry.posting_id, LedgerEntry.currency)
+                                   .having(func.sum(LedgerEntry.amount_minor) != 0)).all()
+            receivable = dict(s.execute(
+                select(LedgerEntry.account, func.sum(LedgerEntry.amount_minor))
+                .where(LedgerEntry.account.startswith("receivable:"))
+                .group_by(LedgerEntry.account)).all())
+        assert unbalanced == []                                                     # rule 6
+        assert {a: m for a, m in receivable.items() if m} == {a: m for a, m in owed.items()
+                                                              if m}
 
 
 def test_statements_keep_their_rules_under_random_billing(store):

@@ -310,3 +310,42 @@ def test_a_sponsored_member_is_billed_only_its_pledge(store, world):
     assert sum(totals.values()) == price + usage
     # the usage split as the price was (100 : 900), by largest remainder: 1011.1 -> 1011
     assert totals == {world.alice: 100 + 1011, world.bob: price - 100 + usage - 1011}
+
+
+def test_a_finalized_statement_is_posted_to_the_ledger_with_the_home_providers_margin(
+        store, world):
+    """alice owes her statement's total; home keeps 10% of north's charges and its own
+    deliveries whole, and owes north the rest; every posting sums to zero."""
+    from broker import ledger
+    from broker.models import LedgerEntry
+
+    with store.write() as s:
+        st.set_billing_settings(s, world.m.actor("provider", world.home), world.home,
+                                period_months=1, cutoff_day=1, timezone="UTC",
+                                margin_ppm=100_000, payment_terms_days=10)
+    two_providers_billing(store, world)
+    close(store, world)
+    with store.read() as s:
+        alice = s.scalars(select(Statement).where(Statement.user_id == world.alice)).one()
+        assert alice.due_at == alice.finalized_at + timedelta(days=10)
+        owed = ledger.balance(s, ledger.receivable(world.alice), "EUR")
+        to_north = ledger.balance(s, ledger.payable(world.home, world.north), "EUR")
+        to_south = ledger.balance(s, ledger.payable(world.home, world.south), "EUR")
+        kept = ledger.balance(s, ledger.revenue(world.home), "EUR")
+        per_posting = s.execute(select(LedgerEntry.posting_id, func.sum(LedgerEntry.amount_minor))
+                                .group_by(LedgerEntry.posting_id)).all()
+        alice_id, alice_total = alice.id, alice.totals["EUR"]
+    assert owed == alice_total == 500 + 260 + 390 + 1   # and 0.01 for home's own identity
+    assert to_north == -(1150 - 115)                   # 10% of 11.50 kept by home
+    assert to_south == -(302 - 30)                     # 10% of 3.02, rounded toward zero
+    assert kept == -(115 + 30 + 1)
+    assert per_posting and all(total == 0 for _p, total in per_posting)
+    with store.write() as s:                           # the same event again: one posting
+        entries = ledger.statement_entries(
+            world.home, world.alice, 100_000,
+            st.statement_document(s, s.get(Statement, alice_id))["lines"])
+        first = s.scalar(select(func.min(LedgerEntry.posting_id)))
+        assert ledger.post(s, "statement", str(alice_id), entries) in {first, first + 1}
+        with pytest.raises(Exception) as caught:
+            ledger.post(s, "statement", str(alice_id), entries[:-1])
+        assert "other entries" in str(caught.value) or "sum to zero" in str(caught.value)

@@ -34,7 +34,7 @@ def _summary(s) -> dict:
             "home_provider_id": s.home_provider_id, "user_id": s.user_id, "period": s.period,
             "period_start": s.period_start, "period_end": s.period_end, "totals": s.totals,
             "line_count": s.line_count, "content_sha256": s.content_sha256,
-            "finalized_at": s.finalized_at}
+            "finalized_at": s.finalized_at, "due_at": s.due_at}
 
 
 @router.get("/providers/{provider_id}/billing-settings", response_model=BillingSettingsOut)
@@ -53,7 +53,8 @@ def put_billing_settings(provider_id: ProviderId, body: BillingSettingsIn, reque
     with store_of(request).write() as s:
         return statements.settings_view(statements.set_billing_settings(
             s, actor, provider_id, period_months=body.period_months,
-            cutoff_day=body.cutoff_day, timezone=body.timezone))
+            cutoff_day=body.cutoff_day, timezone=body.timezone, margin_ppm=body.margin_ppm,
+            payment_terms_days=body.payment_terms_days))
 
 
 @router.post("/providers/{provider_id}/billing/close", response_model=CloseOut)
