@@ -84,6 +84,10 @@ class Statement(HasId, HasCreated, Base):
     content_sha256: Mapped[str | None] = mapped_column(String(64))
     finalized_at: Mapped[datetime | None]
     due_at: Mapped[datetime | None]
+    # Payments against the statement (kept by the payments code): how much of its total has
+    # been paid, net of refunds, and when it was paid in full (null: not yet).
+    paid_minor: Mapped[int] = mapped_column(Minor, default=0, server_default="0")
+    paid_at: Mapped[datetime | None]
 
 
 class StatementLine(HasId, Base):

@@ -7,7 +7,7 @@ Create Date: 2026-11-30 09:40:00
 Postings (one per event that moves money, unique by kind and reference) and their entries
 (summing to zero per currency); `billing_settings` gains the home provider's margin on other
 providers' charges and its payment terms; a finalized statement gains its due date
-(docs/billing.md, "Ledger").
+and what has been paid of it (docs/billing.md, "Ledger").
 """
 
 # ruff: noqa: E501
@@ -56,11 +56,15 @@ def upgrade() -> None:
 
     with op.batch_alter_table('statements', schema=None) as batch_op:
         batch_op.add_column(sa.Column('due_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('paid_minor', sa.BigInteger(), server_default='0', nullable=False))
+        batch_op.add_column(sa.Column('paid_at', sa.DateTime(timezone=True), nullable=True))
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('statements', schema=None) as batch_op:
+        batch_op.drop_column('paid_at')
+        batch_op.drop_column('paid_minor')
         batch_op.drop_column('due_at')
 
     with op.batch_alter_table('billing_settings', schema=None) as batch_op:
