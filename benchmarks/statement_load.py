@@ -124,3 +124,60 @@ def _next_id(session, model) -> int:
     from sqlalchemy import func, select
 
     return (session.scalar(select(func.max(model.id))) or 0) + 1
+
+
+TARGET_CLOSE_S = 30.0
+
+
+@dataclass
+class CloseTimes:
+    users: int
+    lines: int
+    in_process_s: float
+    whole_process_s: float
+    statements: int
+    exact: bool  # every charge on one line, the lines adding up to what was charged
+
+
+def time_close(users: int = 10_000, lines_per_user: int = 20) -> CloseTimes:
+    """Close one period of ``users`` x ``lines_per_user`` lines twice on copies of one SQLite
+    file: in process (`close_period`) and as a user runs it (``pktx broker billing close``,
+    start-up included)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from sqlalchemy import func, select
+
+    from broker.actors import Actor
+    from broker.models import StatementLine
+    from broker.statements import close_period
+    from broker.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="pktx-bench-close-") as tmp:
+        template = Path(tmp) / "template.sqlite3"
+        billed = populate(f"sqlite:///{template}", users, lines_per_user)
+        first, second = Path(tmp) / "a.sqlite3", Path(tmp) / "b.sqlite3"
+        shutil.copyfile(template, first)
+        shutil.copyfile(template, second)
+        store = Store(f"sqlite:///{first}", migrate=False)
+        started = time.perf_counter()
+        summary = close_period(store.write, Actor("admin", 1), billed.home_id, PERIOD)
+        in_process = time.perf_counter() - started
+        with store.read() as s:
+            on_lines = s.scalar(select(func.count()).select_from(StatementLine))
+            total = s.scalar(select(func.sum(StatementLine.amount_minor)))
+        store.dispose()
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "engine.cli", "broker", "billing", "close",
+                              "--db", f"sqlite:///{second}", "--period", PERIOD],
+                             capture_output=True, check=True)
+        whole = time.perf_counter() - started
+        cli = json.loads(out.stdout)["providers"][0]
+    exact = (on_lines == billed.lines and total == billed.charged_minor
+             and cli["lines"] == billed.lines and cli["totals"] == {"EUR": billed.charged_minor})
+    return CloseTimes(users, billed.lines, in_process, whole, summary["statements"], exact)
