@@ -184,11 +184,13 @@ class CaptureWriter:
                        + opt + struct.pack("<I", blen))
 
     def _write_pcap(self, batch: PacketBatch) -> None:
-        kinds = np.unique(batch.linktypes)
-        if len(kinds) != 1 or int(kinds[0]) != self._linktype:
+        # Not np.unique: it imports numpy.ma (20 ms of a 0.3 s pktx deliver) to ask whether
+        # the array is masked.
+        linktypes = batch.linktypes
+        if len(linktypes) and bool((linktypes != self._linktype).any()):
             raise EngineError(
                 f"pcap holds one link type ({self._linktype}); this batch has "
-                f"{sorted(int(k) for k in kinds)}: write pcapng instead")
+                f"{sorted(set(linktypes.tolist()))}: write pcapng instead")
         out = self._scratch(int(batch.caplen.sum(dtype=np.int64)) + 16 * len(batch))
         n = self.packer.pack_pcap(batch.data, batch.offsets, batch.caplen, batch.origlen,
                                   batch.ts_ns, self._pcap_nano, out)
