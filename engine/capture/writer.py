@@ -68,10 +68,15 @@ class CaptureWriter:
             fd, self._tmp = tempfile.mkstemp(
                 prefix=f".{os.path.basename(self.path)}.", suffix=".part",
                 dir=os.path.dirname(os.path.abspath(self.path)))
-            # mkstemp makes the file private (0600); the capture gets the mode a plain open
-            # would give it: the replaced file's, or 0666 less the umask.
-            os.fchmod(fd, stat.S_IMODE(existing.st_mode) if existing else 0o666 & ~_umask())
-            self._file = os.fdopen(fd, "wb")
+            try:
+                # mkstemp makes the file private (0600); the capture gets the mode a plain
+                # open would give it: the replaced file's, or 0666 less the umask.
+                os.fchmod(fd, stat.S_IMODE(existing.st_mode) if existing else 0o666 & ~_umask())
+                self._file = os.fdopen(fd, "wb")
+            except BaseException:  # an error or a signal: no temporary file left behind
+                os.close(fd)
+                os.unlink(self._tmp)
+                raise
         self._header_done = False
         # Where each snaplen field sits in the file, its value, and the longest packet written
         # under it: a service may lengthen packets (encrypt, compress), and a reader cuts

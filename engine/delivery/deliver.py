@@ -355,6 +355,9 @@ class Delivery:
             on_poison=o.on_poison, task_timeout_s=o.task_timeout_s,
             no_worker_timeout_s=o.wait_workers_s, flow_affinity=o.flow_affinity,
             curve_dir=o.curve_dir, context=ctx)
+        segments: queue.Queue = queue.Queue(maxsize=4)
+        outbox: queue.Queue = queue.Queue()
+        sink_thread = None
         try:
             sink = open_sink(self.sink_url, format=self.sink_format,
                              ts_resolution=self.sink_resolution, on_ack=self.meter.record_out,
@@ -365,9 +368,6 @@ class Delivery:
             self._stop_local_workers()
             d.close()
             raise
-        segments: queue.Queue = queue.Queue(maxsize=4)
-        outbox: queue.Queue = queue.Queue()
-        sink_thread = None
         try:
             if n_local and not spawned:
                 self._spawn_workers(d.endpoint, n_local)

@@ -35,10 +35,11 @@ attacker cannot strip the encryption off ordinary packets; what it passes so is 
 authenticated. (``encrypt`` still refuses a too-large payload that begins with the header,
 which ``decrypt`` could not tell from a damaged encrypted one.)
 
-How it runs: everything but the cipher call is done for the whole segment in compiled code
-(``engine.services.payload``, ``engine.packet.payload_kernels``); per packet, Python only calls
-``encrypt_into``/``decrypt_into``, from ``map()``, with nonce and associated-data views kept by
-the service (see docs/engine.md).
+How it runs: everything is done for the whole segment in compiled code
+(``engine.services.payload``, ``engine.packet.payload_kernels``), the cipher too: one call into
+libcrypto per segment (``ext._aesgcm``) where it was built; else, per packet, Python calls
+``encrypt_into``/``decrypt_into`` from ``map()`` with nonce and associated-data views kept by
+the service (see docs/engine.md). Both write the same bytes.
 
 Every other payload ``decrypt`` takes must authenticate: one that does not (wrong key,
 modified bytes, no header: ``not_encrypted``) is counted in ``auth_failures`` and dropped
