@@ -259,6 +259,11 @@ class Delivery:
         how = o.worker_start or local.default_start_method()
         if how not in local.START_METHODS:
             raise EngineError(f"worker start {how!r}: one of {', '.join(local.START_METHODS)}")
+        if how == "fork":
+            # Once here, not once per worker: forked, they start with it done.
+            from engine.services.warm import warm_chain
+
+            warm_chain(self.chain)
         for i in range(n):
             if how == "fork":
                 self.local_workers.append(local.fork_worker(
