@@ -22,6 +22,28 @@ _EXTENSIONS = [
     if os.path.exists(f"ext/{name}.pyx")
 ]
 
+
+def _have_libcrypto() -> bool:
+    """Whether OpenSSL's headers and libcrypto are there to build the segment cipher against
+    (PKTX_NO_OPENSSL=1 skips it; the services then call ``cryptography`` per packet)."""
+    if os.environ.get("PKTX_NO_OPENSSL") or os.name == "nt":
+        return False
+    try:
+        from setuptools._distutils.ccompiler import new_compiler
+        from setuptools._distutils.sysconfig import customize_compiler
+
+        cc = new_compiler()
+        customize_compiler(cc)
+        return cc.has_function("EVP_aes_256_gcm", includes=["openssl/evp.h"],
+                               libraries=["crypto"])
+    except Exception:  # no compiler, no headers: build without it
+        return False
+
+
+if os.path.exists("ext/_aesgcm.pyx") and _have_libcrypto():
+    _EXTENSIONS.append(Extension("ext._aesgcm", ["ext/_aesgcm.pyx"], libraries=["crypto"],
+                                 extra_compile_args=_ARGS))
+
 setup(
     ext_modules=cythonize(
         _EXTENSIONS,

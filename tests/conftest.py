@@ -1,5 +1,5 @@
 """Test-wide setup: the shared helper modules (``locations``, and the engine's ``naive``,
-``capture_craft``, ``capbuild``) import by name from any test folder."""
+``capture_craft``) import by name from any test folder."""
 
 from __future__ import annotations
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
-from engine import __version__
+# The engine does no linear algebra: numpy's OpenBLAS need not start a thread per core when it
+# loads (and stop them at exit), which is 40% of importing numpy on a 2-core machine. Set before
+# anything imports numpy; a value the user set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from engine.cli import bench, capture_commands, delivery_commands, demo
 from engine.cli.delivery_commands import Terminated
 from engine.errors import EngineError
@@ -25,6 +30,7 @@ def version_text() -> str:
     import numba
     import numpy
 
+    from engine import __version__
     from engine.capture import backend
 
     return (f"pktx {__version__} ({backend.describe()}; numpy {numpy.__version__}, "
@@ -39,7 +45,10 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``pktx`` parser. Given the command line, the broker's commands are added only when
+    it may need them (a ``broker`` command, help, or no command): the others do not pay for
+    building its two dozen subparsers."""
     p = argparse.ArgumentParser(
         prog="pktx", description="packet-exchange: a market for packet-processing services "
                                  "and the engine that delivers them.")
@@ -51,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_commands(sub)
     delivery_commands.add_commands(sub)
     bench.add_commands(sub)
+    if argv is not None and _engine_command(argv, set(sub.choices)):
+        return p
     try:
         from broker.cli import add_broker_commands
     except ImportError:
@@ -60,8 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _engine_command(argv: list[str], engine_commands: set[str]) -> bool:
+    """Whether ``argv`` runs one of the engine's own commands (the first word that is not an
+    option; pktx's own options take no value)."""
+    if any(a in ("-h", "--help") for a in argv):
+        return False
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return command in engine_commands
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="pktx: %(levelname)s: %(message)s")

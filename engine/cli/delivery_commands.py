@@ -50,6 +50,9 @@ def add_commands(sub) -> None:
     s.add_argument("--credit", type=A.positive_int, default=4,
                    help="segments each local worker holds at once")
     s.add_argument("--curve", metavar="DIR", help="CURVE key folder (pktx keys generate)")
+    s.add_argument("--worker-start", choices=("fork", "spawn"), default=None,
+                   help="how local workers start: fork (from this process, nothing imported "
+                        "twice; the default on Linux) or spawn (a pktx worker process each)")
     s.add_argument("--format", choices=("pcap", "pcapng"), help="output file format")
     s.add_argument("--ts-resolution", choices=("us", "ns"),
                    help="timestamp resolution of every output interface (default: each keeps "
@@ -126,7 +129,8 @@ def cmd_deliver(args) -> int:
         idle_timeout=args.idle_timeout, wait_workers_s=args.wait_workers,
         min_workers=args.min_workers, heartbeat_ms=args.heartbeat_ms, liveness=args.liveness,
         task_timeout_s=args.task_timeout, max_attempts=args.max_attempts,
-        on_poison=args.on_poison, downstream_timeout_s=args.downstream_timeout)
+        on_poison=args.on_poison, downstream_timeout_s=args.downstream_timeout,
+        worker_start=args.worker_start)
     delivery = Delivery(args.source, args.output, opts)
     if delivery.source.live:
         _stop_on_signal(delivery.source)

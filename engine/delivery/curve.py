@@ -80,6 +80,14 @@ def secure_server(ctx: zmq.Context, sock: zmq.Socket, folder) -> ThreadAuthentic
     return auth
 
 
+def check_client_keys(folder, *, name: str = "worker") -> None:
+    """Raise the error ``secure_client`` would, without a socket (before local workers start,
+    so that a bad folder is one clean error of the dispatcher, not one per worker)."""
+    d = Path(folder)
+    _load(d / f"{name}.key_secret", True)
+    _load(d / "server.key", False)
+
+
 def secure_client(sock: zmq.Socket, folder, *, name: str = "worker") -> None:
     """Make ``sock`` a CURVE client with the worker key pair, trusting the folder's server."""
     d = Path(folder)

@@ -15,7 +15,6 @@ import os
 import queue
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,6 +25,7 @@ import zmq
 
 from engine.capture.batch import PacketBatch
 from engine.capture.pcapformat import format_for_path
+from engine.delivery import local
 from engine.delivery import protocol as P
 from engine.delivery.dispatcher import DeliveryError, Dispatcher, wake
 from engine.delivery.meter import Meter, TokenBucket
@@ -72,7 +72,10 @@ class DeliveryOptions:
     downstream_timeout_s: float = 30.0  # zmq:// sink: fail after this long with no ack
     window: int | None = None
     progress: bool = False
-    worker_args: list[str] = field(default_factory=list)  # extra flags for local workers
+    worker_args: list[str] = field(default_factory=list)  # extra flags for spawned workers
+    # How local workers start: "fork" (from this process, nothing imported twice) or "spawn"
+    # (a ``pktx worker`` process each); None: fork where the platform has it.
+    worker_start: str | None = None
 
 
 DEFAULT_SEGMENT_PACKETS = 2048
@@ -103,7 +106,7 @@ class Delivery:
         self.sink_format = o.format or format_for_path(sink, fmt)
         self.sink_resolution = o.ts_resolution or res
         self.meter = Meter(min_rate_bps=o.min_rate_bps, max_rate_bps=o.max_rate_bps)
-        self.local_workers: list[subprocess.Popen] = []
+        self.local_workers: list[subprocess.Popen | local.ForkedWorker] = []
         self._stop = threading.Event()
         self._sink_error: BaseException | None = None
         self._segment_ends: collections.deque[int | None] = collections.deque()
@@ -253,15 +256,23 @@ class Delivery:
 
     def _spawn_workers(self, endpoint: str, n: int) -> None:
         o = self.opts
-        cmd = [sys.executable, "-m", "engine.cli", "worker", "--connect", endpoint,
-               "--exit-on-disconnect", "--credit", str(o.credit),
-               "--heartbeat-ms", str(o.heartbeat_ms), "--liveness", str(o.liveness),
-               "--max-idle", "30", "--quiet", *o.worker_args]
-        if self.opts.curve_dir:
-            cmd += ["--curve", self.opts.curve_dir]
+        how = o.worker_start or local.default_start_method()
+        if how not in local.START_METHODS:
+            raise EngineError(f"worker start {how!r}: one of {', '.join(local.START_METHODS)}")
+        if how == "fork":
+            # Once here, not once per worker: forked, they start with it done.
+            from engine.services.warm import warm_chain
+
+            warm_chain(self.chain)
         for i in range(n):
-            self.local_workers.append(subprocess.Popen(
-                [*cmd, "--name", f"local-{i}"], stdin=subprocess.DEVNULL))
+            if how == "fork":
+                self.local_workers.append(local.fork_worker(
+                    endpoint, f"local-{i}", credit=o.credit, heartbeat_ms=o.heartbeat_ms,
+                    liveness=o.liveness, curve_dir=o.curve_dir))
+            else:
+                self.local_workers.append(local.spawn_worker(
+                    endpoint, f"local-{i}", credit=o.credit, heartbeat_ms=o.heartbeat_ms,
+                    liveness=o.liveness, curve_dir=o.curve_dir, extra_args=o.worker_args))
 
     def _local_workers_gone(self) -> str | None:
         """Why no local worker can serve any more (all have exited), or None."""
@@ -289,6 +300,11 @@ class Delivery:
 
             worker_of_packets(PacketBatch.from_packets([b"\0" * 60] * 4), 4)
 
+    def _stop_local_workers(self) -> None:
+        for p in self.local_workers:
+            p.terminate()
+        self._reap_workers(5)
+
     def _reap_workers(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         for p in self.local_workers:
@@ -315,6 +331,10 @@ class Delivery:
             # else on the host can connect), and the workers started before anything else, so
             # that their start-up (Python, numpy, the services) runs beside ours. They connect
             # before the dispatcher binds; ZeroMQ keeps trying until it does.
+            if o.curve_dir:
+                from engine.delivery.curve import check_client_keys
+
+                check_client_keys(o.curve_dir)
             ipc_dir = tempfile.mkdtemp(prefix="pktx-")
             bind = f"ipc://{ipc_dir}/dispatcher"
             self._spawn_workers(bind, n_local)
@@ -323,9 +343,7 @@ class Delivery:
         try:
             return self._run(bind, n_local, ctx, spawned=ipc_dir is not None)
         except BaseException:
-            for p in self.local_workers:  # a setup failure must not leave them running
-                p.terminate()
-            self._reap_workers(5)
+            self._stop_local_workers()  # a setup failure must not leave them running
             raise
         finally:
             if ipc_dir is not None:
@@ -342,16 +360,19 @@ class Delivery:
             on_poison=o.on_poison, task_timeout_s=o.task_timeout_s,
             no_worker_timeout_s=o.wait_workers_s, flow_affinity=o.flow_affinity,
             curve_dir=o.curve_dir, context=ctx)
+        segments: queue.Queue = queue.Queue(maxsize=4)
+        outbox: queue.Queue = queue.Queue()
+        sink_thread = None
         try:
             sink = open_sink(self.sink_url, format=self.sink_format,
                              ts_resolution=self.sink_resolution, on_ack=self.meter.record_out,
                              ack_timeout_s=o.downstream_timeout_s)
         except BaseException:
+            # The workers go before the socket they may have reached (else they would report
+            # the lost connection before the error that ends the run).
+            self._stop_local_workers()
             d.close()
             raise
-        segments: queue.Queue = queue.Queue(maxsize=4)
-        outbox: queue.Queue = queue.Queue()
-        sink_thread = None
         try:
             if n_local and not spawned:
                 self._spawn_workers(d.endpoint, n_local)
@@ -392,9 +413,7 @@ class Delivery:
                 sink_thread.join(5)
             sink.abort(str(exc))
             d.broadcast_disconnect("stream failed")
-            for p in self.local_workers:
-                p.terminate()
-            self._reap_workers(5)
+            self._stop_local_workers()
             d.close()
             if isinstance(exc, EngineError | KeyboardInterrupt):
                 raise

@@ -43,8 +43,14 @@ class FileSink(Sink):
 
     def __init__(self, path: str, *, format: str = "pcap", ts_resolution: str = "us") -> None:
         self.url = path
-        with self._named():
-            self.writer = CaptureWriter(path, format=format, ts_resolution=ts_resolution)
+        self.writer = None
+        try:
+            with self._named():
+                self.writer = CaptureWriter(path, format=format, ts_resolution=ts_resolution)
+        except BaseException:  # a signal just after the file was made: it must not stay
+            if self.writer is not None:
+                self.writer.abort()
+            raise
 
     @contextlib.contextmanager
     def _named(self):

@@ -16,13 +16,13 @@ import os
 import queue
 import signal
 import socket
+import struct
 import threading
 import time
 from collections import OrderedDict
 
 import numpy as np
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from engine.capture.batch import PacketBatch
 from engine.delivery import protocol as P
@@ -189,13 +189,15 @@ class Worker:
                             return "served" if served else "silent"
                     now = time.monotonic()
                 if monitor in events:
-                    evt = recv_monitor_message(monitor)
-                    if evt["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    event = _monitor_event(monitor)
+                    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                         log.error("worker %s: refused by the dispatcher at %s: CURVE "
                                   "authentication failed (wrong key?)", self.name, self.endpoint)
                         outcome = "refused"
                         return outcome
-                    if evt["event"] == zmq.EVENT_DISCONNECTED:
+                    if event == zmq.EVENT_DISCONNECTED and self._stopping:
+                        return "exit"  # asked to stop, and the dispatcher is gone too
+                    if event == zmq.EVENT_DISCONNECTED:
                         # ZeroMQ would reconnect this socket by itself, perhaps to another
                         # dispatcher on the same endpoint: a new session (new socket, READY)
                         # instead, and what this one held is dropped, never sent there.
@@ -346,6 +348,15 @@ class Worker:
                     P.dumps({"service": service, "error": f"{type(exc).__name__}: {exc}"})]
         self.tasks_done += 1
         return [P.PROTOCOL, P.RESULT, header.pack(), P.dumps(counters), *parts]
+
+
+def _monitor_event(monitor: zmq.Socket) -> int:
+    """The event number of the next message of a socket monitor (zmq_socket_monitor(3): a
+    frame of a 16-bit event number and a 32-bit value in the host's byte order, then the
+    endpoint). pyzmq's ``zmq.utils.monitor`` parses the same, but importing it imports asyncio,
+    a fifth of a worker's start-up."""
+    frames = monitor.recv_multipart()
+    return struct.unpack_from("=H", frames[0])[0]
 
 
 def kept_positions(seq: np.ndarray | None, count: int) -> np.ndarray:

@@ -35,10 +35,11 @@ attacker cannot strip the encryption off ordinary packets; what it passes so is 
 authenticated. (``encrypt`` still refuses a too-large payload that begins with the header,
 which ``decrypt`` could not tell from a damaged encrypted one.)
 
-How it runs: everything but the cipher call is done for the whole segment in compiled code
-(``engine.services.payload``, ``engine.packet.payload_kernels``); per packet, Python only calls
-``encrypt_into``/``decrypt_into``, from ``map()``, with nonce and associated-data views kept by
-the service (see docs/engine.md).
+How it runs: everything is done for the whole segment in compiled code
+(``engine.services.payload``, ``engine.packet.payload_kernels``), the cipher too: one call into
+libcrypto per segment (``ext._aesgcm``) where it was built; else, per packet, Python calls
+``encrypt_into``/``decrypt_into`` from ``map()`` with nonce and associated-data views kept by
+the service (see docs/engine.md). Both write the same bytes.
 
 Every other payload ``decrypt`` takes must authenticate: one that does not (wrong key,
 modified bytes, no header: ``not_encrypted``) is counted in ``auth_failures`` and dropped
@@ -74,6 +75,11 @@ from engine.services.payload import (
     reserve,
     select,
 )
+
+try:  # the whole segment in one call into libcrypto, where it was built (setup.py)
+    from ext._aesgcm import Gcm
+except ImportError:  # pragma: no cover - a build without OpenSSL's headers
+    Gcm = None
 
 HEADER = b"\xa5\xe6\x02"  # magic, then the format version
 NONCE_SIZE = 12
@@ -139,6 +145,9 @@ class _AesGcm(Service):
 
     def setup(self) -> None:
         self._aead = AESGCM(self.config["key"])
+        # The segment cipher (ext._aesgcm) when built, else one cryptography call per packet;
+        # the output is the same byte for byte (tests compare both with the naive loop).
+        self._segment_cipher = Gcm(self.config["key"]) if Gcm is not None else None
         self._random = os.urandom  # where nonces come from (tests fix it to compare outputs)
         self._flow = self.config["bind"] == "flow"
         self._aad = _Rows(_aad_width(self._flow))
@@ -211,21 +220,29 @@ class Encrypt(_AesGcm):
         aad, aad_views = self._aad.take(m)
         _associated_data(sel, self._flow, aad)
         at, p0, p1 = res.at + BODY_AT, plain.starts, plain.starts + plain.lengths
-        if not done.all():  # passed in clear: not encrypted
-            todo = np.flatnonzero(done)
-            nonce_views = [nonce_views[i] for i in todo.tolist()]
-            aad_views = [aad_views[i] for i in todo.tolist()]
+        todo = None if done.all() else np.flatnonzero(done)  # else some pass in clear
+        if todo is not None:
             at, p0, p1, out_len = at[todo], p0[todo], p1[todo], out_len[todo]
-        mo = memoryview(res.batch.data)
-        mp = memoryview(plain.data)
-        # The only per-packet work left in Python: the cipher call writing into the new batch,
-        # its arguments sliced by map() in C rather than by a loop in bytecode (nonces and
-        # associated data from views made once, in the rows kept by the service).
-        deque(map(self._aead.encrypt_into, nonce_views,
-                  map(mp.__getitem__, map(slice, p0.tolist(), p1.tolist())),
-                  aad_views,
-                  map(mo.__getitem__, map(slice, at.tolist(),
-                                          (at + out_len - BODY_AT).tolist()))), maxlen=0)
+        if self._segment_cipher is not None:
+            rows = np.arange(m, dtype=np.int64) if todo is None else todo.astype(np.int64)
+            if len(rows):  # (with none, the batch is the input as it came: read-only)
+                self._segment_cipher.seal(nonces, aad, rows, plain.data, p0.astype(np.int64),
+                                          p1.astype(np.int64), res.batch.data,
+                                          at.astype(np.int64))
+        else:
+            if todo is not None:
+                nonce_views = [nonce_views[i] for i in todo.tolist()]
+                aad_views = [aad_views[i] for i in todo.tolist()]
+            mo = memoryview(res.batch.data)
+            mp = memoryview(plain.data)
+            # The only per-packet work left in Python: the cipher call writing into the new
+            # batch, its arguments sliced by map() in C rather than by a loop in bytecode
+            # (nonces and associated data from views made once, in rows kept by the service).
+            deque(map(self._aead.encrypt_into, nonce_views,
+                      map(mp.__getitem__, map(slice, p0.tolist(), p1.tolist())),
+                      aad_views,
+                      map(mo.__getitem__, map(slice, at.tolist(),
+                                              (at + out_len - BODY_AT).tolist()))), maxlen=0)
         result = res.finish()
         c = self.counters
         sel.count(c)
@@ -284,20 +301,15 @@ class Decrypt(_AesGcm):
         s = old.starts[todo]
         nonces, nonce_views = self._nonces.take(k)
         nonces[:] = data[(s + len(HEADER))[:, None] + np.arange(NONCE_SIZE)]
-        # As in encrypt, map() slices the other arguments. A failure stops it after the inputs
-        # of the failed call were taken: the same iterator resumes with the next packet, and
-        # how many ciphertext positions are left to take says which packet failed.
-        left = iter((s + BODY_AT).tolist())
-        opened = map(self._aead.decrypt_into, nonce_views,
-                     map(md.__getitem__, map(slice, left, (s + old.lengths[todo]).tolist())),
-                     aad_views[:k],
-                     _chunks(memoryview(plain), _bounds(pt_at[todo], len(plain))))
-        while True:
-            try:
-                deque(opened, maxlen=0)
-                break
-            except InvalidTag:
-                ok[todo[k - length_hint(left) - 1]] = False
+        if self._segment_cipher is not None and k:
+            good = np.empty(k, np.uint8)
+            self._segment_cipher.open(nonces, aad, data, (s + BODY_AT).astype(np.int64),
+                                      (s + old.lengths[todo]).astype(np.int64), plain,
+                                      pt_at[todo].astype(np.int64), good)
+            ok[todo[good == 0]] = False
+        else:
+            self._decrypt_per_packet(md, s, old.lengths[todo], todo, nonce_views,
+                                     aad_views[:k], plain, pt_at, ok)
         clear = ~headed
         if self.config["too_large"] == "clear" and clear.any():
             # In clear, and no encrypted packet could have been this large.
@@ -322,3 +334,23 @@ class Decrypt(_AesGcm):
             keep[sel.index[failed]] = False
             return result.take(np.flatnonzero(keep))
         return result
+
+    def _decrypt_per_packet(self, md: memoryview, s: np.ndarray, lengths: np.ndarray,
+                            todo: np.ndarray, nonce_views: list, aad_views: list,
+                            plain: np.ndarray, pt_at: np.ndarray, ok: np.ndarray) -> None:
+        """``cryptography``'s ``decrypt_into`` per packet (a build without ext._aesgcm)."""
+        k = len(todo)
+        # As in encrypt, map() slices the other arguments. A failure stops it after the inputs
+        # of the failed call were taken: the same iterator resumes with the next packet, and
+        # how many ciphertext positions are left to take says which packet failed.
+        left = iter((s + BODY_AT).tolist())
+        opened = map(self._aead.decrypt_into, nonce_views,
+                     map(md.__getitem__, map(slice, left, (s + lengths).tolist())),
+                     aad_views,
+                     _chunks(memoryview(plain), _bounds(pt_at[todo], len(plain))))
+        while True:
+            try:
+                deque(opened, maxlen=0)
+                break
+            except InvalidTag:
+                ok[todo[k - length_hint(left) - 1]] = False

@@ -1,12 +1,14 @@
 """Hand-built pcap/pcapng bytes and independent readers (scapy, dpkt) for the capture tests.
 
-Builders take the byte order as a struct prefix ("<" or ">") so a test can write either; every
-function here is deliberately naive: it is the yardstick the engine is measured against.
+Builders take the byte order as a struct prefix ("<" or ">", or ``swap=True``) so a test can
+write either, and can lie in length fields; every function here is deliberately naive: it is
+the yardstick the engine is measured against. The one place tests build capture bytes.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
@@ -17,6 +19,7 @@ from locations import CORPUS, need_corpus  # noqa: F401 (re-exported to its test
 
 from engine.capture import backend
 
+MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN: what the record walkers' tests declare
 BACKENDS = backend.variants("capture")
 BACKEND_IDS = ["pure" if m.__name__.endswith("_py") else "compiled" for m in BACKENDS]
 
@@ -90,17 +93,26 @@ def packets_of(batch) -> list[tuple[bytes, int, int, int, int]]:
 
 
 # -- pcap ---------------------------------------------------------------------------------------
+# Every builder takes the byte order as ``e`` ("<" or ">") or as ``swap=True`` (big-endian);
+# those the record walkers' tests use also let a test lie in a length field (``incl``,
+# ``orig``, ``blen``, ``trailer``) about the bytes that follow.
+def _order(e: str, swap: bool) -> str:
+    return ">" if swap else e
+
+
 def pcap_header(e: str = "<", *, nano: bool = False, version=(2, 4), snaplen: int = 65535,
-                linktype: int = 1) -> bytes:
+                linktype: int = 1, swap: bool = False) -> bytes:
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-    return struct.pack(e + "IHHiIII", magic, version[0], version[1], 0, 0, snaplen, linktype)
+    return struct.pack(_order(e, swap) + "IHHiIII", magic, version[0], version[1], 0, 0,
+                       snaplen, linktype)
 
 
-def pcap_record(data: bytes, sec: int, frac: int, e: str = "<", origlen: int | None = None,
-                caplen: int | None = None) -> bytes:
-    caplen = len(data) if caplen is None else caplen
-    origlen = len(data) if origlen is None else origlen
-    return struct.pack(e + "IIII", sec, frac, caplen, origlen) + data
+def pcap_record(data: bytes, sec: int = 0, frac: int = 0, e: str = "<",
+                origlen: int | None = None, caplen: int | None = None, *,
+                orig: int | None = None, incl: int | None = None, swap: bool = False) -> bytes:
+    caplen = incl if incl is not None else len(data) if caplen is None else caplen
+    origlen = orig if orig is not None else len(data) if origlen is None else origlen
+    return struct.pack(_order(e, swap) + "IIII", sec, frac, caplen, origlen) + data
 
 
 def pcap_file(records, e: str = "<", **header) -> bytes:
@@ -111,32 +123,72 @@ def pcap_file(records, e: str = "<", **header) -> bytes:
     return b"".join(out)
 
 
+@dataclass
+class Expected:
+    """What a record walker must find in built bytes, appended packet by packet."""
+
+    offsets: list[int]
+    caplen: list[int]
+    origlen: list[int]
+    stamps: list[int]  # ts_ns for pcap, raw ticks for pcapng
+    iface: list[int]
+
+    @classmethod
+    def new(cls) -> Expected:
+        return cls([], [], [], [], [])
+
+    def add(self, offset: int, caplen: int, origlen: int, stamp: int, iface: int = 0) -> None:
+        self.offsets.append(offset)
+        self.caplen.append(caplen)
+        self.origlen.append(origlen)
+        self.stamps.append(stamp)
+        self.iface.append(iface)
+
+
+def pcap_walk(packets, *, swap: bool = False, nano: bool = False,
+              snaplen: int = MAX_SNAPLEN) -> tuple[bytes, Expected]:
+    """A pcap file of ``packets`` given as ``(data, sec, frac, orig)``, and what a walk over
+    it must find."""
+    out = bytearray(pcap_header(nano=nano, swap=swap, snaplen=snaplen))
+    exp = Expected.new()
+    for data, sec, frac, orig in packets:
+        exp.add(len(out) + 16, len(data), orig, sec * 1_000_000_000 + frac * (1 if nano else 1000))
+        out += pcap_record(data, sec, frac, orig=orig, swap=swap)
+    return bytes(out), exp
+
+
 # -- pcapng -------------------------------------------------------------------------------------
 def pad4(b: bytes) -> bytes:
     return b + b"\0" * (-len(b) % 4)
 
 
-def option(code: int, value: bytes, e: str = "<") -> bytes:
-    return struct.pack(e + "HH", code, len(value)) + pad4(value)
+def option(code: int, value: bytes, e: str = "<", *, swap: bool = False) -> bytes:
+    return struct.pack(_order(e, swap) + "HH", code, len(value)) + pad4(value)
 
 
 def end_of_options(e: str = "<") -> bytes:
     return struct.pack(e + "HH", 0, 0)
 
 
-def block(btype: int, body: bytes, e: str = "<") -> bytes:
+def block(btype: int, body: bytes, e: str = "<", *, swap: bool = False,
+          blen: int | None = None, trailer: int | None = None) -> bytes:
+    """A block with ``body`` padded to 4 bytes; ``blen``/``trailer`` override the lengths."""
+    e = _order(e, swap)
     body = pad4(body)
-    blen = 12 + len(body)
-    return struct.pack(e + "II", btype, blen) + body + struct.pack(e + "I", blen)
+    blen = 12 + len(body) if blen is None else blen
+    trailer = blen if trailer is None else trailer
+    return struct.pack(e + "II", btype, blen) + body + struct.pack(e + "I", trailer)
 
 
-def shb(e: str = "<", version=(1, 0), options: bytes = b"") -> bytes:
+def shb(e: str = "<", version=(1, 0), options: bytes = b"", *, swap: bool = False) -> bytes:
+    e = _order(e, swap)
     return block(0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, version[0], version[1], -1)
                  + options, e)
 
 
 def idb(linktype: int = 1, snaplen: int = 0, e: str = "<", *, tsresol: int | None = None,
-        tsoffset: int | None = None, name: str | None = None) -> bytes:
+        tsoffset: int | None = None, name: str | None = None, swap: bool = False) -> bytes:
+    e = _order(e, swap)
     opts = b""
     if name is not None:
         opts += option(2, name.encode(), e)
@@ -150,22 +202,32 @@ def idb(linktype: int = 1, snaplen: int = 0, e: str = "<", *, tsresol: int | Non
 
 
 def epb(data: bytes, ticks: int = 0, ifid: int = 0, e: str = "<", origlen: int | None = None,
-        options: bytes = b"") -> bytes:
-    origlen = len(data) if origlen is None else origlen
-    return block(6, struct.pack(e + "IIIII", ifid, ticks >> 32, ticks & 0xFFFFFFFF, len(data),
-                                origlen) + pad4(data) + options, e)
+        options: bytes = b"", *, orig: int | None = None, incl: int | None = None,
+        swap: bool = False, blen: int | None = None, trailer: int | None = None) -> bytes:
+    e = _order(e, swap)
+    origlen = orig if orig is not None else len(data) if origlen is None else origlen
+    return block(6, struct.pack(e + "IIIII", ifid, ticks >> 32, ticks & 0xFFFFFFFF,
+                                len(data) if incl is None else incl, origlen)
+                 + pad4(data) + options, e, blen=blen, trailer=trailer)
 
 
-def spb(data: bytes, e: str = "<", origlen: int | None = None) -> bytes:
-    origlen = len(data) if origlen is None else origlen
-    return block(3, struct.pack(e + "I", origlen) + data, e)
+def spb(data: bytes, e: str = "<", origlen: int | None = None, *, orig: int | None = None,
+        swap: bool = False, blen: int | None = None, trailer: int | None = None) -> bytes:
+    e = _order(e, swap)
+    origlen = orig if orig is not None else len(data) if origlen is None else origlen
+    return block(3, struct.pack(e + "I", origlen) + data, e, blen=blen, trailer=trailer)
 
 
 def obsolete_pb(data: bytes, ticks: int = 0, ifid: int = 0, e: str = "<",
-                origlen: int | None = None) -> bytes:
-    origlen = len(data) if origlen is None else origlen
-    return block(2, struct.pack(e + "HHIIII", ifid, 0, ticks >> 32, ticks & 0xFFFFFFFF,
-                                len(data), origlen) + data, e)
+                origlen: int | None = None, *, drops: int = 0, orig: int | None = None,
+                incl: int | None = None, swap: bool = False, blen: int | None = None,
+                trailer: int | None = None) -> bytes:
+    """The obsolete Packet Block: a 16-bit interface id and a 16-bit drop count."""
+    e = _order(e, swap)
+    origlen = orig if orig is not None else len(data) if origlen is None else origlen
+    return block(2, struct.pack(e + "HHIIII", ifid, drops, ticks >> 32, ticks & 0xFFFFFFFF,
+                                len(data) if incl is None else incl, origlen) + data, e,
+                 blen=blen, trailer=trailer)
 
 
 # -- oracles ------------------------------------------------------------------------------------

@@ -17,24 +17,35 @@ import threading
 
 import numpy as np
 import pytest
-from capbuild import (
+from capture_craft import (
+    MAX_SNAPLEN,
     Expected,
     block,
     epb,
-    idb,
-    pb,
-    pcap_file,
-    pcap_header,
     pcap_record,
+    pcap_walk,
     shb,
     spb,
 )
+from capture_craft import idb as _idb
+from capture_craft import obsolete_pb as pb
+from capture_craft import pcap_header as _pcap_header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.capture import backend, capture_py
 from engine.capture import pcapformat as F
 from engine.capture.reader import CaptureReader
+
+
+def pcap_header(**kw) -> bytes:
+    """A pcap header declaring libpcap's maximum snaplen (what these tests always declared)."""
+    return _pcap_header(**{"snaplen": MAX_SNAPLEN, **kw})
+
+
+def idb(**kw) -> bytes:
+    return _idb(**{"snaplen": MAX_SNAPLEN, **kw})
+
 
 VARIANTS = backend.variants("capture")
 IDS = ["cython" if m.__name__.startswith("ext.") else "pure" for m in VARIANTS]
@@ -129,14 +140,14 @@ def some_packets(k: int, seed: int):
 @pytest.mark.parametrize("swap", [False, True], ids=["le", "be"])
 @pytest.mark.parametrize("nano", [False, True], ids=["us", "ns"])
 def test_walk_pcap_reads_every_record(impl, swap, nano):
-    buf, exp = pcap_file(some_packets(40, 1), swap=swap, nano=nano)
+    buf, exp = pcap_walk(some_packets(40, 1), swap=swap, nano=nano)
     got, arrays = walk(impl, buf, swap=swap, nano=nano)
     check_expected(got, arrays, exp, len(buf))
 
 
 @impls
 def test_walk_pcap_in_chunks_resumes_where_it_stopped(impl):
-    buf, exp = pcap_file(some_packets(25, 2))
+    buf, exp = pcap_walk(some_packets(25, 2))
     pos, offsets = F.PCAP_HEADER_LEN, []
     while pos < len(buf):
         (n, pos, status), arrays = walk(impl, buf, pos, limit=4)
@@ -263,7 +274,7 @@ def test_walk_arguments_outside_the_buffer_are_refused(impl, pcapng):
 
 @impls
 def test_walk_reads_read_only_buffers_and_mmaps(impl, tmp_path):
-    buf, exp = pcap_file(some_packets(10, 3))
+    buf, exp = pcap_walk(some_packets(10, 3))
     ro = np.frombuffer(buf, np.uint8)
     assert not ro.flags.writeable
     check_expected(*walk(impl, ro), exp, len(buf))
@@ -314,7 +325,7 @@ def test_walk_never_reads_past_end(impl):
 
 @impls
 def test_walk_from_threads(impl):
-    buf, exp = pcap_file(some_packets(300, 4))
+    buf, exp = pcap_walk(some_packets(300, 4))
     results = [None] * 4
 
     def run(k):
@@ -565,7 +576,7 @@ def test_packers_refuse_packets_outside_their_buffers(impl, name, fault):
 # -- through the reader ----------------------------------------------------------------------
 @impls
 def test_reader_gives_the_same_batches_with_either_twin(impl, tmp_path):
-    raw, _ = pcap_file(some_packets(30, 5), swap=True, nano=True)
+    raw, _ = pcap_walk(some_packets(30, 5), swap=True, nano=True)
     (tmp_path / "a.pcap").write_bytes(raw)
     ng = shb() + idb() + idb(tsresol=9) + epb(b"first", ifid=1, ticks=10**9)
     ng += shb(swap=True) + idb(swap=True) + idb(swap=True)

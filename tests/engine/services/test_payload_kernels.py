@@ -170,6 +170,21 @@ def _nonces(seed: int):
     return rng.bytes
 
 
+CIPHERS = ["segment", "per-packet"]
+
+
+def _cipher(svc, cipher: str):
+    """``svc`` with the cipher path asked for: libcrypto over the whole segment
+    (ext._aesgcm), or cryptography's call per packet (a build without it)."""
+    from engine.services import encryption
+
+    if cipher == "segment" and encryption.Gcm is None:
+        pytest.skip("ext._aesgcm was not built (no OpenSSL headers)")
+    if cipher == "per-packet":
+        svc._segment_cipher = None
+    return svc
+
+
 def _pair(cls, seed=0, **params):
     """Two instances of the service, one for the new code and one for the old, with the same
     nonce source."""
@@ -185,10 +200,12 @@ def _same(out: PacketBatch, want: PacketBatch) -> None:
     assert out.origlen.tolist() == want.origlen.tolist()
 
 
+@pytest.mark.parametrize("cipher", CIPHERS)
 @pytest.mark.parametrize("bind", ["flow", "none"])
-def test_encrypt_and_decrypt_write_what_the_per_packet_loop_wrote(batch, bind):
+def test_encrypt_and_decrypt_write_what_the_per_packet_loop_wrote(batch, bind, cipher):
     enc, old_enc = _pair(Encrypt, bind=bind, too_large="clear")
     dec, old_dec = _pair(Decrypt, bind=bind, too_large="clear")
+    _cipher(enc, cipher), _cipher(dec, cipher)
     for _ in range(2):  # the kept nonce and associated-data rows are reused
         sealed = enc.process(read_only(batch))
         _same(sealed, encryption_naive.encrypt(old_enc, read_only(batch)))
@@ -219,12 +236,15 @@ def _tamper(batch: PacketBatch, seed: int) -> PacketBatch:
                        batch.iface, batch.interfaces)
 
 
+@pytest.mark.parametrize("cipher", CIPHERS)
 @pytest.mark.parametrize("on_fail", ["drop", "keep"])
 @pytest.mark.parametrize("key", [KEY, OTHER_KEY])
-def test_authentication_failures_are_counted_and_dropped_as_before(batch, on_fail, key):
-    sealed = Encrypt(key=KEY, too_large="clear").process(batch)
+def test_authentication_failures_are_counted_and_dropped_as_before(batch, on_fail, key,
+                                                                   cipher):
+    sealed = _cipher(Encrypt(key=KEY, too_large="clear"), cipher).process(batch)
     for source in (_tamper(sealed, 4), batch):  # damaged and plain traffic
         dec, old = Decrypt(key=key, on_fail=on_fail), Decrypt(key=key, on_fail=on_fail)
+        _cipher(dec, cipher)
         _same(dec.process(read_only(source)), encryption_naive.decrypt(old, read_only(source)))
         counters = dec.take_counters()
         assert counters == old.take_counters()
@@ -234,9 +254,10 @@ def test_authentication_failures_are_counted_and_dropped_as_before(batch, on_fai
             assert counters.get("packets_decrypted", 0) == 0
 
 
-def test_decrypt_picks_out_the_failed_packets_among_good_ones():
+@pytest.mark.parametrize("cipher", CIPHERS)
+def test_decrypt_picks_out_the_failed_packets_among_good_ones(cipher):
     """Failures at the first, the last and neighbouring packets: the resumed cipher loop
-    marks exactly those."""
+    (or the segment cipher) marks exactly those."""
     batch = traffic(400, seed=9)
     sealed = Encrypt(key=KEY).process(batch)
     sel = select(sealed)
@@ -245,7 +266,7 @@ def test_decrypt_picks_out_the_failed_packets_among_good_ones():
     for j in bad:
         data[int(sel.payloads.starts[j] + sel.payloads.lengths[j]) - 1] ^= 1  # the tag
     damaged = PacketBatch(data, sealed.offsets, sealed.caplen, sealed.origlen, sealed.ts_ns)
-    dec = Decrypt(key=KEY)
+    dec = _cipher(Decrypt(key=KEY), cipher)
     out = dec.process(damaged)
     counters = Counter(dec.take_counters())
     assert counters["auth_failures"] == counters["dropped"] == len(bad)
