@@ -12,7 +12,8 @@ The delivering provider acknowledges (imports) a batch by sending its document b
 document whose audit totals do not add up is refused (422, naming the total); one with the
 batch's number and other content is refused (409); the same document again is a copy and is
 answered as the first time. Once every batch between two providers for a period (both
-directions) is acknowledged, they are **netted**: per currency, one amount due and who pays
+directions) is acknowledged and neither has lines of the period for the other left to issue,
+they are **netted**: per currency, one amount due and who pays
 whom, posted to the ledger once.
 
 The home provider settles whether or not its users paid their statements: it carries the
@@ -321,9 +322,10 @@ def netting_entries(low: int, high: int, low_owes: dict[str, int],
 def net(session: Session, a: int, b: int, period: str, *,
         now: datetime | None = None) -> SettlementNetting | None:
     """Net every batch between providers ``a`` and ``b`` for ``period`` (both directions)
-    that is in no netting, if all of them are acknowledged: one netting, posted to the ledger
-    (kind ``settlement``, ref the netting's id). None when there is nothing to net or a batch
-    still waits for its acknowledgement."""
+    that is in no netting, once all of them are acknowledged and neither provider has lines
+    of the period for the other in no batch: one netting, posted to the ledger (kind
+    ``settlement``, ref the netting's id). None when there is nothing to net or something
+    still waits (an acknowledgement, or a batch the other side has not issued)."""
     now = resolve_now(now)
     low, high = sorted((a, b))
     batches = list(session.scalars(
@@ -334,6 +336,9 @@ def net(session: Session, a: int, b: int, period: str, *,
         .order_by(SettlementBatch.id).with_for_update()))
     if not batches or any(x.status != ACKNOWLEDGED for x in batches):
         return None
+    for home, provider in ((low, high), (high, low)):  # lines still to be issued: wait
+        if _unsettled_lines(session, home, period, provider):
+            return None
     owes = {low: defaultdict(int), high: defaultdict(int)}
     for x in batches:
         for c, m in x.due.items():
