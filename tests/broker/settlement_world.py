@@ -16,6 +16,7 @@ from broker.requests import submit_request
 from broker.statements import close_period, set_billing_settings
 
 PAST = datetime(2025, 1, 10, 12, tzinfo=UTC)   # January 2025: a period long over
+VOLUME = 1_000_000
 SERVICES = ("identity", "checksum")
 
 
@@ -46,7 +47,7 @@ def award(w, user: str, provider: str, price: int, at: datetime = PAST) -> int:
     """``user``'s request for anonymize awarded to ``provider`` at ``price``; the award's id."""
     with w.store.write() as s:
         request = submit_request(s, w.m.actor("user", w.users[user]), services="anonymize",
-                                 volume_bytes=1_000_000, now=at)
+                                 volume_bytes=VOLUME, now=at)
         s.flush()
         request = s.get(ServiceRequest, request.id)
         return make_award(s, request, w.providers[provider], price, source="auction",
