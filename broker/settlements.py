@@ -275,7 +275,10 @@ def acknowledge(session: Session, actor: Actor, batch_id: int, doc: dict, *,
     every batch between the two providers for the period is acknowledged, they are netted and
     posted (`net`)."""
     now = resolve_now(now)
-    batch = get_batch(session, actor, batch_id, lock=True)
+    batch = get_batch(session, actor, batch_id)
+    # Every batch of the pair and period locked, in id order: two sides acknowledging their
+    # batches at once take turns (no deadlock), and the second one nets both.
+    _lock_pair(session, batch.home_provider_id, batch.provider_id, batch.period)
     if not (actor.is_admin or actor.speaks_for_provider(batch.provider_id)):
         raise NotYours(f"{actor} may not acknowledge settlement {batch_id}: provider "
                        f"{batch.provider_id} does", where=f"settlement {batch_id}")
@@ -298,6 +301,18 @@ def acknowledge(session: Session, actor: Actor, batch_id: int, doc: dict, *,
 
 
 # -- netting ------------------------------------------------------------------------------------
+
+def _lock_pair(session: Session, a: int, b: int, period: str) -> list[SettlementBatch]:
+    """Every batch between providers ``a`` and ``b`` (both directions) of ``period``, locked
+    in id order and read afresh."""
+    return list(session.scalars(
+        select(SettlementBatch).where(
+            or_((SettlementBatch.home_provider_id == a) & (SettlementBatch.provider_id == b),
+                (SettlementBatch.home_provider_id == b) & (SettlementBatch.provider_id == a)),
+            SettlementBatch.period == period)
+        .order_by(SettlementBatch.id).with_for_update()
+        .execution_options(populate_existing=True)))
+
 
 def netting_entries(low: int, high: int, low_owes: dict[str, int],
                     high_owes: dict[str, int]) -> tuple[list[Entry], dict]:
@@ -328,12 +343,7 @@ def net(session: Session, a: int, b: int, period: str, *,
     still waits (an acknowledgement, or a batch the other side has not issued)."""
     now = resolve_now(now)
     low, high = sorted((a, b))
-    batches = list(session.scalars(
-        select(SettlementBatch).where(
-            or_((SettlementBatch.home_provider_id == low) & (SettlementBatch.provider_id == high),
-                (SettlementBatch.home_provider_id == high) & (SettlementBatch.provider_id == low)),
-            SettlementBatch.period == period, SettlementBatch.netting_id.is_(None))
-        .order_by(SettlementBatch.id).with_for_update()))
+    batches = [x for x in _lock_pair(session, low, high, period) if x.netting_id is None]
     if not batches or any(x.status != ACKNOWLEDGED for x in batches):
         return None
     for home, provider in ((low, high), (high, low)):  # lines still to be issued: wait

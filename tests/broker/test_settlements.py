@@ -198,3 +198,36 @@ def test_pktx_broker_settle_is_safe_to_run_twice(tmp_path):
     [netting] = first["nettings"]
     assert netting["amounts"]["EUR"]["net_minor"] == 250
     assert settle() == {**first, "provider_id": None}
+
+
+def test_both_sides_acknowledging_at_once_net_once(w):
+    import threading
+
+    with w.store.write() as s:
+        [to_b] = se.issue(s, actor(w, "home-isp"), w.home, "2025-01", provider_id=w.far_b)
+        [to_home] = se.issue(s, actor(w, "far-b"), w.far_b, "2025-01")
+        docs = {to_b.id: (actor(w, "far-b"), se.batch_document(s, to_b)),
+                to_home.id: (actor(w, "home-isp"), se.batch_document(s, to_home))}
+    start, errors = threading.Barrier(2), []
+
+    def ack(batch_id: int) -> None:
+        who, doc = docs[batch_id]
+        start.wait()
+        try:
+            with w.store.write() as s:
+                se.acknowledge(s, who, batch_id, doc)
+        except Exception as exc:  # pragma: no cover - the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ack, args=(i,)) for i in docs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with w.store.read() as s:
+        batches = [se.get_batch(s, w.admin, i) for i in docs]
+        assert {b.status for b in batches} == {"settled"}
+        assert len({b.netting_id for b in batches}) == 1
+        assert balance(s, cash(w.home), "EUR") == -(450 - 190)
+    zero_sum(w.store)
