@@ -10,11 +10,11 @@ provider's margin (the rest), and the SHA-256 of the batch's document.
 
 The delivering provider acknowledges (imports) a batch by sending its document back: a
 document whose audit totals do not add up is refused (422, naming the total); one with the
-batch's number and other content is refused (409); the same document again is a copy and is
-answered as the first time. Once every batch between two providers for a period (both
-directions) is acknowledged and neither has lines of the period for the other left to issue,
-they are **netted**: per currency, one amount due and who pays
-whom, posted to the ledger once.
+batch's number and other content is refused (409); the same document again is a copy: nothing
+changes and the batch is answered as it stands. Once every batch between two providers for a
+period (both directions) is acknowledged and neither has lines of the period for the other
+left to issue, they are **netted**: per currency, one amount due and who pays whom, posted to
+the ledger once.
 
 The home provider settles whether or not its users paid their statements: it carries the
 risk (claim c04); nothing here looks at what was paid.

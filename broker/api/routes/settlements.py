@@ -65,8 +65,9 @@ def acknowledge_settlement(settlement_id: SettlementId, body: AcknowledgeIn,
                            request: Request, actor: CurrentActor, key: IdemKey = None) -> dict:
     """The delivering provider imports the batch with the document it received: audit totals
     that do not add up are a 422 naming the total, the batch's number with other content a
-    409, the same document again a copy (answered as the first time). When every batch
-    between the two providers for the period is acknowledged they are netted and posted."""
+    409, the same document again a copy (nothing changes; the batch as it stands). When every
+    batch between the two providers for the period is acknowledged they are netted and
+    posted."""
     with store_of(request).write() as s:
         batch = settlements.acknowledge(s, actor, settlement_id, body.model_dump())
         doc = settlements.batch_document(s, batch)
