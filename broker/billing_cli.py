@@ -1,6 +1,7 @@
-"""``pktx broker billing ...`` and ``pktx broker statements ...``: close a billing period and
-look at statements, on the broker's store directly (an operator's tool on the broker's host,
-acting as the store's first admin; output JSON on stdout unless a format says otherwise)."""
+"""``pktx broker billing ...``, ``pktx broker statements ...`` and ``pktx broker settle``: close a
+billing period, look at statements, settle a period between providers; on the broker's store
+directly (an operator's tool on the broker's host, acting as the store's first admin; output
+JSON on stdout unless a format says otherwise)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from broker.command_line import db_option, first_admin, guarded, open_store, pri
 
 
 def add_billing_commands(sub) -> None:
-    """Add ``billing`` and ``statements`` to the ``pktx broker`` subparsers."""
+    """Add ``billing``, ``settle`` and ``statements`` to the ``pktx broker`` subparsers."""
 
     billing = sub.add_parser("billing", help="close billing periods")
     what = billing.add_subparsers(dest="billing_command", metavar="WHAT", required=True)
@@ -26,6 +27,20 @@ def add_billing_commands(sub) -> None:
                    help="one home provider (default: every provider with users)")
     p.add_argument("--batch", type=int, default=500, help="statements per transaction (500)")
     p.set_defaults(func=guarded(_close))
+
+    p = sub.add_parser(
+        "settle", help="settle a period between providers (safe to run twice)",
+        description="Every home provider issues its settlement batches for the period (one "
+                    "per delivering provider: the lines of its finalized statements that "
+                    "provider delivered, not settled yet), each is acknowledged with its own "
+                    "document, and both directions between two providers are netted into one "
+                    "amount due, posted to the ledger. Running it again finds nothing new.")
+    db_option(p)
+    p.add_argument("--period", required=True, metavar="YYYY-MM",
+                   help="the month the period starts in")
+    p.add_argument("--provider", metavar="NAME_OR_ID",
+                   help="only this provider's settlements, as home or delivering provider")
+    p.set_defaults(func=guarded(_settle))
 
     statements = sub.add_parser("statements", help="list, show and verify statements")
     what = statements.add_subparsers(dest="statements_command", metavar="WHAT", required=True)
@@ -82,6 +97,15 @@ def _close(args) -> int:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
     return print_json({"period": args.period, "providers": results})
+
+
+def _settle(args) -> int:
+    from broker.models import Provider
+    from broker.settlements import settle_period
+
+    with open_store(args).write() as s:
+        provider = _named(s, Provider, args.provider, "provider") if args.provider else None
+        return print_json(settle_period(s, first_admin(s), args.period, provider_id=provider))
 
 
 def _list(args) -> int:

@@ -208,6 +208,8 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
                    outcomes.router, billing.router, statements.router, profiles.router,
                    events.router):
         app.include_router(router, prefix="/v1", responses=ERRORS)
+    from broker.api.routes.settlements import router as settlements_router  # issue 10
+    app.include_router(settlements_router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
     _openapi_3_1(app)
     return app

@@ -27,6 +27,7 @@ from broker.models.principals import (
     ProviderService,
     User,
 )
+from broker.models.settlements import SettlementBatch, SettlementLine, SettlementNetting
 from broker.models.statements import (
     BillingSettings,
     CreditNote,
@@ -40,6 +41,6 @@ __all__ = ["COUNTERS", "PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Auction", "Award
            "Base", "Bid", "BillingSettings", "Charge", "CreditNote", "DeliveryJob", "Device",
            "DeviceEvent", "Group", "IdempotencyRecord", "LedgerEntry", "LedgerPosting",
            "Negotiation", "Network", "Offer", "PhoneNumber", "Pledge", "PricePolicy", "Provider",
-           "ProviderService", "Rating", "RequestMember", "ServiceRequest", "Statement",
-           "StatementLine", "StatementProfile", "TariffVersion", "UTCDateTime", "UsageReport",
-           "User"]
+           "ProviderService", "Rating", "RequestMember", "ServiceRequest", "SettlementBatch",
+           "SettlementLine", "SettlementNetting", "Statement", "StatementLine",
+           "StatementProfile", "TariffVersion", "UTCDateTime", "UsageReport", "User"]
