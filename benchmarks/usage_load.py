@@ -31,6 +31,7 @@ class UsageResult:
     stored: int
     charged_right: bool
     server_cpu_s: float | None = None
+    client_cpu_s: float | None = None
 
     @property
     def rps(self) -> float:
@@ -152,9 +153,11 @@ def usage_client_process(base: str, owned: list, seconds: float, ready, go, resu
         await asyncio.gather(*(_report(url.hostname, url.port, token, jobs, stop_at, counts,
                                        finals) for token, jobs in owned))
 
+    cpu0 = time.process_time()
     try:
         asyncio.run(reporters())
     finally:
+        counts["cpu_s"] = time.process_time() - cpu0
         results.put((counts, finals))
 
 
@@ -216,4 +219,4 @@ def http_usage(scene, url: str, *, reporters: int = REPORTERS, seconds: float,
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     return UsageResult(counts.get("requests", 0), elapsed, counts.get("sent", 0),
                        counts.get("replays", 0), counts.get("errors", 0), stored, right,
-                       server_cpu)
+                       server_cpu, counts.get("cpu_s"))

@@ -17,6 +17,14 @@ What a caller sees does not change:
 
 The functions run one after another on the writer thread, in the order they arrived, so they
 must not wait on anything but the database.
+
+A savepoint is two statements a call (SAVEPOINT, RELEASE) and, on SQLite, a good part of a small
+write's cost. A caller whose function does every check and read before its first write can say
+so (``checks_first=True``): such a call runs without a savepoint of its own, since a
+`BrokerError` it raises means it wrote nothing. Anything else it raises (a unique index that a
+concurrent process won, a defect) may have come after a write: then the whole transaction is
+rolled back and the batch run again, every call in a savepoint as above, so what each caller
+sees is the same either way.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from broker.errors import BrokerError
 from broker.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,11 +48,17 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
-class _Call:
-    __slots__ = ("error", "fn", "future", "loop", "result")
+class _Redo(Exception):
+    """A call run without its savepoint failed in a way that may have left half a write."""
 
-    def __init__(self, fn: Callable[[Session], Any], loop, future) -> None:
+
+class _Call:
+    __slots__ = ("checks_first", "error", "fn", "future", "loop", "result")
+
+    def __init__(self, fn: Callable[[Session], Any], loop, future, *,
+                 checks_first: bool = False) -> None:
         self.fn = fn
+        self.checks_first = checks_first
         self.loop = loop  # an asyncio loop, or None for a concurrent.futures.Future
         self.future = future
         self.result: Any = None
@@ -74,19 +89,23 @@ class GroupCommit:
         self._stopped = False
         self.batches = 0
         self.calls = 0
+        self.redone = 0  # batches rolled back and run again with a savepoint per call
 
     # -- callers ---------------------------------------------------------------------------
-    async def run(self, fn: Callable[[Session], Any]) -> Any:
-        """``fn(session)`` in the next batch; its result once the batch is committed."""
+    async def run(self, fn: Callable[[Session], Any], *, checks_first: bool = False) -> Any:
+        """``fn(session)`` in the next batch; its result once the batch is committed.
+
+        ``checks_first``: ``fn`` raises a `BrokerError` only before its first write (it then
+        runs without a savepoint of its own; see the module's docstring)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._put(_Call(fn, loop, future))
+        self._put(_Call(fn, loop, future, checks_first=checks_first))
         return await future
 
-    def call(self, fn: Callable[[Session], Any]) -> Any:
+    def call(self, fn: Callable[[Session], Any], *, checks_first: bool = False) -> Any:
         """`run` for a caller on a thread: blocks until the batch is committed."""
         future: Future = Future()
-        self._put(_Call(fn, None, future))
+        self._put(_Call(fn, None, future, checks_first=checks_first))
         return future.result()
 
     def _put(self, call: _Call) -> None:
@@ -139,13 +158,13 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Call]) -> None:
         try:
-            with self.store.write() as session:
+            try:
+                self._transaction(batch, savepoints=False)
+            except _Redo:  # rolled back: every call again, each in its savepoint
+                self.redone += 1
                 for c in batch:
-                    try:
-                        with session.begin_nested():
-                            c.result = c.fn(session)
-                    except Exception as exc:  # this call's own failure, for it to see
-                        c.error = exc
+                    c.result, c.error = None, None
+                self._transaction(batch, savepoints=True)
         except Exception as exc:  # the commit failed: nobody's change is kept
             log.warning("a group commit of %d call(s) failed: %s", len(batch), exc)
             for c in batch:
@@ -154,6 +173,23 @@ class GroupCommit:
         self.batches += 1
         self.calls += len(batch)
         self._answer(batch)
+
+    def _transaction(self, batch: list[_Call], *, savepoints: bool) -> None:
+        with self.store.write() as session:
+            for c in batch:
+                if c.checks_first and not savepoints:
+                    try:
+                        c.result = c.fn(session)
+                    except BrokerError as exc:  # refused before writing anything
+                        c.error = exc
+                    except Exception as exc:
+                        raise _Redo from exc
+                    continue
+                try:
+                    with session.begin_nested():
+                        c.result = c.fn(session)
+                except Exception as exc:  # this call's own failure, for it to see
+                    c.error = exc
 
     @staticmethod
     def _answer(batch: list[_Call]) -> None:

@@ -23,21 +23,44 @@ from broker.charging import allocate, billable
 from broker.clock import as_utc, resolve_now
 from broker.currency import MINOR_DIGITS
 from broker.errors import InvalidInput, NotFound, NotYours, ReportMismatch, WrongState
-from broker.models import COUNTERS, Award, AwardPayer, Charge, DeliveryJob, UsageReport
+from broker.models import (
+    COUNTERS,
+    Award,
+    AwardPayer,
+    Charge,
+    DeliveryJob,
+    TariffVersion,
+    UsageReport,
+)
 from broker.rating import CONNECT, charge_for_report
-from broker.tariff_book import active_tariff
+from broker.tariff_book import _PARSED, parsed
 
 # Per-service counters: for each service of the job's chain, these running totals.
 SERVICE_COUNTERS = ("packets", "bytes")
 FINISHED = ("done", "failed")
 _COUNTER_OF = {"bytes": "bytes_out", "seconds": "seconds"}  # rated dimension -> counter
 
+# The tariff version active at ``at`` for the award's provider and chain (rule 9 of
+# docs/billing.md; unique (provider, services, active_from): never a tie), as a column of the
+# job's query.
+_TARIFF_AT = (select(TariffVersion.id)
+              .where(TariffVersion.provider_id == Award.provider_id,
+                     TariffVersion.services == Award.services,
+                     TariffVersion.active_from <= bindparam("at"))
+              .order_by(TariffVersion.active_from.desc()).limit(1)
+              .correlate(Award).scalar_subquery())
+# The job, its award's terms, the tariff version active at ``at`` and the award's payers (one
+# row per payer, in their order): one query.
 _JOB = (select(DeliveryJob.status, DeliveryJob.provider_id.label("job_provider"),
                Award.id.label("award_id"), Award.provider_id, Award.home_provider_id,
                Award.services, Award.currency, Award.volume_bytes, Award.data_cap_bytes,
-               Award.starts_at, Award.ends_at)
+               Award.starts_at, Award.ends_at, _TARIFF_AT.label("tariff_id"),
+               AwardPayer.user_id.label("payer"), AwardPayer.share_minor)
         .join(Award, Award.id == DeliveryJob.award_id)
-        .where(DeliveryJob.id == bindparam("job")))
+        .outerjoin(AwardPayer, AwardPayer.award_id == Award.id)
+        .where(DeliveryJob.id == bindparam("job"))
+        .order_by(AwardPayer.id))
+_TARIFF_DOC = select(TariffVersion.doc).where(TariffVersion.id == bindparam("id"))
 _REPORT_COLUMNS = (UsageReport.id, UsageReport.sequence, UsageReport.usage_at,
                    *(getattr(UsageReport, c) for c in COUNTERS), UsageReport.service_counters,
                    UsageReport.tariff_id, UsageReport.charged_minor, UsageReport.currency,
@@ -52,9 +75,7 @@ _AFTER = (select(*_REPORT_COLUMNS)
                  UsageReport.sequence > bindparam("sequence"))
           .order_by(UsageReport.sequence).limit(1).subquery())
 _NEIGHBOURS = union_all(select(_AT_AND_BEFORE), select(_AFTER))
-_PAYERS = (select(AwardPayer.user_id, AwardPayer.share_minor)
-           .where(AwardPayer.award_id == bindparam("award")).order_by(AwardPayer.id))
-_INSERT_REPORT = insert(UsageReport).returning(UsageReport.id, UsageReport.created_at)
+_INSERT_REPORT = insert(UsageReport).returning(UsageReport.id)
 _INSERT_CHARGES = insert(Charge)
 _LINES = (select(Charge.kind, func.sum(Charge.amount_minor))
           .where(Charge.usage_report_id == bindparam("report"))
@@ -110,6 +131,16 @@ def _normal(services: Mapping) -> dict:
             if any(counters.values())}
 
 
+def _tariff(conn, tariff_id: int):
+    """The stored tariff version ``tariff_id``, parsed once per database and row."""
+    database = conn.engine.url.render_as_string()
+    tariff = _PARSED.get((database, tariff_id))
+    if tariff is None:
+        tariff = parsed(database, tariff_id,
+                        conn.execute(_TARIFF_DOC, {"id": tariff_id}).scalar_one())
+    return tariff
+
+
 def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
                  counters: Mapping[str, int], *, services: Mapping | None = None,
                  at: datetime | None = None, now: datetime | None = None
@@ -119,12 +150,22 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
     ``counters`` are the job's running totals (`COUNTERS`, each 0..2**63-1, checked by the
     caller's schema or here); ``at`` when they were read (default: now, never later). The same
     sequence again with the same numbers returns the stored report, changing nothing.
+
+    Every check and read comes before the first write: a `BrokerError` raised here has written
+    nothing (the group commit runs it without a savepoint of its own on that promise). Four
+    statements for a new report: the job (with its award's terms, the tariff version active at
+    the report's time and the payers), the neighbouring reports, the insert, the charges.
     """
     now = resolve_now(now)
     conn = session.connection()
-    job = conn.execute(_JOB, {"job": job_id}).first()
-    if job is None:
+    try:  # the tariff version is looked up at the report's time (a bad one is refused below)
+        tariff_at = now if at is None else as_utc(at, field="at")
+    except InvalidInput:
+        tariff_at = now
+    job_rows = conn.execute(_JOB, {"job": job_id, "at": tariff_at}).all()
+    if not job_rows:
         raise NotFound("delivery job", job_id)
+    job = job_rows[0]
     if not actor.speaks_for_provider(job.job_provider):
         raise NotYours(f"{actor} does not deliver job {job_id}; only its provider reports "
                        f"usage", where=f"delivery job {job_id}")
@@ -166,10 +207,10 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
                                f"{after.usage_at.isoformat()}", field="at")
     lines, tariff_id, version, currency = (), None, None, None
     # A report that arrives after a later one (late) is kept but charged nothing: the later
-    # report's difference already covers its usage.
-    found = None if after is not None else active_tariff(session, job, at)
-    if found is not None:
-        tariff_id, tariff = found
+    # report's difference already covers its usage. Otherwise ``at`` is the time the job's
+    # query looked the tariff version up at.
+    if after is None and job.tariff_id is not None:
+        tariff_id, tariff = job.tariff_id, _tariff(conn, job.tariff_id)
         version, currency = tariff.version, tariff.currency
         previous = billable(job, before._mapping if before is not None else
                             dict.fromkeys(COUNTERS, 0))
@@ -182,42 +223,39 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
         lines = tuple((kind, minor) for kind, minor in charge.lines
                       if kind != CONNECT and minor)
     total = sum(minor for _, minor in lines)
+    charges = []
+    if lines:  # each line split among the payers: worked out before anything is written
+        payers = [(r.payer, r.share_minor) for r in job_rows if r.payer is not None]
+        for kind, minor in lines:
+            for (payer, _), part in zip(payers, allocate(minor, [s for _, s in payers]),
+                                        strict=True):
+                if part:
+                    charges.append({
+                        "user_id": payer, "provider_id": job.provider_id,
+                        "home_provider_id": job.home_provider_id, "award_id": job.award_id,
+                        "job_id": job_id, "kind": kind, "amount_minor": part,
+                        "currency": currency, "minor_digits": MINOR_DIGITS[currency],
+                        "tariff_id": tariff_id, "tariff_version": version, "rated_at": now})
     row = {**{c: report[c] for c in COUNTERS}, "job_id": job_id, "award_id": job.award_id,
            "sequence": sequence, "usage_at": at, "service_counters": report["services"],
            "tariff_id": tariff_id, "charged_minor": total, "currency": currency,
            "created_at": now}
-    report_id, created_at = conn.execute(_INSERT_REPORT, row).one()
-    if lines:
-        payers = conn.execute(_PAYERS, {"award": job.award_id}).all()
-        charges = []
-        for kind, minor in lines:
-            for payer, part in zip(payers, allocate(minor, [p.share_minor for p in payers]),
-                                   strict=True):
-                if part:
-                    charges.append({
-                        "user_id": payer.user_id, "provider_id": job.provider_id,
-                        "home_provider_id": job.home_provider_id, "award_id": job.award_id,
-                        "job_id": job_id, "usage_report_id": report_id, "kind": kind,
-                        "amount_minor": part, "currency": currency,
-                        "minor_digits": MINOR_DIGITS[currency], "tariff_id": tariff_id,
-                        "tariff_version": version, "rated_at": now})
-        if charges:
-            conn.execute(_INSERT_CHARGES, charges)
+    report_id = conn.execute(_INSERT_REPORT, row).scalar_one()
+    for charge in charges:
+        charge["usage_report_id"] = report_id
+    if charges:
+        conn.execute(_INSERT_CHARGES, charges)
     return {"job_id": job_id, "award_id": job.award_id, "sequence": sequence,
             "usage_at": at, **{c: report[c] for c in COUNTERS}, "services": report["services"],
             "charged_minor": total, "currency": currency, "tariff_id": tariff_id,
             "tariff_version": version,
             "lines": [{"kind": k, "amount_minor": m} for k, m in lines],
-            "received_at": created_at}, True
+            "received_at": now}, True
 
 
 def _view(conn, job_id: int, award_id: int, stored) -> dict:
     lines = conn.execute(_LINES, {"report": stored.id}).all()
-    version = None
-    if stored.tariff_id is not None:
-        from broker.models import TariffVersion
-        version = conn.execute(select(TariffVersion.version)
-                               .where(TariffVersion.id == stored.tariff_id)).scalar()
+    version = None if stored.tariff_id is None else _tariff(conn, stored.tariff_id).version
     return {"job_id": job_id, "award_id": award_id, "sequence": stored.sequence,
             "usage_at": stored.usage_at, **{c: getattr(stored, c) for c in COUNTERS},
             "services": stored.service_counters, "charged_minor": stored.charged_minor,

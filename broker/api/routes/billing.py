@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from broker.api.deps import (
     Paging,
     group_commit_of,
     id_path,
+    key_cache_of,
     store_of,
 )
 from broker.api.responses import JobUsageOut, Page, TariffOut, UsageReportOut
@@ -47,18 +49,26 @@ async def post_usage(job_id: JobId, body: UsageIn, request: Request,
     200 with the stored report, nothing charged again (the sequence is the report's idempotency
     key, with no time window). Other counters under a sequence taken: 409. Counters below the
     report before: 422 naming the counter."""
-    # Like bids, reports go to the app's group commit: one transaction per batch, each report
-    # in a savepoint of its own, authenticated in it (see broker.groupcommit).
+    # Like bids, reports go to the app's group commit: one transaction per batch (see
+    # broker.groupcommit). A key seen within the last seconds is not looked up again (KeyCache);
+    # otherwise the report is authenticated in the batch's transaction. report_usage checks
+    # everything before it writes: no savepoint of its own.
     arrived = utcnow()
     counters = {c: getattr(body, c) for c in COUNTERS}
     services = {name: c.model_dump() for name, c in body.services.items()}
+    keys = key_cache_of(request)
+    cached = keys.get(token)
 
     def take(s) -> tuple[dict, bool]:
-        actor = authenticate(s, token)
+        actor = cached
+        if actor is None:
+            since = time.monotonic()
+            actor = authenticate(s, token)
+            keys.put(token, actor, since=since)
         return usage.report_usage(s, actor, job_id, body.sequence, counters,
                                   services=services, at=body.at, now=arrived)
 
-    view, new = await group_commit_of(request).run(take)
+    view, new = await group_commit_of(request).run(take, checks_first=True)
     return JSONResponse(_plain(view), status_code=201 if new else 200)
 
 
