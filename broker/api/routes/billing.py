@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
 
 from broker import tariff_book, usage
 from broker.actors import authenticate
@@ -20,6 +23,7 @@ from broker.api.deps import (
     id_path,
     key_cache_of,
     store_of,
+    token_of,
 )
 from broker.api.responses import JobUsageOut, Page, TariffOut, UsageReportOut
 from broker.api.schemas import TariffIn, UsageIn
@@ -30,6 +34,7 @@ router = APIRouter(tags=["billing"])
 # Usage reports come in as fast as bids: a router of their own, included before the others.
 reports = APIRouter(tags=["billing"])
 JobId = Annotated[int, id_path("a delivery job's id")]
+_JOB_ID = TypeAdapter(JobId)
 ProviderId = Annotated[int, id_path("a provider's id")]
 TariffId = Annotated[int, id_path("a tariff version's id")]
 
@@ -38,17 +43,8 @@ def _plain(view: dict) -> dict:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in view.items()}
 
 
-@reports.post("/jobs/{job_id}/usage", status_code=201, response_model=UsageReportOut,
-              responses={200: {"model": UsageReportOut,
-                               "description": "the report was taken in before: as stored"}})
-async def post_usage(job_id: JobId, body: UsageIn, request: Request,
-                     token: ApiToken) -> JSONResponse:
-    """A usage report of a job, by its provider: cumulative counters and a sequence number.
-
-    New: 201 with what it was charged. The same (job, sequence) again with the same counters:
-    200 with the stored report, nothing charged again (the sequence is the report's idempotency
-    key, with no time window). Other counters under a sequence taken: 409. Counters below the
-    report before: 422 naming the counter."""
+async def _take_report(request: Request, job_id: int, body: UsageIn,
+                       token: str | None) -> JSONResponse:
     # Like bids, reports go to the app's group commit: one transaction per batch (see
     # broker.groupcommit). A key seen within the last seconds is not looked up again (KeyCache);
     # otherwise the report is authenticated in the batch's transaction. report_usage checks
@@ -70,6 +66,59 @@ async def post_usage(job_id: JobId, body: UsageIn, request: Request,
 
     view, new = await group_commit_of(request).run(take, checks_first=True)
     return JSONResponse(_plain(view), status_code=201 if new else 200)
+
+
+def _invalid(errors: list, *where: str) -> RequestValidationError:
+    """The 422 FastAPI's own validation would raise (the app's handler words it)."""
+    return RequestValidationError([{**e, "loc": (*where, *e.get("loc", ()))} for e in errors])
+
+
+async def _usage_endpoint(request: Request) -> Response:
+    """`post_usage` without FastAPI's per-request dependency solving (a tenth of a report's
+    server CPU): the same checks, done here. The operation stays declared below, for the
+    OpenAPI document; this plain route is matched first."""
+    try:
+        job_id = _JOB_ID.validate_python(request.path_params["job_id"])
+    except ValidationError as exc:
+        raise _invalid(exc.errors(include_url=False), "path", "job_id") from None
+    raw = await request.body()
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError as exc:
+        raise RequestValidationError([{
+            "type": "json_invalid", "loc": ("body", getattr(exc, "pos", 0)),
+            "msg": "JSON decode error", "input": {}, "ctx": {"error": str(exc)}}]) from None
+    if data is None:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",),
+                                       "msg": "Field required", "input": None}])
+    if not isinstance(data, dict):
+        raise RequestValidationError([{
+            "type": "model_attributes_type", "loc": ("body",), "input": data,
+            "msg": "Input should be a valid dictionary or object to extract fields from"}])
+    try:
+        body = UsageIn.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc.errors(include_url=False), "body") from None
+    return await _take_report(request, job_id, body, token_of(request))
+
+
+reports.add_route("/jobs/{job_id}/usage", _usage_endpoint, methods=["POST"],
+                  include_in_schema=False)
+
+
+@reports.post("/jobs/{job_id}/usage", status_code=201, response_model=UsageReportOut,
+              responses={200: {"model": UsageReportOut,
+                               "description": "the report was taken in before: as stored"}})
+async def post_usage(job_id: JobId, body: UsageIn, request: Request,
+                     token: ApiToken) -> JSONResponse:
+    """A usage report of a job, by its provider: cumulative counters and a sequence number.
+
+    New: 201 with what it was charged. The same (job, sequence) again with the same counters:
+    200 with the stored report, nothing charged again (the sequence is the report's idempotency
+    key, with no time window). Other counters under a sequence taken: 409. Counters below the
+    report before: 422 naming the counter."""
+    # Served by `_usage_endpoint` (matched first); declared here for the OpenAPI document.
+    return await _take_report(request, job_id, body, token)
 
 
 @router.get("/jobs/{job_id}/usage", response_model=JobUsageOut)
