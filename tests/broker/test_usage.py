@@ -185,3 +185,38 @@ def test_only_the_awards_parties_read_a_jobs_usage(api):
     for client in (api.bob, api.north_key):
         refused(client.get(f"/v1/jobs/{job}/usage"), None, 403)
     refused(api.alice.get("/v1/jobs/999999/usage"), None, 404)
+
+
+def test_a_revoked_key_reports_no_more_though_keys_are_cached(api):
+    """The intake remembers a key's actor for a moment (KeyCache); a key revoked in the same
+    process is dropped at once, so the next report is a 401."""
+    publish(api)
+    job = volume_job(api)
+    assert report(api, job, 1, bytes_out=MB).status_code == 201
+    assert report(api, job, 2, bytes_out=2 * MB).status_code == 201  # from the cache
+    prefix = api.home_key.headers["Authorization"].split("_")[1]
+    r = api.home_key.delete(f"/v1/keys/{prefix}")
+    assert r.status_code == 200, r.text
+    r = report(api, job, 3, bytes_out=3 * MB)
+    assert r.status_code == 401 and "revoked" in r.json()["message"], r.text
+
+
+def test_the_key_cache_is_bounded_expires_and_forgets_revoked_keys(monkeypatch):
+    from broker.actors import Actor
+    from broker.api.deps import KeyCache
+
+    clock = [100.0]
+    monkeypatch.setattr("broker.api.deps.time.monotonic", lambda: clock[0])
+    cache = KeyCache(ttl=2.0, size=2)
+    actors = {n: Actor("provider", n, provider_ids=frozenset({n})) for n in (1, 2, 3)}
+    for n, actor in actors.items():
+        cache.put(f"pktx_p{n}_secret", actor, since=clock[0])
+    assert cache.get("pktx_p1_secret") is None  # the least recently used went
+    assert cache.get("pktx_p3_secret") == actors[3]
+    assert cache.get("pktx_p3_other") is None and cache.get(None) is None
+    KeyCache.revoked("p3")
+    assert cache.get("pktx_p3_secret") is None
+    clock[0] += 1.9
+    assert cache.get("pktx_p2_secret") == actors[2]
+    clock[0] += 0.2  # revoked elsewhere, a key is refused again at most ttl after its lookup
+    assert cache.get("pktx_p2_secret") is None
