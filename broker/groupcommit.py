@@ -24,7 +24,11 @@ so (``checks_first=True``): such a call runs without a savepoint of its own, sin
 `BrokerError` it raises means it wrote nothing. Anything else it raises (a unique index that a
 concurrent process won, a defect) may have come after a write: then the whole transaction is
 rolled back and the batch run again, every call in a savepoint as above, so what each caller
-sees is the same either way.
+sees is the same either way. Such calls may also leave their inserts to the end of the batch
+(`deferred`): one multi-row statement for the whole batch instead of one per call, written
+before the commit and before any call that is not ``checks_first``; a failure there is a redo
+too. A call that reads what an earlier call of the batch deferred flushes the batch's deferred
+writes first (`Deferred.flush`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,39 @@ from broker.store import Store
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+_DEFERRED = "pktx.group_commit.deferred"
+
+
+class Deferred:
+    """The writes a batch's ``checks_first`` calls left for its end, by kind: for each, the
+    function that writes them all (given the session and the items) and the items so far."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, tuple[Callable[[Session, list], None], list]] = {}
+
+    def add(self, kind: str, write: Callable[[Session, list], None], item: Any) -> None:
+        self._kinds.setdefault(kind, (write, []))[1].append(item)
+
+    def pending(self, kind: str) -> list:
+        """The items of ``kind`` not written yet (to read, not to change)."""
+        entry = self._kinds.get(kind)
+        return entry[1] if entry else []
+
+    def flush(self, session: Session) -> None:
+        """Write everything deferred so far (in the order of kinds first deferred)."""
+        for write, items in self._kinds.values():
+            if items:
+                batch = items[:]
+                items.clear()
+                write(session, batch)
+
+
+def deferred(session: Session) -> Deferred | None:
+    """The batch's `Deferred` when ``session`` is a group commit's running a ``checks_first``
+    call without a savepoint (else None: write at once)."""
+    return session.info.get(_DEFERRED)
 
 
 class _Redo(Exception):
@@ -176,20 +213,35 @@ class GroupCommit:
 
     def _transaction(self, batch: list[_Call], *, savepoints: bool) -> None:
         with self.store.write() as session:
+            later = None if savepoints else Deferred()
             for c in batch:
-                if c.checks_first and not savepoints:
+                if c.checks_first and later is not None:
+                    session.info[_DEFERRED] = later
                     try:
                         c.result = c.fn(session)
                     except BrokerError as exc:  # refused before writing anything
                         c.error = exc
                     except Exception as exc:
                         raise _Redo from exc
+                    finally:
+                        session.info.pop(_DEFERRED, None)
                     continue
+                if later is not None:
+                    self._flush(later, session)
                 try:
                     with session.begin_nested():
                         c.result = c.fn(session)
                 except Exception as exc:  # this call's own failure, for it to see
                     c.error = exc
+            if later is not None:
+                self._flush(later, session)
+
+    @staticmethod
+    def _flush(later: Deferred, session: Session) -> None:
+        try:
+            later.flush(session)
+        except Exception as exc:
+            raise _Redo from exc
 
     @staticmethod
     def _answer(batch: list[_Call]) -> None:

@@ -23,6 +23,7 @@ from broker.charging import allocate, billable
 from broker.clock import as_utc, resolve_now
 from broker.currency import MINOR_DIGITS
 from broker.errors import InvalidInput, NotFound, NotYours, ReportMismatch, WrongState
+from broker.groupcommit import deferred
 from broker.models import (
     COUNTERS,
     Award,
@@ -76,6 +77,9 @@ _AFTER = (select(*_REPORT_COLUMNS)
           .order_by(UsageReport.sequence).limit(1).subquery())
 _NEIGHBOURS = union_all(select(_AT_AND_BEFORE), select(_AFTER))
 _INSERT_REPORT = insert(UsageReport).returning(UsageReport.id)
+# Many reports at once (a group commit's batch), their ids in the order of the rows.
+_INSERT_REPORTS = insert(UsageReport).returning(UsageReport.id, sort_by_parameter_order=True)
+_DEFERRED = "usage reports"
 _INSERT_CHARGES = insert(Charge)
 _LINES = (select(Charge.kind, func.sum(Charge.amount_minor))
           .where(Charge.usage_report_id == bindparam("report"))
@@ -154,10 +158,15 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
     Every check and read comes before the first write: a `BrokerError` raised here has written
     nothing (the group commit runs it without a savepoint of its own on that promise). Four
     statements for a new report: the job (with its award's terms, the tariff version active at
-    the report's time and the payers), the neighbouring reports, the insert, the charges.
+    the report's time and the payers), the neighbouring reports, the insert, the charges; in a
+    group commit's batch the last two are deferred to its end, for every report of the batch
+    at once (`broker.groupcommit.deferred`).
     """
     now = resolve_now(now)
     conn = session.connection()
+    later = deferred(session)
+    if later is not None and any(r["job_id"] == job_id for r, _ in later.pending(_DEFERRED)):
+        later.flush(session)  # this job's report before, still unwritten: the reads need it
     try:  # the tariff version is looked up at the report's time (a bad one is refused below)
         tariff_at = now if at is None else as_utc(at, field="at")
     except InvalidInput:
@@ -240,17 +249,29 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
            "sequence": sequence, "usage_at": at, "service_counters": report["services"],
            "tariff_id": tariff_id, "charged_minor": total, "currency": currency,
            "created_at": now}
-    report_id = conn.execute(_INSERT_REPORT, row).scalar_one()
-    for charge in charges:
-        charge["usage_report_id"] = report_id
-    if charges:
-        conn.execute(_INSERT_CHARGES, charges)
+    if later is not None:  # in a group commit's batch: written with the batch's other reports
+        later.add(_DEFERRED, _write_reports, (row, charges))
+    else:
+        _write_reports(session, [(row, charges)])
     return {"job_id": job_id, "award_id": job.award_id, "sequence": sequence,
             "usage_at": at, **{c: report[c] for c in COUNTERS}, "services": report["services"],
             "charged_minor": total, "currency": currency, "tariff_id": tariff_id,
             "tariff_version": version,
             "lines": [{"kind": k, "amount_minor": m} for k, m in lines],
             "received_at": now}, True
+
+
+def _write_reports(session: Session, reports: list[tuple[dict, list[dict]]]) -> None:
+    """Insert reports (rows of `usage_reports`) with their charge lines: two statements."""
+    conn = session.connection()
+    if len(reports) == 1:
+        ids = [conn.execute(_INSERT_REPORT, reports[0][0]).scalar_one()]
+    else:
+        ids = conn.execute(_INSERT_REPORTS, [row for row, _ in reports]).scalars().all()
+    charges = [{**charge, "usage_report_id": report_id}
+               for (_, lines), report_id in zip(reports, ids, strict=True) for charge in lines]
+    if charges:
+        conn.execute(_INSERT_CHARGES, charges)
 
 
 def _view(conn, job_id: int, award_id: int, stored) -> dict:
