@@ -159,3 +159,92 @@ def test_the_domain_checks_counters_itself(store, world):
         assert caught.value.field == field
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(UsageReport)) == 0
+
+
+def test_one_jobs_reports_in_one_group_commit_batch_end_as_one_transaction_each(store, world):
+    """In a group commit's batch a report's inserts wait for the batch's end (one statement for
+    all); a later report of the same job writes the waiting ones first, so resends, late
+    reports, conflicts and counters going backwards come out as they do one by one."""
+    import threading
+
+    from broker.errors import BrokerError
+    from broker.groupcommit import GroupCommit
+    from broker.models import DeliveryJob
+
+    home = world.m.actor("provider", world.home)
+    with store.write() as s:
+        publish_tariff(s, home, world.home, {
+            "services": ["identity"], "currency": "EUR",
+            "active_from": (T0 - timedelta(hours=1)).isoformat(),
+            "dimensions": {"bytes": {"rate_unit": 1, "tiers": [{"up_to": None,
+                                                                  "price": "0.01"}]}}}, now=T0)
+    jobs = []
+    for _ in range(3):
+        new_job(store, world, T0)
+        with store.read() as s:
+            jobs.append(s.scalars(select(DeliveryJob.id).order_by(DeliveryJob.id.desc())).first())
+    first, second, alone = jobs  # the first two's reports interleaved in one batch
+    # (sequence, bytes past the volume): a resend, late ones, a conflict, one going backwards.
+    arrivals = [(3, 300), (1, 100), (2, 200), (3, 300), (5, 500), (4, 400), (5, 500),
+                (2, 999), (6, 450), (7, 700)]
+    now = T0 + timedelta(minutes=5)
+
+    def take(job, sequence, extra):
+        def fn(s):
+            view, new = report_usage(s, home, job, sequence, {"bytes_out": VOLUME + extra},
+                                     now=now)
+            return new, view["charged_minor"]
+        return fn
+
+    def outcome(fn, run):
+        try:
+            return ("ok", *run(fn))
+        except BrokerError as exc:
+            return ("refused", type(exc).__name__)
+
+    def one_transaction(fn):
+        with store.write() as s:
+            return fn(s)
+
+    expected = [outcome(take(alone, q, x), one_transaction) for q, x in arrivals]
+
+    gc = GroupCommit(store)
+    try:
+        entered, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=gc.call,
+                                  args=(lambda _s: (entered.set(), release.wait(30)),))
+        holder.start()
+        assert entered.wait(30)
+        calls = [(job, q, x) for q, x in arrivals for job in (first, second)]
+        got: list = [None] * len(calls)
+
+        def send(i, fn):
+            got[i] = outcome(fn, lambda f: gc.call(f, checks_first=True))
+
+        threads = []
+        for i, (job, q, x) in enumerate(calls):  # queued in this order, behind the holder
+            threads.append(threading.Thread(target=send, args=(i, take(job, q, x))))
+            threads[-1].start()
+            for _ in range(3000):
+                if gc._queue.qsize() > i:
+                    break
+                threading.Event().wait(0.01)
+        batches = gc.batches
+        release.set()
+        holder.join(30)
+        for t in threads:
+            t.join(30)
+        assert gc.batches == batches + 2 and gc.redone == 0  # the holder's, then one batch
+    finally:
+        gc.stop()
+    assert got[0::2] == got[1::2] == expected
+    assert [r[0] for r in expected] == ["ok"] * 7 + ["refused"] * 2 + ["ok"]
+    with store.read() as s:
+        def stored(job):
+            return (s.execute(select(UsageReport.sequence, UsageReport.charged_minor)
+                              .where(UsageReport.job_id == job)
+                              .order_by(UsageReport.sequence)).all(),
+                    s.scalar(select(func.sum(Charge.amount_minor))
+                             .where(Charge.job_id == job, Charge.kind != "price")))
+        assert stored(first) == stored(second) == stored(alone)
+        assert stored(first)[1] == 700

@@ -127,6 +127,44 @@ def test_calls_that_check_first_skip_their_savepoint_and_a_late_failure_redoes_t
         gc.stop()
 
 
+def test_a_deferred_write_failing_at_the_batchs_end_redoes_the_batch(store):
+    """Checks-first calls may leave their inserts to the batch's end (`deferred`); if that
+    write fails, the batch is rolled back and run again, each call in its savepoint writing at
+    once, and only the clashing call gets the error."""
+    from sqlalchemy import insert
+
+    from broker.groupcommit import deferred
+
+    def insert_networks(s, names):
+        s.execute(insert(Network), [{"name": n} for n in names])
+
+    def add_later(name):
+        def fn(s):
+            later = deferred(s)
+            if later is None:
+                return _add_network(name)(s)
+            later.add("networks", insert_networks, name)
+            return name
+        return fn
+
+    gc = GroupCommit(store)
+    try:
+        _, release, holder = _hold_writer(gc)
+        results, threads = _queue_calls(gc, [add_later("a"), add_later("b"), add_later("a")],
+                                        checks_first=True)
+        _wait_queued(gc, 3)
+        release.set()
+        holder.join(30)
+        for t in threads:
+            t.join(30)
+        assert gc.redone == 1
+        assert [r[0] for r in results] == ["ok", "ok", "error"]
+        assert isinstance(results[2][1], IntegrityError)
+        assert _names(store) == ["a", "b"]
+    finally:
+        gc.stop()
+
+
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 def test_a_failed_commit_fails_every_call_of_the_batch_and_keeps_nothing(store):
     """SQLite checks deferred foreign keys at COMMIT: one call's dangling reference makes the
