@@ -220,3 +220,52 @@ def test_the_key_cache_is_bounded_expires_and_forgets_revoked_keys(monkeypatch):
     assert cache.get("pktx_p2_secret") == actors[2]
     clock[0] += 0.2  # revoked elsewhere, a key is refused again at most ttl after its lookup
     assert cache.get("pktx_p2_secret") is None
+
+
+def test_the_plain_usage_route_answers_bad_input_as_the_declared_operation_does(store):
+    """POST /v1/jobs/{id}/usage is served by a plain route that validates by hand (no
+    dependency solving); FastAPI's own operation, declared for the OpenAPI document, would
+    answer every bad request the same."""
+    import asyncio
+
+    from fastapi.routing import APIRoute
+
+    from broker.api.main import create_app
+    from broker.api.routes import billing
+
+    bad = [("0", b'{"sequence": 1}', "application/json"),
+           ("abc", b"{}", "application/json"), (str(BIG), b"{}", "application/json"),
+           ("5", b"{bad", "application/json"), ("5", b"", "application/json"),
+           ("5", b"null", "application/json"), ("5", b"[1]", "application/json"),
+           ("5", b'{"sequence": 1.0}', "application/json"),
+           ("5", b'{"sequence": 1, "bytes_out": -1}', "application/json"),
+           ("5", b'{"sequence": 1, "zzz": 1}', "application/json"),
+           ("5", b'{"sequence": 1, "at": "2020-01-01T00:00:00"}', "application/json"),
+           ("5", b'{"sequence": 1, "services": {"x": {"packets": "1"}}}', "application/json"),
+           ("5", b'{"sequence": 1}', "text/plain"), ("5", b'{"sequence": 1}', None),
+           ("5", b'{"sequence": 1}', "application/merge-patch+json; charset=utf-8")]
+
+    async def ask(app) -> list:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://broker") as client:
+            return [(r.status_code, r.json()) for r in [
+                await client.post(f"/v1/jobs/{job}/usage", content=body,
+                                  headers={"Content-Type": kind} if kind else {})
+                for job, body, kind in bad]]
+
+    def answers() -> list:
+        app = create_app(store, expire_every=None)
+        try:
+            return asyncio.run(ask(app))
+        finally:
+            app.state.group_commit.stop()
+
+    plain = answers()
+    routes = billing.reports.routes[:]
+    try:
+        billing.reports.routes[:] = [r for r in routes if isinstance(r, APIRoute)]
+        declared = answers()
+    finally:
+        billing.reports.routes[:] = routes
+    assert plain == declared
+    assert {status for status, _ in plain} == {401, 422}

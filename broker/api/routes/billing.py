@@ -68,37 +68,45 @@ async def _take_report(request: Request, job_id: int, body: UsageIn,
     return JSONResponse(_plain(view), status_code=201 if new else 200)
 
 
-def _invalid(errors: list, *where: str) -> RequestValidationError:
-    """The 422 FastAPI's own validation would raise (the app's handler words it)."""
-    return RequestValidationError([{**e, "loc": (*where, *e.get("loc", ()))} for e in errors])
+def _located(errors: list, *where: str) -> list:
+    """Pydantic's errors located as FastAPI locates them (the app's 422 handler words them)."""
+    return [{**e, "loc": (*where, *e.get("loc", ()))} for e in errors]
 
 
 async def _usage_endpoint(request: Request) -> Response:
     """`post_usage` without FastAPI's per-request dependency solving (a tenth of a report's
     server CPU): the same checks, done here. The operation stays declared below, for the
     OpenAPI document; this plain route is matched first."""
+    raw = await request.body()
+    data: object = raw  # bytes unless the Content-Type says JSON (none: not JSON), as in FastAPI
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    main, _, sub = kind.partition("/")
+    if raw and main == "application" and (sub == "json" or sub.endswith("+json")):
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:  # before anything else is checked, as in FastAPI
+            raise RequestValidationError([{
+                "type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
+                "input": {}, "ctx": {"error": exc.msg}}], body=exc.doc) from None
+    errors: list = []  # every error at once, the path's first, as FastAPI lists them
     try:
         job_id = _JOB_ID.validate_python(request.path_params["job_id"])
     except ValidationError as exc:
-        raise _invalid(exc.errors(include_url=False), "path", "job_id") from None
-    raw = await request.body()
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError as exc:
-        raise RequestValidationError([{
-            "type": "json_invalid", "loc": ("body", getattr(exc, "pos", 0)),
-            "msg": "JSON decode error", "input": {}, "ctx": {"error": str(exc)}}]) from None
-    if data is None:
-        raise RequestValidationError([{"type": "missing", "loc": ("body",),
-                                       "msg": "Field required", "input": None}])
-    if not isinstance(data, dict):
-        raise RequestValidationError([{
-            "type": "model_attributes_type", "loc": ("body",), "input": data,
-            "msg": "Input should be a valid dictionary or object to extract fields from"}])
-    try:
-        body = UsageIn.model_validate(data)
-    except ValidationError as exc:
-        raise _invalid(exc.errors(include_url=False), "body") from None
+        errors += _located(exc.errors(include_url=False), "path", "job_id")
+    if not raw:
+        errors.append({"type": "missing", "loc": ("body",), "msg": "Field required",
+                       "input": None})
+    elif not isinstance(data, dict):
+        errors.append({"type": "model_attributes_type", "loc": ("body",), "input": data,
+                       "msg": "Input should be a valid dictionary or object to extract fields "
+                              "from"})
+    else:
+        try:
+            body = UsageIn.model_validate(data)
+        except ValidationError as exc:
+            errors += _located(exc.errors(include_url=False), "body")
+    if errors:
+        raise RequestValidationError(errors)
     return await _take_report(request, job_id, body, token_of(request))
 
 
