@@ -55,12 +55,20 @@ _STOP = object()
 _DEFERRED = "pktx.group_commit.deferred"
 
 
+# What a call wants read before its batch runs, with every other call's of the same kind in
+# one go: (kind, the function reading them all (session, keys) -> what the calls look up in
+# `Deferred.found`, this call's key).
+Prefetch = tuple[str, Callable[[Session, list], Any], Any]
+
+
 class Deferred:
     """The writes a batch's ``checks_first`` calls left for its end, by kind: for each, the
-    function that writes them all (given the session and the items) and the items so far."""
+    function that writes them all (given the session and the items) and the items so far; and
+    what was read for the batch's calls before they ran (`found`, by kind)."""
 
     def __init__(self) -> None:
         self._kinds: dict[str, tuple[Callable[[Session, list], None], list]] = {}
+        self.found: dict[str, Any] = {}
 
     def add(self, kind: str, write: Callable[[Session, list], None], item: Any) -> None:
         self._kinds.setdefault(kind, (write, []))[1].append(item)
@@ -90,12 +98,13 @@ class _Redo(Exception):
 
 
 class _Call:
-    __slots__ = ("checks_first", "error", "fn", "future", "loop", "result")
+    __slots__ = ("checks_first", "error", "fn", "future", "loop", "prefetch", "result")
 
     def __init__(self, fn: Callable[[Session], Any], loop, future, *,
-                 checks_first: bool = False) -> None:
+                 checks_first: bool = False, prefetch: Prefetch | None = None) -> None:
         self.fn = fn
         self.checks_first = checks_first
+        self.prefetch = prefetch if checks_first else None
         self.loop = loop  # an asyncio loop, or None for a concurrent.futures.Future
         self.future = future
         self.result: Any = None
@@ -129,20 +138,24 @@ class GroupCommit:
         self.redone = 0  # batches rolled back and run again with a savepoint per call
 
     # -- callers ---------------------------------------------------------------------------
-    async def run(self, fn: Callable[[Session], Any], *, checks_first: bool = False) -> Any:
+    async def run(self, fn: Callable[[Session], Any], *, checks_first: bool = False,
+                  prefetch: Prefetch | None = None) -> Any:
         """``fn(session)`` in the next batch; its result once the batch is committed.
 
         ``checks_first``: ``fn`` raises a `BrokerError` only before its first write (it then
-        runs without a savepoint of its own; see the module's docstring)."""
+        runs without a savepoint of its own; see the module's docstring). ``prefetch``: what
+        to read for it before the batch runs, with the other calls' of its kind, when it runs
+        without a savepoint (`Prefetch`; it finds the result in `deferred(session).found`)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._put(_Call(fn, loop, future, checks_first=checks_first))
+        self._put(_Call(fn, loop, future, checks_first=checks_first, prefetch=prefetch))
         return await future
 
-    def call(self, fn: Callable[[Session], Any], *, checks_first: bool = False) -> Any:
+    def call(self, fn: Callable[[Session], Any], *, checks_first: bool = False,
+             prefetch: Prefetch | None = None) -> Any:
         """`run` for a caller on a thread: blocks until the batch is committed."""
         future: Future = Future()
-        self._put(_Call(fn, None, future, checks_first=checks_first))
+        self._put(_Call(fn, None, future, checks_first=checks_first, prefetch=prefetch))
         return future.result()
 
     def _put(self, call: _Call) -> None:
@@ -214,6 +227,8 @@ class GroupCommit:
     def _transaction(self, batch: list[_Call], *, savepoints: bool) -> None:
         with self.store.write() as session:
             later = None if savepoints else Deferred()
+            if later is not None:
+                self._prefetch(later, batch, session)
             for c in batch:
                 if c.checks_first and later is not None:
                     session.info[_DEFERRED] = later
@@ -235,6 +250,19 @@ class GroupCommit:
                     c.error = exc
             if later is not None:
                 self._flush(later, session)
+
+    @staticmethod
+    def _prefetch(later: Deferred, batch: list[_Call], session: Session) -> None:
+        wanted: dict[str, tuple[Callable[[Session, list], Any], list]] = {}
+        for c in batch:
+            if c.prefetch is not None:
+                kind, read, key = c.prefetch
+                wanted.setdefault(kind, (read, []))[1].append(key)
+        try:
+            for kind, (read, keys) in wanted.items():
+                later.found[kind] = read(session, keys)
+        except Exception as exc:
+            raise _Redo from exc
 
     @staticmethod
     def _flush(later: Deferred, session: Session) -> None:

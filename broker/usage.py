@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select, union_all
+from sqlalchemy import and_, bindparam, func, insert, select, union_all
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -52,15 +52,18 @@ _TARIFF_AT = (select(TariffVersion.id)
               .correlate(Award).scalar_subquery())
 # The job, its award's terms, the tariff version active at ``at`` and the award's payers (one
 # row per payer, in their order): one query.
-_JOB = (select(DeliveryJob.status, DeliveryJob.provider_id.label("job_provider"),
-               Award.id.label("award_id"), Award.provider_id, Award.home_provider_id,
-               Award.services, Award.currency, Award.volume_bytes, Award.data_cap_bytes,
-               Award.starts_at, Award.ends_at, _TARIFF_AT.label("tariff_id"),
-               AwardPayer.user_id.label("payer"), AwardPayer.share_minor)
-        .join(Award, Award.id == DeliveryJob.award_id)
-        .outerjoin(AwardPayer, AwardPayer.award_id == Award.id)
-        .where(DeliveryJob.id == bindparam("job"))
-        .order_by(AwardPayer.id))
+_JOB_TERMS = (select(DeliveryJob.status, DeliveryJob.provider_id.label("job_provider"),
+                     Award.id.label("award_id"), Award.provider_id, Award.home_provider_id,
+                     Award.services, Award.currency, Award.volume_bytes, Award.data_cap_bytes,
+                     Award.starts_at, Award.ends_at, _TARIFF_AT.label("tariff_id"),
+                     AwardPayer.user_id.label("payer"), AwardPayer.share_minor)
+              .join(Award, Award.id == DeliveryJob.award_id)
+              .outerjoin(AwardPayer, AwardPayer.award_id == Award.id))
+_JOB = _JOB_TERMS.where(DeliveryJob.id == bindparam("job")).order_by(AwardPayer.id)
+# The same for every job of a group commit's batch at once, at the batch's latest time.
+_JOBS = (_JOB_TERMS.add_columns(DeliveryJob.id.label("job_id"))
+         .where(DeliveryJob.id.in_(bindparam("jobs", expanding=True)))
+         .order_by(DeliveryJob.id, AwardPayer.id))
 _TARIFF_DOC = select(TariffVersion.doc).where(TariffVersion.id == bindparam("id"))
 _REPORT_COLUMNS = (UsageReport.id, UsageReport.sequence, UsageReport.usage_at,
                    *(getattr(UsageReport, c) for c in COUNTERS), UsageReport.service_counters,
@@ -76,6 +79,14 @@ _AFTER = (select(*_REPORT_COLUMNS)
                  UsageReport.sequence > bindparam("sequence"))
           .order_by(UsageReport.sequence).limit(1).subquery())
 _NEIGHBOURS = union_all(select(_AT_AND_BEFORE), select(_AFTER))
+# Each job's latest report, for every job of a batch at once.
+_LAST = (select(UsageReport.job_id, func.max(UsageReport.sequence).label("sequence"))
+         .where(UsageReport.job_id.in_(bindparam("jobs", expanding=True)))
+         .group_by(UsageReport.job_id).subquery())
+_LATEST = (select(UsageReport.job_id, *_REPORT_COLUMNS)
+           .join(_LAST, and_(UsageReport.job_id == _LAST.c.job_id,
+                             UsageReport.sequence == _LAST.c.sequence)))
+PREFETCH_KIND = "usage: jobs and latest reports"
 _INSERT_REPORT = insert(UsageReport).returning(UsageReport.id)
 # Many reports at once (a group commit's batch), their ids in the order of the rows.
 _INSERT_REPORTS = insert(UsageReport).returning(UsageReport.id, sort_by_parameter_order=True)
@@ -145,6 +156,30 @@ def _tariff(conn, tariff_id: int):
     return tariff
 
 
+def prefetch(job_id: int, at: datetime | None, now: datetime):
+    """What `report_usage` of ``job_id`` wants read with the rest of its group commit's batch
+    (`broker.groupcommit.Prefetch`): the job's terms and its latest report."""
+    try:
+        tariff_at = now if at is None else as_utc(at, field="at")
+    except InvalidInput:
+        tariff_at = now
+    return PREFETCH_KIND, _read_batch, (job_id, tariff_at)
+
+
+def _read_batch(session: Session, keys: list[tuple[int, datetime]]) -> dict:
+    """For the jobs of ``keys``: job id -> (its `_JOB` rows at the batch's latest time, its
+    latest report or None); two statements for the whole batch."""
+    conn = session.connection()
+    jobs = sorted({job for job, _ in keys})
+    found: dict = {}
+    for row in conn.execute(_JOBS, {"jobs": jobs, "at": max(t for _, t in keys)}):
+        found.setdefault(row.job_id, ([], None))[0].append(row)
+    for row in conn.execute(_LATEST, {"jobs": jobs}):
+        if row.job_id in found:
+            found[row.job_id] = (found[row.job_id][0], row)
+    return found
+
+
 def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
                  counters: Mapping[str, int], *, services: Mapping | None = None,
                  at: datetime | None = None, now: datetime | None = None
@@ -171,7 +206,15 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
         tariff_at = now if at is None else as_utc(at, field="at")
     except InvalidInput:
         tariff_at = now
-    job_rows = conn.execute(_JOB, {"job": job_id, "at": tariff_at}).all()
+    # Read with the rest of the batch (`prefetch`), once: a second report of the job in the
+    # batch reads afresh, after the first is written.
+    read = later.found.get(PREFETCH_KIND, {}).pop(job_id, None) if later is not None else None
+    job_rows, latest = read if read is not None else (None, None)
+    if job_rows and job_rows[0].tariff_id is not None and \
+            _tariff(conn, job_rows[0].tariff_id).active_from > tariff_at:
+        job_rows = None  # a version active at the batch's time but not yet at this report's
+    if not job_rows:
+        job_rows = conn.execute(_JOB, {"job": job_id, "at": tariff_at}).all()
     if not job_rows:
         raise NotFound("delivery job", job_id)
     job = job_rows[0]
@@ -185,8 +228,11 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
                            field=sorted(unknown)[0])
     report["services"] = check_services(services or {}, job.services)
     where = f"usage report {sequence} of job {job_id}"
-    rows = sorted(conn.execute(_NEIGHBOURS, {"job": job_id, "sequence": sequence}).all(),
-                  key=lambda r: r.sequence)
+    if read is not None and (latest is None or latest.sequence < sequence):
+        rows = [] if latest is None else [latest]  # the next report, as most are
+    else:
+        rows = sorted(conn.execute(_NEIGHBOURS, {"job": job_id, "sequence": sequence}).all(),
+                      key=lambda r: r.sequence)
     after = rows.pop() if rows and rows[-1].sequence > sequence else None
     if rows and rows[-1].sequence == sequence:
         stored = rows[-1]

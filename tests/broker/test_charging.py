@@ -16,7 +16,7 @@ from broker.models import Charge, UsageReport
 from broker.rating import CONNECT, rate
 from broker.requests import submit_request
 from broker.tariff_book import publish_tariff
-from broker.usage import report_usage
+from broker.usage import prefetch, report_usage
 
 VOLUME = 1000
 
@@ -162,8 +162,9 @@ def test_the_domain_checks_counters_itself(store, world):
 
 
 def test_one_jobs_reports_in_one_group_commit_batch_end_as_one_transaction_each(store, world):
-    """In a group commit's batch a report's inserts wait for the batch's end (one statement for
-    all); a later report of the same job writes the waiting ones first, so resends, late
+    """In a group commit's batch the jobs and their latest reports are read for all reports at
+    once and a report's inserts wait for the batch's end (one statement for all); a later
+    report of the same job writes the waiting ones first and reads afresh, so resends, late
     reports, conflicts and counters going backwards come out as they do one by one."""
     import threading
 
@@ -206,10 +207,9 @@ def test_one_jobs_reports_in_one_group_commit_batch_end_as_one_transaction_each(
         with store.write() as s:
             return fn(s)
 
-    expected = [outcome(take(alone, q, x), one_transaction) for q, x in arrivals]
-
     gc = GroupCommit(store)
-    try:
+
+    def one_batch(arrivals) -> list:
         entered, release = threading.Event(), threading.Event()
         holder = threading.Thread(target=gc.call,
                                   args=(lambda _s: (entered.set(), release.wait(30)),))
@@ -218,12 +218,13 @@ def test_one_jobs_reports_in_one_group_commit_batch_end_as_one_transaction_each(
         calls = [(job, q, x) for q, x in arrivals for job in (first, second)]
         got: list = [None] * len(calls)
 
-        def send(i, fn):
-            got[i] = outcome(fn, lambda f: gc.call(f, checks_first=True))
+        def send(i, job, fn):  # with the batch's reads done at once before it runs
+            got[i] = outcome(fn, lambda f: gc.call(f, checks_first=True,
+                                                   prefetch=prefetch(job, None, now)))
 
         threads = []
         for i, (job, q, x) in enumerate(calls):  # queued in this order, behind the holder
-            threads.append(threading.Thread(target=send, args=(i, take(job, q, x))))
+            threads.append(threading.Thread(target=send, args=(i, job, take(job, q, x))))
             threads[-1].start()
             for _ in range(3000):
                 if gc._queue.qsize() > i:
@@ -235,10 +236,19 @@ def test_one_jobs_reports_in_one_group_commit_batch_end_as_one_transaction_each(
         for t in threads:
             t.join(30)
         assert gc.batches == batches + 2 and gc.redone == 0  # the holder's, then one batch
+        return got
+
+    try:
+        # The second batch finds reports stored: the latest read for all, then used or not.
+        for batch, kinds in ((arrivals, ["ok"] * 7 + ["refused"] * 2 + ["ok"]),
+                             ([(8, 800), (6, 500), (9, 900), (8, 800), (10, 850)],
+                              ["ok"] * 4 + ["refused"])):
+            expected = [outcome(take(alone, q, x), one_transaction) for q, x in batch]
+            got = one_batch(batch)
+            assert got[0::2] == got[1::2] == expected
+            assert [r[0] for r in expected] == kinds
     finally:
         gc.stop()
-    assert got[0::2] == got[1::2] == expected
-    assert [r[0] for r in expected] == ["ok"] * 7 + ["refused"] * 2 + ["ok"]
     with store.read() as s:
         def stored(job):
             return (s.execute(select(UsageReport.sequence, UsageReport.charged_minor)
@@ -247,4 +257,4 @@ def test_one_jobs_reports_in_one_group_commit_batch_end_as_one_transaction_each(
                     s.scalar(select(func.sum(Charge.amount_minor))
                              .where(Charge.job_id == job, Charge.kind != "price")))
         assert stored(first) == stored(second) == stored(alone)
-        assert stored(first)[1] == 700
+        assert stored(first)[1] == 900

@@ -64,7 +64,8 @@ async def _take_report(request: Request, job_id: int, body: UsageIn,
         return usage.report_usage(s, actor, job_id, body.sequence, counters,
                                   services=services, at=body.at, now=arrived)
 
-    view, new = await group_commit_of(request).run(take, checks_first=True)
+    view, new = await group_commit_of(request).run(
+        take, checks_first=True, prefetch=usage.prefetch(job_id, body.at, arrived))
     return JSONResponse(_plain(view), status_code=201 if new else 200)
 
 
