@@ -258,3 +258,63 @@ def test_one_jobs_reports_in_one_group_commit_batch_end_as_one_transaction_each(
                              .where(Charge.job_id == job, Charge.kind != "price")))
         assert stored(first) == stored(second) == stored(alone)
         assert stored(first)[1] == 900
+
+
+def test_a_batch_read_at_its_latest_time_does_not_rate_an_earlier_report_by_a_later_version(
+        store, world):
+    """A batch reads the jobs' tariff versions at its latest report's time; a report of an
+    earlier time, before a version that began in between, is rated by its own time's."""
+    import threading
+
+    from broker.groupcommit import GroupCommit
+    from broker.models import DeliveryJob
+
+    home = world.m.actor("provider", world.home)
+    now = T0 + timedelta(hours=2)
+    versions = []
+    with store.write() as s:
+        for minutes_ago, price in ((60, "0.01"), (5, "0.02")):
+            versions.append(publish_tariff(s, home, world.home, {
+                "services": ["identity"], "currency": "EUR",
+                "active_from": (now - timedelta(minutes=minutes_ago)).isoformat(),
+                "dimensions": {"bytes": {"rate_unit": 1, "tiers": [
+                    {"up_to": None, "price": price}]}}}, now=T0).id)
+    jobs = []
+    for _ in range(2):
+        new_job(store, world, T0)
+        with store.read() as s:
+            jobs.append(s.scalars(select(DeliveryJob.id).order_by(DeliveryJob.id.desc())).first())
+    reports = [(jobs[0], now - timedelta(minutes=10)), (jobs[1], None)]
+    gc = GroupCommit(store)
+    try:
+        entered, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=gc.call,
+                                  args=(lambda _s: (entered.set(), release.wait(30)),))
+        holder.start()
+        assert entered.wait(30)
+        threads = []
+        for i, (job, at) in enumerate(reports):
+            def fn(s, job=job, at=at):
+                return report_usage(s, home, job, 1, {"bytes_out": VOLUME + 100}, at=at,
+                                    now=now)
+            threads.append(threading.Thread(target=gc.call, args=(fn,), kwargs={
+                "checks_first": True, "prefetch": prefetch(job, at, now)}))
+            threads[-1].start()
+            for _ in range(3000):
+                if gc._queue.qsize() > i:
+                    break
+                threading.Event().wait(0.01)
+        release.set()
+        holder.join(30)
+        for t in threads:
+            t.join(30)
+    finally:
+        gc.stop()
+    with store.read() as s:
+        rated = dict(s.execute(select(UsageReport.job_id, UsageReport.tariff_id)
+                               .where(UsageReport.job_id.in_(jobs))).all())
+        charged = dict(s.execute(select(Charge.job_id, func.sum(Charge.amount_minor))
+                                 .where(Charge.job_id.in_(jobs), Charge.kind != "price")
+                                 .group_by(Charge.job_id)).all())
+    assert rated == {jobs[0]: versions[0], jobs[1]: versions[1]}
+    assert charged == {jobs[0]: 100, jobs[1]: 200}
