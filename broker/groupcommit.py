@@ -28,7 +28,9 @@ sees is the same either way. Such calls may also leave their inserts to the end 
 (`deferred`): one multi-row statement for the whole batch instead of one per call, written
 before the commit and before any call that is not ``checks_first``; a failure there is a redo
 too. A call that reads what an earlier call of the batch deferred flushes the batch's deferred
-writes first (`Deferred.flush`).
+writes first (`Deferred.flush`). And they may name what they will read (`Prefetch`): the
+batch reads it for all of them at once before they run (`Deferred.found`), so that a batch of
+small writes costs a few statements, not a few per call; a failure there is a redo as well.
 """
 
 from __future__ import annotations
