@@ -32,7 +32,15 @@ from datetime import UTC, datetime, timedelta
 
 from benchmarks.http_load import client_process, cpu_seconds, running_server
 from benchmarks.report import print_verdicts
-from benchmarks.usage_load import REPORTERS, TARGET_USAGE_RPS, UsageResult, http_usage
+from benchmarks.usage_load import (
+    ENV_PG,
+    PG_WORKERS,
+    REPORTERS,
+    TARGET_USAGE_RPS,
+    UsageResult,
+    http_usage,
+    postgres_usage,
+)
 
 CLOSE_BIDS = 10_000
 VIEW_BIDDERS = 1_000
@@ -363,6 +371,7 @@ class Measured:
     view_s: float
     http: HttpResult
     usage: UsageResult | None = None
+    usage_pg: UsageResult | None = None
 
 
 def measure(repeat: int = 5, *, http_seconds: float = HTTP_SECONDS,
@@ -387,7 +396,11 @@ def measure(repeat: int = 5, *, http_seconds: float = HTTP_SECONDS,
                 usage = http_usage(scene, url, seconds=http_seconds, workers=workers)
         finally:
             scene.store.dispose()
-    return Measured(close_s, close_status, lookups_s, view_s, http, usage)
+    usage_pg = None
+    if os.environ.get(ENV_PG):
+        with status(f"usage reports over HTTP on PostgreSQL, {PG_WORKERS} server workers"):
+            usage_pg = postgres_usage(http_seconds)
+    return Measured(close_s, close_status, lookups_s, view_s, http, usage, usage_pg)
 
 
 def checks(m: Measured) -> list[tuple[str, bool]]:
@@ -400,11 +413,12 @@ def checks(m: Measured) -> list[tuple[str, bool]]:
         ("no bid lost or duplicated (counted in the store)", m.http.exact),
         (f"reputation lookups for {VIEW_BIDDERS:,} providers in one auction view "
          f"< {TARGET_VIEW_S * 1e3:.0f} ms", m.lookups_s < TARGET_VIEW_S),
-        *([] if m.usage is None else [
+        *(check for u in (m.usage, m.usage_pg) if u is not None for check in [
             (f"usage reports over HTTP >= {TARGET_USAGE_RPS:.0f} requests/s ({REPORTERS} "
-             f"reporters, retrying)", m.usage.rps >= TARGET_USAGE_RPS),
-            ("no usage report lost or duplicated, each job charged its final usage once",
-             m.usage.exact)]),
+             f"reporters, retrying; {u.database}, {u.workers} server worker(s))",
+             u.rps >= TARGET_USAGE_RPS),
+            (f"no usage report lost or duplicated, each job charged its final usage once "
+             f"({u.database})", u.exact)]),
     ]
 
 
@@ -443,14 +457,19 @@ def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None, *,
     table.add_row(f"reputations of {VIEW_BIDDERS:,} bidders", f"{m.lookups_s * 1e3:.1f} ms",
                   f"< {TARGET_VIEW_S * 1e3:.0f} ms")
     table.add_row(f"whole view of {VIEW_BIDDERS:,} bids", f"{m.view_s * 1e3:.1f} ms", "")
-    u = m.usage
-    if u is not None:
-        table.add_row(f"usage report POSTs ({u.requests:,}; {u.replays:,} resent)",
+    for u in (m.usage, m.usage_pg):
+        if u is None:
+            continue
+        table.add_row(f"usage report POSTs, {u.database}, {u.workers} worker(s) "
+                      f"({u.requests:,}; {u.replays:,} resent)",
                       f"{u.rps:,.0f} /s", f">= {TARGET_USAGE_RPS:.0f} /s")
         if u.server_cpu_s:
             per = u.server_cpu_s / u.requests
             table.add_row("  server CPU per report", f"{per * 1e3:.2f} ms",
                           f"1 core: {1 / per:,.0f} /s")
+        if u.client_cpu_s:
+            table.add_row("  clients' CPU per report (same cores)",
+                          f"{u.client_cpu_s / u.requests * 1e3:.2f} ms", "")
         table.add_row("usage reports stored / sent / failed",
                       f"{u.stored:,} / {u.sent:,} / {u.errors}", "equal, 0")
     console.print(table)

@@ -7,7 +7,11 @@ checked against rating its final usage once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +23,10 @@ MB = 10**6
 VOLUME = 10**9
 TARGET_USAGE_RPS = 1000.0
 RETRIES = 20
+# A PostgreSQL server to measure the intake on as well (a database is made for the run and
+# dropped after it), e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+ENV_PG = "PKTX_BENCH_PG_URL"
+PG_WORKERS = 2
 
 
 @dataclass
@@ -31,6 +39,9 @@ class UsageResult:
     stored: int
     charged_right: bool
     server_cpu_s: float | None = None
+    client_cpu_s: float | None = None
+    database: str = "SQLite"
+    workers: int = 1
 
     @property
     def rps(self) -> float:
@@ -152,9 +163,11 @@ def usage_client_process(base: str, owned: list, seconds: float, ready, go, resu
         await asyncio.gather(*(_report(url.hostname, url.port, token, jobs, stop_at, counts,
                                        finals) for token, jobs in owned))
 
+    cpu0 = time.process_time()
     try:
         asyncio.run(reporters())
     finally:
+        counts["cpu_s"] = time.process_time() - cpu0
         results.put((counts, finals))
 
 
@@ -216,4 +229,43 @@ def http_usage(scene, url: str, *, reporters: int = REPORTERS, seconds: float,
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     return UsageResult(counts.get("requests", 0), elapsed, counts.get("sent", 0),
                        counts.get("replays", 0), counts.get("errors", 0), stored, right,
-                       server_cpu)
+                       server_cpu, counts.get("cpu_s"), workers=workers)
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of ``server_url``, dropped afterwards."""
+    from sqlalchemy import create_engine, make_url, text
+
+    base = make_url(server_url)
+    name = f"pktx_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield base.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def postgres_usage(seconds: float, *, workers: int = PG_WORKERS,
+                   server_url: str | None = None) -> UsageResult | None:
+    """The usage rows on PostgreSQL with ``workers`` server processes (``$PKTX_BENCH_PG_URL``
+    names the server; None when it does not)."""
+    from benchmarks.broker_table import build_market
+
+    server_url = server_url or os.environ.get(ENV_PG)
+    if not server_url:
+        return None
+    with scratch_database(server_url) as url:
+        scene = build_market(url, REPORTERS, tokens=True)
+        try:
+            result = http_usage(scene, url, seconds=seconds, workers=workers)
+        finally:
+            scene.store.dispose()
+    result.database, result.workers = "PostgreSQL", workers
+    return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select, union_all
+from sqlalchemy import and_, bindparam, func, insert, select, union_all
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -23,21 +23,48 @@ from broker.charging import allocate, billable
 from broker.clock import as_utc, resolve_now
 from broker.currency import MINOR_DIGITS
 from broker.errors import InvalidInput, NotFound, NotYours, ReportMismatch, WrongState
-from broker.models import COUNTERS, Award, AwardPayer, Charge, DeliveryJob, UsageReport
+from broker.groupcommit import deferred
+from broker.models import (
+    COUNTERS,
+    Award,
+    AwardPayer,
+    Charge,
+    DeliveryJob,
+    TariffVersion,
+    UsageReport,
+)
 from broker.rating import CONNECT, charge_for_report
-from broker.tariff_book import active_tariff
+from broker.tariff_book import _PARSED, parsed
 
 # Per-service counters: for each service of the job's chain, these running totals.
 SERVICE_COUNTERS = ("packets", "bytes")
 FINISHED = ("done", "failed")
 _COUNTER_OF = {"bytes": "bytes_out", "seconds": "seconds"}  # rated dimension -> counter
 
-_JOB = (select(DeliveryJob.status, DeliveryJob.provider_id.label("job_provider"),
-               Award.id.label("award_id"), Award.provider_id, Award.home_provider_id,
-               Award.services, Award.currency, Award.volume_bytes, Award.data_cap_bytes,
-               Award.starts_at, Award.ends_at)
-        .join(Award, Award.id == DeliveryJob.award_id)
-        .where(DeliveryJob.id == bindparam("job")))
+# The tariff version active at ``at`` for the award's provider and chain (rule 9 of
+# docs/billing.md; unique (provider, services, active_from): never a tie), as a column of the
+# job's query.
+_TARIFF_AT = (select(TariffVersion.id)
+              .where(TariffVersion.provider_id == Award.provider_id,
+                     TariffVersion.services == Award.services,
+                     TariffVersion.active_from <= bindparam("at"))
+              .order_by(TariffVersion.active_from.desc()).limit(1)
+              .correlate(Award).scalar_subquery())
+# The job, its award's terms, the tariff version active at ``at`` and the award's payers (one
+# row per payer, in their order): one query.
+_JOB_TERMS = (select(DeliveryJob.status, DeliveryJob.provider_id.label("job_provider"),
+                     Award.id.label("award_id"), Award.provider_id, Award.home_provider_id,
+                     Award.services, Award.currency, Award.volume_bytes, Award.data_cap_bytes,
+                     Award.starts_at, Award.ends_at, _TARIFF_AT.label("tariff_id"),
+                     AwardPayer.user_id.label("payer"), AwardPayer.share_minor)
+              .join(Award, Award.id == DeliveryJob.award_id)
+              .outerjoin(AwardPayer, AwardPayer.award_id == Award.id))
+_JOB = _JOB_TERMS.where(DeliveryJob.id == bindparam("job")).order_by(AwardPayer.id)
+# The same for every job of a group commit's batch at once, at the batch's latest time.
+_JOBS = (_JOB_TERMS.add_columns(DeliveryJob.id.label("job_id"))
+         .where(DeliveryJob.id.in_(bindparam("jobs", expanding=True)))
+         .order_by(DeliveryJob.id, AwardPayer.id))
+_TARIFF_DOC = select(TariffVersion.doc).where(TariffVersion.id == bindparam("id"))
 _REPORT_COLUMNS = (UsageReport.id, UsageReport.sequence, UsageReport.usage_at,
                    *(getattr(UsageReport, c) for c in COUNTERS), UsageReport.service_counters,
                    UsageReport.tariff_id, UsageReport.charged_minor, UsageReport.currency,
@@ -52,9 +79,18 @@ _AFTER = (select(*_REPORT_COLUMNS)
                  UsageReport.sequence > bindparam("sequence"))
           .order_by(UsageReport.sequence).limit(1).subquery())
 _NEIGHBOURS = union_all(select(_AT_AND_BEFORE), select(_AFTER))
-_PAYERS = (select(AwardPayer.user_id, AwardPayer.share_minor)
-           .where(AwardPayer.award_id == bindparam("award")).order_by(AwardPayer.id))
-_INSERT_REPORT = insert(UsageReport).returning(UsageReport.id, UsageReport.created_at)
+# Each job's latest report, for every job of a batch at once.
+_LAST = (select(UsageReport.job_id, func.max(UsageReport.sequence).label("sequence"))
+         .where(UsageReport.job_id.in_(bindparam("jobs", expanding=True)))
+         .group_by(UsageReport.job_id).subquery())
+_LATEST = (select(UsageReport.job_id, *_REPORT_COLUMNS)
+           .join(_LAST, and_(UsageReport.job_id == _LAST.c.job_id,
+                             UsageReport.sequence == _LAST.c.sequence)))
+PREFETCH_KIND = "usage: jobs and latest reports"
+_INSERT_REPORT = insert(UsageReport).returning(UsageReport.id)
+# Many reports at once (a group commit's batch), their ids in the order of the rows.
+_INSERT_REPORTS = insert(UsageReport).returning(UsageReport.id, sort_by_parameter_order=True)
+_DEFERRED = "usage reports"
 _INSERT_CHARGES = insert(Charge)
 _LINES = (select(Charge.kind, func.sum(Charge.amount_minor))
           .where(Charge.usage_report_id == bindparam("report"))
@@ -110,6 +146,40 @@ def _normal(services: Mapping) -> dict:
             if any(counters.values())}
 
 
+def _tariff(conn, tariff_id: int):
+    """The stored tariff version ``tariff_id``, parsed once per database and row."""
+    database = conn.engine.url.render_as_string()
+    tariff = _PARSED.get((database, tariff_id))
+    if tariff is None:
+        tariff = parsed(database, tariff_id,
+                        conn.execute(_TARIFF_DOC, {"id": tariff_id}).scalar_one())
+    return tariff
+
+
+def prefetch(job_id: int, at: datetime | None, now: datetime):
+    """What `report_usage` of ``job_id`` wants read with the rest of its group commit's batch
+    (`broker.groupcommit.Prefetch`): the job's terms and its latest report."""
+    try:
+        tariff_at = now if at is None else as_utc(at, field="at")
+    except InvalidInput:
+        tariff_at = now
+    return PREFETCH_KIND, _read_batch, (job_id, tariff_at)
+
+
+def _read_batch(session: Session, keys: list[tuple[int, datetime]]) -> dict:
+    """For the jobs of ``keys``: job id -> (its `_JOB` rows at the batch's latest time, its
+    latest report or None); two statements for the whole batch."""
+    conn = session.connection()
+    jobs = sorted({job for job, _ in keys})
+    found: dict = {}
+    for row in conn.execute(_JOBS, {"jobs": jobs, "at": max(t for _, t in keys)}):
+        found.setdefault(row.job_id, ([], None))[0].append(row)
+    for row in conn.execute(_LATEST, {"jobs": jobs}):
+        if row.job_id in found:
+            found[row.job_id] = (found[row.job_id][0], row)
+    return found
+
+
 def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
                  counters: Mapping[str, int], *, services: Mapping | None = None,
                  at: datetime | None = None, now: datetime | None = None
@@ -119,12 +189,35 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
     ``counters`` are the job's running totals (`COUNTERS`, each 0..2**63-1, checked by the
     caller's schema or here); ``at`` when they were read (default: now, never later). The same
     sequence again with the same numbers returns the stored report, changing nothing.
+
+    Every check and read comes before the first write: a `BrokerError` raised here has written
+    nothing (the group commit runs it without a savepoint of its own on that promise). Four
+    statements for a new report: the job (with its award's terms, the tariff version active at
+    the report's time and the payers), the neighbouring reports, the insert, the charges; in a
+    group commit's batch the last two are deferred to its end, for every report of the batch
+    at once (`broker.groupcommit.deferred`).
     """
     now = resolve_now(now)
     conn = session.connection()
-    job = conn.execute(_JOB, {"job": job_id}).first()
-    if job is None:
+    later = deferred(session)
+    if later is not None and any(r["job_id"] == job_id for r, _ in later.pending(_DEFERRED)):
+        later.flush(session)  # this job's report before, still unwritten: the reads need it
+    try:  # the tariff version is looked up at the report's time (a bad one is refused below)
+        tariff_at = now if at is None else as_utc(at, field="at")
+    except InvalidInput:
+        tariff_at = now
+    # Read with the rest of the batch (`prefetch`), once: a second report of the job in the
+    # batch reads afresh, after the first is written.
+    read = later.found.get(PREFETCH_KIND, {}).pop(job_id, None) if later is not None else None
+    job_rows, latest = read if read is not None else (None, None)
+    if job_rows and job_rows[0].tariff_id is not None and \
+            _tariff(conn, job_rows[0].tariff_id).active_from > tariff_at:
+        job_rows = None  # a version active at the batch's time but not yet at this report's
+    if not job_rows:
+        job_rows = conn.execute(_JOB, {"job": job_id, "at": tariff_at}).all()
+    if not job_rows:
         raise NotFound("delivery job", job_id)
+    job = job_rows[0]
     if not actor.speaks_for_provider(job.job_provider):
         raise NotYours(f"{actor} does not deliver job {job_id}; only its provider reports "
                        f"usage", where=f"delivery job {job_id}")
@@ -135,8 +228,11 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
                            field=sorted(unknown)[0])
     report["services"] = check_services(services or {}, job.services)
     where = f"usage report {sequence} of job {job_id}"
-    rows = sorted(conn.execute(_NEIGHBOURS, {"job": job_id, "sequence": sequence}).all(),
-                  key=lambda r: r.sequence)
+    if read is not None and (latest is None or latest.sequence < sequence):
+        rows = [] if latest is None else [latest]  # the next report, as most are
+    else:
+        rows = sorted(conn.execute(_NEIGHBOURS, {"job": job_id, "sequence": sequence}).all(),
+                      key=lambda r: r.sequence)
     after = rows.pop() if rows and rows[-1].sequence > sequence else None
     if rows and rows[-1].sequence == sequence:
         stored = rows[-1]
@@ -166,10 +262,10 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
                                f"{after.usage_at.isoformat()}", field="at")
     lines, tariff_id, version, currency = (), None, None, None
     # A report that arrives after a later one (late) is kept but charged nothing: the later
-    # report's difference already covers its usage.
-    found = None if after is not None else active_tariff(session, job, at)
-    if found is not None:
-        tariff_id, tariff = found
+    # report's difference already covers its usage. Otherwise ``at`` is the time the job's
+    # query looked the tariff version up at.
+    if after is None and job.tariff_id is not None:
+        tariff_id, tariff = job.tariff_id, _tariff(conn, job.tariff_id)
         version, currency = tariff.version, tariff.currency
         previous = billable(job, before._mapping if before is not None else
                             dict.fromkeys(COUNTERS, 0))
@@ -182,42 +278,51 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
         lines = tuple((kind, minor) for kind, minor in charge.lines
                       if kind != CONNECT and minor)
     total = sum(minor for _, minor in lines)
+    charges = []
+    if lines:  # each line split among the payers: worked out before anything is written
+        payers = [(r.payer, r.share_minor) for r in job_rows if r.payer is not None]
+        for kind, minor in lines:
+            for (payer, _), part in zip(payers, allocate(minor, [s for _, s in payers]),
+                                        strict=True):
+                if part:
+                    charges.append({
+                        "user_id": payer, "provider_id": job.provider_id,
+                        "home_provider_id": job.home_provider_id, "award_id": job.award_id,
+                        "job_id": job_id, "kind": kind, "amount_minor": part,
+                        "currency": currency, "minor_digits": MINOR_DIGITS[currency],
+                        "tariff_id": tariff_id, "tariff_version": version, "rated_at": now})
     row = {**{c: report[c] for c in COUNTERS}, "job_id": job_id, "award_id": job.award_id,
            "sequence": sequence, "usage_at": at, "service_counters": report["services"],
            "tariff_id": tariff_id, "charged_minor": total, "currency": currency,
            "created_at": now}
-    report_id, created_at = conn.execute(_INSERT_REPORT, row).one()
-    if lines:
-        payers = conn.execute(_PAYERS, {"award": job.award_id}).all()
-        charges = []
-        for kind, minor in lines:
-            for payer, part in zip(payers, allocate(minor, [p.share_minor for p in payers]),
-                                   strict=True):
-                if part:
-                    charges.append({
-                        "user_id": payer.user_id, "provider_id": job.provider_id,
-                        "home_provider_id": job.home_provider_id, "award_id": job.award_id,
-                        "job_id": job_id, "usage_report_id": report_id, "kind": kind,
-                        "amount_minor": part, "currency": currency,
-                        "minor_digits": MINOR_DIGITS[currency], "tariff_id": tariff_id,
-                        "tariff_version": version, "rated_at": now})
-        if charges:
-            conn.execute(_INSERT_CHARGES, charges)
+    if later is not None:  # in a group commit's batch: written with the batch's other reports
+        later.add(_DEFERRED, _write_reports, (row, charges))
+    else:
+        _write_reports(session, [(row, charges)])
     return {"job_id": job_id, "award_id": job.award_id, "sequence": sequence,
             "usage_at": at, **{c: report[c] for c in COUNTERS}, "services": report["services"],
             "charged_minor": total, "currency": currency, "tariff_id": tariff_id,
             "tariff_version": version,
             "lines": [{"kind": k, "amount_minor": m} for k, m in lines],
-            "received_at": created_at}, True
+            "received_at": now}, True
+
+
+def _write_reports(session: Session, reports: list[tuple[dict, list[dict]]]) -> None:
+    """Insert reports (rows of `usage_reports`) with their charge lines: two statements."""
+    conn = session.connection()
+    if len(reports) == 1:
+        ids = [conn.execute(_INSERT_REPORT, reports[0][0]).scalar_one()]
+    else:
+        ids = conn.execute(_INSERT_REPORTS, [row for row, _ in reports]).scalars().all()
+    charges = [{**charge, "usage_report_id": report_id}
+               for (_, lines), report_id in zip(reports, ids, strict=True) for charge in lines]
+    if charges:
+        conn.execute(_INSERT_CHARGES, charges)
 
 
 def _view(conn, job_id: int, award_id: int, stored) -> dict:
     lines = conn.execute(_LINES, {"report": stored.id}).all()
-    version = None
-    if stored.tariff_id is not None:
-        from broker.models import TariffVersion
-        version = conn.execute(select(TariffVersion.version)
-                               .where(TariffVersion.id == stored.tariff_id)).scalar()
+    version = None if stored.tariff_id is None else _tariff(conn, stored.tariff_id).version
     return {"job_id": job_id, "award_id": award_id, "sequence": stored.sequence,
             "usage_at": stored.usage_at, **{c: getattr(stored, c) for c in COUNTERS},
             "services": stored.service_counters, "charged_minor": stored.charged_minor,

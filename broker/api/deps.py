@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import threading
+import time
+import weakref
+from collections import OrderedDict
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import event
 
 from broker.actors import Actor, authenticate
 from broker.bounds import INT64_MAX
 from broker.errors import InvalidInput
 from broker.groupcommit import GroupCommit
+from broker.models import ApiKey
 from broker.reputation import ReputationPolicy
 from broker.settings import BrokerSettings
 from broker.store import Store
@@ -63,6 +70,95 @@ def current_actor(request: Request, token: ApiToken) -> Actor:
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+class KeyCache:
+    """The actors of API keys seen lately, by the SHA-256 of the token (never the token): a
+    hot caller (a delivery daemon reporting usage many times a second) is authenticated by a
+    query once per ``ttl`` seconds instead of once per call.
+
+    Bounded (``size`` keys, the least recently used dropped first). Revocation: a key revoked
+    in this process (`broker.actors.revoke_key`, over the API) is dropped from every cache of
+    the process at once; one revoked elsewhere (another server worker, ``pktx broker admin``)
+    keeps working here for at most ``ttl`` seconds, as does a change of whom a key speaks for
+    (a network's providers). docs/billing.md, "Usage intake".
+    """
+
+    _all: weakref.WeakSet[KeyCache] = weakref.WeakSet()
+
+    def __init__(self, ttl: float = 2.0, size: int = 1024) -> None:
+        self.ttl, self.size = ttl, size
+        self._entries: OrderedDict[bytes, tuple[float, str, Actor]] = OrderedDict()
+        self._lock = threading.Lock()
+        KeyCache._all.add(self)
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def get(self, token: str | None) -> Actor | None:
+        """The actor ``token`` authenticated as within ``ttl`` seconds, or None."""
+        if not token:
+            return None
+        digest = self.digest(token)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry[0] <= time.monotonic():
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry[2]
+
+    def put(self, token: str, actor: Actor, *, since: float) -> None:
+        """Remember ``actor`` for ``token``, as authenticated by a read begun at ``since``
+        (monotonic): the entry expires ``ttl`` seconds after that read."""
+        prefix = token.split("_", 2)[1]
+        with self._lock:
+            self._entries[self.digest(token)] = (since + self.ttl, prefix, actor)
+            self._entries.move_to_end(self.digest(token))
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def forget(self, prefix: str) -> None:
+        """Drop the key ``prefix`` (it was revoked)."""
+        with self._lock:
+            for digest in [d for d, (_, p, _) in self._entries.items() if p == prefix]:
+                del self._entries[digest]
+
+    @classmethod
+    def revoked(cls, prefix: str) -> None:
+        for cache in list(cls._all):
+            cache.forget(prefix)
+
+
+@event.listens_for(ApiKey.revoked_at, "set")
+def _key_revoked(target: ApiKey, value, _old, _initiator) -> None:
+    if value is not None and target.prefix:
+        KeyCache.revoked(target.prefix)
+
+
+def key_cache_of(request: Request) -> KeyCache:
+    """The app's `KeyCache` (made on first use)."""
+    state = request.app.state
+    cache = getattr(state, "key_cache", None)
+    if cache is None:
+        cache = state.key_cache = KeyCache()
+    return cache
+
+
+def token_of(request: Request) -> str | None:
+    """`api_token` without the dependency machinery, for the hottest route: the credentials
+    of ``Authorization: Bearer ...``, else ``X-API-Key``."""
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() == "bearer" and credentials:
+            return credentials
+    return headers.get("x-api-key") or None
 IdemKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=200,
     description="makes a retried state-changing call return the first call's result")]

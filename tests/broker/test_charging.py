@@ -16,7 +16,7 @@ from broker.models import Charge, UsageReport
 from broker.rating import CONNECT, rate
 from broker.requests import submit_request
 from broker.tariff_book import publish_tariff
-from broker.usage import report_usage
+from broker.usage import prefetch, report_usage
 
 VOLUME = 1000
 
@@ -159,3 +159,162 @@ def test_the_domain_checks_counters_itself(store, world):
         assert caught.value.field == field
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(UsageReport)) == 0
+
+
+def test_one_jobs_reports_in_one_group_commit_batch_end_as_one_transaction_each(store, world):
+    """In a group commit's batch the jobs and their latest reports are read for all reports at
+    once and a report's inserts wait for the batch's end (one statement for all); a later
+    report of the same job writes the waiting ones first and reads afresh, so resends, late
+    reports, conflicts and counters going backwards come out as they do one by one."""
+    import threading
+
+    from broker.errors import BrokerError
+    from broker.groupcommit import GroupCommit
+    from broker.models import DeliveryJob
+
+    home = world.m.actor("provider", world.home)
+    with store.write() as s:
+        publish_tariff(s, home, world.home, {
+            "services": ["identity"], "currency": "EUR",
+            "active_from": (T0 - timedelta(hours=1)).isoformat(),
+            "dimensions": {"bytes": {"rate_unit": 1, "tiers": [{"up_to": None,
+                                                                  "price": "0.01"}]}}}, now=T0)
+    jobs = []
+    for _ in range(3):
+        new_job(store, world, T0)
+        with store.read() as s:
+            jobs.append(s.scalars(select(DeliveryJob.id).order_by(DeliveryJob.id.desc())).first())
+    first, second, alone = jobs  # the first two's reports interleaved in one batch
+    # (sequence, bytes past the volume): a resend, late ones, a conflict, one going backwards.
+    arrivals = [(3, 300), (1, 100), (2, 200), (3, 300), (5, 500), (4, 400), (5, 500),
+                (2, 999), (6, 450), (7, 700)]
+    now = T0 + timedelta(minutes=5)
+
+    def take(job, sequence, extra):
+        def fn(s):
+            view, new = report_usage(s, home, job, sequence, {"bytes_out": VOLUME + extra},
+                                     now=now)
+            return new, view["charged_minor"]
+        return fn
+
+    def outcome(fn, run):
+        try:
+            return ("ok", *run(fn))
+        except BrokerError as exc:
+            return ("refused", type(exc).__name__)
+
+    def one_transaction(fn):
+        with store.write() as s:
+            return fn(s)
+
+    gc = GroupCommit(store)
+
+    def one_batch(arrivals) -> list:
+        entered, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=gc.call,
+                                  args=(lambda _s: (entered.set(), release.wait(30)),))
+        holder.start()
+        assert entered.wait(30)
+        calls = [(job, q, x) for q, x in arrivals for job in (first, second)]
+        got: list = [None] * len(calls)
+
+        def send(i, job, fn):  # with the batch's reads done at once before it runs
+            got[i] = outcome(fn, lambda f: gc.call(f, checks_first=True,
+                                                   prefetch=prefetch(job, None, now)))
+
+        threads = []
+        for i, (job, q, x) in enumerate(calls):  # queued in this order, behind the holder
+            threads.append(threading.Thread(target=send, args=(i, job, take(job, q, x))))
+            threads[-1].start()
+            for _ in range(3000):
+                if gc._queue.qsize() > i:
+                    break
+                threading.Event().wait(0.01)
+        batches = gc.batches
+        release.set()
+        holder.join(30)
+        for t in threads:
+            t.join(30)
+        assert gc.batches == batches + 2 and gc.redone == 0  # the holder's, then one batch
+        return got
+
+    try:
+        # The second batch finds reports stored: the latest read for all, then used or not.
+        for batch, kinds in ((arrivals, ["ok"] * 7 + ["refused"] * 2 + ["ok"]),
+                             ([(8, 800), (6, 500), (9, 900), (8, 800), (10, 850)],
+                              ["ok"] * 4 + ["refused"])):
+            expected = [outcome(take(alone, q, x), one_transaction) for q, x in batch]
+            got = one_batch(batch)
+            assert got[0::2] == got[1::2] == expected
+            assert [r[0] for r in expected] == kinds
+    finally:
+        gc.stop()
+    with store.read() as s:
+        def stored(job):
+            return (s.execute(select(UsageReport.sequence, UsageReport.charged_minor)
+                              .where(UsageReport.job_id == job)
+                              .order_by(UsageReport.sequence)).all(),
+                    s.scalar(select(func.sum(Charge.amount_minor))
+                             .where(Charge.job_id == job, Charge.kind != "price")))
+        assert stored(first) == stored(second) == stored(alone)
+        assert stored(first)[1] == 900
+
+
+def test_a_batch_read_at_its_latest_time_does_not_rate_an_earlier_report_by_a_later_version(
+        store, world):
+    """A batch reads the jobs' tariff versions at its latest report's time; a report of an
+    earlier time, before a version that began in between, is rated by its own time's."""
+    import threading
+
+    from broker.groupcommit import GroupCommit
+    from broker.models import DeliveryJob
+
+    home = world.m.actor("provider", world.home)
+    now = T0 + timedelta(hours=2)
+    versions = []
+    with store.write() as s:
+        for minutes_ago, price in ((60, "0.01"), (5, "0.02")):
+            versions.append(publish_tariff(s, home, world.home, {
+                "services": ["identity"], "currency": "EUR",
+                "active_from": (now - timedelta(minutes=minutes_ago)).isoformat(),
+                "dimensions": {"bytes": {"rate_unit": 1, "tiers": [
+                    {"up_to": None, "price": price}]}}}, now=T0).id)
+    jobs = []
+    for _ in range(2):
+        new_job(store, world, T0)
+        with store.read() as s:
+            jobs.append(s.scalars(select(DeliveryJob.id).order_by(DeliveryJob.id.desc())).first())
+    reports = [(jobs[0], now - timedelta(minutes=10)), (jobs[1], None)]
+    gc = GroupCommit(store)
+    try:
+        entered, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=gc.call,
+                                  args=(lambda _s: (entered.set(), release.wait(30)),))
+        holder.start()
+        assert entered.wait(30)
+        threads = []
+        for i, (job, at) in enumerate(reports):
+            def fn(s, job=job, at=at):
+                return report_usage(s, home, job, 1, {"bytes_out": VOLUME + 100}, at=at,
+                                    now=now)
+            threads.append(threading.Thread(target=gc.call, args=(fn,), kwargs={
+                "checks_first": True, "prefetch": prefetch(job, at, now)}))
+            threads[-1].start()
+            for _ in range(3000):
+                if gc._queue.qsize() > i:
+                    break
+                threading.Event().wait(0.01)
+        release.set()
+        holder.join(30)
+        for t in threads:
+            t.join(30)
+    finally:
+        gc.stop()
+    with store.read() as s:
+        rated = dict(s.execute(select(UsageReport.job_id, UsageReport.tariff_id)
+                               .where(UsageReport.job_id.in_(jobs))).all())
+        charged = dict(s.execute(select(Charge.job_id, func.sum(Charge.amount_minor))
+                                 .where(Charge.job_id.in_(jobs), Charge.kind != "price")
+                                 .group_by(Charge.job_id)).all())
+    assert rated == {jobs[0]: versions[0], jobs[1]: versions[1]}
+    assert charged == {jobs[0]: 100, jobs[1]: 200}

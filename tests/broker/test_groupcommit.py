@@ -43,12 +43,13 @@ def _hold_writer(gc: GroupCommit) -> tuple[threading.Event, threading.Event, thr
     return entered, release, t
 
 
-def _queue_calls(gc: GroupCommit, fns) -> tuple[list, list[threading.Thread]]:
+def _queue_calls(gc: GroupCommit, fns, *, checks_first: bool = False
+                 ) -> tuple[list, list[threading.Thread]]:
     results: list = [None] * len(fns)
 
     def one(i, fn):
         try:
-            results[i] = ("ok", gc.call(fn))
+            results[i] = ("ok", gc.call(fn, checks_first=checks_first))
         except Exception as exc:
             results[i] = ("error", exc)
 
@@ -92,6 +93,74 @@ def test_a_failing_call_is_rolled_back_alone(store):
         assert isinstance(results[1][1], InvalidInput)
         assert isinstance(results[3][1], IntegrityError)  # "a" again: a unique clash
         assert _names(store) == ["a", "b", "c"]
+    finally:
+        gc.stop()
+
+
+def test_calls_that_check_first_skip_their_savepoint_and_a_late_failure_redoes_the_batch(store):
+    """``checks_first``: a refusal (a BrokerError) wrote nothing, so no savepoint is needed;
+    anything else (here a unique clash at the insert) rolls the batch back and runs it again,
+    each call in its savepoint: every caller sees what it would have seen with savepoints."""
+    gc = GroupCommit(store)
+    try:
+        def refused(_s):
+            raise InvalidInput("no", field="name")
+
+        for fns, redone in (([_add_network("a"), refused, _add_network("b")], 0),
+                            ([_add_network("c"), refused, _add_network("a"),
+                              _add_network("d")], 1)):
+            _, release, holder = _hold_writer(gc)
+            results, threads = _queue_calls(gc, fns, checks_first=True)
+            _wait_queued(gc, len(fns))
+            before = gc.redone
+            release.set()
+            holder.join(30)
+            for t in threads:
+                t.join(30)
+            assert gc.redone == before + redone
+            assert isinstance(results[1][1], InvalidInput)
+            assert [r[0] for r in results] == (["ok", "error", "ok"] if not redone else
+                                               ["ok", "error", "error", "ok"])
+        assert isinstance(results[2][1], IntegrityError)  # "a" again, after its insert
+        assert _names(store) == ["a", "b", "c", "d"]
+    finally:
+        gc.stop()
+
+
+def test_a_deferred_write_failing_at_the_batchs_end_redoes_the_batch(store):
+    """Checks-first calls may leave their inserts to the batch's end (`deferred`); if that
+    write fails, the batch is rolled back and run again, each call in its savepoint writing at
+    once, and only the clashing call gets the error."""
+    from sqlalchemy import insert
+
+    from broker.groupcommit import deferred
+
+    def insert_networks(s, names):
+        s.execute(insert(Network), [{"name": n} for n in names])
+
+    def add_later(name):
+        def fn(s):
+            later = deferred(s)
+            if later is None:
+                return _add_network(name)(s)
+            later.add("networks", insert_networks, name)
+            return name
+        return fn
+
+    gc = GroupCommit(store)
+    try:
+        _, release, holder = _hold_writer(gc)
+        results, threads = _queue_calls(gc, [add_later("a"), add_later("b"), add_later("a")],
+                                        checks_first=True)
+        _wait_queued(gc, 3)
+        release.set()
+        holder.join(30)
+        for t in threads:
+            t.join(30)
+        assert gc.redone == 1
+        assert [r[0] for r in results] == ["ok", "ok", "error"]
+        assert isinstance(results[2][1], IntegrityError)
+        assert _names(store) == ["a", "b"]
     finally:
         gc.stop()
 

@@ -185,3 +185,87 @@ def test_only_the_awards_parties_read_a_jobs_usage(api):
     for client in (api.bob, api.north_key):
         refused(client.get(f"/v1/jobs/{job}/usage"), None, 403)
     refused(api.alice.get("/v1/jobs/999999/usage"), None, 404)
+
+
+def test_a_revoked_key_reports_no_more_though_keys_are_cached(api):
+    """The intake remembers a key's actor for a moment (KeyCache); a key revoked in the same
+    process is dropped at once, so the next report is a 401."""
+    publish(api)
+    job = volume_job(api)
+    assert report(api, job, 1, bytes_out=MB).status_code == 201
+    assert report(api, job, 2, bytes_out=2 * MB).status_code == 201  # from the cache
+    prefix = api.home_key.headers["Authorization"].split("_")[1]
+    r = api.home_key.delete(f"/v1/keys/{prefix}")
+    assert r.status_code == 200, r.text
+    r = report(api, job, 3, bytes_out=3 * MB)
+    assert r.status_code == 401 and "revoked" in r.json()["message"], r.text
+
+
+def test_the_key_cache_is_bounded_expires_and_forgets_revoked_keys(monkeypatch):
+    from broker.actors import Actor
+    from broker.api.deps import KeyCache
+
+    clock = [100.0]
+    monkeypatch.setattr("broker.api.deps.time.monotonic", lambda: clock[0])
+    cache = KeyCache(ttl=2.0, size=2)
+    actors = {n: Actor("provider", n, provider_ids=frozenset({n})) for n in (1, 2, 3)}
+    for n, actor in actors.items():
+        cache.put(f"pktx_p{n}_secret", actor, since=clock[0])
+    assert cache.get("pktx_p1_secret") is None  # the least recently used went
+    assert cache.get("pktx_p3_secret") == actors[3]
+    assert cache.get("pktx_p3_other") is None and cache.get(None) is None
+    KeyCache.revoked("p3")
+    assert cache.get("pktx_p3_secret") is None
+    clock[0] += 1.9
+    assert cache.get("pktx_p2_secret") == actors[2]
+    clock[0] += 0.2  # revoked elsewhere, a key is refused again at most ttl after its lookup
+    assert cache.get("pktx_p2_secret") is None
+
+
+def test_the_plain_usage_route_answers_bad_input_as_the_declared_operation_does(store):
+    """POST /v1/jobs/{id}/usage is served by a plain route that validates by hand (no
+    dependency solving); FastAPI's own operation, declared for the OpenAPI document, would
+    answer every bad request the same."""
+    import asyncio
+
+    from fastapi.routing import APIRoute
+
+    from broker.api.main import create_app
+    from broker.api.routes import billing
+
+    bad = [("0", b'{"sequence": 1}', "application/json"),
+           ("abc", b"{}", "application/json"), (str(BIG), b"{}", "application/json"),
+           ("5", b"{bad", "application/json"), ("5", b"", "application/json"),
+           ("5", b"null", "application/json"), ("5", b"[1]", "application/json"),
+           ("5", b'{"sequence": 1.0}', "application/json"),
+           ("5", b'{"sequence": 1, "bytes_out": -1}', "application/json"),
+           ("5", b'{"sequence": 1, "zzz": 1}', "application/json"),
+           ("5", b'{"sequence": 1, "at": "2020-01-01T00:00:00"}', "application/json"),
+           ("5", b'{"sequence": 1, "services": {"x": {"packets": "1"}}}', "application/json"),
+           ("5", b'{"sequence": 1}', "text/plain"), ("5", b'{"sequence": 1}', None),
+           ("5", b'{"sequence": 1}', "application/merge-patch+json; charset=utf-8")]
+
+    async def ask(app) -> list:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://broker") as client:
+            return [(r.status_code, r.json()) for r in [
+                await client.post(f"/v1/jobs/{job}/usage", content=body,
+                                  headers={"Content-Type": kind} if kind else {})
+                for job, body, kind in bad]]
+
+    def answers() -> list:
+        app = create_app(store, expire_every=None)
+        try:
+            return asyncio.run(ask(app))
+        finally:
+            app.state.group_commit.stop()
+
+    plain = answers()
+    routes = billing.reports.routes[:]
+    try:
+        billing.reports.routes[:] = [r for r in routes if isinstance(r, APIRoute)]
+        declared = answers()
+    finally:
+        billing.reports.routes[:] = routes
+    assert plain == declared
+    assert {status for status, _ in plain} == {401, 422}
