@@ -155,6 +155,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
         negotiations,
         operations,
         outcomes,
+        payments,
         profiles,
         statements,
     )
@@ -208,6 +209,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
                    outcomes.router, billing.router, statements.router, profiles.router,
                    events.router):
         app.include_router(router, prefix="/v1", responses=ERRORS)
+    app.include_router(payments.router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
     _openapi_3_1(app)
     return app
