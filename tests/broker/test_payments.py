@@ -4,11 +4,15 @@ unknown-status resolver, refunds, the ledger and the payment rating."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from billing_world import award
+from locations import ROOT
 from marketplace import T0
 from sqlalchemy import func, select
 
@@ -256,3 +260,33 @@ def test_refunds_never_pass_what_was_paid_and_keep_the_books(store, world):
         assert balance(s, cash(world.home), "EUR") == 0
         assert balance(s, refunds(world.home), "EUR") == 500
         assert balance(s, receivable(world.alice), "EUR") == 0
+
+
+def test_the_payments_commands_collect_and_resolve(store, world):
+    """``pktx broker payments collect`` and ``run-due`` as real processes on the store."""
+    sid = billed(store, world)
+    card(store, world, "tok_timeout")
+
+    def pktx(*argv: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "broker", "payments", *argv,
+                               "--db", store.url], cwd=ROOT, capture_output=True, timeout=120,
+                              check=True)
+        return json.loads(done.stdout)
+
+    assert pktx("collect", "--period", JAN) == {"period": JAN, "collected": {"unknown": 1}}
+    assert pktx("run-due")["resolved"] == 1
+    with store.read() as s:
+        assert s.get(Statement, sid).paid_at is not None
+    assert TestGateway(store).charges() == 1
+
+
+def test_another_gateway_plugs_in_through_the_entry_point_group(store, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import broker.payment_gateway as pg
+
+    found = [EntryPoint("acme", "broker.test_gateway:TestGateway", pg.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(pg, "entry_points",
+                        lambda group: found if group == pg.ENTRY_POINT_GROUP else [])
+    assert pg.registry()["acme"] == "broker.test_gateway:TestGateway"
+    assert isinstance(pg.gateway("acme", store), TestGateway)
