@@ -262,19 +262,20 @@ def test_refunds_never_pass_what_was_paid_and_keep_the_books(store, world):
         assert balance(s, receivable(world.alice), "EUR") == 0
 
 
+def pktx(store, *argv: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "broker", *argv,
+                           "--db", store.url], cwd=ROOT, capture_output=True, timeout=120,
+                          check=True)
+    return json.loads(done.stdout)
+
+
 def test_the_payments_commands_collect_and_resolve(store, world):
     """``pktx broker payments collect`` and ``run-due`` as real processes on the store."""
     sid = billed(store, world)
     card(store, world, "tok_timeout")
-
-    def pktx(*argv: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "engine.cli", "broker", "payments", *argv,
-                               "--db", store.url], cwd=ROOT, capture_output=True, timeout=120,
-                              check=True)
-        return json.loads(done.stdout)
-
-    assert pktx("collect", "--period", JAN) == {"period": JAN, "collected": {"unknown": 1}}
-    assert pktx("run-due")["resolved"] == 1
+    assert pktx(store, "payments", "collect", "--period", JAN) == {
+        "period": JAN, "collected": {"unknown": 1}}
+    assert pktx(store, "payments", "run-due")["resolved"] == 1
     with store.read() as s:
         assert s.get(Statement, sid).paid_at is not None
     assert TestGateway(store).charges() == 1
@@ -290,3 +291,14 @@ def test_another_gateway_plugs_in_through_the_entry_point_group(store, monkeypat
                         lambda group: found if group == pg.ENTRY_POINT_GROUP else [])
     assert pg.registry()["acme"] == "broker.test_gateway:TestGateway"
     assert isinstance(pg.gateway("acme", store), TestGateway)
+
+
+def test_a_close_with_collect_charges_the_default_cards_after_finalizing(store, world):
+    past = datetime(2025, 1, 10, 12, tzinfo=UTC)   # a period over by now: the CLI closes it
+    award(store, world.m.actor("device", world.alice_phone), world.north, price=500, at=past)
+    card(store, world)
+    [home] = pktx(store, "billing", "close", "--period", "2025-01", "--provider",
+                  str(world.home), "--collect")["providers"]
+    assert (home["finalized"], home["collected"]) == (1, {"succeeded": 1})
+    with store.read() as s:
+        assert s.scalar(select(Statement.paid_minor)) == 500
