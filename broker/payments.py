@@ -311,8 +311,12 @@ def settle(session: Session, payment_id: int, result: GatewayResult, now: dateti
     payment = session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update())
     if payment is None:
         raise NotFound("payment", payment_id)
-    if payment.status not in IN_FLIGHT or result.status in (PENDING,):
+    late = payment.status == CANCELED and result.status == SUCCEEDED
+    if (payment.status not in IN_FLIGHT and not late) or result.status == PENDING:
         return payment
+    if late:  # the resolver gave up on it as never sent, and then the charge's answer came
+        log.warning("payment %s: a success came after it was taken as canceled", payment_id)
+        payment.next_retry_at = None
     payment.updated_at = now
     if result.status == UNKNOWN:
         payment.status = UNKNOWN

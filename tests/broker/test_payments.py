@@ -302,3 +302,27 @@ def test_a_close_with_collect_charges_the_default_cards_after_finalizing(store, 
     assert (home["finalized"], home["collected"]) == (1, {"succeeded": 1})
     with store.read() as s:
         assert s.scalar(select(Statement.paid_minor)) == 500
+
+
+def test_a_success_that_comes_after_the_resolver_gave_up_is_still_recorded(store, world):
+    """A charge whose process stalled: the resolver finds the key unknown to the gateway and
+    takes the payment as canceled; the gateway's success, arriving later, still pays."""
+    from broker.payment_gateway import GatewayResult
+
+    sid = billed(store, world)
+    card(store, world)
+    with store.write() as s:
+        p, made = pm._start(s, world.m.actor("user", world.alice), sid, method_id=None,
+                            amount_minor=None, trigger="user", idempotency_key=None,
+                            now=ON_TIME)
+        pid = p.id
+    assert made
+    assert pm.run_due(store, now=ON_TIME + pm.STALE_PENDING * 2)["resolved"] == 1
+    with store.read() as s:
+        assert s.get(Payment, pid).status == "canceled"
+    with store.write() as s:
+        pm.settle(s, pid, GatewayResult("succeeded", "ch_late"), ON_TIME)
+    with store.read() as s:
+        assert (s.get(Payment, pid).status, s.get(Payment, pid).next_retry_at) == (
+            "succeeded", None)
+        assert s.get(Statement, sid).paid_minor == 500
