@@ -44,13 +44,13 @@ def unpaid_in(store, period: str, home_provider_id: int | None = None) -> list[i
 
 
 def collect_period(store, period: str, home_provider_id: int | None = None) -> dict:
-    from broker.payments import collect
+    from broker.payment_jobs import collect
 
     return collect(store, unpaid_in(store, period, home_provider_id))
 
 
 def _run_due(args) -> int:
-    from broker.payments import run_due
+    from broker.payment_jobs import run_due
 
     return print_json(run_due(open_store(args)))
 

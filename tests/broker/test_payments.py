@@ -16,7 +16,10 @@ from locations import ROOT
 from marketplace import T0
 from sqlalchemy import func, select
 
+from broker import payment_jobs as jobs
+from broker import payment_methods as methods
 from broker import payments as pm
+from broker import refunds as rf
 from broker import statements as st
 from broker.cards import check_card
 from broker.errors import Conflict, InvalidInput, NotYours, WrongState
@@ -44,7 +47,7 @@ def billed(store, world) -> int:
 def card(store, world, token="tok_visa", user=None) -> int:
     user = user or world.alice
     with store.write() as s:
-        return pm.add_method(s, world.m.actor("user", user), user, TestGateway(store),
+        return methods.add_method(s, world.m.actor("user", user), user, TestGateway(store),
                              token=token, make_default=True, now=AFTER_JAN).id
 
 
@@ -79,14 +82,15 @@ def test_cards_are_kept_as_tokens_with_one_default(store, world):
     gw = TestGateway(store)
     alice = world.m.actor("user", world.alice)
     with store.write() as s:
-        first = pm.add_method(s, alice, world.alice, gw, card_number="5555 5555 5555 4444",
+        first = methods.add_method(s, alice, world.alice, gw, card_number="5555 5555 5555 4444",
                               exp_month=3, exp_year=2031, now=AFTER_JAN, idempotency_key="k1")
-        again = pm.add_method(s, alice, world.alice, gw, card_number="5555 5555 5555 4444",
+        again = methods.add_method(s, alice, world.alice, gw, card_number="5555 5555 5555 4444",
                               exp_month=3, exp_year=2031, now=AFTER_JAN, idempotency_key="k1")
-        second = pm.add_method(s, alice, world.alice, gw, token="tok_amex", now=AFTER_JAN)
+        second = methods.add_method(s, alice, world.alice, gw, token="tok_amex", now=AFTER_JAN)
         assert again.id == first.id
-        assert [(m.brand, m.last4, m.is_default) for m in pm.list_methods(s, alice, world.alice)
-                ] == [("mastercard", "4444", True), ("amex", "0005", False)]
+        kept = methods.list_methods(s, alice, world.alice)
+        assert [(m.brand, m.last4, m.is_default) for m in kept] == [
+            ("mastercard", "4444", True), ("amex", "0005", False)]
         stored = s.execute(select(PaymentMethod.__table__)).all()
         assert not any("5555555555554444" in str(v) for row in stored for v in row)
         for kw, field in (({"token": "tok_nope"}, "token"),
@@ -97,13 +101,14 @@ def test_cards_are_kept_as_tokens_with_one_default(store, world):
                           ({"card_number": "4012888888881881", "exp_month": 1,
                             "exp_year": 2031}, "card_number")):     # real-looking: not a test card
             with pytest.raises(InvalidInput) as caught:
-                pm.add_method(s, alice, world.alice, gw, now=AFTER_JAN, **kw)
+                methods.add_method(s, alice, world.alice, gw, now=AFTER_JAN, **kw)
             assert caught.value.field == field
         with pytest.raises(NotYours):
-            pm.add_method(s, world.m.actor("user", world.bob), world.alice, gw, token="tok_visa")
-        pm.delete_method(s, alice, world.alice, first.id, now=AFTER_JAN)
-        pm.delete_method(s, alice, world.alice, first.id, now=AFTER_JAN)   # again: nothing
-        assert [(m.id, m.is_default) for m in pm.list_methods(s, alice, world.alice)] == [
+            methods.add_method(s, world.m.actor("user", world.bob), world.alice, gw,
+                               token="tok_visa")
+        methods.delete_method(s, alice, world.alice, first.id, now=AFTER_JAN)
+        methods.delete_method(s, alice, world.alice, first.id, now=AFTER_JAN)   # again: nothing
+        assert [(m.id, m.is_default) for m in methods.list_methods(s, alice, world.alice)] == [
             (second.id, True)]
 
 
@@ -176,20 +181,20 @@ def test_a_decline_is_retried_on_the_dunning_schedule_and_overdue_rates_low(stor
     failed = pm.pay(store, alice, sid, now=ON_TIME)
     assert (failed.status, failed.decline_code) == ("failed", "insufficient_funds")
     assert failed.next_retry_at == ON_TIME + pm.RETRY_AFTER[0]
-    assert pm.run_due(store, now=ON_TIME + timedelta(hours=1))["retried"] == 0   # not yet
-    assert pm.run_due(store, now=ON_TIME + timedelta(days=1))["retried"] == 1
+    assert jobs.run_due(store, now=ON_TIME + timedelta(hours=1))["retried"] == 0   # not yet
+    assert jobs.run_due(store, now=ON_TIME + timedelta(days=1))["retried"] == 1
     with store.read() as s:
         second = s.scalar(select(Payment).where(Payment.attempt == 2))
         assert (second.status, second.trigger) == ("failed", "dunning")
         assert s.get(Statement, sid).paid_at is None
-    report = pm.run_due(store, now=LATE)  # attempt 3 (due on day 4) fails; overdue: rated 0
+    report = jobs.run_due(store, now=LATE)  # attempt 3 (due on day 4) fails; overdue: rated 0
     assert (report["retried"], report["rated_overdue"]) == (1, 1)
     with store.read() as s:
         assert pm.payment_state(s, s.get(Statement, sid), LATE)["state"] == "overdue"
         assert s.scalar(select(Rating.score).where(Rating.direction == "payment")) == 0
     card(store, world, "tok_visa")                   # a new default card; the retry pays
     later = LATE + timedelta(days=10)
-    assert pm.run_due(store, now=later)["retried"] == 1
+    assert jobs.run_due(store, now=later)["retried"] == 1
     with store.read() as s:
         statement = s.get(Statement, sid)
         assert statement.paid_at == later
@@ -221,7 +226,7 @@ def test_a_timeout_is_resolved_by_asking_the_gateway_never_by_charging_again(sto
     assert lost.status == "unknown"
     with pytest.raises(Conflict):                    # in flight: no second attempt
         pm.pay(store, alice, sid, now=ON_TIME)
-    assert pm.run_due(store, now=ON_TIME)["resolved"] == 1
+    assert jobs.run_due(store, now=ON_TIME)["resolved"] == 1
     with store.read() as s:
         assert s.get(Payment, lost.id).status == "succeeded"
         assert s.get(Statement, sid).paid_minor == 500
@@ -230,10 +235,10 @@ def test_a_timeout_is_resolved_by_asking_the_gateway_never_by_charging_again(sto
 
 def test_collection_charges_the_default_card_after_a_close(store, world):
     sid = billed(store, world)
-    assert pm.collect(store, [sid], now=AFTER_JAN) == {"skipped": 1}     # no card yet
+    assert jobs.collect(store, [sid], now=AFTER_JAN) == {"skipped": 1}     # no card yet
     card(store, world)
-    assert pm.collect(store, [sid], now=AFTER_JAN) == {"succeeded": 1}
-    assert pm.collect(store, [sid], now=AFTER_JAN) == {"skipped": 1}     # paid
+    assert jobs.collect(store, [sid], now=AFTER_JAN) == {"succeeded": 1}
+    assert jobs.collect(store, [sid], now=AFTER_JAN) == {"skipped": 1}     # paid
     with store.read() as s:
         assert s.scalar(select(Payment.trigger)) == "collection"
 
@@ -244,16 +249,16 @@ def test_refunds_never_pass_what_was_paid_and_keep_the_books(store, world):
     p = pm.pay(store, world.m.actor("user", world.alice), sid, now=ON_TIME)
     home = world.m.actor("provider", world.home)
     with pytest.raises(NotYours):
-        pm.refund(store, world.m.actor("provider", world.north), p.id, 100, now=ON_TIME)
+        rf.refund(store, world.m.actor("provider", world.north), p.id, 100, now=ON_TIME)
     with pytest.raises(NotYours):
-        pm.refund(store, world.m.actor("user", world.alice), p.id, 100, now=ON_TIME)
-    r = pm.refund(store, home, p.id, 200, reason="slow", idempotency_key="r1", now=ON_TIME)
-    again = pm.refund(store, home, p.id, 200, reason="slow", idempotency_key="r1", now=ON_TIME)
+        rf.refund(store, world.m.actor("user", world.alice), p.id, 100, now=ON_TIME)
+    r = rf.refund(store, home, p.id, 200, reason="slow", idempotency_key="r1", now=ON_TIME)
+    again = rf.refund(store, home, p.id, 200, reason="slow", idempotency_key="r1", now=ON_TIME)
     assert r.status == "succeeded" and again.id == r.id
     with pytest.raises(InvalidInput) as caught:
-        pm.refund(store, home, p.id, 301, now=ON_TIME)
+        rf.refund(store, home, p.id, 301, now=ON_TIME)
     assert caught.value.field == "amount_minor" and "at most 300" in caught.value.message
-    pm.refund(store, home, p.id, 300, now=ON_TIME)
+    rf.refund(store, home, p.id, 300, now=ON_TIME)
     with store.read() as s:
         assert s.get(Statement, sid).paid_minor == 0
         assert s.get(Payment, p.id).refunded_minor == 500
@@ -317,7 +322,7 @@ def test_a_success_that_comes_after_the_resolver_gave_up_is_still_recorded(store
                             now=ON_TIME)
         pid = p.id
     assert made
-    assert pm.run_due(store, now=ON_TIME + pm.STALE_PENDING * 2)["resolved"] == 1
+    assert jobs.run_due(store, now=ON_TIME + pm.STALE_PENDING * 2)["resolved"] == 1
     with store.read() as s:
         assert s.get(Payment, pid).status == "canceled"
     with store.write() as s:

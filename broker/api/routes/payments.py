@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
 
+from broker import payment_methods as methods
 from broker import payments as pm
-from broker import statements
+from broker import refunds, statements
 from broker.api.deps import CurrentActor, IdemKey, Paging, id_path, store_of
 from broker.api.payment_models import (
     PayIn,
@@ -37,18 +38,18 @@ def add_payment_method(user_id: UserId, body: PaymentMethodIn, request: Request,
     store = store_of(request)
     gw = gateway(body.gateway, store)
     with store.write() as s:
-        method = pm.add_method(s, actor, user_id, gw, token=body.token,
+        method = methods.add_method(s, actor, user_id, gw, token=body.token,
                                card_number=body.card_number, exp_month=body.exp_month,
                                exp_year=body.exp_year, make_default=body.make_default,
                                idempotency_key=key)
-        return pm.method_view(method)
+        return methods.method_view(method)
 
 
 @router.get("/users/{user_id}/payment-methods", response_model=PaymentMethodList)
 def list_payment_methods(user_id: UserId, request: Request, actor: CurrentActor) -> dict:
     """The user's cards (the user only): brand, last four digits, expiry, which is default."""
     with store_of(request).read() as s:
-        return {"items": [pm.method_view(m) for m in pm.list_methods(s, actor, user_id)]}
+        return {"items": [methods.method_view(m) for m in methods.list_methods(s, actor, user_id)]}
 
 
 @router.delete("/users/{user_id}/payment-methods/{method_id}", status_code=204,
@@ -59,7 +60,7 @@ def delete_payment_method(user_id: UserId,
                           key: IdemKey = None) -> Response:
     """Forget a card; one forgotten already is not an error (a retry is safe)."""
     with store_of(request).write() as s:
-        pm.delete_method(s, actor, user_id, method_id)
+        methods.delete_method(s, actor, user_id, method_id)
     return Response(status_code=204)
 
 
@@ -96,6 +97,6 @@ def refund_payment(payment_id: Annotated[int, id_path("a payment's id")], body: 
                    request: Request, actor: CurrentActor, key: IdemKey = None) -> dict:
     """Give back (part of) a succeeded payment (its statement's home provider), never more
     than what is left of it."""
-    r = pm.refund(store_of(request), actor, payment_id, body.amount_minor, reason=body.reason,
+    r = refunds.refund(store_of(request), actor, payment_id, body.amount_minor, reason=body.reason,
                   idempotency_key=key)
-    return pm.refund_view(r)
+    return refunds.refund_view(r)
