@@ -331,3 +331,22 @@ def test_a_success_that_comes_after_the_resolver_gave_up_is_still_recorded(store
         assert (s.get(Payment, pid).status, s.get(Payment, pid).next_retry_at) == (
             "succeeded", None)
         assert s.get(Statement, sid).paid_minor == 500
+
+
+def test_the_test_gateway_answers_a_key_it_has_seen_with_the_first_answer(store):
+    gw = TestGateway(store)
+    first = gw.purchase("tok_visa", 500, "EUR", "k-1")
+    assert (first.status, first.amount_minor) == ("succeeded", 500)
+    assert gw.purchase("tok_visa", 500, "EUR", "k-1") == first      # a retry: no second charge
+    assert gw.charges() == 1
+    assert gw.status("k-1") == first and gw.status("never-sent").status == "canceled"
+    lost = gw.purchase("tok_timeout", 300, "EUR", "k-2")
+    assert lost.status == "unknown" and gw.status("k-2").status == "succeeded"
+    held = gw.authorize("tok_mastercard", 800, "EUR", "a-1")
+    assert gw.capture(held.ref, 900, "EUR", "c-0").status == "failed"   # more than held
+    assert gw.capture(held.ref, 800, "EUR", "c-1").status == "succeeded"
+    assert gw.void(gw.authorize("tok_visa", 100, "EUR", "a-2").ref, "v-1").status == "succeeded"
+    assert gw.refund(first.ref, 501, "EUR", "r-0").status == "failed"
+    assert gw.refund(first.ref, 200, "EUR", "r-1").status == "succeeded"
+    declined = gw.purchase("tok_chargeDeclinedLostCard", 500, "EUR", "k-3")
+    assert (declined.status, declined.decline_code) == ("failed", "lost_card")
