@@ -26,6 +26,8 @@ def add_billing_commands(sub) -> None:
     p.add_argument("--provider", metavar="NAME_OR_ID",
                    help="one home provider (default: every provider with users)")
     p.add_argument("--batch", type=int, default=500, help="statements per transaction (500)")
+    p.add_argument("--collect", action="store_true",
+                   help="then charge each unpaid statement to its user's default card")
     p.set_defaults(func=guarded(_close))
 
     p = sub.add_parser(
@@ -60,6 +62,10 @@ def add_billing_commands(sub) -> None:
     db_option(p)
     p.add_argument("id", type=int)
     p.set_defaults(func=guarded(_verify))
+
+    from broker.payments_cli import add_payments_commands
+
+    add_payments_commands(sub)
 
 
 def _named(session, model, value: str, what: str) -> int:
@@ -96,6 +102,10 @@ def _close(args) -> int:
                                     on_batch=progress if sys.stderr.isatty() else None))
         if sys.stderr.isatty():
             sys.stderr.write("\n")
+        if args.collect:  # after the finalizing transactions, never inside them
+            from broker.payments_cli import collect_period
+
+            results[-1]["collected"] = collect_period(store, args.period, home)
     return print_json({"period": args.period, "providers": results})
 
 

@@ -155,6 +155,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
         negotiations,
         operations,
         outcomes,
+        payments,
         profiles,
         statements,
     )
@@ -210,6 +211,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
         app.include_router(router, prefix="/v1", responses=ERRORS)
     from broker.api.routes.settlements import router as settlements_router  # issue 10
     app.include_router(settlements_router, prefix="/v1", responses=ERRORS)
+    app.include_router(payments.router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
     _openapi_3_1(app)
     return app

@@ -15,6 +15,7 @@ from broker.models.market import (
     ServiceRequest,
 )
 from broker.models.outcomes import Award, AwardPayer, DeliveryJob, Rating
+from broker.models.payments import Payment, PaymentMethod, Refund, TestGatewayOperation
 from broker.models.principals import (
     PRINCIPAL_COLUMNS,
     Admin,
@@ -40,7 +41,8 @@ from broker.models.statements import (
 __all__ = ["COUNTERS", "PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Auction", "Award", "AwardPayer",
            "Base", "Bid", "BillingSettings", "Charge", "CreditNote", "DeliveryJob", "Device",
            "DeviceEvent", "Group", "IdempotencyRecord", "LedgerEntry", "LedgerPosting",
-           "Negotiation", "Network", "Offer", "PhoneNumber", "Pledge", "PricePolicy", "Provider",
-           "ProviderService", "Rating", "RequestMember", "ServiceRequest", "SettlementBatch",
-           "SettlementLine", "SettlementNetting", "Statement", "StatementLine",
-           "StatementProfile", "TariffVersion", "UTCDateTime", "UsageReport", "User"]
+           "Negotiation", "Network", "Offer", "Payment", "PaymentMethod", "PhoneNumber", "Pledge",
+           "PricePolicy", "Provider", "ProviderService", "Rating", "Refund", "RequestMember",
+           "ServiceRequest", "SettlementBatch", "SettlementLine", "SettlementNetting", "Statement",
+           "StatementLine", "StatementProfile", "TariffVersion", "TestGatewayOperation",
+           "UTCDateTime", "UsageReport", "User"]

@@ -1,7 +1,7 @@
 """settlements: batches between home and delivering providers, their lines, nettings
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-11-30 10:10:00
 
 A home provider's settlement batch per delivering provider and period (numbered per pair,
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0009'
-down_revision = '0006'
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

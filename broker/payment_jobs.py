@@ -1,0 +1,105 @@
+"""The payment jobs (docs/billing.md, "Payments"): automatic collection after a close, and
+`run_due` (``pktx broker payments run-due``): the unknown-status resolver, dunning retries on
+their schedule, and the rating of statements unpaid after their due date."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from broker.clock import resolve_now
+from broker.errors import Conflict, InvalidInput, WrongState
+from broker.models import Payment, PaymentMethod, Refund, Statement
+from broker.payment_gateway import CANCELED, FAILED, PENDING, UNKNOWN
+from broker.payments import (
+    SCORE_OVERDUE,
+    STALE_PENDING,
+    Gateways,
+    gateways_of,
+    pay,
+    rate_outcome,
+    settle,
+)
+from broker.refunds import settle_refund
+
+log = logging.getLogger(__name__)
+
+
+def collect(store, statement_ids: list[int], *, gateways: Gateways | None = None,
+            now: datetime | None = None) -> dict:
+    """Automatic collection after a close: charge each finalized, unpaid statement with an
+    amount due to its user's default card (a user with none waits to pay). Run after the
+    finalizing transactions, never inside them. Returns counts by outcome."""
+    now = resolve_now(now)
+    gateways = gateways or gateways_of(store)
+    out: dict[str, int] = {}
+    for sid in statement_ids:
+        with store.read() as s:
+            st = s.get(Statement, sid)
+            has_card = st is not None and s.scalar(select(PaymentMethod.id).where(
+                PaymentMethod.user_id == st.user_id, PaymentMethod.is_default))
+            totals = {c: m for c, m in ((st.totals or {}) if st else {}).items() if m}
+            due = (st is not None and st.status == "finalized" and st.paid_at is None
+                   and len(totals) == 1 and next(iter(totals.values())) > 0)
+        if not due or not has_card:
+            out["skipped"] = out.get("skipped", 0) + 1
+            continue
+        try:
+            p = pay(store, None, sid, trigger="collection", gateways=gateways, now=now)
+            out[p.status] = out.get(p.status, 0) + 1
+        except (WrongState, Conflict) as exc:
+            log.info("collection of statement %s: %s", sid, exc)
+            out["skipped"] = out.get("skipped", 0) + 1
+    return out
+
+
+def run_due(store, *, gateways: Gateways | None = None, now: datetime | None = None) -> dict:
+    """The payments job (``pktx broker payments run-due``): resolve unknown (and stale
+    pending) payments and refunds by asking the gateway, retry failed payments whose time has
+    come (dunning, with the user's default card), and rate overdue unpaid statements."""
+    now = resolve_now(now)
+    gateways = gateways or gateways_of(store)
+    report = {"resolved": 0, "retried": 0, "rated_overdue": 0}
+    with store.read() as s:
+        asks = list(s.execute(select(Payment.id, Payment.gateway, Payment.gateway_key).where(
+            (Payment.status == UNKNOWN)
+            | ((Payment.status == PENDING) & (Payment.updated_at < now - STALE_PENDING)))))
+        refund_asks = list(s.execute(
+            select(Refund.id, Payment.gateway, Refund.gateway_key)
+            .join(Payment, Payment.id == Refund.payment_id).where(
+                (Refund.status == UNKNOWN)
+                | ((Refund.status == PENDING) & (Refund.updated_at < now - STALE_PENDING)))))
+    for pid, name, key in asks:
+        result = gateways(name).status(key)
+        if result.status != PENDING:
+            with store.write() as s:
+                settle(s, pid, result, now)
+            report["resolved"] += 1
+    for rid, name, key in refund_asks:
+        result = gateways(name).status(key)
+        if result.status != PENDING:
+            with store.write() as s:
+                settle_refund(s, rid, result, now)
+            report["resolved"] += 1
+    with store.read() as s:
+        due = list(s.execute(select(Payment.id, Payment.statement_id).where(
+            Payment.status.in_((FAILED, CANCELED)), Payment.next_retry_at <= now)))
+    for pid, sid in due:
+        with store.write() as s:
+            s.execute(update(Payment).where(Payment.id == pid).values(next_retry_at=None))
+        try:
+            pay(store, None, sid, trigger="dunning", gateways=gateways, now=now)
+            report["retried"] += 1
+        except (WrongState, Conflict, InvalidInput) as exc:
+            log.info("dunning of statement %s: %s", sid, exc)
+    with store.write() as s:
+        overdue = list(s.scalars(select(Statement).where(
+            Statement.status == "finalized", Statement.paid_at.is_(None),
+            Statement.due_at < now)))
+        for st in overdue:
+            totals = [m for m in (st.totals or {}).values() if m]
+            if len(totals) == 1 and totals[0] > 0 and rate_outcome(s, st, SCORE_OVERDUE, now):
+                report["rated_overdue"] += 1
+    return report
