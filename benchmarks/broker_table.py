@@ -30,8 +30,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from benchmarks.bulk_rows import advance_sequences as _advance_sequences
+from benchmarks.bulk_rows import bulk as _bulk
 from benchmarks.http_load import client_process, cpu_seconds, running_server
 from benchmarks.report import print_verdicts
+from benchmarks.statement_load import TARGET_CLOSE_S as TARGET_PERIOD_CLOSE_S
+from benchmarks.statement_load import CloseTimes
+from benchmarks.statement_load import time_close as time_period_close
 from benchmarks.usage_load import (
     ENV_PG,
     PG_WORKERS,
@@ -43,6 +48,7 @@ from benchmarks.usage_load import (
 )
 
 CLOSE_BIDS = 10_000
+CLOSE_USERS, CLOSE_LINES = 10_000, 20  # a billing period: users x statement lines each
 VIEW_BIDDERS = 1_000
 HTTP_CLIENTS = 16
 HTTP_SECONDS = 10.0
@@ -65,23 +71,6 @@ class Scene:
     device_id: int
     providers: list[int]
     tokens: dict[int, str] = field(default_factory=dict)
-
-
-def _bulk(session, model, rows: list[dict]) -> None:
-    from sqlalchemy import insert
-
-    for i in range(0, len(rows), 5000):
-        session.execute(insert(model), rows[i:i + 5000])
-
-
-def _advance_sequences(session, *tables: str) -> None:
-    """After rows went in with their ids given, PostgreSQL's id sequences must catch up."""
-    from sqlalchemy import text
-
-    if session.get_bind().dialect.name == "postgresql":
-        for table in tables:
-            session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                 f"(SELECT max(id) FROM {table}))"))
 
 
 def build_market(url: str, providers: int, *, tokens: bool = False, seed: int = 7,
@@ -372,6 +361,7 @@ class Measured:
     http: HttpResult
     usage: UsageResult | None = None
     usage_pg: UsageResult | None = None
+    period_close: CloseTimes | None = None
 
 
 def measure(repeat: int = 5, *, http_seconds: float = HTTP_SECONDS,
@@ -400,7 +390,11 @@ def measure(repeat: int = 5, *, http_seconds: float = HTTP_SECONDS,
     if os.environ.get(ENV_PG):
         with status(f"usage reports over HTTP on PostgreSQL, {PG_WORKERS} server workers"):
             usage_pg = postgres_usage(http_seconds)
-    return Measured(close_s, close_status, lookups_s, view_s, http, usage, usage_pg)
+    with status(f"closing a billing period of {CLOSE_USERS:,} users x {CLOSE_LINES} lines, "
+                f"in process and as pktx broker billing close"):
+        period_close = time_period_close(CLOSE_USERS, CLOSE_LINES)
+    return Measured(close_s, close_status, lookups_s, view_s, http, usage, usage_pg,
+                    period_close)
 
 
 def checks(m: Measured) -> list[tuple[str, bool]]:
@@ -413,6 +407,12 @@ def checks(m: Measured) -> list[tuple[str, bool]]:
         ("no bid lost or duplicated (counted in the store)", m.http.exact),
         (f"reputation lookups for {VIEW_BIDDERS:,} providers in one auction view "
          f"< {TARGET_VIEW_S * 1e3:.0f} ms", m.lookups_s < TARGET_VIEW_S),
+        *([] if m.period_close is None else [
+            (f"closing a period of {m.period_close.users:,} users x {CLOSE_LINES} lines "
+             f"< {TARGET_PERIOD_CLOSE_S:.0f} s, as a whole process",
+             m.period_close.whole_process_s < TARGET_PERIOD_CLOSE_S),
+            ("every charge on exactly one statement line, the statements adding up to what "
+             "was charged", m.period_close.exact)]),
         *(check for u in (m.usage, m.usage_pg) if u is not None for check in [
             (f"usage reports over HTTP >= {TARGET_USAGE_RPS:.0f} requests/s ({REPORTERS} "
              f"reporters, retrying; {u.database}, {u.workers} server worker(s))",
@@ -472,6 +472,12 @@ def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None, *,
                           f"{u.client_cpu_s / u.requests * 1e3:.2f} ms", "")
         table.add_row("usage reports stored / sent / failed",
                       f"{u.stored:,} / {u.sent:,} / {u.errors}", "equal, 0")
+    c = m.period_close
+    if c is not None:
+        table.add_row(f"close a billing period: {c.users:,} users, {c.lines:,} lines, in process",
+                      f"{c.in_process_s:.1f} s", "")
+        table.add_row("  the same as `pktx broker billing close` (start-up included)",
+                      f"{c.whole_process_s:.1f} s", f"< {TARGET_PERIOD_CLOSE_S:.0f} s")
     console.print(table)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print_verdicts(console, checks(m), f"load {load}, SQLAlchemy {sqlalchemy.__version__}, "

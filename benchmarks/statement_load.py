@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.broker_table import _advance_sequences, _bulk
+from benchmarks.bulk_rows import advance_sequences, bulk
 
 PERIOD = "2025-01"
 PERIOD_START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -61,15 +61,15 @@ def populate(url: str, users: int, lines_per_user: int = 20) -> Billed:
                                currency="EUR", per_gb_minor=100, per_mbps_hour_minor=10).id
                for i in range(DELIVERING)]
         first_user = _next_id(s, User)
-        _bulk(s, User, [{"id": first_user + i, "name": f"user-{i}", "home_provider_id": home,
+        bulk(s, User, [{"id": first_user + i, "name": f"user-{i}", "home_provider_id": home,
                          "created_at": PERIOD_START} for i in range(users)])
-        _advance_sequences(s, "users")
+        advance_sequences(s, "users")
         add_device(s, admin, user_id=first_user, name="probe")  # the sequences work
         first_device = _next_id(s, Device)
-        _bulk(s, Device, [{"id": first_device + i, "user_id": first_user + i,
+        bulk(s, Device, [{"id": first_device + i, "user_id": first_user + i,
                            "name": f"phone-{i}", "created_at": PERIOD_START}
                           for i in range(users)])
-        _advance_sequences(s, "devices")
+        advance_sequences(s, "devices")
     requests, awards, payers, jobs, reports, charges = [], [], [], [], [], []
     with store.write() as s:
         rid, aid, jid, uid, cid = (_next_id(s, m) for m in (ServiceRequest, Award,
@@ -113,8 +113,8 @@ def populate(url: str, users: int, lines_per_user: int = 20) -> Billed:
     with store.write() as s:
         for model, rows in ((ServiceRequest, requests), (Award, awards), (AwardPayer, payers),
                             (DeliveryJob, jobs), (UsageReport, reports), (Charge, charges)):
-            _bulk(s, model, rows)
-        _advance_sequences(s, "service_requests", "awards", "award_payers", "delivery_jobs",
+            bulk(s, model, rows)
+        advance_sequences(s, "service_requests", "awards", "award_payers", "delivery_jobs",
                            "usage_reports", "charges")
     store.dispose()
     return Billed(url, home, users, len(charges), total)
