@@ -182,11 +182,19 @@ def bill_the_round(round_: MarketRound, folder: Path, out: Callable[[str], objec
     charge from the provider that served her) is shown by two of her profiles and written as
     a PDF. Returns the PDF's path."""
     from broker.profile_book import put_profile
-    from broker.statements import close_period, list_statements, rendered
+    from broker.statements import (
+        close_period,
+        list_statements,
+        rendered,
+        set_billing_settings,
+    )
 
     store = round_.store
     home = round_.user_home
     with store.write() as s:
+        # home-isp keeps 5% of what other providers charge its users (its margin).
+        set_billing_settings(s, Actor("admin", round_.admin_id), home, period_months=1,
+                             cutoff_day=1, timezone="UTC", margin_ppm=50_000)
         for name, doc in PROFILES.items():
             put_profile(s, round_.user, round_.user.user_id, name, doc,
                         default=name == "by-service")
@@ -202,9 +210,45 @@ def bill_the_round(round_: MarketRound, folder: Path, out: Callable[[str], objec
             text = rendered(s, statement, name, "text")
             out("".join(f"   | {line}\n" for line in text.rstrip("\n").split("\n")))
         pdf.write_bytes(rendered(s, statement, "by-service", "pdf"))
+        statement_id = statement.id
     out(f"\n   the statement as a PDF: {pdf}\n")
+    pay_and_settle(round_, statement_id, out)
     store.dispose()
     return pdf
+
+
+def pay_and_settle(round_: MarketRound, statement_id: int,
+                   out: Callable[[str], object]) -> None:
+    """alice pays her statement with a test card (the test gateway: no network); home-isp
+    settles the period with far-b, whether or not she paid (claim c04)."""
+    from broker import ledger
+    from broker.payment_methods import add_method
+    from broker.payments import gateways_of, pay
+    from broker.settlements import settle_period
+
+    store = round_.store
+    gateways = gateways_of(store)
+    with store.write() as s:
+        card = add_method(s, round_.user, round_.user.user_id, gateways("test"),
+                          token="tok_visa", make_default=True)
+        card_text = f"{card.brand} ending {card.last4}"
+    payment = pay(store, round_.user, statement_id, idempotency_key=f"demo-{statement_id}")
+    out(f"   alice pays statement 1 with her test card ({card_text}): {payment.status}, "
+        f"{Money(payment.amount_minor, payment.currency)}\n")
+    admin = Actor("admin", round_.admin_id)
+    with store.write() as s:
+        settled = settle_period(s, admin, f"{round_.clock:%Y-%m}")
+    with store.read() as s:
+        for batch in settled["batches"]:
+            due = ", ".join(str(Money(m, c)) for c, m in batch["due"].items())
+            out(f"   settlement batch {batch['number']} home-isp -> {round_.winner_name}: "
+                f"{batch['line_count']} line(s), {due} due, {batch['status']}\n")
+        home, winner = round_.user_home, next(iter(round_.winner.provider_ids))
+        owed = -ledger.balance(s, ledger.payable(home, winner), "EUR")
+        cash = ledger.balance(s, ledger.cash(home), "EUR")
+        margin = -ledger.balance(s, ledger.revenue(home), "EUR")
+    out(f"   home-isp's books: {Money(cash, 'EUR')} in cash = its 5% margin "
+        f"{Money(margin, 'EUR')}; {Money(owed, 'EUR')} still owed to {round_.winner_name}\n")
 
 
 # Alice's two segmentation profiles (claim c12): the same charges, presented two ways.

@@ -124,11 +124,24 @@ def test_demo_runs_a_market_round_and_delivers_the_award(tmp_path):
         charged = db.execute("SELECT charged_minor FROM usage_reports").fetchone()[0]
         status, number, totals = db.execute(
             "SELECT status, number, totals FROM statements").fetchone()
+        payments = db.execute("SELECT status, amount_minor FROM payments").fetchall()
+        batches = db.execute("SELECT status, line_count, totals, due FROM "
+                             "settlement_batches").fetchall()
+        entries = db.execute("SELECT posting_id, sum(amount_minor) FROM ledger_entries "
+                             "GROUP BY posting_id").fetchall()
     finally:
         db.close()
     assert [(k, a) for k, a, _p in lines] == [("price", 9600), ("bytes", charged)]
     assert charged > 0 and (status, number) == ("finalized", 1)
     assert json.loads(totals) == {"EUR": 9600 + charged}
+    # alice pays with a test card; home-isp keeps its 5% margin and settles the rest with far-b
+    billed = 9600 + charged
+    assert payments == [("succeeded", billed)]
+    [(b_status, b_lines, b_totals, b_due)] = batches
+    assert (b_status, b_lines, json.loads(b_totals)) == ("settled", 2, {"EUR": billed})
+    margin = 9600 * 50_000 // 1_000_000 + charged * 50_000 // 1_000_000
+    assert json.loads(b_due) == {"EUR": billed - margin}
+    assert entries and all(total == 0 for _p, total in entries)     # the books balance
     assert "alice's statement by her profile 'by-service'" in out
     assert "alice's statement by her profile 'by-recipient'" in out
     euros, cents = divmod(9600 + charged, 100)
