@@ -23,6 +23,7 @@ from broker.brokering import lock_request, stop_brokering
 from broker.capacity import committed_bps, share_rate
 from broker.catalog import format_chain, parse_chain
 from broker.clock import as_utc, resolve_now
+from broker.credit import CreditLimitExceeded, check_credit
 from broker.currency import check_amount, check_currency
 from broker.directory import parse_e164
 from broker.errors import GroupUnderfunded, InvalidInput, NotFound, NotYours, WrongState
@@ -155,6 +156,8 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
             else RequestMember(kind="user", user_id=user.id)]
         session.add(request)
         session.flush()
+        if not group:
+            _credit_and_bandwidth(session, request, now)
         if group:
             session.add(Group(request_id=request.id, organizer_id=user.id, currency=currency,
                               created_at=now))
@@ -164,6 +167,32 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
         return request
 
     return once(session, actor, idempotency_key, "request", params, ServiceRequest, run)
+
+
+def _credit_and_bandwidth(session: Session, request: ServiceRequest, now: datetime) -> None:
+    """The user's credit decided now (users with a credit profile only, docs/billing.md,
+    "Credit"): its bandwidth grant raises the request's max rate, and a request whose price
+    limit (else the home provider's list price) passes the available credit is refused."""
+    check = check_credit(session, request.user_id, None, request.currency, now)
+    if check is None:
+        return
+    grant = check.decision.bandwidth_grant_pct
+    if grant and request.max_rate_bps is not None:
+        request.base_max_rate_bps = request.max_rate_bps
+        request.max_rate_bps += request.max_rate_bps * grant // 100
+        request.bandwidth_grant_pct = grant
+    amount = request.max_price_minor
+    if amount is None:
+        amount = list_price(session.get(Provider, request.home_provider_id).policy, request)
+    if request.currency == check.decision.currency and amount > check.available_minor:
+        raise CreditLimitExceeded(
+            f"the request would cost up to {amount} {request.currency} (minor units), past "
+            f"the available credit of {check.available_minor}: limit "
+            f"{check.decision.limit_minor} (score {check.decision.score}, model version "
+            f"{check.decision.model_version}) minus {check.exposure_minor} owed (unbilled "
+            f"charges and unpaid statements); pay a statement or set a lower max_price_minor",
+            where=f"user {request.user_id}")
+    session.flush()
 
 
 @dataclass(frozen=True)

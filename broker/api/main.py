@@ -149,6 +149,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     new events every ``event_poll_seconds``."""
     from broker.api.routes import (
         billing,
+        credit,
         directory,
         events,
         market,
@@ -208,6 +209,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
                    outcomes.router, billing.router, statements.router, profiles.router,
                    events.router):
         app.include_router(router, prefix="/v1", responses=ERRORS)
+    app.include_router(credit.router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
     _openapi_3_1(app)
     return app
