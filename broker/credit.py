@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Float, and_, case, cast, func, literal, select
+from sqlalchemy import Float, and_, case, cast, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -111,15 +111,30 @@ def _epoch_days_default(element, compiler, **kw):
     return f"(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) / 86400.0)"
 
 
-def _statement_totals():
+def _statement_total(statement):
+    """A statement's total in minor units: the sum of its lines (an index look-up each)."""
+    return (select(func.coalesce(func.sum(StatementLine.amount_minor), 0))
+            .where(StatementLine.statement_id == statement.id).scalar_subquery())
+
+
+def _unbilled(charge):
+    """The charge is on no statement line yet (the unique index on charge_id answers it)."""
+    return ~select(StatementLine.id).where(StatementLine.charge_id == charge.id).exists()
+
+
+def _totals(anchors):
+    """The totals of the anchors' users' finalized statements, in one grouped pass."""
+    s = Statement
     return (select(StatementLine.statement_id.label("sid"),
                    func.sum(StatementLine.amount_minor).label("total"))
+            .join(s, s.id == StatementLine.statement_id)
+            .where(s.status == "finalized", s.user_id.in_(select(anchors.c.user_id)))
             .group_by(StatementLine.statement_id).subquery("totals"))
 
 
-def _history(anchors, with_outcome: bool = False):
-    """Per anchor (key, user_id, as_of): the aggregates of the user's statements before it."""
-    s, t = Statement, _statement_totals()
+def _history(anchors):
+    """Per anchor (key, user_id, as_of): aggregates of the user's statements before it."""
+    s, t = Statement, _totals(anchors)
     due = s.due_at < anchors.c.as_of
     paid_by_then = and_(s.paid_at.is_not(None), s.paid_at <= anchors.c.as_of)
     on_time = and_(paid_by_then, s.paid_at <= s.due_at)
@@ -129,38 +144,47 @@ def _history(anchors, with_outcome: bool = False):
     ftotal = cast(total, Float)
     return (select(
         anchors.c.key,
-        func.sum(case((due, 1), else_=0)).label("n_due"),
-        func.sum(case((and_(due, on_time), 1), else_=0)).label("n_on_time"),
-        func.sum(case((and_(due, ~on_time), late_days), else_=0.0)).label("late_days"),
-        func.sum(case((due, total), else_=0)).label("due_total"),
-        func.sum(case((and_(due, ~paid_by_then), total - s.paid_minor), else_=0)
-                 ).label("due_unpaid"),
-        func.count(s.id).label("n_all"),
-        func.sum(ftotal).label("sum_total"),
-        func.sum(ftotal * ftotal).label("sum_sq"),
-        func.max(case((and_(due, ~on_time), s.due_at))).label("last_bad_due"))
+        func.sum(case((due, 1), else_=0)),
+        func.sum(case((and_(due, on_time), 1), else_=0)),
+        func.sum(case((and_(due, ~on_time), late_days), else_=0.0)),
+        func.sum(case((due, total), else_=0)),
+        func.sum(case((and_(due, ~paid_by_then), total - s.paid_minor), else_=0)),
+        func.count(s.id),
+        func.sum(ftotal),
+        func.sum(ftotal * ftotal))
         .select_from(anchors)
         .join(s, and_(s.user_id == anchors.c.user_id, s.status == "finalized",
                       s.finalized_at < anchors.c.as_of))
         .outerjoin(t, t.c.sid == s.id)
-        .group_by(anchors.c.key))
+        .group_by(anchors.c.key).order_by(anchors.c.key))
 
 
 def _usage(anchors):
     """Per anchor: charges up to it, by whom delivered, which chains, what is not yet billed."""
     c = Charge
-    billed = select(StatementLine.charge_id).where(StatementLine.charge_id.is_not(None))
     return (select(
         anchors.c.key,
-        func.sum(c.amount_minor).label("charged"),
-        func.sum(case((c.provider_id != c.home_provider_id, c.amount_minor), else_=0)
-                 ).label("foreign"),
-        func.count(func.distinct(Award.services)).label("services"),
-        func.sum(case((c.id.not_in(billed), c.amount_minor), else_=0)).label("unbilled"))
+        func.sum(c.amount_minor),
+        func.sum(case((c.provider_id != c.home_provider_id, c.amount_minor), else_=0)),
+        func.count(func.distinct(Award.services)),
+        func.sum(case((_unbilled(c), c.amount_minor), else_=0)))
         .select_from(anchors)
         .join(c, and_(c.user_id == anchors.c.user_id, c.rated_at <= anchors.c.as_of))
         .join(Award, Award.id == c.award_id)
-        .group_by(anchors.c.key))
+        .group_by(anchors.c.key).order_by(anchors.c.key))
+
+
+def _base(anchors):
+    """Per anchor: days since the user signed up, its external score (-1: none) and its
+    sign-up limit (0: none)."""
+    return (select(anchors.c.key,
+                   _EpochDays(anchors.c.as_of) - _EpochDays(User.created_at),
+                   func.coalesce(CreditProfile.external_score, -1),
+                   func.coalesce(CreditProfile.prior_limit_minor, 0))
+            .select_from(anchors)
+            .join(User, User.id == anchors.c.user_id)
+            .outerjoin(CreditProfile, CreditProfile.user_id == anchors.c.user_id)
+            .order_by(anchors.c.key))
 
 
 def _user_anchors(user_ids, as_of: datetime):
@@ -177,7 +201,7 @@ class Features:
 
     keys: np.ndarray
     x: np.ndarray
-    exposure_minor: np.ndarray      # unbilled charges + unpaid finalized statements
+    exposure_minor: np.ndarray      # unbilled charges + unpaid past-due statements
     mean_spend_minor: np.ndarray    # mean statement total
     on_time_months: np.ndarray      # past-due statements paid on time since the last one not
     prior_limit_minor: np.ndarray
@@ -187,65 +211,63 @@ class Features:
         return {name: round(float(v), 6) for name, v in zip(FEATURES, self.x[i])}
 
 
-def _columns(session: Session, anchors, keys: list[int], users: dict[int, tuple],
-             key_user: dict[int, int], as_of: dict[int, datetime] | datetime) -> Features:
+def _table(session: Session, query, width: int) -> np.ndarray:
+    # The driver's own tuples (every column is a number): no Row objects for many rows.
+    result = session.connection().execute(query)
+    rows = result.cursor.fetchall()
+    result.close()
+    return np.asarray(rows, dtype=float).reshape(len(rows), width)
+
+
+def _columns(session: Session, anchors, keys: np.ndarray) -> Features:
+    """The features of the anchors ``keys`` (ascending), three aggregate queries in all."""
     n = len(keys)
-    index = {k: i for i, k in enumerate(keys)}
     x = np.zeros((n, len(FEATURES)))
     col = {name: j for j, name in enumerate(FEATURES)}
     exposure = np.zeros(n, dtype=np.int64)
     spend = np.zeros(n, dtype=np.int64)
-    streak_after = {}
-    for r in session.execute(_history(anchors)):
-        i = index[r.key]
-        if r.n_due:
-            x[i, col["late_share"]] = 1 - r.n_on_time / r.n_due
-            x[i, col["months_late"]] = r.late_days / 30.0 / r.n_due
-            x[i, col["unpaid_share"]] = (r.due_unpaid / r.due_total) if r.due_total > 0 else 0
-            x[i, col["history"]] = math.log1p(r.n_due)
-        if r.n_all:
-            mean = r.sum_total / r.n_all
-            spend[i] = int(mean)
-            if mean > 0 and r.n_all > 1:
-                var = max(r.sum_sq / r.n_all - mean * mean, 0.0)
-                x[i, col["spend_cv"]] = math.sqrt(var) / mean
-        exposure[i] += int(r.due_unpaid or 0)
-        streak_after[r.key] = r.last_bad_due
-    for r in session.execute(_usage(anchors)):
-        i = index[r.key]
-        if r.charged and r.charged > 0:
-            x[i, col["foreign_share"]] = r.foreign / r.charged
-        x[i, col["services"]] = r.services
-        exposure[i] += int(r.unbilled or 0)
+
+    h = _table(session, _history(anchors), 9)
+    i = np.searchsorted(keys, h[:, 0])
+    n_due, n_on_time, late_days, due_total, due_unpaid, n_all, sum_total, sum_sq = h[:, 1:].T
+    some = n_due > 0
+    safe_due = np.maximum(n_due, 1)
+    x[i, col["late_share"]] = np.where(some, 1 - n_on_time / safe_due, 0)
+    x[i, col["months_late"]] = np.where(some, late_days / 30.0 / safe_due, 0)
+    x[i, col["unpaid_share"]] = np.where(due_total > 0, due_unpaid / np.maximum(due_total, 1),
+                                         0)
+    x[i, col["history"]] = np.log1p(n_due)
+    mean = sum_total / np.maximum(n_all, 1)
+    spend[i] = np.floor(mean).astype(np.int64)
+    var = np.maximum(sum_sq / np.maximum(n_all, 1) - mean * mean, 0)
+    x[i, col["spend_cv"]] = np.where((mean > 0) & (n_all > 1),
+                                     np.sqrt(var) / np.where(mean > 0, mean, 1), 0)
+    exposure[i] += due_unpaid.astype(np.int64)
+
+    u = _table(session, _usage(anchors), 5)
+    i = np.searchsorted(keys, u[:, 0])
+    charged, foreign, services, unbilled = u[:, 1:].T
+    x[i, col["foreign_share"]] = np.where(charged > 0, foreign / np.where(charged > 0,
+                                                                           charged, 1), 0)
+    x[i, col["services"]] = services
+    exposure[i] += unbilled.astype(np.int64)
+
+    b = _table(session, _base(anchors), 4)
+    i = np.searchsorted(keys, b[:, 0])
+    tenure_days, ext, prior_f = b[:, 1:].T
+    x[i, col["tenure_years"]] = np.maximum(tenure_days, 0) / 365.25
+    x[i, col["ext_score"]] = np.where(ext >= 0, (ext - 650) / 100, 0)
     prior = np.zeros(n, dtype=np.int64)
-    ext = [None] * n
-    for k in keys:
-        i = index[k]
-        created, score, limit = users[key_user[k]]
-        when = as_of[k] if isinstance(as_of, dict) else as_of
-        x[i, col["tenure_years"]] = max((when - created).total_seconds(), 0) / 86400 / 365.25
-        if score is not None:
-            x[i, col["ext_score"]] = (score - 650) / 100
-            ext[i] = score
-        prior[i] = limit or 0
-    months = np.zeros(n, dtype=np.int64)
-    for i in range(n):
-        if prior[i] > 0:
-            x[i, col["utilisation"]] = exposure[i] / prior[i]
-        elif exposure[i] > 0:
-            x[i, col["utilisation"]] = CAPS["utilisation"]
+    prior[i] = prior_f.astype(np.int64)
+    external = [None] * n
+    for k, e in zip(i.tolist(), ext.tolist()):
+        external[k] = int(e) if e >= 0 else None
+    x[:, col["utilisation"]] = np.where(
+        prior > 0, exposure / np.maximum(prior, 1),
+        np.where(exposure > 0, CAPS["utilisation"], 0))
     for name, cap in CAPS.items():
         np.minimum(x[:, col[name]], cap, out=x[:, col[name]])
-    return Features(np.asarray(keys), x, exposure, spend, months, prior, ext), streak_after
-
-
-def _users(session: Session, user_ids) -> dict[int, tuple]:
-    rows = session.execute(
-        select(User.id, User.created_at, CreditProfile.external_score,
-               CreditProfile.prior_limit_minor)
-        .outerjoin(CreditProfile, CreditProfile.user_id == User.id)
-        .where(User.id.in_(list(user_ids))))
-    return {r.id: (r.created_at, r.external_score, r.prior_limit_minor) for r in rows}
+    return Features(keys, x, exposure, spend, np.zeros(n, dtype=np.int64), prior, external)
 
 
 def features(session: Session, user_ids, as_of: datetime | None = None) -> Features:
@@ -253,60 +275,166 @@ def features(session: Session, user_ids, as_of: datetime | None = None) -> Featu
     queries whatever the number of users."""
     as_of = resolve_now(as_of)
     user_ids = sorted(set(user_ids))
-    if not user_ids:
-        return Features(np.zeros(0, dtype=np.int64), np.zeros((0, len(FEATURES))),
-                        *(np.zeros(0, dtype=np.int64) for _ in range(4)), [])
-    users = _users(session, user_ids)
-    missing = set(user_ids) - users.keys()
+    known = set(session.scalars(select(User.id).where(User.id.in_(user_ids))))
+    missing = set(user_ids) - known
     if missing:
         raise NotFound("user", min(missing))
-    anchors = _user_anchors(user_ids, as_of)
-    feats, last_bad = _columns(session, anchors, user_ids, users, {u: u for u in user_ids},
-                               as_of)
+    keys = np.asarray(user_ids, dtype=np.int64)
+    feats = _columns(session, _user_anchors(user_ids, as_of), keys)
+    if not user_ids:
+        return feats
     # Months paid on time: past-due statements paid on time since the last one that was not.
     s = Statement
-    since = [(u, last_bad.get(u)) for u in user_ids]
-    on_time = and_(s.status == "finalized", s.due_at < as_of, s.paid_at.is_not(None),
-                   s.paid_at <= s.due_at, s.paid_at <= as_of)
+    past_due = and_(s.status == "finalized", s.due_at < as_of, s.user_id.in_(user_ids))
+    on_time = and_(s.paid_at.is_not(None), s.paid_at <= s.due_at, s.paid_at <= as_of)
+    last_bad = (select(s.user_id, func.max(s.due_at).label("due")).where(past_due, ~on_time)
+                .group_by(s.user_id).subquery("last_bad"))
     counts = dict(session.execute(
-        select(s.user_id, func.count()).where(on_time, s.user_id.in_(user_ids))
+        select(s.user_id, func.count())
+        .outerjoin(last_bad, last_bad.c.user_id == s.user_id)
+        .where(past_due, on_time, or_(last_bad.c.due.is_(None), s.due_at > last_bad.c.due))
         .group_by(s.user_id)).all())
-    bad = {u: when for u, when in since if when is not None}
-    if bad:
-        # Users with a bad statement: only the on-time statements due after it count.
-        rows = session.execute(select(s.user_id, s.due_at).where(
-            on_time, s.user_id.in_(list(bad)))).all()
-        after = dict.fromkeys(bad, 0)
-        for u, due in rows:
-            if due > bad[u]:
-                after[u] += 1
-        counts.update(after)
     feats.on_time_months = np.asarray([counts.get(u, 0) for u in user_ids], dtype=np.int64)
     return feats
 
 
-def training_set(session: Session, as_of: datetime | None = None
+def training_set(session: Session, as_of: datetime | None = None, *, exact: bool = False
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The store's outcomes: one row per finalized statement past its due date at ``as_of``,
-    its features as of when it was finalized, and 1 when it was paid by its due date."""
+    its features as of when it was finalized, and 1 when it was paid by its due date.
+
+    Four plain queries (statements, charges, first use of each chain, users) and numpy: each
+    statement is paired with the ones before it of its user, and charges are added up to each
+    statement's date by cumulative sums. ``exact`` computes the same by the aggregate queries
+    `features` uses, one join per statement (slower; the tests compare the two)."""
     as_of = resolve_now(as_of)
     s = Statement
-    anchors = (select(s.id.label("key"), s.user_id.label("user_id"),
-                      s.finalized_at.label("as_of"))
-               .where(s.status == "finalized", s.due_at < as_of).subquery("anchors"))
-    rows = session.execute(select(s.id, s.user_id, s.finalized_at, s.due_at, s.paid_at)
-                           .where(s.status == "finalized", s.due_at < as_of)
-                           .order_by(s.id)).all()
-    if not rows:
+    paid = and_(s.paid_at.is_not(None), s.paid_at <= s.due_at, s.paid_at <= as_of)
+    outcomes = (select(s.id, case((paid, 1), else_=0))
+                .where(s.status == "finalized", s.due_at < as_of).order_by(s.id))
+    if exact:
+        ky = _table(session, outcomes, 2)
+        if not len(ky):
+            return np.zeros((0, len(FEATURES))), np.zeros(0)
+        anchors = (select(s.id.label("key"), s.user_id.label("user_id"),
+                          s.finalized_at.label("as_of"))
+                   .where(s.status == "finalized", s.due_at < as_of).subquery("anchors"))
+        return _columns(session, anchors, ky[:, 0].astype(np.int64)).x, ky[:, 1]
+    return _training_columnar(session, as_of)
+
+
+def _training_columnar(session: Session, as_of: datetime) -> tuple[np.ndarray, np.ndarray]:
+    s, c = Statement, Charge
+    t = (select(StatementLine.statement_id.label("sid"),
+                func.sum(StatementLine.amount_minor).label("total"))
+         .group_by(StatementLine.statement_id).subquery("totals"))
+    st = _table(session, select(
+        s.user_id, _EpochDays(s.finalized_at), _EpochDays(s.due_at), _EpochDays(s.paid_at),
+        func.coalesce(t.c.total, 0), s.paid_minor, s.id)
+        .outerjoin(t, t.c.sid == s.id)
+        .where(s.status == "finalized", s.finalized_at < as_of)
+        .order_by(s.user_id, s.finalized_at, s.id), 7)
+    if not len(st):
         return np.zeros((0, len(FEATURES))), np.zeros(0)
-    keys = [r.id for r in rows]
-    key_user = {r.id: r.user_id for r in rows}
-    users = _users(session, set(key_user.values()))
-    when = {r.id: r.finalized_at for r in rows}
-    feats, _ = _columns(session, anchors, keys, users, key_user, when)
-    y = np.asarray([1.0 if r.paid_at is not None and r.paid_at <= r.due_at
-                    and r.paid_at <= as_of else 0.0 for r in rows])
-    return feats.x, y
+    U, F, D, P, T, PM, _ids = st.T
+    n = len(U)
+    as_of_days = session.scalar(select(_EpochDays(literal(as_of, UTCDateTime()))))
+    anchor = as_of_days > D
+    y = (~np.isnan(P) & (P <= D) & (as_of_days >= P)).astype(float)
+    zeros = [np.zeros(n) for _ in range(8)]
+    n_due, n_on_time, late, due_total, due_unpaid, n_all, sum_total, sum_sq = zeros
+    idx = np.arange(n)
+    for d in range(1, n):
+        j = idx - d
+        ok = j >= 0
+        ok[ok] &= U[j[ok]] == U[ok]
+        if not ok.any():
+            break
+        j = np.where(ok, j, 0)
+        ok &= F[j] < F
+        a = F
+        due = ok & (D[j] < a)
+        paid_by = ~np.isnan(P[j]) & (P[j] <= a)
+        on_time = paid_by & (P[j] <= D[j])
+        n_due += due
+        n_on_time += due & on_time
+        late += np.where(due & ~on_time, np.where(paid_by, P[j] - D[j], a - D[j]), 0)
+        due_total += np.where(due, T[j], 0)
+        due_unpaid += np.where(due & ~paid_by, T[j] - PM[j], 0)
+        n_all += ok
+        sum_total += np.where(ok, T[j], 0)
+        sum_sq += np.where(ok, T[j] * T[j], 0)
+
+    # Charges up to each statement's date, by cumulative sums per user.
+    billed = (select(StatementLine.charge_id, _EpochDays(s.finalized_at).label("at"))
+              .join(s, s.id == StatementLine.statement_id)
+              .where(StatementLine.charge_id.is_not(None)).subquery("billed"))
+    ch = _table(session, select(
+        c.user_id, _EpochDays(c.rated_at), c.amount_minor,
+        case((c.provider_id != c.home_provider_id, c.amount_minor), else_=0), billed.c.at)
+        .outerjoin(billed, billed.c.charge_id == c.id).where(c.rated_at < as_of), 5)
+    first = _table(session, select(c.user_id, func.min(_EpochDays(c.rated_at)))
+                   .join(Award, Award.id == c.award_id).where(c.rated_at < as_of)
+                   .group_by(c.user_id, Award.services), 2)
+    lo = min(F.min(), ch[:, 1].min() if len(ch) else F.min()) - 1
+    span = max(F.max(), np.nanmax(ch[:, 4]) if len(ch) and not np.isnan(ch[:, 4]).all()
+               else F.max(), ch[:, 1].max() if len(ch) else F.max()) - lo + 2
+
+    def upto(users, times, values, at_inclusive=True):
+        """For each statement: the user's sum of ``values`` whose time is up to its date."""
+        keep = ~np.isnan(times)
+        users, times, values = users[keep], times[keep], values[keep]
+        key = users * span + (times - lo)
+        order = np.argsort(key, kind="stable")
+        key, cs = key[order], np.cumsum(values[order])
+        q = U * span + (F - lo)
+        end = np.searchsorted(key, q, side="right" if at_inclusive else "left")
+        start = np.searchsorted(key, U * span, side="left")
+        total = np.where(end > 0, cs[np.maximum(end - 1, 0)], 0)
+        before = np.where(start > 0, cs[np.maximum(start - 1, 0)], 0)
+        return total - before
+
+    if len(ch):
+        charged = upto(ch[:, 0], ch[:, 1], ch[:, 2])
+        foreign = upto(ch[:, 0], ch[:, 1], ch[:, 3])
+        unbilled = charged - upto(ch[:, 0], ch[:, 4], ch[:, 2])
+        services = upto(first[:, 0], first[:, 1], np.ones(len(first)))
+    else:
+        charged = foreign = unbilled = services = np.zeros(n)
+
+    us = _table(session, select(User.id, _EpochDays(User.created_at),
+                                func.coalesce(CreditProfile.external_score, -1),
+                                func.coalesce(CreditProfile.prior_limit_minor, 0))
+                .outerjoin(CreditProfile, CreditProfile.user_id == User.id)
+                .where(User.id.in_(select(s.user_id).where(s.status == "finalized")))
+                .order_by(User.id), 4)
+    at = np.searchsorted(us[:, 0], U)
+    created, ext, prior = us[at, 1], us[at, 2], us[at, 3]
+
+    x = np.zeros((n, len(FEATURES)))
+    col = {name: j for j, name in enumerate(FEATURES)}
+    some = n_due > 0
+    x[:, col["late_share"]] = np.where(some, 1 - n_on_time / np.maximum(n_due, 1), 0)
+    x[:, col["months_late"]] = np.where(some, late / 30.0 / np.maximum(n_due, 1), 0)
+    x[:, col["unpaid_share"]] = np.where(due_total > 0,
+                                         due_unpaid / np.maximum(due_total, 1), 0)
+    x[:, col["history"]] = np.log1p(n_due)
+    x[:, col["tenure_years"]] = np.maximum(F - created, 0) / 365.25
+    mean = sum_total / np.maximum(n_all, 1)
+    var = np.maximum(sum_sq / np.maximum(n_all, 1) - mean * mean, 0)
+    x[:, col["spend_cv"]] = np.where((mean > 0) & (n_all > 1),
+                                     np.sqrt(var) / np.where(mean > 0, mean, 1), 0)
+    x[:, col["services"]] = services
+    x[:, col["foreign_share"]] = np.where(charged > 0, foreign / np.where(charged > 0,
+                                                                           charged, 1), 0)
+    x[:, col["ext_score"]] = np.where(ext >= 0, (ext - 650) / 100, 0)
+    owed = unbilled + due_unpaid
+    x[:, col["utilisation"]] = np.where(prior > 0, owed / np.maximum(prior, 1),
+                                        np.where(owed > 0, CAPS["utilisation"], 0))
+    for name, cap in CAPS.items():
+        np.minimum(x[:, col[name]], cap, out=x[:, col[name]])
+    order = np.argsort(_ids[anchor], kind="stable")      # in statement id order
+    return x[anchor][order], y[anchor][order]
 
 
 # -- the model ------------------------------------------------------------------------------
@@ -384,14 +512,21 @@ class Retrained:
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> dict:
-    """Logistic regression of paying on time (``y`` 1) on the features, unpenalised
-    (scikit-learn's lbfgs with a very weak L2 term), as a coefficient dict with ``intercept``."""
+    """Logistic regression of paying on time (``y`` 1) on the features, as a coefficient dict
+    with ``intercept``: scikit-learn's Newton-Cholesky solver on standardised columns with a
+    negligible L2 term (C = 1e6: the maximum-likelihood fit), mapped back to the features'
+    own units. A column that does not vary carries no information: its coefficient is 0."""
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=1e6, solver="lbfgs", max_iter=1000)
-    model.fit(x, y)
-    out = {"intercept": float(model.intercept_[0])}
-    out.update({f: float(c) for f, c in zip(FEATURES, model.coef_[0])})
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    varies = std > 1e-12
+    z = (x[:, varies] - mean[varies]) / std[varies]
+    model = LogisticRegression(C=1e6, solver="newton-cholesky", max_iter=200)
+    model.fit(z, y)
+    b = np.zeros(x.shape[1])
+    b[varies] = model.coef_[0] / std[varies]
+    out = {"intercept": float(model.intercept_[0] - (b[varies] * mean[varies]).sum())}
+    out.update({f: float(c) for f, c in zip(FEATURES, b)})
     return out
 
 
@@ -500,13 +635,10 @@ def _latest(session: Session, user_ids: list[int]) -> dict[int, CreditDecision]:
 def exposure(session: Session, user_id: int) -> int:
     """What the user owes and has not paid, in minor units: charges not yet on a statement
     plus the unpaid part of its finalized statements (due or not)."""
-    billed = select(StatementLine.charge_id).where(StatementLine.charge_id.is_not(None))
     unbilled = session.scalar(select(func.coalesce(func.sum(Charge.amount_minor), 0)).where(
-        Charge.user_id == user_id, Charge.id.not_in(billed))) or 0
-    t = _statement_totals()
+        Charge.user_id == user_id, _unbilled(Charge))) or 0
     unpaid = session.scalar(
-        select(func.coalesce(func.sum(func.coalesce(t.c.total, 0) - Statement.paid_minor), 0))
-        .select_from(Statement).outerjoin(t, t.c.sid == Statement.id)
+        select(func.coalesce(func.sum(_statement_total(Statement) - Statement.paid_minor), 0))
         .where(Statement.user_id == user_id, Statement.status == "finalized",
                Statement.paid_at.is_(None))) or 0
     return int(unbilled) + max(int(unpaid), 0)

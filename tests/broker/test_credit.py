@@ -9,11 +9,15 @@ different max rates (in the request and in the delivery job)."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from locations import ROOT
 from marketplace import past_award
 from sqlalchemy import func, select
 
@@ -289,6 +293,13 @@ def test_retrain_keeps_the_prior_while_outcomes_are_few_then_fits(store):
         assert (few.model.kind, few.model.version, few.fitted) == ("prior", 1, None)
     pop = populate(store.url, 400, months=4, seed=3)
     at = datetime(2025, 7, 1, tzinfo=UTC)
+    with store.read() as s:
+        # The columnar training set (numpy over four plain queries) is the aggregate queries'.
+        x, y = credit.training_set(s, at)
+        x_exact, y_exact = credit.training_set(s, at, exact=True)
+        assert x.shape == (1_600, len(FEATURES)) and (y == y_exact).all()
+        assert np.allclose(x, x_exact, atol=1e-9)
+        assert x[:, FEATURES.index("late_share")].max() > 0
     with store.write() as s:
         done = credit.retrain(s, at)
         assert (done.model.kind, done.model.version) == ("fitted", 2)
@@ -300,3 +311,26 @@ def test_retrain_keeps_the_prior_while_outcomes_are_few_then_fits(store):
         assert (d.model_kind, d.model_version) == ("fitted", 2)
         assert s.query(CreditModel).count() == 2
     assert set(TRUE) <= {"intercept", *FEATURES} and PRIOR["intercept"] == math.log(19)
+
+
+def test_pktx_broker_credit_retrain_and_show(tmp_path):
+    db = f"sqlite:///{tmp_path / 'credit.sqlite3'}"
+    pop = populate(db, 300, months=4, seed=5)
+    run = [sys.executable, "-m", "engine.cli", "broker", "credit"]
+    done = subprocess.run([*run, "retrain", "--db", db], cwd=ROOT, capture_output=True,
+                          check=True, timeout=300, text=True)
+    report = json.loads(done.stdout)
+    assert (report["model_kind"], report["outcomes"]) == ("fitted", 1_200)  # all are due
+    assert 0.5 < report["auc"] <= 1
+    rows = {r["feature"]: r for r in report["coefficients"]}
+    assert rows["intercept"]["prior"] == round(math.log(19), 4)
+    assert rows["ext_score"]["fitted"] > 0 and set(rows) == {"intercept", *FEATURES}
+    shown = subprocess.run([*run, "show", "credit-user-0", "--db", db], cwd=ROOT,
+                           capture_output=True, check=True, timeout=300, text=True)
+    view = json.loads(shown.stdout)
+    assert view["user_id"] == pop.first_user and view["model_kind"] == "fitted"
+    assert view["available_minor"] == view["limit_minor"] - view["owed_minor"]
+    assert all(r["log_odds"] < 0 for r in view["reasons"])
+    missing = subprocess.run([*run, "show", "nobody", "--db", db], cwd=ROOT,
+                             capture_output=True, timeout=300, text=True)
+    assert missing.returncode != 0 and "nobody" in missing.stderr
