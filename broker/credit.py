@@ -13,13 +13,14 @@ credit. docs/billing.md, "Credit" and "Bandwidth", says why each rule is what it
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Float, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Float, and_, bindparam, case, cast, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -151,7 +152,8 @@ def _history(anchors):
         func.sum(case((and_(due, ~paid_by_then), total - s.paid_minor), else_=0)),
         func.count(s.id),
         func.sum(ftotal),
-        func.sum(ftotal * ftotal))
+        func.sum(ftotal * ftotal),
+        func.sum(case((~paid_by_then, total - s.paid_minor), else_=0)))
         .select_from(anchors)
         .join(s, and_(s.user_id == anchors.c.user_id, s.status == "finalized",
                       s.finalized_at < anchors.c.as_of))
@@ -187,10 +189,27 @@ def _base(anchors):
             .order_by(anchors.c.key))
 
 
-def _user_anchors(user_ids, as_of: datetime):
-    at = literal(as_of, UTCDateTime())
-    return (select(User.id.label("key"), User.id.label("user_id"), at.label("as_of"))
-            .where(User.id.in_(list(user_ids))).subquery("anchors"))
+@functools.cache
+def _user_queries() -> dict:
+    """The queries of `features`, built once (parameters ``users``, a list, and ``as_of``):
+    building SQLAlchemy expressions costs more than running them for one user."""
+    users = bindparam("users", expanding=True)
+    at = bindparam("as_of", type_=UTCDateTime())
+    anchors = (select(User.id.label("key"), User.id.label("user_id"), at.label("as_of"))
+               .where(User.id.in_(users)).subquery("anchors"))
+    # Months paid on time: past-due statements paid on time since the last one that was not.
+    s = Statement
+    past_due = and_(s.status == "finalized", s.due_at < at, s.user_id.in_(users))
+    on_time = and_(s.paid_at.is_not(None), s.paid_at <= s.due_at, s.paid_at <= at)
+    last_bad = (select(s.user_id, func.max(s.due_at).label("due")).where(past_due, ~on_time)
+                .group_by(s.user_id).subquery("last_bad"))
+    months = (select(s.user_id, func.count())
+              .outerjoin(last_bad, last_bad.c.user_id == s.user_id)
+              .where(past_due, on_time, or_(last_bad.c.due.is_(None),
+                                            s.due_at > last_bad.c.due))
+              .group_by(s.user_id))
+    return {"history": _history(anchors), "usage": _usage(anchors), "base": _base(anchors),
+            "months": months, "known": select(User.id).where(User.id.in_(users))}
 
 
 @dataclass
@@ -201,7 +220,7 @@ class Features:
 
     keys: np.ndarray
     x: np.ndarray
-    exposure_minor: np.ndarray      # unbilled charges + unpaid past-due statements
+    exposure_minor: np.ndarray      # unbilled charges + unpaid finalized statements
     mean_spend_minor: np.ndarray    # mean statement total
     on_time_months: np.ndarray      # past-due statements paid on time since the last one not
     prior_limit_minor: np.ndarray
@@ -211,25 +230,30 @@ class Features:
         return {name: round(float(v), 6) for name, v in zip(FEATURES, self.x[i])}
 
 
-def _table(session: Session, query, width: int) -> np.ndarray:
+def _table(session: Session, query, width: int, params: dict | None = None) -> np.ndarray:
     # The driver's own tuples (every column is a number): no Row objects for many rows.
-    result = session.connection().execute(query)
+    result = session.connection().execute(query, params or {})
     rows = result.cursor.fetchall()
     result.close()
     return np.asarray(rows, dtype=float).reshape(len(rows), width)
 
 
-def _columns(session: Session, anchors, keys: np.ndarray) -> Features:
-    """The features of the anchors ``keys`` (ascending), three aggregate queries in all."""
+def _columns(session: Session, anchors, keys: np.ndarray, params: dict | None = None,
+             queries: dict | None = None) -> Features:
+    """The features of the anchors ``keys`` (ascending), three aggregate queries in all
+    (``queries``: the three built already, for ``params``)."""
+    queries = queries or {"history": _history(anchors), "usage": _usage(anchors),
+                          "base": _base(anchors)}
     n = len(keys)
     x = np.zeros((n, len(FEATURES)))
     col = {name: j for j, name in enumerate(FEATURES)}
     exposure = np.zeros(n, dtype=np.int64)
     spend = np.zeros(n, dtype=np.int64)
 
-    h = _table(session, _history(anchors), 9)
+    h = _table(session, queries["history"], 10, params)
     i = np.searchsorted(keys, h[:, 0])
-    n_due, n_on_time, late_days, due_total, due_unpaid, n_all, sum_total, sum_sq = h[:, 1:].T
+    (n_due, n_on_time, late_days, due_total, due_unpaid, n_all, sum_total, sum_sq,
+     unpaid) = h[:, 1:].T
     some = n_due > 0
     safe_due = np.maximum(n_due, 1)
     x[i, col["late_share"]] = np.where(some, 1 - n_on_time / safe_due, 0)
@@ -242,9 +266,9 @@ def _columns(session: Session, anchors, keys: np.ndarray) -> Features:
     var = np.maximum(sum_sq / np.maximum(n_all, 1) - mean * mean, 0)
     x[i, col["spend_cv"]] = np.where((mean > 0) & (n_all > 1),
                                      np.sqrt(var) / np.where(mean > 0, mean, 1), 0)
-    exposure[i] += due_unpaid.astype(np.int64)
+    exposure[i] += unpaid.astype(np.int64)
 
-    u = _table(session, _usage(anchors), 5)
+    u = _table(session, queries["usage"], 5, params)
     i = np.searchsorted(keys, u[:, 0])
     charged, foreign, services, unbilled = u[:, 1:].T
     x[i, col["foreign_share"]] = np.where(charged > 0, foreign / np.where(charged > 0,
@@ -252,7 +276,7 @@ def _columns(session: Session, anchors, keys: np.ndarray) -> Features:
     x[i, col["services"]] = services
     exposure[i] += unbilled.astype(np.int64)
 
-    b = _table(session, _base(anchors), 4)
+    b = _table(session, queries["base"], 4, params)
     i = np.searchsorted(keys, b[:, 0])
     tenure_days, ext, prior_f = b[:, 1:].T
     x[i, col["tenure_years"]] = np.maximum(tenure_days, 0) / 365.25
@@ -275,25 +299,17 @@ def features(session: Session, user_ids, as_of: datetime | None = None) -> Featu
     queries whatever the number of users."""
     as_of = resolve_now(as_of)
     user_ids = sorted(set(user_ids))
-    known = set(session.scalars(select(User.id).where(User.id.in_(user_ids))))
+    queries = _user_queries()
+    params = {"users": user_ids, "as_of": as_of}
+    known = set(session.scalars(queries["known"], params))
     missing = set(user_ids) - known
     if missing:
         raise NotFound("user", min(missing))
     keys = np.asarray(user_ids, dtype=np.int64)
-    feats = _columns(session, _user_anchors(user_ids, as_of), keys)
     if not user_ids:
-        return feats
-    # Months paid on time: past-due statements paid on time since the last one that was not.
-    s = Statement
-    past_due = and_(s.status == "finalized", s.due_at < as_of, s.user_id.in_(user_ids))
-    on_time = and_(s.paid_at.is_not(None), s.paid_at <= s.due_at, s.paid_at <= as_of)
-    last_bad = (select(s.user_id, func.max(s.due_at).label("due")).where(past_due, ~on_time)
-                .group_by(s.user_id).subquery("last_bad"))
-    counts = dict(session.execute(
-        select(s.user_id, func.count())
-        .outerjoin(last_bad, last_bad.c.user_id == s.user_id)
-        .where(past_due, on_time, or_(last_bad.c.due.is_(None), s.due_at > last_bad.c.due))
-        .group_by(s.user_id)).all())
+        return _columns(session, None, keys, params, queries)
+    feats = _columns(session, None, keys, params, queries)
+    counts = dict(session.execute(queries["months"], params).all())
     feats.on_time_months = np.asarray([counts.get(u, 0) for u in user_ids], dtype=np.int64)
     return feats
 
@@ -341,8 +357,8 @@ def _training_columnar(session: Session, as_of: datetime) -> tuple[np.ndarray, n
     as_of_days = session.scalar(select(_EpochDays(literal(as_of, UTCDateTime()))))
     anchor = as_of_days > D
     y = (~np.isnan(P) & (P <= D) & (as_of_days >= P)).astype(float)
-    zeros = [np.zeros(n) for _ in range(8)]
-    n_due, n_on_time, late, due_total, due_unpaid, n_all, sum_total, sum_sq = zeros
+    zeros = [np.zeros(n) for _ in range(9)]
+    n_due, n_on_time, late, due_total, due_unpaid, n_all, sum_total, sum_sq, unpaid = zeros
     idx = np.arange(n)
     for d in range(1, n):
         j = idx - d
@@ -364,6 +380,7 @@ def _training_columnar(session: Session, as_of: datetime) -> tuple[np.ndarray, n
         n_all += ok
         sum_total += np.where(ok, T[j], 0)
         sum_sq += np.where(ok, T[j] * T[j], 0)
+        unpaid += np.where(ok & ~paid_by, T[j] - PM[j], 0)
 
     # Charges up to each statement's date, by cumulative sums per user.
     billed = (select(StatementLine.charge_id, _EpochDays(s.finalized_at).label("at"))
@@ -428,7 +445,7 @@ def _training_columnar(session: Session, as_of: datetime) -> tuple[np.ndarray, n
     x[:, col["foreign_share"]] = np.where(charged > 0, foreign / np.where(charged > 0,
                                                                            charged, 1), 0)
     x[:, col["ext_score"]] = np.where(ext >= 0, (ext - 650) / 100, 0)
-    owed = unbilled + due_unpaid
+    owed = unbilled + unpaid
     x[:, col["utilisation"]] = np.where(prior > 0, owed / np.maximum(prior, 1),
                                         np.where(owed > 0, CAPS["utilisation"], 0))
     for name, cap in CAPS.items():
@@ -490,9 +507,12 @@ def reason_codes(coefficients: dict, x: np.ndarray, top: int = 3) -> list[dict]:
             for j in order[:top] if pulls[j] < -1e-9]
 
 
+_NEWEST_MODEL = select(CreditModel).order_by(CreditModel.version.desc()).limit(1)
+
+
 def current_model(session: Session) -> CreditModel:
     """The newest model version; the prior is stored as version 1 the first time it is needed."""
-    model = session.scalar(select(CreditModel).order_by(CreditModel.version.desc()).limit(1))
+    model = session.scalar(_NEWEST_MODEL)
     if model is None:
         model = CreditModel(version=1, kind="prior", coefficients=dict(PRIOR), outcomes=0,
                             defaults=0, auc_ppm=None)
@@ -576,16 +596,21 @@ def decide(session: Session, user_ids, now: datetime | None = None, *,
     """Decide the credit of ``user_ids`` now with the current model. A decision equal to the
     user's latest one (same model version, score, limit and grant) is not stored again: the
     latest is returned."""
-    now = resolve_now(now)
+    return _decide(session, user_ids, resolve_now(now), store)[0]
+
+
+def _decide(session: Session, user_ids, now: datetime, store: bool = True
+            ) -> tuple[list[CreditDecision], Features]:
     feats = features(session, user_ids, now)
     model = current_model(session)
     p = p_default(model.coefficients, feats.x)
     scores = score_points(p)
     scores = np.atleast_1d(scores)
-    homes = dict(session.execute(select(User.id, User.home_provider_id)
-                                 .where(User.id.in_(feats.keys.tolist()))).all())
-    currencies = _home_currencies(session, set(homes.values()))
-    latest = _latest(session, feats.keys.tolist())
+    ids = {"users": feats.keys.tolist()}
+    homes, currencies = {}, {}
+    for uid, home, currency in session.execute(_decide_queries()["homes"], ids):
+        homes[uid], currencies[home] = home, currency
+    latest = {d.user_id: d for d in session.scalars(_decide_queries()["latest"], ids)}
     out = []
     for i, user_id in enumerate(feats.keys.tolist()):
         score = int(scores[i])
@@ -615,21 +640,20 @@ def decide(session: Session, user_ids, now: datetime | None = None, *,
         out.append(decision)
     if store:
         session.flush()
-    return out
+    return out, feats
 
 
-def _home_currencies(session: Session, provider_ids) -> dict[int, str]:
+@functools.cache
+def _decide_queries() -> dict:
     from broker.models import PricePolicy
 
-    return dict(session.execute(select(PricePolicy.provider_id, PricePolicy.currency)
-                                .where(PricePolicy.provider_id.in_(list(provider_ids)))).all())
-
-
-def _latest(session: Session, user_ids: list[int]) -> dict[int, CreditDecision]:
-    newest = (select(func.max(CreditDecision.id)).where(CreditDecision.user_id.in_(user_ids))
+    users = bindparam("users", expanding=True)
+    newest = (select(func.max(CreditDecision.id)).where(CreditDecision.user_id.in_(users))
               .group_by(CreditDecision.user_id))
-    return {d.user_id: d for d in session.scalars(
-        select(CreditDecision).where(CreditDecision.id.in_(newest)))}
+    return {"homes": select(User.id, User.home_provider_id, PricePolicy.currency)
+            .join(PricePolicy, PricePolicy.provider_id == User.home_provider_id)
+            .where(User.id.in_(users)),
+            "latest": select(CreditDecision).where(CreditDecision.id.in_(newest))}
 
 
 def exposure(session: Session, user_id: int) -> int:
@@ -662,8 +686,8 @@ def check_credit(session: Session, user_id: int, amount_minor: int | None, curre
     managed: docs/billing.md, "Credit"). Raises `CreditLimitExceeded` naming the numbers."""
     if not has_profile(session, user_id):
         return None
-    decision = decide(session, [user_id], now)[0]
-    owed = exposure(session, user_id)
+    [decision], feats = _decide(session, [user_id], now)
+    owed = int(feats.exposure_minor[0])
     available = decision.limit_minor - owed
     if amount_minor is not None and currency == decision.currency and amount_minor > available:
         raise CreditLimitExceeded(
