@@ -334,3 +334,26 @@ def test_pktx_broker_credit_retrain_and_show(tmp_path):
     missing = subprocess.run([*run, "show", "nobody", "--db", db], cwd=ROOT,
                              capture_output=True, timeout=300, text=True)
     assert missing.returncode != 0 and "nobody" in missing.stderr
+
+
+def test_the_home_provider_extends_credit_for_a_request_another_network_serves(world, store):
+    # Claim c04: home offers identity and checksum only, so anonymize goes to other networks;
+    # the home provider still checks (and carries) the credit, at the user's price limit.
+    profile(store, world.m, world.alice, limit=1_000)
+    with store.write() as s:
+        [d] = credit.decide(s, [world.alice], NOW)
+    user = world.m.actor("user", world.alice)
+    with pytest.raises(CreditLimitExceeded), store.write() as s:
+        submit_request(s, user, services="anonymize", volume_bytes=10**9,
+                       max_price_minor=d.limit_minor + 1, now=NOW)
+    with store.write() as s:
+        request = submit_request(s, user, services="anonymize", volume_bytes=10**9,
+                                 max_price_minor=d.limit_minor, now=NOW)
+        assert request.status == "brokering"
+        # Awarded to north (another network): the charge counts against alice's credit at home.
+        from broker.awards import make_award
+
+        make_award(s, request, world.north, 400, source="auction", now=NOW)
+    with store.write() as s:
+        assert credit.exposure(s, world.alice) == 400
+        assert credit.check_credit(s, world.alice, None, "EUR", NOW).exposure_minor == 400
