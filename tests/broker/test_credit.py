@@ -357,3 +357,38 @@ def test_the_home_provider_extends_credit_for_a_request_another_network_serves(w
     with store.write() as s:
         assert credit.exposure(s, world.alice) == 400
         assert credit.check_credit(s, world.alice, None, "EUR", NOW).exposure_minor == 400
+
+
+def test_the_grant_reaches_the_auctions_block(world, store):
+    # Anonymize is not offered at home: the block goes to auction with the granted rate.
+    from broker.auctions import open_auction
+    from broker.views import auction_view
+
+    history(store, world.alice, world.home, [-2] * 8)
+    profile(store, world.m, world.alice, score=760, limit=10**7)
+    start = NOW + timedelta(hours=2)
+    user = world.m.actor("user", world.alice)
+    with store.write() as s:
+        request = submit_request(s, user, services="anonymize", starts_at=start,
+                                 ends_at=start + timedelta(hours=1), max_rate_bps=8_000_000,
+                                 now=NOW)
+        assert (request.status, request.max_rate_bps) == ("brokering", 12_000_000)
+        auction = open_auction(s, user, request.id, closes_at=NOW + timedelta(minutes=30),
+                               reserve_price_minor=10**6, quantity=2, now=NOW)
+        block = auction_view(s, user, auction.id, now=NOW)["block"]
+        assert (block["max_rate_bps"], block["share_rate_bps"]) == (12_000_000, 6_000_000)
+
+
+def test_the_home_providers_capacity_check_sees_the_granted_rate(world, store):
+    # home carries 100 Mbit/s: 80 asked fits, 80 + 50% = 120 granted does not.
+    history(store, world.alice, world.home, [-2] * 8)
+    profile(store, world.m, world.alice, score=760, limit=10**7)
+    start = NOW + timedelta(hours=1)
+    block = {"services": "identity", "starts_at": start, "ends_at": start + timedelta(hours=1),
+             "max_rate_bps": 80_000_000}
+    with store.write() as s:
+        granted = submit_request(s, world.m.actor("user", world.alice), now=NOW, **block)
+        plain = submit_request(s, world.m.actor("user", world.bob), now=NOW, **block)
+        assert (granted.status, granted.max_rate_bps) == ("brokering", 120_000_000)
+        assert "needs 120000000" in granted.reason
+        assert (plain.status, plain.max_rate_bps) == ("served", 80_000_000)
