@@ -170,6 +170,10 @@ def populate(url: str, users: int, months: int = 4, seed: int = 7) -> Population
         from broker.statements import billing_settings
 
         billing_settings(s, home).next_number = number
+    if store.backend == "postgresql":
+        # Fresh statistics, as autovacuum would gather them: the planner sees the bulk.
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE")
     store.dispose()
     return Population(url, home, first, users, users * months, late)
 
