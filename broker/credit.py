@@ -694,7 +694,7 @@ def check_credit(session: Session, user_id: int, amount_minor: int | None, curre
             f"{what} would cost up to {amount_minor} {currency} (minor units), past the "
             f"available credit of {available}: limit {decision.limit_minor} (score "
             f"{decision.score}, model version {decision.model_version}) minus {owed} owed "
-            f"(unbilled charges and unpaid statements); pay a statement or lower "
+            f"(unbilled charges and unpaid statements); pay a statement or set a lower "
             f"max_price_minor", where=f"user {user_id}")
     return CreditCheck(decision, owed, available)
 
@@ -784,6 +784,6 @@ def profile_view(p: CreditProfile) -> dict:
 __all__ = ["BASE_ODDS", "BASE_SCORE", "FEATURES", "PDO", "PRIOR", "CreditCheck",
            "CreditLimitExceeded", "Features", "Retrained", "auc", "bandwidth_grant",
            "check_credit", "credit_limit", "current_decision", "current_model", "decide",
-           "decision_view", "exposure", "features", "fit", "list_decisions", "p_default",
-           "profile_view", "reason_codes", "retrain", "score_points", "set_profile",
-           "training_set"]
+           "decision_view", "exposure", "features", "fit", "has_profile", "list_decisions",
+           "p_default", "profile_view", "reason_codes", "retrain", "score_points",
+           "set_profile", "training_set"]

@@ -23,7 +23,7 @@ from broker.brokering import lock_request, stop_brokering
 from broker.capacity import committed_bps, share_rate
 from broker.catalog import format_chain, parse_chain
 from broker.clock import as_utc, resolve_now
-from broker.credit import CreditLimitExceeded, check_credit
+from broker.credit import check_credit, has_profile
 from broker.currency import check_amount, check_currency
 from broker.directory import parse_e164
 from broker.errors import GroupUnderfunded, InvalidInput, NotFound, NotYours, WrongState
@@ -171,28 +171,21 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
 
 def _credit_and_bandwidth(session: Session, request: ServiceRequest, now: datetime) -> None:
     """The user's credit decided now (users with a credit profile only, docs/billing.md,
-    "Credit"): its bandwidth grant raises the request's max rate, and a request whose price
-    limit (else the home provider's list price) passes the available credit is refused."""
-    check = check_credit(session, request.user_id, None, request.currency, now)
-    if check is None:
+    "Credit"): a request whose price limit (else the home provider's list price) passes the
+    available credit is refused, and the bandwidth grant raises the request's max rate (the
+    price stays that of the rate asked for)."""
+    if not has_profile(session, request.user_id):
         return
+    amount = request.max_price_minor
+    if amount is None:
+        amount = list_price(session.get(Provider, request.home_provider_id).policy, request)
+    check = check_credit(session, request.user_id, amount, request.currency, now)
     grant = check.decision.bandwidth_grant_pct
     if grant and request.max_rate_bps is not None:
         request.base_max_rate_bps = request.max_rate_bps
         request.max_rate_bps += request.max_rate_bps * grant // 100
         request.bandwidth_grant_pct = grant
-    amount = request.max_price_minor
-    if amount is None:
-        amount = list_price(session.get(Provider, request.home_provider_id).policy, request)
-    if request.currency == check.decision.currency and amount > check.available_minor:
-        raise CreditLimitExceeded(
-            f"the request would cost up to {amount} {request.currency} (minor units), past "
-            f"the available credit of {check.available_minor}: limit "
-            f"{check.decision.limit_minor} (score {check.decision.score}, model version "
-            f"{check.decision.model_version}) minus {check.exposure_minor} owed (unbilled "
-            f"charges and unpaid statements); pay a statement or set a lower max_price_minor",
-            where=f"user {request.user_id}")
-    session.flush()
+        session.flush()
 
 
 @dataclass(frozen=True)
