@@ -76,6 +76,9 @@ def job_spec(award: Award, request: ServiceRequest) -> dict:
         "volume_bytes": award.volume_bytes, "starts_at": iso(award.starts_at),
         "ends_at": iso(award.ends_at), "min_rate_bps": award.min_rate_bps,
         "max_rate_bps": award.max_rate_bps, "data_cap_bytes": award.data_cap_bytes,
+        # More bandwidth from history: the percentage max_rate_bps carries above what the
+        # user asked for (docs/billing.md, "Bandwidth").
+        "bandwidth_grant_pct": request.bandwidth_grant_pct or 0,
         "recipients": [m.describe() for m in request.members],
     }
 

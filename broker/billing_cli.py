@@ -1,7 +1,7 @@
-"""``pktx broker billing ...``, ``pktx broker statements ...`` and ``pktx broker settle``: close a
-billing period, look at statements, settle a period between providers; on the broker's store
-directly (an operator's tool on the broker's host, acting as the store's first admin; output
-JSON on stdout unless a format says otherwise)."""
+"""``pktx broker billing ...``, ``statements ...``, ``settle``, ``credit ...``: close a billing
+period, look at statements, settle a period between providers, refit the credit model and show
+a user's credit; on the broker's store directly (an operator's tool on the broker's host,
+acting as the store's first admin; output JSON on stdout unless a format says otherwise)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,21 @@ def add_billing_commands(sub) -> None:
     from broker.payments_cli import add_payments_commands
 
     add_payments_commands(sub)
+
+    credit = sub.add_parser("credit", help="the credit model and users' credit")
+    what = credit.add_subparsers(dest="credit_command", metavar="WHAT", required=True)
+    p = what.add_parser(
+        "retrain", help="refit the credit model on the store's outcomes",
+        description="Fits a logistic regression of paying a statement by its due date on the "
+                    "features of every finalized statement past its due date, stores it as the "
+                    "next model version (the prior while outcomes are too few) and reports its "
+                    "AUC and its coefficients beside the prior's.")
+    db_option(p)
+    p.set_defaults(func=guarded(_retrain))
+    p = what.add_parser("show", help="a user's credit decided now: score, limit, reasons")
+    db_option(p)
+    p.add_argument("user", metavar="NAME_OR_ID")
+    p.set_defaults(func=guarded(_credit_show))
 
 
 def _named(session, model, value: str, what: str) -> int:
@@ -162,3 +177,31 @@ def _show(args) -> int:
         sys.stdout.buffer.write(data if data.endswith(b"\n") or args.format == "pdf"
                                 else data + b"\n")
     return 0
+
+
+def _retrain(args) -> int:
+    from broker.credit import FEATURES, PRIOR, retrain
+
+    with open_store(args).write() as s:
+        done = retrain(s)
+        fitted = done.fitted or {}
+        return print_json({
+            "model_version": done.model.version, "model_kind": done.model.kind,
+            "outcomes": done.outcomes, "defaults": done.defaults,
+            "auc": None if done.auc is None else round(done.auc, 4),
+            "seconds": round(done.seconds, 3),
+            "coefficients": [{"feature": f, "prior": round(PRIOR[f], 4),
+                              "fitted": round(fitted[f], 4) if f in fitted else None}
+                             for f in ("intercept", *FEATURES)]})
+
+
+def _credit_show(args) -> int:
+    from broker.credit import current_decision, decision_view, exposure
+    from broker.models import User
+
+    with open_store(args).write() as s:
+        user = _named(s, User, args.user, "user")
+        view = decision_view(current_decision(s, first_admin(s), user))
+        view["owed_minor"] = owed = exposure(s, user)
+        view["available_minor"] = view["limit_minor"] - owed
+        return print_json(view)

@@ -36,7 +36,10 @@ def list_price(policy: PricePolicy, request: ServiceRequest) -> int:
     if request.is_block:
         span = request.ends_at - request.starts_at
         micros = (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
-        numerator = micros * required_rate_bps(request) * policy.per_mbps_hour_minor
+        # A bandwidth grant (docs/billing.md, "Bandwidth") is not charged for: the price is
+        # that of the max rate the user asked for.
+        rate = getattr(request, "base_max_rate_bps", None) or required_rate_bps(request)
+        numerator = micros * rate * policy.per_mbps_hour_minor
         price = _ceil_div(numerator, _US_PER_HOUR * _BITS_PER_MBIT)
         field = "max_rate_bps" if request.max_rate_bps else "min_rate_bps"
     else:

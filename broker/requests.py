@@ -23,6 +23,7 @@ from broker.brokering import lock_request, stop_brokering
 from broker.capacity import committed_bps, share_rate
 from broker.catalog import format_chain, parse_chain
 from broker.clock import as_utc, resolve_now
+from broker.credit import check_credit, has_profile
 from broker.currency import check_amount, check_currency
 from broker.directory import parse_e164
 from broker.errors import GroupUnderfunded, InvalidInput, NotFound, NotYours, WrongState
@@ -155,6 +156,8 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
             else RequestMember(kind="user", user_id=user.id)]
         session.add(request)
         session.flush()
+        if not group:
+            _credit_and_bandwidth(session, request, now)
         if group:
             session.add(Group(request_id=request.id, organizer_id=user.id, currency=currency,
                               created_at=now))
@@ -164,6 +167,25 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
         return request
 
     return once(session, actor, idempotency_key, "request", params, ServiceRequest, run)
+
+
+def _credit_and_bandwidth(session: Session, request: ServiceRequest, now: datetime) -> None:
+    """The user's credit decided now (users with a credit profile only, docs/billing.md,
+    "Credit"): a request whose price limit (else the home provider's list price) passes the
+    available credit is refused, and the bandwidth grant raises the request's max rate (the
+    price stays that of the rate asked for)."""
+    if not has_profile(session, request.user_id):
+        return
+    amount = request.max_price_minor
+    if amount is None:
+        amount = list_price(session.get(Provider, request.home_provider_id).policy, request)
+    check = check_credit(session, request.user_id, amount, request.currency, now)
+    grant = check.decision.bandwidth_grant_pct
+    if grant and request.max_rate_bps is not None:
+        request.base_max_rate_bps = request.max_rate_bps
+        request.max_rate_bps += request.max_rate_bps * grant // 100
+        request.bandwidth_grant_pct = grant
+        session.flush()
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ def request_view(request: ServiceRequest) -> dict:
         "ends_at": _iso(request.ends_at), "min_rate_bps": request.min_rate_bps,
         "max_rate_bps": request.max_rate_bps, "data_cap_bytes": request.data_cap_bytes,
         "max_price_minor": request.max_price_minor, "currency": request.currency,
+        "bandwidth_grant_pct": request.bandwidth_grant_pct or 0,
+        "base_max_rate_bps": request.base_max_rate_bps,
         "status": request.status, "reason": request.reason,
         "members": [m.describe() for m in request.members],
         "created_at": _iso(request.created_at),

@@ -149,6 +149,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     new events every ``event_poll_seconds``."""
     from broker.api.routes import (
         billing,
+        credit,
         directory,
         events,
         market,
@@ -212,6 +213,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     from broker.api.routes.settlements import router as settlements_router  # issue 10
     app.include_router(settlements_router, prefix="/v1", responses=ERRORS)
     app.include_router(payments.router, prefix="/v1", responses=ERRORS)
+    app.include_router(credit.router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
     _openapi_3_1(app)
     return app

@@ -120,6 +120,10 @@ class RequestOut(Out):
     data_cap_bytes: int | None
     max_price_minor: int | None
     currency: str
+    # More bandwidth from history: the percentage max_rate_bps carries above the max rate the
+    # user asked for (base_max_rate_bps, null without a grant); docs/billing.md, "Bandwidth".
+    bandwidth_grant_pct: int = 0
+    base_max_rate_bps: int | None = None
     status: str
     reason: str
     members: list[Member]

@@ -2,6 +2,7 @@
 
 from broker.models.base import Base, UTCDateTime
 from broker.models.billing import COUNTERS, Charge, TariffVersion, UsageReport
+from broker.models.credit import CreditDecision, CreditModel, CreditProfile
 from broker.models.idempotency import IdempotencyRecord
 from broker.models.ledger import LedgerEntry, LedgerPosting
 from broker.models.market import (
@@ -39,7 +40,8 @@ from broker.models.statements import (
 )
 
 __all__ = ["COUNTERS", "PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Auction", "Award", "AwardPayer",
-           "Base", "Bid", "BillingSettings", "Charge", "CreditNote", "DeliveryJob", "Device",
+           "Base", "Bid", "BillingSettings", "Charge", "CreditDecision",
+           "CreditModel", "CreditNote", "CreditProfile", "DeliveryJob", "Device",
            "DeviceEvent", "Group", "IdempotencyRecord", "LedgerEntry", "LedgerPosting",
            "Negotiation", "Network", "Offer", "Payment", "PaymentMethod", "PhoneNumber", "Pledge",
            "PricePolicy", "Provider", "ProviderService", "Rating", "Refund", "RequestMember",

@@ -54,6 +54,10 @@ class ServiceRequest(HasId, HasCreated, Base):
     currency: Mapped[str] = mapped_column(Currency)
     status: Mapped[str] = mapped_column(String(12))
     reason: Mapped[str] = mapped_column(String(300), default="")
+    # More bandwidth from history (docs/billing.md, "Bandwidth"): the percentage the user's
+    # credit decision added to the max rate it asked for (``base_max_rate_bps``; null: none).
+    bandwidth_grant_pct: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    base_max_rate_bps: Mapped[int | None] = mapped_column(BigInteger)
 
     members: Mapped[list[RequestMember]] = relationship(
         back_populates="request", cascade="all, delete-orphan", order_by="RequestMember.id")

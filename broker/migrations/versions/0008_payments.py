@@ -1,7 +1,7 @@
 """payments: cards on file, payments of statements, refunds, the test gateway's book
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-11-30 09:52:07
 
 Users' cards as their gateway's tokens (brand, last four digits, expiry; never the number), one
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
