@@ -19,6 +19,7 @@ from broker.actors import Actor, actor_for
 from broker.auctions import close_auction, open_auction, submit_bid
 from broker.awards import list_awards, list_jobs, set_job_status
 from broker.clock import utcnow
+from broker.credit import CreditLimitExceeded, decide, set_profile
 from broker.currency import Money
 from broker.directory import (
     add_device,
@@ -98,6 +99,18 @@ def broker_a_request(path: Path, services: list[str], rate_bps: int, data_cap_by
         phone = add_device(s, admin, user_id=alice, name="phone").id
         add_phone_number(s, admin, user_id=alice, number="+14155552671", device_id=phone)
         device, user = actor_for(s, "device", phone), actor_for(s, "user", alice)
+        # Their credit histories as the home provider took them at sign-up: alice has a good
+        # external score, bob a poor one and a small limit.
+        set_profile(s, admin, alice, external_score=760, prior_limit_minor=50_000, now=t0)
+        bob = create_user(s, admin, name="bob", home_provider_id=home).id
+        bob_phone = actor_for(s, "device", add_device(s, admin, user_id=bob, name="phone").id)
+        set_profile(s, admin, bob, external_score=420, prior_limit_minor=2_000, now=t0)
+    with store.write() as s:
+        [credit] = decide(s, [alice], now=t0)
+        reasons = "; ".join(r["reason"] for r in credit.reasons) or "none"
+        out(f"   alice's credit at home-isp ({credit.model_kind} model v{credit.model_version})"
+            f": score {credit.score}, limit {Money(credit.limit_minor, credit.currency)}, "
+            f"bandwidth grant +{credit.bandwidth_grant_pct}%; what pulls it down: {reasons}\n")
 
     with store.write() as s:
         request = submit_request(
@@ -115,6 +128,14 @@ def broker_a_request(path: Path, services: list[str], rate_bps: int, data_cap_by
                                reserve_price_minor=reserve, now=t0 + MINUTE)
         auction_id = auction.id
     out(f"   sealed-bid auction {auction_id} opened, reserve {Money(reserve, 'EUR')}\n")
+    try:
+        with store.write() as s:
+            submit_request(s, bob_phone, services=services, starts_at=t0 + 10 * MINUTE,
+                           ends_at=t0 + 70 * MINUTE, max_rate_bps=rate_bps,
+                           data_cap_bytes=data_cap_bytes, now=t0)
+        out("   bob's same request was taken (his credit covered it)\n")
+    except CreditLimitExceeded as refused:
+        out(f"   bob asks for the same: refused by his credit check ({refused.message})\n")
     for pid in bidders:
         with store.write() as s:
             actor = actor_for(s, "provider", pid)

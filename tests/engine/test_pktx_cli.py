@@ -106,6 +106,9 @@ def test_demo_runs_a_market_round_and_delivers_the_award(tmp_path):
     # Mbit/s-hour at 80% = 96.00, far-b 10.00 at 90% = 90.00, far-c 15.00 at 70% = 105.00.
     # far-b wins and is paid the runner-up's ask (equal reputations): 96.00 EUR.
     assert "award 1: far-b delivers for 96.00 EUR" in out
+    # the home provider checks credit first: alice's is shown; bob's poor history refuses his
+    assert "alice's credit at home-isp (prior model v1): score " in out
+    assert "bob asks for the same: refused by his credit check" in out
     assert "through anonymize,encrypt" in out and "at most 1,000 Mbit/s" in out
     db = sqlite3.connect(tmp_path / "broker.sqlite3")
     try:
@@ -125,6 +128,8 @@ def test_demo_runs_a_market_round_and_delivers_the_award(tmp_path):
         status, number, totals = db.execute(
             "SELECT status, number, totals FROM statements").fetchone()
         payments = db.execute("SELECT status, amount_minor FROM payments").fetchall()
+        requests = db.execute("SELECT u.name, count(*) FROM service_requests r JOIN users u "
+                              "ON u.id = r.user_id GROUP BY u.name").fetchall()
         batches = db.execute("SELECT status, line_count, totals, due FROM "
                              "settlement_batches").fetchall()
         entries = db.execute("SELECT posting_id, sum(amount_minor) FROM ledger_entries "
@@ -137,6 +142,7 @@ def test_demo_runs_a_market_round_and_delivers_the_award(tmp_path):
     # alice pays with a test card; home-isp keeps its 5% margin and settles the rest with far-b
     billed = 9600 + charged
     assert payments == [("succeeded", billed)]
+    assert requests == [("alice", 1)]                   # bob's refused request left nothing
     [(b_status, b_lines, b_totals, b_due)] = batches
     assert (b_status, b_lines, json.loads(b_totals)) == ("settled", 2, {"EUR": billed})
     margin = 9600 * 50_000 // 1_000_000 + charged * 50_000 // 1_000_000
