@@ -8,12 +8,34 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 
 from broker.awards import make_award
-from broker.models import Charge, DeliveryJob, ServiceRequest
+from broker.models import (
+    Award,
+    AwardPayer,
+    BillingSettings,
+    Charge,
+    CreditNote,
+    DeliveryJob,
+    DeviceEvent,
+    IdempotencyRecord,
+    LedgerEntry,
+    LedgerPosting,
+    RequestMember,
+    ServiceRequest,
+    Statement,
+    StatementLine,
+    TariffVersion,
+    UsageReport,
+)
 from broker.requests import submit_request
 from broker.tariff_book import publish_tariff
 from broker.usage import report_usage
 
 VOLUME = 1_000_000
+# Every table billing writes, in an order that deletes them (a state machine empties them
+# between examples; the directory stays).
+BILLING_TABLES = (LedgerEntry, LedgerPosting, StatementLine, CreditNote, DeviceEvent, Statement,
+                  BillingSettings, Charge, UsageReport, DeliveryJob, AwardPayer, Award,
+                  RequestMember, ServiceRequest, IdempotencyRecord, TariffVersion)
 PER_BYTE_PAST_VOLUME = {"rate_unit": 1000, "increment": 1,
                         "tiers": [{"up_to": None, "price": "0.013"}]}
 

@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 import settlement_world as sw
-from billing_world import publish_bytes_tariff, report
+from billing_world import BILLING_TABLES, publish_bytes_tariff, report
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -48,34 +48,20 @@ from broker import settlements as se
 from broker.errors import BrokerError
 from broker.ledger import balances, margin_of
 from broker.models import (
-    Award,
-    AwardPayer,
-    BillingSettings,
-    Charge,
-    CreditNote,
     DeliveryJob,
-    DeviceEvent,
-    IdempotencyRecord,
     LedgerEntry,
     LedgerPosting,
-    RequestMember,
-    ServiceRequest,
     SettlementBatch,
     SettlementLine,
     SettlementNetting,
     Statement,
     StatementLine,
-    TariffVersion,
-    UsageReport,
 )
 from broker.statements import credit_line, set_billing_settings
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 MONTHS = 6
-TABLES = (SettlementLine, SettlementBatch, SettlementNetting, LedgerEntry, LedgerPosting,
-          StatementLine, CreditNote, DeviceEvent, Statement, BillingSettings, Charge,
-          UsageReport, DeliveryJob, AwardPayer, Award, RequestMember, ServiceRequest,
-          IdempotencyRecord, TariffVersion)
+TABLES = (SettlementLine, SettlementBatch, SettlementNetting, *BILLING_TABLES)
 USERS = ("alice", "bob", "carol", "dave")
 PROVIDERS = ("home-isp", "far-b", "far-c")
 

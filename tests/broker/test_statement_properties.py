@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
-from billing_world import VOLUME, award, publish_bytes_tariff, report
+from billing_world import BILLING_TABLES, VOLUME, award, publish_bytes_tariff, report
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -40,29 +40,15 @@ from sqlalchemy import delete, func, select
 from broker import statements as st_
 from broker.errors import BrokerError
 from broker.models import (
-    Award,
-    AwardPayer,
-    BillingSettings,
     Charge,
     CreditNote,
-    DeliveryJob,
-    DeviceEvent,
-    IdempotencyRecord,
     LedgerEntry,
-    LedgerPosting,
-    RequestMember,
-    ServiceRequest,
     Statement,
     StatementLine,
-    TariffVersion,
-    UsageReport,
 )
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 MONTHS = 8  # the months the machine may bill, January to August 2024
-BILLING = (LedgerEntry, LedgerPosting, StatementLine, CreditNote, DeviceEvent, Statement,
-           BillingSettings, Charge, UsageReport, DeliveryJob, AwardPayer, Award, RequestMember,
-           ServiceRequest, IdempotencyRecord, TariffVersion)
 USERS = ("alice", "bob", "carol")
 
 
@@ -97,7 +83,7 @@ class StatementMachine(RuleBasedStateMachine):
     @initialize()
     def empty(self) -> None:
         with self.w.store.write() as s:
-            for model in BILLING:
+            for model in BILLING_TABLES:
                 s.execute(delete(model))
         for pid in self.w.far:
             publish_bytes_tariff(self.w.store, self.w.m, pid, "anonymize",
