@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from broker.actors import Actor
+from broker.bandwidth import withdraw as withdraw_grant
 from broker.clock import resolve_now
-from broker.currency import check_amount, check_currency
+from broker.currency import Money, check_amount, check_currency
 from broker.errors import Conflict, InvalidInput, NotFound, NotYours
 from broker.idempotency import once
 from broker.models import (
@@ -93,6 +94,10 @@ class CreditLimitExceeded(Conflict):
     and unpaid statements); answered 409 like every clash with the market's state."""
 
     code = "credit_limit_exceeded"
+    # What the request would cost at most, the available credit, the limit and the score
+    # (plain values: the refusal's transaction, and its decision, are rolled back).
+    amount = available = limit = None
+    score: int | None = None
 
 
 class _EpochDays(FunctionElement):
@@ -637,6 +642,8 @@ def _decide(session: Session, user_ids, now: datetime, store: bool = True
             reasons=reason_codes(model.coefficients, feats.x[i]))
         if store:
             session.add(decision)
+            if before is not None and grant < before.bandwidth_grant_pct:
+                withdraw_grant(session, user_id, grant, now)  # the history worsened
         out.append(decision)
     if store:
         session.flush()
@@ -690,12 +697,19 @@ def check_credit(session: Session, user_id: int, amount_minor: int | None, curre
     owed = int(feats.exposure_minor[0])
     available = decision.limit_minor - owed
     if amount_minor is not None and currency == decision.currency and amount_minor > available:
-        raise CreditLimitExceeded(
-            f"{what} would cost up to {amount_minor} {currency} (minor units), past the "
-            f"available credit of {available}: limit {decision.limit_minor} (score "
-            f"{decision.score}, model version {decision.model_version}) minus {owed} owed "
-            f"(unbilled charges and unpaid statements); pay a statement or set a lower "
+        def money(minor: int) -> str:
+            return f"{Money(minor, currency)} ({minor} minor units)"
+
+        refused = CreditLimitExceeded(
+            f"{what} would cost up to {money(amount_minor)}, past the available credit of "
+            f"{money(available)}: limit {money(decision.limit_minor)} (score "
+            f"{decision.score}, model version {decision.model_version}) minus {money(owed)} "
+            f"owed (unbilled charges and unpaid statements); pay a statement or set a lower "
             f"max_price_minor", where=f"user {user_id}")
+        refused.amount, refused.available = Money(amount_minor, currency), Money(available,
+                                                                                 currency)
+        refused.limit, refused.score = Money(decision.limit_minor, currency), decision.score
+        raise refused
     return CreditCheck(decision, owed, available)
 
 

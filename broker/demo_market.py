@@ -135,7 +135,9 @@ def broker_a_request(path: Path, services: list[str], rate_bps: int, data_cap_by
                            data_cap_bytes=data_cap_bytes, now=t0)
         out("   bob's same request was taken (his credit covered it)\n")
     except CreditLimitExceeded as refused:
-        out(f"   bob asks for the same: refused by his credit check ({refused.message})\n")
+        out(f"   bob asks for the same: refused by his credit check: it would cost up to "
+            f"{refused.amount}, past his available credit of {refused.available} (score "
+            f"{refused.score}, limit {refused.limit})\n")
     for pid in bidders:
         with store.write() as s:
             actor = actor_for(s, "provider", pid)

@@ -37,6 +37,9 @@ class GatewayResult:
     decline_code: str | None = None
     message: str | None = None
     amount_minor: int = 0
+    # With a pending answer: what must happen before the gateway decides (``authenticate``:
+    # the cardholder authenticates with its issuer, 3-D Secure; then `confirm`).
+    next_action: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,12 @@ class PaymentGateway(ABC):
     def status(self, key: str) -> GatewayResult:
         """The outcome of the call made with ``key``: `CANCELED` when the gateway never
         received it."""
+
+    def confirm(self, key: str, challenge: str | None = None) -> GatewayResult:
+        """The cardholder is back from authenticating the payment made with ``key``: its
+        outcome. A real gateway took the answer on its own page (``challenge`` is for test
+        gateways that play the issuer); by default this asks `status`."""
+        return self.status(key)
 
 
 def registry() -> dict[str, str]:

@@ -40,6 +40,7 @@ from broker.models import (
 )
 from broker.payment_gateway import (
     CANCELED,
+    FAILED,
     PENDING,
     SUCCEEDED,
     UNKNOWN,
@@ -59,6 +60,10 @@ STALE_PENDING = timedelta(minutes=5)
 SCORE_ON_TIME, SCORE_LATE, SCORE_OVERDUE = 100, 40, 0
 PAYMENT_POSTING, REFUND_POSTING = "payment", "refund"
 IN_FLIGHT = (PENDING, UNKNOWN)
+# A payment the card's issuer wants the cardholder to authenticate (3-D Secure) waits this
+# long for it; then it is voided and failed, and dunning goes on.
+AUTHENTICATION_REQUIRED = "authentication_required"
+AUTHENTICATION_WINDOW = timedelta(days=1)
 
 Gateways = Callable[[str], PaymentGateway]
 
@@ -77,49 +82,108 @@ def gateways_of(store) -> Gateways:
 
 # -- what a statement owes ----------------------------------------------------------------------
 
-def _currency_of(statement: Statement) -> tuple[str, int]:
-    totals = {c: m for c, m in (statement.totals or {}).items() if m}
+def _totals(statement: Statement) -> dict[str, int]:
+    """The statement's totals, currency by currency (zero totals left out)."""
+    return {c: int(m) for c, m in (statement.totals or {}).items() if m}
+
+
+def _currency_of(statement: Statement, currency: str | None = None) -> tuple[str, int]:
+    """The currency a payment of the statement is in and the statement's total in it: the
+    one named, else the statement's only one. A card pays one currency at a time; a
+    statement in several is paid currency by currency."""
+    totals = _totals(statement)
+    where = f"statement {statement.id}"
+    if currency is not None:
+        if currency not in totals:
+            raise InvalidInput(f"statement {statement.id} has nothing in {currency} to pay; "
+                               f"its totals are {_listed(totals)}", field="currency")
+        return currency, totals[currency]
     if len(totals) != 1:
-        raise WrongState(f"statement {statement.id} totals {statement.totals}: a card pays a "
-                         f"statement in one currency", where=f"statement {statement.id}")
+        raise InvalidInput(f"statement {statement.id} totals {_listed(totals) or 'nothing'}: "
+                           f"name the currency to pay", field="currency", where=where)
     (currency, total), = totals.items()
-    return currency, int(total)
+    return currency, total
 
 
-def _paid_gross(session: Session, statement_id: int) -> int:
-    return int(session.scalar(select(func.coalesce(func.sum(Payment.amount_minor), 0)).where(
-        Payment.statement_id == statement_id, Payment.status == SUCCEEDED)))
+def _listed(totals: dict[str, int]) -> str:
+    return ", ".join(f"{m} {c}" for c, m in sorted(totals.items()))
+
+
+def _paid_gross(session: Session, statement_id: int, currency: str | None = None) -> int:
+    """What succeeded payments of the statement took (in ``currency``, else in all)."""
+    query = select(func.coalesce(func.sum(Payment.amount_minor), 0)).where(
+        Payment.statement_id == statement_id, Payment.status == SUCCEEDED)
+    if currency is not None:
+        query = query.where(Payment.currency == currency)
+    return int(session.scalar(query))
+
+
+def _paid_by_currency(session: Session, statement_id: int) -> dict[str, tuple[int, int]]:
+    """currency: (paid gross, refunded) of the statement's succeeded payments and refunds."""
+    out: dict[str, list[int]] = {}
+    for currency, gross in session.execute(
+            select(Payment.currency, func.sum(Payment.amount_minor)).where(
+                Payment.statement_id == statement_id, Payment.status == SUCCEEDED)
+            .group_by(Payment.currency)):
+        out.setdefault(currency, [0, 0])[0] = int(gross)
+    for currency, back in session.execute(
+            select(Refund.currency, func.sum(Refund.amount_minor)).where(
+                Refund.statement_id == statement_id, Refund.status == SUCCEEDED)
+            .group_by(Refund.currency)):
+        out.setdefault(currency, [0, 0])[1] = int(back)
+    return {c: (g, r) for c, (g, r) in out.items()}
+
+
+def currencies_due(session: Session, statement: Statement) -> list[str]:
+    """The statement's currencies with something left to pay, in order."""
+    return [c for c, m in sorted(_totals(statement).items())
+            if m > _paid_gross(session, statement.id, c)]
+
+
+def fully_paid(session: Session, statement: Statement) -> bool:
+    """Every currency of the statement with something due is paid in full."""
+    due = {c: m for c, m in _totals(statement).items() if m > 0}
+    return bool(due) and all(_paid_gross(session, statement.id, c) >= m for c, m in due.items())
 
 
 def payment_state(session: Session, statement: Statement, now: datetime | None = None) -> dict:
-    """What the statement owes: ``state`` is ``paid`` (in full), ``nothing_due`` (a total
-    of zero or less), ``overdue`` (unpaid after its due date) or ``due``."""
+    """What the statement owes: ``state`` is ``paid`` (in full), ``nothing_due`` (no total
+    above zero), ``overdue`` (unpaid after its due date) or ``due``; ``currencies`` has
+    total, paid, refunded and due per currency. The top-level ``currency``, ``total_minor``
+    and ``due_minor`` are a one-currency statement's (null when it has several)."""
     now = resolve_now(now)
-    totals = statement.totals or {}
-    total = sum(int(m) for m in totals.values()) if len(totals) == 1 else None
-    gross = _paid_gross(session, statement.id)
-    refunded = int(session.scalar(select(func.coalesce(func.sum(Refund.amount_minor), 0)).where(
-        Refund.statement_id == statement.id, Refund.status == SUCCEEDED)))
+    totals = {c: int(m) for c, m in (statement.totals or {}).items()}
+    paid = _paid_by_currency(session, statement.id)
+    lines = []
+    for currency in sorted(set(totals) | set(paid)):
+        total = totals.get(currency, 0)
+        gross, back = paid.get(currency, (0, 0))
+        lines.append({"currency": currency, "total_minor": total, "paid_gross_minor": gross,
+                      "refunded_minor": back, "due_minor": max(0, total - gross)})
     if statement.paid_at is not None:
         state = "paid"
-    elif total is not None and total <= 0:
+    elif not any(m > 0 for m in totals.values()):
         state = "nothing_due"
     elif statement.due_at is not None and now > statement.due_at:
         state = "overdue"
     else:
         state = "due"
-    return {"statement_id": statement.id, "currency": next(iter(totals), None),
-            "total_minor": total, "paid_minor": statement.paid_minor,
-            "paid_gross_minor": gross, "refunded_minor": refunded,
-            "due_minor": max(0, (total or 0) - gross), "due_at": statement.due_at,
+    one = lines[0] if len(lines) == 1 else None
+    return {"statement_id": statement.id, "currency": one["currency"] if one else None,
+            "total_minor": one["total_minor"] if one else (0 if not lines else None),
+            "paid_minor": statement.paid_minor,
+            "paid_gross_minor": sum(x["paid_gross_minor"] for x in lines),
+            "refunded_minor": sum(x["refunded_minor"] for x in lines),
+            "due_minor": one["due_minor"] if one else (0 if not lines else None),
+            "currencies": lines, "due_at": statement.due_at,
             "paid_at": statement.paid_at, "state": state}
 
 
 # -- paying: start, charge, settle ------------------------------------------------------------
 
 def _start(session: Session, actor: Actor | None, statement_id: int, *, method_id: int | None,
-           amount_minor: int | None, trigger: str, idempotency_key: str | None,
-           now: datetime) -> tuple[Payment, bool]:
+           amount_minor: int | None, currency: str | None, trigger: str,
+           idempotency_key: str | None, now: datetime) -> tuple[Payment, bool]:
     """Make the next attempt's payment row (pending) with the statement locked; returns it and
     whether this call made it (a retry by idempotency key gets the first call's payment)."""
     statement = session.scalar(select(Statement).where(Statement.id == statement_id)
@@ -144,21 +208,22 @@ def _start(session: Session, actor: Actor | None, statement_id: int, *, method_i
             raise WrongState(f"statement {statement_id} was paid in full at "
                              f"{statement.paid_at.isoformat()}; nothing was charged",
                              where=f"statement {statement_id}", field="statement_id")
-        currency, total = _currency_of(statement)
+        paying, total = _currency_of(statement, currency)
         in_flight = session.scalar(select(Payment.id).where(
             Payment.statement_id == statement_id, Payment.status.in_(IN_FLIGHT)))
         if in_flight is not None:
             raise Conflict(f"payment {in_flight} of statement {statement_id} is under way; "
                            f"nothing more was charged", where=f"statement {statement_id}",
                            field="statement_id")
-        left = total - _paid_gross(session, statement_id)
+        left = total - _paid_gross(session, statement_id, paying)
         if left <= 0:
-            raise WrongState(f"statement {statement_id} is paid; nothing was charged",
-                             where=f"statement {statement_id}", field="statement_id")
+            raise WrongState(f"statement {statement_id} is paid in {paying}; nothing was "
+                             f"charged", where=f"statement {statement_id}",
+                             field="statement_id")
         amount = left if amount_minor is None else amount_minor
         if amount > left:
-            raise InvalidInput(f"statement {statement_id} has {left} minor units left to pay, "
-                               f"not {amount}", field="amount_minor")
+            raise InvalidInput(f"statement {statement_id} has {left} minor units of {paying} "
+                               f"left to pay, not {amount}", field="amount_minor")
         method = _method_for(session, statement.user_id, method_id)
         attempt = 1 + int(session.scalar(select(func.coalesce(func.max(Payment.attempt), 0))
                                          .where(Payment.statement_id == statement_id)))
@@ -167,8 +232,8 @@ def _start(session: Session, actor: Actor | None, statement_id: int, *, method_i
                           gateway=method.gateway,
                           gateway_key=f"pktx-statement-{statement_id}-attempt-{attempt}",
                           attempt=attempt, trigger=trigger, status=PENDING,
-                          amount_minor=amount, currency=currency,
-                          minor_digits=MINOR_DIGITS[currency], refunded_minor=0,
+                          amount_minor=amount, currency=paying,
+                          minor_digits=MINOR_DIGITS[paying], refunded_minor=0,
                           created_at=now, updated_at=now)
         session.add(payment)
         try:
@@ -183,9 +248,10 @@ def _start(session: Session, actor: Actor | None, statement_id: int, *, method_i
 
     if actor is None or idempotency_key is None:
         return run(), made
-    payment = once(session, actor, idempotency_key, "pay_statement",
-                   {"statement": statement_id, "method": method_id, "amount": amount_minor},
-                   Payment, run)
+    params = {"statement": statement_id, "method": method_id, "amount": amount_minor}
+    if currency is not None:
+        params["currency"] = currency
+    payment = once(session, actor, idempotency_key, "pay_statement", params, Payment, run)
     return payment, made
 
 
@@ -226,7 +292,14 @@ def settle(session: Session, payment_id: int, result: GatewayResult, now: dateti
     if payment is None:
         raise NotFound("payment", payment_id)
     late = payment.status == CANCELED and result.status == SUCCEEDED
-    if (payment.status not in IN_FLIGHT and not late) or result.status == PENDING:
+    if payment.status not in IN_FLIGHT and not late:
+        return payment
+    if result.status == PENDING:  # still open at the gateway; perhaps waiting for the cardholder
+        if result.next_action and payment.status == PENDING \
+                and payment.decline_code != result.decline_code:
+            payment.decline_code = result.decline_code
+            payment.decline_message = (result.message or "")[:300] or None
+            payment.gateway_ref, payment.updated_at = result.ref, now
         return payment
     if late:  # the resolver gave up on it as never sent, and then the charge's answer came
         log.warning("payment %s: a success came after it was taken as canceled", payment_id)
@@ -242,8 +315,7 @@ def settle(session: Session, payment_id: int, result: GatewayResult, now: dateti
         statement = session.scalar(select(Statement).where(Statement.id == payment.statement_id)
                                    .with_for_update())
         statement.paid_minor += payment.amount_minor
-        _, total = _currency_of(statement)
-        if statement.paid_at is None and _paid_gross(session, statement.id) >= total:
+        if statement.paid_at is None and fully_paid(session, statement):
             statement.paid_at = now
             rate_outcome(session, statement, SCORE_ON_TIME if statement.due_at is None
                   or now <= statement.due_at else SCORE_LATE, now)
@@ -261,17 +333,20 @@ def settle(session: Session, payment_id: int, result: GatewayResult, now: dateti
 
 
 def pay(store, actor: Actor | None, statement_id: int, *, method_id: int | None = None,
-        amount_minor: int | None = None, idempotency_key: str | None = None,
+        amount_minor: int | None = None, currency: str | None = None,
+        idempotency_key: str | None = None,
         trigger: str = "user", gateways: Gateways | None = None,
         now: datetime | None = None) -> Payment:
     """Pay (part of) a statement with a card (the user's default when ``method_id`` is None):
-    start, charge, settle. ``actor`` None: the broker itself (collection, dunning). Returns
-    the payment as settled (``unknown`` when the gateway's answer was lost)."""
+    start, charge, settle. ``currency``: which of the statement's currencies (needed when it
+    has several). ``actor`` None: the broker itself (collection, dunning). Returns the payment
+    as settled (``unknown`` when the gateway's answer was lost; ``pending`` with the
+    ``authenticate`` action when the card's issuer asks the cardholder: `confirm`)."""
     now = resolve_now(now)
     gateways = gateways or gateways_of(store)
     with store.write() as s:
         payment, made = _start(s, actor, statement_id, method_id=method_id,
-                               amount_minor=amount_minor, trigger=trigger,
+                               amount_minor=amount_minor, currency=currency, trigger=trigger,
                                idempotency_key=idempotency_key, now=now)
         payment_id = payment.id
     if not made:  # a retry by idempotency key: the first call's payment, as it stands
@@ -279,6 +354,68 @@ def pay(store, actor: Actor | None, statement_id: int, *, method_id: int | None 
     result = _charge(gateways, store.read, payment_id)
     with store.write() as s:
         return settle(s, payment_id, result, now)
+
+
+def awaits_authentication(p: Payment) -> bool:
+    """The card's issuer asked the cardholder to authenticate the payment (3-D Secure)."""
+    return p.status == PENDING and p.decline_code == AUTHENTICATION_REQUIRED
+
+
+def confirm(store, actor: Actor, payment_id: int, *, challenge: str | None = None,
+            gateways: Gateways | None = None, now: datetime | None = None) -> Payment:
+    """The user is back from its card issuer's authentication (3-D Secure): ask the gateway
+    how the payment stands, by the payment's key, and settle it. The built-in test gateway
+    plays the issuer: ``challenge`` ``pass`` or ``fail`` is the cardholder's answer (other
+    gateways take the answer on their own page and ignore it). A payment not waiting for
+    authentication is answered as it stands (a retry is safe); nothing is charged twice."""
+    now = resolve_now(now)
+    gateways = gateways or gateways_of(store)
+    if challenge not in (None, "pass", "fail"):
+        raise InvalidInput("challenge is pass or fail (the test gateway's cardholder)",
+                           field="challenge")
+    with store.write() as s:  # (a write session: the payment is answered as it stands)
+        payment = s.get(Payment, payment_id)
+        if payment is None:
+            raise NotFound("payment", payment_id)
+        if not (actor.is_admin or actor.speaks_for_user(payment.user_id)):
+            raise NotYours(f"{actor} may not confirm payment {payment_id}: it is user "
+                           f"{payment.user_id}'s", where=f"payment {payment_id}")
+        if not awaits_authentication(payment):
+            return payment
+        name, key = payment.gateway, payment.gateway_key
+    try:
+        result = gateways(name).confirm(key, challenge)
+    except Exception as exc:  # the gateway's own failure: ask again later
+        log.warning("payment %s: confirming at %s failed: %s", payment_id, name,
+                    type(exc).__name__)
+        result = GatewayResult(PENDING)
+    with store.write() as s:
+        return settle(s, payment_id, result, now)
+
+
+def expire_authentication(store, gateways: Gateways, payment_id: int, now: datetime
+                          ) -> Payment:
+    """A payment left waiting for the cardholder past `AUTHENTICATION_WINDOW`: void it at the
+    gateway (a late answer can no longer take money) and fail it, so dunning goes on."""
+    with store.read() as s:
+        p = s.get(Payment, payment_id)
+        name, ref, key = p.gateway, p.gateway_ref, p.gateway_key
+    try:
+        voided = gateways(name).void(ref, key + "-void") if ref else GatewayResult(FAILED)
+    except Exception as exc:
+        log.warning("payment %s: voiding at %s failed: %s", payment_id, name, type(exc).__name__)
+        voided = GatewayResult(UNKNOWN)
+    if voided.status != SUCCEEDED:  # the answer may have come after all: ask, don't guess
+        answer = gateways(name).status(key)
+        if answer.status != PENDING:
+            with store.write() as s:
+                return settle(s, payment_id, answer, now)
+        with store.write() as s:
+            return s.get(Payment, payment_id)
+    with store.write() as s:
+        return settle(s, payment_id, GatewayResult(
+            FAILED, decline_code="authentication_expired",
+            message="the cardholder did not authenticate the payment in time"), now)
 
 
 def rate_outcome(session: Session, statement: Statement, score: int, now: datetime) -> bool:
@@ -333,5 +470,6 @@ def payment_view(p: Payment) -> dict:
             "status": p.status, "amount_minor": p.amount_minor, "currency": p.currency,
             "minor_digits": p.minor_digits, "refunded_minor": p.refunded_minor,
             "decline_code": p.decline_code, "decline_message": p.decline_message,
+            "next_action": "authenticate" if awaits_authentication(p) else None,
             "next_retry_at": p.next_retry_at, "created_at": p.created_at,
             "updated_at": p.updated_at}

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from broker.actors import Actor
 from broker.awards import make_award
+from broker.bandwidth import granted_rate
 from broker.bounds import INT64_MAX
 from broker.brokering import lock_request, stop_brokering
 from broker.capacity import committed_bps, share_rate
@@ -183,7 +184,7 @@ def _credit_and_bandwidth(session: Session, request: ServiceRequest, now: dateti
     grant = check.decision.bandwidth_grant_pct
     if grant and request.max_rate_bps is not None:
         request.base_max_rate_bps = request.max_rate_bps
-        request.max_rate_bps += request.max_rate_bps * grant // 100
+        request.max_rate_bps = granted_rate(request.max_rate_bps, grant)
         request.bandwidth_grant_pct = grant
         session.flush()
 

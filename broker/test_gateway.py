@@ -4,14 +4,16 @@ test cards (Stripe's numbers and tokens), so every path runs without a network.
 It keeps its own book in the store (`TestGatewayOperation`), written in its own transaction as
 a remote gateway would: a call with a key it has seen gets the first answer and charges nothing
 again, also from another process. The ``timeout`` card charges but loses the answer (the
-caller sees ``unknown``); a `status` look-up by the key then finds the charge.
+caller sees ``unknown``); a `status` look-up by the key then finds the charge. The
+``authenticationRequired`` card holds the charge ``pending`` until the cardholder answers the
+issuer's challenge (3-D Secure), which `confirm` plays: ``pass`` charges, ``fail`` declines.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker.cards import CheckedCard
@@ -19,6 +21,7 @@ from broker.models import TestGatewayOperation
 from broker.payment_gateway import (
     CANCELED,
     FAILED,
+    PENDING,
     SUCCEEDED,
     UNKNOWN,
     Card,
@@ -50,6 +53,7 @@ MESSAGES = {
     "lost_card": "the card was reported lost",
     "processing_error": "an error occurred while processing the card; try again later",
     "authentication_required": "the card needs the cardholder to authenticate the payment",
+    "authentication_failed": "the cardholder failed to authenticate the payment",
 }
 
 
@@ -109,9 +113,39 @@ class TestGateway(PaymentGateway):
 
     def void(self, ref, key) -> GatewayResult:
         held = self._by_ref(ref, "authorize")
+        if held is None and self._answer_challenge(ref, CANCELED, "voided"):
+            held = 0  # a payment still waiting for the cardholder: it can no longer succeed
         status = SUCCEEDED if held is not None else FAILED
         return self._record(key, "void", {"ref": ref}, status, ref,
                             None if held else "invalid_void", 0).answer
+
+    def confirm(self, key, challenge=None) -> GatewayResult:
+        """The cardholder's answer to the issuer's challenge (``pass``/``fail``; None: not
+        answered yet), then the call's outcome."""
+        if challenge is not None:
+            with self.store.read() as s:
+                ref = s.scalar(select(TestGatewayOperation.ref)
+                               .where(TestGatewayOperation.key == key))
+            if ref is not None:
+                if challenge == "pass":
+                    self._answer_challenge(ref, SUCCEEDED, None, "ch_" + _digest(key))
+                else:
+                    self._answer_challenge(ref, FAILED, "authentication_failed")
+        return self.status(key)
+
+    def _answer_challenge(self, ref, status, decline, new_ref=None) -> bool:
+        """Decide a charge held for authentication, once (a conditional update: of two
+        answers at the same moment, one decides)."""
+        with self.store.write() as s:
+            values = {"status": status, "decline_code": decline}
+            if new_ref is not None:
+                values["ref"] = new_ref
+            if status != SUCCEEDED:
+                values["amount_minor"] = 0
+            done = s.execute(update(TestGatewayOperation).where(
+                TestGatewayOperation.ref == ref, TestGatewayOperation.status == PENDING)
+                .values(**values))
+            return done.rowcount == 1
 
     def status(self, key) -> GatewayResult:
         with self.store.read() as s:
@@ -126,6 +160,10 @@ class TestGateway(PaymentGateway):
         if found is None:
             return self._record(key, operation, request, FAILED, None, "invalid_token", 0).answer
         behaviour = found[2]
+        if behaviour == "authentication_required":  # 3-D Secure: held until the cardholder answers
+            recorded = self._record(key, operation, request, PENDING, "pi_" + _digest(key),
+                                    behaviour, amount_minor)
+            return recorded.answer
         if behaviour in ("ok", "timeout"):
             result = self._record(key, operation, request, SUCCEEDED,
                                   "ch_" + _digest(key), None, amount_minor)
@@ -151,7 +189,8 @@ class TestGateway(PaymentGateway):
                                     .where(TestGatewayOperation.key == key))
                 return _Recorded(_result(existing), False)
         return _Recorded(GatewayResult(status, ref, decline, MESSAGES.get(decline or ""),
-                                       amount), True)
+                                       amount, "authenticate" if status == PENDING else None),
+                         True)
 
     def _by_ref(self, ref, operation) -> int | None:
         """The amount of the successful ``operation`` that made ``ref`` (None: none)."""
@@ -177,7 +216,8 @@ class _Recorded:
 
 def _result(op: TestGatewayOperation) -> GatewayResult:
     return GatewayResult(op.status, op.ref, op.decline_code,
-                         MESSAGES.get(op.decline_code or ""), op.amount_minor)
+                         MESSAGES.get(op.decline_code or ""), op.amount_minor,
+                         "authenticate" if op.status == PENDING else None)
 
 
 def _digest(key: str) -> str:

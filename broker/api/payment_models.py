@@ -5,12 +5,12 @@ answered back or kept."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt
 
 from broker.api.responses import Out
-from broker.api.schemas import Body
+from broker.api.schemas import Body, Currency
 from broker.bounds import INT64_MAX
 
 PositiveMinor = Annotated[StrictInt, Field(ge=1, le=INT64_MAX,
@@ -54,6 +54,14 @@ class PayIn(Body):
                                               "default card)")
     amount_minor: PositiveMinor | None = Field(None, description="part of what is left to "
                                                                  "pay (default: all of it)")
+    currency: Currency | None = Field(None, description="which of the statement's currencies "
+                                                        "(needed when it has several)")
+
+
+class ConfirmIn(Body):
+    challenge: Literal["pass", "fail"] | None = Field(
+        None, description="the test gateway only: the cardholder's answer to its issuer's "
+                          "challenge; other gateways take it on their own page")
 
 
 class PaymentOut(Out):
@@ -72,19 +80,31 @@ class PaymentOut(Out):
     refunded_minor: int
     decline_code: str | None
     decline_message: str | None
+    next_action: str | None = Field(description="authenticate: the card's issuer asks the "
+                                                "cardholder (3-D Secure); then confirm")
     next_retry_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
 
+class CurrencyDue(Out):
+    currency: str
+    total_minor: int
+    paid_gross_minor: int
+    refunded_minor: int
+    due_minor: int
+
+
 class PaymentStateOut(Out):
     statement_id: int
-    currency: str | None
+    currency: str | None = Field(description="a one-currency statement's (null: several)")
     total_minor: int | None
     paid_minor: int
     paid_gross_minor: int
     refunded_minor: int
-    due_minor: int
+    due_minor: int | None = Field(description="a one-currency statement's (null: several, see "
+                                              "currencies)")
+    currencies: list[CurrencyDue]
     due_at: datetime | None
     paid_at: datetime | None
     state: str = Field(description="paid, due, overdue or nothing_due")

@@ -22,7 +22,8 @@ from marketplace import past_award
 from sqlalchemy import func, select
 
 from benchmarks.credit_load import TRUE, populate
-from broker import credit
+from broker import credit, payment_jobs
+from broker.bandwidth import granted_rate
 from broker.credit import (
     FEATURES,
     PRIOR,
@@ -31,7 +32,9 @@ from broker.credit import (
     credit_limit,
     score_points,
 )
+from broker.currency import Money
 from broker.models import (
+    Award,
     Charge,
     CreditDecision,
     CreditModel,
@@ -236,9 +239,12 @@ def test_the_credit_check_refuses_a_request_past_the_available_credit(world, sto
                        max_price_minor=available + 1, now=NOW)
     text = str(refused.value)
     assert refused.value.http_status == 409 and refused.value.code == "credit_limit_exceeded"
-    for number in (f"up to {available + 1} EUR", f"available credit of {available}",
-                   f"limit {d.limit_minor}", f"score {d.score}", "model version 1",
-                   f"minus {owed} owed"):
+    def eur(minor):
+        return f"{Money(minor, 'EUR')} ({minor} minor units)"
+
+    for number in (f"up to {eur(available + 1)}", f"available credit of {eur(available)}",
+                   f"limit {eur(d.limit_minor)}", f"score {d.score}", "model version 1",
+                   f"minus {eur(owed)} owed"):
         assert number in text, text
     with store.write() as s:   # nothing of the refused request was written
         assert s.query(ServiceRequest).count() == 1
@@ -279,6 +285,46 @@ def test_two_users_with_the_same_request_get_different_max_rates(world, store):
     with store.write() as s:
         c = submit_request(s, world.m.actor("user", good), now=NOW, **block)
         assert (c.bandwidth_grant_pct, c.max_rate_bps) == (0, 10_000_000)
+    # ... and from what it was granted before and has not had delivered yet.
+    assert granted_rates(store, a.id) == (0, 10_000_000, 10_000_000, 10_000_000, 0)
+
+
+def granted_rates(store, request_id: int) -> tuple:
+    """A request's grant and max rate, its award's, and its job spec's rate and grant."""
+    with store.read() as s:
+        r = s.get(ServiceRequest, request_id)
+        award = s.scalar(select(Award).where(Award.request_id == request_id))
+        job = s.scalar(select(DeliveryJob).where(DeliveryJob.award_id == award.id))
+        return (r.bandwidth_grant_pct, r.max_rate_bps, award.max_rate_bps,
+                job.spec["max_rate_bps"], job.spec["bandwidth_grant_pct"])
+
+
+def test_an_overdue_statement_withdraws_the_grant_from_jobs_not_yet_delivered(world, store):
+    """The payments job rates a statement unpaid past its due date; the user's credit is
+    decided again and its grant comes off the queued job, not off a finished one."""
+    good = world.alice
+    history(store, good, world.home, [-2] * 8)
+    profile(store, world.m, good, score=760, limit=10**7)
+    start = NOW + timedelta(hours=1)
+    block = {"services": "identity", "starts_at": start, "ends_at": start + timedelta(hours=1),
+             "max_rate_bps": 10_000_000}
+    with store.write() as s:
+        queued = submit_request(s, world.m.actor("user", good), now=NOW, **block).id
+        done = submit_request(s, world.m.actor("user", good), now=NOW, **block).id
+        s.scalar(select(DeliveryJob).join(Award, Award.id == DeliveryJob.award_id)
+                 .where(Award.request_id == done)).status = "done"
+    assert granted_rates(store, queued) == (50, 15_000_000, 15_000_000, 15_000_000, 50)
+    # A statement left unpaid: due 14 days after its month, long before NOW + 60 days.
+    history(store, good, world.home, [None], start=NOW - timedelta(days=50))
+    report = payment_jobs.run_due(store, now=NOW + timedelta(days=60))
+    assert report["rated_overdue"] >= 1 and report["credit_decided"] == 1
+    with store.read() as s:
+        grant = s.scalar(select(CreditDecision.bandwidth_grant_pct).where(
+            CreditDecision.user_id == good).order_by(CreditDecision.id.desc()).limit(1))
+    assert grant < 50
+    rate = granted_rate(10_000_000, grant)
+    assert granted_rates(store, queued) == (grant, rate, rate, rate, grant)
+    assert granted_rates(store, done)[2:] == (15_000_000, 15_000_000, 50)  # as delivered
 
 
 def _price(s, request_id: int) -> int:

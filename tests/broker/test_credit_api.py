@@ -49,7 +49,7 @@ def test_credit_over_http(api, market):
                                                "max_price_minor": 10**8})
     refused(big, None, 409)
     assert big.json()["error"] == "credit_limit_exceeded"
-    assert f"available credit of {mine['available_minor']}" in big.json()["message"]
+    assert f"({mine['available_minor']} minor units)" in big.json()["message"]
     ok = api.alice.post("/v1/requests", json=block(services=["identity"]))
     assert ok.status_code == 201, ok.text
     assert "bandwidth_grant_pct" in ok.json() and "base_max_rate_bps" in ok.json()

@@ -112,3 +112,32 @@ def test_a_declined_card_is_a_failed_payment_with_its_reason(api, market):
     refused(api.alice.post(f"/v1/statements/{sid}/payments", json={"method_id": 999999}),
             "method_id")
     refused(api.alice.post(f"/v1/statements/{2**63}/payments", json={}), "statement_id")
+
+
+def test_a_payment_the_issuer_wants_authenticated_is_confirmed_by_its_user(api, market):
+    """3-D Secure over HTTP: ``pending`` with ``next_action`` ``authenticate``; only the user
+    confirms; a bad answer is refused; the confirmed payment pays the statement once."""
+    sid = closed(api, market)
+    api.alice.post(f"/v1/users/{api.alice_id}/payment-methods",
+                   json={"token": "tok_authenticationRequired"})
+    held = api.alice.post(f"/v1/statements/{sid}/payments", json={},
+                          headers={"Idempotency-Key": "p3ds"})
+    assert held.status_code == 201, held.text
+    assert (held.json()["status"], held.json()["next_action"]) == ("pending", "authenticate")
+    state = api.alice.get(f"/v1/statements/{sid}/payment-state").json()
+    assert (state["state"], state["due_minor"]) == ("due", 760)
+    confirm = f"/v1/payments/{held.json()['id']}/confirm"
+    before = counts(market)
+    refused(api.bob.post(confirm, json={"challenge": "pass"}), None, 403)
+    refused(api.alice.post(confirm, json={"challenge": "maybe"}), "challenge")
+    refused(api.alice.post("/v1/payments/999999/confirm", json={}), None, 404)
+    assert counts(market) == before
+    done = api.alice.post(confirm, json={"challenge": "pass"}, headers={"Idempotency-Key": "c1"})
+    assert done.status_code == 200, done.text
+    assert (done.json()["status"], done.json()["next_action"]) == ("succeeded", None)
+    assert api.alice.post(confirm, json={"challenge": "fail"}).json()["status"] == "succeeded"
+    state = api.alice.get(f"/v1/statements/{sid}/payment-state").json()
+    assert (state["state"], state["currencies"][0]["paid_gross_minor"]) == ("paid", 760)
+    with market.store.read() as s:
+        assert s.scalar(select(func.count()).select_from(TestGatewayOperation).where(
+            TestGatewayOperation.status == "succeeded")) == 1

@@ -12,6 +12,7 @@ from broker import payments as pm
 from broker import refunds, statements
 from broker.api.deps import CurrentActor, IdemKey, Paging, id_path, store_of
 from broker.api.payment_models import (
+    ConfirmIn,
     PayIn,
     PaymentMethodIn,
     PaymentMethodList,
@@ -81,7 +82,19 @@ def pay_statement(statement_id: StatementId, body: PayIn, request: Request,
     code; dunning retries it), or ``unknown`` (a time-out, resolved by asking the gateway).
     A paid statement, or one with a payment under way, is refused and nothing is charged."""
     payment = pm.pay(store_of(request), actor, statement_id, method_id=body.method_id,
-                     amount_minor=body.amount_minor, idempotency_key=key)
+                     amount_minor=body.amount_minor, currency=body.currency,
+                     idempotency_key=key)
+    return pm.payment_view(payment)
+
+
+@router.post("/payments/{payment_id}/confirm", response_model=PaymentOut)
+def confirm_payment(payment_id: Annotated[int, id_path("a payment's id")], body: ConfirmIn,
+                    request: Request, actor: CurrentActor, key: IdemKey = None) -> dict:
+    """The user is back from its card issuer's authentication (3-D Secure, a payment answered
+    ``pending`` with ``next_action`` ``authenticate``): the gateway is asked how the payment
+    stands and it is settled. A payment not waiting for that is answered as it stands; a
+    retry never charges twice."""
+    payment = pm.confirm(store_of(request), actor, payment_id, challenge=body.challenge)
     return pm.payment_view(payment)
 
 
