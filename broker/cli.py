@@ -41,6 +41,10 @@ def add_broker_commands(subparsers) -> None:
                        help="how often overdue negotiations are marked expired (30; 0: never)")
     serve.add_argument("--log-level",
                        choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument("--tls-cert", metavar="FILE",
+                       help="serve HTTPS with this PEM certificate (chain); needed to listen "
+                            "on an address other than loopback")
+    serve.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
     serve.set_defaults(func=guarded(_serve))
 
     admin = sub.add_parser("admin", help="bootstrap networks, providers, users, devices, keys")
@@ -125,15 +129,17 @@ def _serve(args) -> int:
     settings = load(args.config, db=args.db, host=args.host, port=args.port,
                     workers=args.workers, expire_every=args.expire_every,
                     reputation_half_life_days=args.reputation_half_life_days,
-                    log_level=args.log_level)
+                    log_level=args.log_level, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    tls = _tls(settings)
     store = Store(settings.db)  # migrates the store once, before any worker starts
+    scheme = "https" if tls else "http"
     sys.stderr.write(f"pktx broker: serving {store.backend} store on "
-                     f"http://{settings.host}:{settings.port} with {settings.workers} "
+                     f"{scheme}://{settings.host}:{settings.port} with {settings.workers} "
                      f"worker(s) (OpenAPI at /docs)\n")
     # Open event streams do not hold a shutdown up: after 10 s they are closed (devices
     # reconnect with Last-Event-ID and miss nothing).
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level,
-              "timeout_graceful_shutdown": 10}
+              "timeout_graceful_shutdown": 10, **tls}
     if settings.workers == 1:
         uvicorn.run(create_app(store, settings=settings,
                                expire_every=settings.expire_every or None), **common)
@@ -145,6 +151,32 @@ def _serve(args) -> int:
     uvicorn.run("broker.api.main:app_from_environment", factory=True,
                 workers=settings.workers, **common)
     return 0
+
+
+def _tls(settings) -> dict:
+    """uvicorn's TLS arguments; plain HTTP is served on a loopback address only (API keys
+    would cross the network in clear)."""
+    import ipaddress
+
+    from broker.errors import InvalidInput
+
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise InvalidInput("give --tls-cert and --tls-key together", field="tls_key")
+    if settings.tls_cert:
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(settings, name)
+            if not os.path.isfile(path):
+                raise InvalidInput(f"--{name.replace('_', '-')} {path}: no such file",
+                                   field=name)
+        return {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
+    try:
+        loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InvalidInput(f"--host {settings.host}: plain HTTP is served on loopback only; "
+                           f"give --tls-cert and --tls-key to listen there", field="host")
+    return {}
 
 
 def _init(args) -> int:

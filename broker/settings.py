@@ -47,6 +47,8 @@ class BrokerSettings(BaseSettings):
                                 description="seconds between sweeps that mark overdue "
                                             "negotiations expired (0: never)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    tls_cert: str | None = Field(None, description="PEM certificate (chain) to serve HTTPS with")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -44,6 +44,9 @@ def add_commands(sub) -> None:
     s.add_argument("--min-rate", type=A.rate, metavar="RATE",
                    help="service level: report per second whether it was met")
     s.add_argument("--usage-json", metavar="FILE", help="write the usage record here")
+    s.add_argument("--usage-every", type=A.positive_float, metavar="S",
+                   help="with --usage-json: also write the usage so far every S seconds while "
+                        "running (marked \"partial\": true)")
     s.add_argument("--max-auth-failures", type=A.nonneg_int, default=0, metavar="N",
                    help="fail the run once more than N packets fail authentication in decrypt "
                         "(default 0)")
@@ -123,6 +126,7 @@ def cmd_deliver(args) -> int:
         segment_packets=args.segment_packets, segment_bytes=args.segment_bytes,
         segment_ms=args.segment_ms, flow_affinity=args.flow_affinity, share=args.share,
         max_rate_bps=args.max_rate, min_rate_bps=args.min_rate, usage_json=args.usage_json,
+        usage_every_s=args.usage_every,
         max_auth_failures=args.max_auth_failures,
         curve_dir=args.curve, credit=args.credit, format=args.format,
         ts_resolution=args.ts_resolution, udp_linktype=args.udp_linktype, count=args.count,

@@ -53,6 +53,9 @@ class DeliveryOptions:
     max_rate_bps: int | None = None
     min_rate_bps: int | None = None
     usage_json: str | None = None
+    # While running, write the usage so far to usage_json every this many seconds (marked
+    # ``"partial": true``): a delivery daemon reads it to report usage as the job runs.
+    usage_every_s: float | None = None
     # A run whose packets failing authentication (decrypt) pass this many fails; None: no limit.
     max_auth_failures: int | None = 0
     curve_dir: str | None = None
@@ -394,7 +397,12 @@ class Delivery:
                 self._check_auth_failures()
                 outbox.put(batch)
 
-            d.run(segments, emit, workers_gone=self._local_workers_gone)
+            reporter = self._start_partial_usage()
+            try:
+                d.run(segments, emit, workers_gone=self._local_workers_gone)
+            finally:
+                if reporter is not None:
+                    reporter.set()
             outbox.put(None)
             sink_thread.join()
             if self._sink_error is not None:
@@ -422,6 +430,23 @@ class Delivery:
         d.close()
         self._write_usage(usage)
         return usage
+
+    def _start_partial_usage(self) -> threading.Event | None:
+        """Write the usage so far every ``usage_every_s`` until the returned event is set."""
+        every = self.opts.usage_every_s
+        if not (every and self.opts.usage_json):
+            return None
+        done = threading.Event()
+
+        def loop() -> None:
+            while not done.wait(every):
+                try:
+                    self._write_usage({**self.usage(), "partial": True})
+                except OSError as exc:  # a full disk must not stop the delivery itself
+                    log.warning("--usage-json %s: %s", self.opts.usage_json, exc)
+
+        threading.Thread(target=loop, name="pktx-usage", daemon=True).start()
+        return done
 
     def _write_usage(self, usage: dict) -> None:
         if self.opts.usage_json:

@@ -137,7 +137,12 @@ class Meter:
         return [self._windows.get(i, 0) * 8 for i in range(n)]
 
     def usage(self, **identity) -> dict:
-        """The usage record: what was delivered, how fast, by whom, with what trouble."""
+        """The usage record: what was delivered, how fast, by whom, with what trouble (also
+        while the delivery runs: read under the lock the recorders take)."""
+        with self._lock:
+            return self._usage(identity)
+
+    def _usage(self, identity: dict) -> dict:
         end_mono = self.end_mono or self._clock()
         end_wall = self.end_wall or self._wall()
         duration = max(end_mono - self.start_mono, 1)

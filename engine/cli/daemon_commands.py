@@ -1,0 +1,68 @@
+"""``pktx daemon``: a provider's node takes its awarded jobs from the broker and delivers them
+(docs/daemon.md)."""
+
+from __future__ import annotations
+
+import logging
+
+from engine.cli import arguments as A
+
+
+def add_commands(sub) -> None:
+    s = sub.add_parser("daemon", help="take the provider's awarded jobs from the broker and "
+                                      "deliver them",
+                       description="Connects out to the broker (so it works behind NAT), claims "
+                                   "the jobs awarded to the key's provider, delivers each with "
+                                   "the engine, reports usage exactly once, and drains on "
+                                   "SIGTERM.")
+    s.add_argument("--broker", required=True, metavar="URL",
+                   help="the broker: https://HOST[:PORT] (plain http only on loopback)")
+    key = s.add_mutually_exclusive_group()
+    key.add_argument("--key-file", metavar="FILE",
+                     help="the provider's API key, the file's first line")
+    key.add_argument("--key-env", metavar="VARIABLE",
+                     help="the environment variable holding the key (default PKTX_BROKER_KEY)")
+    s.add_argument("--ca-bundle", metavar="FILE",
+                   help="CA certificates to verify the broker's with (a private CA)")
+    s.add_argument("--provider", type=A.positive_int, metavar="ID",
+                   help="the provider to claim for, when the key speaks for several")
+    s.add_argument("--name", default="", help="this daemon's name at the broker (default: "
+                                              "host-pid)")
+    s.add_argument("--state", default="pktx-daemon", metavar="DIR",
+                   help="where the daemon keeps its state (default ./pktx-daemon)")
+    s.add_argument("--files", metavar="DIR",
+                   help="the folder capture files named by jobs are read from and written to "
+                        "(default: no file jobs)")
+    s.add_argument("--workers", type=A.nonneg_int, default=None, metavar="N",
+                   help="local worker processes per delivery (default: one per core; 0: only "
+                        "remote workers on --bind)")
+    s.add_argument("--bind", metavar="ENDPOINT", help="where remote workers connect")
+    s.add_argument("--curve", metavar="DIR", help="CURVE key folder (pktx keys generate)")
+    s.add_argument("--max-jobs", type=A.positive_int, default=1, metavar="N",
+                   help="jobs delivered at once (default 1)")
+    s.add_argument("--lease", type=A.positive_float, default=30.0, metavar="S",
+                   help="lease asked for each job, renewed every third of it (default 30)")
+    s.add_argument("--grace", type=A.positive_float, default=30.0, metavar="S",
+                   help="on SIGTERM, how long running jobs may take before they are handed "
+                        "back (default 30)")
+    s.add_argument("--report-every", type=A.positive_float, default=2.0, metavar="S",
+                   help="usage report interval of a streaming job (default 2)")
+    s.set_defaults(func=cmd_daemon)
+
+
+def cmd_daemon(args) -> int:
+    from engine.daemon.broker_client import read_key
+    from engine.daemon.node import Daemon, DaemonOptions
+    from engine.daemon.runs import NodeOptions
+
+    key = read_key(args.key_file, args.key_env)
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    node = NodeOptions(workers=args.workers, bind=args.bind, curve_dir=args.curve,
+                       files=args.files)
+    daemon = Daemon(args.broker, key, args.state, node,
+                    DaemonOptions(name=args.name, provider_id=args.provider,
+                                  max_jobs=args.max_jobs, lease_s=args.lease,
+                                  grace_s=args.grace, report_every_s=args.report_every),
+                    ca_bundle=args.ca_bundle)
+    daemon.install_signal_handlers()
+    return daemon.run()

@@ -1,0 +1,334 @@
+"""The daemon's loop: claim jobs, run them, heartbeat their leases, report, finish, drain.
+
+Two threads. The claim thread long-polls the broker for a job whenever the node has room and
+hands what it gets to the main thread through a queue. The main thread owns the state and the
+runs: every tick it starts what was claimed, sends the reports the state holds, renews leases,
+and finishes the jobs whose delivery ended. A broker that does not answer is waited out with
+back-off and jitter; deliveries go on meanwhile (a control-plane outage never tears down a
+delivery). A lease the broker says is lost stops that job's delivery at once, with nothing
+more reported for it.
+
+SIGTERM (or SIGINT) drains: no more claims; running jobs get ``grace_s`` to finish, then are
+stopped, their last usage reported and handed back; the daemon exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from engine.daemon.broker_client import (
+    Backoff,
+    BrokerAway,
+    BrokerClient,
+    LeaseLost,
+    Refused,
+    wait_out,
+)
+from engine.daemon.runs import BadSpec, NodeOptions, Run
+from engine.daemon.state import State
+from engine.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DaemonOptions:
+    name: str = ""                 # how the broker knows this daemon (default: host and pid)
+    provider_id: int | None = None  # the key's provider when it speaks for one only
+    max_jobs: int = 1
+    lease_s: float = 30.0
+    claim_wait_s: float = 10.0
+    report_every_s: float = 2.0
+    grace_s: float = 30.0
+    tick_s: float = 0.2
+
+
+class Daemon:
+    def __init__(self, url: str, key: str, state_dir: str, node: NodeOptions,
+                 options: DaemonOptions | None = None, *, ca_bundle: str | None = None) -> None:
+        self.opts = o = options or DaemonOptions()
+        self.name = o.name or f"{socket.gethostname()}-{os.getpid()}"
+        self.node = node
+        self.state_dir = state_dir
+        self.state = State(state_dir)
+        self.client = BrokerClient(url, key, ca_bundle=ca_bundle)
+        self.claimer = BrokerClient(url, key, ca_bundle=ca_bundle)
+        self.runs: dict[int, Run] = {}
+        self.claimed: queue.Queue = queue.Queue()
+        self.draining = threading.Event()
+        self.drain_deadline: float | None = None
+        self.away_until = 0.0
+        self.backoff = Backoff()
+        self.next_report: dict[int, float] = {}
+        self.next_beat: dict[int, float] = {}
+        self.provider_id: int | None = None
+        self.finished = 0
+
+    # -- start and stop -----------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def drain(signum, frame):
+            if not self.draining.is_set():
+                log.warning("%s: draining (no more claims; %d job(s) running)",
+                            signal.Signals(signum).name, len(self.runs))
+                self.draining.set()
+
+        signal.signal(signal.SIGTERM, drain)
+        signal.signal(signal.SIGINT, drain)
+
+    def run(self) -> int:
+        try:
+            self.provider_id = self._provider()
+            log.info("daemon %s for provider %d, state in %s", self.name, self.provider_id,
+                     self.state.path)
+            self._reconcile()
+            threading.Thread(target=self._claim_loop, name="pktx-claim", daemon=True).start()
+            while True:
+                self._tick()
+                if self.draining.is_set() and not self.runs and not self._unfinished():
+                    break
+                time.sleep(self.opts.tick_s)
+        except BrokerAway:  # only while draining before the broker ever answered
+            pass
+        finally:
+            for run in self.runs.values():
+                run.stop()
+            self.client.close()
+            self.claimer.close()
+            self.state.close()
+        log.info("daemon %s stopped (%d job(s) finished)", self.name, self.finished)
+        return 0
+
+    def _provider(self) -> int:
+        me = wait_out(self.client.me, stop=self.draining.is_set, what="the broker")
+        ids = me.get("provider_ids") or []
+        if self.opts.provider_id is not None:
+            if self.opts.provider_id not in ids:
+                raise EngineError(f"--provider {self.opts.provider_id}: the key does not speak "
+                                  f"for it (it speaks for {ids or 'no provider'})")
+            return self.opts.provider_id
+        if len(ids) != 1:
+            raise EngineError(f"the key speaks for {len(ids)} providers ({ids}); name one with "
+                              "--provider" if ids else "the key is not a provider's key")
+        return ids[0]
+
+    def _unfinished(self) -> bool:
+        return any(j.phase == "finishing" for j in self.state.active())
+
+    # -- what the state held when the daemon started ------------------------------------------
+    def _reconcile(self) -> None:
+        """Each job the state holds: still ours (heartbeat) and run again, or finished (its
+        outcome sent again), or lost (forgotten)."""
+        for job in self.state.active():
+            if job.phase == "finishing":
+                log.info("job %d: sending its outcome again after a restart", job.job_id)
+                continue  # _tick sends it
+            try:
+                wait_out(lambda j=job: self.client.heartbeat(j.job_id, j.token,
+                                                             self.opts.lease_s),
+                         stop=self.draining.is_set)
+            except LeaseLost:
+                log.warning("job %d: its lease was lost while this daemon was down",
+                            job.job_id)
+                self._drop(job.job_id)
+                continue
+            except Refused as exc:
+                log.warning("job %d: %s; forgotten", job.job_id, exc)
+                self._drop(job.job_id)
+                continue
+            if self.draining.is_set():
+                self._hand_back(job.job_id, "the daemon is stopping")
+                continue
+            log.info("job %d: still this daemon's after a restart; delivering it again",
+                     job.job_id)
+            self._start(job.job_id)
+
+    # -- claiming -----------------------------------------------------------------------------
+    def _claim_loop(self) -> None:
+        backoff = Backoff()
+        while not self.draining.is_set():
+            if len(self.runs) + self.claimed.qsize() >= self.opts.max_jobs:
+                time.sleep(self.opts.tick_s)
+                continue
+            try:
+                answer = self.claimer.claim(self.provider_id, self.name,
+                                            wait_s=self.opts.claim_wait_s,
+                                            lease_s=self.opts.lease_s)
+                backoff.reset()
+            except BrokerAway as exc:
+                delay = backoff.next_delay()
+                if backoff.failures in (1, 5) or backoff.failures % 20 == 0:
+                    log.warning("claiming: the broker is away (%s)", exc)
+                self.draining.wait(delay)
+                continue
+            except Refused as exc:
+                log.error("claiming: %s", exc)
+                self.draining.wait(backoff.next_delay())
+                continue
+            if answer:
+                self.claimed.put(answer)
+
+    def _take_claimed(self) -> None:
+        while True:
+            try:
+                answer = self.claimed.get_nowait()
+            except queue.Empty:
+                return
+            job = answer["job"]
+            token = int(answer["token"])
+            self.state.take(job["id"], token, job.get("spec") or {}, answer.get("reported") or {})
+            log.info("job %d: claimed (token %d)", job["id"], token)
+            if self.draining.is_set():
+                self._hand_back(job["id"], "the daemon is stopping")
+            else:
+                self._start(job["id"])
+
+    # -- running ------------------------------------------------------------------------------
+    def _start(self, job_id: int) -> None:
+        job = self.state.job(job_id)
+        folder = os.path.join(self.state_dir, "jobs", str(job_id))
+        try:
+            run = Run(job_id, job.spec, self.node, folder, base=job.reported)
+        except (BadSpec, OSError) as exc:
+            log.error("job %d: %s", job_id, exc)
+            self._finish(job_id, {"call": "fail", "body": {"error": str(exc)[:500]}})
+            return
+        runs = self.state.started_run(job_id)
+        self.runs[job_id] = run
+        self.next_beat[job_id] = time.monotonic() + self.opts.lease_s / 3
+        self.next_report[job_id] = time.monotonic() + self.opts.report_every_s
+        if runs == 1:
+            self._broker(lambda: self.client.start(job_id, job.token), job_id)
+
+    def _tick(self) -> None:
+        self._take_claimed()
+        now = time.monotonic()
+        if self.draining.is_set() and self.drain_deadline is None:
+            self.drain_deadline = now + self.opts.grace_s
+        for job_id, run in list(self.runs.items()):
+            code = run.poll()
+            if code is not None:
+                self._ended(job_id, run, code)
+            elif self.drain_deadline is not None and now >= self.drain_deadline:
+                log.warning("job %d: not finished within the grace period; handing it back",
+                            job_id)
+                run.stop()
+                del self.runs[job_id]
+                if run.streams:
+                    self.state.next_report(job_id, run.counters())
+                self._hand_back(job_id, "the daemon stopped before the job ended")
+            elif run.streams and now >= self.next_report.get(job_id, 0):
+                self.state.next_report(job_id, run.counters())
+                self.next_report[job_id] = now + self.opts.report_every_s
+        if now < self.away_until:
+            return
+        self._send_reports()
+        for job_id in list(self.runs):
+            if now >= self.next_beat.get(job_id, 0):
+                self._heartbeat(job_id)
+        for job in self.state.active():
+            if job.phase == "finishing":
+                self._send_outcome(job.job_id)
+
+    def _ended(self, job_id: int, run: Run, code: int) -> None:
+        del self.runs[job_id]
+        if run.stopping:
+            return
+        if code == 0:
+            self.state.next_report(job_id, run.counters())
+            self._finish(job_id, {"call": "complete", "body": {"measured": run.measured()}})
+        else:
+            if run.streams:
+                self.state.next_report(job_id, run.counters())
+            error = run.error()
+            log.error("job %d: the delivery failed: %s", job_id, error)
+            self._finish(job_id, {"call": "fail", "body": {"error": error,
+                                                          "measured": run.measured()}})
+
+    def _finish(self, job_id: int, outcome: dict) -> None:
+        self.state.set_phase(job_id, "finishing", outcome)
+        self._send_reports()
+        self._send_outcome(job_id)
+
+    def _hand_back(self, job_id: int, reason: str) -> None:
+        self._finish(job_id, {"call": "handback", "body": {"reason": reason}})
+
+    def _drop(self, job_id: int) -> None:
+        run = self.runs.pop(job_id, None)
+        if run is not None:
+            run.stop()
+        self.state.set_phase(job_id, "dropped")
+
+    # -- talking to the broker ----------------------------------------------------------------
+    def _broker(self, call, job_id: int) -> bool:
+        """Make ``call``; False when the broker is away (tried again later) or the job was
+        lost (dropped)."""
+        if time.monotonic() < self.away_until:
+            return False
+        try:
+            call()
+        except BrokerAway as exc:
+            delay = self.backoff.next_delay()
+            self.away_until = time.monotonic() + delay
+            if self.backoff.failures in (1, 5) or self.backoff.failures % 20 == 0:
+                log.warning("the broker is away (%s); deliveries go on, trying again in "
+                            "%.1f s", exc, delay)
+            return False
+        except LeaseLost as exc:
+            log.warning("job %d: the lease is lost (%s); stopped here", job_id, exc)
+            self._drop(job_id)
+            return False
+        self.backoff.reset()
+        return True
+
+    def _heartbeat(self, job_id: int) -> None:
+        job = self.state.job(job_id)
+        answer: dict = {}
+
+        def beat():
+            answer.update(self.client.heartbeat(job_id, job.token, self.opts.lease_s) or {})
+
+        if self._broker(beat, job_id):
+            self.next_beat[job_id] = time.monotonic() + self.opts.lease_s / 3
+            if answer.get("cancelled") and job_id in self.runs:
+                log.warning("job %d: cancelled by the broker", job_id)
+                self._drop(job_id)
+
+    def _send_reports(self) -> None:
+        for job_id, sequence, body in self.state.unsent():
+            job = self.state.job(job_id)
+            if job is None or job.phase not in ("claimed", "running", "finishing"):
+                self.state.acknowledged(job_id, sequence)
+                continue
+            try:
+                ok = self._broker(lambda j=job, q=sequence, b=body: self.client.report(
+                    j.job_id, j.token, q, b), job_id)
+            except Refused as exc:
+                log.error("job %d: report %d refused: %s", job_id, sequence, exc)
+                ok = True
+            if not ok:
+                if time.monotonic() < self.away_until:
+                    return
+                continue
+            self.state.acknowledged(job_id, sequence)
+
+    def _send_outcome(self, job_id: int) -> None:
+        job = self.state.job(job_id)
+        if job is None or job.phase != "finishing" or self.state.unsent(job_id):
+            return
+        try:
+            ok = self._broker(lambda: self.client.finish(job_id, job.token, job.outcome), job_id)
+        except Refused as exc:
+            log.error("job %d: %s refused: %s", job_id, job.outcome["call"], exc)
+            ok = True
+        if ok:
+            self.state.set_phase(job_id, "done")
+            self.finished += 1
+            log.info("job %d: %s", job_id, {"complete": "done", "fail": "failed",
+                                            "handback": "handed back"}[job.outcome["call"]])

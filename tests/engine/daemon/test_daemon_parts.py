@@ -1,0 +1,162 @@
+"""The daemon's parts without a broker: its state across a reopen (reports kept before they
+are sent, never below the last), the job spec turned into a ``pktx deliver`` command (file
+names confined to the files folder), a real delivery run read back with dpkt, and the broker
+URL and key rules."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import dpkt
+import pytest
+from locations import need_corpus
+
+from engine.daemon.broker_client import Backoff, check_url, read_key
+from engine.daemon.runs import BadSpec, NodeOptions, Run, command, counters_of
+from engine.daemon.state import COUNTERS, State
+from engine.errors import EngineError
+
+
+def packets(path) -> list[bytes]:
+    with open(path, "rb") as f:
+        return [bytes(buf) for _, buf in dpkt.pcap.Reader(f)]
+
+
+def test_reports_are_kept_before_they_are_sent_and_never_go_down(tmp_path):
+    state = State(str(tmp_path / "st"))
+    state.take(7, 3, {"services": ["identity"]}, {"bytes_out": 100, "sequence": 4})
+    job = state.job(7)
+    assert (job.token, job.phase, job.next_sequence, job.reported["bytes_out"]) == (
+        3, "claimed", 5, 100)
+    seq, body = state.next_report(7, {"bytes_out": 250, "packets_out": 3})
+    assert (seq, body["bytes_out"], body["packets_out"]) == (5, 250, 3)
+    # A run that started again from the beginning reads less: the report holds the larger.
+    seq2, body2 = state.next_report(7, {"bytes_out": 120, "packets_out": 9})
+    assert (seq2, body2["bytes_out"], body2["packets_out"]) == (6, 250, 9)
+    assert state.next_report(7, {"bytes_out": 200}) is None          # nothing grew
+    state.close()
+    again = State(str(tmp_path / "st"))                              # as after a SIGKILL
+    assert [(j, s) for j, s, _ in again.unsent()] == [(7, 5), (7, 6)]
+    again.acknowledged(7, 5)
+    assert [(j, s, b["bytes_out"]) for j, s, b in again.unsent()] == [(7, 6, 250)]
+    assert set(again.job(7).reported) == set(COUNTERS)
+    # Claimed again (by this daemon, after the broker offered it anew): the broker's count wins.
+    again.take(7, 4, {}, {"bytes_out": 250, "sequence": 6})
+    assert again.unsent() == [] and again.job(7).next_sequence == 7
+    assert oct(os.stat(tmp_path / "st").st_mode & 0o777) == "0o700"
+
+
+def test_a_spec_becomes_a_deliver_command_with_files_confined(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "in.pcap").write_bytes(b"")
+    node = NodeOptions(workers=2, files=str(files))
+    argv = command({"source": "in.pcap", "sink": "out/x.pcap", "services": ["checksum", "encrypt"],
+                    "params": ["encrypt.key_env=K"], "share": {"index": 1, "of": 3},
+                    "max_rate_bps": 8_000_000, "min_rate_bps": 1000}, node, "/u.json")
+    assert argv[3:7] == ["deliver", str(files / "in.pcap"), "-o", str(files / "out/x.pcap")]
+    joined = " ".join(argv)
+    for part in ("--service checksum,encrypt", "--param encrypt.key_env=K", "--share 1/3",
+                 "--max-rate 8000000", "--min-rate 1000", "--workers 2",
+                 "--usage-json /u.json"):
+        assert part in joined
+    live = command({"source": "udp://127.0.0.1:9000", "sink": "zmq://10.0.0.2:7000"}, node,
+                   "/u.json")
+    assert live[4:7] == ["udp://127.0.0.1:9000", "-o", "zmq://10.0.0.2:7000"]
+    for bad, says in (({"source": "../../etc/passwd", "sink": "o.pcap"}, "outside"),
+                      ({"source": "in.pcap", "sink": "/etc/cron.d/x"}, "outside"),
+                      ({"source": "in.pcap", "sink": "http://x/y"}, "a capture file"),
+                      ({"source": "missing.pcap", "sink": "o.pcap"}, "not in the files"),
+                      ({"sink": "o.pcap"}, "no usable source"),
+                      ({"source": "in.pcap", "sink": "o.pcap", "params": ["nokey"]}, "KEY=VALUE"),
+                      ({"source": "in.pcap", "sink": "o.pcap", "services": "identity"}, "list")):
+        with pytest.raises(BadSpec) as caught:
+            command(bad, node, "/u.json")
+        assert says in str(caught.value)
+    os.symlink("/etc", files / "escape")
+    with pytest.raises(BadSpec):
+        command({"source": "in.pcap", "sink": "escape/x.pcap"}, node, "/u.json")
+    with pytest.raises(BadSpec) as caught:
+        command({"source": "in.pcap", "sink": "o.pcap"}, NodeOptions(), "/u.json")
+    assert "--files" in str(caught.value)
+
+
+def test_a_run_delivers_the_file_and_its_counters_match_the_output(tmp_path):
+    corpus = need_corpus()
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copy(corpus / "dpkt" / "http.pcap", files / "in.pcap")
+    run = Run(1, {"source": "in.pcap", "sink": "out.pcap", "services": ["identity"]},
+              NodeOptions(workers=1, files=str(files)), str(tmp_path / "job1"), base={})
+    assert not run.live and not run.streams
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert run.poll() == 0, run.error()
+    sent = packets(files / "in.pcap")
+    assert packets(files / "out.pcap") == sent
+    c = run.counters()
+    assert (c["packets_out"], c["bytes_out"]) == (len(sent), sum(map(len, sent)))
+    m = run.measured()
+    assert (m["packets"], m["bytes"], m["errors"]) == (len(sent), c["bytes_out"], 0)
+
+
+def test_a_stopped_run_leaves_no_output_and_no_process(tmp_path):
+    corpus = need_corpus()
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copy(corpus / "dpkt" / "http.pcap", files / "in.pcap")
+    # A rate so low the delivery cannot end before it is stopped.
+    run = Run(2, {"source": "in.pcap", "sink": "out.pcap", "max_rate_bps": 8000},
+              NodeOptions(workers=1, files=str(files)), str(tmp_path / "job2"), base={})
+    time.sleep(1.5)
+    assert run.poll() is None
+    run.stop(grace_s=20)
+    assert run.poll() is not None and run.stopping
+    assert not (files / "out.pcap").exists()
+    assert [p for p in os.listdir(files) if p != "in.pcap"] == []     # no temporary left
+    with pytest.raises(ProcessLookupError):
+        os.killpg(run.proc.pid, 0)                                      # its workers are gone
+
+
+def test_a_live_runs_counters_add_to_what_runs_before_it_reported(tmp_path):
+    run = Run.__new__(Run)
+    run.live, run.base = True, {"bytes_out": 1000, "packets_out": 10}
+    run.usage = lambda: {"bytes_out": 500, "packets_out": 5, "duration_ns": 3_000_000_000}
+    c = run.counters()
+    assert (c["bytes_out"], c["packets_out"], c["seconds"]) == (1500, 15, 3)
+    assert counters_of({})["bytes_out"] == 0
+
+
+def test_the_broker_url_and_the_key(tmp_path, monkeypatch):
+    assert check_url("https://broker.example:8443/") == "https://broker.example:8443"
+    assert check_url("http://127.0.0.1:8040") == "http://127.0.0.1:8040"
+    assert check_url("http://[::1]:8040") == "http://[::1]:8040"
+    for bad, says in (("http://broker.example", "loopback"), ("ftp://x", "https://"),
+                      ("broker:8040", "https://")):
+        with pytest.raises(EngineError) as caught:
+            check_url(bad)
+        assert says in str(caught.value)
+    keyfile = tmp_path / "key"
+    keyfile.write_text("pk_abc.def\n")
+    assert read_key(str(keyfile), None) == "pk_abc.def"
+    monkeypatch.setenv("MY_KEY", " tok ")
+    assert read_key(None, "MY_KEY") == "tok"
+    monkeypatch.delenv("PKTX_BROKER_KEY", raising=False)
+    with pytest.raises(EngineError) as caught:
+        read_key(None, None)
+    assert "PKTX_BROKER_KEY" in str(caught.value)
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(EngineError):
+        read_key(str(tmp_path / "empty"), None)
+
+
+def test_backoff_grows_with_jitter_to_its_cap():
+    b = Backoff(first=0.5, cap=4.0)
+    delays = [b.next_delay() for _ in range(12)]
+    assert all(0 <= d <= 4.0 for d in delays) and len(set(delays)) > 1
+    assert max(delays[:1]) <= 0.5
+    b.reset()
+    assert b.failures == 0
