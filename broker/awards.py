@@ -80,6 +80,8 @@ def job_spec(award: Award, request: ServiceRequest) -> dict:
         # user asked for (docs/billing.md, "Bandwidth").
         "bandwidth_grant_pct": request.bandwidth_grant_pct or 0,
         "recipients": [m.describe() for m in request.members],
+        # Where the daemon reads the stream and delivers it (broker/endpoints.py).
+        "source": request.source, "sink": request.sink,
     }
 
 

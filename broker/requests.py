@@ -27,6 +27,7 @@ from broker.clock import as_utc, resolve_now
 from broker.credit import check_credit, has_profile
 from broker.currency import check_amount, check_currency
 from broker.directory import parse_e164
+from broker.endpoints import check_endpoint
 from broker.errors import GroupUnderfunded, InvalidInput, NotFound, NotYours, WrongState
 from broker.groups import fail, get_group, pledged_total
 from broker.idempotency import once
@@ -86,12 +87,14 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
                    max_rate_bps: int | None = None, data_cap_bytes: int | None = None,
                    max_price_minor: int | None = None, currency: str | None = None,
                    members: Iterable[dict] = (), group: bool = False,
+                   source: str | None = None, sink: str | None = None,
                    now: datetime | None = None,
                    idempotency_key: str | None = None) -> ServiceRequest:
     """A user's (or its device's) request to its home provider; decided at once.
 
     With ``group=True`` the request waits for pledges (`broker.groups`) and is decided by
     `close_pledges`. Without members the requesting device (else the user) is the recipient.
+    ``source`` and ``sink`` are where the stream comes from and goes to (`broker.endpoints`).
     """
     now = resolve_now(now)
     if actor.user_id is None:
@@ -104,6 +107,7 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
         if device.user_id != actor.user_id:
             raise NotYours(f"device {device_id} is not {actor}'s", where=f"device {device_id}")
     chain = parse_chain(services)
+    source, sink = check_endpoint(source, field="source"), check_endpoint(sink, field="sink")
     if (volume_bytes is None) == (starts_at is None and ends_at is None):
         raise InvalidInput("give either volume_bytes or a block of time (starts_at and "
                            "ends_at), not both and not neither", field="volume_bytes")
@@ -138,6 +142,8 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
               "starts": starts_at, "ends": ends_at, "min": min_rate, "max": max_rate,
               "cap": data_cap_bytes, "limit": max_price_minor, "currency": currency,
               "group": group, "members": members}
+    if source is not None or sink is not None:
+        params.update(source=source, sink=sink)
 
     def run() -> ServiceRequest:
         # Against the clock after the idempotency key was looked up: a late retry of a request
@@ -151,7 +157,8 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
             services=format_chain(chain), volume_bytes=volume_bytes, starts_at=starts_at,
             ends_at=ends_at, min_rate_bps=min_rate, max_rate_bps=max_rate,
             data_cap_bytes=data_cap_bytes, max_price_minor=max_price_minor, currency=currency,
-            status="pledging" if group else "brokering", created_at=now)
+            status="pledging" if group else "brokering", source=source, sink=sink,
+            created_at=now)
         request.members = _members(session, members) or [
             RequestMember(kind="device", device_id=device_id) if device_id is not None
             else RequestMember(kind="user", user_id=user.id)]

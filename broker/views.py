@@ -41,6 +41,7 @@ def request_view(request: ServiceRequest) -> dict:
         "max_price_minor": request.max_price_minor, "currency": request.currency,
         "bandwidth_grant_pct": request.bandwidth_grant_pct or 0,
         "base_max_rate_bps": request.base_max_rate_bps,
+        "source": request.source, "sink": request.sink,
         "status": request.status, "reason": request.reason,
         "members": [m.describe() for m in request.members],
         "created_at": _iso(request.created_at),

@@ -124,6 +124,8 @@ class RequestOut(Out):
     # user asked for (base_max_rate_bps, null without a grant); docs/billing.md, "Bandwidth".
     bandwidth_grant_pct: int = 0
     base_max_rate_bps: int | None = None
+    source: str | None = None
+    sink: str | None = None
     status: str
     reason: str
     members: list[Member]

@@ -121,6 +121,12 @@ class RequestIn(Body):
     currency: Currency | None = Field(None, description="the home provider's when left out")
     members: list[MemberIn] = Field([], max_length=1000)
     group: bool = False
+    source: str | None = Field(None, max_length=1000,
+                               description="where the stream comes from: udp://HOST:PORT, "
+                                           "zmq://HOST:PORT, iface:NAME or a capture file's "
+                                           "name in the delivering daemon's files folder")
+    sink: str | None = Field(None, max_length=1000,
+                             description="where the delivered stream goes (as source)")
 
 
 class PledgeIn(Body):

@@ -58,6 +58,10 @@ class ServiceRequest(HasId, HasCreated, Base):
     # credit decision added to the max rate it asked for (``base_max_rate_bps``; null: none).
     bandwidth_grant_pct: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     base_max_rate_bps: Mapped[int | None] = mapped_column(BigInteger)
+    # Where the stream comes from and goes to (broker/endpoints.py): handed to the delivering
+    # provider's daemon in the job's spec only.
+    source: Mapped[str | None] = mapped_column(String(1000))
+    sink: Mapped[str | None] = mapped_column(String(1000))
 
     members: Mapped[list[RequestMember]] = relationship(
         back_populates="request", cascade="all, delete-orphan", order_by="RequestMember.id")
