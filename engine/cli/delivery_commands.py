@@ -81,6 +81,11 @@ def add_commands(sub) -> None:
     s.add_argument("--downstream-timeout", type=A.positive_float, default=30.0, metavar="S",
                    help="zmq:// sink: fail when the downstream node confirms nothing for S "
                         "seconds (default 30)")
+    s.add_argument("--lease-file", metavar="FILE",
+                   help="stop (as on SIGTERM) when FILE was not touched for --lease-timeout "
+                        "seconds: a delivery daemon touches it while it holds the job's lease")
+    s.add_argument("--lease-timeout", type=A.positive_float, default=30.0, metavar="S",
+                   help="with --lease-file (default 30)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.set_defaults(func=cmd_deliver)
 
@@ -142,6 +147,8 @@ def cmd_deliver(args) -> int:
         # A daemon stops us with SIGTERM: the same clean exit as Ctrl-C (no partial output,
         # local workers stopped), through the KeyboardInterrupt path of Delivery.run.
         signal.signal(signal.SIGTERM, _terminate)
+    if args.lease_file:
+        _watch_lease(args.lease_file, args.lease_timeout)
     show = not args.quiet and sys.stderr.isatty()
     if show:
         from engine.delivery.progress import DeliveryProgress
@@ -161,6 +168,30 @@ def cmd_deliver(args) -> int:
             + (f", kernel dropped {usage['source_stats']['kernel_drops']}"
                if "kernel_drops" in usage.get("source_stats", {}) else "") + "\n")
     return 0
+
+
+def _watch_lease(path: str, timeout_s: float) -> None:
+    """SIGTERM ourselves once ``path`` is older than ``timeout_s``: the daemon that runs this
+    delivery can no longer renew the job's lease (it is paused, or cut off), so the broker may
+    give the job to another node; this one must not go on delivering beside it."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(min(0.5, timeout_s / 4))
+            try:
+                age = time.time() - os.stat(path).st_mtime
+            except OSError:
+                age = timeout_s + 1
+            if age > timeout_s:
+                logging.getLogger("pktx").error(
+                    "--lease-file %s not renewed for %.1f s: stopping", path, age)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="pktx-lease", daemon=True).start()
 
 
 class Terminated(KeyboardInterrupt):

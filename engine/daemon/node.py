@@ -194,7 +194,8 @@ class Daemon:
         job = self.state.job(job_id)
         folder = os.path.join(self.state_dir, "jobs", str(job_id))
         try:
-            run = Run(job_id, job.spec, self.node, folder, base=job.reported)
+            run = Run(job_id, job.spec, self.node, folder, base=job.reported,
+                      lease_s=self.opts.lease_s)
         except (BadSpec, OSError) as exc:
             log.error("job %d: %s", job_id, exc)
             self._finish(job_id, {"call": "fail", "body": {"error": str(exc)[:500]}})
@@ -204,7 +205,10 @@ class Daemon:
         self.next_beat[job_id] = time.monotonic() + self.opts.lease_s / 3
         self.next_report[job_id] = time.monotonic() + self.opts.report_every_s
         if runs == 1:
-            self._broker(lambda: self.client.start(job_id, job.token), job_id)
+            try:
+                self._broker(lambda: self.client.start(job_id, job.token), job_id)
+            except Refused as exc:
+                log.warning("job %d: start refused: %s", job_id, exc)
 
     def _tick(self) -> None:
         self._take_claimed()
@@ -294,8 +298,16 @@ class Daemon:
         def beat():
             answer.update(self.client.heartbeat(job_id, job.token, self.opts.lease_s) or {})
 
-        if self._broker(beat, job_id):
+        try:
+            renewed = self._broker(beat, job_id)
+        except Refused as exc:  # finished or taken back by the broker's side
+            log.warning("job %d: %s; stopped here", job_id, exc)
+            self._drop(job_id)
+            return
+        if renewed:
             self.next_beat[job_id] = time.monotonic() + self.opts.lease_s / 3
+            if job_id in self.runs:
+                self.runs[job_id].renewed()
             if answer.get("cancelled") and job_id in self.runs:
                 log.warning("job %d: cancelled by the broker", job_id)
                 self._drop(job_id)

@@ -84,8 +84,10 @@ def endpoint(value: object, folder: str | None, what: str) -> str:
     return _inside(folder, value, what)
 
 
-def command(spec: dict, node: NodeOptions, usage_path: str) -> list[str]:
-    """The ``pktx deliver`` command line for a job's spec."""
+def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, float] | None = None
+            ) -> list[str]:
+    """The ``pktx deliver`` command line for a job's spec (``lease``: the file the daemon
+    touches while it holds the job's lease, and how stale it may get)."""
     source = endpoint(spec.get("source"), node.files, "source")
     sink = endpoint(spec.get("sink"), node.files, "sink")
     if not source.startswith(LIVE_SCHEMES) and not os.path.isfile(source):
@@ -113,6 +115,8 @@ def command(spec: dict, node: NodeOptions, usage_path: str) -> list[str]:
         argv += ["--bind", node.bind]
     if node.curve_dir:
         argv += ["--curve", node.curve_dir]
+    if lease is not None:
+        argv += ["--lease-file", lease[0], "--lease-timeout", f"{lease[1]:g}"]
     return argv
 
 
@@ -131,14 +135,19 @@ class Run:
     """A job's delivery under way (``base``: counters of earlier runs a live source adds to)."""
 
     def __init__(self, job_id: int, spec: dict, node: NodeOptions, folder: str,
-                 base: dict) -> None:
+                 base: dict, lease_s: float | None = None) -> None:
         self.job_id, self.spec = job_id, spec
         os.makedirs(folder, mode=0o700, exist_ok=True)
         self.usage_path = os.path.join(folder, "usage.json")
         self.stderr_path = os.path.join(folder, "stderr.log")
         with contextlib.suppress(FileNotFoundError):  # no record of an older run
             os.unlink(self.usage_path)
-        self.argv = command(spec, node, self.usage_path)
+        # Touched on every renewal of the job's lease: the delivery stops itself when the
+        # daemon stops renewing it (paused, cut off), so it never runs beside a successor.
+        self.lease_path = os.path.join(folder, "lease")
+        self.renewed()
+        self.argv = command(spec, node, self.usage_path,
+                            (self.lease_path, lease_s) if lease_s else None)
         self.live = self.argv[4].startswith(LIVE_SCHEMES)
         self.base = base if self.live else {}
         # A file appears only when complete: its usage is reported at the end. A stream's
@@ -152,6 +161,11 @@ class Run:
                                          preexec_fn=_die_with_parent)
         log.info("job %d: delivering %s -> %s (pid %d)", job_id, self.argv[4], self.argv[6],
                  self.proc.pid)
+
+    def renewed(self) -> None:
+        with open(self.lease_path, "a"):
+            pass
+        os.utime(self.lease_path)
 
     def usage(self) -> dict | None:
         try:

@@ -160,3 +160,25 @@ def test_backoff_grows_with_jitter_to_its_cap():
     assert max(delays[:1]) <= 0.5
     b.reset()
     assert b.failures == 0
+
+
+def test_a_delivery_stops_itself_when_its_lease_file_goes_stale(tmp_path):
+    """The data plane's fence: a daemon paused or cut off stops renewing the lease file, and
+    its delivery stops (as on SIGTERM: no partial output) before a successor starts."""
+    import subprocess
+    import sys
+
+    from locations import ROOT
+
+    corpus = need_corpus()
+    lease = tmp_path / "lease"
+    lease.write_text("")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "deliver", str(corpus / "dpkt" / "http.pcap"),
+         "-o", str(tmp_path / "out.pcap"), "--workers", "1", "--max-rate", "8000", "-q",
+         "--lease-file", str(lease), "--lease-timeout", "1.5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 128 + 15, done.stderr
+    assert "not renewed" in done.stderr and time.monotonic() - started < 60
+    assert not (tmp_path / "out.pcap").exists()

@@ -1,0 +1,178 @@
+"""A broker and daemons as real processes on loopback, for the daemon's tests.
+
+`BrokerProcess` is ``pktx broker serve`` on a SQLite file (stopped and started again at will,
+the store kept); `market` sets up a provider with a key, a user with a key and a capture file
+in the daemon's files folder; `Daemon` is ``pktx daemon`` with its state folder (SIGKILLed,
+SIGSTOPped, SIGTERMed and started again at will).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dpkt
+import httpx
+from locations import ROOT, free_port
+
+
+def pktx(*argv: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, **kw)
+
+
+class BrokerProcess:
+    def __init__(self, folder: Path, *, tls: tuple[str, str] | None = None) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.db = f"sqlite:///{folder / 'broker.sqlite3'}"
+        self.port = free_port()
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *, verify=True) -> BrokerProcess:
+        argv = [sys.executable, "-m", "engine.cli", "broker", "serve", "--db", self.db,
+                "--port", str(self.port), "--log-level", "warning", "--expire-every", "0"]
+        if self.tls:
+            argv += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
+        log = open(self.folder / "broker.log", "ab")  # noqa: SIM115 - the process keeps it
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2, verify=verify).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            assert self.proc.poll() is None, (self.folder / "broker.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the broker did not start"
+            time.sleep(0.1)
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+
+def admin_token(broker: BrokerProcess) -> str:
+    done = pktx("broker", "admin", "init", "--db", broker.db)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["token"]
+
+
+@dataclass
+class Market:
+    url: str
+    admin: httpx.Client
+    provider_id: int
+    provider_token: str
+    user: httpx.Client
+    files: Path
+    packets: list[bytes]
+
+    def request(self, *, sink: str = "out.pcap", services=("identity",), **extra) -> dict:
+        """A request served at home: its award's job is queued for the provider's daemons."""
+        body = {"services": list(services), "volume_bytes": 10**9, "source": "in.pcap",
+                "sink": sink, **extra}
+        r = self.user.post("/v1/requests", json=body)
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "served", r.json()
+        return r.json()
+
+    def job_of(self, request_id: int) -> dict:
+        r = self.admin.get(f"/v1/providers/{self.provider_id}/jobs")
+        assert r.status_code == 200, r.text
+        for job in r.json()["items"]:
+            if job["spec"]["request_id"] == request_id:
+                return self.admin.get(f"/v1/jobs/{job['id']}").json()
+        raise AssertionError(f"no job for request {request_id}")
+
+    def wait_job(self, request_id: int, status: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job_of(request_id)
+            if job["status"] == status:
+                return job
+            assert time.monotonic() < deadline, f"job stayed {job['status']}: {job}"
+            time.sleep(0.2)
+
+    def usage(self, job_id: int) -> dict:
+        r = self.admin.get(f"/v1/jobs/{job_id}/usage")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def market(broker: BrokerProcess, files: Path, capture: Path, *, verify=True) -> Market:
+    token = admin_token(broker)
+    admin = httpx.Client(base_url=broker.url, verify=verify, timeout=30,
+                         headers={"Authorization": f"Bearer {token}"})
+
+    def make(path, body):
+        r = admin.post(path, json=body)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def key(kind, ident):
+        r = admin.post("/v1/keys", json={"kind": kind, "id": ident})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+    net = make("/v1/networks", {"name": "home"})
+    provider = make("/v1/providers", {"network_id": net, "name": "home",
+                                      "services": ["identity", "checksum"],
+                                      "capacity_bps": 10**9, "currency": "EUR",
+                                      "per_gb_minor": 100, "per_mbps_hour_minor": 10})
+    user = make("/v1/users", {"name": "alice", "home_provider_id": provider})
+    user_client = httpx.Client(base_url=broker.url, verify=verify, timeout=30,
+                               headers={"Authorization": f"Bearer {key('user', user)}"})
+    files.mkdir(parents=True, exist_ok=True)
+    shutil.copy(capture, files / "in.pcap")
+    return Market(broker.url, admin, provider, key("provider", provider), user_client, files,
+                  read_packets(files / "in.pcap"))
+
+
+def read_packets(path: Path) -> list[bytes]:
+    with open(path, "rb") as f:
+        return [bytes(buf) for _, buf in dpkt.pcap.Reader(f)]
+
+
+class Daemon:
+    """``pktx daemon`` for the market's provider, its state in ``folder``."""
+
+    def __init__(self, m: Market, folder: Path, *, name: str = "node-1", lease: float = 6,
+                 grace: float = 5, extra: tuple[str, ...] = (), env: dict | None = None) -> None:
+        self.m, self.folder, self.name = m, folder, name
+        self.argv = [sys.executable, "-m", "engine.cli", "daemon", "--broker", m.url,
+                     "--key-env", "NODE_KEY", "--state", str(folder / "state"),
+                     "--files", str(m.files), "--workers", "1", "--name", name,
+                     "--lease", str(lease), "--grace", str(grace), *extra]
+        self.env = {**os.environ, "NODE_KEY": m.provider_token, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Daemon:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = open(self.folder / "daemon.log", "ab")  # noqa: SIM115 - the process keeps it
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=log, stderr=log, env=self.env)
+        return self
+
+    def log(self) -> str:
+        return (self.folder / "daemon.log").read_text(errors="replace")
+
+    def signal(self, sig) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
