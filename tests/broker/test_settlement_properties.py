@@ -669,7 +669,7 @@ class BooksMachine(RuleBasedStateMachine):
 
 def test_the_books_hold_under_random_markets_and_settlements(store):
     world = sw.build(store)
-    examples = {"sqlite": 35, "postgresql": 14}[store.backend]
+    examples = {"sqlite": 30, "postgresql": 12}[store.backend]
     run_state_machine_as_test(lambda: BooksMachine(world), settings=settings(
         max_examples=examples, stateful_step_count=40, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]))
