@@ -12,6 +12,11 @@ the reputations are computed from real rows. Directory rows are bulk-inserted (b
 providers one API call at a time would measure the directory, not the auction); what is measured
 runs through the broker's own functions and HTTP API.
 
+What a credit check adds to a request (`benchmarks.credit_load.check_cost`): a population of
+users' payment histories of its own, half of them with a credit profile, requests timed
+alternately by users with and without one, in process and over HTTP, on SQLite (and on
+PostgreSQL when ``$PKTX_BENCH_PG_URL`` names a server).
+
 The HTTP clients (keep-alive connections on an event loop in each of two processes, a lean
 load generator in the manner of wrk) share the machine with the server; on a small machine they
 still take some of its CPU. So the table also shows the server's CPU time per POST (from /proc,
@@ -32,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 
 from benchmarks.bulk_rows import advance_sequences as _advance_sequences
 from benchmarks.bulk_rows import bulk as _bulk
+from benchmarks.credit_load import CHECK_USERS, CHECKS, TARGET_CHECK_MS
 from benchmarks.http_load import client_process, cpu_seconds, running_server
 from benchmarks.report import print_verdicts
 from benchmarks.statement_load import TARGET_CLOSE_S as TARGET_PERIOD_CLOSE_S
@@ -362,6 +368,7 @@ class Measured:
     usage: UsageResult | None = None
     usage_pg: UsageResult | None = None
     period_close: CloseTimes | None = None
+    credit: list = field(default_factory=list)   # `credit_load.CheckCost`, per database
 
 
 def measure(repeat: int = 5, *, http_seconds: float = HTTP_SECONDS,
@@ -393,8 +400,28 @@ def measure(repeat: int = 5, *, http_seconds: float = HTTP_SECONDS,
     with status(f"closing a billing period of {CLOSE_USERS:,} users x {CLOSE_LINES} lines, "
                 f"in process and as pktx broker billing close"):
         period_close = time_period_close(CLOSE_USERS, CLOSE_LINES)
+    with status(f"credit checks: {CHECKS} requests with and {CHECKS} without, in process "
+                f"and over HTTP"):
+        credit = credit_costs(workdir=workdir)
     return Measured(close_s, close_status, lookups_s, view_s, http, usage, usage_pg,
-                    period_close)
+                    period_close, credit)
+
+
+def credit_costs(*, users: int = CHECK_USERS, checks: int = CHECKS,
+                 workdir: str | None = None, pg_url: str | None = None) -> list:
+    """What a credit check adds to a request (`credit_load.check_cost`): on a SQLite file,
+    and on PostgreSQL when ``pg_url`` (else ``$PKTX_BENCH_PG_URL``) names a server."""
+    from benchmarks.credit_load import check_cost
+    from benchmarks.usage_load import scratch_database
+
+    with tempfile.TemporaryDirectory(prefix="pktx-bench-credit-", dir=workdir) as tmp:
+        out = [check_cost(f"sqlite:///{os.path.join(tmp, 'credit.sqlite3')}", users=users,
+                          checks=checks)]
+    pg_url = pg_url or os.environ.get(ENV_PG)
+    if pg_url:
+        with scratch_database(pg_url) as url:
+            out.append(check_cost(url, users=users, checks=checks, database="PostgreSQL"))
+    return out
 
 
 def checks(m: Measured) -> list[tuple[str, bool]]:
@@ -419,6 +446,14 @@ def checks(m: Measured) -> list[tuple[str, bool]]:
              u.rps >= TARGET_USAGE_RPS),
             (f"no usage report lost or duplicated, each job charged its final usage once "
              f"({u.database})", u.exact)]),
+        *(check for c in m.credit for check in [
+            (f"a credit check adds < {TARGET_CHECK_MS:g} ms to a request ({c.database}, in "
+             f"process)", c.added_ms < TARGET_CHECK_MS),
+            *([] if c.http_added_ms is None else [
+                (f"a credit check adds < {TARGET_CHECK_MS:g} ms to a request ({c.database}, "
+                 f"over HTTP)", c.http_added_ms < TARGET_CHECK_MS)]),
+            (f"every timed request stored, the checked users decided, the others not "
+             f"({c.database})", c.exact)]),
     ]
 
 
@@ -478,6 +513,18 @@ def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None, *,
                       f"{c.in_process_s:.1f} s", "")
         table.add_row("  the same as `pktx broker billing close` (start-up included)",
                       f"{c.whole_process_s:.1f} s", f"< {TARGET_PERIOD_CLOSE_S:.0f} s")
+    for cc in m.credit:
+        table.add_row(f"request with / without a credit check, {cc.database}, in process "
+                      f"(median of {cc.checks}; {cc.users:,} users' histories)",
+                      f"{cc.checked_ms:.2f} / {cc.unchecked_ms:.2f} ms", "")
+        table.add_row("  added by the credit check", f"{cc.added_ms:.2f} ms",
+                      f"< {TARGET_CHECK_MS:g} ms")
+        if cc.http_added_ms is not None:
+            table.add_row(f"POST /v1/requests with / without a credit check, {cc.database} "
+                          f"(one client)",
+                          f"{cc.http_checked_ms:.2f} / {cc.http_unchecked_ms:.2f} ms", "")
+            table.add_row("  added by the credit check", f"{cc.http_added_ms:.2f} ms",
+                          f"< {TARGET_CHECK_MS:g} ms")
     console.print(table)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print_verdicts(console, checks(m), f"load {load}, SQLAlchemy {sqlalchemy.__version__}, "

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.broker_table import _advance_sequences, _bulk
+from benchmarks.bulk_rows import advance_sequences as _advance_sequences
+from benchmarks.bulk_rows import bulk as _bulk
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 TERMS = timedelta(days=14)
@@ -244,6 +245,162 @@ def measure_credit(url: str, checks: int = 200) -> dict:
             "auc": round(done.auc or math.nan, 4), "fitted": done.fitted,
             "request_ms_checked": round(checked, 3), "request_ms_unchecked": round(unchecked, 3),
             "credit_check_ms": round(checked - unchecked, 3)}
+
+
+# -- the credit check's cost in ``pktx bench broker`` -----------------------------------------
+
+CHECK_USERS = 2_000     # the population whose histories the checks read
+CHECKS = 200            # requests of each kind (with a check, without), in process and over HTTP
+TARGET_CHECK_MS = 5.0   # issue 10: a credit check adds under 5 ms to a request
+
+
+@dataclass
+class CheckCost:
+    """What a credit check adds to a request: the median time of a request by a user with a
+    credit profile (checked) and by one without (not checked), both with the same kind of
+    history, in process (`submit_request` in its own committed transaction) and over HTTP
+    (``POST /v1/requests``, one client, one request at a time)."""
+
+    database: str
+    users: int
+    checks: int
+    checked_ms: float
+    unchecked_ms: float
+    http_checked_ms: float | None = None
+    http_unchecked_ms: float | None = None
+    stored: int = 0          # requests in the store afterwards, of ...
+    sent: int = 0            # ... the ones timed
+    decided: int = 0         # checked users with a credit decision, of ...
+    timed_users: int = 0     # ... the checked users timed
+    undecided_right: bool = True   # no unchecked user has a decision
+
+    @property
+    def added_ms(self) -> float:
+        return self.checked_ms - self.unchecked_ms
+
+    @property
+    def http_added_ms(self) -> float | None:
+        if self.http_checked_ms is None or self.http_unchecked_ms is None:
+            return None
+        return self.http_checked_ms - self.http_unchecked_ms
+
+    @property
+    def exact(self) -> bool:
+        """Every timed request stored, and only the checked users decided."""
+        return (self.stored == self.sent and self.decided == self.timed_users
+                and self.undecided_right)
+
+
+def check_cost(url: str, *, users: int = CHECK_USERS, checks: int = CHECKS, http: bool = True,
+               database: str = "SQLite") -> CheckCost:
+    """On a new store at ``url``: `populate` ``users`` users' histories, retrain the model on
+    them, then take the credit profile away from every other user (the same histories, with
+    and without a credit check) and time ``checks`` requests of each kind, alternating, each
+    by another user (in process, then over HTTP against ``pktx broker serve``). A user refused
+    by its check (past its credit) is left out before timing: a refusal skips the serving."""
+    from sqlalchemy import delete, func, select
+
+    from broker.actors import Actor, actor_for, issue_key
+    from broker.credit import CreditLimitExceeded, retrain
+    from broker.models import Admin, CreditDecision, CreditProfile, ServiceRequest
+    from broker.requests import submit_request
+    from broker.store import Store
+
+    pop = populate(url, users)
+    store = Store(url)
+    try:
+        with store.write() as s:
+            retrain(s)
+            s.execute(delete(CreditProfile).where(
+                CreditProfile.user_id >= pop.first_user,
+                (CreditProfile.user_id - pop.first_user) % 2 == 1))
+        candidates = list(range(pop.first_user, pop.first_user + users))
+        checked_pool, unchecked_pool = candidates[0::2], candidates[1::2]
+
+        def request(user_id: int, actor=None) -> float:
+            with store.read() as s:
+                actor = actor or actor_for(s, "user", user_id)
+            t = time.perf_counter()
+            with store.write() as s:
+                submit_request(s, actor, services="identity", volume_bytes=1000)
+            return (time.perf_counter() - t) * 1000
+
+        # Warm-up, and the users the timing takes: the first ``checks`` of each kind whose
+        # request passes (one request each: their exposure grows by it, as any user's would).
+        checked, unchecked = [], []
+        for pool, chosen in ((checked_pool, checked), (unchecked_pool, unchecked)):
+            for uid in pool:
+                if len(chosen) == checks:
+                    break
+                try:
+                    request(uid)
+                except CreditLimitExceeded:
+                    continue
+                chosen.append(uid)
+        with store.read() as s:
+            first_id = s.scalar(select(func.max(ServiceRequest.id)))
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for a, b in zip(checked, unchecked, strict=False):
+            times[True].append(request(a))
+            times[False].append(request(b))
+        sent = 2 * len(times[True])
+        http_times: dict[bool, list[float]] = {True: [], False: []}
+        if http:
+            with store.write() as s:
+                admin = Actor("admin", s.scalar(select(Admin.id).order_by(Admin.id).limit(1)))
+                tokens = {uid: issue_key(s, admin, "user", uid, "bench")[1]
+                          for uid in checked + unchecked}
+            http_times, warm = _http_requests(url, checked, unchecked, tokens)
+            sent += sum(len(v) for v in http_times.values()) + warm
+        with store.read() as s:
+            stored = s.scalar(select(func.count()).select_from(ServiceRequest)
+                              .where(ServiceRequest.id > first_id))
+            decided = s.scalar(select(func.count(func.distinct(CreditDecision.user_id)))
+                               .where(CreditDecision.user_id.in_(checked)))
+            wrong = s.scalar(select(func.count()).select_from(CreditDecision).where(
+                CreditDecision.user_id.in_(unchecked)))
+    finally:
+        store.dispose()
+    return CheckCost(database, users, len(times[True]), _median(times[True]),
+                     _median(times[False]), _median(http_times[True]) if http else None,
+                     _median(http_times[False]) if http else None, stored, sent, decided,
+                     len(checked), wrong == 0)
+
+
+def _median(times: list[float]) -> float:
+    return float(np.median(times)) if times else math.nan
+
+
+def _http_requests(url: str, checked: list[int], unchecked: list[int],
+                   tokens: dict[int, str]) -> tuple[dict[bool, list[float]], int]:
+    """One client's ``POST /v1/requests``, alternating a checked user's and an unchecked
+    one's, against ``pktx broker serve`` on ``url``: each round trip's time (ms), and how
+    many requests warmed the server up (not timed)."""
+    import httpx
+
+    from benchmarks.http_load import running_server
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with running_server(url) as (base, _pid), httpx.Client(base_url=base, timeout=30) as web:
+        def post(uid: int, n: int) -> float:
+            t = time.perf_counter()
+            r = web.post("/v1/requests", json={"services": ["identity"],
+                                               "volume_bytes": 1000 + n},
+                         headers={"Authorization": f"Bearer {tokens[uid]}",
+                                  "Idempotency-Key": f"bench-credit-{uid}-{n}"})
+            elapsed = (time.perf_counter() - t) * 1000
+            if r.status_code != 201:
+                raise RuntimeError(f"POST /v1/requests as user {uid}: {r.status_code} {r.text}")
+            return elapsed
+
+        warm = list(zip(checked[:4], unchecked[:4], strict=False))
+        for n, (a, b) in enumerate(warm):
+            post(a, -1 - n)   # the server's first requests build its caches
+            post(b, -1 - n)
+        for n, (a, b) in enumerate(zip(checked, unchecked, strict=False)):
+            times[True].append(post(a, n))
+            times[False].append(post(b, n))
+    return times, 2 * len(warm)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ closes, the view shows every bid, and no bid sent over HTTP is lost or duplicate
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -87,3 +88,23 @@ def test_bids_over_http_from_concurrent_clients(benchmark, market):
     benchmark.extra_info.update(requests_per_s=round(result.rps), target=bt.TARGET_HTTP_RPS,
                                 requests=result.requests, stored=result.stored)
     assert result.exact, result
+
+
+def test_what_a_credit_check_adds_to_a_request(benchmark, tmp_path):
+    """A small `pktx bench broker` credit row: requests by users with a credit profile and
+    without, in process and over HTTP (and on PostgreSQL when $PKTX_TEST_PG_URL or
+    $PKTX_BENCH_PG_URL names a server); every timed request stored, the checked users
+    decided, the unchecked ones not."""
+    costs = benchmark.pedantic(bt.credit_costs, kwargs={
+        "users": 60, "checks": 10, "workdir": str(tmp_path),
+        "pg_url": os.environ.get("PKTX_TEST_PG_URL")}, rounds=1, iterations=1)
+    benchmark.extra_info.update(target_ms=bt.TARGET_CHECK_MS, **{
+        f"{c.database}_added_ms": round(c.added_ms, 3) for c in costs}, **{
+        f"{c.database}_http_added_ms": round(c.http_added_ms, 3) for c in costs})
+    assert costs[0].database == "SQLite"
+    for c in costs:
+        assert c.exact, c
+        assert c.checks == 10 and c.http_added_ms is not None, c
+    rows = [name for name, _ in bt.checks(bt.Measured(
+        0.0, "closed", 0.0, 0.0, bt.HttpResult(1, 1.0, 1, 0, 0, 1, 0, 1), credit=costs))]
+    assert sum("credit check adds" in name for name in rows) == 2 * len(costs)
