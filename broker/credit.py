@@ -214,7 +214,7 @@ def _user_queries() -> dict:
                                             s.due_at > last_bad.c.due))
               .group_by(s.user_id))
     return {"history": _history(anchors), "usage": _usage(anchors), "base": _base(anchors),
-            "months": months, "known": select(User.id).where(User.id.in_(users))}
+            "months": months}
 
 
 @dataclass
@@ -230,6 +230,7 @@ class Features:
     on_time_months: np.ndarray      # past-due statements paid on time since the last one not
     prior_limit_minor: np.ndarray
     external_score: list
+    found: np.ndarray | None = None  # the anchors the base query found (a user that exists)
 
     def row(self, i: int) -> dict:
         return {name: round(float(v), 6) for name, v in zip(FEATURES, self.x[i])}
@@ -296,7 +297,8 @@ def _columns(session: Session, anchors, keys: np.ndarray, params: dict | None = 
         np.where(exposure > 0, CAPS["utilisation"], 0))
     for name, cap in CAPS.items():
         np.minimum(x[:, col[name]], cap, out=x[:, col[name]])
-    return Features(keys, x, exposure, spend, np.zeros(n, dtype=np.int64), prior, external)
+    return Features(keys, x, exposure, spend, np.zeros(n, dtype=np.int64), prior, external,
+                    b[:, 0].astype(np.int64))
 
 
 def features(session: Session, user_ids, as_of: datetime | None = None) -> Features:
@@ -306,14 +308,13 @@ def features(session: Session, user_ids, as_of: datetime | None = None) -> Featu
     user_ids = sorted(set(user_ids))
     queries = _user_queries()
     params = {"users": user_ids, "as_of": as_of}
-    known = set(session.scalars(queries["known"], params))
-    missing = set(user_ids) - known
+    keys = np.asarray(user_ids, dtype=np.int64)
+    feats = _columns(session, None, keys, params, queries)
+    missing = set(user_ids) - set(feats.found.tolist())  # every user has a base row
     if missing:
         raise NotFound("user", min(missing))
-    keys = np.asarray(user_ids, dtype=np.int64)
     if not user_ids:
-        return _columns(session, None, keys, params, queries)
-    feats = _columns(session, None, keys, params, queries)
+        return feats
     counts = dict(session.execute(queries["months"], params).all())
     feats.on_time_months = np.asarray([counts.get(u, 0) for u in user_ids], dtype=np.int64)
     return feats
