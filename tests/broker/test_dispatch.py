@@ -244,3 +244,15 @@ def test_the_status_route_still_sets_a_status_by_hand_and_records_it(api):
     listed = api.home_key.get(f"/v1/providers/{api.home}/jobs?status=picked").json()["items"]
     assert [j["id"] for j in listed] == [job]
     assert events(api, job) == [("status", "queued", "claimed", 0, None)]
+
+
+def test_the_daemon_protocol_is_in_the_openapi_document(served):
+    doc = httpx.get(f"{served.url}/openapi.json").json()
+    paths = doc["paths"]
+    claimed = paths["/v1/providers/{provider_id}/jobs/claim"]["post"]["responses"]
+    assert {"200", "204", "403", "409", "422"} <= set(claimed)
+    for action in ("heartbeat", "start", "complete", "fail", "handback"):
+        operation = paths[f"/v1/jobs/{{job_id}}/{action}"]["post"]
+        assert "409" in operation["responses"]
+    assert "token" in doc["components"]["schemas"]["UsageIn"]["properties"]
+    assert "delivery" in doc["components"]["schemas"]["ProviderOut"]["properties"]
