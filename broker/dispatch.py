@@ -121,25 +121,29 @@ def claim(session: Session, actor: Actor, provider_id: int, daemon: str, lease_s
     now = resolve_now(now)
     expire_unclaimed(session, provider_id, now)
     conn = session.connection()
-    candidates = conn.execute(
-        select(DeliveryJob.id, DeliveryJob.token, DeliveryJob.status, DeliveryJob.daemon,
-               DeliveryJob.lease_expires_at)
-        .where(DeliveryJob.provider_id == provider_id, _claimable(now, daemon))
-        .order_by(DeliveryJob.id).limit(8)).all()
-    for row in candidates:
-        won = conn.execute(
-            update(_JOBS).where(_JOBS.c.id == row.id, _JOBS.c.token == row.token,
-                                _claimable(now, daemon))
-            .values(status="claimed", token=row.token + 1, daemon=daemon,
-                    lease_expires_at=now + lease, updated_at=now)).rowcount
-        if won != 1:
-            continue  # another claim took it between the read and the update
-        if row.status in ACTIVE:
-            _record(session, row.id, "lapse", row.status, "queued", row.token, row.daemon, now,
-                    f"the lease of {row.daemon} lapsed at {row.lease_expires_at.isoformat()}")
-        _record(session, row.id, "claim", "queued", "claimed", row.token + 1, daemon, now)
-        session.flush()
-        return session.get(DeliveryJob, row.id, populate_existing=True)
+    for _ in range(3):  # PostgreSQL: when other claims took every job read, read again
+        candidates = conn.execute(
+            select(DeliveryJob.id, DeliveryJob.token, DeliveryJob.status, DeliveryJob.daemon,
+                   DeliveryJob.lease_expires_at)
+            .where(DeliveryJob.provider_id == provider_id, _claimable(now, daemon))
+            .order_by(DeliveryJob.id).limit(8)).all()
+        if not candidates:
+            return None
+        for row in candidates:
+            won = conn.execute(
+                update(_JOBS).where(_JOBS.c.id == row.id, _JOBS.c.token == row.token,
+                                    _claimable(now, daemon))
+                .values(status="claimed", token=row.token + 1, daemon=daemon,
+                        lease_expires_at=now + lease, updated_at=now)).rowcount
+            if won != 1:
+                continue  # another claim took it between the read and the update
+            if row.status in ACTIVE:
+                _record(session, row.id, "lapse", row.status, "queued", row.token, row.daemon,
+                        now, f"the lease of {row.daemon} lapsed at "
+                             f"{row.lease_expires_at.isoformat()}")
+            _record(session, row.id, "claim", "queued", "claimed", row.token + 1, daemon, now)
+            session.flush()
+            return session.get(DeliveryJob, row.id, populate_existing=True)
     return None
 
 
