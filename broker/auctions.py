@@ -329,7 +329,7 @@ def _score_and_record(conn: Connection, session: Session, auction: Auction,
     bid_ids, bidders, prices = zip(*rows) if rows else ((), (), ())
     providers = np.fromiter(bidders, dtype=np.int64, count=len(rows))
     known, ppm, counts = reputation_table(
-        session, "service", providers, now=now, policy=policy,
+        session, "service", providers, now=now, policy=policy, measured=True,
         ids_query=select(Bid.provider_id).where(Bid.auction_id == auction.id))
     at = np.searchsorted(known, providers)
     reputations, rating_counts = ppm[at].tolist(), counts[at].tolist()

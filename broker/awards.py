@@ -12,12 +12,15 @@ from broker.capacity import share_rate
 from broker.charging import price_lines
 from broker.clock import resolve_now
 from broker.currency import check_amount
+from broker.dispatch import FINISHED
 from broker.errors import InvalidInput, NotFound, NotYours, WrongState
 from broker.groups import group_of_request, payers_for
 from broker.idempotency import once
-from broker.models import Award, AwardPayer, DeliveryJob, ServiceRequest
+from broker.models import Award, AwardPayer, DeliveryJob, JobEvent, ServiceRequest
 
-JOB_STATUSES = ("queued", "picked", "running", "done", "failed")
+JOB_STATUSES = ("queued", "claimed", "running", "done", "failed")
+# The status before leases (migration 0010): still accepted where a status is given.
+_OLD_STATUSES = {"picked": "claimed"}
 
 
 def make_award(session: Session, request: ServiceRequest, provider_id: int, price_minor: int, *,
@@ -133,6 +136,7 @@ def list_jobs(session: Session, actor: Actor, provider_id: int, *,
                        where=f"provider {provider_id}")
     query = select(DeliveryJob).where(DeliveryJob.provider_id == provider_id)
     if status is not None:
+        status = _OLD_STATUSES.get(status, status)
         if status not in JOB_STATUSES:
             raise InvalidInput(f"status is one of {', '.join(JOB_STATUSES)}", field="status")
         query = query.where(DeliveryJob.status == status)
@@ -144,16 +148,27 @@ def list_jobs(session: Session, actor: Actor, provider_id: int, *,
 def set_job_status(session: Session, actor: Actor, job_id: int, status: str, *,
                    now: datetime | None = None,
                    idempotency_key: str | None = None) -> DeliveryJob:
+    """Set a job's status by hand, outside the daemons' leases (an operator, a provider
+    without a daemon, the demo): recorded as a ``status`` event. A daemon claims and moves its
+    jobs through `broker.dispatch` instead, under a fencing token."""
     job = session.get(DeliveryJob, job_id)
     if job is None:
         raise NotFound("delivery job", job_id)
     if not actor.speaks_for_provider(job.provider_id):
         raise NotYours(f"{actor} does not run job {job_id}", where=f"delivery job {job_id}")
+    status = _OLD_STATUSES.get(status, status)
     if status not in JOB_STATUSES:
         raise InvalidInput(f"status is one of {', '.join(JOB_STATUSES)}", field="status")
 
     def run() -> DeliveryJob:
-        job.status, job.updated_at = status, resolve_now(now)
+        now_ = resolve_now(now)
+        if job.status != status:
+            session.add(JobEvent(job_id=job.id, event="status", from_status=job.status,
+                                 to_status=status, token=job.token, daemon=None, at=now_,
+                                 detail=f"set by {actor}"))
+        job.status, job.updated_at = status, now_
+        if status in FINISHED or status == "queued":
+            job.lease_expires_at = None if status == "queued" else now_
         if status == "done":
             job.award.status = "delivered"
         session.flush()

@@ -153,7 +153,14 @@ class ReportMismatch(Conflict):
     code = "report_mismatch"
 
 
+class LeaseLost(Conflict):
+    """A delivery job's fencing token is not the current one (another claim took the job, or
+    it was handed back): the daemon holding the stale token must stop delivering it."""
+
+    code = "lease_lost"
+
+
 ERRORS = (NotAuthenticated, NotYours, NotFound, InvalidInput, Conflict, AlreadyExists, LateBid,
           AuctionNotOpen, AuctionStillOpen, NotEligible, NegotiationClosed, NotYourTurn,
           DeadlineExpired, GroupUnderfunded, IdempotencyKeyReused, AlreadyBrokering,
-          WrongState, ReportMismatch)
+          WrongState, ReportMismatch, LeaseLost)

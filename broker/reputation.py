@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from broker.actors import Actor
 from broker.clock import resolve_now
+from broker.delivery_record import measured_evidence
 from broker.errors import InvalidInput, NotFound, NotYours
 from broker.idempotency import once
 from broker.models import Award, AwardPayer, Rating, ServiceRequest
@@ -32,13 +33,20 @@ from broker.store import fetch_tuples
 
 @dataclass(frozen=True)
 class ReputationPolicy:
+    """``measured_weight``: how much one measured job (`broker.delivery_record`) counts at an
+    auction's close beside one fresh rating; its score in [0, 1] is added to the Beta's
+    positive evidence and the rest to the negative (0: the close scores on ratings alone)."""
+
     half_life: timedelta = timedelta(days=90)
     prior_positive: float = 1.0
     prior_negative: float = 1.0
+    measured_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.half_life <= timedelta(0):
             raise InvalidInput("the half-life must be positive", field="half_life")
+        if not 0 <= self.measured_weight <= 100:
+            raise InvalidInput("the measured record's weight is 0..100", field="measured_weight")
 
 
 DEFAULT_POLICY = ReputationPolicy()
@@ -76,6 +84,7 @@ def beta_reputation(ratings: Iterable[tuple[int, datetime]], now: datetime,
 
 def beta_reputations(owner_index: np.ndarray, scores: np.ndarray, ages_us: np.ndarray,
                      owners: int, policy: ReputationPolicy = DEFAULT_POLICY,
+                     extra: tuple[np.ndarray, np.ndarray] | None = None,
                      ) -> tuple[np.ndarray, np.ndarray]:
     """`beta_reputation` of many at once: ratings as arrays, ``owner_index[i]`` (0..owners-1)
     whose rating ``i`` is, its score and age in microseconds; returns each owner's
@@ -85,6 +94,8 @@ def beta_reputations(owner_index: np.ndarray, scores: np.ndarray, ages_us: np.nd
     array order, so the results are equal to the millionth: ages are exact microseconds, the
     weights come from Python's own ``**`` (numpy's vectorised power may differ in the last
     bit), and each owner's evidence is summed from its prior in order (``np.add.at``).
+    ``extra``: more (positive, negative) evidence per owner, added after the ratings (the
+    measured record; adding zeros changes nothing).
     """
     half_life = policy.half_life.total_seconds()
     ages = np.maximum(0.0, ages_us.astype(np.float64) / 1e6)
@@ -95,6 +106,9 @@ def beta_reputations(owner_index: np.ndarray, scores: np.ndarray, ages_us: np.nd
     beta = np.full(owners, policy.prior_negative, dtype=np.float64)
     np.add.at(alpha, owner_index, weights * r)
     np.add.at(beta, owner_index, weights * (1 - r))
+    if extra is not None:
+        alpha += extra[0]
+        beta += extra[1]
     ppm = np.rint(1_000_000 * alpha / (alpha + beta)).astype(np.int64)
     return ppm, np.bincount(owner_index, minlength=owners).astype(np.int64)
 
@@ -120,7 +134,7 @@ def _epoch_us(values: Sequence) -> np.ndarray:
 
 def reputation_table(session: Session, direction: str, ids: Iterable[int] | Select, *,
                      now: datetime, policy: ReputationPolicy = DEFAULT_POLICY,
-                     ids_query: Select | None = None,
+                     ids_query: Select | None = None, measured: bool = False,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reputations of many providers (``service``) or users (``payment``) as arrays.
 
@@ -128,7 +142,9 @@ def reputation_table(session: Session, direction: str, ids: Iterable[int] | Sele
     ids, lets the database pick the ratings instead of a long IN list (a SELECT given as
     ``ids`` serves as both). Returns ``(ids, ppm, counts)``, ``ids`` sorted and unique. One
     query brings every rating of them as bare columns (no objects, times as stored); the
-    arithmetic is `beta_reputations`.
+    arithmetic is `beta_reputations`. ``measured``: providers' measured delivery records
+    count too, at ``policy.measured_weight`` per job (what an auction's close scores with);
+    the counts stay the ratings'.
     """
     column = Rating.provider_id if direction == "service" else Rating.user_id
     session.flush()  # Core below: let it see what the session has pending
@@ -152,8 +168,11 @@ def reputation_table(session: Session, direction: str, ids: Iterable[int] | Sele
     scores = np.fromiter(scored, dtype=np.int64, count=len(rows))
     rated_us = _epoch_us(stamps)
     now_us = np.datetime64(now.astimezone(UTC).replace(tzinfo=None), "us").astype(np.int64)
+    extra = None
+    if measured and direction == "service" and policy.measured_weight:
+        extra = measured_evidence(session, wanted, policy.measured_weight, ids_query)
     ppm, counts = beta_reputations(np.searchsorted(wanted, owners), scores, now_us - rated_us,
-                                   len(wanted), policy)
+                                   len(wanted), policy, extra)
     return wanted, ppm, counts
 
 

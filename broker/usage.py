@@ -22,7 +22,14 @@ from broker.bounds import check_int
 from broker.charging import allocate, billable
 from broker.clock import as_utc, resolve_now
 from broker.currency import MINOR_DIGITS
-from broker.errors import InvalidInput, NotFound, NotYours, ReportMismatch, WrongState
+from broker.errors import (
+    InvalidInput,
+    LeaseLost,
+    NotFound,
+    NotYours,
+    ReportMismatch,
+    WrongState,
+)
 from broker.groupcommit import deferred
 from broker.models import (
     COUNTERS,
@@ -53,6 +60,7 @@ _TARIFF_AT = (select(TariffVersion.id)
 # The job, its award's terms, the tariff version active at ``at`` and the award's payers (one
 # row per payer, in their order): one query.
 _JOB_TERMS = (select(DeliveryJob.status, DeliveryJob.provider_id.label("job_provider"),
+                     DeliveryJob.token,
                      Award.id.label("award_id"), Award.provider_id, Award.home_provider_id,
                      Award.services, Award.currency, Award.volume_bytes, Award.data_cap_bytes,
                      Award.starts_at, Award.ends_at, _TARIFF_AT.label("tariff_id"),
@@ -182,13 +190,15 @@ def _read_batch(session: Session, keys: list[tuple[int, datetime]]) -> dict:
 
 def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
                  counters: Mapping[str, int], *, services: Mapping | None = None,
-                 at: datetime | None = None, now: datetime | None = None
-                 ) -> tuple[dict, bool]:
+                 at: datetime | None = None, now: datetime | None = None,
+                 token: int | None = None) -> tuple[dict, bool]:
     """Take in report ``sequence`` of job ``job_id``; (its view, whether it is new).
 
     ``counters`` are the job's running totals (`COUNTERS`, each 0..2**63-1, checked by the
     caller's schema or here); ``at`` when they were read (default: now, never later). The same
     sequence again with the same numbers returns the stored report, changing nothing.
+    ``token``, the daemon's fencing token (`broker.dispatch`): a report under a token that is
+    not the job's current one, or a new report of a job handed back, is `LeaseLost`.
 
     Every check and read comes before the first write: a `BrokerError` raised here has written
     nothing (the group commit runs it without a savepoint of its own on that promise). Four
@@ -221,6 +231,10 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
     if not actor.speaks_for_provider(job.job_provider):
         raise NotYours(f"{actor} does not deliver job {job_id}; only its provider reports "
                        f"usage", where=f"delivery job {job_id}")
+    if token is not None and token != job.token:
+        raise LeaseLost(f"token {token} is stale: the job was claimed again (token "
+                        f"{job.token}); nothing of this report was kept",
+                        where=f"delivery job {job_id}", field="token")
     report = {c: check_int(counters.get(c, 0), field=c) for c in COUNTERS}
     unknown = set(counters) - set(COUNTERS)
     if unknown:
@@ -243,6 +257,9 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
         return _view(conn, job_id, job.award_id, stored), False
     if job.status in FINISHED:
         raise WrongState(f"job {job_id} is {job.status}: it takes no more usage", where=where)
+    if token is not None and job.status == "queued":
+        raise LeaseLost(f"the job was handed back under token {token}; nothing of this "
+                        f"report was kept", where=where, field="token")
     before = rows[-1] if rows else None
     # A late report without its time is placed at the latest it can have been read: when the
     # report after it was.

@@ -1,7 +1,8 @@
 """Read-only views as plain dicts (JSON-ready) for the API and the command line.
 
 Reputations appear beside every provider in auction, provider and user views, with their counts,
-so that a buyer sees who has delivered well before (and a provider who has paid well).
+so that a buyer sees who has delivered well before (and a provider who has paid well); beside a
+provider's, its measured delivery record (`broker.delivery_record`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from broker.actors import Actor
 from broker.auctions import get_auction, may_view, sees_recipients, visible_bids_query
 from broker.capacity import share_rate
 from broker.clock import resolve_now
+from broker.delivery_record import delivery_records
 from broker.errors import NotFound, NotYours
 from broker.models import Auction, Award, Bid, Negotiation, Provider, ServiceRequest, User
 from broker.pricing import required_rate_bps
@@ -67,7 +69,9 @@ def award_view(award: Award) -> dict:
 
 def job_view(job) -> dict:
     return {"id": job.id, "award_id": job.award_id, "provider_id": job.provider_id,
-            "status": job.status, "spec": job.spec, "updated_at": _iso(job.updated_at)}
+            "status": job.status, "spec": job.spec, "updated_at": _iso(job.updated_at),
+            "token": job.token, "daemon": job.daemon,
+            "lease_expires_at": _iso(job.lease_expires_at)}
 
 
 def negotiation_view(negotiation: Negotiation, now: datetime | None = None) -> dict:
@@ -125,16 +129,20 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
     # Every bidder's reputation in one go (in the database, not as a long IN list) when the
     # view shows them all; a provider looking at its own bid in an open auction needs its own.
     everyone = not open_ or bool(bidders)
-    reps = provider_reputations(
-        session, select(Bid.provider_id).where(of_auction) if everyone
-        else {b.provider_id for b in bids}, now=now, policy=policy) if bids or bidders else {}
+    shown_ids = select(Bid.provider_id).where(of_auction) if everyone \
+        else {b.provider_id for b in bids}
+    reps = provider_reputations(session, shown_ids, now=now, policy=policy) \
+        if bids or bidders else {}
+    # The measured delivery record beside the ratings (broker.delivery_record).
+    records = delivery_records(session, shown_ids) if bids or bidders else {}
     weight = auction.reputation_weight_ppm
     shown = []
     for (bid_id, provider_id, price, revision, submitted, rank, won, payment, scored_with,
          rating_count, passed_over, share, name) in bids:
         row = {"bid_id": bid_id, "provider_id": provider_id, "provider": name,
                "price_minor": price, "revision": revision, "submitted_at": _iso(submitted),
-               "reputation": reps[provider_id].as_dict()}
+               "reputation": reps[provider_id].as_dict(),
+               "delivery": records[provider_id].as_dict()}
         if not open_ and scored_with is not None:
             row.update(rank=rank, won=won, payment_minor=payment, passed_over=passed_over,
                        share=share,
@@ -159,15 +167,16 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
         "closed_at": _iso(auction.closed_at),
         "block": block, "buyer_reputation": buyer.as_dict(),
         "bid_count": session.scalar(select(func.count()).select_from(Bid).where(of_auction)),
-        "bidders": [{"provider_id": i, "provider": name, "reputation": reps[i].as_dict()}
-                    for i, name in bidders],
+        "bidders": [{"provider_id": i, "provider": name, "reputation": reps[i].as_dict(),
+                     "delivery": records[i].as_dict()} for i, name in bidders],
         "bids": shown,
     }
 
 
 def provider_view(session: Session, provider_id: int, *, now: datetime | None = None,
                   policy: ReputationPolicy = DEFAULT_POLICY) -> dict:
-    """A provider's public card: network, services, capacity, reputation (anyone may read)."""
+    """A provider's public card: network, services, capacity, reputation from ratings and the
+    measured delivery record (anyone may read)."""
     provider = session.get(Provider, provider_id)
     if provider is None:
         raise NotFound("provider", provider_id)
@@ -175,7 +184,8 @@ def provider_view(session: Session, provider_id: int, *, now: datetime | None = 
     return {"id": provider.id, "name": provider.name, "network_id": provider.network_id,
             "services": list(provider.service_names), "capacity_bps": provider.capacity_bps,
             "currency": provider.policy.currency, "negotiates": provider.policy.mode,
-            "reputation": rep.as_dict()}
+            "reputation": rep.as_dict(),
+            "delivery": delivery_records(session, [provider_id])[provider_id].as_dict()}
 
 
 def user_view(session: Session, actor: Actor, user_id: int, *, now: datetime | None = None,

@@ -151,6 +151,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
         billing,
         credit,
         directory,
+        dispatch,
         events,
         market,
         negotiations,
@@ -207,8 +208,8 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     app.include_router(bids, prefix="/v1", responses=ERRORS)
     app.include_router(billing.reports, prefix="/v1", responses=ERRORS)
     for router in (directory.router, market.router, negotiations.router, auctions,
-                   outcomes.router, billing.router, statements.router, profiles.router,
-                   events.router):
+                   outcomes.router, dispatch.router, billing.router, statements.router,
+                   profiles.router, events.router):
         app.include_router(router, prefix="/v1", responses=ERRORS)
     from broker.api.routes.settlements import router as settlements_router  # issue 10
     app.include_router(settlements_router, prefix="/v1", responses=ERRORS)

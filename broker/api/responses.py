@@ -29,6 +29,18 @@ class Reputation(Out):
     count: int
 
 
+class DeliveryRecordOut(Out):
+    """A provider's measured deliveries (`broker.delivery_record`), beside its ratings."""
+
+    jobs: int
+    windows: int
+    windows_met: int
+    windows_met_share: float | None
+    block_honoured_share: float | None
+    failed_share: float | None
+    summary: str
+
+
 class Me(Out):
     kind: str
     id: int
@@ -52,6 +64,7 @@ class ProviderOut(Out):
     currency: str
     negotiates: Literal["policy", "manual"]
     reputation: Reputation
+    delivery: DeliveryRecordOut
 
 
 class DeviceRef(Out):
@@ -197,6 +210,7 @@ class Bidder(Out):
     provider_id: int
     provider: str
     reputation: Reputation
+    delivery: DeliveryRecordOut
 
 
 class BidShown(Out):
@@ -207,6 +221,7 @@ class BidShown(Out):
     revision: int
     submitted_at: datetime
     reputation: Reputation
+    delivery: DeliveryRecordOut
     rank: int | None = None
     won: bool | None = None
     payment_minor: int | None = None
@@ -306,9 +321,77 @@ class JobOut(Out):
     id: int
     award_id: int
     provider_id: int
-    status: str
+    status: Literal["queued", "claimed", "running", "done", "failed"]
     spec: dict
     updated_at: datetime
+    token: int
+    daemon: str | None
+    lease_expires_at: datetime | None
+
+
+class Reported(Out):
+    """The job's last acknowledged usage report (zeros before the first): a new claimer's
+    cumulative counters continue from these."""
+
+    sequence: int
+    packets_in: int
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
+    seconds: int
+    windows_met: int
+    windows_missed: int
+    services: dict[str, dict[str, int]]
+
+
+class ClaimOut(Out):
+    job: JobOut
+    token: int
+    lease_expires_at: datetime
+    reported: Reported
+
+
+class HeartbeatOut(Out):
+    job_id: int
+    status: Literal["claimed", "running"]
+    token: int
+    lease_expires_at: datetime
+    max_rate_bps: int | None
+    min_rate_bps: int | None
+    cancelled: bool
+
+
+class JobEventOut(Out):
+    event: str
+    from_status: str | None
+    to_status: str
+    token: int
+    daemon: str | None
+    at: datetime
+    detail: str
+
+
+class MeasurementOut(Out):
+    outcome: Literal["done", "failed"]
+    token: int
+    bytes: int
+    packets: int
+    windows: int
+    windows_met: int
+    windows_met_share: float | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    errors: int
+    error: str
+    block_honoured: bool
+    volume_share: float | None
+    score: float
+
+
+class JobDetailOut(Out):
+    job: JobOut
+    events: list[JobEventOut]
+    measured: MeasurementOut | None
 
 
 class RatingOut(Out):

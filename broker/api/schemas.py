@@ -172,7 +172,59 @@ class RatingIn(Body):
 
 
 class JobStatusIn(Body):
-    status: Literal["queued", "picked", "running", "done", "failed"]
+    """A status set by hand, outside the daemons' leases ("picked" is the old "claimed")."""
+
+    status: Literal["queued", "claimed", "picked", "running", "done", "failed"]
+
+
+Daemon = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$",
+                              description="the daemon's name, e.g. its node's host name")]
+LeaseSeconds = Annotated[StrictInt, Field(ge=5, le=300, description="lease length, seconds")]
+Token = Annotated[StrictInt, Field(ge=1, le=INT64_MAX, description="the claim's fencing token")]
+
+
+class ClaimIn(Body):
+    daemon: Daemon
+    wait_s: StrictInt = Field(0, ge=0, le=30, description="long-poll: wait up to this long "
+                                                           "for a job (0: answer at once)")
+    lease_s: LeaseSeconds = 30
+
+
+class HeartbeatIn(Body):
+    token: Token
+    lease_s: LeaseSeconds = 30
+
+
+class TokenIn(Body):
+    token: Token
+
+
+class MeasuredIn(Body):
+    """What the daemon measured of a job's delivery (docs/daemon.md, "Measured record")."""
+
+    bytes: NonNegative64 = 0
+    packets: NonNegative64 = 0
+    windows: NonNegative64 = Field(0, description="min-rate windows measured")
+    windows_met: NonNegative64 = Field(0, description="of them, at or above the min rate")
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    errors: NonNegative64 = 0
+
+
+class CompleteIn(Body):
+    token: Token
+    measured: MeasuredIn = MeasuredIn()
+
+
+class FailIn(Body):
+    token: Token
+    error: str = Field(min_length=1, max_length=300)
+    measured: MeasuredIn = MeasuredIn()
+
+
+class HandbackIn(Body):
+    token: Token
+    reason: str = Field("", max_length=300)
 
 
 
@@ -197,6 +249,9 @@ class UsageIn(Body):
     windows_met: NonNegative64 = Field(0, description="min-rate windows met")
     windows_missed: NonNegative64 = Field(0, description="min-rate windows missed")
     services: dict[Service, ServiceCountersIn] = Field({}, max_length=16)
+    token: NonNegative64 | None = Field(None, description="the claim's fencing token: a "
+                                                          "report under a stale one is "
+                                                          "refused (409 lease_lost)")
 
 
 class TierIn(Body):

@@ -41,11 +41,36 @@ def run_migrations_online() -> None:
 
 def _run(connection) -> None:
     _configure(connection)
+    if connection.dialect.name == "sqlite":
+        _run_sqlite(connection)
+        return
     with context.begin_transaction():
-        if connection.dialect.name == "postgresql":
-            # Two processes starting on an empty database migrate one after the other.
-            connection.execute(text("SELECT pg_advisory_xact_lock(7420131)"))
+        # Two processes starting on an empty database migrate one after the other.
+        connection.execute(text("SELECT pg_advisory_xact_lock(7420131)"))
         context.run_migrations()
+
+
+def _run_sqlite(connection) -> None:
+    """SQLite's batch migrations rebuild a table (copy, drop, rename): with foreign keys
+    enforced, dropping a table that other rows refer to fails. SQLite ignores the pragma inside
+    a transaction, so it is switched off before the migration's transaction begins, every
+    reference is checked before it commits, and it is switched on again after."""
+    raw = connection.connection.driver_connection
+    if connection.in_transaction():
+        connection.commit()
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if broken:
+            raise RuntimeError(f"the migration left rows referring to nothing: {broken[:5]}")
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        raw.execute("PRAGMA foreign_keys = ON")
 
 
 if context.is_offline_mode():

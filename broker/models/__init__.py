@@ -15,7 +15,14 @@ from broker.models.market import (
     RequestMember,
     ServiceRequest,
 )
-from broker.models.outcomes import Award, AwardPayer, DeliveryJob, Rating
+from broker.models.outcomes import (
+    Award,
+    AwardPayer,
+    DeliveryJob,
+    JobEvent,
+    JobMeasurement,
+    Rating,
+)
 from broker.models.payments import Payment, PaymentMethod, Refund, TestGatewayOperation
 from broker.models.principals import (
     PRINCIPAL_COLUMNS,
@@ -42,7 +49,8 @@ from broker.models.statements import (
 __all__ = ["COUNTERS", "PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Auction", "Award", "AwardPayer",
            "Base", "Bid", "BillingSettings", "Charge", "CreditDecision",
            "CreditModel", "CreditNote", "CreditProfile", "DeliveryJob", "Device",
-           "DeviceEvent", "Group", "IdempotencyRecord", "LedgerEntry", "LedgerPosting",
+           "DeviceEvent", "Group", "IdempotencyRecord", "JobEvent", "JobMeasurement",
+           "LedgerEntry", "LedgerPosting",
            "Negotiation", "Network", "Offer", "Payment", "PaymentMethod", "PhoneNumber", "Pledge",
            "PricePolicy", "Provider", "ProviderService", "Rating", "Refund", "RequestMember",
            "ServiceRequest", "SettlementBatch", "SettlementLine", "SettlementNetting", "Statement",

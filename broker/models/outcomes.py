@@ -1,4 +1,5 @@
-"""What the market decided and what came of it: awards, payers, delivery jobs, ratings."""
+"""What the market decided and what came of it: awards, payers, delivery jobs (with their
+transitions and measured delivery), ratings."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from datetime import datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -84,12 +87,21 @@ class AwardPayer(HasId, Base):
 
 
 class DeliveryJob(HasId, HasCreated, Base):
-    """The job a delivery daemon of the awarded provider picks up; ``spec`` is what it needs."""
+    """The job a delivery daemon of the awarded provider claims; ``spec`` is what it needs.
+
+    Status: ``queued`` -> ``claimed`` -> ``running`` -> ``done`` | ``failed``; a job handed
+    back, or whose lease lapsed and was claimed again, goes through ``queued`` once more
+    (docs/daemon.md). ``token`` is the fencing token: the number of claims so far, so a new
+    claim always holds a larger one than every claim before it. ``daemon`` names the daemon
+    that holds (or last held) the job and ``lease_expires_at`` when its lease ends unless
+    renewed (or, once released, when it ended).
+    """
 
     __tablename__ = "delivery_jobs"
     __table_args__ = (
-        CheckConstraint("status IN ('queued', 'picked', 'running', 'done', 'failed')",
+        CheckConstraint("status IN ('queued', 'claimed', 'running', 'done', 'failed')",
                         name="status"),
+        CheckConstraint("token >= 0", name="token"),
     )
 
     award_id: Mapped[int] = mapped_column(ForeignKey("awards.id"), unique=True)
@@ -97,8 +109,64 @@ class DeliveryJob(HasId, HasCreated, Base):
     status: Mapped[str] = mapped_column(String(10), default="queued")
     spec: Mapped[dict] = mapped_column(JSON)
     updated_at: Mapped[datetime]
+    token: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    daemon: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None]
 
     award: Mapped[Award] = relationship(back_populates="job")
+
+
+class JobEvent(HasId, Base):
+    """One transition of a delivery job: who (daemon, under which token) moved it from what to
+    what, when and why. Heartbeats renew a lease and are not transitions."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (
+        CheckConstraint("event IN ('claim', 'start', 'complete', 'fail', 'handback', 'lapse', "
+                        "'status', 'expire')", name="event"),
+        Index("ix_job_events_job_id_id", "job_id", "id"),
+    )
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("delivery_jobs.id"))
+    event: Mapped[str] = mapped_column(String(10))
+    from_status: Mapped[str | None] = mapped_column(String(10))
+    to_status: Mapped[str] = mapped_column(String(10))
+    token: Mapped[int] = mapped_column(BigInteger)
+    daemon: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[datetime]
+    detail: Mapped[str] = mapped_column(String(300), default="")
+
+
+class JobMeasurement(HasCreated, Base):
+    """A finished job's delivery as its daemon measured it, judged against its award.
+
+    ``windows`` min-rate windows, ``windows_met`` of them at or above the award's min rate;
+    ``honoured``: the block's time was kept (started within the grace after its start, ran to
+    its end or delivered its volume); ``score_ppm`` the job's evidence for the provider's
+    measured reputation (`broker.delivery_record`).
+    """
+
+    __tablename__ = "job_measurements"
+    __table_args__ = (
+        CheckConstraint("outcome IN ('done', 'failed')", name="outcome"),
+        CheckConstraint("windows_met >= 0 AND windows_met <= windows", name="windows"),
+        CheckConstraint("score_ppm BETWEEN 0 AND 1000000", name="score"),
+    )
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("delivery_jobs.id"), primary_key=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"), index=True)
+    outcome: Mapped[str] = mapped_column(String(6))
+    token: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    packets: Mapped[int] = mapped_column(BigInteger)
+    windows: Mapped[int] = mapped_column(BigInteger)
+    windows_met: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    errors: Mapped[int] = mapped_column(BigInteger)
+    error: Mapped[str] = mapped_column(String(300), default="")
+    honoured: Mapped[bool] = mapped_column(Boolean)
+    score_ppm: Mapped[int] = mapped_column(Integer)
 
 
 class Rating(HasId, HasCreated, Base):

@@ -145,6 +145,15 @@ def block(**kw) -> dict:
     return {**body, **kw}
 
 
+def volume_job(api, client=None, volume=10**9) -> int:
+    """A job: a volume of ``volume`` bytes of "identity", served by home at its list price."""
+    r = (client or api.alice).post("/v1/requests", json={"services": ["identity"],
+                                                          "volume_bytes": volume})
+    assert r.status_code == 201 and r.json()["status"] == "served", r.text
+    award = api.alice.get("/v1/awards").json()["items"][0]
+    return award["job"]["id"]
+
+
 def refused(r: httpx.Response, field: str | None, status: int = 422) -> None:
     """``r`` is an error of ``status`` naming ``field`` (in its body and its message)."""
     assert r.status_code == status, r.text

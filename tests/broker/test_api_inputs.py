@@ -220,12 +220,12 @@ def test_every_list_pages_with_a_cursor(api):
 def test_the_contract_check_fails_an_answer_that_breaks_the_declared_model(served):
     check = ContractCheck(served.url)
     request = httpx.Request("GET", f"{served.url}/v1/providers/1")
-    good = httpx.Response(200, request=request, json={
-        "id": 1, "name": "n", "network_id": 1, "services": [], "capacity_bps": 1,
-        "currency": "EUR", "negotiates": "policy", "reputation": {"score": 0.5, "count": 0}})
-    check(good)
-    bad = httpx.Response(200, request=request, json={
-        "id": 1, "name": "n", "network_id": 1, "services": [], "capacity_bps": "1",
-        "currency": "EUR", "negotiates": "policy", "reputation": {"score": 0.5, "count": 0}})
+    card = {"id": 1, "name": "n", "network_id": 1, "services": [], "capacity_bps": 1,
+            "currency": "EUR", "negotiates": "policy", "reputation": {"score": 0.5, "count": 0},
+            "delivery": {"jobs": 0, "windows": 0, "windows_met": 0, "windows_met_share": None,
+                         "block_honoured_share": None, "failed_share": None,
+                         "summary": "no measured deliveries yet"}}
+    check(httpx.Response(200, request=request, json=card))
+    bad = httpx.Response(200, request=request, json={**card, "capacity_bps": "1"})
     with pytest.raises(OpenAPIError):
         check(bad)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from apiclient import block, refused
+from apiclient import block, refused, volume_job
 
 from broker.rating import rate
 from broker.tariffs import Tariff
@@ -30,15 +30,6 @@ def publish(api, **kw) -> dict:
     r = api.home_key.post(f"/v1/providers/{api.home}/tariffs", json=tariff_body(**kw))
     assert r.status_code == 201, r.text
     return r.json()
-
-
-def volume_job(api, client=None, volume=10**9) -> int:
-    """A volume of ``volume`` bytes of "identity", served by home at its list price."""
-    r = (client or api.alice).post("/v1/requests", json={"services": ["identity"],
-                                                          "volume_bytes": volume})
-    assert r.status_code == 201 and r.json()["status"] == "served", r.text
-    award = api.alice.get("/v1/awards").json()["items"][0]
-    return award["job"]["id"]
 
 
 def report(api, job: int, sequence: int, **counters) -> httpx.Response:

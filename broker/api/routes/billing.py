@@ -62,7 +62,8 @@ async def _take_report(request: Request, job_id: int, body: UsageIn,
             actor = authenticate(s, token)
             keys.put(token, actor, since=since)
         return usage.report_usage(s, actor, job_id, body.sequence, counters,
-                                  services=services, at=body.at, now=arrived)
+                                  services=services, at=body.at, now=arrived,
+                                  token=body.token)
 
     view, new = await group_commit_of(request).run(
         take, checks_first=True, prefetch=usage.prefetch(job_id, body.at, arrived))
@@ -125,7 +126,8 @@ async def post_usage(job_id: JobId, body: UsageIn, request: Request,
     New: 201 with what it was charged. The same (job, sequence) again with the same counters:
     200 with the stored report, nothing charged again (the sequence is the report's idempotency
     key, with no time window). Other counters under a sequence taken: 409. Counters below the
-    report before: 422 naming the counter."""
+    report before: 422 naming the counter. A daemon sends its claim's fencing ``token``: a
+    report under a stale one is 409 ``lease_lost``, nothing written."""
     # Served by `_usage_endpoint` (matched first); declared here for the OpenAPI document.
     return await _take_report(request, job_id, body, token)
 

@@ -48,8 +48,9 @@ def post_rating(award_id: AwardId, body: RatingIn, request: Request,
 @router.get("/providers/{provider_id}/jobs", response_model=Page[JobOut])
 def list_jobs(provider_id: ProviderId, request: Request, actor: CurrentActor, page: Paging,
               status: Annotated[str | None, Query(
-                  pattern="^(queued|picked|running|done|failed)$")] = None) -> dict:
-    """A provider's delivery jobs, oldest first (what its daemons pick up)."""
+                  pattern="^(queued|claimed|picked|running|done|failed)$")] = None) -> dict:
+    """A provider's delivery jobs, oldest first ("picked" is the old name of "claimed");
+    daemons claim them through ``POST /v1/providers/{id}/jobs/claim``."""
     with store_of(request).read() as s:
         rows = awards.list_jobs(s, actor, provider_id, status=status, after=page.after,
                                 limit=page.limit + 1)
@@ -59,6 +60,9 @@ def list_jobs(provider_id: ProviderId, request: Request, actor: CurrentActor, pa
 @router.post("/jobs/{job_id}/status", response_model=JobOut)
 def post_job_status(job_id: JobId, body: JobStatusIn, request: Request,
                     actor: CurrentActor, key: IdemKey = None) -> dict:
+    """Set a job's status by hand, outside the daemons' leases (an operator, a provider
+    without a daemon); recorded as a ``status`` event. Daemons use claim, start, complete,
+    fail and hand back instead, which check their fencing token."""
     with store_of(request).write() as s:
         return job_view(awards.set_job_status(s, actor, job_id, body.status,
                                               idempotency_key=key))
