@@ -40,8 +40,9 @@ def add_commands(sub) -> None:
     s.add_argument("--curve", metavar="DIR", help="CURVE key folder (pktx keys generate)")
     s.add_argument("--max-jobs", type=A.positive_int, default=1, metavar="N",
                    help="jobs delivered at once (default 1)")
-    s.add_argument("--lease", type=A.positive_float, default=30.0, metavar="S",
-                   help="lease asked for each job, renewed every third of it (default 30)")
+    s.add_argument("--lease", type=_lease, default=30, metavar="S",
+                   help="lease asked for each job in whole seconds, 5..300, renewed every "
+                        "third of it (default 30)")
     s.add_argument("--grace", type=A.positive_float, default=30.0, metavar="S",
                    help="on SIGTERM, how long running jobs may take before they are handed "
                         "back (default 30)")
@@ -50,7 +51,22 @@ def add_commands(sub) -> None:
     s.set_defaults(func=cmd_daemon)
 
 
+def _lease(text: str) -> int:
+    value = A.positive_int(text)
+    if not 5 <= value <= 300:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{value} is not 5..300 seconds")
+    return value
+
+
 def cmd_daemon(args) -> int:
+    import signal
+
+    # SIGTERM during start-up drains too (the handlers proper come with the daemon).
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: early.append(signum))
     from engine.daemon.broker_client import read_key
     from engine.daemon.node import Daemon, DaemonOptions
     from engine.daemon.runs import NodeOptions
@@ -65,4 +81,6 @@ def cmd_daemon(args) -> int:
                                   grace_s=args.grace, report_every_s=args.report_every),
                     ca_bundle=args.ca_bundle)
     daemon.install_signal_handlers()
+    if early:
+        daemon.draining.set()
     return daemon.run()

@@ -25,6 +25,8 @@ import httpx
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: the daemon's log is for what happens to jobs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class BrokerAway(Exception):
@@ -122,12 +124,12 @@ class BrokerClient:
               ) -> dict | None:
         """A job of the provider's with its lease, or None when none came within ``wait_s``."""
         return self._call("POST", f"/v1/providers/{provider_id}/jobs/claim",
-                          {"daemon": daemon, "wait_s": wait_s, "lease_s": lease_s},
+                          {"daemon": daemon, "wait_s": int(wait_s), "lease_s": int(lease_s)},
                           timeout=wait_s + self.timeout_s)
 
     def heartbeat(self, job_id: int, token: int, lease_s: float) -> dict:
         return self._call("POST", f"/v1/jobs/{job_id}/heartbeat",
-                          {"token": token, "lease_s": lease_s})
+                          {"token": token, "lease_s": int(lease_s)})
 
     def start(self, job_id: int, token: int) -> dict:
         return self._call("POST", f"/v1/jobs/{job_id}/start", {"token": token},

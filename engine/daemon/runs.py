@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import json
 import logging
 import os
@@ -153,6 +154,9 @@ class Run:
         # A file appears only when complete: its usage is reported at the end. A stream's
         # receiver has what was sent: reported as it goes.
         self.streams = self.argv[6].startswith(LIVE_SCHEMES)
+        if not self.streams:  # a file's folder inside the files folder is made for it
+            os.makedirs(os.path.dirname(self.argv[6]), exist_ok=True)
+            self._remove_partials(self.argv[6])
         self.started_ns = time.time_ns()
         self.stopping = False
         with open(self.stderr_path, "wb") as err:
@@ -161,6 +165,15 @@ class Run:
                                          preexec_fn=_die_with_parent)
         log.info("job %d: delivering %s -> %s (pid %d)", job_id, self.argv[4], self.argv[6],
                  self.proc.pid)
+
+    @staticmethod
+    def _remove_partials(sink: str) -> None:
+        """A run killed with its daemon (SIGKILL) left its output's temporary file (the
+        writer's ``.NAME.*.part``): it never became the output, and goes now."""
+        folder, name = os.path.split(sink)
+        for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.part")):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
 
     def renewed(self) -> None:
         with open(self.lease_path, "a"):

@@ -1,7 +1,7 @@
 """request endpoints: where a request's stream comes from and goes to
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-30 12:30:00
 
 A service request names its stream's source and sink (udp://, zmq://, iface: or a capture
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

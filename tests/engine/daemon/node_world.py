@@ -92,7 +92,11 @@ class Market:
         assert r.status_code == 200, r.text
         for job in r.json()["items"]:
             if job["spec"]["request_id"] == request_id:
-                return self.admin.get(f"/v1/jobs/{job['id']}").json()
+                r = self.admin.get(f"/v1/jobs/{job['id']}")
+                assert r.status_code == 200, r.text
+                detail = r.json()
+                return {**detail["job"], "events": detail["events"],
+                        "measured": detail["measured"]}
         raise AssertionError(f"no job for request {request_id}")
 
     def wait_job(self, request_id: int, status: str, timeout: float = 120) -> dict:
