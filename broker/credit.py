@@ -22,7 +22,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import Float, and_, bindparam, case, cast, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.functions import FunctionElement
 
 from broker.actors import Actor
@@ -213,8 +213,16 @@ def _user_queries() -> dict:
               .where(past_due, on_time, or_(last_bad.c.due.is_(None),
                                             s.due_at > last_bad.c.due))
               .group_by(s.user_id))
-    return {"history": _history(anchors), "usage": _usage(anchors), "base": _base(anchors),
-            "months": months}
+    # All of it in one statement (one round trip per credit check): every user's base row,
+    # with its history, usage and months joined on (zeros where it has none).
+    parts = [q.subquery() for q in (_base(anchors), _history(anchors), _usage(anchors), months)]
+    first = [list(p.c) for p in parts]  # each part's columns, its key first
+    joined = parts[0]
+    for part, cols in zip(parts[1:], first[1:], strict=True):
+        joined = joined.outerjoin(part, cols[0] == first[0][0])
+    combined = (select(*[func.coalesce(c, 0) for cols in first for c in cols[1:]], first[0][0])
+                .select_from(joined).order_by(first[0][0]))
+    return {"combined": combined}
 
 
 @dataclass
@@ -245,18 +253,19 @@ def _table(session: Session, query, width: int, params: dict | None = None) -> n
 
 
 def _columns(session: Session, anchors, keys: np.ndarray, params: dict | None = None,
-             queries: dict | None = None) -> Features:
+             tables: tuple | None = None) -> Features:
     """The features of the anchors ``keys`` (ascending), three aggregate queries in all
-    (``queries``: the three built already, for ``params``)."""
-    queries = queries or {"history": _history(anchors), "usage": _usage(anchors),
-                          "base": _base(anchors)}
+    (``tables``: their rows read already, as (history, usage, base))."""
+    if tables is None:
+        tables = tuple(_table(session, q, width, params) for q, width in (
+            (_history(anchors), 10), (_usage(anchors), 5), (_base(anchors), 4)))
+    h, u, b = tables
     n = len(keys)
     x = np.zeros((n, len(FEATURES)))
     col = {name: j for j, name in enumerate(FEATURES)}
     exposure = np.zeros(n, dtype=np.int64)
     spend = np.zeros(n, dtype=np.int64)
 
-    h = _table(session, queries["history"], 10, params)
     i = np.searchsorted(keys, h[:, 0])
     (n_due, n_on_time, late_days, due_total, due_unpaid, n_all, sum_total, sum_sq,
      unpaid) = h[:, 1:].T
@@ -274,7 +283,6 @@ def _columns(session: Session, anchors, keys: np.ndarray, params: dict | None = 
                                      np.sqrt(var) / np.where(mean > 0, mean, 1), 0)
     exposure[i] += unpaid.astype(np.int64)
 
-    u = _table(session, queries["usage"], 5, params)
     i = np.searchsorted(keys, u[:, 0])
     charged, foreign, services, unbilled = u[:, 1:].T
     x[i, col["foreign_share"]] = np.where(charged > 0, foreign / np.where(charged > 0,
@@ -282,7 +290,6 @@ def _columns(session: Session, anchors, keys: np.ndarray, params: dict | None = 
     x[i, col["services"]] = services
     exposure[i] += unbilled.astype(np.int64)
 
-    b = _table(session, queries["base"], 4, params)
     i = np.searchsorted(keys, b[:, 0])
     tenure_days, ext, prior_f = b[:, 1:].T
     x[i, col["tenure_years"]] = np.maximum(tenure_days, 0) / 365.25
@@ -306,17 +313,19 @@ def features(session: Session, user_ids, as_of: datetime | None = None) -> Featu
     queries whatever the number of users."""
     as_of = resolve_now(as_of)
     user_ids = sorted(set(user_ids))
-    queries = _user_queries()
     params = {"users": user_ids, "as_of": as_of}
     keys = np.asarray(user_ids, dtype=np.int64)
-    feats = _columns(session, None, keys, params, queries)
-    missing = set(user_ids) - set(feats.found.tolist())  # every user has a base row
+    # Columns: base (3), history (9), usage (4), months (1), then the user's id.
+    rows = _table(session, _user_queries()["combined"], 18, params)
+    found = rows[:, 17]
+    missing = set(user_ids) - set(found.astype(np.int64).tolist())  # every user has a base row
     if missing:
         raise NotFound("user", min(missing))
-    if not user_ids:
-        return feats
-    counts = dict(session.execute(queries["months"], params).all())
-    feats.on_time_months = np.asarray([counts.get(u, 0) for u in user_ids], dtype=np.int64)
+    key = found[:, None]
+    feats = _columns(session, None, keys, params, tables=(
+        np.hstack([key, rows[:, 3:12]]), np.hstack([key, rows[:, 12:16]]),
+        np.hstack([key, rows[:, 0:3]])))
+    feats.on_time_months = rows[:, 16].astype(np.int64)
     return feats
 
 
@@ -527,6 +536,34 @@ def current_model(session: Session) -> CreditModel:
     return model
 
 
+@dataclass(frozen=True)
+class ModelInUse:
+    """What a decision needs of the current model (a plain copy, kept between sessions)."""
+
+    id: int
+    version: int
+    kind: str
+    coefficients: dict
+
+
+# Decisions read the current model from a per-database cache for MODEL_CACHE_S seconds (a
+# statement saved per credit check): a model retrained in another process decides from then on
+# at most that much later; one retrained in this process, at once.
+MODEL_CACHE_S = 2.0
+_models: dict[str, tuple[float, ModelInUse]] = {}
+
+
+def _model_in_use(session: Session) -> ModelInUse:
+    url = str(session.get_bind().engine.url)
+    cached = _models.get(url)
+    if cached is not None and time.monotonic() - cached[0] < MODEL_CACHE_S:
+        return cached[1]
+    m = current_model(session)
+    use = ModelInUse(m.id, m.version, m.kind, dict(m.coefficients))
+    _models[url] = (time.monotonic(), use)
+    return use
+
+
 @dataclass
 class Retrained:
     model: CreditModel
@@ -588,6 +625,7 @@ def retrain(session: Session, now: datetime | None = None) -> Retrained:
                         defaults=defaults, auc_ppm=_ppm(quality))
     session.add(model)
     session.flush()
+    _models.pop(str(session.get_bind().engine.url), None)  # this process decides with it now
     return Retrained(model, n, defaults, quality, fitted, time.perf_counter() - started)
 
 
@@ -608,15 +646,16 @@ def decide(session: Session, user_ids, now: datetime | None = None, *,
 def _decide(session: Session, user_ids, now: datetime, store: bool = True
             ) -> tuple[list[CreditDecision], Features]:
     feats = features(session, user_ids, now)
-    model = current_model(session)
+    model = _model_in_use(session)
     p = p_default(model.coefficients, feats.x)
     scores = score_points(p)
     scores = np.atleast_1d(scores)
     ids = {"users": feats.keys.tolist()}
-    homes, currencies = {}, {}
-    for uid, home, currency in session.execute(_decide_queries()["homes"], ids):
+    homes, currencies, latest = {}, {}, {}
+    for uid, home, currency, before in session.execute(_decide_queries()["homes"], ids):
         homes[uid], currencies[home] = home, currency
-    latest = {d.user_id: d for d in session.scalars(_decide_queries()["latest"], ids)}
+        if before is not None:
+            latest[uid] = before
     out = []
     for i, user_id in enumerate(feats.keys.tolist()):
         score = int(scores[i])
@@ -656,12 +695,14 @@ def _decide_queries() -> dict:
     from broker.models import PricePolicy
 
     users = bindparam("users", expanding=True)
-    newest = (select(func.max(CreditDecision.id)).where(CreditDecision.user_id.in_(users))
-              .group_by(CreditDecision.user_id))
-    return {"homes": select(User.id, User.home_provider_id, PricePolicy.currency)
+    earlier = aliased(CreditDecision)
+    newest = (select(func.max(earlier.id)).where(earlier.user_id == User.id)
+              .correlate(User).scalar_subquery())
+    # Each user's home provider, its currency and the user's latest decision: one statement.
+    return {"homes": select(User.id, User.home_provider_id, PricePolicy.currency, CreditDecision)
             .join(PricePolicy, PricePolicy.provider_id == User.home_provider_id)
-            .where(User.id.in_(users)),
-            "latest": select(CreditDecision).where(CreditDecision.id.in_(newest))}
+            .outerjoin(CreditDecision, CreditDecision.id == newest)
+            .where(User.id.in_(users))}
 
 
 def exposure(session: Session, user_id: int) -> int:
