@@ -167,7 +167,7 @@ class Daemon:
                     log.warning("claiming: the broker is away (%s)", exc)
                 self.draining.wait(delay)
                 continue
-            except Refused as exc:
+            except EngineError as exc:  # refused, or the broker's certificate not accepted
                 log.error("claiming: %s", exc)
                 self.draining.wait(backoff.next_delay())
                 continue

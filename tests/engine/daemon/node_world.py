@@ -108,6 +108,11 @@ class Market:
             assert time.monotonic() < deadline, f"job stayed {job['status']}: {job}"
             time.sleep(0.2)
 
+    def close(self) -> None:
+        """Close the clients' connections (the broker's graceful stop waits for open ones)."""
+        self.admin.close()
+        self.user.close()
+
     def usage(self, job_id: int) -> dict:
         r = self.admin.get(f"/v1/jobs/{job_id}/usage")
         assert r.status_code == 200, r.text

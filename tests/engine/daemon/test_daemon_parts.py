@@ -182,3 +182,29 @@ def test_a_delivery_stops_itself_when_its_lease_file_goes_stale(tmp_path):
     assert done.returncode == 128 + 15, done.stderr
     assert "not renewed" in done.stderr and time.monotonic() - started < 60
     assert not (tmp_path / "out.pcap").exists()
+
+
+def test_the_claim_loop_outlives_an_error_that_is_not_the_broker_away(tmp_path):
+    """A claim failing with an `EngineError` other than `Refused` (the broker's certificate
+    not accepted, after a rotation to one the daemon does not trust) is logged and tried again
+    with back-off: it used to end the claim thread, and the daemon never claimed again."""
+    from engine.daemon.node import Daemon, DaemonOptions
+
+    daemon = Daemon("http://127.0.0.1:9", "k", str(tmp_path / "st"), NodeOptions(),
+                    DaemonOptions(tick_s=0.01))
+    daemon.provider_id = 1
+    calls = []
+
+    class Claimer:
+        def claim(self, *args, **kw):
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                raise EngineError("the broker's certificate was not accepted")
+            daemon.draining.set()
+            return None
+
+    daemon.claimer = Claimer()
+    daemon._claim_loop()          # returns once draining; raised out of it before the fix
+    assert len(calls) == 2
+    daemon.client.close()
+    daemon.state.close()
