@@ -123,6 +123,14 @@ def market(broker: BrokerProcess, files: Path, capture: Path, *, verify=True) ->
     token = admin_token(broker)
     admin = httpx.Client(base_url=broker.url, verify=verify, timeout=30,
                          headers={"Authorization": f"Bearer {token}"})
+    return provider_market(broker.url, admin, "home", files, capture, verify=verify)
+
+
+def provider_market(url: str, admin: httpx.Client, name: str, files: Path, capture: Path, *,
+                    verify=True) -> Market:
+    """A network ``name`` with a provider of that name (its key), a user at home there (its
+    key), and ``capture`` as ``in.pcap`` in ``files``: another provider beside a market's is
+    ``provider_market(m.url, m.admin, "other", ...)``."""
 
     def make(path, body):
         r = admin.post(path, json=body)
@@ -134,17 +142,17 @@ def market(broker: BrokerProcess, files: Path, capture: Path, *, verify=True) ->
         assert r.status_code == 201, r.text
         return r.json()["token"]
 
-    net = make("/v1/networks", {"name": "home"})
-    provider = make("/v1/providers", {"network_id": net, "name": "home",
+    net = make("/v1/networks", {"name": name})
+    provider = make("/v1/providers", {"network_id": net, "name": name,
                                       "services": ["identity", "checksum"],
                                       "capacity_bps": 10**9, "currency": "EUR",
                                       "per_gb_minor": 100, "per_mbps_hour_minor": 10})
-    user = make("/v1/users", {"name": "alice", "home_provider_id": provider})
-    user_client = httpx.Client(base_url=broker.url, verify=verify, timeout=30,
+    user = make("/v1/users", {"name": f"alice-{name}", "home_provider_id": provider})
+    user_client = httpx.Client(base_url=url, verify=verify, timeout=30,
                                headers={"Authorization": f"Bearer {key('user', user)}"})
     files.mkdir(parents=True, exist_ok=True)
     shutil.copy(capture, files / "in.pcap")
-    return Market(broker.url, admin, provider, key("provider", provider), user_client, files,
+    return Market(url, admin, provider, key("provider", provider), user_client, files,
                   read_packets(files / "in.pcap"))
 
 
