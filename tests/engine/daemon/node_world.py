@@ -29,18 +29,24 @@ def pktx(*argv: str, **kw) -> subprocess.CompletedProcess:
 
 
 class BrokerProcess:
-    def __init__(self, folder: Path, *, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, *, tls: tuple[str, str] | None = None,
+                 host: str = "127.0.0.1", reached_at: str | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
+        """``host``: where it listens; ``reached_at``: the address this process reaches it at
+        (default ``host``); ``prefix``: what the command runs under (``ip netns exec NS``)."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.db = f"sqlite:///{folder / 'broker.sqlite3'}"
         self.port = free_port()
         self.tls = tls
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.host, self.prefix = host, prefix
+        self.url = f"{'https' if tls else 'http'}://{reached_at or host}:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, verify=True) -> BrokerProcess:
-        argv = [sys.executable, "-m", "engine.cli", "broker", "serve", "--db", self.db,
-                "--port", str(self.port), "--log-level", "warning", "--expire-every", "0"]
+        argv = [*self.prefix, sys.executable, "-m", "engine.cli", "broker", "serve",
+                "--db", self.db, "--host", self.host, "--port", str(self.port),
+                "--log-level", "warning", "--expire-every", "0"]
         if self.tls:
             argv += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         log = open(self.folder / "broker.log", "ab")  # noqa: SIM115 - the process keeps it
@@ -165,9 +171,14 @@ class Daemon:
     """``pktx daemon`` for the market's provider, its state in ``folder``."""
 
     def __init__(self, m: Market, folder: Path, *, name: str = "node-1", lease: float = 6,
-                 grace: float = 5, extra: tuple[str, ...] = (), env: dict | None = None) -> None:
+                 grace: float = 5, extra: tuple[str, ...] = (), env: dict | None = None,
+                 broker_url: str | None = None, prefix: tuple[str, ...] = ()) -> None:
+        """``broker_url``: where the daemon reaches the broker (default the market's URL);
+        ``prefix``: what the command runs under (``ip netns exec NS``, which execs it: the
+        process is the daemon's own)."""
         self.m, self.folder, self.name = m, folder, name
-        self.argv = [sys.executable, "-m", "engine.cli", "daemon", "--broker", m.url,
+        self.argv = [*prefix, sys.executable, "-m", "engine.cli", "daemon",
+                     "--broker", broker_url or m.url,
                      "--key-env", "NODE_KEY", "--state", str(folder / "state"),
                      "--files", str(m.files), "--workers", "1", "--name", name,
                      "--lease", str(lease), "--grace", str(grace), *extra]
