@@ -70,6 +70,9 @@ class Daemon:
         self.next_beat: dict[int, float] = {}
         self.provider_id: int | None = None
         self.finished = 0
+        # Set when the main thread has something to do before its next tick (a job claimed, a
+        # delivery ended, a signal): it waits on this instead of sleeping out the tick.
+        self.wake = threading.Event()
 
     # -- start and stop -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -78,6 +81,7 @@ class Daemon:
                 log.warning("%s: draining (no more claims; %d job(s) running)",
                             signal.Signals(signum).name, len(self.runs))
                 self.draining.set()
+                self.wake.set()
 
         signal.signal(signal.SIGTERM, drain)
         signal.signal(signal.SIGINT, drain)
@@ -93,7 +97,8 @@ class Daemon:
                 self._tick()
                 if self.draining.is_set() and not self.runs and not self._unfinished():
                     break
-                time.sleep(self.opts.tick_s)
+                self.wake.wait(self.opts.tick_s)
+                self.wake.clear()   # what set it happened before this: the next tick sees it
         except BrokerAway:  # only while draining before the broker ever answered
             pass
         finally:
@@ -173,6 +178,7 @@ class Daemon:
                 continue
             if answer:
                 self.claimed.put(answer)
+                self.wake.set()
 
     def _take_claimed(self) -> None:
         while True:
@@ -202,6 +208,8 @@ class Daemon:
             return
         runs = self.state.started_run(job_id)
         self.runs[job_id] = run
+        threading.Thread(target=self._watch, args=(run,), name=f"pktx-job-{job_id}",
+                         daemon=True).start()
         self.next_beat[job_id] = time.monotonic() + self.opts.lease_s / 3
         self.next_report[job_id] = time.monotonic() + self.opts.report_every_s
         if runs == 1:
@@ -209,6 +217,12 @@ class Daemon:
                 self._broker(lambda: self.client.start(job_id, job.token), job_id)
             except Refused as exc:
                 log.warning("job %d: start refused: %s", job_id, exc)
+
+    def _watch(self, run: Run) -> None:
+        """Wake the main thread as soon as ``run``'s delivery ends (its completion is sent at
+        once, not at the next tick)."""
+        run.proc.wait()
+        self.wake.set()
 
     def _tick(self) -> None:
         self._take_claimed()
