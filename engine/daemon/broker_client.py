@@ -165,6 +165,12 @@ class BrokerClient:
             if isinstance(exc, httpx.ConnectError) and "CERTIFICATE" in str(exc).upper():
                 raise EngineError(f"{self.url}: the broker's certificate was not accepted: "
                                   f"{exc} (a private CA: --ca-bundle FILE)") from None
+            if isinstance(exc, httpx.ConnectError) and "WRONG_VERSION_NUMBER" in str(exc):
+                # Not a broker away but one that does not speak TLS there: waiting it out
+                # would be retrying for ever.
+                raise EngineError(f"{self.url}: the server there does not speak TLS ({exc}); "
+                                  "a broker serving plain HTTP on loopback is "
+                                  "--broker http://...") from None
             raise BrokerAway(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         if r.status_code == 204:
             return None

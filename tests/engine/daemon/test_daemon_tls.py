@@ -88,3 +88,24 @@ def test_the_daemon_refuses_plain_http_beyond_loopback(tmp_path):
     assert done.returncode == 1, done
     assert "plain HTTP" in done.stderr and "https://" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and "pktx_not_sent" not in done.stderr
+
+
+def test_https_to_a_plain_http_broker_is_a_clear_error_not_a_retry_for_ever(tmp_path):
+    """It used to be taken for a broker away (a TLS handshake answered in plain HTTP) and
+    retried with back-off for ever, a warning now and then."""
+    broker = BrokerProcess(tmp_path / "broker").start()
+    try:
+        m = market(broker, tmp_path / "files", need_corpus() / "dpkt" / "http.pcap")
+        https = m.url.replace("http://", "https://")
+        daemon = Daemon(m, tmp_path / "d1", broker_url=https).start()
+        try:
+            code = daemon.wait(60)
+        finally:
+            daemon.kill()
+            m.close()
+    finally:
+        broker.stop()
+    log = daemon.log()
+    assert code == 1, log
+    assert "pktx: error:" in log and "does not speak TLS" in log and https in log, log
+    assert "Traceback" not in log and "away" not in log, log
