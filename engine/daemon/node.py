@@ -73,6 +73,8 @@ class Daemon:
         # Set when the main thread has something to do before its next tick (a job claimed, a
         # delivery ended, a signal): it waits on this instead of sleeping out the tick.
         self.wake = threading.Event()
+        # Set when a job leaves the node: the claim thread, waiting for room, claims at once.
+        self.room = threading.Event()
 
     # -- start and stop -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -159,7 +161,8 @@ class Daemon:
         backoff = Backoff()
         while not self.draining.is_set():
             if len(self.runs) + self.claimed.qsize() >= self.opts.max_jobs:
-                time.sleep(self.opts.tick_s)
+                self.room.wait(self.opts.tick_s)
+                self.room.clear()
                 continue
             try:
                 answer = self.claimer.claim(self.provider_id, self.name,
@@ -256,6 +259,7 @@ class Daemon:
 
     def _ended(self, job_id: int, run: Run, code: int) -> None:
         del self.runs[job_id]
+        self.room.set()
         if run.stopping:
             return
         if code == 0:
@@ -281,6 +285,7 @@ class Daemon:
         run = self.runs.pop(job_id, None)
         if run is not None:
             run.stop()
+            self.room.set()
         self.state.set_phase(job_id, "dropped")
 
     # -- talking to the broker ----------------------------------------------------------------
