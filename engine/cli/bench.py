@@ -37,6 +37,11 @@ def add_commands(sub) -> None:
     s = bench_table("services", "encrypt, decrypt, compress, decompress against the bare "
                     "library loop", "services_table", 5)
     s.add_argument("--packets", type=A.positive_int, default=200_000)
+    d = bench_table("daemon", "award to first packet, and pktx daemon against pktx deliver on "
+                    "the same job", "daemon_table", 5)
+    d.add_argument("--packets", type=A.positive_int, default=200_000,
+                   help="packets of the generated capture delivered both ways (default "
+                        "200,000)")
     b = bench_table("broker", "auction close, bids over HTTP, reputation lookups",
                     "broker_table", 5)
     # Options of one table only travel as opt_<name> and reach its run() as <name>=.

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import os
 import random
+import ssl
 import time
 from urllib.parse import urlsplit
 
@@ -74,6 +75,16 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def trusting(ca_bundle: str) -> ssl.SSLContext:
+    """A client TLS context that verifies against the CA certificates in ``ca_bundle``."""
+    if not os.path.isfile(ca_bundle):
+        raise EngineError(f"--ca-bundle {ca_bundle}: no such file")
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except ssl.SSLError as exc:
+        raise EngineError(f"--ca-bundle {ca_bundle}: no PEM certificates in it ({exc})") from None
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -103,11 +114,9 @@ class BrokerClient:
     def __init__(self, url: str, key: str, *, ca_bundle: str | None = None,
                  timeout_s: float = 10.0) -> None:
         self.url = check_url(url)
-        verify: bool | str = True
+        verify: bool | ssl.SSLContext = True
         if ca_bundle:
-            if not os.path.isfile(ca_bundle):
-                raise EngineError(f"--ca-bundle {ca_bundle}: no such file")
-            verify = ca_bundle
+            verify = trusting(ca_bundle)
         self.timeout_s = timeout_s
         self.http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout_s,
                                  headers={"Authorization": f"Bearer {key}",
@@ -156,6 +165,12 @@ class BrokerClient:
             if isinstance(exc, httpx.ConnectError) and "CERTIFICATE" in str(exc).upper():
                 raise EngineError(f"{self.url}: the broker's certificate was not accepted: "
                                   f"{exc} (a private CA: --ca-bundle FILE)") from None
+            if isinstance(exc, httpx.ConnectError) and "WRONG_VERSION_NUMBER" in str(exc):
+                # Not a broker away but one that does not speak TLS there: waiting it out
+                # would be retrying for ever.
+                raise EngineError(f"{self.url}: the server there does not speak TLS ({exc}); "
+                                  "a broker serving plain HTTP on loopback is "
+                                  "--broker http://...") from None
             raise BrokerAway(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         if r.status_code == 204:
             return None

@@ -70,6 +70,11 @@ class Daemon:
         self.next_beat: dict[int, float] = {}
         self.provider_id: int | None = None
         self.finished = 0
+        # Set when the main thread has something to do before its next tick (a job claimed, a
+        # delivery ended, a signal): it waits on this instead of sleeping out the tick.
+        self.wake = threading.Event()
+        # Set when a job leaves the node: the claim thread, waiting for room, claims at once.
+        self.room = threading.Event()
 
     # -- start and stop -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -78,6 +83,7 @@ class Daemon:
                 log.warning("%s: draining (no more claims; %d job(s) running)",
                             signal.Signals(signum).name, len(self.runs))
                 self.draining.set()
+                self.wake.set()
 
         signal.signal(signal.SIGTERM, drain)
         signal.signal(signal.SIGINT, drain)
@@ -93,7 +99,8 @@ class Daemon:
                 self._tick()
                 if self.draining.is_set() and not self.runs and not self._unfinished():
                     break
-                time.sleep(self.opts.tick_s)
+                self.wake.wait(self.opts.tick_s)
+                self.wake.clear()   # what set it happened before this: the next tick sees it
         except BrokerAway:  # only while draining before the broker ever answered
             pass
         finally:
@@ -154,7 +161,8 @@ class Daemon:
         backoff = Backoff()
         while not self.draining.is_set():
             if len(self.runs) + self.claimed.qsize() >= self.opts.max_jobs:
-                time.sleep(self.opts.tick_s)
+                self.room.wait(self.opts.tick_s)
+                self.room.clear()
                 continue
             try:
                 answer = self.claimer.claim(self.provider_id, self.name,
@@ -167,12 +175,13 @@ class Daemon:
                     log.warning("claiming: the broker is away (%s)", exc)
                 self.draining.wait(delay)
                 continue
-            except Refused as exc:
+            except EngineError as exc:  # refused, or the broker's certificate not accepted
                 log.error("claiming: %s", exc)
                 self.draining.wait(backoff.next_delay())
                 continue
             if answer:
                 self.claimed.put(answer)
+                self.wake.set()
 
     def _take_claimed(self) -> None:
         while True:
@@ -202,6 +211,8 @@ class Daemon:
             return
         runs = self.state.started_run(job_id)
         self.runs[job_id] = run
+        threading.Thread(target=self._watch, args=(run,), name=f"pktx-job-{job_id}",
+                         daemon=True).start()
         self.next_beat[job_id] = time.monotonic() + self.opts.lease_s / 3
         self.next_report[job_id] = time.monotonic() + self.opts.report_every_s
         if runs == 1:
@@ -209,6 +220,12 @@ class Daemon:
                 self._broker(lambda: self.client.start(job_id, job.token), job_id)
             except Refused as exc:
                 log.warning("job %d: start refused: %s", job_id, exc)
+
+    def _watch(self, run: Run) -> None:
+        """Wake the main thread as soon as ``run``'s delivery ends (its completion is sent at
+        once, not at the next tick)."""
+        run.proc.wait()
+        self.wake.set()
 
     def _tick(self) -> None:
         self._take_claimed()
@@ -242,6 +259,7 @@ class Daemon:
 
     def _ended(self, job_id: int, run: Run, code: int) -> None:
         del self.runs[job_id]
+        self.room.set()
         if run.stopping:
             return
         if code == 0:
@@ -267,6 +285,7 @@ class Daemon:
         run = self.runs.pop(job_id, None)
         if run is not None:
             run.stop()
+            self.room.set()
         self.state.set_phase(job_id, "dropped")
 
     # -- talking to the broker ----------------------------------------------------------------

@@ -29,18 +29,24 @@ def pktx(*argv: str, **kw) -> subprocess.CompletedProcess:
 
 
 class BrokerProcess:
-    def __init__(self, folder: Path, *, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, *, tls: tuple[str, str] | None = None,
+                 host: str = "127.0.0.1", reached_at: str | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
+        """``host``: where it listens; ``reached_at``: the address this process reaches it at
+        (default ``host``); ``prefix``: what the command runs under (``ip netns exec NS``)."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.db = f"sqlite:///{folder / 'broker.sqlite3'}"
         self.port = free_port()
         self.tls = tls
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.host, self.prefix = host, prefix
+        self.url = f"{'https' if tls else 'http'}://{reached_at or host}:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, verify=True) -> BrokerProcess:
-        argv = [sys.executable, "-m", "engine.cli", "broker", "serve", "--db", self.db,
-                "--port", str(self.port), "--log-level", "warning", "--expire-every", "0"]
+        argv = [*self.prefix, sys.executable, "-m", "engine.cli", "broker", "serve",
+                "--db", self.db, "--host", self.host, "--port", str(self.port),
+                "--log-level", "warning", "--expire-every", "0"]
         if self.tls:
             argv += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         log = open(self.folder / "broker.log", "ab")  # noqa: SIM115 - the process keeps it
@@ -108,6 +114,11 @@ class Market:
             assert time.monotonic() < deadline, f"job stayed {job['status']}: {job}"
             time.sleep(0.2)
 
+    def close(self) -> None:
+        """Close the clients' connections (the broker's graceful stop waits for open ones)."""
+        self.admin.close()
+        self.user.close()
+
     def usage(self, job_id: int) -> dict:
         r = self.admin.get(f"/v1/jobs/{job_id}/usage")
         assert r.status_code == 200, r.text
@@ -118,6 +129,14 @@ def market(broker: BrokerProcess, files: Path, capture: Path, *, verify=True) ->
     token = admin_token(broker)
     admin = httpx.Client(base_url=broker.url, verify=verify, timeout=30,
                          headers={"Authorization": f"Bearer {token}"})
+    return provider_market(broker.url, admin, "home", files, capture, verify=verify)
+
+
+def provider_market(url: str, admin: httpx.Client, name: str, files: Path, capture: Path, *,
+                    verify=True) -> Market:
+    """A network ``name`` with a provider of that name (its key), a user at home there (its
+    key), and ``capture`` as ``in.pcap`` in ``files``: another provider beside a market's is
+    ``provider_market(m.url, m.admin, "other", ...)``."""
 
     def make(path, body):
         r = admin.post(path, json=body)
@@ -129,17 +148,17 @@ def market(broker: BrokerProcess, files: Path, capture: Path, *, verify=True) ->
         assert r.status_code == 201, r.text
         return r.json()["token"]
 
-    net = make("/v1/networks", {"name": "home"})
-    provider = make("/v1/providers", {"network_id": net, "name": "home",
+    net = make("/v1/networks", {"name": name})
+    provider = make("/v1/providers", {"network_id": net, "name": name,
                                       "services": ["identity", "checksum"],
                                       "capacity_bps": 10**9, "currency": "EUR",
                                       "per_gb_minor": 100, "per_mbps_hour_minor": 10})
-    user = make("/v1/users", {"name": "alice", "home_provider_id": provider})
-    user_client = httpx.Client(base_url=broker.url, verify=verify, timeout=30,
+    user = make("/v1/users", {"name": f"alice-{name}", "home_provider_id": provider})
+    user_client = httpx.Client(base_url=url, verify=verify, timeout=30,
                                headers={"Authorization": f"Bearer {key('user', user)}"})
     files.mkdir(parents=True, exist_ok=True)
     shutil.copy(capture, files / "in.pcap")
-    return Market(broker.url, admin, provider, key("provider", provider), user_client, files,
+    return Market(url, admin, provider, key("provider", provider), user_client, files,
                   read_packets(files / "in.pcap"))
 
 
@@ -152,9 +171,14 @@ class Daemon:
     """``pktx daemon`` for the market's provider, its state in ``folder``."""
 
     def __init__(self, m: Market, folder: Path, *, name: str = "node-1", lease: float = 6,
-                 grace: float = 5, extra: tuple[str, ...] = (), env: dict | None = None) -> None:
+                 grace: float = 5, extra: tuple[str, ...] = (), env: dict | None = None,
+                 broker_url: str | None = None, prefix: tuple[str, ...] = ()) -> None:
+        """``broker_url``: where the daemon reaches the broker (default the market's URL);
+        ``prefix``: what the command runs under (``ip netns exec NS``, which execs it: the
+        process is the daemon's own)."""
         self.m, self.folder, self.name = m, folder, name
-        self.argv = [sys.executable, "-m", "engine.cli", "daemon", "--broker", m.url,
+        self.argv = [*prefix, sys.executable, "-m", "engine.cli", "daemon",
+                     "--broker", broker_url or m.url,
                      "--key-env", "NODE_KEY", "--state", str(folder / "state"),
                      "--files", str(m.files), "--workers", "1", "--name", name,
                      "--lease", str(lease), "--grace", str(grace), *extra]

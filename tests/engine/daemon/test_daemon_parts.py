@@ -182,3 +182,68 @@ def test_a_delivery_stops_itself_when_its_lease_file_goes_stale(tmp_path):
     assert done.returncode == 128 + 15, done.stderr
     assert "not renewed" in done.stderr and time.monotonic() - started < 60
     assert not (tmp_path / "out.pcap").exists()
+
+
+def test_the_claim_loop_outlives_an_error_that_is_not_the_broker_away(tmp_path):
+    """A claim failing with an `EngineError` other than `Refused` (the broker's certificate
+    not accepted, after a rotation to one the daemon does not trust) is logged and tried again
+    with back-off: it used to end the claim thread, and the daemon never claimed again."""
+    from engine.daemon.node import Daemon, DaemonOptions
+
+    daemon = Daemon("http://127.0.0.1:9", "k", str(tmp_path / "st"), NodeOptions(),
+                    DaemonOptions(tick_s=0.01))
+    daemon.provider_id = 1
+    calls = []
+
+    class Claimer:
+        def claim(self, *args, **kw):
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                raise EngineError("the broker's certificate was not accepted")
+            daemon.draining.set()
+            return None
+
+    daemon.claimer = Claimer()
+    daemon._claim_loop()          # returns once draining; raised out of it before the fix
+    assert len(calls) == 2
+    daemon.client.close()
+    daemon.state.close()
+
+
+def test_a_job_leaving_the_node_lets_the_claim_thread_claim_at_once(tmp_path):
+    """The claim thread of a full node waited out a whole tick after a job left before it
+    claimed the next (0.2 s per job of a burst): now the job's leaving wakes it. A tick of
+    5 s here shows which it does."""
+    import threading
+
+    from engine.daemon.node import Daemon, DaemonOptions
+
+    daemon = Daemon("http://127.0.0.1:9", "k", str(tmp_path / "st"), NodeOptions(),
+                    DaemonOptions(tick_s=5, max_jobs=1))
+    daemon.provider_id = 1
+    daemon.state.take(1, 1, {}, {})
+
+    class Running:
+        def stop(self):
+            pass
+
+    daemon.runs[1] = Running()
+    claimed = []
+
+    class Claimer:
+        def claim(self, *args, **kw):
+            claimed.append(time.monotonic())
+            daemon.draining.set()
+            return None
+
+    daemon.claimer = Claimer()
+    thread = threading.Thread(target=daemon._claim_loop)
+    thread.start()
+    time.sleep(0.3)                       # the thread is waiting for room
+    assert claimed == []
+    left = time.monotonic()
+    daemon._drop(1)
+    thread.join(10)
+    assert claimed and claimed[0] - left < 1.0, claimed
+    daemon.client.close()
+    daemon.state.close()

@@ -22,6 +22,7 @@ def world(tmp_path):
     broker = BrokerProcess(tmp_path / "broker").start()
     m = market(broker, tmp_path / "files", corpus / "dpkt" / "http.pcap")
     yield broker, m
+    m.close()
     broker.stop()
 
 
