@@ -22,6 +22,7 @@ from broker.awards import get_award
 from broker.clock import utcnow
 from broker.delivery_record import measurement_view
 from broker.errors import NotFound
+from broker.job_bell import BELL
 from broker.models import DeliveryJob, JobMeasurement
 from broker.store import Store
 from broker.views import job_view
@@ -29,7 +30,8 @@ from broker.views import job_view
 router = APIRouter(tags=["dispatch"])
 JobId = Annotated[int, id_path("a delivery job's id")]
 ProviderId = Annotated[int, id_path("a provider's id")]
-# How often a waiting claim looks for a job: a job queued meanwhile is handed out this soon.
+# How often a waiting claim looks for a job queued by another process; one queued by this
+# process wakes it at once (broker/job_bell.py).
 POLL_S = 0.2
 
 
@@ -72,7 +74,7 @@ async def claim_job(provider_id: ProviderId, body: ClaimIn, request: Request,
         left = deadline - time.monotonic()
         if left <= 0 or await request.is_disconnected():
             return Response(status_code=204)
-        await asyncio.sleep(min(POLL_S, left))
+        await BELL.wait(provider_id, min(POLL_S, left))  # a job queued here wakes it
 
 
 @router.post("/jobs/{job_id}/heartbeat", response_model=HeartbeatOut)
