@@ -72,9 +72,9 @@ def _node_param(text: str) -> str:
     if not (sep and dot and service and key):
         import argparse
 
-        # The value is not repeated: it may be a key.
-        raise argparse.ArgumentTypeError(f"a parameter named {name!r} is not "
-                                         "SERVICE.KEY=VALUE")
+        # Not repeated: a key pasted without its name would end up in a log.
+        raise argparse.ArgumentTypeError("a parameter is not SERVICE.KEY=VALUE (its text is "
+                                         "not shown, in case it is a key)")
     return text
 
 
