@@ -1,6 +1,7 @@
 """The pktx command line, run as a user runs it: a real process, real files."""
 
 import json
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -155,6 +156,35 @@ def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path)
     assert len(sample) == len(sealed) == len(opened) == 2000
     assert sum(a != b for a, b in zip(sample, sealed, strict=True)) == 2000  # anonymized
     assert [len(f) for f in opened] == [len(f) for f in sample]
+
+
+def test_demo_serve_keeps_the_broker_with_a_key_each_until_ctrl_c(tmp_path):
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "demo", "--dir", str(tmp_path),
+                             "--packets", "500", "--flows", "5", "--serve"],
+                            stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("   bob's phone "):
+                break
+        text = "".join(lines)
+        url = text.split("the broker keeps running at ", 1)[1].split(" ", 1)[0]
+        keys = dict(line.split()[-2:] for line in text.split("API keys", 1)[1].splitlines()[1:]
+                    if line.startswith("   ") and "'" not in line)
+        assert set(keys) == {"admin", "home-isp", "far-a", "far-b", "far-c", "alice", "bob"}
+        me = httpx.get(f"{url}/v1/me", headers={"Authorization": f"Bearer {keys['alice']}"})
+        assert me.json()["kind"] == "user"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(httpx.TransportError):  # Ctrl-C stopped the broker
+        httpx.get(f"{url}/healthz", timeout=2)
 
 
 def test_usage_error_is_not_a_traceback():
