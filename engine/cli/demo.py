@@ -41,7 +41,7 @@ def add_commands(sub) -> None:
 def _fresh(workdir: Path) -> Path:
     """A fresh market each run: the last run's store, daemon state, outputs and logs go."""
     for stale in [*workdir.glob("broker.sqlite3*"), *workdir.glob("*.log"),
-                  workdir / "opened.pcapng"]:
+                  workdir / "opened.pcapng", workdir / "statement.pdf"]:
         stale.unlink(missing_ok=True)
     shutil.rmtree(workdir / "daemon", ignore_errors=True)
     shutil.rmtree(workdir / "files", ignore_errors=True)
@@ -88,7 +88,7 @@ def cmd_demo(args) -> int:
                 card = rate_the_round(market, out)
                 out("\n7. billing: the usage rated, alice's statement for the period under "
                     "way\n")
-                draft = bill_the_round(market, out)
+                draft = bill_the_round(market, workdir, out)
                 _summary(market, card, draft, stage, workdir, started, out)
             if args.serve:
                 stage.stop("daemon")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 
@@ -273,30 +274,41 @@ def rate_the_round(m: Market, out: Callable[[str], object]) -> dict:
     return card
 
 
-def bill_the_round(m: Market, out: Callable[[str], object]) -> dict:
+def bill_the_round(m: Market, folder: Path, out: Callable[[str], object]) -> dict:
     """home-isp's billing settings (its margin), alice's profiles and test card, and her
-    statement for the period under way: the auction price and the usage charge."""
+    statement for the period under way (the auction price and the usage charge), laid out by
+    each of her profiles and as a PDF."""
     home, alice = m.ids["home-isp"], m.ids["alice"]
+    user = m.client("alice")
     checked(m.client("home-isp").put(f"/v1/providers/{home}/billing-settings", json={
         "period_months": 1, "cutoff_day": 1, "timezone": "UTC", "margin_ppm": 50_000}))
     for name, doc in PROFILES.items():
-        checked(m.client("alice").put(f"/v1/users/{alice}/profiles/{name}",
-                                      json={"profile": doc, "default": name == "by-service"}))
-    card = checked(m.client("alice").post(f"/v1/users/{alice}/payment-methods", json={
-        "gateway": "test", "token": "tok_visa", "make_default": True}), 201)
-    draft = checked(m.client("alice").get(f"/v1/users/{alice}/statements/current"))
+        checked(user.put(f"/v1/users/{alice}/profiles/{name}",
+                         json={"profile": doc, "default": name == "by-service"}))
+    draft = checked(user.get(f"/v1/users/{alice}/statements/current"))
+    totals = ", ".join(money(v, c) for c, v in draft["totals"].items())
     out(f"   GET /v1/users/{alice}/statements/current: alice's statement from home-isp for "
-        f"period {draft['period']} (until {draft['period_end'][:10]}), so far:\n")
-    for line in draft["lines"]:
-        out(f"   | {line['at'][:19]}  {line['provider'] or '':8} {line['kind']:8} "
-            f"{money(line['amount_minor'], line['currency']):>14}\n")
-    for currency, total in draft["totals"].items():
-        out(f"   | {'total':37} {money(total, currency):>14}\n")
-    credit = checked(m.client("alice").get(f"/v1/users/{alice}/credit"))
-    out(f"   alice's card on file: {card.get('brand', 'card')} ending {card.get('last4', '')}"
-        f" (test gateway); her credit now: {money(credit['owed_minor'])} owed, "
-        f"{money(credit['available_minor'])} available; profiles "
-        f"{' and '.join(PROFILES)} kept for the statement\n")
+        f"period {draft['period']} (until {draft['period_end'][:10]}) so far: "
+        f"{len(draft['lines'])} line(s), {totals}\n")
+    path = f"/v1/users/{alice}/statements/current/render"
+    for name in PROFILES:
+        r = user.get(path, params={"profile": name, "format": "text"})
+        if r.status_code != 200:
+            checked(r)
+        out(f"\n   alice's statement by her profile '{name}':\n")
+        out("".join(f"   | {line}\n" for line in r.text.rstrip("\n").split("\n")))
+    pdf = folder / "statement.pdf"
+    r = user.get(path, params={"format": "pdf"})
+    if r.status_code != 200:
+        checked(r)
+    pdf.write_bytes(r.content)
+    out(f"\n   the statement as a PDF: {pdf}\n")
+    card = checked(user.post(f"/v1/users/{alice}/payment-methods", json={
+        "gateway": "test", "token": "tok_visa", "make_default": True}), 201)
+    credit = checked(user.get(f"/v1/users/{alice}/credit"))
+    out(f"   alice's card on file: {card['brand']} ending {card['last4']} (test gateway); "
+        f"her credit now: {money(credit['owed_minor'])} owed, "
+        f"{money(credit['available_minor'])} available\n")
     out(f"   the period closes on {draft['period_end'][:10]}: then home-isp's POST "
         f"/v1/providers/{home}/billing/close finalizes the statement, alice's default card "
         f"pays it and home-isp settles with {m.winner} (POST /v1/providers/{home}/"

@@ -1,6 +1,7 @@
 """The pktx command line, run as a user runs it: a real process, real files."""
 
 import json
+import shutil
 import signal
 import socket
 import sqlite3
@@ -141,8 +142,15 @@ def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path)
     [(usage_charge,)] = charged
     assert usage_charge > 0 and charges == [("price", 9600), ("bytes", usage_charge)]
     euros, cents = divmod(9600 + usage_charge, 100)
-    [total] = [line for line in out.splitlines() if line.startswith("   | total")]
-    assert total.endswith(f" {euros}.{cents:02d} EUR")
+    assert "alice's statement by her profile 'by-service'" in out
+    assert "alice's statement by her profile 'by-recipient'" in out
+    assert f"Total          €{euros}.{cents:02d}" in out           # en_US
+    assert f"Summe         {euros},{cents:02d}\xa0€" in out        # de_DE
+    assert (tmp_path / "statement.pdf").read_bytes().startswith(b"%PDF")
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "statement.pdf"), "-"],
+                              capture_output=True, check=True).stdout.decode()
+        assert "home-isp" in text and f"€{euros}.{cents:02d}" in text
     assert requests == [("alice", 1)]                   # bob's refused request left nothing
     assert cards == (1,)
     # Read back by dpkt: the delivered stream is sealed, the recipient's has every packet.
