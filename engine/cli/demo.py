@@ -130,8 +130,9 @@ def _market_round(stage, args, files: Path, sample: Path, nbytes: int, secrets: 
     job = follow_the_job(market, lambda: stage.check_alive("daemon"), out)
     show_delivery(market, job, out)
     if job["job"]["status"] != "done":
-        raise DemoFailed(f"job {job['job']['id']} failed: {job['measured']}; the end of the "
-                         f"daemon's log:\n{stage.log_tail('daemon')}")
+        error = (job["measured"] or {}).get("error") or "no error given"
+        raise DemoFailed(f"job {job['job']['id']} failed: {error}; the end of the daemon's "
+                         f"log ({stage.folder / 'daemon.log'}):\n{stage.log_tail('daemon')}")
     return market
 
 
