@@ -150,8 +150,9 @@ def auction_the_request(m: Market, services: list[str], rate_bps: int, data_cap_
     """Alice's phone asks; home-isp lacks the chain, so alice auctions the request; bob is
     refused by his credit check; the three bidders ask their reservation prices; the auction
     closes and awards the job."""
-    now = datetime.now(UTC)
-    starts = now + timedelta(seconds=AUCTION_S + 2)
+    # The block starts when the auction closes: the winner's daemon delivers from then on.
+    closes = datetime.now(UTC) + timedelta(seconds=AUCTION_S)
+    starts = closes
     ends = starts + timedelta(hours=1)
     body = {"services": services, "starts_at": starts.isoformat(),
             "ends_at": ends.isoformat(), "max_rate_bps": rate_bps,
@@ -167,7 +168,6 @@ def auction_the_request(m: Market, services: list[str], rate_bps: int, data_cap_
         f"her phone number: {m.request['status']} ({m.request.get('reason', '')})\n")
     listed = {name: list_price(per_hour, rate_bps, 3600) for name, per_hour, _ in BIDDERS}
     reserve = max(listed.values())
-    closes = datetime.now(UTC) + timedelta(seconds=AUCTION_S)
     m.auction = checked(m.client("alice").post("/v1/auctions", json={
         "request_id": m.request["id"], "closes_at": closes.isoformat(),
         "reserve_price_minor": reserve}), 201)
