@@ -51,6 +51,8 @@ def _fresh(workdir: Path) -> Path:
 
 
 def cmd_demo(args) -> int:
+    import httpx
+
     from engine.capture.capinfo import capture_info
     from engine.capture.generate import generate_capture
     from engine.capture.reader import read_capture
@@ -97,6 +99,10 @@ def cmd_demo(args) -> int:
             return 0 if ok else 1
     except DemoFailed as failed:
         print(f"pktx demo: {failed}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as away:  # the broker went away mid-round
+        print(f"pktx demo: the broker did not answer ({away!r}); its log is "
+              f"{workdir / 'broker.log'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\npktx demo: interrupted; its processes are stopped", file=sys.stderr)
