@@ -240,9 +240,13 @@ def follow_the_job(m: Market, alive: Callable[[], None], out: Callable[[str], ob
 
 def show_delivery(m: Market, job: dict, out: Callable[[str], object]) -> None:
     usage, measured = job["usage"], job["measured"] or {}
-    out(f"   job {job['job']['id']} {job['job']['status']}: {usage['packets_out']:,} of "
-        f"{usage['packets_in']:,} packets, {usage['bytes_out']:,} bytes out in "
-        f"{usage['reports']} usage report(s)\n")
+    spec = job["job"].get("spec") or {}
+    chain = ",".join(spec.get("services") or [])
+    limit = f", at most {spec['max_rate_bps'] / 1e6:,.0f} Mbit/s" if spec.get("max_rate_bps") \
+        else ""
+    out(f"   job {job['job']['id']} {job['job']['status']}: through {chain}{limit}: "
+        f"{usage['packets_out']:,} of {usage['packets_in']:,} packets, "
+        f"{usage['bytes_out']:,} bytes out in {usage['reports']} usage report(s)\n")
     for service, counters in usage["services"].items():
         shown = ", ".join(f"{k} {v:,}" for k, v in sorted(counters.items())[:6])
         out(f"   {service}: {shown}\n")

@@ -115,6 +115,7 @@ def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path)
     assert "far-b's node: pktx daemon --broker http://127.0.0.1:" in out
     assert "job 1 claim: queued -> claimed (token 1, daemon far-b-node)" in out
     assert "job 1 complete: running -> done" in out
+    assert "through anonymize,encrypt, at most 1,000 Mbit/s" in out
     assert out.index("claim: queued") < out.index("start: claimed") < out.index("complete:")
     url = out.split("the broker answers at ", 1)[1].split(" ", 1)[0]
     with pytest.raises(OSError):  # the broker was stopped with the demo
