@@ -224,6 +224,13 @@ def current_draft(session: Session, actor: Actor, user_id: int, *,
                   now: datetime | None = None) -> dict:
     """What the user's statement for the period under way holds so far: its charges and
     credit notes on no statement yet, as a draft that is not stored (``id`` null)."""
+    return statement_document(session, current_statement(session, actor, user_id, now=now))
+
+
+def current_statement(session: Session, actor: Actor, user_id: int, *,
+                      now: datetime | None = None) -> Statement:
+    """The user's statement for the period under way, a draft that is not stored (and must
+    not be: it is never added to the session)."""
     now = resolve_now(now)
     user = session.get(User, user_id)
     if user is None:
@@ -237,7 +244,7 @@ def current_draft(session: Session, actor: Actor, user_id: int, *,
                       user_id=user_id, period=period.name, period_start=period.start,
                       period_end=period.end, totals=None, content_sha256=None,
                       finalized_at=None)
-    return statement_document(session, draft)
+    return draft
 
 
 def rendered(session: Session, statement: Statement, profile_name: str | None,

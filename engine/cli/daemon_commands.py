@@ -38,6 +38,12 @@ def add_commands(sub) -> None:
                         "remote workers on --bind)")
     s.add_argument("--bind", metavar="ENDPOINT", help="where remote workers connect")
     s.add_argument("--curve", metavar="DIR", help="CURVE key folder (pktx keys generate)")
+    s.add_argument("--param", action="append", default=[], type=_node_param,
+                   metavar="SERVICE.KEY=VALUE",
+                   help="a service parameter of this node, given to every job whose chain has "
+                        "the service; a key as SERVICE.key_env=VARIABLE or "
+                        "SERVICE.key_file=PATH, so that it never travels through the broker "
+                        "(repeatable)")
     s.add_argument("--max-jobs", type=A.positive_int, default=1, metavar="N",
                    help="jobs delivered at once (default 1)")
     s.add_argument("--lease", type=_lease, default=30, metavar="S",
@@ -60,6 +66,18 @@ def _lease(text: str) -> int:
     return value
 
 
+def _node_param(text: str) -> str:
+    name, sep, _value = text.partition("=")
+    service, dot, key = name.rpartition(".")
+    if not (sep and dot and service and key):
+        import argparse
+
+        # Not repeated: a key pasted without its name would end up in a log.
+        raise argparse.ArgumentTypeError("a parameter is not SERVICE.KEY=VALUE (its text is "
+                                         "not shown, in case it is a key)")
+    return text
+
+
 def cmd_daemon(args) -> int:
     import signal
 
@@ -74,7 +92,7 @@ def cmd_daemon(args) -> int:
     key = read_key(args.key_file, args.key_env)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     node = NodeOptions(workers=args.workers, bind=args.bind, curve_dir=args.curve,
-                       files=args.files)
+                       files=args.files, params=tuple(args.param))
     daemon = Daemon(args.broker, key, args.state, node,
                     DaemonOptions(name=args.name, provider_id=args.provider,
                                   max_jobs=args.max_jobs, lease_s=args.lease,

@@ -52,6 +52,9 @@ class NodeOptions:
     curve_dir: str | None = None
     files: str | None = None  # the folder file sources and sinks resolve in
     usage_every_s: float = 1.0
+    # The node's own service parameters (SERVICE.KEY=VALUE), given to each job whose chain has
+    # that service: keys stay on the node (as key_env/key_file), never in the broker's specs.
+    params: tuple[str, ...] = ()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -103,6 +106,9 @@ def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, fl
         if not isinstance(param, str) or "=" not in param:
             raise BadSpec(f"the job's parameter {param!r} is not SERVICE.KEY=VALUE")
         argv += ["--param", param]
+    for param in node.params:
+        if param.partition("=")[0].rpartition(".")[0] in services:
+            argv += ["--param", param]
     share = spec.get("share") or {}
     of = int(share.get("of", 1) or 1)
     if of > 1:

@@ -110,3 +110,23 @@ def test_a_credit_note_corrects_a_line_on_the_next_statement(api, market):
     assert doc["totals"] == {"EUR": -100}
     refused(api.bob.get(f"/v1/users/{api.alice_id}/statements/current"), None, 403)
     assert api.alice.get(f"/v1/statements/{jan['id']}").json()["totals"] == {"EUR": 760}
+
+
+def test_the_period_under_way_is_rendered_by_the_users_profiles(api, market):
+    billed(api, market)
+    api.home_key.post(f"/v1/providers/{api.home}/billing/close", json={"period": "2025-01"})
+    jan = api.alice.get("/v1/statements").json()["items"][0]
+    api.home_key.post(f"/v1/statements/{jan['id']}/lines/2/credit-notes",
+                      json={"amount_minor": -100, "reason": "slow delivery"})
+    path = f"/v1/users/{api.alice_id}/statements/current/render"
+    text = api.alice.get(path, params={"format": "text"})
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+    assert "1.00" in text.text and "home" in text.text
+    laid_out = api.alice.get(path, params={"format": "json"}).json()
+    assert api.alice.get(f"/v1/users/{api.alice_id}/statements/current").json()["totals"] == {
+        "EUR": -100}
+    assert [(t["amount_minor"], t["currency"]) for t in laid_out["totals"]] == [(-100, "EUR")]
+    assert api.home_key.get(path, params={"format": "pdf"}).content.startswith(b"%PDF")
+    refused(api.bob.get(path), None, 403)
+    refused(api.alice.get(path, params={"profile": "nope"}), None, 404)
+

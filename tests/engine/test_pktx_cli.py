@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -96,7 +98,7 @@ def test_generate_then_info(tmp_path):
         assert sum(1 for _ in dpkt.pcap.Reader(f)) == 5000
 
 
-def test_demo_runs_a_market_round_and_delivers_the_award(tmp_path):
+def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path):
     for _run in range(2):  # a second run in the same folder starts a fresh market
         proc = pktx("demo", "--dir", tmp_path, "--packets", 2000, "--flows", 20)
     out = proc.stdout
@@ -108,65 +110,90 @@ def test_demo_runs_a_market_round_and_delivers_the_award(tmp_path):
     assert "award 1: far-b delivers for 96.00 EUR" in out
     # the home provider checks credit first: alice's is shown; bob's poor history refuses his
     assert "alice's credit at home-isp (prior model v1): score " in out
-    assert "bob asks for the same: refused by his credit check" in out
-    assert "through anonymize,encrypt" in out and "at most 1,000 Mbit/s" in out
+    assert "bob asks for the same: 409 credit_limit_exceeded" in out
+    # far-b's daemon, another process, took the job over HTTP and delivered it
+    assert "far-b's node: pktx daemon --broker http://127.0.0.1:" in out
+    assert "job 1 claim: queued -> claimed (token 1, daemon far-b-node)" in out
+    assert "job 1 complete: running -> done" in out
+    assert "through anonymize,encrypt, at most 1,000 Mbit/s" in out
+    assert out.index("claim: queued") < out.index("start: claimed") < out.index("complete:")
+    url = out.split("the broker answers at ", 1)[1].split(" ", 1)[0]
+    with pytest.raises(OSError):  # the broker was stopped with the demo
+        socket.create_connection(tuple(url.removeprefix("http://").split(":")), timeout=2)
     db = sqlite3.connect(tmp_path / "broker.sqlite3")
     try:
         assert db.execute("SELECT p.name, a.price_minor, a.currency, a.status FROM awards a "
                           "JOIN providers p ON p.id = a.provider_id").fetchall() == [
             ("far-b", 9600, "EUR", "delivered")]
         assert db.execute("SELECT status FROM delivery_jobs").fetchall() == [("done",)]
+        assert db.execute("SELECT event FROM job_events ORDER BY id").fetchall() == [
+            ("claim",), ("start",), ("complete",)]
         assert sorted(db.execute("SELECT direction, score FROM ratings").fetchall()) == [
             ("payment", 100), ("service", 95)]
         assert db.execute("SELECT count(*) FROM bids").fetchone() == (3,)
-        # Billing: far-b's usage report rated past the data cap; one finalized statement from
-        # home-isp whose lines are the auction price and that usage charge, and nothing else.
-        lines = db.execute("SELECT sl.kind, sl.amount_minor, c.provider_id FROM statement_lines "
-                           "sl JOIN charges c ON c.id = sl.charge_id ORDER BY sl.position")
-        lines = lines.fetchall()
-        charged = db.execute("SELECT charged_minor FROM usage_reports").fetchone()[0]
-        status, number, totals = db.execute(
-            "SELECT status, number, totals FROM statements").fetchone()
-        payments = db.execute("SELECT status, amount_minor FROM payments").fetchall()
+        # Billing: far-b's daemon's usage report rated past the data cap, beside the auction
+        # price, on alice's statement for the period under way
+        charged = db.execute("SELECT charged_minor FROM usage_reports").fetchall()
+        charges = db.execute("SELECT kind, amount_minor FROM charges ORDER BY id").fetchall()
         requests = db.execute("SELECT u.name, count(*) FROM service_requests r JOIN users u "
                               "ON u.id = r.user_id GROUP BY u.name").fetchall()
-        batches = db.execute("SELECT status, line_count, totals, due FROM "
-                             "settlement_batches").fetchall()
-        entries = db.execute("SELECT posting_id, sum(amount_minor) FROM ledger_entries "
-                             "GROUP BY posting_id").fetchall()
+        cards = db.execute("SELECT count(*) FROM payment_methods").fetchone()
     finally:
         db.close()
-    assert [(k, a) for k, a, _p in lines] == [("price", 9600), ("bytes", charged)]
-    assert charged > 0 and (status, number) == ("finalized", 1)
-    assert json.loads(totals) == {"EUR": 9600 + charged}
-    # alice pays with a test card; home-isp keeps its 5% margin and settles the rest with far-b
-    billed = 9600 + charged
-    assert payments == [("succeeded", billed)]
-    assert requests == [("alice", 1)]                   # bob's refused request left nothing
-    [(b_status, b_lines, b_totals, b_due)] = batches
-    assert (b_status, b_lines, json.loads(b_totals)) == ("settled", 2, {"EUR": billed})
-    margin = 9600 * 50_000 // 1_000_000 + charged * 50_000 // 1_000_000
-    assert json.loads(b_due) == {"EUR": billed - margin}
-    assert entries and all(total == 0 for _p, total in entries)     # the books balance
+    [(usage_charge,)] = charged
+    assert usage_charge > 0 and charges == [("price", 9600), ("bytes", usage_charge)]
+    euros, cents = divmod(9600 + usage_charge, 100)
     assert "alice's statement by her profile 'by-service'" in out
     assert "alice's statement by her profile 'by-recipient'" in out
-    euros, cents = divmod(9600 + charged, 100)
-    assert f"€{euros}.{cents:02d}" in out                   # en_US
-    assert f"{euros},{cents:02d}\xa0€" in out               # de_DE
+    assert f"Total          €{euros}.{cents:02d}" in out           # en_US
+    assert f"Summe         {euros},{cents:02d}\xa0€" in out        # de_DE
+    assert (tmp_path / "statement.pdf").read_bytes().startswith(b"%PDF")
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "statement.pdf"), "-"],
                               capture_output=True, check=True).stdout.decode()
         assert "home-isp" in text and f"€{euros}.{cents:02d}" in text
+    assert requests == [("alice", 1)]                   # bob's refused request left nothing
+    assert cards == (1,)
     # Read back by dpkt: the delivered stream is sealed, the recipient's has every packet.
-    def frames(name):
-        with open(tmp_path / name, "rb") as f:
+    def frames(path):
+        with open(path, "rb") as f:
             return [bytes(buf) for _ts, buf in dpkt.pcapng.Reader(f)]
 
-    sample, sealed, opened = frames("sample.pcapng"), frames("sealed.pcapng"), frames(
-        "opened.pcapng")
+    sample, sealed = frames(tmp_path / "files" / "sample.pcapng"), frames(
+        tmp_path / "files" / "sealed.pcapng")
+    opened = frames(tmp_path / "opened.pcapng")
     assert len(sample) == len(sealed) == len(opened) == 2000
     assert sum(a != b for a, b in zip(sample, sealed, strict=True)) == 2000  # anonymized
     assert [len(f) for f in opened] == [len(f) for f in sample]
+
+
+def test_demo_serve_keeps_the_broker_with_a_key_each_until_ctrl_c(tmp_path):
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "demo", "--dir", str(tmp_path),
+                             "--packets", "500", "--flows", "5", "--serve"],
+                            stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("   bob's phone "):
+                break
+        text = "".join(lines)
+        url = text.split("the broker keeps running at ", 1)[1].split(" ", 1)[0]
+        keys = dict(line.split()[-2:] for line in text.split("API keys", 1)[1].splitlines()[1:]
+                    if line.startswith("   ") and "'" not in line)
+        assert set(keys) == {"admin", "home-isp", "far-a", "far-b", "far-c", "alice", "bob"}
+        me = httpx.get(f"{url}/v1/me", headers={"Authorization": f"Bearer {keys['alice']}"})
+        assert me.json()["kind"] == "user"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(httpx.TransportError):  # Ctrl-C stopped the broker
+        httpx.get(f"{url}/healthz", timeout=2)
 
 
 def test_usage_error_is_not_a_traceback():

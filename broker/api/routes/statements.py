@@ -124,6 +124,26 @@ def render_statement(statement_id: StatementId, request: Request, actor: Current
     return Response(body, media_type=MEDIA_TYPES[format])
 
 
+@router.get("/users/{user_id}/statements/current/render", response_class=Response,
+            responses={200: {"description": "the period under way laid out by the profile",
+                             "content": {media: {"schema": _RENDERED_SCHEMA[fmt]}
+                                         for fmt, media in MEDIA_TYPES.items()}}})
+def render_current_statement(user_id: Annotated[int, id_path("a user's id")], request: Request,
+                             actor: CurrentActor,
+                             profile: Annotated[str | None, Query(
+                                 min_length=1, max_length=100,
+                                 description="one of the user's profiles (default: its "
+                                             "default)")] = None,
+                             format: Literal["json", "text", "html", "pdf"] = "html"
+                             ) -> Response:
+    """The statement of the period under way so far (as ``/statements/current``) laid out by
+    one of the user's profiles: what the user will be billed, before the period closes."""
+    with store_of(request).write() as s:  # may make the home provider's default settings
+        draft = statements.current_statement(s, actor, user_id)
+        body = statements.rendered(s, draft, profile, format)
+    return Response(body, media_type=MEDIA_TYPES[format])
+
+
 @router.get("/users/{user_id}/charges", response_model=Page[ChargeOut])
 def list_charges(user_id: Annotated[int, id_path("a user's id")], request: Request,
                  actor: CurrentActor, page: Paging) -> dict:

@@ -83,6 +83,17 @@ def test_a_spec_becomes_a_deliver_command_with_files_confined(tmp_path):
     assert "--files" in str(caught.value)
 
 
+def test_the_nodes_own_service_parameters_go_only_to_jobs_with_the_service(tmp_path):
+    (tmp_path / "in.pcap").write_bytes(b"")
+    node = NodeOptions(files=str(tmp_path), params=("encrypt.key_env=SEAL", "anonymize.key_file=k"))
+    sealed = command({"source": "in.pcap", "sink": "o.pcap", "services": ["encrypt"]}, node,
+                     "/u.json")
+    assert " ".join(sealed).count("--param") == 1 and "encrypt.key_env=SEAL" in sealed
+    plain = command({"source": "in.pcap", "sink": "o.pcap", "services": ["identity"]}, node,
+                    "/u.json")
+    assert "--param" not in plain
+
+
 def test_a_run_delivers_the_file_and_its_counters_match_the_output(tmp_path):
     corpus = need_corpus()
     files = tmp_path / "files"
