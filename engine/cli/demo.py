@@ -91,6 +91,12 @@ def cmd_demo(args) -> int:
                 out("\n7. billing: the usage rated, alice's statement for the period under "
                     "way\n")
                 draft = bill_the_round(market, workdir, out)
+                if not args.serve:  # (--serve leaves the period open to look at)
+                    from engine.cli.demo_market import close_the_month
+
+                    out("\n8. the month ends: the period closed, the statement paid by card, "
+                        "the providers settled\n")
+                    close_the_month(market, stage.db, draft, out)
                 _summary(market, card, draft, stage, workdir, started, out)
             if args.serve:
                 stage.stop("daemon")

@@ -313,8 +313,64 @@ def bill_the_round(m: Market, folder: Path, out: Callable[[str], object]) -> dic
     out(f"   alice's card on file: {card['brand']} ending {card['last4']} (test gateway); "
         f"her credit now: {money(credit['owed_minor'])} owed, "
         f"{money(credit['available_minor'])} available\n")
-    out(f"   the period closes on {draft['period_end'][:10]}: then home-isp's POST "
-        f"/v1/providers/{home}/billing/close finalizes the statement, alice's default card "
-        f"pays it and home-isp settles with {m.winner} (POST /v1/providers/{home}/"
-        f"settlements), keeping its 5% margin\n")
     return draft
+
+
+def close_the_month(m: Market, db_url: str, draft: dict, out: Callable[[str], object]) -> dict:
+    """The month ends (the demo moves the market's clock to an hour after the period's end:
+    the only step not run in real time, as the period under way ends on the 1st): home-isp's
+    month-end run closes the period, alice's default test card pays her statement, and
+    home-isp settles with the delivering provider, whether or not she paid (claim c04). The
+    operator's commands (``pktx broker billing close``, ``payments collect``, ``settle``) on
+    the broker's store, with that time."""
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import select
+
+    from broker import ledger
+    from broker.actors import actor_for
+    from broker.currency import Money
+    from broker.models import Admin, Statement
+    from broker.payment_jobs import collect
+    from broker.settlements import settle_period
+    from broker.statements import close_period
+    from broker.store import Store
+
+    home, alice = m.ids["home-isp"], m.ids["alice"]
+    winner = m.award["provider_id"]
+    when = datetime.fromisoformat(draft["period_end"]) + timedelta(hours=1)
+    period = draft["period"]
+    store = Store(db_url)
+    try:
+        with store.read() as s:
+            admin = actor_for(s, "admin", s.scalar(select(Admin.id).order_by(Admin.id)))
+        closed = close_period(store.write, admin, home, period, now=when)
+        out(f"   {when:%Y-%m-%d %H:%M} UTC (the market's clock moved to the month's end): "
+            f"home-isp closes period {period}: {closed['statements']} statement(s), "
+            f"{closed['lines']} line(s), numbered and sealed\n")
+        with store.read() as s:
+            statement = s.scalar(select(Statement).where(Statement.user_id == alice,
+                                                         Statement.period == period))
+            sid, number = statement.id, statement.number
+        paid = collect(store, [sid], now=when)
+        with store.read() as s:
+            st = s.get(Statement, sid)
+            state, paid_minor = ("paid" if st.paid_at is not None else "unpaid"), st.paid_minor
+        out(f"   statement {number}: alice's default card (visa ending 4242, the test gateway) "
+            f"is charged automatically: {', '.join(f'{n} {k}' for k, n in paid.items())}; "
+            f"the statement is {state} ({Money(paid_minor, 'EUR')})\n")
+        with store.write() as s:
+            settled = settle_period(s, admin, period, now=when)
+        for batch in settled["batches"]:
+            due = ", ".join(str(Money(v, c)) for c, v in batch["due"].items())
+            out(f"   settlement batch {batch['number']} home-isp -> {m.winner}: "
+                f"{batch['line_count']} line(s), {due} due, {batch['status']}\n")
+        with store.read() as s:
+            owed = -ledger.balance(s, ledger.payable(home, winner), "EUR")
+            cash = ledger.balance(s, ledger.cash(home), "EUR")
+            margin = -ledger.balance(s, ledger.revenue(home), "EUR")
+        out(f"   home-isp's books: {Money(cash, 'EUR')} in cash = its 5% margin "
+            f"{Money(margin, 'EUR')}; {Money(owed, 'EUR')} still owed to {m.winner}\n")
+        return {"statement": number, "paid": state, "batches": len(settled["batches"])}
+    finally:
+        store.dispose()

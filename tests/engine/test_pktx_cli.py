@@ -138,6 +138,12 @@ def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path)
         requests = db.execute("SELECT u.name, count(*) FROM service_requests r JOIN users u "
                               "ON u.id = r.user_id GROUP BY u.name").fetchall()
         cards = db.execute("SELECT count(*) FROM payment_methods").fetchone()
+        # The month's end: alice's statement finalized and paid by her card; home-isp settled
+        # with far-b, keeping its 5% margin.
+        paid = db.execute("SELECT status, number, paid_minor, paid_at IS NOT NULL "
+                          "FROM statements").fetchall()
+        batches = db.execute("SELECT number, line_count, status FROM settlement_batches"
+                             ).fetchall()
     finally:
         db.close()
     [(usage_charge,)] = charged
@@ -148,6 +154,9 @@ def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path)
     assert f"Total          €{euros}.{cents:02d}" in out           # en_US
     assert f"Summe         {euros},{cents:02d}\xa0€" in out        # de_DE
     assert (tmp_path / "statement.pdf").read_bytes().startswith(b"%PDF")
+    assert paid == [("finalized", 1, 9600 + usage_charge, 1)]
+    assert batches == [(1, 2, "settled")]
+    assert "home-isp's books: " in out and "0.00 EUR still owed to far-b" in out
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "statement.pdf"), "-"],
                               capture_output=True, check=True).stdout.decode()
