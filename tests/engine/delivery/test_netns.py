@@ -6,33 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 from delivery_support import free_port
-
-# Addresses of our own test hosts, inside namespaces this test creates and removes.
-NET = "10.231"
-
-
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-def _netns_usable() -> str | None:
-    if shutil.which("ip") is None:
-        return "iproute2's ip command is not installed"
-    if os.geteuid() != 0:
-        return "creating network namespaces needs root"
-    probe = f"pktx-probe-{os.getpid()}"
-    r = _ip("netns", "add", probe, check=False)
-    if r.returncode != 0:
-        return f"ip netns add failed: {r.stderr.strip()}"
-    _ip("netns", "del", probe, check=False)
-    return None
+from netns_support import NET, why_not
+from netns_support import ip as _ip
 
 
 @contextlib.contextmanager
@@ -40,7 +21,7 @@ def _namespaces(roles: list[str], links: list[tuple[str, str, int]]):
     """Namespaces for ``roles``, and a veth pair for each ``(a, b, subnet)``: ``a`` gets
     ``NET.subnet.1``, ``b`` ``NET.subnet.2``. Yields ``{role: namespace}`` and
     ``{(role, subnet): device}``; removes them all afterwards."""
-    why = _netns_usable()
+    why = why_not()
     if why:
         pytest.skip(why)
     tag = os.getpid() % 10000

@@ -1,5 +1,5 @@
-"""Network namespaces joined by veth pairs, for the daemon's tests across a network (as
-tests/engine/delivery/test_netns.py makes them); skipped where they cannot be made."""
+"""Network namespaces joined by veth pairs, for the tests across a network (the engine's
+delivery and the daemon's); skipped where they cannot be made."""
 
 from __future__ import annotations
 
