@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from engine.daemon.broker_client import (
     Backoff,
@@ -61,6 +62,7 @@ class Daemon:
         self.client = BrokerClient(url, key, ca_bundle=ca_bundle)
         self.claimer = BrokerClient(url, key, ca_bundle=ca_bundle)
         self.runs: dict[int, Run] = {}
+        self.waiting: dict[int, float] = {}  # claimed jobs whose block has not started: when
         self.claimed: queue.Queue = queue.Queue()
         self.draining = threading.Event()
         self.drain_deadline: float | None = None
@@ -97,7 +99,8 @@ class Daemon:
             threading.Thread(target=self._claim_loop, name="pktx-claim", daemon=True).start()
             while True:
                 self._tick()
-                if self.draining.is_set() and not self.runs and not self._unfinished():
+                if self.draining.is_set() and not self.runs and not self.waiting \
+                        and not self._unfinished():
                     break
                 self.wake.wait(self.opts.tick_s)
                 self.wake.clear()   # what set it happened before this: the next tick sees it
@@ -160,7 +163,7 @@ class Daemon:
     def _claim_loop(self) -> None:
         backoff = Backoff()
         while not self.draining.is_set():
-            if len(self.runs) + self.claimed.qsize() >= self.opts.max_jobs:
+            if len(self.runs) + len(self.waiting) + self.claimed.qsize() >= self.opts.max_jobs:
                 self.room.wait(self.opts.tick_s)
                 self.room.clear()
                 continue
@@ -201,6 +204,14 @@ class Daemon:
     # -- running ------------------------------------------------------------------------------
     def _start(self, job_id: int) -> None:
         job = self.state.job(job_id)
+        wait = _seconds_until(job.spec.get("starts_at"))
+        if wait > 0:  # a block of time: delivered from its start, the lease held till then
+            if job_id not in self.waiting:
+                log.info("job %d: its block starts in %.1f s", job_id, wait)
+            self.waiting[job_id] = time.monotonic() + wait
+            self.next_beat.setdefault(job_id, time.monotonic() + self.opts.lease_s / 3)
+            return
+        self.waiting.pop(job_id, None)
         folder = os.path.join(self.state_dir, "jobs", str(job_id))
         try:
             run = Run(job_id, job.spec, self.node, folder, base=job.reported,
@@ -232,10 +243,20 @@ class Daemon:
         now = time.monotonic()
         if self.draining.is_set() and self.drain_deadline is None:
             self.drain_deadline = now + self.opts.grace_s
+        for job_id, due in list(self.waiting.items()):
+            if self.draining.is_set():
+                del self.waiting[job_id]
+                self._hand_back(job_id, "the daemon is stopping")
+            elif now >= due:
+                self._start(job_id)
         for job_id, run in list(self.runs.items()):
             code = run.poll()
             if code is not None:
                 self._ended(job_id, run, code)
+            elif run.live and not run.stopping and _seconds_until(run.spec.get("ends_at")) <= 0:
+                log.info("job %d: its block ended; the live source stops", job_id)
+                run.block_over = True
+                run.stop()  # a live source completes what it has (SIGTERM), then exits 0
             elif self.drain_deadline is not None and now >= self.drain_deadline:
                 log.warning("job %d: not finished within the grace period; handing it back",
                             job_id)
@@ -250,7 +271,7 @@ class Daemon:
         if now < self.away_until:
             return
         self._send_reports()
-        for job_id in list(self.runs):
+        for job_id in [*self.runs, *self.waiting]:
             if now >= self.next_beat.get(job_id, 0):
                 self._heartbeat(job_id)
         for job in self.state.active():
@@ -260,7 +281,7 @@ class Daemon:
     def _ended(self, job_id: int, run: Run, code: int) -> None:
         del self.runs[job_id]
         self.room.set()
-        if run.stopping:
+        if run.stopping and not run.block_over:
             return
         if code == 0:
             self.state.next_report(job_id, run.counters())
@@ -282,6 +303,7 @@ class Daemon:
         self._finish(job_id, {"call": "handback", "body": {"reason": reason}})
 
     def _drop(self, job_id: int) -> None:
+        self.waiting.pop(job_id, None)
         run = self.runs.pop(job_id, None)
         if run is not None:
             run.stop()
@@ -363,3 +385,16 @@ class Daemon:
             self.finished += 1
             log.info("job %d: %s", job_id, {"complete": "done", "fail": "failed",
                                             "handback": "handed back"}[job.outcome["call"]])
+
+
+def _seconds_until(iso: str | None) -> float:
+    """Seconds from now until the ISO 8601 time ``iso`` (0 or less: past; None: 0)."""
+    if not iso:
+        return 0.0
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()

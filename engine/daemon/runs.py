@@ -165,6 +165,7 @@ class Run:
             self._remove_partials(self.argv[6])
         self.started_ns = time.time_ns()
         self.stopping = False
+        self.block_over = False  # stopped because its block of time ended: a completion
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err,
@@ -214,13 +215,14 @@ class Run:
         return (lines[-1] if lines else f"exit status {self.proc.returncode}")[:500]
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """End the delivery: SIGTERM (a live source completes what it has; a file delivery
-        removes its partial output), then SIGKILL after ``grace_s``."""
+        """End the delivery: SIGTERM to ``pktx deliver`` (a live source completes what it
+        has, its workers finishing their segments; a file delivery removes its partial
+        output), then SIGKILL to it and its workers after ``grace_s``."""
         self.stopping = True
         if self.proc.poll() is not None:
             return
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.kill(self.proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
         try:

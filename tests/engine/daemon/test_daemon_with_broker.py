@@ -111,3 +111,49 @@ def test_a_paused_daemon_loses_its_lease_and_its_late_calls_are_refused(world, t
     assert [c["daemon"] for c in claims][-1] == "node-2"
     assert read_packets(m.files / "out" / "paused.pcap") == m.packets
     assert m.usage(job["id"])["bytes_out"] == sum(map(len, m.packets))
+
+
+def _block(m, seconds_to_start: float, seconds_long: float, **body) -> dict:
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) + timedelta(seconds=seconds_to_start)
+    r = m.user.post("/v1/requests", json={
+        "services": ["identity"], "starts_at": start.isoformat(),
+        "ends_at": (start + timedelta(seconds=seconds_long)).isoformat(),
+        "max_rate_bps": 100_000_000, **body})
+    assert r.status_code == 201 and r.json()["status"] == "served", r.text
+    return r.json()
+
+
+def test_a_block_is_delivered_from_its_start_and_a_live_source_stops_at_its_end(world, tmp_path):
+    """A job claimed before its block starts waits for ``starts_at`` (its lease renewed
+    meanwhile); a live source is stopped at ``ends_at``, what it took delivered and the job
+    completed with it."""
+    import socket
+    from datetime import datetime
+
+    from locations import free_port
+
+    _, m = world
+    port = free_port()
+    request = _block(m, 4, 5, source=f"udp://127.0.0.1:{port}", sink="out/live.pcap")
+    daemon = Daemon(m, tmp_path / "d1", lease=5).start()
+    try:
+        m.wait_job(request["id"], "claimed", timeout=30)
+        job = m.wait_job(request["id"], "running", timeout=30)
+        started = next(e["at"] for e in job["events"] if e["event"] == "start")
+        assert datetime.fromisoformat(started) >= datetime.fromisoformat(request["starts_at"])
+        time.sleep(1)                           # the source is bound; the device sends
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for packet in m.packets[:20]:
+                tx.sendto(packet, ("127.0.0.1", port))
+                time.sleep(0.01)
+        job = m.wait_job(request["id"], "done", timeout=60)
+    finally:
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, daemon.log()
+    assert "its block ended" in daemon.log()
+    received = read_packets(m.files / "out" / "live.pcap")
+    assert received == m.packets[:20] and job["measured"]["packets"] == 20
+    assert datetime.fromisoformat(job["events"][-1]["at"]) >= datetime.fromisoformat(
+        request["ends_at"])
