@@ -352,6 +352,34 @@ class Daemon:
             if answer.get("cancelled") and job_id in self.runs:
                 log.warning("job %d: cancelled by the broker", job_id)
                 self._drop(job_id)
+                return
+            self._new_rates(job_id, answer)
+
+    def _new_rates(self, job_id: int, answer: dict) -> None:
+        """The broker changed the job's rate limits (a bandwidth grant withdrawn): the spec is
+        kept with them and a running delivery started again under them (a live source goes
+        on from where it is, its counters kept; a file is delivered afresh, its output not
+        yet complete; a stream to a zmq:// receiver, or a live source into a file, goes on
+        under the old rates: starting again would break the one or overwrite the other)."""
+        job = self.state.job(job_id)
+        rates = {k: answer[k] for k in ("max_rate_bps", "min_rate_bps") if k in answer}
+        if not rates or all(job.spec.get(k) == v for k, v in rates.items()):
+            return
+        log.warning("job %d: the broker changed its rates to %s; delivering under them",
+                    job_id, ", ".join(f"{k} {v}" for k, v in rates.items()))
+        self.state.set_spec(job_id, {**job.spec, **rates})
+        run = self.runs.get(job_id)
+        if run is None:
+            return  # waiting for its block: it starts under the new rates
+        if not run.restartable:
+            log.warning("job %d: its delivery cannot start again without loss (%s); the new "
+                        "rates apply from its next run", job_id, run.argv[6])
+            return
+        del self.runs[job_id]
+        run.stop()
+        if run.streams:
+            self.state.next_report(job_id, run.counters())
+        self._start(job_id)
 
     def _send_reports(self) -> None:
         for job_id, sequence, body in self.state.unsent():

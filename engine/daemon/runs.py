@@ -182,6 +182,12 @@ class Run:
             with contextlib.suppress(OSError):
                 os.unlink(stale)
 
+    @property
+    def restartable(self) -> bool:
+        """Whether the delivery may be stopped and started again without loss: a file into a
+        file (delivered afresh, the output appears once), or anything into ``udp://``."""
+        return (not self.live and not self.streams) or self.argv[6].startswith("udp://")
+
     def renewed(self) -> None:
         with open(self.lease_path, "a"):
             pass

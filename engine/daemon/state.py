@@ -105,6 +105,11 @@ class State:
                             (phase, json.dumps(outcome) if outcome is not None else None,
                              time.time_ns(), job_id))
 
+    def set_spec(self, job_id: int, spec: dict) -> None:
+        with self.db:
+            self.db.execute("UPDATE jobs SET spec = ?, updated_ns = ? WHERE job_id = ?",
+                            (json.dumps(spec), time.time_ns(), job_id))
+
     def started_run(self, job_id: int) -> int:
         with self.db:
             self.db.execute("UPDATE jobs SET phase = 'running', runs = runs + 1, "

@@ -157,3 +157,31 @@ def test_a_block_is_delivered_from_its_start_and_a_live_source_stops_at_its_end(
     assert received == m.packets[:20] and job["measured"]["packets"] == 20
     assert datetime.fromisoformat(job["events"][-1]["at"]) >= datetime.fromisoformat(
         request["ends_at"])
+
+
+def test_rates_the_broker_lowers_while_a_job_runs_are_applied(world, tmp_path):
+    """A bandwidth grant withdrawn lowers the job's max rate in its spec; the daemon reads it
+    with its next heartbeat and delivers under it (a file afresh: the output appears once)."""
+    import json
+    import sqlite3
+
+    broker, m = world
+    request = m.request(sink="out/lowered.pcap", max_rate_bps=60_000)   # ~4 s
+    daemon = Daemon(m, tmp_path / "d1", lease=5).start()
+    try:
+        job = m.wait_job(request["id"], "running", timeout=60)
+        db = sqlite3.connect(broker.folder / "broker.sqlite3")
+        try:  # what broker.bandwidth.withdraw does to a job's spec
+            with db:
+                db.execute("UPDATE delivery_jobs SET spec = ? WHERE id = ?",
+                           (json.dumps({**job["spec"], "max_rate_bps": 40_000}), job["id"]))
+        finally:
+            db.close()
+        job = m.wait_job(request["id"], "done", timeout=120)
+    finally:
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, daemon.log()
+    assert "changed its rates to max_rate_bps 40000" in daemon.log()
+    assert daemon.log().count(f"job {job['id']}: delivering") == 2   # again, under 40 kbit/s
+    assert read_packets(m.files / "out" / "lowered.pcap") == m.packets
+    assert m.usage(job["id"])["bytes_out"] == sum(map(len, m.packets))
