@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.dates import format_date, format_datetime
@@ -159,9 +160,15 @@ class Formatter:
         start, end = st.get("period_start"), st.get("period_end")
         if not isinstance(start, datetime) or not isinstance(end, datetime):
             return str(st.get("period", ""))
-        # the end is the first instant after the period; its last day is the day before it
+        # The period's days are the home provider's (its billing time zone), not the
+        # profile's: the end is the first instant after the period, its last day the one before.
+        zone = _zone(st.get("period_timezone") or "UTC")
         last = end - timedelta(microseconds=1)
-        return f"{st.get('period', '')} ({self.day(start)} \u2013 {self.day(last)})"
+
+        def day(at: datetime) -> str:
+            return format_date(at.astimezone(zone).date(), "medium", locale=self.locale)
+
+        return f"{st.get('period', '')} ({day(start)} \u2013 {day(last)})"
 
 
 # -- rows: what text and HTML show, in order -----------------------------------------------
@@ -394,3 +401,8 @@ def to_pdf(layout: Layout) -> bytes:
     # back to fontTools, with the same result): not the user's concern.
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     return HTML(string=to_html(layout), url_fetcher=_no_fetch).write_pdf()
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)

@@ -258,6 +258,10 @@ def rendered(session: Session, statement: Statement, profile_name: str | None,
     doc = statement_document(session, statement)
     # A draft's lines are not stored yet: they are known by their position.
     doc["lines"] = [{**line, "id": line["id"] or line["position"]} for line in doc["lines"]]
+    # The period's days are those of the home provider's calendar (its billing time zone),
+    # whatever time zone the profile shows the lines in.
+    doc["period_timezone"] = session.scalar(select(BillingSettings.timezone).where(
+        BillingSettings.provider_id == statement.home_provider_id)) or "UTC"
     return render_statement(doc, profile, fmt)
 
 

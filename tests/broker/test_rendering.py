@@ -168,7 +168,7 @@ def test_text_header_and_aligned_amounts():
     assert lines[0] == "Abrechnung 7"
     head = plain(text[:text.index("Datum")])
     for part in ("Heimanbieter home-isp", "Nutzer alice", "Nummer 7",
-                 "Zeitraum 2026-11 (01.11.2026 \u2013 01.12.2026)",  # Berlin: until 1 Dec, 01:00
+                 "Zeitraum 2026-11 (01.11.2026 \u2013 30.11.2026)",  # home-isp's days (UTC)
                  "Inhalts-Hash 9f86d081884c7d65 ",
                  "Summe 12.321,57 €; 700 ¥; 1.234,567 KWD"):
         assert part in head
@@ -292,3 +292,17 @@ def test_pdf_of_a_draft_with_a_hostile_name(tmp_path):
     statement = make_statement([make_line(1, 1234567, provider=HOSTILE)], finalized=False)
     text = pdf_text(render(layout(statement, DEFAULT_PROFILE), "pdf"), tmp_path)
     assert "Statement DRAFT" in text and HOSTILE in text and "€12,345.67" in text
+
+
+def test_the_periods_days_are_the_home_providers_whatever_the_profiles_time_zone():
+    """A home provider in Berlin bills November from 31 Oct 23:00 UTC to 30 Nov 23:00 UTC; a
+    profile in New York still shows 1 to 30 November (not 31 Oct to 30 Nov, nor 1 Dec)."""
+    from datetime import UTC, datetime
+
+    statement = {**sample_statement(), "period_timezone": "Europe/Berlin",
+                 "period_start": datetime(2026, 10, 31, 23, tzinfo=UTC),
+                 "period_end": datetime(2026, 11, 30, 23, tzinfo=UTC)}
+    profile = Profile.from_json({**BY_SERVICE.to_json(), "locale": "en_US",
+                                 "timezone": "America/New_York"})
+    head = plain(render(layout(statement, profile), "text"))
+    assert "Period 2026-11 (Nov 1, 2026 \u2013 Nov 30, 2026)" in head, head[:400]
