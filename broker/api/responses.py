@@ -329,11 +329,9 @@ class JobOut(Out):
     lease_expires_at: datetime | None
 
 
-class Reported(Out):
-    """The job's last acknowledged usage report (zeros before the first): a new claimer's
-    cumulative counters continue from these."""
+class UsageCounters(Out):
+    """A job's cumulative usage counters, as its reports carry them."""
 
-    sequence: int
     packets_in: int
     packets_out: int
     bytes_in: int
@@ -342,6 +340,13 @@ class Reported(Out):
     windows_met: int
     windows_missed: int
     services: dict[str, dict[str, int]]
+
+
+class Reported(UsageCounters):
+    """The job's last acknowledged usage report (zeros before the first): a new claimer's
+    cumulative counters continue from these."""
+
+    sequence: int
 
 
 class ClaimOut(Out):
@@ -438,19 +443,11 @@ class UsageLine(Out):
     amount_minor: int
 
 
-class UsageReportOut(Out):
+class UsageReportOut(UsageCounters):
     job_id: int
     award_id: int
     sequence: int
     usage_at: datetime
-    packets_in: int
-    packets_out: int
-    bytes_in: int
-    bytes_out: int
-    seconds: int
-    windows_met: int
-    windows_missed: int
-    services: dict[str, dict[str, int]]
     charged_minor: int
     currency: str | None
     tariff_id: int | None
@@ -466,21 +463,13 @@ class ChargeTotal(Out):
     amount_minor: int
 
 
-class JobUsageOut(Out):
+class JobUsageOut(UsageCounters):
     job_id: int
     award_id: int
     status: str
     reports: int
     last_sequence: int | None
     usage_at: datetime | None
-    packets_in: int
-    packets_out: int
-    bytes_in: int
-    bytes_out: int
-    seconds: int
-    windows_met: int
-    windows_missed: int
-    services: dict[str, dict[str, int]]
     charges: list[ChargeTotal]
 
 

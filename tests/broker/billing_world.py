@@ -79,3 +79,28 @@ def charged(store, user_id: int) -> dict[str, int]:
         rows = s.execute(select(Charge.currency, func.sum(Charge.amount_minor))
                          .where(Charge.user_id == user_id).group_by(Charge.currency)).all()
     return {c: int(m) for c, m in rows}
+
+
+def credit_some_line(store, actor, pick: int, part: int, now: datetime) -> str:
+    """A credit note of ``part`` percent (at least 1 minor unit) on the ``pick``-th statement
+    line that charges something, by ``actor``; what happened, for the property tests' notes
+    (a line with too little left to credit is refused and nothing is written)."""
+    from broker.errors import BrokerError
+    from broker.statements import credit_line
+
+    with store.read() as s:
+        lines = s.execute(select(StatementLine.statement_id, StatementLine.position,
+                                 StatementLine.amount_minor)
+                          .where(StatementLine.charge_id.is_not(None),
+                                 StatementLine.amount_minor > 1)
+                          .order_by(StatementLine.id)).all()
+    if not lines:
+        return "no line to credit"
+    statement, position, amount = lines[pick % len(lines)]
+    try:
+        with store.write() as s:
+            credit_line(s, actor, statement, position,
+                        amount_minor=-max(amount * part // 100, 1), reason="goodwill", now=now)
+    except BrokerError as exc:    # more than is left to credit on the line
+        return f"credit refused: {exc}"
+    return f"credited statement {statement} line {position}"

@@ -43,7 +43,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 import settlement_world as sw
-from billing_world import BILLING_TABLES, publish_bytes_tariff, report
+from billing_world import BILLING_TABLES, credit_some_line, publish_bytes_tariff, report
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -78,7 +78,7 @@ from broker.payment_jobs import collect, run_due
 from broker.payment_methods import add_method
 from broker.payments import pay
 from broker.refunds import refund
-from broker.statements import credit_line, set_billing_settings
+from broker.statements import set_billing_settings
 from broker.test_gateway import TestGateway
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -199,22 +199,8 @@ class BooksMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.month > 0)
     @rule(pick=st.integers(0, 1023), part=st.integers(1, 100))
     def credit(self, pick, part):
-        with self.w.store.read() as s:
-            lines = s.execute(select(StatementLine.statement_id, StatementLine.position,
-                                     StatementLine.amount_minor)
-                              .where(StatementLine.charge_id.is_not(None),
-                                     StatementLine.amount_minor > 1)
-                              .order_by(StatementLine.id)).all()
-        if not lines:
-            return
-        statement, position, amount = lines[pick % len(lines)]
-        try:
-            with self.w.store.write() as s:
-                credit_line(s, self.w.admin, statement, position,
-                            amount_minor=-max(amount * part // 100, 1), reason="goodwill",
-                            now=month_start(self.month) + timedelta(hours=2))
-        except BrokerError as exc:    # more than is left to credit on the line
-            note(f"credit refused: {exc}")
+        note(credit_some_line(self.w.store, self.w.admin, pick, part,
+                              month_start(self.month) + timedelta(hours=2)))
 
     # -- settlements ------------------------------------------------------------------------
 
