@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
 from broker.capacity import share_rate
-from broker.charging import price_lines
+from broker.charging import VOID, price_lines
 from broker.clock import resolve_now
 from broker.currency import check_amount
-from broker.dispatch import FINISHED
+from broker.dispatch import FINISHED, ended_undelivered
 from broker.errors import InvalidInput, NotFound, NotYours, WrongState
 from broker.groups import group_of_request, payers_for
 from broker.idempotency import once
-from broker.models import Award, AwardPayer, DeliveryJob, JobEvent, ServiceRequest
+from broker.models import Award, AwardPayer, Charge, DeliveryJob, JobEvent, ServiceRequest
 
 JOB_STATUSES = ("queued", "claimed", "running", "done", "failed")
 # The status before leases (migration 0010): still accepted where a status is given.
@@ -162,6 +162,11 @@ def set_job_status(session: Session, actor: Actor, job_id: int, status: str, *,
 
     def run() -> DeliveryJob:
         now_ = resolve_now(now)
+        if job.status == "failed" and status != "failed" and session.scalar(
+                select(exists().where(Charge.award_id == job.award_id, Charge.kind == VOID))):
+            raise WrongState(f"job {job_id} failed with nothing delivered and its price was "
+                             f"voided; it is not reopened (the request can be made again)",
+                             where=f"delivery job {job_id}")
         if job.status != status:
             session.add(JobEvent(job_id=job.id, event="status", from_status=job.status,
                                  to_status=status, token=job.token, daemon=None, at=now_,
@@ -171,6 +176,10 @@ def set_job_status(session: Session, actor: Actor, job_id: int, status: str, *,
             job.lease_expires_at = None if status == "queued" else now_
         if status == "done":
             job.award.status = "delivered"
+        elif status == "failed":
+            ended_undelivered(session, job, {}, at=now_)
+        elif job.award.status == "failed":
+            job.award.status = "active"
         session.flush()
         return job
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from broker.currency import MINOR_DIGITS
 from broker.models import Award, Charge
 
 PRICE = "price"
+VOID = "void"  # an award's price undone: it delivered nothing
 
 
 def allocate(amount: int, weights: Sequence[int]) -> list[int]:
@@ -62,3 +66,24 @@ def price_lines(award: Award, *, job_id: int | None, now: datetime) -> list[Char
                    currency=award.currency, minor_digits=MINOR_DIGITS[award.currency],
                    tariff_id=None, tariff_version=None, rated_at=now)
             for p in award.payers]
+
+
+def void_price(session: Session, award: Award, *, job_id: int | None,
+               at: datetime) -> list[Charge]:
+    """Undo the award's price for each payer: a ``void`` line, the negative of its price line,
+    dated ``at`` (never before the price). Written once per payer (a unique index holds it):
+    a second call adds nothing. The void goes on the payer's next statement like any charge,
+    the one the price is on if that is not finalized yet; settlement then owes the delivering
+    provider nothing for the award."""
+    prices = session.scalars(select(Charge).where(Charge.award_id == award.id,
+                                                  Charge.kind == PRICE)).all()
+    done = set(session.scalars(select(Charge.user_id).where(Charge.award_id == award.id,
+                                                            Charge.kind == VOID)))
+    lines = [Charge(user_id=p.user_id, provider_id=p.provider_id,
+                    home_provider_id=p.home_provider_id, award_id=award.id, job_id=job_id,
+                    usage_report_id=None, kind=VOID, amount_minor=-p.amount_minor,
+                    currency=p.currency, minor_digits=p.minor_digits, tariff_id=None,
+                    tariff_version=None, rated_at=max(at, p.rated_at))
+             for p in prices if p.user_id not in done and p.amount_minor]
+    session.add_all(lines)
+    return lines

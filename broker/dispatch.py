@@ -24,6 +24,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
+from broker.charging import void_price
 from broker.clock import resolve_now
 from broker.delivery_record import judge
 from broker.errors import InvalidInput, LeaseLost, NotFound, NotYours, WrongState
@@ -34,6 +35,8 @@ ACTIVE = ("claimed", "running")
 FINISHED = ("done", "failed")
 LEASE_S = (5, 300)
 REOFFER_AFTER = timedelta(seconds=10)
+# A claimed job whose lease lapsed this long ago, past its block's end, is given up for failed.
+ABANDONED = timedelta(seconds=60)
 _JOBS = DeliveryJob.__table__
 
 
@@ -84,23 +87,64 @@ def something_to_claim(session: Session, provider_id: int, now: datetime) -> boo
         or_(DeliveryJob.status == "queued", lapsed)))))
 
 
-def expire_unclaimed(session: Session, provider_id: int, now: datetime) -> list[int]:
-    """Fail the provider's queued jobs whose block has ended: nothing was delivered. The
-    failure is in the provider's measured record (outcome failed, score 0)."""
-    rows = session.execute(
-        select(DeliveryJob).join(Award, Award.id == DeliveryJob.award_id)
-        .where(DeliveryJob.provider_id == provider_id, DeliveryJob.status == "queued",
-               Award.ends_at.is_not(None), Award.ends_at <= now)).scalars().all()
+def expire_unclaimed(session: Session, provider_id: int | None, now: datetime, *,
+                     home_provider_id: int | None = None) -> list[int]:
+    """Fail the jobs whose block has ended while no daemon held them: queued ones (never
+    claimed, or handed back), and claimed or running ones whose lease lapsed ``ABANDONED``
+    ago (their daemon is gone). Of one delivering provider (a claim of it), or of the awards
+    one home provider brokered (closing its billing period), or all. The failure is in the
+    provider's measured record (outcome failed, score 0, what was reported until then); an
+    award that delivered nothing has its price voided (`ended_undelivered`)."""
+    abandoned = and_(DeliveryJob.status.in_(ACTIVE),
+                     DeliveryJob.lease_expires_at <= now - ABANDONED)
+    query = (select(DeliveryJob).join(Award, Award.id == DeliveryJob.award_id)
+             .where(or_(DeliveryJob.status == "queued", abandoned),
+                    Award.ends_at.is_not(None), Award.ends_at <= now)
+             .order_by(DeliveryJob.id).with_for_update(of=DeliveryJob))
+    if provider_id is not None:
+        query = query.where(DeliveryJob.provider_id == provider_id)
+    if home_provider_id is not None:
+        query = query.where(Award.home_provider_id == home_provider_id)
+    rows = session.execute(query).scalars().all()
     for job in rows:
+        was = job.status
         job.status, job.updated_at = "failed", now
-        _record(session, job.id, "expire", "queued", "failed", job.token, None, now,
-                f"the block ended at {job.award.ends_at.isoformat()} unclaimed")
+        job.lease_expires_at = min(job.lease_expires_at or now, now)
+        why = (f"the block ended at {job.award.ends_at.isoformat()} unclaimed" if was == "queued"
+               else f"the block ended at {job.award.ends_at.isoformat()} and daemon "
+                    f"{job.daemon}'s lease lapsed")
+        _record(session, job.id, "expire", was, "failed", job.token, None, now, why)
+        so_far = reported(session, job.id)
+        measured = {"bytes": so_far["bytes_out"], "packets": so_far["packets_out"]}
         session.add(JobMeasurement(job_id=job.id, provider_id=job.provider_id,
-                                   **judge(job.award, {}, outcome="failed"), token=job.token,
-                                   error="the block ended before a daemon claimed the job",
+                                   **judge(job.award, measured, outcome="failed"),
+                                   token=job.token,
+                                   error=("the block ended before a daemon claimed the job"
+                                          if was == "queued" else why),
                                    created_at=now))
+        ended_undelivered(session, job, measured, at=min(job.award.ends_at, now))
     session.flush()
     return [job.id for job in rows]
+
+
+def delivered_nothing(session: Session, job: DeliveryJob, measured: Mapping) -> bool:
+    """No byte or packet of the job reached its sink: none reported, none measured."""
+    so_far = reported(session, job.id)
+    return not any((so_far["bytes_out"], so_far["packets_out"],
+                    measured.get("bytes", 0), measured.get("packets", 0)))
+
+
+def ended_undelivered(session: Session, job: DeliveryJob, measured: Mapping, *,
+                      at: datetime) -> bool:
+    """A failed job's award: failed, and its price voided if nothing was delivered (the payers
+    do not pay for a delivery that did not happen; a part delivered keeps the price, and the
+    provider's measured record shows the failure)."""
+    if job.award.status == "active":
+        job.award.status = "failed"
+    if not delivered_nothing(session, job, measured):
+        return False
+    void_price(session, job.award, job_id=job.id, at=at)
+    return True
 
 
 def reported(session: Session, job_id: int) -> dict:
@@ -230,6 +274,8 @@ def _measure(session: Session, outcome: str, measured: Mapping, error: str = "")
                                    error=error[:300], created_at=now))
         if outcome == "done":
             job.award.status = "delivered"
+        else:
+            ended_undelivered(session, job, measured, at=now)
     return then
 
 

@@ -31,7 +31,7 @@ COLUMNS: tuple[str, ...] = ("date", "provider", "network", "service", "device", 
                             "recipient", "kind", "quantity", "amount", "description")
 SORT_KEYS: tuple[str, ...] = COLUMNS
 # The kinds of a statement line, in the order their groups are shown by default.
-KINDS: tuple[str, ...] = ("price", "connect", "bytes", "seconds", "packets",
+KINDS: tuple[str, ...] = ("price", "void", "connect", "bytes", "seconds", "packets",
                           "reserved_bps_seconds", "credit")
 DETAIL, SUMMARY = "detail", "summary"
 ASC, DESC = "asc", "desc"

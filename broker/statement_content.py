@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from broker.charging import PRICE, billable
+from broker.charging import PRICE, VOID, billable
 from broker.models import (
     Award,
     Charge,
@@ -37,7 +37,7 @@ from broker.models import (
 from broker.rating import CONNECT
 
 CREDIT = "credit"
-_KIND_ORDER = {PRICE: 0, CONNECT: 1}
+_KIND_ORDER = {PRICE: 0, VOID: 0, CONNECT: 1}
 
 _on_line = aliased(StatementLine)  # the line a charge or note is on, if any
 _unassigned_charge = ~exists().where(_on_line.charge_id == Charge.id)
@@ -85,6 +85,8 @@ def _description(row) -> str:
                 else f"{row.source} {ident}" if ident is not None else row.source)
         share = f", share {row.share + 1} of {row.shares}" if row.shares > 1 else ""
         return f"price: {what}{share}"
+    if row.kind == VOID:
+        return f"price voided: award {row.award_id} delivered nothing"
     if row.kind == CONNECT:
         return f"connect fee, job {row.job_id}"
     return f"{row.kind} past the award's terms, job {row.job_id} report {row.sequence}"

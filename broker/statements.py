@@ -19,6 +19,7 @@ from broker.actors import Actor
 from broker.billing_periods import Period, check_settings, period_containing, period_named
 from broker.bounds import INT64_MAX
 from broker.clock import resolve_now
+from broker.dispatch import expire_unclaimed
 from broker.errors import InvalidInput, NotFound, NotYours, WrongState
 from broker.idempotency import once
 from broker.ledger import post_many, statement_entries
@@ -410,6 +411,9 @@ def close_period(begin: Callable, actor: Actor, home_provider_id: int, period_na
                              f"{period.name} ends before that (periods close in order)",
                              field="period")
         settings.closed_through = period.end
+        # Blocks that ended with no daemon holding them fail first: an award that delivered
+        # nothing has its price voided before the statements take it.
+        expire_unclaimed(session, None, now, home_provider_id=home_provider_id)
         made = open_drafts(session, home_provider_id, period, now)
     finalized = 0
     while True:

@@ -79,16 +79,21 @@ class UsageReport(HasId, HasCreated, Base):
 
 
 class Charge(HasId, Base):
-    """One charge line to one payer: an award's price (``kind`` ``price``) or one dimension of
-    one usage report's charge (``kind`` the dimension), in minor units of ``currency`` with
-    the ``minor_digits`` it was rated with. Negative only as a volume-tier credit."""
+    """One charge line to one payer: an award's price (``kind`` ``price``), the price undone
+    for an award that delivered nothing (``kind`` ``void``, the price's negative), or one
+    dimension of one usage report's charge (``kind`` the dimension), in minor units of
+    ``currency`` with the ``minor_digits`` it was rated with. Negative only as a void or a
+    volume-tier credit."""
 
     __tablename__ = "charges"
     __table_args__ = (
-        CheckConstraint("(kind = 'price') = (usage_report_id IS NULL)", name="source"),
+        CheckConstraint("(kind IN ('price', 'void')) = (usage_report_id IS NULL)",
+                        name="source"),
         CheckConstraint("minor_digits BETWEEN 0 AND 18", name="digits"),
         Index("uq_charges_award_price", "award_id", "user_id", unique=True,
               sqlite_where=text("kind = 'price'"), postgresql_where=text("kind = 'price'")),
+        Index("uq_charges_award_void", "award_id", "user_id", unique=True,
+              sqlite_where=text("kind = 'void'"), postgresql_where=text("kind = 'void'")),
         Index("ix_charges_user_id_rated_at", "user_id", "rated_at"),
     )
 

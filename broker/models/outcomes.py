@@ -38,7 +38,7 @@ class Award(HasId, HasCreated, Base):
     __tablename__ = "awards"
     __table_args__ = (
         CheckConstraint("source IN ('home', 'negotiation', 'auction')", name="source"),
-        CheckConstraint("status IN ('active', 'delivered', 'cancelled')", name="status"),
+        CheckConstraint("status IN ('active', 'delivered', 'failed', 'cancelled')", name="status"),
         CheckConstraint("price_minor >= 0", name="price"),
         CheckConstraint("share >= 0 AND share < shares", name="share"),
         UniqueConstraint("request_id", "share"),
