@@ -120,9 +120,13 @@ def add_broker_commands(subparsers) -> None:
 
 
 def _serve(args) -> int:
+    import shutil
+    import tempfile
+
     import uvicorn
 
     from broker.api import create_app
+    from broker.metrics import MULTIPROCESS_DIR
     from broker.settings import load
     from broker.store import Store
 
@@ -148,8 +152,17 @@ def _serve(args) -> int:
     # read the settings resolved here from the environment.
     store.dispose()
     os.environ.update(settings.model_copy(update={"db": store.url}).export())
-    uvicorn.run("broker.api.main:app_from_environment", factory=True,
-                workers=settings.workers, **common)
+    # Each worker counts its calls in files of one folder, so any worker's /metrics sums them
+    # all (broker.metrics); a folder of the operator's own is used as it is.
+    own = not os.environ.get(MULTIPROCESS_DIR)
+    if own:
+        os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="pktx-broker-metrics-")
+    try:
+        uvicorn.run("broker.api.main:app_from_environment", factory=True,
+                    workers=settings.workers, **common)
+    finally:
+        if own:
+            shutil.rmtree(os.environ.pop(MULTIPROCESS_DIR), ignore_errors=True)
     return 0
 
 

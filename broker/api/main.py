@@ -25,6 +25,7 @@ from broker import __version__
 from broker.api.responses import ERRORS
 from broker.errors import BrokerError
 from broker.groupcommit import GroupCommit
+from broker.metrics import HttpMetrics
 from broker.negotiation import expire_overdue
 from broker.reputation import DEFAULT_POLICY, ReputationPolicy
 from broker.settings import BrokerSettings
@@ -202,6 +203,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     app.state.event_stream = {"seconds": event_stream_seconds, "poll": event_poll_seconds,
                               "retry_ms": 1000}
     app.add_middleware(RequestIds)
+    app.add_middleware(HttpMetrics)  # outside RequestIds: an unhandled error counts as its 500
     _add_error_answers(app)
     # Bids first: the busiest route, and FastAPI tries routes in order. Every operation
     # declares the error answers too (one shape, `ErrorOut`, instead of FastAPI's own 422).

@@ -438,6 +438,14 @@ class Health(Out):
     revision: str | None
 
 
+class Ready(Out):
+    ready: bool
+    database: str
+    revision: str | None
+    expected_revision: str
+    reason: str
+
+
 class UsageLine(Out):
     kind: str
     amount_minor: int
