@@ -19,7 +19,14 @@ import sys
 # anything imports numpy; a value the user set is kept.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from engine.cli import bench, capture_commands, daemon_commands, delivery_commands, demo
+from engine.cli import (
+    bench,
+    capture_commands,
+    daemon_commands,
+    delivery_commands,
+    demo,
+    service_commands,
+)
 from engine.cli.delivery_commands import Terminated
 from engine.errors import EngineError
 
@@ -59,6 +66,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     capture_commands.add_commands(sub)
     demo.add_commands(sub)
     delivery_commands.add_commands(sub)
+    service_commands.add_commands(sub)
     daemon_commands.add_commands(sub)
     bench.add_commands(sub)
     if argv is not None and _engine_command(argv, set(sub.choices)):

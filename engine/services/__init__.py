@@ -25,6 +25,7 @@ from engine.services.base import (
     Service,
     ServiceError,
     accepted_names,
+    kind_of,
     resolve_secrets,
 )
 
@@ -46,7 +47,7 @@ BUILTINS = {
 }
 
 __all__ = ["BUILTINS", "Param", "Service", "ServiceError", "available", "build_chain",
-           "parse_chain", "public_chain", "service_class"]
+           "describe", "parse_chain", "public_chain", "service_class"]
 
 
 @cache
@@ -81,6 +82,30 @@ def service_class(name: str) -> type[Service]:
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ServiceError(f"service {name!r} ({target}) is not a Service subclass")
     return cls
+
+
+def describe(name: str) -> dict:
+    """What ``pktx services`` shows of one service: where it comes from, what it does and each
+    parameter with its type, default, choices and help (a secret's other names too). A
+    service that cannot be loaded is described by its error."""
+    target = _registry()[name]
+    origin = "built-in" if BUILTINS.get(name) == target else "registered"
+    try:
+        cls = service_class(name)
+    except ServiceError as exc:
+        return {"name": name, "target": target, "origin": origin, "summary": "",
+                "error": str(exc), "params": []}
+    return {"name": name, "target": target, "origin": origin, "summary": cls.summary,
+            "error": None, "params": [
+                {"name": p.name, "type": kind_of(p), "required": p.required,
+                 "default": None if p.required else _shown(p.default),
+                 "choices": list(p.choices) if p.choices is not None else None,
+                 "secret": p.secret, "also_as": list(p.sources[1:]), "help": p.help}
+                for p in cls.params]}
+
+
+def _shown(value):
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 def parse_chain(names: str | list[str], params: list[str] | dict | None = None) -> list[dict]:

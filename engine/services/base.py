@@ -49,6 +49,29 @@ class Param:
         return (self.name, *(f"{self.name}_{s}" for s in SECRET_SOURCES))
 
 
+_KINDS = {str: "text", int: "integer", float: "number"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def boolean(text: str) -> bool:
+    """A yes/no parameter: 1/0, true/false, yes/no, on/off (any case); empty is no."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a yes/no value (1/0, true/false, yes/no, on/off)")
+
+
+boolean.kind = "boolean"  # type: ignore[attr-defined]
+
+
+def kind_of(param: Param) -> str:
+    """What a parameter's value is, in words: ``integer``, ``text``, ``hex key, 32 bytes``..."""
+    parse = param.parse
+    return _KINDS.get(parse) or getattr(parse, "kind", None) or parse.__name__.strip("_")
+
+
 def accepted_names(params: tuple[Param, ...]) -> set[str]:
     """Every name a service's parameters may be given under."""
     return {name for p in params for name in p.sources}
@@ -116,6 +139,7 @@ def hex_key(*sizes: int) -> Callable[[str], bytes]:
             raise ValueError(f"{len(key)} bytes, expected {want} (hex: {2 * sizes[0]} digits)")
         return key
 
+    parse.kind = f"hex key, {' or '.join(str(s) for s in sizes)} bytes"  # type: ignore[attr-defined]
     return parse
 
 

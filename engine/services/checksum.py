@@ -24,26 +24,17 @@ from engine.packet.checksum import (
     verify_checksums,
 )
 from engine.packet.flowkeys import flow_keys
-from engine.services.base import Param, Service
+from engine.services.base import Param, Service, boolean
 
 _L4_KINDS = ((4, 6, "tcp"), (6, 6, "tcp"), (4, 17, "udp"), (6, 17, "udp"), (4, 1, "icmp"),
              (6, 58, "icmpv6"))
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{text!r} is not a boolean (true/false)")
 
 
 class Checksum(Service):
     name = "checksum"
     summary = "recompute IPv4, TCP, UDP, ICMP and ICMPv6 checksums"
     params = (
-        Param("verify_only", _bool, False,
+        Param("verify_only", boolean, False,
               "only count correct and wrong checksums, change nothing"),
     )
 

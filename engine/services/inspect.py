@@ -41,22 +41,9 @@ from engine.packet.ahocorasick import PatternMatcher, TcpStreams
 from engine.packet.flowkeys import flow_keys
 from engine.packet.header_kernels import _set_dscp
 from engine.packet.inspect_kernels import _payload_bounds
-from engine.services.base import Param, Service, ServiceError
+from engine.services.base import Param, Service, ServiceError, boolean
 
 __all__ = ["Inspect", "parse_pattern"]
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _flag(text: str) -> bool:
-    t = text.strip().lower()
-    if t in _TRUE:
-        return True
-    if t in _FALSE:
-        return False
-    raise ValueError(f"{text!r} is not a yes/no value (1/0, true/false, yes/no, on/off)")
-
 
 def parse_pattern(text: str) -> bytes:
     """One pattern: ``hex:`` then hex digits (spaces allowed), or text taken as UTF-8."""
@@ -95,8 +82,8 @@ class Inspect(Service):
         Param("action", str, "count", "what to do with matching packets",
               ("count", "drop", "mark")),
         Param("dscp", int, 1, "the DSCP that action=mark sets (0-63)"),
-        Param("nocase", _flag, False, "match ASCII letters in either case"),
-        Param("stream", _flag, False, "match across in-order TCP segments of a flow "
+        Param("nocase", boolean, False, "match ASCII letters in either case"),
+        Param("stream", boolean, False, "match across in-order TCP segments of a flow "
               "(run with flow affinity)"),
     )
 
