@@ -11,6 +11,7 @@ and prints its API key once). Output is JSON on stdout.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -26,7 +27,7 @@ def add_broker_commands(subparsers) -> None:
         "serve", help="run the broker's HTTP API (FastAPI on uvicorn)",
         description="Each setting comes from its flag, else $PKTX_BROKER_<NAME> (e.g. "
                     "PKTX_BROKER_PORT), else the TOML file of --config or $PKTX_BROKER_CONFIG "
-                    "(keys: db, host, port, workers, reputation_half_life_days, expire_every, "
+                    "(keys: db, host, port, processes, reputation_half_life_days, expire_every, "
                     "log_level), else its default.")
     db_option(serve)
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
@@ -34,9 +35,10 @@ def add_broker_commands(subparsers) -> None:
     serve.add_argument("--port", type=int, help="port to listen on (8040)")
     serve.add_argument("--reputation-half-life-days", type=float,
                        help="age at which a rating counts half (90)")
-    serve.add_argument("--workers", type=int,
-                       help="worker processes (1); more serve more requests at once on "
-                            "several cores, SQLite still takes one writer at a time")
+    serve.add_argument("--processes", "--workers", type=int, dest="processes",
+                       help="HTTP server processes (1); more serve more requests at once on "
+                            "several cores, SQLite still takes one writer at a time "
+                            "(--workers is the old name)")
     serve.add_argument("--expire-every", type=float, metavar="SECONDS",
                        help="how often overdue negotiations are marked expired (30; 0: never)")
     serve.add_argument("--log-level",
@@ -64,7 +66,10 @@ def add_broker_commands(subparsers) -> None:
     db_option(p)
     p.add_argument("--network", type=int, required=True, help="network id")
     p.add_argument("--name", required=True)
-    p.add_argument("--services", required=True, help="e.g. identity,checksum,anonymize")
+    p.add_argument("--service", "--services", dest="services", required=True,
+                   metavar="NAME[,NAME...]",
+                   help="the services it offers, e.g. identity,checksum,anonymize (--services "
+                        "is the old name)")
     p.add_argument("--capacity-bps", type=int, required=True)
     p.add_argument("--currency", default="EUR", help="ISO 4217 code (EUR)")
     p.add_argument("--per-gb", type=int, required=True, help="minor units per 10^9 bytes")
@@ -129,22 +134,27 @@ def _serve(args) -> int:
     from broker.metrics import MULTIPROCESS_DIR
     from broker.settings import load
     from broker.store import Store
+    from engine.logs import for_children
 
     settings = load(args.config, db=args.db, host=args.host, port=args.port,
-                    workers=args.workers, expire_every=args.expire_every,
+                    processes=args.processes, expire_every=args.expire_every,
                     reputation_half_life_days=args.reputation_half_life_days,
-                    log_level=args.log_level, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                    log_level=args.log_level or ("warning" if getattr(args, "quiet", False)
+                                                 else None),
+                    tls_cert=args.tls_cert, tls_key=args.tls_key)
     tls = _tls(settings)
     store = Store(settings.db)  # migrates the store once, before any worker starts
     scheme = "https" if tls else "http"
-    sys.stderr.write(f"pktx broker: serving {store.backend} store on "
-                     f"{scheme}://{settings.host}:{settings.port} with {settings.workers} "
-                     f"worker(s) (OpenAPI at /docs)\n")
+    logging.getLogger("pktx.broker").info(
+        "serving %s store on %s://%s:%s with %d process(es) (OpenAPI at /docs)", store.backend,
+        scheme, settings.host, settings.port, settings.processes)
     # Open event streams do not hold a shutdown up: after 10 s they are closed (devices
     # reconnect with Last-Event-ID and miss nothing).
+    # uvicorn's loggers go through pktx's own handler (--log-format, secrets masked); its
+    # --log-level still sets how much of them.
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level,
-              "timeout_graceful_shutdown": 10, **tls}
-    if settings.workers == 1:
+              "log_config": None, "timeout_graceful_shutdown": 10, **tls}
+    if settings.processes == 1:
         uvicorn.run(create_app(store, settings=settings,
                                expire_every=settings.expire_every or None), **common)
         return 0
@@ -152,6 +162,7 @@ def _serve(args) -> int:
     # read the settings resolved here from the environment.
     store.dispose()
     os.environ.update(settings.model_copy(update={"db": store.url}).export())
+    os.environ.update(for_children())
     # Each worker counts its calls in files of one folder, so any worker's /metrics sums them
     # all (broker.metrics); a folder of the operator's own is used as it is.
     own = not os.environ.get(MULTIPROCESS_DIR)
@@ -159,7 +170,7 @@ def _serve(args) -> int:
         os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="pktx-broker-metrics-")
     try:
         uvicorn.run("broker.api.main:app_from_environment", factory=True,
-                    workers=settings.workers, **common)
+                    workers=settings.processes, **common)
     finally:
         if own:
             shutil.rmtree(os.environ.pop(MULTIPROCESS_DIR), ignore_errors=True)

@@ -15,12 +15,13 @@ def db_option(parser) -> None:
 
 
 def guarded(command):
-    """Run ``command``; a `BrokerError` becomes a one-line message and exit status 1."""
+    """Run ``command``; a `BrokerError` becomes one line (``pktx: error: ...``, as every
+    command's) and exit status 1."""
     def run(args) -> int:
         try:
             return command(args)
         except BrokerError as exc:
-            sys.stderr.write(f"pktx broker: error: {exc}\n")
+            sys.stderr.write(f"pktx: error: {exc}\n")
             return 1
     return run
 

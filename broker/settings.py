@@ -1,9 +1,9 @@
 """The broker's settings in one object: command-line flags over the environment over a file.
 
 `BrokerSettings` reads ``PKTX_BROKER_*`` environment variables (``PKTX_BROKER_DB``,
-``PKTX_BROKER_WORKERS``, ...) and, when ``PKTX_BROKER_CONFIG`` names one, a TOML file whose keys
+``PKTX_BROKER_PROCESSES``, ...) and, when ``PKTX_BROKER_CONFIG`` names one, a TOML file whose keys
 are the field names (``db = "postgresql+psycopg://..."``). What ``pktx broker serve`` is given
-on its command line wins over both. Worker processes of ``serve --workers N`` build their app
+on its command line wins over both. The server processes of ``serve --processes N`` build their app
 from the same object: the command exports what it resolved (`BrokerSettings.export`).
 """
 
@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,13 +34,19 @@ _config_file: ContextVar[Path | None] = ContextVar("pktx_broker_config_file", de
 class BrokerSettings(BaseSettings):
     """How a broker runs: its store, its HTTP server and the market's clocks."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid", frozen=True,
+                                      populate_by_name=True)
 
     db: str | None = Field(None, description="database URL; default: a SQLite file in "
                                              "~/.local/share/pktx")
     host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     port: int = Field(8040, ge=0, le=65535, description="port the HTTP API listens on")
-    workers: int = Field(1, ge=1, le=64, description="HTTP worker processes")
+    # Named `processes`, not `workers`: a pktx worker is a packet-processing process. The old
+    # name is still read (file key, PKTX_BROKER_WORKERS, --workers).
+    processes: int = Field(1, ge=1, le=64, description="HTTP server processes",
+                           validation_alias=AliasChoices("processes", "workers",
+                                                         f"{PREFIX}PROCESSES",
+                                                         f"{PREFIX}WORKERS"))
     reputation_half_life_days: float = Field(90.0, gt=0, le=36500,
                                              description="age at which a rating counts half")
     expire_every: float = Field(30.0, ge=0, le=86400,

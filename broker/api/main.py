@@ -250,8 +250,11 @@ def _openapi_3_1(app: FastAPI) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    """The app of one worker process of ``pktx broker serve --workers N`` (a uvicorn factory):
+    """The app of one server process of ``pktx broker serve --processes N`` (a uvicorn factory):
     the settings the command exported to the environment (`broker.settings`)."""
+    from engine.logs import inherited
+
+    inherited("broker")
     settings = load_settings()
     return create_app(Store(settings.db, migrate=False), settings=settings,
                       expire_every=settings.expire_every or None)

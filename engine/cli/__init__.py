@@ -19,6 +19,7 @@ import sys
 # anything imports numpy; a value the user set is kept.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from engine import logs
 from engine.cli import (
     bench,
     capture_commands,
@@ -61,7 +62,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                  "and the engine that delivers them.")
     p.add_argument("--version", action=_VersionAction, nargs=0,
                    help="show the version and whether compiled extensions are in use")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    add_output_options(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     capture_commands.add_commands(sub)
     demo.add_commands(sub)
@@ -69,15 +70,47 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     service_commands.add_commands(sub)
     daemon_commands.add_commands(sub)
     bench.add_commands(sub)
-    if argv is not None and _engine_command(argv, set(sub.choices)):
-        return p
-    try:
-        from broker.cli import add_broker_commands
-    except ImportError:
-        pass
-    else:
-        add_broker_commands(sub)
+    if argv is None or not _engine_command(argv, set(sub.choices)):
+        try:
+            from broker.cli import add_broker_commands
+        except ImportError:
+            pass
+        else:
+            add_broker_commands(sub)
+    _everywhere(p)
     return p
+
+
+def add_output_options(p: argparse.ArgumentParser, *, below: bool = False) -> None:
+    """-q, -v and --log-format: the same three on every command, before or after its name
+    (``below``: on a subcommand, where a value not given must not undo one given before)."""
+    keep = {"default": argparse.SUPPRESS} if below else {}
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="warnings and errors only: no progress display, no summary line",
+                   **keep)
+    p.add_argument("-v", "--verbose", action="count",
+                   help="more log output (-vv: debug)", **({"default": 0} | keep))
+    p.add_argument("--log-format", choices=logs.FORMATS,
+                   help="text lines, or JSON lines for a log collector (default: "
+                        "$PKTX_LOG_FORMAT, else text)",
+                   **({"default": os.environ.get("PKTX_LOG_FORMAT") or "text"} | keep))
+
+
+def _everywhere(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                if not any("--log-format" in a.option_strings for a in child._actions):
+                    add_output_options(child, below=True)
+                _everywhere(child)
+
+
+SERVICES = ("worker", "daemon")  # long-running: they log what they do (info) by default
+
+
+def _serves(args) -> bool:
+    return args.command in SERVICES or (args.command == "broker"
+                                        and getattr(args, "broker_command", None) == "serve")
 
 
 def _engine_command(argv: list[str], engine_commands: set[str]) -> bool:
@@ -94,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="pktx: %(levelname)s: %(message)s")
+    if args.log_format not in logs.FORMATS:  # from $PKTX_LOG_FORMAT
+        parser.error(f"PKTX_LOG_FORMAT is one of {', '.join(logs.FORMATS)}, "
+                     f"not {args.log_format!r}")
+    logs.setup(args.command or "", fmt=args.log_format, verbose=args.verbose,
+               quiet=args.quiet, service=_serves(args))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -25,7 +25,6 @@ def add_commands(sub) -> None:
     s.add_argument("--ts-resolution", choices=("us", "ns"),
                    help="output timestamp resolution (default: the input's)")
     s.add_argument("--errors", choices=("strict", "truncate"), default="strict")
-    s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("generate", help="write synthetic, valid TCP/UDP traffic")
@@ -35,7 +34,6 @@ def add_commands(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--format", choices=("pcap", "pcapng"))
     s.add_argument("--ts-resolution", choices=("us", "ns"), default="ns")
-    s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_generate)
 
 

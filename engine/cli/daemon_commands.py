@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from engine.cli import arguments as A
 
 
@@ -88,9 +86,10 @@ def cmd_daemon(args) -> int:
     from engine.daemon.broker_client import read_key
     from engine.daemon.node import Daemon, DaemonOptions
     from engine.daemon.runs import NodeOptions
+    from engine.logs import register_secret
 
     key = read_key(args.key_file, args.key_env)
-    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    register_secret(key)
     node = NodeOptions(workers=args.workers, bind=args.bind, curve_dir=args.curve,
                        files=args.files, params=tuple(args.param))
     daemon = Daemon(args.broker, key, args.state, node,

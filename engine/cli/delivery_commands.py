@@ -86,13 +86,13 @@ def add_commands(sub) -> None:
                         "seconds: a delivery daemon touches it while it holds the job's lease")
     s.add_argument("--lease-timeout", type=A.positive_float, default=30.0, metavar="S",
                    help="with --lease-file (default 30)")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.set_defaults(func=cmd_deliver)
 
     s = sub.add_parser("worker", help="a worker node: connect to a dispatcher, run services")
     s.add_argument("--connect", required=True, metavar="ENDPOINT")
-    s.add_argument("--services", metavar="NAME[,NAME...]",
-                   help="services this node offers (default: all installed)")
+    s.add_argument("--service", "--services", dest="services", metavar="NAME[,NAME...]",
+                   help="services this node offers (default: all installed; --services is "
+                        "the old name)")
     s.add_argument("--credit", type=A.positive_int, default=4,
                    help="segments held at once (default 4)")
     s.add_argument("--name", help="how the node is named in logs and usage records")
@@ -104,7 +104,6 @@ def add_commands(sub) -> None:
     s.add_argument("--max-idle", type=float, metavar="S",
                    help="give up after S seconds without a dispatcher")
     _timing_options(s)
-    s.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("keys", help="CURVE keys for dispatchers and workers")
@@ -225,8 +224,6 @@ def cmd_worker(args) -> int:
                exit_on_disconnect=args.exit_on_disconnect, max_idle_s=args.max_idle,
                heartbeat_ms=args.heartbeat_ms, liveness=args.liveness)
     w.install_signal_handlers()
-    if not args.quiet:
-        logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     return w.run()
 
 

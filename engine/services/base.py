@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from engine.capture.batch import PacketBatch
 from engine.errors import EngineError
+from engine.logs import register_secret
 
 _REQUIRED = object()
 # A secret parameter NAME may also be given as NAME_file=PATH (the file's text) or NAME_env=VAR
@@ -181,6 +182,8 @@ class Service:
                                    f"({p.help})")
             else:
                 value = p.default
+            if p.secret:  # whatever logs later in this process (dispatcher, worker), not this
+                register_secret(value)
             if p.choices is not None and value not in p.choices:
                 raise ServiceError(f"service {self.name!r}: parameter {p.name} must be one of "
                                    f"{list(p.choices)}, not {value!r}")

@@ -72,28 +72,36 @@ def serve_settings(monkeypatch, argv: list[str], env: dict[str, str] | None = No
     parser = argparse.ArgumentParser(prog="pktx")
     add_broker_commands(parser.add_subparsers(dest="command"))
     a = parser.parse_args(["broker", "serve", *argv])
-    return load(a.config, db=a.db, host=a.host, port=a.port, workers=a.workers,
+    return load(a.config, db=a.db, host=a.host, port=a.port, processes=a.processes,
                 expire_every=a.expire_every, log_level=a.log_level,
                 reputation_half_life_days=a.reputation_half_life_days)
 
 
 def test_serve_settings_come_from_flags_over_environment_over_a_file(monkeypatch, tmp_path):
     s = serve_settings(monkeypatch, [])
-    assert (s.host, s.port, s.workers, s.expire_every, s.log_level) == \
+    assert (s.host, s.port, s.processes, s.expire_every, s.log_level) == \
         ("127.0.0.1", 8040, 1, 30.0, "info")
     config = tmp_path / "broker.toml"
-    config.write_text('port = 9001\nworkers = 2\nexpire_every = 5.0\nlog_level = "debug"\n')
+    config.write_text('port = 9001\nprocesses = 2\nexpire_every = 5.0\nlog_level = "debug"\n')
     s = serve_settings(monkeypatch, ["--config", str(config)])
-    assert (s.port, s.workers, s.expire_every, s.log_level) == (9001, 2, 5.0, "debug")
-    s = serve_settings(monkeypatch, ["--config", str(config)], {"PKTX_BROKER_WORKERS": "3"})
-    assert (s.port, s.workers) == (9001, 3)
-    s = serve_settings(monkeypatch, ["--config", str(config), "--workers", "4"],
-                       {"PKTX_BROKER_WORKERS": "3"})
-    assert s.workers == 4
-    # What the command exports is what a worker process then reads back.
+    assert (s.port, s.processes, s.expire_every, s.log_level) == (9001, 2, 5.0, "debug")
+    s = serve_settings(monkeypatch, ["--config", str(config)], {"PKTX_BROKER_PROCESSES": "3"})
+    assert (s.port, s.processes) == (9001, 3)
+    s = serve_settings(monkeypatch, ["--config", str(config), "--processes", "4"],
+                       {"PKTX_BROKER_PROCESSES": "3"})
+    assert s.processes == 4
+    # What the command exports is what a server process then reads back.
     for name, value in s.export().items():
         monkeypatch.setenv(name, value)
     assert load() == s
+
+
+def test_the_old_name_of_processes_is_still_read(monkeypatch, tmp_path):
+    config = tmp_path / "old.toml"
+    config.write_text("workers = 2\n")
+    assert serve_settings(monkeypatch, ["--config", str(config)]).processes == 2
+    assert serve_settings(monkeypatch, [], {"PKTX_BROKER_WORKERS": "3"}).processes == 3
+    assert serve_settings(monkeypatch, ["--workers", "5"]).processes == 5
 
 
 def test_bad_serve_settings_are_one_line_naming_the_setting(monkeypatch, tmp_path, capsys):
@@ -101,9 +109,9 @@ def test_bad_serve_settings_are_one_line_naming_the_setting(monkeypatch, tmp_pat
     add_broker_commands(parser.add_subparsers(dest="command"))
     for name in [n for n in os.environ if n.startswith("PKTX_BROKER_")]:
         monkeypatch.delenv(name)
-    assert parser.parse_args(["broker", "serve", "--workers", "0"]).func(
-        parser.parse_args(["broker", "serve", "--workers", "0"])) == 1
-    assert "field workers" in capsys.readouterr().err
+    assert parser.parse_args(["broker", "serve", "--processes", "0"]).func(
+        parser.parse_args(["broker", "serve", "--processes", "0"])) == 1
+    assert "processes" in capsys.readouterr().err
     broken = tmp_path / "broken.toml"
     broken.write_text("port = [\n")
     args = parser.parse_args(["broker", "serve", "--config", str(broken)])
@@ -126,7 +134,7 @@ def test_serve_expires_overdue_negotiations_on_a_timer(world, workers):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     cmd = [sys.executable, "-m", "broker.cli", "broker", "serve", "--db", world.m.store.url,
-           "--port", str(port), "--workers", str(workers), "--expire-every", "0.2",
+           "--port", str(port), "--processes", str(workers), "--expire-every", "0.2",
            "--log-level", "warning"]
     with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE) as server:

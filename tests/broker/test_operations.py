@@ -5,6 +5,7 @@ refusing a database at another schema while ``/healthz`` stays alive."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -92,16 +93,18 @@ def test_readyz_wants_the_schema_healthz_only_the_process(store, served):
 
 
 def test_workers_share_their_counters(tmp_path):
-    """Two worker processes: whichever answers the scrape, the calls of both are counted."""
+    """Two worker processes: whichever answers the scrape, the calls of both are counted; both
+    log JSON lines as the command was told."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = open(tmp_path / "broker.log", "w")  # noqa: SIM115 - closed after the process ends
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "broker", "serve", "--db",
          f"sqlite:///{tmp_path / 'b.sqlite3'}", "--port", str(port), "--workers", "2",
-         "--log-level", "warning", "--expire-every", "0"],
-        env=env, stdin=subprocess.DEVNULL)
+         "--log-level", "info", "--log-format", "json", "--expire-every", "0"],
+        env=env, stdin=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -122,3 +125,11 @@ def test_workers_share_their_counters(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+        log.close()
+    # Its workers log as it was told: JSON lines, access lines included, with their role.
+    lines = [json.loads(line) for line in (tmp_path / "broker.log").read_text().splitlines()]
+    assert {line["role"] for line in lines} == {"broker"}
+    assert any(line["message"].startswith("serving sqlite store on http://127.0.0.1:")
+               for line in lines)
+    assert any("GET /healthz" in line["message"] and line["logger"] == "uvicorn.access"
+               for line in lines)

@@ -15,7 +15,7 @@ def test_the_exported_names_are_the_public_api():
     for name in PUBLIC:
         assert getattr(engine, name) is not None, name
     exported = {n for n in dir(engine) if not n.startswith("_")} - {
-        "capture", "packet", "delivery", "services", "errors", "cli", "daemon"}
+        "capture", "packet", "delivery", "services", "errors", "cli", "daemon", "logs"}
     assert exported <= PUBLIC, exported - PUBLIC
 
 
