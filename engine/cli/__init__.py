@@ -23,6 +23,7 @@ from engine import logs
 from engine.cli import (
     bench,
     capture_commands,
+    config,
     daemon_commands,
     delivery_commands,
     demo,
@@ -70,6 +71,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     service_commands.add_commands(sub)
     daemon_commands.add_commands(sub)
     bench.add_commands(sub)
+    config.add_commands(sub)
+    for name in config.CONFIGURABLE:
+        config.add_config_option(sub.choices[name])
     if argv is None or not _engine_command(argv, set(sub.choices)):
         try:
             from broker.cli import add_broker_commands
@@ -126,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     parser = build_parser(argv)
+    command = config.command_of(argv)
+    if command in config.CONFIGURABLE and not any(a in ("-h", "--help") for a in argv):
+        try:  # flags over environment over the file over defaults
+            config.resolve(parser, command, argv)
+        except config.ConfigError as exc:
+            sys.stderr.write(f"pktx: error: {exc}\n")
+            return 2
     args = parser.parse_args(argv)
     if args.log_format not in logs.FORMATS:  # from $PKTX_LOG_FORMAT
         parser.error(f"PKTX_LOG_FORMAT is one of {', '.join(logs.FORMATS)}, "
