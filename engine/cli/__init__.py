@@ -23,6 +23,7 @@ from engine import logs
 from engine.cli import (
     bench,
     capture_commands,
+    completion,
     config,
     daemon_commands,
     delivery_commands,
@@ -72,6 +73,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     daemon_commands.add_commands(sub)
     bench.add_commands(sub)
     config.add_commands(sub)
+    completion.add_commands(sub)
     for name in config.CONFIGURABLE:
         config.add_config_option(sub.choices[name])
     if argv is None or not _engine_command(argv, set(sub.choices)):
