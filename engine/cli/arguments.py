@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 
 def share(text: str) -> tuple[int, int]:
@@ -54,3 +56,15 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return v
+
+
+def json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json``: the command's report as one JSON document on stdout, for scripts."""
+    parser.add_argument("--json", action="store_true",
+                        help=f"print one JSON document on stdout ({what}) instead of the "
+                             f"human summary")
+
+
+def print_json(value) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")

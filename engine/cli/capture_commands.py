@@ -25,6 +25,7 @@ def add_commands(sub) -> None:
     s.add_argument("--ts-resolution", choices=("us", "ns"),
                    help="output timestamp resolution (default: the input's)")
     s.add_argument("--errors", choices=("strict", "truncate"), default="strict")
+    A.json_option(s, "what was written: packets, format, resolutions, damage")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("generate", help="write synthetic, valid TCP/UDP traffic")
@@ -34,6 +35,7 @@ def add_commands(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--format", choices=("pcap", "pcapng"))
     s.add_argument("--ts-resolution", choices=("us", "ns"), default="ns")
+    A.json_option(s, "what was written: packets, flows, format")
     s.set_defaults(func=cmd_generate)
 
 
@@ -110,7 +112,10 @@ def cmd_convert(args) -> int:
     with CaptureWriter(args.output, format=fmt, ts_resolution=args.ts_resolution) as w:
         for batch in reader:
             w.write(batch)
-    if not args.quiet:
+    if args.json:
+        A.print_json({"output": args.output, "packets": w.packets, "format": fmt,
+                      "resolutions": list(w.resolutions), "damage": bool(reader.damage)})
+    elif not args.quiet:
         res = ", ".join(w.resolutions) or "no packets"
         sys.stderr.write(f"wrote {w.packets} packets to {args.output} ({fmt}, {res})\n")
     return 1 if reader.damage else 0
@@ -124,7 +129,10 @@ def cmd_generate(args) -> int:
     fmt = args.format or format_for_path(args.output, "pcap")
     n = generate_capture(args.output, packets=args.packets, flows=args.flows, seed=args.seed,
                          format=fmt, ts_resolution=args.ts_resolution)
-    if not args.quiet:
-        flows = min(args.flows, n)
+    flows = min(args.flows, n)
+    if args.json:
+        A.print_json({"output": args.output, "packets": n, "flows": flows, "format": fmt,
+                      "seed": args.seed})
+    elif not args.quiet:
         sys.stderr.write(f"wrote {n} packets in {flows} flows to {args.output}\n")
     return 0

@@ -86,6 +86,7 @@ def add_commands(sub) -> None:
                         "seconds: a delivery daemon touches it while it holds the job's lease")
     s.add_argument("--lease-timeout", type=A.positive_float, default=30.0, metavar="S",
                    help="with --lease-file (default 30)")
+    A.json_option(s, "the usage record, as --usage-json writes it")
     s.set_defaults(func=cmd_deliver)
 
     s = sub.add_parser("worker", help="a worker node: connect to a dispatcher, run services")
@@ -104,6 +105,7 @@ def add_commands(sub) -> None:
     s.add_argument("--max-idle", type=float, metavar="S",
                    help="give up after S seconds without a dispatcher")
     _timing_options(s)
+    A.json_option(s, "at exit: the node's name, services, tasks done and failed")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("keys", help="CURVE keys for dispatchers and workers")
@@ -111,6 +113,7 @@ def add_commands(sub) -> None:
     k = ksub.add_parser("generate", help="create a key folder")
     k.add_argument("dir", metavar="DIR")
     k.add_argument("--worker-name", default="worker")
+    A.json_option(k, "each key file written, by name")
     k.set_defaults(func=cmd_keys_generate)
 
 
@@ -156,7 +159,9 @@ def cmd_deliver(args) -> int:
             usage = delivery.run()
     else:
         usage = delivery.run()
-    if not args.quiet:
+    if args.json:
+        A.print_json(usage)
+    elif not args.quiet:
         sys.stderr.write(
             f"delivered {usage['packets_out']} of {usage['packets_in']} packets "
             f"({usage['bytes_out']} bytes) in {usage['duration_ns'] / 1e9:.3f} s, "
@@ -224,13 +229,21 @@ def cmd_worker(args) -> int:
                exit_on_disconnect=args.exit_on_disconnect, max_idle_s=args.max_idle,
                heartbeat_ms=args.heartbeat_ms, liveness=args.liveness)
     w.install_signal_handlers()
-    return w.run()
+    status = w.run()
+    if args.json:
+        A.print_json({"name": w.name, "connect": args.connect, "services": w.services,
+                      "tasks_done": w.tasks_done, "tasks_failed": w.tasks_failed,
+                      "exit_status": status})
+    return status
 
 
 def cmd_keys_generate(args) -> int:
     from engine.delivery.curve import generate_keys
 
     paths = generate_keys(args.dir, worker_name=args.worker_name)
+    if args.json:
+        A.print_json({name: str(path) for name, path in paths.items()})
+        return 0
     for name, path in paths.items():
         sys.stdout.write(f"{name}: {path}\n")
     return 0
