@@ -68,3 +68,20 @@ def json_option(parser: argparse.ArgumentParser, what: str) -> None:
 def print_json(value) -> None:
     json.dump(value, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def address(text: str) -> str:
+    """``HOST:PORT`` (argparse type of --metrics)."""
+    from engine.telemetry import parse_address
+
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics", type=address, metavar="ADDR:PORT",
+                        help="serve Prometheus metrics on /metrics, and /healthz and /readyz, "
+                             "at this address while running (e.g. 127.0.0.1:9400)")

@@ -87,6 +87,7 @@ def add_commands(sub) -> None:
     s.add_argument("--lease-timeout", type=A.positive_float, default=30.0, metavar="S",
                    help="with --lease-file (default 30)")
     A.json_option(s, "the usage record, as --usage-json writes it")
+    A.metrics_option(s)
     s.set_defaults(func=cmd_deliver)
 
     s = sub.add_parser("worker", help="a worker node: connect to a dispatcher, run services")
@@ -106,6 +107,7 @@ def add_commands(sub) -> None:
                    help="give up after S seconds without a dispatcher")
     _timing_options(s)
     A.json_option(s, "at exit: the node's name, services, tasks done and failed")
+    A.metrics_option(s)
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("keys", help="CURVE keys for dispatchers and workers")
@@ -151,6 +153,11 @@ def cmd_deliver(args) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     if args.lease_file:
         _watch_lease(args.lease_file, args.lease_timeout)
+    if args.metrics:
+        from engine.telemetry import DeliveryCollector, TelemetryServer, delivery_ready
+
+        TelemetryServer(args.metrics, [DeliveryCollector(delivery)],
+                        delivery_ready(delivery)).start()
     show = not args.quiet and sys.stderr.isatty()
     if show:
         from engine.delivery.progress import DeliveryProgress
@@ -229,6 +236,10 @@ def cmd_worker(args) -> int:
                exit_on_disconnect=args.exit_on_disconnect, max_idle_s=args.max_idle,
                heartbeat_ms=args.heartbeat_ms, liveness=args.liveness)
     w.install_signal_handlers()
+    if args.metrics:
+        from engine.telemetry import TelemetryServer, WorkerCollector, worker_ready
+
+        TelemetryServer(args.metrics, [WorkerCollector(w)], worker_ready(w)).start()
     status = w.run()
     if args.json:
         A.print_json({"name": w.name, "connect": args.connect, "services": w.services,

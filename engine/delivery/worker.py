@@ -60,6 +60,7 @@ class Worker:
         self._stopping = False
         self.tasks_done = 0
         self.tasks_failed = 0
+        self.joined = False  # welcomed by the dispatcher of the session under way
         self._session_no = 0
         self._jobs: queue.Queue = queue.Queue()  # (session, frames) for the processing thread
         self._done: queue.Queue = queue.Queue()  # (session, reply frames) for the main thread
@@ -179,7 +180,7 @@ class Worker:
                         last_heard = now
                         verdict = self._handle(sock, frames)
                         if verdict == "welcome":
-                            welcomed = True
+                            welcomed = self.joined = True
                             hb = self.heartbeat_ms / 1000
                         elif verdict == "task":
                             served = True
@@ -212,6 +213,7 @@ class Worker:
                     self._send(sock, [P.PROTOCOL, P.HEARTBEAT])
                     next_hb = now + hb
         finally:
+            self.joined = False
             sock.disable_monitor()
             monitor.close(0)
             sock.close(0)

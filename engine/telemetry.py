@@ -1,0 +1,186 @@
+"""What a running engine process shows an operator on ``--metrics ADDR:PORT``: Prometheus
+metrics on ``/metrics``, ``/healthz`` (alive) and ``/readyz`` (ready), served by a thread of
+the process (docs/operations.md).
+
+The metrics are read at each scrape from what the process already keeps (the delivery's
+`Meter`, its dispatcher's workers and tasks, the worker's task counts): nothing is counted
+twice on the packet path, and the counters are the usage record's own numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from engine.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+Ready = Callable[[], tuple[bool, str]]  # (ready?, why not)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); ValueError saying what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9400)")
+    return host.strip("[]"), int(port)
+
+
+class TelemetryServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on one address, in a daemon thread."""
+
+    def __init__(self, address: str, collectors: list[Collector], ready: Ready) -> None:
+        self.registry = CollectorRegistry()
+        for collector in collectors:
+            self.registry.register(collector)
+        self.ready = ready
+        host, port = parse_address(address)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._answer(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._answer(200, b"ok\n")
+                elif path == "/readyz":
+                    ok, why = server.ready()
+                    self._answer(200 if ok else 503, (why or "ready").encode() + b"\n")
+                else:
+                    self._answer(404, b"/metrics, /healthz or /readyz\n")
+
+            def _answer(self, status: int, body: bytes,
+                        kind: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args) -> None:  # scrapes are not news
+                log.debug("telemetry: " + fmt, *args)
+
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise EngineError(f"--metrics {address}: cannot listen there: "
+                              f"{exc.strerror or exc}") from None
+        self.httpd.daemon_threads = True
+        self.address = f"{host}:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="pktx-telemetry",
+                                       daemon=True)
+
+    def start(self) -> TelemetryServer:
+        self.thread.start()
+        log.info("metrics on http://%s/metrics", self.address)
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _counter(name: str, doc: str, value: int, labels: dict[str, str] | None = None):
+    family = CounterMetricFamily(name, doc, labels=list(labels or {}))
+    family.add_metric(list((labels or {}).values()), value)
+    return family
+
+
+class DeliveryCollector(Collector):
+    """A delivery's metrics: its usage record so far, and its dispatcher's live state."""
+
+    def __init__(self, delivery) -> None:
+        self.delivery = delivery
+
+    def collect(self):
+        d = self.delivery
+        u = d.meter.usage()
+        for name, key, doc in (
+                ("packets_in", "packets_in", "Packets read from the source"),
+                ("bytes_in", "bytes_in", "Bytes read from the source"),
+                ("packets_out", "packets_out", "Packets written to the sink"),
+                ("bytes_out", "bytes_out", "Bytes written to the sink"),
+                ("segments", "segments", "Segments dispatched"),
+                ("retries", "retries", "Segments sent again (a worker lost or too slow)"),
+                ("duplicates_dropped", "duplicates_dropped", "Results that came twice"),
+                ("packets_skipped", "packets_skipped", "Packets of poison segments skipped"),
+                ("min_rate_windows_met", "min_rate_windows_met",
+                 "One-second windows at or above the minimum rate"),
+                ("min_rate_windows_missed", "min_rate_windows_missed",
+                 "One-second windows below the minimum rate")):
+            yield _counter(f"pktx_delivery_{name}", doc, u[key])
+        per_worker = CounterMetricFamily("pktx_delivery_worker_packets",
+                                         "Packets processed, by worker", labels=["worker"])
+        segs = CounterMetricFamily("pktx_delivery_worker_segments",
+                                   "Segments processed, by worker", labels=["worker"])
+        for worker, counts in sorted(u["workers"].items()):
+            per_worker.add_metric([worker], counts.get("packets", 0))
+            segs.add_metric([worker], counts.get("segments", 0))
+        yield per_worker
+        yield segs
+        services = CounterMetricFamily("pktx_delivery_service_events",
+                                       "What each service counted (its usage counters)",
+                                       labels=["service", "counter"])
+        for service, counters in sorted(u["services"].items()):
+            for counter, value in sorted(counters.items()):
+                services.add_metric([service, counter], value)
+        yield services
+        lost = CounterMetricFamily("pktx_delivery_workers_lost", "Workers lost, by reason",
+                                   labels=["reason"])
+        for reason, n in sorted(u["lost_workers"].items()):
+            lost.add_metric([reason], n)
+        yield lost
+        dispatcher = getattr(d, "dispatcher", None)
+        live = {"workers_connected": 0, "segments_in_flight": 0, "credit": 0}
+        if dispatcher is not None:
+            live = {"workers_connected": len(dispatcher.workers),
+                    "segments_in_flight": len(dispatcher.pending),
+                    "credit": dispatcher.total_credit()}
+        for name, doc in (("workers_connected", "Workers joined and not lost"),
+                          ("segments_in_flight", "Segments sent and not yet answered"),
+                          ("credit", "Segments the workers can take now")):
+            gauge = GaugeMetricFamily(f"pktx_delivery_{name}", doc)
+            gauge.add_metric([], live[name])
+            yield gauge
+        limit = GaugeMetricFamily("pktx_delivery_max_rate_bps",
+                                  "The output's rate limit in bit/s (0: none)")
+        limit.add_metric([], u["max_rate_bps"] or 0)
+        yield limit
+
+
+def delivery_ready(delivery) -> Ready:
+    def ready() -> tuple[bool, str]:
+        dispatcher = getattr(delivery, "dispatcher", None)
+        if dispatcher is None or not dispatcher.workers:
+            return False, "no worker has joined yet"
+        return True, ""
+    return ready
+
+
+class WorkerCollector(Collector):
+    def __init__(self, worker) -> None:
+        self.worker = worker
+
+    def collect(self):
+        w = self.worker
+        yield _counter("pktx_worker_tasks_done", "Segments processed and answered",
+                       w.tasks_done)
+        yield _counter("pktx_worker_tasks_failed", "Segments a service failed on",
+                       w.tasks_failed)
+        joined = GaugeMetricFamily("pktx_worker_joined", "1 while joined to a dispatcher")
+        joined.add_metric([], 1 if w.joined else 0)
+        yield joined
+
+
+def worker_ready(worker) -> Ready:
+    def ready() -> tuple[bool, str]:
+        return (True, "") if worker.joined else (False, "not joined to a dispatcher")
+    return ready
