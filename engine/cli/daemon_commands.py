@@ -44,6 +44,13 @@ def add_commands(sub) -> None:
                         "the service; a key as SERVICE.key_env=VARIABLE or "
                         "SERVICE.key_file=PATH, so that it never travels through the broker "
                         "(repeatable)")
+    s.add_argument("--sealing-key", metavar="FILE",
+                   help="the provider's X25519 sealing key (PEM, mode 0600), shared by its "
+                        "daemons like its API key: jobs' sealed parameters open with it; made "
+                        "when missing and published to the broker (default STATE/sealing.key)")
+    s.add_argument("--replace-sealing-key", action="store_true",
+                   help="publish this node's sealing key over another one the provider had "
+                        "(a rotation: parameters sealed to the old key reach no daemon)")
     s.add_argument("--max-jobs", type=A.positive_int, default=1, metavar="N",
                    help="jobs delivered at once (default 1)")
     s.add_argument("--lease", type=_lease, default=30, metavar="S",
@@ -96,7 +103,9 @@ def cmd_daemon(args) -> int:
     daemon = Daemon(args.broker, key, args.state, node,
                     DaemonOptions(name=args.name, provider_id=args.provider,
                                   max_jobs=args.max_jobs, lease_s=args.lease,
-                                  grace_s=args.grace, report_every_s=args.report_every),
+                                  grace_s=args.grace, report_every_s=args.report_every,
+                                  sealing_key_path=args.sealing_key,
+                                  replace_sealing_key=args.replace_sealing_key),
                     ca_bundle=args.ca_bundle)
     daemon.install_signal_handlers()
     if early:

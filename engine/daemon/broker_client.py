@@ -129,12 +129,20 @@ class BrokerClient:
     def me(self) -> dict:
         return self._call("GET", "/v1/me")
 
-    def claim(self, provider_id: int, daemon: str, *, wait_s: float, lease_s: float
-              ) -> dict | None:
-        """A job of the provider's with its lease, or None when none came within ``wait_s``."""
-        return self._call("POST", f"/v1/providers/{provider_id}/jobs/claim",
-                          {"daemon": daemon, "wait_s": int(wait_s), "lease_s": int(lease_s)},
+    def claim(self, provider_id: int, daemon: str, *, wait_s: float, lease_s: float,
+              sealing_key: str | None = None) -> dict | None:
+        """A job of the provider's with its lease, or None when none came within ``wait_s``
+        (``sealing_key``: the public key this daemon opens sealed parameters with)."""
+        body = {"daemon": daemon, "wait_s": int(wait_s), "lease_s": int(lease_s)}
+        if sealing_key:
+            body["sealing_key"] = sealing_key
+        return self._call("POST", f"/v1/providers/{provider_id}/jobs/claim", body,
                           timeout=wait_s + self.timeout_s)
+
+    def register_sealing_key(self, provider_id: int, public_key: str, *,
+                             replace: bool = False) -> dict:
+        return self._call("PUT", f"/v1/providers/{provider_id}/sealing-key",
+                          {"public_key": public_key, "replace": replace})
 
     def heartbeat(self, job_id: int, token: int, lease_s: float) -> dict:
         return self._call("POST", f"/v1/jobs/{job_id}/heartbeat",
