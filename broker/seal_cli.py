@@ -22,14 +22,9 @@ def add_seal_commands(sub) -> None:
                     "the broker, seals the values to the key here (X25519, HKDF-SHA256, "
                     "ChaCha20-Poly1305, bound to the award and the provider) and posts the "
                     "box. Only the delivering provider's daemon can open it.")
-    p.add_argument("--broker", required=True, metavar="URL",
-                   help="the broker: https://HOST[:PORT] (plain http only on loopback)")
-    key = p.add_mutually_exclusive_group()
-    key.add_argument("--key-file", metavar="FILE", help="your API key, the file's first line")
-    key.add_argument("--key-env", metavar="VARIABLE",
-                     help="the environment variable holding your API key (default "
-                          "PKTX_BROKER_KEY)")
-    p.add_argument("--ca-bundle", metavar="FILE", help="CA certificates for the broker's")
+    from engine.cli.arguments import broker_options
+
+    broker_options(p, "your (or your device's)")
     p.add_argument("--award", type=int, required=True, metavar="ID")
     p.add_argument("--param", action="append", default=[], required=True,
                    metavar="SERVICE.PARAM=VALUE",

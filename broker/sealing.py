@@ -23,10 +23,10 @@ from broker.awards import get_award
 from broker.clock import resolve_now
 from broker.errors import Conflict, InvalidInput, NotFound, NotYours, WrongState
 from broker.models import Award, DeliveryJob, ProviderSealingKey, SealedParams, ServiceRequest
+from engine.daemon.sealing import MAX_BOX, OVERHEAD, PUBLIC_SIZE, fingerprint
 
-PUBLIC_SIZE = 32
-# A box: a version byte, an ephemeral public key, the ciphertext and its 16-byte tag.
-BOX_SIZE = (1 + PUBLIC_SIZE + 16 + 2, 4096)
+# A box: a version byte, an ephemeral public key, the ciphertext (of "{}" at least) and its tag.
+BOX_SIZE = (OVERHEAD + 2, MAX_BOX)
 
 
 def _raw(text: object, *, field: str, sizes: tuple[int, int], what: str) -> bytes:
@@ -46,13 +46,6 @@ def check_public_key(text: object, *, field: str = "public_key") -> str:
     """``text`` if it is an X25519 public key in base64 (32 bytes)."""
     raw = _raw(text, field=field, sizes=(PUBLIC_SIZE, PUBLIC_SIZE), what="a sealing key")
     return base64.b64encode(raw).decode()
-
-
-def fingerprint(public_key: str) -> str:
-    """The first 16 hex digits of the key's SHA-256 (as ``engine.daemon.sealing``)."""
-    import hashlib
-
-    return hashlib.sha256(base64.b64decode(public_key)).hexdigest()[:16]
 
 
 def check_names(names, chain: tuple[str, ...], *, field: str = "sealed_params") -> str | None:

@@ -15,15 +15,7 @@ def add_commands(sub) -> None:
                                    "the jobs awarded to the key's provider, delivers each with "
                                    "the engine, reports usage exactly once, and drains on "
                                    "SIGTERM.")
-    s.add_argument("--broker", required=True, metavar="URL",
-                   help="the broker: https://HOST[:PORT] (plain http only on loopback)")
-    key = s.add_mutually_exclusive_group()
-    key.add_argument("--key-file", metavar="FILE",
-                     help="the provider's API key, the file's first line")
-    key.add_argument("--key-env", metavar="VARIABLE",
-                     help="the environment variable holding the key (default PKTX_BROKER_KEY)")
-    s.add_argument("--ca-bundle", metavar="FILE",
-                   help="CA certificates to verify the broker's with (a private CA)")
+    A.broker_options(s, "the provider's")
     s.add_argument("--provider", type=A.positive_int, metavar="ID",
                    help="the provider to claim for, when the key speaks for several")
     s.add_argument("--name", default="", help="this daemon's name at the broker (default: "
