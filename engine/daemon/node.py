@@ -140,21 +140,32 @@ class Daemon:
         takes no job with sealed parameters (its provider's other daemons do)."""
         path = self.opts.sealing_key_path or os.path.join(self.state_dir, "sealing.key")
         key = SealingKey.load_or_create(path)
-        try:
-            wait_out(lambda: self.client.register_sealing_key(
-                self.provider_id, key.public, replace=self.opts.replace_sealing_key),
-                stop=self.draining.is_set)
-        except Refused as exc:
-            if exc.status != 409:
-                raise
+        refused = None
+        # Twice: two daemons publishing the provider's first key at once clash on the insert
+        # (409), and a second look finds the same key.
+        for _ in range(2):
+            try:
+                wait_out(lambda: self.client.register_sealing_key(
+                    self.provider_id, key.public, replace=self.opts.replace_sealing_key),
+                    stop=self.draining.is_set)
+            except Refused as exc:
+                refused = exc
+                if exc.status == 409:
+                    continue
+            else:
+                log.info("sealing key %s published for provider %d", key.fingerprint,
+                         self.provider_id)
+                return key
+            break
+        if refused.status == 409:
             log.warning("sealing key %s (%s) is not the one provider %d's daemons publish: "
                         "this daemon takes no jobs with sealed parameters. Give it the "
                         "provider's key file (--sealing-key), or publish this one with "
                         "--replace-sealing-key", key.fingerprint, path, self.provider_id)
-            return None
-        log.info("sealing key %s published for provider %d", key.fingerprint,
-                 self.provider_id)
-        return key
+        else:
+            log.warning("the broker did not take sealing key %s (%s): this daemon takes no "
+                        "jobs with sealed parameters", key.fingerprint, refused)
+        return None
 
     def _unfinished(self) -> bool:
         return any(j.phase == "finishing" for j in self.state.active())

@@ -5,7 +5,8 @@ through ``encrypt``; the output decrypts with the user's key (the engine's ``dec
 oracle). The key is on no command line (the delivery's /proc/PID/cmdline read while it runs),
 in no log (broker at debug, daemons), in no answer for anyone, in the daemon's state only as
 ciphertext; another provider's key is refused (403). A tampered box, and a box sealed for
-another award, fail their jobs with a clear reason."""
+another award, fail their jobs with a clear reason; a daemon of the provider holding another
+key takes no sealed job, one given the provider's key file does."""
 
 from __future__ import annotations
 
@@ -180,10 +181,22 @@ def test_a_key_sealed_by_the_user_encrypts_the_delivery_and_no_one_else_sees_it(
 
 
 def test_a_tampered_box_or_one_sealed_for_another_award_fails_its_job_cleanly(world, tmp_path):
+    """Three daemons of the provider: the first publishes its key; the second holds another
+    key and takes no sealed job; the third shares the first's key file and may."""
     _, m, _ = world
-    daemon = Daemon(m, tmp_path / "d1", extra=("--max-jobs", "2")).start()
+    first = Daemon(m, tmp_path / "d1", name="node-1").start()
+    daemons = [first]
     try:
         public = _published(m)
+        daemons.append(Daemon(m, tmp_path / "d2", name="node-2").start())
+        daemons.append(Daemon(m, tmp_path / "d3", name="node-3", extra=(
+            "--sealing-key", str(tmp_path / "d1" / "state" / "sealing.key"))).start())
+        for d, says in ((daemons[1], "takes no jobs with sealed parameters"),
+                        (daemons[2], "published for provider")):
+            deadline = time.monotonic() + 60
+            while says not in d.log():
+                assert time.monotonic() < deadline, d.log()
+                time.sleep(0.1)
         tampered_request, tampered_award = _sealed_request(m, "out/t.pcap")
         moved_request, moved_award = _sealed_request(m, "out/m.pcap")
         box = bytearray(seal(public, {"encrypt.key": KEY_HEX},
@@ -197,10 +210,11 @@ def test_a_tampered_box_or_one_sealed_for_another_award_fails_its_job_cleanly(wo
         jobs = [m.wait_job(r["id"], "failed", timeout=60)
                 for r in (tampered_request, moved_request)]
     finally:
-        _stop(daemon)
+        _stop(*daemons)
     for job in jobs:
         fail = next(e for e in job["events"] if e["event"] == "fail")
         assert "do not open with this provider's sealing key for this award" in fail["detail"]
-    log = daemon.log()
-    assert "Traceback" not in log and KEY_HEX not in log
+        assert fail["daemon"] in ("node-1", "node-3")
+    for d in daemons:
+        assert "Traceback" not in d.log() and KEY_HEX not in d.log()
     assert not (m.files / "out" / "t.pcap").exists() and not (m.files / "out" / "m.pcap").exists()
