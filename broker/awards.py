@@ -16,7 +16,15 @@ from broker.dispatch import FINISHED, ended_undelivered
 from broker.errors import InvalidInput, NotFound, NotYours, WrongState
 from broker.groups import group_of_request, payers_for
 from broker.idempotency import once
-from broker.models import Award, AwardPayer, Charge, DeliveryJob, JobEvent, ServiceRequest
+from broker.models import (
+    Award,
+    AwardPayer,
+    Charge,
+    DeliveryJob,
+    JobEvent,
+    SealedParams,
+    ServiceRequest,
+)
 
 JOB_STATUSES = ("queued", "claimed", "running", "done", "failed")
 # The status before leases (migration 0010): still accepted where a status is given.
@@ -56,6 +64,9 @@ def make_award(session: Session, request: ServiceRequest, provider_id: int, pric
     job = DeliveryJob(award_id=award.id, provider_id=provider_id, status="queued",
                       spec=job_spec(award, request), created_at=now, updated_at=now)
     session.add(job)
+    if request.sealed_params:  # the job waits for their box (broker/sealing.py)
+        session.add(SealedParams(award_id=award.id, names=request.sealed_params,
+                                 created_at=now))
     session.flush()
     session.add_all(price_lines(award, job_id=job.id, now=now))  # the payers owe the price
     request.status = "served" if source == "home" else "awarded"
@@ -85,6 +96,9 @@ def job_spec(award: Award, request: ServiceRequest) -> dict:
         "recipients": [m.describe() for m in request.members],
         # Where the daemon reads the stream and delivers it (broker/endpoints.py).
         "source": request.source, "sink": request.sink,
+        # Secret parameters the requester seals to this provider's key (broker/sealing.py):
+        # their names only; the box reaches the claiming daemon in the claim's answer.
+        "sealed_params": request.sealed_params.split(",") if request.sealed_params else [],
     }
 
 

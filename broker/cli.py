@@ -123,6 +123,10 @@ def add_broker_commands(subparsers) -> None:
 
     add_billing_commands(sub)
 
+    from broker.seal_cli import add_seal_commands
+
+    add_seal_commands(sub)
+
 
 def _serve(args) -> int:
     import shutil

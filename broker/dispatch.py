@@ -29,7 +29,15 @@ from broker.clock import resolve_now
 from broker.delivery_record import judge
 from broker.errors import InvalidInput, LeaseLost, NotFound, NotYours, WrongState
 from broker.idempotency import once
-from broker.models import COUNTERS, Award, DeliveryJob, JobEvent, JobMeasurement, UsageReport
+from broker.models import (
+    COUNTERS,
+    Award,
+    DeliveryJob,
+    JobEvent,
+    JobMeasurement,
+    SealedParams,
+    UsageReport,
+)
 
 ACTIVE = ("claimed", "running")
 FINISHED = ("done", "failed")
@@ -40,15 +48,27 @@ ABANDONED = timedelta(seconds=60)
 _JOBS = DeliveryJob.__table__
 
 
-def _claimable(now: datetime, daemon: str):
-    """Jobs a claim by ``daemon`` may take at ``now`` (SQL)."""
+def _sealed_ready(sealing_key: str | None):
+    """Jobs whose award waits for no sealed parameters, or whose box is sealed to
+    ``sealing_key``, the key the claiming daemon holds (SQL): a job waiting for its box, or
+    sealed to a key the daemon does not hold, is not claimable by it."""
+    waits = exists().where(SealedParams.award_id == DeliveryJob.award_id)
+    if sealing_key is None:
+        return ~waits
+    return or_(~waits, exists().where(SealedParams.award_id == DeliveryJob.award_id,
+                                      SealedParams.box.is_not(None),
+                                      SealedParams.sealed_to == sealing_key))
+
+
+def _claimable(now: datetime, daemon: str, sealing_key: str | None = None):
+    """Jobs a claim by ``daemon`` (holding ``sealing_key``) may take at ``now`` (SQL)."""
     lapsed = and_(DeliveryJob.status.in_(ACTIVE), DeliveryJob.lease_expires_at <= now)
     free = or_(DeliveryJob.status == "queued", lapsed)
     # Released by another daemon (or never held), or long enough ago by this one.
     elsewhere = or_(DeliveryJob.daemon.is_(None), DeliveryJob.daemon != daemon,
                     DeliveryJob.lease_expires_at.is_(None),
                     DeliveryJob.lease_expires_at <= now - REOFFER_AFTER)
-    return and_(free, elsewhere)
+    return and_(free, elsewhere, _sealed_ready(sealing_key))
 
 
 def check_daemon(daemon: object) -> str:
@@ -78,13 +98,14 @@ def _record(session: Session, job_id: int, event: str, from_status: str | None,
                          detail=detail[:300]))
 
 
-def something_to_claim(session: Session, provider_id: int, now: datetime) -> bool:
+def something_to_claim(session: Session, provider_id: int, now: datetime,
+                       sealing_key: str | None = None) -> bool:
     """Whether a claim of ``provider_id`` could find a job now (a cheap read a waiting claim
     polls before it takes the write lock)."""
     lapsed = and_(DeliveryJob.status.in_(ACTIVE), DeliveryJob.lease_expires_at <= now)
     return bool(session.scalar(select(exists().where(
         DeliveryJob.provider_id == provider_id,
-        or_(DeliveryJob.status == "queued", lapsed)))))
+        or_(DeliveryJob.status == "queued", lapsed), _sealed_ready(sealing_key)))))
 
 
 def expire_unclaimed(session: Session, provider_id: int | None, now: datetime, *,
@@ -110,16 +131,21 @@ def expire_unclaimed(session: Session, provider_id: int | None, now: datetime, *
         was = job.status
         job.status, job.updated_at = "failed", now
         job.lease_expires_at = min(job.lease_expires_at or now, now)
-        why = (f"the block ended at {job.award.ends_at.isoformat()} unclaimed" if was == "queued"
-               else f"the block ended at {job.award.ends_at.isoformat()} and daemon "
-                    f"{job.daemon}'s lease lapsed")
+        sealed = session.get(SealedParams, job.award_id)
+        waited = was == "queued" and sealed is not None and sealed.box is None
+        ended = f"the block ended at {job.award.ends_at.isoformat()}"
+        why = (f"{ended} before its sealed parameters arrived" if waited
+               else f"{ended} unclaimed" if was == "queued"
+               else f"{ended} and daemon {job.daemon}'s lease lapsed")
         _record(session, job.id, "expire", was, "failed", job.token, None, now, why)
         so_far = reported(session, job.id)
         measured = {"bytes": so_far["bytes_out"], "packets": so_far["packets_out"]}
         session.add(JobMeasurement(job_id=job.id, provider_id=job.provider_id,
                                    **judge(job.award, measured, outcome="failed"),
                                    token=job.token,
-                                   error=("the block ended before a daemon claimed the job"
+                                   error=("the block ended before its sealed parameters "
+                                          "arrived" if waited else
+                                          "the block ended before a daemon claimed the job"
                                           if was == "queued" else why),
                                    created_at=now))
         ended_undelivered(session, job, measured, at=min(job.award.ends_at, now))
@@ -157,9 +183,10 @@ def reported(session: Session, job_id: int) -> dict:
 
 
 def claim(session: Session, actor: Actor, provider_id: int, daemon: str, lease_s: int, *,
-          now: datetime | None = None) -> DeliveryJob | None:
+          now: datetime | None = None, sealing_key: str | None = None) -> DeliveryJob | None:
     """Claim one job of ``provider_id`` for ``daemon`` under a lease of ``lease_s`` seconds,
-    oldest first; None when there is none to claim."""
+    oldest first; None when there is none to claim. A job with sealed parameters only for a
+    daemon holding the key they were sealed to (``sealing_key``, its public half)."""
     _may_dispatch(actor, provider_id)
     daemon, lease = check_daemon(daemon), check_lease(lease_s)
     now = resolve_now(now)
@@ -169,14 +196,15 @@ def claim(session: Session, actor: Actor, provider_id: int, daemon: str, lease_s
         candidates = conn.execute(
             select(DeliveryJob.id, DeliveryJob.token, DeliveryJob.status, DeliveryJob.daemon,
                    DeliveryJob.lease_expires_at)
-            .where(DeliveryJob.provider_id == provider_id, _claimable(now, daemon))
+            .where(DeliveryJob.provider_id == provider_id,
+                   _claimable(now, daemon, sealing_key))
             .order_by(DeliveryJob.id).limit(8)).all()
         if not candidates:
             return None
         for row in candidates:
             won = conn.execute(
                 update(_JOBS).where(_JOBS.c.id == row.id, _JOBS.c.token == row.token,
-                                    _claimable(now, daemon))
+                                    _claimable(now, daemon, sealing_key))
                 .values(status="claimed", token=row.token + 1, daemon=daemon,
                         lease_expires_at=now + lease, updated_at=now)).rowcount
             if won != 1:

@@ -44,6 +44,7 @@ from broker.models import (
     User,
 )
 from broker.pricing import list_price, required_rate_bps
+from broker.sealing import check_names
 
 
 def _positive(value, field: str) -> int | None:
@@ -88,13 +89,15 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
                    max_price_minor: int | None = None, currency: str | None = None,
                    members: Iterable[dict] = (), group: bool = False,
                    source: str | None = None, sink: str | None = None,
-                   now: datetime | None = None,
+                   sealed_params: list[str] | None = None, now: datetime | None = None,
                    idempotency_key: str | None = None) -> ServiceRequest:
     """A user's (or its device's) request to its home provider; decided at once.
 
     With ``group=True`` the request waits for pledges (`broker.groups`) and is decided by
     `close_pledges`. Without members the requesting device (else the user) is the recipient.
     ``source`` and ``sink`` are where the stream comes from and goes to (`broker.endpoints`).
+    ``sealed_params`` names secret service parameters (``encrypt.key``) the requester seals to
+    the winner after the award; its job waits for them (`broker.sealing`).
     """
     now = resolve_now(now)
     if actor.user_id is None:
@@ -108,6 +111,7 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
             raise NotYours(f"device {device_id} is not {actor}'s", where=f"device {device_id}")
     chain = parse_chain(services)
     source, sink = check_endpoint(source, field="source"), check_endpoint(sink, field="sink")
+    sealed = check_names(sealed_params, chain)
     if (volume_bytes is None) == (starts_at is None and ends_at is None):
         raise InvalidInput("give either volume_bytes or a block of time (starts_at and "
                            "ends_at), not both and not neither", field="volume_bytes")
@@ -144,6 +148,8 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
               "group": group, "members": members}
     if source is not None or sink is not None:
         params.update(source=source, sink=sink)
+    if sealed is not None:
+        params.update(sealed=sealed)
 
     def run() -> ServiceRequest:
         # Against the clock after the idempotency key was looked up: a late retry of a request
@@ -158,6 +164,7 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
             ends_at=ends_at, min_rate_bps=min_rate, max_rate_bps=max_rate,
             data_cap_bytes=data_cap_bytes, max_price_minor=max_price_minor, currency=currency,
             status="pledging" if group else "brokering", source=source, sink=sink,
+            sealed_params=sealed,
             created_at=now)
         request.members = _members(session, members) or [
             RequestMember(kind="device", device_id=device_id) if device_id is not None

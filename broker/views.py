@@ -44,6 +44,7 @@ def request_view(request: ServiceRequest) -> dict:
         "bandwidth_grant_pct": request.bandwidth_grant_pct or 0,
         "base_max_rate_bps": request.base_max_rate_bps,
         "source": request.source, "sink": request.sink,
+        "sealed_params": request.sealed_params.split(",") if request.sealed_params else [],
         "status": request.status, "reason": request.reason,
         "members": [m.describe() for m in request.members],
         "created_at": _iso(request.created_at),

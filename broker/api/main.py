@@ -160,6 +160,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
         outcomes,
         payments,
         profiles,
+        sealing,
         statements,
     )
     from broker.api.routes.auctions import bids
@@ -211,7 +212,7 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     app.include_router(billing.reports, prefix="/v1", responses=ERRORS)
     for router in (directory.router, market.router, negotiations.router, auctions,
                    outcomes.router, dispatch.router, billing.router, statements.router,
-                   profiles.router, events.router):
+                   profiles.router, events.router, sealing.router):
         app.include_router(router, prefix="/v1", responses=ERRORS)
     from broker.api.routes.settlements import router as settlements_router  # issue 10
     app.include_router(settlements_router, prefix="/v1", responses=ERRORS)

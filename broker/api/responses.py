@@ -139,6 +139,7 @@ class RequestOut(Out):
     base_max_rate_bps: int | None = None
     source: str | None = None
     sink: str | None = None
+    sealed_params: list[str] = []
     status: str
     reason: str
     members: list[Member]
@@ -349,11 +350,39 @@ class Reported(UsageCounters):
     sequence: int
 
 
+class SealedBoxOut(Out):
+    names: list[str]
+    sealed_to: str
+    box: str
+
+
 class ClaimOut(Out):
     job: JobOut
     token: int
     lease_expires_at: datetime
     reported: Reported
+    # The job's sealed parameters, for the claiming daemon only (docs/daemon.md).
+    sealed: SealedBoxOut | None = None
+
+
+class SealingKeyOut(Out):
+    provider_id: int
+    public_key: str
+    fingerprint: str
+    updated_at: datetime
+
+
+class AwardSealingOut(Out):
+    award_id: int
+    job_id: int | None
+    provider_id: int
+    names: list[str]
+    public_key: str | None
+    fingerprint: str | None
+    sealed: bool
+    sealed_to: str | None
+    sealed_at: datetime | None
+    size: int | None
 
 
 class HeartbeatOut(Out):

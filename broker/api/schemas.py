@@ -127,6 +127,11 @@ class RequestIn(Body):
                                            "name in the delivering daemon's files folder")
     sink: str | None = Field(None, max_length=1000,
                              description="where the delivered stream goes (as source)")
+    sealed_params: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        None, max_length=16, examples=[["encrypt.key"]],
+        description="secret service parameters (SERVICE.PARAM) the requester seals to the "
+                    "winner's sealing key after the award (PUT /v1/awards/{id}/sealed-params); "
+                    "the job waits for them")
 
 
 class PledgeIn(Body):
@@ -188,6 +193,24 @@ class ClaimIn(Body):
     wait_s: StrictInt = Field(0, ge=0, le=30, description="long-poll: wait up to this long "
                                                            "for a job (0: answer at once)")
     lease_s: LeaseSeconds = 30
+    sealing_key: str | None = Field(None, min_length=44, max_length=44,
+                                    description="the public half of the sealing key the "
+                                                "daemon holds: jobs with sealed parameters "
+                                                "are claimable by it only when sealed to it")
+
+
+class SealingKeyIn(Body):
+    public_key: str = Field(min_length=44, max_length=44,
+                            description="the X25519 public key, 32 bytes in base64")
+    replace: bool = Field(False, description="replace another key registered before (a "
+                                             "rotation: boxes sealed to it reach no daemon)")
+
+
+class SealedBoxIn(Body):
+    sealed_to: str = Field(min_length=44, max_length=44,
+                           description="the provider's sealing key the box is sealed to")
+    box: str = Field(min_length=1, max_length=6000,
+                     description="the sealed box in base64 (docs/daemon.md)")
 
 
 class HeartbeatIn(Body):

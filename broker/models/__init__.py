@@ -36,6 +36,7 @@ from broker.models.principals import (
     ProviderService,
     User,
 )
+from broker.models.sealing import ProviderSealingKey, SealedParams
 from broker.models.settlements import SettlementBatch, SettlementLine, SettlementNetting
 from broker.models.statements import (
     BillingSettings,
@@ -47,12 +48,12 @@ from broker.models.statements import (
 )
 
 __all__ = ["COUNTERS", "PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Auction", "Award", "AwardPayer",
-           "Base", "Bid", "BillingSettings", "Charge", "CreditDecision",
-           "CreditModel", "CreditNote", "CreditProfile", "DeliveryJob", "Device",
-           "DeviceEvent", "Group", "IdempotencyRecord", "JobEvent", "JobMeasurement",
-           "LedgerEntry", "LedgerPosting",
-           "Negotiation", "Network", "Offer", "Payment", "PaymentMethod", "PhoneNumber", "Pledge",
-           "PricePolicy", "Provider", "ProviderService", "Rating", "Refund", "RequestMember",
-           "ServiceRequest", "SettlementBatch", "SettlementLine", "SettlementNetting", "Statement",
+           "Base", "Bid", "BillingSettings", "Charge", "CreditDecision", "CreditModel",
+           "CreditNote", "CreditProfile", "DeliveryJob", "Device", "DeviceEvent", "Group",
+           "IdempotencyRecord", "JobEvent", "JobMeasurement", "LedgerEntry", "LedgerPosting",
+           "Negotiation", "Network", "Offer", "Payment", "PaymentMethod", "PhoneNumber",
+           "Pledge", "PricePolicy", "Provider", "ProviderSealingKey", "ProviderService",
+           "Rating", "Refund", "RequestMember", "SealedParams", "ServiceRequest",
+           "SettlementBatch", "SettlementLine", "SettlementNetting", "Statement",
            "StatementLine", "StatementProfile", "TariffVersion", "TestGatewayOperation",
            "UTCDateTime", "UsageReport", "User"]

@@ -62,6 +62,9 @@ class ServiceRequest(HasId, HasCreated, Base):
     # provider's daemon in the job's spec only.
     source: Mapped[str | None] = mapped_column(String(1000))
     sink: Mapped[str | None] = mapped_column(String(1000))
+    # Secret service parameters the requester seals to the winner after the award
+    # (``SERVICE.PARAM,...``; broker/sealing.py): the job waits for them.
+    sealed_params: Mapped[str | None] = mapped_column(String(200))
 
     members: Mapped[list[RequestMember]] = relationship(
         back_populates="request", cascade="all, delete-orphan", order_by="RequestMember.id")

@@ -1,4 +1,5 @@
-"""Argument types the ``pktx`` subcommands share (argparse ``type=`` callables)."""
+"""Argument types the ``pktx`` subcommands share (argparse ``type=`` callables), and the options
+of the commands that call the broker's HTTP API."""
 
 from __future__ import annotations
 
@@ -85,3 +86,16 @@ def metrics_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", type=address, metavar="ADDR:PORT",
                         help="serve Prometheus metrics on /metrics, and /healthz and /readyz, "
                              "at this address while running (e.g. 127.0.0.1:9400)")
+
+
+def broker_options(parser, whose: str) -> None:
+    """``--broker``, ``--key-file``/``--key-env`` (``whose`` API key) and ``--ca-bundle``: how a
+    client of the broker's HTTP API reaches it (`engine.daemon.broker_client`)."""
+    parser.add_argument("--broker", required=True, metavar="URL",
+                        help="the broker: https://HOST[:PORT] (plain http only on loopback)")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument("--key-file", metavar="FILE", help=f"{whose} API key, the file's first line")
+    key.add_argument("--key-env", metavar="VARIABLE",
+                     help="the environment variable holding the key (default PKTX_BROKER_KEY)")
+    parser.add_argument("--ca-bundle", metavar="FILE",
+                        help="CA certificates to verify the broker's with (a private CA)")

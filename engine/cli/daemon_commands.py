@@ -13,15 +13,7 @@ def add_commands(sub) -> None:
                                    "the jobs awarded to the key's provider, delivers each with "
                                    "the engine, reports usage exactly once, and drains on "
                                    "SIGTERM.")
-    s.add_argument("--broker", required=True, metavar="URL",
-                   help="the broker: https://HOST[:PORT] (plain http only on loopback)")
-    key = s.add_mutually_exclusive_group()
-    key.add_argument("--key-file", metavar="FILE",
-                     help="the provider's API key, the file's first line")
-    key.add_argument("--key-env", metavar="VARIABLE",
-                     help="the environment variable holding the key (default PKTX_BROKER_KEY)")
-    s.add_argument("--ca-bundle", metavar="FILE",
-                   help="CA certificates to verify the broker's with (a private CA)")
+    A.broker_options(s, "the provider's")
     s.add_argument("--provider", type=A.positive_int, metavar="ID",
                    help="the provider to claim for, when the key speaks for several")
     s.add_argument("--name", default="", help="this daemon's name at the broker (default: "
@@ -42,6 +34,13 @@ def add_commands(sub) -> None:
                         "the service; a key as SERVICE.key_env=VARIABLE or "
                         "SERVICE.key_file=PATH, so that it never travels through the broker "
                         "(repeatable)")
+    s.add_argument("--sealing-key", metavar="FILE",
+                   help="the provider's X25519 sealing key (PEM, mode 0600), shared by its "
+                        "daemons like its API key: jobs' sealed parameters open with it; made "
+                        "when missing and published to the broker (default STATE/sealing.key)")
+    s.add_argument("--replace-sealing-key", action="store_true",
+                   help="publish this node's sealing key over another one the provider had "
+                        "(a rotation: parameters sealed to the old key reach no daemon)")
     s.add_argument("--max-jobs", type=A.positive_int, default=1, metavar="N",
                    help="jobs delivered at once (default 1)")
     s.add_argument("--lease", type=_lease, default=30, metavar="S",
@@ -86,16 +85,16 @@ def cmd_daemon(args) -> int:
     from engine.daemon.broker_client import read_key
     from engine.daemon.node import Daemon, DaemonOptions
     from engine.daemon.runs import NodeOptions
-    from engine.logs import register_secret
 
     key = read_key(args.key_file, args.key_env)
-    register_secret(key)
     node = NodeOptions(workers=args.workers, bind=args.bind, curve_dir=args.curve,
                        files=args.files, params=tuple(args.param))
     daemon = Daemon(args.broker, key, args.state, node,
                     DaemonOptions(name=args.name, provider_id=args.provider,
                                   max_jobs=args.max_jobs, lease_s=args.lease,
-                                  grace_s=args.grace, report_every_s=args.report_every),
+                                  grace_s=args.grace, report_every_s=args.report_every,
+                                  sealing_key_path=args.sealing_key,
+                                  replace_sealing_key=args.replace_sealing_key),
                     ca_bundle=args.ca_bundle)
     daemon.install_signal_handlers()
     if early:

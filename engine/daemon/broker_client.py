@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from engine.errors import EngineError
+from engine.logs import register_secret
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO: the daemon's log is for what happens to jobs.
@@ -47,7 +48,9 @@ class Refused(EngineError):
 
 
 def read_key(key_file: str | None, key_env: str | None) -> str:
-    """The provider's API key from a file (first line) or an environment variable."""
+    """The provider's API key from a file (first line) or an environment variable. Taken from
+    the environment, it is removed from it: the deliveries and workers this process starts
+    inherit its environment and have no use for the key. Never shown in a log line."""
     if key_file:
         try:
             with open(key_file, encoding="utf-8") as f:
@@ -56,11 +59,12 @@ def read_key(key_file: str | None, key_env: str | None) -> str:
             raise EngineError(f"--key-file {key_file}: {exc.strerror or exc}") from None
         if not key:
             raise EngineError(f"--key-file {key_file}: the file is empty")
-        return key
-    name = key_env or "PKTX_BROKER_KEY"
-    key = os.environ.get(name, "").strip()
-    if not key:
-        raise EngineError(f"no API key: give --key-file FILE or set {name}")
+    else:
+        name = key_env or "PKTX_BROKER_KEY"
+        key = os.environ.pop(name, "").strip()
+        if not key:
+            raise EngineError(f"no API key: give --key-file FILE or set {name}")
+    register_secret(key)
     return key
 
 
@@ -129,12 +133,20 @@ class BrokerClient:
     def me(self) -> dict:
         return self._call("GET", "/v1/me")
 
-    def claim(self, provider_id: int, daemon: str, *, wait_s: float, lease_s: float
-              ) -> dict | None:
-        """A job of the provider's with its lease, or None when none came within ``wait_s``."""
-        return self._call("POST", f"/v1/providers/{provider_id}/jobs/claim",
-                          {"daemon": daemon, "wait_s": int(wait_s), "lease_s": int(lease_s)},
+    def claim(self, provider_id: int, daemon: str, *, wait_s: float, lease_s: float,
+              sealing_key: str | None = None) -> dict | None:
+        """A job of the provider's with its lease, or None when none came within ``wait_s``
+        (``sealing_key``: the public key this daemon opens sealed parameters with)."""
+        body = {"daemon": daemon, "wait_s": int(wait_s), "lease_s": int(lease_s)}
+        if sealing_key:
+            body["sealing_key"] = sealing_key
+        return self._call("POST", f"/v1/providers/{provider_id}/jobs/claim", body,
                           timeout=wait_s + self.timeout_s)
+
+    def register_sealing_key(self, provider_id: int, public_key: str, *,
+                             replace: bool = False) -> dict:
+        return self._call("PUT", f"/v1/providers/{provider_id}/sealing-key",
+                          {"public_key": public_key, "replace": replace})
 
     def heartbeat(self, job_id: int, token: int, lease_s: float) -> dict:
         return self._call("POST", f"/v1/jobs/{job_id}/heartbeat",

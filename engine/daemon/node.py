@@ -33,6 +33,7 @@ from engine.daemon.broker_client import (
     wait_out,
 )
 from engine.daemon.runs import BadSpec, NodeOptions, Run
+from engine.daemon.sealing import SealingKey
 from engine.daemon.state import State
 from engine.errors import EngineError
 
@@ -49,6 +50,10 @@ class DaemonOptions:
     report_every_s: float = 2.0
     grace_s: float = 30.0
     tick_s: float = 0.2
+    # The provider's sealing key pair (default: sealing.key in the state folder, made there
+    # when missing); ``replace_sealing_key`` publishes it over another one (a rotation).
+    sealing_key_path: str | None = None
+    replace_sealing_key: bool = False
 
 
 class Daemon:
@@ -95,6 +100,7 @@ class Daemon:
             self.provider_id = self._provider()
             log.info("daemon %s for provider %d, state in %s", self.name, self.provider_id,
                      self.state.path)
+            self.node.sealing, self.node.provider_id = self._sealing_key(), self.provider_id
             self._reconcile()
             threading.Thread(target=self._claim_loop, name="pktx-claim", daemon=True).start()
             while True:
@@ -127,6 +133,39 @@ class Daemon:
             raise EngineError(f"the key speaks for {len(ids)} providers ({ids}); name one with "
                               "--provider" if ids else "the key is not a provider's key")
         return ids[0]
+
+    def _sealing_key(self) -> SealingKey | None:
+        """The provider's sealing key pair from its file (made when missing), published to the
+        broker; None when the broker holds another key for the provider: this daemon then
+        takes no job with sealed parameters (its provider's other daemons do)."""
+        path = self.opts.sealing_key_path or os.path.join(self.state_dir, "sealing.key")
+        key = SealingKey.load_or_create(path)
+        refused = None
+        # Twice: two daemons publishing the provider's first key at once clash on the insert
+        # (409), and a second look finds the same key.
+        for _ in range(2):
+            try:
+                wait_out(lambda: self.client.register_sealing_key(
+                    self.provider_id, key.public, replace=self.opts.replace_sealing_key),
+                    stop=self.draining.is_set)
+            except Refused as exc:
+                refused = exc
+                if exc.status == 409:
+                    continue
+            else:
+                log.info("sealing key %s published for provider %d", key.fingerprint,
+                         self.provider_id)
+                return key
+            break
+        if refused.status == 409:
+            log.warning("sealing key %s (%s) is not the one provider %d's daemons publish: "
+                        "this daemon takes no jobs with sealed parameters. Give it the "
+                        "provider's key file (--sealing-key), or publish this one with "
+                        "--replace-sealing-key", key.fingerprint, path, self.provider_id)
+        else:
+            log.warning("the broker did not take sealing key %s (%s): this daemon takes no "
+                        "jobs with sealed parameters", key.fingerprint, refused)
+        return None
 
     def _unfinished(self) -> bool:
         return any(j.phase == "finishing" for j in self.state.active())
@@ -168,9 +207,10 @@ class Daemon:
                 self.room.clear()
                 continue
             try:
-                answer = self.claimer.claim(self.provider_id, self.name,
-                                            wait_s=self.opts.claim_wait_s,
-                                            lease_s=self.opts.lease_s)
+                answer = self.claimer.claim(
+                    self.provider_id, self.name, wait_s=self.opts.claim_wait_s,
+                    lease_s=self.opts.lease_s,
+                    sealing_key=self.node.sealing.public if self.node.sealing else None)
                 backoff.reset()
             except BrokerAway as exc:
                 delay = backoff.next_delay()
@@ -194,7 +234,10 @@ class Daemon:
                 return
             job = answer["job"]
             token = int(answer["token"])
-            self.state.take(job["id"], token, job.get("spec") or {}, answer.get("reported") or {})
+            spec = job.get("spec") or {}
+            if answer.get("sealed"):  # ciphertext: opened for each delivery, never kept open
+                spec = {**spec, "sealed": answer["sealed"]}
+            self.state.take(job["id"], token, spec, answer.get("reported") or {})
             log.info("job %d: claimed (token %d)", job["id"], token)
             if self.draining.is_set():
                 self._hand_back(job["id"], "the daemon is stopping")

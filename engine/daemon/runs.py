@@ -19,6 +19,7 @@ job is the broker's (and, behind it, a user's) word, not a licence to read or wr
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import glob
@@ -31,11 +32,16 @@ import sys
 import time
 from dataclasses import dataclass
 
+from engine.daemon.sealing import SealingError, SealingKey, binding
 from engine.errors import EngineError
+from engine.logs import CONTEXT_ENV, register_secret
 
 log = logging.getLogger(__name__)
 
 LIVE_SCHEMES = ("udp://", "zmq://", "iface:")
+# The environment variables a delivery finds its sealed parameters in (``--param
+# SERVICE.PARAM_env=PKTX_SEALED_0``): never on its command line, where ``ps`` shows them.
+SEALED_ENV = "PKTX_SEALED_"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -55,6 +61,9 @@ class NodeOptions:
     # The node's own service parameters (SERVICE.KEY=VALUE), given to each job whose chain has
     # that service: keys stay on the node (as key_env/key_file), never in the broker's specs.
     params: tuple[str, ...] = ()
+    # The provider's sealing key and id: jobs' sealed parameters open with them (sealing.py).
+    sealing: SealingKey | None = None
+    provider_id: int | None = None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -88,10 +97,41 @@ def endpoint(value: object, folder: str | None, what: str) -> str:
     return _inside(folder, value, what)
 
 
-def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, float] | None = None
-            ) -> list[str]:
+def opened(spec: dict, node: NodeOptions) -> dict[str, str]:
+    """The job's sealed parameters, opened with the node's sealing key: ``{"encrypt.key":
+    VALUE}``, exactly the names its request declared ({} when it declared none). `BadSpec`
+    with the reason, never with what the box holds, when they cannot be had."""
+    names = spec.get("sealed_params") or []
+    if not names:
+        return {}
+    sealed = spec.get("sealed")
+    if not isinstance(sealed, dict) or not sealed.get("box"):
+        raise BadSpec("the job's request declared sealed parameters, but its claim brought "
+                      "none")
+    if node.sealing is None or node.provider_id is None:
+        raise BadSpec("the job has sealed parameters and this daemon holds no sealing key of "
+                      "its provider")
+    if sealed.get("sealed_to") != node.sealing.public:
+        raise BadSpec("the job's parameters are sealed to another key than the one this daemon "
+                      f"holds ({node.sealing.fingerprint})")
+    try:
+        box = base64.b64decode(sealed["box"], validate=True)
+        params = node.sealing.open(box, binding(int(spec["award_id"]), node.provider_id))
+    except (ValueError, TypeError, KeyError):
+        raise BadSpec("the job's sealed parameters are not a sealed box") from None
+    except SealingError as exc:
+        raise BadSpec(str(exc)) from None
+    if sorted(params) != sorted(names):
+        raise BadSpec(f"the sealed box holds other parameters than the request declared "
+                      f"({', '.join(names)})")
+    return params
+
+
+def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, float] | None = None,
+            sealed: tuple[str, ...] = ()) -> list[str]:
     """The ``pktx deliver`` command line for a job's spec (``lease``: the file the daemon
-    touches while it holds the job's lease, and how stale it may get)."""
+    touches while it holds the job's lease, and how stale it may get; ``sealed``: the names of
+    its sealed parameters, found by the delivery in ``SEALED_ENV`` 0, 1, ...)."""
     source = endpoint(spec.get("source"), node.files, "source")
     sink = endpoint(spec.get("sink"), node.files, "sink")
     if not source.startswith(LIVE_SCHEMES) and not os.path.isfile(source):
@@ -106,9 +146,12 @@ def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, fl
         if not isinstance(param, str) or "=" not in param:
             raise BadSpec(f"the job's parameter {param!r} is not SERVICE.KEY=VALUE")
         argv += ["--param", param]
-    for param in node.params:
-        if param.partition("=")[0].rpartition(".")[0] in services:
+    for param in node.params:  # the node's own, unless the job brought that one sealed
+        name = param.partition("=")[0]
+        if name.rpartition(".")[0] in services and _base(name) not in sealed:
             argv += ["--param", param]
+    for i, name in enumerate(sealed):
+        argv += ["--param", f"{name}_env={SEALED_ENV}{i}"]
     share = spec.get("share") or {}
     of = int(share.get("of", 1) or 1)
     if of > 1:
@@ -125,6 +168,14 @@ def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, fl
     if lease is not None:
         argv += ["--lease-file", lease[0], "--lease-timeout", f"{lease[1]:g}"]
     return argv
+
+
+def _base(name: str) -> str:
+    """``encrypt.key_env`` -> ``encrypt.key`` (a secret given another way is the same one)."""
+    for suffix in ("_env", "_file"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def counters_of(usage: dict) -> dict:
@@ -153,8 +204,19 @@ class Run:
         # daemon stops renewing it (paused, cut off), so it never runs beside a successor.
         self.lease_path = os.path.join(folder, "lease")
         self.renewed()
+        secrets = opened(spec, node)
+        for value in secrets.values():  # never in this daemon's log lines either
+            register_secret(value)
         self.argv = command(spec, node, self.usage_path,
-                            (self.lease_path, lease_s) if lease_s else None)
+                            (self.lease_path, lease_s) if lease_s else None, tuple(secrets))
+        # Sealed parameters reach the delivery through its environment (readable by this user
+        # only, /proc/PID/environ), not its command line.
+        env = {**os.environ, **{f"{SEALED_ENV}{i}": value
+                                for i, value in enumerate(secrets.values())},
+               # its log lines name the job (engine.logs)
+               CONTEXT_ENV["job_id"]: str(job_id),
+               CONTEXT_ENV["award_id"]: str(spec.get("award_id", ""))}
+        del secrets
         self.live = self.argv[4].startswith(LIVE_SCHEMES)
         self.base = base if self.live else {}
         # A file appears only when complete: its usage is reported at the end. A stream's
@@ -168,7 +230,7 @@ class Run:
         self.block_over = False  # stopped because its block of time ended: a completion
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err,
+                                         stdout=subprocess.DEVNULL, stderr=err, env=env,
                                          preexec_fn=_die_with_parent)
         log.info("job %d: delivering %s -> %s (pid %d)", job_id, self.argv[4], self.argv[6],
                  self.proc.pid)

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from broker import dispatch
+from broker import dispatch, sealing
 from broker.actors import Actor
 from broker.api.deps import CurrentActor, IdemKey, id_path, store_of
 from broker.api.responses import ClaimOut, HeartbeatOut, JobDetailOut, JobOut
@@ -40,15 +40,17 @@ def _claim_once(store: Store, actor: Actor, provider_id: int, body: ClaimIn,
     now = utcnow()
     if not first:  # a cheap read before the write lock, as most polls find nothing
         with store.read() as s:
-            if not dispatch.something_to_claim(s, provider_id, now):
+            if not dispatch.something_to_claim(s, provider_id, now, body.sealing_key):
                 return None
     with store.write() as s:
-        job = dispatch.claim(s, actor, provider_id, body.daemon, body.lease_s, now=now)
+        job = dispatch.claim(s, actor, provider_id, body.daemon, body.lease_s, now=now,
+                             sealing_key=body.sealing_key)
         if job is None:
             return None
         return {"job": job_view(job), "token": job.token,
                 "lease_expires_at": job.lease_expires_at.isoformat(),
-                "reported": dispatch.reported(s, job.id)}
+                "reported": dispatch.reported(s, job.id),
+                "sealed": sealing.claimed_box(s, job)}
 
 
 @router.post("/providers/{provider_id}/jobs/claim", response_model=ClaimOut,
@@ -62,7 +64,8 @@ async def claim_job(provider_id: ProviderId, body: ClaimIn, request: Request,
     ``wait_s`` the call waits (long-poll) until a job can be claimed, 204 when none could
     within it. The answer's ``token`` is the fencing token every later call names;
     ``reported`` is the last usage report taken in, where the job's cumulative counters
-    continue from."""
+    continue from. A job whose request named sealed parameters is claimable once they were
+    sealed to the key the daemon holds (``sealing_key``); its box is in ``sealed``."""
     store = store_of(request)
     deadline = time.monotonic() + body.wait_s
     first = True

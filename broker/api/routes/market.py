@@ -33,7 +33,8 @@ def post_request(body: RequestIn, request: Request, actor: CurrentActor,
             min_rate_bps=body.min_rate_bps, max_rate_bps=body.max_rate_bps,
             data_cap_bytes=body.data_cap_bytes, max_price_minor=body.max_price_minor,
             currency=body.currency, members=[m.model_dump() for m in body.members],
-            group=body.group, source=body.source, sink=body.sink, idempotency_key=key)
+            group=body.group, source=body.source, sink=body.sink,
+            sealed_params=body.sealed_params, idempotency_key=key)
         return _request(s, r)
 
 

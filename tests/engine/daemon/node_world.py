@@ -31,9 +31,10 @@ def pktx(*argv: str, **kw) -> subprocess.CompletedProcess:
 class BrokerProcess:
     def __init__(self, folder: Path, *, tls: tuple[str, str] | None = None,
                  host: str = "127.0.0.1", reached_at: str | None = None,
-                 prefix: tuple[str, ...] = ()) -> None:
+                 prefix: tuple[str, ...] = (), log_level: str = "warning") -> None:
         """``host``: where it listens; ``reached_at``: the address this process reaches it at
-        (default ``host``); ``prefix``: what the command runs under (``ip netns exec NS``)."""
+        (default ``host``); ``prefix``: what the command runs under (``ip netns exec NS``);
+        ``log_level``: what it logs to ``broker.log``."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.db = f"sqlite:///{folder / 'broker.sqlite3'}"
@@ -41,12 +42,13 @@ class BrokerProcess:
         self.tls = tls
         self.host, self.prefix = host, prefix
         self.url = f"{'https' if tls else 'http'}://{reached_at or host}:{self.port}"
+        self.log_level = log_level
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, verify=True) -> BrokerProcess:
         argv = [*self.prefix, sys.executable, "-m", "engine.cli", "broker", "serve",
                 "--db", self.db, "--host", self.host, "--port", str(self.port),
-                "--log-level", "warning", "--expire-every", "0"]
+                "--log-level", self.log_level, "--expire-every", "0"]
         if self.tls:
             argv += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         log = open(self.folder / "broker.log", "ab")  # noqa: SIM115 - the process keeps it
@@ -125,15 +127,17 @@ class Market:
         return r.json()
 
 
-def market(broker: BrokerProcess, files: Path, capture: Path, *, verify=True) -> Market:
+def market(broker: BrokerProcess, files: Path, capture: Path, *, verify=True,
+           services=("identity", "checksum")) -> Market:
     token = admin_token(broker)
     admin = httpx.Client(base_url=broker.url, verify=verify, timeout=30,
                          headers={"Authorization": f"Bearer {token}"})
-    return provider_market(broker.url, admin, "home", files, capture, verify=verify)
+    return provider_market(broker.url, admin, "home", files, capture, verify=verify,
+                           services=services)
 
 
 def provider_market(url: str, admin: httpx.Client, name: str, files: Path, capture: Path, *,
-                    verify=True) -> Market:
+                    verify=True, services=("identity", "checksum")) -> Market:
     """A network ``name`` with a provider of that name (its key), a user at home there (its
     key), and ``capture`` as ``in.pcap`` in ``files``: another provider beside a market's is
     ``provider_market(m.url, m.admin, "other", ...)``."""
@@ -150,7 +154,7 @@ def provider_market(url: str, admin: httpx.Client, name: str, files: Path, captu
 
     net = make("/v1/networks", {"name": name})
     provider = make("/v1/providers", {"network_id": net, "name": name,
-                                      "services": ["identity", "checksum"],
+                                      "services": list(services),
                                       "capacity_bps": 10**9, "currency": "EUR",
                                       "per_gb_minor": 100, "per_mbps_hour_minor": 10})
     user = make("/v1/users", {"name": f"alice-{name}", "home_provider_id": provider})
