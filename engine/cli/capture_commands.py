@@ -105,13 +105,17 @@ def _pick_format(out: str, fmt: str | None, reader) -> str:
 def cmd_convert(args) -> int:
     from engine.capture.reader import CaptureReader
     from engine.capture.writer import CaptureWriter
+    from engine.cli.progress_bars import progress_bar, wanted
 
     reader = CaptureReader(args.input, errors=args.errors)
     fmt = _pick_format(args.output, args.format, reader)
     # Without --ts-resolution each interface keeps its own resolution.
-    with CaptureWriter(args.output, format=fmt, ts_resolution=args.ts_resolution) as w:
+    with CaptureWriter(args.output, format=fmt, ts_resolution=args.ts_resolution) as w, \
+            progress_bar(reader.size, f"converting {args.input}", unit="bytes",
+                         enabled=wanted(args)) as update:
         for batch in reader:
             w.write(batch)
+            update(reader.file_end(batch) or 0)
     if args.json:
         A.print_json({"output": args.output, "packets": w.packets, "format": fmt,
                       "resolutions": list(w.resolutions), "damage": bool(reader.damage)})
@@ -125,10 +129,14 @@ def cmd_convert(args) -> int:
 def cmd_generate(args) -> int:
     from engine.capture.generate import generate_capture
     from engine.capture.pcapformat import format_for_path
+    from engine.cli.progress_bars import progress_bar, wanted
 
     fmt = args.format or format_for_path(args.output, "pcap")
-    n = generate_capture(args.output, packets=args.packets, flows=args.flows, seed=args.seed,
-                         format=fmt, ts_resolution=args.ts_resolution)
+    with progress_bar(args.packets, f"generating {args.output}", unit="packets",
+                      enabled=wanted(args)) as update:
+        n = generate_capture(args.output, packets=args.packets, flows=args.flows,
+                             seed=args.seed, format=fmt, ts_resolution=args.ts_resolution,
+                             progress=update)
     flows = min(args.flows, n)
     if args.json:
         A.print_json({"output": args.output, "packets": n, "flows": flows, "format": fmt,
