@@ -24,3 +24,20 @@ def test_quick_start_has_exactly_two_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert _quick_start_commands()[1] in ci.splitlines()
+
+
+def test_the_deployment_commands_are_ones_pktx_accepts():
+    """Each command of the README's Deployment section parses with pktx's own parser."""
+    import shlex
+
+    from engine.cli import build_parser
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Deployment", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    assert [c[:2] for c in commands] == [["pktx", "broker"], ["pktx", "daemon"],
+                                         ["pktx", "worker"], ["pktx", "worker"]]
+    for argv in commands:
+        args = build_parser(argv[1:]).parse_args(argv[1:])
+        assert args.func is not None
