@@ -185,3 +185,50 @@ def test_rates_the_broker_lowers_while_a_job_runs_are_applied(world, tmp_path):
     assert daemon.log().count(f"job {job['id']}: delivering") == 2   # again, under 40 kbit/s
     assert read_packets(m.files / "out" / "lowered.pcap") == m.packets
     assert m.usage(job["id"])["bytes_out"] == sum(map(len, m.packets))
+
+
+def test_sigkills_resume_a_stream_to_a_zmq_receiver_and_bill_it_once(world, tmp_path):
+    """A job from a file to a ``zmq://`` receiver (``pktx deliver zmq://...`` writing a file):
+    the daemon SIGKILLed mid-stream again and again; each run resumes the stream ``job-ID``
+    where the receiver stands, so the receiver writes every packet once, in order, and the
+    broker's cumulative usage counts each once."""
+    import json
+    import subprocess
+    import sys
+
+    from locations import ROOT, free_port
+
+    _, m = world
+    port = free_port()
+    out = tmp_path / "received.pcap"
+    receiver_log = tmp_path / "receiver.log"
+    with open(receiver_log, "wb") as log:
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "deliver", f"zmq://127.0.0.1:{port}", "-o",
+             str(out), "--workers", "1", "--idle-timeout", "120"],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stderr=log)
+    rng = random.Random(20261130)
+    request = m.request(sink=f"zmq://127.0.0.1:{port}", max_rate_bps=20_000)   # ~10 s
+    daemon = Daemon(m, tmp_path / "d1", lease=5).start()
+    try:
+        job_id = m.wait_job(request["id"], "running", timeout=60)["id"]
+        for _ in range(3):
+            time.sleep(rng.uniform(1.5, 3.0))
+            daemon.kill()
+            daemon.start()
+        job = m.wait_job(request["id"], "done", timeout=120)
+        assert receiver.wait(60) == 0, receiver_log.read_text()
+    finally:
+        daemon.signal(signal.SIGTERM)
+        daemon.wait()
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+    assert read_packets(out) == m.packets
+    record = json.loads((tmp_path / "d1" / "state" / "jobs" / str(job_id) / "usage.json")
+                        .read_text())
+    assert 0 < record["resumed_at"]["position"] < len(m.packets), record["resumed_at"]
+    usage = m.usage(job["id"])
+    assert usage["bytes_out"] == sum(map(len, m.packets))
+    assert usage["packets_out"] == len(m.packets)
+    assert job["measured"]["bytes"] == sum(map(len, m.packets))
