@@ -165,6 +165,8 @@ def counters_of(usage: dict) -> dict:
 class Run:
     """A job's delivery under way (``base``: counters of earlier runs a live source adds to)."""
 
+    positioned = False  # a stream that keeps its position (set in __init__)
+
     def __init__(self, job_id: int, spec: dict, node: NodeOptions, folder: str,
                  base: dict, lease_s: float | None = None) -> None:
         self.job_id, self.spec = job_id, spec
