@@ -218,9 +218,11 @@ class Run:
     @property
     def restartable(self) -> bool:
         """Whether the delivery may be stopped and started again without loss: a file into a
-        file (delivered afresh, the output appears once), or anything into a stream (it
-        resumes: exactly into ``zmq://``, from its last usage record into ``udp://``)."""
-        return not self.live or self.streams
+        file (delivered afresh, the output appears once), a file into a stream (it resumes:
+        exactly into ``zmq://``, from its last usage record into ``udp://``), or anything
+        into ``udp://``. Not a live source into ``zmq://``: stopped, a live source ends its
+        stream, and the receiver with it."""
+        return not self.live or self.argv[6].startswith("udp://")
 
     def renewed(self) -> None:
         with open(self.lease_path, "a"):

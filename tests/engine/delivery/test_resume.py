@@ -14,6 +14,7 @@ import threading
 import time
 
 import dpkt
+import numpy as np
 import pytest
 from delivery_support import free_port, pktx_cmd, stop
 
@@ -200,12 +201,23 @@ def test_a_udp_stream_resumes_from_a_usage_record(sample_pcap, tmp_path):
         "bytes_out": 123 + sum(map(len, every[5000:]))}
 
 
+@pytest.mark.parametrize("share", [None, "1/2"])
 def test_a_file_stream_killed_again_and_again_reaches_its_receiver_exactly_once(
-        sample_pcap, tmp_path):
+        sample_pcap, tmp_path, share):
     """``pktx deliver FILE -o zmq://... --stream-id`` SIGKILLed (with its workers) mid-stream
     several times and started again: the receiving ``pktx deliver`` writes every packet of
-    the source once, in order, and the last run's record counts the whole stream once."""
-    every = dpkt_packets(sample_pcap)
+    the source (of its share) once, in order, and the last run's record counts the whole
+    stream once. With a share, the stream's positions are places in the source, not in the
+    share."""
+    source = dpkt_packets(sample_pcap)
+    mine = list(range(len(source)))
+    if share:
+        from engine.capture.reader import read_capture
+        from engine.packet.flowhash import share_of_packets
+
+        index, of = map(int, share.split("/"))
+        mine = np.flatnonzero(share_of_packets(read_capture(sample_pcap), of) == index).tolist()
+    every = [source[i] for i in mine]
     total_bytes = sum(map(len, every))
     port = free_port()
     out = tmp_path / "received.pcap"
@@ -220,7 +232,8 @@ def test_a_file_stream_killed_again_and_again_reaches_its_receiver_exactly_once(
     rate = total_bytes * 8 // 12
     sender = pktx_cmd("deliver", sample_pcap, "-o", f"zmq://127.0.0.1:{port}", "--stream-id",
                       "job-1", "--workers", 1, "--max-rate", rate, "--segment-packets", 500,
-                      "--usage-json", usage_path, "--usage-every", 0.2, "-q")
+                      "--usage-json", usage_path, "--usage-every", 0.2, "-q",
+                      *(["--share", share] if share else []))
     rng = random.Random(11)
     positions = []
     try:
@@ -247,9 +260,9 @@ def test_a_file_stream_killed_again_and_again_reaches_its_receiver_exactly_once(
     usage = json.loads(usage_path.read_text())
     assert "partial" not in usage
     # The runs were cut mid-stream and resumed there.
-    assert 0 < usage["resumed_at"]["position"] < len(every), positions
+    assert 0 < usage["resumed_at"]["position"] < len(source), positions
     assert usage["stream_position"] == {
-        "position": len(every), "packets_in": len(every), "bytes_in": total_bytes,
+        "position": mine[-1] + 1, "packets_in": len(every), "bytes_in": total_bytes,
         "packets_out": len(every), "bytes_out": total_bytes}
     assert usage["packets_out"] == len(every) - usage["resumed_at"]["packets_out"]
 
