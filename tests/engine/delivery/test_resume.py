@@ -59,6 +59,13 @@ class Receiver:
         self.thread.join(10)
 
 
+@pytest.fixture
+def rx():
+    receiver = Receiver(idle_timeout=30)
+    yield receiver
+    receiver.stop()
+
+
 def batch_of(*payloads: bytes) -> PacketBatch:
     return PacketBatch.from_packets(list(payloads))
 
@@ -79,79 +86,63 @@ def test_the_file_source_starts_at_any_packet_without_reading_those_before(tmp_p
             assert reader.walked == 3000
 
 
-def test_a_stream_resumed_by_a_new_sender_continues_its_numbering_and_mark():
-    rx = Receiver(idle_timeout=30)
-    try:
-        first = DownstreamSink(rx.url, stream_id="s-1", ack_timeout_s=10)
-        assert first.resumed == Mark() and first.next_number == 0
-        first.write(batch_of(b"a", b"b"), Mark(2, 2, 2))
-        first.write(batch_of(b"c"), Mark(4, 3, 3))   # an input packet dropped by a service
-        first.flush()
-        assert first.mark == Mark(4, 3, 3, 3, 3)
-        first.sock.close(0)                           # as if killed: no end, no abort
-        again = DownstreamSink(rx.url, stream_id="s-1", ack_timeout_s=10)
-        assert again.next_number == 2 and again.resumed == Mark(4, 3, 3, 3, 3)
-        again.write(batch_of(b"e"), Mark(5, 4, 4))
-        again.close({})
-        rx.done.wait(10)
-        assert rx.error is None, rx.error
-        assert rx.packets == [b"a", b"b", b"c", b"e"]
-        assert rx.source.resumes == 1 and rx.source.mark == Mark(5, 4, 4, 4, 4)
-    finally:
-        rx.stop()
+def test_a_stream_resumed_by_a_new_sender_continues_its_numbering_and_mark(rx):
+    first = DownstreamSink(rx.url, stream_id="s-1", ack_timeout_s=10)
+    assert first.resumed == Mark() and first.next_number == 0
+    first.write(batch_of(b"a", b"b"), Mark(2, 2, 2))
+    first.write(batch_of(b"c"), Mark(4, 3, 3))   # an input packet dropped by a service
+    first.flush()
+    assert first.mark == Mark(4, 3, 3, 3, 3)
+    first.sock.close(0)                           # as if killed: no end, no abort
+    again = DownstreamSink(rx.url, stream_id="s-1", ack_timeout_s=10)
+    assert again.next_number == 2 and again.resumed == Mark(4, 3, 3, 3, 3)
+    again.write(batch_of(b"e"), Mark(5, 4, 4))
+    again.close({})
+    rx.done.wait(10)
+    assert rx.error is None, rx.error
+    assert rx.packets == [b"a", b"b", b"c", b"e"]
+    assert rx.source.resumes == 1 and rx.source.mark == Mark(5, 4, 4, 4, 4)
 
 
-def test_a_stream_id_the_receiver_does_not_know_is_refused_clearly():
-    rx = Receiver(idle_timeout=30)
-    try:
-        mine = DownstreamSink(rx.url, stream_id="job-7", ack_timeout_s=10)
-        mine.write(batch_of(b"x"), Mark(1, 1, 1))
-        mine.flush()
-        with pytest.raises(EngineError, match=r"refused stream 'job-8': this node is receiving "
-                                              r"stream 'job-7' \(1 messages taken\); stream "
-                                              r"'job-8' is not known here"):
-            DownstreamSink(rx.url, stream_id="job-8", ack_timeout_s=10)
-        # The receiver goes on with its own stream.
-        mine.write(batch_of(b"y"), Mark(2, 2, 2))
-        mine.close({})
-        rx.done.wait(10)
-        assert rx.error is None and rx.packets == [b"x", b"y"]
-    finally:
-        rx.stop()
+def test_a_stream_id_the_receiver_does_not_know_is_refused_clearly(rx):
+    mine = DownstreamSink(rx.url, stream_id="job-7", ack_timeout_s=10)
+    mine.write(batch_of(b"x"), Mark(1, 1, 1))
+    mine.flush()
+    with pytest.raises(EngineError, match=r"refused stream 'job-8': this node is receiving "
+                                          r"stream 'job-7' \(1 messages taken\); stream "
+                                          r"'job-8' is not known here"):
+        DownstreamSink(rx.url, stream_id="job-8", ack_timeout_s=10)
+    # The receiver goes on with its own stream.
+    mine.write(batch_of(b"y"), Mark(2, 2, 2))
+    mine.close({})
+    rx.done.wait(10)
+    assert rx.error is None and rx.packets == [b"x", b"y"]
 
 
-def test_a_sender_replaced_by_a_resumed_one_is_refused():
+def test_a_sender_replaced_by_a_resumed_one_is_refused(rx):
     """Two senders of one stream never interleave: the latest HELLO wins, the other fails."""
-    rx = Receiver(idle_timeout=30)
-    try:
-        old = DownstreamSink(rx.url, stream_id="s", ack_timeout_s=10)
-        old.write(batch_of(b"1"), Mark(1, 1, 1))
+    old = DownstreamSink(rx.url, stream_id="s", ack_timeout_s=10)
+    old.write(batch_of(b"1"), Mark(1, 1, 1))
+    old.flush()
+    new = DownstreamSink(rx.url, stream_id="s", ack_timeout_s=10)
+    old.write(batch_of(b"stale"), Mark(2, 2, 2))
+    with pytest.raises(EngineError, match="has another sender now"):
         old.flush()
-        new = DownstreamSink(rx.url, stream_id="s", ack_timeout_s=10)
-        old.write(batch_of(b"stale"), Mark(2, 2, 2))
-        with pytest.raises(EngineError, match="has another sender now"):
-            old.flush()
-        new.write(batch_of(b"2"), Mark(2, 2, 2))
-        new.close({})
-        rx.done.wait(10)
-        assert rx.packets == [b"1", b"2"]
-    finally:
-        rx.stop()
+    new.write(batch_of(b"2"), Mark(2, 2, 2))
+    new.close({})
+    rx.done.wait(10)
+    assert rx.packets == [b"1", b"2"]
 
 
-def test_a_sender_without_an_id_still_works_and_an_id_cannot_join_it():
-    rx = Receiver(idle_timeout=30)
-    try:
-        plain = DownstreamSink(rx.url, ack_timeout_s=10)
-        plain.write(batch_of(b"p"))
-        plain.flush()
-        with pytest.raises(EngineError, match="receiving a stream without an id"):
-            DownstreamSink(rx.url, stream_id="late", ack_timeout_s=10)
-        plain.close({})
-        rx.done.wait(10)
-        assert rx.error is None and rx.packets == [b"p"]
-    finally:
-        rx.stop()
+def test_a_sender_without_an_id_still_works_and_an_id_cannot_join_it(rx):
+    plain = DownstreamSink(rx.url, ack_timeout_s=10)
+    plain.write(batch_of(b"p"))
+    plain.flush()
+    with pytest.raises(EngineError, match="receiving a stream without an id"):
+        DownstreamSink(rx.url, stream_id="late", ack_timeout_s=10)
+    plain.close({})
+    rx.done.wait(10)
+    assert rx.error is None and rx.packets == [b"p"]
 
 
 def test_an_old_receiver_that_does_not_answer_hello_fails_the_sender_clearly():
@@ -267,30 +258,26 @@ def test_a_file_stream_killed_again_and_again_reaches_its_receiver_exactly_once(
     assert usage["packets_out"] == len(every) - usage["resumed_at"]["packets_out"]
 
 
-def test_a_stopped_sender_leaves_its_stream_open_for_the_next_run(sample_pcap, tmp_path):
+def test_a_stopped_sender_leaves_its_stream_open_for_the_next_run(sample_pcap, tmp_path, rx):
     """SIGTERM (a daemon stopping a job to hand it over) is not a failure: the receiver is
     not told to give up, and the next run resumes the stream."""
-    rx = Receiver(idle_timeout=60)
-    try:
-        every = dpkt_packets(sample_pcap)
-        rate = sum(map(len, every)) * 8 // 4
-        usage_path = tmp_path / "usage.json"
-        proc = subprocess.Popen(
-            pktx_cmd("deliver", sample_pcap, "-o", rx.url, "--stream-id", "s", "--workers", 1,
-                     "--max-rate", rate, "--usage-json", usage_path, "--usage-every", 0.1,
-                     "-q"), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while len(rx.packets) < 1000:
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) != 0
-        time.sleep(0.5)
-        assert rx.error is None and not rx.done.is_set()
-        usage = Delivery(str(sample_pcap), rx.url, DeliveryOptions(workers=1, stream_id="s")
-                         ).run()
-        assert usage["resumed_at"]["packets_out"] >= 1000
-        rx.done.wait(30)
-        assert rx.error is None and rx.packets == every
-    finally:
-        rx.stop()
+    every = dpkt_packets(sample_pcap)
+    rate = sum(map(len, every)) * 8 // 4
+    usage_path = tmp_path / "usage.json"
+    proc = subprocess.Popen(
+        pktx_cmd("deliver", sample_pcap, "-o", rx.url, "--stream-id", "s", "--workers", 1,
+                 "--max-rate", rate, "--usage-json", usage_path, "--usage-every", 0.1,
+                 "-q"), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(rx.packets) < 1000:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) != 0
+    time.sleep(0.5)
+    assert rx.error is None and not rx.done.is_set()
+    usage = Delivery(str(sample_pcap), rx.url, DeliveryOptions(workers=1, stream_id="s")
+                     ).run()
+    assert usage["resumed_at"]["packets_out"] >= 1000
+    rx.done.wait(30)
+    assert rx.error is None and rx.packets == every
