@@ -466,11 +466,13 @@ class Delivery:
             reporter = self._start_partial_usage()
             try:
                 d.run(segments, emit, workers_gone=self._local_workers_gone)
+                # A shaped sink may still be writing most of the stream: the records go on
+                # till it is done (a daemon reports from them, a udp:// stream resumes there).
+                outbox.put(None)
+                sink_thread.join()
             finally:
                 if reporter is not None:
                     reporter.set()
-            outbox.put(None)
-            sink_thread.join()
             if self._sink_error is not None:
                 raise DeliveryError(f"writing {self.sink_url} failed: {self._sink_error}")
             sink.flush()  # the usage record counts only what the receiver confirmed
