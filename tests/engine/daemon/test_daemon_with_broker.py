@@ -2,8 +2,9 @@
 to the provider is claimed, delivered and reported; the daemon SIGKILLed and restarted again
 and again (and the broker restarted too) still delivers every packet once and reports what it
 delivered once; SIGTERM drains; a daemon paused past its lease loses the job to another and
-its late calls are refused; another provider's key sees nothing. The output is read back with
-dpkt and compared with the input."""
+its late calls are refused; another provider's key sees nothing; a stream to a ``zmq://``
+receiver resumes exactly after SIGKILLs, one to ``udp://`` from the last usage record. The
+output is read back with dpkt and compared with the input."""
 
 from __future__ import annotations
 
