@@ -148,6 +148,13 @@ class CaptureReader:
 
     # -- walking -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[PacketBatch]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[PacketBatch]:
+        """The batches from packet ``start`` (0-based) on, each numbered by its packets' places
+        in the file. The records before it are walked (their headers say where the next one
+        is) but not handed out: no batch is made of them, and their pages are released.
+        At the end, ``walked`` is the number of packets in the file."""
         seq = 0
         released = 0
         for arrays in self._chunks(self.batch_packets):
@@ -155,6 +162,14 @@ class CaptureReader:
             n = len(offsets)
             if n == 0:
                 continue
+            if seq + n <= start:
+                seq += n
+                released = self._release_behind(int(offsets[-1]) + int(caplen[-1]), released)
+                continue
+            if seq < start:  # the batch that holds packet ``start``: from there
+                cut = start - seq
+                offsets, caplen, origlen, ts, iface = (a[cut:] for a in arrays)
+                seq, n = start, n - cut
             lo = int(offsets[0])
             hi = int(offsets[-1]) + int(caplen[-1])
             batch = PacketBatch(self.buf[lo:hi], offsets - lo, caplen, origlen, ts, iface,
@@ -164,10 +179,17 @@ class CaptureReader:
             # The consumer has had the batch: let the kernel drop its pages and those behind
             # it (they fault back in from the page cache if a kept batch is read again). Up to
             # the batch's end, not its start: else two batches' spans stay resident at once.
-            if self._mmap is not None and hi - released >= _RELEASE_BYTES:
-                end = hi - hi % mmap.PAGESIZE
-                self._mmap.madvise(mmap.MADV_DONTNEED, released, end - released)
-                released = end
+            released = self._release_behind(hi, released)
+        self.walked = seq
+
+    def _release_behind(self, hi: int, released: int) -> int:
+        """Release the map's pages from ``released`` to ``hi`` once that is worth it; where
+        the released part now ends."""
+        if self._mmap is not None and hi - released >= _RELEASE_BYTES:
+            end = hi - hi % mmap.PAGESIZE
+            self._mmap.madvise(mmap.MADV_DONTNEED, released, end - released)
+            return end
+        return released
 
     def file_end(self, batch: PacketBatch) -> int | None:
         """Where in the file ``batch``'s last byte ends, if its buffer is a view of this

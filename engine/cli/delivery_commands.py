@@ -81,6 +81,14 @@ def add_commands(sub) -> None:
     s.add_argument("--downstream-timeout", type=A.positive_float, default=30.0, metavar="S",
                    help="zmq:// sink: fail when the downstream node confirms nothing for S "
                         "seconds (default 30)")
+    s.add_argument("--stream-id", metavar="ID",
+                   help="zmq:// sink: a resumable stream named ID (PKTX-STREAM/2): run again "
+                        "with the same ID after a stop or a crash, it goes on where the "
+                        "receiver stands (a capture file source skips what it took)")
+    s.add_argument("--resume-from", metavar="USAGE_JSON",
+                   help="udp:// sink: start where an earlier run's usage record "
+                        "(--usage-json) says the stream stood; packets sent after that record "
+                        "are sent again")
     s.add_argument("--lease-file", metavar="FILE",
                    help="stop (as on SIGTERM) when FILE was not touched for --lease-timeout "
                         "seconds: a delivery daemon touches it while it holds the job's lease")
@@ -143,6 +151,7 @@ def cmd_deliver(args) -> int:
         min_workers=args.min_workers, heartbeat_ms=args.heartbeat_ms, liveness=args.liveness,
         task_timeout_s=args.task_timeout, max_attempts=args.max_attempts,
         on_poison=args.on_poison, downstream_timeout_s=args.downstream_timeout,
+        stream_id=args.stream_id, resume_from=args.resume_from,
         worker_start=args.worker_start)
     delivery = Delivery(args.source, args.output, opts)
     if delivery.source.live:

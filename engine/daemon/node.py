@@ -402,8 +402,9 @@ class Daemon:
         """The broker changed the job's rate limits (a bandwidth grant withdrawn): the spec is
         kept with them and a running delivery started again under them (a live source goes
         on from where it is, its counters kept; a file is delivered afresh, its output not
-        yet complete; a stream to a zmq:// receiver, or a live source into a file, goes on
-        under the old rates: starting again would break the one or overwrite the other)."""
+        yet complete; a file into a stream resumes where it stands; a live source into a
+        file or a zmq:// stream goes on under the old rates: starting again would overwrite
+        the file or end the stream)."""
         job = self.state.job(job_id)
         rates = {k: answer[k] for k in ("max_rate_bps", "min_rate_bps") if k in answer}
         if not rates or all(job.spec.get(k) == v for k, v in rates.items()):

@@ -7,11 +7,16 @@ with the daemon (Linux's parent-death signal), so a daemon killed with SIGKILL l
 delivery running behind the state it will find on restart.
 
 The child writes its usage so far every second (``--usage-json --usage-every``); the daemon
-turns it into the job's cumulative report. A source that can be read again (a capture file) is
-delivered from its start by each run, into an output that appears only when complete: a run's
-counters then count the whole job, and a report never goes below the last one. A live source
-(udp://, zmq://, iface:) cannot be replayed: a run's counters add to what the runs before it
-reported.
+turns it into the job's cumulative report. A capture file into a capture file is delivered
+from its start by each run, into an output that appears only when complete: a run's counters
+then count the whole job, and a report never goes below the last one. A stream resumes: into
+``zmq://`` as the stream ``job-ID`` (the receiver says where it stands, and a file source
+starts there), into ``udp://`` from where the last run's usage record says it stood (a file
+source; what was sent after that record is sent again). Its packet and byte counters are the
+stream's own cumulative ones (``stream_position`` in the usage record: what the receiver
+acknowledged, or what was sent), its time counters add to what the runs before it reported.
+A live source (udp://, zmq://, iface:) cannot be replayed: a run's counters add to what the
+runs before it reported.
 
 File sources and sinks named by a job resolve inside the daemon's ``--files`` folder only: a
 job is the broker's (and, behind it, a user's) word, not a licence to read or write any path.
@@ -42,6 +47,8 @@ LIVE_SCHEMES = ("udp://", "zmq://", "iface:")
 # The environment variables a delivery finds its sealed parameters in (``--param
 # SERVICE.PARAM_env=PKTX_SEALED_0``): never on its command line, where ``ps`` shows them.
 SEALED_ENV = "PKTX_SEALED_"
+# The counters a resuming stream carries itself (streams.Mark), cumulative over its runs.
+STREAM_COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -128,10 +135,11 @@ def opened(spec: dict, node: NodeOptions) -> dict[str, str]:
 
 
 def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, float] | None = None,
-            sealed: tuple[str, ...] = ()) -> list[str]:
+            sealed: tuple[str, ...] = (), resume: tuple[str, ...] = ()) -> list[str]:
     """The ``pktx deliver`` command line for a job's spec (``lease``: the file the daemon
     touches while it holds the job's lease, and how stale it may get; ``sealed``: the names of
-    its sealed parameters, found by the delivery in ``SEALED_ENV`` 0, 1, ...)."""
+    its sealed parameters, found by the delivery in ``SEALED_ENV`` 0, 1, ...; ``resume``: the
+    options that resume its stream)."""
     source = endpoint(spec.get("source"), node.files, "source")
     sink = endpoint(spec.get("sink"), node.files, "sink")
     if not source.startswith(LIVE_SCHEMES) and not os.path.isfile(source):
@@ -167,7 +175,23 @@ def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, fl
         argv += ["--curve", node.curve_dir]
     if lease is not None:
         argv += ["--lease-file", lease[0], "--lease-timeout", f"{lease[1]:g}"]
-    return argv
+    return argv + list(resume)
+
+
+def resume_options(job_id: int, spec: dict, previous: str) -> tuple[str, ...]:
+    """How a run of the job resumes its stream: a ``zmq://`` sink as the stream ``job-ID``;
+    a file into ``udp://`` from the ``previous`` run's usage record, when there is one."""
+    sink, source = str(spec.get("sink") or ""), str(spec.get("source") or "")
+    if sink.startswith("zmq://"):
+        return ("--stream-id", f"job-{job_id}")
+    if sink.startswith("udp://") and not source.startswith(LIVE_SCHEMES):
+        try:
+            with open(previous, encoding="utf-8") as f:
+                if isinstance(json.load(f).get("stream_position"), dict):
+                    return ("--resume-from", previous)
+        except (OSError, ValueError, AttributeError):
+            pass
+    return ()
 
 
 def _base(name: str) -> str:
@@ -192,14 +216,19 @@ def counters_of(usage: dict) -> dict:
 class Run:
     """A job's delivery under way (``base``: counters of earlier runs a live source adds to)."""
 
+    positioned = False  # a stream that keeps its position (set in __init__)
+
     def __init__(self, job_id: int, spec: dict, node: NodeOptions, folder: str,
                  base: dict, lease_s: float | None = None) -> None:
         self.job_id, self.spec = job_id, spec
         os.makedirs(folder, mode=0o700, exist_ok=True)
         self.usage_path = os.path.join(folder, "usage.json")
         self.stderr_path = os.path.join(folder, "stderr.log")
-        with contextlib.suppress(FileNotFoundError):  # no record of an older run
-            os.unlink(self.usage_path)
+        # The last record of an older run of the job (killed with the daemon, stopped): where
+        # its udp:// stream stood. A run killed before its first record leaves the one before.
+        previous = os.path.join(folder, "previous-usage.json")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.usage_path, previous)
         # Touched on every renewal of the job's lease: the delivery stops itself when the
         # daemon stops renewing it (paused, cut off), so it never runs beside a successor.
         self.lease_path = os.path.join(folder, "lease")
@@ -208,7 +237,8 @@ class Run:
         for value in secrets.values():  # never in this daemon's log lines either
             register_secret(value)
         self.argv = command(spec, node, self.usage_path,
-                            (self.lease_path, lease_s) if lease_s else None, tuple(secrets))
+                            (self.lease_path, lease_s) if lease_s else None, tuple(secrets),
+                            resume_options(job_id, spec, previous))
         # Sealed parameters reach the delivery through its environment (readable by this user
         # only, /proc/PID/environ), not its command line.
         env = {**os.environ, **{f"{SEALED_ENV}{i}": value
@@ -218,10 +248,13 @@ class Run:
                CONTEXT_ENV["award_id"]: str(spec.get("award_id", ""))}
         del secrets
         self.live = self.argv[4].startswith(LIVE_SCHEMES)
-        self.base = base if self.live else {}
         # A file appears only when complete: its usage is reported at the end. A stream's
         # receiver has what was sent: reported as it goes.
         self.streams = self.argv[6].startswith(LIVE_SCHEMES)
+        # A stream that keeps its position: its packet counters are its own, cumulative.
+        self.positioned = self.argv[6].startswith("zmq://") or (
+            self.argv[6].startswith("udp://") and not self.live)
+        self.base = base if self.live or self.positioned else {}
         if not self.streams:  # a file's folder inside the files folder is made for it
             os.makedirs(os.path.dirname(self.argv[6]), exist_ok=True)
             self._remove_partials(self.argv[6])
@@ -247,8 +280,11 @@ class Run:
     @property
     def restartable(self) -> bool:
         """Whether the delivery may be stopped and started again without loss: a file into a
-        file (delivered afresh, the output appears once), or anything into ``udp://``."""
-        return (not self.live and not self.streams) or self.argv[6].startswith("udp://")
+        file (delivered afresh, the output appears once), a file into a stream (it resumes:
+        exactly into ``zmq://``, from its last usage record into ``udp://``), or anything
+        into ``udp://``. Not a live source into ``zmq://``: stopped, a live source ends its
+        stream, and the receiver with it."""
+        return not self.live or self.argv[6].startswith("udp://")
 
     def renewed(self) -> None:
         with open(self.lease_path, "a"):
@@ -266,9 +302,14 @@ class Run:
         """The job's cumulative counters as of this run's latest record."""
         usage = self.usage()
         mine = counters_of(usage) if usage else {}
-        if not self.live:
+        if not self.live and not self.positioned:
             return mine
-        return {c: int(self.base.get(c, 0)) + mine.get(c, 0) for c in set(self.base) | set(mine)}
+        total = {c: int(self.base.get(c, 0)) + mine.get(c, 0)
+                 for c in set(self.base) | set(mine)}
+        position = (usage or {}).get("stream_position")
+        if self.positioned and isinstance(position, dict):
+            total.update({c: int(position.get(c, 0)) for c in STREAM_COUNTERS})
+        return total
 
     def poll(self) -> int | None:
         return self.proc.poll()

@@ -29,8 +29,10 @@ from engine.delivery import local
 from engine.delivery import protocol as P
 from engine.delivery.dispatcher import DeliveryError, Dispatcher, wake
 from engine.delivery.meter import Meter, TokenBucket
+from engine.delivery.positions import SegmentInput, SourceLedger
 from engine.delivery.sinks import open_sink
 from engine.delivery.sources import open_source
+from engine.delivery.streams import Mark
 from engine.errors import EngineError
 from engine.packet.segment import Segmenter
 from engine.services import parse_chain, public_chain
@@ -73,6 +75,12 @@ class DeliveryOptions:
     max_attempts: int = P.MAX_ATTEMPTS  # workers a segment may kill or fail on
     on_poison: str = "fail"  # or "skip": drop such a segment and count it
     downstream_timeout_s: float = 30.0  # zmq:// sink: fail after this long with no ack
+    # zmq:// sink: a resumable stream of this id (streams.py): a run started again with it
+    # goes on where the receiver stands.
+    stream_id: str | None = None
+    # udp:// sink: a usage record of an earlier run of this stream; start at its
+    # ``stream_position`` (no receiver can say where it stands: docs/daemon.md).
+    resume_from: str | None = None
     window: int | None = None
     progress: bool = False
     worker_args: list[str] = field(default_factory=list)  # extra flags for spawned workers
@@ -112,10 +120,34 @@ class Delivery:
         self.local_workers: list[subprocess.Popen | local.ForkedWorker] = []
         self._stop = threading.Event()
         self._sink_error: BaseException | None = None
-        self._segment_ends: collections.deque[int | None] = collections.deque()
+        # Per segment cut, in order: where it ends in a mapped file, and its input's positions.
+        self._segment_ends: collections.deque[tuple[int | None, SegmentInput | None]] = \
+            collections.deque()
         self.dispatcher: Dispatcher | None = None
+        # Where the stream stood when this run started, and where its sink has confirmed it:
+        # kept for stream sinks, which a later run can resume (a file is written afresh).
+        self.tracks = o.stream_id is not None or sink.startswith("udp://")
+        self.resumed = self._resume_point()
+        self.position = self.resumed
+        self._sink = None
 
     # -- pieces --------------------------------------------------------------------------------
+    def _resume_point(self) -> Mark:
+        """Where ``--resume-from`` says the stream stands (a zmq:// receiver says it itself,
+        when the sink opens)."""
+        path = self.opts.resume_from
+        if not path:
+            return Mark()
+        if not self.sink_url.startswith("udp://"):
+            raise EngineError(f"--resume-from {path}: only for a udp:// sink (a zmq:// sink "
+                              "resumes with --stream-id: its receiver says where it stands)")
+        try:
+            with open(path, encoding="utf-8") as f:
+                return Mark.from_dict(json.load(f)["stream_position"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EngineError(f"--resume-from {path}: not a usage record with a "
+                              f"stream_position ({exc})") from None
+
     def _check_usage_path(self) -> None:
         """A usage record that cannot be written fails now, not after the output is in place."""
         path = self.opts.usage_json
@@ -159,9 +191,13 @@ class Delivery:
         seq = 0
         opened_at: float | None = None
 
+        ledger = SourceLedger(self.resumed) if self.tracks else None
+        live_read = self.resumed.position  # a live source's packets so far, over the stream
+
         def put(item) -> None:
             if isinstance(item, PacketBatch):
-                self._segment_ends.append(self.source.file_end(item))
+                self._segment_ends.append((self.source.file_end(item),
+                                           ledger.segment(item) if ledger else None))
             while not self._stop.is_set():
                 try:
                     out.put(item, timeout=0.1)
@@ -175,10 +211,17 @@ class Delivery:
             for batch in self.source:
                 if self._stop.is_set():
                     break
+                # Each packet's place in the source: a file numbers its batches so.
+                first = live_read if self.source.live else batch.first_seq
+                live_read += len(batch)
+                kept = None
                 if self.opts.share is not None and len(batch):
-                    batch = self._my_share(batch)
+                    batch, kept = self._my_share(batch)
                 n = len(batch)
                 if n:
+                    if ledger is not None:
+                        ledger.read(first + (np.arange(n, dtype=np.int64) if kept is None
+                                             else kept))
                     if batch.first_seq != seq:
                         batch = PacketBatch(batch.data, batch.offsets, batch.caplen,
                                             batch.origlen, batch.ts_ns, batch.iface,
@@ -214,23 +257,40 @@ class Delivery:
                 batch = inbox.get()
                 if batch is None:
                     return
+                # Segments are written in the order they were read.
+                end, cut = self._segment_ends.popleft()
                 if bucket is None:
-                    sink.write(batch)
-                    if not sink.acknowledges:  # else counted when the receiver confirms
-                        self.meter.record_out(len(batch), batch.nbytes)
+                    self._write(sink, batch, cut, None)
                 else:
-                    self._shaped_write(batch, sink, bucket)
+                    self._shaped_write(batch, sink, bucket, cut)
                 self.dispatcher.written += 1
-                # Segments are written in the order they were read: the source's pages up to
-                # this one's end are done with (the dispatcher sends them without copying).
-                end = self._segment_ends.popleft() if self._segment_ends else None
+                # The source's pages up to this segment's end are done with (the dispatcher
+                # sends them without copying).
                 if end is not None:
                     self.source.release_through(end)
         except BaseException as exc:
             self._sink_error = exc
             self._stop.set()
 
-    def _shaped_write(self, batch: PacketBatch, sink, bucket: TokenBucket) -> None:
+    def _write(self, sink, part: PacketBatch, cut: SegmentInput | None,
+               seq_end: int | None) -> None:
+        """Write ``part`` of a segment, which ends the segment's input before sequence number
+        ``seq_end`` (None: the whole segment's input is done with once it is written)."""
+        at = None
+        if cut is not None:
+            position, packets_in, bytes_in = cut.end() if seq_end is None or not len(
+                cut.positions) else cut.through(seq_end)
+            at = Mark(position, packets_in, bytes_in)
+        sink.write(part, at)
+        if not sink.acknowledges:  # else counted when the receiver confirms
+            self.meter.record_out(len(part), part.nbytes)
+            if at is not None:
+                p = self.position
+                self.position = Mark(at.position, at.packets_in, at.bytes_in,
+                                     p.packets_out + len(part), p.bytes_out + part.nbytes)
+
+    def _shaped_write(self, batch: PacketBatch, sink, bucket: TokenBucket,
+                      cut: SegmentInput | None) -> None:
         # Write in slices no bigger than the bucket's burst so the rate holds within a second.
         bits = batch.caplen.astype(np.int64) * 8
         cum = np.cumsum(bits)
@@ -242,20 +302,22 @@ class Delivery:
             end = max(end, start + 1)
             part = batch[start:end]
             bucket.take(int(cum[end - 1] - base))
-            sink.write(part)
-            if not sink.acknowledges:
-                self.meter.record_out(len(part), part.nbytes)
+            # A part before the last ends the input at its last packet's (a resumed run
+            # starts after it); the last ends the segment's, dropped packets and all.
+            self._write(sink, part, cut, int(batch.seq[end - 1]) + 1 if end < n else None)
             start = end
 
-    def _my_share(self, batch: PacketBatch) -> PacketBatch:
-        """The packets of ``batch`` in this delivery's share (same buffer, stream order)."""
+    def _my_share(self, batch: PacketBatch) -> tuple[PacketBatch, np.ndarray]:
+        """The packets of ``batch`` in this delivery's share (same buffer, stream order), and
+        where they are in ``batch``."""
         from engine.packet.flowhash import share_of_packets
 
         index, of = self.opts.share
-        mine = batch.take(np.flatnonzero(share_of_packets(batch, of) == index))
+        kept = np.flatnonzero(share_of_packets(batch, of) == index)
+        mine = batch.take(kept)
         # Numbered afresh: the share is a stream of its own (the caller renumbers from here).
         return PacketBatch(mine.data, mine.offsets, mine.caplen, mine.origlen, mine.ts_ns,
-                           mine.iface, mine.interfaces, batch.first_seq)
+                           mine.iface, mine.interfaces, batch.first_seq), kept
 
     def _spawn_workers(self, endpoint: str, n: int) -> None:
         o = self.opts
@@ -369,7 +431,11 @@ class Delivery:
         try:
             sink = open_sink(self.sink_url, format=self.sink_format,
                              ts_resolution=self.sink_resolution, on_ack=self.meter.record_out,
-                             ack_timeout_s=o.downstream_timeout_s)
+                             ack_timeout_s=o.downstream_timeout_s, stream_id=o.stream_id)
+            if sink.resumable:  # the receiver said where the stream stands
+                self.resumed = self.position = sink.resumed
+            self.source.start_at(self.resumed.position)
+            self._sink = sink
         except BaseException:
             # The workers go before the socket they may have reached (else they would report
             # the lost connection before the error that ends the run).
@@ -400,11 +466,13 @@ class Delivery:
             reporter = self._start_partial_usage()
             try:
                 d.run(segments, emit, workers_gone=self._local_workers_gone)
+                # A shaped sink may still be writing most of the stream: the records go on
+                # till it is done (a daemon reports from them, a udp:// stream resumes there).
+                outbox.put(None)
+                sink_thread.join()
             finally:
                 if reporter is not None:
                     reporter.set()
-            outbox.put(None)
-            sink_thread.join()
             if self._sink_error is not None:
                 raise DeliveryError(f"writing {self.sink_url} failed: {self._sink_error}")
             sink.flush()  # the usage record counts only what the receiver confirmed
@@ -419,7 +487,10 @@ class Delivery:
             if sink_thread is not None and sink_thread.is_alive():
                 outbox.put(None)
                 sink_thread.join(5)
-            sink.abort(str(exc))
+            if isinstance(exc, KeyboardInterrupt) and sink.resumable:
+                sink.detach()  # stopped, not failed: a later run resumes the stream
+            else:
+                sink.abort(str(exc))
             d.broadcast_disconnect("stream failed")
             self._stop_local_workers()
             d.close()
@@ -484,7 +555,17 @@ class Delivery:
             auth_failures=sum(self.auth_failures().values()),
             max_auth_failures=self.opts.max_auth_failures,
             **({"source_stats": stats} if (stats := self.source.stats()) else {}),
+            **({"stream_position": self.stream_position().as_dict(),
+                "resumed_at": self.resumed.as_dict()} if self.tracks else {}),
         )
+
+    def stream_position(self) -> Mark:
+        """Where the stream stands, as far as its sink has confirmed (a zmq:// receiver: what
+        it acknowledged; udp://: what was sent), cumulative over the runs before this one."""
+        sink = self._sink
+        if sink is not None and sink.acknowledges and sink.resumable:
+            return sink.mark
+        return self.position
 
 
 def deliver(source: str, sink: str, **options) -> dict:

@@ -6,6 +6,7 @@ ones when idle) so time-window segmentation can flush on time.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -19,7 +20,20 @@ from engine.capture.batch import DEFAULT_SNAPLEN, Interface, PacketBatch
 from engine.capture.reader import CaptureReader
 from engine.delivery import protocol as P
 from engine.delivery.ratelog import RateLimitedLog
-from engine.delivery.streams import ABORT, ACK, BATCH, END, NUMBER, STREAM_TAG, split_endpoint
+from engine.delivery.streams import (
+    ABORT,
+    ACK,
+    BATCH,
+    END,
+    HELLO,
+    NUMBER,
+    REFUSE,
+    RESUMABLE_TAG,
+    RESUME,
+    STREAM_TAG,
+    Mark,
+    split_endpoint,
+)
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -57,14 +71,28 @@ class Source:
     def release_through(self, end: int) -> None:
         """For a memory-mapped source: the pages before ``end`` are no longer needed."""
 
+    def start_at(self, position: int) -> None:
+        """Start at the source's input packet ``position`` (a resumed stream). A live
+        source goes on from where it is: what it passed meanwhile is gone."""
+        if position:
+            log.info("%s: a live source cannot go back or skip; resuming from now", self.url)
+
 
 class FileSource(Source):
     def __init__(self, path: str, *, batch_packets: int = 8192, errors: str = "strict"):
         self.url = path
         self.reader = CaptureReader(path, errors=errors, batch_packets=batch_packets)
+        self.start = 0
+
+    def start_at(self, position: int) -> None:
+        self.start = position
 
     def __iter__(self):
-        return iter(self.reader)
+        yield from self.reader.iter_from(self.start)
+        if self.reader.walked < self.start:
+            raise EngineError(f"{self.url}: the stream stands at input packet {self.start:,}, "
+                              f"but this capture has {self.reader.walked:,}: not the source "
+                              "the stream was made from")
 
     def file_end(self, batch):
         return self.reader.file_end(batch)
@@ -249,7 +277,14 @@ def _iface_options(url: str, kinds: dict) -> tuple[str, dict]:
 
 class UpstreamSource(_LiveSource):
     """An upstream pktx node's second stream: bind a ROUTER on ``zmq://HOST:PORT``, take the
-    numbered batches of the first node that sends one, and acknowledge each (streams.py)."""
+    numbered batches of the first node that sends one, and acknowledge each (streams.py).
+
+    A resumable stream (one that opens with HELLO and an id) is this node's from its first
+    HELLO on: a sender that says HELLO with the same id later (the first one killed and
+    started again) is answered where the stream stands and is its sender from then on; a
+    HELLO with another id, or a batch from anyone but the current sender, is refused (the
+    sender is told why, this node goes on). ``stream_id`` and ``mark`` say where it stands.
+    """
 
     def __init__(self, url: str, *, context: zmq.Context | None = None, **kw) -> None:
         super().__init__(**kw)
@@ -271,12 +306,43 @@ class UpstreamSource(_LiveSource):
             raise EngineError(f"{url}: cannot bind: {exc}") from None
         self.summary: dict | None = None
         self.rlog = RateLimitedLog(log)
+        self.stream_id: str | None = None  # a resumable stream's id, once opened
+        self.mark = Mark()  # where it stands: the mark of the last batch taken
+        self.resumes = 0  # HELLOs of a stream already under way, answered
 
-    def _ack(self, sender: bytes, number: bytes) -> None:
+    def _reply(self, peer: bytes, tag: bytes, kind: bytes, body: bytes) -> None:
         try:
-            self.sock.send_multipart([sender, STREAM_TAG, ACK, number], zmq.NOBLOCK)
+            self.sock.send_multipart([peer, tag, kind, body], zmq.NOBLOCK)
         except zmq.ZMQError:
-            self.rlog.warning("ack", "%s: an acknowledgement could not be sent", self.url)
+            self.rlog.warning("ack", "%s: an answer to the upstream could not be sent",
+                              self.url)
+
+    def _refuse(self, peer: bytes, why: str) -> None:
+        self.rlog.warning("refused", "%s: refused an upstream node: %s", self.url, why)
+        self._reply(peer, RESUMABLE_TAG, REFUSE, why.encode())
+
+    def _hello(self, peer: bytes, body: list, sender: bytes | None, expected: int) -> bool:
+        """Answer a HELLO; True when ``peer`` is the stream's sender from now on."""
+        if not body or not 0 < len(body[0]) <= 200:
+            self._refuse(peer, "HELLO without a stream id")
+            return False
+        wanted = body[0].bytes.decode(errors="replace")
+        if self.stream_id is None and (sender is not None or expected):
+            self._refuse(peer, f"this node is receiving a stream without an id ({expected} "
+                               f"messages taken), not stream {wanted!r}")
+            return False
+        if self.stream_id is not None and wanted != self.stream_id:
+            self._refuse(peer, f"this node is receiving stream {self.stream_id!r} ({expected} "
+                               f"messages taken); stream {wanted!r} is not known here")
+            return False
+        if self.stream_id is not None:
+            self.resumes += 1
+            log.info("%s: stream %r resumed by a new sender at message %d, source position "
+                     "%d", self.url, wanted, expected, self.mark.position)
+        self.stream_id = wanted
+        answer = {"stream": wanted, "next": expected, "mark": self.mark.as_dict()}
+        self._reply(peer, RESUMABLE_TAG, RESUME, json.dumps(answer).encode())
+        return True
 
     def __iter__(self):
         idle_since = time.monotonic()
@@ -293,13 +359,30 @@ class UpstreamSource(_LiveSource):
                     continue
                 frames = self.sock.recv_multipart(copy=False)
                 peer = frames[0].bytes
-                if sender is not None and peer != sender:
-                    self.rlog.warning("stranger", "%s: ignored a message from a second sender",
-                                      self.url)
+                tag = frames[1].bytes if len(frames) > 2 else b""
+                if tag == RESUMABLE_TAG and frames[2].bytes == HELLO:
+                    if self._hello(peer, frames[3:], sender, expected):
+                        sender = peer
+                        idle_since = time.monotonic()
                     continue
-                if len(frames) < 3 or frames[1].bytes != STREAM_TAG:
+                if sender is not None and peer != sender:
+                    if tag == RESUMABLE_TAG:
+                        self._refuse(peer, f"stream {self.stream_id!r} has another sender "
+                                           "now (say HELLO to resume it)")
+                    else:
+                        self.rlog.warning("stranger", "%s: ignored a message from a second "
+                                          "sender", self.url)
+                    continue
+                if tag not in (STREAM_TAG, RESUMABLE_TAG):
                     raise EngineError(f"{self.url}: received a message that is not a pktx "
                                       "stream message")
+                if (tag == RESUMABLE_TAG) != (self.stream_id is not None):
+                    if tag == RESUMABLE_TAG:  # no HELLO: not a stream opened here
+                        self._refuse(peer, "a stream message before HELLO (did this node "
+                                           "start again? it keeps no stream across restarts)")
+                        continue
+                    raise EngineError(f"{self.url}: a message without a stream id in stream "
+                                      f"{self.stream_id!r}")
                 idle_since = time.monotonic()
                 kind = frames[2].bytes
                 if kind == ABORT:
@@ -307,31 +390,35 @@ class UpstreamSource(_LiveSource):
                                       f"{frames[3].bytes.decode(errors='replace')[:500]}"
                                       if len(frames) > 3 else
                                       f"{self.url}: the upstream node failed")
-                if kind not in (BATCH, END) or len(frames) < 4 \
-                        or len(frames[3]) != NUMBER.size:
+                body = 5 if tag == RESUMABLE_TAG else 4  # a resumable stream's mark first
+                if kind not in (BATCH, END) or len(frames) < body \
+                        or len(frames[3]) != NUMBER.size \
+                        or (tag == RESUMABLE_TAG and len(frames[4]) != Mark.LAYOUT.size):
                     raise EngineError(f"{self.url}: received a malformed pktx stream message")
                 number = NUMBER.unpack(frames[3].bytes)[0]
                 if number != expected:
                     raise EngineError(f"{self.url}: message {number} arrived where {expected} "
                                       "was due (the upstream restarted, or messages were lost)")
-                expected += 1
-                sender = peer
+                mark = Mark.unpack(frames[4].bytes) if tag == RESUMABLE_TAG else None
                 if kind == BATCH:
                     try:
-                        batch = PacketBatch.from_frames([f.buffer for f in frames[4:]])
+                        batch = PacketBatch.from_frames([f.buffer for f in frames[body:]])
                     except ValueError as exc:
                         raise EngineError(f"{self.url}: malformed batch: {exc}") from None
-                    self._ack(peer, frames[3].bytes)
-                    yield batch
                 else:
-                    import json
-
                     try:
-                        self.summary = json.loads(frames[4].bytes) if len(frames) > 4 else {}
+                        self.summary = (json.loads(frames[body].bytes) if len(frames) > body
+                                        else {})
                     except ValueError:
                         self.summary = {}
-                    self._ack(peer, frames[3].bytes)
+                expected += 1
+                sender = peer
+                if mark is not None:
+                    self.mark = mark
+                self._reply(peer, tag, ACK, frames[3].bytes)
+                if kind == END:
                     return
+                yield batch
         finally:
             self.sock.close()
 

@@ -14,7 +14,14 @@ import pytest
 from locations import need_corpus
 
 from engine.daemon.broker_client import Backoff, check_url, read_key
-from engine.daemon.runs import BadSpec, NodeOptions, Run, command, counters_of
+from engine.daemon.runs import (
+    BadSpec,
+    NodeOptions,
+    Run,
+    command,
+    counters_of,
+    resume_options,
+)
 from engine.daemon.state import COUNTERS, State
 from engine.errors import EngineError
 
@@ -139,6 +146,37 @@ def test_a_live_runs_counters_add_to_what_runs_before_it_reported(tmp_path):
     c = run.counters()
     assert (c["bytes_out"], c["packets_out"], c["seconds"]) == (1500, 15, 3)
     assert counters_of({})["bytes_out"] == 0
+
+
+def test_a_stream_resumes_and_its_packet_counters_are_its_own(tmp_path):
+    """A zmq:// sink resumes as the stream job-ID; a file into udp:// from the last run's
+    record; the packet and byte counters come from the record's stream_position (cumulative
+    over the runs), the time counters add to the last report."""
+    previous = tmp_path / "previous-usage.json"
+    assert resume_options(7, {"source": "in.pcap", "sink": "zmq://h:1"}, str(previous)) == \
+        ("--stream-id", "job-7")
+    assert resume_options(7, {"source": "udp://h:2", "sink": "zmq://h:1"}, str(previous)) == \
+        ("--stream-id", "job-7")
+    udp = {"source": "in.pcap", "sink": "udp://h:1"}
+    assert resume_options(7, udp, str(previous)) == ()   # no earlier run
+    previous.write_text('{"stream_position": {"position": 5}}')
+    assert resume_options(7, udp, str(previous)) == ("--resume-from", str(previous))
+    assert resume_options(7, {**udp, "source": "iface:eth0"}, str(previous)) == ()
+    assert resume_options(7, {**udp, "sink": "o.pcap"}, str(previous)) == ()
+    run = Run.__new__(Run)
+    run.live, run.positioned = False, True
+    run.base = {"bytes_out": 1000, "packets_out": 10, "seconds": 4, "windows_met": 2}
+    run.usage = lambda: None
+    assert run.counters()["bytes_out"] == 1000   # nothing measured yet: the last report
+    run.usage = lambda: {"bytes_out": 500, "packets_out": 5, "duration_ns": 3_000_000_000,
+                         "min_rate_windows_met": 3,
+                         "stream_position": {"position": 20, "packets_in": 19,
+                                             "bytes_in": 1900, "packets_out": 18,
+                                             "bytes_out": 1800}}
+    c = run.counters()
+    assert (c["packets_in"], c["bytes_in"], c["packets_out"], c["bytes_out"]) == \
+        (19, 1900, 18, 1800)
+    assert (c["seconds"], c["windows_met"]) == (7, 5)
 
 
 def test_the_broker_url_and_the_key(tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 to the provider is claimed, delivered and reported; the daemon SIGKILLed and restarted again
 and again (and the broker restarted too) still delivers every packet once and reports what it
 delivered once; SIGTERM drains; a daemon paused past its lease loses the job to another and
-its late calls are refused; another provider's key sees nothing. The output is read back with
-dpkt and compared with the input."""
+its late calls are refused; another provider's key sees nothing; a stream to a ``zmq://``
+receiver resumes exactly after SIGKILLs, one to ``udp://`` from the last usage record. The
+output is read back with dpkt and compared with the input."""
 
 from __future__ import annotations
 
@@ -185,3 +186,112 @@ def test_rates_the_broker_lowers_while_a_job_runs_are_applied(world, tmp_path):
     assert daemon.log().count(f"job {job['id']}: delivering") == 2   # again, under 40 kbit/s
     assert read_packets(m.files / "out" / "lowered.pcap") == m.packets
     assert m.usage(job["id"])["bytes_out"] == sum(map(len, m.packets))
+
+
+def test_sigkills_resume_a_stream_to_a_zmq_receiver_and_bill_it_once(world, tmp_path):
+    """A job from a file to a ``zmq://`` receiver (``pktx deliver zmq://...`` writing a file):
+    the daemon SIGKILLed mid-stream again and again; each run resumes the stream ``job-ID``
+    where the receiver stands, so the receiver writes every packet once, in order, and the
+    broker's cumulative usage counts each once."""
+    import json
+    import subprocess
+    import sys
+
+    from locations import ROOT, free_port
+
+    _, m = world
+    port = free_port()
+    out = tmp_path / "received.pcap"
+    receiver_log = tmp_path / "receiver.log"
+    with open(receiver_log, "wb") as log:
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "deliver", f"zmq://127.0.0.1:{port}", "-o",
+             str(out), "--workers", "1", "--idle-timeout", "120"],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stderr=log)
+    rng = random.Random(20261130)
+    request = m.request(sink=f"zmq://127.0.0.1:{port}", max_rate_bps=20_000)   # ~10 s
+    daemon = Daemon(m, tmp_path / "d1", lease=5).start()
+    try:
+        job_id = m.wait_job(request["id"], "running", timeout=60)["id"]
+        for _ in range(3):   # a restarted daemon takes a second or two to resume the job
+            time.sleep(rng.uniform(2.5, 4.0))
+            daemon.kill()
+            daemon.start()
+        job = m.wait_job(request["id"], "done", timeout=120)
+        assert receiver.wait(60) == 0, receiver_log.read_text()
+    finally:
+        daemon.signal(signal.SIGTERM)
+        daemon.wait()
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+    assert read_packets(out) == m.packets
+    record = json.loads((tmp_path / "d1" / "state" / "jobs" / str(job_id) / "usage.json")
+                        .read_text())
+    assert 0 < record["resumed_at"]["position"] < len(m.packets), record["resumed_at"]
+    usage = m.usage(job["id"])
+    assert usage["bytes_out"] == sum(map(len, m.packets))
+    assert usage["packets_out"] == len(m.packets)
+    assert job["measured"]["bytes"] == sum(map(len, m.packets))
+
+
+def test_sigkills_resume_a_file_into_udp_from_the_last_record_and_bill_it_once(world,
+                                                                               tmp_path):
+    """A file into ``udp://``: no receiver can say where it stands, so each run starts where
+    the last run's usage record says it stood. Datagrams sent after that record come again
+    (a restart goes back a little, never forward), none is lost, and the broker's usage
+    counts each packet once."""
+    import json
+    import socket
+    import threading
+
+    _, m = world
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(0.5)
+    got: list[bytes] = []
+    done = threading.Event()
+
+    def receive() -> None:
+        while not done.is_set():
+            try:
+                got.append(rx.recv(65536))
+            except TimeoutError:
+                continue
+
+    reader = threading.Thread(target=receive, daemon=True)
+    reader.start()
+    rng = random.Random(7)
+    # ~14 s after the token bucket's first burst; a run writes its first record a second
+    # after it starts delivering, so each run must live a few seconds to leave one.
+    request = m.request(sink=f"udp://127.0.0.1:{rx.getsockname()[1]}", max_rate_bps=8_000)
+    daemon = Daemon(m, tmp_path / "d1", lease=5).start()
+    try:
+        job_id = m.wait_job(request["id"], "running", timeout=60)["id"]
+        for _ in range(3):
+            time.sleep(rng.uniform(4.0, 5.5))
+            daemon.kill()
+            daemon.start()
+        job = m.wait_job(request["id"], "done", timeout=120)
+    finally:
+        daemon.signal(signal.SIGTERM)
+        daemon.wait()
+        time.sleep(0.5)
+        done.set()
+        reader.join(5)
+        rx.close()
+    at = 0   # the next packet of the source due; a restart may go back, never forward
+    for datagram in got:
+        if at < len(m.packets) and datagram == m.packets[at]:
+            at += 1
+            continue
+        back = [i for i in range(at) if m.packets[i] == datagram]
+        assert back, f"datagram {len(got)} is not a packet sent before (a gap)"
+        at = back[-1] + 1
+    assert at == len(m.packets)
+    record = json.loads((tmp_path / "d1" / "state" / "jobs" / str(job_id) / "usage.json")
+                        .read_text())
+    assert 0 < record["resumed_at"]["position"] < len(m.packets), record["resumed_at"]
+    usage = m.usage(job["id"])
+    assert usage["bytes_out"] == sum(map(len, m.packets))
+    assert usage["packets_out"] == len(m.packets)
