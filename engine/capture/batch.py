@@ -289,10 +289,10 @@ class PacketBatch:
         header = _HEADER.pack(_MAGIC, _VERSION, flags, n, self.first_seq) + meta
         arrays = [np.ascontiguousarray(getattr(self, f) if f != "offsets" else offsets, t)
                   for f, t in _ARRAY_FIELDS]
-        seq = (memoryview(np.ascontiguousarray(self._seq)).cast("B") if self._seq is not None
+        seq = (np.ascontiguousarray(self._seq).data.cast("B") if self._seq is not None
                else b"")
-        return [header, *(memoryview(a).cast("B") for a in arrays), seq,
-                memoryview(self.data[lo:hi])]
+        return [header, *(a.data.cast("B") for a in arrays), seq,
+                self.data[lo:hi].data]
 
     @classmethod
     def from_frames(cls, frames: Sequence) -> PacketBatch:
