@@ -52,9 +52,9 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable
-from typing import ClassVar
 from itertools import islice
 from operator import length_hint
+from typing import ClassVar
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
