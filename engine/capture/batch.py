@@ -325,7 +325,9 @@ class PacketBatch:
             seq = np.frombuffer(frames[-2], np.int64)
             if len(seq) != n:
                 raise ValueError(f"frame seq holds {len(seq)} values, header says {n}")
-        batch = cls(data, *arrays, interfaces=interfaces, first_seq=first_seq, seq=seq)
+        offsets, caplen, origlen, ts_ns, iface = arrays
+        batch = cls(data, offsets, caplen, origlen, ts_ns, iface, interfaces=interfaces,
+                    first_seq=first_seq, seq=seq)
         # Compared without adding, which could wrap past int64 for a hostile offset.
         if n and (int(batch.offsets.min()) < 0
                   or np.any(batch.offsets > len(data) - batch.caplen.astype(np.int64))):
