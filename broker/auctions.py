@@ -223,7 +223,7 @@ def _bid_by(session: Session, actor: Actor, auction: Auction) -> bool:
 def _could_bid(session: Session, actor: Actor, auction: Auction, now: datetime) -> bool:
     """Whether one of the actor's providers is eligible to bid on the open ``auction``."""
     request = auction.request
-    home_network = session.get(Provider, request.home_provider_id).network_id
+    home_network = session.get_one(Provider, request.home_provider_id).network_id
     for provider_id in sorted(actor.provider_ids):
         bidder = capability(session, provider_id)
         if bidder is not None and bidder.network_id != home_network and why_not(
