@@ -29,6 +29,7 @@ from broker.actors import Actor
 from broker.errors import IdempotencyKeyReused, InvalidInput
 from broker.models import IdempotencyRecord
 
+
 class _Resource(Protocol):
     """A model whose rows an idempotency record can point at."""
 
