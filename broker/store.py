@@ -116,10 +116,13 @@ def execute_many(conn: Connection, statement: ClauseElement, names: Sequence[str
     names = list(names)
     if not compiled.positional:
         conn.exec_driver_sql(str(compiled), [dict(zip(names, row)) for row in rows])
-    elif list(compiled.positiontup) == names:
+        return
+    positions = compiled.positiontup
+    assert positions is not None  # set by a positional compile
+    if list(positions) == names:
         conn.exec_driver_sql(str(compiled), rows)
     else:
-        order = [names.index(name) for name in compiled.positiontup]
+        order = [names.index(name) for name in positions]
         conn.exec_driver_sql(str(compiled), [tuple(row[i] for i in order) for row in rows])
 
 
