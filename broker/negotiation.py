@@ -197,7 +197,7 @@ def _agent_price(session: Session, negotiation: Negotiation, side: str, tau: flo
                  own: list[int]) -> int:
     """What the automated ``side`` would offer at progress ``tau`` (monotone concessions)."""
     if side == "buyer":
-        # An agent buyer opens and stops at prices it was given (open_negotiation).
+        # An agent buyer opens and stops at prices it was given (start_negotiation).
         assert negotiation.opening_price_minor is not None
         assert negotiation.max_price_minor is not None
         price = buyer_offer(negotiation.opening_price_minor, negotiation.max_price_minor, tau,
