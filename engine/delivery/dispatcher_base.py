@@ -7,12 +7,14 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
 from engine.delivery.meter import Meter
 from engine.delivery.ratelog import RateLimitedLog
 from engine.delivery.reassembler import Reassembler
 from engine.delivery.tasks import Task, WorkerState
+
+if TYPE_CHECKING:  # loaded only where CURVE is used (engine.delivery.curve)
+    from zmq.auth.thread import ThreadAuthenticator
 
 
 class DispatcherBase:
