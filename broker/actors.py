@@ -92,11 +92,14 @@ def actor_for(session: Session, kind: str, ident: int) -> Actor:
         ids = frozenset(session.scalars(select(Provider.id).where(Provider.network_id == ident)))
         return Actor("network", ident, network_id=ident, provider_ids=ids)
     if kind == "provider":
+        assert isinstance(row, Provider)
         return Actor("provider", ident, network_id=row.network_id, provider_ids=frozenset({ident}))
     if kind == "user":
         return Actor("user", ident, user_id=ident)
     if kind == "device":
+        assert isinstance(row, Device)
         return Actor("device", ident, user_id=row.user_id, device_id=ident)
+    assert isinstance(row, PhoneNumber)
     return Actor("phone_number", ident, user_id=row.user_id, device_id=row.device_id)
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import Connection, Select, bindparam, func, select, text, update
@@ -75,6 +76,7 @@ def open_auction(session: Session, actor: Actor, request_id: int, *, closes_at: 
     # retry of the same body later is still the same call.
     sent_opens_at = None if opens_at is None else as_utc(opens_at, field="opens_at")
     opens_at = now if sent_opens_at is None else sent_opens_at
+    assert request.ends_at is not None  # a block has both ends
     if closes_at >= request.ends_at:
         raise InvalidInput(f"the block ends at {request.ends_at.isoformat()}; the auction must "
                            f"close before it", field="closes_at")
@@ -223,7 +225,7 @@ def _bid_by(session: Session, actor: Actor, auction: Auction) -> bool:
 def _could_bid(session: Session, actor: Actor, auction: Auction, now: datetime) -> bool:
     """Whether one of the actor's providers is eligible to bid on the open ``auction``."""
     request = auction.request
-    home_network = session.get(Provider, request.home_provider_id).network_id
+    home_network = session.get_one(Provider, request.home_provider_id).network_id
     for provider_id in sorted(actor.provider_ids):
         bidder = capability(session, provider_id)
         if bidder is not None and bidder.network_id != home_network and why_not(
@@ -348,7 +350,7 @@ def _score_and_record(conn: Connection, session: Session, auction: Auction,
             break
         passed.update({winning[p]: why for p, why in newly.items()})
     won_all = sum(1 for *_, won, _p in cleared if won) == auction.quantity
-    outcome = []
+    outcome: list[Sequence[Any]] = []
     share = 0
     for place, (i, _score, won, payment) in enumerate(cleared, 1):
         won = won and won_all
@@ -365,7 +367,9 @@ def _score_and_record(conn: Connection, session: Session, auction: Auction,
                 columns)))
     else:
         execute_many(conn, _BID_OUTCOME, _OUTCOME_COLUMNS, outcome)
-    return [(bidders[i], payment) for i, _score, won, payment in cleared if won] \
+    # A winner's payment is set (clear_columns leaves it None only for losers).
+    return cast("list[tuple[int, int]]",
+                [(bidders[i], payment) for i, _score, won, payment in cleared if won]) \
         if won_all else []
 
 

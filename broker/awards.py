@@ -108,7 +108,7 @@ def _may_see(session: Session, actor: Actor, award: Award) -> bool:
         return True
     if actor.user_id is None:
         return False
-    requester = session.get(ServiceRequest, award.request_id).user_id
+    requester = session.get_one(ServiceRequest, award.request_id).user_id
     return actor.user_id == requester or any(p.user_id == actor.user_id for p in award.payers)
 
 

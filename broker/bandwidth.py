@@ -37,6 +37,7 @@ def withdraw(session: Session, user_id: int, grant_pct: int, now: datetime) -> l
         ServiceRequest.status.in_(OPEN_REQUESTS)).with_for_update()))
     changed = []
     for request in requests:
+        assert request.base_max_rate_bps is not None  # the query takes raised rates only
         request.max_rate_bps = granted_rate(request.base_max_rate_bps, grant_pct)
         request.bandwidth_grant_pct = grant_pct
         for award, job in session.execute(

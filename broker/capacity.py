@@ -10,6 +10,7 @@ block: it runs until delivered, so it counts over every span.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import overload
 
 from sqlalchemy import Connection, bindparam, func, or_, select
 from sqlalchemy.orm import Session
@@ -71,6 +72,10 @@ def committed_bps(session: Session | Connection, provider_id: int, starts_at: da
     return peak_of(rows, start, ends_at)
 
 
+@overload
+def share_rate(rate: int, shares: int) -> int: ...
+@overload
+def share_rate(rate: None, shares: int) -> None: ...
 def share_rate(rate: int | None, shares: int) -> int | None:
     """One of ``shares`` equal shares of ``rate`` bit/s, rounded up (None stays None)."""
     return None if rate is None else -(-rate // shares)

@@ -48,7 +48,7 @@ def brand_of(number: str) -> str | None:
     return None
 
 
-def check_number(number: str) -> tuple[str, str]:
+def check_number(number: object) -> tuple[str, str]:
     """The number without spaces or dashes, and its brand; `InvalidInput` naming
     ``card_number`` when it is not a card number."""
     if not isinstance(number, str):
@@ -76,7 +76,7 @@ def check_number(number: str) -> tuple[str, str]:
     return digits, brand
 
 
-def check_expiry(exp_month: int, exp_year: int, now: datetime) -> None:
+def check_expiry(exp_month: object, exp_year: object, now: datetime) -> None:
     """A card is good through the last day of its expiry month."""
     if isinstance(exp_month, bool) or not isinstance(exp_month, int) or not 1 <= exp_month <= 12:
         raise InvalidInput("the expiry month is 1..12", field="exp_month")
@@ -87,7 +87,9 @@ def check_expiry(exp_month: int, exp_year: int, now: datetime) -> None:
                            field="exp_year")
 
 
-def check_card(number: str, exp_month: int, exp_year: int, now: datetime) -> CheckedCard:
+def check_card(number: object, exp_month: object, exp_year: object,
+               now: datetime) -> CheckedCard:
     digits, brand = check_number(number)
     check_expiry(exp_month, exp_year, now)
+    assert isinstance(exp_month, int) and isinstance(exp_year, int)  # check_expiry says so
     return CheckedCard(digits, brand, exp_month, exp_year)

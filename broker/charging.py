@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from broker.currency import MINOR_DIGITS
@@ -37,7 +37,7 @@ def allocate(amount: int, weights: Sequence[int]) -> list[int]:
     return parts
 
 
-def billable(award: Award | Mapping, counters: Mapping[str, int]) -> dict[str, int]:
+def billable(award: Award | Row | Mapping, counters: Mapping[str, int]) -> dict[str, int]:
     """The usage the award's price does not cover, as rating dimensions (cumulative).
 
     The price covers the award's terms: a volume award's ``volume_bytes``, a block's time from

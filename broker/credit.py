@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Float, and_, bindparam, case, cast, func, literal, or_, select
+from sqlalchemy import BindParameter, Float, and_, bindparam, case, cast, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.functions import FunctionElement
@@ -96,7 +96,9 @@ class CreditLimitExceeded(Conflict):
     code = "credit_limit_exceeded"
     # What the request would cost at most, the available credit, the limit and the score
     # (plain values: the refusal's transaction, and its decision, are rolled back).
-    amount = available = limit = None
+    amount: Money | None = None
+    available: Money | None = None
+    limit: Money | None = None
     score: int | None = None
 
 
@@ -198,7 +200,7 @@ def _base(anchors):
 def _user_queries() -> dict:
     """The queries of `features`, built once (parameters ``users``, a list, and ``as_of``):
     building SQLAlchemy expressions costs more than running them for one user."""
-    users = bindparam("users", expanding=True)
+    users: BindParameter[list[int]] = bindparam("users", expanding=True)
     at = bindparam("as_of", type_=UTCDateTime())
     anchors = (select(User.id.label("key"), User.id.label("user_id"), at.label("as_of"))
                .where(User.id.in_(users)).subquery("anchors"))
@@ -296,7 +298,7 @@ def _columns(session: Session, anchors, keys: np.ndarray, params: dict | None = 
     x[i, col["ext_score"]] = np.where(ext >= 0, (ext - 650) / 100, 0)
     prior = np.zeros(n, dtype=np.int64)
     prior[i] = prior_f.astype(np.int64)
-    external = [None] * n
+    external: list[int | None] = [None] * n
     for k, e in zip(i.tolist(), ext.tolist()):
         external[k] = int(e) if e >= 0 else None
     x[:, col["utilisation"]] = np.where(
@@ -694,7 +696,7 @@ def _decide(session: Session, user_ids, now: datetime, store: bool = True
 def _decide_queries() -> dict:
     from broker.models import PricePolicy
 
-    users = bindparam("users", expanding=True)
+    users: BindParameter[list[int]] = bindparam("users", expanding=True)
     earlier = aliased(CreditDecision)
     newest = (select(func.max(earlier.id)).where(earlier.user_id == User.id)
               .correlate(User).scalar_subquery())
@@ -819,7 +821,7 @@ def set_profile(session: Session, actor: Actor, user_id: int, *, external_score:
 
     # The key remembers the decision the change led to (a profile has no id of its own).
     once(session, actor, idempotency_key, "credit.profile", params, CreditDecision, run)
-    return session.get(CreditProfile, user_id)
+    return session.get_one(CreditProfile, user_id)
 
 
 def decision_view(d: CreditDecision) -> dict:

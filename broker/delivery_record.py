@@ -55,6 +55,7 @@ def judge(award: Award, measured: Mapping, *, outcome: str) -> dict:
         honoured = False
     elif award.starts_at is not None:
         on_time = started is not None and started <= award.starts_at + GRACE
+        assert award.ends_at is not None  # a block has both ends
         honoured = on_time and (delivered or (ended is not None and ended >= award.ends_at))
     else:
         honoured = delivered or volume is None

@@ -133,7 +133,9 @@ def expire_unclaimed(session: Session, provider_id: int | None, now: datetime, *
         job.lease_expires_at = min(job.lease_expires_at or now, now)
         sealed = session.get(SealedParams, job.award_id)
         waited = was == "queued" and sealed is not None and sealed.box is None
-        ended = f"the block ended at {job.award.ends_at.isoformat()}"
+        ends_at = job.award.ends_at
+        assert ends_at is not None  # the query takes blocks that ended
+        ended = f"the block ended at {ends_at.isoformat()}"
         why = (f"{ended} before its sealed parameters arrived" if waited
                else f"{ended} unclaimed" if was == "queued"
                else f"{ended} and daemon {job.daemon}'s lease lapsed")
@@ -148,7 +150,7 @@ def expire_unclaimed(session: Session, provider_id: int | None, now: datetime, *
                                           "the block ended before a daemon claimed the job"
                                           if was == "queued" else why),
                                    created_at=now))
-        ended_undelivered(session, job, measured, at=min(job.award.ends_at, now))
+        ended_undelivered(session, job, measured, at=min(ends_at, now))
     session.flush()
     return [job.id for job in rows]
 

@@ -69,11 +69,12 @@ def member_users(session: Session, request: ServiceRequest) -> set[int]:
     users = {request.user_id}
     for m in request.members:
         if m.kind == "user":
+            assert m.user_id is not None  # a user member names its user
             users.add(m.user_id)
         elif m.kind == "device":
-            users.add(session.get(Device, m.device_id).user_id)
+            users.add(session.get_one(Device, m.device_id).user_id)
         elif m.kind == "phone" and m.phone_number_id is not None:
-            users.add(session.get(PhoneNumber, m.phone_number_id).user_id)
+            users.add(session.get_one(PhoneNumber, m.phone_number_id).user_id)
     return users
 
 
@@ -82,9 +83,9 @@ def _user_of(session: Session, member) -> int | None:
     if member.kind == "user":
         return member.user_id
     if member.kind == "device":
-        return session.get(Device, member.device_id).user_id
+        return session.get_one(Device, member.device_id).user_id
     if member.kind == "phone" and member.phone_number_id is not None:
-        return session.get(PhoneNumber, member.phone_number_id).user_id
+        return session.get_one(PhoneNumber, member.phone_number_id).user_id
     return None
 
 

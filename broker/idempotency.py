@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +29,17 @@ from broker.actors import Actor
 from broker.errors import IdempotencyKeyReused, InvalidInput
 from broker.models import IdempotencyRecord
 
-T = TypeVar("T")
+
+class _Resource(Protocol):
+    """A model whose rows an idempotency record can point at."""
+
+    __tablename__: Any
+
+    @property
+    def id(self) -> int: ...
+
+
+T = TypeVar("T", bound=_Resource)
 
 
 def fingerprint(operation: str, params: dict) -> str:

@@ -116,11 +116,11 @@ def post_many(session: Session, kind: str, postings: Mapping[str, Iterable[Entry
                                                       sort_by_parameter_order=True),
             [{"kind": kind, "ref": ref, "memo": memo, "created_at": now} for ref in new]).all()
         ids.update({ref: posting_id for posting_id, ref in rows})
-        entries = [{"posting_id": ids[ref], "account": e.account, "currency": e.currency,
-                    "minor_digits": MINOR_DIGITS[e.currency], "amount_minor": e.amount_minor}
-                   for ref in new for e in combined[ref]]
-        if entries:  # a posting whose amounts net to nothing keeps no entries
-            conn.execute(insert(LedgerEntry.__table__), entries)
+        entry_rows = [{"posting_id": ids[ref], "account": e.account, "currency": e.currency,
+                       "minor_digits": MINOR_DIGITS[e.currency], "amount_minor": e.amount_minor}
+                      for ref in new for e in combined[ref]]
+        if entry_rows:  # a posting whose amounts net to nothing keeps no entries
+            conn.execute(insert(LedgerEntry.__table__), entry_rows)
     return ids
 
 
@@ -133,9 +133,9 @@ def entries_of(session: Session, posting_id: int) -> list[Entry]:
 
 def balance(session: Session, account: str, currency: str) -> int:
     """The sum of the account's entries in ``currency`` (debits positive)."""
-    return int(session.scalar(
+    return int(session.execute(
         select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
-        .where(LedgerEntry.account == account, LedgerEntry.currency == currency)))
+        .where(LedgerEntry.account == account, LedgerEntry.currency == currency)).scalar_one())
 
 
 def balances(session: Session, prefix: str = "") -> dict[tuple[str, str], int]:

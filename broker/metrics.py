@@ -14,7 +14,7 @@ import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -123,7 +123,7 @@ class MarketCollector(Collector):
     def collect(self):
         up = GaugeMetricFamily("pktx_broker_database_up",
                                "1 when the last scrape could read the database")
-        families = []
+        families: list[Metric] = []
         try:
             with self.store.read() as s:
                 for name, doc, _model, column in _STATES:
@@ -133,9 +133,10 @@ class MarketCollector(Collector):
                         family.add_metric([status], n)
                     families.append(family)
                 for name, doc, model in _TOTALS:
-                    family = CounterMetricFamily(name, doc)
-                    family.add_metric([], s.scalar(select(func.count()).select_from(model)))
-                    families.append(family)
+                    total = CounterMetricFamily(name, doc)
+                    total.add_metric([], s.execute(select(func.count()).select_from(model))
+                                     .scalar_one())
+                    families.append(total)
         except Exception:  # a scrape says the database is away; it never fails itself
             up.add_metric([], 0)
             yield up

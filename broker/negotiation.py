@@ -22,8 +22,9 @@ otherwise.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor
@@ -101,7 +102,7 @@ def start_negotiation(session: Session, actor: Actor, request_id: int, provider_
     provider = session.get(Provider, provider_id)
     if provider is None:
         raise NotFound("provider", provider_id)
-    if provider.network_id == session.get(Provider, request.home_provider_id).network_id:
+    if provider.network_id == session.get_one(Provider, request.home_provider_id).network_id:
         raise NotEligible(f"provider {provider_id} is of the home network; negotiation is with "
                           f"other networks' providers", where=f"provider {provider_id}")
     params = {"request": request_id, "provider": provider_id, "mode": mode,
@@ -127,6 +128,7 @@ def start_negotiation(session: Session, actor: Actor, request_id: int, provider_
                               f"{min_reputation_ppm / 1e6:.3f}", where=f"provider {provider_id}")
         opening = opening_price_minor
         if mode == "agent" and opening is None:
+            assert limit is not None  # an agent has one (checked above)
             opening = limit // 2
         negotiation = Negotiation(
             request_id=request_id, provider_id=provider_id, buyer_mode=mode,
@@ -195,10 +197,13 @@ def _agent_price(session: Session, negotiation: Negotiation, side: str, tau: flo
                  own: list[int]) -> int:
     """What the automated ``side`` would offer at progress ``tau`` (monotone concessions)."""
     if side == "buyer":
+        # An agent buyer opens and stops at prices it was given (start_negotiation).
+        assert negotiation.opening_price_minor is not None
+        assert negotiation.max_price_minor is not None
         price = buyer_offer(negotiation.opening_price_minor, negotiation.max_price_minor, tau,
                             negotiation.buyer_beta_ppm)
         return max([price, *own])
-    policy = session.get(Provider, negotiation.provider_id).policy
+    policy = session.get_one(Provider, negotiation.provider_id).policy
     listed = list_price(policy, negotiation.request)
     price = seller_ask(listed, reservation_price(policy, listed), tau, policy.concession_beta_ppm)
     return min([price, *own])
@@ -215,7 +220,7 @@ def _advance(session: Session, negotiation: Negotiation, now: datetime) -> None:
             return
         offers = [m for m in moves if m.action == "offer"]
         who = "agent" if turn == "buyer" else "policy"
-        own = [m.price_minor for m in offers if m.side == turn]
+        own = [m.price_minor for m in offers if m.side == turn and m.price_minor is not None]
         mine = _agent_price(session, negotiation, turn, _progress(negotiation, len(offers), now),
                             own)
         standing = offers[-1].price_minor if offers else None
@@ -238,8 +243,9 @@ def _agree(session: Session, negotiation: Negotiation, side: str, who: str, pric
         return
     # A negotiation holds no capacity: the provider may have booked its room elsewhere since
     # the start. Checked again under its row lock (after the request's, as a close does).
-    provider = session.scalar(select(Provider).where(Provider.id == negotiation.provider_id)
-                              .with_for_update().execution_options(populate_existing=True))
+    provider = session.execute(select(Provider).where(Provider.id == negotiation.provider_id)
+                               .with_for_update().execution_options(populate_existing=True)
+                               ).scalar_one()
     reason = why_not(session, provider, request, now)
     if reason is not None:
         _end(negotiation, "failed", f"the provider can no longer take it: {reason}", now)
@@ -252,6 +258,7 @@ def _agree(session: Session, negotiation: Negotiation, side: str, who: str, pric
     except GroupUnderfunded as exc:
         _end(negotiation, "failed", str(exc), now)
         group = group_of_request(session, request.id)
+        assert group is not None  # only a group's request is underfunded
         fail(group, f"negotiation {negotiation.id}: {exc}", now)
         request.status, request.reason = "failed", f"group could not pay: {exc}"[:300]
         session.flush()
@@ -312,6 +319,7 @@ def act(session: Session, actor: Actor, negotiation_id: int, action: str, *,
             if not offers:
                 raise NotYourTurn("there is no offer to accept yet", where=where)
             price = offers[-1].price_minor
+            assert price is not None  # an offer has a price
             limit = negotiation.max_price_minor
             if side == "buyer" and limit is not None and price > limit and \
                     group_of_request(session, negotiation.request_id) is None:
@@ -319,15 +327,15 @@ def act(session: Session, actor: Actor, negotiation_id: int, action: str, *,
                                    where=where, field="action")
             _agree(session, negotiation, side, who, price, now)
         else:
-            check_amount(price_minor, field="price_minor")
+            offered = check_amount(price_minor, field="price_minor")
             if len(offers) >= negotiation.max_rounds:
                 raise DeadlineExpired(f"all {negotiation.max_rounds} offers are used up; "
                                       f"accept or reject the standing offer", where=where)
             limit = negotiation.max_price_minor
-            if side == "buyer" and limit is not None and price_minor > limit:
-                raise InvalidInput(f"{price_minor} is above the limit {limit}", where=where,
+            if side == "buyer" and limit is not None and offered > limit:
+                raise InvalidInput(f"{offered} is above the limit {limit}", where=where,
                                    field="price_minor")
-            _move(session, negotiation, side, "offer", who, price_minor, now)
+            _move(session, negotiation, side, "offer", who, offered, now)
         _advance(session, negotiation, now)
         session.flush()
         return negotiation
@@ -338,7 +346,8 @@ def act(session: Session, actor: Actor, negotiation_id: int, action: str, *,
 def expire_overdue(session: Session, *, now: datetime | None = None) -> int:
     """Mark open negotiations past their deadline ``expired``; returns how many."""
     now = resolve_now(now)
-    result = session.execute(update(Negotiation).where(
+    # An UPDATE's result is a CursorResult (rowcount); execute() is typed for any statement.
+    result = cast(CursorResult, session.execute(update(Negotiation).where(
         Negotiation.status == "open", Negotiation.deadline <= now).values(
-        status="expired", ended_at=now, reason="the deadline passed"))
+        status="expired", ended_at=now, reason="the deadline passed")))
     return result.rowcount or 0

@@ -87,9 +87,9 @@ def run_due(store, *, gateways: Gateways | None = None, now: datetime | None = N
     for pid in waiting:
         if expire_authentication(store, gateways, pid, now).status != PENDING:
             report["authentication_expired"] += 1
-    waiting = set(waiting)
+    still_waiting = set(waiting)
     for pid, name, key in asks:
-        if pid in waiting:
+        if pid in still_waiting:
             continue
         result = gateways(name).status(key)
         if result.status != PENDING:

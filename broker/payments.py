@@ -115,7 +115,7 @@ def _paid_gross(session: Session, statement_id: int, currency: str | None = None
         Payment.statement_id == statement_id, Payment.status == SUCCEEDED)
     if currency is not None:
         query = query.where(Payment.currency == currency)
-    return int(session.scalar(query))
+    return int(session.execute(query).scalar_one())
 
 
 def _paid_by_currency(session: Session, statement_id: int) -> dict[str, tuple[int, int]]:
@@ -225,8 +225,9 @@ def _start(session: Session, actor: Actor | None, statement_id: int, *, method_i
             raise InvalidInput(f"statement {statement_id} has {left} minor units of {paying} "
                                f"left to pay, not {amount}", field="amount_minor")
         method = _method_for(session, statement.user_id, method_id)
-        attempt = 1 + int(session.scalar(select(func.coalesce(func.max(Payment.attempt), 0))
-                                         .where(Payment.statement_id == statement_id)))
+        attempt = 1 + int(session.execute(select(func.coalesce(func.max(Payment.attempt), 0))
+                                          .where(Payment.statement_id == statement_id))
+                          .scalar_one())
         payment = Payment(statement_id=statement_id, user_id=statement.user_id,
                           home_provider_id=statement.home_provider_id, method_id=method.id,
                           gateway=method.gateway,
@@ -248,7 +249,8 @@ def _start(session: Session, actor: Actor | None, statement_id: int, *, method_i
 
     if actor is None or idempotency_key is None:
         return run(), made
-    params = {"statement": statement_id, "method": method_id, "amount": amount_minor}
+    params: dict[str, object] = {"statement": statement_id, "method": method_id,
+                                 "amount": amount_minor}
     if currency is not None:
         params["currency"] = currency
     payment = once(session, actor, idempotency_key, "pay_statement", params, Payment, run)
@@ -312,8 +314,9 @@ def settle(session: Session, payment_id: int, result: GatewayResult, now: dateti
     if result.status == SUCCEEDED:
         payment.gateway_ref = result.ref
         payment.decline_code = payment.decline_message = None
-        statement = session.scalar(select(Statement).where(Statement.id == payment.statement_id)
-                                   .with_for_update())
+        statement = session.execute(select(Statement)
+                                    .where(Statement.id == payment.statement_id)
+                                    .with_for_update()).scalar_one()
         statement.paid_minor += payment.amount_minor
         if statement.paid_at is None and fully_paid(session, statement):
             statement.paid_at = now

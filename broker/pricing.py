@@ -34,6 +34,7 @@ def list_price(policy: PricePolicy, request: ServiceRequest) -> int:
     request's field that drives it.
     """
     if request.is_block:
+        assert request.starts_at is not None and request.ends_at is not None  # a block's ends
         span = request.ends_at - request.starts_at
         micros = (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
         # A bandwidth grant (docs/billing.md, "Bandwidth") is not charged for: the price is
@@ -43,6 +44,7 @@ def list_price(policy: PricePolicy, request: ServiceRequest) -> int:
         price = _ceil_div(numerator, _US_PER_HOUR * _BITS_PER_MBIT)
         field = "max_rate_bps" if request.max_rate_bps else "min_rate_bps"
     else:
+        assert request.volume_bytes is not None  # not a block: a volume
         price = _ceil_div(request.volume_bytes * policy.per_gb_minor, _BYTES_PER_GB)
         field = "volume_bytes"
     return check_product(price, field=field, what=f"provider {policy.provider_id}'s list price "

@@ -12,10 +12,11 @@ The rules are in docs/billing.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 
@@ -93,8 +94,10 @@ def charged_units(dim: DimensionPrice, usage: int) -> int:
     whole increments after it."""
     if usage == 0:
         return 0
-    over = max(usage - dim.first_increment, 0)
-    return dim.first_increment + -(-over // dim.increment) * dim.increment
+    first = dim.first_increment
+    assert first is not None  # DimensionPrice sets it (to the increment when not given)
+    over = max(usage - first, 0)
+    return first + -(-over // dim.increment) * dim.increment
 
 
 def _exact_minor(dim: DimensionPrice, units: int, digits: int) -> Fraction:
@@ -204,8 +207,9 @@ def _plans(tariff: Tariff) -> tuple[_Plan, ...]:
                     for t in dim.tiers]
         denominator = math.lcm(*(c.denominator for c in per_unit))
         highs = tuple(t.up_to for t in dim.tiers)
+        assert dim.first_increment is not None  # DimensionPrice sets it
         plans.append(_Plan(dim.name, dim.first_increment, dim.increment,
-                           dim.tiering == GRADUATED, (0, *highs[:-1]), highs,
+                           dim.tiering == GRADUATED, (0, *dim.bounds), highs,
                            tuple(c.numerator * (denominator // c.denominator) for c in per_unit),
                            denominator, *_minor_bounds(tariff, dim)))
     return tuple(plans)
@@ -255,7 +259,8 @@ def usage_columns(columns: object, *, field: str = "usage") -> tuple[dict[str, n
     arrays of one length; a bad value names its dimension and row."""
     if not isinstance(columns, Mapping) or not columns:
         raise InvalidInput("give at least one column: dimension -> list of counts", field=field)
-    arrays, length = {}, None
+    arrays: dict[str, np.ndarray] = {}
+    length: int | None = None
     for name, values in columns.items():
         where = f"{field}.{name}"
         if name not in DIMENSIONS:
@@ -264,13 +269,15 @@ def usage_columns(columns: object, *, field: str = "usage") -> tuple[dict[str, n
         if length is not None and len(array) != length:
             raise InvalidInput(f"has {len(array)} rows, the other columns {length}", field=where)
         arrays[name], length = array, len(array)
+    assert length is not None  # at least one column (above)
     return arrays, length
 
 
 def _int64_column(values: object, *, field: str) -> np.ndarray:
     if not isinstance(values, np.ndarray):
         # numpy would turn [1, 2**63] into floats and [True] into 1: check Python values first
-        values = values if isinstance(values, list | tuple) else list(values)
+        # Anything else is taken as an iterable (list() says TypeError if it is not one).
+        values = values if isinstance(values, list | tuple) else list(cast(Iterable, values))
         for row, value in enumerate(values):
             if type(value) is not int or not 0 <= value <= INT64_MAX:
                 good = isinstance(value, np.integer) and 0 <= value <= INT64_MAX
@@ -312,8 +319,12 @@ def _rate_arrays(tariff: Tariff, arrays: dict[str, np.ndarray], length: int,
     if fee + sum(int(line.max()) for line in lines) <= INT64_MAX:
         return sum(lines, np.full(length, fee, dtype=np.int64))
     total = sum((line.astype(object) for line in lines), np.full(length, fee, dtype=object))
-    row = int(np.argmax(total > INT64_MAX))
-    return check_product(total[row], field=f"{field}[{row}]", what="the rated total")
+    over = total > INT64_MAX
+    if not over.any():  # the lines peak in different rows: every row's total fits
+        return total.astype(np.int64)
+    row = int(np.argmax(over))
+    check_product(total[row], field=f"{field}[{row}]", what="the rated total")
+    raise AssertionError("check_product passed a total past int64")
 
 
 def rate_columns(tariff: Tariff, usage: Mapping[str, object]) -> np.ndarray:

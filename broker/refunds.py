@@ -87,17 +87,18 @@ def settle_refund(session: Session, refund_id: int, result: GatewayResult,
                   now: datetime) -> Refund:
     """Record a refund's answer: a success takes it off the statement's ``paid_minor`` and
     posts it (debit ``refunds``, credit ``cash``); a failure frees the reserved amount."""
-    r = session.scalar(select(Refund).where(Refund.id == refund_id).with_for_update())
+    r = session.execute(select(Refund).where(Refund.id == refund_id).with_for_update()).scalar_one()
     if r.status not in IN_FLIGHT or result.status == PENDING:
         return r
     r.updated_at = now
     r.status = result.status
     if result.status == UNKNOWN:
         return r
-    payment = session.scalar(select(Payment).where(Payment.id == r.payment_id).with_for_update())
+    payment = session.execute(
+        select(Payment).where(Payment.id == r.payment_id).with_for_update()).scalar_one()
     if result.status == SUCCEEDED:
         r.gateway_ref = result.ref
-        statement = session.get(Statement, r.statement_id)
+        statement = session.get_one(Statement, r.statement_id)
         statement.paid_minor -= r.amount_minor
         post(session, REFUND_POSTING, str(r.id), [
             Entry(refunds(payment.home_provider_id), r.currency, r.amount_minor),

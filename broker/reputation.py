@@ -202,8 +202,8 @@ def user_reputations(session: Session, user_ids: Iterable[int], *,
 
 def award_parties(session: Session, award: Award) -> set[int]:
     """The users on the recipient side of an award: the requester and every payer."""
-    requester = session.scalar(select(ServiceRequest.user_id).where(
-        ServiceRequest.id == award.request_id))
+    requester = session.execute(select(ServiceRequest.user_id).where(
+        ServiceRequest.id == award.request_id)).scalar_one()
     payers = set(session.scalars(select(AwardPayer.user_id).where(
         AwardPayer.award_id == award.id)))
     return payers | {requester}
@@ -231,7 +231,7 @@ def rate(session: Session, actor: Actor, award_id: int, score: int, *, user_id: 
     if actor.speaks_for_provider(award.provider_id):
         direction = "payment"
         if user_id is None:
-            user_id = session.get(ServiceRequest, award.request_id).user_id
+            user_id = session.get_one(ServiceRequest, award.request_id).user_id
         if user_id not in parties:
             raise NotYours(f"user {user_id} is not a party of award {award_id}",
                            where=f"award {award_id}", field="user_id")

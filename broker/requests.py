@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
@@ -55,7 +56,8 @@ def _members(session: Session, items: Iterable[dict]) -> list[RequestMember]:
     out = []
     for n, item in enumerate(items):
         field = f"members[{n}]"
-        kind, value = (item or {}).get("kind"), (item or {}).get("value")
+        entry: dict[str, Any] = item or {}
+        kind, value = entry.get("kind"), cast(Any, entry.get("value"))  # checked per kind
         if kind in ("user", "device") and (isinstance(value, bool)
                                            or not isinstance(value, int)):
             raise InvalidInput(f"a {kind} member's value is its id (an integer), not {value!r}",
@@ -138,7 +140,7 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
     data_cap_bytes = _positive(data_cap_bytes, "data_cap_bytes")
     if max_price_minor is not None:
         check_amount(max_price_minor, field="max_price_minor")
-    user = session.get(User, actor.user_id)
+    user = session.get_one(User, actor.user_id)
     currency = check_currency(user.home_provider.policy.currency if currency is None
                               else currency)
     members = list(members)
@@ -193,8 +195,9 @@ def _credit_and_bandwidth(session: Session, request: ServiceRequest, now: dateti
         return
     amount = request.max_price_minor
     if amount is None:
-        amount = list_price(session.get(Provider, request.home_provider_id).policy, request)
+        amount = list_price(session.get_one(Provider, request.home_provider_id).policy, request)
     check = check_credit(session, request.user_id, amount, request.currency, now)
+    assert check is not None  # the user has a credit profile (above)
     grant = check.decision.bandwidth_grant_pct
     if grant and request.max_rate_bps is not None:
         request.base_max_rate_bps = request.max_rate_bps
@@ -261,13 +264,14 @@ def why_not(session: Session | Connection, provider: Provider | Capability, requ
 
 def decide(session: Session, request: ServiceRequest, now: datetime) -> Award | None:
     """Serve at home if the home provider can and its price is acceptable, else broker."""
-    home = session.get(Provider, request.home_provider_id)
+    home = session.get_one(Provider, request.home_provider_id)
     reason = why_not(session, home, request, now)
     price = list_price(home.policy, request) if reason is None else None
     limit = request.max_price_minor
     if price is not None and limit is not None and price > limit:
         reason = f"home provider {home.id} asks {price}, above the limit {limit}"
     if reason is None:
+        assert price is not None  # priced when no reason was found
         try:
             return make_award(session, request, home.id, price, source="home", now=now)
         except GroupUnderfunded as exc:
@@ -283,7 +287,7 @@ def eligible_providers(session: Session, request: ServiceRequest,
     """Providers of other networks that could take the request (for brokering), by id;
     ``after``/``limit`` page through them."""
     now = resolve_now(now)
-    home_network = session.get(Provider, request.home_provider_id).network_id
+    home_network = session.get_one(Provider, request.home_provider_id).network_id
     query = select(Provider).where(Provider.network_id != home_network).order_by(Provider.id)
     if after is not None:
         query = query.where(Provider.id > after)

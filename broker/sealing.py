@@ -125,7 +125,7 @@ def key_view(row: ProviderSealingKey) -> dict:
 
 # -- an award's box ----------------------------------------------------------------------------
 def _sealers(session: Session, award: Award) -> set[int]:
-    requester = session.get(ServiceRequest, award.request_id).user_id
+    requester = session.get_one(ServiceRequest, award.request_id).user_id
     return {requester, *(p.user_id for p in award.payers)}
 
 
@@ -167,7 +167,8 @@ def put_box(session: Session, actor: Actor, award_id: int, sealed_to: str, box: 
         raise WrongState(f"award {award_id}'s request named no sealed parameters "
                          f"(sealed_params), so its job does not wait for any",
                          where=f"award {award_id}")
-    job = session.get(DeliveryJob, award.job.id, with_for_update=True, populate_existing=True)
+    job = session.get_one(DeliveryJob, award.job.id, with_for_update=True,
+                          populate_existing=True)
     if award.status != "active" or job.status != "queued":
         raise WrongState(f"award {award_id} is {award.status} and its job {job.status}: "
                          f"sealed parameters are taken while the job is queued",

@@ -30,6 +30,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -220,7 +221,8 @@ def issue(session: Session, actor: Actor, home_id: int, period: str, *,
             totals[r.currency] += r.amount_minor
         due = _posted_due(session, home_id, p, (r.statement_id for r in rows))
         currencies = sorted(set(totals) | set(due))
-        doc = {"home_provider_id": home_id, "provider_id": p, "number": (last or 0) + 1,
+        doc: dict[str, Any] = {
+               "home_provider_id": home_id, "provider_id": p, "number": (last or 0) + 1,
                "period": period, "line_count": len(rows),
                "totals": {c: totals.get(c, 0) for c in currencies},
                "due": {c: due.get(c, 0) for c in currencies},
@@ -329,7 +331,7 @@ def netting_entries(low: int, high: int, low_owes: dict[str, int],
                       "payer_id": payer, "payee_id": payee}
         entries += [Entry(payable(low, high), c, a), Entry(revenue(high), c, -a),
                     Entry(payable(high, low), c, b), Entry(revenue(low), c, -b)]
-        if payer is not None:
+        if payer is not None and payee is not None:  # both or neither
             entries += [Entry(cash(payer), c, -abs(diff)), Entry(cash(payee), c, abs(diff))]
     return entries, amounts
 
@@ -349,7 +351,7 @@ def net(session: Session, a: int, b: int, period: str, *,
     for home, provider in ((low, high), (high, low)):  # lines still to be issued: wait
         if _unsettled_lines(session, home, period, provider):
             return None
-    owes = {low: defaultdict(int), high: defaultdict(int)}
+    owes: dict[int, defaultdict[str, int]] = {low: defaultdict(int), high: defaultdict(int)}
     for x in batches:
         for c, m in x.due.items():
             owes[x.home_provider_id][c] += m
@@ -380,8 +382,8 @@ def provider_balance(session: Session, actor: Actor, provider_id: int) -> dict:
     _require(actor, provider_id, "see the balance")
     rows: dict[tuple[int, str], dict] = {}
     for (account, currency), amount in balances(session, "payable:provider:").items():
-        _, _, home, delivering = account.split(":")
-        home, delivering = int(home), int(delivering)
+        _, _, home_id, delivering_id = account.split(":")
+        home, delivering = int(home_id), int(delivering_id)
         if provider_id not in (home, delivering):
             continue
         other = delivering if home == provider_id else home

@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, aliased
@@ -58,7 +59,7 @@ _CHARGES = (
     .join(ServiceRequest, ServiceRequest.id == Award.request_id)
     .outerjoin(Device, Device.id == ServiceRequest.device_id)
     .outerjoin(UsageReport, UsageReport.id == Charge.usage_report_id))
-_job_order = {"partition_by": UsageReport.job_id, "order_by": UsageReport.sequence}
+_job_order: dict[str, Any] = {"partition_by": UsageReport.job_id, "order_by": UsageReport.sequence}
 _LAGGED = (  # each report of some jobs with the counters of the report before it in its job
     select(UsageReport.id, UsageReport.job_id,
            func.lag(UsageReport.bytes_out, 1, 0).over(**_job_order).label("bytes_out"),
@@ -121,7 +122,7 @@ def gather(session: Session, home_provider_id: int, user_ids: Iterable[int],
             if rid in wanted:
                 previous[rid] = (bytes_out, seconds)
     devices = sorted({r.device_id for r in rows if r.device_id is not None})
-    phones: dict[int, str] = {}
+    phones: dict[int | None, str] = {}  # the query asks for some devices' numbers only
     for chunk in _chunks(devices):
         for device_id, e164 in conn.execute(_FIRST_PHONE.where(PhoneNumber.device_id.in_(chunk))):
             phones.setdefault(device_id, e164)
@@ -172,7 +173,7 @@ def gather(session: Session, home_provider_id: int, user_ids: Iterable[int],
     return lines
 
 
-def _statement_numbers(session: Session, ids: set[int]) -> dict[int, int]:
+def _statement_numbers(session: Session, ids: set[int]) -> dict[int, int | None]:
     if not ids:
         return {}
     return dict(session.connection().execute(

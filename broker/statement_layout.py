@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from types import MappingProxyType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_skeleton
@@ -73,11 +75,11 @@ def layout(statement: Mapping, profile: Profile) -> Layout:
     """Group, total and order ``statement``'s lines as ``profile`` says."""
     lines = _checked_lines(statement)
     digits = _minor_digits(lines, statement)
-    totals = _sum(lines)
-    _check_totals(statement, totals)
+    summed = _sum(lines)
+    _check_totals(statement, summed)
     for code in statement.get("totals") or {}:
-        totals.setdefault(code, 0)
-    totals = _frozen(totals)
+        summed.setdefault(code, 0)
+    totals = _frozen(summed)
     ordered = _sorted_lines(lines, profile)
     if not profile.group_by:
         return Layout(statement, profile, (), tuple(ordered), totals, digits)
@@ -196,7 +198,7 @@ _GROUP_VALUE: dict[str, Callable[[Mapping, ZoneInfo], object]] = {
 }
 
 
-def _natural(key: str, value: object) -> tuple:
+def _natural(key: str, value: Any) -> tuple:
     """The default order of groups: by value, kinds in their own order, "(none)" last."""
     if value is None:
         return (1,)
@@ -219,7 +221,7 @@ class _Labeller:
             found = self.cache[(key, value)] = self._make(key, value)
         return found
 
-    def _make(self, key: str, value: object) -> str:
+    def _make(self, key: str, value: Any) -> str:  # its type follows from the key
         if value is None:
             return self.words["none"]
         if key == "service":
@@ -297,10 +299,15 @@ def _sorted_lines(lines: list[Mapping], profile: Profile) -> list[Mapping]:
     for sort in reversed(profile.sort):
         value = _SORT_VALUE[sort.key]
         if sort.descending:
-            ordered.sort(key=lambda line, v=value: _none_first(v(line)), reverse=True)
+            ordered.sort(key=partial(_sort_key, _none_first, value), reverse=True)
         else:
-            ordered.sort(key=lambda line, v=value: _none_last(v(line)))
+            ordered.sort(key=partial(_sort_key, _none_last, value))
     return ordered
+
+
+def _sort_key(wrap: Callable[[object], tuple], value: Callable[[Mapping], object],
+              line: Mapping) -> tuple:
+    return wrap(value(line))
 
 
 def _none_last(value: object) -> tuple:

@@ -56,7 +56,7 @@ def billing_settings(session: Session, provider_id: int, *, lock: bool = False) 
         session.add(settings)
         session.flush()
         if lock:
-            settings = session.scalar(query.with_for_update())
+            settings = session.execute(query.with_for_update()).scalar_one()
     return settings
 
 
@@ -476,8 +476,9 @@ def credit_line(session: Session, actor: Actor, statement_id: int, position: int
         raise InvalidInput("say why, in 1..500 characters", field="reason")
 
     def make() -> CreditNote:
-        credited = session.scalar(select(func.coalesce(func.sum(CreditNote.amount_minor), 0))
-                                  .where(CreditNote.corrects_charge_id == line.charge_id))
+        credited = session.execute(
+            select(func.coalesce(func.sum(CreditNote.amount_minor), 0))
+            .where(CreditNote.corrects_charge_id == line.charge_id)).scalar_one()
         if line.amount_minor + credited + amount_minor < 0:
             raise InvalidInput(f"the line is {line.amount_minor} minor units and "
                                f"{-credited} were credited before; at most "

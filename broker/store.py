@@ -15,14 +15,16 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import cast
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Executable, create_engine, event
+from sqlalchemy import ClauseElement, Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
 
 
-def fetch_tuples(conn: Connection, statement: Executable, params: dict | None = None,
+def fetch_tuples(conn: Connection, statement: ClauseElement, params: dict | None = None,
                  ) -> list[tuple]:
     """The rows of ``statement`` as the driver's plain tuples, for reads of thousands of rows.
 
@@ -82,11 +84,14 @@ def fetch_tuples(conn: Connection, statement: Executable, params: dict | None = 
     garbage collector. The columns must need no conversion (ints, text as stored), and neither
     must the parameters.
     """
-    compiled = statement.compile(dialect=conn.dialect)
+    # A DML or SELECT statement compiles with the dialect's SQLCompiler (not DDL's).
+    compiled = cast(SQLCompiler, statement.compile(dialect=conn.dialect))
     # The SQL with its IN lists expanded and the parameters in the driver's style.
     state = compiled.construct_expanded_state(params or {})
     values = state.positional_parameters if compiled.positional else state.parameters
-    cursor = conn.connection.driver_connection.cursor()
+    driver = conn.connection.driver_connection
+    assert driver is not None  # a connection checked out of the pool has one
+    cursor = driver.cursor()
     try:
         cursor.execute(state.statement, values)
         return cursor.fetchall()
@@ -94,7 +99,7 @@ def fetch_tuples(conn: Connection, statement: Executable, params: dict | None = 
         cursor.close()
 
 
-def execute_many(conn: Connection, statement: Executable, names: Sequence[str],
+def execute_many(conn: Connection, statement: ClauseElement, names: Sequence[str],
                  rows: list[Sequence]) -> None:
     """Run ``statement`` once for every row of ``rows``, in one driver executemany.
 
@@ -106,14 +111,18 @@ def execute_many(conn: Connection, statement: Executable, names: Sequence[str],
     """
     if not rows:
         return
-    compiled = statement.compile(dialect=conn.dialect)
+    # A DML or SELECT statement compiles with the dialect's SQLCompiler (not DDL's).
+    compiled = cast(SQLCompiler, statement.compile(dialect=conn.dialect))
     names = list(names)
     if not compiled.positional:
         conn.exec_driver_sql(str(compiled), [dict(zip(names, row)) for row in rows])
-    elif list(compiled.positiontup) == names:
+        return
+    positions = compiled.positiontup
+    assert positions is not None  # set by a positional compile
+    if list(positions) == names:
         conn.exec_driver_sql(str(compiled), rows)
     else:
-        order = [names.index(name) for name in compiled.positiontup]
+        order = [names.index(name) for name in positions]
         conn.exec_driver_sql(str(compiled), [tuple(row[i] for i in order) for row in rows])
 
 

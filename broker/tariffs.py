@@ -69,7 +69,9 @@ def parse_decimal(value: object, *, field: str) -> Decimal:
         raise InvalidInput(f"must be a finite number, got {value!r}", field=field)
     if number < 0:
         raise InvalidInput(f"must not be negative, got {value}", field=field)
-    if number.normalize().as_tuple().exponent < -MAX_PRICE_DECIMALS:
+    exponent = number.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite number's is (a NaN's or infinity's is a letter)
+    if exponent < -MAX_PRICE_DECIMALS:
         raise InvalidInput(f"has more than {MAX_PRICE_DECIMALS} decimals: {value}", field=field)
     if number > INT64_MAX:
         raise InvalidInput(f"must be at most {INT64_MAX}, got {value}", field=field)
@@ -155,7 +157,8 @@ class DimensionPrice:
     @property
     def bounds(self) -> tuple[int, ...]:
         """The finite ``up_to`` of every tier but the last (which has none)."""
-        return tuple(t.up_to for t in self.tiers[:-1])
+        # All of them are finite: only the last tier is open-ended (checked on construction).
+        return tuple(t.up_to for t in self.tiers[:-1] if t.up_to is not None)
 
     @classmethod
     def from_json(cls, name: str, data: object) -> DimensionPrice:

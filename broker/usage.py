@@ -10,8 +10,9 @@ version active when the usage happened, on the usage the award's price does not 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, select, union_all
 from sqlalchemy.orm import Session
@@ -235,7 +236,7 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
         raise LeaseLost(f"token {token} is stale: the job was claimed again (token "
                         f"{job.token}); nothing of this report was kept",
                         where=f"delivery job {job_id}", field="token")
-    report = {c: check_int(counters.get(c, 0), field=c) for c in COUNTERS}
+    report: dict[str, Any] = {c: check_int(counters.get(c, 0), field=c) for c in COUNTERS}
     unknown = set(counters) - set(COUNTERS)
     if unknown:
         raise InvalidInput(f"unknown counter; known: {', '.join(COUNTERS)}",
@@ -277,7 +278,8 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
         if at > after.usage_at:
             raise InvalidInput(f"is after report {after.sequence}'s "
                                f"{after.usage_at.isoformat()}", field="at")
-    lines, tariff_id, version, currency = (), None, None, None
+    lines: tuple[tuple[str, int], ...] = ()
+    tariff_id, version, currency = None, None, None
     # A report that arrives after a later one (late) is kept but charged nothing: the later
     # report's difference already covers its usage. Otherwise ``at`` is the time the job's
     # query looked the tariff version up at.
@@ -295,8 +297,9 @@ def report_usage(session: Session, actor: Actor, job_id: int, sequence: int,
         lines = tuple((kind, minor) for kind, minor in charge.lines
                       if kind != CONNECT and minor)
     total = sum(minor for _, minor in lines)
-    charges = []
+    charges: list[dict[str, Any]] = []
     if lines:  # each line split among the payers: worked out before anything is written
+        assert currency is not None  # lines come from a tariff, which has a currency
         payers = [(r.payer, r.share_minor) for r in job_rows if r.payer is not None]
         for kind, minor in lines:
             for (payer, _), part in zip(payers, allocate(minor, [s for _, s in payers]),
@@ -328,7 +331,7 @@ def _write_reports(session: Session, reports: list[tuple[dict, list[dict]]]) -> 
     """Insert reports (rows of `usage_reports`) with their charge lines: two statements."""
     conn = session.connection()
     if len(reports) == 1:
-        ids = [conn.execute(_INSERT_REPORT, reports[0][0]).scalar_one()]
+        ids: Sequence[int] = [conn.execute(_INSERT_REPORT, reports[0][0]).scalar_one()]
     else:
         ids = conn.execute(_INSERT_REPORTS, [row for row, _ in reports]).scalars().all()
     charges = [{**charge, "usage_report_id": report_id}

@@ -8,6 +8,7 @@ provider's, its measured delivery record (`broker.delivery_record`).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -150,12 +151,13 @@ def auction_view(session: Session, actor: Actor, auction_id: int, *,
                        reputation_at_close={"score": scored_with / 1e6, "count": rating_count},
                        score=str(score_decimal(score(price, weight, scored_with))))
         shown.append(row)
-    block = {"services": list(request.service_chain), "starts_at": _iso(request.starts_at),
+    block: dict[str, Any] = {
+             "services": list(request.service_chain), "starts_at": _iso(request.starts_at),
              "ends_at": _iso(request.ends_at), "min_rate_bps": request.min_rate_bps,
              "max_rate_bps": request.max_rate_bps,
              "share_rate_bps": share_rate(required_rate_bps(request), auction.quantity),
              "data_cap_bytes": request.data_cap_bytes,
-             "home_network_id": session.get(Provider, request.home_provider_id).network_id}
+             "home_network_id": session.get_one(Provider, request.home_provider_id).network_id}
     if sees_recipients(session, actor, auction):
         block["members"] = [m.describe() for m in request.members]
     buyer = user_reputations(session, [request.user_id], now=now, policy=policy)[request.user_id]

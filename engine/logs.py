@@ -82,7 +82,7 @@ class JsonFormatter(_Redacting):
         self.role = role
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, object] = {"time": datetime.fromtimestamp(record.created, UTC)
                 .isoformat(timespec="microseconds").replace("+00:00", "Z"),
                 "level": record.levelname.lower(), "role": self.role, "logger": record.name,
                 "message": record.getMessage()}

@@ -8,7 +8,7 @@ and a client generated from ``/openapi.json`` gets real types. Money is integer 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -456,7 +456,7 @@ class ErrorOut(Out):
     request_id: str | None = None
 
 
-ERRORS = {status: {"model": ErrorOut} for status in
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorOut} for status in
           (400, 401, 403, 404, 405, 409, 422, 500)}
 
 

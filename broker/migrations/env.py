@@ -31,7 +31,9 @@ def _configure(connection) -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        assert url is not None  # broker.store gives it whenever it passes no connection
+        engine = create_engine(url)
         with engine.connect() as connection:
             _run(connection)
             connection.commit()

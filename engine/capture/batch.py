@@ -289,10 +289,10 @@ class PacketBatch:
         header = _HEADER.pack(_MAGIC, _VERSION, flags, n, self.first_seq) + meta
         arrays = [np.ascontiguousarray(getattr(self, f) if f != "offsets" else offsets, t)
                   for f, t in _ARRAY_FIELDS]
-        seq = (memoryview(np.ascontiguousarray(self._seq)).cast("B") if self._seq is not None
+        seq = (np.ascontiguousarray(self._seq).data.cast("B") if self._seq is not None
                else b"")
-        return [header, *(memoryview(a).cast("B") for a in arrays), seq,
-                memoryview(self.data[lo:hi])]
+        return [header, *(a.data.cast("B") for a in arrays), seq,
+                self.data[lo:hi].data]
 
     @classmethod
     def from_frames(cls, frames: Sequence) -> PacketBatch:
@@ -325,7 +325,9 @@ class PacketBatch:
             seq = np.frombuffer(frames[-2], np.int64)
             if len(seq) != n:
                 raise ValueError(f"frame seq holds {len(seq)} values, header says {n}")
-        batch = cls(data, *arrays, interfaces=interfaces, first_seq=first_seq, seq=seq)
+        offsets, caplen, origlen, ts_ns, iface = arrays
+        batch = cls(data, offsets, caplen, origlen, ts_ns, iface, interfaces=interfaces,
+                    first_seq=first_seq, seq=seq)
         # Compared without adding, which could wrap past int64 for a hostile offset.
         if n and (int(batch.offsets.min()) < 0
                   or np.any(batch.offsets > len(data) - batch.caplen.astype(np.int64))):

@@ -165,8 +165,8 @@ class PacketRing:
         except OSError as exc:
             self.close()
             raise EngineError(f"{where}: cannot {step}: {exc.strerror or exc}") from None
-        self._bytes = np.frombuffer(self.map, np.uint8)
-        self._words = self._bytes.view(np.uint32)
+        self._bytes: np.ndarray | None = np.frombuffer(self.map, np.uint8)
+        self._words: np.ndarray | None = self._bytes.view(np.uint32)
         self._poll = select.poll()
         self._poll.register(self.sock.fileno(), select.POLLIN | select.POLLERR)
         # Compiled after the bind, not before: what arrives meanwhile (a first compile takes
@@ -180,9 +180,11 @@ class PacketRing:
     def _attach_snaplen_filter(self, snaplen: int) -> None:
         insn = ctypes.create_string_buffer(SOCK_FILTER.pack(BPF_RET_K, 0, 0, snaplen))
         prog = SOCK_FPROG.pack(1, ctypes.addressof(insn))
+        assert self.sock is not None  # called from __init__, once the socket is open
         self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
 
     def fileno(self) -> int:
+        assert self.sock is not None  # opened in __init__ (which raises if it cannot)
         return self.sock.fileno()
 
     def _status_word(self, block: int) -> int:
@@ -190,6 +192,7 @@ class PacketRing:
 
     def ready(self) -> bool:
         """Whether the next block is retired and ours to read."""
+        assert self._words is not None, "the ring is closed"
         return bool(self._words[self._status_word(self._next)] & TP_STATUS_USER)
 
     def wait(self, timeout_ms: int) -> bool:
@@ -204,6 +207,7 @@ class PacketRing:
         back to the kernel; None if the kernel still holds it."""
         if not self.ready():
             return None
+        assert self._bytes is not None and self._words is not None  # ready() says open
         w0 = self._next * self.block_size // 4
         count = int(self._words[w0 + _NUM_PKTS])
         first = int(self._words[w0 + _FIRST_PKT])

@@ -1,5 +1,7 @@
 """Constants of the pcap and pcapng file formats, and the record walkers' status codes."""
 
+from typing import overload
+
 # pcap file header magic numbers, as read little-endian.
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -49,6 +51,10 @@ BAD_IFACE = 7  # pcapng: packet refers to an interface not described in its sect
 EXTENSIONS = {".pcapng": "pcapng", ".ntar": "pcapng", ".pcap": "pcap", ".cap": "pcap"}
 
 
+@overload
+def format_for_path(path: str, default: str) -> str: ...
+@overload
+def format_for_path(path: str, default: None = None) -> str | None: ...
 def format_for_path(path: str, default: str | None = None) -> str | None:
     """``"pcapng"`` or ``"pcap"`` by ``path``'s extension (case-insensitive), else ``default``."""
     lowered = str(path).lower()

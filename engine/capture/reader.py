@@ -68,7 +68,7 @@ class CaptureReader:
         self.sections: list[_Section] = []
         self._times: list[tuple[TsResolution, int]] = []  # per global interface
         self._consumer_released = 0
-        self._mmap = None
+        self._mmap: mmap.mmap | None = None
         if _buffer is not None:
             self.buf = _buffer
         else:
@@ -95,7 +95,7 @@ class CaptureReader:
     def _detect(self) -> None:
         if self.size < 4:
             raise self._error(f"file of {self.size} bytes is too short to be a capture", 0, 0)
-        (magic,) = struct.unpack_from("<I", self.buf, 0)
+        (magic,) = struct.unpack_from("<I", self.buf.data, 0)
         if magic in (F.PCAP_MAGIC_US, F.PCAP_MAGIC_NS):
             self._open_pcap(False, magic == F.PCAP_MAGIC_NS)
         elif magic in (_bswap(F.PCAP_MAGIC_US), _bswap(F.PCAP_MAGIC_NS)):
@@ -116,7 +116,7 @@ class CaptureReader:
             raise self._error(f"pcap file header cut short: {self.size} of 24 bytes", 0, 0)
         e = ">" if swap else "<"
         _, vmaj, vmin, _zone, _sigfigs, snaplen, lt = struct.unpack_from(e + "IHHiIII",
-                                                                           self.buf, 0)
+                                                                           self.buf.data, 0)
         self.version = (vmaj, vmin)
         if vmaj != F.PCAP_VERSION_MAJOR or vmin > F.PCAP_VERSION_MINOR_MAX:
             raise self._error(f"unsupported pcap savefile version {vmaj}.{vmin}", None, 4)
@@ -224,7 +224,9 @@ class CaptureReader:
                                np.zeros(0, np.uint32), tuple(self.interfaces) or (Interface(1),))
         cols = [np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
                 for k in range(5)]
-        return PacketBatch(self.buf, *cols, interfaces=tuple(self.interfaces))
+        offsets, caplen, origlen, ts_ns, iface = cols
+        return PacketBatch(self.buf, offsets, caplen, origlen, ts_ns, iface,
+                           interfaces=tuple(self.interfaces))
 
     def _chunks(self, limit: int):
         if self.format == "pcap":
@@ -264,7 +266,7 @@ class CaptureReader:
         if status == F.TRUNC_HEADER:
             return f"record header cut short: {left} of 16 bytes before end of file"
         e = ">" if self.swap else "<"
-        incl, _orig = struct.unpack_from(e + "II", self.buf, pos + 8)
+        incl, _orig = struct.unpack_from(e + "II", self.buf.data, pos + 8)
         if status == F.BAD_CAPLEN:
             return (f"invalid packet capture length {incl}, bigger than maximum of "
                     f"{self.max_caplen}")
@@ -310,7 +312,7 @@ class CaptureReader:
                     break
                 continue
             if status == F.BLOCK:
-                btype = struct.unpack_from(">I" if section.swap else "<I", self.buf, pos)[0]
+                btype = struct.unpack_from(">I" if section.swap else "<I", self.buf.data, pos)[0]
                 try:
                     if btype == F.BT_SHB:
                         section, pos = self._read_shb(pos, block)
@@ -350,23 +352,23 @@ class CaptureReader:
         left = self.size - pos
         if status == F.TRUNC_HEADER:
             return f"block header cut short: {left} of 8 bytes before end of file"
-        btype, blen = struct.unpack_from(e + "II", self.buf, pos)
+        btype, blen = struct.unpack_from(e + "II", self.buf.data, pos)
         if status == F.TRUNC_DATA:
             return (f"block of type 0x{btype:08x} cut short: {left} of {blen} bytes before "
                     "end of file")
         if status == F.BAD_BLOCK_LEN:
             return f"block of type 0x{btype:08x} has invalid total length {blen}"
         if status == F.BAD_TRAILER:
-            trailer = struct.unpack_from(e + "I", self.buf, pos + blen - 4)[0]
+            trailer = struct.unpack_from(e + "I", self.buf.data, pos + blen - 4)[0]
             return f"block total length in header {blen} and trailer {trailer} don't match"
         if status == F.BAD_IFACE:
-            ifid = (struct.unpack_from(e + "I", self.buf, pos + 8)[0] if btype == F.BT_EPB
-                    else struct.unpack_from(e + "H", self.buf, pos + 8)[0])
+            ifid = (struct.unpack_from(e + "I", self.buf.data, pos + 8)[0] if btype == F.BT_EPB
+                    else struct.unpack_from(e + "H", self.buf.data, pos + 8)[0])
             if btype == F.BT_SPB:
                 return "simple packet block in a section with no interface"
             return (f"packet refers to interface {ifid}, but the section describes "
                     f"{len(section.resolutions)}")
-        incl = struct.unpack_from(e + "I", self.buf, pos + 20)[0]
+        incl = struct.unpack_from(e + "I", self.buf.data, pos + 20)[0]
         return (f"packet captured length {incl} overruns its block of {blen} bytes")
 
     def _block_bounds(self, pos: int, block: int, swap: bool, min_len: int) -> int:
@@ -374,14 +376,14 @@ class CaptureReader:
         if self.size - pos < 12:
             raise self._error(f"block header cut short: {self.size - pos} bytes before end of "
                               "file", block, pos)
-        btype, blen = struct.unpack_from(e + "II", self.buf, pos)
+        btype, blen = struct.unpack_from(e + "II", self.buf.data, pos)
         if blen < min_len or blen % 4:
             raise self._error(f"block of type 0x{btype:08x} has invalid total length {blen}",
                               block, pos)
         if self.size - pos < blen:
             raise self._error(f"block of type 0x{btype:08x} cut short: {self.size - pos} of "
                               f"{blen} bytes before end of file", block, pos)
-        trailer = struct.unpack_from(e + "I", self.buf, pos + blen - 4)[0]
+        trailer = struct.unpack_from(e + "I", self.buf.data, pos + blen - 4)[0]
         if trailer != blen:
             raise self._error(f"block total length in header {blen} and trailer {trailer} "
                               "don't match", block, pos)
@@ -390,11 +392,11 @@ class CaptureReader:
     def _read_shb(self, pos: int, block: int) -> tuple[_Section, int]:
         if self.size - pos < 12:
             raise self._error("section header block cut short", block, pos)
-        (btype,) = struct.unpack_from("<I", self.buf, pos)
+        (btype,) = struct.unpack_from("<I", self.buf.data, pos)
         if btype != F.BT_SHB:
             raise self._error(f"expected a section header block, found type 0x{btype:08x}",
                               block, pos)
-        (bom,) = struct.unpack_from("<I", self.buf, pos + 8)
+        (bom,) = struct.unpack_from("<I", self.buf.data, pos + 8)
         if bom == F.BYTE_ORDER_MAGIC:
             swap = False
         elif bom == _bswap(F.BYTE_ORDER_MAGIC):
@@ -405,7 +407,7 @@ class CaptureReader:
         e = ">" if swap else "<"
         if self.size - pos < 16:
             raise self._error("section header block cut short", block, pos)
-        vmaj, vmin = struct.unpack_from(e + "HH", self.buf, pos + 12)
+        vmaj, vmin = struct.unpack_from(e + "HH", self.buf.data, pos + 12)
         if (vmaj, vmin) not in F.PCAPNG_VERSIONS:
             raise self._error(f"unsupported pcapng savefile version {vmaj}.{vmin}", block,
                               pos + 12)
@@ -416,7 +418,7 @@ class CaptureReader:
     def _read_idb(self, pos: int, block: int, section: _Section) -> int:
         blen = self._block_bounds(pos, block, section.swap, 20)
         e = ">" if section.swap else "<"
-        linktype, _reserved, snaplen = struct.unpack_from(e + "HHI", self.buf, pos + 8)
+        linktype, _reserved, snaplen = struct.unpack_from(e + "HHI", self.buf.data, pos + 8)
         opts = self._options(pos + 16, pos + blen - 4, section.swap, block)
         res = TsResolution()
         offset_s = 0
@@ -450,7 +452,7 @@ class CaptureReader:
         while pos < end:
             if end - pos < 4:
                 raise self._error("option header overruns its block", block, pos)
-            code, length = struct.unpack_from(e + "HH", self.buf, pos)
+            code, length = struct.unpack_from(e + "HH", self.buf.data, pos)
             if code == F.OPT_ENDOFOPT:
                 break
             padded = (length + 3) & ~3

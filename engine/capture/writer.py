@@ -199,7 +199,7 @@ class CaptureWriter:
         out = self._scratch(int(batch.caplen.sum(dtype=np.int64)) + 16 * len(batch))
         n = self.packer.pack_pcap(batch.data, batch.offsets, batch.caplen, batch.origlen,
                                   batch.ts_ns, self._pcap_nano, out)
-        self._emit(memoryview(out)[:n])
+        self._emit(out.data[:n])
         entry = self._snaplens["pcap"]
         entry[2] = max(entry[2], int(batch.caplen.max()))
 
@@ -218,7 +218,7 @@ class CaptureWriter:
         out = self._scratch(int(padded.sum()) + 32 * len(batch))
         n = self.packer.pack_pcapng(batch.data, batch.offsets, batch.caplen, batch.origlen,
                                     ticks, iface_ids, out)
-        self._emit(memoryview(out)[:n])
+        self._emit(out.data[:n])
         for k in np.unique(iface_ids).tolist():
             entry = self._snaplens[k]
             entry[2] = max(entry[2], int(batch.caplen[iface_ids == k].max()))

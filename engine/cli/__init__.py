@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 # The engine does no linear algebra: numpy's OpenBLAS need not start a thread per core when it
 # loads (and stop them at exit), which is 40% of importing numpy on a 2-core machine. Set before
@@ -90,7 +91,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def add_output_options(p: argparse.ArgumentParser, *, below: bool = False) -> None:
     """-q, -v and --log-format: the same three on every command, before or after its name
     (``below``: on a subcommand, where a value not given must not undo one given before)."""
-    keep = {"default": argparse.SUPPRESS} if below else {}
+    keep: dict[str, Any] = {"default": argparse.SUPPRESS} if below else {}
     p.add_argument("-q", "--quiet", action="store_true",
                    help="warnings and errors only: no progress display, no summary line",
                    **keep)

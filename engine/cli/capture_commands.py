@@ -40,7 +40,7 @@ def add_commands(sub) -> None:
 
 
 # -- info -------------------------------------------------------------------------------------
-def _human_bytes(n: int) -> str:
+def _human_bytes(n: float) -> str:
     for unit in ("bytes", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"

@@ -106,7 +106,7 @@ def _convert(action: argparse.Action, raw: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a single value, got {value!r}")
         text = str(value).lower() if isinstance(value, bool) else str(value)
         try:
-            converted = action.type(text) if action.type else text
+            converted = action.type(text) if callable(action.type) else text
         except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if action.choices is not None and converted not in action.choices:

@@ -343,7 +343,9 @@ def close_the_month(m: Market, db_url: str, draft: dict, out: Callable[[str], ob
     store = Store(db_url)
     try:
         with store.read() as s:
-            admin = actor_for(s, "admin", s.scalar(select(Admin.id).order_by(Admin.id)))
+            admin_id = s.scalar(select(Admin.id).order_by(Admin.id))
+            assert admin_id is not None  # the demo's market was seeded with one
+            admin = actor_for(s, "admin", admin_id)
         closed = close_period(store.write, admin, home, period, now=when)
         out(f"   {when:%Y-%m-%d %H:%M} UTC (the market's clock moved to the month's end): "
             f"home-isp closes period {period}: {closed['statements']} statement(s), "
@@ -351,10 +353,12 @@ def close_the_month(m: Market, db_url: str, draft: dict, out: Callable[[str], ob
         with store.read() as s:
             statement = s.scalar(select(Statement).where(Statement.user_id == alice,
                                                          Statement.period == period))
+            assert statement is not None  # close_period just issued it
             sid, number = statement.id, statement.number
         paid = collect(store, [sid], now=when)
         with store.read() as s:
             st = s.get(Statement, sid)
+            assert st is not None
             state, paid_minor = ("paid" if st.paid_at is not None else "unpaid"), st.paid_minor
         out(f"   statement {number}: alice's default card (visa ending 4242, the test gateway) "
             f"is charged automatically: {', '.join(f'{n} {k}' for k, n in paid.items())}; "

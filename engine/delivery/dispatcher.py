@@ -130,9 +130,11 @@ class Dispatcher(Roster, Scheduling, Results):
         instead of waiting ``no_worker_timeout_s``.
         """
         source_done = False
+        wake = self._wake
+        assert wake is not None  # bound in __init__; only close() lets it go
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        poller.register(self._wake, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
         while True:
             source_done = self._feed(segments) or source_done
             self._dispatch()
@@ -143,10 +145,10 @@ class Dispatcher(Roster, Scheduling, Results):
                 return
             self._check_workers(workers_gone)
             events = dict(poller.poll(int(self.hb * 1000)))
-            if self._wake in events:
+            if wake in events:
                 while True:
                     try:
-                        self._wake.recv(zmq.NOBLOCK)
+                        wake.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
             if self.sock in events:

@@ -29,8 +29,10 @@ class DeliveryProgress:
                     f"{m.retries} retries, {len(m.dead_workers)} dead workers")
 
     def _loop(self) -> None:
+        live = self._live
+        assert live is not None  # started by __enter__, after it is set
         while not self._stop.wait(0.25):
-            self._live.update(self._render())
+            live.update(self._render())
 
     def __enter__(self) -> DeliveryProgress:
         self._live = Live(self._render(), console=self.console, transient=True)
@@ -40,4 +42,5 @@ class DeliveryProgress:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        assert self._live is not None  # set by __enter__
         self._live.__exit__(*exc)

@@ -16,6 +16,7 @@ import json
 import secrets
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 PROTOCOL = b"PKTX/1"
 
@@ -88,5 +89,5 @@ def dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def loads(frame) -> object:
+def loads(frame) -> Any:
     return json.loads(bytes(frame))

@@ -13,6 +13,7 @@ import numpy as np
 from engine.capture.batch import FRAME_COUNT as BATCH_FRAMES
 from engine.capture.batch import PacketBatch
 from engine.delivery import protocol as P
+from engine.delivery.dispatcher_base import DispatcherBase
 from engine.delivery.meter import checked_counters
 from engine.delivery.tasks import Assignment, WorkerState
 
@@ -20,7 +21,7 @@ from engine.delivery.tasks import Assignment, WorkerState
 log = logging.getLogger("engine.delivery.dispatcher")
 
 
-class Results:
+class Results(DispatcherBase):
     """Receiving for the :class:`~engine.delivery.dispatcher.Dispatcher`."""
 
     def _receive(self, flags: int = 0) -> None:

@@ -10,13 +10,14 @@ import time
 import zmq
 
 from engine.delivery import protocol as P
+from engine.delivery.dispatcher_base import DispatcherBase
 from engine.delivery.tasks import MAX_WORKERS, DeliveryError, WorkerState
 
 # The dispatcher's modules log as one: what an operator filters on is the dispatcher.
 log = logging.getLogger("engine.delivery.dispatcher")
 
 
-class Roster:
+class Roster(DispatcherBase):
     """Worker bookkeeping of the :class:`~engine.delivery.dispatcher.Dispatcher`."""
 
     def total_credit(self) -> int:

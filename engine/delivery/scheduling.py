@@ -12,13 +12,14 @@ import numpy as np
 
 from engine.capture.batch import PacketBatch
 from engine.delivery import protocol as P
+from engine.delivery.dispatcher_base import DispatcherBase
 from engine.delivery.tasks import END, Assignment, DeliveryError, Task, WorkerState
 
 # The dispatcher's modules log as one: what an operator filters on is the dispatcher.
 log = logging.getLogger("engine.delivery.dispatcher")
 
 
-class Scheduling:
+class Scheduling(DispatcherBase):
     """Task flow of the :class:`~engine.delivery.dispatcher.Dispatcher`."""
 
     def _feed(self, segments: queue.Queue) -> bool:
@@ -44,10 +45,10 @@ class Scheduling:
         if self.flow_affinity and len(batch) > 0:
             lanes = self._lanes_of(batch)
             owners = self._owners(lanes)
-            parts = []
+            parts: list[tuple[np.ndarray | None, frozenset[int]]] = []
             for owner in np.unique(owners):
-                idx = np.flatnonzero(owners == owner)
-                parts.append((idx, frozenset(np.unique(lanes[idx]).tolist())))
+                rows = np.flatnonzero(owners == owner)
+                parts.append((rows, frozenset(np.unique(lanes[rows]).tolist())))
         else:
             parts = [(None, frozenset())]
         self.reorder.open(sid, first, len(batch), len(parts))

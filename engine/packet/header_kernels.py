@@ -49,6 +49,7 @@ def _l4_checksum_at(proto, family):
 def _routed(data, at, nh, end):
     """Whether an IPv6 routing header with segments left sits in the extension headers from
     ``at`` (then the pseudo-header holds the final destination, not the header's)."""
+    size: np.int64 | int
     while at + 8 <= end:
         if nh == 43:
             if data[at + 3] != 0:

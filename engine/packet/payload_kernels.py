@@ -127,8 +127,9 @@ def _locate(data, offsets, caplen, origlen, linktype, family, proto, fragment, l
             f |= _FLAG_L4_FFFF
         if is4 and word(data, a3 + 10) == 0xFFFF:
             f |= _FLAG_IP_FFFF
-        at = np.int64(-1)
-        limit = np.int64(0)
+        # int64 from the start, so numba types each one variable (mypy: ints go in later).
+        at: np.int64 | int = np.int64(-1)
+        limit: np.int64 | int = np.int64(0)
         lt = linktype[i]
         if lt == 1:
             q = o + 12

@@ -18,6 +18,7 @@ import logging
 import os
 from functools import cache
 from importlib.metadata import entry_points
+from typing import Any
 
 from engine.services.base import (
     SECRET_SHOWN,
@@ -123,15 +124,16 @@ def parse_chain(names: str | list[str], params: list[str] | dict | None = None) 
     if isinstance(params, dict):
         pairs = [(None, k, str(v)) for k, v in params.items()]
     else:
-        for n, item in enumerate(params or [], 1):
+        items = params or []
+        for n, item in enumerate(items, 1):
             key, sep, value = item.partition("=")
             if not sep:
                 # Not repeated: a key pasted without its name would end up in a log.
-                raise ServiceError(f"parameter {n} of {len(params)} is not KEY=VALUE (its text "
+                raise ServiceError(f"parameter {n} of {len(items)} is not KEY=VALUE (its text "
                                    "is not shown, in case it is a key)")
-            svc, dot, bare = key.rpartition(".")
-            pairs.append((svc if dot else None, bare if dot else key, value))
-    chain = [{"name": n, "params": {}} for n in names]
+            scope, dot, bare = key.rpartition(".")
+            pairs.append((scope if dot else None, bare if dot else key, value))
+    chain: list[dict[str, Any]] = [{"name": n, "params": {}} for n in names]
     for svc, key, value in pairs:
         used = False
         for spec in chain:

@@ -33,6 +33,7 @@ integrity check over the addresses cannot be fixed and is not.
 from __future__ import annotations
 
 from itertools import islice
+from typing import cast
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -97,7 +98,8 @@ class CryptoPAn:
             self._remember(cache, [names[j] for j in missing], fresh)
             for j, row in zip(missing, fresh, strict=True):
                 found[j] = row.tobytes()
-        table = np.frombuffer(b"".join(found), np.uint8).reshape(-1, width)
+        # Every None was filled just above.
+        table = np.frombuffer(b"".join(cast("list[bytes]", found)), np.uint8).reshape(-1, width)
         return table[inverse]
 
     def anonymize_text(self, address: str) -> str:

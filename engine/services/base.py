@@ -50,7 +50,7 @@ class Param:
         return (self.name, *(f"{self.name}_{s}" for s in SECRET_SOURCES))
 
 
-_KINDS = {str: "text", int: "integer", float: "number"}
+_KINDS: dict[Callable[[str], Any], str] = {str: "text", int: "integer", float: "number"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 

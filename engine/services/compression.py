@@ -31,6 +31,7 @@ included); ``not_wrapped``, ``errors`` and ``dropped`` (decompress); ``skipped_<
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import lz4.block
@@ -68,6 +69,7 @@ class Compress(Service):
             raise ServiceError(f"service {self.name!r}: parameter level must be in "
                                f"{r.start}..{r.stop - 1} for {codec}, not {level}")
         self._codec = CODECS[codec]
+        self._compress: Callable[[bytes | memoryview], bytes]
         if codec == "lz4":
             kw = {"mode": "high_compression", "compression": level} if level else {}
             self._compress = partial(lz4.block.compress, store_size=False, **kw)
@@ -80,7 +82,7 @@ class Compress(Service):
         sel = select(batch)
         old = sel.payloads
         views = old.views()
-        bodies = list(map(self._compress, views))
+        bodies: list[bytes | memoryview] = list(map(self._compress, views))
         body_len = np.fromiter(map(len, bodies), np.int64, len(bodies))
         stored = body_len >= old.lengths
         for i in np.flatnonzero(stored).tolist():

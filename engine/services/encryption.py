@@ -54,6 +54,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 from operator import length_hint
+from typing import ClassVar
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -77,7 +78,9 @@ from engine.services.payload import (
 )
 
 try:  # the whole segment in one call into libcrypto, where it was built (setup.py)
-    from ext._aesgcm import Gcm
+    from ext._aesgcm import Gcm as _Gcm
+
+    Gcm: type[_Gcm] | None = _Gcm
 except ImportError:  # pragma: no cover - a build without OpenSSL's headers
     Gcm = None
 
@@ -122,7 +125,7 @@ class _Rows:
             w = self.width
             size = max(m, 2 * len(self.views))
             self.array = np.empty((size, w), np.uint8)
-            mv = memoryview(self.array.reshape(-1))
+            mv = self.array.reshape(-1).data
             self.views = [mv[k : k + w] for k in range(0, size * w, w)]
         return self.array[:m], self.views[:m]
 
@@ -137,7 +140,7 @@ def _bounds(starts: np.ndarray, end: int) -> list[int]:
 
 
 class _AesGcm(Service):
-    params = (
+    params: ClassVar[tuple[Param, ...]] = (
         Param("key", hex_key(32), help="the AES-256 key: 64 hex digits", secret=True),
         Param("bind", str, "flow", "flow: authenticate the addresses and ports too; none: "
               "only the protocol (survives NAT and anonymize)", choices=_BIND),
@@ -233,8 +236,8 @@ class Encrypt(_AesGcm):
             if todo is not None:
                 nonce_views = [nonce_views[i] for i in todo.tolist()]
                 aad_views = [aad_views[i] for i in todo.tolist()]
-            mo = memoryview(res.batch.data)
-            mp = memoryview(plain.data)
+            mo = res.batch.data.data
+            mp = plain.data.data
             # The only per-packet work left in Python: the cipher call writing into the new
             # batch, its arguments sliced by map() in C rather than by a loop in bytecode
             # (nonces and associated data from views made once, in rows kept by the service).
@@ -297,7 +300,7 @@ class Decrypt(_AesGcm):
         aad, aad_views = self._aad.take(k)
         _associated_data(sel, self._flow, aad, todo)
         data = np.ascontiguousarray(old.data)
-        md = memoryview(data)
+        md = data.data
         s = old.starts[todo]
         nonces, nonce_views = self._nonces.take(k)
         nonces[:] = data[(s + len(HEADER))[:, None] + np.arange(NONCE_SIZE)]
@@ -347,7 +350,7 @@ class Decrypt(_AesGcm):
         opened = map(self._aead.decrypt_into, nonce_views,
                      map(md.__getitem__, map(slice, left, (s + lengths).tolist())),
                      aad_views,
-                     _chunks(memoryview(plain), _bounds(pt_at[todo], len(plain))))
+                     _chunks(plain.data, _bounds(pt_at[todo], len(plain))))
         while True:
             try:
                 deque(opened, maxlen=0)

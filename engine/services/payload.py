@@ -78,7 +78,7 @@ class Payloads:
 
     def views(self) -> list[memoryview]:
         """Every payload as a zero-copy ``memoryview`` (what codecs and ciphers take)."""
-        mv = memoryview(self.data)
+        mv = self.data.data
         return [mv[s : s + n] for s, n in zip(self.starts.tolist(), self.lengths.tolist())]
 
     def nbytes(self) -> int:

@@ -60,6 +60,7 @@ async def _take_report(request: Request, job_id: int, body: UsageIn,
         if actor is None:
             since = time.monotonic()
             actor = authenticate(s, token)
+            assert token is not None  # authenticate refuses a missing key
             keys.put(token, actor, since=since)
         return usage.report_usage(s, actor, job_id, body.sequence, counters,
                                   services=services, at=body.at, now=arrived,

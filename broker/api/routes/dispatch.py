@@ -47,6 +47,7 @@ def _claim_once(store: Store, actor: Actor, provider_id: int, body: ClaimIn,
                              sealing_key=body.sealing_key)
         if job is None:
             return None
+        assert job.lease_expires_at is not None  # claim() just set it
         return {"job": job_view(job), "token": job.token,
                 "lease_expires_at": job.lease_expires_at.isoformat(),
                 "reported": dispatch.reported(s, job.id),
