@@ -361,3 +361,18 @@ def test_reports_are_rated_by_the_version_active_when_their_usage_happened():
 def test_charges_with_no_report_before_are_the_rated_totals():
     after = {"seconds": [0, 61, 120]}
     assert charges_for_reports(CALL, None, after).tolist() == rate_columns(CALL, after).tolist()
+
+
+def test_lines_that_peak_in_different_rows_past_int64_together_still_rate_each_row():
+    """Each dimension's line fits int64 and so does every row's total, but the sum of the
+    lines' maxima does not: the rows are rated exactly, not cut to one number (a bug the type
+    checker found: the first row's total came back as a plain int)."""
+    t = tariff(DimensionPrice("bytes", (Tier(None, Decimal("1")),), rate_unit=1),
+               DimensionPrice("seconds", (Tier(None, Decimal("1")),), rate_unit=1))
+    big = 6 * 10**18 // 100  # in minor units of EUR a unit costs 100
+    columns = {"bytes": [big, 0, 1], "seconds": [0, big, 1]}
+    expected = [rate(t, {"bytes": b, "seconds": s}).minor
+                for b, s in zip(columns["bytes"], columns["seconds"], strict=True)]
+    assert expected == [big * 100, big * 100, 200]
+    got = rate_columns(t, columns)
+    assert isinstance(got, np.ndarray) and got.tolist() == expected
