@@ -30,7 +30,7 @@ from engine.delivery import protocol as P
 from engine.delivery.dispatcher import DeliveryError, Dispatcher, wake
 from engine.delivery.meter import Meter, TokenBucket
 from engine.delivery.positions import SegmentInput, SourceLedger
-from engine.delivery.sinks import open_sink
+from engine.delivery.sinks import Sink, open_sink
 from engine.delivery.sources import open_source
 from engine.delivery.streams import Mark
 from engine.errors import EngineError
@@ -129,7 +129,7 @@ class Delivery:
         self.tracks = o.stream_id is not None or sink.startswith("udp://")
         self.resumed = self._resume_point()
         self.position = self.resumed
-        self._sink = None
+        self._sink: Sink | None = None
 
     # -- pieces --------------------------------------------------------------------------------
     def _resume_point(self) -> Mark:
@@ -251,6 +251,8 @@ class Delivery:
             waker.close(0)
 
     def _sink_thread(self, inbox: queue.Queue, sink) -> None:
+        dispatcher = self.dispatcher
+        assert dispatcher is not None  # made before the sink thread starts
         bucket = TokenBucket(self.opts.max_rate_bps) if self.opts.max_rate_bps else None
         try:
             while True:
@@ -263,7 +265,7 @@ class Delivery:
                     self._write(sink, batch, cut, None)
                 else:
                     self._shaped_write(batch, sink, bucket, cut)
-                self.dispatcher.written += 1
+                dispatcher.written += 1
                 # The source's pages up to this segment's end are done with (the dispatcher
                 # sends them without copying).
                 if end is not None:
@@ -312,6 +314,7 @@ class Delivery:
         where they are in ``batch``."""
         from engine.packet.flowhash import share_of_packets
 
+        assert self.opts.share is not None  # called for a delivery of one share only
         index, of = self.opts.share
         kept = np.flatnonzero(share_of_packets(batch, of) == index)
         mine = batch.take(kept)
@@ -387,7 +390,7 @@ class Delivery:
     def run(self) -> dict:
         o = self.opts
         n_local = self._local_workers()
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context = zmq.Context.instance()
         ipc_dir = None
         if o.bind:
             bind = o.bind

@@ -36,6 +36,8 @@ class Sink:
     url: str = ""
     acknowledges = False  # True: on_ack, not write, says what was delivered
     resumable = False  # True: a stop leaves the stream open for a later run to resume
+    resumed: Mark  # a resumable sink's: where its receiver said the stream stands
+    mark: Mark  # a resumable sink's: where its receiver has confirmed the stream since
 
     def write(self, batch: PacketBatch, at: Mark | None = None) -> None:
         """Deliver ``batch``; ``at``: where the source stands once it is delivered (its
@@ -63,7 +65,8 @@ class Sink:
 class FileSink(Sink):
     """A capture file, written under a temporary name and renamed when complete."""
 
-    def __init__(self, path: str, *, format: str = "pcap", ts_resolution: str = "us") -> None:
+    def __init__(self, path: str, *, format: str = "pcap",
+                 ts_resolution: str | None = "us") -> None:
         self.url = path
         self.writer = None
         try:
@@ -82,16 +85,20 @@ class FileSink(Sink):
         except OSError as exc:
             raise EngineError(f"{self.url}: cannot write: {exc.strerror or exc}") from None
 
+    def _open_writer(self) -> CaptureWriter:
+        assert self.writer is not None  # made in __init__, or __init__ raised
+        return self.writer
+
     def write(self, batch: PacketBatch, at: Mark | None = None) -> None:
         with self._named():
-            self.writer.write(batch)
+            self._open_writer().write(batch)
 
     def close(self, summary=None) -> None:
         with self._named():
-            self.writer.close()
+            self._open_writer().close()
 
     def abort(self, reason: str) -> None:
-        self.writer.abort()
+        self._open_writer().abort()
 
 
 class UdpSink(Sink):
@@ -111,7 +118,7 @@ class UdpSink(Sink):
 
     def write(self, batch: PacketBatch, at: Mark | None = None) -> None:
         send = self.sock.sendto
-        data = memoryview(batch.data)
+        data = batch.data.data  # a memoryview of the batch's bytes
         for off, n in zip(batch.offsets.tolist(), batch.caplen.tolist()):
             while True:
                 try:
@@ -157,7 +164,7 @@ class DownstreamSink(Sink):
         self.stream_id = stream_id
         self.resumable = stream_id is not None
         self.tag = RESUMABLE_TAG if self.resumable else STREAM_TAG
-        if self.resumable and not 0 < len(stream_id.encode()) <= MAX_STREAM_ID:
+        if stream_id is not None and not 0 < len(stream_id.encode()) <= MAX_STREAM_ID:
             raise EngineError(f"stream id {stream_id[:40]!r}: 1 to {MAX_STREAM_ID} bytes")
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.linger = 0
@@ -184,6 +191,7 @@ class DownstreamSink(Sink):
 
     def _open(self) -> None:
         """HELLO, and the downstream's answer: where the stream stands there."""
+        assert self.stream_id is not None  # only a resumable stream opens
         name = repr(self.stream_id)
         try:
             self.sock.send_multipart([self.tag, HELLO, self.stream_id.encode()])
@@ -319,7 +327,7 @@ class DownstreamSink(Sink):
         self.sock.close(0)
 
 
-def open_sink(url: str, *, format: str = "pcap", ts_resolution: str = "us", on_ack=None,
+def open_sink(url: str, *, format: str = "pcap", ts_resolution: str | None = "us", on_ack=None,
               ack_timeout_s: float = 30.0, stream_id: str | None = None) -> Sink:
     """The sink for ``url``. A sink that ``acknowledges`` reports what its receiver confirmed
     through ``on_ack(packets, bytes)``; the others have delivered what ``write`` returned.

@@ -180,7 +180,8 @@ class UdpSource(_LiveSource):
         self._view = memoryview(bytearray(65536))
 
     def _receive(self, limit, deadline):
-        chunks, stamps = [], []
+        chunks: list[bytes] = []
+        stamps: list[int] = []
         while len(chunks) < limit and time.monotonic() < deadline:
             try:
                 n = self.sock.recv_into(self._view)
@@ -426,13 +427,12 @@ class UpstreamSource(_LiveSource):
 def open_source(url: str, *, udp_linktype: int = 1, count: int | None = None,
                 idle_timeout: float | None = None, errors: str = "strict") -> Source:
     """The source for ``url``: a file path, ``udp://``, ``iface:`` or ``zmq://``."""
-    kw = {"count": count, "idle_timeout": idle_timeout}
     if url.startswith("udp://"):
-        return UdpSource(url, linktype=udp_linktype, **kw)
+        return UdpSource(url, linktype=udp_linktype, count=count, idle_timeout=idle_timeout)
     if url.startswith("iface:"):
-        return InterfaceSource(url, **kw)
+        return InterfaceSource(url, count=count, idle_timeout=idle_timeout)
     if url.startswith("zmq://"):
-        return UpstreamSource(url, **kw)
+        return UpstreamSource(url, count=count, idle_timeout=idle_timeout)
     if "://" in url:
         raise EngineError(f"unknown source {url!r}: use a capture file, udp://HOST:PORT, "
                           "iface:NAME or zmq://HOST:PORT")
