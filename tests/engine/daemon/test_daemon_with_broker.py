@@ -13,7 +13,8 @@ import time
 
 import pytest
 from locations import need_corpus
-from node_world import BrokerProcess, Daemon, market, read_packets
+
+from benchmarks.node_world import BrokerProcess, Daemon, market, read_packets
 
 
 @pytest.fixture
