@@ -271,7 +271,7 @@ def report(console, r: dict) -> None:
     """The two tables and the verdicts of `measure`'s numbers."""
     from rich.table import Table
 
-    from benchmarks.report import print_verdicts
+    from benchmarks.report import load_average, print_verdicts
 
     repeat = r["repeat"]
     median = statistics.median(r["latency"])
@@ -312,15 +312,8 @@ def report(console, r: dict) -> None:
         (f"daemon overhead on a delivery < {TARGET_OVERHEAD:.0%} of pktx deliver's throughput "
          f"(award -> complete against the whole process, best of {repeat})",
          overhead < TARGET_OVERHEAD),
-    ], f"load average {_load()}")
+    ], f"load average {load_average()}")
 
 
 def _list(values: list[float]) -> str:
     return ", ".join(f"{v:.3f}" for v in values)
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"

@@ -125,7 +125,7 @@ class Market:
                 detail = r.json()
                 return {**detail["job"], "events": detail["events"],
                         "measured": detail["measured"]}
-        raise AssertionError(f"no job for request {request_id}")
+        raise WorldError(f"no job for request {request_id}")
 
     def wait_job(self, request_id: int, status: str, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
