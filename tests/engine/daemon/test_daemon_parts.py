@@ -48,6 +48,28 @@ def test_reports_are_kept_before_they_are_sent_and_never_go_down(tmp_path):
     assert oct(os.stat(tmp_path / "st").st_mode & 0o777) == "0o700"
 
 
+def test_a_report_is_made_in_one_transaction_or_not_at_all(tmp_path):
+    """The outbox row and the job's next sequence commit together: a failure between the two
+    statements (as a kill would be) leaves neither; the state is WAL with synchronous=NORMAL
+    (safe against a killed process, see `State`)."""
+    import sqlite3
+
+    state = State(str(tmp_path / "st"))
+    state.take(7, 3, {}, {"sequence": 4})
+    assert state.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert state.db.execute("PRAGMA synchronous").fetchone()[0] == 1          # NORMAL
+    state.db.execute("CREATE TRIGGER stop BEFORE UPDATE ON jobs BEGIN "
+                     "SELECT RAISE(ABORT, 'killed between the two'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="killed between"):
+        state.next_report(7, {"bytes_out": 100})
+    state.db.execute("DROP TRIGGER stop")
+    state.close()
+    again = State(str(tmp_path / "st"))
+    assert again.unsent() == [] and again.job(7).next_sequence == 5
+    assert again.next_report(7, {"bytes_out": 100}) == (5, {**dict.fromkeys(COUNTERS, 0),
+                                                            "bytes_out": 100})
+
+
 def test_a_spec_becomes_a_deliver_command_with_files_confined(tmp_path):
     files = tmp_path / "files"
     files.mkdir()
