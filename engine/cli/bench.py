@@ -39,9 +39,10 @@ def add_commands(sub) -> None:
     s.add_argument("--packets", type=A.positive_int, default=200_000)
     d = bench_table("daemon", "award to first packet, and pktx daemon against pktx deliver on "
                     "the same job", "daemon_table", 5)
-    d.add_argument("--packets", type=A.positive_int, default=200_000,
-                   help="packets of the generated capture delivered both ways (default "
-                        "200,000)")
+    d.add_argument("--packets", type=A.positive_int, action="append", metavar="N",
+                   help="packets of a generated capture delivered both ways; repeated, one "
+                        "job size each (default 200,000 and 2,000,000: the daemon's fixed "
+                        "cost a job, and its overhead once that is small)")
     c = bsub.add_parser("chaos", help="pktx daemon SIGKILLed and restarted at random moments "
                         "(the broker too) while it delivers jobs; every packet, report and "
                         "charge checked once and in order (exit 1 on any violation)")
