@@ -296,7 +296,8 @@ class Daemon:
 
     def _finish(self, job_id: int, outcome: dict) -> None:
         self.state.set_phase(job_id, "finishing", outcome)
-        self._send_reports()
+        if self._final_report(self.state.job(job_id)) is None:
+            self._send_reports()
         self._send_outcome(job_id)
 
     def _hand_back(self, job_id: int, reason: str) -> None:
@@ -399,16 +400,40 @@ class Daemon:
                 continue
             self.state.acknowledged(job_id, sequence)
 
+    def _final_report(self, job) -> tuple[int, dict] | None:
+        """The report that goes with a finishing job's ``complete`` (sequence, counters): its
+        one report not yet acknowledged, usually the final one of a file job. Taken in with
+        the completion in one call and one transaction at the broker, it saves a round trip a
+        job; it stays in the outbox until that call is answered, and a resend (after a kill)
+        is answered as stored."""
+        if job is None or job.phase != "finishing" or job.outcome["call"] != "complete":
+            return None
+        unsent = self.state.unsent(job.job_id)
+        return (unsent[0][1], unsent[0][2]) if len(unsent) == 1 else None
+
     def _send_outcome(self, job_id: int) -> None:
         job = self.state.job(job_id)
-        if job is None or job.phase != "finishing" or self.state.unsent(job_id):
+        if job is None or job.phase != "finishing":
             return
+        final = self._final_report(job)
+        if final is None and self.state.unsent(job_id):
+            return  # the reports first, one by one (`_send_reports`)
         try:
-            ok = self._broker(lambda: self.client.finish(job_id, job.token, job.outcome), job_id)
+            ok = self._broker(lambda: self.client.finish(job_id, job.token, job.outcome, final),
+                              job_id)
         except Refused as exc:
+            if final is not None:
+                # Refused together (the report's counters, or a broker that takes no report
+                # with ``complete``): the next tick sends them apart, the report first, each
+                # refusal then dealt with on its own.
+                log.warning("job %d: complete with its last report refused (%s); sending "
+                            "them apart", job_id, exc)
+                return
             log.error("job %d: %s refused: %s", job_id, job.outcome["call"], exc)
             ok = True
         if ok:
+            if final is not None:
+                self.state.acknowledged(job_id, final[0])
             self.state.set_phase(job_id, "done")
             self.finished += 1
             log.info("job %d: %s", job_id, {"complete": "done", "fail": "failed",

@@ -20,7 +20,6 @@ job is the broker's (and, behind it, a user's) word, not a licence to read or wr
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import json
 import logging
@@ -36,7 +35,6 @@ from engine.errors import EngineError
 log = logging.getLogger(__name__)
 
 LIVE_SCHEMES = ("udp://", "zmq://", "iface:")
-_PR_SET_PDEATHSIG = 1
 
 
 class BadSpec(EngineError):
@@ -55,15 +53,6 @@ class NodeOptions:
     # The node's own service parameters (SERVICE.KEY=VALUE), given to each job whose chain has
     # that service: keys stay on the node (as key_env/key_file), never in the broker's specs.
     params: tuple[str, ...] = ()
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    os.setpgrp()  # its workers are its own group: stopped together
 
 
 def _inside(folder: str | None, name: str, what: str) -> str:
@@ -88,10 +77,11 @@ def endpoint(value: object, folder: str | None, what: str) -> str:
     return _inside(folder, value, what)
 
 
-def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, float] | None = None
-            ) -> list[str]:
+def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, float] | None = None,
+            parent: int | None = None) -> list[str]:
     """The ``pktx deliver`` command line for a job's spec (``lease``: the file the daemon
-    touches while it holds the job's lease, and how stale it may get)."""
+    touches while it holds the job's lease, and how stale it may get; ``parent``: the pid the
+    delivery dies with)."""
     source = endpoint(spec.get("source"), node.files, "source")
     sink = endpoint(spec.get("sink"), node.files, "sink")
     if not source.startswith(LIVE_SCHEMES) and not os.path.isfile(source):
@@ -124,6 +114,8 @@ def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, fl
         argv += ["--curve", node.curve_dir]
     if lease is not None:
         argv += ["--lease-file", lease[0], "--lease-timeout", f"{lease[1]:g}"]
+    if parent is not None:
+        argv += ["--die-with-parent", str(parent)]
     return argv
 
 
@@ -154,7 +146,7 @@ class Run:
         self.lease_path = os.path.join(folder, "lease")
         self.renewed()
         self.argv = command(spec, node, self.usage_path,
-                            (self.lease_path, lease_s) if lease_s else None)
+                            (self.lease_path, lease_s) if lease_s else None, os.getpid())
         self.live = self.argv[4].startswith(LIVE_SCHEMES)
         self.base = base if self.live else {}
         # A file appears only when complete: its usage is reported at the end. A stream's
@@ -167,9 +159,12 @@ class Run:
         self.stopping = False
         self.block_over = False  # stopped because its block of time ended: a completion
         with open(self.stderr_path, "wb") as err:
+            # Its own process group (its workers with it: stopped together). No preexec_fn:
+            # the child sets its parent-death signal itself (--die-with-parent), so this is a
+            # vfork, not a fork of the daemon.
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err,
-                                         preexec_fn=_die_with_parent)
+                                         process_group=0)
         log.info("job %d: delivering %s -> %s (pid %d)", job_id, self.argv[4], self.argv[6],
                  self.proc.pid)
 

@@ -154,6 +154,50 @@ def test_a_stopped_run_leaves_no_output_and_no_process(tmp_path):
         os.killpg(run.proc.pid, 0)                                      # its workers are gone
 
 
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (gone, or a zombie nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_delivery_dies_with_its_parent_and_refuses_to_start_without_it(tmp_path):
+    """``pktx deliver --die-with-parent PID`` (how `Run` starts it, with no ``preexec_fn``):
+    the parent SIGKILLed mid-delivery takes the delivery with it, no output left; a PID that is
+    not its parent (it ended before the child got going) is an error at once."""
+    import signal
+    import subprocess
+    import sys
+
+    from locations import ROOT
+
+    corpus = need_corpus()
+    deliver = [sys.executable, "-m", "engine.cli", "deliver", str(corpus / "dpkt" / "http.pcap"),
+               "-o", str(tmp_path / "out.pcap"), "--workers", "1", "--max-rate", "8000", "-q"]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:] + "
+         "['--die-with-parent', str(os.getpid())]); print(p.pid, flush=True); p.wait()",
+         *deliver], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(2)                                   # past its start-up, delivering slowly
+    assert not _gone(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the delivery outlived its parent"
+        time.sleep(0.1)
+    assert not (tmp_path / "out.pcap").exists()
+
+    done = subprocess.run([*deliver, "--die-with-parent", str(parent.pid)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"--die-with-parent {parent.pid}: that process has ended" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out.pcap").exists()
+
+
 def test_a_live_runs_counters_add_to_what_runs_before_it_reported(tmp_path):
     run = Run.__new__(Run)
     run.live, run.base = True, {"bytes_out": 1000, "packets_out": 10}
