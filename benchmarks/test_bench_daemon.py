@@ -21,11 +21,14 @@ def test_a_tiny_bench_daemon(tmp_path):
     for j in r["jobs"]:
         (deliver,), (daemon,), (running,) = j["deliver"], j["daemon"], j["running"]
         assert deliver > 0 and 0 < running < daemon and j["bytes"] > 0
+        (own,) = j["own_ms"]                      # the daemon logged its own time on the job
+        assert 0 < own < running * 1000
     out = io.StringIO()
     dt.report(Console(file=out, width=200), r)
     text = out.getvalue()
     assert "award to first packet on loopback < 1 s" in text
     assert "daemon overhead on a delivery < 2% of pktx deliver's throughput, 2,000" in text
     assert "3,000 packets (award -> complete" in text
+    assert "the daemon's own time a job" in text
     assert "pktx deliver (whole process" in text and "load average" in text
     assert list(tmp_path.iterdir()) == []          # its broker, daemon and files are gone

@@ -70,6 +70,11 @@ class Daemon:
         self.backoff = Backoff()
         self.next_report: dict[int, float] = {}
         self.next_beat: dict[int, float] = {}
+        # The daemon's own time on a job, logged when it is done: from the claim's answer to
+        # its delivery started, and from the delivery's exit to complete's answer (monotonic).
+        self.claimed_at: dict[int, float] = {}
+        self.own_s: dict[int, float] = {}
+        self.exited_at: dict[int, float] = {}
         self.provider_id: int | None = None
         self.finished = 0
         # Set when the main thread has something to do before its next tick (a job claimed, a
@@ -183,16 +188,17 @@ class Daemon:
                 self.draining.wait(backoff.next_delay())
                 continue
             if answer:
-                self.claimed.put(answer)
+                self.claimed.put((answer, time.monotonic()))
                 self.wake.set()
 
     def _take_claimed(self) -> None:
         while True:
             try:
-                answer = self.claimed.get_nowait()
+                answer, at = self.claimed.get_nowait()
             except queue.Empty:
                 return
             job = answer["job"]
+            self.claimed_at[job["id"]] = at
             token = int(answer["token"])
             self.state.take(job["id"], token, job.get("spec") or {}, answer.get("reported") or {})
             log.info("job %d: claimed (token %d)", job["id"], token)
@@ -222,6 +228,8 @@ class Daemon:
             return
         runs = self.state.started_run(job_id)
         self.runs[job_id] = run
+        if job_id in self.claimed_at:
+            self.own_s[job_id] = time.monotonic() - self.claimed_at.pop(job_id)
         threading.Thread(target=self._watch, args=(run,), name=f"pktx-job-{job_id}",
                          daemon=True).start()
         self.next_beat[job_id] = time.monotonic() + self.opts.lease_s / 3
@@ -236,6 +244,7 @@ class Daemon:
         """Wake the main thread as soon as ``run``'s delivery ends (its completion is sent at
         once, not at the next tick)."""
         run.proc.wait()
+        self.exited_at[run.job_id] = time.monotonic()
         self.wake.set()
 
     def _tick(self) -> None:
@@ -305,6 +314,8 @@ class Daemon:
 
     def _drop(self, job_id: int) -> None:
         self.waiting.pop(job_id, None)
+        for kept in (self.claimed_at, self.own_s, self.exited_at):
+            kept.pop(job_id, None)
         run = self.runs.pop(job_id, None)
         if run is not None:
             run.stop()
@@ -436,8 +447,17 @@ class Daemon:
                 self.state.acknowledged(job_id, final[0])
             self.state.set_phase(job_id, "done")
             self.finished += 1
-            log.info("job %d: %s", job_id, {"complete": "done", "fail": "failed",
-                                            "handback": "handed back"}[job.outcome["call"]])
+            said = {"complete": "done", "fail": "failed",
+                    "handback": "handed back"}[job.outcome["call"]]
+            exited, started = self.exited_at.pop(job_id, None), self.own_s.pop(job_id, None)
+            if exited is None or started is None:
+                log.info("job %d: %s", job_id, said)
+            else:  # claimed and delivered by this process
+                ended = time.monotonic() - exited
+                log.info("job %d: %s (the daemon's own time: %.1f ms, %.1f ms from the claim "
+                         "to the delivery started, %.1f ms from its exit to the answer to %s)",
+                         job_id, said, (started + ended) * 1000, started * 1000,
+                         ended * 1000, job.outcome["call"])
 
 
 def _seconds_until(iso: str | None) -> float:
