@@ -51,10 +51,10 @@ def add_commands(sub) -> None:
                                      "(default 100)")
     c.add_argument("--seed", dest="opt_seed", metavar="S", type=int, default=20261130,
                    help="seed of the kill moments and the generated source")
-    c.add_argument("--broker-every", dest="opt_broker_every", metavar="K", type=int,
+    c.add_argument("--broker-every", dest="opt_broker_every", metavar="K", type=A.nonneg_int,
                    default=7, help="SIGKILL and restart the broker every K cycles (0: never; "
                                    "default 7)")
-    c.add_argument("--packets", type=A.positive_int, default=3000,
+    c.add_argument("--packets", type=A.positive_int, default=3000, metavar="P",
                    help="packets of each job's source, 64 flows (default 3,000)")
     c.add_argument("--job-seconds", dest="opt_job_seconds", metavar="S", type=float,
                    default=1.0, help="how long a job's delivery lasts undisturbed, by its "
