@@ -13,3 +13,11 @@ def print_verdicts(console, checks: list[tuple[str, bool]], extra: str = "") -> 
     console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
                   f"{platform.python_implementation()} {platform.python_version()}"
                   + (f", {extra}" if extra else ""))
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for the machine line."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"

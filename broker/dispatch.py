@@ -310,8 +310,25 @@ def _measure(session: Session, outcome: str, measured: Mapping, error: str = "")
 
 
 def complete(session: Session, actor: Actor, job_id: int, token: int, measured: Mapping, *,
-             now: datetime | None = None, idempotency_key: str | None = None) -> DeliveryJob:
-    """claimed or running -> done, with the measured delivery; the award is delivered."""
+             report: Mapping | None = None, now: datetime | None = None,
+             idempotency_key: str | None = None) -> DeliveryJob:
+    """claimed or running -> done, with the measured delivery; the award is delivered.
+
+    ``report``: the job's last usage report (``sequence``, the counters, ``services``,
+    ``at``), taken in first, in the same transaction, under the same token: a daemon's final
+    report and its completion in one call, both or neither. Sent again (a lost answer), the
+    report is answered as stored (nothing charged again) and the completion the same."""
+    now = resolve_now(now)
+    if report is not None:
+        from broker import usage
+
+        if report.get("token") not in (None, token):
+            raise InvalidInput(f"the report's token {report['token']} is not the call's "
+                               f"{token}", field="report.token")
+        usage.report_usage(session, actor, job_id, report["sequence"],
+                           {c: report.get(c, 0) for c in COUNTERS},
+                           services=report.get("services") or {}, at=report.get("at"),
+                           now=now, token=token)
     return _transition(session, actor, job_id, token, event="complete", to="done",
                        sources=ACTIVE, key=idempotency_key, params={"measured": measured},
                        now=now, then=_measure(session, "done", measured))

@@ -234,11 +234,6 @@ class MeasuredIn(Body):
     errors: NonNegative64 = 0
 
 
-class CompleteIn(Body):
-    token: Token
-    measured: MeasuredIn = MeasuredIn()
-
-
 class FailIn(Body):
     token: Token
     error: str = Field(min_length=1, max_length=300)
@@ -275,6 +270,15 @@ class UsageIn(Body):
     token: NonNegative64 | None = Field(None, description="the claim's fencing token: a "
                                                           "report under a stale one is "
                                                           "refused (409 lease_lost)")
+
+
+class CompleteIn(Body):
+    token: Token
+    measured: MeasuredIn = MeasuredIn()
+    report: UsageIn | None = Field(
+        None, description="the job's last usage report, taken in with the completion in one "
+                          "transaction (both or neither): a daemon's final report and its "
+                          "completion in one call")
 
 
 class TierIn(Body):

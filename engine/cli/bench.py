@@ -39,9 +39,27 @@ def add_commands(sub) -> None:
     s.add_argument("--packets", type=A.positive_int, default=200_000)
     d = bench_table("daemon", "award to first packet, and pktx daemon against pktx deliver on "
                     "the same job", "daemon_table", 5)
-    d.add_argument("--packets", type=A.positive_int, default=200_000,
-                   help="packets of the generated capture delivered both ways (default "
-                        "200,000)")
+    d.add_argument("--packets", type=A.positive_int, action="append", metavar="N",
+                   help="packets of a generated capture delivered both ways; repeated, one "
+                        "job size each (default 200,000 and 2,000,000: the daemon's fixed "
+                        "cost a job, and its overhead once that is small)")
+    c = bsub.add_parser("chaos", help="pktx daemon SIGKILLed and restarted at random moments "
+                        "(the broker too) while it delivers jobs; every packet, report and "
+                        "charge checked once and in order (exit 1 on any violation)")
+    c.add_argument("--cycles", dest="opt_cycles", metavar="N", type=A.positive_int,
+                   default=100, help="SIGKILLs of the daemon, each followed by a restart "
+                                     "(default 100)")
+    c.add_argument("--seed", dest="opt_seed", metavar="S", type=int, default=20261130,
+                   help="seed of the kill moments and the generated source")
+    c.add_argument("--broker-every", dest="opt_broker_every", metavar="K", type=A.nonneg_int,
+                   default=7, help="SIGKILL and restart the broker every K cycles (0: never; "
+                                   "default 7)")
+    c.add_argument("--packets", type=A.positive_int, default=3000, metavar="P",
+                   help="packets of each job's source, 64 flows (default 3,000)")
+    c.add_argument("--job-seconds", dest="opt_job_seconds", metavar="S", type=float,
+                   default=1.0, help="how long a job's delivery lasts undisturbed, by its "
+                                     "max rate (default 1.0)")
+    c.set_defaults(func=_cmd_bench, table="daemon_chaos", repeat=1, stream_gb=0.0)
     b = bench_table("broker", "auction close, bids over HTTP, reputation lookups",
                     "broker_table", 5)
     # Options of one table only travel as opt_<name> and reach its run() as <name>=.

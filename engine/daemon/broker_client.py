@@ -160,11 +160,15 @@ class BrokerClient:
         return self._call("POST", f"/v1/jobs/{job_id}/usage",
                           {"sequence": sequence, "token": token, **counters})
 
-    def finish(self, job_id: int, token: int, outcome: dict) -> dict:
-        """``outcome``: {"call": complete|fail|handback, "body": {...}}."""
+    def finish(self, job_id: int, token: int, outcome: dict,
+               report: tuple[int, dict] | None = None) -> dict:
+        """``outcome``: {"call": complete|fail|handback, "body": {...}}; ``report``: the job's
+        last usage report (sequence, counters), taken in with a ``complete`` in one call."""
         call = outcome["call"]
-        return self._call("POST", f"/v1/jobs/{job_id}/{call}",
-                          {"token": token, **outcome["body"]},
+        body = {"token": token, **outcome["body"]}
+        if report is not None:
+            body["report"] = {"sequence": report[0], **report[1]}
+        return self._call("POST", f"/v1/jobs/{job_id}/{call}", body,
                           key=f"daemon-{job_id}-{token}-{call}")
 
     def _call(self, method: str, path: str, body: dict | None = None, *,

@@ -75,6 +75,11 @@ class Daemon:
         self.backoff = Backoff()
         self.next_report: dict[int, float] = {}
         self.next_beat: dict[int, float] = {}
+        # The daemon's own time on a job, logged when it is done: from the claim's answer to
+        # its delivery started, and from the delivery's exit to complete's answer (monotonic).
+        self.claimed_at: dict[int, float] = {}
+        self.own_s: dict[int, float] = {}
+        self.exited_at: dict[int, float] = {}
         self.provider_id: int | None = None
         self.finished = 0
         # Set when the main thread has something to do before its next tick (a job claimed, a
@@ -223,16 +228,17 @@ class Daemon:
                 self.draining.wait(backoff.next_delay())
                 continue
             if answer:
-                self.claimed.put(answer)
+                self.claimed.put((answer, time.monotonic()))
                 self.wake.set()
 
     def _take_claimed(self) -> None:
         while True:
             try:
-                answer = self.claimed.get_nowait()
+                answer, at = self.claimed.get_nowait()
             except queue.Empty:
                 return
             job = answer["job"]
+            self.claimed_at[job["id"]] = at
             token = int(answer["token"])
             spec = job.get("spec") or {}
             if answer.get("sealed"):  # ciphertext: opened for each delivery, never kept open
@@ -265,6 +271,8 @@ class Daemon:
             return
         runs = self.state.started_run(job_id)
         self.runs[job_id] = run
+        if job_id in self.claimed_at:
+            self.own_s[job_id] = time.monotonic() - self.claimed_at.pop(job_id)
         threading.Thread(target=self._watch, args=(run,), name=f"pktx-job-{job_id}",
                          daemon=True).start()
         self.next_beat[job_id] = time.monotonic() + self.opts.lease_s / 3
@@ -279,6 +287,7 @@ class Daemon:
         """Wake the main thread as soon as ``run``'s delivery ends (its completion is sent at
         once, not at the next tick)."""
         run.proc.wait()
+        self.exited_at[run.job_id] = time.monotonic()
         self.wake.set()
 
     def _tick(self) -> None:
@@ -339,7 +348,8 @@ class Daemon:
 
     def _finish(self, job_id: int, outcome: dict) -> None:
         self.state.set_phase(job_id, "finishing", outcome)
-        self._send_reports()
+        if self._final_report(self.state.job(job_id)) is None:
+            self._send_reports()
         self._send_outcome(job_id)
 
     def _hand_back(self, job_id: int, reason: str) -> None:
@@ -347,6 +357,8 @@ class Daemon:
 
     def _drop(self, job_id: int) -> None:
         self.waiting.pop(job_id, None)
+        for kept in (self.claimed_at, self.own_s, self.exited_at):
+            kept.pop(job_id, None)
         run = self.runs.pop(job_id, None)
         if run is not None:
             run.stop()
@@ -443,20 +455,53 @@ class Daemon:
                 continue
             self.state.acknowledged(job_id, sequence)
 
+    def _final_report(self, job) -> tuple[int, dict] | None:
+        """The report that goes with a finishing job's ``complete`` (sequence, counters): its
+        one report not yet acknowledged, usually the final one of a file job. Taken in with
+        the completion in one call and one transaction at the broker, it saves a round trip a
+        job; it stays in the outbox until that call is answered, and a resend (after a kill)
+        is answered as stored."""
+        if job is None or job.phase != "finishing" or job.outcome["call"] != "complete":
+            return None
+        unsent = self.state.unsent(job.job_id)
+        return (unsent[0][1], unsent[0][2]) if len(unsent) == 1 else None
+
     def _send_outcome(self, job_id: int) -> None:
         job = self.state.job(job_id)
-        if job is None or job.phase != "finishing" or self.state.unsent(job_id):
+        if job is None or job.phase != "finishing":
             return
+        final = self._final_report(job)
+        if final is None and self.state.unsent(job_id):
+            return  # the reports first, one by one (`_send_reports`)
         try:
-            ok = self._broker(lambda: self.client.finish(job_id, job.token, job.outcome), job_id)
+            ok = self._broker(lambda: self.client.finish(job_id, job.token, job.outcome, final),
+                              job_id)
         except Refused as exc:
+            if final is not None:
+                # Refused together (the report's counters, or a broker that takes no report
+                # with ``complete``): the next tick sends them apart, the report first, each
+                # refusal then dealt with on its own.
+                log.warning("job %d: complete with its last report refused (%s); sending "
+                            "them apart", job_id, exc)
+                return
             log.error("job %d: %s refused: %s", job_id, job.outcome["call"], exc)
             ok = True
         if ok:
+            if final is not None:
+                self.state.acknowledged(job_id, final[0])
             self.state.set_phase(job_id, "done")
             self.finished += 1
-            log.info("job %d: %s", job_id, {"complete": "done", "fail": "failed",
-                                            "handback": "handed back"}[job.outcome["call"]])
+            said = {"complete": "done", "fail": "failed",
+                    "handback": "handed back"}[job.outcome["call"]]
+            exited, started = self.exited_at.pop(job_id, None), self.own_s.pop(job_id, None)
+            if exited is None or started is None:
+                log.info("job %d: %s", job_id, said)
+            else:  # claimed and delivered by this process
+                ended = time.monotonic() - exited
+                log.info("job %d: %s (the daemon's own time: %.1f ms, %.1f ms from the claim "
+                         "to the delivery started, %.1f ms from its exit to the answer to %s)",
+                         job_id, said, (started + ended) * 1000, started * 1000,
+                         ended * 1000, job.outcome["call"])
 
 
 def _seconds_until(iso: str | None) -> float:

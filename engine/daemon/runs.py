@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import glob
 import json
 import logging
@@ -49,7 +48,6 @@ LIVE_SCHEMES = ("udp://", "zmq://", "iface:")
 SEALED_ENV = "PKTX_SEALED_"
 # The counters a resuming stream carries itself (streams.Mark), cumulative over its runs.
 STREAM_COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out")
-_PR_SET_PDEATHSIG = 1
 
 
 class BadSpec(EngineError):
@@ -71,15 +69,6 @@ class NodeOptions:
     # The provider's sealing key and id: jobs' sealed parameters open with them (sealing.py).
     sealing: SealingKey | None = None
     provider_id: int | None = None
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    os.setpgrp()  # its workers are its own group: stopped together
 
 
 def _inside(folder: str | None, name: str, what: str) -> str:
@@ -135,11 +124,12 @@ def opened(spec: dict, node: NodeOptions) -> dict[str, str]:
 
 
 def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, float] | None = None,
-            sealed: tuple[str, ...] = (), resume: tuple[str, ...] = ()) -> list[str]:
+            sealed: tuple[str, ...] = (), resume: tuple[str, ...] = (),
+            parent: int | None = None) -> list[str]:
     """The ``pktx deliver`` command line for a job's spec (``lease``: the file the daemon
     touches while it holds the job's lease, and how stale it may get; ``sealed``: the names of
     its sealed parameters, found by the delivery in ``SEALED_ENV`` 0, 1, ...; ``resume``: the
-    options that resume its stream)."""
+    options that resume its stream; ``parent``: the pid the delivery dies with)."""
     source = endpoint(spec.get("source"), node.files, "source")
     sink = endpoint(spec.get("sink"), node.files, "sink")
     if not source.startswith(LIVE_SCHEMES) and not os.path.isfile(source):
@@ -175,6 +165,8 @@ def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, fl
         argv += ["--curve", node.curve_dir]
     if lease is not None:
         argv += ["--lease-file", lease[0], "--lease-timeout", f"{lease[1]:g}"]
+    if parent is not None:
+        argv += ["--die-with-parent", str(parent)]
     return argv + list(resume)
 
 
@@ -237,8 +229,9 @@ class Run:
         for value in secrets.values():  # never in this daemon's log lines either
             register_secret(value)
         self.argv = command(spec, node, self.usage_path,
-                            (self.lease_path, lease_s) if lease_s else None, tuple(secrets),
-                            resume_options(job_id, spec, previous))
+                            (self.lease_path, lease_s) if lease_s else None,
+                            sealed=tuple(secrets), resume=resume_options(job_id, spec, previous),
+                            parent=os.getpid())
         # Sealed parameters reach the delivery through its environment (readable by this user
         # only, /proc/PID/environ), not its command line.
         env = {**os.environ, **{f"{SEALED_ENV}{i}": value
@@ -262,9 +255,12 @@ class Run:
         self.stopping = False
         self.block_over = False  # stopped because its block of time ended: a completion
         with open(self.stderr_path, "wb") as err:
+            # Its own process group (its workers with it: stopped together). No preexec_fn:
+            # the child sets its parent-death signal itself (--die-with-parent), so this is a
+            # vfork, not a fork of the daemon.
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err, env=env,
-                                         preexec_fn=_die_with_parent)
+                                         process_group=0)
         log.info("job %d: delivering %s -> %s (pid %d)", job_id, self.argv[4], self.argv[6],
                  self.proc.pid)
 

@@ -89,6 +89,36 @@ def test_a_daemon_claims_renews_starts_reports_and_completes_a_job(api):
     refused(post(api.home_key, job, "start", token=1), None, 409)
 
 
+def test_a_final_report_goes_with_the_completion_in_one_call_both_or_neither(api):
+    """``complete`` with ``report``: the report taken in and the job done in one transaction;
+    sent again, the same answer and the report not counted twice; a report the broker refuses
+    (counters going down) or a stale token leaves the job running and nothing stored."""
+    job = volume_job(api)
+    assert claim(api.home_key, api.home, "node-1").status_code == 200
+    assert post(api.home_key, job, "start", token=1).status_code == 200
+    assert report(api.home_key, job, 1, 1, bytes_out=100, packets_out=1).status_code == 201
+    below = post(api.home_key, job, "complete", token=1, measured=MEASURED,
+                 report={"sequence": 2, "bytes_out": 50, "packets_out": 1})
+    refused(below, "bytes_out")
+    refused(post(api.home_key, job, "complete", token=1, measured=MEASURED,
+                 report={"sequence": 2, "bytes_out": 200, "token": 9}), "report.token")
+    refused(post(api.home_key, job, "complete", token=2, measured=MEASURED,
+                 report={"sequence": 2, "bytes_out": 200}), None, 409)
+    usage = api.home_key.get(f"/v1/jobs/{job}/usage").json()
+    assert (usage["status"], usage["reports"], usage["bytes_out"]) == ("running", 1, 100)
+    final = {"sequence": 2, "bytes_out": MEASURED["bytes"], "packets_out": MEASURED["packets"]}
+    done = post(api.home_key, job, "complete", "c1", token=1, measured=MEASURED, report=final)
+    assert done.status_code == 200 and done.json()["status"] == "done", done.text
+    again = post(api.home_key, job, "complete", token=1, measured=MEASURED, report=final)
+    assert again.json() == done.json()
+    assert report(api.home_key, job, 2, 1, **{k: v for k, v in final.items()
+                                              if k != "sequence"}).status_code == 200
+    usage = api.home_key.get(f"/v1/jobs/{job}/usage").json()
+    assert (usage["reports"], usage["last_sequence"], usage["bytes_out"]) == (
+        2, 2, MEASURED["bytes"])
+    assert [e[0] for e in events(api, job)] == ["claim", "start", "complete"]
+
+
 def test_the_measured_record_is_on_the_providers_card(api):
     before = api.alice.get(f"/v1/providers/{api.home}").json()["delivery"]
     assert before["jobs"] == 0 and before["summary"] == "no measured deliveries yet"

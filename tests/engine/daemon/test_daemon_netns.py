@@ -13,9 +13,9 @@ import subprocess
 import pytest
 from locations import free_port, need_corpus
 from netns_support import NET, inside, namespaces, pktx_in
-from node_world import BrokerProcess, Daemon, market, read_packets
 from tls_support import private_ca
 
+from benchmarks.node_world import BrokerProcess, Daemon, market, read_packets
 from engine.daemon.broker_client import trusting
 
 # subnet 21: broker .1 - node .2; 22: node .1 - workers .2; 23: this process .1 - broker .2

@@ -55,6 +55,28 @@ def test_reports_are_kept_before_they_are_sent_and_never_go_down(tmp_path):
     assert oct(os.stat(tmp_path / "st").st_mode & 0o777) == "0o700"
 
 
+def test_a_report_is_made_in_one_transaction_or_not_at_all(tmp_path):
+    """The outbox row and the job's next sequence commit together: a failure between the two
+    statements (as a kill would be) leaves neither; the state is WAL with synchronous=NORMAL
+    (safe against a killed process, see `State`)."""
+    import sqlite3
+
+    state = State(str(tmp_path / "st"))
+    state.take(7, 3, {}, {"sequence": 4})
+    assert state.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert state.db.execute("PRAGMA synchronous").fetchone()[0] == 1          # NORMAL
+    state.db.execute("CREATE TRIGGER stop BEFORE UPDATE ON jobs BEGIN "
+                     "SELECT RAISE(ABORT, 'killed between the two'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="killed between"):
+        state.next_report(7, {"bytes_out": 100})
+    state.db.execute("DROP TRIGGER stop")
+    state.close()
+    again = State(str(tmp_path / "st"))
+    assert again.unsent() == [] and again.job(7).next_sequence == 5
+    assert again.next_report(7, {"bytes_out": 100}) == (5, {**dict.fromkeys(COUNTERS, 0),
+                                                            "bytes_out": 100})
+
+
 def test_a_spec_becomes_a_deliver_command_with_files_confined(tmp_path):
     files = tmp_path / "files"
     files.mkdir()
@@ -137,6 +159,50 @@ def test_a_stopped_run_leaves_no_output_and_no_process(tmp_path):
     assert [p for p in os.listdir(files) if p != "in.pcap"] == []     # no temporary left
     with pytest.raises(ProcessLookupError):
         os.killpg(run.proc.pid, 0)                                      # its workers are gone
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (gone, or a zombie nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_delivery_dies_with_its_parent_and_refuses_to_start_without_it(tmp_path):
+    """``pktx deliver --die-with-parent PID`` (how `Run` starts it, with no ``preexec_fn``):
+    the parent SIGKILLed mid-delivery takes the delivery with it, no output left; a PID that is
+    not its parent (it ended before the child got going) is an error at once."""
+    import signal
+    import subprocess
+    import sys
+
+    from locations import ROOT
+
+    corpus = need_corpus()
+    deliver = [sys.executable, "-m", "engine.cli", "deliver", str(corpus / "dpkt" / "http.pcap"),
+               "-o", str(tmp_path / "out.pcap"), "--workers", "1", "--max-rate", "8000", "-q"]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:] + "
+         "['--die-with-parent', str(os.getpid())]); print(p.pid, flush=True); p.wait()",
+         *deliver], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(2)                                   # past its start-up, delivering slowly
+    assert not _gone(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the delivery outlived its parent"
+        time.sleep(0.1)
+    assert not (tmp_path / "out.pcap").exists()
+
+    done = subprocess.run([*deliver, "--die-with-parent", str(parent.pid)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"--die-with-parent {parent.pid}: that process has ended" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out.pcap").exists()
 
 
 def test_a_live_runs_counters_add_to_what_runs_before_it_reported(tmp_path):

@@ -12,7 +12,8 @@ from collections import Counter
 import httpx
 import pytest
 from locations import need_corpus
-from node_world import BrokerProcess, Daemon, market, provider_market, read_packets
+
+from benchmarks.node_world import BrokerProcess, Daemon, market, provider_market, read_packets
 
 JOBS = 8
 

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 from locations import ROOT, need_corpus
-from node_world import BrokerProcess, Daemon, market, pktx, read_packets
 from tls_support import private_ca
 
+from benchmarks.node_world import BrokerProcess, Daemon, market, pktx, read_packets
 from engine.daemon.broker_client import trusting
 
 

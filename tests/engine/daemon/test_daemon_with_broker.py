@@ -11,10 +11,12 @@ from __future__ import annotations
 import random
 import signal
 import time
+from datetime import datetime
 
 import pytest
 from locations import need_corpus
-from node_world import BrokerProcess, Daemon, market, read_packets
+
+from benchmarks.node_world import BrokerProcess, Daemon, market, read_packets
 
 
 @pytest.fixture
@@ -43,6 +45,10 @@ def test_an_awarded_job_is_claimed_delivered_and_reported_once(world, tmp_path):
     delivered = sum(map(len, m.packets))
     assert usage["bytes_out"] == delivered and \
         usage["packets_out"] == len(m.packets)
+    # The final report went in with ``complete``, one call and one transaction: one time.
+    assert usage["reports"] == 1
+    assert datetime.fromisoformat(usage["usage_at"]) == datetime.fromisoformat(
+        job["events"][2]["at"]), (usage, job["events"])
     assert job["measured"]["bytes"] == delivered
     assert "NODE_KEY" not in daemon.log() and m.provider_token not in daemon.log()
 

@@ -1,9 +1,11 @@
-"""A broker and daemons as real processes on loopback, for the daemon's tests.
+"""A broker and daemons as real processes on loopback, for the daemon's tests and benchmarks.
 
 `BrokerProcess` is ``pktx broker serve`` on a SQLite file (stopped and started again at will,
 the store kept); `market` sets up a provider with a key, a user with a key and a capture file
 in the daemon's files folder; `Daemon` is ``pktx daemon`` with its state folder (SIGKILLed,
-SIGSTOPped, SIGTERMed and started again at will).
+SIGSTOPped, SIGTERMed and started again at will). The tests (``tests/engine/daemon/``) and
+``benchmarks/daemon_chaos.py`` share it; what goes wrong raises `WorldError` (not ``assert``:
+a benchmark may run under ``python -O``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +23,25 @@ from pathlib import Path
 
 import dpkt
 import httpx
-from locations import ROOT, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class WorldError(RuntimeError):
+    """A process of the world did not do what was asked of it (what it said, when known)."""
+
+
+def expect(ok: object, what: object) -> None:
+    """Raise `WorldError` with ``what`` unless ``ok``."""
+    if not ok:
+        raise WorldError(str(what))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pktx(*argv: str, **kw) -> subprocess.CompletedProcess:
@@ -60,8 +81,9 @@ class BrokerProcess:
                     return self
             except httpx.TransportError:
                 pass
-            assert self.proc.poll() is None, (self.folder / "broker.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "the broker did not start"
+            if self.proc.poll() is not None:
+                raise WorldError((self.folder / "broker.log").read_text()[-2000:])
+            expect(time.monotonic() < deadline, "the broker did not start")
             time.sleep(0.1)
 
     def stop(self, sig=signal.SIGTERM) -> None:
@@ -72,7 +94,7 @@ class BrokerProcess:
 
 def admin_token(broker: BrokerProcess) -> str:
     done = pktx("broker", "admin", "init", "--db", broker.db)
-    assert done.returncode == 0, done.stderr
+    expect(done.returncode == 0, done.stderr)
     return json.loads(done.stdout)["token"]
 
 
@@ -91,21 +113,21 @@ class Market:
         body = {"services": list(services), "volume_bytes": 10**9, "source": "in.pcap",
                 "sink": sink, **extra}
         r = self.user.post("/v1/requests", json=body)
-        assert r.status_code == 201, r.text
-        assert r.json()["status"] == "served", r.json()
+        expect(r.status_code == 201, r.text)
+        expect(r.json()["status"] == "served", r.json())
         return r.json()
 
     def job_of(self, request_id: int) -> dict:
         r = self.admin.get(f"/v1/providers/{self.provider_id}/jobs")
-        assert r.status_code == 200, r.text
+        expect(r.status_code == 200, r.text)
         for job in r.json()["items"]:
             if job["spec"]["request_id"] == request_id:
                 r = self.admin.get(f"/v1/jobs/{job['id']}")
-                assert r.status_code == 200, r.text
+                expect(r.status_code == 200, r.text)
                 detail = r.json()
                 return {**detail["job"], "events": detail["events"],
                         "measured": detail["measured"]}
-        raise AssertionError(f"no job for request {request_id}")
+        raise WorldError(f"no job for request {request_id}")
 
     def wait_job(self, request_id: int, status: str, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
@@ -113,7 +135,8 @@ class Market:
             job = self.job_of(request_id)
             if job["status"] == status:
                 return job
-            assert time.monotonic() < deadline, f"job stayed {job['status']}: {job}"
+            if time.monotonic() > deadline:
+                raise WorldError(f"job stayed {job['status']}: {job}")
             time.sleep(0.2)
 
     def close(self) -> None:
@@ -123,7 +146,7 @@ class Market:
 
     def usage(self, job_id: int) -> dict:
         r = self.admin.get(f"/v1/jobs/{job_id}/usage")
-        assert r.status_code == 200, r.text
+        expect(r.status_code == 200, r.text)
         return r.json()
 
 
@@ -144,12 +167,12 @@ def provider_market(url: str, admin: httpx.Client, name: str, files: Path, captu
 
     def make(path, body):
         r = admin.post(path, json=body)
-        assert r.status_code == 201, r.text
+        expect(r.status_code == 201, r.text)
         return r.json()["id"]
 
     def key(kind, ident):
         r = admin.post("/v1/keys", json={"kind": kind, "id": ident})
-        assert r.status_code == 201, r.text
+        expect(r.status_code == 201, r.text)
         return r.json()["token"]
 
     net = make("/v1/networks", {"name": name})
