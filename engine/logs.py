@@ -6,9 +6,10 @@ A JSON line is one object: ``time`` (RFC 3339, UTC, microseconds), ``level``, ``
 command: ``deliver``, ``worker``, ``daemon``, ``broker``...), ``logger``, ``message``, then
 the ids the line is about when there are any (``job_id``, ``award_id``, ``request_id``: from
 the process's context, ``PKTX_LOG_JOB_ID``/``PKTX_LOG_AWARD_ID`` set by the daemon for the
-delivery it starts, or a record's ``extra``), and ``error`` with the traceback of an
-exception. Secrets the process holds (API keys, service keys) are registered with
-`register_secret` and replaced by ``***`` in every line, whatever logged them.
+delivery it starts, a record's ``extra``, or a daemon line's ``job %d:`` prefix), and
+``error`` with the traceback of an exception. Secrets the process holds (API keys, service
+keys) are registered with `register_secret` and replaced by ``***`` in every line, whatever
+logged them.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class JsonFormatter(_Redacting):
             value = getattr(record, key, None)
             if value is None:
                 value = _context.get(key)
+            if value is None and key == "job_id":
+                value = _job_of(record)
             if value is not None:
                 line[key] = value
         if record.exc_info:
@@ -97,6 +100,14 @@ class JsonFormatter(_Redacting):
         elif record.exc_text:
             line["error"] = record.exc_text
         return redact(json.dumps(line, default=str, ensure_ascii=False))
+
+
+def _job_of(record: logging.LogRecord) -> int | None:
+    """The job a line is about by the daemon's convention: it starts ``job %d:``."""
+    if isinstance(record.msg, str) and record.msg.startswith("job %d") and record.args \
+            and isinstance(record.args, tuple) and isinstance(record.args[0], int):
+        return record.args[0]
+    return None
 
 
 def level_for(verbose: int, quiet: bool, *, service: bool = False) -> int:

@@ -184,3 +184,66 @@ def worker_ready(worker) -> Ready:
     def ready() -> tuple[bool, str]:
         return (True, "") if worker.joined else (False, "not joined to a dispatcher")
     return ready
+
+
+# What a daemon counts (Daemon.events), with the help its metric gets.
+DAEMON_EVENTS = {
+    "claimed": "Jobs claimed from the broker",
+    "completed": "Deliveries that ended well (complete sent)",
+    "failed": "Deliveries that failed (fail sent)",
+    "handed_back": "Jobs handed back (draining, a job it could not run)",
+    "lease_lost": "Jobs whose lease another daemon took",
+    "broker_away": "Calls to the broker that found it away (retried with back-off)",
+}
+BROKER_SILENT_S = 60.0  # not ready once the broker has not answered for this long
+
+
+class DaemonCollector(Collector):
+    """A delivery daemon's jobs and its broker, read from the daemon at each scrape."""
+
+    def __init__(self, daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self):
+        d = self.daemon
+        events = dict(d.events)
+        for name, doc in DAEMON_EVENTS.items():
+            yield _counter(f"pktx_daemon_jobs_{name}" if name != "broker_away"
+                           else "pktx_daemon_broker_away", doc, events.get(name, 0))
+        for name, doc, value in (
+                ("pktx_daemon_jobs_running", "Deliveries running now", len(d.runs)),
+                ("pktx_daemon_jobs_waiting", "Jobs claimed whose block has not started",
+                 len(d.waiting)),
+                ("pktx_daemon_draining", "1 once SIGTERM asked it to drain",
+                 1 if d.draining.is_set() else 0)):
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], value)
+            yield gauge
+        out = CounterMetricFamily("pktx_daemon_job_bytes_out",
+                                  "Bytes delivered by each running job so far",
+                                  labels=["job_id"])
+        for job_id, run in sorted(dict(d.runs).items()):
+            try:
+                out.add_metric([str(job_id)], run.counters().get("bytes_out", 0))
+            except (OSError, ValueError):  # its usage file is being replaced: next scrape
+                continue
+        yield out
+
+
+def daemon_ready(daemon) -> Ready:
+    """Ready: the broker answered (lately), and the claim loop runs (not draining)."""
+    import time
+
+    def ready() -> tuple[bool, str]:
+        d = daemon
+        if d.provider_id is None or d.broker_seen is None:
+            return False, "the broker has not answered yet"
+        if d.draining.is_set():
+            return False, "draining"
+        if d.claim_thread is None or not d.claim_thread.is_alive():
+            return False, "the claim loop is not running"
+        silent = time.monotonic() - d.broker_seen
+        if silent > BROKER_SILENT_S:
+            return False, f"the broker has not answered for {silent:.0f} s"
+        return True, ""
+    return ready

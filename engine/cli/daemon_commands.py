@@ -51,6 +51,7 @@ def add_commands(sub) -> None:
                         "back (default 30)")
     s.add_argument("--report-every", type=A.positive_float, default=2.0, metavar="S",
                    help="usage report interval of a streaming job (default 2)")
+    A.metrics_option(s)
     s.set_defaults(func=cmd_daemon)
 
 
@@ -97,6 +98,10 @@ def cmd_daemon(args) -> int:
                                   replace_sealing_key=args.replace_sealing_key),
                     ca_bundle=args.ca_bundle)
     daemon.install_signal_handlers()
+    if args.metrics:
+        from engine.telemetry import DaemonCollector, TelemetryServer, daemon_ready
+
+        TelemetryServer(args.metrics, [DaemonCollector(daemon)], daemon_ready(daemon)).start()
     if early:
         daemon.draining.set()
     return daemon.run()

@@ -21,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -87,6 +88,11 @@ class Daemon:
         self.wake = threading.Event()
         # Set when a job leaves the node: the claim thread, waiting for room, claims at once.
         self.room = threading.Event()
+        # For --metrics (engine.telemetry.DaemonCollector): what happened, and the last time
+        # the broker answered (monotonic; None: never yet).
+        self.events: Counter[str] = Counter()
+        self.broker_seen: float | None = None
+        self.claim_thread: threading.Thread | None = None
 
     # -- start and stop -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -107,7 +113,9 @@ class Daemon:
                      self.state.path)
             self.node.sealing, self.node.provider_id = self._sealing_key(), self.provider_id
             self._reconcile()
-            threading.Thread(target=self._claim_loop, name="pktx-claim", daemon=True).start()
+            self.claim_thread = threading.Thread(target=self._claim_loop, name="pktx-claim",
+                                                 daemon=True)
+            self.claim_thread.start()
             while True:
                 self._tick()
                 if self.draining.is_set() and not self.runs and not self.waiting \
@@ -217,7 +225,9 @@ class Daemon:
                     lease_s=self.opts.lease_s,
                     sealing_key=self.node.sealing.public if self.node.sealing else None)
                 backoff.reset()
+                self.broker_seen = time.monotonic()
             except BrokerAway as exc:
+                self.events["broker_away"] += 1
                 delay = backoff.next_delay()
                 if backoff.failures in (1, 5) or backoff.failures % 20 == 0:
                     log.warning("claiming: the broker is away (%s)", exc)
@@ -228,6 +238,7 @@ class Daemon:
                 self.draining.wait(backoff.next_delay())
                 continue
             if answer:
+                self.events["claimed"] += 1
                 self.claimed.put((answer, time.monotonic()))
                 self.wake.set()
 
@@ -336,9 +347,11 @@ class Daemon:
         if run.stopping and not run.block_over:
             return
         if code == 0:
+            self.events["completed"] += 1
             self.state.next_report(job_id, run.counters())
             self._finish(job_id, {"call": "complete", "body": {"measured": run.measured()}})
         else:
+            self.events["failed"] += 1
             if run.streams:
                 self.state.next_report(job_id, run.counters())
             error = run.error()
@@ -353,6 +366,7 @@ class Daemon:
         self._send_outcome(job_id)
 
     def _hand_back(self, job_id: int, reason: str) -> None:
+        self.events["handed_back"] += 1
         self._finish(job_id, {"call": "handback", "body": {"reason": reason}})
 
     def _drop(self, job_id: int) -> None:
@@ -374,6 +388,7 @@ class Daemon:
         try:
             call()
         except BrokerAway as exc:
+            self.events["broker_away"] += 1
             delay = self.backoff.next_delay()
             self.away_until = time.monotonic() + delay
             if self.backoff.failures in (1, 5) or self.backoff.failures % 20 == 0:
@@ -381,10 +396,12 @@ class Daemon:
                             "%.1f s", exc, delay)
             return False
         except LeaseLost as exc:
+            self.events["lease_lost"] += 1
             log.warning("job %d: the lease is lost (%s); stopped here", job_id, exc)
             self._drop(job_id)
             return False
         self.backoff.reset()
+        self.broker_seen = time.monotonic()
         return True
 
     def _heartbeat(self, job_id: int) -> None:

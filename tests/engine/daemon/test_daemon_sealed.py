@@ -21,7 +21,8 @@ import time
 import httpx
 import pytest
 from locations import need_corpus
-from node_world import (
+
+from benchmarks.node_world import (
     BrokerProcess,
     Daemon,
     market,
@@ -29,7 +30,6 @@ from node_world import (
     provider_market,
     read_packets,
 )
-
 from engine.daemon.sealing import binding, seal
 
 KEY_HEX = "c0ffee" * 10 + "f00d"   # the user's AES-256 key: 32 bytes
