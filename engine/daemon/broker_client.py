@@ -131,7 +131,7 @@ class BrokerClient:
 
     # -- the calls ----------------------------------------------------------------------------
     def me(self) -> dict:
-        return self._call("GET", "/v1/me")
+        return self._answered("GET", "/v1/me")
 
     def claim(self, provider_id: int, daemon: str, *, wait_s: float, lease_s: float,
               sealing_key: str | None = None) -> dict | None:
@@ -145,19 +145,19 @@ class BrokerClient:
 
     def register_sealing_key(self, provider_id: int, public_key: str, *,
                              replace: bool = False) -> dict:
-        return self._call("PUT", f"/v1/providers/{provider_id}/sealing-key",
+        return self._answered("PUT", f"/v1/providers/{provider_id}/sealing-key",
                           {"public_key": public_key, "replace": replace})
 
     def heartbeat(self, job_id: int, token: int, lease_s: float) -> dict:
-        return self._call("POST", f"/v1/jobs/{job_id}/heartbeat",
+        return self._answered("POST", f"/v1/jobs/{job_id}/heartbeat",
                           {"token": token, "lease_s": int(lease_s)})
 
     def start(self, job_id: int, token: int) -> dict:
-        return self._call("POST", f"/v1/jobs/{job_id}/start", {"token": token},
+        return self._answered("POST", f"/v1/jobs/{job_id}/start", {"token": token},
                           key=f"daemon-{job_id}-{token}-start")
 
     def report(self, job_id: int, token: int, sequence: int, counters: dict) -> dict:
-        return self._call("POST", f"/v1/jobs/{job_id}/usage",
+        return self._answered("POST", f"/v1/jobs/{job_id}/usage",
                           {"sequence": sequence, "token": token, **counters})
 
     def finish(self, job_id: int, token: int, outcome: dict,
@@ -168,8 +168,15 @@ class BrokerClient:
         body = {"token": token, **outcome["body"]}
         if report is not None:
             body["report"] = {"sequence": report[0], **report[1]}
-        return self._call("POST", f"/v1/jobs/{job_id}/{call}", body,
+        return self._answered("POST", f"/v1/jobs/{job_id}/{call}", body,
                           key=f"daemon-{job_id}-{token}-{call}")
+
+    def _answered(self, method: str, path: str, body: dict | None = None, **kw) -> dict:
+        """A call that the broker answers with a document (a 204 is not one it may give)."""
+        answer = self._call(method, path, body, **kw)
+        if answer is None:
+            raise BrokerAway(f"{method} {path}: the broker answered with no content")
+        return answer
 
     def _call(self, method: str, path: str, body: dict | None = None, *,
               key: str | None = None, timeout: float | None = None) -> dict | None:

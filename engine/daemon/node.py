@@ -153,13 +153,15 @@ class Daemon:
         takes no job with sealed parameters (its provider's other daemons do)."""
         path = self.opts.sealing_key_path or os.path.join(self.state_dir, "sealing.key")
         key = SealingKey.load_or_create(path)
+        provider_id = self.provider_id
+        assert provider_id is not None  # asked of the broker first
         refused = None
         # Twice: two daemons publishing the provider's first key at once clash on the insert
         # (409), and a second look finds the same key.
         for _ in range(2):
             try:
                 wait_out(lambda: self.client.register_sealing_key(
-                    self.provider_id, key.public, replace=self.opts.replace_sealing_key),
+                    provider_id, key.public, replace=self.opts.replace_sealing_key),
                     stop=self.draining.is_set)
             except Refused as exc:
                 refused = exc
@@ -170,6 +172,7 @@ class Daemon:
                          self.provider_id)
                 return key
             break
+        assert refused is not None  # the loop returns unless a call was refused
         if refused.status == 409:
             log.warning("sealing key %s (%s) is not the one provider %d's daemons publish: "
                         "this daemon takes no jobs with sealed parameters. Give it the "
@@ -213,6 +216,8 @@ class Daemon:
 
     # -- claiming -----------------------------------------------------------------------------
     def _claim_loop(self) -> None:
+        provider_id = self.provider_id
+        assert provider_id is not None  # known before the claim thread starts
         backoff = Backoff()
         while not self.draining.is_set():
             if len(self.runs) + len(self.waiting) + self.claimed.qsize() >= self.opts.max_jobs:
@@ -221,7 +226,7 @@ class Daemon:
                 continue
             try:
                 answer = self.claimer.claim(
-                    self.provider_id, self.name, wait_s=self.opts.claim_wait_s,
+                    provider_id, self.name, wait_s=self.opts.claim_wait_s,
                     lease_s=self.opts.lease_s,
                     sealing_key=self.node.sealing.public if self.node.sealing else None)
                 backoff.reset()
@@ -263,7 +268,7 @@ class Daemon:
 
     # -- running ------------------------------------------------------------------------------
     def _start(self, job_id: int) -> None:
-        job = self.state.job(job_id)
+        job = self.state.held(job_id)
         wait = _seconds_until(job.spec.get("starts_at"))
         if wait > 0:  # a block of time: delivered from its start, the lease held till then
             if job_id not in self.waiting:
@@ -405,7 +410,7 @@ class Daemon:
         return True
 
     def _heartbeat(self, job_id: int) -> None:
-        job = self.state.job(job_id)
+        job = self.state.held(job_id)
         answer: dict = {}
 
         def beat():
@@ -434,7 +439,7 @@ class Daemon:
         yet complete; a file into a stream resumes where it stands; a live source into a
         file or a zmq:// stream goes on under the old rates: starting again would overwrite
         the file or end the stream)."""
-        job = self.state.job(job_id)
+        job = self.state.held(job_id)
         rates = {k: answer[k] for k in ("max_rate_bps", "min_rate_bps") if k in answer}
         if not rates or all(job.spec.get(k) == v for k, v in rates.items()):
             return
@@ -487,11 +492,13 @@ class Daemon:
         job = self.state.job(job_id)
         if job is None or job.phase != "finishing":
             return
+        outcome = job.outcome
+        assert outcome is not None  # a finishing job's outcome is stored with its phase
         final = self._final_report(job)
         if final is None and self.state.unsent(job_id):
             return  # the reports first, one by one (`_send_reports`)
         try:
-            ok = self._broker(lambda: self.client.finish(job_id, job.token, job.outcome, final),
+            ok = self._broker(lambda: self.client.finish(job_id, job.token, outcome, final),
                               job_id)
         except Refused as exc:
             if final is not None:
@@ -501,7 +508,7 @@ class Daemon:
                 log.warning("job %d: complete with its last report refused (%s); sending "
                             "them apart", job_id, exc)
                 return
-            log.error("job %d: %s refused: %s", job_id, job.outcome["call"], exc)
+            log.error("job %d: %s refused: %s", job_id, outcome["call"], exc)
             ok = True
         if ok:
             if final is not None:
@@ -509,7 +516,7 @@ class Daemon:
             self.state.set_phase(job_id, "done")
             self.finished += 1
             said = {"complete": "done", "fail": "failed",
-                    "handback": "handed back"}[job.outcome["call"]]
+                    "handback": "handed back"}[outcome["call"]]
             exited, started = self.exited_at.pop(job_id, None), self.own_s.pop(job_id, None)
             if exited is None or started is None:
                 log.info("job %d: %s", job_id, said)
@@ -518,7 +525,7 @@ class Daemon:
                 log.info("job %d: %s (the daemon's own time: %.1f ms, %.1f ms from the claim "
                          "to the delivery started, %.1f ms from its exit to the answer to %s)",
                          job_id, said, (started + ended) * 1000, started * 1000,
-                         ended * 1000, job.outcome["call"])
+                         ended * 1000, outcome["call"])
 
 
 def _seconds_until(iso: str | None) -> float:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from engine.errors import EngineError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id INTEGER PRIMARY KEY,
@@ -111,7 +113,14 @@ class State:
                 "NULL, 0, ?)",
                 (job_id, token, json.dumps(spec), json.dumps(counters),
                  int(reported.get("sequence", 0) or 0) + 1, time.time_ns()))
-        return self.job(job_id)
+        return self.held(job_id)
+
+    def held(self, job_id: int) -> Job:
+        """A job this daemon holds: in its state file (an `EngineError` saying so if not)."""
+        job = self.job(job_id)
+        if job is None:
+            raise EngineError(f"job {job_id} is not in the daemon's state ({self.path})")
+        return job
 
     def job(self, job_id: int) -> Job | None:
         row = self.db.execute(
@@ -141,7 +150,7 @@ class State:
         with self._write():
             self.db.execute("UPDATE jobs SET phase = 'running', runs = runs + 1, "
                             "updated_ns = ? WHERE job_id = ?", (time.time_ns(), job_id))
-        return self.job(job_id).runs
+        return self.held(job_id).runs
 
     def forget_finished(self, older_than_s: float = 7 * 86400) -> None:
         cutoff = time.time_ns() - int(older_than_s * 1e9)
@@ -153,7 +162,7 @@ class State:
     def next_report(self, job_id: int, counters: dict) -> tuple[int, dict] | None:
         """Make the job's next report from ``counters`` (each raised to at least the last
         report's), kept before it is sent; None when nothing grew."""
-        job = self.job(job_id)
+        job = self.held(job_id)
         body = {c: max(int(counters.get(c, 0)), int(job.reported.get(c, 0))) for c in COUNTERS}
         if body == job.reported:
             return None

@@ -105,7 +105,8 @@ def complete(job_id: JobId, body: CompleteIn, request: Request, actor: CurrentAc
     with store_of(request).write() as s:
         return job_view(dispatch.complete(s, actor, job_id, body.token,
                                           body.measured.model_dump(),
-                                          report=body.report and body.report.model_dump(),
+                                          report=(body.report.model_dump()
+                                                  if body.report is not None else None),
                                           idempotency_key=key))
 
 
