@@ -34,15 +34,17 @@ def _have_libcrypto() -> bool:
 
         cc = new_compiler()
         customize_compiler(cc)
-        return cc.has_function("EVP_aes_256_gcm", includes=["openssl/evp.h"],
-                               libraries=["crypto"])
+        return cc.has_function("EVP_aes_256_gcm", includes=["openssl/evp.h"], libraries=["crypto"])
     except Exception:  # no compiler, no headers: build without it
         return False
 
 
 if os.path.exists("ext/_aesgcm.pyx") and _have_libcrypto():
-    _EXTENSIONS.append(Extension("ext._aesgcm", ["ext/_aesgcm.pyx"], libraries=["crypto"],
-                                 extra_compile_args=_ARGS))
+    _EXTENSIONS.append(
+        Extension(
+            "ext._aesgcm", ["ext/_aesgcm.pyx"], libraries=["crypto"], extra_compile_args=_ARGS
+        )
+    )
 
 setup(
     ext_modules=cythonize(

@@ -11,7 +11,7 @@ def bulk(session, model, rows: list[dict]) -> None:
     table = getattr(model, "__table__", model)
     conn = session.connection()
     for i in range(0, len(rows), 5000):
-        conn.execute(insert(table), rows[i:i + 5000])
+        conn.execute(insert(table), rows[i : i + 5000])
 
 
 def advance_sequences(session, *tables: str) -> None:
@@ -20,5 +20,9 @@ def advance_sequences(session, *tables: str) -> None:
 
     if session.get_bind().dialect.name == "postgresql":
         for table in tables:
-            session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                 f"(SELECT max(id) FROM {table}))"))
+            session.execute(
+                text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT max(id) FROM {table}))"
+                )
+            )

@@ -119,8 +119,9 @@ print(n, nbytes, before * 1024, after * 1024)
 def stream_rss(path: str) -> tuple[int, int, int, int, float]:
     """Stream ``path`` through open_capture in a fresh process: packets, bytes, RSS before/peak."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", _STREAM_CHILD, path], capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", _STREAM_CHILD, path], capture_output=True, text=True, check=True
+    ).stdout.split()
     n, nbytes, before, peak = (int(x) for x in out)
     return n, nbytes, before, peak, time.perf_counter() - t0
 
@@ -134,16 +135,29 @@ def make_big_file(path: str, batch, target_bytes: int) -> int:
     with CaptureWriter(path, format="pcap", ts_resolution="ns") as w:
         k = 0
         while w.bytes_written < target_bytes:
-            shifted = PacketBatch(batch.data, batch.offsets, batch.caplen, batch.origlen,
-                                  batch.ts_ns + k * span, batch.iface, batch.interfaces)
+            shifted = PacketBatch(
+                batch.data,
+                batch.offsets,
+                batch.caplen,
+                batch.origlen,
+                batch.ts_ns + k * span,
+                batch.iface,
+                batch.interfaces,
+            )
             w.write(shifted)
             k += 1
     return w.packets
 
 
 # -- the table ---------------------------------------------------------------------------------
-def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 2.0, flows: int = 1000,
-        workdir: str | None = None, out=None) -> int:
+def run(
+    packets: int = 200_000,
+    repeat: int = 5,
+    stream_gb: float = 2.0,
+    flows: int = 1000,
+    workdir: str | None = None,
+    out=None,
+) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -157,8 +171,9 @@ def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 2.0, flows: 
     tmp = tempfile.TemporaryDirectory(prefix="pktx-bench-", dir=workdir)
     path = os.path.join(tmp.name, "bench.pcap")
     with console.status("generating the capture"):
-        generate_capture(path, packets=packets, flows=flows, seed=42, format="pcap",
-                         ts_resolution="us")
+        generate_capture(
+            path, packets=packets, flows=flows, seed=42, format="pcap", ts_resolution="us"
+        )
     size = os.path.getsize(path)
     batch = read_capture(path)
     n = len(batch)
@@ -173,19 +188,20 @@ def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 2.0, flows: 
         with console.status(f"measuring {name}"):
             rows[key] = Row(name, best_of(fn, repeat), n, nbytes, note)
 
-    measure("memcpy", "memory copy of the file's bytes (limit)",
-            lambda: memory_copy(raw, dst), size)
-    measure("memcpy_fresh", "memory copy into newly allocated memory",
-            lambda: raw.copy(), size)
-    measure("ours", "pktx open_capture (mmap, 64k-packet batches)",
-            lambda: stream_ours(path), size)
-    measure("ours_copy", "pktx read_capture (a private copy of the file)",
-            lambda: read_ours(path), size)
+    measure(
+        "memcpy", "memory copy of the file's bytes (limit)", lambda: memory_copy(raw, dst), size
+    )
+    measure("memcpy_fresh", "memory copy into newly allocated memory", lambda: raw.copy(), size)
+    measure("ours", "pktx open_capture (mmap, 64k-packet batches)", lambda: stream_ours(path), size)
+    measure(
+        "ours_copy", "pktx read_capture (a private copy of the file)", lambda: read_ours(path), size
+    )
     measure("dpkt", "dpkt pcap.Reader", lambda: read_dpkt(path), size)
     measure("scapy", "scapy RawPcapReader", lambda: read_scapy(path), size)
     keys = flow_keys(batch)
-    measure("keys", "pktx flow keys (Eth/VLAN/IPv4/IPv6/TCP/UDP)", lambda: flow_keys(batch),
-            pkt_bytes)
+    measure(
+        "keys", "pktx flow keys (Eth/VLAN/IPv4/IPv6/TCP/UDP)", lambda: flow_keys(batch), pkt_bytes
+    )
     flow_hash(keys)  # compile before timing
     measure("hash", "pktx symmetric flow hash", lambda: flow_hash(keys), pkt_bytes)
     measure("write", "pktx write_capture -> /dev/null", lambda: write_ours(batch), size)
@@ -201,8 +217,9 @@ def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 2.0, flows: 
             stream = stream_rss(big)
         os.unlink(big)
 
-    table = Table(title=f"pktx bench capture: {n:,} packets, {size / 1e6:.1f} MB pcap, "
-                        f"best of {repeat}")
+    table = Table(
+        title=f"pktx bench capture: {n:,} packets, {size / 1e6:.1f} MB pcap, best of {repeat}"
+    )
     table.add_column("what")
     table.add_column("Mpackets/s", justify="right")
     table.add_column("MB/s", justify="right")
@@ -210,11 +227,15 @@ def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 2.0, flows: 
     for key, row in rows.items():
         ratio = ""
         if key == "ours":
-            ratio = (f"{row.pps / rows['dpkt'].pps:.0f}x dpkt, "
-                     f"{row.mbps / rows['memcpy'].mbps:.0%} of memcpy")
+            ratio = (
+                f"{row.pps / rows['dpkt'].pps:.0f}x dpkt, "
+                f"{row.mbps / rows['memcpy'].mbps:.0%} of memcpy"
+            )
         elif key == "ours_copy":
-            ratio = (f"{row.pps / rows['dpkt'].pps:.0f}x dpkt, "
-                     f"{row.mbps / rows['memcpy_fresh'].mbps:.0%} of fresh memcpy")
+            ratio = (
+                f"{row.pps / rows['dpkt'].pps:.0f}x dpkt, "
+                f"{row.mbps / rows['memcpy_fresh'].mbps:.0%} of fresh memcpy"
+            )
         elif key == "write":
             ratio = f"{row.pps / rows['dpkt_write'].pps:.1f}x dpkt"
         table.add_row(row.name, f"{row.pps / 1e6:.2f}", f"{row.mbps:,.0f}", ratio)
@@ -222,16 +243,20 @@ def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 2.0, flows: 
 
     checks = [
         ("reading (open_capture) >= 20x dpkt", rows["ours"].pps / rows["dpkt"].pps >= 20),
-        ("reading (open_capture) >= 30% of memcpy bandwidth",
-         rows["ours"].mbps >= 0.3 * rows["memcpy"].mbps),
+        (
+            "reading (open_capture) >= 30% of memcpy bandwidth",
+            rows["ours"].mbps >= 0.3 * rows["memcpy"].mbps,
+        ),
         ("flow hash >= 10 M packets/s", rows["hash"].pps >= 10e6),
         ("write to /dev/null >= 5x dpkt", rows["write"].pps / rows["dpkt_write"].pps >= 5),
     ]
     if stream:
         sn, sbytes, before, peak, secs = stream
-        console.print(f"streamed {sbytes / 1e9:.2f} GB ({sn:,} packets) through open_capture in "
-                      f"{secs:.1f} s: peak RSS {peak / 1e6:.0f} MB "
-                      f"(interpreter and imports {before / 1e6:.0f} MB)")
+        console.print(
+            f"streamed {sbytes / 1e9:.2f} GB ({sn:,} packets) through open_capture in "
+            f"{secs:.1f} s: peak RSS {peak / 1e6:.0f} MB "
+            f"(interpreter and imports {before / 1e6:.0f} MB)"
+        )
         checks.append(("2 GB stream peak RSS < 200 MB", peak < 200e6))
     print_verdicts(console, checks, f"backend: {backend.describe()}")
     tmp.cleanup()

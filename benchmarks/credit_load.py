@@ -70,45 +70,111 @@ def populate(url: str, users: int, months: int = 4, seed: int = 7) -> Population
     with store.write() as s:
         admin = Actor("admin", create_admin(s, "credit-admin").id)
         net = create_network(s, admin, "credit-net").id
-        home = create_provider(s, admin, network_id=net, name="credit-home",
-                               services="identity", capacity_bps=10**12, currency="EUR",
-                               per_gb_minor=100, per_mbps_hour_minor=10).id
+        home = create_provider(
+            s,
+            admin,
+            network_id=net,
+            name="credit-home",
+            services="identity",
+            capacity_bps=10**12,
+            currency="EUR",
+            per_gb_minor=100,
+            per_mbps_hour_minor=10,
+        ).id
         first = (s.scalar(select(func.max(User.id))) or 0) + 1
-        ids = {m: (s.scalar(select(func.max(m.id))) or 0) + 1
-               for m in (ServiceRequest, Award, DeliveryJob, UsageReport, Charge, Statement,
-                         StatementLine)}
+        ids = {
+            m: (s.scalar(select(func.max(m.id))) or 0) + 1
+            for m in (
+                ServiceRequest,
+                Award,
+                DeliveryJob,
+                UsageReport,
+                Charge,
+                Statement,
+                StatementLine,
+            )
+        }
         number = 1
-    tenure0 = rng.uniform(0, 5, users)          # years before START
+    tenure0 = rng.uniform(0, 5, users)  # years before START
     ext = np.clip(rng.normal(650, 80, users), 300, 850).astype(int)
-    rows = {m: [] for m in (User, CreditProfile, ServiceRequest, Award, AwardPayer,
-                            DeliveryJob, UsageReport, Charge, Statement, StatementLine)}
+    rows = {
+        m: []
+        for m in (
+            User,
+            CreditProfile,
+            ServiceRequest,
+            Award,
+            AwardPayer,
+            DeliveryJob,
+            UsageReport,
+            Charge,
+            Statement,
+            StatementLine,
+        )
+    }
     for u in range(users):
         uid = first + u
         created = START - timedelta(days=float(tenure0[u]) * 365.25)
-        rows[User].append({"id": uid, "name": f"credit-user-{u}", "home_provider_id": home,
-                           "created_at": created})
-        rows[CreditProfile].append({"user_id": uid, "external_score": int(ext[u]),
-                                    "prior_limit_minor": 10_000, "currency": "EUR",
-                                    "set_by": "admin", "updated_at": START})
+        rows[User].append(
+            {"id": uid, "name": f"credit-user-{u}", "home_provider_id": home, "created_at": created}
+        )
+        rows[CreditProfile].append(
+            {
+                "user_id": uid,
+                "external_score": int(ext[u]),
+                "prior_limit_minor": 10_000,
+                "currency": "EUR",
+                "set_by": "admin",
+                "updated_at": START,
+            }
+        )
     n_due = np.zeros(users)
     n_on_time = np.zeros(users)
     late = 0
     rid, aid, jid = ids[ServiceRequest], ids[Award], ids[DeliveryJob]
     for u in range(users):
-        rows[ServiceRequest].append({
-            "id": rid + u, "user_id": first + u, "home_provider_id": home,
-            "services": "identity", "volume_bytes": 10**9, "currency": "EUR",
-            "status": "served", "reason": "", "created_at": START})
-        rows[Award].append({
-            "id": aid + u, "request_id": rid + u, "provider_id": home, "home_provider_id": home,
-            "source": "home", "share": 0, "shares": 1, "price_minor": 1000, "currency": "EUR",
-            "services": "identity", "volume_bytes": 10**9, "status": "delivered",
-            "created_at": START})
-        rows[AwardPayer].append({"award_id": aid + u, "user_id": first + u,
-                                 "share_minor": 1000})
-        rows[DeliveryJob].append({"id": jid + u, "award_id": aid + u, "provider_id": home,
-                                  "status": "done", "spec": {}, "created_at": START,
-                                  "updated_at": START})
+        rows[ServiceRequest].append(
+            {
+                "id": rid + u,
+                "user_id": first + u,
+                "home_provider_id": home,
+                "services": "identity",
+                "volume_bytes": 10**9,
+                "currency": "EUR",
+                "status": "served",
+                "reason": "",
+                "created_at": START,
+            }
+        )
+        rows[Award].append(
+            {
+                "id": aid + u,
+                "request_id": rid + u,
+                "provider_id": home,
+                "home_provider_id": home,
+                "source": "home",
+                "share": 0,
+                "shares": 1,
+                "price_minor": 1000,
+                "currency": "EUR",
+                "services": "identity",
+                "volume_bytes": 10**9,
+                "status": "delivered",
+                "created_at": START,
+            }
+        )
+        rows[AwardPayer].append({"award_id": aid + u, "user_id": first + u, "share_minor": 1000})
+        rows[DeliveryJob].append(
+            {
+                "id": jid + u,
+                "award_id": aid + u,
+                "provider_id": home,
+                "status": "done",
+                "spec": {},
+                "created_at": START,
+                "updated_at": START,
+            }
+        )
     rep, cid, sid, lid = (ids[UsageReport], ids[Charge], ids[Statement], ids[StatementLine])
     for m in range(months):
         period_start = _month(START, m)
@@ -117,57 +183,116 @@ def populate(url: str, users: int, months: int = 4, seed: int = 7) -> Population
         due = finalized + TERMS
         late_share = np.where(n_due > 0, 1 - n_on_time / np.maximum(n_due, 1), 0.0)
         tenure = tenure0 + (finalized - START).days / 365.25
-        logit = (TRUE["intercept"] + TRUE["late_share"] * late_share
-                 + TRUE["ext_score"] * (ext - 650) / 100
-                 + TRUE["tenure_years"] * np.minimum(tenure, 10))
+        logit = (
+            TRUE["intercept"]
+            + TRUE["late_share"] * late_share
+            + TRUE["ext_score"] * (ext - 650) / 100
+            + TRUE["tenure_years"] * np.minimum(tenure, 10)
+        )
         pays = rng.random(users) < 1 / (1 + np.exp(-logit))
         never = rng.random(users) < 0.2
         amounts = 500 + rng.integers(0, 1500, users)
         for u in range(users):
             uid, amount = first + u, int(amounts[u])
             at = period_start + timedelta(days=3)
-            common = {"user_id": uid, "provider_id": home, "home_provider_id": home,
-                      "award_id": aid + u, "job_id": jid + u, "currency": "EUR",
-                      "minor_digits": 2, "tariff_id": None, "tariff_version": None,
-                      "amount_minor": amount, "rated_at": at}
+            common = {
+                "user_id": uid,
+                "provider_id": home,
+                "home_provider_id": home,
+                "award_id": aid + u,
+                "job_id": jid + u,
+                "currency": "EUR",
+                "minor_digits": 2,
+                "tariff_id": None,
+                "tariff_version": None,
+                "amount_minor": amount,
+                "rated_at": at,
+            }
             if m == 0:
-                rows[Charge].append({**common, "id": cid, "usage_report_id": None,
-                                     "kind": "price"})
+                rows[Charge].append({**common, "id": cid, "usage_report_id": None, "kind": "price"})
             else:
-                rows[UsageReport].append({
-                    "id": rep, "job_id": jid + u, "award_id": aid + u, "sequence": m,
-                    "usage_at": at, "packets_in": 1, "packets_out": 1, "bytes_in": m,
-                    "bytes_out": m, "seconds": m, "windows_met": 0, "windows_missed": 0,
-                    "service_counters": {}, "tariff_id": None, "charged_minor": amount,
-                    "currency": "EUR", "created_at": at})
-                rows[Charge].append({**common, "id": cid, "usage_report_id": rep,
-                                     "kind": "bytes"})
+                rows[UsageReport].append(
+                    {
+                        "id": rep,
+                        "job_id": jid + u,
+                        "award_id": aid + u,
+                        "sequence": m,
+                        "usage_at": at,
+                        "packets_in": 1,
+                        "packets_out": 1,
+                        "bytes_in": m,
+                        "bytes_out": m,
+                        "seconds": m,
+                        "windows_met": 0,
+                        "windows_missed": 0,
+                        "service_counters": {},
+                        "tariff_id": None,
+                        "charged_minor": amount,
+                        "currency": "EUR",
+                        "created_at": at,
+                    }
+                )
+                rows[Charge].append({**common, "id": cid, "usage_report_id": rep, "kind": "bytes"})
                 rep += 1
-            paid_at = due - timedelta(days=2) if pays[u] else (
-                None if never[u] else due + timedelta(days=10))
+            paid_at = (
+                due - timedelta(days=2)
+                if pays[u]
+                else (None if never[u] else due + timedelta(days=10))
+            )
             late += not pays[u]
-            rows[Statement].append({
-                "id": sid, "home_provider_id": home, "user_id": uid,
-                "period": period_start.strftime("%Y-%m"), "period_start": period_start,
-                "period_end": period_end, "status": "finalized", "number": number,
-                "totals": {"EUR": amount}, "line_count": 1, "content_sha256": "0" * 64,
-                "finalized_at": finalized, "due_at": due,
-                "paid_minor": amount if paid_at is not None else 0, "paid_at": paid_at,
-                "created_at": finalized})
-            rows[StatementLine].append({
-                "id": lid, "statement_id": sid, "position": 1, "charge_id": cid,
-                "credit_note_id": None, "kind": "price" if m == 0 else "bytes",
-                "amount_minor": amount, "currency": "EUR", "minor_digits": 2, "at": at,
-                "attrs": {}})
+            rows[Statement].append(
+                {
+                    "id": sid,
+                    "home_provider_id": home,
+                    "user_id": uid,
+                    "period": period_start.strftime("%Y-%m"),
+                    "period_start": period_start,
+                    "period_end": period_end,
+                    "status": "finalized",
+                    "number": number,
+                    "totals": {"EUR": amount},
+                    "line_count": 1,
+                    "content_sha256": "0" * 64,
+                    "finalized_at": finalized,
+                    "due_at": due,
+                    "paid_minor": amount if paid_at is not None else 0,
+                    "paid_at": paid_at,
+                    "created_at": finalized,
+                }
+            )
+            rows[StatementLine].append(
+                {
+                    "id": lid,
+                    "statement_id": sid,
+                    "position": 1,
+                    "charge_id": cid,
+                    "credit_note_id": None,
+                    "kind": "price" if m == 0 else "bytes",
+                    "amount_minor": amount,
+                    "currency": "EUR",
+                    "minor_digits": 2,
+                    "at": at,
+                    "attrs": {},
+                }
+            )
             cid, sid, lid, number = cid + 1, sid + 1, lid + 1, number + 1
         n_due += 1
         n_on_time += pays
     with store.write() as s:
         for model, batch in rows.items():
             _bulk(s, model, batch)
-        _advance_sequences(s, "users", "service_requests", "awards", "award_payers",
-                           "delivery_jobs", "usage_reports", "charges", "statements",
-                           "statement_lines")
+        _advance_sequences(
+            s,
+            "users",
+            "service_requests",
+            "awards",
+            "award_payers",
+            "delivery_jobs",
+            "usage_reports",
+            "charges",
+            "statements",
+            "statement_lines",
+        )
         from broker.statements import billing_settings
 
         billing_settings(s, home).next_number = number
@@ -192,8 +317,12 @@ def bench_credit(users: int = 100_000, url: str | None = None, checks: int = 200
         started = time.perf_counter()
         pop = populate(url, users)
         built = time.perf_counter() - started
-        return {"users": users, "statements": pop.statements, "build_s": round(built, 2),
-                **measure_credit(url, checks)}
+        return {
+            "users": users,
+            "statements": pop.statements,
+            "build_s": round(built, 2),
+            **measure_credit(url, checks),
+        }
 
 
 def measure_credit(url: str, checks: int = 200) -> dict:
@@ -223,8 +352,10 @@ def measure_credit(url: str, checks: int = 200) -> dict:
         admin = Actor("admin", s.scalar(select(Admin.id).order_by(Admin.id).limit(1)))
         home = s.scalar(select(Provider.id).where(Provider.name == "credit-home"))
         first = s.scalar(select(User.id).where(User.name == "credit-user-0"))
-        plain = s.scalar(select(User.id).where(User.name == "no-profile")) or create_user(
-            s, admin, name="no-profile", home_provider_id=home).id
+        plain = (
+            s.scalar(select(User.id).where(User.name == "no-profile"))
+            or create_user(s, admin, name="no-profile", home_provider_id=home).id
+        )
 
     def request_ms(user_id: int) -> float:
         with store.read() as s:
@@ -237,21 +368,27 @@ def measure_credit(url: str, checks: int = 200) -> dict:
             times.append((time.perf_counter() - t) * 1000)
         return float(np.median(times))
 
-    request_ms(first)   # warm: the queries are built and cached once per process
+    request_ms(first)  # warm: the queries are built and cached once per process
     checked, unchecked = request_ms(first), request_ms(plain)
     store.dispose()
-    return {"outcomes": done.outcomes, "sklearn_import_s": round(imported, 2),
-            "retrain_s": round(done.seconds, 3), "model": done.model.kind,
-            "auc": round(done.auc or math.nan, 4), "fitted": done.fitted,
-            "request_ms_checked": round(checked, 3), "request_ms_unchecked": round(unchecked, 3),
-            "credit_check_ms": round(checked - unchecked, 3)}
+    return {
+        "outcomes": done.outcomes,
+        "sklearn_import_s": round(imported, 2),
+        "retrain_s": round(done.seconds, 3),
+        "model": done.model.kind,
+        "auc": round(done.auc or math.nan, 4),
+        "fitted": done.fitted,
+        "request_ms_checked": round(checked, 3),
+        "request_ms_unchecked": round(unchecked, 3),
+        "credit_check_ms": round(checked - unchecked, 3),
+    }
 
 
 # -- the credit check's cost in ``pktx bench broker`` -----------------------------------------
 
-CHECK_USERS = 2_000     # the population whose histories the checks read
-CHECKS = 200            # requests of each kind (with a check, without), in process and over HTTP
-TARGET_CHECK_MS = 5.0   # issue 10: a credit check adds under 5 ms to a request
+CHECK_USERS = 2_000  # the population whose histories the checks read
+CHECKS = 200  # requests of each kind (with a check, without), in process and over HTTP
+TARGET_CHECK_MS = 5.0  # issue 10: a credit check adds under 5 ms to a request
 
 
 @dataclass
@@ -268,11 +405,11 @@ class CheckCost:
     unchecked_ms: float
     http_checked_ms: float | None = None
     http_unchecked_ms: float | None = None
-    stored: int = 0          # requests in the store afterwards, of ...
-    sent: int = 0            # ... the ones timed
-    decided: int = 0         # checked users with a credit decision, of ...
-    timed_users: int = 0     # ... the checked users timed
-    undecided_right: bool = True   # no unchecked user has a decision
+    stored: int = 0  # requests in the store afterwards, of ...
+    sent: int = 0  # ... the ones timed
+    decided: int = 0  # checked users with a credit decision, of ...
+    timed_users: int = 0  # ... the checked users timed
+    undecided_right: bool = True  # no unchecked user has a decision
 
     @property
     def added_ms(self) -> float:
@@ -287,12 +424,19 @@ class CheckCost:
     @property
     def exact(self) -> bool:
         """Every timed request stored, and only the checked users decided."""
-        return (self.stored == self.sent and self.decided == self.timed_users
-                and self.undecided_right)
+        return (
+            self.stored == self.sent and self.decided == self.timed_users and self.undecided_right
+        )
 
 
-def check_cost(url: str, *, users: int = CHECK_USERS, checks: int = CHECKS, http: bool = True,
-               database: str = "SQLite") -> CheckCost:
+def check_cost(
+    url: str,
+    *,
+    users: int = CHECK_USERS,
+    checks: int = CHECKS,
+    http: bool = True,
+    database: str = "SQLite",
+) -> CheckCost:
     """On a new store at ``url``: `populate` ``users`` users' histories, retrain the model on
     them, then take the credit profile away from every other user (the same histories, with
     and without a credit check) and time ``checks`` requests of each kind, alternating, each
@@ -311,9 +455,12 @@ def check_cost(url: str, *, users: int = CHECK_USERS, checks: int = CHECKS, http
     try:
         with store.write() as s:
             retrain(s)
-            s.execute(delete(CreditProfile).where(
-                CreditProfile.user_id >= pop.first_user,
-                (CreditProfile.user_id - pop.first_user) % 2 == 1))
+            s.execute(
+                delete(CreditProfile).where(
+                    CreditProfile.user_id >= pop.first_user,
+                    (CreditProfile.user_id - pop.first_user) % 2 == 1,
+                )
+            )
         candidates = list(range(pop.first_user, pop.first_user + users))
         checked_pool, unchecked_pool = candidates[0::2], candidates[1::2]
 
@@ -348,31 +495,50 @@ def check_cost(url: str, *, users: int = CHECK_USERS, checks: int = CHECKS, http
         if http:
             with store.write() as s:
                 admin = Actor("admin", s.scalar(select(Admin.id).order_by(Admin.id).limit(1)))
-                tokens = {uid: issue_key(s, admin, "user", uid, "bench")[1]
-                          for uid in checked + unchecked}
+                tokens = {
+                    uid: issue_key(s, admin, "user", uid, "bench")[1] for uid in checked + unchecked
+                }
             http_times, warm = _http_requests(url, checked, unchecked, tokens)
             sent += sum(len(v) for v in http_times.values()) + warm
         with store.read() as s:
-            stored = s.scalar(select(func.count()).select_from(ServiceRequest)
-                              .where(ServiceRequest.id > first_id))
-            decided = s.scalar(select(func.count(func.distinct(CreditDecision.user_id)))
-                               .where(CreditDecision.user_id.in_(checked)))
-            wrong = s.scalar(select(func.count()).select_from(CreditDecision).where(
-                CreditDecision.user_id.in_(unchecked)))
+            stored = s.scalar(
+                select(func.count()).select_from(ServiceRequest).where(ServiceRequest.id > first_id)
+            )
+            decided = s.scalar(
+                select(func.count(func.distinct(CreditDecision.user_id))).where(
+                    CreditDecision.user_id.in_(checked)
+                )
+            )
+            wrong = s.scalar(
+                select(func.count())
+                .select_from(CreditDecision)
+                .where(CreditDecision.user_id.in_(unchecked))
+            )
     finally:
         store.dispose()
-    return CheckCost(database, users, len(times[True]), _median(times[True]),
-                     _median(times[False]), _median(http_times[True]) if http else None,
-                     _median(http_times[False]) if http else None, stored, sent, decided,
-                     len(checked), wrong == 0)
+    return CheckCost(
+        database,
+        users,
+        len(times[True]),
+        _median(times[True]),
+        _median(times[False]),
+        _median(http_times[True]) if http else None,
+        _median(http_times[False]) if http else None,
+        stored,
+        sent,
+        decided,
+        len(checked),
+        wrong == 0,
+    )
 
 
 def _median(times: list[float]) -> float:
     return float(np.median(times)) if times else math.nan
 
 
-def _http_requests(url: str, checked: list[int], unchecked: list[int],
-                   tokens: dict[int, str]) -> tuple[dict[bool, list[float]], int]:
+def _http_requests(
+    url: str, checked: list[int], unchecked: list[int], tokens: dict[int, str]
+) -> tuple[dict[bool, list[float]], int]:
     """One client's ``POST /v1/requests``, alternating a checked user's and an unchecked
     one's, against ``pktx broker serve`` on ``url``: each round trip's time (ms), and how
     many requests warmed the server up (not timed)."""
@@ -382,12 +548,17 @@ def _http_requests(url: str, checked: list[int], unchecked: list[int],
 
     times: dict[bool, list[float]] = {True: [], False: []}
     with running_server(url) as (base, _pid), httpx.Client(base_url=base, timeout=30) as web:
+
         def post(uid: int, n: int) -> float:
             t = time.perf_counter()
-            r = web.post("/v1/requests", json={"services": ["identity"],
-                                               "volume_bytes": 1000 + n},
-                         headers={"Authorization": f"Bearer {tokens[uid]}",
-                                  "Idempotency-Key": f"bench-credit-{uid}-{n}"})
+            r = web.post(
+                "/v1/requests",
+                json={"services": ["identity"], "volume_bytes": 1000 + n},
+                headers={
+                    "Authorization": f"Bearer {tokens[uid]}",
+                    "Idempotency-Key": f"bench-credit-{uid}-{n}",
+                },
+            )
             elapsed = (time.perf_counter() - t) * 1000
             if r.status_code != 201:
                 raise RuntimeError(f"POST /v1/requests as user {uid}: {r.status_code} {r.text}")
@@ -395,7 +566,7 @@ def _http_requests(url: str, checked: list[int], unchecked: list[int],
 
         warm = list(zip(checked[:4], unchecked[:4], strict=False))
         for n, (a, b) in enumerate(warm):
-            post(a, -1 - n)   # the server's first requests build its caches
+            post(a, -1 - n)  # the server's first requests build its caches
             post(b, -1 - n)
         for n, (a, b) in enumerate(zip(checked, unchecked, strict=False)):
             times[True].append(post(a, n))

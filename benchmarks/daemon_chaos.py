@@ -48,7 +48,7 @@ PACKETS = 3000
 FLOWS = 64
 JOB_SECONDS = 1.0
 KILL_AFTER_S = (0.2, 4.0)  # a kill comes this long after the daemon's (re)start, uniformly
-VOLUME_BYTES = 1000        # the request's volume: the price covers it, the tariff the rest
+VOLUME_BYTES = 1000  # the request's volume: the price covers it, the tariff the rest
 
 
 def flow_of(packet: bytes) -> tuple:
@@ -81,8 +81,11 @@ def sink_faults(source: list[bytes], sink: list[bytes]) -> dict[str, int]:
     for flow, packets in flows_out.items():
         expected = flows_in.get(flow, [])
         out_of_order += sum(1 for a, b in zip(packets, expected) if a != b)
-    return {"missing": sum((want - have).values()), "duplicates": sum((have - want).values()),
-            "out_of_order": out_of_order}
+    return {
+        "missing": sum((want - have).values()),
+        "duplicates": sum((have - want).values()),
+        "out_of_order": out_of_order,
+    }
 
 
 class Chaos:
@@ -108,13 +111,22 @@ class Chaos:
     def _tariff(self) -> None:
         import httpx
 
-        with httpx.Client(base_url=self.m.url, timeout=30, headers={
-                "Authorization": f"Bearer {self.m.provider_token}"}) as provider:
-            r = provider.post(f"/v1/providers/{self.m.provider_id}/tariffs", json={
-                "services": ["identity"], "currency": "EUR",
-                "active_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
-                "dimensions": {"bytes": {"rate_unit": 1, "tiers": [
-                    {"up_to": None, "price": "0.01"}]}}})
+        with httpx.Client(
+            base_url=self.m.url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.m.provider_token}"},
+        ) as provider:
+            r = provider.post(
+                f"/v1/providers/{self.m.provider_id}/tariffs",
+                json={
+                    "services": ["identity"],
+                    "currency": "EUR",
+                    "active_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+                    "dimensions": {
+                        "bytes": {"rate_unit": 1, "tiers": [{"up_to": None, "price": "0.01"}]}
+                    },
+                },
+            )
             r.raise_for_status()
 
     def request(self) -> None:
@@ -140,8 +152,7 @@ class Chaos:
         except (httpx.TransportError, RuntimeError):
             return False
         if status == "failed":
-            raise RuntimeError(f"request {request_id}'s job failed:\n"
-                               + self.daemon.log()[-3000:])
+            raise RuntimeError(f"request {request_id}'s job failed:\n" + self.daemon.log()[-3000:])
         if status == "done":
             self.done.add(request_id)
         return status == "done"
@@ -160,9 +171,15 @@ class Chaos:
         self.broker.stop()
 
 
-def measure(cycles: int = CYCLES, seed: int = SEED, broker_every: int = BROKER_EVERY,
-            packets: int = PACKETS, job_seconds: float = JOB_SECONDS,
-            workdir: str | None = None, status=None) -> dict:
+def measure(
+    cycles: int = CYCLES,
+    seed: int = SEED,
+    broker_every: int = BROKER_EVERY,
+    packets: int = PACKETS,
+    job_seconds: float = JOB_SECONDS,
+    workdir: str | None = None,
+    status=None,
+) -> dict:
     """Run the chaos and gather the evidence: everything the table shows, as numbers."""
     status = status or (lambda text: contextlib.nullcontext())
     rng = Random(seed)
@@ -176,8 +193,9 @@ def measure(cycles: int = CYCLES, seed: int = SEED, broker_every: int = BROKER_E
                 deadline = time.monotonic() + 300
                 while not chaos.current_done():
                     if time.monotonic() > deadline:
-                        raise RuntimeError("the last job was not done within 300 s:\n"
-                                           + chaos.daemon.log()[-3000:])
+                        raise RuntimeError(
+                            "the last job was not done within 300 s:\n" + chaos.daemon.log()[-3000:]
+                        )
                     time.sleep(0.2)
             wall = time.perf_counter() - t0
             chaos.daemon.signal(signal.SIGTERM)
@@ -187,9 +205,18 @@ def measure(cycles: int = CYCLES, seed: int = SEED, broker_every: int = BROKER_E
             leftovers = sorted(chaos.marks() - {Path(s).name for _, s in chaos.jobs})
         finally:
             chaos.close()
-    return {"cycles": cycles, "seed": seed, "broker_every": broker_every, "packets": packets,
-            "rate_bps": chaos.rate_bps, "wall_s": wall, "drain_exit": drained,
-            "leftovers": leftovers, "jobs": jobs, **counts}
+    return {
+        "cycles": cycles,
+        "seed": seed,
+        "broker_every": broker_every,
+        "packets": packets,
+        "rate_bps": chaos.rate_bps,
+        "wall_s": wall,
+        "drain_exit": drained,
+        "leftovers": leftovers,
+        "jobs": jobs,
+        **counts,
+    }
 
 
 def _cycles(chaos: Chaos, rng: Random, cycles: int, broker_every: int, status) -> dict:
@@ -203,8 +230,9 @@ def _cycles(chaos: Chaos, rng: Random, cycles: int, broker_every: int, status) -
     for cycle in range(cycles):
         kill_at = started + rng.uniform(*KILL_AFTER_S)
         recovered = False
-        with status(f"cycle {cycle + 1}/{cycles}: {len(chaos.jobs)} jobs, "
-                    f"{broker_restarts} broker restarts"):
+        with status(
+            f"cycle {cycle + 1}/{cycles}: {len(chaos.jobs)} jobs, {broker_restarts} broker restarts"
+        ):
             next_ask = 0.0
             while (now := time.monotonic()) < kill_at:
                 if measuring and not recovered and chaos.marks() - before:
@@ -216,9 +244,10 @@ def _cycles(chaos: Chaos, rng: Random, cycles: int, broker_every: int, status) -
                         chaos.request()
                 time.sleep(0.01)
             if chaos.daemon.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited by itself (status "
-                                   f"{chaos.daemon.proc.returncode}):\n"
-                                   + chaos.daemon.log()[-3000:])
+                raise RuntimeError(
+                    f"the daemon exited by itself (status "
+                    f"{chaos.daemon.proc.returncode}):\n" + chaos.daemon.log()[-3000:]
+                )
             chaos.daemon.kill()
             if measuring and not recovered:
                 killed_before_recovery += 1
@@ -233,9 +262,12 @@ def _cycles(chaos: Chaos, rng: Random, cycles: int, broker_every: int, status) -
                 broker_restarts += 1
             chaos.daemon.start()
             started = time.monotonic()
-    return {"broker_restarts": broker_restarts, "recover_s": recover,
-            "killed_before_recovery": killed_before_recovery,
-            "killed_finishing": killed_finishing}
+    return {
+        "broker_restarts": broker_restarts,
+        "recover_s": recover,
+        "killed_before_recovery": killed_before_recovery,
+        "killed_finishing": killed_finishing,
+    }
 
 
 def _evidence(chaos: Chaos, request_id: int, sink: str) -> dict:
@@ -252,26 +284,37 @@ def _evidence(chaos: Chaos, request_id: int, sink: str) -> dict:
     try:
         reports = db.execute(
             "SELECT sequence, packets_out, bytes_out FROM usage_reports WHERE job_id = ? "
-            "ORDER BY sequence, id", (job["id"],)).fetchall()
+            "ORDER BY sequence, id",
+            (job["id"],),
+        ).fetchall()
         charged = db.execute(
             "SELECT COALESCE(SUM(amount_minor), 0) FROM charges WHERE job_id = ? AND "
-            "kind != 'price'", (job["id"],)).fetchone()[0]
+            "kind != 'price'",
+            (job["id"],),
+        ).fetchone()[0]
     finally:
         db.close()
     sequences = [r[0] for r in reports]
     repeated = sum(1 for a, b in pairwise(reports) if a[1:] == b[1:])
     events = [e["event"] for e in job["events"]]
     delivered_bytes = sum(map(len, delivered))
-    return {"job_id": job["id"], "status": job["status"],
-            "source_packets": len(m.packets), "delivered_packets": len(delivered),
-            "delivered_bytes": delivered_bytes, **sink_faults(m.packets, delivered),
-            "billed_packets": usage["packets_out"], "billed_bytes": usage["bytes_out"],
-            "charged_minor": int(charged),
-            "owed_minor": max(delivered_bytes - VOLUME_BYTES, 0),
-            "reports": len(reports),
-            "counted_twice": len(sequences) - len(set(sequences)) + repeated,
-            "claims": events.count("claim"), "handbacks": events.count("handback"),
-            "lapses": events.count("lapse")}
+    return {
+        "job_id": job["id"],
+        "status": job["status"],
+        "source_packets": len(m.packets),
+        "delivered_packets": len(delivered),
+        "delivered_bytes": delivered_bytes,
+        **sink_faults(m.packets, delivered),
+        "billed_packets": usage["packets_out"],
+        "billed_bytes": usage["bytes_out"],
+        "charged_minor": int(charged),
+        "owed_minor": max(delivered_bytes - VOLUME_BYTES, 0),
+        "reports": len(reports),
+        "counted_twice": len(sequences) - len(set(sequences)) + repeated,
+        "claims": events.count("claim"),
+        "handbacks": events.count("handback"),
+        "lapses": events.count("lapse"),
+    }
 
 
 def violations(r: dict) -> list[str]:
@@ -284,13 +327,19 @@ def violations(r: dict) -> list[str]:
         for fault in ("missing", "duplicates", "out_of_order"):
             if j[fault]:
                 out.append(f"{name}: {j[fault]} packet(s) {fault.replace('_', ' ')} in the sink")
-        if (j["billed_packets"], j["billed_bytes"]) != (j["delivered_packets"],
-                                                        j["delivered_bytes"]):
-            out.append(f"{name}: billed {j['billed_packets']} packets / {j['billed_bytes']} "
-                       f"bytes, delivered {j['delivered_packets']} / {j['delivered_bytes']}")
+        if (j["billed_packets"], j["billed_bytes"]) != (
+            j["delivered_packets"],
+            j["delivered_bytes"],
+        ):
+            out.append(
+                f"{name}: billed {j['billed_packets']} packets / {j['billed_bytes']} "
+                f"bytes, delivered {j['delivered_packets']} / {j['delivered_bytes']}"
+            )
         if j["charged_minor"] != j["owed_minor"]:
-            out.append(f"{name}: charged {j['charged_minor']} minor units for "
-                       f"{j['owed_minor']} bytes past the volume")
+            out.append(
+                f"{name}: charged {j['charged_minor']} minor units for "
+                f"{j['owed_minor']} bytes past the volume"
+            )
         if j["counted_twice"]:
             out.append(f"{name}: {j['counted_twice']} report(s) counted twice")
     if r["leftovers"]:
@@ -300,16 +349,24 @@ def violations(r: dict) -> list[str]:
     return out
 
 
-def run(packets: int = PACKETS, repeat: int = 1, stream_gb: float = 0.0, *,
-        cycles: int = CYCLES, seed: int = SEED, broker_every: int = BROKER_EVERY,
-        job_seconds: float = JOB_SECONDS, out=None, workdir: str | None = None) -> int:
+def run(
+    packets: int = PACKETS,
+    repeat: int = 1,
+    stream_gb: float = 0.0,
+    *,
+    cycles: int = CYCLES,
+    seed: int = SEED,
+    broker_every: int = BROKER_EVERY,
+    job_seconds: float = JOB_SECONDS,
+    out=None,
+    workdir: str | None = None,
+) -> int:
     """``pktx bench chaos`` (``repeat`` and ``stream_gb``, every table's, mean nothing here):
     0 when every invariant held, 1 otherwise."""
     from rich.console import Console
 
     console = Console(file=out) if out else Console()
-    r = measure(cycles, seed, broker_every, packets, job_seconds, workdir,
-                status=console.status)
+    r = measure(cycles, seed, broker_every, packets, job_seconds, workdir, status=console.status)
     return report(console, r)
 
 
@@ -325,36 +382,55 @@ def report(console, r: dict) -> int:
         return sum(j[key] for j in jobs)
 
     rec = sorted(r["recover_s"])
-    t = Table(title=f"pktx bench chaos: {r['cycles']} SIGKILLs of pktx daemon at random "
-                    f"moments, the broker SIGKILLed every {r['broker_every']}, seed {r['seed']}; "
-                    f"jobs of {r['packets']:,} packets ({FLOWS} flows) file -> file at "
-                    f"{r['rate_bps'] / 1e6:.2f} Mbit/s")
+    t = Table(
+        title=f"pktx bench chaos: {r['cycles']} SIGKILLs of pktx daemon at random "
+        f"moments, the broker SIGKILLed every {r['broker_every']}, seed {r['seed']}; "
+        f"jobs of {r['packets']:,} packets ({FLOWS} flows) file -> file at "
+        f"{r['rate_bps'] / 1e6:.2f} Mbit/s"
+    )
     t.add_column("what")
     t.add_column("measured", justify="right")
     rows = [
         ("daemon SIGKILLed and restarted (cycles)", f"{r['cycles']}"),
         ("broker SIGKILLed and restarted", f"{r['broker_restarts']}"),
         ("jobs requested / done", f"{len(jobs)} / {sum(j['status'] == 'done' for j in jobs)}"),
-        ("packets delivered (sinks, dpkt) / in the sources",
-         f"{total('delivered_packets'):,} / {total('source_packets'):,}"),
-        ("packets missing / duplicated / out of order in their flow",
-         f"{total('missing')} / {total('duplicates')} / {total('out_of_order')}"),
-        ("bytes billed (GET /usage) / delivered (sinks)",
-         f"{total('billed_bytes'):,} / {total('delivered_bytes'):,}"),
-        ("packets billed / delivered", f"{total('billed_packets'):,} / "
-                                       f"{total('delivered_packets'):,}"),
-        ("charged (broker's DB, minor units) / owed (delivered bytes past the volume)",
-         f"{total('charged_minor'):,} / {total('owed_minor'):,}"),
-        ("usage reports stored / counted twice", f"{total('reports')} / "
-                                                f"{total('counted_twice')}"),
-        ("jobs claimed again (lease lapsed) / handed back",
-         f"{sum(j['claims'] > 1 for j in jobs)} ({total('lapses')} lapses) / "
-         f"{total('handbacks')}"),
-        ("kills during a job's finish / before the daemon had recovered",
-         f"{r['killed_finishing']} / {r['killed_before_recovery']}"),
-        ("time to recover after a kill, median / p95 / max (s)",
-         f"{_quantile(rec, 0.5):.2f} / {_quantile(rec, 0.95):.2f} / {_quantile(rec, 1):.2f}"
-         f" ({len(rec)} kills)" if rec else "none observed"),
+        (
+            "packets delivered (sinks, dpkt) / in the sources",
+            f"{total('delivered_packets'):,} / {total('source_packets'):,}",
+        ),
+        (
+            "packets missing / duplicated / out of order in their flow",
+            f"{total('missing')} / {total('duplicates')} / {total('out_of_order')}",
+        ),
+        (
+            "bytes billed (GET /usage) / delivered (sinks)",
+            f"{total('billed_bytes'):,} / {total('delivered_bytes'):,}",
+        ),
+        (
+            "packets billed / delivered",
+            f"{total('billed_packets'):,} / {total('delivered_packets'):,}",
+        ),
+        (
+            "charged (broker's DB, minor units) / owed (delivered bytes past the volume)",
+            f"{total('charged_minor'):,} / {total('owed_minor'):,}",
+        ),
+        ("usage reports stored / counted twice", f"{total('reports')} / {total('counted_twice')}"),
+        (
+            "jobs claimed again (lease lapsed) / handed back",
+            f"{sum(j['claims'] > 1 for j in jobs)} ({total('lapses')} lapses) / "
+            f"{total('handbacks')}",
+        ),
+        (
+            "kills during a job's finish / before the daemon had recovered",
+            f"{r['killed_finishing']} / {r['killed_before_recovery']}",
+        ),
+        (
+            "time to recover after a kill, median / p95 / max (s)",
+            f"{_quantile(rec, 0.5):.2f} / {_quantile(rec, 0.95):.2f} / {_quantile(rec, 1):.2f}"
+            f" ({len(rec)} kills)"
+            if rec
+            else "none observed",
+        ),
         ("wall time (s)", f"{r['wall_s']:.1f}"),
     ]
     for row in rows:
@@ -363,17 +439,31 @@ def report(console, r: dict) -> int:
     broken = violations(r)
     for line in broken[:20]:
         console.print(f"  [red]VIOLATION[/] {line}")
-    print_verdicts(console, [
-        ("every packet in the sink exactly once and in order per flow",
-         not any(j["missing"] or j["duplicates"] or j["out_of_order"] for j in jobs)),
-        ("usage billed equals usage delivered (packets, bytes, charges)",
-         all((j["billed_packets"], j["billed_bytes"], j["charged_minor"])
-             == (j["delivered_packets"], j["delivered_bytes"], j["owed_minor"]) for j in jobs)),
-        ("no report counted twice", not total("counted_twice")),
-        ("every job done, nothing left behind, the daemon drained with 0",
-         all(j["status"] == "done" for j in jobs) and not r["leftovers"]
-         and r["drain_exit"] == 0),
-    ], f"load average {load_average()}")
+    print_verdicts(
+        console,
+        [
+            (
+                "every packet in the sink exactly once and in order per flow",
+                not any(j["missing"] or j["duplicates"] or j["out_of_order"] for j in jobs),
+            ),
+            (
+                "usage billed equals usage delivered (packets, bytes, charges)",
+                all(
+                    (j["billed_packets"], j["billed_bytes"], j["charged_minor"])
+                    == (j["delivered_packets"], j["delivered_bytes"], j["owed_minor"])
+                    for j in jobs
+                ),
+            ),
+            ("no report counted twice", not total("counted_twice")),
+            (
+                "every job done, nothing left behind, the daemon drained with 0",
+                all(j["status"] == "done" for j in jobs)
+                and not r["leftovers"]
+                and r["drain_exit"] == 0,
+            ),
+        ],
+        f"load average {load_average()}",
+    )
     return 1 if broken else 0
 
 

@@ -59,8 +59,10 @@ def _free_port() -> int:
 
 
 def _env() -> dict:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
 
 
 class Scene:
@@ -77,8 +79,21 @@ class Scene:
         db = f"sqlite:///{folder / 'broker.sqlite3'}"
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self._spawn("broker", _pktx("broker", "serve", "--db", db, "--port", port,
-                                    "--log-level", "warning", "--expire-every", "0"))
+        self._spawn(
+            "broker",
+            _pktx(
+                "broker",
+                "serve",
+                "--db",
+                db,
+                "--port",
+                port,
+                "--log-level",
+                "warning",
+                "--expire-every",
+                "0",
+            ),
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -89,25 +104,64 @@ class Scene:
             if self.procs[0].poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the broker did not start: " + self._log("broker"))
             time.sleep(0.1)
-        init = subprocess.run(_pktx("broker", "admin", "init", "--db", db), cwd=ROOT,
-                              env=_env(), capture_output=True, text=True, check=True)
+        init = subprocess.run(
+            _pktx("broker", "admin", "init", "--db", db),
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         self.admin = self._client(json.loads(init.stdout)["token"])
         net = self._make("/v1/networks", {"name": "bench"})
-        self.provider = self._make("/v1/providers", {
-            "network_id": net, "name": "bench", "services": ["identity"],
-            "capacity_bps": 10**12, "currency": "EUR", "per_gb_minor": 1,
-            "per_mbps_hour_minor": 1})
+        self.provider = self._make(
+            "/v1/providers",
+            {
+                "network_id": net,
+                "name": "bench",
+                "services": ["identity"],
+                "capacity_bps": 10**12,
+                "currency": "EUR",
+                "per_gb_minor": 1,
+                "per_mbps_hour_minor": 1,
+            },
+        )
         user = self._make("/v1/users", {"name": "bench", "home_provider_id": self.provider})
         self.user = self._client(self._key("user", user))
-        self._spawn("daemon", _pktx("daemon", "--broker", self.url, "--key-env", "BENCH_KEY",
-                                    "--state", folder / "state", "--files", self.files,
-                                    "--workers", workers, "--max-jobs", 1, "--name", "bench"),
-                    BENCH_KEY=self._key("provider", self.provider))
+        self._spawn(
+            "daemon",
+            _pktx(
+                "daemon",
+                "--broker",
+                self.url,
+                "--key-env",
+                "BENCH_KEY",
+                "--state",
+                folder / "state",
+                "--files",
+                self.files,
+                "--workers",
+                workers,
+                "--max-jobs",
+                1,
+                "--name",
+                "bench",
+            ),
+            BENCH_KEY=self._key("provider", self.provider),
+        )
 
     def _spawn(self, name: str, argv: list[str], **env) -> None:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - the process keeps it
-        self.procs.append(subprocess.Popen(argv, cwd=ROOT, env={**_env(), **env},
-                                           stdin=subprocess.DEVNULL, stdout=log, stderr=log))
+        self.procs.append(
+            subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env={**_env(), **env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        )
 
     def _log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")[-2000:]
@@ -119,8 +173,9 @@ class Scene:
     def _client(self, token: str):
         import httpx
 
-        client = httpx.Client(base_url=self.url, timeout=60,
-                              headers={"Authorization": f"Bearer {token}"})
+        client = httpx.Client(
+            base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {token}"}
+        )
         self.clients.append(client)
         return client
 
@@ -136,8 +191,7 @@ class Scene:
 
     def request(self, source: str, sink: str) -> tuple[float, int]:
         """Request (and so award) a job; the wall time just before the POST, and its id."""
-        body = {"services": ["identity"], "volume_bytes": 10**12, "source": source,
-                "sink": sink}
+        body = {"services": ["identity"], "volume_bytes": 10**12, "source": source, "sink": sink}
         t0 = time.time()
         r = self.user.post("/v1/requests", json=body)
         if r.status_code != 201 or r.json()["status"] != "served":
@@ -164,8 +218,9 @@ class Scene:
             if status == "done":
                 return {e["event"]: _epoch(e["at"]) for e in detail["events"]}
             if status == "failed" or time.monotonic() > deadline:
-                raise RuntimeError(f"job {job_id} {status}: {detail['events']}\n"
-                                   + self._log("daemon"))
+                raise RuntimeError(
+                    f"job {job_id} {status}: {detail['events']}\n" + self._log("daemon")
+                )
             if self.procs[1].poll() is not None:
                 raise RuntimeError("the daemon exited: " + self._log("daemon"))
             time.sleep(0.1)
@@ -173,7 +228,7 @@ class Scene:
     def close(self) -> None:
         for client in self.clients:
             client.close()
-        for proc in reversed(self.procs):     # the daemon first, then the broker
+        for proc in reversed(self.procs):  # the daemon first, then the broker
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -213,7 +268,7 @@ def through_daemon(scene: Scene, capture: str, n: int) -> tuple[float, float]:
     t0, request_id = scene.request(capture, sink)
     events = scene.wait_done(request_id)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(scene.files / sink)   # untimed: freeing its pages is no part of the next run
+        os.unlink(scene.files / sink)  # untimed: freeing its pages is no part of the next run
     return events["complete"] - t0, events["complete"] - events["claim"]
 
 
@@ -221,17 +276,32 @@ def whole_deliver(scene: Scene, capture: str, workers: int) -> float:
     """A big job as ``pktx deliver``, a whole process: seconds, start-up included."""
     out = scene.files / "out" / "deliver.pcap"
     t0 = time.perf_counter()
-    subprocess.run(_pktx("deliver", scene.files / capture, "-o", out, "--service",
-                         "identity", "--workers", workers, "-q"),
-                   cwd=ROOT, env=_env(), check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        _pktx(
+            "deliver",
+            scene.files / capture,
+            "-o",
+            out,
+            "--service",
+            "identity",
+            "--workers",
+            workers,
+            "-q",
+        ),
+        cwd=ROOT,
+        env=_env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - t0
     out.unlink()
     return seconds
 
 
-def measure(packets: int | list[int] = SIZES, repeat: int = 5, workdir: str | None = None,
-            status=None) -> dict:
+def measure(
+    packets: int | list[int] = SIZES, repeat: int = 5, workdir: str | None = None, status=None
+) -> dict:
     """Everything the tables show, as numbers (``packets``: the job sizes, one capture each,
     delivered both ways ``repeat`` times)."""
     from engine.capture.generate import generate_capture
@@ -244,8 +314,9 @@ def measure(packets: int | list[int] = SIZES, repeat: int = 5, workdir: str | No
             scene = Scene(folder)
         try:
             (scene.files / "out").mkdir()
-            generate_capture(scene.files / "small.pcap", packets=LATENCY_PACKETS, flows=10,
-                             seed=1, format="pcap")
+            generate_capture(
+                scene.files / "small.pcap", packets=LATENCY_PACKETS, flows=10, seed=1, format="pcap"
+            )
             with status("warming up (a job through the daemon)"):
                 first_packet(scene)
             latency, claim = [], []
@@ -258,8 +329,14 @@ def measure(packets: int | list[int] = SIZES, repeat: int = 5, workdir: str | No
             for n in sizes:
                 capture = f"big-{n}.pcap"
                 with status(f"generating {n:,} packets"):
-                    generate_capture(scene.files / capture, packets=n, flows=1000, seed=42,
-                                     format="pcap", ts_resolution="us")
+                    generate_capture(
+                        scene.files / capture,
+                        packets=n,
+                        flows=1000,
+                        seed=42,
+                        format="pcap",
+                        ts_resolution="us",
+                    )
                 with status(f"warming up on {n:,} packets (pktx deliver)"):
                     whole_deliver(scene, capture, WORKERS)
                 deliver, daemon, running = [], [], []
@@ -271,17 +348,29 @@ def measure(packets: int | list[int] = SIZES, repeat: int = 5, workdir: str | No
                     daemon.append(d)
                     running.append(r)
                 own = [float(ms) for ms in OWN_TIME.findall(scene.log_text()[logged:])]
-                jobs.append({"packets": n, "bytes": os.path.getsize(scene.files / capture),
-                             "deliver": deliver, "daemon": daemon, "running": running,
-                             "own_ms": own})
-                os.unlink(scene.files / capture)   # the next size's disk space
+                jobs.append(
+                    {
+                        "packets": n,
+                        "bytes": os.path.getsize(scene.files / capture),
+                        "deliver": deliver,
+                        "daemon": daemon,
+                        "running": running,
+                        "own_ms": own,
+                    }
+                )
+                os.unlink(scene.files / capture)  # the next size's disk space
         finally:
             scene.close()
     return {"repeat": repeat, "latency": latency, "claim": claim, "jobs": jobs}
 
 
-def run(packets: int | list[int] | None = None, repeat: int = 5, stream_gb: float = 0.0,
-        out=None, workdir: str | None = None) -> int:
+def run(
+    packets: int | list[int] | None = None,
+    repeat: int = 5,
+    stream_gb: float = 0.0,
+    out=None,
+    workdir: str | None = None,
+) -> int:
     from rich.console import Console
 
     console = Console(file=out) if out else Console()
@@ -298,19 +387,31 @@ def report(console, r: dict) -> None:
     repeat = r["repeat"]
     median = statistics.median(r["latency"])
     claim = statistics.median(r["claim"])
-    t = Table(title=f"pktx bench daemon: award to first packet ({LATENCY_PACKETS:,}-packet "
-                    f"capture to udp://, loopback), {repeat} awards")
+    t = Table(
+        title=f"pktx bench daemon: award to first packet ({LATENCY_PACKETS:,}-packet "
+        f"capture to udp://, loopback), {repeat} awards"
+    )
     for col in ("what", "median s", "min s", "max s"):
         t.add_column(col, justify="left" if col == "what" else "right")
-    t.add_row("award (before the request's POST) -> first datagram received", f"{median:.3f}",
-              f"{min(r['latency']):.3f}", f"{max(r['latency']):.3f}")
-    t.add_row("  of which award -> claim (the broker's claim event)", f"{claim:.3f}",
-              f"{min(r['claim']):.3f}", f"{max(r['claim']):.3f}")
+    t.add_row(
+        "award (before the request's POST) -> first datagram received",
+        f"{median:.3f}",
+        f"{min(r['latency']):.3f}",
+        f"{max(r['latency']):.3f}",
+    )
+    t.add_row(
+        "  of which award -> claim (the broker's claim event)",
+        f"{claim:.3f}",
+        f"{min(r['claim']):.3f}",
+        f"{max(r['claim']):.3f}",
+    )
     console.print(t)
 
     jobs = r["jobs"]
-    t = Table(title=f"pktx bench daemon: the same job both ways, identity, {WORKERS} workers, "
-                    f"file -> file, best of {repeat} (runs alternate)")
+    t = Table(
+        title=f"pktx bench daemon: the same job both ways, identity, {WORKERS} workers, "
+        f"file -> file, best of {repeat} (runs alternate)"
+    )
     for col in ("job", "what", "seconds", "Mpackets/s", "MB/s", "daemon - deliver", "overhead"):
         t.add_column(col, justify="left" if col in ("job", "what") else "right")
     verdicts = []
@@ -321,31 +422,60 @@ def report(console, r: dict) -> None:
 
         def row(job, name, secs, note, j=j, deliver=deliver):
             extra = f"{(secs - deliver) * 1000:+.1f} ms" if secs != deliver else ""
-            t.add_row(job, name, f"{secs:.3f}", f"{j['packets'] / secs / 1e6:.2f}",
-                      f"{j['bytes'] / secs / 1e6:,.0f}", extra, note)
+            t.add_row(
+                job,
+                name,
+                f"{secs:.3f}",
+                f"{j['packets'] / secs / 1e6:.2f}",
+                f"{j['bytes'] / secs / 1e6:,.0f}",
+                extra,
+                note,
+            )
 
         row(job, "pktx deliver (whole process, start-up included)", deliver, "reference")
         row("", "pktx daemon: award -> complete", daemon, f"{overhead:.1%}")
         row("", "pktx daemon: claim -> complete", running, f"{1 - deliver / running:.1%}")
         if j["own_ms"]:
             own = statistics.median(j["own_ms"])
-            t.add_row("", "the daemon's own time a job, median of its log (claim -> delivery "
-                          "started, its exit -> complete answered)", "", "", "",
-                      f"{own:.1f} ms", f"{own / 1000 / deliver:.1%}")
+            t.add_row(
+                "",
+                "the daemon's own time a job, median of its log (claim -> delivery "
+                "started, its exit -> complete answered)",
+                "",
+                "",
+                "",
+                f"{own:.1f} ms",
+                f"{own / 1000 / deliver:.1%}",
+            )
         t.add_section()
-        verdicts.append((f"daemon overhead on a delivery < {TARGET_OVERHEAD:.0%} of pktx "
-                         f"deliver's throughput, {j['packets']:,} packets (award -> complete "
-                         f"against the whole process, best of {repeat}): {overhead:.1%}",
-                         overhead < TARGET_OVERHEAD))
+        verdicts.append(
+            (
+                f"daemon overhead on a delivery < {TARGET_OVERHEAD:.0%} of pktx "
+                f"deliver's throughput, {j['packets']:,} packets (award -> complete "
+                f"against the whole process, best of {repeat}): {overhead:.1%}",
+                overhead < TARGET_OVERHEAD,
+            )
+        )
     console.print(t)
     for j in jobs:
-        console.print(f"runs (s), {j['packets']:,} packets: pktx deliver {_list(j['deliver'])}; "
-                      f"daemon {_list(j['daemon'])}; the daemon's own time (ms) "
-                      + ", ".join(f"{ms:.1f}" for ms in j["own_ms"]))
+        console.print(
+            f"runs (s), {j['packets']:,} packets: pktx deliver {_list(j['deliver'])}; "
+            f"daemon {_list(j['daemon'])}; the daemon's own time (ms) "
+            + ", ".join(f"{ms:.1f}" for ms in j["own_ms"])
+        )
     console.print(f"award -> first packet (s): {_list(r['latency'])}")
-    print_verdicts(console, [
-        (f"award to first packet on loopback < {TARGET_FIRST_PACKET_S:g} s (median of {repeat})",
-         median < TARGET_FIRST_PACKET_S), *verdicts], f"load average {load_average()}")
+    print_verdicts(
+        console,
+        [
+            (
+                f"award to first packet on loopback < {TARGET_FIRST_PACKET_S:g} s "
+                f"(median of {repeat})",
+                median < TARGET_FIRST_PACKET_S,
+            ),
+            *verdicts,
+        ],
+        f"load average {load_average()}",
+    )
 
 
 def _list(values: list[float]) -> str:

@@ -48,15 +48,17 @@ def _process(cmd: list[str], repeat: int, output: str | None = None) -> float:
     the previous run's 1 GB output frees its pages, which took 0.5-0.9 s here (for the peer,
     which truncates it on opening, as for pktx, which renames over it)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    )
     best = float("inf")
     for _ in range(repeat):
         if output is not None and os.path.exists(output):
             os.unlink(output)
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -97,8 +99,15 @@ def _aesgcm_one_process(batch) -> float:
     return time.perf_counter() - t0
 
 
-def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: int = 1000,
-        workdir: str | None = None, out=None, process_gb: float = 0.0) -> int:
+def run(
+    packets: int = 200_000,
+    repeat: int = 3,
+    stream_gb: float = 2.0,
+    flows: int = 1000,
+    workdir: str | None = None,
+    out=None,
+    process_gb: float = 0.0,
+) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -114,8 +123,9 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
     src = os.path.join(tmp.name, "bench.pcap")
     dst = os.path.join(tmp.name, "out.pcap")
     with console.status("generating the capture"):
-        generate_capture(src, packets=packets, flows=flows, seed=42, format="pcap",
-                         ts_resolution="us")
+        generate_capture(
+            src, packets=packets, flows=flows, seed=42, format="pcap", ts_resolution="us"
+        )
     batch = read_capture(src)
     size = os.path.getsize(src)
     nbytes = batch.nbytes
@@ -125,24 +135,38 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
         t0 = time.perf_counter()
         mp_pool.run(src, dst)
         peer = time.perf_counter() - t0
-    rows.append(("dpkt + multiprocessing.Pool(2), 256-packet segments, file -> file", peer,
-                 "peer"))
+    rows.append(("dpkt + multiprocessing.Pool(2), 256-packet segments, file -> file", peer, "peer"))
     engine_rows = {}
     for w in (1, 2, 4):
         with console.status(f"engine identity, {w} worker(s)"):
             engine_rows[w] = _engine(src, dst, w, repeat)
-        rows.append((f"pktx deliver identity, {w} worker(s), file -> file", engine_rows[w],
-                     f"{peer / engine_rows[w]:.1f}x peer"))
+        rows.append(
+            (
+                f"pktx deliver identity, {w} worker(s), file -> file",
+                engine_rows[w],
+                f"{peer / engine_rows[w]:.1f}x peer",
+            )
+        )
     with console.status("engine identity to /dev/null"):
         devnull = _engine(src, os.devnull, 2, repeat)
     bounds = by_packets(batch, DEFAULT_SEGMENT_PACKETS)
     segments = [batch[a:b].compact().to_frames() for a, b in itertools.pairwise(bounds)]
     with console.status("raw pyzmq round trip"):
         raw = min(zmq_echo.run(segments) for _ in range(repeat))
-    rows.append(("pktx deliver identity, 2 workers, -> /dev/null", devnull,
-                 f"{raw / devnull:.0%} of raw pyzmq"))
-    rows.append((f"raw pyzmq ROUTER->DEALER->ROUTER, {DEFAULT_SEGMENT_PACKETS}-packet segments",
-                 raw, "transport limit"))
+    rows.append(
+        (
+            "pktx deliver identity, 2 workers, -> /dev/null",
+            devnull,
+            f"{raw / devnull:.0%} of raw pyzmq",
+        )
+    )
+    rows.append(
+        (
+            f"raw pyzmq ROUTER->DEALER->ROUTER, {DEFAULT_SEGMENT_PACKETS}-packet segments",
+            raw,
+            "transport limit",
+        )
+    )
     # As a user runs it: whole processes from the command line, start-up included.
     # The whole-process rows run on the generated capture, or (--process-gb) on one of that
     # size made by repeating it, as issue 8 measures; their rates are of that file.
@@ -156,29 +180,52 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
     with console.status("whole processes"):
         small = os.path.join(tmp.name, "small.pcap")
         generate_capture(small, packets=100, flows=10, seed=1, format="pcap")
-        startup = _process(_pktx("deliver", small, "-o", dst, "--workers", 2, "-q"), repeat + 2,
-                           dst)
+        startup = _process(
+            _pktx("deliver", small, "-o", dst, "--workers", 2, "-q"), repeat + 2, dst
+        )
         peer_proc = _process([sys.executable, "-c", _PEER_PROCESS, proc_src, dst], repeat, dst)
-        file_proc = _process(_pktx("deliver", proc_src, "-o", dst, "--workers", 2, "-q"),
-                             repeat, dst)
-        null_proc = _process(_pktx("deliver", proc_src, "-o", os.devnull, "--workers", 2,
-                                   "-q"), repeat)
+        file_proc = _process(
+            _pktx("deliver", proc_src, "-o", dst, "--workers", 2, "-q"), repeat, dst
+        )
+        null_proc = _process(
+            _pktx("deliver", proc_src, "-o", os.devnull, "--workers", 2, "-q"), repeat
+        )
         raw_proc = _process([sys.executable, "-c", _RAW_PROCESS, proc_src], repeat)
     if proc_src != src:
         os.unlink(proc_src)
     # A row's rates are of the file it ran on (a sixth element: its packets and bytes).
     proc_size = (round(len(batch) * proc_scale), nbytes * proc_scale)
     process_rows = [
-        ("start-up: pktx deliver of 100 packets, 2 local workers (whole process)", startup,
-         "target < 0.4 s", (100, os.path.getsize(small))),
-        (f"dpkt + multiprocessing.Pool(2), file -> file (whole process, {proc_what})",
-         peer_proc, "peer", proc_size),
-        (f"pktx deliver identity, 2 workers, file -> file (whole process, {proc_what})",
-         file_proc, f"{peer_proc / file_proc:.1f}x peer", proc_size),
-        (f"pktx deliver identity, 2 workers, -> /dev/null (whole process, {proc_what})",
-         null_proc, f"{raw_proc / null_proc:.0%} of raw pyzmq", proc_size),
-        (f"raw pyzmq round trip, reading and cutting the file (whole process, {proc_what})",
-         raw_proc, "transport limit", proc_size),
+        (
+            "start-up: pktx deliver of 100 packets, 2 local workers (whole process)",
+            startup,
+            "target < 0.4 s",
+            (100, os.path.getsize(small)),
+        ),
+        (
+            f"dpkt + multiprocessing.Pool(2), file -> file (whole process, {proc_what})",
+            peer_proc,
+            "peer",
+            proc_size,
+        ),
+        (
+            f"pktx deliver identity, 2 workers, file -> file (whole process, {proc_what})",
+            file_proc,
+            f"{peer_proc / file_proc:.1f}x peer",
+            proc_size,
+        ),
+        (
+            f"pktx deliver identity, 2 workers, -> /dev/null (whole process, {proc_what})",
+            null_proc,
+            f"{raw_proc / null_proc:.0%} of raw pyzmq",
+            proc_size,
+        ),
+        (
+            f"raw pyzmq round trip, reading and cutting the file (whole process, {proc_what})",
+            raw_proc,
+            "transport limit",
+            proc_size,
+        ),
     ]
     rows += process_rows
     with console.status("encrypt"):
@@ -186,8 +233,9 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
         enc2 = _engine(src, os.devnull, 2, repeat, services="encrypt", params=[f"key={KEY}"])
         one = min(_aesgcm_one_process(batch) for _ in range(repeat))
     rows.append(("pktx deliver encrypt (AES-256-GCM), 1 worker", enc1, ""))
-    rows.append(("pktx deliver encrypt (AES-256-GCM), 2 workers", enc2,
-                 f"{enc1 / enc2:.2f}x one worker"))
+    rows.append(
+        ("pktx deliver encrypt (AES-256-GCM), 2 workers", enc2, f"{enc1 / enc2:.2f}x one worker")
+    )
     rows.append(("AES-GCM over the same payloads, one process, no I/O", one, "reference"))
 
     from benchmarks import live_capture
@@ -196,8 +244,9 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
     if not live_skipped:
         with console.status("live capture across a veth pair"):
             secs, note = live_capture.run(src, len(batch))
-        rows.append(("pktx iface: capture (TPACKET_V3 ring) from a veth, sender in a netns",
-                     secs, note))
+        rows.append(
+            ("pktx iface: capture (TPACKET_V3 ring) from a veth, sender in a netns", secs, note)
+        )
 
     rss = None
     if stream_gb > 0:
@@ -205,13 +254,16 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
         with console.status(f"writing a {stream_gb:g} GB capture"):
             make_big_file(big, batch, int(stream_gb * 1e9))
         with console.status("delivering it (2 workers, to /dev/null)"):
-            res = subprocess.run([sys.executable, "-c", _RSS_CHILD, big], capture_output=True,
-                                 text=True, check=True).stdout.split()
+            res = subprocess.run(
+                [sys.executable, "-c", _RSS_CHILD, big], capture_output=True, text=True, check=True
+            ).stdout.split()
         rss = (int(res[0]), int(res[1]) / 1e9, int(res[2]), os.path.getsize(big))
         os.unlink(big)
 
-    table = Table(title=f"pktx bench deliver: {len(batch):,} packets, {size / 1e6:.1f} MB pcap, "
-                        f"best of {repeat}")
+    table = Table(
+        title=f"pktx bench deliver: {len(batch):,} packets, {size / 1e6:.1f} MB pcap, "
+        f"best of {repeat}"
+    )
     table.add_column("what")
     table.add_column("seconds", justify="right")
     table.add_column("Mpackets/s", justify="right")
@@ -219,26 +271,33 @@ def run(packets: int = 200_000, repeat: int = 3, stream_gb: float = 2.0, flows: 
     table.add_column("vs", justify="right")
     for name, secs, note, *size in rows:
         n, b = size[0] if size else (len(batch), nbytes)
-        table.add_row(name, f"{secs:.3f}", f"{n / secs / 1e6:.2f}", f"{b / secs / 1e6:,.0f}",
-                      note)
+        table.add_row(name, f"{secs:.3f}", f"{n / secs / 1e6:.2f}", f"{b / secs / 1e6:,.0f}", note)
     console.print(table)
     if live_skipped:
         console.print(f"live capture not measured: {live_skipped}")
     checks = [
         ("start-up of pktx deliver (100 packets, 2 local workers) < 0.4 s", startup < 0.4),
-        ("identity file to file, whole processes >= 8x the multiprocessing peer",
-         peer_proc / file_proc >= 8),
-        ("identity to /dev/null, whole processes >= 60% of the raw pyzmq round trip",
-         raw_proc / null_proc >= 0.6),
-        ("identity file to file (2 workers) >= 8x the multiprocessing peer",
-         peer / engine_rows[2] >= 8),
+        (
+            "identity file to file, whole processes >= 8x the multiprocessing peer",
+            peer_proc / file_proc >= 8,
+        ),
+        (
+            "identity to /dev/null, whole processes >= 60% of the raw pyzmq round trip",
+            raw_proc / null_proc >= 0.6,
+        ),
+        (
+            "identity file to file (2 workers) >= 8x the multiprocessing peer",
+            peer / engine_rows[2] >= 8,
+        ),
         ("identity to /dev/null >= 50% of the raw pyzmq round trip", raw / devnull >= 0.5),
         ("encrypt: 2 workers >= 1.5x one worker", enc1 / enc2 >= 1.5),
     ]
     if rss:
         n, secs, peak, fsize = rss
-        console.print(f"delivered a {fsize / 1e9:.2f} GB capture ({n:,} packets) in {secs:.1f} s "
-                      f"({fsize / secs / 1e6:,.0f} MB/s): dispatcher peak RSS {peak / 1e6:.0f} MB")
+        console.print(
+            f"delivered a {fsize / 1e9:.2f} GB capture ({n:,} packets) in {secs:.1f} s "
+            f"({fsize / secs / 1e6:,.0f} MB/s): dispatcher peak RSS {peak / 1e6:.0f} MB"
+        )
         checks.append(("dispatcher peak RSS < 300 MB on a 2 GB capture", peak < 300e6))
     print_verdicts(console, checks, f"backend: {backend.describe()}")
     tmp.cleanup()

@@ -61,10 +61,27 @@ def running_server(url: str, *, workers: int = 1) -> Iterator[tuple[str, int]]:
     import httpx
 
     port = _free_port()
-    cmd = [sys.executable, "-m", "engine.cli", "broker", "serve", "--db", url, "--host",
-           "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "broker",
+        "serve",
+        "--db",
+        url,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
         base = f"http://127.0.0.1:{port}"
@@ -106,9 +123,12 @@ class _Connection:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}"
-                          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                          f"\r\n".encode() + body)
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"\r\n".encode()
+            + body
+        )
         try:
             await self.writer.drain()
             lines = (await self.reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
@@ -135,8 +155,14 @@ class _Connection:
         self.reader = self.writer = None
 
 
-async def _post_bids(host: str, port: int, auction: int, jobs: list[tuple[int, str, int]],
-                     stop_at: float, counts: dict) -> None:
+async def _post_bids(
+    host: str,
+    port: int,
+    auction: int,
+    jobs: list[tuple[int, str, int]],
+    stop_at: float,
+    counts: dict,
+) -> None:
     """One client: each bid one POST with its own idempotency key, every n-th sent twice
     (a retry, which must not make a second bid); failures are retried with the same key. An
     answer counts as a success only when it is a 201 naming this bid's provider and price."""
@@ -148,8 +174,10 @@ async def _post_bids(host: str, port: int, auction: int, jobs: list[tuple[int, s
         for n, (provider, token, price) in enumerate(jobs):
             if time.perf_counter() >= stop_at:
                 break
-            headers = {"Authorization": f"Bearer {token}",
-                       "Idempotency-Key": f"bid-{auction}-{provider}"}
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": f"bid-{auction}-{provider}",
+            }
             body = json.dumps({"provider_id": provider, "price_minor": price}).encode()
             times = 2 if n % REPLAY_EVERY == REPLAY_EVERY - 1 else 1
             for _ in range(times):
@@ -171,8 +199,9 @@ async def _post_bids(host: str, port: int, auction: int, jobs: list[tuple[int, s
         conn.close()
 
 
-def client_process(base: str, auction: int, shares: list, seconds: float, ready, go,
-                    results) -> None:
+def client_process(
+    base: str, auction: int, shares: list, seconds: float, ready, go, results
+) -> None:
     """A process of ``len(shares)`` concurrent clients (one connection each, on one event
     loop); starts when ``go`` is set."""
     from urllib.parse import urlsplit
@@ -185,8 +214,12 @@ def client_process(base: str, auction: int, shares: list, seconds: float, ready,
     counts = dict.fromkeys(("sent", "replays", "errors", "requests"), 0)
 
     async def clients() -> None:
-        await asyncio.gather(*(_post_bids(url.hostname, url.port, auction, share, stop_at,
-                                          counts) for share in shares))
+        await asyncio.gather(
+            *(
+                _post_bids(url.hostname, url.port, auction, share, stop_at, counts)
+                for share in shares
+            )
+        )
 
     asyncio.run(clients())
     counts["cpu_s"] = time.process_time() - cpu0

@@ -48,13 +48,26 @@ def veth_to_namespace(mtu: int = 9000):
     ns, here, there = f"pktx-bench-{tag}", f"pxb{tag}a", f"pxb{tag}b"
     _ip("netns", "add", ns)
     try:
-        _ip("link", "add", here, "mtu", str(mtu), "type", "veth", "peer", "name", there, "mtu",
-            str(mtu))
+        _ip(
+            "link",
+            "add",
+            here,
+            "mtu",
+            str(mtu),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            there,
+            "mtu",
+            str(mtu),
+        )
         _ip("link", "set", there, "netns", ns)
         for cmd in ([], ["ip", "netns", "exec", ns]):
             dev = there if cmd else here
-            subprocess.run([*cmd, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"],
-                           check=True)
+            subprocess.run(
+                [*cmd, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], check=True
+            )
         _ip("link", "set", here, "up")
         _ip("-n", ns, "link", "set", there, "up")
         yield here, ns, there
@@ -81,9 +94,12 @@ def run(capture: str, packets: int) -> tuple[float, str]:
                     done["last"] = time.perf_counter()
                     done["cpu"] = time.thread_time() - cpu
 
-        sender = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", _SENDER,
-                                   capture, there], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+        sender = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", _SENDER, capture, there],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         reader = threading.Thread(target=read, daemon=True)
         try:
             assert sender.stdout.readline().strip() == "ready", "the sender failed"
@@ -94,8 +110,10 @@ def run(capture: str, packets: int) -> tuple[float, str]:
             send_s = float(sender.stdout.readline())
             sender.wait(60)
             deadline = time.monotonic() + 2
-            while (done["packets"] + source.stats()["kernel_drops"] < packets
-                   and time.monotonic() < deadline):
+            while (
+                done["packets"] + source.stats()["kernel_drops"] < packets
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.01)
         finally:
             source.stop()
@@ -106,6 +124,8 @@ def run(capture: str, packets: int) -> tuple[float, str]:
                 sender.wait()
         stats = source.stats()
     secs = done["last"] - t0
-    note = (f"sender {packets / send_s / 1e6:.2f} M/s; captured {done['packets']:,}, kernel "
-            f"dropped {stats['kernel_drops']:,}; reader CPU {done['cpu'] / secs:.0%}")
+    note = (
+        f"sender {packets / send_s / 1e6:.2f} M/s; captured {done['packets']:,}, kernel "
+        f"dropped {stats['kernel_drops']:,}; reader CPU {done['cpu'] / secs:.0%}"
+    )
     return secs, note

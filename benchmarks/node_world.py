@@ -45,14 +45,27 @@ def free_port() -> int:
 
 
 def pktx(*argv: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *argv], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kw,
+    )
 
 
 class BrokerProcess:
-    def __init__(self, folder: Path, *, tls: tuple[str, str] | None = None,
-                 host: str = "127.0.0.1", reached_at: str | None = None,
-                 prefix: tuple[str, ...] = (), log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        tls: tuple[str, str] | None = None,
+        host: str = "127.0.0.1",
+        reached_at: str | None = None,
+        prefix: tuple[str, ...] = (),
+        log_level: str = "warning",
+    ) -> None:
         """``host``: where it listens; ``reached_at``: the address this process reaches it at
         (default ``host``); ``prefix``: what the command runs under (``ip netns exec NS``);
         ``log_level``: what it logs to ``broker.log``."""
@@ -67,9 +80,24 @@ class BrokerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, verify=True) -> BrokerProcess:
-        argv = [*self.prefix, sys.executable, "-m", "engine.cli", "broker", "serve",
-                "--db", self.db, "--host", self.host, "--port", str(self.port),
-                "--log-level", self.log_level, "--expire-every", "0"]
+        argv = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "broker",
+            "serve",
+            "--db",
+            self.db,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--log-level",
+            self.log_level,
+            "--expire-every",
+            "0",
+        ]
         if self.tls:
             argv += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         log = open(self.folder / "broker.log", "ab")  # noqa: SIM115 - the process keeps it
@@ -110,8 +138,13 @@ class Market:
 
     def request(self, *, sink: str = "out.pcap", services=("identity",), **extra) -> dict:
         """A request served at home: its award's job is queued for the provider's daemons."""
-        body = {"services": list(services), "volume_bytes": 10**9, "source": "in.pcap",
-                "sink": sink, **extra}
+        body = {
+            "services": list(services),
+            "volume_bytes": 10**9,
+            "source": "in.pcap",
+            "sink": sink,
+            **extra,
+        }
         r = self.user.post("/v1/requests", json=body)
         expect(r.status_code == 201, r.text)
         expect(r.json()["status"] == "served", r.json())
@@ -125,8 +158,7 @@ class Market:
                 r = self.admin.get(f"/v1/jobs/{job['id']}")
                 expect(r.status_code == 200, r.text)
                 detail = r.json()
-                return {**detail["job"], "events": detail["events"],
-                        "measured": detail["measured"]}
+                return {**detail["job"], "events": detail["events"], "measured": detail["measured"]}
         raise WorldError(f"no job for request {request_id}")
 
     def wait_job(self, request_id: int, status: str, timeout: float = 120) -> dict:
@@ -150,17 +182,33 @@ class Market:
         return r.json()
 
 
-def market(broker: BrokerProcess, files: Path, capture: Path, *, verify=True,
-           services=("identity", "checksum")) -> Market:
+def market(
+    broker: BrokerProcess,
+    files: Path,
+    capture: Path,
+    *,
+    verify=True,
+    services=("identity", "checksum"),
+) -> Market:
     token = admin_token(broker)
-    admin = httpx.Client(base_url=broker.url, verify=verify, timeout=30,
-                         headers={"Authorization": f"Bearer {token}"})
-    return provider_market(broker.url, admin, "home", files, capture, verify=verify,
-                           services=services)
+    admin = httpx.Client(
+        base_url=broker.url, verify=verify, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    )
+    return provider_market(
+        broker.url, admin, "home", files, capture, verify=verify, services=services
+    )
 
 
-def provider_market(url: str, admin: httpx.Client, name: str, files: Path, capture: Path, *,
-                    verify=True, services=("identity", "checksum")) -> Market:
+def provider_market(
+    url: str,
+    admin: httpx.Client,
+    name: str,
+    files: Path,
+    capture: Path,
+    *,
+    verify=True,
+    services=("identity", "checksum"),
+) -> Market:
     """A network ``name`` with a provider of that name (its key), a user at home there (its
     key), and ``capture`` as ``in.pcap`` in ``files``: another provider beside a market's is
     ``provider_market(m.url, m.admin, "other", ...)``."""
@@ -176,17 +224,36 @@ def provider_market(url: str, admin: httpx.Client, name: str, files: Path, captu
         return r.json()["token"]
 
     net = make("/v1/networks", {"name": name})
-    provider = make("/v1/providers", {"network_id": net, "name": name,
-                                      "services": list(services),
-                                      "capacity_bps": 10**9, "currency": "EUR",
-                                      "per_gb_minor": 100, "per_mbps_hour_minor": 10})
+    provider = make(
+        "/v1/providers",
+        {
+            "network_id": net,
+            "name": name,
+            "services": list(services),
+            "capacity_bps": 10**9,
+            "currency": "EUR",
+            "per_gb_minor": 100,
+            "per_mbps_hour_minor": 10,
+        },
+    )
     user = make("/v1/users", {"name": f"alice-{name}", "home_provider_id": provider})
-    user_client = httpx.Client(base_url=url, verify=verify, timeout=30,
-                               headers={"Authorization": f"Bearer {key('user', user)}"})
+    user_client = httpx.Client(
+        base_url=url,
+        verify=verify,
+        timeout=30,
+        headers={"Authorization": f"Bearer {key('user', user)}"},
+    )
     files.mkdir(parents=True, exist_ok=True)
     shutil.copy(capture, files / "in.pcap")
-    return Market(url, admin, provider, key("provider", provider), user_client, files,
-                  read_packets(files / "in.pcap"))
+    return Market(
+        url,
+        admin,
+        provider,
+        key("provider", provider),
+        user_client,
+        files,
+        read_packets(files / "in.pcap"),
+    )
 
 
 def read_packets(path: Path) -> list[bytes]:
@@ -197,18 +264,47 @@ def read_packets(path: Path) -> list[bytes]:
 class Daemon:
     """``pktx daemon`` for the market's provider, its state in ``folder``."""
 
-    def __init__(self, m: Market, folder: Path, *, name: str = "node-1", lease: float = 6,
-                 grace: float = 5, extra: tuple[str, ...] = (), env: dict | None = None,
-                 broker_url: str | None = None, prefix: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        m: Market,
+        folder: Path,
+        *,
+        name: str = "node-1",
+        lease: float = 6,
+        grace: float = 5,
+        extra: tuple[str, ...] = (),
+        env: dict | None = None,
+        broker_url: str | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         """``broker_url``: where the daemon reaches the broker (default the market's URL);
         ``prefix``: what the command runs under (``ip netns exec NS``, which execs it: the
         process is the daemon's own)."""
         self.m, self.folder, self.name = m, folder, name
-        self.argv = [*prefix, sys.executable, "-m", "engine.cli", "daemon",
-                     "--broker", broker_url or m.url,
-                     "--key-env", "NODE_KEY", "--state", str(folder / "state"),
-                     "--files", str(m.files), "--workers", "1", "--name", name,
-                     "--lease", str(lease), "--grace", str(grace), *extra]
+        self.argv = [
+            *prefix,
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "daemon",
+            "--broker",
+            broker_url or m.url,
+            "--key-env",
+            "NODE_KEY",
+            "--state",
+            str(folder / "state"),
+            "--files",
+            str(m.files),
+            "--workers",
+            "1",
+            "--name",
+            name,
+            "--lease",
+            str(lease),
+            "--grace",
+            str(grace),
+            *extra,
+        ]
         self.env = {**os.environ, "NODE_KEY": m.provider_token, **(env or {})}
         self.proc: subprocess.Popen | None = None
 

@@ -33,19 +33,42 @@ def tariff(*, fine: bool = False):
     if fine:
         bytes_price = DimensionPrice("bytes", (Tier(None, d("0.123456789")),), rate_unit=GB)
     else:
-        bytes_price = DimensionPrice("bytes", (Tier(10**12, d("0.001")), Tier(None, d("0.0005"))),
-                                     rate_unit=MB, increment=MB, maximum=d("5000.00"))
+        bytes_price = DimensionPrice(
+            "bytes",
+            (Tier(10**12, d("0.001")), Tier(None, d("0.0005"))),
+            rate_unit=MB,
+            increment=MB,
+            maximum=d("5000.00"),
+        )
     dims = (
         bytes_price,
-        DimensionPrice("packets", (Tier(10**6, d("0.02")), Tier(None, d("0.01"))),
-                       rate_unit=1000, increment=1000, tiering="volume"),
-        DimensionPrice("seconds", (Tier(60, d("0.20")), Tier(None, d("0.10"))),
-                       rate_unit=MINUTE, first_increment=60, increment=1, minimum=d("0.10")),
+        DimensionPrice(
+            "packets",
+            (Tier(10**6, d("0.02")), Tier(None, d("0.01"))),
+            rate_unit=1000,
+            increment=1000,
+            tiering="volume",
+        ),
+        DimensionPrice(
+            "seconds",
+            (Tier(60, d("0.20")), Tier(None, d("0.10"))),
+            rate_unit=MINUTE,
+            first_increment=60,
+            increment=1,
+            minimum=d("0.10"),
+        ),
         DimensionPrice("reserved_bps_seconds", (Tier(None, d("0.0007")),), rate_unit=MBPS_HOUR),
     )
-    return Tariff(provider_id=1, services=("compress",), version=1,
-                  active_from=datetime(2026, 1, 1, tzinfo=UTC), currency="EUR", dimensions=dims,
-                  connect_fee=d("0.40"), rounding="half-even")
+    return Tariff(
+        provider_id=1,
+        services=("compress",),
+        version=1,
+        active_from=datetime(2026, 1, 1, tzinfo=UTC),
+        currency="EUR",
+        dimensions=dims,
+        connect_fee=d("0.40"),
+        rounding="half-even",
+    )
 
 
 def reports(n: int = REPORTS, *, seed: int = 7, huge: bool = False):
@@ -110,23 +133,36 @@ def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None) -> 
     single_s = best_of(lambda: one_by_one(plain, data, ONE_BY_ONE_SAMPLE), 1)
     single_s *= REPORTS / ONE_BY_ONE_SAMPLE
 
-    table = Table(title=f"pktx bench rating: {REPORTS:,} reports (before and after rated, 4 "
-                        f"dimensions each), best of {repeat}")
+    table = Table(
+        title=f"pktx bench rating: {REPORTS:,} reports (before and after rated, 4 "
+        f"dimensions each), best of {repeat}"
+    )
     table.add_column("what")
     table.add_column("seconds", justify="right")
     table.add_column("reports/s", justify="right")
     table.add_column("target", justify="right")
-    table.add_row("columnar, int64 kernel", f"{int64_s:.3f}", f"{REPORTS / int64_s:,.0f}",
-                  f"< {TARGET_S:g} s")
-    table.add_row("columnar, exact Python ints (fine prices, PB volumes)", f"{python_s:.3f}",
-                  f"{REPORTS / python_s:,.0f}", "")
-    table.add_row(f"one by one (charge_for_report; {ONE_BY_ONE_SAMPLE:,} timed, scaled)",
-                  f"{single_s:.1f}", f"{REPORTS / single_s:,.0f}", "")
+    table.add_row(
+        "columnar, int64 kernel", f"{int64_s:.3f}", f"{REPORTS / int64_s:,.0f}", f"< {TARGET_S:g} s"
+    )
+    table.add_row(
+        "columnar, exact Python ints (fine prices, PB volumes)",
+        f"{python_s:.3f}",
+        f"{REPORTS / python_s:,.0f}",
+        "",
+    )
+    table.add_row(
+        f"one by one (charge_for_report; {ONE_BY_ONE_SAMPLE:,} timed, scaled)",
+        f"{single_s:.1f}",
+        f"{REPORTS / single_s:,.0f}",
+        "",
+    )
     console.print(table)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print_verdicts(console, [(f"{REPORTS:,} reports rated in < {TARGET_S:g} s",
-                              int64_s < TARGET_S)],
-                   f"load {load}, numpy {np.__version__}")
+    print_verdicts(
+        console,
+        [(f"{REPORTS:,} reports rated in < {TARGET_S:g} s", int64_s < TARGET_S)],
+        f"load {load}, numpy {np.__version__}",
+    )
     return 0
 
 

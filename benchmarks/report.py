@@ -10,9 +10,11 @@ def print_verdicts(console, checks: list[tuple[str, bool]], extra: str = "") -> 
     """One line per target, then one line naming the machine the numbers came from."""
     for name, ok in checks:
         console.print(f"  [{'green' if ok else 'red'}]{'met' if ok else 'MISSED'}[/] {name}")
-    console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-                  f"{platform.python_implementation()} {platform.python_version()}"
-                  + (f", {extra}" if extra else ""))
+    console.print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}"
+        + (f", {extra}" if extra else "")
+    )
 
 
 def load_average() -> str:

@@ -87,6 +87,7 @@ def measure(packets: int = 200_000, repeat: int = 5) -> dict:
         def bare():
             for args in zip(*columns):
                 fn(*args)
+
         return bare
 
     def service(svc, inputs):
@@ -95,10 +96,14 @@ def measure(packets: int = 200_000, repeat: int = 5) -> dict:
     pairs = {
         "encrypt": (service(enc, segs), loop(aead.encrypt, nonces, plains, aads)),
         "decrypt": (service(dec, sealed), loop(aead.decrypt, nonces, sealed_payloads, aads)),
-        "compress": (service(comp, segs), loop(lambda p: lz4.block.compress(
-            p, store_size=False), raw)),
-        "decompress": (service(decomp, squeezed), loop(
-            lambda c, p: lz4.block.decompress(c, uncompressed_size=len(p)), packed, raw)),
+        "compress": (
+            service(comp, segs),
+            loop(lambda p: lz4.block.compress(p, store_size=False), raw),
+        ),
+        "decompress": (
+            service(decomp, squeezed),
+            loop(lambda c, p: lz4.block.decompress(c, uncompressed_size=len(p)), packed, raw),
+        ),
     }
     for svc_fn, bare_fn in pairs.values():  # compile and warm before timing
         svc_fn()
@@ -113,8 +118,12 @@ def measure(packets: int = 200_000, repeat: int = 5) -> dict:
                 times[name][1] = min(times[name][1], best_of(bare_fn, 1))
     finally:
         gc.unfreeze()
-    return {"times": times, "packets": sum(len(s) for s in segs), "payloads": len(plains),
-            "payload_bytes": sum(map(len, raw))}
+    return {
+        "times": times,
+        "packets": sum(len(s) for s in segs),
+        "payloads": len(plains),
+        "payload_bytes": sum(map(len, raw)),
+    }
 
 
 def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 0.0, out=None) -> int:
@@ -130,27 +139,47 @@ def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 0.0, out=Non
         load_before = os.getloadavg()
         r = measure(packets, repeat)
     n, nbytes = r["packets"], r["payload_bytes"]
-    table = Table(title=f"pktx bench services: {n:,} generated packets, {r['payloads']:,} "
-                        f"payloads ({nbytes / 1e6:.1f} MB) in {SEGMENT}-packet segments, one "
-                        f"process, CPU seconds, best of {repeat}")
-    for col, right in (("what", False), ("seconds", True), ("Mpackets/s", True),
-                       ("payload MB/s", True), ("vs bare", True)):
+    table = Table(
+        title=f"pktx bench services: {n:,} generated packets, {r['payloads']:,} "
+        f"payloads ({nbytes / 1e6:.1f} MB) in {SEGMENT}-packet segments, one "
+        f"process, CPU seconds, best of {repeat}"
+    )
+    for col, right in (
+        ("what", False),
+        ("seconds", True),
+        ("Mpackets/s", True),
+        ("payload MB/s", True),
+        ("vs bare", True),
+    ):
         table.add_column(col, justify="right" if right else "left")
-    labels = {"encrypt": ("encrypt service (AES-256-GCM)", "bare AESGCM.encrypt loop"),
-              "decrypt": ("decrypt service", "bare AESGCM.decrypt loop"),
-              "compress": ("compress service (lz4)", "bare lz4.block.compress loop"),
-              "decompress": ("decompress service", "bare lz4.block.decompress loop")}
+    labels = {
+        "encrypt": ("encrypt service (AES-256-GCM)", "bare AESGCM.encrypt loop"),
+        "decrypt": ("decrypt service", "bare AESGCM.decrypt loop"),
+        "compress": ("compress service (lz4)", "bare lz4.block.compress loop"),
+        "decompress": ("decompress service", "bare lz4.block.decompress loop"),
+    }
     checks = []
     for name, (svc_s, bare_s) in r["times"].items():
         svc_label, bare_label = labels[name]
         ratio = bare_s / svc_s
-        table.add_row(svc_label, f"{svc_s:.3f}", f"{n / svc_s / 1e6:.2f}",
-                      f"{nbytes / svc_s / 1e6:,.0f}", f"{ratio:.0%} of bare")
-        table.add_row(bare_label, f"{bare_s:.3f}", f"{n / bare_s / 1e6:.2f}",
-                      f"{nbytes / bare_s / 1e6:,.0f}", "reference")
+        table.add_row(
+            svc_label,
+            f"{svc_s:.3f}",
+            f"{n / svc_s / 1e6:.2f}",
+            f"{nbytes / svc_s / 1e6:,.0f}",
+            f"{ratio:.0%} of bare",
+        )
+        table.add_row(
+            bare_label,
+            f"{bare_s:.3f}",
+            f"{n / bare_s / 1e6:.2f}",
+            f"{nbytes / bare_s / 1e6:,.0f}",
+            "reference",
+        )
         if name in ("encrypt", "decrypt"):
-            checks.append((f"{name} service >= {TARGET:.0%} of the bare AES-GCM loop",
-                           ratio >= TARGET))
+            checks.append(
+                (f"{name} service >= {TARGET:.0%} of the bare AES-GCM loop", ratio >= TARGET)
+            )
     console.print(table)
     load = " ".join(f"{x:.1f}" for x in (*load_before, *os.getloadavg()))
     print_verdicts(console, checks, f"load before/after {load}, backend: {backend.describe()}")

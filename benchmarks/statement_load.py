@@ -52,28 +52,68 @@ def populate(url: str, users: int, lines_per_user: int = 20) -> Billed:
     with store.write() as s:
         admin = Actor("admin", create_admin(s, "bench-admin").id)
         home_net = create_network(s, admin, "home-net").id
-        home = create_provider(s, admin, network_id=home_net, name="home",
-                               services="identity", capacity_bps=10**12, currency="EUR",
-                               per_gb_minor=100, per_mbps_hour_minor=10).id
+        home = create_provider(
+            s,
+            admin,
+            network_id=home_net,
+            name="home",
+            services="identity",
+            capacity_bps=10**12,
+            currency="EUR",
+            per_gb_minor=100,
+            per_mbps_hour_minor=10,
+        ).id
         far_net = create_network(s, admin, "far-net").id
-        far = [create_provider(s, admin, network_id=far_net, name=f"far-{i}",
-                               services="identity,anonymize", capacity_bps=10**12,
-                               currency="EUR", per_gb_minor=100, per_mbps_hour_minor=10).id
-               for i in range(DELIVERING)]
+        far = [
+            create_provider(
+                s,
+                admin,
+                network_id=far_net,
+                name=f"far-{i}",
+                services="identity,anonymize",
+                capacity_bps=10**12,
+                currency="EUR",
+                per_gb_minor=100,
+                per_mbps_hour_minor=10,
+            ).id
+            for i in range(DELIVERING)
+        ]
         first_user = _next_id(s, User)
-        bulk(s, User, [{"id": first_user + i, "name": f"user-{i}", "home_provider_id": home,
-                         "created_at": PERIOD_START} for i in range(users)])
+        bulk(
+            s,
+            User,
+            [
+                {
+                    "id": first_user + i,
+                    "name": f"user-{i}",
+                    "home_provider_id": home,
+                    "created_at": PERIOD_START,
+                }
+                for i in range(users)
+            ],
+        )
         advance_sequences(s, "users")
         add_device(s, admin, user_id=first_user, name="probe")  # the sequences work
         first_device = _next_id(s, Device)
-        bulk(s, Device, [{"id": first_device + i, "user_id": first_user + i,
-                           "name": f"phone-{i}", "created_at": PERIOD_START}
-                          for i in range(users)])
+        bulk(
+            s,
+            Device,
+            [
+                {
+                    "id": first_device + i,
+                    "user_id": first_user + i,
+                    "name": f"phone-{i}",
+                    "created_at": PERIOD_START,
+                }
+                for i in range(users)
+            ],
+        )
         advance_sequences(s, "devices")
     requests, awards, payers, jobs, reports, charges = [], [], [], [], [], []
     with store.write() as s:
-        rid, aid, jid, uid, cid = (_next_id(s, m) for m in (ServiceRequest, Award,
-                                                               DeliveryJob, UsageReport, Charge))
+        rid, aid, jid, uid, cid = (
+            _next_id(s, m) for m in (ServiceRequest, Award, DeliveryJob, UsageReport, Charge)
+        )
     total = 0
     for u in range(users):
         user = first_user + u
@@ -82,40 +122,122 @@ def populate(url: str, users: int, lines_per_user: int = 20) -> Billed:
             provider = far[(u + k) % DELIVERING]
             price = 100 + (u * 7 + k * 13) % 900
             usage = 1 + (u * 11 + k * 17) % 5000
-            requests.append({"id": rid, "user_id": user, "device_id": first_device + u,
-                             "home_provider_id": home, "services": "anonymize",
-                             "volume_bytes": VOLUME, "currency": "EUR", "status": "awarded",
-                             "reason": "", "created_at": at})
-            awards.append({"id": aid, "request_id": rid, "provider_id": provider,
-                           "home_provider_id": home, "source": "auction", "share": 0,
-                           "shares": 1, "price_minor": price, "currency": "EUR",
-                           "services": "anonymize", "volume_bytes": VOLUME,
-                           "status": "delivered", "created_at": at})
+            requests.append(
+                {
+                    "id": rid,
+                    "user_id": user,
+                    "device_id": first_device + u,
+                    "home_provider_id": home,
+                    "services": "anonymize",
+                    "volume_bytes": VOLUME,
+                    "currency": "EUR",
+                    "status": "awarded",
+                    "reason": "",
+                    "created_at": at,
+                }
+            )
+            awards.append(
+                {
+                    "id": aid,
+                    "request_id": rid,
+                    "provider_id": provider,
+                    "home_provider_id": home,
+                    "source": "auction",
+                    "share": 0,
+                    "shares": 1,
+                    "price_minor": price,
+                    "currency": "EUR",
+                    "services": "anonymize",
+                    "volume_bytes": VOLUME,
+                    "status": "delivered",
+                    "created_at": at,
+                }
+            )
             payers.append({"award_id": aid, "user_id": user, "share_minor": price})
-            jobs.append({"id": jid, "award_id": aid, "provider_id": provider, "status": "done",
-                         "spec": {}, "created_at": at, "updated_at": at})
-            reports.append({"id": uid, "job_id": jid, "award_id": aid, "sequence": 1,
-                            "usage_at": at, "packets_in": 10, "packets_out": 10,
-                            "bytes_in": VOLUME + usage * 1000,
-                            "bytes_out": VOLUME + usage * 1000, "seconds": 60,
-                            "windows_met": 0, "windows_missed": 0, "service_counters": {},
-                            "tariff_id": None, "charged_minor": usage, "currency": "EUR",
-                            "created_at": at})
-            common = {"user_id": user, "provider_id": provider, "home_provider_id": home,
-                      "award_id": aid, "job_id": jid, "currency": "EUR", "minor_digits": 2,
-                      "tariff_id": None, "tariff_version": None}
-            charges.append({**common, "id": cid, "usage_report_id": None, "kind": "price",
-                            "amount_minor": price, "rated_at": at})
-            charges.append({**common, "id": cid + 1, "usage_report_id": uid, "kind": "bytes",
-                            "amount_minor": usage, "rated_at": at + timedelta(hours=1)})
+            jobs.append(
+                {
+                    "id": jid,
+                    "award_id": aid,
+                    "provider_id": provider,
+                    "status": "done",
+                    "spec": {},
+                    "created_at": at,
+                    "updated_at": at,
+                }
+            )
+            reports.append(
+                {
+                    "id": uid,
+                    "job_id": jid,
+                    "award_id": aid,
+                    "sequence": 1,
+                    "usage_at": at,
+                    "packets_in": 10,
+                    "packets_out": 10,
+                    "bytes_in": VOLUME + usage * 1000,
+                    "bytes_out": VOLUME + usage * 1000,
+                    "seconds": 60,
+                    "windows_met": 0,
+                    "windows_missed": 0,
+                    "service_counters": {},
+                    "tariff_id": None,
+                    "charged_minor": usage,
+                    "currency": "EUR",
+                    "created_at": at,
+                }
+            )
+            common = {
+                "user_id": user,
+                "provider_id": provider,
+                "home_provider_id": home,
+                "award_id": aid,
+                "job_id": jid,
+                "currency": "EUR",
+                "minor_digits": 2,
+                "tariff_id": None,
+                "tariff_version": None,
+            }
+            charges.append(
+                {
+                    **common,
+                    "id": cid,
+                    "usage_report_id": None,
+                    "kind": "price",
+                    "amount_minor": price,
+                    "rated_at": at,
+                }
+            )
+            charges.append(
+                {
+                    **common,
+                    "id": cid + 1,
+                    "usage_report_id": uid,
+                    "kind": "bytes",
+                    "amount_minor": usage,
+                    "rated_at": at + timedelta(hours=1),
+                }
+            )
             total += price + usage
             rid, aid, jid, uid, cid = rid + 1, aid + 1, jid + 1, uid + 1, cid + 2
     with store.write() as s:
-        for model, rows in ((ServiceRequest, requests), (Award, awards), (AwardPayer, payers),
-                            (DeliveryJob, jobs), (UsageReport, reports), (Charge, charges)):
+        for model, rows in (
+            (ServiceRequest, requests),
+            (Award, awards),
+            (AwardPayer, payers),
+            (DeliveryJob, jobs),
+            (UsageReport, reports),
+            (Charge, charges),
+        ):
             bulk(s, model, rows)
-        advance_sequences(s, "service_requests", "awards", "award_payers", "delivery_jobs",
-                           "usage_reports", "charges")
+        advance_sequences(
+            s,
+            "service_requests",
+            "awards",
+            "award_payers",
+            "delivery_jobs",
+            "usage_reports",
+            "charges",
+        )
     store.dispose()
     return Billed(url, home, users, len(charges), total)
 
@@ -173,11 +295,28 @@ def time_close(users: int = 10_000, lines_per_user: int = 20) -> CloseTimes:
             total = s.scalar(select(func.sum(StatementLine.amount_minor)))
         store.dispose()
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "engine.cli", "broker", "billing", "close",
-                              "--db", f"sqlite:///{second}", "--period", PERIOD],
-                             capture_output=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "broker",
+                "billing",
+                "close",
+                "--db",
+                f"sqlite:///{second}",
+                "--period",
+                PERIOD,
+            ],
+            capture_output=True,
+            check=True,
+        )
         whole = time.perf_counter() - started
         cli = json.loads(out.stdout)["providers"][0]
-    exact = (on_lines == billed.lines and total == billed.charged_minor
-             and cli["lines"] == billed.lines and cli["totals"] == {"EUR": billed.charged_minor})
+    exact = (
+        on_lines == billed.lines
+        and total == billed.charged_minor
+        and cli["lines"] == billed.lines
+        and cli["totals"] == {"EUR": billed.charged_minor}
+    )
     return CloseTimes(users, billed.lines, in_process, whole, summary["statements"], exact)

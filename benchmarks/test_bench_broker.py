@@ -34,8 +34,12 @@ def test_close_an_auction_of_10000_bids(benchmark, market):
         return bt.auction_to_close(market, bt.CLOSE_BIDS, next(rounds)), {}
 
     benchmark.extra_info["target_s"] = bt.TARGET_CLOSE_S
-    status = benchmark.pedantic(lambda auction, closes: bt.close(market, auction, closes),
-                                setup=fresh, rounds=5, iterations=1)
+    status = benchmark.pedantic(
+        lambda auction, closes: bt.close(market, auction, closes),
+        setup=fresh,
+        rounds=5,
+        iterations=1,
+    )
     assert status == "closed"
 
 
@@ -64,29 +68,47 @@ def test_one_bid_over_http(benchmark, market, server):
     import httpx
 
     now = datetime.now(UTC)
-    auction = bt.new_auction(market, opens_at=now - timedelta(seconds=1),
-                             closes_at=now + timedelta(hours=1))
+    auction = bt.new_auction(
+        market, opens_at=now - timedelta(seconds=1), closes_at=now + timedelta(hours=1)
+    )
     providers = iter(market.providers)
     with httpx.Client(base_url=server, timeout=30) as http:
+
         def post(provider):
-            return http.post(f"/v1/auctions/{auction}/bids",
-                             json={"provider_id": provider, "price_minor": 50_000},
-                             headers={"Authorization": f"Bearer {market.tokens[provider]}",
-                                      "Idempotency-Key": f"one-{provider}"}).status_code
+            return http.post(
+                f"/v1/auctions/{auction}/bids",
+                json={"provider_id": provider, "price_minor": 50_000},
+                headers={
+                    "Authorization": f"Bearer {market.tokens[provider]}",
+                    "Idempotency-Key": f"one-{provider}",
+                },
+            ).status_code
 
         codes = []
-        benchmark.pedantic(lambda provider: codes.append(post(provider)),
-                           setup=lambda: ((next(providers),), {}), rounds=300, iterations=1)
+        benchmark.pedantic(
+            lambda provider: codes.append(post(provider)),
+            setup=lambda: ((next(providers),), {}),
+            rounds=300,
+            iterations=1,
+        )
     assert set(codes) == {201}
 
 
 def test_bids_over_http_from_concurrent_clients(benchmark, market):
     """Sustained POSTs from 16 clients against a server of its own; then the count."""
-    result = benchmark.pedantic(bt.http_bids, args=(market, market.url),
-                                kwargs={"clients": bt.HTTP_CLIENTS, "seconds": 5.0},
-                                rounds=1, iterations=1)
-    benchmark.extra_info.update(requests_per_s=round(result.rps), target=bt.TARGET_HTTP_RPS,
-                                requests=result.requests, stored=result.stored)
+    result = benchmark.pedantic(
+        bt.http_bids,
+        args=(market, market.url),
+        kwargs={"clients": bt.HTTP_CLIENTS, "seconds": 5.0},
+        rounds=1,
+        iterations=1,
+    )
+    benchmark.extra_info.update(
+        requests_per_s=round(result.rps),
+        target=bt.TARGET_HTTP_RPS,
+        requests=result.requests,
+        stored=result.stored,
+    )
     assert result.exact, result
 
 
@@ -95,16 +117,32 @@ def test_what_a_credit_check_adds_to_a_request(benchmark, tmp_path):
     without, in process and over HTTP (and on PostgreSQL when $PKTX_TEST_PG_URL or
     $PKTX_BENCH_PG_URL names a server); every timed request stored, the checked users
     decided, the unchecked ones not."""
-    costs = benchmark.pedantic(bt.credit_costs, kwargs={
-        "users": 60, "checks": 10, "workdir": str(tmp_path),
-        "pg_url": os.environ.get("PKTX_TEST_PG_URL")}, rounds=1, iterations=1)
-    benchmark.extra_info.update(target_ms=bt.TARGET_CHECK_MS, **{
-        f"{c.database}_added_ms": round(c.added_ms, 3) for c in costs}, **{
-        f"{c.database}_http_added_ms": round(c.http_added_ms, 3) for c in costs})
+    costs = benchmark.pedantic(
+        bt.credit_costs,
+        kwargs={
+            "users": 60,
+            "checks": 10,
+            "workdir": str(tmp_path),
+            "pg_url": os.environ.get("PKTX_TEST_PG_URL"),
+        },
+        rounds=1,
+        iterations=1,
+    )
+    benchmark.extra_info.update(
+        target_ms=bt.TARGET_CHECK_MS,
+        **{f"{c.database}_added_ms": round(c.added_ms, 3) for c in costs},
+        **{f"{c.database}_http_added_ms": round(c.http_added_ms, 3) for c in costs},
+    )
     assert costs[0].database == "SQLite"
     for c in costs:
         assert c.exact, c
         assert c.checks == 10 and c.http_added_ms is not None, c
-    rows = [name for name, _ in bt.checks(bt.Measured(
-        0.0, "closed", 0.0, 0.0, bt.HttpResult(1, 1.0, 1, 0, 0, 1, 0, 1), credit=costs))]
+    rows = [
+        name
+        for name, _ in bt.checks(
+            bt.Measured(
+                0.0, "closed", 0.0, 0.0, bt.HttpResult(1, 1.0, 1, 0, 0, 1, 0, 1), credit=costs
+            )
+        )
+    ]
     assert sum("credit check adds" in name for name in rows) == 2 * len(costs)

@@ -21,7 +21,7 @@ def test_a_tiny_bench_daemon(tmp_path):
     for j in r["jobs"]:
         (deliver,), (daemon,), (running,) = j["deliver"], j["daemon"], j["running"]
         assert deliver > 0 and 0 < running < daemon and j["bytes"] > 0
-        (own,) = j["own_ms"]                      # the daemon logged its own time on the job
+        (own,) = j["own_ms"]  # the daemon logged its own time on the job
         assert 0 < own < running * 1000
     out = io.StringIO()
     dt.report(Console(file=out, width=200), r)
@@ -31,4 +31,4 @@ def test_a_tiny_bench_daemon(tmp_path):
     assert "3,000 packets (award -> complete" in text
     assert "the daemon's own time a job" in text
     assert "pktx deliver (whole process" in text and "load average" in text
-    assert list(tmp_path.iterdir()) == []          # its broker, daemon and files are gone
+    assert list(tmp_path.iterdir()) == []  # its broker, daemon and files are gone

@@ -48,8 +48,7 @@ def test_encrypt_service(benchmark, segs):
     v = bytes(sel.payloads.views()[0])
     assert v[: len(HEADER)] == HEADER
     aad = bytearray(st.cipher_inputs(segs[:1])[2][0])
-    plain = AESGCM(bytes.fromhex(st.KEY)).decrypt(v[len(HEADER) : BODY_AT], v[BODY_AT:],
-                                                  bytes(aad))
+    plain = AESGCM(bytes.fromhex(st.KEY)).decrypt(v[len(HEADER) : BODY_AT], v[BODY_AT:], bytes(aad))
     assert plain[1:] == bytes(first.views()[0])
 
 

@@ -66,15 +66,35 @@ def usage_jobs(scene, reporters: int = REPORTERS, per: int = JOBS_PER_REPORTER) 
     providers = scene.providers[:reporters]
     with scene.store.write() as s:
         for p in providers:
-            publish_tariff(s, Actor("provider", p, provider_ids=frozenset({p})), p, {
-                "services": SERVICES.split(","), "currency": "EUR",
-                "active_from": (now - timedelta(hours=1)).isoformat(),
-                "dimensions": {"bytes": {"rate_unit": MB, "tiers": [
-                    {"up_to": 10 * VOLUME, "price": "0.001"},
-                    {"up_to": None, "price": "0.0005"}]}}}, now=now)
-        request = ServiceRequest(user_id=scene.user_id, home_provider_id=scene.home_id,
-                                 services=SERVICES, volume_bytes=VOLUME, currency="EUR",
-                                 status="awarded", created_at=now)
+            publish_tariff(
+                s,
+                Actor("provider", p, provider_ids=frozenset({p})),
+                p,
+                {
+                    "services": SERVICES.split(","),
+                    "currency": "EUR",
+                    "active_from": (now - timedelta(hours=1)).isoformat(),
+                    "dimensions": {
+                        "bytes": {
+                            "rate_unit": MB,
+                            "tiers": [
+                                {"up_to": 10 * VOLUME, "price": "0.001"},
+                                {"up_to": None, "price": "0.0005"},
+                            ],
+                        }
+                    },
+                },
+                now=now,
+            )
+        request = ServiceRequest(
+            user_id=scene.user_id,
+            home_provider_id=scene.home_id,
+            services=SERVICES,
+            volume_bytes=VOLUME,
+            currency="EUR",
+            status="awarded",
+            created_at=now,
+        )
         s.add(request)
         s.flush()
         first = (s.scalar(select(func.max(Award.id))) or 0) + 1
@@ -82,16 +102,35 @@ def usage_jobs(scene, reporters: int = REPORTERS, per: int = JOBS_PER_REPORTER) 
         for n, p in enumerate(providers):
             for k in range(per):
                 award = first + n * per + k
-                awards.append({"id": award, "request_id": request.id, "provider_id": p,
-                               "home_provider_id": scene.home_id, "source": "negotiation",
-                               "price_minor": 100, "currency": "EUR", "services": SERVICES,
-                               "volume_bytes": VOLUME, "status": "active", "created_at": now,
-                               "share": award - first, "shares": len(providers) * per})
-                payers.append({"award_id": award, "user_id": scene.user_id,
-                               "share_minor": 100})
-                jobs.append({"id": award, "award_id": award, "provider_id": p,
-                             "status": "running", "spec": {}, "created_at": now,
-                             "updated_at": now})
+                awards.append(
+                    {
+                        "id": award,
+                        "request_id": request.id,
+                        "provider_id": p,
+                        "home_provider_id": scene.home_id,
+                        "source": "negotiation",
+                        "price_minor": 100,
+                        "currency": "EUR",
+                        "services": SERVICES,
+                        "volume_bytes": VOLUME,
+                        "status": "active",
+                        "created_at": now,
+                        "share": award - first,
+                        "shares": len(providers) * per,
+                    }
+                )
+                payers.append({"award_id": award, "user_id": scene.user_id, "share_minor": 100})
+                jobs.append(
+                    {
+                        "id": award,
+                        "award_id": award,
+                        "provider_id": p,
+                        "status": "running",
+                        "spec": {},
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
                 owned.setdefault(p, []).append(award)
         _bulk(s, Award, awards)
         _bulk(s, AwardPayer, payers)
@@ -100,8 +139,9 @@ def usage_jobs(scene, reporters: int = REPORTERS, per: int = JOBS_PER_REPORTER) 
     return {p: (scene.tokens[p], owned[p]) for p in providers}
 
 
-async def _report(host: str, port: int, token: str, jobs: list[int], stop_at: float,
-                  counts: dict, finals: dict) -> None:
+async def _report(
+    host: str, port: int, token: str, jobs: list[int], stop_at: float, counts: dict, finals: dict
+) -> None:
     """One reporter: round-robin over its jobs, each report a new sequence with cumulative
     bytes 1 MB to 3 MB past the last; every n-th sent twice (a resend: 200, charged nothing
     again); any error or broken connection retried with the same body until it is taken."""
@@ -119,27 +159,32 @@ async def _report(host: str, port: int, token: str, jobs: list[int], stop_at: fl
                     break
                 sequence[job] += 1
                 total[job] += MB * (1 + n % 3)
-                body = json.dumps({"sequence": sequence[job], "bytes_out": total[job],
-                                   "packets_in": total[job] // 1000}).encode()
+                body = json.dumps(
+                    {
+                        "sequence": sequence[job],
+                        "bytes_out": total[job],
+                        "packets_in": total[job] // 1000,
+                    }
+                ).encode()
                 times = 2 if n % REPLAY_EVERY == REPLAY_EVERY - 1 else 1
                 n += 1
                 for attempt in range(times):
                     for _try in range(RETRIES):
                         counts["requests"] += 1
                         try:
-                            status, answer = await conn.post(f"/v1/jobs/{job}/usage",
-                                                             headers, body)
+                            status, answer = await conn.post(f"/v1/jobs/{job}/usage", headers, body)
                         except ConnectionError:
                             counts["errors"] += 1
                             continue
-                        if status in (200, 201) and json.loads(answer)["sequence"] == \
-                                sequence[job]:
+                        if status in (200, 201) and json.loads(answer)["sequence"] == sequence[job]:
                             break
                         counts["errors"] += 1
                         counts.setdefault("first_error", answer.decode()[:300])
                     else:
-                        raise RuntimeError(f"job {job}: report {sequence[job]} not taken in "
-                                           f"after {RETRIES} tries: {counts['first_error']}")
+                        raise RuntimeError(
+                            f"job {job}: report {sequence[job]} not taken in "
+                            f"after {RETRIES} tries: {counts['first_error']}"
+                        )
                     if attempt:
                         counts["replays"] += 1
                 counts["sent"] += 1
@@ -160,8 +205,12 @@ def usage_client_process(base: str, owned: list, seconds: float, ready, go, resu
     finals: dict = {}
 
     async def reporters() -> None:
-        await asyncio.gather(*(_report(url.hostname, url.port, token, jobs, stop_at, counts,
-                                       finals) for token, jobs in owned))
+        await asyncio.gather(
+            *(
+                _report(url.hostname, url.port, token, jobs, stop_at, counts, finals)
+                for token, jobs in owned
+            )
+        )
 
     cpu0 = time.process_time()
     try:
@@ -171,8 +220,15 @@ def usage_client_process(base: str, owned: list, seconds: float, ready, go, resu
         results.put((counts, finals))
 
 
-def http_usage(scene, url: str, *, reporters: int = REPORTERS, seconds: float,
-               processes: int = 2, workers: int = 1) -> UsageResult:
+def http_usage(
+    scene,
+    url: str,
+    *,
+    reporters: int = REPORTERS,
+    seconds: float,
+    processes: int = 2,
+    workers: int = 1,
+) -> UsageResult:
     """``reporters`` concurrent reporters for ``seconds`` against ``pktx broker serve``."""
     import multiprocessing
 
@@ -189,8 +245,12 @@ def http_usage(scene, url: str, *, reporters: int = REPORTERS, seconds: float,
         procs, readies = [], []
         for i in range(processes):
             ready = ctx.Event()
-            procs.append(ctx.Process(target=usage_client_process, args=(
-                base, owned[i::processes], seconds, ready, go, results)))
+            procs.append(
+                ctx.Process(
+                    target=usage_client_process,
+                    args=(base, owned[i::processes], seconds, ready, go, results),
+                )
+            )
             readies.append(ready)
         for p in procs:
             p.start()
@@ -215,21 +275,36 @@ def http_usage(scene, url: str, *, reporters: int = REPORTERS, seconds: float,
             p.join()
     jobs = [j for _, js in owned for j in js]
     with scene.store.read() as s:
-        stored = s.scalar(select(func.count()).select_from(UsageReport)
-                          .where(UsageReport.job_id.in_(jobs)))
-        charged = dict(s.execute(select(Charge.job_id, func.sum(Charge.amount_minor))
-                                 .where(Charge.job_id.in_(jobs), Charge.kind != "price")
-                                 .group_by(Charge.job_id)).all())
+        stored = s.scalar(
+            select(func.count()).select_from(UsageReport).where(UsageReport.job_id.in_(jobs))
+        )
+        charged = dict(
+            s.execute(
+                select(Charge.job_id, func.sum(Charge.amount_minor))
+                .where(Charge.job_id.in_(jobs), Charge.kind != "price")
+                .group_by(Charge.job_id)
+            ).all()
+        )
         from broker.models import Award
+
         right = True
         for job, final in finals.items():
             _, tariff = active_tariff(s, s.get(Award, job), datetime.now(UTC))
             once = rate(tariff, {"bytes": max(final - VOLUME, 0)}).minor - rate(tariff, {}).minor
             right = right and int(charged.get(job, 0)) == once
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-    return UsageResult(counts.get("requests", 0), elapsed, counts.get("sent", 0),
-                       counts.get("replays", 0), counts.get("errors", 0), stored, right,
-                       server_cpu, counts.get("cpu_s"), workers=workers)
+    return UsageResult(
+        counts.get("requests", 0),
+        elapsed,
+        counts.get("sent", 0),
+        counts.get("replays", 0),
+        counts.get("errors", 0),
+        stored,
+        right,
+        server_cpu,
+        counts.get("cpu_s"),
+        workers=workers,
+    )
 
 
 @contextlib.contextmanager
@@ -252,8 +327,9 @@ def scratch_database(server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def postgres_usage(seconds: float, *, workers: int = PG_WORKERS,
-                   server_url: str | None = None) -> UsageResult | None:
+def postgres_usage(
+    seconds: float, *, workers: int = PG_WORKERS, server_url: str | None = None
+) -> UsageResult | None:
     """The usage rows on PostgreSQL with ``workers`` server processes (``$PKTX_BENCH_PG_URL``
     names the server; None when it does not)."""
     from benchmarks.broker_table import build_market

@@ -28,8 +28,14 @@ from broker.models import (
 )
 
 KINDS = tuple(c.removesuffix("_id") for c in PRINCIPAL_COLUMNS)
-_MODELS = {"admin": Admin, "network": Network, "provider": Provider, "user": User,
-           "device": Device, "phone_number": PhoneNumber}
+_MODELS = {
+    "admin": Admin,
+    "network": Network,
+    "provider": Provider,
+    "user": User,
+    "device": Device,
+    "phone_number": PhoneNumber,
+}
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,9 @@ def require_admin(actor: Actor, what: str) -> None:
 
 def require_provider(actor: Actor, provider_id: int, what: str) -> None:
     if not actor.speaks_for_provider(provider_id):
-        raise NotYours(f"{actor} may not {what} for provider {provider_id}",
-                       where=f"provider {provider_id}")
+        raise NotYours(
+            f"{actor} may not {what} for provider {provider_id}", where=f"provider {provider_id}"
+        )
 
 
 def require_user(actor: Actor, user_id: int, what: str) -> None:
@@ -81,8 +88,9 @@ def require_user(actor: Actor, user_id: int, what: str) -> None:
 def actor_for(session: Session, kind: str, ident: int) -> Actor:
     """The actor of principal ``kind`` ``ident`` (what a key of it authenticates as)."""
     if kind not in _MODELS:
-        raise InvalidInput(f"unknown principal kind {kind!r}; one of {', '.join(KINDS)}",
-                           field="kind")
+        raise InvalidInput(
+            f"unknown principal kind {kind!r}; one of {', '.join(KINDS)}", field="kind"
+        )
     row = session.get(_MODELS[kind], ident)
     if row is None:
         raise NotFound(kind.replace("_", " "), ident)
@@ -105,19 +113,25 @@ def actor_for(session: Session, kind: str, ident: int) -> Actor:
 
 def _manages(actor: Actor, target: Actor) -> bool:
     """Whether ``actor`` may issue and revoke the keys of ``target``."""
-    return (actor.is_admin
-            or (actor.kind == "network" and target.network_id == actor.network_id)
-            or (actor.kind == "provider" and target.kind == "provider" and target.id == actor.id)
-            or (actor.kind == "user" and target.user_id == actor.user_id
-                and target.kind in ("user", "device", "phone_number")))
+    return (
+        actor.is_admin
+        or (actor.kind == "network" and target.network_id == actor.network_id)
+        or (actor.kind == "provider" and target.kind == "provider" and target.id == actor.id)
+        or (
+            actor.kind == "user"
+            and target.user_id == actor.user_id
+            and target.kind in ("user", "device", "phone_number")
+        )
+    )
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_key(session: Session, actor: Actor, kind: str, ident: int,
-              label: str = "") -> tuple[ApiKey, str]:
+def issue_key(
+    session: Session, actor: Actor, kind: str, ident: int, label: str = ""
+) -> tuple[ApiKey, str]:
     """A new key for principal ``kind`` ``ident``; returns the row and the token (shown once).
 
     An admin issues any key; a network for itself and its providers; a provider for itself; a
@@ -127,8 +141,9 @@ def issue_key(session: Session, actor: Actor, kind: str, ident: int,
         raise NotYours(f"{actor} may not issue keys for {kind} {ident}", where=f"{kind} {ident}")
     prefix = secrets.token_hex(6)
     token = f"pktx_{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(prefix=prefix, secret_sha256=_digest(token), label=_label(label),
-                 **{f"{kind}_id": ident})
+    key = ApiKey(
+        prefix=prefix, secret_sha256=_digest(token), label=_label(label), **{f"{kind}_id": ident}
+    )
     session.add(key)
     session.flush()
     return key, token
@@ -155,21 +170,30 @@ def revoke_key(session: Session, actor: Actor, prefix: str) -> ApiKey:
 
 # The key and whom it speaks for in one statement, built once: every API call runs it first.
 _KEY_AND_PRINCIPAL = (
-    select(ApiKey.secret_sha256, ApiKey.revoked_at, ApiKey.prefix,
-           *(getattr(ApiKey, c) for c in PRINCIPAL_COLUMNS),
-           Provider.network_id.label("provider_network"), Device.user_id.label("device_user"),
-           PhoneNumber.user_id.label("phone_user"), PhoneNumber.device_id.label("phone_device"))
+    select(
+        ApiKey.secret_sha256,
+        ApiKey.revoked_at,
+        ApiKey.prefix,
+        *(getattr(ApiKey, c) for c in PRINCIPAL_COLUMNS),
+        Provider.network_id.label("provider_network"),
+        Device.user_id.label("device_user"),
+        PhoneNumber.user_id.label("phone_user"),
+        PhoneNumber.device_id.label("phone_device"),
+    )
     .outerjoin(Provider, Provider.id == ApiKey.provider_id)
     .outerjoin(Device, Device.id == ApiKey.device_id)
     .outerjoin(PhoneNumber, PhoneNumber.id == ApiKey.phone_number_id)
-    .where(ApiKey.prefix == bindparam("prefix")))
+    .where(ApiKey.prefix == bindparam("prefix"))
+)
 
 
 def authenticate(session: Session, token: str | None) -> Actor:
     """The actor an API key token belongs to; `NotAuthenticated` for anything else."""
     if not token:
-        raise NotAuthenticated("no API key: send 'Authorization: Bearer pktx_...' "
-                               "(ask an admin for a key: pktx broker admin key ...)")
+        raise NotAuthenticated(
+            "no API key: send 'Authorization: Bearer pktx_...' "
+            "(ask an admin for a key: pktx broker admin key ...)"
+        )
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "pktx":
         raise NotAuthenticated("malformed API key: it reads pktx_<prefix>_<secret>")
@@ -179,10 +203,12 @@ def authenticate(session: Session, token: str | None) -> Actor:
     if not hmac.compare_digest(stored, _digest(token)) or key is None:
         raise NotAuthenticated("unknown API key")
     if key.revoked_at is not None:
-        raise NotAuthenticated(f"API key {key.prefix} was revoked at "
-                               f"{key.revoked_at.isoformat()}")
-    kind, ident = next((c.removesuffix("_id"), getattr(key, c)) for c in PRINCIPAL_COLUMNS
-                       if getattr(key, c) is not None)
+        raise NotAuthenticated(f"API key {key.prefix} was revoked at {key.revoked_at.isoformat()}")
+    kind, ident = next(
+        (c.removesuffix("_id"), getattr(key, c))
+        for c in PRINCIPAL_COLUMNS
+        if getattr(key, c) is not None
+    )
     # The key's foreign key vouches that its principal exists; only a network's providers
     # take another query.
     if kind == "admin":
@@ -190,11 +216,11 @@ def authenticate(session: Session, token: str | None) -> Actor:
     if kind == "user":
         return Actor("user", ident, user_id=ident)
     if kind == "provider":
-        return Actor("provider", ident, network_id=key.provider_network,
-                     provider_ids=frozenset({ident}))
+        return Actor(
+            "provider", ident, network_id=key.provider_network, provider_ids=frozenset({ident})
+        )
     if kind == "device":
         return Actor("device", ident, user_id=key.device_user, device_id=ident)
     if kind == "phone_number":
-        return Actor("phone_number", ident, user_id=key.phone_user,
-                     device_id=key.phone_device)
+        return Actor("phone_number", ident, user_id=key.phone_user, device_id=key.phone_device)
     return actor_for(session, kind, ident)

@@ -31,22 +31,34 @@ def granted_rate(base_bps: int, grant_pct: int) -> int:
 def withdraw(session: Session, user_id: int, grant_pct: int, now: datetime) -> list[int]:
     """Bring the user's raised rates down to ``grant_pct``; returns the delivery jobs whose
     spec changed."""
-    requests = list(session.scalars(select(ServiceRequest).where(
-        ServiceRequest.user_id == user_id, ServiceRequest.bandwidth_grant_pct > grant_pct,
-        ServiceRequest.base_max_rate_bps.is_not(None),
-        ServiceRequest.status.in_(OPEN_REQUESTS)).with_for_update()))
+    requests = list(
+        session.scalars(
+            select(ServiceRequest)
+            .where(
+                ServiceRequest.user_id == user_id,
+                ServiceRequest.bandwidth_grant_pct > grant_pct,
+                ServiceRequest.base_max_rate_bps.is_not(None),
+                ServiceRequest.status.in_(OPEN_REQUESTS),
+            )
+            .with_for_update()
+        )
+    )
     changed = []
     for request in requests:
         assert request.base_max_rate_bps is not None  # the query takes raised rates only
         request.max_rate_bps = granted_rate(request.base_max_rate_bps, grant_pct)
         request.bandwidth_grant_pct = grant_pct
         for award, job in session.execute(
-                select(Award, DeliveryJob).join(DeliveryJob, DeliveryJob.award_id == Award.id)
-                .where(Award.request_id == request.id,
-                       DeliveryJob.status.not_in(FINISHED_JOBS))):
+            select(Award, DeliveryJob)
+            .join(DeliveryJob, DeliveryJob.award_id == Award.id)
+            .where(Award.request_id == request.id, DeliveryJob.status.not_in(FINISHED_JOBS))
+        ):
             award.max_rate_bps = share_rate(request.max_rate_bps, award.shares)
-            job.spec = {**job.spec, "max_rate_bps": award.max_rate_bps,
-                        "bandwidth_grant_pct": grant_pct}
+            job.spec = {
+                **job.spec,
+                "max_rate_bps": award.max_rate_bps,
+                "bandwidth_grant_pct": grant_pct,
+            }
             job.updated_at = now
             changed.append(job.id)
     session.flush()

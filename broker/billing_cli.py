@@ -16,32 +16,47 @@ def add_billing_commands(sub) -> None:
     billing = sub.add_parser("billing", help="close billing periods")
     what = billing.add_subparsers(dest="billing_command", metavar="WHAT", required=True)
     p = what.add_parser(
-        "close", help="rate and finalize a period's statements (safe to run twice)",
+        "close",
+        help="rate and finalize a period's statements (safe to run twice)",
         description="Every user with charges on no statement yet gets its statement for the "
-                    "period from its home provider, finalized (numbered, hashed, sent to its "
-                    "devices). A close that failed midway is finished by running it again.")
+        "period from its home provider, finalized (numbered, hashed, sent to its "
+        "devices). A close that failed midway is finished by running it again.",
+    )
     db_option(p)
-    p.add_argument("--period", required=True, metavar="YYYY-MM",
-                   help="the month the period starts in")
-    p.add_argument("--provider", metavar="NAME_OR_ID",
-                   help="one home provider (default: every provider with users)")
+    p.add_argument(
+        "--period", required=True, metavar="YYYY-MM", help="the month the period starts in"
+    )
+    p.add_argument(
+        "--provider",
+        metavar="NAME_OR_ID",
+        help="one home provider (default: every provider with users)",
+    )
     p.add_argument("--batch", type=int, default=500, help="statements per transaction (500)")
-    p.add_argument("--collect", action="store_true",
-                   help="then charge each unpaid statement to its user's default card")
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="then charge each unpaid statement to its user's default card",
+    )
     p.set_defaults(func=guarded(_close))
 
     p = sub.add_parser(
-        "settle", help="settle a period between providers (safe to run twice)",
+        "settle",
+        help="settle a period between providers (safe to run twice)",
         description="Every home provider issues its settlement batches for the period (one "
-                    "per delivering provider: the lines of its finalized statements that "
-                    "provider delivered, not settled yet), each is acknowledged with its own "
-                    "document, and both directions between two providers are netted into one "
-                    "amount due, posted to the ledger. Running it again finds nothing new.")
+        "per delivering provider: the lines of its finalized statements that "
+        "provider delivered, not settled yet), each is acknowledged with its own "
+        "document, and both directions between two providers are netted into one "
+        "amount due, posted to the ledger. Running it again finds nothing new.",
+    )
     db_option(p)
-    p.add_argument("--period", required=True, metavar="YYYY-MM",
-                   help="the month the period starts in")
-    p.add_argument("--provider", metavar="NAME_OR_ID",
-                   help="only this provider's settlements, as home or delivering provider")
+    p.add_argument(
+        "--period", required=True, metavar="YYYY-MM", help="the month the period starts in"
+    )
+    p.add_argument(
+        "--provider",
+        metavar="NAME_OR_ID",
+        help="only this provider's settlements, as home or delivering provider",
+    )
     p.set_defaults(func=guarded(_settle))
 
     statements = sub.add_parser("statements", help="list, show and verify statements")
@@ -70,11 +85,13 @@ def add_billing_commands(sub) -> None:
     credit = sub.add_parser("credit", help="the credit model and users' credit")
     what = credit.add_subparsers(dest="credit_command", metavar="WHAT", required=True)
     p = what.add_parser(
-        "retrain", help="refit the credit model on the store's outcomes",
+        "retrain",
+        help="refit the credit model on the store's outcomes",
         description="Fits a logistic regression of paying a statement by its due date on the "
-                    "features of every finalized statement past its due date, stores it as the "
-                    "next model version (the prior while outcomes are too few) and reports its "
-                    "AUC and its coefficients beside the prior's.")
+        "features of every finalized statement past its due date, stores it as the "
+        "next model version (the prior while outcomes are too few) and reports its "
+        "AUC and its coefficients beside the prior's.",
+    )
     db_option(p)
     p.set_defaults(func=guarded(_retrain))
     p = what.add_parser("show", help="a user's credit decided now: score, limit, reasons")
@@ -88,8 +105,11 @@ def _named(session, model, value: str, what: str) -> int:
 
     from broker.errors import BrokerError
 
-    ident = int(value) if value.isdigit() else session.scalar(
-        select(model.id).where(model.name == value))
+    ident = (
+        int(value)
+        if value.isdigit()
+        else session.scalar(select(model.id).where(model.name == value))
+    )
     if ident is None or session.get(model, ident) is None:
         raise BrokerError(f"no {what} {value!r}")
     return ident
@@ -107,14 +127,25 @@ def _close(args) -> int:
         if args.provider is not None:
             homes = [_named(s, Provider, args.provider, "provider")]
         else:
-            homes = list(s.scalars(select(User.home_provider_id).distinct()
-                                   .order_by(User.home_provider_id)))
+            homes = list(
+                s.scalars(select(User.home_provider_id).distinct().order_by(User.home_provider_id))
+            )
     results = []
     for home in homes:
+
         def progress(done: int, home=home) -> None:
             sys.stderr.write(f"\rpktx broker: provider {home}: {done} statements finalized")
-        results.append(close_period(store.write, admin, home, args.period, batch=args.batch,
-                                    on_batch=progress if sys.stderr.isatty() else None))
+
+        results.append(
+            close_period(
+                store.write,
+                admin,
+                home,
+                args.period,
+                batch=args.batch,
+                on_batch=progress if sys.stderr.isatty() else None,
+            )
+        )
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         if args.collect:  # after the finalizing transactions, never inside them
@@ -140,10 +171,21 @@ def _list(args) -> int:
     with open_store(args).read() as s:
         user = _named(s, User, args.user, "user") if args.user else None
         rows = list_statements(s, first_admin(s), user_id=user, period=args.period, limit=10_000)
-        return print_json([{"id": r.id, "number": r.number, "status": r.status,
-                        "home_provider_id": r.home_provider_id, "user_id": r.user_id,
-                        "period": r.period, "totals": r.totals, "lines": r.line_count}
-                       for r in rows])
+        return print_json(
+            [
+                {
+                    "id": r.id,
+                    "number": r.number,
+                    "status": r.status,
+                    "home_provider_id": r.home_provider_id,
+                    "user_id": r.user_id,
+                    "period": r.period,
+                    "totals": r.totals,
+                    "lines": r.line_count,
+                }
+                for r in rows
+            ]
+        )
 
 
 def _verify(args) -> int:
@@ -152,8 +194,15 @@ def _verify(args) -> int:
     with open_store(args).read() as s:
         statement = get_statement(s, first_admin(s), args.id)
         ok = verify(s, statement)
-        print_json({"id": statement.id, "number": statement.number, "status": statement.status,
-                "content_sha256": statement.content_sha256, "intact": ok})
+        print_json(
+            {
+                "id": statement.id,
+                "number": statement.number,
+                "status": statement.status,
+                "content_sha256": statement.content_sha256,
+                "intact": ok,
+            }
+        )
         return 0 if ok else 2
 
 
@@ -161,8 +210,7 @@ def _show(args) -> int:
     from broker.statements import get_statement, rendered
 
     with open_store(args).read() as s:
-        body = rendered(s, get_statement(s, first_admin(s), args.id), args.profile,
-                        args.format)
+        body = rendered(s, get_statement(s, first_admin(s), args.id), args.profile, args.format)
     data = body if isinstance(body, bytes) else body.encode()
     if args.output:
         from pathlib import Path
@@ -174,8 +222,9 @@ def _show(args) -> int:
 
         raise BrokerError("a PDF is not for a terminal: give --output FILE or redirect stdout")
     else:
-        sys.stdout.buffer.write(data if data.endswith(b"\n") or args.format == "pdf"
-                                else data + b"\n")
+        sys.stdout.buffer.write(
+            data if data.endswith(b"\n") or args.format == "pdf" else data + b"\n"
+        )
     return 0
 
 
@@ -185,14 +234,24 @@ def _retrain(args) -> int:
     with open_store(args).write() as s:
         done = retrain(s)
         fitted = done.fitted or {}
-        return print_json({
-            "model_version": done.model.version, "model_kind": done.model.kind,
-            "outcomes": done.outcomes, "defaults": done.defaults,
-            "auc": None if done.auc is None else round(done.auc, 4),
-            "seconds": round(done.seconds, 3),
-            "coefficients": [{"feature": f, "prior": round(PRIOR[f], 4),
-                              "fitted": round(fitted[f], 4) if f in fitted else None}
-                             for f in ("intercept", *FEATURES)]})
+        return print_json(
+            {
+                "model_version": done.model.version,
+                "model_kind": done.model.kind,
+                "outcomes": done.outcomes,
+                "defaults": done.defaults,
+                "auc": None if done.auc is None else round(done.auc, 4),
+                "seconds": round(done.seconds, 3),
+                "coefficients": [
+                    {
+                        "feature": f,
+                        "prior": round(PRIOR[f], 4),
+                        "fitted": round(fitted[f], 4) if f in fitted else None,
+                    }
+                    for f in ("intercept", *FEATURES)
+                ],
+            }
+        )
 
 
 def _credit_show(args) -> int:

@@ -45,8 +45,9 @@ def _add_months(year: int, month: int, months: int) -> tuple[int, int]:
     return index // 12, index % 12 + 1
 
 
-def period_named(name: str, *, period_months: int = 1, cutoff_day: int = 1,
-                 timezone: str = "UTC") -> Period:
+def period_named(
+    name: str, *, period_months: int = 1, cutoff_day: int = 1, timezone: str = "UTC"
+) -> Period:
     """The period called ``name`` (``YYYY-MM``, the month it starts in)."""
     match = _NAME.fullmatch(name) if isinstance(name, str) else None
     if match is None:
@@ -56,23 +57,29 @@ def period_named(name: str, *, period_months: int = 1, cutoff_day: int = 1,
         raise InvalidInput(f"no such month: {name}", field="period")
     if (month - 1) % period_months:
         starts = ", ".join(f"{m:02d}" for m in range(1, 13, period_months))
-        raise InvalidInput(f"periods of {period_months} months start in months {starts}",
-                           field="period")
+        raise InvalidInput(
+            f"periods of {period_months} months start in months {starts}", field="period"
+        )
     tz = zone(timezone)
     start = _month_start(year, month, cutoff_day, tz)
     end = _month_start(*_add_months(year, month, period_months), cutoff_day, tz)
     return Period(name, start, end)
 
 
-def period_containing(at: datetime, *, period_months: int = 1, cutoff_day: int = 1,
-                      timezone: str = "UTC") -> Period:
+def period_containing(
+    at: datetime, *, period_months: int = 1, cutoff_day: int = 1, timezone: str = "UTC"
+) -> Period:
     """The period that ``at`` (aware) falls in."""
     local = at.astimezone(zone(timezone))
     year, month = local.year, local.month
     if local.day < cutoff_day:
         year, month = _add_months(year, month, -1)
     year, month = _add_months(year, month, -((month - 1) % period_months))
-    period = period_named(f"{year:04d}-{month:02d}", period_months=period_months,
-                          cutoff_day=cutoff_day, timezone=timezone)
+    period = period_named(
+        f"{year:04d}-{month:02d}",
+        period_months=period_months,
+        cutoff_day=cutoff_day,
+        timezone=timezone,
+    )
     assert period.start <= at < period.end, (at, period)
     return period

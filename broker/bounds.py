@@ -26,6 +26,9 @@ def check_product(value: int, *, field: str, what: str) -> int:
     """``value``, a result of arithmetic on valid inputs (a price, a total), if it fits a
     64-bit column; else `InvalidInput` saying what overflowed and which input drives it."""
     if value > INT64_MAX:
-        raise InvalidInput(f"{what} comes to {value}, past the largest amount the market keeps "
-                           f"({INT64_MAX}); ask for less", field=field)
+        raise InvalidInput(
+            f"{what} comes to {value}, past the largest amount the market keeps "
+            f"({INT64_MAX}); ask for less",
+            field=field,
+        )
     return value

@@ -21,8 +21,11 @@ _RATE = func.coalesce(Award.max_rate_bps, Award.min_rate_bps, 0)
 
 
 def _overlapping(bounded: bool):
-    conditions = [Award.provider_id == bindparam("provider"), Award.status == "active",
-                  or_(Award.ends_at.is_(None), Award.ends_at > bindparam("start"))]
+    conditions = [
+        Award.provider_id == bindparam("provider"),
+        Award.status == "active",
+        or_(Award.ends_at.is_(None), Award.ends_at > bindparam("start")),
+    ]
     if bounded:
         conditions.append(or_(Award.starts_at.is_(None), Award.starts_at < bindparam("end")))
     return select(_RATE, Award.starts_at, Award.ends_at).where(*conditions)
@@ -57,8 +60,13 @@ def peak_of(intervals, start: datetime, end: datetime | None) -> int:
     return peak
 
 
-def committed_bps(session: Session | Connection, provider_id: int, starts_at: datetime | None,
-                  ends_at: datetime | None, now: datetime) -> int:
+def committed_bps(
+    session: Session | Connection,
+    provider_id: int,
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+    now: datetime,
+) -> int:
     """The peak rate a provider's active awards take at one instant of ``[starts_at, ends_at)``.
 
     A volume request (no block) runs from now until delivered: it overlaps everything that has

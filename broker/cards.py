@@ -55,24 +55,33 @@ def check_number(number: object) -> tuple[str, str]:
         raise InvalidInput("a card number is a string of digits", field="card_number")
     digits = number.replace(" ", "").replace("-", "")
     if not digits.isdigit() or not digits.isascii():
-        raise InvalidInput("a card number is digits only (spaces and dashes allowed)",
-                           field="card_number")
+        raise InvalidInput(
+            "a card number is digits only (spaces and dashes allowed)", field="card_number"
+        )
     if not 12 <= len(digits) <= 19:
-        raise InvalidInput(f"a card number has 12..19 digits, this one {len(digits)}",
-                           field="card_number")
+        raise InvalidInput(
+            f"a card number has 12..19 digits, this one {len(digits)}", field="card_number"
+        )
     brand = brand_of(digits)
     if brand is None:
-        raise InvalidInput("the card number's first digits are of no card brand taken here "
-                           f"({', '.join(b for b, _, _ in BRANDS)})", field="card_number")
+        raise InvalidInput(
+            "the card number's first digits are of no card brand taken here "
+            f"({', '.join(b for b, _, _ in BRANDS)})",
+            field="card_number",
+        )
     lengths = dict((b, n) for b, _, n in BRANDS)[brand]
     if len(digits) not in lengths:
-        raise InvalidInput(f"a {brand} card number has {' or '.join(map(str, lengths))} "
-                           f"digits, this one {len(digits)}", field="card_number")
+        raise InvalidInput(
+            f"a {brand} card number has {' or '.join(map(str, lengths))} "
+            f"digits, this one {len(digits)}",
+            field="card_number",
+        )
     try:
         luhn.validate(digits)
     except ValidationError:
-        raise InvalidInput("the card number fails its check digit (Luhn): a digit is wrong",
-                           field="card_number") from None
+        raise InvalidInput(
+            "the card number fails its check digit (Luhn): a digit is wrong", field="card_number"
+        ) from None
     return digits, brand
 
 
@@ -83,12 +92,12 @@ def check_expiry(exp_month: object, exp_year: object, now: datetime) -> None:
     if isinstance(exp_year, bool) or not isinstance(exp_year, int) or not 2000 <= exp_year <= 2200:
         raise InvalidInput("the expiry year has four digits", field="exp_year")
     if (exp_year, exp_month) < (now.year, now.month):
-        raise InvalidInput(f"the card expired at the end of {exp_month:02d}/{exp_year}",
-                           field="exp_year")
+        raise InvalidInput(
+            f"the card expired at the end of {exp_month:02d}/{exp_year}", field="exp_year"
+        )
 
 
-def check_card(number: object, exp_month: object, exp_year: object,
-               now: datetime) -> CheckedCard:
+def check_card(number: object, exp_month: object, exp_year: object, now: datetime) -> CheckedCard:
     digits, brand = check_number(number)
     check_expiry(exp_month, exp_year, now)
     assert isinstance(exp_month, int) and isinstance(exp_year, int)  # check_expiry says so

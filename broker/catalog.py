@@ -28,8 +28,9 @@ def parse_chain(chain: str | Iterable[str], *, field: str = "services") -> tuple
     known = known_services()
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise InvalidInput(f"unknown service(s) {', '.join(unknown)}; known: "
-                           f"{', '.join(known)}", field=field)
+        raise InvalidInput(
+            f"unknown service(s) {', '.join(unknown)}; known: {', '.join(known)}", field=field
+        )
     return tuple(names)
 
 

@@ -60,30 +60,58 @@ def billable(award: Award | Row | Mapping, counters: Mapping[str, int]) -> dict[
 
 def price_lines(award: Award, *, job_id: int | None, now: datetime) -> list[Charge]:
     """The award's price as charge lines, one per payer by its share (they add up to it)."""
-    return [Charge(user_id=p.user_id, provider_id=award.provider_id,
-                   home_provider_id=award.home_provider_id, award_id=award.id, job_id=job_id,
-                   usage_report_id=None, kind=PRICE, amount_minor=p.share_minor,
-                   currency=award.currency, minor_digits=MINOR_DIGITS[award.currency],
-                   tariff_id=None, tariff_version=None, rated_at=now)
-            for p in award.payers]
+    return [
+        Charge(
+            user_id=p.user_id,
+            provider_id=award.provider_id,
+            home_provider_id=award.home_provider_id,
+            award_id=award.id,
+            job_id=job_id,
+            usage_report_id=None,
+            kind=PRICE,
+            amount_minor=p.share_minor,
+            currency=award.currency,
+            minor_digits=MINOR_DIGITS[award.currency],
+            tariff_id=None,
+            tariff_version=None,
+            rated_at=now,
+        )
+        for p in award.payers
+    ]
 
 
-def void_price(session: Session, award: Award, *, job_id: int | None,
-               at: datetime) -> list[Charge]:
+def void_price(session: Session, award: Award, *, job_id: int | None, at: datetime) -> list[Charge]:
     """Undo the award's price for each payer: a ``void`` line, the negative of its price line,
     dated ``at`` (never before the price). Written once per payer (a unique index holds it):
     a second call adds nothing. The void goes on the payer's next statement like any charge,
     the one the price is on if that is not finalized yet; settlement then owes the delivering
     provider nothing for the award."""
-    prices = session.scalars(select(Charge).where(Charge.award_id == award.id,
-                                                  Charge.kind == PRICE)).all()
-    done = set(session.scalars(select(Charge.user_id).where(Charge.award_id == award.id,
-                                                            Charge.kind == VOID)))
-    lines = [Charge(user_id=p.user_id, provider_id=p.provider_id,
-                    home_provider_id=p.home_provider_id, award_id=award.id, job_id=job_id,
-                    usage_report_id=None, kind=VOID, amount_minor=-p.amount_minor,
-                    currency=p.currency, minor_digits=p.minor_digits, tariff_id=None,
-                    tariff_version=None, rated_at=max(at, p.rated_at))
-             for p in prices if p.user_id not in done and p.amount_minor]
+    prices = session.scalars(
+        select(Charge).where(Charge.award_id == award.id, Charge.kind == PRICE)
+    ).all()
+    done = set(
+        session.scalars(
+            select(Charge.user_id).where(Charge.award_id == award.id, Charge.kind == VOID)
+        )
+    )
+    lines = [
+        Charge(
+            user_id=p.user_id,
+            provider_id=p.provider_id,
+            home_provider_id=p.home_provider_id,
+            award_id=award.id,
+            job_id=job_id,
+            usage_report_id=None,
+            kind=VOID,
+            amount_minor=-p.amount_minor,
+            currency=p.currency,
+            minor_digits=p.minor_digits,
+            tariff_id=None,
+            tariff_version=None,
+            rated_at=max(at, p.rated_at),
+        )
+        for p in prices
+        if p.user_id not in done and p.amount_minor
+    ]
     session.add_all(lines)
     return lines

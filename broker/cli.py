@@ -24,28 +24,42 @@ def add_broker_commands(subparsers) -> None:
     sub = broker.add_subparsers(dest="broker_command", metavar="COMMAND", required=True)
 
     serve = sub.add_parser(
-        "serve", help="run the broker's HTTP API (FastAPI on uvicorn)",
+        "serve",
+        help="run the broker's HTTP API (FastAPI on uvicorn)",
         description="Each setting comes from its flag, else $PKTX_BROKER_<NAME> (e.g. "
-                    "PKTX_BROKER_PORT), else the TOML file of --config or $PKTX_BROKER_CONFIG "
-                    "(keys: db, host, port, processes, reputation_half_life_days, expire_every, "
-                    "log_level), else its default.")
+        "PKTX_BROKER_PORT), else the TOML file of --config or $PKTX_BROKER_CONFIG "
+        "(keys: db, host, port, processes, reputation_half_life_days, expire_every, "
+        "log_level), else its default.",
+    )
     db_option(serve)
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
     serve.add_argument("--host", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (8040)")
-    serve.add_argument("--reputation-half-life-days", type=float,
-                       help="age at which a rating counts half (90)")
-    serve.add_argument("--processes", "--workers", type=int, dest="processes",
-                       help="HTTP server processes (1); more serve more requests at once on "
-                            "several cores, SQLite still takes one writer at a time "
-                            "(--workers is the old name)")
-    serve.add_argument("--expire-every", type=float, metavar="SECONDS",
-                       help="how often overdue negotiations are marked expired (30; 0: never)")
-    serve.add_argument("--log-level",
-                       choices=("critical", "error", "warning", "info", "debug"))
-    serve.add_argument("--tls-cert", metavar="FILE",
-                       help="serve HTTPS with this PEM certificate (chain); needed to listen "
-                            "on an address other than loopback")
+    serve.add_argument(
+        "--reputation-half-life-days", type=float, help="age at which a rating counts half (90)"
+    )
+    serve.add_argument(
+        "--processes",
+        "--workers",
+        type=int,
+        dest="processes",
+        help="HTTP server processes (1); more serve more requests at once on "
+        "several cores, SQLite still takes one writer at a time "
+        "(--workers is the old name)",
+    )
+    serve.add_argument(
+        "--expire-every",
+        type=float,
+        metavar="SECONDS",
+        help="how often overdue negotiations are marked expired (30; 0: never)",
+    )
+    serve.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate (chain); needed to listen "
+        "on an address other than loopback",
+    )
     serve.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
     serve.set_defaults(func=guarded(_serve))
 
@@ -66,19 +80,33 @@ def add_broker_commands(subparsers) -> None:
     db_option(p)
     p.add_argument("--network", type=int, required=True, help="network id")
     p.add_argument("--name", required=True)
-    p.add_argument("--service", "--services", dest="services", required=True,
-                   metavar="NAME[,NAME...]",
-                   help="the services it offers, e.g. identity,checksum,anonymize (--services "
-                        "is the old name)")
+    p.add_argument(
+        "--service",
+        "--services",
+        dest="services",
+        required=True,
+        metavar="NAME[,NAME...]",
+        help="the services it offers, e.g. identity,checksum,anonymize (--services "
+        "is the old name)",
+    )
     p.add_argument("--capacity-bps", type=int, required=True)
     p.add_argument("--currency", default="EUR", help="ISO 4217 code (EUR)")
     p.add_argument("--per-gb", type=int, required=True, help="minor units per 10^9 bytes")
-    p.add_argument("--per-mbps-hour", type=int, required=True,
-                   help="minor units per Mbit/s per hour")
-    p.add_argument("--reservation-ppm", type=int, default=800_000,
-                   help="lowest acceptable price, millionths of the list price (800000)")
-    p.add_argument("--beta-ppm", type=int, default=1_000_000,
-                   help="concession exponent in millionths (1000000: linear)")
+    p.add_argument(
+        "--per-mbps-hour", type=int, required=True, help="minor units per Mbit/s per hour"
+    )
+    p.add_argument(
+        "--reservation-ppm",
+        type=int,
+        default=800_000,
+        help="lowest acceptable price, millionths of the list price (800000)",
+    )
+    p.add_argument(
+        "--beta-ppm",
+        type=int,
+        default=1_000_000,
+        help="concession exponent in millionths (1000000: linear)",
+    )
     p.add_argument("--manual", action="store_true", help="answer negotiations by hand")
     p.set_defaults(func=guarded(_provider))
 
@@ -104,8 +132,9 @@ def add_broker_commands(subparsers) -> None:
 
     p = what.add_parser("key", help="issue an API key (printed once)")
     db_option(p)
-    p.add_argument("kind", choices=("admin", "network", "provider", "user", "device",
-                                    "phone_number"))
+    p.add_argument(
+        "kind", choices=("admin", "network", "provider", "user", "device", "phone_number")
+    )
     p.add_argument("id", type=int)
     p.add_argument("--label", default="")
     p.set_defaults(func=guarded(_key))
@@ -140,27 +169,46 @@ def _serve(args) -> int:
     from broker.store import Store
     from engine.logs import for_children
 
-    settings = load(args.config, db=args.db, host=args.host, port=args.port,
-                    processes=args.processes, expire_every=args.expire_every,
-                    reputation_half_life_days=args.reputation_half_life_days,
-                    log_level=args.log_level or ("warning" if getattr(args, "quiet", False)
-                                                 else None),
-                    tls_cert=args.tls_cert, tls_key=args.tls_key)
+    settings = load(
+        args.config,
+        db=args.db,
+        host=args.host,
+        port=args.port,
+        processes=args.processes,
+        expire_every=args.expire_every,
+        reputation_half_life_days=args.reputation_half_life_days,
+        log_level=args.log_level or ("warning" if getattr(args, "quiet", False) else None),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
     tls = _tls(settings)
     store = Store(settings.db)  # migrates the store once, before any worker starts
     scheme = "https" if tls else "http"
     logging.getLogger("pktx.broker").info(
-        "serving %s store on %s://%s:%s with %d process(es) (OpenAPI at /docs)", store.backend,
-        scheme, settings.host, settings.port, settings.processes)
+        "serving %s store on %s://%s:%s with %d process(es) (OpenAPI at /docs)",
+        store.backend,
+        scheme,
+        settings.host,
+        settings.port,
+        settings.processes,
+    )
     # Open event streams do not hold a shutdown up: after 10 s they are closed (devices
     # reconnect with Last-Event-ID and miss nothing).
     # uvicorn's loggers go through pktx's own handler (--log-format, secrets masked); its
     # --log-level still sets how much of them.
-    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level,
-              "log_config": None, "timeout_graceful_shutdown": 10, **tls}
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+        **tls,
+    }
     if settings.processes == 1:
-        uvicorn.run(create_app(store, settings=settings,
-                               expire_every=settings.expire_every or None), **common)
+        uvicorn.run(
+            create_app(store, settings=settings, expire_every=settings.expire_every or None),
+            **common,
+        )
         return 0
     # Worker processes build their own app (uvicorn imports a factory in each of them): they
     # read the settings resolved here from the environment.
@@ -173,8 +221,12 @@ def _serve(args) -> int:
     if own:
         os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="pktx-broker-metrics-")
     try:
-        uvicorn.run("broker.api.main:app_from_environment", factory=True,
-                    workers=settings.processes, **common)
+        uvicorn.run(
+            "broker.api.main:app_from_environment",
+            factory=True,
+            workers=settings.processes,
+            **common,
+        )
     finally:
         if own:
             shutil.rmtree(os.environ.pop(MULTIPROCESS_DIR), ignore_errors=True)
@@ -194,16 +246,18 @@ def _tls(settings) -> dict:
         for name in ("tls_cert", "tls_key"):
             path = getattr(settings, name)
             if not os.path.isfile(path):
-                raise InvalidInput(f"--{name.replace('_', '-')} {path}: no such file",
-                                   field=name)
+                raise InvalidInput(f"--{name.replace('_', '-')} {path}: no such file", field=name)
         return {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
     try:
         loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
-        raise InvalidInput(f"--host {settings.host}: plain HTTP is served on loopback only; "
-                           f"give --tls-cert and --tls-key to listen there", field="host")
+        raise InvalidInput(
+            f"--host {settings.host}: plain HTTP is served on loopback only; "
+            f"give --tls-cert and --tls-key to listen there",
+            field="host",
+        )
     return {}
 
 
@@ -214,8 +268,14 @@ def _init(args) -> int:
     with open_store(args).write() as s:
         admin = create_admin(s, args.name)
         key, token = issue_key(s, Actor("admin", admin.id), "admin", admin.id, "bootstrap")
-        return print_json({"admin_id": admin.id, "key_prefix": key.prefix, "token": token,
-                       "note": "store the token now: it is not shown again"})
+        return print_json(
+            {
+                "admin_id": admin.id,
+                "key_prefix": key.prefix,
+                "token": token,
+                "note": "store the token now: it is not shown again",
+            }
+        )
 
 
 def _network(args) -> int:
@@ -231,13 +291,20 @@ def _provider(args) -> int:
     from broker.views import provider_view
 
     with open_store(args).write() as s:
-        p = create_provider(s, first_admin(s), network_id=args.network, name=args.name,
-                            services=args.services, capacity_bps=args.capacity_bps,
-                            currency=args.currency, per_gb_minor=args.per_gb,
-                            per_mbps_hour_minor=args.per_mbps_hour,
-                            reservation_ppm=args.reservation_ppm,
-                            concession_beta_ppm=args.beta_ppm,
-                            mode="manual" if args.manual else "policy")
+        p = create_provider(
+            s,
+            first_admin(s),
+            network_id=args.network,
+            name=args.name,
+            services=args.services,
+            capacity_bps=args.capacity_bps,
+            currency=args.currency,
+            per_gb_minor=args.per_gb,
+            per_mbps_hour_minor=args.per_mbps_hour,
+            reservation_ppm=args.reservation_ppm,
+            concession_beta_ppm=args.beta_ppm,
+            mode="manual" if args.manual else "policy",
+        )
         return print_json(provider_view(s, p.id))
 
 
@@ -261,10 +328,17 @@ def _phone(args) -> int:
     from broker.directory import add_phone_number
 
     with open_store(args).write() as s:
-        p = add_phone_number(s, first_admin(s), user_id=args.user, number=args.number,
-                             region=args.region, device_id=args.device)
-        return print_json({"id": p.id, "user_id": p.user_id, "e164": p.e164,
-                       "device_id": p.device_id})
+        p = add_phone_number(
+            s,
+            first_admin(s),
+            user_id=args.user,
+            number=args.number,
+            region=args.region,
+            device_id=args.device,
+        )
+        return print_json(
+            {"id": p.id, "user_id": p.user_id, "e164": p.e164, "device_id": p.device_id}
+        )
 
 
 def _key(args) -> int:
@@ -272,8 +346,15 @@ def _key(args) -> int:
 
     with open_store(args).write() as s:
         key, token = issue_key(s, first_admin(s), args.kind, args.id, args.label)
-        return print_json({"kind": args.kind, "id": args.id, "key_prefix": key.prefix,
-                       "token": token, "note": "store the token now: it is not shown again"})
+        return print_json(
+            {
+                "kind": args.kind,
+                "id": args.id,
+                "key_prefix": key.prefix,
+                "token": token,
+                "note": "store the token now: it is not shown again",
+            }
+        )
 
 
 def _revoke(args) -> int:
@@ -290,14 +371,24 @@ def _list(args) -> int:
     from broker.models import Network, Provider, User
 
     with open_store(args).read() as s:
-        return print_json({
-            "networks": [{"id": n.id, "name": n.name} for n in s.scalars(select(Network))],
-            "providers": [{"id": p.id, "name": p.name, "network_id": p.network_id,
-                           "services": list(p.service_names)}
-                          for p in s.scalars(select(Provider))],
-            "users": [{"id": u.id, "name": u.name, "home_provider_id": u.home_provider_id}
-                      for u in s.scalars(select(User))],
-        })
+        return print_json(
+            {
+                "networks": [{"id": n.id, "name": n.name} for n in s.scalars(select(Network))],
+                "providers": [
+                    {
+                        "id": p.id,
+                        "name": p.name,
+                        "network_id": p.network_id,
+                        "services": list(p.service_names),
+                    }
+                    for p in s.scalars(select(Provider))
+                ],
+                "users": [
+                    {"id": u.id, "name": u.name, "home_provider_id": u.home_provider_id}
+                    for u in s.scalars(select(User))
+                ],
+            }
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,13 +16,17 @@ def as_utc(value: datetime, *, field: str = "time") -> datetime:
     if not isinstance(value, datetime):
         raise InvalidInput(f"expected a datetime, got {value!r}", field=field)
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        raise InvalidInput(f"{value.isoformat()} has no time zone; give one, e.g. "
-                           f"'{value.isoformat()}Z'", field=field)
+        raise InvalidInput(
+            f"{value.isoformat()} has no time zone; give one, e.g. '{value.isoformat()}Z'",
+            field=field,
+        )
     try:
         return value.astimezone(UTC)
     except OverflowError:  # year 1 east of UTC, year 9999 west of it
-        raise InvalidInput(f"{value.isoformat()} is outside the calendar once put in UTC "
-                           f"(years 1..9999)", field=field) from None
+        raise InvalidInput(
+            f"{value.isoformat()} is outside the calendar once put in UTC (years 1..9999)",
+            field=field,
+        ) from None
 
 
 def resolve_now(now: datetime | None) -> datetime:

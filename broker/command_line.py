@@ -10,19 +10,23 @@ from broker.errors import BrokerError
 
 
 def db_option(parser) -> None:
-    parser.add_argument("--db", help="database URL (default: $PKTX_BROKER_DB, else a SQLite "
-                                     "file in ~/.local/share/pktx)")
+    parser.add_argument(
+        "--db",
+        help="database URL (default: $PKTX_BROKER_DB, else a SQLite file in ~/.local/share/pktx)",
+    )
 
 
 def guarded(command):
     """Run ``command``; a `BrokerError` becomes one line (``pktx: error: ...``, as every
     command's) and exit status 1."""
+
     def run(args) -> int:
         try:
             return command(args)
         except BrokerError as exc:
             sys.stderr.write(f"pktx: error: {exc}\n")
             return 1
+
     return run
 
 

@@ -47,19 +47,24 @@ from broker.models.base import UTCDateTime
 
 # Each feature, what it measures and the cap it is clipped to (docs/billing.md, "Credit").
 FEATURES = (
-    "late_share",     # past-due statements not paid by their due date / past-due statements
-    "months_late",    # mean months late (30 days) of the past-due statements, capped at 6
-    "unpaid_share",   # unpaid minor units of past-due statements / their billed minor units
-    "history",        # ln(1 + past-due statements): how much payment history there is
-    "tenure_years",   # years since sign-up, capped at 10
-    "spend_cv",       # coefficient of variation of statement totals (regularity), capped at 3
-    "services",       # distinct service chains charged for, capped at 10
+    "late_share",  # past-due statements not paid by their due date / past-due statements
+    "months_late",  # mean months late (30 days) of the past-due statements, capped at 6
+    "unpaid_share",  # unpaid minor units of past-due statements / their billed minor units
+    "history",  # ln(1 + past-due statements): how much payment history there is
+    "tenure_years",  # years since sign-up, capped at 10
+    "spend_cv",  # coefficient of variation of statement totals (regularity), capped at 3
+    "services",  # distinct service chains charged for, capped at 10
     "foreign_share",  # share of charged minor units delivered by another provider
-    "ext_score",      # (external credit score - 650) / 100; 0 when none is known
-    "utilisation",    # (unbilled + unpaid) / prior limit, capped at 2
+    "ext_score",  # (external credit score - 650) / 100; 0 when none is known
+    "utilisation",  # (unbilled + unpaid) / prior limit, capped at 2
 )
-CAPS = {"months_late": 6.0, "tenure_years": 10.0, "spend_cv": 3.0, "services": 10.0,
-        "utilisation": 2.0}
+CAPS = {
+    "months_late": 6.0,
+    "tenure_years": 10.0,
+    "spend_cv": 3.0,
+    "services": 10.0,
+    "utilisation": 2.0,
+}
 
 REASONS = {
     "late_share": "statements paid after their due date",
@@ -77,9 +82,19 @@ REASONS = {
 # The prior model: log-odds of paying a statement by its due date. The intercept is ln 19, so
 # a user about whom nothing is known (every feature 0) has a 5% probability of not paying on
 # time and scores the base 600; each coefficient's sign is what credit practice expects.
-PRIOR = {"intercept": math.log(19.0), "late_share": -2.5, "months_late": -0.8,
-         "unpaid_share": -2.0, "history": 0.3, "tenure_years": 0.1, "spend_cv": -0.3,
-         "services": 0.05, "foreign_share": -0.2, "ext_score": 0.8, "utilisation": -1.0}
+PRIOR = {
+    "intercept": math.log(19.0),
+    "late_share": -2.5,
+    "months_late": -0.8,
+    "unpaid_share": -2.0,
+    "history": 0.3,
+    "tenure_years": 0.1,
+    "spend_cv": -0.3,
+    "services": 0.05,
+    "foreign_share": -0.2,
+    "ext_score": 0.8,
+    "utilisation": -1.0,
+}
 
 # Fewer outcomes than this (or fewer than MIN_CLASS of either kind) and retrain keeps the prior.
 MIN_OUTCOMES = 200
@@ -121,8 +136,11 @@ def _epoch_days_default(element, compiler, **kw):
 
 def _statement_total(statement):
     """A statement's total in minor units: the sum of its lines (an index look-up each)."""
-    return (select(func.coalesce(func.sum(StatementLine.amount_minor), 0))
-            .where(StatementLine.statement_id == statement.id).scalar_subquery())
+    return (
+        select(func.coalesce(func.sum(StatementLine.amount_minor), 0))
+        .where(StatementLine.statement_id == statement.id)
+        .scalar_subquery()
+    )
 
 
 def _unbilled(charge):
@@ -133,11 +151,16 @@ def _unbilled(charge):
 def _totals(anchors):
     """The totals of the anchors' users' finalized statements, in one grouped pass."""
     s = Statement
-    return (select(StatementLine.statement_id.label("sid"),
-                   func.sum(StatementLine.amount_minor).label("total"))
-            .join(s, s.id == StatementLine.statement_id)
-            .where(s.status == "finalized", s.user_id.in_(select(anchors.c.user_id)))
-            .group_by(StatementLine.statement_id).subquery("totals"))
+    return (
+        select(
+            StatementLine.statement_id.label("sid"),
+            func.sum(StatementLine.amount_minor).label("total"),
+        )
+        .join(s, s.id == StatementLine.statement_id)
+        .where(s.status == "finalized", s.user_id.in_(select(anchors.c.user_id)))
+        .group_by(StatementLine.statement_id)
+        .subquery("totals")
+    )
 
 
 def _history(anchors):
@@ -147,53 +170,73 @@ def _history(anchors):
     paid_by_then = and_(s.paid_at.is_not(None), s.paid_at <= anchors.c.as_of)
     on_time = and_(paid_by_then, s.paid_at <= s.due_at)
     total = func.coalesce(t.c.total, 0)
-    late_days = case((paid_by_then, _EpochDays(s.paid_at) - _EpochDays(s.due_at)),
-                     else_=_EpochDays(anchors.c.as_of) - _EpochDays(s.due_at))
+    late_days = case(
+        (paid_by_then, _EpochDays(s.paid_at) - _EpochDays(s.due_at)),
+        else_=_EpochDays(anchors.c.as_of) - _EpochDays(s.due_at),
+    )
     ftotal = cast(total, Float)
-    return (select(
-        anchors.c.key,
-        func.sum(case((due, 1), else_=0)),
-        func.sum(case((and_(due, on_time), 1), else_=0)),
-        func.sum(case((and_(due, ~on_time), late_days), else_=0.0)),
-        func.sum(case((due, total), else_=0)),
-        func.sum(case((and_(due, ~paid_by_then), total - s.paid_minor), else_=0)),
-        func.count(s.id),
-        func.sum(ftotal),
-        func.sum(ftotal * ftotal),
-        func.sum(case((~paid_by_then, total - s.paid_minor), else_=0)))
+    return (
+        select(
+            anchors.c.key,
+            func.sum(case((due, 1), else_=0)),
+            func.sum(case((and_(due, on_time), 1), else_=0)),
+            func.sum(case((and_(due, ~on_time), late_days), else_=0.0)),
+            func.sum(case((due, total), else_=0)),
+            func.sum(case((and_(due, ~paid_by_then), total - s.paid_minor), else_=0)),
+            func.count(s.id),
+            func.sum(ftotal),
+            func.sum(ftotal * ftotal),
+            func.sum(case((~paid_by_then, total - s.paid_minor), else_=0)),
+        )
         .select_from(anchors)
-        .join(s, and_(s.user_id == anchors.c.user_id, s.status == "finalized",
-                      s.finalized_at < anchors.c.as_of))
+        .join(
+            s,
+            and_(
+                s.user_id == anchors.c.user_id,
+                s.status == "finalized",
+                s.finalized_at < anchors.c.as_of,
+            ),
+        )
         .outerjoin(t, t.c.sid == s.id)
-        .group_by(anchors.c.key).order_by(anchors.c.key))
+        .group_by(anchors.c.key)
+        .order_by(anchors.c.key)
+    )
 
 
 def _usage(anchors):
     """Per anchor: charges up to it, by whom delivered, which chains, what is not yet billed."""
     c = Charge
-    return (select(
-        anchors.c.key,
-        func.sum(c.amount_minor),
-        func.sum(case((c.provider_id != c.home_provider_id, c.amount_minor), else_=0)),
-        func.count(func.distinct(Award.services)),
-        func.sum(case((_unbilled(c), c.amount_minor), else_=0)))
+    return (
+        select(
+            anchors.c.key,
+            func.sum(c.amount_minor),
+            func.sum(case((c.provider_id != c.home_provider_id, c.amount_minor), else_=0)),
+            func.count(func.distinct(Award.services)),
+            func.sum(case((_unbilled(c), c.amount_minor), else_=0)),
+        )
         .select_from(anchors)
         .join(c, and_(c.user_id == anchors.c.user_id, c.rated_at <= anchors.c.as_of))
         .join(Award, Award.id == c.award_id)
-        .group_by(anchors.c.key).order_by(anchors.c.key))
+        .group_by(anchors.c.key)
+        .order_by(anchors.c.key)
+    )
 
 
 def _base(anchors):
     """Per anchor: days since the user signed up, its external score (-1: none) and its
     sign-up limit (0: none)."""
-    return (select(anchors.c.key,
-                   _EpochDays(anchors.c.as_of) - _EpochDays(User.created_at),
-                   func.coalesce(CreditProfile.external_score, -1),
-                   func.coalesce(CreditProfile.prior_limit_minor, 0))
-            .select_from(anchors)
-            .join(User, User.id == anchors.c.user_id)
-            .outerjoin(CreditProfile, CreditProfile.user_id == anchors.c.user_id)
-            .order_by(anchors.c.key))
+    return (
+        select(
+            anchors.c.key,
+            _EpochDays(anchors.c.as_of) - _EpochDays(User.created_at),
+            func.coalesce(CreditProfile.external_score, -1),
+            func.coalesce(CreditProfile.prior_limit_minor, 0),
+        )
+        .select_from(anchors)
+        .join(User, User.id == anchors.c.user_id)
+        .outerjoin(CreditProfile, CreditProfile.user_id == anchors.c.user_id)
+        .order_by(anchors.c.key)
+    )
 
 
 @functools.cache
@@ -202,19 +245,27 @@ def _user_queries() -> dict:
     building SQLAlchemy expressions costs more than running them for one user."""
     users: BindParameter[list[int]] = bindparam("users", expanding=True)
     at = bindparam("as_of", type_=UTCDateTime())
-    anchors = (select(User.id.label("key"), User.id.label("user_id"), at.label("as_of"))
-               .where(User.id.in_(users)).subquery("anchors"))
+    anchors = (
+        select(User.id.label("key"), User.id.label("user_id"), at.label("as_of"))
+        .where(User.id.in_(users))
+        .subquery("anchors")
+    )
     # Months paid on time: past-due statements paid on time since the last one that was not.
     s = Statement
     past_due = and_(s.status == "finalized", s.due_at < at, s.user_id.in_(users))
     on_time = and_(s.paid_at.is_not(None), s.paid_at <= s.due_at, s.paid_at <= at)
-    last_bad = (select(s.user_id, func.max(s.due_at).label("due")).where(past_due, ~on_time)
-                .group_by(s.user_id).subquery("last_bad"))
-    months = (select(s.user_id, func.count())
-              .outerjoin(last_bad, last_bad.c.user_id == s.user_id)
-              .where(past_due, on_time, or_(last_bad.c.due.is_(None),
-                                            s.due_at > last_bad.c.due))
-              .group_by(s.user_id))
+    last_bad = (
+        select(s.user_id, func.max(s.due_at).label("due"))
+        .where(past_due, ~on_time)
+        .group_by(s.user_id)
+        .subquery("last_bad")
+    )
+    months = (
+        select(s.user_id, func.count())
+        .outerjoin(last_bad, last_bad.c.user_id == s.user_id)
+        .where(past_due, on_time, or_(last_bad.c.due.is_(None), s.due_at > last_bad.c.due))
+        .group_by(s.user_id)
+    )
     # All of it in one statement (one round trip per credit check): every user's base row,
     # with its history, usage and months joined on (zeros where it has none).
     parts = [q.subquery() for q in (_base(anchors), _history(anchors), _usage(anchors), months)]
@@ -222,8 +273,11 @@ def _user_queries() -> dict:
     joined = parts[0]
     for part, cols in zip(parts[1:], first[1:], strict=True):
         joined = joined.outerjoin(part, cols[0] == first[0][0])
-    combined = (select(*[func.coalesce(c, 0) for cols in first for c in cols[1:]], first[0][0])
-                .select_from(joined).order_by(first[0][0]))
+    combined = (
+        select(*[func.coalesce(c, 0) for cols in first for c in cols[1:]], first[0][0])
+        .select_from(joined)
+        .order_by(first[0][0])
+    )
     return {"combined": combined}
 
 
@@ -235,9 +289,9 @@ class Features:
 
     keys: np.ndarray
     x: np.ndarray
-    exposure_minor: np.ndarray      # unbilled charges + unpaid finalized statements
-    mean_spend_minor: np.ndarray    # mean statement total
-    on_time_months: np.ndarray      # past-due statements paid on time since the last one not
+    exposure_minor: np.ndarray  # unbilled charges + unpaid finalized statements
+    mean_spend_minor: np.ndarray  # mean statement total
+    on_time_months: np.ndarray  # past-due statements paid on time since the last one not
     prior_limit_minor: np.ndarray
     external_score: list
     found: np.ndarray | None = None  # the anchors the base query found (a user that exists)
@@ -254,13 +308,20 @@ def _table(session: Session, query, width: int, params: dict | None = None) -> n
     return np.asarray(rows, dtype=float).reshape(len(rows), width)
 
 
-def _columns(session: Session, anchors, keys: np.ndarray, params: dict | None = None,
-             tables: tuple | None = None) -> Features:
+def _columns(
+    session: Session,
+    anchors,
+    keys: np.ndarray,
+    params: dict | None = None,
+    tables: tuple | None = None,
+) -> Features:
     """The features of the anchors ``keys`` (ascending), three aggregate queries in all
     (``tables``: their rows read already, as (history, usage, base))."""
     if tables is None:
-        tables = tuple(_table(session, q, width, params) for q, width in (
-            (_history(anchors), 10), (_usage(anchors), 5), (_base(anchors), 4)))
+        tables = tuple(
+            _table(session, q, width, params)
+            for q, width in ((_history(anchors), 10), (_usage(anchors), 5), (_base(anchors), 4))
+        )
     h, u, b = tables
     n = len(keys)
     x = np.zeros((n, len(FEATURES)))
@@ -269,26 +330,28 @@ def _columns(session: Session, anchors, keys: np.ndarray, params: dict | None = 
     spend = np.zeros(n, dtype=np.int64)
 
     i = np.searchsorted(keys, h[:, 0])
-    (n_due, n_on_time, late_days, due_total, due_unpaid, n_all, sum_total, sum_sq,
-     unpaid) = h[:, 1:].T
+    (n_due, n_on_time, late_days, due_total, due_unpaid, n_all, sum_total, sum_sq, unpaid) = h[
+        :, 1:
+    ].T
     some = n_due > 0
     safe_due = np.maximum(n_due, 1)
     x[i, col["late_share"]] = np.where(some, 1 - n_on_time / safe_due, 0)
     x[i, col["months_late"]] = np.where(some, late_days / 30.0 / safe_due, 0)
-    x[i, col["unpaid_share"]] = np.where(due_total > 0, due_unpaid / np.maximum(due_total, 1),
-                                         0)
+    x[i, col["unpaid_share"]] = np.where(due_total > 0, due_unpaid / np.maximum(due_total, 1), 0)
     x[i, col["history"]] = np.log1p(n_due)
     mean = sum_total / np.maximum(n_all, 1)
     spend[i] = np.floor(mean).astype(np.int64)
     var = np.maximum(sum_sq / np.maximum(n_all, 1) - mean * mean, 0)
-    x[i, col["spend_cv"]] = np.where((mean > 0) & (n_all > 1),
-                                     np.sqrt(var) / np.where(mean > 0, mean, 1), 0)
+    x[i, col["spend_cv"]] = np.where(
+        (mean > 0) & (n_all > 1), np.sqrt(var) / np.where(mean > 0, mean, 1), 0
+    )
     exposure[i] += unpaid.astype(np.int64)
 
     i = np.searchsorted(keys, u[:, 0])
     charged, foreign, services, unbilled = u[:, 1:].T
-    x[i, col["foreign_share"]] = np.where(charged > 0, foreign / np.where(charged > 0,
-                                                                           charged, 1), 0)
+    x[i, col["foreign_share"]] = np.where(
+        charged > 0, foreign / np.where(charged > 0, charged, 1), 0
+    )
     x[i, col["services"]] = services
     exposure[i] += unbilled.astype(np.int64)
 
@@ -302,12 +365,20 @@ def _columns(session: Session, anchors, keys: np.ndarray, params: dict | None = 
     for k, e in zip(i.tolist(), ext.tolist()):
         external[k] = int(e) if e >= 0 else None
     x[:, col["utilisation"]] = np.where(
-        prior > 0, exposure / np.maximum(prior, 1),
-        np.where(exposure > 0, CAPS["utilisation"], 0))
+        prior > 0, exposure / np.maximum(prior, 1), np.where(exposure > 0, CAPS["utilisation"], 0)
+    )
     for name, cap in CAPS.items():
         np.minimum(x[:, col[name]], cap, out=x[:, col[name]])
-    return Features(keys, x, exposure, spend, np.zeros(n, dtype=np.int64), prior, external,
-                    b[:, 0].astype(np.int64))
+    return Features(
+        keys,
+        x,
+        exposure,
+        spend,
+        np.zeros(n, dtype=np.int64),
+        prior,
+        external,
+        b[:, 0].astype(np.int64),
+    )
 
 
 def features(session: Session, user_ids, as_of: datetime | None = None) -> Features:
@@ -324,15 +395,24 @@ def features(session: Session, user_ids, as_of: datetime | None = None) -> Featu
     if missing:
         raise NotFound("user", min(missing))
     key = found[:, None]
-    feats = _columns(session, None, keys, params, tables=(
-        np.hstack([key, rows[:, 3:12]]), np.hstack([key, rows[:, 12:16]]),
-        np.hstack([key, rows[:, 0:3]])))
+    feats = _columns(
+        session,
+        None,
+        keys,
+        params,
+        tables=(
+            np.hstack([key, rows[:, 3:12]]),
+            np.hstack([key, rows[:, 12:16]]),
+            np.hstack([key, rows[:, 0:3]]),
+        ),
+    )
     feats.on_time_months = rows[:, 16].astype(np.int64)
     return feats
 
 
-def training_set(session: Session, as_of: datetime | None = None, *, exact: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def training_set(
+    session: Session, as_of: datetime | None = None, *, exact: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The store's outcomes: one row per finalized statement past its due date at ``as_of``,
     its features as of when it was finalized, and 1 when it was paid by its due date.
 
@@ -343,30 +423,50 @@ def training_set(session: Session, as_of: datetime | None = None, *, exact: bool
     as_of = resolve_now(as_of)
     s = Statement
     paid = and_(s.paid_at.is_not(None), s.paid_at <= s.due_at, s.paid_at <= as_of)
-    outcomes = (select(s.id, case((paid, 1), else_=0))
-                .where(s.status == "finalized", s.due_at < as_of).order_by(s.id))
+    outcomes = (
+        select(s.id, case((paid, 1), else_=0))
+        .where(s.status == "finalized", s.due_at < as_of)
+        .order_by(s.id)
+    )
     if exact:
         ky = _table(session, outcomes, 2)
         if not len(ky):
             return np.zeros((0, len(FEATURES))), np.zeros(0)
-        anchors = (select(s.id.label("key"), s.user_id.label("user_id"),
-                          s.finalized_at.label("as_of"))
-                   .where(s.status == "finalized", s.due_at < as_of).subquery("anchors"))
+        anchors = (
+            select(s.id.label("key"), s.user_id.label("user_id"), s.finalized_at.label("as_of"))
+            .where(s.status == "finalized", s.due_at < as_of)
+            .subquery("anchors")
+        )
         return _columns(session, anchors, ky[:, 0].astype(np.int64)).x, ky[:, 1]
     return _training_columnar(session, as_of)
 
 
 def _training_columnar(session: Session, as_of: datetime) -> tuple[np.ndarray, np.ndarray]:
     s, c = Statement, Charge
-    t = (select(StatementLine.statement_id.label("sid"),
-                func.sum(StatementLine.amount_minor).label("total"))
-         .group_by(StatementLine.statement_id).subquery("totals"))
-    st = _table(session, select(
-        s.user_id, _EpochDays(s.finalized_at), _EpochDays(s.due_at), _EpochDays(s.paid_at),
-        func.coalesce(t.c.total, 0), s.paid_minor, s.id)
+    t = (
+        select(
+            StatementLine.statement_id.label("sid"),
+            func.sum(StatementLine.amount_minor).label("total"),
+        )
+        .group_by(StatementLine.statement_id)
+        .subquery("totals")
+    )
+    st = _table(
+        session,
+        select(
+            s.user_id,
+            _EpochDays(s.finalized_at),
+            _EpochDays(s.due_at),
+            _EpochDays(s.paid_at),
+            func.coalesce(t.c.total, 0),
+            s.paid_minor,
+            s.id,
+        )
         .outerjoin(t, t.c.sid == s.id)
         .where(s.status == "finalized", s.finalized_at < as_of)
-        .order_by(s.user_id, s.finalized_at, s.id), 7)
+        .order_by(s.user_id, s.finalized_at, s.id),
+        7,
+    )
     if not len(st):
         return np.zeros((0, len(FEATURES))), np.zeros(0)
     U, F, D, P, T, PM, _ids = st.T
@@ -400,19 +500,43 @@ def _training_columnar(session: Session, as_of: datetime) -> tuple[np.ndarray, n
         unpaid += np.where(ok & ~paid_by, T[j] - PM[j], 0)
 
     # Charges up to each statement's date, by cumulative sums per user.
-    billed = (select(StatementLine.charge_id, _EpochDays(s.finalized_at).label("at"))
-              .join(s, s.id == StatementLine.statement_id)
-              .where(StatementLine.charge_id.is_not(None)).subquery("billed"))
-    ch = _table(session, select(
-        c.user_id, _EpochDays(c.rated_at), c.amount_minor,
-        case((c.provider_id != c.home_provider_id, c.amount_minor), else_=0), billed.c.at)
-        .outerjoin(billed, billed.c.charge_id == c.id).where(c.rated_at < as_of), 5)
-    first = _table(session, select(c.user_id, func.min(_EpochDays(c.rated_at)))
-                   .join(Award, Award.id == c.award_id).where(c.rated_at < as_of)
-                   .group_by(c.user_id, Award.services), 2)
+    billed = (
+        select(StatementLine.charge_id, _EpochDays(s.finalized_at).label("at"))
+        .join(s, s.id == StatementLine.statement_id)
+        .where(StatementLine.charge_id.is_not(None))
+        .subquery("billed")
+    )
+    ch = _table(
+        session,
+        select(
+            c.user_id,
+            _EpochDays(c.rated_at),
+            c.amount_minor,
+            case((c.provider_id != c.home_provider_id, c.amount_minor), else_=0),
+            billed.c.at,
+        )
+        .outerjoin(billed, billed.c.charge_id == c.id)
+        .where(c.rated_at < as_of),
+        5,
+    )
+    first = _table(
+        session,
+        select(c.user_id, func.min(_EpochDays(c.rated_at)))
+        .join(Award, Award.id == c.award_id)
+        .where(c.rated_at < as_of)
+        .group_by(c.user_id, Award.services),
+        2,
+    )
     lo = min(F.min(), ch[:, 1].min() if len(ch) else F.min()) - 1
-    span = max(F.max(), np.nanmax(ch[:, 4]) if len(ch) and not np.isnan(ch[:, 4]).all()
-               else F.max(), ch[:, 1].max() if len(ch) else F.max()) - lo + 2
+    span = (
+        max(
+            F.max(),
+            np.nanmax(ch[:, 4]) if len(ch) and not np.isnan(ch[:, 4]).all() else F.max(),
+            ch[:, 1].max() if len(ch) else F.max(),
+        )
+        - lo
+        + 2
+    )
 
     def upto(users, times, values, at_inclusive=True):
         """For each statement: the user's sum of ``values`` whose time is up to its date."""
@@ -436,12 +560,19 @@ def _training_columnar(session: Session, as_of: datetime) -> tuple[np.ndarray, n
     else:
         charged = foreign = unbilled = services = np.zeros(n)
 
-    us = _table(session, select(User.id, _EpochDays(User.created_at),
-                                func.coalesce(CreditProfile.external_score, -1),
-                                func.coalesce(CreditProfile.prior_limit_minor, 0))
-                .outerjoin(CreditProfile, CreditProfile.user_id == User.id)
-                .where(User.id.in_(select(s.user_id).where(s.status == "finalized")))
-                .order_by(User.id), 4)
+    us = _table(
+        session,
+        select(
+            User.id,
+            _EpochDays(User.created_at),
+            func.coalesce(CreditProfile.external_score, -1),
+            func.coalesce(CreditProfile.prior_limit_minor, 0),
+        )
+        .outerjoin(CreditProfile, CreditProfile.user_id == User.id)
+        .where(User.id.in_(select(s.user_id).where(s.status == "finalized")))
+        .order_by(User.id),
+        4,
+    )
     at = np.searchsorted(us[:, 0], U)
     created, ext, prior = us[at, 1], us[at, 2], us[at, 3]
 
@@ -450,32 +581,37 @@ def _training_columnar(session: Session, as_of: datetime) -> tuple[np.ndarray, n
     some = n_due > 0
     x[:, col["late_share"]] = np.where(some, 1 - n_on_time / np.maximum(n_due, 1), 0)
     x[:, col["months_late"]] = np.where(some, late / 30.0 / np.maximum(n_due, 1), 0)
-    x[:, col["unpaid_share"]] = np.where(due_total > 0,
-                                         due_unpaid / np.maximum(due_total, 1), 0)
+    x[:, col["unpaid_share"]] = np.where(due_total > 0, due_unpaid / np.maximum(due_total, 1), 0)
     x[:, col["history"]] = np.log1p(n_due)
     x[:, col["tenure_years"]] = np.maximum(F - created, 0) / 365.25
     mean = sum_total / np.maximum(n_all, 1)
     var = np.maximum(sum_sq / np.maximum(n_all, 1) - mean * mean, 0)
-    x[:, col["spend_cv"]] = np.where((mean > 0) & (n_all > 1),
-                                     np.sqrt(var) / np.where(mean > 0, mean, 1), 0)
+    x[:, col["spend_cv"]] = np.where(
+        (mean > 0) & (n_all > 1), np.sqrt(var) / np.where(mean > 0, mean, 1), 0
+    )
     x[:, col["services"]] = services
-    x[:, col["foreign_share"]] = np.where(charged > 0, foreign / np.where(charged > 0,
-                                                                           charged, 1), 0)
+    x[:, col["foreign_share"]] = np.where(
+        charged > 0, foreign / np.where(charged > 0, charged, 1), 0
+    )
     x[:, col["ext_score"]] = np.where(ext >= 0, (ext - 650) / 100, 0)
     owed = unbilled + unpaid
-    x[:, col["utilisation"]] = np.where(prior > 0, owed / np.maximum(prior, 1),
-                                        np.where(owed > 0, CAPS["utilisation"], 0))
+    x[:, col["utilisation"]] = np.where(
+        prior > 0, owed / np.maximum(prior, 1), np.where(owed > 0, CAPS["utilisation"], 0)
+    )
     for name, cap in CAPS.items():
         np.minimum(x[:, col[name]], cap, out=x[:, col[name]])
-    order = np.argsort(_ids[anchor], kind="stable")      # in statement id order
+    order = np.argsort(_ids[anchor], kind="stable")  # in statement id order
     return x[anchor][order], y[anchor][order]
 
 
 # -- the model ------------------------------------------------------------------------------
 
+
 def coefficients_vector(coefficients: dict) -> tuple[float, np.ndarray]:
-    return (float(coefficients["intercept"]),
-            np.asarray([float(coefficients.get(f, 0.0)) for f in FEATURES]))
+    return (
+        float(coefficients["intercept"]),
+        np.asarray([float(coefficients.get(f, 0.0)) for f in FEATURES]),
+    )
 
 
 def p_default(coefficients: dict, x: np.ndarray) -> np.ndarray:
@@ -519,9 +655,15 @@ def reason_codes(coefficients: dict, x: np.ndarray, top: int = 3) -> list[dict]:
     _, b = coefficients_vector(coefficients)
     pulls = b * x
     order = np.argsort(pulls, kind="stable")
-    return [{"feature": FEATURES[j], "reason": REASONS[FEATURES[j]],
-             "log_odds": round(float(pulls[j]), 4)}
-            for j in order[:top] if pulls[j] < -1e-9]
+    return [
+        {
+            "feature": FEATURES[j],
+            "reason": REASONS[FEATURES[j]],
+            "log_odds": round(float(pulls[j]), 4),
+        }
+        for j in order[:top]
+        if pulls[j] < -1e-9
+    ]
 
 
 _NEWEST_MODEL = select(CreditModel).order_by(CreditModel.version.desc()).limit(1)
@@ -531,8 +673,9 @@ def current_model(session: Session) -> CreditModel:
     """The newest model version; the prior is stored as version 1 the first time it is needed."""
     model = session.scalar(_NEWEST_MODEL)
     if model is None:
-        model = CreditModel(version=1, kind="prior", coefficients=dict(PRIOR), outcomes=0,
-                            defaults=0, auc_ppm=None)
+        model = CreditModel(
+            version=1, kind="prior", coefficients=dict(PRIOR), outcomes=0, defaults=0, auc_ppm=None
+        )
         session.add(model)
         session.flush()
     return model
@@ -616,15 +759,27 @@ def retrain(session: Session, now: datetime | None = None) -> Retrained:
         quality = auc(y, 1 - p_default(PRIOR, x)) if good and defaults else None
         model = latest
         if latest.kind != "prior":
-            model = CreditModel(version=version, kind="prior", coefficients=dict(PRIOR),
-                                outcomes=n, defaults=defaults, auc_ppm=_ppm(quality))
+            model = CreditModel(
+                version=version,
+                kind="prior",
+                coefficients=dict(PRIOR),
+                outcomes=n,
+                defaults=defaults,
+                auc_ppm=_ppm(quality),
+            )
             session.add(model)
             session.flush()
         return Retrained(model, n, defaults, quality, None, time.perf_counter() - started)
     fitted = fit(x, y)
     quality = auc(y, 1 - p_default(fitted, x))
-    model = CreditModel(version=version, kind="fitted", coefficients=fitted, outcomes=n,
-                        defaults=defaults, auc_ppm=_ppm(quality))
+    model = CreditModel(
+        version=version,
+        kind="fitted",
+        coefficients=fitted,
+        outcomes=n,
+        defaults=defaults,
+        auc_ppm=_ppm(quality),
+    )
     session.add(model)
     session.flush()
     _models.pop(str(session.get_bind().engine.url), None)  # this process decides with it now
@@ -637,16 +792,19 @@ def _ppm(value: float | None) -> int | None:
 
 # -- decisions ------------------------------------------------------------------------------
 
-def decide(session: Session, user_ids, now: datetime | None = None, *,
-           store: bool = True) -> list[CreditDecision]:
+
+def decide(
+    session: Session, user_ids, now: datetime | None = None, *, store: bool = True
+) -> list[CreditDecision]:
     """Decide the credit of ``user_ids`` now with the current model. A decision equal to the
     user's latest one (same model version, score, limit and grant) is not stored again: the
     latest is returned."""
     return _decide(session, user_ids, resolve_now(now), store)[0]
 
 
-def _decide(session: Session, user_ids, now: datetime, store: bool = True
-            ) -> tuple[list[CreditDecision], Features]:
+def _decide(
+    session: Session, user_ids, now: datetime, store: bool = True
+) -> tuple[list[CreditDecision], Features]:
     feats = features(session, user_ids, now)
     model = _model_in_use(session)
     p = p_default(model.coefficients, feats.x)
@@ -661,27 +819,42 @@ def _decide(session: Session, user_ids, now: datetime, store: bool = True
     out = []
     for i, user_id in enumerate(feats.keys.tolist()):
         score = int(scores[i])
-        limit = credit_limit(score, int(feats.prior_limit_minor[i]),
-                             int(feats.mean_spend_minor[i]))
+        limit = credit_limit(score, int(feats.prior_limit_minor[i]), int(feats.mean_spend_minor[i]))
         grant = bandwidth_grant(score, int(feats.on_time_months[i]))
         before = latest.get(user_id)
-        if before is not None and (before.model_id, before.score, before.limit_minor,
-                                   before.bandwidth_grant_pct) == (model.id, score, limit,
-                                                                   grant):
+        if before is not None and (
+            before.model_id,
+            before.score,
+            before.limit_minor,
+            before.bandwidth_grant_pct,
+        ) == (model.id, score, limit, grant):
             out.append(before)
             continue
         inputs = feats.row(i)
-        inputs.update({"external_score": feats.external_score[i],
-                       "prior_limit_minor": int(feats.prior_limit_minor[i]),
-                       "exposure_minor": int(feats.exposure_minor[i]),
-                       "mean_spend_minor": int(feats.mean_spend_minor[i])})
+        inputs.update(
+            {
+                "external_score": feats.external_score[i],
+                "prior_limit_minor": int(feats.prior_limit_minor[i]),
+                "exposure_minor": int(feats.exposure_minor[i]),
+                "mean_spend_minor": int(feats.mean_spend_minor[i]),
+            }
+        )
         decision = CreditDecision(
-            user_id=user_id, home_provider_id=homes[user_id], model_id=model.id,
-            model_version=model.version, model_kind=model.kind, decided_at=now,
-            inputs=inputs, p_default_ppm=round(float(p[i]) * 1_000_000), score=score,
-            limit_minor=limit, currency=currencies[homes[user_id]],
-            on_time_months=int(feats.on_time_months[i]), bandwidth_grant_pct=grant,
-            reasons=reason_codes(model.coefficients, feats.x[i]))
+            user_id=user_id,
+            home_provider_id=homes[user_id],
+            model_id=model.id,
+            model_version=model.version,
+            model_kind=model.kind,
+            decided_at=now,
+            inputs=inputs,
+            p_default_ppm=round(float(p[i]) * 1_000_000),
+            score=score,
+            limit_minor=limit,
+            currency=currencies[homes[user_id]],
+            on_time_months=int(feats.on_time_months[i]),
+            bandwidth_grant_pct=grant,
+            reasons=reason_codes(model.coefficients, feats.x[i]),
+        )
         if store:
             session.add(decision)
             if before is not None and grant < before.bandwidth_grant_pct:
@@ -698,24 +871,44 @@ def _decide_queries() -> dict:
 
     users: BindParameter[list[int]] = bindparam("users", expanding=True)
     earlier = aliased(CreditDecision)
-    newest = (select(func.max(earlier.id)).where(earlier.user_id == User.id)
-              .correlate(User).scalar_subquery())
+    newest = (
+        select(func.max(earlier.id))
+        .where(earlier.user_id == User.id)
+        .correlate(User)
+        .scalar_subquery()
+    )
     # Each user's home provider, its currency and the user's latest decision: one statement.
-    return {"homes": select(User.id, User.home_provider_id, PricePolicy.currency, CreditDecision)
-            .join(PricePolicy, PricePolicy.provider_id == User.home_provider_id)
-            .outerjoin(CreditDecision, CreditDecision.id == newest)
-            .where(User.id.in_(users))}
+    return {
+        "homes": select(User.id, User.home_provider_id, PricePolicy.currency, CreditDecision)
+        .join(PricePolicy, PricePolicy.provider_id == User.home_provider_id)
+        .outerjoin(CreditDecision, CreditDecision.id == newest)
+        .where(User.id.in_(users))
+    }
 
 
 def exposure(session: Session, user_id: int) -> int:
     """What the user owes and has not paid, in minor units: charges not yet on a statement
     plus the unpaid part of its finalized statements (due or not)."""
-    unbilled = session.scalar(select(func.coalesce(func.sum(Charge.amount_minor), 0)).where(
-        Charge.user_id == user_id, _unbilled(Charge))) or 0
-    unpaid = session.scalar(
-        select(func.coalesce(func.sum(_statement_total(Statement) - Statement.paid_minor), 0))
-        .where(Statement.user_id == user_id, Statement.status == "finalized",
-               Statement.paid_at.is_(None))) or 0
+    unbilled = (
+        session.scalar(
+            select(func.coalesce(func.sum(Charge.amount_minor), 0)).where(
+                Charge.user_id == user_id, _unbilled(Charge)
+            )
+        )
+        or 0
+    )
+    unpaid = (
+        session.scalar(
+            select(
+                func.coalesce(func.sum(_statement_total(Statement) - Statement.paid_minor), 0)
+            ).where(
+                Statement.user_id == user_id,
+                Statement.status == "finalized",
+                Statement.paid_at.is_(None),
+            )
+        )
+        or 0
+    )
     return int(unbilled) + max(int(unpaid), 0)
 
 
@@ -730,8 +923,15 @@ class CreditCheck:
     available_minor: int
 
 
-def check_credit(session: Session, user_id: int, amount_minor: int | None, currency: str,
-                 now: datetime, *, what: str = "the request") -> CreditCheck | None:
+def check_credit(
+    session: Session,
+    user_id: int,
+    amount_minor: int | None,
+    currency: str,
+    now: datetime,
+    *,
+    what: str = "the request",
+) -> CreditCheck | None:
     """The user's credit check for a new commitment of ``amount_minor`` (None: unknown yet,
     only the decision is made). None for a user without a credit profile (its credit is not
     managed: docs/billing.md, "Credit"). Raises `CreditLimitExceeded` naming the numbers."""
@@ -741,6 +941,7 @@ def check_credit(session: Session, user_id: int, amount_minor: int | None, curre
     owed = int(feats.exposure_minor[0])
     available = decision.limit_minor - owed
     if amount_minor is not None and currency == decision.currency and amount_minor > available:
+
         def money(minor: int) -> str:
             return f"{Money(minor, currency)} ({minor} minor units)"
 
@@ -749,9 +950,13 @@ def check_credit(session: Session, user_id: int, amount_minor: int | None, curre
             f"{money(available)}: limit {money(decision.limit_minor)} (score "
             f"{decision.score}, model version {decision.model_version}) minus {money(owed)} "
             f"owed (unbilled charges and unpaid statements); pay a statement or set a lower "
-            f"max_price_minor", where=f"user {user_id}")
-        refused.amount, refused.available = Money(amount_minor, currency), Money(available,
-                                                                                 currency)
+            f"max_price_minor",
+            where=f"user {user_id}",
+        )
+        refused.amount, refused.available = (
+            Money(amount_minor, currency),
+            Money(available, currency),
+        )
         refused.limit, refused.score = Money(decision.limit_minor, currency), decision.score
         raise refused
     return CreditCheck(decision, owed, available)
@@ -759,38 +964,58 @@ def check_credit(session: Session, user_id: int, amount_minor: int | None, curre
 
 # -- for people: access, external info, views ------------------------------------------------
 
+
 def _may_see(session: Session, actor: Actor, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None:
         raise NotFound("user", user_id)
-    if not (actor.is_admin or actor.speaks_for_user(user_id)
-            or actor.speaks_for_provider(user.home_provider_id)):
-        raise NotYours(f"user {user_id}'s credit is for the user, its home provider and the "
-                       f"admin; {actor} is none", where=f"user {user_id}")
+    if not (
+        actor.is_admin
+        or actor.speaks_for_user(user_id)
+        or actor.speaks_for_provider(user.home_provider_id)
+    ):
+        raise NotYours(
+            f"user {user_id}'s credit is for the user, its home provider and the "
+            f"admin; {actor} is none",
+            where=f"user {user_id}",
+        )
     return user
 
 
-def current_decision(session: Session, actor: Actor, user_id: int,
-                     now: datetime | None = None) -> CreditDecision:
+def current_decision(
+    session: Session, actor: Actor, user_id: int, now: datetime | None = None
+) -> CreditDecision:
     """The user's credit decided now (stored when it differs from its latest decision)."""
     _may_see(session, actor, user_id)
     return decide(session, [user_id], now)[0]
 
 
-def list_decisions(session: Session, actor: Actor, user_id: int, *, after: int | None = None,
-                   limit: int = 100) -> list[CreditDecision]:
+def list_decisions(
+    session: Session, actor: Actor, user_id: int, *, after: int | None = None, limit: int = 100
+) -> list[CreditDecision]:
     """The user's decisions, newest first; ``after`` is the last id of the page before."""
     _may_see(session, actor, user_id)
-    query = (select(CreditDecision).where(CreditDecision.user_id == user_id)
-             .order_by(CreditDecision.id.desc()).limit(limit))
+    query = (
+        select(CreditDecision)
+        .where(CreditDecision.user_id == user_id)
+        .order_by(CreditDecision.id.desc())
+        .limit(limit)
+    )
     if after is not None:
         query = query.where(CreditDecision.id < after)
     return list(session.scalars(query))
 
 
-def set_profile(session: Session, actor: Actor, user_id: int, *, external_score: int | None,
-                prior_limit_minor: int, now: datetime | None = None,
-                idempotency_key: str | None = None) -> CreditProfile:
+def set_profile(
+    session: Session,
+    actor: Actor,
+    user_id: int,
+    *,
+    external_score: int | None,
+    prior_limit_minor: int,
+    now: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> CreditProfile:
     """The admin or the user's home provider sets its external credit score and sign-up
     limit (in the home provider's currency); the user is then decided anew."""
     now = resolve_now(now)
@@ -798,13 +1023,20 @@ def set_profile(session: Session, actor: Actor, user_id: int, *, external_score:
     if user is None:
         raise NotFound("user", user_id)
     if not (actor.is_admin or actor.speaks_for_provider(user.home_provider_id)):
-        raise NotYours(f"only the admin or user {user_id}'s home provider sets its credit "
-                       f"history; {actor} is neither", where=f"user {user_id}")
-    if external_score is not None and (isinstance(external_score, bool)
-                                       or not isinstance(external_score, int)
-                                       or not 300 <= external_score <= 850):
-        raise InvalidInput(f"an external credit score is an integer 300..850, not "
-                           f"{external_score!r}", field="external_score")
+        raise NotYours(
+            f"only the admin or user {user_id}'s home provider sets its credit "
+            f"history; {actor} is neither",
+            where=f"user {user_id}",
+        )
+    if external_score is not None and (
+        isinstance(external_score, bool)
+        or not isinstance(external_score, int)
+        or not 300 <= external_score <= 850
+    ):
+        raise InvalidInput(
+            f"an external credit score is an integer 300..850, not {external_score!r}",
+            field="external_score",
+        )
     check_amount(prior_limit_minor, field="prior_limit_minor")
     currency = check_currency(user.home_provider.policy.currency)
     params = {"user": user_id, "score": external_score, "limit": prior_limit_minor}
@@ -825,23 +1057,63 @@ def set_profile(session: Session, actor: Actor, user_id: int, *, external_score:
 
 
 def decision_view(d: CreditDecision) -> dict:
-    return {"id": d.id, "user_id": d.user_id, "home_provider_id": d.home_provider_id,
-            "decided_at": d.decided_at, "model_version": d.model_version,
-            "model_kind": d.model_kind, "p_default_ppm": d.p_default_ppm, "score": d.score,
-            "limit_minor": d.limit_minor, "currency": d.currency,
-            "on_time_months": d.on_time_months, "bandwidth_grant_pct": d.bandwidth_grant_pct,
-            "reasons": d.reasons, "inputs": d.inputs}
+    return {
+        "id": d.id,
+        "user_id": d.user_id,
+        "home_provider_id": d.home_provider_id,
+        "decided_at": d.decided_at,
+        "model_version": d.model_version,
+        "model_kind": d.model_kind,
+        "p_default_ppm": d.p_default_ppm,
+        "score": d.score,
+        "limit_minor": d.limit_minor,
+        "currency": d.currency,
+        "on_time_months": d.on_time_months,
+        "bandwidth_grant_pct": d.bandwidth_grant_pct,
+        "reasons": d.reasons,
+        "inputs": d.inputs,
+    }
 
 
 def profile_view(p: CreditProfile) -> dict:
-    return {"user_id": p.user_id, "external_score": p.external_score,
-            "prior_limit_minor": p.prior_limit_minor, "currency": p.currency,
-            "set_by": p.set_by, "updated_at": p.updated_at}
+    return {
+        "user_id": p.user_id,
+        "external_score": p.external_score,
+        "prior_limit_minor": p.prior_limit_minor,
+        "currency": p.currency,
+        "set_by": p.set_by,
+        "updated_at": p.updated_at,
+    }
 
 
-__all__ = ["BASE_ODDS", "BASE_SCORE", "FEATURES", "PDO", "PRIOR", "CreditCheck",
-           "CreditLimitExceeded", "Features", "Retrained", "auc", "bandwidth_grant",
-           "check_credit", "credit_limit", "current_decision", "current_model", "decide",
-           "decision_view", "exposure", "features", "fit", "has_profile", "list_decisions",
-           "p_default", "profile_view", "reason_codes", "retrain", "score_points",
-           "set_profile", "training_set"]
+__all__ = [
+    "BASE_ODDS",
+    "BASE_SCORE",
+    "FEATURES",
+    "PDO",
+    "PRIOR",
+    "CreditCheck",
+    "CreditLimitExceeded",
+    "Features",
+    "Retrained",
+    "auc",
+    "bandwidth_grant",
+    "check_credit",
+    "credit_limit",
+    "current_decision",
+    "current_model",
+    "decide",
+    "decision_view",
+    "exposure",
+    "features",
+    "fit",
+    "has_profile",
+    "list_decisions",
+    "p_default",
+    "profile_view",
+    "reason_codes",
+    "retrain",
+    "score_points",
+    "set_profile",
+    "training_set",
+]

@@ -24,19 +24,20 @@ CURRENCY_LIST_VERSION: str = _iso4217.__version__
 def check_currency(code: str, *, field: str = "currency") -> str:
     """Return ``code`` if it is an active ISO 4217 code, else raise `InvalidInput`."""
     if not isinstance(code, str) or code not in MINOR_DIGITS:
-        raise InvalidInput(f"{code!r} is not an ISO 4217 currency code (e.g. 'EUR', 'USD')",
-                           field=field)
+        raise InvalidInput(
+            f"{code!r} is not an ISO 4217 currency code (e.g. 'EUR', 'USD')", field=field
+        )
     return code
 
 
 def check_amount(amount: object, *, field: str, allow_zero: bool = True) -> int:
     """An amount of minor units: an int (not a bool, not a float), not negative."""
     if isinstance(amount, bool) or not isinstance(amount, int):
-        raise InvalidInput(f"must be an integer number of minor units, got {amount!r}",
-                           field=field)
+        raise InvalidInput(f"must be an integer number of minor units, got {amount!r}", field=field)
     if amount < 0 or (amount == 0 and not allow_zero):
-        raise InvalidInput(f"must be {'at least 0' if allow_zero else 'positive'}, got {amount}",
-                           field=field)
+        raise InvalidInput(
+            f"must be {'at least 0' if allow_zero else 'positive'}, got {amount}", field=field
+        )
     if amount > INT64_MAX:
         raise InvalidInput(f"must be at most {INT64_MAX} minor units, got {amount}", field=field)
     return amount
@@ -64,8 +65,9 @@ class Money:
 
     def _same(self, other: Money) -> None:
         if other.currency != self.currency:
-            raise InvalidInput(f"cannot combine {self.currency} with {other.currency}",
-                               field="currency")
+            raise InvalidInput(
+                f"cannot combine {self.currency} with {other.currency}", field="currency"
+            )
 
     def to_decimal(self) -> Decimal:
         """The amount in major units, exactly (``Money(1999, 'EUR')`` -> ``Decimal('19.99')``)."""

@@ -41,14 +41,19 @@ def judge(award: Award, measured: Mapping, *, outcome: str) -> dict:
     """The columns of a `JobMeasurement` (but the job's ids) for ``measured`` of ``award``."""
     counts = {c: check_int(measured.get(c, 0), field=f"measured.{c}") for c in MEASURED}
     if counts["windows_met"] > counts["windows"]:
-        raise InvalidInput(f"{counts['windows_met']} windows met of {counts['windows']}",
-                           field="measured.windows_met")
-    started, ended = (None if measured.get(k) is None
-                      else as_utc(measured[k], field=f"measured.{k}")
-                      for k in ("started_at", "ended_at"))
+        raise InvalidInput(
+            f"{counts['windows_met']} windows met of {counts['windows']}",
+            field="measured.windows_met",
+        )
+    started, ended = (
+        None if measured.get(k) is None else as_utc(measured[k], field=f"measured.{k}")
+        for k in ("started_at", "ended_at")
+    )
     if started is not None and ended is not None and ended < started:
-        raise InvalidInput(f"{ended.isoformat()} is before started_at {started.isoformat()}",
-                           field="measured.ended_at")
+        raise InvalidInput(
+            f"{ended.isoformat()} is before started_at {started.isoformat()}",
+            field="measured.ended_at",
+        )
     volume = award.volume_bytes if award.volume_bytes is not None else award.data_cap_bytes
     delivered = volume is not None and counts["bytes"] >= volume
     if outcome == "failed":
@@ -63,22 +68,40 @@ def judge(award: Award, measured: Mapping, *, outcome: str) -> dict:
     score = 0 if outcome == "failed" else (met * PPM // windows if windows else PPM)
     if not honoured:
         score //= 2
-    return {**counts, "outcome": outcome, "started_at": started, "ended_at": ended,
-            "honoured": honoured, "score_ppm": score}
+    return {
+        **counts,
+        "outcome": outcome,
+        "started_at": started,
+        "ended_at": ended,
+        "honoured": honoured,
+        "score_ppm": score,
+    }
 
 
 def measurement_view(row: JobMeasurement | None, award: Award | None = None) -> dict | None:
     if row is None:
         return None
-    volume = None if award is None else (
-        award.volume_bytes if award.volume_bytes is not None else award.data_cap_bytes)
-    return {"outcome": row.outcome, "token": row.token, "bytes": row.bytes,
-            "packets": row.packets, "windows": row.windows, "windows_met": row.windows_met,
-            "windows_met_share": _share(row.windows_met, row.windows),
-            "started_at": row.started_at, "ended_at": row.ended_at, "errors": row.errors,
-            "error": row.error, "block_honoured": row.honoured,
-            "volume_share": None if not volume else min(1.0, row.bytes / volume),
-            "score": row.score_ppm / PPM}
+    volume = (
+        None
+        if award is None
+        else (award.volume_bytes if award.volume_bytes is not None else award.data_cap_bytes)
+    )
+    return {
+        "outcome": row.outcome,
+        "token": row.token,
+        "bytes": row.bytes,
+        "packets": row.packets,
+        "windows": row.windows,
+        "windows_met": row.windows_met,
+        "windows_met_share": _share(row.windows_met, row.windows),
+        "started_at": row.started_at,
+        "ended_at": row.ended_at,
+        "errors": row.errors,
+        "error": row.error,
+        "block_honoured": row.honoured,
+        "volume_share": None if not volume else min(1.0, row.bytes / volume),
+        "score": row.score_ppm / PPM,
+    }
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -102,29 +125,41 @@ class DeliveryRecord:
             return "no measured deliveries yet"
         jobs = f"{self.jobs} job{'s' if self.jobs != 1 else ''}"
         if self.windows:
-            said = (f"met its minimum rate in {100 * self.windows_met / self.windows:.1f}% of "
-                    f"windows over {jobs}")
+            said = (
+                f"met its minimum rate in {100 * self.windows_met / self.windows:.1f}% of "
+                f"windows over {jobs}"
+            )
         else:
             said = f"{jobs} measured without min-rate windows"
         said += f"; honoured the block in {100 * self.honoured / self.jobs:.1f}%"
         return said + (f"; {self.failed} failed" if self.failed else "")
 
     def as_dict(self) -> dict:
-        return {"jobs": self.jobs, "windows": self.windows, "windows_met": self.windows_met,
-                "windows_met_share": _share(self.windows_met, self.windows),
-                "block_honoured_share": _share(self.honoured, self.jobs),
-                "failed_share": _share(self.failed, self.jobs), "summary": self.summary}
+        return {
+            "jobs": self.jobs,
+            "windows": self.windows,
+            "windows_met": self.windows_met,
+            "windows_met_share": _share(self.windows_met, self.windows),
+            "block_honoured_share": _share(self.honoured, self.jobs),
+            "failed_share": _share(self.failed, self.jobs),
+            "summary": self.summary,
+        }
 
 
-_AGGREGATE = (JobMeasurement.provider_id, func.count(), func.sum(JobMeasurement.windows),
-              func.sum(JobMeasurement.windows_met),
-              func.sum(case((JobMeasurement.honoured, 1), else_=0).cast(Integer)),
-              func.sum(case((JobMeasurement.outcome == "failed", 1), else_=0).cast(Integer)),
-              func.sum(JobMeasurement.score_ppm))
+_AGGREGATE = (
+    JobMeasurement.provider_id,
+    func.count(),
+    func.sum(JobMeasurement.windows),
+    func.sum(JobMeasurement.windows_met),
+    func.sum(case((JobMeasurement.honoured, 1), else_=0).cast(Integer)),
+    func.sum(case((JobMeasurement.outcome == "failed", 1), else_=0).cast(Integer)),
+    func.sum(JobMeasurement.score_ppm),
+)
 
 
-def delivery_records(session: Session, provider_ids: Iterable[int] | Select
-                     ) -> dict[int, DeliveryRecord]:
+def delivery_records(
+    session: Session, provider_ids: Iterable[int] | Select
+) -> dict[int, DeliveryRecord]:
     """Each provider's record (an empty one for a provider without measured jobs); one query.
     ``provider_ids`` may be a SELECT of ids, run inside the query."""
     session.flush()
@@ -135,14 +170,16 @@ def delivery_records(session: Session, provider_ids: Iterable[int] | Select
         wanted = list(provider_ids)
         where = JobMeasurement.provider_id.in_(wanted)
     records = {p: DeliveryRecord() for p in wanted}
-    for provider, *sums in session.execute(select(*_AGGREGATE).where(where)
-                                           .group_by(JobMeasurement.provider_id)):
+    for provider, *sums in session.execute(
+        select(*_AGGREGATE).where(where).group_by(JobMeasurement.provider_id)
+    ):
         records[provider] = DeliveryRecord(*(int(v or 0) for v in sums))
     return records
 
 
-def measured_evidence(session: Session, providers: np.ndarray, weight: float,
-                      ids_query: Select | None = None) -> tuple[np.ndarray, np.ndarray]:
+def measured_evidence(
+    session: Session, providers: np.ndarray, weight: float, ids_query: Select | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The measured record of ``providers`` (sorted ids; ``ids_query`` a SELECT of the same,
     run inside the query instead of a long IN list) as Beta evidence at ``weight`` per job:
     (positive, negative) arrays, the jobs' scores and their complements."""
@@ -150,12 +187,10 @@ def measured_evidence(session: Session, providers: np.ndarray, weight: float,
     negative = np.zeros(len(providers), dtype=np.float64)
     if not weight or not len(providers):
         return positive, negative
-    records = delivery_records(session, providers.tolist() if ids_query is None
-                               else ids_query)
+    records = delivery_records(session, providers.tolist() if ids_query is None else ids_query)
     for i, provider in enumerate(providers.tolist()):
         record = records.get(provider)
         if record is not None and record.jobs:
             positive[i] = weight * record.score_ppm_sum / PPM
             negative[i] = weight * (record.jobs - record.score_ppm_sum / PPM)
     return positive, negative
-

@@ -11,9 +11,12 @@ from broker.actors import Actor
 from broker.errors import NotYours
 from broker.models import DeviceEvent
 
-_AFTER = (select(DeviceEvent.id, DeviceEvent.kind, DeviceEvent.payload, DeviceEvent.created_at)
-          .where(DeviceEvent.user_id == bindparam("user"), DeviceEvent.id > bindparam("after"))
-          .order_by(DeviceEvent.id).limit(bindparam("limit")))
+_AFTER = (
+    select(DeviceEvent.id, DeviceEvent.kind, DeviceEvent.payload, DeviceEvent.created_at)
+    .where(DeviceEvent.user_id == bindparam("user"), DeviceEvent.id > bindparam("after"))
+    .order_by(DeviceEvent.id)
+    .limit(bindparam("limit"))
+)
 
 
 def events_user(actor: Actor) -> int:
@@ -25,7 +28,7 @@ def events_user(actor: Actor) -> int:
 
 def events_after(session: Session, user_id: int, after: int, limit: int = 100) -> list[dict]:
     """The user's events with ids above ``after``, oldest first, at most ``limit``."""
-    rows = session.connection().execute(_AFTER, {"user": user_id, "after": after,
-                                                 "limit": limit})
-    return [{"id": r.id, "kind": r.kind, "payload": r.payload, "created_at": r.created_at}
-            for r in rows]
+    rows = session.connection().execute(_AFTER, {"user": user_id, "after": after, "limit": limit})
+    return [
+        {"id": r.id, "kind": r.kind, "payload": r.payload, "created_at": r.created_at} for r in rows
+    ]

@@ -32,13 +32,18 @@ def check_endpoint(value: str | None, *, field: str) -> str | None:
         return value
     if value.startswith("iface:"):
         if not _IFACE.match(value):
-            raise InvalidInput(f"{field} {value!r}: iface:NAME (up to 15 characters)",
-                               field=field)
+            raise InvalidInput(f"{field} {value!r}: iface:NAME (up to 15 characters)", field=field)
         return value
     if "://" in value:
-        raise InvalidInput(f"{field} {value!r}: udp://HOST:PORT, zmq://HOST:PORT, iface:NAME "
-                           f"or a capture file's name", field=field)
+        raise InvalidInput(
+            f"{field} {value!r}: udp://HOST:PORT, zmq://HOST:PORT, iface:NAME "
+            f"or a capture file's name",
+            field=field,
+        )
     if not _FILE.match(value) or ".." in value.split("/") or value.startswith("/"):
-        raise InvalidInput(f"{field} {value!r}: a capture file is named by a relative path of "
-                           f"letters, digits, '.', '_', '-' and '/', without '..'", field=field)
+        raise InvalidInput(
+            f"{field} {value!r}: a capture file is named by a relative path of "
+            f"letters, digits, '.', '_', '-' and '/', without '..'",
+            field=field,
+        )
     return value

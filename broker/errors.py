@@ -160,7 +160,24 @@ class LeaseLost(Conflict):
     code = "lease_lost"
 
 
-ERRORS = (NotAuthenticated, NotYours, NotFound, InvalidInput, Conflict, AlreadyExists, LateBid,
-          AuctionNotOpen, AuctionStillOpen, NotEligible, NegotiationClosed, NotYourTurn,
-          DeadlineExpired, GroupUnderfunded, IdempotencyKeyReused, AlreadyBrokering,
-          WrongState, ReportMismatch, LeaseLost)
+ERRORS = (
+    NotAuthenticated,
+    NotYours,
+    NotFound,
+    InvalidInput,
+    Conflict,
+    AlreadyExists,
+    LateBid,
+    AuctionNotOpen,
+    AuctionStillOpen,
+    NotEligible,
+    NegotiationClosed,
+    NotYourTurn,
+    DeadlineExpired,
+    GroupUnderfunded,
+    IdempotencyKeyReused,
+    AlreadyBrokering,
+    WrongState,
+    ReportMismatch,
+    LeaseLost,
+)

@@ -102,8 +102,15 @@ class _Redo(Exception):
 class _Call:
     __slots__ = ("checks_first", "error", "fn", "future", "loop", "prefetch", "result")
 
-    def __init__(self, fn: Callable[[Session], Any], loop, future, *,
-                 checks_first: bool = False, prefetch: Prefetch | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Session], Any],
+        loop,
+        future,
+        *,
+        checks_first: bool = False,
+        prefetch: Prefetch | None = None,
+    ) -> None:
         self.fn = fn
         self.checks_first = checks_first
         self.prefetch = prefetch if checks_first else None
@@ -126,8 +133,9 @@ def _settle(calls: list[_Call]) -> None:
 class GroupCommit:
     """One writer thread over ``store``: `run` (from a coroutine) or `call` (from a thread)."""
 
-    def __init__(self, store: Store, *, max_batch: int = 256,
-                 name: str = "pktx-group-commit") -> None:
+    def __init__(
+        self, store: Store, *, max_batch: int = 256, name: str = "pktx-group-commit"
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.name = name
@@ -140,8 +148,13 @@ class GroupCommit:
         self.redone = 0  # batches rolled back and run again with a savepoint per call
 
     # -- callers ---------------------------------------------------------------------------
-    async def run(self, fn: Callable[[Session], Any], *, checks_first: bool = False,
-                  prefetch: Prefetch | None = None) -> Any:
+    async def run(
+        self,
+        fn: Callable[[Session], Any],
+        *,
+        checks_first: bool = False,
+        prefetch: Prefetch | None = None,
+    ) -> Any:
         """``fn(session)`` in the next batch; its result once the batch is committed.
 
         ``checks_first``: ``fn`` raises a `BrokerError` only before its first write (it then
@@ -153,8 +166,13 @@ class GroupCommit:
         self._put(_Call(fn, loop, future, checks_first=checks_first, prefetch=prefetch))
         return await future
 
-    def call(self, fn: Callable[[Session], Any], *, checks_first: bool = False,
-             prefetch: Prefetch | None = None) -> Any:
+    def call(
+        self,
+        fn: Callable[[Session], Any],
+        *,
+        checks_first: bool = False,
+        prefetch: Prefetch | None = None,
+    ) -> Any:
         """`run` for a caller on a thread: blocks until the batch is committed."""
         future: Future = Future()
         self._put(_Call(fn, None, future, checks_first=checks_first, prefetch=prefetch))
@@ -168,8 +186,7 @@ class GroupCommit:
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._serve, name=self.name,
-                                                    daemon=True)
+                    self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
                     self._thread.start()
         self._queue.put(call)
 

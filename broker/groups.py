@@ -34,8 +34,9 @@ def split_equal_capped(price: int, caps: Sequence[tuple[int, int]]) -> list[tupl
     """
     total = sum(cap for _, cap in caps)
     if total < price:
-        raise GroupUnderfunded(f"pledges cover {total} of the price {price}; "
-                               f"{price - total} more must be pledged")
+        raise GroupUnderfunded(
+            f"pledges cover {total} of the price {price}; {price - total} more must be pledged"
+        )
     order = sorted(range(len(caps)), key=lambda i: (caps[i][1], i))
     shares = [0] * len(caps)
     remaining = price
@@ -95,22 +96,34 @@ def pledged_total(session: Session, group_id: int) -> int:
     return sum(session.scalars(select(Pledge.max_minor).where(Pledge.group_id == group_id)))
 
 
-def pledge(session: Session, actor: Actor, group_id: int, max_minor: int, *,
-           now: datetime | None = None, idempotency_key: str | None = None) -> Pledge:
+def pledge(
+    session: Session,
+    actor: Actor,
+    group_id: int,
+    max_minor: int,
+    *,
+    now: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> Pledge:
     """Pledge to pay up to ``max_minor`` of the group's price (a second pledge replaces)."""
     now = resolve_now(now)
     group = get_group(session, group_id)
     check_amount(max_minor, field="max_minor", allow_zero=False)
     if actor.user_id is None or actor.user_id not in member_users(session, group.request):
-        raise NotYours(f"{actor} is not a member of group {group_id}; only members pledge",
-                       where=f"group {group_id}")
+        raise NotYours(
+            f"{actor} is not a member of group {group_id}; only members pledge",
+            where=f"group {group_id}",
+        )
 
     def run() -> Pledge:
         if group.status != "pledging":
-            raise WrongState(f"group {group_id} is {group.status}; pledges are taken while it "
-                             f"is pledging", where=f"group {group_id}")
-        row = session.scalar(select(Pledge).where(Pledge.group_id == group_id,
-                                                  Pledge.user_id == actor.user_id))
+            raise WrongState(
+                f"group {group_id} is {group.status}; pledges are taken while it is pledging",
+                where=f"group {group_id}",
+            )
+        row = session.scalar(
+            select(Pledge).where(Pledge.group_id == group_id, Pledge.user_id == actor.user_id)
+        )
         if row is None:
             row = Pledge(group_id=group_id, user_id=actor.user_id)
             session.add(row)
@@ -118,12 +131,20 @@ def pledge(session: Session, actor: Actor, group_id: int, max_minor: int, *,
         session.flush()
         return row
 
-    return once(session, actor, idempotency_key, "pledge",
-                {"group": group_id, "max": max_minor}, Pledge, run)
+    return once(
+        session,
+        actor,
+        idempotency_key,
+        "pledge",
+        {"group": group_id, "max": max_minor},
+        Pledge,
+        run,
+    )
 
 
-def withdraw(session: Session, actor: Actor, group_id: int, *,
-             idempotency_key: str | None = None) -> Group:
+def withdraw(
+    session: Session, actor: Actor, group_id: int, *, idempotency_key: str | None = None
+) -> Group:
     """Take back one's pledge while the group is still pledging.
 
     A caller that is not a member learns nothing of the group (404, as if there were none).
@@ -134,18 +155,20 @@ def withdraw(session: Session, actor: Actor, group_id: int, *,
 
     def run() -> Group:
         if group.status != "pledging":
-            raise WrongState(f"group {group_id} is {group.status}; pledges are binding once "
-                             f"pledging closed", where=f"group {group_id}")
-        row = session.scalar(select(Pledge).where(Pledge.group_id == group_id,
-                                                  Pledge.user_id == actor.user_id))
+            raise WrongState(
+                f"group {group_id} is {group.status}; pledges are binding once pledging closed",
+                where=f"group {group_id}",
+            )
+        row = session.scalar(
+            select(Pledge).where(Pledge.group_id == group_id, Pledge.user_id == actor.user_id)
+        )
         if row is None:
             raise NotFound("pledge", f"of {actor} in group {group_id}")
         session.delete(row)
         session.flush()
         return group
 
-    return once(session, actor, idempotency_key, "pledge.withdraw", {"group": group_id}, Group,
-                run)
+    return once(session, actor, idempotency_key, "pledge.withdraw", {"group": group_id}, Group, run)
 
 
 def payers_for(session: Session, request: ServiceRequest, price: int) -> list[tuple[int, int]]:
@@ -170,15 +193,24 @@ def group_view(session: Session, actor: Actor, group_id: int) -> dict:
     group = get_group(session, group_id)
     request = group.request
     members = member_users(session, request)
-    if not (actor.is_admin or actor.speaks_for_provider(request.home_provider_id)
-            or (actor.user_id is not None and actor.user_id in members)):
+    if not (
+        actor.is_admin
+        or actor.speaks_for_provider(request.home_provider_id)
+        or (actor.user_id is not None and actor.user_id in members)
+    ):
         raise NotYours(f"{actor} is not a member of group {group_id}", where=f"group {group_id}")
     payers = {p.user_id for p in group.pledges}
     return {
-        "id": group.id, "request_id": request.id, "status": group.status,
-        "reason": group.reason, "currency": group.currency, "split_rule": group.split_rule,
+        "id": group.id,
+        "request_id": request.id,
+        "status": group.status,
+        "reason": group.reason,
+        "currency": group.currency,
+        "split_rule": group.split_rule,
         "pledged_total_minor": pledged_total(session, group_id),
         "pledges": [{"user_id": p.user_id, "max_minor": p.max_minor} for p in group.pledges],
-        "members": [dict(m.describe(), sponsored=_user_of(session, m) not in payers)
-                    for m in request.members],
+        "members": [
+            dict(m.describe(), sponsored=_user_of(session, m) not in payers)
+            for m in request.members
+        ],
     }

@@ -54,8 +54,15 @@ def fingerprint(operation: str, params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def once(session: Session, actor: Actor, key: str | None, operation: str, params: dict,
-         model: type[T], run: Callable[[], T]) -> T:
+def once(
+    session: Session,
+    actor: Actor,
+    key: str | None,
+    operation: str,
+    params: dict,
+    model: type[T],
+    run: Callable[[], T],
+) -> T:
     """Run ``run()`` unless ``key`` was used for this operation before; return its resource.
 
     ``model`` is the class of what ``run`` returns (it must have an ``id``).
@@ -72,12 +79,18 @@ def once(session: Session, actor: Actor, key: str | None, operation: str, params
             raise IdempotencyKeyReused(
                 f"key {key!r} was used for {record.operation} with other input at "
                 f"{record.created_at.isoformat()}; use a new key for a new operation",
-                field="idempotency_key")
+                field="idempotency_key",
+            )
         found = session.get(model, record.resource_id)
         assert found is not None, "an idempotent result's resource vanished"
         return found
-    row = {"scope": actor.scope, "key": key, "operation": operation, "fingerprint": print_,
-           "resource_kind": model.__tablename__}
+    row = {
+        "scope": actor.scope,
+        "key": key,
+        "operation": operation,
+        "fingerprint": print_,
+        "resource_kind": model.__tablename__,
+    }
     if session.connection().dialect.name == "sqlite":  # writers never overlap: no race
         return _run_and_record(session, run, row)
     try:
@@ -90,7 +103,9 @@ def once(session: Session, actor: Actor, key: str | None, operation: str, params
     if record.operation != operation or record.fingerprint != print_:
         raise IdempotencyKeyReused(
             f"key {key!r} was used meanwhile for {record.operation} with other input; use a "
-            f"new key for a new operation", field="idempotency_key")
+            f"new key for a new operation",
+            field="idempotency_key",
+        )
     found = session.get(model, record.resource_id)
     assert found is not None, "an idempotent result's resource vanished"
     return found
@@ -104,7 +119,10 @@ def _run_and_record(session: Session, run: Callable[[], T], row: dict) -> T:
 
 
 # Built once (Core, no objects): every keyed POST runs the first, every first call the second.
-_LOOKUP = select(IdempotencyRecord.operation, IdempotencyRecord.fingerprint,
-                 IdempotencyRecord.resource_id, IdempotencyRecord.created_at).where(
-    IdempotencyRecord.scope == bindparam("scope"), IdempotencyRecord.key == bindparam("key"))
+_LOOKUP = select(
+    IdempotencyRecord.operation,
+    IdempotencyRecord.fingerprint,
+    IdempotencyRecord.resource_id,
+    IdempotencyRecord.created_at,
+).where(IdempotencyRecord.scope == bindparam("scope"), IdempotencyRecord.key == bindparam("key"))
 _RECORD = insert(IdempotencyRecord.__table__)

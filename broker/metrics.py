@@ -36,16 +36,21 @@ UNMATCHED = "(unmatched)"  # a path no route has: one label, not one per path a 
 
 # Not in any registry: each scrape gathers them into its own (see `exposition`), so several
 # apps in one process (tests) and several processes (multiprocess files) read alike.
-REQUESTS = Counter("pktx_broker_http_requests", "HTTP calls answered, by route and status",
-                   ["method", "route", "status"], registry=None)
-LATENCY = Histogram("pktx_broker_http_request_duration_seconds",
-                    "Time from a call's arrival to the end of its answer, by route",
-                    ["method", "route"], registry=None,
-                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                             2.5, 5.0, 10.0, 30.0))
+REQUESTS = Counter(
+    "pktx_broker_http_requests",
+    "HTTP calls answered, by route and status",
+    ["method", "route", "status"],
+    registry=None,
+)
+LATENCY = Histogram(
+    "pktx_broker_http_request_duration_seconds",
+    "Time from a call's arrival to the end of its answer, by route",
+    ["method", "route"],
+    registry=None,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 _STATES = (  # (metric, help, model, its status column)
-    ("pktx_broker_requests", "Service requests by status", ServiceRequest,
-     ServiceRequest.status),
+    ("pktx_broker_requests", "Service requests by status", ServiceRequest, ServiceRequest.status),
     ("pktx_broker_auctions", "Auctions by status", Auction, Auction.status),
     ("pktx_broker_jobs", "Delivery jobs by state", DeliveryJob, DeliveryJob.status),
     ("pktx_broker_statements", "Statements by status", Statement, Statement.status),
@@ -108,7 +113,7 @@ def route_template(scope: Scope) -> str:
         path = scope.get("path", "")
         if not path.endswith(filled):
             return form
-        prefix = path[:len(path) - len(filled)]
+        prefix = path[: len(path) - len(filled)]
         setattr(route, _PREFIX, prefix)
     return prefix + form
 
@@ -121,21 +126,24 @@ class MarketCollector(Collector):
         self.store = store
 
     def collect(self):
-        up = GaugeMetricFamily("pktx_broker_database_up",
-                               "1 when the last scrape could read the database")
+        up = GaugeMetricFamily(
+            "pktx_broker_database_up", "1 when the last scrape could read the database"
+        )
         families: list[Metric] = []
         try:
             with self.store.read() as s:
                 for name, doc, _model, column in _STATES:
                     family = GaugeMetricFamily(name, doc, labels=["status"])
-                    for status, n in s.execute(select(column, func.count())
-                                               .group_by(column).order_by(column)):
+                    for status, n in s.execute(
+                        select(column, func.count()).group_by(column).order_by(column)
+                    ):
                         family.add_metric([status], n)
                     families.append(family)
                 for name, doc, model in _TOTALS:
                     total = CounterMetricFamily(name, doc)
-                    total.add_metric([], s.execute(select(func.count()).select_from(model))
-                                     .scalar_one())
+                    total.add_metric(
+                        [], s.execute(select(func.count()).select_from(model)).scalar_one()
+                    )
                     families.append(total)
         except Exception:  # a scrape says the database is away; it never fails itself
             up.add_metric([], 0)

@@ -22,7 +22,12 @@ ENTRY_POINT_GROUP = "pktx.payment_gateways"
 BUILTINS = {"test": "broker.test_gateway:TestGateway"}
 
 SUCCEEDED, FAILED, PENDING, CANCELED, UNKNOWN = (
-    "succeeded", "failed", "pending", "canceled", "unknown")
+    "succeeded",
+    "failed",
+    "pending",
+    "canceled",
+    "unknown",
+)
 RESULTS = (SUCCEEDED, FAILED, PENDING, CANCELED, UNKNOWN)
 
 
@@ -67,8 +72,7 @@ class PaymentGateway(ABC):
         """What the gateway knows of a token's card; `UnknownToken` when nothing."""
 
     @abstractmethod
-    def authorize(self, token: str, amount_minor: int, currency: str, key: str
-                  ) -> GatewayResult:
+    def authorize(self, token: str, amount_minor: int, currency: str, key: str) -> GatewayResult:
         """Hold ``amount_minor`` on the card (captured or voided later)."""
 
     @abstractmethod
@@ -76,8 +80,7 @@ class PaymentGateway(ABC):
         """Take (part of) an authorization's amount."""
 
     @abstractmethod
-    def purchase(self, token: str, amount_minor: int, currency: str, key: str
-                 ) -> GatewayResult:
+    def purchase(self, token: str, amount_minor: int, currency: str, key: str) -> GatewayResult:
         """Authorize and capture at once."""
 
     @abstractmethod
@@ -111,8 +114,10 @@ def gateway(name: str, store) -> PaymentGateway:
     """The gateway ``name`` (built-in or registered), made for ``store``."""
     target = registry().get(name)
     if target is None:
-        raise InvalidInput(f"unknown payment gateway {name!r}; available: "
-                           f"{', '.join(sorted(registry()))}", field="gateway")
+        raise InvalidInput(
+            f"unknown payment gateway {name!r}; available: {', '.join(sorted(registry()))}",
+            field="gateway",
+        )
     module, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module), attr)
     return factory(store)

@@ -33,8 +33,13 @@ from broker.refunds import settle_refund
 log = logging.getLogger(__name__)
 
 
-def collect(store, statement_ids: list[int], *, gateways: Gateways | None = None,
-            now: datetime | None = None) -> dict:
+def collect(
+    store,
+    statement_ids: list[int],
+    *,
+    gateways: Gateways | None = None,
+    now: datetime | None = None,
+) -> dict:
     """Automatic collection after a close: charge each finalized, unpaid statement with an
     amount due to its user's default card (a user with none waits to pay). Run after the
     finalizing transactions, never inside them. Returns counts by outcome."""
@@ -44,17 +49,30 @@ def collect(store, statement_ids: list[int], *, gateways: Gateways | None = None
     for sid in statement_ids:
         with store.read() as s:
             st = s.get(Statement, sid)
-            has_card = st is not None and s.scalar(select(PaymentMethod.id).where(
-                PaymentMethod.user_id == st.user_id, PaymentMethod.is_default))
-            due = [] if st is None or st.status != "finalized" or st.paid_at is not None \
+            has_card = st is not None and s.scalar(
+                select(PaymentMethod.id).where(
+                    PaymentMethod.user_id == st.user_id, PaymentMethod.is_default
+                )
+            )
+            due = (
+                []
+                if st is None or st.status != "finalized" or st.paid_at is not None
                 else currencies_due(s, st)
+            )
         if not due or not has_card:
             out["skipped"] = out.get("skipped", 0) + 1
             continue
         for currency in due:  # a statement in several currencies: one payment each
             try:
-                p = pay(store, None, sid, currency=currency, trigger="collection",
-                        gateways=gateways, now=now)
+                p = pay(
+                    store,
+                    None,
+                    sid,
+                    currency=currency,
+                    trigger="collection",
+                    gateways=gateways,
+                    now=now,
+                )
                 out[p.status] = out.get(p.status, 0) + 1
                 if p.status != SUCCEEDED:
                     break
@@ -72,18 +90,34 @@ def run_due(store, *, gateways: Gateways | None = None, now: datetime | None = N
     gateways = gateways or gateways_of(store)
     report = {"resolved": 0, "retried": 0, "rated_overdue": 0, "authentication_expired": 0}
     with store.read() as s:
-        asks = list(s.execute(select(Payment.id, Payment.gateway, Payment.gateway_key).where(
-            (Payment.status == UNKNOWN)
-            | ((Payment.status == PENDING) & (Payment.updated_at < now - STALE_PENDING)))))
-        refund_asks = list(s.execute(
-            select(Refund.id, Payment.gateway, Refund.gateway_key)
-            .join(Payment, Payment.id == Refund.payment_id).where(
-                (Refund.status == UNKNOWN)
-                | ((Refund.status == PENDING) & (Refund.updated_at < now - STALE_PENDING)))))
+        asks = list(
+            s.execute(
+                select(Payment.id, Payment.gateway, Payment.gateway_key).where(
+                    (Payment.status == UNKNOWN)
+                    | ((Payment.status == PENDING) & (Payment.updated_at < now - STALE_PENDING))
+                )
+            )
+        )
+        refund_asks = list(
+            s.execute(
+                select(Refund.id, Payment.gateway, Refund.gateway_key)
+                .join(Payment, Payment.id == Refund.payment_id)
+                .where(
+                    (Refund.status == UNKNOWN)
+                    | ((Refund.status == PENDING) & (Refund.updated_at < now - STALE_PENDING))
+                )
+            )
+        )
     with store.read() as s:
-        waiting = list(s.scalars(select(Payment.id).where(
-            Payment.status == PENDING, Payment.decline_code == AUTHENTICATION_REQUIRED,
-            Payment.updated_at < now - AUTHENTICATION_WINDOW)))
+        waiting = list(
+            s.scalars(
+                select(Payment.id).where(
+                    Payment.status == PENDING,
+                    Payment.decline_code == AUTHENTICATION_REQUIRED,
+                    Payment.updated_at < now - AUTHENTICATION_WINDOW,
+                )
+            )
+        )
     for pid in waiting:
         if expire_authentication(store, gateways, pid, now).status != PENDING:
             report["authentication_expired"] += 1
@@ -103,25 +137,36 @@ def run_due(store, *, gateways: Gateways | None = None, now: datetime | None = N
                 settle_refund(s, rid, result, now)
             report["resolved"] += 1
     with store.read() as s:
-        due = list(s.execute(select(Payment.id, Payment.statement_id, Payment.currency).where(
-            Payment.status.in_((FAILED, CANCELED)), Payment.next_retry_at <= now)))
+        due = list(
+            s.execute(
+                select(Payment.id, Payment.statement_id, Payment.currency).where(
+                    Payment.status.in_((FAILED, CANCELED)), Payment.next_retry_at <= now
+                )
+            )
+        )
     for pid, sid, currency in due:
         with store.write() as s:
             s.execute(update(Payment).where(Payment.id == pid).values(next_retry_at=None))
         try:
-            pay(store, None, sid, currency=currency, trigger="dunning", gateways=gateways,
-                now=now)
+            pay(store, None, sid, currency=currency, trigger="dunning", gateways=gateways, now=now)
             report["retried"] += 1
         except (WrongState, Conflict, InvalidInput) as exc:
             log.info("dunning of statement %s: %s", sid, exc)
     with store.write() as s:
-        overdue = list(s.scalars(select(Statement).where(
-            Statement.status == "finalized", Statement.paid_at.is_(None),
-            Statement.due_at < now)))
+        overdue = list(
+            s.scalars(
+                select(Statement).where(
+                    Statement.status == "finalized",
+                    Statement.paid_at.is_(None),
+                    Statement.due_at < now,
+                )
+            )
+        )
         worse = set()
         for st in overdue:
-            if any(m > 0 for m in (st.totals or {}).values()) \
-                    and rate_outcome(s, st, SCORE_OVERDUE, now):
+            if any(m > 0 for m in (st.totals or {}).values()) and rate_outcome(
+                s, st, SCORE_OVERDUE, now
+            ):
                 report["rated_overdue"] += 1
                 worse.add(st.user_id)
         # Their credit is decided again now: a smaller limit, and a bandwidth grant withdrawn

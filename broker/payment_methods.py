@@ -23,11 +23,20 @@ def _require_user(actor: Actor, user_id: int, what: str) -> None:
         raise NotYours(f"{actor} may not {what} of user {user_id}", where=f"user {user_id}")
 
 
-def add_method(session: Session, actor: Actor, user_id: int, gw: PaymentGateway, *,
-               token: str | None = None, card_number: str | None = None,
-               exp_month: int | None = None, exp_year: int | None = None,
-               make_default: bool = False, idempotency_key: str | None = None,
-               now: datetime | None = None) -> PaymentMethod:
+def add_method(
+    session: Session,
+    actor: Actor,
+    user_id: int,
+    gw: PaymentGateway,
+    *,
+    token: str | None = None,
+    card_number: str | None = None,
+    exp_month: int | None = None,
+    exp_year: int | None = None,
+    make_default: bool = False,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> PaymentMethod:
     """Keep a card for the user: by the gateway's token, or by number and expiry (checked
     here, then tokenized by the gateway; the number is not kept). The user's first card, or
     one with ``make_default``, becomes its default."""
@@ -45,36 +54,58 @@ def add_method(session: Session, actor: Actor, user_id: int, gw: PaymentGateway,
             raise InvalidInput(f"gateway {gw.name} takes tokens only", field="card_number")
         checked = check_card(card_number, exp_month, exp_year, now)
         card = gw.tokenize(checked)
-        params = {"user": user_id, "token": card.token, "exp": [exp_month, exp_year],
-                  "default": make_default}
+        params = {
+            "user": user_id,
+            "token": card.token,
+            "exp": [exp_month, exp_year],
+            "default": make_default,
+        }
 
     def run() -> PaymentMethod:
-        has_default = session.scalar(select(PaymentMethod.id).where(
-            PaymentMethod.user_id == user_id, PaymentMethod.is_default))
+        has_default = session.scalar(
+            select(PaymentMethod.id).where(
+                PaymentMethod.user_id == user_id, PaymentMethod.is_default
+            )
+        )
         default = make_default or has_default is None
         if default and has_default is not None:
-            session.execute(update(PaymentMethod).where(PaymentMethod.id == has_default)
-                            .values(is_default=False))
-        method = PaymentMethod(user_id=user_id, gateway=gw.name, token=card.token,
-                               brand=card.brand, last4=card.last4, exp_month=card.exp_month,
-                               exp_year=card.exp_year, is_default=default, created_at=now)
+            session.execute(
+                update(PaymentMethod)
+                .where(PaymentMethod.id == has_default)
+                .values(is_default=False)
+            )
+        method = PaymentMethod(
+            user_id=user_id,
+            gateway=gw.name,
+            token=card.token,
+            brand=card.brand,
+            last4=card.last4,
+            exp_month=card.exp_month,
+            exp_year=card.exp_year,
+            is_default=default,
+            created_at=now,
+        )
         session.add(method)
         session.flush()
         return method
 
-    return once(session, actor, idempotency_key, "add_payment_method", params, PaymentMethod,
-                run)
+    return once(session, actor, idempotency_key, "add_payment_method", params, PaymentMethod, run)
 
 
 def list_methods(session: Session, actor: Actor, user_id: int) -> list[PaymentMethod]:
     _require_user(actor, user_id, "see the cards")
-    return list(session.scalars(select(PaymentMethod).where(
-        PaymentMethod.user_id == user_id, PaymentMethod.deleted_at.is_(None))
-        .order_by(PaymentMethod.id)))
+    return list(
+        session.scalars(
+            select(PaymentMethod)
+            .where(PaymentMethod.user_id == user_id, PaymentMethod.deleted_at.is_(None))
+            .order_by(PaymentMethod.id)
+        )
+    )
 
 
-def delete_method(session: Session, actor: Actor, user_id: int, method_id: int, *,
-                  now: datetime | None = None) -> None:
+def delete_method(
+    session: Session, actor: Actor, user_id: int, method_id: int, *, now: datetime | None = None
+) -> None:
     """Forget a card (deleting it again changes nothing); when it was the default, the
     user's newest other card becomes the default."""
     now = resolve_now(now)
@@ -87,14 +118,25 @@ def delete_method(session: Session, actor: Actor, user_id: int, method_id: int, 
     method.deleted_at, was_default, method.is_default = now, method.is_default, False
     session.flush()
     if was_default:
-        other = session.scalar(select(PaymentMethod).where(
-            PaymentMethod.user_id == user_id, PaymentMethod.deleted_at.is_(None))
-            .order_by(PaymentMethod.id.desc()).limit(1))
+        other = session.scalar(
+            select(PaymentMethod)
+            .where(PaymentMethod.user_id == user_id, PaymentMethod.deleted_at.is_(None))
+            .order_by(PaymentMethod.id.desc())
+            .limit(1)
+        )
         if other is not None:
             other.is_default = True
 
 
 def method_view(m: PaymentMethod) -> dict:
-    return {"id": m.id, "user_id": m.user_id, "gateway": m.gateway, "brand": m.brand,
-            "last4": m.last4, "exp_month": m.exp_month, "exp_year": m.exp_year,
-            "is_default": m.is_default, "created_at": m.created_at}
+    return {
+        "id": m.id,
+        "user_id": m.user_id,
+        "gateway": m.gateway,
+        "brand": m.brand,
+        "last4": m.last4,
+        "exp_month": m.exp_month,
+        "exp_year": m.exp_year,
+        "is_default": m.is_default,
+        "created_at": m.created_at,
+    }

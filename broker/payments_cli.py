@@ -12,17 +12,21 @@ def add_payments_commands(sub) -> None:
     payments = sub.add_parser("payments", help="collect, retry and resolve card payments")
     what = payments.add_subparsers(dest="payments_command", metavar="WHAT", required=True)
     p = what.add_parser(
-        "run-due", help="run what is due: resolve unknown payments, dunning retries, overdue",
+        "run-due",
+        help="run what is due: resolve unknown payments, dunning retries, overdue",
         description="Ask the gateway about payments whose outcome is unknown (never charging "
-                    "again), retry failed payments whose retry is due with the user's default "
-                    "card, and rate users whose statements are unpaid after their due date. "
-                    "Safe to run at any time, as often as wanted.")
+        "again), retry failed payments whose retry is due with the user's default "
+        "card, and rate users whose statements are unpaid after their due date. "
+        "Safe to run at any time, as often as wanted.",
+    )
     db_option(p)
     p.set_defaults(func=guarded(_run_due))
     p = what.add_parser(
-        "collect", help="charge the default cards for a closed period's unpaid statements",
+        "collect",
+        help="charge the default cards for a closed period's unpaid statements",
         description="Automatic collection: each finalized, unpaid statement of the period is "
-                    "charged to its user's default card (users without one wait to pay).")
+        "charged to its user's default card (users without one wait to pay).",
+    )
     db_option(p)
     p.add_argument("--period", required=True, metavar="YYYY-MM")
     p.set_defaults(func=guarded(_collect))
@@ -34,9 +38,9 @@ def unpaid_in(store, period: str, home_provider_id: int | None = None) -> list[i
 
     from broker.models import Statement
 
-    query = select(Statement.id).where(Statement.period == period,
-                                       Statement.status == "finalized",
-                                       Statement.paid_at.is_(None))
+    query = select(Statement.id).where(
+        Statement.period == period, Statement.status == "finalized", Statement.paid_at.is_(None)
+    )
     if home_provider_id is not None:
         query = query.where(Statement.home_provider_id == home_provider_id)
     with store.read() as s:
@@ -56,5 +60,6 @@ def _run_due(args) -> int:
 
 
 def _collect(args) -> int:
-    return print_json({"period": args.period,
-                       "collected": collect_period(open_store(args), args.period)})
+    return print_json(
+        {"period": args.period, "collected": collect_period(open_store(args), args.period)}
+    )

@@ -47,8 +47,9 @@ def list_price(policy: PricePolicy, request: ServiceRequest) -> int:
         assert request.volume_bytes is not None  # not a block: a volume
         price = _ceil_div(request.volume_bytes * policy.per_gb_minor, _BYTES_PER_GB)
         field = "volume_bytes"
-    return check_product(price, field=field, what=f"provider {policy.provider_id}'s list price "
-                                                  f"for the request")
+    return check_product(
+        price, field=field, what=f"provider {policy.provider_id}'s list price for the request"
+    )
 
 
 def reservation_price(policy: PricePolicy, listed: int) -> int:

@@ -28,22 +28,37 @@ def _require_user(session: Session, actor: Actor, user_id: int, what: str) -> Us
 
 def list_profiles(session: Session, actor: Actor, user_id: int) -> list[StatementProfile]:
     _require_user(session, actor, user_id, "see the profiles")
-    return list(session.scalars(select(StatementProfile)
-                                .where(StatementProfile.user_id == user_id)
-                                .order_by(StatementProfile.name)))
+    return list(
+        session.scalars(
+            select(StatementProfile)
+            .where(StatementProfile.user_id == user_id)
+            .order_by(StatementProfile.name)
+        )
+    )
 
 
 def get_profile(session: Session, actor: Actor, user_id: int, name: str) -> StatementProfile:
     _require_user(session, actor, user_id, "see the profiles")
-    row = session.scalar(select(StatementProfile).where(StatementProfile.user_id == user_id,
-                                                        StatementProfile.name == name))
+    row = session.scalar(
+        select(StatementProfile).where(
+            StatementProfile.user_id == user_id, StatementProfile.name == name
+        )
+    )
     if row is None:
         raise NotFound("profile", name)
     return row
 
 
-def put_profile(session: Session, actor: Actor, user_id: int, name: str, doc: dict, *,
-                default: bool = False, now: datetime | None = None) -> StatementProfile:
+def put_profile(
+    session: Session,
+    actor: Actor,
+    user_id: int,
+    name: str,
+    doc: dict,
+    *,
+    default: bool = False,
+    now: datetime | None = None,
+) -> StatementProfile:
     """Save the profile ``name`` (made or replaced: a retry changes nothing more). With
     ``default`` it becomes the user's default, and the one before stops being it."""
     now = resolve_now(now)
@@ -51,25 +66,36 @@ def put_profile(session: Session, actor: Actor, user_id: int, name: str, doc: di
     if not isinstance(doc, dict):
         raise InvalidInput("a profile is a JSON object", field="profile")
     if doc.get("name", name) != name:
-        raise InvalidInput(f"the profile is named {doc.get('name')!r} but saved as {name!r}",
-                           field="name")
+        raise InvalidInput(
+            f"the profile is named {doc.get('name')!r} but saved as {name!r}", field="name"
+        )
     profile = Profile.from_json({**doc, "name": name})
-    row = session.scalar(select(StatementProfile).where(StatementProfile.user_id == user_id,
-                                                        StatementProfile.name == name)
-                         .with_for_update())
+    row = session.scalar(
+        select(StatementProfile)
+        .where(StatementProfile.user_id == user_id, StatementProfile.name == name)
+        .with_for_update()
+    )
     if row is None:
         count = len(list_profiles(session, actor, user_id))
         if count >= MAX_PROFILES:
             raise InvalidInput(f"a user keeps at most {MAX_PROFILES} profiles", field="name")
-        row = StatementProfile(user_id=user_id, name=name, is_default=False,
-                               doc=profile.to_json(), created_at=now, updated_at=now)
+        row = StatementProfile(
+            user_id=user_id,
+            name=name,
+            is_default=False,
+            doc=profile.to_json(),
+            created_at=now,
+            updated_at=now,
+        )
         session.add(row)
     elif row.doc != profile.to_json():
         row.doc, row.updated_at = profile.to_json(), now
     if default and not row.is_default:
-        session.execute(update(StatementProfile).where(StatementProfile.user_id == user_id,
-                                                       StatementProfile.is_default)
-                        .values(is_default=False))
+        session.execute(
+            update(StatementProfile)
+            .where(StatementProfile.user_id == user_id, StatementProfile.is_default)
+            .values(is_default=False)
+        )
         session.flush()
         row.is_default = True
     session.flush()
@@ -79,8 +105,11 @@ def put_profile(session: Session, actor: Actor, user_id: int, name: str, doc: di
 def delete_profile(session: Session, actor: Actor, user_id: int, name: str) -> None:
     """Forget a profile (deleting one that is gone is not an error: a retry is safe)."""
     _require_user(session, actor, user_id, "change the profiles")
-    session.execute(delete(StatementProfile).where(StatementProfile.user_id == user_id,
-                                                   StatementProfile.name == name))
+    session.execute(
+        delete(StatementProfile).where(
+            StatementProfile.user_id == user_id, StatementProfile.name == name
+        )
+    )
 
 
 def profile_for(session: Session, user_id: int, name: str | None) -> Profile:
@@ -96,5 +125,11 @@ def profile_for(session: Session, user_id: int, name: str | None) -> Profile:
 
 
 def profile_view(row: StatementProfile) -> dict:
-    return {"user_id": row.user_id, "name": row.name, "default": row.is_default,
-            "profile": row.doc, "created_at": row.created_at, "updated_at": row.updated_at}
+    return {
+        "user_id": row.user_id,
+        "name": row.name,
+        "default": row.is_default,
+        "profile": row.doc,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }

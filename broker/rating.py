@@ -35,10 +35,10 @@ class Line:
     """One line of a rating: the connect fee or one dimension's charge."""
 
     name: str
-    usage: int            # the cumulative usage rated (0 for the connect fee)
-    units: int            # usage rounded up to whole increments
+    usage: int  # the cumulative usage rated (0 for the connect fee)
+    units: int  # usage rounded up to whole increments
     exact_minor: Fraction  # the price before min/max and rounding, in minor units
-    minor: int            # what is charged: clamped to min/max, rounded once
+    minor: int  # what is charged: clamped to min/max, rounded once
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,9 @@ def check_usage(usage: object, *, field: str = "usage") -> dict[str, int]:
     checked = dict.fromkeys(DIMENSIONS, 0)
     for name, value in usage.items():
         if name not in DIMENSIONS:
-            raise InvalidInput(f"unknown dimension; known: {', '.join(DIMENSIONS)}",
-                               field=f"{field}.{name}")
+            raise InvalidInput(
+                f"unknown dimension; known: {', '.join(DIMENSIONS)}", field=f"{field}.{name}"
+            )
         checked[name] = check_int(value, field=f"{field}.{name}")
     return checked
 
@@ -167,21 +168,29 @@ def charge_for_report(tariff: Tariff, before: Usage | None, after: Usage) -> Cha
     rated(before), line by line. Cumulative usage never goes down."""
     rated_after = rate(tariff, after, field="after")
     if before is None:
-        return Charge(tariff.currency, tuple((ln.name, ln.minor) for ln in rated_after.lines),
-                      rated_after.minor)
+        return Charge(
+            tariff.currency,
+            tuple((ln.name, ln.minor) for ln in rated_after.lines),
+            rated_after.minor,
+        )
     rated_before = rate(tariff, before, field="before")
     previous, current = check_usage(before, field="before"), check_usage(after, field="after")
     for name in DIMENSIONS:
         if current[name] < previous[name]:
-            raise InvalidInput(f"cumulative usage went down from {previous[name]} to "
-                               f"{current[name]}", field=f"after.{name}")
+            raise InvalidInput(
+                f"cumulative usage went down from {previous[name]} to {current[name]}",
+                field=f"after.{name}",
+            )
     # the connect fee is in both totals, so its line comes to 0: it was charged once, before
-    lines = tuple((a.name, a.minor - b.minor)
-                  for a, b in zip(rated_after.lines, rated_before.lines, strict=True))
+    lines = tuple(
+        (a.name, a.minor - b.minor)
+        for a, b in zip(rated_after.lines, rated_before.lines, strict=True)
+    )
     return Charge(tariff.currency, lines, sum(minor for _, minor in lines))
 
 
 # ---- many usages at once ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -203,23 +212,34 @@ class _Plan:
 def _plans(tariff: Tariff) -> tuple[_Plan, ...]:
     plans = []
     for dim in tariff.dimensions:
-        per_unit = [Fraction(t.price) * 10**tariff.minor_digits / dim.rate_unit
-                    for t in dim.tiers]
+        per_unit = [Fraction(t.price) * 10**tariff.minor_digits / dim.rate_unit for t in dim.tiers]
         denominator = math.lcm(*(c.denominator for c in per_unit))
         highs = tuple(t.up_to for t in dim.tiers)
         assert dim.first_increment is not None  # DimensionPrice sets it
-        plans.append(_Plan(dim.name, dim.first_increment, dim.increment,
-                           dim.tiering == GRADUATED, (0, *dim.bounds), highs,
-                           tuple(c.numerator * (denominator // c.denominator) for c in per_unit),
-                           denominator, *_minor_bounds(tariff, dim)))
+        plans.append(
+            _Plan(
+                dim.name,
+                dim.first_increment,
+                dim.increment,
+                dim.tiering == GRADUATED,
+                (0, *dim.bounds),
+                highs,
+                tuple(c.numerator * (denominator // c.denominator) for c in per_unit),
+                denominator,
+                *_minor_bounds(tariff, dim),
+            )
+        )
     return tuple(plans)
 
 
 def _fits_int64(plan: _Plan, largest_usage: int) -> bool:
     """Whether every intermediate of `_line_kernel` stays within int64 for usages up to this."""
     units = largest_usage + max(plan.first, plan.increment)
-    return (units <= INT64_MAX and units * max(plan.coefficients) <= INT64_MAX
-            and 2 * plan.denominator <= INT64_MAX)
+    return (
+        units <= INT64_MAX
+        and units * max(plan.coefficients) <= INT64_MAX
+        and 2 * plan.denominator <= INT64_MAX
+    )
 
 
 def _line_kernel(plan: _Plan, usage: np.ndarray, rounding: str) -> np.ndarray:
@@ -231,8 +251,9 @@ def _line_kernel(plan: _Plan, usage: np.ndarray, rounding: str) -> np.ndarray:
         scaled = np.zeros_like(units)
         for low, high, coefficient in zip(plan.lows, plan.highs, plan.coefficients):
             in_tier = units - low
-            in_tier = (np.clip(in_tier, 0, high - low) if high is not None
-                       else np.maximum(in_tier, 0))
+            in_tier = (
+                np.clip(in_tier, 0, high - low) if high is not None else np.maximum(in_tier, 0)
+            )
             scaled += in_tier * coefficient
     else:
         # the price of the tier reached, from the last tier down to the first
@@ -290,8 +311,9 @@ def _int64_column(values: object, *, field: str) -> np.ndarray:
         raise InvalidInput(f"must be whole numbers, got {values.dtype} values", field=field)
     if values.dtype.kind == "u" and len(values) and values.max() > INT64_MAX:
         row = int(np.argmax(values > INT64_MAX))
-        raise InvalidInput(f"must be at most {INT64_MAX}, got {values[row]}",
-                           field=f"{field}[{row}]")
+        raise InvalidInput(
+            f"must be at most {INT64_MAX}, got {values[row]}", field=f"{field}[{row}]"
+        )
     array = values.astype(np.int64, copy=False)
     if len(array) and array.min() < 0:
         row = int(np.argmax(array < 0))
@@ -299,8 +321,9 @@ def _int64_column(values: object, *, field: str) -> np.ndarray:
     return array
 
 
-def _rate_arrays(tariff: Tariff, arrays: dict[str, np.ndarray], length: int,
-                 field: str) -> np.ndarray:
+def _rate_arrays(
+    tariff: Tariff, arrays: dict[str, np.ndarray], length: int, field: str
+) -> np.ndarray:
     fee = int(tariff.connect_fee.scaleb(tariff.minor_digits))
     lines = []
     for plan in _plans(tariff):
@@ -313,8 +336,9 @@ def _rate_arrays(tariff: Tariff, arrays: dict[str, np.ndarray], length: int,
         line = _line_kernel(plan, usage.astype(object), tariff.rounding)
         if line.max() > INT64_MAX:
             row = int(np.argmax(line > INT64_MAX))
-            check_product(line[row], field=f"{field}.{plan.name}[{row}]",
-                          what=f"the {plan.name} line")
+            check_product(
+                line[row], field=f"{field}.{plan.name}[{row}]", what=f"the {plan.name} line"
+            )
         lines.append(line.astype(np.int64))
     if fee + sum(int(line.max()) for line in lines) <= INT64_MAX:
         return sum(lines, np.full(length, fee, dtype=np.int64))
@@ -337,9 +361,12 @@ def rate_columns(tariff: Tariff, usage: Mapping[str, object]) -> np.ndarray:
     return _rate_arrays(tariff, arrays, length, "usage")
 
 
-def charges_for_reports(tariff: Tariff, before: Mapping[str, object] | None,
-                        after: Mapping[str, object],
-                        first: object = None) -> np.ndarray:
+def charges_for_reports(
+    tariff: Tariff,
+    before: Mapping[str, object] | None,
+    after: Mapping[str, object],
+    first: object = None,
+) -> np.ndarray:
     """`charge_for_report` for many reports: rated(after) - rated(before) per row, int64.
 
     ``before`` None: no row has a report before it. ``first`` (booleans, one per row) marks
@@ -362,7 +389,9 @@ def charges_for_reports(tariff: Tariff, before: Mapping[str, object] | None,
         went_down = ~is_first & (now < then)
         if went_down.any():
             row = int(np.argmax(went_down))
-            raise InvalidInput(f"cumulative usage went down from {then[row]} to {now[row]}",
-                               field=f"after.{name}[{row}]")
+            raise InvalidInput(
+                f"cumulative usage went down from {then[row]} to {now[row]}",
+                field=f"after.{name}[{row}]",
+            )
     earlier = _rate_arrays(tariff, before_arrays, length, "before")
     return charged - np.where(is_first, 0, earlier)

@@ -39,12 +39,14 @@ from broker.statement_words import words
 
 FORMATS: tuple[str, ...] = ("json", "text", "html", "pdf")
 MEDIA_TYPES: Mapping[str, str] = {
-    "json": "application/json", "text": "text/plain; charset=utf-8",
-    "html": "text/html; charset=utf-8", "pdf": "application/pdf",
+    "json": "application/json",
+    "text": "text/plain; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+    "pdf": "application/pdf",
 }
-HASH_SHOWN = 16          # hex digits of the content hash in a header
+HASH_SHOWN = 16  # hex digits of the content hash in a header
 _NUMERIC = ("quantity", "amount")
-_GAP = "  "              # between text columns
+_GAP = "  "  # between text columns
 
 
 def render(layout: Layout, fmt: str) -> str | bytes:
@@ -60,8 +62,9 @@ def render(layout: Layout, fmt: str) -> str | bytes:
     raise InvalidInput(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}", field="format")
 
 
-def render_statement(statement: Mapping, profile: Profile | Mapping | None,
-                     fmt: str) -> str | bytes:
+def render_statement(
+    statement: Mapping, profile: Profile | Mapping | None, fmt: str
+) -> str | bytes:
     """Lay ``statement`` out by ``profile`` (a `Profile`, its JSON form, or None for
     `DEFAULT_PROFILE`) and render it as ``fmt``."""
     if profile is None:
@@ -69,12 +72,12 @@ def render_statement(statement: Mapping, profile: Profile | Mapping | None,
     elif not isinstance(profile, Profile):
         profile = Profile.from_json(profile)
     if fmt not in FORMATS:  # before the work of a layout
-        raise InvalidInput(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}",
-                           field="format")
+        raise InvalidInput(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}", field="format")
     return render(layout(statement, profile), fmt)
 
 
 # -- formatting --------------------------------------------------------------------------
+
 
 @lru_cache(maxsize=512)
 def _money_pattern(locale: Locale, digits: int) -> NumberPattern:
@@ -96,8 +99,13 @@ class Formatter:
 
     def money(self, minor: int, currency: str, digits: int) -> str:
         amount = Decimal(minor).scaleb(-digits)
-        return format_currency(amount, currency, format=_money_pattern(self.locale, digits),
-                               locale=self.locale, currency_digits=False)
+        return format_currency(
+            amount,
+            currency,
+            format=_money_pattern(self.locale, digits),
+            locale=self.locale,
+            currency_digits=False,
+        )
 
     def total(self, minor: int, currency: str) -> str:
         return self.money(minor, currency, self.layout.minor_digits[currency])
@@ -126,8 +134,9 @@ class Formatter:
         if column == "kind":
             corrects = line.get("corrects")
             if corrects:
-                return self.words["credit_for"].format(number=corrects.get("statement_number"),
-                                                       line=corrects.get("line_id"))
+                return self.words["credit_for"].format(
+                    number=corrects.get("statement_number"), line=corrects.get("line_id")
+                )
             return str(line.get("kind") or "")
         value = line.get(column)
         return "" if value is None else str(value)
@@ -136,17 +145,23 @@ class Formatter:
         """(label, value) pairs: home provider, user, number or DRAFT, period, hash, totals."""
         st, w = self.layout.statement, self.words
         finalized = st.get("status") == "finalized" and st.get("number") is not None
-        rows = [(w["home_provider"], str(st.get("home_provider", ""))),
-                (w["user"], str(st.get("user", ""))),
-                (w["number"], str(st["number"]) if finalized else w["draft"]),
-                (w["period"], self._period())]
+        rows = [
+            (w["home_provider"], str(st.get("home_provider", ""))),
+            (w["user"], str(st.get("user", ""))),
+            (w["number"], str(st["number"]) if finalized else w["draft"]),
+            (w["period"], self._period()),
+        ]
         if st.get("content_sha256"):
             rows.append((w["content_hash"], str(st["content_sha256"])[:HASH_SHOWN]))
         if st.get("finalized_at"):
             rows.append((w["finalized_at"], self.when(st["finalized_at"])))
         rows.append((w["profile"], self.layout.profile.name))
-        rows.append((w["total"], "; ".join(self.total(minor, code)
-                                           for code, minor in self.layout.totals.items())))
+        rows.append(
+            (
+                w["total"],
+                "; ".join(self.total(minor, code) for code, minor in self.layout.totals.items()),
+            )
+        )
         return rows
 
     def title(self) -> str:
@@ -173,13 +188,14 @@ class Formatter:
 
 # -- rows: what text and HTML show, in order -----------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Row:
-    kind: str                      # "group", "line", "subtotal" or "total"
+    kind: str  # "group", "line", "subtotal" or "total"
     level: int
-    label: str = ""                # group, subtotal and total rows
-    cells: tuple[str, ...] = ()    # line rows: one per column of the profile
-    amount: str = ""               # subtotal and total rows
+    label: str = ""  # group, subtotal and total rows
+    cells: tuple[str, ...] = ()  # line rows: one per column of the profile
+    amount: str = ""  # subtotal and total rows
     negative: bool = False
 
 
@@ -195,14 +211,19 @@ def rows(layout: Layout, fmt: Formatter | None = None) -> list[Row]:
     else:
         out.extend(_line_row(line, 0, fmt, columns) for line in layout.lines)
     for code, minor in layout.totals.items():
-        out.append(Row("total", 0, fmt.words["total"], amount=fmt.total(minor, code),
-                       negative=minor < 0))
+        out.append(
+            Row("total", 0, fmt.words["total"], amount=fmt.total(minor, code), negative=minor < 0)
+        )
     return out
 
 
 def _line_row(line: Mapping, level: int, fmt: Formatter, columns: tuple[str, ...]) -> Row:
-    return Row("line", level, cells=tuple(fmt.cell(line, c) for c in columns),
-               negative=line["amount_minor"] < 0)
+    return Row(
+        "line",
+        level,
+        cells=tuple(fmt.cell(line, c) for c in columns),
+        negative=line["amount_minor"] < 0,
+    )
 
 
 def _group_rows(group: Group, fmt: Formatter, columns: tuple[str, ...], out: list[Row]) -> None:
@@ -217,20 +238,34 @@ def _group_rows(group: Group, fmt: Formatter, columns: tuple[str, ...], out: lis
     else:
         label = group.label
     for code, minor in group.subtotals.items():
-        out.append(Row("subtotal", group.level, label, amount=fmt.total(minor, code),
-                       negative=minor < 0))
+        out.append(
+            Row("subtotal", group.level, label, amount=fmt.total(minor, code), negative=minor < 0)
+        )
 
 
 # -- JSON --------------------------------------------------------------------------------
+
 
 def to_json(layout: Layout) -> dict:
     """The layout as plain JSON types: amounts as integer minor units with their currency,
     digits and formatted string; times as ISO 8601."""
     fmt = Formatter(layout)
     st = layout.statement
-    header = {name: _plain(st.get(name)) for name in (
-        "id", "number", "status", "home_provider", "user", "period", "period_start",
-        "period_end", "finalized_at", "content_sha256")}
+    header = {
+        name: _plain(st.get(name))
+        for name in (
+            "id",
+            "number",
+            "status",
+            "home_provider",
+            "user",
+            "period",
+            "period_start",
+            "period_end",
+            "finalized_at",
+            "content_sha256",
+        )
+    }
     header["title"] = fmt.title()
     doc = {
         "statement": header,
@@ -238,22 +273,35 @@ def to_json(layout: Layout) -> dict:
         "columns": [{"name": c, "label": fmt.words[c]} for c in layout.profile.columns],
         "groups": [_group_json(g, fmt) for g in layout.groups],
         "lines": [_line_json(line, fmt) for line in layout.lines],
-        "totals": [_money_json(minor, code, layout.minor_digits[code], fmt)
-                   for code, minor in layout.totals.items()],
+        "totals": [
+            _money_json(minor, code, layout.minor_digits[code], fmt)
+            for code, minor in layout.totals.items()
+        ],
     }
     return doc
 
 
 def _money_json(minor: int, currency: str, digits: int, fmt: Formatter) -> dict:
-    return {"amount_minor": minor, "currency": currency, "minor_digits": digits,
-            "formatted": fmt.money(minor, currency, digits)}
+    return {
+        "amount_minor": minor,
+        "currency": currency,
+        "minor_digits": digits,
+        "formatted": fmt.money(minor, currency, digits),
+    }
 
 
 def _group_json(group: Group, fmt: Formatter) -> dict:
-    doc = {"key": group.key, "value": _plain(group.value), "label": group.label,
-           "level": group.level, "detail": group.expanded,
-           "subtotals": [_money_json(minor, code, fmt.layout.minor_digits[code], fmt)
-                         for code, minor in group.subtotals.items()]}
+    doc = {
+        "key": group.key,
+        "value": _plain(group.value),
+        "label": group.label,
+        "level": group.level,
+        "detail": group.expanded,
+        "subtotals": [
+            _money_json(minor, code, fmt.layout.minor_digits[code], fmt)
+            for code, minor in group.subtotals.items()
+        ],
+    }
     if group.groups:
         doc["groups"] = [_group_json(g, fmt) for g in group.groups]
     else:
@@ -264,9 +312,12 @@ def _group_json(group: Group, fmt: Formatter) -> dict:
 def _line_json(line: Mapping, fmt: Formatter) -> dict:
     doc = {name: _plain(value) for name, value in line.items()}
     cells = {c: fmt.cell(line, c) for c in fmt.layout.profile.columns}
-    doc["amount"] = {"amount_minor": line["amount_minor"], "currency": line["currency"],
-                     "minor_digits": line["minor_digits"],
-                     "formatted": cells.get("amount") or fmt.cell(line, "amount")}
+    doc["amount"] = {
+        "amount_minor": line["amount_minor"],
+        "currency": line["currency"],
+        "minor_digits": line["minor_digits"],
+        "formatted": cells.get("amount") or fmt.cell(line, "amount"),
+    }
     doc["cells"] = cells
     return doc
 
@@ -285,12 +336,12 @@ def _plain(value: object) -> object:
 
 # -- plain text --------------------------------------------------------------------------
 
+
 def _clean(text: str) -> str:
     """No control characters on a terminal: a name could carry an escape sequence."""
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() or ch in "\u00a0\u202f" else "\ufffd"
-                   for ch in text)
+    return "".join(ch if ch.isprintable() or ch in "\u00a0\u202f" else "\ufffd" for ch in text)
 
 
 def _width(text: str) -> int:
@@ -364,14 +415,18 @@ def to_text(layout: Layout) -> str:
 
 # -- HTML and PDF ------------------------------------------------------------------------
 
+
 @lru_cache(maxsize=1)
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    return Environment(loader=PackageLoader("broker", "templates"),
-                       autoescape=select_autoescape(["html"], default_for_string=True,
-                                                    default=True),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return Environment(
+        loader=PackageLoader("broker", "templates"),
+        autoescape=select_autoescape(["html"], default_for_string=True, default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def to_html(layout: Layout) -> str:
@@ -379,12 +434,22 @@ def to_html(layout: Layout) -> str:
     fmt = Formatter(layout)
     columns = layout.profile.columns
     money = columns.index("amount")
-    return _environment().get_template("statement.html").render(
-        title=fmt.title(), header=fmt.header(), lang=fmt.locale.language,
-        draft=fmt.layout.statement.get("status") != "finalized",
-        columns=[{"label": fmt.words[c], "css": "num" if c in _NUMERIC else c}
-                 for c in columns],
-        rows=rows(layout, fmt), before=money, after=len(columns) - money - 1)
+    return (
+        _environment()
+        .get_template("statement.html")
+        .render(
+            title=fmt.title(),
+            header=fmt.header(),
+            lang=fmt.locale.language,
+            draft=fmt.layout.statement.get("status") != "finalized",
+            columns=[
+                {"label": fmt.words[c], "css": "num" if c in _NUMERIC else c} for c in columns
+            ],
+            rows=rows(layout, fmt),
+            before=money,
+            after=len(columns) - money - 1,
+        )
+    )
 
 
 def _no_fetch(url: str, *args, **kwargs):

@@ -67,8 +67,11 @@ class Reputation:
         return {"score": round(self.score, 6), "count": self.count}
 
 
-def beta_reputation(ratings: Iterable[tuple[int, datetime]], now: datetime,
-                    policy: ReputationPolicy = DEFAULT_POLICY) -> Reputation:
+def beta_reputation(
+    ratings: Iterable[tuple[int, datetime]],
+    now: datetime,
+    policy: ReputationPolicy = DEFAULT_POLICY,
+) -> Reputation:
     """The reputation of ``(score, rated_at)`` pairs as of ``now``."""
     half_life = policy.half_life.total_seconds()
     alpha, beta, count = policy.prior_positive, policy.prior_negative, 0
@@ -82,10 +85,14 @@ def beta_reputation(ratings: Iterable[tuple[int, datetime]], now: datetime,
     return Reputation(round(1_000_000 * alpha / (alpha + beta)), count)
 
 
-def beta_reputations(owner_index: np.ndarray, scores: np.ndarray, ages_us: np.ndarray,
-                     owners: int, policy: ReputationPolicy = DEFAULT_POLICY,
-                     extra: tuple[np.ndarray, np.ndarray] | None = None,
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def beta_reputations(
+    owner_index: np.ndarray,
+    scores: np.ndarray,
+    ages_us: np.ndarray,
+    owners: int,
+    policy: ReputationPolicy = DEFAULT_POLICY,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """`beta_reputation` of many at once: ratings as arrays, ``owner_index[i]`` (0..owners-1)
     whose rating ``i`` is, its score and age in microseconds; returns each owner's
     (reputation ppm, rating count).
@@ -100,7 +107,7 @@ def beta_reputations(owner_index: np.ndarray, scores: np.ndarray, ages_us: np.nd
     half_life = policy.half_life.total_seconds()
     ages = np.maximum(0.0, ages_us.astype(np.float64) / 1e6)
     exponents = -ages / half_life
-    weights = np.array([2.0 ** x for x in exponents.tolist()], dtype=np.float64)
+    weights = np.array([2.0**x for x in exponents.tolist()], dtype=np.float64)
     r = scores.astype(np.float64) / 100
     alpha = np.full(owners, policy.prior_positive, dtype=np.float64)
     beta = np.full(owners, policy.prior_negative, dtype=np.float64)
@@ -127,15 +134,22 @@ def _epoch_us(values: Sequence) -> np.ndarray:
     if values and isinstance(values[0], str):
         return np.array(values, dtype="datetime64[us]").astype(np.int64)
     if values and isinstance(values[0], datetime):
-        return np.array([v.astimezone(UTC).replace(tzinfo=None) for v in values],
-                        dtype="datetime64[us]").astype(np.int64)
+        return np.array(
+            [v.astimezone(UTC).replace(tzinfo=None) for v in values], dtype="datetime64[us]"
+        ).astype(np.int64)
     return np.fromiter(values, dtype=np.int64, count=len(values))
 
 
-def reputation_table(session: Session, direction: str, ids: Iterable[int] | Select, *,
-                     now: datetime, policy: ReputationPolicy = DEFAULT_POLICY,
-                     ids_query: Select | None = None, measured: bool = False,
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reputation_table(
+    session: Session,
+    direction: str,
+    ids: Iterable[int] | Select,
+    *,
+    now: datetime,
+    policy: ReputationPolicy = DEFAULT_POLICY,
+    ids_query: Select | None = None,
+    measured: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reputations of many providers (``service``) or users (``payment``) as arrays.
 
     ``ids`` is an iterable of ids or a SELECT of them. ``ids_query``, a SELECT of the same
@@ -150,7 +164,8 @@ def reputation_table(session: Session, direction: str, ids: Iterable[int] | Sele
     session.flush()  # Core below: let it see what the session has pending
     conn = session.connection()
     query = select(column, Rating.score, _rated_at_as_stored(conn.dialect.name)).where(
-        Rating.direction == direction)
+        Rating.direction == direction
+    )
     if isinstance(ids, Select):
         ids_query = ids
         ids = conn.execute(ids).scalars().all()
@@ -160,8 +175,9 @@ def reputation_table(session: Session, direction: str, ids: Iterable[int] | Sele
         chunks = [query.where(column.in_(ids_query.scalar_subquery()))]
     else:
         listed = wanted.tolist()
-        chunks = [query.where(column.in_(listed[i:i + 5000]))
-                  for i in range(0, len(listed), 5000)]
+        chunks = [
+            query.where(column.in_(listed[i : i + 5000])) for i in range(0, len(listed), 5000)
+        ]
     rows = [row for chunk in chunks for row in fetch_tuples(conn, chunk)]
     owned, scored, stamps = zip(*rows) if rows else ((), (), ())
     owners = np.fromiter(owned, dtype=np.int64, count=len(rows))
@@ -171,21 +187,26 @@ def reputation_table(session: Session, direction: str, ids: Iterable[int] | Sele
     extra = None
     if measured and direction == "service" and policy.measured_weight:
         extra = measured_evidence(session, wanted, policy.measured_weight, ids_query)
-    ppm, counts = beta_reputations(np.searchsorted(wanted, owners), scores, now_us - rated_us,
-                                   len(wanted), policy, extra)
+    ppm, counts = beta_reputations(
+        np.searchsorted(wanted, owners), scores, now_us - rated_us, len(wanted), policy, extra
+    )
     return wanted, ppm, counts
 
 
-def _reputations(session: Session, direction: str, ids, now: datetime,
-                 policy: ReputationPolicy) -> dict[int, Reputation]:
+def _reputations(
+    session: Session, direction: str, ids, now: datetime, policy: ReputationPolicy
+) -> dict[int, Reputation]:
     wanted, ppm, counts = reputation_table(session, direction, ids, now=now, policy=policy)
-    return {i: Reputation(p, c) for i, p, c in zip(wanted.tolist(), ppm.tolist(),
-                                                   counts.tolist())}
+    return {i: Reputation(p, c) for i, p, c in zip(wanted.tolist(), ppm.tolist(), counts.tolist())}
 
 
-def provider_reputations(session: Session, provider_ids: Iterable[int] | Select, *,
-                         now: datetime | None = None,
-                         policy: ReputationPolicy = DEFAULT_POLICY) -> dict[int, Reputation]:
+def provider_reputations(
+    session: Session,
+    provider_ids: Iterable[int] | Select,
+    *,
+    now: datetime | None = None,
+    policy: ReputationPolicy = DEFAULT_POLICY,
+) -> dict[int, Reputation]:
     """How satisfactorily each provider delivered, from the users' ``service`` ratings.
 
     ``provider_ids`` may be a SELECT of ids (e.g. an auction's bidders), run inside the query.
@@ -193,25 +214,37 @@ def provider_reputations(session: Session, provider_ids: Iterable[int] | Select,
     return _reputations(session, "service", provider_ids, resolve_now(now), policy)
 
 
-def user_reputations(session: Session, user_ids: Iterable[int], *,
-                     now: datetime | None = None,
-                     policy: ReputationPolicy = DEFAULT_POLICY) -> dict[int, Reputation]:
+def user_reputations(
+    session: Session,
+    user_ids: Iterable[int],
+    *,
+    now: datetime | None = None,
+    policy: ReputationPolicy = DEFAULT_POLICY,
+) -> dict[int, Reputation]:
     """How satisfactorily each user paid, from the providers' ``payment`` ratings."""
     return _reputations(session, "payment", user_ids, resolve_now(now), policy)
 
 
 def award_parties(session: Session, award: Award) -> set[int]:
     """The users on the recipient side of an award: the requester and every payer."""
-    requester = session.execute(select(ServiceRequest.user_id).where(
-        ServiceRequest.id == award.request_id)).scalar_one()
-    payers = set(session.scalars(select(AwardPayer.user_id).where(
-        AwardPayer.award_id == award.id)))
+    requester = session.execute(
+        select(ServiceRequest.user_id).where(ServiceRequest.id == award.request_id)
+    ).scalar_one()
+    payers = set(session.scalars(select(AwardPayer.user_id).where(AwardPayer.award_id == award.id)))
     return payers | {requester}
 
 
-def rate(session: Session, actor: Actor, award_id: int, score: int, *, user_id: int | None = None,
-         comment: str = "", now: datetime | None = None,
-         idempotency_key: str | None = None) -> Rating:
+def rate(
+    session: Session,
+    actor: Actor,
+    award_id: int,
+    score: int,
+    *,
+    user_id: int | None = None,
+    comment: str = "",
+    now: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> Rating:
     """Rate the other party of award ``award_id``; a later rating by the same rater replaces.
 
     A user (or its device or phone) rates the delivering provider's service; the delivering
@@ -223,8 +256,9 @@ def rate(session: Session, actor: Actor, award_id: int, score: int, *, user_id: 
     if award is None:
         raise NotFound("award", award_id)
     if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 100:
-        raise InvalidInput(f"a score is an integer 0..100 (100: fully satisfactory), "
-                           f"got {score!r}", field="score")
+        raise InvalidInput(
+            f"a score is an integer 0..100 (100: fully satisfactory), got {score!r}", field="score"
+        )
     if not isinstance(comment, str) or len(comment) > 500:
         raise InvalidInput("a comment is text of at most 500 characters", field="comment")
     parties = award_parties(session, award)
@@ -233,22 +267,36 @@ def rate(session: Session, actor: Actor, award_id: int, score: int, *, user_id: 
         if user_id is None:
             user_id = session.get_one(ServiceRequest, award.request_id).user_id
         if user_id not in parties:
-            raise NotYours(f"user {user_id} is not a party of award {award_id}",
-                           where=f"award {award_id}", field="user_id")
+            raise NotYours(
+                f"user {user_id} is not a party of award {award_id}",
+                where=f"award {award_id}",
+                field="user_id",
+            )
     elif actor.user_id is not None and actor.user_id in parties:
         direction, user_id = "service", actor.user_id
     else:
-        raise NotYours(f"{actor} is not a party of award {award_id}; only its recipients and "
-                       f"its provider rate it", where=f"award {award_id}")
+        raise NotYours(
+            f"{actor} is not a party of award {award_id}; only its recipients and "
+            f"its provider rate it",
+            where=f"award {award_id}",
+        )
     params = {"award": award_id, "score": score, "user": user_id, "comment": comment}
 
     def run() -> Rating:
-        rating = session.scalar(select(Rating).where(
-            Rating.award_id == award_id, Rating.direction == direction,
-            Rating.user_id == user_id))
+        rating = session.scalar(
+            select(Rating).where(
+                Rating.award_id == award_id,
+                Rating.direction == direction,
+                Rating.user_id == user_id,
+            )
+        )
         if rating is None:
-            rating = Rating(award_id=award_id, direction=direction, user_id=user_id,
-                            provider_id=award.provider_id)
+            rating = Rating(
+                award_id=award_id,
+                direction=direction,
+                user_id=user_id,
+                provider_id=award.provider_id,
+            )
             session.add(rating)
         rating.score, rating.comment, rating.rated_at = score, comment, now
         rating.device_id = actor.device_id if direction == "service" else None

@@ -58,10 +58,11 @@ def _members(session: Session, items: Iterable[dict]) -> list[RequestMember]:
         field = f"members[{n}]"
         entry: dict[str, Any] = item or {}
         kind, value = entry.get("kind"), cast(Any, entry.get("value"))  # checked per kind
-        if kind in ("user", "device") and (isinstance(value, bool)
-                                           or not isinstance(value, int)):
-            raise InvalidInput(f"a {kind} member's value is its id (an integer), not {value!r}",
-                               field=f"{field}.value")
+        if kind in ("user", "device") and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidInput(
+                f"a {kind} member's value is its id (an integer), not {value!r}",
+                field=f"{field}.value",
+            )
         if kind == "user":
             if session.get(User, value) is None:
                 raise NotFound("user", value)
@@ -79,20 +80,34 @@ def _members(session: Session, items: Iterable[dict]) -> list[RequestMember]:
                 raise InvalidInput("an address is text of 1..300 characters", field=field)
             out.append(RequestMember(kind="address", address=value))
         else:
-            raise InvalidInput(f"member kind is user, device, phone or address, not {kind!r}",
-                               field=field)
+            raise InvalidInput(
+                f"member kind is user, device, phone or address, not {kind!r}", field=field
+            )
     return out
 
 
-def submit_request(session: Session, actor: Actor, *, services, device_id: int | None = None,
-                   volume_bytes: int | None = None, starts_at: datetime | None = None,
-                   ends_at: datetime | None = None, min_rate_bps: int | None = None,
-                   max_rate_bps: int | None = None, data_cap_bytes: int | None = None,
-                   max_price_minor: int | None = None, currency: str | None = None,
-                   members: Iterable[dict] = (), group: bool = False,
-                   source: str | None = None, sink: str | None = None,
-                   sealed_params: list[str] | None = None, now: datetime | None = None,
-                   idempotency_key: str | None = None) -> ServiceRequest:
+def submit_request(
+    session: Session,
+    actor: Actor,
+    *,
+    services,
+    device_id: int | None = None,
+    volume_bytes: int | None = None,
+    starts_at: datetime | None = None,
+    ends_at: datetime | None = None,
+    min_rate_bps: int | None = None,
+    max_rate_bps: int | None = None,
+    data_cap_bytes: int | None = None,
+    max_price_minor: int | None = None,
+    currency: str | None = None,
+    members: Iterable[dict] = (),
+    group: bool = False,
+    source: str | None = None,
+    sink: str | None = None,
+    sealed_params: list[str] | None = None,
+    now: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> ServiceRequest:
     """A user's (or its device's) request to its home provider; decided at once.
 
     With ``group=True`` the request waits for pledges (`broker.groups`) and is decided by
@@ -115,39 +130,57 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
     source, sink = check_endpoint(source, field="source"), check_endpoint(sink, field="sink")
     sealed = check_names(sealed_params, chain)
     if (volume_bytes is None) == (starts_at is None and ends_at is None):
-        raise InvalidInput("give either volume_bytes or a block of time (starts_at and "
-                           "ends_at), not both and not neither", field="volume_bytes")
+        raise InvalidInput(
+            "give either volume_bytes or a block of time (starts_at and "
+            "ends_at), not both and not neither",
+            field="volume_bytes",
+        )
     if volume_bytes is None:
         if starts_at is None or ends_at is None:
-            raise InvalidInput("a block of time needs both ends", field="ends_at"
-                               if starts_at is not None else "starts_at")
-        starts_at, ends_at = as_utc(starts_at, field="starts_at"), as_utc(ends_at,
-                                                                          field="ends_at")
+            raise InvalidInput(
+                "a block of time needs both ends",
+                field="ends_at" if starts_at is not None else "starts_at",
+            )
+        starts_at, ends_at = as_utc(starts_at, field="starts_at"), as_utc(ends_at, field="ends_at")
         if ends_at <= starts_at:
             raise InvalidInput("ends_at must be after starts_at", field="ends_at")
         if min_rate_bps is None and max_rate_bps is None:
-            raise InvalidInput("a block of time needs max_rate_bps and/or min_rate_bps",
-                               field="max_rate_bps")
+            raise InvalidInput(
+                "a block of time needs max_rate_bps and/or min_rate_bps", field="max_rate_bps"
+            )
     elif data_cap_bytes is not None:
-        raise InvalidInput("a data cap applies to a block of time, not to a volume",
-                           field="data_cap_bytes")
-    min_rate, max_rate = _positive(min_rate_bps, "min_rate_bps"), _positive(max_rate_bps,
-                                                                            "max_rate_bps")
+        raise InvalidInput(
+            "a data cap applies to a block of time, not to a volume", field="data_cap_bytes"
+        )
+    min_rate, max_rate = (
+        _positive(min_rate_bps, "min_rate_bps"),
+        _positive(max_rate_bps, "max_rate_bps"),
+    )
     if min_rate is not None and max_rate is not None and min_rate > max_rate:
-        raise InvalidInput(f"min_rate_bps {min_rate} exceeds max_rate_bps {max_rate}",
-                           field="min_rate_bps")
+        raise InvalidInput(
+            f"min_rate_bps {min_rate} exceeds max_rate_bps {max_rate}", field="min_rate_bps"
+        )
     volume_bytes = _positive(volume_bytes, "volume_bytes")
     data_cap_bytes = _positive(data_cap_bytes, "data_cap_bytes")
     if max_price_minor is not None:
         check_amount(max_price_minor, field="max_price_minor")
     user = session.get_one(User, actor.user_id)
-    currency = check_currency(user.home_provider.policy.currency if currency is None
-                              else currency)
+    currency = check_currency(user.home_provider.policy.currency if currency is None else currency)
     members = list(members)
-    params = {"services": chain, "device": device_id, "volume": volume_bytes,
-              "starts": starts_at, "ends": ends_at, "min": min_rate, "max": max_rate,
-              "cap": data_cap_bytes, "limit": max_price_minor, "currency": currency,
-              "group": group, "members": members}
+    params = {
+        "services": chain,
+        "device": device_id,
+        "volume": volume_bytes,
+        "starts": starts_at,
+        "ends": ends_at,
+        "min": min_rate,
+        "max": max_rate,
+        "cap": data_cap_bytes,
+        "limit": max_price_minor,
+        "currency": currency,
+        "group": group,
+        "members": members,
+    }
     if source is not None or sink is not None:
         params.update(source=source, sink=sink)
     if sealed is not None:
@@ -157,27 +190,45 @@ def submit_request(session: Session, actor: Actor, *, services, device_id: int |
         # Against the clock after the idempotency key was looked up: a late retry of a request
         # whose block is over by now still gets the request the first call made.
         if ends_at is not None and ends_at <= now:
-            raise InvalidInput(f"the block ended at {ends_at.isoformat()}, before now "
-                               f"({now.isoformat()}); ask for a block still to come",
-                               field="ends_at")
+            raise InvalidInput(
+                f"the block ended at {ends_at.isoformat()}, before now "
+                f"({now.isoformat()}); ask for a block still to come",
+                field="ends_at",
+            )
         request = ServiceRequest(
-            user_id=user.id, device_id=device_id, home_provider_id=user.home_provider_id,
-            services=format_chain(chain), volume_bytes=volume_bytes, starts_at=starts_at,
-            ends_at=ends_at, min_rate_bps=min_rate, max_rate_bps=max_rate,
-            data_cap_bytes=data_cap_bytes, max_price_minor=max_price_minor, currency=currency,
-            status="pledging" if group else "brokering", source=source, sink=sink,
+            user_id=user.id,
+            device_id=device_id,
+            home_provider_id=user.home_provider_id,
+            services=format_chain(chain),
+            volume_bytes=volume_bytes,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            min_rate_bps=min_rate,
+            max_rate_bps=max_rate,
+            data_cap_bytes=data_cap_bytes,
+            max_price_minor=max_price_minor,
+            currency=currency,
+            status="pledging" if group else "brokering",
+            source=source,
+            sink=sink,
             sealed_params=sealed,
-            created_at=now)
+            created_at=now,
+        )
         request.members = _members(session, members) or [
-            RequestMember(kind="device", device_id=device_id) if device_id is not None
-            else RequestMember(kind="user", user_id=user.id)]
+            RequestMember(kind="device", device_id=device_id)
+            if device_id is not None
+            else RequestMember(kind="user", user_id=user.id)
+        ]
         session.add(request)
         session.flush()
         if not group:
             _credit_and_bandwidth(session, request, now)
         if group:
-            session.add(Group(request_id=request.id, organizer_id=user.id, currency=currency,
-                              created_at=now))
+            session.add(
+                Group(
+                    request_id=request.id, organizer_id=user.id, currency=currency, created_at=now
+                )
+            )
             session.flush()
         else:
             decide(session, request, now)
@@ -217,11 +268,14 @@ class Capability:
     services: frozenset[str]
 
 
-_CAPABILITY = (select(Provider.network_id, Provider.capacity_bps, PricePolicy.currency,
-                      ProviderService.service)
-               .join(PricePolicy, PricePolicy.provider_id == Provider.id)
-               .outerjoin(ProviderService, ProviderService.provider_id == Provider.id)
-               .where(Provider.id == bindparam("provider")))
+_CAPABILITY = (
+    select(
+        Provider.network_id, Provider.capacity_bps, PricePolicy.currency, ProviderService.service
+    )
+    .join(PricePolicy, PricePolicy.provider_id == Provider.id)
+    .outerjoin(ProviderService, ProviderService.provider_id == Provider.id)
+    .where(Provider.id == bindparam("provider"))
+)
 
 
 def capability(session: Session | Connection, provider_id: int) -> Capability | None:
@@ -230,12 +284,23 @@ def capability(session: Session | Connection, provider_id: int) -> Capability | 
     if not rows:
         return None
     first = rows[0]
-    return Capability(provider_id, first.network_id, first.capacity_bps, first.currency,
-                      frozenset(r.service for r in rows if r.service is not None))
+    return Capability(
+        provider_id,
+        first.network_id,
+        first.capacity_bps,
+        first.currency,
+        frozenset(r.service for r in rows if r.service is not None),
+    )
 
 
-def why_not(session: Session | Connection, provider: Provider | Capability, request,
-            now: datetime, *, shares: int = 1) -> str | None:
+def why_not(
+    session: Session | Connection,
+    provider: Provider | Capability,
+    request,
+    now: datetime,
+    *,
+    shares: int = 1,
+) -> str | None:
     """Why ``provider`` cannot take ``request`` (one of ``shares`` equal shares of it), or None
     when it can.
 
@@ -244,21 +309,32 @@ def why_not(session: Session | Connection, provider: Provider | Capability, requ
     needs no spare capacity.
     """
     if isinstance(provider, Provider):
-        provider = Capability(provider.id, provider.network_id, provider.capacity_bps,
-                              provider.policy.currency, frozenset(provider.service_names))
+        provider = Capability(
+            provider.id,
+            provider.network_id,
+            provider.capacity_bps,
+            provider.policy.currency,
+            frozenset(provider.service_names),
+        )
     missing = [s for s in request.services.split(",") if s not in provider.services]
     if missing:
         return f"provider {provider.provider_id} does not offer {', '.join(missing)}"
     needed = share_rate(required_rate_bps(request), shares)
-    spare = provider.capacity_bps - committed_bps(session, provider.provider_id,
-                                                  request.starts_at, request.ends_at, now) \
-        if needed else 0
+    spare = (
+        provider.capacity_bps
+        - committed_bps(session, provider.provider_id, request.starts_at, request.ends_at, now)
+        if needed
+        else 0
+    )
     if needed > spare:
-        return (f"provider {provider.provider_id} has {max(spare, 0)} bit/s spare, the request "
-                f"needs {needed}")
+        return (
+            f"provider {provider.provider_id} has {max(spare, 0)} bit/s spare, the request "
+            f"needs {needed}"
+        )
     if provider.currency != request.currency:
-        return f"provider {provider.provider_id} quotes in {provider.currency}, not " \
-               f"{request.currency}"
+        return (
+            f"provider {provider.provider_id} quotes in {provider.currency}, not {request.currency}"
+        )
     return None
 
 
@@ -281,9 +357,15 @@ def decide(session: Session, request: ServiceRequest, now: datetime) -> Award | 
     return None
 
 
-def eligible_providers(session: Session, request: ServiceRequest,
-                       now: datetime | None = None, *, after: int | None = None,
-                       limit: int | None = None, shares: int = 1) -> list[Provider]:
+def eligible_providers(
+    session: Session,
+    request: ServiceRequest,
+    now: datetime | None = None,
+    *,
+    after: int | None = None,
+    limit: int | None = None,
+    shares: int = 1,
+) -> list[Provider]:
     """Providers of other networks that could take the request (for brokering), by id;
     ``after``/``limit`` page through them."""
     now = resolve_now(now)
@@ -306,19 +388,22 @@ def get_request(session: Session, actor: Actor, request_id: int) -> ServiceReque
     if request is None:
         raise NotFound("request", request_id)
     if not is_request_party(actor, request):
-        raise NotYours(f"request {request_id} is not {actor}'s",
-                       where=f"request {request_id}")
+        raise NotYours(f"request {request_id} is not {actor}'s", where=f"request {request_id}")
     return request
 
 
 def is_request_party(actor: Actor, request: ServiceRequest) -> bool:
     """The request's user (and its devices), its home provider, an admin."""
-    return (actor.is_admin or actor.speaks_for_user(request.user_id)
-            or actor.speaks_for_provider(request.home_provider_id))
+    return (
+        actor.is_admin
+        or actor.speaks_for_user(request.user_id)
+        or actor.speaks_for_provider(request.home_provider_id)
+    )
 
 
-def list_requests(session: Session, actor: Actor, *, after: int | None = None,
-                  limit: int = 100) -> list[ServiceRequest]:
+def list_requests(
+    session: Session, actor: Actor, *, after: int | None = None, limit: int = 100
+) -> list[ServiceRequest]:
     """The actor's requests (a provider: its customers'), newest first; ``after`` is the id of
     the last one of the page before."""
     query = select(ServiceRequest).order_by(ServiceRequest.id.desc()).limit(limit)
@@ -333,9 +418,14 @@ def list_requests(session: Session, actor: Actor, *, after: int | None = None,
     return list(session.scalars(query))
 
 
-def close_pledges(session: Session, actor: Actor, group_id: int, *,
-                  now: datetime | None = None,
-                  idempotency_key: str | None = None) -> ServiceRequest:
+def close_pledges(
+    session: Session,
+    actor: Actor,
+    group_id: int,
+    *,
+    now: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> ServiceRequest:
     """The organizer ends pledging: the request is then decided with the pledges as budget.
 
     The budget is the pledged total (and the user's limit, if lower). No pledges at all: the
@@ -344,10 +434,19 @@ def close_pledges(session: Session, actor: Actor, group_id: int, *,
     now = resolve_now(now)
     group = get_group(session, group_id)
     if not actor.speaks_for_user(group.organizer_id):
-        raise NotYours(f"only the organizer (user {group.organizer_id}) closes pledging",
-                       where=f"group {group_id}")
-    return once(session, actor, idempotency_key, "group.close", {"group": group_id},
-                ServiceRequest, lambda: _close_pledges(session, group, now))
+        raise NotYours(
+            f"only the organizer (user {group.organizer_id}) closes pledging",
+            where=f"group {group_id}",
+        )
+    return once(
+        session,
+        actor,
+        idempotency_key,
+        "group.close",
+        {"group": group_id},
+        ServiceRequest,
+        lambda: _close_pledges(session, group, now),
+    )
 
 
 def _close_pledges(session: Session, group: Group, now: datetime) -> ServiceRequest:
@@ -374,9 +473,14 @@ def _close_pledges(session: Session, group: Group, now: datetime) -> ServiceRequ
     return request
 
 
-def cancel_request(session: Session, actor: Actor, request_id: int, *,
-                   now: datetime | None = None,
-                   idempotency_key: str | None = None) -> ServiceRequest:
+def cancel_request(
+    session: Session,
+    actor: Actor,
+    request_id: int,
+    *,
+    now: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> ServiceRequest:
     """The user (or one of its devices) withdraws a request still pledging or brokering: its
     open auction or negotiation ends with it, and nothing of it is awarded afterwards. The home
     provider cannot cancel its customer's request."""
@@ -385,15 +489,20 @@ def cancel_request(session: Session, actor: Actor, request_id: int, *,
     if request is None:
         raise NotFound("request", request_id)
     if not actor.speaks_for_user(request.user_id):
-        raise NotYours(f"only the request's user (or its devices) cancels request "
-                       f"{request_id}; {actor} is not", where=f"request {request_id}")
+        raise NotYours(
+            f"only the request's user (or its devices) cancels request "
+            f"{request_id}; {actor} is not",
+            where=f"request {request_id}",
+        )
 
     def run() -> ServiceRequest:
         locked = lock_request(session, request_id)
         if locked.status not in ("pledging", "brokering"):
-            raise WrongState(f"request {request_id} is {locked.status}; only a request still "
-                             f"pledging or brokering can be cancelled",
-                             where=f"request {request_id}")
+            raise WrongState(
+                f"request {request_id} is {locked.status}; only a request still "
+                f"pledging or brokering can be cancelled",
+                where=f"request {request_id}",
+            )
         locked.status, locked.reason = "cancelled", f"cancelled by {actor}"
         stop_brokering(session, locked, f"request {request_id} cancelled by {actor}", now)
         group = session.scalar(select(Group).where(Group.request_id == request_id))
@@ -402,5 +511,12 @@ def cancel_request(session: Session, actor: Actor, request_id: int, *,
         session.flush()
         return locked
 
-    return once(session, actor, idempotency_key, "request.cancel", {"request": request_id},
-                ServiceRequest, run)
+    return once(
+        session,
+        actor,
+        idempotency_key,
+        "request.cancel",
+        {"request": request_id},
+        ServiceRequest,
+        run,
+    )

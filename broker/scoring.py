@@ -71,20 +71,34 @@ class Outcome:
     payment: int | None
 
 
-def clear(bids: Iterable[SealedBid], *, quantity: int, reserve: int,
-          weight_ppm: int) -> list[Outcome]:
+def clear(
+    bids: Iterable[SealedBid], *, quantity: int, reserve: int, weight_ppm: int
+) -> list[Outcome]:
     """Rank ``bids`` and pay the ``quantity`` winners; bids above the reserve cannot win."""
     bids = list(bids)
-    cleared = clear_columns([b.bid_id for b in bids], [b.price for b in bids],
-                            [b.reputation_ppm for b in bids], quantity=quantity,
-                            reserve=reserve, weight_ppm=weight_ppm)
-    return [Outcome(bids[i], place, scaled, won, payment)
-            for place, (i, scaled, won, payment) in enumerate(cleared, 1)]
+    cleared = clear_columns(
+        [b.bid_id for b in bids],
+        [b.price for b in bids],
+        [b.reputation_ppm for b in bids],
+        quantity=quantity,
+        reserve=reserve,
+        weight_ppm=weight_ppm,
+    )
+    return [
+        Outcome(bids[i], place, scaled, won, payment)
+        for place, (i, scaled, won, payment) in enumerate(cleared, 1)
+    ]
 
 
-def clear_columns(bid_ids: Sequence[int], prices: Sequence[int], reputations: Sequence[int], *,
-                  quantity: int, reserve: int,
-                  weight_ppm: int) -> list[tuple[int, int, bool, int | None]]:
+def clear_columns(
+    bid_ids: Sequence[int],
+    prices: Sequence[int],
+    reputations: Sequence[int],
+    *,
+    quantity: int,
+    reserve: int,
+    weight_ppm: int,
+) -> list[tuple[int, int, bool, int | None]]:
     """`clear` over parallel columns (what an auction's close reads), without an object per bid.
 
     Returns ``(index, score, won, payment)`` for each bid within the reserve, best first (the
@@ -96,16 +110,21 @@ def clear_columns(bid_ids: Sequence[int], prices: Sequence[int], reputations: Se
     if weight_ppm < 0:
         raise ValueError("the reputation weight must not be negative")
     # Sorting plain tuples orders by score, then higher reputation, then the earlier bid.
-    ranked = sorted((price * (SCALE + weight_ppm * (PPM - rep)), -rep, bid_id, i)
-                    for i, (bid_id, price, rep) in enumerate(zip(bid_ids, prices, reputations))
-                    if price <= reserve)
+    ranked = sorted(
+        (price * (SCALE + weight_ppm * (PPM - rep)), -rep, bid_id, i)
+        for i, (bid_id, price, rep) in enumerate(zip(bid_ids, prices, reputations))
+        if price <= reserve
+    )
     threshold = ranked[quantity][0] if len(ranked) > quantity else None
     cleared = []
     for place, (scaled, minus_rep, _bid_id, i) in enumerate(ranked):
         won = place < quantity
         payment = None
         if won:
-            payment = reserve if threshold is None else min(
-                reserve, threshold // multiplier(weight_ppm, -minus_rep))
+            payment = (
+                reserve
+                if threshold is None
+                else min(reserve, threshold // multiplier(weight_ppm, -minus_rep))
+            )
         cleared.append((i, scaled, won, payment))
     return cleared

@@ -61,19 +61,24 @@ def check_names(names, chain: tuple[str, ...], *, field: str = "sealed_params") 
     for name in names:
         service, dot, param = name.partition(".") if isinstance(name, str) else ("", "", "")
         if not (dot and service and param):
-            raise InvalidInput(f"a sealed parameter is named SERVICE.PARAM, not {name!r}"[:200],
-                               field=field)
+            raise InvalidInput(
+                f"a sealed parameter is named SERVICE.PARAM, not {name!r}"[:200], field=field
+            )
         if service not in chain:
-            raise InvalidInput(f"sealed parameter {name}: {service} is not in the chain "
-                               f"{','.join(chain)}", field=field)
+            raise InvalidInput(
+                f"sealed parameter {name}: {service} is not in the chain {','.join(chain)}",
+                field=field,
+            )
         try:
             declared = {p.name for p in service_class(service).params if p.secret}
         except ServiceError:
             declared = set()
         if param not in declared:
-            raise InvalidInput(f"sealed parameter {name}: {service} has no secret parameter "
-                               f"{param!r} (secret: {', '.join(sorted(declared)) or 'none'})",
-                               field=field)
+            raise InvalidInput(
+                f"sealed parameter {name}: {service} has no secret parameter "
+                f"{param!r} (secret: {', '.join(sorted(declared)) or 'none'})",
+                field=field,
+            )
         if name not in out:
             out.append(name)
     if not out:
@@ -85,27 +90,38 @@ def check_names(names, chain: tuple[str, ...], *, field: str = "sealed_params") 
 
 
 # -- the provider's key ------------------------------------------------------------------------
-def register_key(session: Session, actor: Actor, provider_id: int, public_key: str, *,
-                 replace: bool = False, now: datetime | None = None) -> ProviderSealingKey:
+def register_key(
+    session: Session,
+    actor: Actor,
+    provider_id: int,
+    public_key: str,
+    *,
+    replace: bool = False,
+    now: datetime | None = None,
+) -> ProviderSealingKey:
     """Publish ``public_key`` as the sealing key of ``provider_id``'s daemons. The same key
     again changes nothing; another key replaces it only with ``replace`` (a rotation: boxes
     sealed to the old key no longer reach a daemon), else `Conflict`."""
     if not actor.speaks_for_provider(provider_id):
-        raise NotYours(f"{actor} does not speak for provider {provider_id}",
-                       where=f"provider {provider_id}")
+        raise NotYours(
+            f"{actor} does not speak for provider {provider_id}", where=f"provider {provider_id}"
+        )
     public_key = check_public_key(public_key)
     now = resolve_now(now)
     row = session.get(ProviderSealingKey, provider_id, with_for_update=True)
     if row is None:
-        row = ProviderSealingKey(provider_id=provider_id, public_key=public_key,
-                                 updated_at=now)
+        row = ProviderSealingKey(provider_id=provider_id, public_key=public_key, updated_at=now)
         session.add(row)
     elif row.public_key != public_key:
         if not replace:
-            raise Conflict(f"provider {provider_id}'s daemons seal with key "
-                           f"{fingerprint(row.public_key)}, not {fingerprint(public_key)}: "
-                           f"give this daemon that key's file, or replace the key (a "
-                           f"rotation)", where=f"provider {provider_id}", field="public_key")
+            raise Conflict(
+                f"provider {provider_id}'s daemons seal with key "
+                f"{fingerprint(row.public_key)}, not {fingerprint(public_key)}: "
+                f"give this daemon that key's file, or replace the key (a "
+                f"rotation)",
+                where=f"provider {provider_id}",
+                field="public_key",
+            )
         row.public_key, row.updated_at = public_key, now
     session.flush()
     return row
@@ -119,8 +135,12 @@ def get_key(session: Session, provider_id: int) -> ProviderSealingKey:
 
 
 def key_view(row: ProviderSealingKey) -> dict:
-    return {"provider_id": row.provider_id, "public_key": row.public_key,
-            "fingerprint": fingerprint(row.public_key), "updated_at": row.updated_at}
+    return {
+        "provider_id": row.provider_id,
+        "public_key": row.public_key,
+        "fingerprint": fingerprint(row.public_key),
+        "updated_at": row.updated_at,
+    }
 
 
 # -- an award's box ----------------------------------------------------------------------------
@@ -135,19 +155,29 @@ def award_sealing(session: Session, actor: Actor, award_id: int) -> dict:
     award = get_award(session, actor, award_id)  # 403 unless a party of the award
     row = session.get(SealedParams, award_id)
     key = session.get(ProviderSealingKey, award.provider_id)
-    return {"award_id": award.id, "job_id": award.job.id if award.job else None,
-            "provider_id": award.provider_id,
-            "names": row.names.split(",") if row is not None else [],
-            "public_key": key.public_key if key is not None else None,
-            "fingerprint": fingerprint(key.public_key) if key is not None else None,
-            "sealed": row is not None and row.box is not None,
-            "sealed_to": row.sealed_to if row is not None else None,
-            "sealed_at": row.sealed_at if row is not None else None,
-            "size": len(row.box) if row is not None and row.box is not None else None}
+    return {
+        "award_id": award.id,
+        "job_id": award.job.id if award.job else None,
+        "provider_id": award.provider_id,
+        "names": row.names.split(",") if row is not None else [],
+        "public_key": key.public_key if key is not None else None,
+        "fingerprint": fingerprint(key.public_key) if key is not None else None,
+        "sealed": row is not None and row.box is not None,
+        "sealed_to": row.sealed_to if row is not None else None,
+        "sealed_at": row.sealed_at if row is not None else None,
+        "size": len(row.box) if row is not None and row.box is not None else None,
+    }
 
 
-def put_box(session: Session, actor: Actor, award_id: int, sealed_to: str, box: str, *,
-            now: datetime | None = None) -> dict:
+def put_box(
+    session: Session,
+    actor: Actor,
+    award_id: int,
+    sealed_to: str,
+    box: str,
+    *,
+    now: datetime | None = None,
+) -> dict:
     """Keep ``box`` (base64), sealed to ``sealed_to``, for the award's delivering daemon.
 
     Only the award's requester or a payer seals (`NotYours` for anyone else, the delivering
@@ -157,29 +187,38 @@ def put_box(session: Session, actor: Actor, award_id: int, sealed_to: str, box: 
     """
     award = get_award(session, actor, award_id)
     if actor.user_id is None or actor.user_id not in _sealers(session, award):
-        raise NotYours(f"{actor} may not seal award {award_id}'s parameters: only its "
-                       f"requester or a payer does", where=f"award {award_id}")
+        raise NotYours(
+            f"{actor} may not seal award {award_id}'s parameters: only its "
+            f"requester or a payer does",
+            where=f"award {award_id}",
+        )
     sealed_to = check_public_key(sealed_to, field="sealed_to")
     raw = _raw(box, field="box", sizes=BOX_SIZE, what="a sealed box")
     now = resolve_now(now)
     row = session.get(SealedParams, award_id, with_for_update=True)
     if row is None:
-        raise WrongState(f"award {award_id}'s request named no sealed parameters "
-                         f"(sealed_params), so its job does not wait for any",
-                         where=f"award {award_id}")
-    job = session.get_one(DeliveryJob, award.job.id, with_for_update=True,
-                          populate_existing=True)
+        raise WrongState(
+            f"award {award_id}'s request named no sealed parameters "
+            f"(sealed_params), so its job does not wait for any",
+            where=f"award {award_id}",
+        )
+    job = session.get_one(DeliveryJob, award.job.id, with_for_update=True, populate_existing=True)
     if award.status != "active" or job.status != "queued":
-        raise WrongState(f"award {award_id} is {award.status} and its job {job.status}: "
-                         f"sealed parameters are taken while the job is queued",
-                         where=f"award {award_id}")
+        raise WrongState(
+            f"award {award_id} is {award.status} and its job {job.status}: "
+            f"sealed parameters are taken while the job is queued",
+            where=f"award {award_id}",
+        )
     key = session.get(ProviderSealingKey, award.provider_id)
     if key is None or key.public_key != sealed_to:
         current = fingerprint(key.public_key) if key is not None else "none yet"
-        raise Conflict(f"the box is sealed to key {fingerprint(sealed_to)}, but provider "
-                       f"{award.provider_id}'s daemons hold {current}: read the award's "
-                       f"sealing key again and seal to it", where=f"award {award_id}",
-                       field="sealed_to")
+        raise Conflict(
+            f"the box is sealed to key {fingerprint(sealed_to)}, but provider "
+            f"{award.provider_id}'s daemons hold {current}: read the award's "
+            f"sealing key again and seal to it",
+            where=f"award {award_id}",
+            field="sealed_to",
+        )
     row.sealed_to, row.box = sealed_to, raw
     row.sealed_by_user_id, row.sealed_at = actor.user_id, now
     session.flush()
@@ -193,5 +232,8 @@ def claimed_box(session: Session, job: DeliveryJob) -> dict | None:
     row = session.get(SealedParams, job.award_id)
     if row is None or row.box is None:
         return None
-    return {"names": row.names.split(","), "sealed_to": row.sealed_to,
-            "box": base64.b64encode(row.box).decode()}
+    return {
+        "names": row.names.split(","),
+        "sealed_to": row.sealed_to,
+        "box": base64.b64encode(row.box).decode(),
+    }

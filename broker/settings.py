@@ -34,35 +34,48 @@ _config_file: ContextVar[Path | None] = ContextVar("pktx_broker_config_file", de
 class BrokerSettings(BaseSettings):
     """How a broker runs: its store, its HTTP server and the market's clocks."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid", frozen=True,
-                                      populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, extra="forbid", frozen=True, populate_by_name=True
+    )
 
-    db: str | None = Field(None, description="database URL; default: a SQLite file in "
-                                             "~/.local/share/pktx")
+    db: str | None = Field(
+        None, description="database URL; default: a SQLite file in ~/.local/share/pktx"
+    )
     host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     port: int = Field(8040, ge=0, le=65535, description="port the HTTP API listens on")
     # Named `processes`, not `workers`: a pktx worker is a packet-processing process. The old
     # name is still read (file key, PKTX_BROKER_WORKERS, --workers).
-    processes: int = Field(1, ge=1, le=64, description="HTTP server processes",
-                           validation_alias=AliasChoices("processes", "workers",
-                                                         f"{PREFIX}PROCESSES",
-                                                         f"{PREFIX}WORKERS"))
-    reputation_half_life_days: float = Field(90.0, gt=0, le=36500,
-                                             description="age at which a rating counts half")
-    expire_every: float = Field(30.0, ge=0, le=86400,
-                                description="seconds between sweeps that mark overdue "
-                                            "negotiations expired (0: never)")
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="HTTP server processes",
+        validation_alias=AliasChoices(
+            "processes", "workers", f"{PREFIX}PROCESSES", f"{PREFIX}WORKERS"
+        ),
+    )
+    reputation_half_life_days: float = Field(
+        90.0, gt=0, le=36500, description="age at which a rating counts half"
+    )
+    expire_every: float = Field(
+        30.0,
+        ge=0,
+        le=86400,
+        description="seconds between sweeps that mark overdue negotiations expired (0: never)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     tls_cert: str | None = Field(None, description="PEM certificate (chain) to serve HTTPS with")
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
-                                   init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = _config_file.get() or os.environ.get(ENV_CONFIG)
         if config:
@@ -75,8 +88,11 @@ class BrokerSettings(BaseSettings):
 
     def export(self) -> dict[str, str]:
         """The environment that makes `load()` in another process give these settings."""
-        return {f"{PREFIX}{name.upper()}": str(value)
-                for name, value in self.model_dump().items() if value is not None}
+        return {
+            f"{PREFIX}{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
 
 
 def load(config_file: str | os.PathLike | None = None, **overrides) -> BrokerSettings:
@@ -86,8 +102,11 @@ def load(config_file: str | os.PathLike | None = None, **overrides) -> BrokerSet
     A file that is missing or malformed, or a value out of range, is an `InvalidInput` naming
     the setting and where it came from.
     """
-    path = Path(config_file) if config_file is not None else (
-        Path(os.environ[ENV_CONFIG]) if os.environ.get(ENV_CONFIG) else None)
+    path = (
+        Path(config_file)
+        if config_file is not None
+        else (Path(os.environ[ENV_CONFIG]) if os.environ.get(ENV_CONFIG) else None)
+    )
     if path is not None and not path.is_file():
         raise InvalidInput(f"no such configuration file: {path}", field="config")
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -97,11 +116,14 @@ def load(config_file: str | os.PathLike | None = None, **overrides) -> BrokerSet
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        raise InvalidInput(f"{first.get('msg', 'invalid')} (from the command line, "
-                           f"{PREFIX}{name.upper()} or {path or 'no configuration file'})",
-                           field=name) from None
+        raise InvalidInput(
+            f"{first.get('msg', 'invalid')} (from the command line, "
+            f"{PREFIX}{name.upper()} or {path or 'no configuration file'})",
+            field=name,
+        ) from None
     except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
-        raise InvalidInput(f"cannot read the configuration file {path}: {exc}",
-                           field="config") from None
+        raise InvalidInput(
+            f"cannot read the configuration file {path}: {exc}", field="config"
+        ) from None
     finally:
         _config_file.reset(token)

@@ -58,14 +58,16 @@ SETTLEMENT_POSTING = "settlement"
 
 # -- access -----------------------------------------------------------------------------------
 
+
 def _speaks_for(actor: Actor, *provider_ids: int) -> bool:
     return actor.is_admin or any(actor.speaks_for_provider(p) for p in provider_ids)
 
 
 def _require(actor: Actor, provider_id: int, what: str) -> None:
     if not _speaks_for(actor, provider_id):
-        raise NotYours(f"{actor} may not {what} for provider {provider_id}",
-                       where=f"provider {provider_id}")
+        raise NotYours(
+            f"{actor} may not {what} for provider {provider_id}", where=f"provider {provider_id}"
+        )
 
 
 def _provider(session: Session, provider_id: int) -> None:
@@ -73,28 +75,41 @@ def _provider(session: Session, provider_id: int) -> None:
         raise NotFound("provider", provider_id)
 
 
-def get_batch(session: Session, actor: Actor, batch_id: int, *,
-              lock: bool = False) -> SettlementBatch:
+def get_batch(
+    session: Session, actor: Actor, batch_id: int, *, lock: bool = False
+) -> SettlementBatch:
     """A batch, for its home provider, its delivering provider or an admin."""
     query = select(SettlementBatch).where(SettlementBatch.id == batch_id)
     batch = session.scalar(query.with_for_update() if lock else query)
     if batch is None:
         raise NotFound("settlement", batch_id)
     if not _speaks_for(actor, batch.home_provider_id, batch.provider_id):
-        raise NotYours(f"{actor} may not see settlement {batch_id}: it is between providers "
-                       f"{batch.home_provider_id} and {batch.provider_id}",
-                       where=f"settlement {batch_id}")
+        raise NotYours(
+            f"{actor} may not see settlement {batch_id}: it is between providers "
+            f"{batch.home_provider_id} and {batch.provider_id}",
+            where=f"settlement {batch_id}",
+        )
     return batch
 
 
-def list_batches(session: Session, actor: Actor, provider_id: int, *,
-                 period: str | None = None, after: int | None = None,
-                 limit: int = 100) -> list[SettlementBatch]:
+def list_batches(
+    session: Session,
+    actor: Actor,
+    provider_id: int,
+    *,
+    period: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> list[SettlementBatch]:
     """A provider's batches, as home and as delivering provider, oldest first."""
     _provider(session, provider_id)
     _require(actor, provider_id, "see settlements")
-    query = select(SettlementBatch).where(or_(SettlementBatch.home_provider_id == provider_id,
-                                              SettlementBatch.provider_id == provider_id))
+    query = select(SettlementBatch).where(
+        or_(
+            SettlementBatch.home_provider_id == provider_id,
+            SettlementBatch.provider_id == provider_id,
+        )
+    )
     if period is not None:
         query = query.where(SettlementBatch.period == period)
     if after is not None:
@@ -104,27 +119,57 @@ def list_batches(session: Session, actor: Actor, provider_id: int, *,
 
 # -- the batch's document -----------------------------------------------------------------------
 
+
 def _lines(session: Session, batch_id: int) -> list[dict]:
     rows = session.execute(
-        select(SettlementLine.position, SettlementLine.statement_line_id,
-               SettlementLine.statement_id, SettlementLine.amount_minor,
-               SettlementLine.currency)
-        .where(SettlementLine.batch_id == batch_id).order_by(SettlementLine.position)).all()
-    return [{"position": r.position, "statement_line_id": r.statement_line_id,
-             "statement_id": r.statement_id, "amount_minor": r.amount_minor,
-             "currency": r.currency} for r in rows]
+        select(
+            SettlementLine.position,
+            SettlementLine.statement_line_id,
+            SettlementLine.statement_id,
+            SettlementLine.amount_minor,
+            SettlementLine.currency,
+        )
+        .where(SettlementLine.batch_id == batch_id)
+        .order_by(SettlementLine.position)
+    ).all()
+    return [
+        {
+            "position": r.position,
+            "statement_line_id": r.statement_line_id,
+            "statement_id": r.statement_id,
+            "amount_minor": r.amount_minor,
+            "currency": r.currency,
+        }
+        for r in rows
+    ]
 
 
 def batch_content(doc: dict) -> dict:
     """What a batch's hash covers: the pair, its number and period, the audit totals, what is
     due and the margin, and every line."""
-    return {"home_provider_id": doc["home_provider_id"], "provider_id": doc["provider_id"],
-            "number": doc["number"], "period": doc["period"],
-            "line_count": doc["line_count"], "totals": doc["totals"], "due": doc["due"],
-            "margin": doc["margin"],
-            "lines": [{k: line[k] for k in ("position", "statement_line_id", "statement_id",
-                                            "amount_minor", "currency")}
-                      for line in doc["lines"]]}
+    return {
+        "home_provider_id": doc["home_provider_id"],
+        "provider_id": doc["provider_id"],
+        "number": doc["number"],
+        "period": doc["period"],
+        "line_count": doc["line_count"],
+        "totals": doc["totals"],
+        "due": doc["due"],
+        "margin": doc["margin"],
+        "lines": [
+            {
+                k: line[k]
+                for k in (
+                    "position",
+                    "statement_line_id",
+                    "statement_id",
+                    "amount_minor",
+                    "currency",
+                )
+            }
+            for line in doc["lines"]
+        ],
+    }
 
 
 def content_hash(doc: dict) -> str:
@@ -134,12 +179,22 @@ def content_hash(doc: dict) -> str:
 
 
 def batch_summary(batch: SettlementBatch) -> dict:
-    return {"id": batch.id, "home_provider_id": batch.home_provider_id,
-            "provider_id": batch.provider_id, "number": batch.number, "period": batch.period,
-            "status": batch.status, "line_count": batch.line_count, "totals": batch.totals,
-            "due": batch.due, "margin": batch.margin, "content_sha256": batch.content_sha256,
-            "created_at": batch.created_at, "acknowledged_at": batch.acknowledged_at,
-            "netting_id": batch.netting_id}
+    return {
+        "id": batch.id,
+        "home_provider_id": batch.home_provider_id,
+        "provider_id": batch.provider_id,
+        "number": batch.number,
+        "period": batch.period,
+        "status": batch.status,
+        "line_count": batch.line_count,
+        "totals": batch.totals,
+        "due": batch.due,
+        "margin": batch.margin,
+        "content_sha256": batch.content_sha256,
+        "created_at": batch.created_at,
+        "acknowledged_at": batch.acknowledged_at,
+        "netting_id": batch.netting_id,
+    }
 
 
 def batch_document(session: Session, batch: SettlementBatch) -> dict:
@@ -150,26 +205,42 @@ def batch_document(session: Session, batch: SettlementBatch) -> dict:
 def netting_view(netting: SettlementNetting | None) -> dict | None:
     if netting is None:
         return None
-    return {"id": netting.id, "period": netting.period,
-            "provider_low_id": netting.provider_low_id,
-            "provider_high_id": netting.provider_high_id, "amounts": netting.amounts,
-            "created_at": netting.created_at}
+    return {
+        "id": netting.id,
+        "period": netting.period,
+        "provider_low_id": netting.provider_low_id,
+        "provider_high_id": netting.provider_high_id,
+        "amounts": netting.amounts,
+        "created_at": netting.created_at,
+    }
 
 
 # -- issuing ------------------------------------------------------------------------------------
 
-def _unsettled_lines(session: Session, home_id: int, period: str,
-                     provider_id: int | None) -> dict[int, list]:
+
+def _unsettled_lines(
+    session: Session, home_id: int, period: str, provider_id: int | None
+) -> dict[int, list]:
     """The lines of the home provider's finalized statements of ``period`` delivered by
     another provider (``provider_id`` only, if given) and in no batch, per provider."""
     rows = session.execute(
-        select(StatementLine.id, StatementLine.statement_id, StatementLine.amount_minor,
-               StatementLine.currency, StatementLine.attrs)
+        select(
+            StatementLine.id,
+            StatementLine.statement_id,
+            StatementLine.amount_minor,
+            StatementLine.currency,
+            StatementLine.attrs,
+        )
         .join(Statement, Statement.id == StatementLine.statement_id)
         .outerjoin(SettlementLine, SettlementLine.statement_line_id == StatementLine.id)
-        .where(Statement.home_provider_id == home_id, Statement.period == period,
-               Statement.status == FINALIZED, SettlementLine.id.is_(None))
-        .order_by(StatementLine.id)).all()
+        .where(
+            Statement.home_provider_id == home_id,
+            Statement.period == period,
+            Statement.status == FINALIZED,
+            SettlementLine.id.is_(None),
+        )
+        .order_by(StatementLine.id)
+    ).all()
     out: dict[int, list] = defaultdict(list)
     for row in rows:
         p = row.attrs.get("provider_id")
@@ -179,8 +250,9 @@ def _unsettled_lines(session: Session, home_id: int, period: str,
     return out
 
 
-def _posted_due(session: Session, home_id: int, provider_id: int,
-                statement_ids: Iterable[int]) -> dict[str, int]:
+def _posted_due(
+    session: Session, home_id: int, provider_id: int, statement_ids: Iterable[int]
+) -> dict[str, int]:
     """What the statements posted as owed by the home provider to ``provider_id``."""
     refs = [str(i) for i in sorted(set(statement_ids))]
     due: dict[str, int] = defaultdict(int)
@@ -188,10 +260,13 @@ def _posted_due(session: Session, home_id: int, provider_id: int,
         rows = session.execute(
             select(LedgerEntry.currency, func.sum(LedgerEntry.amount_minor))
             .join(LedgerPosting, LedgerPosting.id == LedgerEntry.posting_id)
-            .where(LedgerPosting.kind == STATEMENT_POSTING,
-                   LedgerPosting.ref.in_(refs[i:i + 900]),
-                   LedgerEntry.account == payable(home_id, provider_id))
-            .group_by(LedgerEntry.currency)).all()
+            .where(
+                LedgerPosting.kind == STATEMENT_POSTING,
+                LedgerPosting.ref.in_(refs[i : i + 900]),
+                LedgerEntry.account == payable(home_id, provider_id),
+            )
+            .group_by(LedgerEntry.currency)
+        ).all()
         for currency, amount in rows:
             due[currency] -= int(amount)  # a payable is credited: what is due is its negative
     return due
@@ -202,8 +277,15 @@ def _check_period(name: str) -> str:
     return name
 
 
-def issue(session: Session, actor: Actor, home_id: int, period: str, *,
-          provider_id: int | None = None, now: datetime | None = None) -> list[SettlementBatch]:
+def issue(
+    session: Session,
+    actor: Actor,
+    home_id: int,
+    period: str,
+    *,
+    provider_id: int | None = None,
+    now: datetime | None = None,
+) -> list[SettlementBatch]:
     """Issue the home provider's batches for ``period`` (one per delivering provider with
     lines in no batch yet; only ``provider_id``'s if given), in the caller's transaction;
     returns every batch of the home provider for the period (issued now or before), so that
@@ -214,32 +296,56 @@ def issue(session: Session, actor: Actor, home_id: int, period: str, *,
     _require(actor, home_id, "issue settlements")
     billing_settings(session, home_id, lock=True)  # one issuer per home provider at a time
     for p, rows in sorted(_unsettled_lines(session, home_id, period, provider_id).items()):
-        last = session.scalar(select(func.max(SettlementBatch.number)).where(
-            SettlementBatch.home_provider_id == home_id, SettlementBatch.provider_id == p))
+        last = session.scalar(
+            select(func.max(SettlementBatch.number)).where(
+                SettlementBatch.home_provider_id == home_id, SettlementBatch.provider_id == p
+            )
+        )
         totals: dict[str, int] = defaultdict(int)
         for r in rows:
             totals[r.currency] += r.amount_minor
         due = _posted_due(session, home_id, p, (r.statement_id for r in rows))
         currencies = sorted(set(totals) | set(due))
         doc: dict[str, Any] = {
-               "home_provider_id": home_id, "provider_id": p, "number": (last or 0) + 1,
-               "period": period, "line_count": len(rows),
-               "totals": {c: totals.get(c, 0) for c in currencies},
-               "due": {c: due.get(c, 0) for c in currencies},
-               "margin": {c: totals.get(c, 0) - due.get(c, 0) for c in currencies},
-               "lines": [{"position": i, "statement_line_id": r.id,
-                          "statement_id": r.statement_id, "amount_minor": r.amount_minor,
-                          "currency": r.currency} for i, r in enumerate(rows, 1)]}
-        batch = SettlementBatch(home_provider_id=home_id, provider_id=p, number=doc["number"],
-                                period=period, status=ISSUED, line_count=doc["line_count"],
-                                totals=doc["totals"], due=doc["due"], margin=doc["margin"],
-                                content_sha256=content_hash(doc), created_at=now)
+            "home_provider_id": home_id,
+            "provider_id": p,
+            "number": (last or 0) + 1,
+            "period": period,
+            "line_count": len(rows),
+            "totals": {c: totals.get(c, 0) for c in currencies},
+            "due": {c: due.get(c, 0) for c in currencies},
+            "margin": {c: totals.get(c, 0) - due.get(c, 0) for c in currencies},
+            "lines": [
+                {
+                    "position": i,
+                    "statement_line_id": r.id,
+                    "statement_id": r.statement_id,
+                    "amount_minor": r.amount_minor,
+                    "currency": r.currency,
+                }
+                for i, r in enumerate(rows, 1)
+            ],
+        }
+        batch = SettlementBatch(
+            home_provider_id=home_id,
+            provider_id=p,
+            number=doc["number"],
+            period=period,
+            status=ISSUED,
+            line_count=doc["line_count"],
+            totals=doc["totals"],
+            due=doc["due"],
+            margin=doc["margin"],
+            content_sha256=content_hash(doc),
+            created_at=now,
+        )
         session.add(batch)
         session.flush()
         session.add_all(SettlementLine(batch_id=batch.id, **line) for line in doc["lines"])
     session.flush()
-    query = select(SettlementBatch).where(SettlementBatch.home_provider_id == home_id,
-                                          SettlementBatch.period == period)
+    query = select(SettlementBatch).where(
+        SettlementBatch.home_provider_id == home_id, SettlementBatch.period == period
+    )
     if provider_id is not None:
         query = query.where(SettlementBatch.provider_id == provider_id)
     return list(session.scalars(query.order_by(SettlementBatch.id)))
@@ -247,30 +353,39 @@ def issue(session: Session, actor: Actor, home_id: int, period: str, *,
 
 # -- acknowledging ----------------------------------------------------------------------------
 
+
 def check_audit_totals(doc: dict) -> None:
     """A document's audit totals against its own lines: `InvalidInput` naming the first total
     that does not match."""
     lines = doc.get("lines") or []
     if doc.get("line_count") != len(lines):
-        raise InvalidInput(f"line_count is {doc.get('line_count')} but the batch has "
-                           f"{len(lines)} lines", field="line_count")
+        raise InvalidInput(
+            f"line_count is {doc.get('line_count')} but the batch has {len(lines)} lines",
+            field="line_count",
+        )
     sums: dict[str, int] = defaultdict(int)
     for line in lines:
         sums[line["currency"]] += line["amount_minor"]
     totals, due, margin = doc.get("totals") or {}, doc.get("due") or {}, doc.get("margin") or {}
     for c in sorted(set(sums) | set(totals)):
         if totals.get(c, 0) != sums.get(c, 0):
-            raise InvalidInput(f"totals.{c} is {totals.get(c, 0)} but the lines in {c} sum to "
-                               f"{sums.get(c, 0)}", field=f"totals.{c}")
+            raise InvalidInput(
+                f"totals.{c} is {totals.get(c, 0)} but the lines in {c} sum to {sums.get(c, 0)}",
+                field=f"totals.{c}",
+            )
     for c in sorted(set(totals) | set(due) | set(margin)):
         if due.get(c, 0) + margin.get(c, 0) != totals.get(c, 0):
-            raise InvalidInput(f"due.{c} ({due.get(c, 0)}) and margin.{c} "
-                               f"({margin.get(c, 0)}) do not add up to totals.{c} "
-                               f"({totals.get(c, 0)})", field=f"due.{c}")
+            raise InvalidInput(
+                f"due.{c} ({due.get(c, 0)}) and margin.{c} "
+                f"({margin.get(c, 0)}) do not add up to totals.{c} "
+                f"({totals.get(c, 0)})",
+                field=f"due.{c}",
+            )
 
 
-def acknowledge(session: Session, actor: Actor, batch_id: int, doc: dict, *,
-                now: datetime | None = None) -> SettlementBatch:
+def acknowledge(
+    session: Session, actor: Actor, batch_id: int, doc: dict, *, now: datetime | None = None
+) -> SettlementBatch:
     """The delivering provider (or an admin) imports the batch with the document it received.
     Audit totals that do not add up: `InvalidInput` (422); the batch's number with other
     content: `Conflict` (409); the same document again: the batch as it is (a copy). When
@@ -282,18 +397,22 @@ def acknowledge(session: Session, actor: Actor, batch_id: int, doc: dict, *,
     # batches at once take turns (no deadlock), and the second one nets both.
     _lock_pair(session, batch.home_provider_id, batch.provider_id, batch.period)
     if not (actor.is_admin or actor.speaks_for_provider(batch.provider_id)):
-        raise NotYours(f"{actor} may not acknowledge settlement {batch_id}: provider "
-                       f"{batch.provider_id} does", where=f"settlement {batch_id}")
+        raise NotYours(
+            f"{actor} may not acknowledge settlement {batch_id}: provider {batch.provider_id} does",
+            where=f"settlement {batch_id}",
+        )
     check_audit_totals(doc)
     try:
         sent = content_hash(doc)
     except (KeyError, TypeError) as exc:
         raise InvalidInput(f"not a settlement document: {exc}", field="lines") from None
     if sent != batch.content_sha256:
-        raise Conflict(f"batch {batch.number} from provider {batch.home_provider_id} to "
-                       f"provider {batch.provider_id} was issued with other content "
-                       f"(sha256 {batch.content_sha256}, this one {sent})",
-                       where=f"settlement {batch_id}")
+        raise Conflict(
+            f"batch {batch.number} from provider {batch.home_provider_id} to "
+            f"provider {batch.provider_id} was issued with other content "
+            f"(sha256 {batch.content_sha256}, this one {sent})",
+            where=f"settlement {batch_id}",
+        )
     if batch.status == ISSUED:
         batch.status, batch.acknowledged_at = ACKNOWLEDGED, now
         session.flush()
@@ -304,20 +423,30 @@ def acknowledge(session: Session, actor: Actor, batch_id: int, doc: dict, *,
 
 # -- netting ------------------------------------------------------------------------------------
 
+
 def _lock_pair(session: Session, a: int, b: int, period: str) -> list[SettlementBatch]:
     """Every batch between providers ``a`` and ``b`` (both directions) of ``period``, locked
     in id order and read afresh."""
-    return list(session.scalars(
-        select(SettlementBatch).where(
-            or_((SettlementBatch.home_provider_id == a) & (SettlementBatch.provider_id == b),
-                (SettlementBatch.home_provider_id == b) & (SettlementBatch.provider_id == a)),
-            SettlementBatch.period == period)
-        .order_by(SettlementBatch.id).with_for_update()
-        .execution_options(populate_existing=True)))
+    return list(
+        session.scalars(
+            select(SettlementBatch)
+            .where(
+                or_(
+                    (SettlementBatch.home_provider_id == a) & (SettlementBatch.provider_id == b),
+                    (SettlementBatch.home_provider_id == b) & (SettlementBatch.provider_id == a),
+                ),
+                SettlementBatch.period == period,
+            )
+            .order_by(SettlementBatch.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
 
 
-def netting_entries(low: int, high: int, low_owes: dict[str, int],
-                    high_owes: dict[str, int]) -> tuple[list[Entry], dict]:
+def netting_entries(
+    low: int, high: int, low_owes: dict[str, int], high_owes: dict[str, int]
+) -> tuple[list[Entry], dict]:
     """The ledger entries and the amounts of netting what ``low`` owes ``high`` against what
     ``high`` owes ``low``, per currency: each side's payable is cleared (debited), each
     delivering provider earns what it was owed (its revenue credited), and the net moves from
@@ -327,17 +456,27 @@ def netting_entries(low: int, high: int, low_owes: dict[str, int],
         a, b = low_owes.get(c, 0), high_owes.get(c, 0)
         diff = a - b
         payer, payee = (low, high) if diff > 0 else (high, low) if diff < 0 else (None, None)
-        amounts[c] = {"low_owes_minor": a, "high_owes_minor": b, "net_minor": abs(diff),
-                      "payer_id": payer, "payee_id": payee}
-        entries += [Entry(payable(low, high), c, a), Entry(revenue(high), c, -a),
-                    Entry(payable(high, low), c, b), Entry(revenue(low), c, -b)]
+        amounts[c] = {
+            "low_owes_minor": a,
+            "high_owes_minor": b,
+            "net_minor": abs(diff),
+            "payer_id": payer,
+            "payee_id": payee,
+        }
+        entries += [
+            Entry(payable(low, high), c, a),
+            Entry(revenue(high), c, -a),
+            Entry(payable(high, low), c, b),
+            Entry(revenue(low), c, -b),
+        ]
         if payer is not None and payee is not None:  # both or neither
             entries += [Entry(cash(payer), c, -abs(diff)), Entry(cash(payee), c, abs(diff))]
     return entries, amounts
 
 
-def net(session: Session, a: int, b: int, period: str, *,
-        now: datetime | None = None) -> SettlementNetting | None:
+def net(
+    session: Session, a: int, b: int, period: str, *, now: datetime | None = None
+) -> SettlementNetting | None:
     """Net every batch between providers ``a`` and ``b`` for ``period`` (both directions)
     that is in no netting, once all of them are acknowledged and neither provider has lines
     of the period for the other in no batch: one netting, posted to the ledger (kind
@@ -356,14 +495,21 @@ def net(session: Session, a: int, b: int, period: str, *,
         for c, m in x.due.items():
             owes[x.home_provider_id][c] += m
     entries, amounts = netting_entries(low, high, owes[low], owes[high])
-    netting = SettlementNetting(provider_low_id=low, provider_high_id=high, period=period,
-                                amounts=amounts, created_at=now)
+    netting = SettlementNetting(
+        provider_low_id=low, provider_high_id=high, period=period, amounts=amounts, created_at=now
+    )
     session.add(netting)
     session.flush()
     for x in batches:
         x.netting_id, x.status = netting.id, SETTLED
-    post(session, SETTLEMENT_POSTING, str(netting.id), entries,
-         memo=f"settlement {period} between providers {low} and {high}", now=now)
+    post(
+        session,
+        SETTLEMENT_POSTING,
+        str(netting.id),
+        entries,
+        memo=f"settlement {period} between providers {low} and {high}",
+        now=now,
+    )
     session.flush()
     return netting
 
@@ -373,6 +519,7 @@ def get_netting(session: Session, netting_id: int | None) -> SettlementNetting |
 
 
 # -- the balance ------------------------------------------------------------------------------
+
 
 def provider_balance(session: Session, actor: Actor, provider_id: int) -> dict:
     """What is due between the provider and each counterparty per currency, from the ledger's
@@ -387,9 +534,10 @@ def provider_balance(session: Session, actor: Actor, provider_id: int) -> dict:
         if provider_id not in (home, delivering):
             continue
         other = delivering if home == provider_id else home
-        row = rows.setdefault((other, currency), {"counterparty_id": other,
-                                                  "currency": currency, "owes_minor": 0,
-                                                  "owed_minor": 0})
+        row = rows.setdefault(
+            (other, currency),
+            {"counterparty_id": other, "currency": currency, "owes_minor": 0, "owed_minor": 0},
+        )
         row["owes_minor" if home == provider_id else "owed_minor"] += -amount
     items = []
     for key in sorted(rows):
@@ -400,8 +548,15 @@ def provider_balance(session: Session, actor: Actor, provider_id: int) -> dict:
 
 # -- the whole period (the CLI) ---------------------------------------------------------------
 
-def settle_period(session: Session, actor: Actor, period: str, *,
-                  provider_id: int | None = None, now: datetime | None = None) -> dict:
+
+def settle_period(
+    session: Session,
+    actor: Actor,
+    period: str,
+    *,
+    provider_id: int | None = None,
+    now: datetime | None = None,
+) -> dict:
     """Issue every home provider's batches for ``period`` (those of ``provider_id`` only, as
     home or as delivering provider, if given), acknowledge them with their own documents (an
     admin importing for the delivering side) and net each pair: what ``pktx broker settle``
@@ -410,8 +565,15 @@ def settle_period(session: Session, actor: Actor, period: str, *,
     _check_period(period)
     if not actor.is_admin:
         raise NotYours(f"{actor} may not settle every provider's period; an admin does")
-    homes = sorted(set(session.scalars(select(Statement.home_provider_id).distinct().where(
-        Statement.period == period, Statement.status == FINALIZED))))
+    homes = sorted(
+        set(
+            session.scalars(
+                select(Statement.home_provider_id)
+                .distinct()
+                .where(Statement.period == period, Statement.status == FINALIZED)
+            )
+        )
+    )
     for home in homes:
         if provider_id is None or home == provider_id:
             issue(session, actor, home, period, now=now)
@@ -419,13 +581,21 @@ def settle_period(session: Session, actor: Actor, period: str, *,
             issue(session, actor, home, period, provider_id=provider_id, now=now)
     query = select(SettlementBatch).where(SettlementBatch.period == period)
     if provider_id is not None:
-        query = query.where(or_(SettlementBatch.home_provider_id == provider_id,
-                                SettlementBatch.provider_id == provider_id))
-    for batch in list(session.scalars(query.where(SettlementBatch.status == ISSUED)
-                                      .order_by(SettlementBatch.id))):
+        query = query.where(
+            or_(
+                SettlementBatch.home_provider_id == provider_id,
+                SettlementBatch.provider_id == provider_id,
+            )
+        )
+    for batch in list(
+        session.scalars(query.where(SettlementBatch.status == ISSUED).order_by(SettlementBatch.id))
+    ):
         acknowledge(session, actor, batch.id, batch_document(session, batch), now=now)
     batches = list(session.scalars(query.order_by(SettlementBatch.id)))
     nettings = sorted({b.netting_id for b in batches if b.netting_id is not None})
-    return {"period": period, "provider_id": provider_id,
-            "batches": [batch_summary(b) for b in batches],
-            "nettings": [netting_view(session.get(SettlementNetting, n)) for n in nettings]}
+    return {
+        "period": period,
+        "provider_id": provider_id,
+        "batches": [batch_summary(b) for b in batches],
+        "nettings": [netting_view(session.get(SettlementNetting, n)) for n in nettings],
+    }

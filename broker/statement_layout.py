@@ -26,7 +26,7 @@ from broker.errors import InvalidInput
 from broker.profiles import DETAIL, KINDS, Profile
 from broker.statement_words import words
 
-CHAIN_JOIN = " > "      # a service chain, in its order: "anonymize > encrypt"
+CHAIN_JOIN = " > "  # a service chain, in its order: "anonymize > encrypt"
 RECIPIENTS_JOIN = ", "  # a line's recipients, distinct and sorted by code point
 _KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
 
@@ -36,12 +36,12 @@ class Group:
     """One group at one level: its value of the grouping key, its subtotals per currency, and
     either sub-groups (every level but the last) or its lines (the last level)."""
 
-    key: str                       # the grouping key: "provider", "month", ...
-    value: object                  # str, tuple of str, date, or None (no device, no phone...)
-    label: str                     # as shown in the profile's language
-    level: int                     # 0 for the outermost groups
-    expanded: bool                 # detail: its contents are shown; summary: its subtotal only
-    subtotals: Mapping[str, int]   # currency -> minor units, by currency code
+    key: str  # the grouping key: "provider", "month", ...
+    value: object  # str, tuple of str, date, or None (no device, no phone...)
+    label: str  # as shown in the profile's language
+    level: int  # 0 for the outermost groups
+    expanded: bool  # detail: its contents are shown; summary: its subtotal only
+    subtotals: Mapping[str, int]  # currency -> minor units, by currency code
     groups: tuple[Group, ...] = ()
     lines: tuple[Mapping, ...] = ()
 
@@ -52,11 +52,11 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    statement: Mapping             # the statement as given (header fields, lines)
+    statement: Mapping  # the statement as given (header fields, lines)
     profile: Profile
-    groups: tuple[Group, ...]      # empty when the profile groups by nothing
-    lines: tuple[Mapping, ...]     # the sorted lines when ungrouped, else empty
-    totals: Mapping[str, int]      # currency -> minor units, by currency code
+    groups: tuple[Group, ...]  # empty when the profile groups by nothing
+    lines: tuple[Mapping, ...]  # the sorted lines when ungrouped, else empty
+    totals: Mapping[str, int]  # currency -> minor units, by currency code
     minor_digits: Mapping[str, int]  # currency -> the digits its lines were rated with
 
     def iter_lines(self) -> Iterator[Mapping]:
@@ -94,6 +94,7 @@ def layout(statement: Mapping, profile: Profile) -> Layout:
 
 # -- checks -------------------------------------------------------------------------------
 
+
 def _checked_lines(statement: Mapping) -> list[Mapping]:
     if not isinstance(statement, Mapping):
         raise InvalidInput("a statement is a mapping", field="statement")
@@ -113,14 +114,16 @@ def _checked_lines(statement: Mapping) -> list[Mapping]:
             raise InvalidInput(f"line id {line['id']} is given twice", field=f"{where}.id")
         seen.add(line["id"])
         if not 0 <= line["minor_digits"] <= 18:
-            raise InvalidInput(f"must be 0 to 18, got {line['minor_digits']}",
-                               field=f"{where}.minor_digits")
+            raise InvalidInput(
+                f"must be 0 to 18, got {line['minor_digits']}", field=f"{where}.minor_digits"
+            )
         if not isinstance(line.get("currency"), str):
             raise InvalidInput("must be a currency code", field=f"{where}.currency")
         at = line.get("at")
         if not isinstance(at, datetime) or at.utcoffset() is None:
-            raise InvalidInput(f"must be a timezone-aware datetime, got {at!r}",
-                               field=f"{where}.at")
+            raise InvalidInput(
+                f"must be a timezone-aware datetime, got {at!r}", field=f"{where}.at"
+            )
     return list(lines)
 
 
@@ -129,9 +132,12 @@ def _minor_digits(lines: list[Mapping], statement: Mapping) -> Mapping[str, int]
     for i, line in enumerate(lines):
         known = digits.setdefault(line["currency"], line["minor_digits"])
         if known != line["minor_digits"]:
-            raise InvalidInput(f"{line['currency']} lines disagree on minor digits "
-                               f"({known} and {line['minor_digits']}): their minor units cannot "
-                               f"be added", field=f"lines[{i}].minor_digits")
+            raise InvalidInput(
+                f"{line['currency']} lines disagree on minor digits "
+                f"({known} and {line['minor_digits']}): their minor units cannot "
+                f"be added",
+                field=f"lines[{i}].minor_digits",
+            )
     for code in statement.get("totals") or {}:  # a total without lines: ISO's digits
         digits.setdefault(code, MINOR_DIGITS.get(code, 2))
     return _frozen(digits)
@@ -141,9 +147,11 @@ def _check_totals(statement: Mapping, totals: Mapping[str, int]) -> None:
     given = statement.get("totals") or {}
     for code in sorted(set(given) | set(totals)):
         if given.get(code, 0) != totals.get(code, 0):
-            raise InvalidInput(f"the statement's total {given.get(code, 0)} is not the sum of "
-                               f"its {code} lines ({totals.get(code, 0)})",
-                               field=f"totals.{code}")
+            raise InvalidInput(
+                f"the statement's total {given.get(code, 0)} is not the sum of "
+                f"its {code} lines ({totals.get(code, 0)})",
+                field=f"totals.{code}",
+            )
 
 
 def _sum(lines: Sequence[Mapping]) -> dict[str, int]:
@@ -158,6 +166,7 @@ def _frozen(sums: Mapping[str, int]) -> Mapping[str, int]:
 
 
 # -- grouping ------------------------------------------------------------------------------
+
 
 def recipients(line: Mapping) -> tuple[str, ...] | None:
     """A line's recipients as one value: distinct, sorted by code point (None when none)."""
@@ -238,9 +247,15 @@ class _Labeller:
         return str(value)
 
 
-def _build(lines: list[Mapping], values: list[list[object]], level: int, profile: Profile,
-           labeller: _Labeller, currencies: tuple[str, ...], parent_expanded: bool
-           ) -> tuple[Group, ...]:
+def _build(
+    lines: list[Mapping],
+    values: list[list[object]],
+    level: int,
+    profile: Profile,
+    labeller: _Labeller,
+    currencies: tuple[str, ...],
+    parent_expanded: bool,
+) -> tuple[Group, ...]:
     key = profile.group_by[level]
     buckets: dict[object, tuple[list[Mapping], list[list[object]]]] = {}
     for line, row in zip(lines, values):
@@ -255,22 +270,24 @@ def _build(lines: list[Mapping], values: list[list[object]], level: int, profile
     for value, (members, rows) in buckets.items():
         if last:
             subtotals = _frozen(_sum(members))
-            group = Group(key, value, labeller(key, value), level, expanded, subtotals,
-                          lines=tuple(members))
+            group = Group(
+                key, value, labeller(key, value), level, expanded, subtotals, lines=tuple(members)
+            )
         else:
-            children = _build(members, rows, level + 1, profile, labeller, currencies,
-                              expanded)
+            children = _build(members, rows, level + 1, profile, labeller, currencies, expanded)
             sums: dict[str, int] = {}
             for child in children:
                 for code, minor in child.subtotals.items():
                     sums[code] = sums.get(code, 0) + minor
-            group = Group(key, value, labeller(key, value), level, expanded, _frozen(sums),
-                          groups=children)
+            group = Group(
+                key, value, labeller(key, value), level, expanded, _frozen(sums), groups=children
+            )
         groups.append(group)
     return tuple(_sorted_groups(groups, key, profile, currencies))
 
 
 # -- order -------------------------------------------------------------------------------
+
 
 def _amount(line: Mapping) -> Decimal:
     return Decimal(line["amount_minor"]).scaleb(-line["minor_digits"])
@@ -305,8 +322,9 @@ def _sorted_lines(lines: list[Mapping], profile: Profile) -> list[Mapping]:
     return ordered
 
 
-def _sort_key(wrap: Callable[[object], tuple], value: Callable[[Mapping], object],
-              line: Mapping) -> tuple:
+def _sort_key(
+    wrap: Callable[[object], tuple], value: Callable[[Mapping], object], line: Mapping
+) -> tuple:
     return wrap(value(line))
 
 
@@ -318,17 +336,20 @@ def _none_first(value: object) -> tuple:  # reversed, it puts None last
     return (0,) if value is None else (1, value)
 
 
-def _sorted_groups(groups: list[Group], key: str, profile: Profile,
-                   currencies: tuple[str, ...]) -> list[Group]:
+def _sorted_groups(
+    groups: list[Group], key: str, profile: Profile, currencies: tuple[str, ...]
+) -> list[Group]:
     """Groups in their natural order, then by the sort keys that apply to a group: `amount`
     (its subtotals, currency by currency in code order, 0 where it has none) and its own key
     (`date` for day, week and month)."""
     ordered = sorted(groups, key=lambda g: _natural(key, g.value))
     for sort in reversed(profile.sort):
         if sort.key == "amount":
+
             def value(g: Group) -> tuple:
                 return tuple(g.subtotals.get(code, 0) for code in currencies)
         elif sort.key == key or (sort.key == "date" and key in ("day", "week", "month")):
+
             def value(g: Group) -> tuple:
                 return _natural(key, g.value)
         else:

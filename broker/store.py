@@ -73,10 +73,11 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return engine
 
 
-
-
-def fetch_tuples(conn: Connection, statement: ClauseElement, params: dict | None = None,
-                 ) -> list[tuple]:
+def fetch_tuples(
+    conn: Connection,
+    statement: ClauseElement,
+    params: dict | None = None,
+) -> list[tuple]:
     """The rows of ``statement`` as the driver's plain tuples, for reads of thousands of rows.
 
     SQLAlchemy wraps each row in a `Row` and converts its values by column type; for a bulk
@@ -99,8 +100,9 @@ def fetch_tuples(conn: Connection, statement: ClauseElement, params: dict | None
         cursor.close()
 
 
-def execute_many(conn: Connection, statement: ClauseElement, names: Sequence[str],
-                 rows: list[Sequence]) -> None:
+def execute_many(
+    conn: Connection, statement: ClauseElement, names: Sequence[str], rows: list[Sequence]
+) -> None:
     """Run ``statement`` once for every row of ``rows``, in one driver executemany.
 
     A row holds the values of the statement's bind parameters ``names``, in that order.
@@ -148,8 +150,9 @@ class Store:
         self.url = url or default_url()
         self.engine = make_engine(self.url, echo=echo)
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
-        self._reader = sessionmaker(self.engine.execution_options(pktx_write=False),
-                                    expire_on_commit=False)
+        self._reader = sessionmaker(
+            self.engine.execution_options(pktx_write=False), expire_on_commit=False
+        )
         # SQLite has one writer at a time, and a writer that finds the file locked polls in
         # growing sleeps (1, 2, 5, 10... ms: SQLite's busy handler), so threads of one server
         # that all waited on the file lock would spend most of their time asleep. They queue on
@@ -178,8 +181,9 @@ class Store:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
             conn.commit()
-        log.info("broker store %s at revision %s", self.engine.url.render_as_string(),
-                 self.revision())
+        log.info(
+            "broker store %s at revision %s", self.engine.url.render_as_string(), self.revision()
+        )
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -57,8 +57,10 @@ def under(path: str) -> Iterator[None]:
 def parse_decimal(value: object, *, field: str) -> Decimal:
     """A non-negative, finite decimal from a string, an int or a `Decimal`; never a float."""
     if isinstance(value, float):
-        raise InvalidInput(f"give a decimal string such as '0.10', not the float {value!r} "
-                           f"(a float is not exact)", field=field)
+        raise InvalidInput(
+            f"give a decimal string such as '0.10', not the float {value!r} (a float is not exact)",
+            field=field,
+        )
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise InvalidInput(f"must be a decimal string such as '0.10', got {value!r}", field=field)
     try:
@@ -92,8 +94,9 @@ def _fields(data: object, *, required: Sequence[str], optional: Sequence[str]) -
             raise InvalidInput("is required", field=key)
     for key in data:
         if key not in required and key not in optional:
-            raise InvalidInput(f"unknown field; known: {', '.join([*required, *optional])}",
-                               field=str(key))
+            raise InvalidInput(
+                f"unknown field; known: {', '.join([*required, *optional])}", field=str(key)
+            )
     return dict(data)
 
 
@@ -136,23 +139,26 @@ class DimensionPrice:
 
     def __post_init__(self) -> None:
         if self.name not in DIMENSIONS:
-            raise InvalidInput(f"unknown dimension {self.name!r}; known: "
-                               f"{', '.join(DIMENSIONS)}", field="name")
+            raise InvalidInput(
+                f"unknown dimension {self.name!r}; known: {', '.join(DIMENSIONS)}", field="name"
+            )
         check_int(self.rate_unit, field="rate_unit", low=1)
         check_int(self.increment, field="increment", low=1)
         if self.first_increment is None:
             object.__setattr__(self, "first_increment", self.increment)
         check_int(self.first_increment, field="first_increment", low=1)
         if self.tiering not in TIERINGS:
-            raise InvalidInput(f"must be one of {', '.join(TIERINGS)}, got {self.tiering!r}",
-                               field="tiering")
+            raise InvalidInput(
+                f"must be one of {', '.join(TIERINGS)}, got {self.tiering!r}", field="tiering"
+            )
         object.__setattr__(self, "tiers", _check_tiers(self.tiers))
         object.__setattr__(self, "minimum", parse_decimal(self.minimum, field="minimum"))
         if self.maximum is not None:
             object.__setattr__(self, "maximum", parse_decimal(self.maximum, field="maximum"))
             if self.maximum < self.minimum:
-                raise InvalidInput(f"{self.maximum} is below the minimum {self.minimum}",
-                                   field="maximum")
+                raise InvalidInput(
+                    f"{self.maximum} is below the minimum {self.minimum}", field="maximum"
+                )
 
     @property
     def bounds(self) -> tuple[int, ...]:
@@ -162,9 +168,11 @@ class DimensionPrice:
 
     @classmethod
     def from_json(cls, name: str, data: object) -> DimensionPrice:
-        fields = _fields(data, required=("tiers",),
-                         optional=("rate_unit", "increment", "first_increment", "tiering",
-                                   "minimum", "maximum"))
+        fields = _fields(
+            data,
+            required=("tiers",),
+            optional=("rate_unit", "increment", "first_increment", "tiering", "minimum", "maximum"),
+        )
         tiers = fields.pop("tiers")
         if not isinstance(tiers, list | tuple):
             raise InvalidInput("must be a list of tiers", field="tiers")
@@ -175,32 +183,42 @@ class DimensionPrice:
         return cls(name=name, tiers=tuple(parsed), **fields)
 
     def to_json(self) -> dict:
-        return {"rate_unit": self.rate_unit, "increment": self.increment,
-                "first_increment": self.first_increment, "tiering": self.tiering,
-                "tiers": [t.to_json() for t in self.tiers],
-                "minimum": format_decimal(self.minimum),
-                "maximum": None if self.maximum is None else format_decimal(self.maximum)}
+        return {
+            "rate_unit": self.rate_unit,
+            "increment": self.increment,
+            "first_increment": self.first_increment,
+            "tiering": self.tiering,
+            "tiers": [t.to_json() for t in self.tiers],
+            "minimum": format_decimal(self.minimum),
+            "maximum": None if self.maximum is None else format_decimal(self.maximum),
+        }
 
 
 def _check_tiers(tiers: object) -> tuple[Tier, ...]:
     if not isinstance(tiers, list | tuple) or not tiers:
-        raise InvalidInput("give at least one tier, e.g. [{'up_to': null, 'price': '0.10'}]",
-                           field="tiers")
+        raise InvalidInput(
+            "give at least one tier, e.g. [{'up_to': null, 'price': '0.10'}]", field="tiers"
+        )
     for i, tier in enumerate(tiers):
         if not isinstance(tier, Tier):
             raise InvalidInput(f"must be a Tier, got {tier!r}", field=f"tiers[{i}]")
     for i, tier in enumerate(tiers[:-1]):
         if tier.up_to is None:
-            raise InvalidInput("only the last tier may be open-ended (up_to null)",
-                               field=f"tiers[{i}].up_to")
+            raise InvalidInput(
+                "only the last tier may be open-ended (up_to null)", field=f"tiers[{i}].up_to"
+            )
         if i and tier.up_to <= tiers[i - 1].up_to:
-            raise InvalidInput(f"{tier.up_to} is not above the previous tier's up_to "
-                               f"{tiers[i - 1].up_to}: the tiers would overlap",
-                               field=f"tiers[{i}].up_to")
+            raise InvalidInput(
+                f"{tier.up_to} is not above the previous tier's up_to "
+                f"{tiers[i - 1].up_to}: the tiers would overlap",
+                field=f"tiers[{i}].up_to",
+            )
     last = len(tiers) - 1
     if tiers[last].up_to is not None:
-        raise InvalidInput("the last tier must be open-ended (up_to null), so that every usage "
-                           "has a price", field=f"tiers[{last}].up_to")
+        raise InvalidInput(
+            "the last tier must be open-ended (up_to null), so that every usage has a price",
+            field=f"tiers[{last}].up_to",
+        )
     return tuple(tiers)
 
 
@@ -231,8 +249,9 @@ class Tariff:
         digits = MINOR_DIGITS[self.currency]
         object.__setattr__(self, "minor_digits", digits)
         if self.rounding not in ROUNDINGS:
-            raise InvalidInput(f"must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}",
-                               field="rounding")
+            raise InvalidInput(
+                f"must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}", field="rounding"
+            )
         fee = parse_decimal(self.connect_fee, field="connect_fee")
         object.__setattr__(self, "connect_fee", _amount(fee, digits, field="connect_fee"))
         object.__setattr__(self, "dimensions", self._check_dimensions(digits))
@@ -267,9 +286,11 @@ class Tariff:
     @classmethod
     def from_json(cls, data: object) -> Tariff:
         """Parse the JSON form (`to_json`'s); errors name the field by its dotted path."""
-        fields = _fields(data, required=("provider_id", "services", "version", "active_from",
-                                         "currency"),
-                         optional=("dimensions", "connect_fee", "rounding"))
+        fields = _fields(
+            data,
+            required=("provider_id", "services", "version", "active_from", "currency"),
+            optional=("dimensions", "connect_fee", "rounding"),
+        )
         fields["active_from"] = _parse_time(fields["active_from"])
         dims = fields.pop("dimensions", {})
         if not isinstance(dims, Mapping):
@@ -277,20 +298,25 @@ class Tariff:
         parsed = []
         for name, dim in dims.items():
             if name not in DIMENSIONS:
-                raise InvalidInput(f"unknown dimension; known: {', '.join(DIMENSIONS)}",
-                                   field=f"dimensions.{name}")
+                raise InvalidInput(
+                    f"unknown dimension; known: {', '.join(DIMENSIONS)}", field=f"dimensions.{name}"
+                )
             with under(f"dimensions.{name}"):
                 parsed.append(DimensionPrice.from_json(name, dim))
         return cls(dimensions=tuple(parsed), **fields)
 
     def to_json(self) -> dict:
         """Plain JSON types only; prices and amounts as decimal strings."""
-        return {"provider_id": self.provider_id, "services": list(self.services),
-                "version": self.version,
-                "active_from": self.active_from.isoformat().replace("+00:00", "Z"),
-                "currency": self.currency, "connect_fee": format_decimal(self.connect_fee),
-                "rounding": self.rounding,
-                "dimensions": {d.name: d.to_json() for d in self.dimensions}}
+        return {
+            "provider_id": self.provider_id,
+            "services": list(self.services),
+            "version": self.version,
+            "active_from": self.active_from.isoformat().replace("+00:00", "Z"),
+            "currency": self.currency,
+            "connect_fee": format_decimal(self.connect_fee),
+            "rounding": self.rounding,
+            "dimensions": {d.name: d.to_json() for d in self.dimensions},
+        }
 
 
 def _parse_time(value: object) -> datetime:
@@ -301,22 +327,27 @@ def _parse_time(value: object) -> datetime:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidInput(f"{value!r} is not an ISO 8601 time, e.g. '2026-01-01T00:00:00Z'",
-                           field="active_from") from None
+        raise InvalidInput(
+            f"{value!r} is not an ISO 8601 time, e.g. '2026-01-01T00:00:00Z'", field="active_from"
+        ) from None
 
 
 def _fits(value: Decimal, digits: int, *, field: str) -> None:
     if value.scaleb(digits) > INT64_MAX:
-        raise InvalidInput(f"{value} is past the largest amount the market keeps "
-                           f"({INT64_MAX} minor units)", field=field)
+        raise InvalidInput(
+            f"{value} is past the largest amount the market keeps ({INT64_MAX} minor units)",
+            field=field,
+        )
 
 
 def _amount(value: Decimal, digits: int, *, field: str) -> Decimal:
     """An amount charged as it stands: whole minor units of the currency, within 64 bits."""
     _fits(value, digits, field=field)
     if value != value.quantize(Decimal(1).scaleb(-digits)):
-        raise InvalidInput(f"{value} is not a whole number of minor units (the currency has "
-                           f"{digits} decimals)", field=field)
+        raise InvalidInput(
+            f"{value} is not a whole number of minor units (the currency has {digits} decimals)",
+            field=field,
+        )
     return value
 
 
@@ -332,17 +363,26 @@ def active_version(versions: Iterable[Tariff], at: datetime) -> Tariff:
         raise InvalidInput("no tariff versions to choose from", field="versions")
     for i, version in enumerate(versions):
         if version.key != versions[0].key:
-            raise InvalidInput(f"version {version.version} prices {version.key}, not "
-                               f"{versions[0].key}: one tariff's versions only", field="versions")
+            raise InvalidInput(
+                f"version {version.version} prices {version.key}, not "
+                f"{versions[0].key}: one tariff's versions only",
+                field="versions",
+            )
         if i and version.active_from == versions[i - 1].active_from:
-            raise InvalidInput(f"versions {versions[i - 1].version} and {version.version} both "
-                               f"start at {version.active_from.isoformat()}", field="versions")
+            raise InvalidInput(
+                f"versions {versions[i - 1].version} and {version.version} both "
+                f"start at {version.active_from.isoformat()}",
+                field="versions",
+            )
     chosen = None
     for version in versions:
         if version.active_from > at:
             break
         chosen = version
     if chosen is None:
-        raise InvalidInput(f"no tariff version is active at {at.isoformat()}; the first starts "
-                           f"at {versions[0].active_from.isoformat()}", field="at")
+        raise InvalidInput(
+            f"no tariff version is active at {at.isoformat()}; the first starts "
+            f"at {versions[0].active_from.isoformat()}",
+            field="at",
+        )
     return chosen

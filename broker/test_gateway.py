@@ -71,8 +71,10 @@ class TestGateway(PaymentGateway):
     def card(self, token: str) -> Card:
         found = TEST_CARDS.get(token)
         if found is None:
-            raise UnknownToken(f"the test gateway has no card {token!r}; its tokens are "
-                               f"{', '.join(TEST_CARDS)}", field="token")
+            raise UnknownToken(
+                f"the test gateway has no card {token!r}; its tokens are {', '.join(TEST_CARDS)}",
+                field="token",
+            )
         number, brand, _ = found
         return Card(token, brand, number[-4:], *EXPIRY)
 
@@ -81,8 +83,10 @@ class TestGateway(PaymentGateway):
         provider refuses one in test mode)."""
         token = BY_NUMBER.get(card.number)
         if token is None:
-            raise UnknownToken("the test gateway takes only its test card numbers "
-                               "(docs/billing.md, Payments)", field="card_number")
+            raise UnknownToken(
+                "the test gateway takes only its test card numbers (docs/billing.md, Payments)",
+                field="card_number",
+            )
         return Card(token, card.brand, card.last4, card.exp_month, card.exp_year)
 
     # -- money ---------------------------------------------------------------------------
@@ -96,36 +100,60 @@ class TestGateway(PaymentGateway):
     def capture(self, ref, amount_minor, currency, key) -> GatewayResult:
         held = self._by_ref(ref, "authorize")
         if held is None or amount_minor > held:
-            return self._record(key, "capture", {"ref": ref, "amount": amount_minor},
-                                FAILED, None, "invalid_capture", 0).answer
-        return self._record(key, "capture", {"ref": ref, "amount": amount_minor}, SUCCEEDED,
-                            ref, None, amount_minor).answer
+            return self._record(
+                key,
+                "capture",
+                {"ref": ref, "amount": amount_minor},
+                FAILED,
+                None,
+                "invalid_capture",
+                0,
+            ).answer
+        return self._record(
+            key, "capture", {"ref": ref, "amount": amount_minor}, SUCCEEDED, ref, None, amount_minor
+        ).answer
 
     def refund(self, ref, amount_minor, currency, key) -> GatewayResult:
         charged = self._by_ref(ref, "purchase")
         if charged is None:
             charged = self._by_ref(ref, "capture")
         if charged is None or amount_minor > charged:
-            return self._record(key, "refund", {"ref": ref, "amount": amount_minor}, FAILED,
-                                None, "invalid_refund", 0).answer
-        return self._record(key, "refund", {"ref": ref, "amount": amount_minor}, SUCCEEDED,
-                            "re_" + _digest(key), None, amount_minor).answer
+            return self._record(
+                key,
+                "refund",
+                {"ref": ref, "amount": amount_minor},
+                FAILED,
+                None,
+                "invalid_refund",
+                0,
+            ).answer
+        return self._record(
+            key,
+            "refund",
+            {"ref": ref, "amount": amount_minor},
+            SUCCEEDED,
+            "re_" + _digest(key),
+            None,
+            amount_minor,
+        ).answer
 
     def void(self, ref, key) -> GatewayResult:
         held = self._by_ref(ref, "authorize")
         if held is None and self._answer_challenge(ref, CANCELED, "voided"):
             held = 0  # a payment still waiting for the cardholder: it can no longer succeed
         status = SUCCEEDED if held is not None else FAILED
-        return self._record(key, "void", {"ref": ref}, status, ref,
-                            None if held else "invalid_void", 0).answer
+        return self._record(
+            key, "void", {"ref": ref}, status, ref, None if held else "invalid_void", 0
+        ).answer
 
     def confirm(self, key, challenge=None) -> GatewayResult:
         """The cardholder's answer to the issuer's challenge (``pass``/``fail``; None: not
         answered yet), then the call's outcome."""
         if challenge is not None:
             with self.store.read() as s:
-                ref = s.scalar(select(TestGatewayOperation.ref)
-                               .where(TestGatewayOperation.key == key))
+                ref = s.scalar(
+                    select(TestGatewayOperation.ref).where(TestGatewayOperation.key == key)
+                )
             if ref is not None:
                 if challenge == "pass":
                     self._answer_challenge(ref, SUCCEEDED, None, "ch_" + _digest(key))
@@ -142,9 +170,11 @@ class TestGateway(PaymentGateway):
                 values["ref"] = new_ref
             if status != SUCCEEDED:
                 values["amount_minor"] = 0
-            done = s.execute(update(TestGatewayOperation).where(
-                TestGatewayOperation.ref == ref, TestGatewayOperation.status == PENDING)
-                .values(**values))
+            done = s.execute(
+                update(TestGatewayOperation)
+                .where(TestGatewayOperation.ref == ref, TestGatewayOperation.status == PENDING)
+                .values(**values)
+            )
             return done.rowcount == 1
 
     def status(self, key) -> GatewayResult:
@@ -161,12 +191,14 @@ class TestGateway(PaymentGateway):
             return self._record(key, operation, request, FAILED, None, "invalid_token", 0).answer
         behaviour = found[2]
         if behaviour == "authentication_required":  # 3-D Secure: held until the cardholder answers
-            recorded = self._record(key, operation, request, PENDING, "pi_" + _digest(key),
-                                    behaviour, amount_minor)
+            recorded = self._record(
+                key, operation, request, PENDING, "pi_" + _digest(key), behaviour, amount_minor
+            )
             return recorded.answer
         if behaviour in ("ok", "timeout"):
-            result = self._record(key, operation, request, SUCCEEDED,
-                                  "ch_" + _digest(key), None, amount_minor)
+            result = self._record(
+                key, operation, request, SUCCEEDED, "ch_" + _digest(key), None, amount_minor
+            )
             if behaviour == "timeout" and result.first:
                 return GatewayResult(UNKNOWN, message="the gateway did not answer in time")
             return result.answer
@@ -176,35 +208,64 @@ class TestGateway(PaymentGateway):
         """Keep the call under its key; a key seen before gets the first answer."""
         try:
             with self.store.write() as s:
-                existing = s.scalar(select(TestGatewayOperation)
-                                    .where(TestGatewayOperation.key == key))
+                existing = s.scalar(
+                    select(TestGatewayOperation).where(TestGatewayOperation.key == key)
+                )
                 if existing is not None:
                     return _Recorded(_result(existing), False)
-                s.add(TestGatewayOperation(key=key, operation=operation, request=request,
-                                           status=status, ref=ref, decline_code=decline,
-                                           amount_minor=amount))
+                s.add(
+                    TestGatewayOperation(
+                        key=key,
+                        operation=operation,
+                        request=request,
+                        status=status,
+                        ref=ref,
+                        decline_code=decline,
+                        amount_minor=amount,
+                    )
+                )
         except IntegrityError:  # the same key at the same moment: the first one stands
             with self.store.read() as s:
-                existing = s.scalar(select(TestGatewayOperation)
-                                    .where(TestGatewayOperation.key == key))
+                existing = s.scalar(
+                    select(TestGatewayOperation).where(TestGatewayOperation.key == key)
+                )
                 return _Recorded(_result(existing), False)
-        return _Recorded(GatewayResult(status, ref, decline, MESSAGES.get(decline or ""),
-                                       amount, "authenticate" if status == PENDING else None),
-                         True)
+        return _Recorded(
+            GatewayResult(
+                status,
+                ref,
+                decline,
+                MESSAGES.get(decline or ""),
+                amount,
+                "authenticate" if status == PENDING else None,
+            ),
+            True,
+        )
 
     def _by_ref(self, ref, operation) -> int | None:
         """The amount of the successful ``operation`` that made ``ref`` (None: none)."""
         with self.store.read() as s:
-            return s.scalar(select(TestGatewayOperation.amount_minor).where(
-                TestGatewayOperation.ref == ref, TestGatewayOperation.operation == operation,
-                TestGatewayOperation.status == SUCCEEDED))
+            return s.scalar(
+                select(TestGatewayOperation.amount_minor).where(
+                    TestGatewayOperation.ref == ref,
+                    TestGatewayOperation.operation == operation,
+                    TestGatewayOperation.status == SUCCEEDED,
+                )
+            )
 
     def charges(self) -> int:
         """How many successful charges the gateway made (for tests)."""
         with self.store.read() as s:
-            return len(list(s.scalars(select(TestGatewayOperation.id).where(
-                TestGatewayOperation.operation == "purchase",
-                TestGatewayOperation.status == SUCCEEDED))))
+            return len(
+                list(
+                    s.scalars(
+                        select(TestGatewayOperation.id).where(
+                            TestGatewayOperation.operation == "purchase",
+                            TestGatewayOperation.status == SUCCEEDED,
+                        )
+                    )
+                )
+            )
 
 
 class _Recorded:
@@ -215,9 +276,14 @@ class _Recorded:
 
 
 def _result(op: TestGatewayOperation) -> GatewayResult:
-    return GatewayResult(op.status, op.ref, op.decline_code,
-                         MESSAGES.get(op.decline_code or ""), op.amount_minor,
-                         "authenticate" if op.status == PENDING else None)
+    return GatewayResult(
+        op.status,
+        op.ref,
+        op.decline_code,
+        MESSAGES.get(op.decline_code or ""),
+        op.amount_minor,
+        "authenticate" if op.status == PENDING else None,
+    )
 
 
 def _digest(key: str) -> str:

@@ -9,16 +9,32 @@ protocol, sources, sinks, metering, CURVE), ``engine.services`` (what workers ru
 
 from engine.errors import CaptureError, EngineError
 
-__all__ = ["CaptureError", "CaptureReader", "CaptureTruncatedWarning", "CaptureWriter",
-           "EngineError", "Interface", "PacketBatch", "__version__", "open_capture",
-           "read_capture", "write_capture"]
+__all__ = [
+    "CaptureError",
+    "CaptureReader",
+    "CaptureTruncatedWarning",
+    "CaptureWriter",
+    "EngineError",
+    "Interface",
+    "PacketBatch",
+    "__version__",
+    "open_capture",
+    "read_capture",
+    "write_capture",
+]
 
 # Loaded on first use (PEP 562): ``import engine.cli`` for a command that needs no numpy (or
 # one that must set numpy up first) does not pay for the capture layer here.
-_LAZY = {"CaptureReader": "engine.capture", "CaptureTruncatedWarning": "engine.capture",
-         "CaptureWriter": "engine.capture", "open_capture": "engine.capture",
-         "read_capture": "engine.capture", "write_capture": "engine.capture",
-         "Interface": "engine.capture.batch", "PacketBatch": "engine.capture.batch"}
+_LAZY = {
+    "CaptureReader": "engine.capture",
+    "CaptureTruncatedWarning": "engine.capture",
+    "CaptureWriter": "engine.capture",
+    "open_capture": "engine.capture",
+    "read_capture": "engine.capture",
+    "write_capture": "engine.capture",
+    "Interface": "engine.capture.batch",
+    "PacketBatch": "engine.capture.batch",
+}
 
 
 def _version() -> str:

@@ -73,8 +73,11 @@ class _Redacting(logging.Formatter):
 
 class TextFormatter(_Redacting):
     def __init__(self, role: str) -> None:
-        super().__init__(f"pktx {role}: %(levelname)s: %(message)s" if role else
-                         "pktx: %(levelname)s: %(message)s")
+        super().__init__(
+            f"pktx {role}: %(levelname)s: %(message)s"
+            if role
+            else "pktx: %(levelname)s: %(message)s"
+        )
 
 
 class JsonFormatter(_Redacting):
@@ -83,10 +86,15 @@ class JsonFormatter(_Redacting):
         self.role = role
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, object] = {"time": datetime.fromtimestamp(record.created, UTC)
-                .isoformat(timespec="microseconds").replace("+00:00", "Z"),
-                "level": record.levelname.lower(), "role": self.role, "logger": record.name,
-                "message": record.getMessage()}
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "role": self.role,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         for key in _IDS:
             value = getattr(record, key, None)
             if value is None:
@@ -104,8 +112,13 @@ class JsonFormatter(_Redacting):
 
 def _job_of(record: logging.LogRecord) -> int | None:
     """The job a line is about by the daemon's convention: it starts ``job %d:``."""
-    if isinstance(record.msg, str) and record.msg.startswith("job %d") and record.args \
-            and isinstance(record.args, tuple) and isinstance(record.args[0], int):
+    if (
+        isinstance(record.msg, str)
+        and record.msg.startswith("job %d")
+        and record.args
+        and isinstance(record.args, tuple)
+        and isinstance(record.args[0], int)
+    ):
         return record.args[0]
     return None
 
@@ -119,8 +132,15 @@ def level_for(verbose: int, quiet: bool, *, service: bool = False) -> int:
     return max(logging.DEBUG, base - 10 * verbose)
 
 
-def setup(role: str, *, fmt: str = "text", verbose: int = 0, quiet: bool = False,
-          service: bool = False, stream=None) -> None:
+def setup(
+    role: str,
+    *,
+    fmt: str = "text",
+    verbose: int = 0,
+    quiet: bool = False,
+    service: bool = False,
+    stream=None,
+) -> None:
     """Configure the root logger of this process: one handler on stderr in ``fmt``."""
     if fmt not in FORMATS:
         raise ValueError(f"--log-format is one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -151,8 +171,7 @@ def inherited(role: str) -> None:
 def for_children() -> dict[str, str]:
     """The environment that makes a child process log as this one does (`inherited`)."""
     root = logging.getLogger()
-    fmt = "json" if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers) \
-        else "text"
+    fmt = "json" if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers) else "text"
     return {"PKTX_LOG_FORMAT": fmt, "PKTX_LOG_LEVEL": str(root.level)}
 
 

@@ -57,8 +57,9 @@ class TelemetryServer:
                 else:
                     self._answer(404, b"/metrics, /healthz or /readyz\n")
 
-            def _answer(self, status: int, body: bytes,
-                        kind: str = "text/plain; charset=utf-8") -> None:
+            def _answer(
+                self, status: int, body: bytes, kind: str = "text/plain; charset=utf-8"
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
@@ -71,12 +72,14 @@ class TelemetryServer:
         try:
             self.httpd = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
-            raise EngineError(f"--metrics {address}: cannot listen there: "
-                              f"{exc.strerror or exc}") from None
+            raise EngineError(
+                f"--metrics {address}: cannot listen there: {exc.strerror or exc}"
+            ) from None
         self.httpd.daemon_threads = True
         self.address = f"{host}:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="pktx-telemetry",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, name="pktx-telemetry", daemon=True
+        )
 
     def start(self) -> TelemetryServer:
         self.thread.start()
@@ -104,54 +107,71 @@ class DeliveryCollector(Collector):
         d = self.delivery
         u = d.meter.usage()
         for name, key, doc in (
-                ("packets_in", "packets_in", "Packets read from the source"),
-                ("bytes_in", "bytes_in", "Bytes read from the source"),
-                ("packets_out", "packets_out", "Packets written to the sink"),
-                ("bytes_out", "bytes_out", "Bytes written to the sink"),
-                ("segments", "segments", "Segments dispatched"),
-                ("retries", "retries", "Segments sent again (a worker lost or too slow)"),
-                ("duplicates_dropped", "duplicates_dropped", "Results that came twice"),
-                ("packets_skipped", "packets_skipped", "Packets of poison segments skipped"),
-                ("min_rate_windows_met", "min_rate_windows_met",
-                 "One-second windows at or above the minimum rate"),
-                ("min_rate_windows_missed", "min_rate_windows_missed",
-                 "One-second windows below the minimum rate")):
+            ("packets_in", "packets_in", "Packets read from the source"),
+            ("bytes_in", "bytes_in", "Bytes read from the source"),
+            ("packets_out", "packets_out", "Packets written to the sink"),
+            ("bytes_out", "bytes_out", "Bytes written to the sink"),
+            ("segments", "segments", "Segments dispatched"),
+            ("retries", "retries", "Segments sent again (a worker lost or too slow)"),
+            ("duplicates_dropped", "duplicates_dropped", "Results that came twice"),
+            ("packets_skipped", "packets_skipped", "Packets of poison segments skipped"),
+            (
+                "min_rate_windows_met",
+                "min_rate_windows_met",
+                "One-second windows at or above the minimum rate",
+            ),
+            (
+                "min_rate_windows_missed",
+                "min_rate_windows_missed",
+                "One-second windows below the minimum rate",
+            ),
+        ):
             yield _counter(f"pktx_delivery_{name}", doc, u[key])
-        per_worker = CounterMetricFamily("pktx_delivery_worker_packets",
-                                         "Packets processed, by worker", labels=["worker"])
-        segs = CounterMetricFamily("pktx_delivery_worker_segments",
-                                   "Segments processed, by worker", labels=["worker"])
+        per_worker = CounterMetricFamily(
+            "pktx_delivery_worker_packets", "Packets processed, by worker", labels=["worker"]
+        )
+        segs = CounterMetricFamily(
+            "pktx_delivery_worker_segments", "Segments processed, by worker", labels=["worker"]
+        )
         for worker, counts in sorted(u["workers"].items()):
             per_worker.add_metric([worker], counts.get("packets", 0))
             segs.add_metric([worker], counts.get("segments", 0))
         yield per_worker
         yield segs
-        services = CounterMetricFamily("pktx_delivery_service_events",
-                                       "What each service counted (its usage counters)",
-                                       labels=["service", "counter"])
+        services = CounterMetricFamily(
+            "pktx_delivery_service_events",
+            "What each service counted (its usage counters)",
+            labels=["service", "counter"],
+        )
         for service, counters in sorted(u["services"].items()):
             for counter, value in sorted(counters.items()):
                 services.add_metric([service, counter], value)
         yield services
-        lost = CounterMetricFamily("pktx_delivery_workers_lost", "Workers lost, by reason",
-                                   labels=["reason"])
+        lost = CounterMetricFamily(
+            "pktx_delivery_workers_lost", "Workers lost, by reason", labels=["reason"]
+        )
         for reason, n in sorted(u["lost_workers"].items()):
             lost.add_metric([reason], n)
         yield lost
         dispatcher = getattr(d, "dispatcher", None)
         live = {"workers_connected": 0, "segments_in_flight": 0, "credit": 0}
         if dispatcher is not None:
-            live = {"workers_connected": len(dispatcher.workers),
-                    "segments_in_flight": len(dispatcher.pending),
-                    "credit": dispatcher.total_credit()}
-        for name, doc in (("workers_connected", "Workers joined and not lost"),
-                          ("segments_in_flight", "Segments sent and not yet answered"),
-                          ("credit", "Segments the workers can take now")):
+            live = {
+                "workers_connected": len(dispatcher.workers),
+                "segments_in_flight": len(dispatcher.pending),
+                "credit": dispatcher.total_credit(),
+            }
+        for name, doc in (
+            ("workers_connected", "Workers joined and not lost"),
+            ("segments_in_flight", "Segments sent and not yet answered"),
+            ("credit", "Segments the workers can take now"),
+        ):
             gauge = GaugeMetricFamily(f"pktx_delivery_{name}", doc)
             gauge.add_metric([], live[name])
             yield gauge
-        limit = GaugeMetricFamily("pktx_delivery_max_rate_bps",
-                                  "The output's rate limit in bit/s (0: none)")
+        limit = GaugeMetricFamily(
+            "pktx_delivery_max_rate_bps", "The output's rate limit in bit/s (0: none)"
+        )
         limit.add_metric([], u["max_rate_bps"] or 0)
         yield limit
 
@@ -162,6 +182,7 @@ def delivery_ready(delivery) -> Ready:
         if dispatcher is None or not dispatcher.workers:
             return False, "no worker has joined yet"
         return True, ""
+
     return ready
 
 
@@ -171,10 +192,8 @@ class WorkerCollector(Collector):
 
     def collect(self):
         w = self.worker
-        yield _counter("pktx_worker_tasks_done", "Segments processed and answered",
-                       w.tasks_done)
-        yield _counter("pktx_worker_tasks_failed", "Segments a service failed on",
-                       w.tasks_failed)
+        yield _counter("pktx_worker_tasks_done", "Segments processed and answered", w.tasks_done)
+        yield _counter("pktx_worker_tasks_failed", "Segments a service failed on", w.tasks_failed)
         joined = GaugeMetricFamily("pktx_worker_joined", "1 while joined to a dispatcher")
         joined.add_metric([], 1 if w.joined else 0)
         yield joined
@@ -183,6 +202,7 @@ class WorkerCollector(Collector):
 def worker_ready(worker) -> Ready:
     def ready() -> tuple[bool, str]:
         return (True, "") if worker.joined else (False, "not joined to a dispatcher")
+
     return ready
 
 
@@ -208,20 +228,32 @@ class DaemonCollector(Collector):
         d = self.daemon
         events = dict(d.events)
         for name, doc in DAEMON_EVENTS.items():
-            yield _counter(f"pktx_daemon_jobs_{name}" if name != "broker_away"
-                           else "pktx_daemon_broker_away", doc, events.get(name, 0))
+            yield _counter(
+                f"pktx_daemon_jobs_{name}" if name != "broker_away" else "pktx_daemon_broker_away",
+                doc,
+                events.get(name, 0),
+            )
         for name, doc, value in (
-                ("pktx_daemon_jobs_running", "Deliveries running now", len(d.runs)),
-                ("pktx_daemon_jobs_waiting", "Jobs claimed whose block has not started",
-                 len(d.waiting)),
-                ("pktx_daemon_draining", "1 once SIGTERM asked it to drain",
-                 1 if d.draining.is_set() else 0)):
+            ("pktx_daemon_jobs_running", "Deliveries running now", len(d.runs)),
+            (
+                "pktx_daemon_jobs_waiting",
+                "Jobs claimed whose block has not started",
+                len(d.waiting),
+            ),
+            (
+                "pktx_daemon_draining",
+                "1 once SIGTERM asked it to drain",
+                1 if d.draining.is_set() else 0,
+            ),
+        ):
             gauge = GaugeMetricFamily(name, doc)
             gauge.add_metric([], value)
             yield gauge
-        out = CounterMetricFamily("pktx_daemon_job_bytes_out",
-                                  "Bytes delivered by each running job so far",
-                                  labels=["job_id"])
+        out = CounterMetricFamily(
+            "pktx_daemon_job_bytes_out",
+            "Bytes delivered by each running job so far",
+            labels=["job_id"],
+        )
         for job_id, run in sorted(dict(d.runs).items()):
             try:
                 out.add_metric([str(job_id)], run.counters().get("bytes_out", 0))
@@ -246,4 +278,5 @@ def daemon_ready(daemon) -> Ready:
         if silent > BROKER_SILENT_S:
             return False, f"the broker has not answered for {silent:.0f} s"
         return True, ""
+
     return ready

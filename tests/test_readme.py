@@ -36,8 +36,12 @@ def test_the_deployment_commands_are_ones_pktx_accepts():
     section = text.split("## Deployment", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
     commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
-    assert [c[:2] for c in commands] == [["pktx", "broker"], ["pktx", "daemon"],
-                                         ["pktx", "worker"], ["pktx", "worker"]]
+    assert [c[:2] for c in commands] == [
+        ["pktx", "broker"],
+        ["pktx", "daemon"],
+        ["pktx", "worker"],
+        ["pktx", "worker"],
+    ]
     for argv in commands:
         args = build_parser(argv[1:]).parse_args(argv[1:])
         assert args.func is not None

@@ -31,8 +31,9 @@ def run(src: str, dst: str, *, processes: int = 2, segment: int = 256) -> int:
     n = 0
     with open(src, "rb") as fin, open(dst, "wb") as fout, Pool(processes) as pool:
         reader = dpkt.pcap.Reader(fin)
-        writer = dpkt.pcap.Writer(fout, snaplen=reader.snaplen, linktype=reader.datalink(),
-                                  nano=reader._divisor == 1e9)
+        writer = dpkt.pcap.Writer(
+            fout, snaplen=reader.snaplen, linktype=reader.datalink(), nano=reader._divisor == 1e9
+        )
         for out in pool.imap(_identity, _segments(reader, segment)):
             for ts, buf in out:
                 writer.writepkt(buf, ts)

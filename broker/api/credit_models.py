@@ -17,9 +17,11 @@ Minor = Annotated[StrictInt, Field(ge=0, le=INT64_MAX, description="minor units"
 
 class CreditProfileIn(Body):
     external_score: StrictInt | None = Field(
-        None, ge=300, le=850, description="an external credit score (null: none known)")
-    prior_limit_minor: Minor = Field(description="the limit given at sign-up, in minor units "
-                                                 "of the home provider's currency")
+        None, ge=300, le=850, description="an external credit score (null: none known)"
+    )
+    prior_limit_minor: Minor = Field(
+        description="the limit given at sign-up, in minor units of the home provider's currency"
+    )
 
 
 class CreditProfileOut(Out):
@@ -34,8 +36,10 @@ class CreditProfileOut(Out):
 class ReasonOut(Out):
     feature: str
     reason: str
-    log_odds: float = Field(description="what the feature added to the log-odds of paying "
-                                        "on time (below zero: it pulled the score down)")
+    log_odds: float = Field(
+        description="what the feature added to the log-odds of paying "
+        "on time (below zero: it pulled the score down)"
+    )
 
 
 class CreditDecisionOut(Out):
@@ -58,5 +62,6 @@ class CreditDecisionOut(Out):
 class CreditNowOut(CreditDecisionOut):
     owed_minor: int = Field(description="unbilled charges and unpaid statements")
     available_minor: int = Field(description="limit minus owed")
-    managed: bool = Field(description="whether requests are checked against the limit (the "
-                                      "user has a credit profile)")
+    managed: bool = Field(
+        description="whether requests are checked against the limit (the user has a credit profile)"
+    )

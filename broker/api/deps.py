@@ -49,8 +49,10 @@ def group_commit_of(request: Request) -> GroupCommit:
     return request.app.state.group_commit
 
 
-async def api_token(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-                    header: Annotated[str | None, Depends(_header)]) -> str | None:
+async def api_token(
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> str | None:
     """The API key sent, from ``Authorization: Bearer ...`` or ``X-API-Key`` (not checked)."""
     return bearer.credentials if bearer is not None else header
 
@@ -159,9 +161,17 @@ def token_of(request: Request) -> str | None:
         if scheme.lower() == "bearer" and credentials:
             return credentials
     return headers.get("x-api-key") or None
-IdemKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=200,
-    description="makes a retried state-changing call return the first call's result")]
+
+
+IdemKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="makes a retried state-changing call return the first call's result",
+    ),
+]
 
 
 def id_path(description: str):
@@ -173,11 +183,13 @@ class Page:
     """Cursor paging of a list: ``?limit=N&cursor=C``; the answer's ``next_cursor`` is the
     cursor of the page after (null on the last page). The cursor is opaque to clients."""
 
-    def __init__(self,
-                 limit: Annotated[int, Query(ge=1, le=500, description="items per page")] = 100,
-                 cursor: Annotated[str | None, Query(max_length=64,
-                                                     description="next_cursor of the page "
-                                                                 "before")] = None) -> None:
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=500, description="items per page")] = 100,
+        cursor: Annotated[
+            str | None, Query(max_length=64, description="next_cursor of the page before")
+        ] = None,
+    ) -> None:
         self.limit = limit
         self.after = self.decode(cursor)
 
@@ -196,16 +208,20 @@ class Page:
             if kind != "id" or not 0 < last <= INT64_MAX:
                 raise ValueError(text)
         except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise InvalidInput("not a cursor this API gave out; pass next_cursor as it was "
-                               "returned", field="cursor") from None
+            raise InvalidInput(
+                "not a cursor this API gave out; pass next_cursor as it was returned",
+                field="cursor",
+            ) from None
         return last
 
     def answer(self, rows: list, view) -> dict:
         """The page's JSON: ``rows`` were fetched with one row more than the limit."""
         more = len(rows) > self.limit
-        rows = rows[:self.limit]
-        return {"items": [view(r) for r in rows],
-                "next_cursor": self.encode(rows[-1].id) if more and rows else None}
+        rows = rows[: self.limit]
+        return {
+            "items": [view(r) for r in rows],
+            "next_cursor": self.encode(rows[-1].id) if more and rows else None,
+        }
 
 
 Paging = Annotated[Page, Depends()]

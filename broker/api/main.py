@@ -66,15 +66,25 @@ class RequestIds:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
-            log.error("request %s: %s %s failed: %s", rid, scope.get("method"),
-                      scope.get("path"), type(exc).__name__, exc_info=exc)
+            log.error(
+                "request %s: %s %s failed: %s",
+                rid,
+                scope.get("method"),
+                scope.get("path"),
+                type(exc).__name__,
+                exc_info=exc,
+            )
             if started:  # half an answer is out: all that is left is to cut it short
                 raise
             await JSONResponse(
-                {"error": "internal", "request_id": rid,
-                 "message": "the broker failed to answer this call; nothing of it was kept. "
-                            f"Quote request id {rid} to the operator"},
-                status_code=500)(scope, receive, send_with_id)
+                {
+                    "error": "internal",
+                    "request_id": rid,
+                    "message": "the broker failed to answer this call; nothing of it was kept. "
+                    f"Quote request id {rid} to the operator",
+                },
+                status_code=500,
+            )(scope, receive, send_with_id)
 
 
 def request_id(request: Request) -> str:
@@ -119,31 +129,48 @@ def _add_error_answers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         field = _field(first.get("loc", ()))
-        details = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")}
-                   for e in errors]
-        return JSONResponse({"error": "invalid_input", "field": field,
-                             "message": f"field {field}: {first.get('msg', 'invalid')}",
-                             "details": details}, status_code=422)
+        details = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
+        return JSONResponse(
+            {
+                "error": "invalid_input",
+                "field": field,
+                "message": f"field {field}: {first.get('msg', 'invalid')}",
+                "details": details,
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError):
-        log.info("request %s: integrity error turned into 409: %s", request_id(request),
-                 exc.orig)
-        return JSONResponse({"error": "conflict", "message": "the change clashes with data "
-                             "stored meanwhile (a duplicate?); read the current state and retry"},
-                            status_code=409)
+        log.info("request %s: integrity error turned into 409: %s", request_id(request), exc.orig)
+        return JSONResponse(
+            {
+                "error": "conflict",
+                "message": "the change clashes with data "
+                "stored meanwhile (a duplicate?); read the current state and retry",
+            },
+            status_code=409,
+        )
 
     @app.exception_handler(HTTPException)
     async def _http(_request: Request, exc: HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": code, "message": str(exc.detail)},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
 
-def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = None,
-               expire_every: float | None = EXPIRE_EVERY,
-               settings: BrokerSettings | None = None,
-               event_stream_seconds: float = 300.0, event_poll_seconds: float = 0.5) -> FastAPI:
+def create_app(
+    store: Store,
+    *,
+    reputation_policy: ReputationPolicy | None = None,
+    expire_every: float | None = EXPIRE_EVERY,
+    settings: BrokerSettings | None = None,
+    event_stream_seconds: float = 300.0,
+    event_poll_seconds: float = 0.5,
+) -> FastAPI:
     """The API over ``store``; while it runs, overdue negotiations are expired every
     ``expire_every`` seconds (None or 0: never). A device's event stream stays open
     ``event_stream_seconds`` (then the device reconnects with ``Last-Event-ID``) and looks for
@@ -169,14 +196,17 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     settings = settings or BrokerSettings()
     policy = reputation_policy or (
         ReputationPolicy(half_life=settings.reputation_half_life)
-        if settings.reputation_half_life_days != 90.0 else DEFAULT_POLICY)
+        if settings.reputation_half_life_days != 90.0
+        else DEFAULT_POLICY
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = None
         if expire_every:
-            task = asyncio.create_task(_expire_periodically(store, expire_every),
-                                       name="pktx-expire-negotiations")
+            task = asyncio.create_task(
+                _expire_periodically(store, expire_every), name="pktx-expire-negotiations"
+            )
         try:
             yield
         finally:
@@ -192,17 +222,21 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
         title="packet-exchange broker",
         version=__version__,
         description="The market for packet-processing services: requests, negotiation, "
-                    "auctions, groups, awards, ratings, tariffs and usage. Authenticate with "
-                    "an API key. Send an Idempotency-Key header with every state-changing call "
-                    "to make retries safe (a usage report's is its sequence number). Money is "
-                    "integer minor units with an ISO 4217 currency. "
-                    "Lists are paged with ?limit and ?cursor (the answer's next_cursor).")
+        "auctions, groups, awards, ratings, tariffs and usage. Authenticate with "
+        "an API key. Send an Idempotency-Key header with every state-changing call "
+        "to make retries safe (a usage report's is its sequence number). Money is "
+        "integer minor units with an ISO 4217 currency. "
+        "Lists are paged with ?limit and ?cursor (the answer's next_cursor).",
+    )
     app.state.store = store
     app.state.settings = settings
     app.state.reputation_policy = policy
     app.state.group_commit = GroupCommit(store)
-    app.state.event_stream = {"seconds": event_stream_seconds, "poll": event_poll_seconds,
-                              "retry_ms": 1000}
+    app.state.event_stream = {
+        "seconds": event_stream_seconds,
+        "poll": event_poll_seconds,
+        "retry_ms": 1000,
+    }
     app.add_middleware(RequestIds)
     app.add_middleware(HttpMetrics)  # outside RequestIds: an unhandled error counts as its 500
     _add_error_answers(app)
@@ -210,11 +244,22 @@ def create_app(store: Store, *, reputation_policy: ReputationPolicy | None = Non
     # declares the error answers too (one shape, `ErrorOut`, instead of FastAPI's own 422).
     app.include_router(bids, prefix="/v1", responses=ERRORS)
     app.include_router(billing.reports, prefix="/v1", responses=ERRORS)
-    for router in (directory.router, market.router, negotiations.router, auctions,
-                   outcomes.router, dispatch.router, billing.router, statements.router,
-                   profiles.router, events.router, sealing.router):
+    for router in (
+        directory.router,
+        market.router,
+        negotiations.router,
+        auctions,
+        outcomes.router,
+        dispatch.router,
+        billing.router,
+        statements.router,
+        profiles.router,
+        events.router,
+        sealing.router,
+    ):
         app.include_router(router, prefix="/v1", responses=ERRORS)
     from broker.api.routes.settlements import router as settlements_router  # issue 10
+
     app.include_router(settlements_router, prefix="/v1", responses=ERRORS)
     app.include_router(payments.router, prefix="/v1", responses=ERRORS)
     app.include_router(credit.router, prefix="/v1", responses=ERRORS)
@@ -243,8 +288,10 @@ def _openapi_3_1(app: FastAPI) -> None:
                             content["application/json"] = content.pop("text/event-stream")
                         elif "itemSchema" in stream:
                             stream.pop("itemSchema")
-                            stream["schema"] = {"type": "string",
-                                                "description": "server-sent events"}
+                            stream["schema"] = {
+                                "type": "string",
+                                "description": "server-sent events",
+                            }
         assert app.openapi_schema is not None  # build() keeps what it makes
         return app.openapi_schema
 
@@ -259,5 +306,8 @@ def app_from_environment() -> FastAPI:
 
     inherited("broker")
     settings = load_settings()
-    return create_app(Store(settings.db, migrate=False), settings=settings,
-                      expire_every=settings.expire_every or None)
+    return create_app(
+        Store(settings.db, migrate=False),
+        settings=settings,
+        expire_every=settings.expire_every or None,
+    )

@@ -456,8 +456,9 @@ class ErrorOut(Out):
     request_id: str | None = None
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorOut} for status in
-          (400, 401, 403, 404, 405, 409, 422, 500)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut} for status in (400, 401, 403, 404, 405, 409, 422, 500)
+}
 
 
 class Health(Out):

@@ -13,18 +13,25 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 from broker.bounds import INT64_MAX
 
 Id = Annotated[StrictInt, Field(ge=1, le=INT64_MAX, description="an id")]
-Minor = Annotated[StrictInt, Field(ge=0, le=INT64_MAX,
-                                   description="integer minor units (cents for EUR)")]
+Minor = Annotated[
+    StrictInt, Field(ge=0, le=INT64_MAX, description="integer minor units (cents for EUR)")
+]
 Positive64 = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 NonNegative64 = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 Ppm = Annotated[StrictInt, Field(ge=0, le=1_000_000, description="millionths")]
-Beta = Annotated[StrictInt, Field(ge=1, le=100_000_000,
-                                  description="concession exponent in millionths")]
+Beta = Annotated[
+    StrictInt, Field(ge=1, le=100_000_000, description="concession exponent in millionths")
+]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-Currency = Annotated[str, Field(min_length=3, max_length=3, pattern="^[A-Z]{3}$",
-                                description="ISO 4217 code")]
-Region = Annotated[str, Field(min_length=2, max_length=2, pattern="^[A-Za-z]{2}$",
-                              description="ISO 3166 alpha-2 region")]
+Currency = Annotated[
+    str, Field(min_length=3, max_length=3, pattern="^[A-Z]{3}$", description="ISO 4217 code")
+]
+Region = Annotated[
+    str,
+    Field(
+        min_length=2, max_length=2, pattern="^[A-Za-z]{2}$", description="ISO 3166 alpha-2 region"
+    ),
+]
 Service = Annotated[str, Field(min_length=1, max_length=40)]
 
 
@@ -70,8 +77,7 @@ class DeviceIn(Body):
 
 
 class PhoneIn(Body):
-    number: str = Field(max_length=40, description="E.164 ('+14155552671') or national with "
-                                                  "region")
+    number: str = Field(max_length=40, description="E.164 ('+14155552671') or national with region")
     region: Region | None = Field(None, description="region of a national number")
     device_id: Id | None = None
 
@@ -103,13 +109,15 @@ class AddressMember(Body):
     value: str = Field(min_length=1, max_length=300)
 
 
-MemberIn = Annotated[UserMember | DeviceMember | PhoneMember | AddressMember,
-                     Field(discriminator="kind")]
+MemberIn = Annotated[
+    UserMember | DeviceMember | PhoneMember | AddressMember, Field(discriminator="kind")
+]
 
 
 class RequestIn(Body):
-    services: list[Service] = Field(min_length=1, max_length=16,
-                                    examples=[["anonymize", "checksum"]])
+    services: list[Service] = Field(
+        min_length=1, max_length=16, examples=[["anonymize", "checksum"]]
+    )
     device_id: Id | None = None
     volume_bytes: Positive64 | None = None
     starts_at: AwareDatetime | None = None
@@ -121,17 +129,24 @@ class RequestIn(Body):
     currency: Currency | None = Field(None, description="the home provider's when left out")
     members: list[MemberIn] = Field([], max_length=1000)
     group: bool = False
-    source: str | None = Field(None, max_length=1000,
-                               description="where the stream comes from: udp://HOST:PORT, "
-                                           "zmq://HOST:PORT, iface:NAME or a capture file's "
-                                           "name in the delivering daemon's files folder")
-    sink: str | None = Field(None, max_length=1000,
-                             description="where the delivered stream goes (as source)")
+    source: str | None = Field(
+        None,
+        max_length=1000,
+        description="where the stream comes from: udp://HOST:PORT, "
+        "zmq://HOST:PORT, iface:NAME or a capture file's "
+        "name in the delivering daemon's files folder",
+    )
+    sink: str | None = Field(
+        None, max_length=1000, description="where the delivered stream goes (as source)"
+    )
     sealed_params: list[Annotated[str, Field(max_length=100)]] | None = Field(
-        None, max_length=16, examples=[["encrypt.key"]],
+        None,
+        max_length=16,
+        examples=[["encrypt.key"]],
         description="secret service parameters (SERVICE.PARAM) the requester seals to the "
-                    "winner's sealing key after the award (PUT /v1/awards/{id}/sealed-params); "
-                    "the job waits for them")
+        "winner's sealing key after the award (PUT /v1/awards/{id}/sealed-params); "
+        "the job waits for them",
+    )
 
 
 class PledgeIn(Body):
@@ -159,8 +174,9 @@ class AuctionIn(Body):
     request_id: Id
     closes_at: AwareDatetime
     reserve_price_minor: Positive64 = Field(description="the most paid for one share")
-    quantity: StrictInt = Field(1, ge=1, le=1000, description="how many providers share the "
-                                                             "request, each 1/quantity of it")
+    quantity: StrictInt = Field(
+        1, ge=1, le=1000, description="how many providers share the request, each 1/quantity of it"
+    )
     reputation_weight_ppm: StrictInt = Field(1_000_000, ge=0, le=100_000_000)
     opens_at: AwareDatetime | None = None
 
@@ -182,35 +198,53 @@ class JobStatusIn(Body):
     status: Literal["queued", "claimed", "picked", "running", "done", "failed"]
 
 
-Daemon = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$",
-                              description="the daemon's name, e.g. its node's host name")]
+Daemon = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^\S(.*\S)?$",
+        description="the daemon's name, e.g. its node's host name",
+    ),
+]
 LeaseSeconds = Annotated[StrictInt, Field(ge=5, le=300, description="lease length, seconds")]
 Token = Annotated[StrictInt, Field(ge=1, le=INT64_MAX, description="the claim's fencing token")]
 
 
 class ClaimIn(Body):
     daemon: Daemon
-    wait_s: StrictInt = Field(0, ge=0, le=30, description="long-poll: wait up to this long "
-                                                           "for a job (0: answer at once)")
+    wait_s: StrictInt = Field(
+        0, ge=0, le=30, description="long-poll: wait up to this long for a job (0: answer at once)"
+    )
     lease_s: LeaseSeconds = 30
-    sealing_key: str | None = Field(None, min_length=44, max_length=44,
-                                    description="the public half of the sealing key the "
-                                                "daemon holds: jobs with sealed parameters "
-                                                "are claimable by it only when sealed to it")
+    sealing_key: str | None = Field(
+        None,
+        min_length=44,
+        max_length=44,
+        description="the public half of the sealing key the "
+        "daemon holds: jobs with sealed parameters "
+        "are claimable by it only when sealed to it",
+    )
 
 
 class SealingKeyIn(Body):
-    public_key: str = Field(min_length=44, max_length=44,
-                            description="the X25519 public key, 32 bytes in base64")
-    replace: bool = Field(False, description="replace another key registered before (a "
-                                             "rotation: boxes sealed to it reach no daemon)")
+    public_key: str = Field(
+        min_length=44, max_length=44, description="the X25519 public key, 32 bytes in base64"
+    )
+    replace: bool = Field(
+        False,
+        description="replace another key registered before (a "
+        "rotation: boxes sealed to it reach no daemon)",
+    )
 
 
 class SealedBoxIn(Body):
-    sealed_to: str = Field(min_length=44, max_length=44,
-                           description="the provider's sealing key the box is sealed to")
-    box: str = Field(min_length=1, max_length=6000,
-                     description="the sealed box in base64 (docs/daemon.md)")
+    sealed_to: str = Field(
+        min_length=44, max_length=44, description="the provider's sealing key the box is sealed to"
+    )
+    box: str = Field(
+        min_length=1, max_length=6000, description="the sealed box in base64 (docs/daemon.md)"
+    )
 
 
 class HeartbeatIn(Body):
@@ -245,8 +279,6 @@ class HandbackIn(Body):
     reason: str = Field("", max_length=300)
 
 
-
-
 class ServiceCountersIn(Body):
     packets: NonNegative64 = 0
     bytes: NonNegative64 = 0
@@ -255,10 +287,12 @@ class ServiceCountersIn(Body):
 class UsageIn(Body):
     """A usage report: the job's running totals (never the increase since the last report)."""
 
-    sequence: Positive64 = Field(description="(job, sequence) identifies the report: send it "
-                                             "again unchanged after an error")
-    at: AwareDatetime | None = Field(None, description="when the counters were read; now when "
-                                                       "left out, never in the future")
+    sequence: Positive64 = Field(
+        description="(job, sequence) identifies the report: send it again unchanged after an error"
+    )
+    at: AwareDatetime | None = Field(
+        None, description="when the counters were read; now when left out, never in the future"
+    )
     packets_in: NonNegative64 = 0
     packets_out: NonNegative64 = 0
     bytes_in: NonNegative64 = 0
@@ -267,18 +301,23 @@ class UsageIn(Body):
     windows_met: NonNegative64 = Field(0, description="min-rate windows met")
     windows_missed: NonNegative64 = Field(0, description="min-rate windows missed")
     services: dict[Service, ServiceCountersIn] = Field({}, max_length=16)
-    token: NonNegative64 | None = Field(None, description="the claim's fencing token: a "
-                                                          "report under a stale one is "
-                                                          "refused (409 lease_lost)")
+    token: NonNegative64 | None = Field(
+        None,
+        description="the claim's fencing token: a "
+        "report under a stale one is "
+        "refused (409 lease_lost)",
+    )
 
 
 class CompleteIn(Body):
     token: Token
     measured: MeasuredIn = MeasuredIn()
     report: UsageIn | None = Field(
-        None, description="the job's last usage report, taken in with the completion in one "
-                          "transaction (both or neither): a daemon's final report and its "
-                          "completion in one call")
+        None,
+        description="the job's last usage report, taken in with the completion in one "
+        "transaction (both or neither): a daemon's final report and its "
+        "completion in one call",
+    )
 
 
 class TierIn(Body):
@@ -306,4 +345,5 @@ class TariffIn(Body):
     connect_fee: str = Field("0", min_length=1, max_length=60)
     rounding: Literal["up", "down", "half-up", "half-even"] = "half-up"
     dimensions: dict[Annotated[str, Field(max_length=40)], DimensionIn] = Field(
-        {}, max_length=8, description="bytes, packets, seconds, reserved_bps_seconds")
+        {}, max_length=8, description="bytes, packets, seconds, reserved_bps_seconds"
+    )

@@ -12,18 +12,24 @@ from broker.api.responses import Out
 from broker.api.schemas import Body
 from broker.bounds import INT64_MAX
 
-Minor = Annotated[StrictInt, Field(ge=-INT64_MAX, le=INT64_MAX,
-                                   description="integer minor units of the currency")]
+Minor = Annotated[
+    StrictInt, Field(ge=-INT64_MAX, le=INT64_MAX, description="integer minor units of the currency")
+]
 Ident = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
 PerCurrency = dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], Minor]
 
 
 class IssueIn(Body):
-    period: str = Field(min_length=7, max_length=7, pattern=r"^\d{4}-\d{2}$",
-                        description="YYYY-MM: the period of the home provider's statements")
-    provider_id: Ident | None = Field(None, description="only the batch to this delivering "
-                                                        "provider (default: every one)")
+    period: str = Field(
+        min_length=7,
+        max_length=7,
+        pattern=r"^\d{4}-\d{2}$",
+        description="YYYY-MM: the period of the home provider's statements",
+    )
+    provider_id: Ident | None = Field(
+        None, description="only the batch to this delivering provider (default: every one)"
+    )
 
 
 class SettlementLineDoc(Body):

@@ -12,20 +12,27 @@ from broker.api.responses import Out
 from broker.api.schemas import Body
 from broker.bounds import INT64_MAX
 
-NegativeMinor = Annotated[StrictInt, Field(ge=-INT64_MAX, le=-1,
-                                           description="minor units, below zero")]
+NegativeMinor = Annotated[
+    StrictInt, Field(ge=-INT64_MAX, le=-1, description="minor units, below zero")
+]
 
 
 class BillingSettingsIn(Body):
     period_months: int = Field(1, description="1, 2, 3, 4, 6 or 12")
     cutoff_day: int = Field(1, ge=1, le=28, description="the day of the month a period starts")
-    timezone: str = Field("UTC", min_length=1, max_length=64,
-                          description="IANA zone; periods start at midnight there")
-    margin_ppm: int | None = Field(None, ge=0, le=1_000_000,
-                                   description="millionths of another provider's charge the "
-                                               "home provider keeps (unchanged when left out)")
-    payment_terms_days: int | None = Field(None, ge=0, le=366,
-                                           description="days a user has to pay a statement")
+    timezone: str = Field(
+        "UTC", min_length=1, max_length=64, description="IANA zone; periods start at midnight there"
+    )
+    margin_ppm: int | None = Field(
+        None,
+        ge=0,
+        le=1_000_000,
+        description="millionths of another provider's charge the "
+        "home provider keeps (unchanged when left out)",
+    )
+    payment_terms_days: int | None = Field(
+        None, ge=0, le=366, description="days a user has to pay a statement"
+    )
 
 
 class BillingSettingsOut(Out):
@@ -40,8 +47,12 @@ class BillingSettingsOut(Out):
 
 
 class CloseIn(Body):
-    period: str = Field(min_length=7, max_length=7, pattern=r"^\d{4}-\d{2}$",
-                        description="YYYY-MM: the month the period starts in")
+    period: str = Field(
+        min_length=7,
+        max_length=7,
+        pattern=r"^\d{4}-\d{2}$",
+        description="YYYY-MM: the month the period starts in",
+    )
 
 
 class CloseOut(Out):
@@ -139,8 +150,9 @@ class CreditNoteOut(Out):
 
 
 class ProfileIn(Body):
-    profile: dict = Field(description="the profile's JSON form (docs/billing.md, Profiles); "
-                                      "its name is the path's")
+    profile: dict = Field(
+        description="the profile's JSON form (docs/billing.md, Profiles); its name is the path's"
+    )
     default: bool = Field(False, description="make it the user's default profile")
 
 

@@ -20,8 +20,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from broker.models.base import Base, Currency, HasCreated, HasId, Minor
 
 # The counters a delivery daemon reports, each a running total for its job (docs/billing.md).
-COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out", "seconds",
-            "windows_met", "windows_missed")
+COUNTERS = (
+    "packets_in",
+    "packets_out",
+    "bytes_in",
+    "bytes_out",
+    "seconds",
+    "windows_met",
+    "windows_missed",
+)
 
 
 class TariffVersion(HasId, HasCreated, Base):
@@ -87,13 +94,24 @@ class Charge(HasId, Base):
 
     __tablename__ = "charges"
     __table_args__ = (
-        CheckConstraint("(kind IN ('price', 'void')) = (usage_report_id IS NULL)",
-                        name="source"),
+        CheckConstraint("(kind IN ('price', 'void')) = (usage_report_id IS NULL)", name="source"),
         CheckConstraint("minor_digits BETWEEN 0 AND 18", name="digits"),
-        Index("uq_charges_award_price", "award_id", "user_id", unique=True,
-              sqlite_where=text("kind = 'price'"), postgresql_where=text("kind = 'price'")),
-        Index("uq_charges_award_void", "award_id", "user_id", unique=True,
-              sqlite_where=text("kind = 'void'"), postgresql_where=text("kind = 'void'")),
+        Index(
+            "uq_charges_award_price",
+            "award_id",
+            "user_id",
+            unique=True,
+            sqlite_where=text("kind = 'price'"),
+            postgresql_where=text("kind = 'price'"),
+        ),
+        Index(
+            "uq_charges_award_void",
+            "award_id",
+            "user_id",
+            unique=True,
+            sqlite_where=text("kind = 'void'"),
+            postgresql_where=text("kind = 'void'"),
+        ),
         Index("ix_charges_user_id_rated_at", "user_id", "rated_at"),
     )
 
@@ -102,8 +120,7 @@ class Charge(HasId, Base):
     home_provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"), index=True)
     award_id: Mapped[int] = mapped_column(ForeignKey("awards.id"), index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("delivery_jobs.id"))
-    usage_report_id: Mapped[int | None] = mapped_column(ForeignKey("usage_reports.id"),
-                                                        index=True)
+    usage_report_id: Mapped[int | None] = mapped_column(ForeignKey("usage_reports.id"), index=True)
     kind: Mapped[str] = mapped_column(String(24))
     amount_minor: Mapped[int] = mapped_column(Minor)
     currency: Mapped[str] = mapped_column(Currency)

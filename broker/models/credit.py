@@ -19,8 +19,9 @@ class CreditProfile(Base):
 
     __tablename__ = "credit_profiles"
     __table_args__ = (
-        CheckConstraint("external_score IS NULL OR external_score BETWEEN 300 AND 850",
-                        name="score"),
+        CheckConstraint(
+            "external_score IS NULL OR external_score BETWEEN 300 AND 850", name="score"
+        ),
         CheckConstraint("prior_limit_minor >= 0", name="prior_limit"),
     )
 

@@ -32,12 +32,18 @@ class ServiceRequest(HasId, HasCreated, Base):
 
     __tablename__ = "service_requests"
     __table_args__ = (
-        CheckConstraint("(volume_bytes IS NOT NULL) OR (starts_at IS NOT NULL AND "
-                        "ends_at IS NOT NULL)", name="volume_or_block"),
-        CheckConstraint("min_rate_bps IS NULL OR max_rate_bps IS NULL OR "
-                        "min_rate_bps <= max_rate_bps", name="rates"),
-        CheckConstraint("status IN ('pledging', 'served', 'brokering', 'awarded', 'failed', "
-                        "'cancelled')", name="status"),
+        CheckConstraint(
+            "(volume_bytes IS NOT NULL) OR (starts_at IS NOT NULL AND ends_at IS NOT NULL)",
+            name="volume_or_block",
+        ),
+        CheckConstraint(
+            "min_rate_bps IS NULL OR max_rate_bps IS NULL OR min_rate_bps <= max_rate_bps",
+            name="rates",
+        ),
+        CheckConstraint(
+            "status IN ('pledging', 'served', 'brokering', 'awarded', 'failed', 'cancelled')",
+            name="status",
+        ),
     )
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -67,7 +73,8 @@ class ServiceRequest(HasId, HasCreated, Base):
     sealed_params: Mapped[str | None] = mapped_column(String(200))
 
     members: Mapped[list[RequestMember]] = relationship(
-        back_populates="request", cascade="all, delete-orphan", order_by="RequestMember.id")
+        back_populates="request", cascade="all, delete-orphan", order_by="RequestMember.id"
+    )
 
     @property
     def service_chain(self) -> tuple[str, ...]:
@@ -91,7 +98,9 @@ class RequestMember(HasId, Base):
         CheckConstraint(
             "(kind = 'user' AND user_id IS NOT NULL) OR (kind = 'device' AND device_id IS NOT "
             "NULL) OR (kind = 'phone' AND e164 IS NOT NULL) OR (kind = 'address' AND address "
-            "IS NOT NULL)", name="target"),
+            "IS NOT NULL)",
+            name="target",
+        ),
     )
 
     request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
@@ -105,8 +114,12 @@ class RequestMember(HasId, Base):
     request: Mapped[ServiceRequest] = relationship(back_populates="members")
 
     def describe(self) -> dict:
-        value = {"user": self.user_id, "device": self.device_id, "phone": self.e164,
-                 "address": self.address}[self.kind]
+        value = {
+            "user": self.user_id,
+            "device": self.device_id,
+            "phone": self.e164,
+            "address": self.address,
+        }[self.kind]
         return {"kind": self.kind, "value": value}
 
 
@@ -124,13 +137,19 @@ class Negotiation(HasId, HasCreated, Base):
     __table_args__ = (
         CheckConstraint("buyer_mode IN ('user', 'agent')", name="buyer_mode"),
         CheckConstraint("seller_mode IN ('policy', 'manual')", name="seller_mode"),
-        CheckConstraint("status IN ('open', 'agreed', 'rejected', 'expired', 'failed')",
-                        name="status"),
+        CheckConstraint(
+            "status IN ('open', 'agreed', 'rejected', 'expired', 'failed')", name="status"
+        ),
         # What the server's periodic expiry looks for: open negotiations past their deadline.
         Index("ix_negotiations_status_deadline", "status", "deadline"),
         # A request is brokered one way at a time: at most one open negotiation on it.
-        Index("uq_negotiations_open_request", "request_id", unique=True,
-              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+        Index(
+            "uq_negotiations_open_request",
+            "request_id",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
     )
 
     request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
@@ -150,7 +169,8 @@ class Negotiation(HasId, HasCreated, Base):
     reason: Mapped[str] = mapped_column(String(300), default="")
 
     offers: Mapped[list[Offer]] = relationship(
-        back_populates="negotiation", cascade="all, delete-orphan", order_by="Offer.round")
+        back_populates="negotiation", cascade="all, delete-orphan", order_by="Offer.round"
+    )
     request: Mapped[ServiceRequest] = relationship()
 
 
@@ -162,8 +182,7 @@ class Offer(HasId, HasCreated, Base):
         UniqueConstraint("negotiation_id", "round"),
         CheckConstraint("side IN ('buyer', 'seller')", name="side"),
         CheckConstraint("action IN ('offer', 'accept', 'reject', 'expire')", name="action"),
-        CheckConstraint("actor IN ('user', 'agent', 'policy', 'provider', 'system')",
-                        name="actor"),
+        CheckConstraint("actor IN ('user', 'agent', 'policy', 'provider', 'system')", name="actor"),
     )
 
     negotiation_id: Mapped[int] = mapped_column(ForeignKey("negotiations.id"), index=True)
@@ -189,8 +208,13 @@ class Auction(HasId, HasCreated, Base):
         CheckConstraint("status IN ('open', 'closed', 'failed', 'cancelled')", name="status"),
         # At most one open auction on a request (an open negotiation excludes one too: checked
         # under the request's row lock, see broker.brokering).
-        Index("uq_auctions_open_request", "request_id", unique=True,
-              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+        Index(
+            "uq_auctions_open_request",
+            "request_id",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
     )
 
     request_id: Mapped[int] = mapped_column(ForeignKey("service_requests.id"), index=True)
@@ -216,8 +240,10 @@ class Bid(HasId, HasCreated, Base):
     """
 
     __tablename__ = "bids"
-    __table_args__ = (UniqueConstraint("auction_id", "provider_id"),
-                      CheckConstraint("price_minor >= 0", name="price"))
+    __table_args__ = (
+        UniqueConstraint("auction_id", "provider_id"),
+        CheckConstraint("price_minor >= 0", name="price"),
+    )
 
     # The unique (auction_id, provider_id) index serves lookups by auction too.
     auction_id: Mapped[int] = mapped_column(ForeignKey("auctions.id"))
@@ -262,8 +288,10 @@ class Pledge(HasId, HasCreated, Base):
     """A payer's promise to pay up to ``max_minor`` of the group's price; re-pledging replaces."""
 
     __tablename__ = "pledges"
-    __table_args__ = (UniqueConstraint("group_id", "user_id"),
-                      CheckConstraint("max_minor >= 0", name="max"))
+    __table_args__ = (
+        UniqueConstraint("group_id", "user_id"),
+        CheckConstraint("max_minor >= 0", name="max"),
+    )
 
     group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)

@@ -65,7 +65,8 @@ class Award(HasId, HasCreated, Base):
 
     request: Mapped[ServiceRequest] = relationship()
     payers: Mapped[list[AwardPayer]] = relationship(
-        back_populates="award", cascade="all, delete-orphan", order_by="AwardPayer.id")
+        back_populates="award", cascade="all, delete-orphan", order_by="AwardPayer.id"
+    )
     job: Mapped[DeliveryJob] = relationship(back_populates="award", uselist=False)
 
 
@@ -76,8 +77,10 @@ class AwardPayer(HasId, Base):
     """
 
     __tablename__ = "award_payers"
-    __table_args__ = (UniqueConstraint("award_id", "user_id"),
-                      CheckConstraint("share_minor >= 0", name="share"))
+    __table_args__ = (
+        UniqueConstraint("award_id", "user_id"),
+        CheckConstraint("share_minor >= 0", name="share"),
+    )
 
     award_id: Mapped[int] = mapped_column(ForeignKey("awards.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -99,8 +102,9 @@ class DeliveryJob(HasId, HasCreated, Base):
 
     __tablename__ = "delivery_jobs"
     __table_args__ = (
-        CheckConstraint("status IN ('queued', 'claimed', 'running', 'done', 'failed')",
-                        name="status"),
+        CheckConstraint(
+            "status IN ('queued', 'claimed', 'running', 'done', 'failed')", name="status"
+        ),
         CheckConstraint("token >= 0", name="token"),
     )
 
@@ -122,8 +126,11 @@ class JobEvent(HasId, Base):
 
     __tablename__ = "job_events"
     __table_args__ = (
-        CheckConstraint("event IN ('claim', 'start', 'complete', 'fail', 'handback', 'lapse', "
-                        "'status', 'expire')", name="event"),
+        CheckConstraint(
+            "event IN ('claim', 'start', 'complete', 'fail', 'handback', 'lapse', "
+            "'status', 'expire')",
+            name="event",
+        ),
         Index("ix_job_events_job_id_id", "job_id", "id"),
     )
 

@@ -32,8 +32,13 @@ class PaymentMethod(HasId, HasCreated, Base):
     __tablename__ = "payment_methods"
     __table_args__ = (
         CheckConstraint("exp_month BETWEEN 1 AND 12", name="exp_month"),
-        Index("uq_payment_methods_default", "user_id", unique=True,
-              sqlite_where=text("is_default"), postgresql_where=text("is_default")),
+        Index(
+            "uq_payment_methods_default",
+            "user_id",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
     )
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -60,12 +65,18 @@ class Payment(HasId, HasCreated, Base):
     __tablename__ = "payments"
     __table_args__ = (
         UniqueConstraint("statement_id", "attempt"),
-        CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'canceled', 'unknown')",
-                        name="status"),
+        CheckConstraint(
+            "status IN ('pending', 'succeeded', 'failed', 'canceled', 'unknown')", name="status"
+        ),
         CheckConstraint("amount_minor > 0", name="amount"),
         CheckConstraint("refunded_minor BETWEEN 0 AND amount_minor", name="refunded"),
-        Index("uq_payments_in_flight", "statement_id", unique=True,
-              sqlite_where=_IN_FLIGHT, postgresql_where=_IN_FLIGHT),
+        Index(
+            "uq_payments_in_flight",
+            "statement_id",
+            unique=True,
+            sqlite_where=_IN_FLIGHT,
+            postgresql_where=_IN_FLIGHT,
+        ),
     )
 
     statement_id: Mapped[int] = mapped_column(ForeignKey("statements.id"), index=True)
@@ -94,8 +105,9 @@ class Refund(HasId, HasCreated, Base):
 
     __tablename__ = "refunds"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'canceled', 'unknown')",
-                        name="status"),
+        CheckConstraint(
+            "status IN ('pending', 'succeeded', 'failed', 'canceled', 'unknown')", name="status"
+        ),
         CheckConstraint("amount_minor > 0", name="amount"),
     )
 

@@ -16,8 +16,9 @@ class Network(HasId, HasCreated, Base):
     __tablename__ = "networks"
 
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    providers: Mapped[list[Provider]] = relationship(back_populates="network",
-                                                     order_by="Provider.id")
+    providers: Mapped[list[Provider]] = relationship(
+        back_populates="network", order_by="Provider.id"
+    )
 
 
 class Provider(HasId, HasCreated, Base):
@@ -32,7 +33,8 @@ class Provider(HasId, HasCreated, Base):
 
     network: Mapped[Network] = relationship(back_populates="providers")
     services: Mapped[list[ProviderService]] = relationship(
-        cascade="all, delete-orphan", order_by="ProviderService.service")
+        cascade="all, delete-orphan", order_by="ProviderService.service"
+    )
     policy: Mapped[PricePolicy] = relationship(uselist=False, cascade="all, delete-orphan")
 
     @property
@@ -84,8 +86,9 @@ class User(HasId, HasCreated, Base):
 
     home_provider: Mapped[Provider] = relationship()
     devices: Mapped[list[Device]] = relationship(back_populates="user", order_by="Device.id")
-    phone_numbers: Mapped[list[PhoneNumber]] = relationship(back_populates="user",
-                                                            order_by="PhoneNumber.id")
+    phone_numbers: Mapped[list[PhoneNumber]] = relationship(
+        back_populates="user", order_by="PhoneNumber.id"
+    )
 
 
 class Device(HasId, HasCreated, Base):
@@ -120,8 +123,14 @@ class Admin(HasId, HasCreated, Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
 
 
-PRINCIPAL_COLUMNS = ("admin_id", "network_id", "provider_id", "user_id", "device_id",
-                     "phone_number_id")
+PRINCIPAL_COLUMNS = (
+    "admin_id",
+    "network_id",
+    "provider_id",
+    "user_id",
+    "device_id",
+    "phone_number_id",
+)
 
 
 class ApiKey(HasId, HasCreated, Base):
@@ -133,8 +142,11 @@ class ApiKey(HasId, HasCreated, Base):
 
     __tablename__ = "api_keys"
     __table_args__ = (
-        CheckConstraint(" + ".join(f"(CASE WHEN {c} IS NULL THEN 0 ELSE 1 END)"
-                                   for c in PRINCIPAL_COLUMNS) + " = 1", name="one_principal"),
+        CheckConstraint(
+            " + ".join(f"(CASE WHEN {c} IS NULL THEN 0 ELSE 1 END)" for c in PRINCIPAL_COLUMNS)
+            + " = 1",
+            name="one_principal",
+        ),
     )
 
     prefix: Mapped[str] = mapped_column(String(16), unique=True)
@@ -145,8 +157,7 @@ class ApiKey(HasId, HasCreated, Base):
     provider_id: Mapped[int | None] = mapped_column(ForeignKey("providers.id"), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), index=True)
-    phone_number_id: Mapped[int | None] = mapped_column(ForeignKey("phone_numbers.id"),
-                                                        index=True)
+    phone_number_id: Mapped[int | None] = mapped_column(ForeignKey("phone_numbers.id"), index=True)
     revoked_at: Mapped[datetime | None]
 
     @property
@@ -158,5 +169,15 @@ class ApiKey(HasId, HasCreated, Base):
         raise AssertionError("api key without a principal")  # the check constraint forbids it
 
 
-__all__ = ["PRINCIPAL_COLUMNS", "Admin", "ApiKey", "Device", "Network", "PhoneNumber",
-           "PricePolicy", "Provider", "ProviderService", "User"]
+__all__ = [
+    "PRINCIPAL_COLUMNS",
+    "Admin",
+    "ApiKey",
+    "Device",
+    "Network",
+    "PhoneNumber",
+    "PricePolicy",
+    "Provider",
+    "ProviderService",
+    "User",
+]

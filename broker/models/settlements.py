@@ -27,9 +27,10 @@ class SettlementNetting(HasId, HasCreated, Base):
     whom; it is posted to the ledger once (posting kind ``settlement``, ref its id)."""
 
     __tablename__ = "settlement_nettings"
-    __table_args__ = (CheckConstraint("provider_low_id < provider_high_id", name="ordered"),
-                      Index("ix_settlement_nettings_pair", "provider_low_id",
-                            "provider_high_id", "period"))
+    __table_args__ = (
+        CheckConstraint("provider_low_id < provider_high_id", name="ordered"),
+        Index("ix_settlement_nettings_pair", "provider_low_id", "provider_high_id", "period"),
+    )
 
     provider_low_id: Mapped[int] = mapped_column(ForeignKey("providers.id"))
     provider_high_id: Mapped[int] = mapped_column(ForeignKey("providers.id"))
@@ -66,8 +67,7 @@ class SettlementBatch(HasId, HasCreated, Base):
     margin: Mapped[dict] = mapped_column(JSON)
     content_sha256: Mapped[str] = mapped_column(String(64))
     acknowledged_at: Mapped[datetime | None]
-    netting_id: Mapped[int | None] = mapped_column(ForeignKey("settlement_nettings.id"),
-                                                   index=True)
+    netting_id: Mapped[int | None] = mapped_column(ForeignKey("settlement_nettings.id"), index=True)
 
 
 class SettlementLine(HasId, Base):
@@ -78,8 +78,7 @@ class SettlementLine(HasId, Base):
 
     batch_id: Mapped[int] = mapped_column(ForeignKey("settlement_batches.id"))
     position: Mapped[int] = mapped_column(Integer)
-    statement_line_id: Mapped[int] = mapped_column(ForeignKey("statement_lines.id"),
-                                                   unique=True)
+    statement_line_id: Mapped[int] = mapped_column(ForeignKey("statement_lines.id"), unique=True)
     statement_id: Mapped[int] = mapped_column(ForeignKey("statements.id"))
     amount_minor: Mapped[int] = mapped_column(Minor)
     currency: Mapped[str] = mapped_column(Currency)

@@ -106,8 +106,7 @@ class StatementLine(HasId, Base):
     statement_id: Mapped[int] = mapped_column(ForeignKey("statements.id"))
     position: Mapped[int] = mapped_column(Integer)
     charge_id: Mapped[int | None] = mapped_column(ForeignKey("charges.id"), unique=True)
-    credit_note_id: Mapped[int | None] = mapped_column(ForeignKey("credit_notes.id"),
-                                                       unique=True)
+    credit_note_id: Mapped[int | None] = mapped_column(ForeignKey("credit_notes.id"), unique=True)
     kind: Mapped[str] = mapped_column(String(24))
     amount_minor: Mapped[int] = mapped_column(Minor)
     currency: Mapped[str] = mapped_column(Currency)
@@ -141,8 +140,13 @@ class StatementProfile(HasId, HasCreated, Base):
     __tablename__ = "statement_profiles"
     __table_args__ = (
         UniqueConstraint("user_id", "name"),
-        Index("uq_statement_profiles_default", "user_id", unique=True,
-              sqlite_where=text("is_default"), postgresql_where=text("is_default")),
+        Index(
+            "uq_statement_profiles_default",
+            "user_id",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
     )
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))

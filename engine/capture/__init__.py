@@ -3,5 +3,11 @@
 from engine.capture.reader import CaptureReader, CaptureTruncatedWarning, open_capture, read_capture
 from engine.capture.writer import CaptureWriter, write_capture
 
-__all__ = ["CaptureReader", "CaptureTruncatedWarning", "CaptureWriter", "open_capture",
-           "read_capture", "write_capture"]
+__all__ = [
+    "CaptureReader",
+    "CaptureTruncatedWarning",
+    "CaptureWriter",
+    "open_capture",
+    "read_capture",
+    "write_capture",
+]

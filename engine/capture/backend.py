@@ -16,15 +16,20 @@ log = logging.getLogger(__name__)
 
 # role -> (compiled module, pure-Python module, the names both must provide)
 _PAIRS = {
-    "capture": ("ext._capture", "engine.capture.capture_py",
-                ("walk_pcap", "walk_pcapng", "gather", "pack_pcap", "pack_pcapng")),
+    "capture": (
+        "ext._capture",
+        "engine.capture.capture_py",
+        ("walk_pcap", "walk_pcapng", "gather", "pack_pcap", "pack_pcapng"),
+    ),
     "flowkeys": ("ext._flowkeys", "engine.packet.flowkeys_py", ("extract_flow_keys",)),
-    "checksum": ("ext._checksum", "engine.packet.checksum_py",
-                 ("ones_complement_sum", "internet_checksum", "checksum_packets")),
+    "checksum": (
+        "ext._checksum",
+        "engine.packet.checksum_py",
+        ("ones_complement_sum", "internet_checksum", "checksum_packets"),
+    ),
 }
 
-DISABLED = os.environ.get("PKTX_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false",
-                                                                              "no")
+DISABLED = os.environ.get("PKTX_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false", "no")
 _missing: list[str] = []
 _chosen: dict[str, ModuleType] = {}
 
@@ -81,5 +86,8 @@ capture = load("capture")
 flowkeys = load("flowkeys")
 checksum = load("checksum")
 if _missing and not DISABLED:
-    log.warning("packet-exchange: compiled extensions not usable (%s); using the pure-Python "
-                "path, which is much slower", ", ".join(_missing))
+    log.warning(
+        "packet-exchange: compiled extensions not usable (%s); using the pure-Python "
+        "path, which is much slower",
+        ", ".join(_missing),
+    )

@@ -61,8 +61,13 @@ _EXPLICIT_SEQ = 1  # flags: the seq frame holds the sequence numbers, even when 
 _MAGIC = b"PKXB"
 _VERSION = 1
 # Frame order after the header; the receiver takes them as numpy views without copying.
-_ARRAY_FIELDS = (("offsets", np.int64), ("caplen", np.uint32), ("origlen", np.uint32),
-                 ("ts_ns", np.int64), ("iface", np.uint32))
+_ARRAY_FIELDS = (
+    ("offsets", np.int64),
+    ("caplen", np.uint32),
+    ("origlen", np.uint32),
+    ("ts_ns", np.int64),
+    ("iface", np.uint32),
+)
 # header, the arrays, the explicit seq (empty when implicit), the data
 FRAME_COUNT = 3 + len(_ARRAY_FIELDS)
 
@@ -78,8 +83,17 @@ class PacketBatch:
     int64 array that travels with the batch (the reassembler puts packets back by it).
     """
 
-    __slots__ = ("_seq", "caplen", "data", "first_seq", "iface", "interfaces", "offsets",
-                 "origlen", "ts_ns")
+    __slots__ = (
+        "_seq",
+        "caplen",
+        "data",
+        "first_seq",
+        "iface",
+        "interfaces",
+        "offsets",
+        "origlen",
+        "ts_ns",
+    )
 
     def __init__(
         self,
@@ -114,8 +128,14 @@ class PacketBatch:
     @classmethod
     def empty(cls, interfaces: Sequence[Interface] = (Interface(1),)) -> PacketBatch:
         z = np.zeros(0, np.int64)
-        return cls(np.zeros(0, np.uint8), z, z.astype(np.uint32), z.astype(np.uint32), z,
-                   interfaces=interfaces)
+        return cls(
+            np.zeros(0, np.uint8),
+            z,
+            z.astype(np.uint32),
+            z.astype(np.uint32),
+            z,
+            interfaces=interfaces,
+        )
 
     @classmethod
     def from_packets(
@@ -146,8 +166,9 @@ class PacketBatch:
         index: dict[Interface, int] = {}
         parts = []
         for b in batches:
-            remap = np.array([index.setdefault(i, len(index)) for i in b.interfaces] or [0],
-                             np.uint32)
+            remap = np.array(
+                [index.setdefault(i, len(index)) for i in b.interfaces] or [0], np.uint32
+            )
             c = b.compact()
             parts.append((c, remap[c.iface] if len(c) else c.iface))
         interfaces = tuple(index)
@@ -164,7 +185,8 @@ class PacketBatch:
             interfaces or batches[0].interfaces,
             batches[0].first_seq,
             np.concatenate([b.seq for b in batches])
-            if any(b.has_explicit_seq for b in batches) or not _consecutive(batches) else None,
+            if any(b.has_explicit_seq for b in batches) or not _consecutive(batches)
+            else None,
         )
 
     # -- access --------------------------------------------------------------------------------
@@ -197,8 +219,17 @@ class PacketBatch:
         return self._select(idx, self.first_seq, self.seq[idx])
 
     def _select(self, key, first_seq: int, seq) -> PacketBatch:
-        return PacketBatch(self.data, self.offsets[key], self.caplen[key], self.origlen[key],
-                           self.ts_ns[key], self.iface[key], self.interfaces, first_seq, seq)
+        return PacketBatch(
+            self.data,
+            self.offsets[key],
+            self.caplen[key],
+            self.origlen[key],
+            self.ts_ns[key],
+            self.iface[key],
+            self.interfaces,
+            first_seq,
+            seq,
+        )
 
     @property
     def seq(self) -> np.ndarray:
@@ -213,8 +244,17 @@ class PacketBatch:
 
     def with_seq(self, seq) -> PacketBatch:
         """This batch with explicit sequence numbers ``seq`` (None: implicit again)."""
-        return PacketBatch(self.data, self.offsets, self.caplen, self.origlen, self.ts_ns,
-                           self.iface, self.interfaces, self.first_seq, seq)
+        return PacketBatch(
+            self.data,
+            self.offsets,
+            self.caplen,
+            self.origlen,
+            self.ts_ns,
+            self.iface,
+            self.interfaces,
+            self.first_seq,
+            seq,
+        )
 
     @property
     def nbytes(self) -> int:
@@ -230,8 +270,11 @@ class PacketBatch:
     @property
     def linktype(self) -> int:
         """The batch's link type; an error if its packets have several."""
-        kinds = {self.interfaces[i].linktype for i in np.unique(self.iface)} if len(self) else {
-            i.linktype for i in self.interfaces[:1]}
+        kinds = (
+            {self.interfaces[i].linktype for i in np.unique(self.iface)}
+            if len(self)
+            else {i.linktype for i in self.interfaces[:1]}
+        )
         if len(kinds) != 1:
             raise ValueError(f"batch mixes link types {sorted(kinds)}")
         return kinds.pop()
@@ -242,7 +285,8 @@ class PacketBatch:
         if n == 0:
             return len(self.data) == 0
         if int(self.offsets[0]) != 0 or int(self.offsets[-1]) + int(self.caplen[-1]) != len(
-                self.data):
+            self.data
+        ):
             return False
         return bool(np.array_equal(self.offsets[1:], self.offsets[:-1] + self.caplen[:-1]))
 
@@ -257,17 +301,28 @@ class PacketBatch:
         total = int(offsets[-1] + self.caplen[-1]) if n else 0
         data = np.empty(total, np.uint8)
         backend.capture.gather(self.data, self.offsets, self.caplen, data, offsets)
-        return PacketBatch(data, offsets, self.caplen, self.origlen, self.ts_ns, self.iface,
-                           self.interfaces, self.first_seq, self._seq)
+        return PacketBatch(
+            data,
+            offsets,
+            self.caplen,
+            self.origlen,
+            self.ts_ns,
+            self.iface,
+            self.interfaces,
+            self.first_seq,
+            self._seq,
+        )
 
     def same_packets(self, other: PacketBatch) -> bool:
         """Whether both hold the same packets: bytes, lengths, timestamps and link types."""
         if len(self) != len(other):
             return False
-        if not (np.array_equal(self.caplen, other.caplen)
-                and np.array_equal(self.origlen, other.origlen)
-                and np.array_equal(self.ts_ns, other.ts_ns)
-                and np.array_equal(self.linktypes, other.linktypes)):
+        if not (
+            np.array_equal(self.caplen, other.caplen)
+            and np.array_equal(self.origlen, other.origlen)
+            and np.array_equal(self.ts_ns, other.ts_ns)
+            and np.array_equal(self.linktypes, other.linktypes)
+        ):
             return False
         return bool(np.array_equal(self.compact().data, other.compact().data))
 
@@ -287,12 +342,12 @@ class PacketBatch:
         meta = json.dumps([asdict(i) for i in self.interfaces]).encode()
         flags = _EXPLICIT_SEQ if self._seq is not None else 0
         header = _HEADER.pack(_MAGIC, _VERSION, flags, n, self.first_seq) + meta
-        arrays = [np.ascontiguousarray(getattr(self, f) if f != "offsets" else offsets, t)
-                  for f, t in _ARRAY_FIELDS]
-        seq = (np.ascontiguousarray(self._seq).data.cast("B") if self._seq is not None
-               else b"")
-        return [header, *(a.data.cast("B") for a in arrays), seq,
-                self.data[lo:hi].data]
+        arrays = [
+            np.ascontiguousarray(getattr(self, f) if f != "offsets" else offsets, t)
+            for f, t in _ARRAY_FIELDS
+        ]
+        seq = np.ascontiguousarray(self._seq).data.cast("B") if self._seq is not None else b""
+        return [header, *(a.data.cast("B") for a in arrays), seq, self.data[lo:hi].data]
 
     @classmethod
     def from_frames(cls, frames: Sequence) -> PacketBatch:
@@ -307,8 +362,10 @@ class PacketBatch:
             raise ValueError(f"not a version-{_VERSION} batch header")
         try:
             # Fields a newer peer may add are ignored, not an error.
-            interfaces = tuple(Interface(**{k: v for k, v in d.items() if k in _IFACE_FIELDS})
-                               for d in json.loads(head[_HEADER.size:]))
+            interfaces = tuple(
+                Interface(**{k: v for k, v in d.items() if k in _IFACE_FIELDS})
+                for d in json.loads(head[_HEADER.size :])
+            )
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"bad interface table in batch header: {exc}") from None
         arrays = []
@@ -326,19 +383,29 @@ class PacketBatch:
             if len(seq) != n:
                 raise ValueError(f"frame seq holds {len(seq)} values, header says {n}")
         offsets, caplen, origlen, ts_ns, iface = arrays
-        batch = cls(data, offsets, caplen, origlen, ts_ns, iface, interfaces=interfaces,
-                    first_seq=first_seq, seq=seq)
+        batch = cls(
+            data,
+            offsets,
+            caplen,
+            origlen,
+            ts_ns,
+            iface,
+            interfaces=interfaces,
+            first_seq=first_seq,
+            seq=seq,
+        )
         # Compared without adding, which could wrap past int64 for a hostile offset.
-        if n and (int(batch.offsets.min()) < 0
-                  or np.any(batch.offsets > len(data) - batch.caplen.astype(np.int64))):
+        if n and (
+            int(batch.offsets.min()) < 0
+            or np.any(batch.offsets > len(data) - batch.caplen.astype(np.int64))
+        ):
             raise ValueError("batch packet extends past its data frame")
         if n and int(batch.iface.max()) >= len(interfaces):
             raise ValueError("batch packet refers to an interface it does not describe")
         return batch
 
     def __repr__(self) -> str:
-        return (f"PacketBatch({len(self)} packets, {self.nbytes} bytes, "
-                f"first_seq={self.first_seq})")
+        return f"PacketBatch({len(self)} packets, {self.nbytes} bytes, first_seq={self.first_seq})"
 
 
 def _consecutive(batches: Sequence[PacketBatch]) -> bool:

@@ -93,8 +93,15 @@ def capture_info(path, *, errors: str = "strict", batch_packets: int = 1 << 16) 
         byte_order=reader.byte_order,
         ts_resolution=reader.ts_resolutions,
         sections=max(1, len(reader.sections)),
-        interfaces=[{"linktype": i.linktype, "linktype_name": linktype_name(i.linktype),
-                     "snaplen": i.snaplen, "name": i.name} for i in reader.interfaces],
+        interfaces=[
+            {
+                "linktype": i.linktype,
+                "linktype_name": linktype_name(i.linktype),
+                "snaplen": i.snaplen,
+                "name": i.name,
+            }
+            for i in reader.interfaces
+        ],
         linktypes={linktype_name(k): v for k, v in sorted(counts.items())},
         packets=packets,
         captured_bytes=captured,

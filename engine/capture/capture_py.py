@@ -57,8 +57,21 @@ def walk_pcap(buf, pos, end, swap, nano, max_caplen, limit, offsets, caplen, ori
     return n, pos, OK
 
 
-def walk_pcapng(buf, pos, end, swap, iface_base, n_ifaces, snaplen0, limit,
-                offsets, caplen, origlen, ticks, iface):
+def walk_pcapng(
+    buf,
+    pos,
+    end,
+    swap,
+    iface_base,
+    n_ifaces,
+    snaplen0,
+    limit,
+    offsets,
+    caplen,
+    origlen,
+    ticks,
+    iface,
+):
     """Walk pcapng blocks in ``buf[pos:end]`` within one section, at most ``limit`` packets.
 
     Packet blocks (EPB, SPB, obsolete PB) fill ``offsets``, ``caplen``, ``origlen``, ``ticks``
@@ -165,8 +178,9 @@ def pack_pcapng(data, offsets, caplen, origlen, ticks, iface, out):
         _check_packet(i, int(offsets[i]), c, data, "data")
         _check_packet(i, pos, blen, out, "output")
         t = int(ticks[i])
-        head.pack_into(mv, pos, BT_EPB, blen, int(iface[i]), t >> 32, t & 0xFFFFFFFF, c,
-                       int(origlen[i]))
+        head.pack_into(
+            mv, pos, BT_EPB, blen, int(iface[i]), t >> 32, t & 0xFFFFFFFF, c, int(origlen[i])
+        )
         o = int(offsets[i])
         out[pos + 28 : pos + 28 + c] = data[o : o + c]
         out[pos + 28 + c : pos + blen - 4] = 0
@@ -192,8 +206,10 @@ def _check_lengths(caplen, *arrays) -> None:
 
 def _check_packet(i: int, start: int, length: int, buf, what: str) -> None:
     if start < 0 or start + length > len(buf):
-        raise ValueError(f"packet {i}: bytes {start}..{start + length} lie outside the {what} "
-                         f"buffer of {len(buf)} bytes")
+        raise ValueError(
+            f"packet {i}: bytes {start}..{start + length} lie outside the {what} "
+            f"buffer of {len(buf)} bytes"
+        )
 
 
 def pcap_record_bytes(caplen) -> int:

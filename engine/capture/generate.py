@@ -45,39 +45,118 @@ _KIND_SHARE = (0.40, 0.20, 0.10, 0.30)
 _KIND_TCP = np.array([True, True, False, False])
 _KIND_TEXT_SHARE = np.array([0.3, 0.2, 0.0, 0.0])  # payloads from the text half of the pool
 _KIND_DIR1_SHARE = np.array([0.6, 0.5, 0.5, 0.5])  # server-to-client share of packets
-_SIZE_CLASS_P = np.array([
-    [[0.80, 0.15, 0.05, 0.00], [0.10, 0.05, 0.15, 0.70]],  # bulk: client, server
-    [[0.45, 0.50, 0.05, 0.00], [0.40, 0.45, 0.10, 0.05]],  # interactive
-    [[0.00, 1.00, 0.00, 0.00], [0.00, 0.60, 0.40, 0.00]],  # request/response
-    [[0.00, 0.30, 0.40, 0.30], [0.00, 0.20, 0.30, 0.50]],  # media / QUIC
-])
+_SIZE_CLASS_P = np.array(
+    [
+        [[0.80, 0.15, 0.05, 0.00], [0.10, 0.05, 0.15, 0.70]],  # bulk: client, server
+        [[0.45, 0.50, 0.05, 0.00], [0.40, 0.45, 0.10, 0.05]],  # interactive
+        [[0.00, 1.00, 0.00, 0.00], [0.00, 0.60, 0.40, 0.00]],  # request/response
+        [[0.00, 0.30, 0.40, 0.30], [0.00, 0.20, 0.30, 0.50]],  # media / QUIC
+    ]
+)
 _SIZE_CLASS_CUM = np.cumsum(_SIZE_CLASS_P, axis=2)[:, :, :3]
-_SERVER_PORTS = np.array([  # per kind, equally likely
-    [443, 443, 443, 80, 8080],
-    [22, 22, 3389, 5222, 993],
-    [53, 53, 53, 123, 161],
-    [443, 443, 3478, 5004, 4500],
-])
-_V4_FIRST_OCTETS = np.array([8, 13, 17, 23, 31, 34, 35, 40, 44, 52, 54, 64, 66, 69, 72, 74, 91,
-                             104, 140, 142, 151, 157, 172, 185, 199, 203, 208, 216])
+_SERVER_PORTS = np.array(
+    [  # per kind, equally likely
+        [443, 443, 443, 80, 8080],
+        [22, 22, 3389, 5222, 993],
+        [53, 53, 53, 123, 161],
+        [443, 443, 3478, 5004, 4500],
+    ]
+)
+_V4_FIRST_OCTETS = np.array(
+    [
+        8,
+        13,
+        17,
+        23,
+        31,
+        34,
+        35,
+        40,
+        44,
+        52,
+        54,
+        64,
+        66,
+        69,
+        72,
+        74,
+        91,
+        104,
+        140,
+        142,
+        151,
+        157,
+        172,
+        185,
+        199,
+        203,
+        208,
+        216,
+    ]
+)
 
 _POOL_REGION = 1 << 17  # each half of the payload pool: text-like, then random bytes
 _MAX_PAYLOAD = MTU - 20 - 8
 _TEMPLATE = 96  # widest header: QinQ (22) + IPv6 (40) + TCP with timestamps (32)
 
 _TEXT_TOKENS = (
-    "GET", "POST", "/", "/index.html", "/api/v1/items", "HTTP/1.1", "200", "OK", "Host:",
-    "example.com", "Accept:", "text/html", "application/json", "Content-Length:", "1024",
-    "User-Agent:", "pktx/0.1", "Connection:", "keep-alive", "{\"id\":", "42,", "\"name\":",
-    "\"packet\"}", "the", "a", "of", "to", "and", "exchange", "service", "stream", "segment",
-    "worker", "provider", "credit", "auction", "rate", "block", "time", "<html>", "<p>", "</p>",
+    "GET",
+    "POST",
+    "/",
+    "/index.html",
+    "/api/v1/items",
+    "HTTP/1.1",
+    "200",
+    "OK",
+    "Host:",
+    "example.com",
+    "Accept:",
+    "text/html",
+    "application/json",
+    "Content-Length:",
+    "1024",
+    "User-Agent:",
+    "pktx/0.1",
+    "Connection:",
+    "keep-alive",
+    '{"id":',
+    "42,",
+    '"name":',
+    '"packet"}',
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "exchange",
+    "service",
+    "stream",
+    "segment",
+    "worker",
+    "provider",
+    "credit",
+    "auction",
+    "rate",
+    "block",
+    "time",
+    "<html>",
+    "<p>",
+    "</p>",
 )
 
 
-def generate_batch(packets: int, flows: int = 1000, seed: int = 0, *,
-                   start_ns: int = DEFAULT_START_NS, rate_pps: float = DEFAULT_RATE_PPS,
-                   ipv6_share: float = 0.3, vlan_share: float = 0.15, qinq_share: float = 0.05,
-                   pad: bool = True) -> PacketBatch:
+def generate_batch(
+    packets: int,
+    flows: int = 1000,
+    seed: int = 0,
+    *,
+    start_ns: int = DEFAULT_START_NS,
+    rate_pps: float = DEFAULT_RATE_PPS,
+    ipv6_share: float = 0.3,
+    vlan_share: float = 0.15,
+    qinq_share: float = 0.05,
+    pad: bool = True,
+) -> PacketBatch:
     """``packets`` synthetic Ethernet frames in one compact batch (see the module docstring).
 
     ``flows`` is how many flows the traffic holds (all of them appear when there are at least
@@ -86,13 +165,15 @@ def generate_batch(packets: int, flows: int = 1000, seed: int = 0, *,
     802.1Q tag and ``qinq_share`` two (802.1ad outside). For a million packets or more prefer
     ``generate_batches``, which holds one batch at a time.
     """
-    gen = _Generator(packets, flows, seed, start_ns, rate_pps, ipv6_share, vlan_share,
-                     qinq_share, pad)
+    gen = _Generator(
+        packets, flows, seed, start_ns, rate_pps, ipv6_share, vlan_share, qinq_share, pad
+    )
     return gen.next_batch(packets)
 
 
-def generate_batches(packets: int, flows: int = 1000, seed: int = 0,
-                     batch_packets: int = 65536, **options) -> Iterator[PacketBatch]:
+def generate_batches(
+    packets: int, flows: int = 1000, seed: int = 0, batch_packets: int = 65536, **options
+) -> Iterator[PacketBatch]:
     """The packets of ``generate_batch(packets, flows, seed, **options)``, ``batch_packets`` at
     a time, with ``first_seq`` numbering them across batches. Arguments are checked at once."""
     _check_int("batch_packets", batch_packets, 1)
@@ -104,10 +185,18 @@ def _stream(gen: _Generator, batch_packets: int) -> Iterator[PacketBatch]:
         yield gen.next_batch(batch_packets)
 
 
-def generate_capture(path: str | os.PathLike, packets: int, flows: int = 1000, seed: int = 0, *,
-                     format: str = "pcap", ts_resolution: str = "us",
-                     batch_packets: int = 65536,
-                     progress: Callable[[int], None] | None = None, **options) -> int:
+def generate_capture(
+    path: str | os.PathLike,
+    packets: int,
+    flows: int = 1000,
+    seed: int = 0,
+    *,
+    format: str = "pcap",
+    ts_resolution: str = "us",
+    batch_packets: int = 65536,
+    progress: Callable[[int], None] | None = None,
+    **options,
+) -> int:
     """Write ``packets`` synthetic packets to a pcap or pcapng file; returns the count written.
 
     Batches stream through ``CaptureWriter``, so memory stays bounded; the file appears only
@@ -119,8 +208,10 @@ def generate_capture(path: str | os.PathLike, packets: int, flows: int = 1000, s
     gen = _Generator(packets, flows, seed, **options)
     # The next batch is built on a second thread while this one is written: the kernel and the
     # file write both release the GIL, so on two cores the two overlap.
-    with CaptureWriter(path, format=format, ts_resolution=ts_resolution) as writer, \
-            ThreadPoolExecutor(1, thread_name_prefix="pktx-generate") as ahead:
+    with (
+        CaptureWriter(path, format=format, ts_resolution=ts_resolution) as writer,
+        ThreadPoolExecutor(1, thread_name_prefix="pktx-generate") as ahead,
+    ):
         pending = ahead.submit(gen.next_batch, batch_packets) if packets else None
         while pending is not None:
             batch = pending.result()
@@ -135,17 +226,29 @@ def generate_capture(path: str | os.PathLike, packets: int, flows: int = 1000, s
 class _Generator:
     """The flow table, the payload pool and the state carried from one batch to the next."""
 
-    def __init__(self, packets: int, flows: int, seed: int, start_ns: int = DEFAULT_START_NS,
-                 rate_pps: float = DEFAULT_RATE_PPS, ipv6_share: float = 0.3,
-                 vlan_share: float = 0.15, qinq_share: float = 0.05, pad: bool = True) -> None:
+    def __init__(
+        self,
+        packets: int,
+        flows: int,
+        seed: int,
+        start_ns: int = DEFAULT_START_NS,
+        rate_pps: float = DEFAULT_RATE_PPS,
+        ipv6_share: float = 0.3,
+        vlan_share: float = 0.15,
+        qinq_share: float = 0.05,
+        pad: bool = True,
+    ) -> None:
         _check_int("packets", packets, 0)
         _check_int("flows", flows, 1)
         _check_int("seed", seed, 0)
         _check_int("start_ns", start_ns, 0)
         if not rate_pps > 0:
             raise ValueError(f"rate_pps must be positive, not {rate_pps}")
-        for name, share in (("ipv6_share", ipv6_share), ("vlan_share", vlan_share),
-                            ("qinq_share", qinq_share)):
+        for name, share in (
+            ("ipv6_share", ipv6_share),
+            ("vlan_share", vlan_share),
+            ("qinq_share", qinq_share),
+        ):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {share}")
         if vlan_share + qinq_share > 1.0:
@@ -181,13 +284,37 @@ class _Generator:
             return PacketBatch.empty()
         t = self.table
         data = np.empty(int(plan.offsets[-1] + plan.frame_len[-1]), np.uint8)
-        build_frames(data, plan.offsets, plan.frame_len, plan.rows, plan.pay_len, plan.pay_off,
-                     plan.ts_ns // 1_000_000, t.templates, t.hdr_len, t.l2_len, t.ipv6, t.tcp,
-                     t.tsopt, self.pool, self.pool_sums, self.seq, self.ipid, t.tsval_base,
-                     self.last_tsval)
+        build_frames(
+            data,
+            plan.offsets,
+            plan.frame_len,
+            plan.rows,
+            plan.pay_len,
+            plan.pay_off,
+            plan.ts_ns // 1_000_000,
+            t.templates,
+            t.hdr_len,
+            t.l2_len,
+            t.ipv6,
+            t.tcp,
+            t.tsopt,
+            self.pool,
+            self.pool_sums,
+            self.seq,
+            self.ipid,
+            t.tsval_base,
+            self.last_tsval,
+        )
         caplen = plan.frame_len.astype(np.uint32)
-        return PacketBatch(data, plan.offsets, caplen, caplen.copy(), plan.ts_ns,
-                           interfaces=(Interface(1),), first_seq=plan.first)
+        return PacketBatch(
+            data,
+            plan.offsets,
+            caplen,
+            caplen.copy(),
+            plan.ts_ns,
+            interfaces=(Interface(1),),
+            first_seq=plan.first,
+        )
 
     def plan(self, count: int) -> _Plan | None:
         """Decide the next ``count`` packets (flow, direction, size, payload, time); advance."""
@@ -211,8 +338,9 @@ class _Generator:
         kind = t.kind[flow]
 
         # Which direction (a flow's first packet is the client's), then how big.
-        direction = np.where(opening, 0,
-                             self._uniform(3, idx) < _KIND_DIR1_SHARE[kind]).astype(np.int64)
+        direction = np.where(opening, 0, self._uniform(3, idx) < _KIND_DIR1_SHARE[kind]).astype(
+            np.int64
+        )
         rows = 2 * flow + direction
         u_size = self._uniform(4, idx)
         size_class = (u_size[:, None] >= _SIZE_CLASS_CUM[kind, direction]).sum(axis=1)
@@ -221,13 +349,18 @@ class _Generator:
         near_mtu = max_pay - np.where(u < 0.6, 0, np.floor((u - 0.6) * 250)).astype(np.int64)
         pay_len = np.select(
             [size_class == 0, size_class == 1, size_class == 2],
-            [0, 1 + np.floor(u**1.5 * 199).astype(np.int64),
-             200 + np.floor(u * 800).astype(np.int64)],
-            near_mtu)
+            [
+                0,
+                1 + np.floor(u**1.5 * 199).astype(np.int64),
+                200 + np.floor(u * 800).astype(np.int64),
+            ],
+            near_mtu,
+        )
         np.minimum(pay_len, max_pay, out=pay_len)
         region = np.where(t.text[flow], 0, _POOL_REGION)
-        pay_off = region + 2 * np.floor(self._uniform(6, idx) * ((_POOL_REGION - _MAX_PAYLOAD)
-                                                                  // 2)).astype(np.int64)
+        pay_off = region + 2 * np.floor(
+            self._uniform(6, idx) * ((_POOL_REGION - _MAX_PAYLOAD) // 2)
+        ).astype(np.int64)
 
         # When: exponential gaps of at least 1 ns; the very first packet is at start_ns.
         gaps = np.floor(-np.log1p(-self._uniform(7, idx)) * self.mean_gap_ns).astype(np.int64)
@@ -262,16 +395,21 @@ class _FlowTable:
     Row ``2 * f`` is flow ``f`` client to server, row ``2 * f + 1`` server to client.
     """
 
-    def __init__(self, nf: int, rng: np.random.Generator, ipv6_share: float,
-                 vlan_share: float, qinq_share: float) -> None:
+    def __init__(
+        self,
+        nf: int,
+        rng: np.random.Generator,
+        ipv6_share: float,
+        vlan_share: float,
+        qinq_share: float,
+    ) -> None:
         f = np.arange(nf)
         self.kind = rng.choice(4, size=nf, p=_KIND_SHARE)
         self.text = rng.random(nf) < _KIND_TEXT_SHARE[self.kind]
         tcp_f = _KIND_TCP[self.kind]
         v6_f = rng.random(nf) < ipv6_share
         u_vlan = rng.random(nf)
-        tags_f = np.where(u_vlan < qinq_share, 2, np.where(u_vlan < qinq_share + vlan_share,
-                                                            1, 0))
+        tags_f = np.where(u_vlan < qinq_share, 2, np.where(u_vlan < qinq_share + vlan_share, 1, 0))
         tsopt_f = tcp_f & (rng.random(nf) < 0.5)
         l3_f = np.where(v6_f, 40, 20)
         l4_f = np.where(tcp_f, np.where(tsopt_f, 32, 20), 8)
@@ -285,8 +423,9 @@ class _FlowTable:
         server = rng.integers(0, n_servers, nf)
         salt = rng.integers(0, 1 << 24)
         client_v4 = (10 << 24) | (((client * 0x9E3779B1) ^ salt) & 0xFFFFFF)
-        server_v4 = ((rng.choice(_V4_FIRST_OCTETS, n_servers) << 24)
-                     | rng.integers(1, 1 << 24, n_servers))[server]
+        server_v4 = (
+            (rng.choice(_V4_FIRST_OCTETS, n_servers) << 24) | rng.integers(1, 1 << 24, n_servers)
+        )[server]
         # Address and MAC tables, clients first: rows below pick from them by index.
         v6_table = np.zeros((n_clients + n_servers, 16), np.uint8)
         v6_table[:n_clients, 0] = 0xFD
@@ -298,8 +437,9 @@ class _FlowTable:
         v6_table[n_clients:, 4:16] = rng.integers(0, 256, (n_servers, 12), dtype=np.uint8)
         mac_table = _macs(rng, n_clients + 4)
         gateway = n_clients + rng.integers(0, 4, nf)
-        client_port = 32768 + ((f // n_clients) * 4099 + rng.integers(0, 28232, n_clients)[
-            client]) % 28232
+        client_port = (
+            32768 + ((f // n_clients) * 4099 + rng.integers(0, 28232, n_clients)[client]) % 28232
+        )
         server_port = _SERVER_PORTS[self.kind, rng.integers(0, _SERVER_PORTS.shape[1], nf)]
         vids = rng.integers(1, 4095, 8)[rng.integers(0, 8, nf)]
         outer_vids = rng.integers(1, 4095, 2)[rng.integers(0, 2, nf)]
@@ -330,8 +470,11 @@ class _FlowTable:
         l2[:, 20:22] = _be(ethertype, 2)
 
         # The client sends with an initial TTL; the server's packets arrive some hops lower.
-        ttl = np.where(back, rng.choice([64, 128, 255], nr) - rng.integers(4, 24, nr),
-                       rng.choice([64, 128], nr))
+        ttl = np.where(
+            back,
+            rng.choice([64, 128, 255], nr) - rng.integers(4, 24, nr),
+            rng.choice([64, 128], nr),
+        )
         proto = np.where(tcp, 6, 17)
         l3 = np.zeros((nr, 40), np.uint8)
         l3[:, 0] = 0x45
@@ -384,7 +527,7 @@ def _macs(rng: np.random.Generator, n: int) -> np.ndarray:
 def _be(values, nbytes: int) -> np.ndarray:
     """Integers as rows of ``nbytes`` big-endian bytes."""
     b = np.asarray(values, np.int64).astype(">u8").view(np.uint8).reshape(-1, 8)
-    return b[:, 8 - nbytes:]
+    return b[:, 8 - nbytes :]
 
 
 _M64 = (1 << 64) - 1

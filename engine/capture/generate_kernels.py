@@ -26,11 +26,28 @@ def _copy(dst, dpos, src, spos, n):
         dst[d + k] = src[s + k]
 
 
-
 @nb.njit(cache=True, nogil=True)
-def build_frames(out, offsets, frame_len, rows, pay_len, pay_off, ts_ms,
-                 templates, hdr_len, l2_len, ipv6, tcp, tsopt,
-                 pool, pool_sums, seq, ipid, tsval_base, last_tsval):
+def build_frames(
+    out,
+    offsets,
+    frame_len,
+    rows,
+    pay_len,
+    pay_off,
+    ts_ms,
+    templates,
+    hdr_len,
+    l2_len,
+    ipv6,
+    tcp,
+    tsopt,
+    pool,
+    pool_sums,
+    seq,
+    ipid,
+    tsval_base,
+    last_tsval,
+):
     """Write frame ``p`` at ``out[offsets[p]:][:frame_len[p]]`` from header template ``rows[p]``.
 
     A template row is one direction of one flow (``row ^ 1`` is the other); its length fields,

@@ -83,8 +83,10 @@ def interface_linktype(name: str, where: str) -> int:
         raise EngineError(f"{where}: interface {name} is down (`ip link set {name} up`)")
     if arphrd not in ARPHRD_LINKTYPES:
         known = ", ".join(str(k) for k in sorted(ARPHRD_LINKTYPES))
-        raise EngineError(f"{where}: interface {name} has hardware type ARPHRD {arphrd}, "
-                          f"which this capture does not map to a link type (it knows {known})")
+        raise EngineError(
+            f"{where}: interface {name} has hardware type ARPHRD {arphrd}, "
+            f"which this capture does not map to a link type (it knows {known})"
+        )
     return ARPHRD_LINKTYPES[arphrd]
 
 
@@ -93,8 +95,18 @@ def _warm_up() -> None:
     stalls the reader long enough (close to a second on a busy host) for the ring to fill."""
     block = np.zeros(mmap.PAGESIZE, np.uint8)
     z = np.zeros(0, np.int64)
-    _walk_block(block, block.view(np.uint32), 0, 0, DEFAULT_SNAPLEN, block, z,
-                z.astype(np.uint32), z.astype(np.uint32), z)
+    _walk_block(
+        block,
+        block.view(np.uint32),
+        0,
+        0,
+        DEFAULT_SNAPLEN,
+        block,
+        z,
+        z.astype(np.uint32),
+        z.astype(np.uint32),
+        z,
+    )
 
 
 class PacketRing:
@@ -106,10 +118,17 @@ class PacketRing:
     puts the interface in promiscuous mode for as long as the ring is open.
     """
 
-    def __init__(self, name: str, *, snaplen: int = DEFAULT_SNAPLEN,
-                 block_size: int = DEFAULT_BLOCK_SIZE, block_count: int = DEFAULT_BLOCK_COUNT,
-                 retire_ms: int = DEFAULT_RETIRE_MS, promisc: bool = True,
-                 where: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        snaplen: int = DEFAULT_SNAPLEN,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        block_count: int = DEFAULT_BLOCK_COUNT,
+        retire_ms: int = DEFAULT_RETIRE_MS,
+        promisc: bool = True,
+        where: str | None = None,
+    ) -> None:
         where = where or f"iface:{name}"
         self.name = name
         self.where = where
@@ -117,8 +136,9 @@ class PacketRing:
         if snaplen < 1 or snaplen > DEFAULT_SNAPLEN:
             raise EngineError(f"{where}: snaplen {snaplen} is not in 1..{DEFAULT_SNAPLEN}")
         if block_size < page or block_size % page:
-            raise EngineError(f"{where}: ring block size {block_size} is not a multiple of "
-                              f"the page size {page}")
+            raise EngineError(
+                f"{where}: ring block size {block_size} is not a multiple of the page size {page}"
+            )
         if block_count < 2:
             raise EngineError(f"{where}: a ring needs at least 2 blocks, not {block_count}")
         if retire_ms < 1:
@@ -150,18 +170,35 @@ class PacketRing:
                 step = f"set snaplen {snaplen}"
                 self._attach_snaplen_filter(snaplen)
             step = f"allocate a {block_size * block_count >> 10} KiB ring"
-            self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, TPACKET_REQ3.pack(
-                block_size, block_count, FRAME_SIZE, block_size // FRAME_SIZE * block_count,
-                retire_ms, 0, 0))
+            self.sock.setsockopt(
+                SOL_PACKET,
+                PACKET_RX_RING,
+                TPACKET_REQ3.pack(
+                    block_size,
+                    block_count,
+                    FRAME_SIZE,
+                    block_size // FRAME_SIZE * block_count,
+                    retire_ms,
+                    0,
+                    0,
+                ),
+            )
             step = "map the ring"
-            self.map = mmap.mmap(self.sock.fileno(), block_size * block_count, mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)
+            self.map = mmap.mmap(
+                self.sock.fileno(),
+                block_size * block_count,
+                mmap.MAP_SHARED,
+                mmap.PROT_READ | mmap.PROT_WRITE,
+            )
             step = f"bind to {name}"
             self.sock.bind((name, ETH_P_ALL))
             if promisc:
                 step = "enter promiscuous mode"
-                self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, PACKET_MREQ.pack(
-                    socket.if_nametoindex(name), PACKET_MR_PROMISC, 0, b""))
+                self.sock.setsockopt(
+                    SOL_PACKET,
+                    PACKET_ADD_MEMBERSHIP,
+                    PACKET_MREQ.pack(socket.if_nametoindex(name), PACKET_MR_PROMISC, 0, b""),
+                )
         except OSError as exc:
             self.close()
             raise EngineError(f"{where}: cannot {step}: {exc.strerror or exc}") from None
@@ -213,25 +250,28 @@ class PacketRing:
         first = int(self._words[w0 + _FIRST_PKT])
         blk_len = int(self._words[w0 + _BLK_LEN])
         lo = self._next * self.block_size
-        block = self._bytes[lo:lo + self.block_size]
-        words = self._words[w0:w0 + self.block_size // 4]
+        block = self._bytes[lo : lo + self.block_size]
+        words = self._words[w0 : w0 + self.block_size // 4]
         data = np.empty(min(blk_len, self.block_size), np.uint8)
         offsets = np.empty(count, np.int64)
         caplen = np.empty(count, np.uint32)
         origlen = np.empty(count, np.uint32)
         ts_ns = np.empty(count, np.int64)
-        used = _walk_block(block, words, first, count, self.snaplen, data, offsets, caplen,
-                           origlen, ts_ns)
+        used = _walk_block(
+            block, words, first, count, self.snaplen, data, offsets, caplen, origlen, ts_ns
+        )
         # Given back only once copied: the kernel writes into it again at once.
         self._words[w0 + _BLOCK_STATUS] = TP_STATUS_KERNEL
         index = self._next
         self._next = (index + 1) % self.block_count
         if used < 0:
-            raise EngineError(f"{self.where}: ring block {index} is malformed at frame "
-                              f"{-1 - used} of {count}")
+            raise EngineError(
+                f"{self.where}: ring block {index} is malformed at frame {-1 - used} of {count}"
+            )
         self.received += count
-        return PacketBatch(data[:used], offsets, caplen, origlen, ts_ns,
-                           interfaces=(self.interface,))
+        return PacketBatch(
+            data[:used], offsets, caplen, origlen, ts_ns, interfaces=(self.interface,)
+        )
 
     def stats(self) -> dict[str, int]:
         """The kernel's counts so far (each read resets the kernel's own, so they add up
@@ -241,14 +281,17 @@ class PacketRing:
         with self._stats_lock:  # another thread may ask while the reader closes the ring
             if self.sock is not None and self.sock.fileno() >= 0:
                 with contextlib.suppress(OSError):
-                    raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
-                                               TPACKET_STATS_V3.size)
+                    raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, TPACKET_STATS_V3.size)
                     packets, drops, freezes = TPACKET_STATS_V3.unpack(raw)
                     self.kernel_packets += packets
                     self.kernel_drops += drops
                     self.kernel_freezes += freezes
-            return {"captured": self.received, "kernel_packets": self.kernel_packets,
-                    "kernel_drops": self.kernel_drops, "kernel_freezes": self.kernel_freezes}
+            return {
+                "captured": self.received,
+                "kernel_packets": self.kernel_packets,
+                "kernel_drops": self.kernel_drops,
+                "kernel_freezes": self.kernel_freezes,
+            }
 
     def close(self) -> None:
         """Unmap the ring and close the socket (the counts stay readable)."""
@@ -275,5 +318,7 @@ class PacketRing:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"PacketRing({self.name}, {linktype_name(self.interface.linktype)}, "
-                f"{self.block_count} x {self.block_size >> 10} KiB)")
+        return (
+            f"PacketRing({self.name}, {linktype_name(self.interface.linktype)}, "
+            f"{self.block_count} x {self.block_size >> 10} KiB)"
+        )

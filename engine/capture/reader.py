@@ -52,8 +52,15 @@ class CaptureReader:
     ``errors="truncate"`` read early (else None) and ``dropped_bytes`` what was left unread.
     """
 
-    def __init__(self, path, *, errors: str = "strict", batch_packets: int = 65536,
-                 backend_module: ModuleType | None = None, _buffer: np.ndarray | None = None):
+    def __init__(
+        self,
+        path,
+        *,
+        errors: str = "strict",
+        batch_packets: int = 65536,
+        backend_module: ModuleType | None = None,
+        _buffer: np.ndarray | None = None,
+    ):
         if errors not in ERRORS:
             raise ValueError(f"errors must be one of {ERRORS}, not {errors!r}")
         if batch_packets < 1:
@@ -82,8 +89,9 @@ class CaptureReader:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size == 0:
-                    raise CaptureError("empty file, not a pcap or pcapng capture",
-                                       path=self.path, offset=0)
+                    raise CaptureError(
+                        "empty file, not a pcap or pcapng capture", path=self.path, offset=0
+                    )
                 self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as exc:
             raise CaptureError(f"cannot read: {exc.strerror or exc}", path=self.path) from None
@@ -106,8 +114,11 @@ class CaptureReader:
             # An unsupported or damaged first section is an error at open, as a pcap header is.
             self._read_shb(0, 0)
         else:
-            raise self._error(f"unknown file format (magic number 0x{magic:08x}): not a pcap "
-                              "or pcapng capture", 0, 0)
+            raise self._error(
+                f"unknown file format (magic number 0x{magic:08x}): not a pcap or pcapng capture",
+                0,
+                0,
+            )
 
     def _open_pcap(self, swap: bool, nano: bool) -> None:
         self.format = "pcap"
@@ -115,21 +126,23 @@ class CaptureReader:
         if self.size < F.PCAP_HEADER_LEN:
             raise self._error(f"pcap file header cut short: {self.size} of 24 bytes", 0, 0)
         e = ">" if swap else "<"
-        _, vmaj, vmin, _zone, _sigfigs, snaplen, lt = struct.unpack_from(e + "IHHiIII",
-                                                                           self.buf.data, 0)
+        _, vmaj, vmin, _zone, _sigfigs, snaplen, lt = struct.unpack_from(
+            e + "IHHiIII", self.buf.data, 0
+        )
         self.version = (vmaj, vmin)
         if vmaj != F.PCAP_VERSION_MAJOR or vmin > F.PCAP_VERSION_MINOR_MAX:
             raise self._error(f"unsupported pcap savefile version {vmaj}.{vmin}", None, 4)
         if lt & 0x03FF0000:
             reserved = lt & 0x03FF0000
-            raise self._error(f"savefile linktype reserved field not zero (0x{reserved:08x})",
-                              None, 20)
+            raise self._error(
+                f"savefile linktype reserved field not zero (0x{reserved:08x})", None, 20
+            )
         self.fcs_len = (lt >> 28) * 2 if lt & 0x04000000 else None
         linktype = lt & 0xFFFF
         self.snaplen = snaplen
         self.max_caplen = max(
-            snaplen,
-            F.MAX_SNAPLEN_LARGE if linktype in F.LARGE_SNAPLEN_LINKTYPES else F.MAX_SNAPLEN)
+            snaplen, F.MAX_SNAPLEN_LARGE if linktype in F.LARGE_SNAPLEN_LINKTYPES else F.MAX_SNAPLEN
+        )
         self.interfaces = [Interface(linktype, snaplen, tsresol=9 if nano else 6)]
         self.data_start = F.PCAP_HEADER_LEN
 
@@ -172,8 +185,16 @@ class CaptureReader:
                 seq, n = start, n - cut
             lo = int(offsets[0])
             hi = int(offsets[-1]) + int(caplen[-1])
-            batch = PacketBatch(self.buf[lo:hi], offsets - lo, caplen, origlen, ts, iface,
-                                tuple(self.interfaces), seq)
+            batch = PacketBatch(
+                self.buf[lo:hi],
+                offsets - lo,
+                caplen,
+                origlen,
+                ts,
+                iface,
+                tuple(self.interfaces),
+                seq,
+            )
             seq += n
             yield batch
             # The consumer has had the batch: let the kernel drop its pages and those behind
@@ -211,22 +232,32 @@ class CaptureReader:
             return
         end -= end % mmap.PAGESIZE
         if end - self._consumer_released >= _RELEASE_BYTES:
-            self._mmap.madvise(mmap.MADV_DONTNEED, self._consumer_released,
-                               end - self._consumer_released)
+            self._mmap.madvise(
+                mmap.MADV_DONTNEED, self._consumer_released, end - self._consumer_released
+            )
             self._consumer_released = end
 
     def read_all(self) -> PacketBatch:
         """The whole capture as one batch whose buffer is the file's bytes (no packet copy)."""
         parts = list(self._chunks(_CHUNK))
         if not parts:
-            return PacketBatch(self.buf[:0], np.zeros(0, np.int64), np.zeros(0, np.uint32),
-                               np.zeros(0, np.uint32), np.zeros(0, np.int64),
-                               np.zeros(0, np.uint32), tuple(self.interfaces) or (Interface(1),))
-        cols = [np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
-                for k in range(5)]
+            return PacketBatch(
+                self.buf[:0],
+                np.zeros(0, np.int64),
+                np.zeros(0, np.uint32),
+                np.zeros(0, np.uint32),
+                np.zeros(0, np.int64),
+                np.zeros(0, np.uint32),
+                tuple(self.interfaces) or (Interface(1),),
+            )
+        cols = [
+            np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+            for k in range(5)
+        ]
         offsets, caplen, origlen, ts_ns, iface = cols
-        return PacketBatch(self.buf, offsets, caplen, origlen, ts_ns, iface,
-                           interfaces=tuple(self.interfaces))
+        return PacketBatch(
+            self.buf, offsets, caplen, origlen, ts_ns, iface, interfaces=tuple(self.interfaces)
+        )
 
     def _chunks(self, limit: int):
         if self.format == "pcap":
@@ -249,8 +280,18 @@ class CaptureReader:
             offsets, caplen, origlen = self._alloc(room)
             ts = np.empty(room, np.int64)
             n, new_pos, status = self.walker.walk_pcap(
-                self.buf, pos, self.size, self.swap, self.nano, self.max_caplen, room,
-                offsets, caplen, origlen, ts)
+                self.buf,
+                pos,
+                self.size,
+                self.swap,
+                self.nano,
+                self.max_caplen,
+                room,
+                offsets,
+                caplen,
+                origlen,
+                ts,
+            )
             if n:
                 yield (offsets[:n], caplen[:n], origlen[:n], ts[:n], np.zeros(n, np.uint32))
             record += n
@@ -268,8 +309,7 @@ class CaptureReader:
         e = ">" if self.swap else "<"
         incl, _orig = struct.unpack_from(e + "II", self.buf.data, pos + 8)
         if status == F.BAD_CAPLEN:
-            return (f"invalid packet capture length {incl}, bigger than maximum of "
-                    f"{self.max_caplen}")
+            return f"invalid packet capture length {incl}, bigger than maximum of {self.max_caplen}"
         return f"record data cut short: {left - 16} of {incl} bytes before end of file"
 
     def _damaged(self, message: str, record: int, pos: int) -> None:
@@ -278,8 +318,10 @@ class CaptureReader:
             raise err
         self.damage = err
         self.dropped_bytes = self.size - pos
-        warnings.warn(CaptureTruncatedWarning(
-            f"{err}; dropped the last {self.dropped_bytes} bytes"), stacklevel=4)
+        warnings.warn(
+            CaptureTruncatedWarning(f"{err}; dropped the last {self.dropped_bytes} bytes"),
+            stacklevel=4,
+        )
 
     # -- pcapng --------------------------------------------------------------------------------
     def _pcapng_chunks(self, limit: int):
@@ -297,12 +339,28 @@ class CaptureReader:
             ticks = np.empty(room, np.uint64)
             iface = np.empty(room, np.uint32)
             n, new_pos, status = self.walker.walk_pcapng(
-                self.buf, pos, self.size, section.swap, section.iface_base,
-                len(section.resolutions), self._snaplen0(section), room, offsets, caplen,
-                origlen, ticks, iface)
+                self.buf,
+                pos,
+                self.size,
+                section.swap,
+                section.iface_base,
+                len(section.resolutions),
+                self._snaplen0(section),
+                room,
+                offsets,
+                caplen,
+                origlen,
+                ticks,
+                iface,
+            )
             if n:
-                yield (offsets[:n], caplen[:n], origlen[:n],
-                       self._ticks_to_ns(ticks[:n], iface[:n]), iface[:n])
+                yield (
+                    offsets[:n],
+                    caplen[:n],
+                    origlen[:n],
+                    self._ticks_to_ns(ticks[:n], iface[:n]),
+                    iface[:n],
+                )
             # Blocks skipped by the walker are not counted one by one; record numbers for
             # pcapng are packets read plus header blocks, which is what a user can check.
             block += n
@@ -354,39 +412,52 @@ class CaptureReader:
             return f"block header cut short: {left} of 8 bytes before end of file"
         btype, blen = struct.unpack_from(e + "II", self.buf.data, pos)
         if status == F.TRUNC_DATA:
-            return (f"block of type 0x{btype:08x} cut short: {left} of {blen} bytes before "
-                    "end of file")
+            return (
+                f"block of type 0x{btype:08x} cut short: {left} of {blen} bytes before end of file"
+            )
         if status == F.BAD_BLOCK_LEN:
             return f"block of type 0x{btype:08x} has invalid total length {blen}"
         if status == F.BAD_TRAILER:
             trailer = struct.unpack_from(e + "I", self.buf.data, pos + blen - 4)[0]
             return f"block total length in header {blen} and trailer {trailer} don't match"
         if status == F.BAD_IFACE:
-            ifid = (struct.unpack_from(e + "I", self.buf.data, pos + 8)[0] if btype == F.BT_EPB
-                    else struct.unpack_from(e + "H", self.buf.data, pos + 8)[0])
+            ifid = (
+                struct.unpack_from(e + "I", self.buf.data, pos + 8)[0]
+                if btype == F.BT_EPB
+                else struct.unpack_from(e + "H", self.buf.data, pos + 8)[0]
+            )
             if btype == F.BT_SPB:
                 return "simple packet block in a section with no interface"
-            return (f"packet refers to interface {ifid}, but the section describes "
-                    f"{len(section.resolutions)}")
+            return (
+                f"packet refers to interface {ifid}, but the section describes "
+                f"{len(section.resolutions)}"
+            )
         incl = struct.unpack_from(e + "I", self.buf.data, pos + 20)[0]
-        return (f"packet captured length {incl} overruns its block of {blen} bytes")
+        return f"packet captured length {incl} overruns its block of {blen} bytes"
 
     def _block_bounds(self, pos: int, block: int, swap: bool, min_len: int) -> int:
         e = ">" if swap else "<"
         if self.size - pos < 12:
-            raise self._error(f"block header cut short: {self.size - pos} bytes before end of "
-                              "file", block, pos)
+            raise self._error(
+                f"block header cut short: {self.size - pos} bytes before end of file", block, pos
+            )
         btype, blen = struct.unpack_from(e + "II", self.buf.data, pos)
         if blen < min_len or blen % 4:
-            raise self._error(f"block of type 0x{btype:08x} has invalid total length {blen}",
-                              block, pos)
+            raise self._error(
+                f"block of type 0x{btype:08x} has invalid total length {blen}", block, pos
+            )
         if self.size - pos < blen:
-            raise self._error(f"block of type 0x{btype:08x} cut short: {self.size - pos} of "
-                              f"{blen} bytes before end of file", block, pos)
+            raise self._error(
+                f"block of type 0x{btype:08x} cut short: {self.size - pos} of "
+                f"{blen} bytes before end of file",
+                block,
+                pos,
+            )
         trailer = struct.unpack_from(e + "I", self.buf.data, pos + blen - 4)[0]
         if trailer != blen:
-            raise self._error(f"block total length in header {blen} and trailer {trailer} "
-                              "don't match", block, pos)
+            raise self._error(
+                f"block total length in header {blen} and trailer {trailer} don't match", block, pos
+            )
         return blen
 
     def _read_shb(self, pos: int, block: int) -> tuple[_Section, int]:
@@ -394,23 +465,24 @@ class CaptureReader:
             raise self._error("section header block cut short", block, pos)
         (btype,) = struct.unpack_from("<I", self.buf.data, pos)
         if btype != F.BT_SHB:
-            raise self._error(f"expected a section header block, found type 0x{btype:08x}",
-                              block, pos)
+            raise self._error(
+                f"expected a section header block, found type 0x{btype:08x}", block, pos
+            )
         (bom,) = struct.unpack_from("<I", self.buf.data, pos + 8)
         if bom == F.BYTE_ORDER_MAGIC:
             swap = False
         elif bom == _bswap(F.BYTE_ORDER_MAGIC):
             swap = True
         else:
-            raise self._error(f"section header has bad byte-order magic 0x{bom:08x}", block,
-                              pos + 8)
+            raise self._error(
+                f"section header has bad byte-order magic 0x{bom:08x}", block, pos + 8
+            )
         e = ">" if swap else "<"
         if self.size - pos < 16:
             raise self._error("section header block cut short", block, pos)
         vmaj, vmin = struct.unpack_from(e + "HH", self.buf.data, pos + 12)
         if (vmaj, vmin) not in F.PCAPNG_VERSIONS:
-            raise self._error(f"unsupported pcapng savefile version {vmaj}.{vmin}", block,
-                              pos + 12)
+            raise self._error(f"unsupported pcapng savefile version {vmaj}.{vmin}", block, pos + 12)
         blen = self._block_bounds(pos, block, swap, 28)
         self._options(pos + 24, pos + blen - 4, swap, block)
         return _Section(swap, (vmaj, vmin), len(self.interfaces)), pos + blen
@@ -428,19 +500,20 @@ class CaptureReader:
             if code == F.IF_TSRESOL and length >= 1:
                 res = TsResolution.from_option(value[0])
                 if not res.supported():
-                    raise self._error(f"unsupported interface timestamp resolution {res}",
-                                      block, start)
+                    raise self._error(
+                        f"unsupported interface timestamp resolution {res}", block, start
+                    )
             elif code == F.IF_TSOFFSET and length >= 8:
                 (offset_s,) = struct.unpack_from(e + "q", value)
                 if abs(offset_s) > _MAX_TSOFFSET_S:
-                    raise self._error(f"interface timestamp offset {offset_s} s is out of range",
-                                      block, start)
+                    raise self._error(
+                        f"interface timestamp offset {offset_s} s is out of range", block, start
+                    )
             elif code == F.IF_NAME:
                 name = value.rstrip(b"\0").decode("utf-8", "replace")
             elif code == F.IF_DESCRIPTION:
                 description = value.rstrip(b"\0").decode("utf-8", "replace")
-        self.interfaces.append(Interface(linktype, snaplen, name, description,
-                                         res.to_option()))
+        self.interfaces.append(Interface(linktype, snaplen, name, description, res.to_option()))
         section.resolutions.append(res)
         section.offsets_s.append(offset_s)
         self._times.append((res, offset_s))
@@ -457,8 +530,7 @@ class CaptureReader:
                 break
             padded = (length + 3) & ~3
             if pos + 4 + padded > end:
-                raise self._error(f"option {code} of {length} bytes overruns its block",
-                                  block, pos)
+                raise self._error(f"option {code} of {length} bytes overruns its block", block, pos)
             out.append((code, pos + 4, length))
             pos += 4 + padded
         return out
@@ -468,15 +540,22 @@ def _bswap(x: int) -> int:
     return int.from_bytes(x.to_bytes(4, "little"), "big")
 
 
-def open_capture(path, *, batch_packets: int = 65536, errors: str = "strict",
-                 backend_module: ModuleType | None = None) -> CaptureReader:
+def open_capture(
+    path,
+    *,
+    batch_packets: int = 65536,
+    errors: str = "strict",
+    backend_module: ModuleType | None = None,
+) -> CaptureReader:
     """Iterate ``path`` (pcap or pcapng) as PacketBatches over a memory-mapped file."""
-    return CaptureReader(path, errors=errors, batch_packets=batch_packets,
-                         backend_module=backend_module)
+    return CaptureReader(
+        path, errors=errors, batch_packets=batch_packets, backend_module=backend_module
+    )
 
 
-def read_capture(path, *, errors: str = "strict",
-                 backend_module: ModuleType | None = None) -> PacketBatch:
+def read_capture(
+    path, *, errors: str = "strict", backend_module: ModuleType | None = None
+) -> PacketBatch:
     """Read the whole of ``path`` into one PacketBatch.
 
     The file's bytes are read into memory once; packets are views into them. With
@@ -488,7 +567,8 @@ def read_capture(path, *, errors: str = "strict",
     except OSError as exc:
         raise CaptureError(f"cannot read: {exc.strerror or exc}", path=os.fspath(path)) from None
     if len(buf) == 0:
-        raise CaptureError("empty file, not a pcap or pcapng capture", path=os.fspath(path),
-                           offset=0)
+        raise CaptureError(
+            "empty file, not a pcap or pcapng capture", path=os.fspath(path), offset=0
+        )
     reader = CaptureReader(path, errors=errors, backend_module=backend_module, _buffer=buf)
     return reader.read_all()

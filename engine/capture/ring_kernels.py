@@ -40,7 +40,7 @@ def _walk_block(block, words, first, count, snaplen, data, offsets, caplen, orig
         start = at + np.int64(words[w + _MAC] & 0xFFFF)
         if start + n > size or pos + n > data.shape[0]:
             return -1 - i
-        data[pos:pos + n] = block[start:start + n]
+        data[pos : pos + n] = block[start : start + n]
         offsets[i] = pos
         caplen[i] = n
         origlen[i] = words[w + _LEN]

@@ -40,13 +40,20 @@ class CaptureWriter:
     microseconds, else microseconds.
     """
 
-    def __init__(self, path, *, format: str = "pcap", ts_resolution: str | None = None,
-                 backend_module: ModuleType | None = None) -> None:
+    def __init__(
+        self,
+        path,
+        *,
+        format: str = "pcap",
+        ts_resolution: str | None = None,
+        backend_module: ModuleType | None = None,
+    ) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
         if ts_resolution is not None and ts_resolution not in TS_RESOLUTIONS:
-            raise ValueError(f"ts_resolution must be one of {tuple(TS_RESOLUTIONS)}, not "
-                             f"{ts_resolution!r}")
+            raise ValueError(
+                f"ts_resolution must be one of {tuple(TS_RESOLUTIONS)}, not {ts_resolution!r}"
+            )
         self.path = os.fspath(path)
         self.format = format
         self.ts_resolution = ts_resolution
@@ -66,8 +73,10 @@ class CaptureWriter:
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()/abort()
         else:
             fd, self._tmp = tempfile.mkstemp(
-                prefix=f".{os.path.basename(self.path)}.", suffix=".part",
-                dir=os.path.dirname(os.path.abspath(self.path)))
+                prefix=f".{os.path.basename(self.path)}.",
+                suffix=".part",
+                dir=os.path.dirname(os.path.abspath(self.path)),
+            )
             try:
                 # mkstemp makes the file private (0600); the capture gets the mode a plain
                 # open would give it: the replaced file's, or 0666 less the umask.
@@ -111,8 +120,11 @@ class CaptureWriter:
             self._file.close()
 
     def _raise_snaplens(self) -> None:
-        stale = [(at, longest) for at, snaplen, longest in self._snaplens.values()
-                 if snaplen and longest > snaplen]
+        stale = [
+            (at, longest)
+            for at, snaplen, longest in self._snaplens.values()
+            if snaplen and longest > snaplen
+        ]
         if not stale or not self._file.seekable():
             return
         self._file.flush()
@@ -134,8 +146,9 @@ class CaptureWriter:
     # -- writing -------------------------------------------------------------------------------
     def write(self, batch: PacketBatch) -> None:
         if not self._header_done:
-            self._write_header(batch.interfaces[0] if batch.interfaces else Interface(1),
-                               batch.interfaces)
+            self._write_header(
+                batch.interfaces[0] if batch.interfaces else Interface(1), batch.interfaces
+            )
         if len(batch) == 0:
             return
         if self.format == "pcap":
@@ -180,13 +193,15 @@ class CaptureWriter:
             magic = F.PCAP_MAGIC_NS if self._pcap_nano else F.PCAP_MAGIC_US
             self._linktype = first.linktype
             self._snaplens["pcap"] = [self.bytes_written + 16, first.snaplen, 0]
-            self._emit(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, first.snaplen,
-                                   first.linktype))
+            self._emit(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, first.snaplen, first.linktype))
         else:
             opt = _option(F.SHB_USERAPPL, _SHB_APP) + _option(F.OPT_ENDOFOPT, b"")
             blen = 28 + len(opt)
-            self._emit(struct.pack("<IIIHHq", F.BT_SHB, blen, F.BYTE_ORDER_MAGIC, 1, 0, -1)
-                       + opt + struct.pack("<I", blen))
+            self._emit(
+                struct.pack("<IIIHHq", F.BT_SHB, blen, F.BYTE_ORDER_MAGIC, 1, 0, -1)
+                + opt
+                + struct.pack("<I", blen)
+            )
 
     def _write_pcap(self, batch: PacketBatch) -> None:
         # Not np.unique: it imports numpy.ma (20 ms of a 0.3 s pktx deliver) to ask whether
@@ -195,10 +210,18 @@ class CaptureWriter:
         if len(linktypes) and bool((linktypes != self._linktype).any()):
             raise EngineError(
                 f"pcap holds one link type ({self._linktype}); this batch has "
-                f"{sorted(set(linktypes.tolist()))}: write pcapng instead")
+                f"{sorted(set(linktypes.tolist()))}: write pcapng instead"
+            )
         out = self._scratch(int(batch.caplen.sum(dtype=np.int64)) + 16 * len(batch))
-        n = self.packer.pack_pcap(batch.data, batch.offsets, batch.caplen, batch.origlen,
-                                  batch.ts_ns, self._pcap_nano, out)
+        n = self.packer.pack_pcap(
+            batch.data,
+            batch.offsets,
+            batch.caplen,
+            batch.origlen,
+            batch.ts_ns,
+            self._pcap_nano,
+            out,
+        )
         self._emit(out.data[:n])
         entry = self._snaplens["pcap"]
         entry[2] = max(entry[2], int(batch.caplen.max()))
@@ -216,8 +239,9 @@ class CaptureWriter:
         ticks = self._ticks(batch.ts_ns, iface_ids)
         padded = (batch.caplen.astype(np.int64) + 3) & ~3
         out = self._scratch(int(padded.sum()) + 32 * len(batch))
-        n = self.packer.pack_pcapng(batch.data, batch.offsets, batch.caplen, batch.origlen,
-                                    ticks, iface_ids, out)
+        n = self.packer.pack_pcapng(
+            batch.data, batch.offsets, batch.caplen, batch.origlen, ticks, iface_ids, out
+        )
         self._emit(out.data[:n])
         for k in np.unique(iface_ids).tolist():
             entry = self._snaplens[k]
@@ -251,8 +275,11 @@ class CaptureWriter:
         opts += _option(F.IF_TSRESOL, bytes([self._iface_res[self._ifaces[iface]].to_option()]))
         opts += _option(F.OPT_ENDOFOPT, b"")
         blen = 20 + len(opts)
-        return (struct.pack("<IIHHI", F.BT_IDB, blen, iface.linktype, 0, iface.snaplen) + opts
-                + struct.pack("<I", blen))
+        return (
+            struct.pack("<IIHHI", F.BT_IDB, blen, iface.linktype, 0, iface.snaplen)
+            + opts
+            + struct.pack("<I", blen)
+        )
 
 
 def _umask() -> int:
@@ -267,15 +294,21 @@ def _option(code: int, value: bytes) -> bytes:
     return struct.pack("<HH", code, len(value)) + value + b"\0" * pad
 
 
-def write_capture(path, batches: PacketBatch | Iterable[PacketBatch], *, format: str = "pcap",
-                  ts_resolution: str | None = None,
-                  backend_module: ModuleType | None = None) -> int:
+def write_capture(
+    path,
+    batches: PacketBatch | Iterable[PacketBatch],
+    *,
+    format: str = "pcap",
+    ts_resolution: str | None = None,
+    backend_module: ModuleType | None = None,
+) -> int:
     """Write one batch or an iterable of batches to ``path``; returns the packets written
     (``ts_resolution``: see ``CaptureWriter``)."""
     if isinstance(batches, PacketBatch):
         batches = (batches,)
-    with CaptureWriter(path, format=format, ts_resolution=ts_resolution,
-                       backend_module=backend_module) as w:
+    with CaptureWriter(
+        path, format=format, ts_resolution=ts_resolution, backend_module=backend_module
+    ) as w:
         for b in batches:
             w.write(b)
     return w.packets

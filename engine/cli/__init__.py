@@ -44,8 +44,10 @@ def version_text() -> str:
     from engine import __version__
     from engine.capture import backend
 
-    return (f"pktx {__version__} ({backend.describe()}; numpy {numpy.__version__}, "
-            f"numba {numba.__version__}, Python {sys.version.split()[0]})")
+    return (
+        f"pktx {__version__} ({backend.describe()}; numpy {numpy.__version__}, "
+        f"numba {numba.__version__}, Python {sys.version.split()[0]})"
+    )
 
 
 class _VersionAction(argparse.Action):
@@ -61,10 +63,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     it may need them (a ``broker`` command, help, or no command): the others do not pay for
     building its two dozen subparsers."""
     p = argparse.ArgumentParser(
-        prog="pktx", description="packet-exchange: a market for packet-processing services "
-                                 "and the engine that delivers them.")
-    p.add_argument("--version", action=_VersionAction, nargs=0,
-                   help="show the version and whether compiled extensions are in use")
+        prog="pktx",
+        description="packet-exchange: a market for packet-processing services "
+        "and the engine that delivers them.",
+    )
+    p.add_argument(
+        "--version",
+        action=_VersionAction,
+        nargs=0,
+        help="show the version and whether compiled extensions are in use",
+    )
     add_output_options(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     capture_commands.add_commands(sub)
@@ -92,15 +100,26 @@ def add_output_options(p: argparse.ArgumentParser, *, below: bool = False) -> No
     """-q, -v and --log-format: the same three on every command, before or after its name
     (``below``: on a subcommand, where a value not given must not undo one given before)."""
     keep: dict[str, Any] = {"default": argparse.SUPPRESS} if below else {}
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="warnings and errors only: no progress display, no summary line",
-                   **keep)
-    p.add_argument("-v", "--verbose", action="count",
-                   help="more log output (-vv: debug)", **({"default": 0} | keep))
-    p.add_argument("--log-format", choices=logs.FORMATS,
-                   help="text lines, or JSON lines for a log collector (default: "
-                        "$PKTX_LOG_FORMAT, else text)",
-                   **({"default": os.environ.get("PKTX_LOG_FORMAT") or "text"} | keep))
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="warnings and errors only: no progress display, no summary line",
+        **keep,
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="more log output (-vv: debug)",
+        **({"default": 0} | keep),
+    )
+    p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="text lines, or JSON lines for a log collector (default: $PKTX_LOG_FORMAT, else text)",
+        **({"default": os.environ.get("PKTX_LOG_FORMAT") or "text"} | keep),
+    )
 
 
 def _everywhere(parser: argparse.ArgumentParser) -> None:
@@ -116,8 +135,9 @@ SERVICES = ("worker", "daemon")  # long-running: they log what they do (info) by
 
 
 def _serves(args) -> bool:
-    return args.command in SERVICES or (args.command == "broker"
-                                        and getattr(args, "broker_command", None) == "serve")
+    return args.command in SERVICES or (
+        args.command == "broker" and getattr(args, "broker_command", None) == "serve"
+    )
 
 
 def _engine_command(argv: list[str], engine_commands: set[str]) -> bool:
@@ -142,10 +162,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     args = parser.parse_args(argv)
     if args.log_format not in logs.FORMATS:  # from $PKTX_LOG_FORMAT
-        parser.error(f"PKTX_LOG_FORMAT is one of {', '.join(logs.FORMATS)}, "
-                     f"not {args.log_format!r}")
-    logs.setup(args.command or "", fmt=args.log_format, verbose=args.verbose,
-               quiet=args.quiet, service=_serves(args))
+        parser.error(
+            f"PKTX_LOG_FORMAT is one of {', '.join(logs.FORMATS)}, not {args.log_format!r}"
+        )
+    logs.setup(
+        args.command or "",
+        fmt=args.log_format,
+        verbose=args.verbose,
+        quiet=args.quiet,
+        service=_serves(args),
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -61,9 +61,11 @@ def positive_int(text: str) -> int:
 
 def json_option(parser: argparse.ArgumentParser, what: str) -> None:
     """``--json``: the command's report as one JSON document on stdout, for scripts."""
-    parser.add_argument("--json", action="store_true",
-                        help=f"print one JSON document on stdout ({what}) instead of the "
-                             f"human summary")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=f"print one JSON document on stdout ({what}) instead of the human summary",
+    )
 
 
 def print_json(value) -> None:
@@ -83,19 +85,33 @@ def address(text: str) -> str:
 
 
 def metrics_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics", type=address, metavar="ADDR:PORT",
-                        help="serve Prometheus metrics on /metrics, and /healthz and /readyz, "
-                             "at this address while running (e.g. 127.0.0.1:9400)")
+    parser.add_argument(
+        "--metrics",
+        type=address,
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics on /metrics, and /healthz and /readyz, "
+        "at this address while running (e.g. 127.0.0.1:9400)",
+    )
 
 
 def broker_options(parser, whose: str) -> None:
     """``--broker``, ``--key-file``/``--key-env`` (``whose`` API key) and ``--ca-bundle``: how a
     client of the broker's HTTP API reaches it (`engine.daemon.broker_client`)."""
-    parser.add_argument("--broker", required=True, metavar="URL",
-                        help="the broker: https://HOST[:PORT] (plain http only on loopback)")
+    parser.add_argument(
+        "--broker",
+        required=True,
+        metavar="URL",
+        help="the broker: https://HOST[:PORT] (plain http only on loopback)",
+    )
     key = parser.add_mutually_exclusive_group()
     key.add_argument("--key-file", metavar="FILE", help=f"{whose} API key, the file's first line")
-    key.add_argument("--key-env", metavar="VARIABLE",
-                     help="the environment variable holding the key (default PKTX_BROKER_KEY)")
-    parser.add_argument("--ca-bundle", metavar="FILE",
-                        help="CA certificates to verify the broker's with (a private CA)")
+    key.add_argument(
+        "--key-env",
+        metavar="VARIABLE",
+        help="the environment variable holding the key (default PKTX_BROKER_KEY)",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        metavar="FILE",
+        help="CA certificates to verify the broker's with (a private CA)",
+    )

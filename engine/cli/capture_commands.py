@@ -13,17 +13,27 @@ def add_commands(sub) -> None:
     s = sub.add_parser("info", help="describe capture files (what capinfos tells)")
     s.add_argument("files", nargs="+", metavar="FILE")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.add_argument("--errors", choices=("strict", "truncate"), default="strict",
-                   help="on damage: fail (strict) or report what was readable (truncate)")
+    s.add_argument(
+        "--errors",
+        choices=("strict", "truncate"),
+        default="strict",
+        help="on damage: fail (strict) or report what was readable (truncate)",
+    )
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("convert", help="convert between pcap and pcapng")
     s.add_argument("input", metavar="IN")
     s.add_argument("output", metavar="OUT")
-    s.add_argument("--format", choices=("pcap", "pcapng"),
-                   help="output format (default: from OUT's extension, else the input's)")
-    s.add_argument("--ts-resolution", choices=("us", "ns"),
-                   help="output timestamp resolution (default: the input's)")
+    s.add_argument(
+        "--format",
+        choices=("pcap", "pcapng"),
+        help="output format (default: from OUT's extension, else the input's)",
+    )
+    s.add_argument(
+        "--ts-resolution",
+        choices=("us", "ns"),
+        help="output timestamp resolution (default: the input's)",
+    )
     s.add_argument("--errors", choices=("strict", "truncate"), default="strict")
     A.json_option(s, "what was written: packets, format, resolutions, damage")
     s.set_defaults(func=cmd_convert)
@@ -58,9 +68,15 @@ def print_info(info) -> None:
         ("Byte order", d["byte_order"]),
         ("Timestamp resolution", ", ".join(d["ts_resolution"])),
         ("Sections", str(d["sections"])),
-        ("Interfaces", ", ".join(f"{i['linktype_name']} ({i['linktype']}) snaplen "
-                                 f"{i['snaplen']}" + (f" '{i['name']}'" if i["name"] else "")
-                                 for i in d["interfaces"]) or "none"),
+        (
+            "Interfaces",
+            ", ".join(
+                f"{i['linktype_name']} ({i['linktype']}) snaplen "
+                f"{i['snaplen']}" + (f" '{i['name']}'" if i["name"] else "")
+                for i in d["interfaces"]
+            )
+            or "none",
+        ),
         ("Link types", ", ".join(f"{k}: {v}" for k, v in d["linktypes"].items()) or "none"),
         ("Packets", str(d["packets"])),
         ("Captured bytes", f"{d['captured_bytes']} ({_human_bytes(d['captured_bytes'])})"),
@@ -71,8 +87,13 @@ def print_info(info) -> None:
         ("Duration", f"{dur_s:.9f} s"),
     ]
     if info.packets and info.duration_ns > 0:
-        rows.append(("Average rate", f"{info.captured_bytes * 8 / dur_s:,.0f} bit/s, "
-                                     f"{info.packets / dur_s:,.1f} packets/s"))
+        rows.append(
+            (
+                "Average rate",
+                f"{info.captured_bytes * 8 / dur_s:,.0f} bit/s, "
+                f"{info.packets / dur_s:,.1f} packets/s",
+            )
+        )
     if d["damage"]:
         rows.append(("Damage", f"{d['damage']} ({d['dropped_bytes']} bytes dropped)"))
     width = max(len(k) for k, _ in rows)
@@ -110,15 +131,25 @@ def cmd_convert(args) -> int:
     reader = CaptureReader(args.input, errors=args.errors)
     fmt = _pick_format(args.output, args.format, reader)
     # Without --ts-resolution each interface keeps its own resolution.
-    with CaptureWriter(args.output, format=fmt, ts_resolution=args.ts_resolution) as w, \
-            progress_bar(reader.size, f"converting {args.input}", unit="bytes",
-                         enabled=wanted(args)) as update:
+    with (
+        CaptureWriter(args.output, format=fmt, ts_resolution=args.ts_resolution) as w,
+        progress_bar(
+            reader.size, f"converting {args.input}", unit="bytes", enabled=wanted(args)
+        ) as update,
+    ):
         for batch in reader:
             w.write(batch)
             update(reader.file_end(batch) or 0)
     if args.json:
-        A.print_json({"output": args.output, "packets": w.packets, "format": fmt,
-                      "resolutions": list(w.resolutions), "damage": bool(reader.damage)})
+        A.print_json(
+            {
+                "output": args.output,
+                "packets": w.packets,
+                "format": fmt,
+                "resolutions": list(w.resolutions),
+                "damage": bool(reader.damage),
+            }
+        )
     elif not args.quiet:
         res = ", ".join(w.resolutions) or "no packets"
         sys.stderr.write(f"wrote {w.packets} packets to {args.output} ({fmt}, {res})\n")
@@ -132,15 +163,23 @@ def cmd_generate(args) -> int:
     from engine.cli.progress_bars import progress_bar, wanted
 
     fmt = args.format or format_for_path(args.output, "pcap")
-    with progress_bar(args.packets, f"generating {args.output}", unit="packets",
-                      enabled=wanted(args)) as update:
-        n = generate_capture(args.output, packets=args.packets, flows=args.flows,
-                             seed=args.seed, format=fmt, ts_resolution=args.ts_resolution,
-                             progress=update)
+    with progress_bar(
+        args.packets, f"generating {args.output}", unit="packets", enabled=wanted(args)
+    ) as update:
+        n = generate_capture(
+            args.output,
+            packets=args.packets,
+            flows=args.flows,
+            seed=args.seed,
+            format=fmt,
+            ts_resolution=args.ts_resolution,
+            progress=update,
+        )
     flows = min(args.flows, n)
     if args.json:
-        A.print_json({"output": args.output, "packets": n, "flows": flows, "format": fmt,
-                      "seed": args.seed})
+        A.print_json(
+            {"output": args.output, "packets": n, "flows": flows, "format": fmt, "seed": args.seed}
+        )
     elif not args.quiet:
         sys.stderr.write(f"wrote {n} packets in {flows} flows to {args.output}\n")
     return 0

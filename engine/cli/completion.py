@@ -12,11 +12,14 @@ _FOLDERS = {"DIR"}
 
 
 def add_commands(sub) -> None:
-    s = sub.add_parser("completion", help="print the shell completion script (bash or zsh)",
-                       description="bash: pktx completion bash > "
-                                   "~/.local/share/bash-completion/completions/pktx ; zsh: "
-                                   "pktx completion zsh > ~/.zfunc/_pktx (a folder on your "
-                                   "$fpath, before compinit)")
+    s = sub.add_parser(
+        "completion",
+        help="print the shell completion script (bash or zsh)",
+        description="bash: pktx completion bash > "
+        "~/.local/share/bash-completion/completions/pktx ; zsh: "
+        "pktx completion zsh > ~/.zfunc/_pktx (a folder on your "
+        "$fpath, before compinit)",
+    )
     s.add_argument("shell", choices=SHELLS)
     s.set_defaults(func=cmd_completion)
 

@@ -51,9 +51,12 @@ def default_path() -> Path | None:
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="a TOML file of this command's options (its [COMMAND] table); "
-                             "default $PKTX_CONFIG, else ~/.config/pktx/pktx.toml if it exists")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file of this command's options (its [COMMAND] table); "
+        "default $PKTX_CONFIG, else ~/.config/pktx/pktx.toml if it exists",
+    )
 
 
 def _given_config(argv: list[str]) -> str | None:
@@ -74,14 +77,17 @@ def _table(path: Path | None, command: str) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"no such configuration file: {path}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read the configuration file {path}: "
-                          f"{exc.strerror or exc}") from None
+        raise ConfigError(
+            f"cannot read the configuration file {path}: {exc.strerror or exc}"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not TOML: {exc}") from None
     unknown = sorted(k for k in doc if k not in (*CONFIGURABLE, "broker"))
     if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; the tables are "
-                          f"{', '.join(CONFIGURABLE)}")
+        raise ConfigError(
+            f"{path}: unknown table(s) {', '.join(unknown)}; the tables are "
+            f"{', '.join(CONFIGURABLE)}"
+        )
     table = doc.get(command, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: {command} is not a table ([{command}])")
@@ -101,6 +107,7 @@ def _options(sub: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 def _convert(action: argparse.Action, raw: Any, where: str) -> Any:
     """``raw`` (a TOML value, or an environment variable's text) as the flag would give it."""
+
     def one(value: Any) -> Any:
         if isinstance(value, dict | list):
             raise ConfigError(f"{where}: expected a single value, got {value!r}")
@@ -110,8 +117,9 @@ def _convert(action: argparse.Action, raw: Any, where: str) -> Any:
         except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if action.choices is not None and converted not in action.choices:
-            raise ConfigError(f"{where}: {value!r} is not one of "
-                              f"{', '.join(map(str, action.choices))}")
+            raise ConfigError(
+                f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}"
+            )
         return converted
 
     if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
@@ -141,8 +149,10 @@ def resolve(parser: argparse.ArgumentParser, command: str, argv: list[str]) -> l
     names = {k.replace("_", "-"): k for k in table}
     unknown = sorted(k for k in names if k not in options)
     if unknown:
-        raise ConfigError(f"{path} [{command}]: unknown key(s) {', '.join(unknown)}; "
-                          f"pktx {command} --help lists the options")
+        raise ConfigError(
+            f"{path} [{command}]: unknown key(s) {', '.join(unknown)}; "
+            f"pktx {command} --help lists the options"
+        )
     settings = []
     for name, action in options.items():
         env = f"PKTX_{command.upper()}_{name.replace('-', '_').upper()}"
@@ -185,6 +195,7 @@ def command_of(argv: list[str]) -> str | None:
 def masked(setting: Setting) -> Any:
     """What ``config show`` prints of a value: a service key's value hidden (``key=...``);
     the names of files and variables that hold keys are shown."""
+
     def hide(item: Any) -> Any:
         if isinstance(item, str) and "=" in item:
             name, _, _value = item.partition("=")
@@ -198,13 +209,18 @@ def masked(setting: Setting) -> Any:
 
 
 def add_commands(sub) -> None:
-    s = sub.add_parser("config", help="show the options a command would run with, and where "
-                                      "each came from")
+    s = sub.add_parser(
+        "config", help="show the options a command would run with, and where each came from"
+    )
     csub = s.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = csub.add_parser("show", help="each option's value and its source (flag, "
-                                        "environment, file, default); secrets masked")
-    show.add_argument("target", choices=CONFIGURABLE, metavar="COMMAND",
-                      help=f"one of {', '.join(CONFIGURABLE)}")
+    show = csub.add_parser(
+        "show",
+        help="each option's value and its source (flag, "
+        "environment, file, default); secrets masked",
+    )
+    show.add_argument(
+        "target", choices=CONFIGURABLE, metavar="COMMAND", help=f"one of {', '.join(CONFIGURABLE)}"
+    )
     show.add_argument("--config", metavar="FILE", help="the file the command would read")
     show.add_argument("--json", action="store_true", help="one JSON document")
     show.set_defaults(func=cmd_show)

@@ -21,27 +21,37 @@ NODE_PARAMS = ["encrypt.bind=none"]
 
 def add_commands(sub) -> None:
     """Add demo to the subparsers."""
-    s = sub.add_parser("demo", help="run the main job end to end on generated traffic",
-                       description="Starts a broker server and a delivery daemon on loopback "
-                                   "and plays a market round against them over HTTP: the "
-                                   "request, the auction, the award, the delivery, the usage "
-                                   "billed, the ratings. Every process it starts is stopped "
-                                   "when it ends (or on Ctrl-C).")
+    s = sub.add_parser(
+        "demo",
+        help="run the main job end to end on generated traffic",
+        description="Starts a broker server and a delivery daemon on loopback "
+        "and plays a market round against them over HTTP: the "
+        "request, the auction, the award, the delivery, the usage "
+        "billed, the ratings. Every process it starts is stopped "
+        "when it ends (or on Ctrl-C).",
+    )
     s.add_argument("--dir", help="where to keep the demo's files (default: a temporary folder)")
     s.add_argument("--packets", type=A.positive_int, default=100_000)
     s.add_argument("--flows", type=A.positive_int, default=500)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--workers", type=A.positive_int, default=2)
-    s.add_argument("--serve", action="store_true",
-                   help="after the round, keep the broker running and print its URL and a key "
-                        "for each principal, until Ctrl-C")
+    s.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the round, keep the broker running and print its URL and a key "
+        "for each principal, until Ctrl-C",
+    )
     s.set_defaults(func=cmd_demo)
 
 
 def _fresh(workdir: Path) -> Path:
     """A fresh market each run: the last run's store, daemon state, outputs and logs go."""
-    for stale in [*workdir.glob("broker.sqlite3*"), *workdir.glob("*.log"),
-                  workdir / "opened.pcapng", workdir / "statement.pdf"]:
+    for stale in [
+        *workdir.glob("broker.sqlite3*"),
+        *workdir.glob("*.log"),
+        workdir / "opened.pcapng",
+        workdir / "statement.pdf",
+    ]:
         stale.unlink(missing_ok=True)
     shutil.rmtree(workdir / "daemon", ignore_errors=True)
     shutil.rmtree(workdir / "files", ignore_errors=True)
@@ -70,11 +80,19 @@ def cmd_demo(args) -> int:
     out = _printer()
     out(f"{version_text()}\n\n")
     out(f"1. generating {args.packets:,} packets in {args.flows} flows -> {sample}\n")
-    generate_capture(sample, packets=args.packets, flows=args.flows, seed=args.seed,
-                     format="pcapng", ts_resolution="ns")
+    generate_capture(
+        sample,
+        packets=args.packets,
+        flows=args.flows,
+        seed=args.seed,
+        format="pcapng",
+        ts_resolution="ns",
+    )
     batch = read_capture(sample)
-    out(f"   read back: {len(batch):,} packets, {batch.nbytes:,} bytes, "
-        f"{len(set(flow_hash(batch).tolist())):,} flows by the symmetric 5-tuple hash\n\n")
+    out(
+        f"   read back: {len(batch):,} packets, {batch.nbytes:,} bytes, "
+        f"{len(set(flow_hash(batch).tolist())):,} flows by the symmetric 5-tuple hash\n\n"
+    )
     print_info(capture_info(sample))
     # The recipient's keys: given to the delivering node out of band (its daemon's
     # environment), never to the broker.
@@ -88,14 +106,15 @@ def cmd_demo(args) -> int:
 
                 out("\n6. the ratings\n")
                 card = rate_the_round(market, out)
-                out("\n7. billing: the usage rated, alice's statement for the period under "
-                    "way\n")
+                out("\n7. billing: the usage rated, alice's statement for the period under way\n")
                 draft = bill_the_round(market, workdir, out)
                 if not args.serve:  # (--serve leaves the period open to look at)
                     from engine.cli.demo_market import close_the_month
 
-                    out("\n8. the month ends: the period closed, the statement paid by card, "
-                        "the providers settled\n")
+                    out(
+                        "\n8. the month ends: the period closed, the statement paid by card, "
+                        "the providers settled\n"
+                    )
                     close_the_month(market, stage.db, draft, out)
                 _summary(market, card, draft, stage, workdir, started, out)
             if args.serve:
@@ -107,8 +126,10 @@ def cmd_demo(args) -> int:
         print(f"pktx demo: {failed}", file=sys.stderr)
         return 1
     except httpx.TransportError as away:  # the broker went away mid-round
-        print(f"pktx demo: the broker did not answer ({away!r}); its log is "
-              f"{workdir / 'broker.log'}", file=sys.stderr)
+        print(
+            f"pktx demo: the broker did not answer ({away!r}); its log is {workdir / 'broker.log'}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("\npktx demo: interrupted; its processes are stopped", file=sys.stderr)
@@ -119,6 +140,7 @@ def _printer():
     def out(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()  # each step as it happens, also into a pipe
+
     return out
 
 
@@ -130,21 +152,32 @@ def _market_round(stage, args, files: Path, sample: Path, nbytes: int, secrets: 
     t = time.monotonic()
     url = stage.start_broker()
     token = stage.admin_token()
-    out(f"   the broker answers at {url} after {time.monotonic() - t:.1f} s; pktx broker "
-        f"admin init made its first admin's key\n")
+    out(
+        f"   the broker answers at {url} after {time.monotonic() - t:.1f} s; pktx broker "
+        f"admin init made its first admin's key\n"
+    )
     market = set_up(url, token, SERVICES, out)
-    auction_the_request(market, SERVICES, RATE_BPS, nbytes // 2, sample.name,
-                        "sealed.pcapng", out)
-    out(f"\n3. {market.winner}'s node: pktx daemon --broker {url} --files {files} --workers "
-        f"{args.workers} (its API key and the recipient's service keys in its environment)\n")
-    stage.start_daemon(f"{market.winner}-node", market.keys[market.winner], files,
-                       args.workers, NODE_PARAMS, secrets)
+    auction_the_request(market, SERVICES, RATE_BPS, nbytes // 2, sample.name, "sealed.pcapng", out)
+    out(
+        f"\n3. {market.winner}'s node: pktx daemon --broker {url} --files {files} --workers "
+        f"{args.workers} (its API key and the recipient's service keys in its environment)\n"
+    )
+    stage.start_daemon(
+        f"{market.winner}-node",
+        market.keys[market.winner],
+        files,
+        args.workers,
+        NODE_PARAMS,
+        secrets,
+    )
     job = follow_the_job(market, lambda: stage.check_alive("daemon"), out)
     show_delivery(market, job, out)
     if job["job"]["status"] != "done":
         error = (job["measured"] or {}).get("error") or "no error given"
-        raise DemoFailed(f"job {job['job']['id']} failed: {error}; the end of the daemon's "
-                         f"log ({stage.folder / 'daemon.log'}):\n{stage.log_tail('daemon')}")
+        raise DemoFailed(
+            f"job {job['job']['id']} failed: {error}; the end of the daemon's "
+            f"log ({stage.folder / 'daemon.log'}):\n{stage.log_tail('daemon')}"
+        )
     return market
 
 
@@ -156,13 +189,22 @@ def _open_and_compare(args, sample: Path, sealed: Path, opened: Path, key: str, 
     from engine.delivery.deliver import deliver
     from engine.packet.flowkeys import flow_keys
 
-    out(f"\n4. the recipient opens it: pktx deliver {sealed.name} -> {opened.name} through "
-        f"decrypt,checksum on {args.workers} local workers\n")
-    usage = deliver(str(sealed), str(opened), services="decrypt,checksum",
-                    params=[f"key={key}", "bind=none"], workers=args.workers,
-                    flow_affinity=True)
-    out(f"   {usage['packets_out']:,} of {usage['packets_in']:,} packets, "
-        f"{usage['bytes_out']:,} bytes in {usage['duration_ns'] / 1e9:.3f} s\n")
+    out(
+        f"\n4. the recipient opens it: pktx deliver {sealed.name} -> {opened.name} through "
+        f"decrypt,checksum on {args.workers} local workers\n"
+    )
+    usage = deliver(
+        str(sealed),
+        str(opened),
+        services="decrypt,checksum",
+        params=[f"key={key}", "bind=none"],
+        workers=args.workers,
+        flow_affinity=True,
+    )
+    out(
+        f"   {usage['packets_out']:,} of {usage['packets_in']:,} packets, "
+        f"{usage['bytes_out']:,} bytes in {usage['duration_ns'] / 1e9:.3f} s\n"
+    )
     for service, counters in usage["services"].items():
         shown = ", ".join(f"{k} {v:,}" for k, v in sorted(counters.items())[:6])
         out(f"   {service}: {shown}\n")
@@ -170,35 +212,42 @@ def _open_and_compare(args, sample: Path, sealed: Path, opened: Path, key: str, 
     ka, kb = flow_keys(a), flow_keys(b)
     same = len(a) == len(b) and bool((a.caplen == b.caplen).all())
     payloads_equal = same and all(
-        bytes(a.packet(i)[int(ka.payload_off[i]):]) == bytes(b.packet(i)[int(kb.payload_off[i]):])
-        for i in range(len(a)) if ka.payload_off[i] >= 0)
+        bytes(a.packet(i)[int(ka.payload_off[i]) :]) == bytes(b.packet(i)[int(kb.payload_off[i]) :])
+        for i in range(len(a))
+        if ka.payload_off[i] >= 0
+    )
     moved = int(np.count_nonzero((ka.src != kb.src).any(axis=1))) if same else 0
-    out(f"\n5. round trip: {len(b):,} packets back; payloads "
+    out(
+        f"\n5. round trip: {len(b):,} packets back; payloads "
         f"{'identical to the original' if payloads_equal else 'DIFFERENT'}; "
-        f"{moved:,} source addresses anonymized\n")
+        f"{moved:,} source addresses anonymized\n"
+    )
     return payloads_equal
 
 
-def _summary(market, card: dict, draft: dict, stage, workdir: Path, started: float,
-             out) -> None:
+def _summary(market, card: dict, draft: dict, stage, workdir: Path, started: float, out) -> None:
     from engine.cli.demo_market import money
 
     award = market.award
     totals = ", ".join(money(v, c) for c, v in draft["totals"].items())
-    out(f"\nsummary: request {market.request['id']} -> auction {market.auction['id']} "
+    out(
+        f"\nsummary: request {market.request['id']} -> auction {market.auction['id']} "
         f"({len(market.auction['bids'])} bids) -> award {award['id']} to {market.winner} for "
         f"{money(award['price_minor'], award['currency'])} -> job {award['job']['id']} "
         f"delivered by its daemon -> rated ({card['reputation']['count']} rating(s)) -> "
         f"{len(draft['lines'])} charge(s) on alice's statement, {totals}; "
         f"{len(stage.procs) + 1} processes (broker, daemon, this one), "
-        f"{time.monotonic() - started:.1f} s in all\n")
+        f"{time.monotonic() - started:.1f} s in all\n"
+    )
     out(f"   files kept in {workdir} (the broker's store, the daemon's state, the logs)\n")
 
 
 def _serve(market, stage, out) -> None:
     """Keep the broker up for a console or curl, with a key for each principal."""
-    out(f"\nthe broker keeps running at {stage.url} (Ctrl-C stops it); API keys "
-        f"(Authorization: Bearer KEY):\n")
+    out(
+        f"\nthe broker keeps running at {stage.url} (Ctrl-C stops it); API keys "
+        f"(Authorization: Bearer KEY):\n"
+    )
     width = max(map(len, market.keys))
     for principal, key in market.keys.items():
         out(f"   {principal:{width}}  {key}\n")

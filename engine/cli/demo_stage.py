@@ -54,8 +54,14 @@ class Stage:
         with open(self.folder / f"{name}.log", "wb") as log:
             # Its own process group: a Ctrl-C at the terminal reaches the demo only, which then
             # stops its children in order (the daemon drains before the broker goes).
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
         self.procs[name] = proc
         return proc
 
@@ -69,16 +75,22 @@ class Stage:
     def check_alive(self, name: str) -> None:
         proc = self.procs[name]
         if proc.poll() is not None:
-            raise DemoFailed(f"the {name} exited with status {proc.returncode}; the end of "
-                             f"{self.folder / (name + '.log')}:\n{self.log_tail(name)}")
+            raise DemoFailed(
+                f"the {name} exited with status {proc.returncode}; the end of "
+                f"{self.folder / (name + '.log')}:\n{self.log_tail(name)}"
+            )
 
     def start_broker(self, timeout: float = 60.0) -> str:
         """``pktx broker serve`` on the demo's SQLite file and a free loopback port; its URL
         once it answers /healthz."""
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self._start("broker", pktx_argv("broker", "serve", "--db", self.db, "--port", str(port),
-                                        "--log-level", "warning"))
+        self._start(
+            "broker",
+            pktx_argv(
+                "broker", "serve", "--db", self.db, "--port", str(port), "--log-level", "warning"
+            ),
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -93,21 +105,46 @@ class Stage:
 
     def admin_token(self) -> str:
         """The store's first admin and its key (``pktx broker admin init``)."""
-        done = subprocess.run(pktx_argv("broker", "admin", "init", "--db", self.db),
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            pktx_argv("broker", "admin", "init", "--db", self.db),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if done.returncode != 0:
             raise DemoFailed(f"pktx broker admin init: {done.stderr.strip()}")
         return json.loads(done.stdout)["token"]
 
-    def start_daemon(self, name: str, key: str, files: Path, workers: int, params: list[str],
-                     secrets: dict[str, str]) -> list[str]:
+    def start_daemon(
+        self,
+        name: str,
+        key: str,
+        files: Path,
+        workers: int,
+        params: list[str],
+        secrets: dict[str, str],
+    ) -> list[str]:
         """``pktx daemon`` for the provider whose key this is, with the node's service
         ``params``; ``secrets`` maps a service's key parameter (``encrypt.key``) to its value,
         handed over in the environment. Returns the command line (which holds no key)."""
         env = {**os.environ, "PKTX_BROKER_KEY": key}
-        argv = pktx_argv("daemon", "--broker", self.url, "--state", str(self.folder / "daemon"),
-                         "--files", str(files), "--workers", str(workers), "--name", name,
-                         "--report-every", "1", "--grace", "5")
+        argv = pktx_argv(
+            "daemon",
+            "--broker",
+            self.url,
+            "--state",
+            str(self.folder / "daemon"),
+            "--files",
+            str(files),
+            "--workers",
+            str(workers),
+            "--name",
+            name,
+            "--report-every",
+            "1",
+            "--grace",
+            "5",
+        )
         for param in params:
             argv += ["--param", param]
         for n, (param, value) in enumerate(sorted(secrets.items())):

@@ -10,13 +10,17 @@ from contextlib import contextmanager
 
 def wanted(args) -> bool:
     """A bar for this command: stderr is a terminal, and neither -q nor --json was given."""
-    return (not getattr(args, "quiet", False) and not getattr(args, "json", False)
-            and sys.stderr.isatty())
+    return (
+        not getattr(args, "quiet", False)
+        and not getattr(args, "json", False)
+        and sys.stderr.isatty()
+    )
 
 
 @contextmanager
-def progress_bar(total: int, what: str, *, unit: str, enabled: bool
-                 ) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    total: int, what: str, *, unit: str, enabled: bool
+) -> Iterator[Callable[[int], None]]:
     """``update(done)`` moves a bar of ``total`` (``unit``: "packets" or "bytes"); a no-op
     when not ``enabled``. The bar is removed when done: the summary line says the rest."""
     if not enabled or total <= 0:
@@ -34,10 +38,19 @@ def progress_bar(total: int, what: str, *, unit: str, enabled: bool
         TransferSpeedColumn,
     )
 
-    amount = ((DownloadColumn(), TransferSpeedColumn()) if unit == "bytes"
-              else (MofNCompleteColumn(), TextColumn(unit)))
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                  *amount, TimeRemainingColumn(), console=Console(stderr=True),
-                  transient=True) as progress:
+    amount = (
+        (DownloadColumn(), TransferSpeedColumn())
+        if unit == "bytes"
+        else (MofNCompleteColumn(), TextColumn(unit))
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        *amount,
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
         task = progress.add_task(what, total=total)
         yield lambda done: progress.update(task, completed=done)

@@ -74,8 +74,10 @@ def check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise EngineError(f"--broker {url}: give https://HOST[:PORT]")
     if parts.scheme == "http" and not _loopback(parts.hostname):
-        raise EngineError(f"--broker {url}: plain HTTP only to a loopback address (the API "
-                          "key would cross the network in clear); use https://")
+        raise EngineError(
+            f"--broker {url}: plain HTTP only to a loopback address (the API "
+            "key would cross the network in clear); use https://"
+        )
     return url.rstrip("/")
 
 
@@ -115,16 +117,20 @@ class Backoff:
 class BrokerClient:
     """Calls for daemons of ``provider_id`` (learnt from the key: ``GET /v1/me``)."""
 
-    def __init__(self, url: str, key: str, *, ca_bundle: str | None = None,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, key: str, *, ca_bundle: str | None = None, timeout_s: float = 10.0
+    ) -> None:
         self.url = check_url(url)
         verify: bool | ssl.SSLContext = True
         if ca_bundle:
             verify = trusting(ca_bundle)
         self.timeout_s = timeout_s
-        self.http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout_s,
-                                 headers={"Authorization": f"Bearer {key}",
-                                          "User-Agent": "pktx-daemon"})
+        self.http = httpx.Client(
+            base_url=self.url,
+            verify=verify,
+            timeout=timeout_s,
+            headers={"Authorization": f"Bearer {key}", "User-Agent": "pktx-daemon"},
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -133,43 +139,63 @@ class BrokerClient:
     def me(self) -> dict:
         return self._answered("GET", "/v1/me")
 
-    def claim(self, provider_id: int, daemon: str, *, wait_s: float, lease_s: float,
-              sealing_key: str | None = None) -> dict | None:
+    def claim(
+        self,
+        provider_id: int,
+        daemon: str,
+        *,
+        wait_s: float,
+        lease_s: float,
+        sealing_key: str | None = None,
+    ) -> dict | None:
         """A job of the provider's with its lease, or None when none came within ``wait_s``
         (``sealing_key``: the public key this daemon opens sealed parameters with)."""
         body = {"daemon": daemon, "wait_s": int(wait_s), "lease_s": int(lease_s)}
         if sealing_key:
             body["sealing_key"] = sealing_key
-        return self._call("POST", f"/v1/providers/{provider_id}/jobs/claim", body,
-                          timeout=wait_s + self.timeout_s)
+        return self._call(
+            "POST", f"/v1/providers/{provider_id}/jobs/claim", body, timeout=wait_s + self.timeout_s
+        )
 
-    def register_sealing_key(self, provider_id: int, public_key: str, *,
-                             replace: bool = False) -> dict:
-        return self._answered("PUT", f"/v1/providers/{provider_id}/sealing-key",
-                          {"public_key": public_key, "replace": replace})
+    def register_sealing_key(
+        self, provider_id: int, public_key: str, *, replace: bool = False
+    ) -> dict:
+        return self._answered(
+            "PUT",
+            f"/v1/providers/{provider_id}/sealing-key",
+            {"public_key": public_key, "replace": replace},
+        )
 
     def heartbeat(self, job_id: int, token: int, lease_s: float) -> dict:
-        return self._answered("POST", f"/v1/jobs/{job_id}/heartbeat",
-                          {"token": token, "lease_s": int(lease_s)})
+        return self._answered(
+            "POST", f"/v1/jobs/{job_id}/heartbeat", {"token": token, "lease_s": int(lease_s)}
+        )
 
     def start(self, job_id: int, token: int) -> dict:
-        return self._answered("POST", f"/v1/jobs/{job_id}/start", {"token": token},
-                          key=f"daemon-{job_id}-{token}-start")
+        return self._answered(
+            "POST",
+            f"/v1/jobs/{job_id}/start",
+            {"token": token},
+            key=f"daemon-{job_id}-{token}-start",
+        )
 
     def report(self, job_id: int, token: int, sequence: int, counters: dict) -> dict:
-        return self._answered("POST", f"/v1/jobs/{job_id}/usage",
-                          {"sequence": sequence, "token": token, **counters})
+        return self._answered(
+            "POST", f"/v1/jobs/{job_id}/usage", {"sequence": sequence, "token": token, **counters}
+        )
 
-    def finish(self, job_id: int, token: int, outcome: dict,
-               report: tuple[int, dict] | None = None) -> dict:
+    def finish(
+        self, job_id: int, token: int, outcome: dict, report: tuple[int, dict] | None = None
+    ) -> dict:
         """``outcome``: {"call": complete|fail|handback, "body": {...}}; ``report``: the job's
         last usage report (sequence, counters), taken in with a ``complete`` in one call."""
         call = outcome["call"]
         body = {"token": token, **outcome["body"]}
         if report is not None:
             body["report"] = {"sequence": report[0], **report[1]}
-        return self._answered("POST", f"/v1/jobs/{job_id}/{call}", body,
-                          key=f"daemon-{job_id}-{token}-{call}")
+        return self._answered(
+            "POST", f"/v1/jobs/{job_id}/{call}", body, key=f"daemon-{job_id}-{token}-{call}"
+        )
 
     def _answered(self, method: str, path: str, body: dict | None = None, **kw) -> dict:
         """A call that the broker answers with a document (a 204 is not one it may give)."""
@@ -178,22 +204,34 @@ class BrokerClient:
             raise BrokerAway(f"{method} {path}: the broker answered with no content")
         return answer
 
-    def _call(self, method: str, path: str, body: dict | None = None, *,
-              key: str | None = None, timeout: float | None = None) -> dict | None:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        *,
+        key: str | None = None,
+        timeout: float | None = None,
+    ) -> dict | None:
         headers = {"Idempotency-Key": key} if key else None
         try:
-            r = self.http.request(method, path, json=body, headers=headers,
-                                  timeout=timeout or self.timeout_s)
+            r = self.http.request(
+                method, path, json=body, headers=headers, timeout=timeout or self.timeout_s
+            )
         except httpx.TransportError as exc:  # refused, reset, timed out, TLS failed
             if isinstance(exc, httpx.ConnectError) and "CERTIFICATE" in str(exc).upper():
-                raise EngineError(f"{self.url}: the broker's certificate was not accepted: "
-                                  f"{exc} (a private CA: --ca-bundle FILE)") from None
+                raise EngineError(
+                    f"{self.url}: the broker's certificate was not accepted: "
+                    f"{exc} (a private CA: --ca-bundle FILE)"
+                ) from None
             if isinstance(exc, httpx.ConnectError) and "WRONG_VERSION_NUMBER" in str(exc):
                 # Not a broker away but one that does not speak TLS there: waiting it out
                 # would be retrying for ever.
-                raise EngineError(f"{self.url}: the server there does not speak TLS ({exc}); "
-                                  "a broker serving plain HTTP on loopback is "
-                                  "--broker http://...") from None
+                raise EngineError(
+                    f"{self.url}: the server there does not speak TLS ({exc}); "
+                    "a broker serving plain HTTP on loopback is "
+                    "--broker http://..."
+                ) from None
             raise BrokerAway(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         if r.status_code == 204:
             return None
@@ -224,8 +262,12 @@ def wait_out(call, *, stop=None, what: str = "the broker", backoff: Backoff | No
         except BrokerAway as exc:
             delay = backoff.next_delay()
             if backoff.failures in (1, 5) or backoff.failures % 20 == 0:
-                log.warning("%s is away (%s); trying again (%d failures so far)", what, exc,
-                            backoff.failures)
+                log.warning(
+                    "%s is away (%s); trying again (%d failures so far)",
+                    what,
+                    exc,
+                    backoff.failures,
+                )
             if stop is not None and stop():
                 raise
             time.sleep(delay)

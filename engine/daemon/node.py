@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DaemonOptions:
-    name: str = ""                 # how the broker knows this daemon (default: host and pid)
+    name: str = ""  # how the broker knows this daemon (default: host and pid)
     provider_id: int | None = None  # the key's provider when it speaks for one only
     max_jobs: int = 1
     lease_s: float = 30.0
@@ -58,8 +58,16 @@ class DaemonOptions:
 
 
 class Daemon:
-    def __init__(self, url: str, key: str, state_dir: str, node: NodeOptions,
-                 options: DaemonOptions | None = None, *, ca_bundle: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        state_dir: str,
+        node: NodeOptions,
+        options: DaemonOptions | None = None,
+        *,
+        ca_bundle: str | None = None,
+    ) -> None:
         self.opts = o = options or DaemonOptions()
         self.name = o.name or f"{socket.gethostname()}-{os.getpid()}"
         self.node = node
@@ -98,8 +106,11 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         def drain(signum, frame):
             if not self.draining.is_set():
-                log.warning("%s: draining (no more claims; %d job(s) running)",
-                            signal.Signals(signum).name, len(self.runs))
+                log.warning(
+                    "%s: draining (no more claims; %d job(s) running)",
+                    signal.Signals(signum).name,
+                    len(self.runs),
+                )
                 self.draining.set()
                 self.wake.set()
 
@@ -109,20 +120,29 @@ class Daemon:
     def run(self) -> int:
         try:
             self.provider_id = self._provider()
-            log.info("daemon %s for provider %d, state in %s", self.name, self.provider_id,
-                     self.state.path)
+            log.info(
+                "daemon %s for provider %d, state in %s",
+                self.name,
+                self.provider_id,
+                self.state.path,
+            )
             self.node.sealing, self.node.provider_id = self._sealing_key(), self.provider_id
             self._reconcile()
-            self.claim_thread = threading.Thread(target=self._claim_loop, name="pktx-claim",
-                                                 daemon=True)
+            self.claim_thread = threading.Thread(
+                target=self._claim_loop, name="pktx-claim", daemon=True
+            )
             self.claim_thread.start()
             while True:
                 self._tick()
-                if self.draining.is_set() and not self.runs and not self.waiting \
-                        and not self._unfinished():
+                if (
+                    self.draining.is_set()
+                    and not self.runs
+                    and not self.waiting
+                    and not self._unfinished()
+                ):
                     break
                 self.wake.wait(self.opts.tick_s)
-                self.wake.clear()   # what set it happened before this: the next tick sees it
+                self.wake.clear()  # what set it happened before this: the next tick sees it
         except BrokerAway:  # only while draining before the broker ever answered
             pass
         finally:
@@ -139,12 +159,17 @@ class Daemon:
         ids = me.get("provider_ids") or []
         if self.opts.provider_id is not None:
             if self.opts.provider_id not in ids:
-                raise EngineError(f"--provider {self.opts.provider_id}: the key does not speak "
-                                  f"for it (it speaks for {ids or 'no provider'})")
+                raise EngineError(
+                    f"--provider {self.opts.provider_id}: the key does not speak "
+                    f"for it (it speaks for {ids or 'no provider'})"
+                )
             return self.opts.provider_id
         if len(ids) != 1:
-            raise EngineError(f"the key speaks for {len(ids)} providers ({ids}); name one with "
-                              "--provider" if ids else "the key is not a provider's key")
+            raise EngineError(
+                f"the key speaks for {len(ids)} providers ({ids}); name one with --provider"
+                if ids
+                else "the key is not a provider's key"
+            )
         return ids[0]
 
     def _sealing_key(self) -> SealingKey | None:
@@ -160,27 +185,40 @@ class Daemon:
         # (409), and a second look finds the same key.
         for _ in range(2):
             try:
-                wait_out(lambda: self.client.register_sealing_key(
-                    provider_id, key.public, replace=self.opts.replace_sealing_key),
-                    stop=self.draining.is_set)
+                wait_out(
+                    lambda: self.client.register_sealing_key(
+                        provider_id, key.public, replace=self.opts.replace_sealing_key
+                    ),
+                    stop=self.draining.is_set,
+                )
             except Refused as exc:
                 refused = exc
                 if exc.status == 409:
                     continue
             else:
-                log.info("sealing key %s published for provider %d", key.fingerprint,
-                         self.provider_id)
+                log.info(
+                    "sealing key %s published for provider %d", key.fingerprint, self.provider_id
+                )
                 return key
             break
         assert refused is not None  # the loop returns unless a call was refused
         if refused.status == 409:
-            log.warning("sealing key %s (%s) is not the one provider %d's daemons publish: "
-                        "this daemon takes no jobs with sealed parameters. Give it the "
-                        "provider's key file (--sealing-key), or publish this one with "
-                        "--replace-sealing-key", key.fingerprint, path, self.provider_id)
+            log.warning(
+                "sealing key %s (%s) is not the one provider %d's daemons publish: "
+                "this daemon takes no jobs with sealed parameters. Give it the "
+                "provider's key file (--sealing-key), or publish this one with "
+                "--replace-sealing-key",
+                key.fingerprint,
+                path,
+                self.provider_id,
+            )
         else:
-            log.warning("the broker did not take sealing key %s (%s): this daemon takes no "
-                        "jobs with sealed parameters", key.fingerprint, refused)
+            log.warning(
+                "the broker did not take sealing key %s (%s): this daemon takes no "
+                "jobs with sealed parameters",
+                key.fingerprint,
+                refused,
+            )
         return None
 
     def _unfinished(self) -> bool:
@@ -195,12 +233,12 @@ class Daemon:
                 log.info("job %d: sending its outcome again after a restart", job.job_id)
                 continue  # _tick sends it
             try:
-                wait_out(lambda j=job: self.client.heartbeat(j.job_id, j.token,
-                                                             self.opts.lease_s),
-                         stop=self.draining.is_set)
+                wait_out(
+                    lambda j=job: self.client.heartbeat(j.job_id, j.token, self.opts.lease_s),
+                    stop=self.draining.is_set,
+                )
             except LeaseLost:
-                log.warning("job %d: its lease was lost while this daemon was down",
-                            job.job_id)
+                log.warning("job %d: its lease was lost while this daemon was down", job.job_id)
                 self._drop(job.job_id)
                 continue
             except Refused as exc:
@@ -210,8 +248,7 @@ class Daemon:
             if self.draining.is_set():
                 self._hand_back(job.job_id, "the daemon is stopping")
                 continue
-            log.info("job %d: still this daemon's after a restart; delivering it again",
-                     job.job_id)
+            log.info("job %d: still this daemon's after a restart; delivering it again", job.job_id)
             self._start(job.job_id)
 
     # -- claiming -----------------------------------------------------------------------------
@@ -226,9 +263,12 @@ class Daemon:
                 continue
             try:
                 answer = self.claimer.claim(
-                    provider_id, self.name, wait_s=self.opts.claim_wait_s,
+                    provider_id,
+                    self.name,
+                    wait_s=self.opts.claim_wait_s,
                     lease_s=self.opts.lease_s,
-                    sealing_key=self.node.sealing.public if self.node.sealing else None)
+                    sealing_key=self.node.sealing.public if self.node.sealing else None,
+                )
                 backoff.reset()
                 self.broker_seen = time.monotonic()
             except BrokerAway as exc:
@@ -279,8 +319,9 @@ class Daemon:
         self.waiting.pop(job_id, None)
         folder = os.path.join(self.state_dir, "jobs", str(job_id))
         try:
-            run = Run(job_id, job.spec, self.node, folder, base=job.reported,
-                      lease_s=self.opts.lease_s)
+            run = Run(
+                job_id, job.spec, self.node, folder, base=job.reported, lease_s=self.opts.lease_s
+            )
         except (BadSpec, OSError) as exc:
             log.error("job %d: %s", job_id, exc)
             self._finish(job_id, {"call": "fail", "body": {"error": str(exc)[:500]}})
@@ -289,8 +330,9 @@ class Daemon:
         self.runs[job_id] = run
         if job_id in self.claimed_at:
             self.own_s[job_id] = time.monotonic() - self.claimed_at.pop(job_id)
-        threading.Thread(target=self._watch, args=(run,), name=f"pktx-job-{job_id}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._watch, args=(run,), name=f"pktx-job-{job_id}", daemon=True
+        ).start()
         self.next_beat[job_id] = time.monotonic() + self.opts.lease_s / 3
         self.next_report[job_id] = time.monotonic() + self.opts.report_every_s
         if runs == 1:
@@ -326,8 +368,7 @@ class Daemon:
                 run.block_over = True
                 run.stop()  # a live source completes what it has (SIGTERM), then exits 0
             elif self.drain_deadline is not None and now >= self.drain_deadline:
-                log.warning("job %d: not finished within the grace period; handing it back",
-                            job_id)
+                log.warning("job %d: not finished within the grace period; handing it back", job_id)
                 run.stop()
                 del self.runs[job_id]
                 if run.streams:
@@ -361,8 +402,9 @@ class Daemon:
                 self.state.next_report(job_id, run.counters())
             error = run.error()
             log.error("job %d: the delivery failed: %s", job_id, error)
-            self._finish(job_id, {"call": "fail", "body": {"error": error,
-                                                          "measured": run.measured()}})
+            self._finish(
+                job_id, {"call": "fail", "body": {"error": error, "measured": run.measured()}}
+            )
 
     def _finish(self, job_id: int, outcome: dict) -> None:
         self.state.set_phase(job_id, "finishing", outcome)
@@ -397,8 +439,9 @@ class Daemon:
             delay = self.backoff.next_delay()
             self.away_until = time.monotonic() + delay
             if self.backoff.failures in (1, 5) or self.backoff.failures % 20 == 0:
-                log.warning("the broker is away (%s); deliveries go on, trying again in "
-                            "%.1f s", exc, delay)
+                log.warning(
+                    "the broker is away (%s); deliveries go on, trying again in %.1f s", exc, delay
+                )
             return False
         except LeaseLost as exc:
             self.events["lease_lost"] += 1
@@ -443,15 +486,22 @@ class Daemon:
         rates = {k: answer[k] for k in ("max_rate_bps", "min_rate_bps") if k in answer}
         if not rates or all(job.spec.get(k) == v for k, v in rates.items()):
             return
-        log.warning("job %d: the broker changed its rates to %s; delivering under them",
-                    job_id, ", ".join(f"{k} {v}" for k, v in rates.items()))
+        log.warning(
+            "job %d: the broker changed its rates to %s; delivering under them",
+            job_id,
+            ", ".join(f"{k} {v}" for k, v in rates.items()),
+        )
         self.state.set_spec(job_id, {**job.spec, **rates})
         run = self.runs.get(job_id)
         if run is None:
             return  # waiting for its block: it starts under the new rates
         if not run.restartable:
-            log.warning("job %d: its delivery cannot start again without loss (%s); the new "
-                        "rates apply from its next run", job_id, run.argv[6])
+            log.warning(
+                "job %d: its delivery cannot start again without loss (%s); the new "
+                "rates apply from its next run",
+                job_id,
+                run.argv[6],
+            )
             return
         del self.runs[job_id]
         run.stop()
@@ -466,8 +516,10 @@ class Daemon:
                 self.state.acknowledged(job_id, sequence)
                 continue
             try:
-                ok = self._broker(lambda j=job, q=sequence, b=body: self.client.report(
-                    j.job_id, j.token, q, b), job_id)
+                ok = self._broker(
+                    lambda j=job, q=sequence, b=body: self.client.report(j.job_id, j.token, q, b),
+                    job_id,
+                )
             except Refused as exc:
                 log.error("job %d: report %d refused: %s", job_id, sequence, exc)
                 ok = True
@@ -498,15 +550,17 @@ class Daemon:
         if final is None and self.state.unsent(job_id):
             return  # the reports first, one by one (`_send_reports`)
         try:
-            ok = self._broker(lambda: self.client.finish(job_id, job.token, outcome, final),
-                              job_id)
+            ok = self._broker(lambda: self.client.finish(job_id, job.token, outcome, final), job_id)
         except Refused as exc:
             if final is not None:
                 # Refused together (the report's counters, or a broker that takes no report
                 # with ``complete``): the next tick sends them apart, the report first, each
                 # refusal then dealt with on its own.
-                log.warning("job %d: complete with its last report refused (%s); sending "
-                            "them apart", job_id, exc)
+                log.warning(
+                    "job %d: complete with its last report refused (%s); sending them apart",
+                    job_id,
+                    exc,
+                )
                 return
             log.error("job %d: %s refused: %s", job_id, outcome["call"], exc)
             ok = True
@@ -515,17 +569,24 @@ class Daemon:
                 self.state.acknowledged(job_id, final[0])
             self.state.set_phase(job_id, "done")
             self.finished += 1
-            said = {"complete": "done", "fail": "failed",
-                    "handback": "handed back"}[outcome["call"]]
+            said = {"complete": "done", "fail": "failed", "handback": "handed back"}[
+                outcome["call"]
+            ]
             exited, started = self.exited_at.pop(job_id, None), self.own_s.pop(job_id, None)
             if exited is None or started is None:
                 log.info("job %d: %s", job_id, said)
             else:  # claimed and delivered by this process
                 ended = time.monotonic() - exited
-                log.info("job %d: %s (the daemon's own time: %.1f ms, %.1f ms from the claim "
-                         "to the delivery started, %.1f ms from its exit to the answer to %s)",
-                         job_id, said, (started + ended) * 1000, started * 1000,
-                         ended * 1000, outcome["call"])
+                log.info(
+                    "job %d: %s (the daemon's own time: %.1f ms, %.1f ms from the claim "
+                    "to the delivery started, %.1f ms from its exit to the answer to %s)",
+                    job_id,
+                    said,
+                    (started + ended) * 1000,
+                    started * 1000,
+                    ended * 1000,
+                    outcome["call"],
+                )
 
 
 def _seconds_until(iso: str | None) -> float:

@@ -73,8 +73,10 @@ class NodeOptions:
 
 def _inside(folder: str | None, name: str, what: str) -> str:
     if folder is None:
-        raise BadSpec(f"the job's {what} {name!r} is a file, and this daemon takes no file jobs "
-                      "(start it with --files DIR)")
+        raise BadSpec(
+            f"the job's {what} {name!r} is a file, and this daemon takes no file jobs "
+            "(start it with --files DIR)"
+        )
     root = os.path.realpath(folder)
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, path]) != root:
@@ -102,14 +104,16 @@ def opened(spec: dict, node: NodeOptions) -> dict[str, str]:
         return {}
     sealed = spec.get("sealed")
     if not isinstance(sealed, dict) or not sealed.get("box"):
-        raise BadSpec("the job's request declared sealed parameters, but its claim brought "
-                      "none")
+        raise BadSpec("the job's request declared sealed parameters, but its claim brought none")
     if node.sealing is None or node.provider_id is None:
-        raise BadSpec("the job has sealed parameters and this daemon holds no sealing key of "
-                      "its provider")
+        raise BadSpec(
+            "the job has sealed parameters and this daemon holds no sealing key of its provider"
+        )
     if sealed.get("sealed_to") != node.sealing.public:
-        raise BadSpec("the job's parameters are sealed to another key than the one this daemon "
-                      f"holds ({node.sealing.fingerprint})")
+        raise BadSpec(
+            "the job's parameters are sealed to another key than the one this daemon "
+            f"holds ({node.sealing.fingerprint})"
+        )
     try:
         box = base64.b64decode(sealed["box"], validate=True)
         params = node.sealing.open(box, binding(int(spec["award_id"]), node.provider_id))
@@ -118,14 +122,21 @@ def opened(spec: dict, node: NodeOptions) -> dict[str, str]:
     except SealingError as exc:
         raise BadSpec(str(exc)) from None
     if sorted(params) != sorted(names):
-        raise BadSpec(f"the sealed box holds other parameters than the request declared "
-                      f"({', '.join(names)})")
+        raise BadSpec(
+            f"the sealed box holds other parameters than the request declared ({', '.join(names)})"
+        )
     return params
 
 
-def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, float] | None = None,
-            sealed: tuple[str, ...] = (), resume: tuple[str, ...] = (),
-            parent: int | None = None) -> list[str]:
+def command(
+    spec: dict,
+    node: NodeOptions,
+    usage_path: str,
+    lease: tuple[str, float] | None = None,
+    sealed: tuple[str, ...] = (),
+    resume: tuple[str, ...] = (),
+    parent: int | None = None,
+) -> list[str]:
     """The ``pktx deliver`` command line for a job's spec (``lease``: the file the daemon
     touches while it holds the job's lease, and how stale it may get; ``sealed``: the names of
     its sealed parameters, found by the delivery in ``SEALED_ENV`` 0, 1, ...; ``resume``: the
@@ -137,9 +148,22 @@ def command(spec: dict, node: NodeOptions, usage_path: str, lease: tuple[str, fl
     services = spec.get("services") or ["identity"]
     if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
         raise BadSpec("the job's services are not a list of names")
-    argv = [sys.executable, "-m", "engine.cli", "deliver", source, "-o", sink,
-            "--service", ",".join(services), "--usage-json", usage_path,
-            "--usage-every", f"{node.usage_every_s:g}", "-q"]
+    argv = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "deliver",
+        source,
+        "-o",
+        sink,
+        "--service",
+        ",".join(services),
+        "--usage-json",
+        usage_path,
+        "--usage-every",
+        f"{node.usage_every_s:g}",
+        "-q",
+    ]
     for param in spec.get("params") or []:
         if not isinstance(param, str) or "=" not in param:
             raise BadSpec(f"the job's parameter {param!r} is not SERVICE.KEY=VALUE")
@@ -196,13 +220,15 @@ def _base(name: str) -> str:
 
 def counters_of(usage: dict) -> dict:
     """A usage record's counters as a usage report carries them."""
-    return {"packets_in": int(usage.get("packets_in", 0)),
-            "packets_out": int(usage.get("packets_out", 0)),
-            "bytes_in": int(usage.get("bytes_in", 0)),
-            "bytes_out": int(usage.get("bytes_out", 0)),
-            "seconds": int(usage.get("duration_ns", 0)) // 1_000_000_000,
-            "windows_met": int(usage.get("min_rate_windows_met", 0)),
-            "windows_missed": int(usage.get("min_rate_windows_missed", 0))}
+    return {
+        "packets_in": int(usage.get("packets_in", 0)),
+        "packets_out": int(usage.get("packets_out", 0)),
+        "bytes_in": int(usage.get("bytes_in", 0)),
+        "bytes_out": int(usage.get("bytes_out", 0)),
+        "seconds": int(usage.get("duration_ns", 0)) // 1_000_000_000,
+        "windows_met": int(usage.get("min_rate_windows_met", 0)),
+        "windows_missed": int(usage.get("min_rate_windows_missed", 0)),
+    }
 
 
 class Run:
@@ -210,8 +236,15 @@ class Run:
 
     positioned = False  # a stream that keeps its position (set in __init__)
 
-    def __init__(self, job_id: int, spec: dict, node: NodeOptions, folder: str,
-                 base: dict, lease_s: float | None = None) -> None:
+    def __init__(
+        self,
+        job_id: int,
+        spec: dict,
+        node: NodeOptions,
+        folder: str,
+        base: dict,
+        lease_s: float | None = None,
+    ) -> None:
         self.job_id, self.spec = job_id, spec
         os.makedirs(folder, mode=0o700, exist_ok=True)
         self.usage_path = os.path.join(folder, "usage.json")
@@ -228,17 +261,24 @@ class Run:
         secrets = opened(spec, node)
         for value in secrets.values():  # never in this daemon's log lines either
             register_secret(value)
-        self.argv = command(spec, node, self.usage_path,
-                            (self.lease_path, lease_s) if lease_s else None,
-                            sealed=tuple(secrets), resume=resume_options(job_id, spec, previous),
-                            parent=os.getpid())
+        self.argv = command(
+            spec,
+            node,
+            self.usage_path,
+            (self.lease_path, lease_s) if lease_s else None,
+            sealed=tuple(secrets),
+            resume=resume_options(job_id, spec, previous),
+            parent=os.getpid(),
+        )
         # Sealed parameters reach the delivery through its environment (readable by this user
         # only, /proc/PID/environ), not its command line.
-        env = {**os.environ, **{f"{SEALED_ENV}{i}": value
-                                for i, value in enumerate(secrets.values())},
-               # its log lines name the job (engine.logs)
-               CONTEXT_ENV["job_id"]: str(job_id),
-               CONTEXT_ENV["award_id"]: str(spec.get("award_id", ""))}
+        env = {
+            **os.environ,
+            **{f"{SEALED_ENV}{i}": value for i, value in enumerate(secrets.values())},
+            # its log lines name the job (engine.logs)
+            CONTEXT_ENV["job_id"]: str(job_id),
+            CONTEXT_ENV["award_id"]: str(spec.get("award_id", "")),
+        }
         del secrets
         self.live = self.argv[4].startswith(LIVE_SCHEMES)
         # A file appears only when complete: its usage is reported at the end. A stream's
@@ -246,7 +286,8 @@ class Run:
         self.streams = self.argv[6].startswith(LIVE_SCHEMES)
         # A stream that keeps its position: its packet counters are its own, cumulative.
         self.positioned = self.argv[6].startswith("zmq://") or (
-            self.argv[6].startswith("udp://") and not self.live)
+            self.argv[6].startswith("udp://") and not self.live
+        )
         self.base = base if self.live or self.positioned else {}
         if not self.streams:  # a file's folder inside the files folder is made for it
             os.makedirs(os.path.dirname(self.argv[6]), exist_ok=True)
@@ -258,11 +299,21 @@ class Run:
             # Its own process group (its workers with it: stopped together). No preexec_fn:
             # the child sets its parent-death signal itself (--die-with-parent), so this is a
             # vfork, not a fork of the daemon.
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, env=env,
-                                         process_group=0)
-        log.info("job %d: delivering %s -> %s (pid %d)", job_id, self.argv[4], self.argv[6],
-                 self.proc.pid)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                process_group=0,
+            )
+        log.info(
+            "job %d: delivering %s -> %s (pid %d)",
+            job_id,
+            self.argv[4],
+            self.argv[6],
+            self.proc.pid,
+        )
 
     @staticmethod
     def _remove_partials(sink: str) -> None:
@@ -300,8 +351,7 @@ class Run:
         mine = counters_of(usage) if usage else {}
         if not self.live and not self.positioned:
             return mine
-        total = {c: int(self.base.get(c, 0)) + mine.get(c, 0)
-                 for c in set(self.base) | set(mine)}
+        total = {c: int(self.base.get(c, 0)) + mine.get(c, 0) for c in set(self.base) | set(mine)}
         position = (usage or {}).get("stream_position")
         if self.positioned and isinstance(position, dict):
             total.update({c: int(position.get(c, 0)) for c in STREAM_COUNTERS})
@@ -341,9 +391,12 @@ class Run:
         """The run's measured record, for the broker's judgement of the delivery."""
         usage = self.usage() or {}
         total = self.counters()
-        return {"bytes": total.get("bytes_out", 0), "packets": total.get("packets_out", 0),
-                "windows": total.get("windows_met", 0) + total.get("windows_missed", 0),
-                "windows_met": total.get("windows_met", 0),
-                "started_at": usage.get("start"), "ended_at": usage.get("end"),
-                "errors": len(usage.get("dead_workers", [])) + len(usage.get("poison_segments",
-                                                                             []))}
+        return {
+            "bytes": total.get("bytes_out", 0),
+            "packets": total.get("packets_out", 0),
+            "windows": total.get("windows_met", 0) + total.get("windows_missed", 0),
+            "windows_met": total.get("windows_met", 0),
+            "started_at": usage.get("start"),
+            "ended_at": usage.get("end"),
+            "errors": len(usage.get("dead_workers", [])) + len(usage.get("poison_segments", [])),
+        }

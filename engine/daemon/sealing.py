@@ -76,8 +76,12 @@ def fingerprint(text: str) -> str:
 
 
 def _kdf(shared: bytes, ephemeral: bytes, recipient: bytes) -> tuple[bytes, bytes]:
-    okm = HKDF(algorithm=hashes.SHA256(), length=_KEY + _NONCE, salt=None,
-               info=_LABEL + ephemeral + recipient).derive(shared)
+    okm = HKDF(
+        algorithm=hashes.SHA256(),
+        length=_KEY + _NONCE,
+        salt=None,
+        info=_LABEL + ephemeral + recipient,
+    ).derive(shared)
     return okm[:_KEY], okm[_KEY:]
 
 
@@ -85,8 +89,9 @@ def seal(recipient: str, params: dict[str, str], aad: bytes) -> bytes:
     """A box of ``params`` for the holder of ``recipient``'s private key, bound to ``aad``."""
     peer = public_key(recipient)
     ephemeral = X25519PrivateKey.generate()
-    mine = ephemeral.public_key().public_bytes(serialization.Encoding.Raw,
-                                               serialization.PublicFormat.Raw)
+    mine = ephemeral.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     key, nonce = _kdf(ephemeral.exchange(peer), mine, base64.b64decode(recipient))
     body = ChaCha20Poly1305(key).encrypt(nonce, json.dumps(params).encode(), aad)
     box = VERSION + mine + body
@@ -117,9 +122,13 @@ class SealingKey:
             raise SealingError(f"sealing key {path}: {exc.strerror or exc}") from None
         private = X25519PrivateKey.generate()
         with os.fdopen(fd, "wb") as f:
-            f.write(private.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+            f.write(
+                private.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
         log.info("made a sealing key pair in %s", path)
         return cls(private)
 
@@ -132,8 +141,11 @@ class SealingKey:
         except OSError as exc:
             raise SealingError(f"sealing key {path}: {exc.strerror or exc}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("sealing key %s can be read by other users (mode %04o); chmod 600 it",
-                        path, stat.S_IMODE(mode))
+            log.warning(
+                "sealing key %s can be read by other users (mode %04o); chmod 600 it",
+                path,
+                stat.S_IMODE(mode),
+            )
         try:
             private = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError):
@@ -147,21 +159,25 @@ class SealingKey:
         anything else (tampered with, for another award or provider, to another key)."""
         if len(box) < OVERHEAD or box[:1] != VERSION:
             raise SealingError("the sealed parameters are not a sealed box of this version")
-        ephemeral = box[1:1 + PUBLIC_SIZE]
+        ephemeral = box[1 : 1 + PUBLIC_SIZE]
         try:
             shared = self._private.exchange(X25519PublicKey.from_public_bytes(ephemeral))
             key, nonce = _kdf(shared, ephemeral, base64.b64decode(self.public))
-            text = ChaCha20Poly1305(key).decrypt(nonce, box[1 + PUBLIC_SIZE:], aad)
+            text = ChaCha20Poly1305(key).decrypt(nonce, box[1 + PUBLIC_SIZE :], aad)
         except (InvalidTag, ValueError):
-            raise SealingError("the sealed parameters do not open with this provider's "
-                               "sealing key for this award (tampered with, sealed for another "
-                               "award or provider, or to another key)") from None
+            raise SealingError(
+                "the sealed parameters do not open with this provider's "
+                "sealing key for this award (tampered with, sealed for another "
+                "award or provider, or to another key)"
+            ) from None
         try:
             params = json.loads(text)
         except ValueError:
             params = None
         if not isinstance(params, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
-            raise SealingError("the sealed parameters are not an object of SERVICE.PARAM "
-                               "names and text values")
+            isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+        ):
+            raise SealingError(
+                "the sealed parameters are not an object of SERVICE.PARAM names and text values"
+            )
         return params

@@ -43,8 +43,15 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 # The counters a usage report carries (the broker's ``UsageIn``), all cumulative.
-COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out", "seconds", "windows_met",
-            "windows_missed")
+COUNTERS = (
+    "packets_in",
+    "packets_out",
+    "bytes_in",
+    "bytes_out",
+    "seconds",
+    "windows_met",
+    "windows_missed",
+)
 ACTIVE = ("claimed", "running", "finishing")
 
 
@@ -66,8 +73,9 @@ class State:
     def __init__(self, folder: str) -> None:
         os.makedirs(folder, mode=0o700, exist_ok=True)
         self.path = os.path.join(folder, "daemon.sqlite3")
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                  timeout=30)
+        self.db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL, not FULL: in WAL mode a commit is then written to the WAL (the OS's page
         # cache) without an fsync, the WAL synced at checkpoints. That is what the daemon's
@@ -111,8 +119,15 @@ class State:
                 "INSERT OR REPLACE INTO jobs (job_id, token, spec, phase, reported, "
                 "next_sequence, outcome, runs, updated_ns) VALUES (?, ?, ?, 'claimed', ?, ?, "
                 "NULL, 0, ?)",
-                (job_id, token, json.dumps(spec), json.dumps(counters),
-                 int(reported.get("sequence", 0) or 0) + 1, time.time_ns()))
+                (
+                    job_id,
+                    token,
+                    json.dumps(spec),
+                    json.dumps(counters),
+                    int(reported.get("sequence", 0) or 0) + 1,
+                    time.time_ns(),
+                ),
+            )
         return self.held(job_id)
 
     def held(self, job_id: int) -> Job:
@@ -125,38 +140,52 @@ class State:
     def job(self, job_id: int) -> Job | None:
         row = self.db.execute(
             "SELECT job_id, token, spec, phase, reported, next_sequence, outcome, runs "
-            "FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            "FROM jobs WHERE job_id = ?",
+            (job_id,),
+        ).fetchone()
         return _job(row) if row else None
 
     def active(self) -> list[Job]:
         rows = self.db.execute(
             "SELECT job_id, token, spec, phase, reported, next_sequence, outcome, runs "
-            "FROM jobs WHERE phase IN ('claimed', 'running', 'finishing') ORDER BY job_id")
+            "FROM jobs WHERE phase IN ('claimed', 'running', 'finishing') ORDER BY job_id"
+        )
         return [_job(r) for r in rows]
 
     def set_phase(self, job_id: int, phase: str, outcome: dict | None = None) -> None:
         with self._write():
-            self.db.execute("UPDATE jobs SET phase = ?, outcome = ?, updated_ns = ? "
-                            "WHERE job_id = ?",
-                            (phase, json.dumps(outcome) if outcome is not None else None,
-                             time.time_ns(), job_id))
+            self.db.execute(
+                "UPDATE jobs SET phase = ?, outcome = ?, updated_ns = ? WHERE job_id = ?",
+                (
+                    phase,
+                    json.dumps(outcome) if outcome is not None else None,
+                    time.time_ns(),
+                    job_id,
+                ),
+            )
 
     def set_spec(self, job_id: int, spec: dict) -> None:
         with self._write():
-            self.db.execute("UPDATE jobs SET spec = ?, updated_ns = ? WHERE job_id = ?",
-                            (json.dumps(spec), time.time_ns(), job_id))
+            self.db.execute(
+                "UPDATE jobs SET spec = ?, updated_ns = ? WHERE job_id = ?",
+                (json.dumps(spec), time.time_ns(), job_id),
+            )
 
     def started_run(self, job_id: int) -> int:
         with self._write():
-            self.db.execute("UPDATE jobs SET phase = 'running', runs = runs + 1, "
-                            "updated_ns = ? WHERE job_id = ?", (time.time_ns(), job_id))
+            self.db.execute(
+                "UPDATE jobs SET phase = 'running', runs = runs + 1, "
+                "updated_ns = ? WHERE job_id = ?",
+                (time.time_ns(), job_id),
+            )
         return self.held(job_id).runs
 
     def forget_finished(self, older_than_s: float = 7 * 86400) -> None:
         cutoff = time.time_ns() - int(older_than_s * 1e9)
         with self._write():
-            self.db.execute("DELETE FROM jobs WHERE phase IN ('done', 'dropped') AND "
-                            "updated_ns < ?", (cutoff,))
+            self.db.execute(
+                "DELETE FROM jobs WHERE phase IN ('done', 'dropped') AND updated_ns < ?", (cutoff,)
+            )
 
     # -- reports ------------------------------------------------------------------------------
     def next_report(self, job_id: int, counters: dict) -> tuple[int, dict] | None:
@@ -168,11 +197,14 @@ class State:
             return None
         sequence = job.next_sequence
         with self._write():
-            self.db.execute("INSERT INTO outbox (job_id, sequence, body) VALUES (?, ?, ?)",
-                            (job_id, sequence, json.dumps(body)))
-            self.db.execute("UPDATE jobs SET reported = ?, next_sequence = ?, updated_ns = ? "
-                            "WHERE job_id = ?",
-                            (json.dumps(body), sequence + 1, time.time_ns(), job_id))
+            self.db.execute(
+                "INSERT INTO outbox (job_id, sequence, body) VALUES (?, ?, ?)",
+                (job_id, sequence, json.dumps(body)),
+            )
+            self.db.execute(
+                "UPDATE jobs SET reported = ?, next_sequence = ?, updated_ns = ? WHERE job_id = ?",
+                (json.dumps(body), sequence + 1, time.time_ns(), job_id),
+            )
         return sequence, body
 
     def unsent(self, job_id: int | None = None) -> list[tuple[int, int, dict]]:
@@ -187,11 +219,20 @@ class State:
 
     def acknowledged(self, job_id: int, sequence: int) -> None:
         with self._write():
-            self.db.execute("DELETE FROM outbox WHERE job_id = ? AND sequence <= ?",
-                            (job_id, sequence))
+            self.db.execute(
+                "DELETE FROM outbox WHERE job_id = ? AND sequence <= ?", (job_id, sequence)
+            )
 
 
 def _job(row) -> Job:
     job_id, token, spec, phase, reported, next_sequence, outcome, runs = row
-    return Job(job_id, token, json.loads(spec), phase, json.loads(reported), next_sequence,
-               json.loads(outcome) if outcome else None, runs)
+    return Job(
+        job_id,
+        token,
+        json.loads(spec),
+        phase,
+        json.loads(reported),
+        next_sequence,
+        json.loads(outcome) if outcome else None,
+        runs,
+    )

@@ -54,8 +54,10 @@ class _Gate:
     def callback(self, domain: str, key: bytes) -> bool:
         ok = key in self.allowed
         if not ok:
-            log.warning("refused a worker: its CURVE public key %s is not authorised",
-                        key.decode(errors="replace"))
+            log.warning(
+                "refused a worker: its CURVE public key %s is not authorised",
+                key.decode(errors="replace"),
+            )
         return ok
 
 

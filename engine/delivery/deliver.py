@@ -110,8 +110,9 @@ class Delivery:
         self.chain = parse_chain(o.services, o.params)
         self.stream_id = P.new_stream_id()
         self._check_usage_path()
-        self.source = open_source(source, udp_linktype=o.udp_linktype, count=o.count,
-                                  idle_timeout=o.idle_timeout)
+        self.source = open_source(
+            source, udp_linktype=o.udp_linktype, count=o.count, idle_timeout=o.idle_timeout
+        )
         fmt, res = self.source.default_output()
         self.sink_url = sink
         self.sink_format = o.format or format_for_path(sink, fmt)
@@ -121,8 +122,9 @@ class Delivery:
         self._stop = threading.Event()
         self._sink_error: BaseException | None = None
         # Per segment cut, in order: where it ends in a mapped file, and its input's positions.
-        self._segment_ends: collections.deque[tuple[int | None, SegmentInput | None]] = \
+        self._segment_ends: collections.deque[tuple[int | None, SegmentInput | None]] = (
             collections.deque()
+        )
         self.dispatcher: Dispatcher | None = None
         # Where the stream stood when this run started, and where its sink has confirmed it:
         # kept for stream sinks, which a later run can resume (a file is written afresh).
@@ -139,14 +141,17 @@ class Delivery:
         if not path:
             return Mark()
         if not self.sink_url.startswith("udp://"):
-            raise EngineError(f"--resume-from {path}: only for a udp:// sink (a zmq:// sink "
-                              "resumes with --stream-id: its receiver says where it stands)")
+            raise EngineError(
+                f"--resume-from {path}: only for a udp:// sink (a zmq:// sink "
+                "resumes with --stream-id: its receiver says where it stands)"
+            )
         try:
             with open(path, encoding="utf-8") as f:
                 return Mark.from_dict(json.load(f)["stream_position"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EngineError(f"--resume-from {path}: not a usage record with a "
-                              f"stream_position ({exc})") from None
+            raise EngineError(
+                f"--resume-from {path}: not a usage record with a stream_position ({exc})"
+            ) from None
 
     def _check_usage_path(self) -> None:
         """A usage record that cannot be written fails now, not after the output is in place."""
@@ -167,8 +172,12 @@ class Delivery:
             return cores
         cap = max(8, WORKERS_PER_CORE * cores)
         if self.opts.workers > cap:
-            log.warning("--workers %d is more than %d per core: starting %d", self.opts.workers,
-                        WORKERS_PER_CORE, cap)
+            log.warning(
+                "--workers %d is more than %d per core: starting %d",
+                self.opts.workers,
+                WORKERS_PER_CORE,
+                cap,
+            )
             return cap
         return self.opts.workers
 
@@ -196,8 +205,9 @@ class Delivery:
 
         def put(item) -> None:
             if isinstance(item, PacketBatch):
-                self._segment_ends.append((self.source.file_end(item),
-                                           ledger.segment(item) if ledger else None))
+                self._segment_ends.append(
+                    (self.source.file_end(item), ledger.segment(item) if ledger else None)
+                )
             while not self._stop.is_set():
                 try:
                     out.put(item, timeout=0.1)
@@ -220,12 +230,20 @@ class Delivery:
                 n = len(batch)
                 if n:
                     if ledger is not None:
-                        ledger.read(first + (np.arange(n, dtype=np.int64) if kept is None
-                                             else kept))
+                        ledger.read(
+                            first + (np.arange(n, dtype=np.int64) if kept is None else kept)
+                        )
                     if batch.first_seq != seq:
-                        batch = PacketBatch(batch.data, batch.offsets, batch.caplen,
-                                            batch.origlen, batch.ts_ns, batch.iface,
-                                            batch.interfaces, seq)
+                        batch = PacketBatch(
+                            batch.data,
+                            batch.offsets,
+                            batch.caplen,
+                            batch.origlen,
+                            batch.ts_ns,
+                            batch.iface,
+                            batch.interfaces,
+                            seq,
+                        )
                     seq += n
                     self.meter.record_in(n, int(batch.caplen.sum(dtype=np.int64)))
                     for s in seg.feed(batch):
@@ -235,8 +253,11 @@ class Delivery:
                     elif not seg._held:
                         opened_at = None
                 # A live source's open segment goes when its time is up, full or not.
-                if (window_s is not None and opened_at is not None
-                        and time.monotonic() - opened_at >= window_s):
+                if (
+                    window_s is not None
+                    and opened_at is not None
+                    and time.monotonic() - opened_at >= window_s
+                ):
                     last = seg.finish()
                     if last is not None:
                         put(last)
@@ -274,25 +295,33 @@ class Delivery:
             self._sink_error = exc
             self._stop.set()
 
-    def _write(self, sink, part: PacketBatch, cut: SegmentInput | None,
-               seq_end: int | None) -> None:
+    def _write(
+        self, sink, part: PacketBatch, cut: SegmentInput | None, seq_end: int | None
+    ) -> None:
         """Write ``part`` of a segment, which ends the segment's input before sequence number
         ``seq_end`` (None: the whole segment's input is done with once it is written)."""
         at = None
         if cut is not None:
-            position, packets_in, bytes_in = cut.end() if seq_end is None or not len(
-                cut.positions) else cut.through(seq_end)
+            position, packets_in, bytes_in = (
+                cut.end() if seq_end is None or not len(cut.positions) else cut.through(seq_end)
+            )
             at = Mark(position, packets_in, bytes_in)
         sink.write(part, at)
         if not sink.acknowledges:  # else counted when the receiver confirms
             self.meter.record_out(len(part), part.nbytes)
             if at is not None:
                 p = self.position
-                self.position = Mark(at.position, at.packets_in, at.bytes_in,
-                                     p.packets_out + len(part), p.bytes_out + part.nbytes)
+                self.position = Mark(
+                    at.position,
+                    at.packets_in,
+                    at.bytes_in,
+                    p.packets_out + len(part),
+                    p.bytes_out + part.nbytes,
+                )
 
-    def _shaped_write(self, batch: PacketBatch, sink, bucket: TokenBucket,
-                      cut: SegmentInput | None) -> None:
+    def _shaped_write(
+        self, batch: PacketBatch, sink, bucket: TokenBucket, cut: SegmentInput | None
+    ) -> None:
         # Write in slices no bigger than the bucket's burst so the rate holds within a second.
         bits = batch.caplen.astype(np.int64) * 8
         cum = np.cumsum(bits)
@@ -319,8 +348,16 @@ class Delivery:
         kept = np.flatnonzero(share_of_packets(batch, of) == index)
         mine = batch.take(kept)
         # Numbered afresh: the share is a stream of its own (the caller renumbers from here).
-        return PacketBatch(mine.data, mine.offsets, mine.caplen, mine.origlen, mine.ts_ns,
-                           mine.iface, mine.interfaces, batch.first_seq), kept
+        return PacketBatch(
+            mine.data,
+            mine.offsets,
+            mine.caplen,
+            mine.origlen,
+            mine.ts_ns,
+            mine.iface,
+            mine.interfaces,
+            batch.first_seq,
+        ), kept
 
     def _spawn_workers(self, endpoint: str, n: int) -> None:
         o = self.opts
@@ -334,13 +371,28 @@ class Delivery:
             warm_chain(self.chain)
         for i in range(n):
             if how == "fork":
-                self.local_workers.append(local.fork_worker(
-                    endpoint, f"local-{i}", credit=o.credit, heartbeat_ms=o.heartbeat_ms,
-                    liveness=o.liveness, curve_dir=o.curve_dir))
+                self.local_workers.append(
+                    local.fork_worker(
+                        endpoint,
+                        f"local-{i}",
+                        credit=o.credit,
+                        heartbeat_ms=o.heartbeat_ms,
+                        liveness=o.liveness,
+                        curve_dir=o.curve_dir,
+                    )
+                )
             else:
-                self.local_workers.append(local.spawn_worker(
-                    endpoint, f"local-{i}", credit=o.credit, heartbeat_ms=o.heartbeat_ms,
-                    liveness=o.liveness, curve_dir=o.curve_dir, extra_args=o.worker_args))
+                self.local_workers.append(
+                    local.spawn_worker(
+                        endpoint,
+                        f"local-{i}",
+                        credit=o.credit,
+                        heartbeat_ms=o.heartbeat_ms,
+                        liveness=o.liveness,
+                        curve_dir=o.curve_dir,
+                        extra_args=o.worker_args,
+                    )
+                )
 
     def _local_workers_gone(self) -> str | None:
         """Why no local worker can serve any more (all have exited), or None."""
@@ -349,16 +401,18 @@ class Delivery:
         codes = [p.poll() for p in self.local_workers]
         if any(c is None for c in codes):
             return None
-        return (f"all {len(codes)} local workers have exited (exit codes "
-                f"{', '.join(str(c) for c in codes)})")
+        return (
+            f"all {len(codes)} local workers have exited (exit codes "
+            f"{', '.join(str(c) for c in codes)})"
+        )
 
     def _check_local_workers(self) -> None:
-        dead = [(i, p.returncode) for i, p in enumerate(self.local_workers)
-                if p.poll() is not None]
+        dead = [(i, p.returncode) for i, p in enumerate(self.local_workers) if p.poll() is not None]
         if dead:
             i, code = dead[0]
-            raise DeliveryError(f"local worker {i} exited with code {code} before joining "
-                                "(its error is above)")
+            raise DeliveryError(
+                f"local worker {i} exited with code {code} before joining (its error is above)"
+            )
 
     def _warm_up(self) -> None:
         """Compile (or load from cache) the numba kernels before the clock starts."""
@@ -423,18 +477,33 @@ class Delivery:
         # Everything that can fail on setup (the endpoint, the keys) before the sink exists, so
         # a failure leaves no file behind.
         d = self.dispatcher = Dispatcher(
-            bind, self.chain, stream_id=self.stream_id, meter=self.meter, window=o.window,
-            heartbeat_ms=o.heartbeat_ms, liveness=o.liveness, max_attempts=o.max_attempts,
-            on_poison=o.on_poison, task_timeout_s=o.task_timeout_s,
-            no_worker_timeout_s=o.wait_workers_s, flow_affinity=o.flow_affinity,
-            curve_dir=o.curve_dir, context=ctx)
+            bind,
+            self.chain,
+            stream_id=self.stream_id,
+            meter=self.meter,
+            window=o.window,
+            heartbeat_ms=o.heartbeat_ms,
+            liveness=o.liveness,
+            max_attempts=o.max_attempts,
+            on_poison=o.on_poison,
+            task_timeout_s=o.task_timeout_s,
+            no_worker_timeout_s=o.wait_workers_s,
+            flow_affinity=o.flow_affinity,
+            curve_dir=o.curve_dir,
+            context=ctx,
+        )
         segments: queue.Queue = queue.Queue(maxsize=4)
         outbox: queue.Queue = queue.Queue()
         sink_thread = None
         try:
-            sink = open_sink(self.sink_url, format=self.sink_format,
-                             ts_resolution=self.sink_resolution, on_ack=self.meter.record_out,
-                             ack_timeout_s=o.downstream_timeout_s, stream_id=o.stream_id)
+            sink = open_sink(
+                self.sink_url,
+                format=self.sink_format,
+                ts_resolution=self.sink_resolution,
+                on_ack=self.meter.record_out,
+                ack_timeout_s=o.downstream_timeout_s,
+                stream_id=o.stream_id,
+            )
             if sink.resumable:  # the receiver said where the stream stands
                 self.resumed = self.position = sink.resumed
             self.source.start_at(self.resumed.position)
@@ -450,19 +519,26 @@ class Delivery:
                 self._spawn_workers(d.endpoint, n_local)
             elif not n_local:
                 log.info("serving workers on %s", d.endpoint)
-            d.wait_for_workers(o.min_workers or max(1, n_local), o.wait_workers_s,
-                               self._check_local_workers)
+            d.wait_for_workers(
+                o.min_workers or max(1, n_local), o.wait_workers_s, self._check_local_workers
+            )
             self.meter.restart()
-            threading.Thread(target=self._source_thread, args=(segments, d.wake_addr, ctx),
-                             name="pktx-source", daemon=True).start()
-            sink_thread = threading.Thread(target=self._sink_thread, args=(outbox, sink),
-                                           name="pktx-sink", daemon=True)
+            threading.Thread(
+                target=self._source_thread,
+                args=(segments, d.wake_addr, ctx),
+                name="pktx-source",
+                daemon=True,
+            ).start()
+            sink_thread = threading.Thread(
+                target=self._sink_thread, args=(outbox, sink), name="pktx-sink", daemon=True
+            )
             sink_thread.start()
 
             def emit(batch: PacketBatch) -> None:
                 if self._sink_error is not None:
-                    raise DeliveryError(f"writing {self.sink_url} failed: "
-                                        f"{self._sink_error}") from self._sink_error
+                    raise DeliveryError(
+                        f"writing {self.sink_url} failed: {self._sink_error}"
+                    ) from self._sink_error
                 self._check_auth_failures()
                 outbox.put(batch)
 
@@ -531,8 +607,11 @@ class Delivery:
 
     def auth_failures(self) -> dict[str, int]:
         """Packets that failed authentication so far, per service."""
-        return {name: int(c["auth_failures"]) for name, c in list(self.meter.services.items())
-                if c.get("auth_failures")}
+        return {
+            name: int(c["auth_failures"])
+            for name, c in list(self.meter.services.items())
+            if c.get("auth_failures")
+        }
 
     def _check_auth_failures(self) -> None:
         """Stop the run once more packets failed authentication than it allows: the output
@@ -543,9 +622,11 @@ class Delivery:
         if limit is None or count <= limit:
             return
         detail = ", ".join(f"{name} {n:,}" for name, n in per_service.items())
-        message = (f"{count:,} packets failed authentication ({detail}), more than "
-                   f"--max-auth-failures {limit}: a wrong key, or packets changed on the way; "
-                   f"stopped, and {self.sink_url} was not completed")
+        message = (
+            f"{count:,} packets failed authentication ({detail}), more than "
+            f"--max-auth-failures {limit}: a wrong key, or packets changed on the way; "
+            f"stopped, and {self.sink_url} was not completed"
+        )
         self._write_usage({**self.usage(), "failed": message})
         raise AuthFailuresError(message, count)
 
@@ -558,8 +639,14 @@ class Delivery:
             auth_failures=sum(self.auth_failures().values()),
             max_auth_failures=self.opts.max_auth_failures,
             **({"source_stats": stats} if (stats := self.source.stats()) else {}),
-            **({"stream_position": self.stream_position().as_dict(),
-                "resumed_at": self.resumed.as_dict()} if self.tracks else {}),
+            **(
+                {
+                    "stream_position": self.stream_position().as_dict(),
+                    "resumed_at": self.resumed.as_dict(),
+                }
+                if self.tracks
+                else {}
+            ),
         )
 
     def stream_position(self) -> Mark:

@@ -37,8 +37,17 @@ from engine.delivery.tasks import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_WORKERS", "POISON_ACTIONS", "Assignment", "DeliveryError", "Dispatcher", "Task",
-           "WorkerState", "start_thread", "wake"]
+__all__ = [
+    "MAX_WORKERS",
+    "POISON_ACTIONS",
+    "Assignment",
+    "DeliveryError",
+    "Dispatcher",
+    "Task",
+    "WorkerState",
+    "start_thread",
+    "wake",
+]
 
 
 class Dispatcher(Roster, Scheduling, Results):
@@ -54,14 +63,26 @@ class Dispatcher(Roster, Scheduling, Results):
 
     END = END
 
-    def __init__(self, bind: str, chain: list[dict], *, stream_id: int | None = None,
-                 meter: Meter | None = None, window: int | None = None,
-                 heartbeat_ms: int = P.HEARTBEAT_MS, liveness: int = P.LIVENESS,
-                 max_attempts: int = P.MAX_ATTEMPTS, on_poison: str = "fail",
-                 task_timeout_s: float = P.TASK_TIMEOUT_S, no_worker_timeout_s: float = 60.0,
-                 flow_affinity: bool = False, lanes: int = 64, curve_dir: str | None = None,
-                 max_frame_bytes: int = P.MAX_FRAME_BYTES,
-                 context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        bind: str,
+        chain: list[dict],
+        *,
+        stream_id: int | None = None,
+        meter: Meter | None = None,
+        window: int | None = None,
+        heartbeat_ms: int = P.HEARTBEAT_MS,
+        liveness: int = P.LIVENESS,
+        max_attempts: int = P.MAX_ATTEMPTS,
+        on_poison: str = "fail",
+        task_timeout_s: float = P.TASK_TIMEOUT_S,
+        no_worker_timeout_s: float = 60.0,
+        flow_affinity: bool = False,
+        lanes: int = 64,
+        curve_dir: str | None = None,
+        max_frame_bytes: int = P.MAX_FRAME_BYTES,
+        context: zmq.Context | None = None,
+    ) -> None:
         if on_poison not in POISON_ACTIONS:
             raise ValueError(f"on_poison must be one of {POISON_ACTIONS}, not {on_poison!r}")
         if max_attempts < 1:
@@ -104,8 +125,10 @@ class Dispatcher(Roster, Scheduling, Results):
                     self.sock.bind(bind)
                     self.endpoint = bind
             except zmq.ZMQError as exc:
-                raise DeliveryError(f"cannot bind {bind}: {exc} (an endpoint is "
-                                    "tcp://HOST:PORT, ipc://PATH or inproc://NAME)") from None
+                raise DeliveryError(
+                    f"cannot bind {bind}: {exc} (an endpoint is "
+                    "tcp://HOST:PORT, ipc://PATH or inproc://NAME)"
+                ) from None
         except BaseException:
             self.close()
             raise
@@ -140,8 +163,7 @@ class Dispatcher(Roster, Scheduling, Results):
             self._dispatch()
             for batch in self.reorder.ready():
                 emit(batch)
-            if (source_done and self.reorder.next_emit == self.next_segment
-                    and not self.pending):
+            if source_done and self.reorder.next_emit == self.next_segment and not self.pending:
                 return
             self._check_workers(workers_gone)
             events = dict(poller.poll(int(self.hb * 1000)))

@@ -134,14 +134,38 @@ def fork_worker(endpoint: str, name: str, **worker_kw) -> ForkedWorker:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def spawn_worker(endpoint: str, name: str, *, credit: int, heartbeat_ms: int, liveness: int,
-                 curve_dir: str | None = None, extra_args: list[str] | None = None
-                 ) -> subprocess.Popen:
+def spawn_worker(
+    endpoint: str,
+    name: str,
+    *,
+    credit: int,
+    heartbeat_ms: int,
+    liveness: int,
+    curve_dir: str | None = None,
+    extra_args: list[str] | None = None,
+) -> subprocess.Popen:
     """Start ``pktx worker`` connecting to ``endpoint``."""
-    cmd = [sys.executable, "-m", "engine.cli", "worker", "--connect", endpoint,
-           "--exit-on-disconnect", "--credit", str(credit), "--heartbeat-ms", str(heartbeat_ms),
-           "--liveness", str(liveness), "--max-idle", "30", "--quiet", *(extra_args or []),
-           "--name", name]
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "worker",
+        "--connect",
+        endpoint,
+        "--exit-on-disconnect",
+        "--credit",
+        str(credit),
+        "--heartbeat-ms",
+        str(heartbeat_ms),
+        "--liveness",
+        str(liveness),
+        "--max-idle",
+        "30",
+        "--quiet",
+        *(extra_args or []),
+        "--name",
+        name,
+    ]
     if curve_dir:
         cmd += ["--curve", curve_dir]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)

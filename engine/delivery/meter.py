@@ -16,8 +16,9 @@ _COUNTER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 MAX_COUNTERS = 4096  # per service per result
 
 
-def checked_counters(counters: dict, services: set[str], packets: int,
-                     nbytes: int) -> tuple[dict[str, dict[str, int]], int, str]:
+def checked_counters(
+    counters: dict, services: set[str], packets: int, nbytes: int
+) -> tuple[dict[str, dict[str, int]], int, str]:
     """The counters of one task that could be true, how many were dropped, and why (the last).
 
     True: a service of ``services``, a counter name, a non-negative ``int`` at most twice the
@@ -53,8 +54,7 @@ def checked_counters(counters: dict, services: set[str], packets: int,
 def iso_ns(ns: int) -> str:
     """UTC ISO 8601 with nanoseconds."""
     sec, frac = divmod(ns, _NS)
-    return datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + \
-        f".{frac:09d}Z"
+    return datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
 class Meter:
@@ -65,8 +65,14 @@ class Meter:
     clock for windows and rates).
     """
 
-    def __init__(self, *, min_rate_bps: int | None = None, max_rate_bps: int | None = None,
-                 clock=time.monotonic_ns, wall=time.time_ns) -> None:
+    def __init__(
+        self,
+        *,
+        min_rate_bps: int | None = None,
+        max_rate_bps: int | None = None,
+        clock=time.monotonic_ns,
+        wall=time.time_ns,
+    ) -> None:
         self.min_rate_bps = min_rate_bps
         self.max_rate_bps = max_rate_bps
         self._clock = clock
@@ -153,8 +159,9 @@ class Meter:
                 span = min(_NS, duration - i * _NS)
                 # The last window may be short: judge it by its own length.
                 rate = bits * _NS // max(span, 1)
-                windows.append({"second": i, "bits": bits, "rate_bps": rate,
-                                "met": rate >= self.min_rate_bps})
+                windows.append(
+                    {"second": i, "bits": bits, "rate_bps": rate, "met": rate >= self.min_rate_bps}
+                )
         return {
             **identity,
             "packets_in": self.packets_in,
@@ -170,8 +177,11 @@ class Meter:
             "mean_rate_bps": self.bytes_out * 8 * _NS // duration,
             # A short last window would overstate (or understate) a per-second peak: only full
             # seconds count, and a stream shorter than one second peaks at its mean.
-            "peak_rate_bps": (max(series[:duration // _NS]) if duration >= _NS
-                              else self.bytes_out * 8 * _NS // duration),
+            "peak_rate_bps": (
+                max(series[: duration // _NS])
+                if duration >= _NS
+                else self.bytes_out * 8 * _NS // duration
+            ),
             "rate_series_bps": series,
             "max_rate_bps": self.max_rate_bps,
             "min_rate_bps": self.min_rate_bps,
@@ -195,8 +205,13 @@ class Meter:
 class TokenBucket:
     """Shapes output to ``rate_bps``: ``take(bits)`` sleeps until the bits may go."""
 
-    def __init__(self, rate_bps: int, burst_bits: int | None = None,
-                 clock=time.monotonic_ns, sleep=time.sleep) -> None:
+    def __init__(
+        self,
+        rate_bps: int,
+        burst_bits: int | None = None,
+        clock=time.monotonic_ns,
+        sleep=time.sleep,
+    ) -> None:
         if rate_bps <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate_bps

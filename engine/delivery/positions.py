@@ -38,8 +38,11 @@ class SegmentInput:
         i = seq_end - self.first_seq
         if i <= 0 or not len(self.positions):
             raise ValueError(f"sequence number {seq_end} does not end a part of this segment")
-        return (int(self.positions[i - 1]) + 1, self.packets_before + i,
-                int(self.bytes_through[i - 1]))
+        return (
+            int(self.positions[i - 1]) + 1,
+            self.packets_before + i,
+            int(self.bytes_through[i - 1]),
+        )
 
 
 class SourceLedger:
@@ -69,8 +72,13 @@ class SourceLedger:
                 taken.append(head[:need])
                 self._waiting[0] = head[need:]
                 have = n
-        positions = (taken[0] if len(taken) == 1 else np.concatenate(taken) if taken
-                     else np.zeros(0, np.int64))
+        positions = (
+            taken[0]
+            if len(taken) == 1
+            else np.concatenate(taken)
+            if taken
+            else np.zeros(0, np.int64)
+        )
         before = self.packets_in
         through = self.bytes_in + np.cumsum(seg.caplen, dtype=np.int64)
         self.packets_in += n

@@ -24,9 +24,11 @@ class DeliveryProgress:
         m = self.meter
         series = m.rate_series()
         rate = series[-2] if len(series) > 1 else series[-1]
-        return Text(f"delivering: {m.packets_out:,} / {m.packets_in:,} packets, "
-                    f"{m.bytes_out / 1e6:,.1f} MB, {rate / 1e6:,.1f} Mbit/s, "
-                    f"{m.retries} retries, {len(m.dead_workers)} dead workers")
+        return Text(
+            f"delivering: {m.packets_out:,} / {m.packets_in:,} packets, "
+            f"{m.bytes_out / 1e6:,.1f} MB, {rate / 1e6:,.1f} Mbit/s, "
+            f"{m.retries} retries, {len(m.dead_workers)} dead workers"
+        )
 
     def _loop(self) -> None:
         live = self._live

@@ -29,8 +29,15 @@ FAIL = b"\x05"  # W->D  task header, json {service, error}
 HEARTBEAT = b"\x06"  # both ways, no body
 DISCONNECT = b"\x07"  # both ways, json {reason}
 
-COMMAND_NAMES = {READY: "READY", WELCOME: "WELCOME", TASK: "TASK", RESULT: "RESULT",
-                 FAIL: "FAIL", HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT"}
+COMMAND_NAMES = {
+    READY: "READY",
+    WELCOME: "WELCOME",
+    TASK: "TASK",
+    RESULT: "RESULT",
+    FAIL: "FAIL",
+    HEARTBEAT: "HEARTBEAT",
+    DISCONNECT: "DISCONNECT",
+}
 
 # Task header: stream id (128 bits, random per run), segment id, part, part count, attempt,
 # packets in the task.
@@ -69,8 +76,14 @@ class TaskHeader:
     count: int
 
     def pack(self) -> bytes:
-        return TASK_HEADER.pack(self.stream.to_bytes(16, "little"), self.segment, self.part,
-                                self.parts, self.attempt, self.count)
+        return TASK_HEADER.pack(
+            self.stream.to_bytes(16, "little"),
+            self.segment,
+            self.part,
+            self.parts,
+            self.attempt,
+            self.count,
+        )
 
     @classmethod
     def unpack(cls, frame) -> TaskHeader:

@@ -10,8 +10,14 @@ class RateLimitedLog:
     """At most ``burst`` lines per kind of event in each ``interval_s``; the lines held back are
     counted and reported in one line when the next interval opens."""
 
-    def __init__(self, logger: logging.Logger, *, burst: int = 5, interval_s: float = 10.0,
-                 clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        burst: int = 5,
+        interval_s: float = 10.0,
+        clock=time.monotonic,
+    ) -> None:
         self.logger = logger
         self.burst = burst
         self.interval_s = interval_s
@@ -23,8 +29,9 @@ class RateLimitedLog:
         w = self._windows.get(kind)
         if w is None or now - w[0] >= self.interval_s:
             if w is not None and w[2]:
-                self.logger.log(level, "%d more message(s) like '%s' in the last %.0f s",
-                                w[2], kind, now - w[0])
+                self.logger.log(
+                    level, "%d more message(s) like '%s' in the last %.0f s", w[2], kind, now - w[0]
+                )
             if len(self._windows) > 256:  # kinds are ours, but stay bounded regardless
                 self._windows.clear()
             w = self._windows[kind] = [now, 0, 0]

@@ -48,8 +48,16 @@ class Reassembler:
         if seg.parts == 1:
             out, positions = seg.results[0]
             if len(out) == seg.count:
-                return PacketBatch(out.data, out.offsets, out.caplen, out.origlen, out.ts_ns,
-                                   out.iface, out.interfaces, seg.first_seq)
+                return PacketBatch(
+                    out.data,
+                    out.offsets,
+                    out.caplen,
+                    out.origlen,
+                    out.ts_ns,
+                    out.iface,
+                    out.interfaces,
+                    seg.first_seq,
+                )
             return out.with_seq(positions + seg.first_seq)
         outs = [seg.results[k][0] for k in range(seg.parts)]
         positions = np.concatenate([seg.results[k][1] for k in range(seg.parts)])

@@ -33,8 +33,11 @@ class Results(DispatcherBase):
             if w is not None:
                 self._strike(w, "sent a message in another protocol")
             else:
-                self.rlog.warning("stranger-protocol", "ignored a message that is not %s "
-                                  "from a peer that is not a worker", P.PROTOCOL.decode())
+                self.rlog.warning(
+                    "stranger-protocol",
+                    "ignored a message that is not %s from a peer that is not a worker",
+                    P.PROTOCOL.decode(),
+                )
             return
         cmd = frames[2].bytes
         now = time.monotonic()
@@ -44,14 +47,17 @@ class Results(DispatcherBase):
             self._ready(identity, frames[3:])
         elif w is None:
             # A peer we declared dead or never met: nothing it says is taken; it must say READY.
-            reason = f"{P.COMMAND_NAMES.get(cmd, 'unknown command')} from a peer that is not a " \
-                     "worker of this stream"
+            reason = (
+                f"{P.COMMAND_NAMES.get(cmd, 'unknown command')} from a peer that is not a "
+                "worker of this stream"
+            )
             self.meter.reject(reason)
             if cmd != P.HEARTBEAT:
                 self.rlog.warning("stranger", "dropped a %s", reason)
             if cmd != P.DISCONNECT:
-                self._reply(identity, P.DISCONNECT,
-                            P.dumps({"reason": "unknown worker: send READY"}))
+                self._reply(
+                    identity, P.DISCONNECT, P.dumps({"reason": "unknown worker: send READY"})
+                )
         elif cmd == P.RESULT:
             self._result(w, frames[3:])
         elif cmd == P.FAIL:
@@ -74,17 +80,24 @@ class Results(DispatcherBase):
             return None
         sent = w.in_flight.get((header.segment, header.part))
         if sent is None or sent.header != header:
-            wrong = ("of another stream" if header.stream != self.stream_id
-                     else "it was not given" if sent is None else "with a changed header")
-            self._strike(w, f"sent a {what} for segment {header.segment} part {header.part} "
-                            f"{wrong}")
+            wrong = (
+                "of another stream"
+                if header.stream != self.stream_id
+                else "it was not given"
+                if sent is None
+                else "with a changed header"
+            )
+            self._strike(
+                w, f"sent a {what} for segment {header.segment} part {header.part} {wrong}"
+            )
             return None
         return sent
 
     def _result(self, w: WorkerState, body: list) -> None:
         if len(body) != 2 + BATCH_FRAMES:
-            self._strike(w, f"sent a RESULT of {len(body)} body frames, expected "
-                            f"{2 + BATCH_FRAMES}")
+            self._strike(
+                w, f"sent a RESULT of {len(body)} body frames, expected {2 + BATCH_FRAMES}"
+            )
             return
         sent = self._answered(w, body[0].buffer, "RESULT")
         if sent is None:
@@ -100,18 +113,17 @@ class Results(DispatcherBase):
             n_in = len(task.batch)
             if kept is None:
                 if len(out) != n_in:
-                    raise ValueError(f"{len(out)} packets back for {n_in} sent, with no "
-                                     "positions")
+                    raise ValueError(f"{len(out)} packets back for {n_in} sent, with no positions")
             elif len(kept) > n_in:
                 raise ValueError(f"{len(kept)} packets back for {n_in} sent")
-            elif len(kept) and (kept[0] < 0 or kept[-1] >= n_in
-                                or np.any(np.diff(kept) <= 0)):
+            elif len(kept) and (kept[0] < 0 or kept[-1] >= n_in or np.any(np.diff(kept) <= 0)):
                 raise ValueError("kept positions out of range or out of order")
             if out.interfaces != task.batch.interfaces:
                 raise ValueError("the interface table was changed")
         except (ValueError, IndexError, TypeError) as exc:
-            self.rlog.warning("garbage", "worker %s returned garbage for %s: %s", w.name,
-                              task.describe(), exc)
+            self.rlog.warning(
+                "garbage", "worker %s returned garbage for %s: %s", w.name, task.describe(), exc
+            )
             if task.key in self.pending:
                 self._requeue(task, w, f"worker {w.name} returned garbage: {exc}")
             self._strike(w, f"returned garbage for {task.describe()}")
@@ -125,18 +137,22 @@ class Results(DispatcherBase):
             positions = task.positions[positions]
         self.reorder.put(task.segment, task.part, out, positions)
         self.meter.record_worker(w.name, 1, n_in)
-        self.meter.record_services(self._valid_counters(
-            w, counters, n_in, task.batch.nbytes, out.nbytes))
+        self.meter.record_services(
+            self._valid_counters(w, counters, n_in, task.batch.nbytes, out.nbytes)
+        )
 
-    def _valid_counters(self, w: WorkerState, counters: dict, packets: int, bytes_in: int,
-                        bytes_out: int) -> dict[str, dict[str, int]]:
-        good, dropped, why = checked_counters(counters, self.needed, packets,
-                                              max(bytes_in, bytes_out))
+    def _valid_counters(
+        self, w: WorkerState, counters: dict, packets: int, bytes_in: int, bytes_out: int
+    ) -> dict[str, dict[str, int]]:
+        good, dropped, why = checked_counters(
+            counters, self.needed, packets, max(bytes_in, bytes_out)
+        )
         if dropped:
             self.meter.counters_dropped += dropped
             self.meter.reject("service counter that fails validation", dropped)
-            self.rlog.warning("counters", "dropped %d counter(s) from worker %s (%s)", dropped,
-                              w.name, why)
+            self.rlog.warning(
+                "counters", "dropped %d counter(s) from worker %s (%s)", dropped, w.name, why
+            )
         return good
 
     def _fail(self, w: WorkerState, body: list) -> None:
@@ -155,8 +171,11 @@ class Results(DispatcherBase):
         del w.in_flight[task.key]
         if task.key not in self.pending:
             return
-        why = (f"service {str(info.get('service'))[:64]!r} on worker {w.name}: "
-               f"{str(info.get('error'))[:400]}"
-               if isinstance(info, dict) else f"worker {w.name} failed")
+        why = (
+            f"service {str(info.get('service'))[:64]!r} on worker {w.name}: "
+            f"{str(info.get('error'))[:400]}"
+            if isinstance(info, dict)
+            else f"worker {w.name} failed"
+        )
         self.rlog.warning("fail", "%s failed: %s", task.describe(), why)
         self._requeue(task, w, why)

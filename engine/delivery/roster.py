@@ -31,15 +31,16 @@ class Roster(DispatcherBase):
                 check()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DeliveryError(f"only {len(self._usable())} of {n} workers joined "
-                                    f"{self.endpoint} within {timeout_s:.0f} s")
+                raise DeliveryError(
+                    f"only {len(self._usable())} of {n} workers joined "
+                    f"{self.endpoint} within {timeout_s:.0f} s"
+                )
             if self.sock.poll(int(min(left, 0.1) * 1000)):
                 self._drain_socket()
             self._housekeeping()
 
     def _usable(self) -> list[WorkerState]:
-        return [w for w in self.workers.values()
-                if not w.draining and self.needed <= w.services]
+        return [w for w in self.workers.values() if not w.draining and self.needed <= w.services]
 
     def _send(self, w: WorkerState, *frames, copy: bool = True) -> bool:
         """Send without ever blocking; a worker that cannot take a message is dropped."""
@@ -80,8 +81,9 @@ class Roster(DispatcherBase):
             self._declare_dead(old, "re-announced itself")
         elif len(self.workers) >= MAX_WORKERS:
             self.meter.reject("READY beyond the worker limit")
-            self.rlog.warning("full", "refused worker %s: %d workers already joined", name,
-                              MAX_WORKERS)
+            self.rlog.warning(
+                "full", "refused worker %s: %d workers already joined", name, MAX_WORKERS
+            )
             self._reply(identity, P.DISCONNECT, P.dumps({"reason": "too many workers"}))
             return
         now = time.monotonic()
@@ -89,26 +91,39 @@ class Roster(DispatcherBase):
         self.workers[identity] = w
         missing = self.needed - services
         if missing:
-            log.warning("worker %s lacks service(s) %s; it will get no work", name,
-                        ", ".join(sorted(missing)))
+            log.warning(
+                "worker %s lacks service(s) %s; it will get no work",
+                name,
+                ", ".join(sorted(missing)),
+            )
         else:
             log.info("worker %s joined with credit %d", name, w.credit)
-        self._send(w, P.WELCOME, P.dumps({"heartbeat_ms": self.heartbeat_ms,
-                                          "liveness": self.liveness,
-                                          "stream": f"{self.stream_id:032x}"}))
+        self._send(
+            w,
+            P.WELCOME,
+            P.dumps(
+                {
+                    "heartbeat_ms": self.heartbeat_ms,
+                    "liveness": self.liveness,
+                    "stream": f"{self.stream_id:032x}",
+                }
+            ),
+        )
 
     def _strike(self, w: WorkerState, why: str) -> None:
         self.meter.garbage += 1
         self.meter.reject("garbage from a worker")
         w.strikes += 1
-        self.rlog.warning("strike", "worker %s %s (strike %d of %d)", w.name, why, w.strikes,
-                          P.STRIKES)
+        self.rlog.warning(
+            "strike", "worker %s %s (strike %d of %d)", w.name, why, w.strikes, P.STRIKES
+        )
         if w.strikes >= P.STRIKES and w.identity in self.workers:
             self._send(w, P.DISCONNECT, P.dumps({"reason": f"misbehaving: {why}"}))
             self._declare_dead(w, f"misbehaving: {why}", blame_tasks=False)
 
-    def _declare_dead(self, w: WorkerState, why: str, *, blame_tasks: bool = True,
-                      kind: str | None = None) -> None:
+    def _declare_dead(
+        self, w: WorkerState, why: str, *, blame_tasks: bool = True, kind: str | None = None
+    ) -> None:
         """Forget ``w``; its tasks go elsewhere. ``blame_tasks``: a death while holding a task
         counts as a failed attempt of it (a segment that kills every worker is poison)."""
         if self.workers.pop(w.identity, None) is None:
@@ -128,16 +143,19 @@ class Roster(DispatcherBase):
         if not held:
             log.info("worker %s left (%s)", w.name, why)
             return
-        log.warning("worker %s declared dead (%s); resending its %d task(s)", w.name, why,
-                    len(held))
-        self.meter.dead_workers.append({"worker": w.name, "reason": why,
-                                        "in_flight": len(held)})
+        log.warning(
+            "worker %s declared dead (%s); resending its %d task(s)", w.name, why, len(held)
+        )
+        self.meter.dead_workers.append({"worker": w.name, "reason": why, "in_flight": len(held)})
         for task in sorted(held, key=lambda t: t.key):
             if task.key in self.pending:
                 blame = blame_tasks and task is culprit
-                self._requeue(task, w if blame else None,
-                              f"worker {w.name} {why} while working on it",
-                              count_attempt=blame)
+                self._requeue(
+                    task,
+                    w if blame else None,
+                    f"worker {w.name} {why} while working on it",
+                    count_attempt=blame,
+                )
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -150,8 +168,11 @@ class Roster(DispatcherBase):
             stuck = [a for a in w.in_flight.values() if now - a.sent_at > self.task_timeout_s]
             if stuck:
                 self._send(w, P.DISCONNECT, P.dumps({"reason": "task timeout"}))
-                self._declare_dead(w, f"task timeout: held {stuck[0].task.describe()} for "
-                                      f"over {self.task_timeout_s:g} s")
+                self._declare_dead(
+                    w,
+                    f"task timeout: held {stuck[0].task.describe()} for "
+                    f"over {self.task_timeout_s:g} s",
+                )
                 continue
             if w.draining and not w.in_flight:
                 self._send(w, P.DISCONNECT, P.dumps({"reason": "drained"}))

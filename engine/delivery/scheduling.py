@@ -25,7 +25,8 @@ class Scheduling(DispatcherBase):
     def _feed(self, segments: queue.Queue) -> bool:
         """Take segments from the source while the window has room; True at the end."""
         while self.next_segment - self.written < self._window() and len(self.queue) < max(
-                4, self.total_credit()):
+            4, self.total_credit()
+        ):
             try:
                 item = segments.get_nowait()
             except queue.Empty:
@@ -109,8 +110,9 @@ class Scheduling(DispatcherBase):
             return w
         # Most spare credit first, round-robin among equals.
         self._rr += 1
-        return max(free, key=lambda w: (w.credit - len(w.in_flight),
-                                        (hash(w.identity) + self._rr) % 997))
+        return max(
+            free, key=lambda w: (w.credit - len(w.in_flight), (hash(w.identity) + self._rr) % 997)
+        )
 
     def _dispatch(self) -> None:
         held = []
@@ -124,18 +126,21 @@ class Scheduling(DispatcherBase):
                 if not (self.flow_affinity or task.avoid or task.suspect):
                     break
                 continue
-            header = P.TaskHeader(self.stream_id, task.segment, task.part, task.parts,
-                                  task.attempt, len(task.batch))
+            header = P.TaskHeader(
+                self.stream_id, task.segment, task.part, task.parts, task.attempt, len(task.batch)
+            )
             task.attempt += 1
-            if self._send(w, P.TASK, header.pack(), self.chain_frame, *task.batch.to_frames(),
-                          copy=False):
+            if self._send(
+                w, P.TASK, header.pack(), self.chain_frame, *task.batch.to_frames(), copy=False
+            ):
                 w.in_flight[task.key] = Assignment(task, header, time.monotonic())
             else:
                 held.append(task)  # never delivered: not an attempt, nothing to blame
         self.queue.extendleft(reversed(held))
 
-    def _requeue(self, task: Task, worker: WorkerState | None, why: str,
-                 count_attempt: bool = True) -> None:
+    def _requeue(
+        self, task: Task, worker: WorkerState | None, why: str, count_attempt: bool = True
+    ) -> None:
         if count_attempt:
             task.failures.append(why)
             if worker is not None:
@@ -147,16 +152,23 @@ class Scheduling(DispatcherBase):
         self.queue.appendleft(task)
 
     def _poison(self, task: Task) -> None:
-        what = (f"{task.describe()} failed {len(task.failures)} times "
-                f"({'; '.join(task.failures[:-1]) or 'no earlier failure'}); "
-                f"last: {task.failures[-1]}")
+        what = (
+            f"{task.describe()} failed {len(task.failures)} times "
+            f"({'; '.join(task.failures[:-1]) or 'no earlier failure'}); "
+            f"last: {task.failures[-1]}"
+        )
         if self.on_poison == "fail":
             raise DeliveryError(what)
         log.error("%s: skipped (--on-poison skip), %d packets dropped", what, len(task.batch))
         del self.pending[task.key]
-        self.meter.poison_segments.append({"segment": task.segment, "part": task.part,
-                                           "packets": len(task.batch),
-                                           "reasons": list(task.failures)})
+        self.meter.poison_segments.append(
+            {
+                "segment": task.segment,
+                "part": task.part,
+                "packets": len(task.batch),
+                "reasons": list(task.failures),
+            }
+        )
         self.meter.packets_skipped += len(task.batch)
         nothing = np.empty(0, np.int64)
         self.reorder.put(task.segment, task.part, task.batch.take(nothing), nothing)
@@ -171,14 +183,19 @@ class Scheduling(DispatcherBase):
             self._workerless_since = now
         # Name the segment most likely at fault: the one that failed most, else the first.
         waiting = min(self.pending.values(), key=lambda t: (-len(t.failures), t.key))
-        history = (f"; it failed {len(waiting.failures)} time(s): {'; '.join(waiting.failures)}"
-                   if waiting.failures else "")
+        history = (
+            f"; it failed {len(waiting.failures)} time(s): {'; '.join(waiting.failures)}"
+            if waiting.failures
+            else ""
+        )
         gone = workers_gone() if workers_gone is not None else None
         if gone:
             raise DeliveryError(f"{waiting.describe()} cannot be delivered: {gone}{history}")
         if now - self._workerless_since > self.no_worker_timeout_s:
-            raise DeliveryError(f"{waiting.describe()} cannot be delivered: no worker able to "
-                                f"take it for {self.no_worker_timeout_s:.0f} s{history}")
+            raise DeliveryError(
+                f"{waiting.describe()} cannot be delivered: no worker able to "
+                f"take it for {self.no_worker_timeout_s:.0f} s{history}"
+            )
 
     def _window(self) -> int:
         return self.window or max(8, 2 * self.total_credit())

@@ -65,8 +65,9 @@ class Sink:
 class FileSink(Sink):
     """A capture file, written under a temporary name and renamed when complete."""
 
-    def __init__(self, path: str, *, format: str = "pcap",
-                 ts_resolution: str | None = "us") -> None:
+    def __init__(
+        self, path: str, *, format: str = "pcap", ts_resolution: str | None = "us"
+    ) -> None:
         self.url = path
         self.writer = None
         try:
@@ -122,13 +123,15 @@ class UdpSink(Sink):
         for off, n in zip(batch.offsets.tolist(), batch.caplen.tolist()):
             while True:
                 try:
-                    send(data[off:off + n], self.addr)
+                    send(data[off : off + n], self.addr)
                     break
                 except BlockingIOError:
                     continue
                 except OSError as exc:
-                    raise EngineError(f"{self.url}: send failed after {self.sent} datagrams: "
-                                      f"{exc.strerror or exc}") from None
+                    raise EngineError(
+                        f"{self.url}: send failed after {self.sent} datagrams: "
+                        f"{exc.strerror or exc}"
+                    ) from None
             self.sent += 1
 
     def close(self, summary=None) -> None:
@@ -152,9 +155,16 @@ class DownstreamSink(Sink):
 
     acknowledges = True
 
-    def __init__(self, url: str, *, context: zmq.Context | None = None, on_ack=None,
-                 ack_timeout_s: float = 30.0, window: int = 64,
-                 stream_id: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        context: zmq.Context | None = None,
+        on_ack=None,
+        ack_timeout_s: float = 30.0,
+        window: int = 64,
+        stream_id: str | None = None,
+    ) -> None:
         self.url = url
         host, port = split_endpoint(url, "zmq")
         self.ctx = context or zmq.Context.instance()
@@ -207,8 +217,10 @@ class DownstreamSink(Sink):
                 log.warning("%s: ignored a message that is not an answer to HELLO", self.url)
                 continue
             if frames[1] == REFUSE:
-                raise EngineError(f"{self.url}: the downstream node refused stream {name}: "
-                                  f"{frames[2].decode(errors='replace')[:500]}")
+                raise EngineError(
+                    f"{self.url}: the downstream node refused stream {name}: "
+                    f"{frames[2].decode(errors='replace')[:500]}"
+                )
             if frames[1] != RESUME:
                 continue  # an acknowledgement meant for a sender before this one
             try:
@@ -218,18 +230,25 @@ class DownstreamSink(Sink):
                 self.next_number = int(answer["next"])
                 self.resumed = self.mark = Mark.from_dict(answer.get("mark") or {})
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise EngineError(f"{self.url}: a malformed answer to opening stream {name}: "
-                                  f"{exc}") from None
+                raise EngineError(
+                    f"{self.url}: a malformed answer to opening stream {name}: {exc}"
+                ) from None
             if self.next_number:
-                log.info("%s: resuming stream %s at message %d, source position %d",
-                         self.url, name, self.next_number, self.mark.position)
+                log.info(
+                    "%s: resuming stream %s at message %d, source position %d",
+                    self.url,
+                    name,
+                    self.next_number,
+                    self.mark.position,
+                )
             return
 
     def _unanswered(self) -> EngineError:
         return EngineError(
             f"{self.url}: no answer to opening stream {self.stream_id!r} for "
             f"{self.ack_timeout_s:g} s (is a pktx deliver zmq://... receiving there, of a "
-            "version that resumes streams, PKTX-STREAM/2?)")
+            "version that resumes streams, PKTX-STREAM/2?)"
+        )
 
     def _send(self, kind: bytes, *body) -> int:
         number = self.next_number
@@ -244,7 +263,8 @@ class DownstreamSink(Sink):
         return EngineError(
             f"{self.url}: the downstream node acknowledged {self.acked_packets} of "
             f"{self.sent_packets} packets and nothing for {self.ack_timeout_s:g} s (is a "
-            "pktx deliver zmq://... receiving there?)")
+            "pktx deliver zmq://... receiving there?)"
+        )
 
     def _take_acks(self, timeout_ms: int) -> None:
         if not self.sock.poll(timeout_ms):
@@ -256,11 +276,17 @@ class DownstreamSink(Sink):
                 return
             if len(frames) >= 3 and frames[0] == self.tag and frames[1] == REFUSE:
                 # Another sender took the stream over (this one was thought dead).
-                raise EngineError(f"{self.url}: the downstream node refused stream "
-                                  f"{self.stream_id!r}: "
-                                  f"{frames[2].decode(errors='replace')[:500]}")
-            if len(frames) != 3 or frames[0] != self.tag or frames[1] != ACK \
-                    or len(frames[2]) != NUMBER.size:
+                raise EngineError(
+                    f"{self.url}: the downstream node refused stream "
+                    f"{self.stream_id!r}: "
+                    f"{frames[2].decode(errors='replace')[:500]}"
+                )
+            if (
+                len(frames) != 3
+                or frames[0] != self.tag
+                or frames[1] != ACK
+                or len(frames[2]) != NUMBER.size
+            ):
                 log.warning("%s: ignored a message that is not an acknowledgement", self.url)
                 continue
             done = self.unacked.pop(NUMBER.unpack(frames[2])[0], None)
@@ -327,20 +353,29 @@ class DownstreamSink(Sink):
         self.sock.close(0)
 
 
-def open_sink(url: str, *, format: str = "pcap", ts_resolution: str | None = "us", on_ack=None,
-              ack_timeout_s: float = 30.0, stream_id: str | None = None) -> Sink:
+def open_sink(
+    url: str,
+    *,
+    format: str = "pcap",
+    ts_resolution: str | None = "us",
+    on_ack=None,
+    ack_timeout_s: float = 30.0,
+    stream_id: str | None = None,
+) -> Sink:
     """The sink for ``url``. A sink that ``acknowledges`` reports what its receiver confirmed
     through ``on_ack(packets, bytes)``; the others have delivered what ``write`` returned.
     ``stream_id``: a resumable stream to a ``zmq://`` receiver (streams.py)."""
     if stream_id is not None and not url.startswith("zmq://"):
-        raise EngineError(f"--stream-id {stream_id!r}: only a zmq:// sink can resume a stream "
-                          f"(its receiver says where it stands), not {url}")
+        raise EngineError(
+            f"--stream-id {stream_id!r}: only a zmq:// sink can resume a stream "
+            f"(its receiver says where it stands), not {url}"
+        )
     if url.startswith("udp://"):
         return UdpSink(url)
     if url.startswith("zmq://"):
-        return DownstreamSink(url, on_ack=on_ack, ack_timeout_s=ack_timeout_s,
-                              stream_id=stream_id)
+        return DownstreamSink(url, on_ack=on_ack, ack_timeout_s=ack_timeout_s, stream_id=stream_id)
     if "://" in url:
-        raise EngineError(f"unknown sink {url!r}: use a file path, udp://HOST:PORT or "
-                          "zmq://HOST:PORT")
+        raise EngineError(
+            f"unknown sink {url!r}: use a file path, udp://HOST:PORT or zmq://HOST:PORT"
+        )
     return FileSink(url, format=format, ts_resolution=ts_resolution)

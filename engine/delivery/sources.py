@@ -90,9 +90,11 @@ class FileSource(Source):
     def __iter__(self):
         yield from self.reader.iter_from(self.start)
         if self.reader.walked < self.start:
-            raise EngineError(f"{self.url}: the stream stands at input packet {self.start:,}, "
-                              f"but this capture has {self.reader.walked:,}: not the source "
-                              "the stream was made from")
+            raise EngineError(
+                f"{self.url}: the stream stands at input packet {self.start:,}, "
+                f"but this capture has {self.reader.walked:,}: not the source "
+                "the stream was made from"
+            )
 
     def file_end(self, batch):
         return self.reader.file_end(batch)
@@ -111,8 +113,14 @@ class _LiveSource(Source):
 
     live = True
 
-    def __init__(self, *, count: int | None = None, idle_timeout: float | None = None,
-                 poll_ms: int = 5, batch_packets: int = 1024) -> None:
+    def __init__(
+        self,
+        *,
+        count: int | None = None,
+        idle_timeout: float | None = None,
+        poll_ms: int = 5,
+        batch_packets: int = 1024,
+    ) -> None:
         self.count = count
         self.idle_timeout = idle_timeout
         self.poll_ms = poll_ms
@@ -146,15 +154,19 @@ class _LiveSource(Source):
                     last = now
                     total += len(chunks)
                     b = PacketBatch.from_packets(chunks, stamps, self.interface.linktype)
-                    yield PacketBatch(b.data, b.offsets, b.caplen, b.origlen, b.ts_ns,
-                                      interfaces=ifaces)
+                    yield PacketBatch(
+                        b.data, b.offsets, b.caplen, b.origlen, b.ts_ns, interfaces=ifaces
+                    )
                 else:
                     yield PacketBatch.empty(ifaces)
                 if self.count is not None and total >= self.count:
                     return
                 if self.idle_timeout is not None and now - last > self.idle_timeout:
-                    log.info("%s: nothing received for %.1f s; ending the stream", self.url,
-                             self.idle_timeout)
+                    log.info(
+                        "%s: nothing received for %.1f s; ending the stream",
+                        self.url,
+                        self.idle_timeout,
+                    )
                     return
         finally:
             self._close()
@@ -205,8 +217,7 @@ class InterfaceSource(_LiveSource):
     retire timeouts, so what arrived before the stop is kept.
     """
 
-    OPTIONS = {"snaplen": int, "ring_mb": float, "block_kb": int, "retire_ms": int,
-               "promisc": int}
+    OPTIONS = {"snaplen": int, "ring_mb": float, "block_kb": int, "retire_ms": int, "promisc": int}
 
     def __init__(self, url: str, **kw) -> None:
         from engine.capture.packet_ring import DEFAULT_RETIRE_MS, PacketRing
@@ -217,10 +228,15 @@ class InterfaceSource(_LiveSource):
         block = opts.get("block_kb", 1024) * 1024
         ring = opts.get("ring_mb", 32.0) * (1 << 20)
         self.retire_ms = opts.get("retire_ms", DEFAULT_RETIRE_MS)
-        self.ring = PacketRing(name, snaplen=opts.get("snaplen", DEFAULT_SNAPLEN),
-                               block_size=block, block_count=max(2, int(ring // block)),
-                               retire_ms=self.retire_ms, promisc=bool(opts.get("promisc", 1)),
-                               where=url)
+        self.ring = PacketRing(
+            name,
+            snaplen=opts.get("snaplen", DEFAULT_SNAPLEN),
+            block_size=block,
+            block_count=max(2, int(ring // block)),
+            retire_ms=self.retire_ms,
+            promisc=bool(opts.get("promisc", 1)),
+            where=url,
+        )
         self.interface = self.ring.interface
         self._final: dict | None = None
 
@@ -241,14 +257,17 @@ class InterfaceSource(_LiveSource):
                 if batch is not None and len(batch):
                     last = now
                     if self.count is not None:
-                        batch = batch[:self.count - total]
+                        batch = batch[: self.count - total]
                     total += len(batch)
                     yield batch
                 elif drain_until is None:
                     yield PacketBatch.empty(ifaces)
                     if self.idle_timeout is not None and now - last > self.idle_timeout:
-                        log.info("%s: nothing received for %.1f s; ending the stream",
-                                 self.url, self.idle_timeout)
+                        log.info(
+                            "%s: nothing received for %.1f s; ending the stream",
+                            self.url,
+                            self.idle_timeout,
+                        )
                         return
         finally:
             self._final = self.stats()
@@ -315,8 +334,7 @@ class UpstreamSource(_LiveSource):
         try:
             self.sock.send_multipart([peer, tag, kind, body], zmq.NOBLOCK)
         except zmq.ZMQError:
-            self.rlog.warning("ack", "%s: an answer to the upstream could not be sent",
-                              self.url)
+            self.rlog.warning("ack", "%s: an answer to the upstream could not be sent", self.url)
 
     def _refuse(self, peer: bytes, why: str) -> None:
         self.rlog.warning("refused", "%s: refused an upstream node: %s", self.url, why)
@@ -329,17 +347,28 @@ class UpstreamSource(_LiveSource):
             return False
         wanted = body[0].bytes.decode(errors="replace")
         if self.stream_id is None and (sender is not None or expected):
-            self._refuse(peer, f"this node is receiving a stream without an id ({expected} "
-                               f"messages taken), not stream {wanted!r}")
+            self._refuse(
+                peer,
+                f"this node is receiving a stream without an id ({expected} "
+                f"messages taken), not stream {wanted!r}",
+            )
             return False
         if self.stream_id is not None and wanted != self.stream_id:
-            self._refuse(peer, f"this node is receiving stream {self.stream_id!r} ({expected} "
-                               f"messages taken); stream {wanted!r} is not known here")
+            self._refuse(
+                peer,
+                f"this node is receiving stream {self.stream_id!r} ({expected} "
+                f"messages taken); stream {wanted!r} is not known here",
+            )
             return False
         if self.stream_id is not None:
             self.resumes += 1
-            log.info("%s: stream %r resumed by a new sender at message %d, source position "
-                     "%d", self.url, wanted, expected, self.mark.position)
+            log.info(
+                "%s: stream %r resumed by a new sender at message %d, source position %d",
+                self.url,
+                wanted,
+                expected,
+                self.mark.position,
+            )
         self.stream_id = wanted
         answer = {"stream": wanted, "next": expected, "mark": self.mark.as_dict()}
         self._reply(peer, RESUMABLE_TAG, RESUME, json.dumps(answer).encode())
@@ -352,10 +381,14 @@ class UpstreamSource(_LiveSource):
         try:
             while not self._stop.is_set():
                 if not self.sock.poll(self.poll_ms):
-                    if (self.idle_timeout is not None
-                            and time.monotonic() - idle_since > self.idle_timeout):
-                        raise EngineError(f"{self.url}: upstream silent for "
-                                          f"{self.idle_timeout:.0f} s before its end marker")
+                    if (
+                        self.idle_timeout is not None
+                        and time.monotonic() - idle_since > self.idle_timeout
+                    ):
+                        raise EngineError(
+                            f"{self.url}: upstream silent for "
+                            f"{self.idle_timeout:.0f} s before its end marker"
+                        )
                     yield PacketBatch.empty()
                     continue
                 frames = self.sock.recv_multipart(copy=False)
@@ -368,38 +401,54 @@ class UpstreamSource(_LiveSource):
                     continue
                 if sender is not None and peer != sender:
                     if tag == RESUMABLE_TAG:
-                        self._refuse(peer, f"stream {self.stream_id!r} has another sender "
-                                           "now (say HELLO to resume it)")
+                        self._refuse(
+                            peer,
+                            f"stream {self.stream_id!r} has another sender "
+                            "now (say HELLO to resume it)",
+                        )
                     else:
-                        self.rlog.warning("stranger", "%s: ignored a message from a second "
-                                          "sender", self.url)
+                        self.rlog.warning(
+                            "stranger", "%s: ignored a message from a second sender", self.url
+                        )
                     continue
                 if tag not in (STREAM_TAG, RESUMABLE_TAG):
-                    raise EngineError(f"{self.url}: received a message that is not a pktx "
-                                      "stream message")
+                    raise EngineError(
+                        f"{self.url}: received a message that is not a pktx stream message"
+                    )
                 if (tag == RESUMABLE_TAG) != (self.stream_id is not None):
                     if tag == RESUMABLE_TAG:  # no HELLO: not a stream opened here
-                        self._refuse(peer, "a stream message before HELLO (did this node "
-                                           "start again? it keeps no stream across restarts)")
+                        self._refuse(
+                            peer,
+                            "a stream message before HELLO (did this node "
+                            "start again? it keeps no stream across restarts)",
+                        )
                         continue
-                    raise EngineError(f"{self.url}: a message without a stream id in stream "
-                                      f"{self.stream_id!r}")
+                    raise EngineError(
+                        f"{self.url}: a message without a stream id in stream {self.stream_id!r}"
+                    )
                 idle_since = time.monotonic()
                 kind = frames[2].bytes
                 if kind == ABORT:
-                    raise EngineError(f"{self.url}: the upstream node failed: "
-                                      f"{frames[3].bytes.decode(errors='replace')[:500]}"
-                                      if len(frames) > 3 else
-                                      f"{self.url}: the upstream node failed")
+                    raise EngineError(
+                        f"{self.url}: the upstream node failed: "
+                        f"{frames[3].bytes.decode(errors='replace')[:500]}"
+                        if len(frames) > 3
+                        else f"{self.url}: the upstream node failed"
+                    )
                 body = 5 if tag == RESUMABLE_TAG else 4  # a resumable stream's mark first
-                if kind not in (BATCH, END) or len(frames) < body \
-                        or len(frames[3]) != NUMBER.size \
-                        or (tag == RESUMABLE_TAG and len(frames[4]) != Mark.LAYOUT.size):
+                if (
+                    kind not in (BATCH, END)
+                    or len(frames) < body
+                    or len(frames[3]) != NUMBER.size
+                    or (tag == RESUMABLE_TAG and len(frames[4]) != Mark.LAYOUT.size)
+                ):
                     raise EngineError(f"{self.url}: received a malformed pktx stream message")
                 number = NUMBER.unpack(frames[3].bytes)[0]
                 if number != expected:
-                    raise EngineError(f"{self.url}: message {number} arrived where {expected} "
-                                      "was due (the upstream restarted, or messages were lost)")
+                    raise EngineError(
+                        f"{self.url}: message {number} arrived where {expected} "
+                        "was due (the upstream restarted, or messages were lost)"
+                    )
                 mark = Mark.unpack(frames[4].bytes) if tag == RESUMABLE_TAG else None
                 if kind == BATCH:
                     try:
@@ -408,8 +457,7 @@ class UpstreamSource(_LiveSource):
                         raise EngineError(f"{self.url}: malformed batch: {exc}") from None
                 else:
                     try:
-                        self.summary = (json.loads(frames[body].bytes) if len(frames) > body
-                                        else {})
+                        self.summary = json.loads(frames[body].bytes) if len(frames) > body else {}
                     except ValueError:
                         self.summary = {}
                 expected += 1
@@ -424,8 +472,14 @@ class UpstreamSource(_LiveSource):
             self.sock.close()
 
 
-def open_source(url: str, *, udp_linktype: int = 1, count: int | None = None,
-                idle_timeout: float | None = None, errors: str = "strict") -> Source:
+def open_source(
+    url: str,
+    *,
+    udp_linktype: int = 1,
+    count: int | None = None,
+    idle_timeout: float | None = None,
+    errors: str = "strict",
+) -> Source:
     """The source for ``url``: a file path, ``udp://``, ``iface:`` or ``zmq://``."""
     if url.startswith("udp://"):
         return UdpSource(url, linktype=udp_linktype, count=count, idle_timeout=idle_timeout)
@@ -434,13 +488,16 @@ def open_source(url: str, *, udp_linktype: int = 1, count: int | None = None,
     if url.startswith("zmq://"):
         return UpstreamSource(url, count=count, idle_timeout=idle_timeout)
     if "://" in url:
-        raise EngineError(f"unknown source {url!r}: use a capture file, udp://HOST:PORT, "
-                          "iface:NAME or zmq://HOST:PORT")
+        raise EngineError(
+            f"unknown source {url!r}: use a capture file, udp://HOST:PORT, "
+            "iface:NAME or zmq://HOST:PORT"
+        )
     if not os.path.exists(url):
         raise EngineError(f"{url}: no such file")
     if not os.path.isfile(url):
         # A device or a pipe: /dev/zero is not "an empty file", and it never ends.
-        raise EngineError(f"{url}: not a regular file (a capture source is a pcap or pcapng "
-                          "file, udp://, iface: or zmq://)")
+        raise EngineError(
+            f"{url}: not a regular file (a capture source is a pcap or pcapng "
+            "file, udp://, iface: or zmq://)"
+        )
     return FileSource(url, errors=errors)
-

@@ -65,8 +65,13 @@ class Mark:
         return cls(*cls.LAYOUT.unpack(data))
 
     def as_dict(self) -> dict:
-        return dict(zip(("position", "packets_in", "bytes_in", "packets_out", "bytes_out"),
-                        astuple(self), strict=True))
+        return dict(
+            zip(
+                ("position", "packets_in", "bytes_in", "packets_out", "bytes_out"),
+                astuple(self),
+                strict=True,
+            )
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> Mark:
@@ -82,7 +87,7 @@ class Mark:
 
 def split_endpoint(url: str, scheme: str) -> tuple[str, int]:
     """``scheme://HOST:PORT`` -> (host, port), with a clear error for anything else."""
-    rest = url[len(scheme) + 3:]
+    rest = url[len(scheme) + 3 :]
     host, sep, port = rest.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise ValueError(f"{url!r}: expected {scheme}://HOST:PORT")

@@ -37,12 +37,21 @@ class Worker:
     """One worker node. ``run()`` serves until stopped (or the dispatcher says goodbye and
     ``exit_on_disconnect`` is set); it returns a process exit code."""
 
-    def __init__(self, connect: str, *, services: list[str] | None = None,
-                 credit: int = P.DEFAULT_CREDIT, name: str | None = None,
-                 curve_dir: str | None = None, curve_name: str = "worker",
-                 exit_on_disconnect: bool = False, heartbeat_ms: int = P.HEARTBEAT_MS,
-                 liveness: int = P.LIVENESS, max_idle_s: float | None = None,
-                 context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        connect: str,
+        *,
+        services: list[str] | None = None,
+        credit: int = P.DEFAULT_CREDIT,
+        name: str | None = None,
+        curve_dir: str | None = None,
+        curve_name: str = "worker",
+        exit_on_disconnect: bool = False,
+        heartbeat_ms: int = P.HEARTBEAT_MS,
+        liveness: int = P.LIVENESS,
+        max_idle_s: float | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
         if credit < 1:
             raise ValueError("credit must be at least 1")
         self.endpoint = connect
@@ -82,8 +91,9 @@ class Worker:
         self._done_rx = self.ctx.socket(zmq.PULL)
         self._done_rx.linger = 0
         self._done_rx.bind(self._done_addr)
-        processor = threading.Thread(target=self._process_loop, name="pktx-worker-process",
-                                     daemon=True)
+        processor = threading.Thread(
+            target=self._process_loop, name="pktx-worker-process", daemon=True
+        )
         processor.start()
         try:
             return self._run()
@@ -106,8 +116,12 @@ class Worker:
             if self._stopping:
                 return 0
             if self.max_idle_s is not None and time.monotonic() - idle_since > self.max_idle_s:
-                log.error("worker %s: no dispatcher at %s for %.0f s; giving up", self.name,
-                          self.endpoint, self.max_idle_s)
+                log.error(
+                    "worker %s: no dispatcher at %s for %.0f s; giving up",
+                    self.name,
+                    self.endpoint,
+                    self.max_idle_s,
+                )
                 return 1
             log.info("worker %s: reconnecting to %s in %d ms", self.name, self.endpoint, delay)
             self._sleep(delay / 1000)
@@ -134,22 +148,31 @@ class Worker:
             sock.connect(self.endpoint)
         except zmq.ZMQError as exc:
             sock.close(0)
-            raise EngineError(f"cannot connect to {self.endpoint}: {exc} (an endpoint is "
-                              "tcp://HOST:PORT or ipc://PATH)") from None
+            raise EngineError(
+                f"cannot connect to {self.endpoint}: {exc} (an endpoint is "
+                "tcp://HOST:PORT or ipc://PATH)"
+            ) from None
         return sock
 
     def _session(self) -> str:
         """One connection's life: returns "served", "silent", "exit", "drained" or "refused"."""
         sock = self._socket()
-        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                          | zmq.EVENT_DISCONNECTED)
+        monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_DISCONNECTED
+        )
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         poller.register(self._done_rx, zmq.POLLIN)
-        hello = {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
-                 "services": self.services, "credit": self.credit}
+        hello = {
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "services": self.services,
+            "credit": self.credit,
+        }
         self._send(sock, [P.PROTOCOL, P.READY, P.dumps(hello)])
         hb = self.heartbeat_ms / 1000
         last_heard = time.monotonic()
@@ -192,8 +215,12 @@ class Worker:
                 if monitor in events:
                     event = _monitor_event(monitor)
                     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                        log.error("worker %s: refused by the dispatcher at %s: CURVE "
-                                  "authentication failed (wrong key?)", self.name, self.endpoint)
+                        log.error(
+                            "worker %s: refused by the dispatcher at %s: CURVE "
+                            "authentication failed (wrong key?)",
+                            self.name,
+                            self.endpoint,
+                        )
                         outcome = "refused"
                         return outcome
                     if event == zmq.EVENT_DISCONNECTED and self._stopping:
@@ -202,12 +229,15 @@ class Worker:
                         # ZeroMQ would reconnect this socket by itself, perhaps to another
                         # dispatcher on the same endpoint: a new session (new socket, READY)
                         # instead, and what this one held is dropped, never sent there.
-                        log.warning("worker %s: connection to %s lost", self.name,
-                                    self.endpoint)
+                        log.warning("worker %s: connection to %s lost", self.name, self.endpoint)
                         return "served" if served else "silent"
                 if now - last_heard > hb * self.liveness:
-                    log.warning("worker %s: dispatcher at %s silent for %.1f s", self.name,
-                                self.endpoint, now - last_heard)
+                    log.warning(
+                        "worker %s: dispatcher at %s silent for %.1f s",
+                        self.name,
+                        self.endpoint,
+                        now - last_heard,
+                    )
                     return "served" if served else "silent"
                 if now >= next_hb:
                     self._send(sock, [P.PROTOCOL, P.HEARTBEAT])
@@ -235,8 +265,7 @@ class Worker:
                 heartbeat_ms = int(info.get("heartbeat_ms", self.heartbeat_ms))
                 liveness = int(info.get("liveness", self.liveness))
             except (ValueError, TypeError, AttributeError) as exc:
-                log.warning("worker %s: ignored a WELCOME that does not parse: %s", self.name,
-                            exc)
+                log.warning("worker %s: ignored a WELCOME that does not parse: %s", self.name, exc)
                 return "ignored"
             # The dispatcher's timing, within sane bounds (a peer could send anything).
             self.heartbeat_ms = min(max(heartbeat_ms, 10), 60_000)
@@ -270,8 +299,9 @@ class Worker:
             except queue.Empty:
                 return
             if session != self._session_no:
-                log.info("worker %s: dropped the answer to a task of an earlier connection",
-                         self.name)
+                log.info(
+                    "worker %s: dropped the answer to a task of an earlier connection", self.name
+                )
                 continue
             self._send(sock, reply)
 
@@ -281,8 +311,9 @@ class Worker:
         try:
             sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            log.warning("worker %s: the dispatcher is not reading; a message was dropped",
-                        self.name)
+            log.warning(
+                "worker %s: the dispatcher is not reading; a message was dropped", self.name
+            )
 
     def _process_loop(self) -> None:
         """The processing thread: run each task's chain, hand the answer to the main thread."""
@@ -308,8 +339,7 @@ class Worker:
         if log.isEnabledFor(logging.DEBUG) and len(frames) > 2:
             try:
                 h = P.TaskHeader.unpack(frames[2].buffer)
-                log.debug("worker %s: task for segment %d part %d", self.name, h.segment,
-                          h.part)
+                log.debug("worker %s: task for segment %d part %d", self.name, h.segment, h.part)
             except ValueError:
                 pass
         self._jobs.put((self._session_no, frames))
@@ -327,8 +357,16 @@ class Worker:
             batch = PacketBatch.from_frames([f.buffer for f in frames[4:]])
             if len(batch) != header.count:
                 raise ValueError(f"task says {header.count} packets, batch holds {len(batch)}")
-            out = PacketBatch(batch.data, batch.offsets, batch.caplen, batch.origlen,
-                              batch.ts_ns, batch.iface, batch.interfaces, 0)
+            out = PacketBatch(
+                batch.data,
+                batch.offsets,
+                batch.caplen,
+                batch.origlen,
+                batch.ts_ns,
+                batch.iface,
+                batch.interfaces,
+                0,
+            )
             counters: dict[str, dict[str, int]] = {}
             for svc in chain:
                 service = svc.name
@@ -337,17 +375,28 @@ class Worker:
             service = "(result)"
             kept = out.seq if out.has_explicit_seq else None
             if kept is None and len(out) != len(batch):
-                raise ValueError(f"chain returned {len(out)} of {len(batch)} packets without "
-                                 "saying which")
+                raise ValueError(
+                    f"chain returned {len(out)} of {len(batch)} packets without saying which"
+                )
             result = out.with_seq(kept)
             result.first_seq = 0
             parts = result.to_frames()
         except Exception as exc:  # any failure is reported, never fatal to the worker
             self.tasks_failed += 1
-            log.warning("worker %s: segment %d part %d failed in %s: %s", self.name,
-                        header.segment, header.part, service, exc)
-            return [P.PROTOCOL, P.FAIL, header.pack(),
-                    P.dumps({"service": service, "error": f"{type(exc).__name__}: {exc}"})]
+            log.warning(
+                "worker %s: segment %d part %d failed in %s: %s",
+                self.name,
+                header.segment,
+                header.part,
+                service,
+                exc,
+            )
+            return [
+                P.PROTOCOL,
+                P.FAIL,
+                header.pack(),
+                P.dumps({"service": service, "error": f"{type(exc).__name__}: {exc}"}),
+            ]
         self.tasks_done += 1
         return [P.PROTOCOL, P.RESULT, header.pack(), P.dumps(counters), *parts]
 

@@ -74,8 +74,10 @@ class PatternMatcher:
         n = len(goto)
         width = int(self.byte_class.max()) + 1
         if n * width * 4 > MAX_TABLE_BYTES or n * width >= 1 << 32:
-            raise ValueError(f"the patterns need a {n}-state automaton over {width} byte "
-                             f"classes, more than {MAX_TABLE_BYTES >> 20} MiB")
+            raise ValueError(
+                f"the patterns need a {n}-state automaton over {width} byte "
+                f"classes, more than {MAX_TABLE_BYTES >> 20} MiB"
+            )
         table = np.zeros((n, width), np.int32)
         fail = np.zeros(n, np.int32)
         dict_link = np.zeros(n, np.int32)
@@ -126,14 +128,34 @@ class PatternMatcher:
         matched = np.zeros(len(starts), np.bool_)
         counts = np.zeros(len(self.patterns), np.int64)
         last_seen = np.full(len(self.patterns), -1, np.int64)
-        scanned = _ac_scan(data, starts, ends, self._flat, self._byte_class, self.width,
-                           self.reporting_from * self.width, self.report, self.dict_link,
-                           self.own_ptr, self.own_ids, matched, counts, last_seen)
+        scanned = _ac_scan(
+            data,
+            starts,
+            ends,
+            self._flat,
+            self._byte_class,
+            self.width,
+            self.reporting_from * self.width,
+            self.report,
+            self.dict_link,
+            self.own_ptr,
+            self.own_ids,
+            matched,
+            counts,
+            last_seen,
+        )
         return ScanResult(matched, counts, int(scanned))
 
-    def scan_tcp_streams(self, data: np.ndarray, offsets: np.ndarray, caplen: np.ndarray,
-                         keys, starts: np.ndarray, ends: np.ndarray,
-                         streams: TcpStreams) -> ScanResult:
+    def scan_tcp_streams(
+        self,
+        data: np.ndarray,
+        offsets: np.ndarray,
+        caplen: np.ndarray,
+        keys,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        streams: TcpStreams,
+    ) -> ScanResult:
         """`scan` over packets (``keys``: their `engine.packet.flowkeys.FlowKeys`), where a TCP
         payload that continues its flow's byte stream (in sequence order, as remembered in
         ``streams``) picks the automaton up where the flow's previous payload left it: a
@@ -157,12 +179,33 @@ class PatternMatcher:
         counts = np.zeros(len(self.patterns), np.int64)
         last_seen = np.full(len(self.patterns), -1, np.int64)
         scanned, added = _ac_scan_tcp_streams(
-            data, np.ascontiguousarray(offsets, np.int64), np.ascontiguousarray(caplen),
-            starts, ends, keys.family, keys.proto, keys.src, keys.dst, keys.sport, keys.dport,
-            keys.l4_off, self._flat, self._byte_class, self.width,
-            self.reporting_from * self.width, self.report, self.dict_link, self.own_ptr,
-            self.own_ids, matched, counts, last_seen, streams.keys, streams.next_seq,
-            streams.states)
+            data,
+            np.ascontiguousarray(offsets, np.int64),
+            np.ascontiguousarray(caplen),
+            starts,
+            ends,
+            keys.family,
+            keys.proto,
+            keys.src,
+            keys.dst,
+            keys.sport,
+            keys.dport,
+            keys.l4_off,
+            self._flat,
+            self._byte_class,
+            self.width,
+            self.reporting_from * self.width,
+            self.report,
+            self.dict_link,
+            self.own_ptr,
+            self.own_ids,
+            matched,
+            counts,
+            last_seen,
+            streams.keys,
+            streams.next_seq,
+            streams.states,
+        )
         streams.added(int(added))
         return ScanResult(matched, counts, int(scanned))
 

@@ -27,12 +27,29 @@ from engine.packet.flowkeys import FlowKeys, flow_keys
 
 _impl = backend.load("checksum")
 
-STATUS_NAMES = {NONE: "none", GOOD: "good", BAD: "bad", TRUNCATED: "truncated",
-                NO_CHECKSUM: "no-checksum", MALFORMED: "malformed"}
+STATUS_NAMES = {
+    NONE: "none",
+    GOOD: "good",
+    BAD: "bad",
+    TRUNCATED: "truncated",
+    NO_CHECKSUM: "no-checksum",
+    MALFORMED: "malformed",
+}
 
-__all__ = ["BAD", "GOOD", "MALFORMED", "NONE", "NO_CHECKSUM", "STATUS_NAMES", "TRUNCATED",
-           "ChecksumStatus", "internet_checksum", "ones_complement_sum", "recompute_checksums",
-           "verify_checksums"]
+__all__ = [
+    "BAD",
+    "GOOD",
+    "MALFORMED",
+    "NONE",
+    "NO_CHECKSUM",
+    "STATUS_NAMES",
+    "TRUNCATED",
+    "ChecksumStatus",
+    "internet_checksum",
+    "ones_complement_sum",
+    "recompute_checksums",
+    "verify_checksums",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,9 +64,13 @@ class ChecksumStatus:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """How many packets have each status, by layer (names from ``STATUS_NAMES``)."""
-        return {layer: {STATUS_NAMES[int(v)]: int(c)
-                        for v, c in zip(*np.unique(arr, return_counts=True), strict=True)}
-                for layer, arr in (("ip", self.ip), ("l4", self.l4))}
+        return {
+            layer: {
+                STATUS_NAMES[int(v)]: int(c)
+                for v, c in zip(*np.unique(arr, return_counts=True), strict=True)
+            }
+            for layer, arr in (("ip", self.ip), ("l4", self.l4))
+        }
 
     def all_good(self) -> bool:
         """Whether no checksum that could be checked was wrong (``BAD`` or ``MALFORMED``)."""
@@ -65,8 +86,9 @@ def _buffer(buf) -> np.ndarray:
     return np.frombuffer(buf, np.uint8)
 
 
-def ones_complement_sum(buf, start: int = 0, length: int | None = None, initial: int = 0,
-                        *, impl=None) -> int:
+def ones_complement_sum(
+    buf, start: int = 0, length: int | None = None, initial: int = 0, *, impl=None
+) -> int:
     """The folded 16-bit ones'-complement sum of ``buf[start:start+length]`` plus ``initial``.
 
     ``length`` defaults to the rest of the buffer; an odd length is padded with a zero byte.
@@ -78,8 +100,9 @@ def ones_complement_sum(buf, start: int = 0, length: int | None = None, initial:
     return (impl or _impl).ones_complement_sum(a, int(start), int(length), int(initial))
 
 
-def internet_checksum(buf, start: int = 0, length: int | None = None, initial: int = 0,
-                      *, impl=None) -> int:
+def internet_checksum(
+    buf, start: int = 0, length: int | None = None, initial: int = 0, *, impl=None
+) -> int:
     """The RFC 1071 checksum of ``buf[start:start+length]`` (the complement of its sum).
 
     Raises ``ValueError`` when the region lies outside ``buf`` or ``initial`` is negative.
@@ -100,19 +123,32 @@ def _run(batch: PacketBatch, keys: FlowKeys | None, fix: bool, impl) -> Checksum
     n = len(batch)
     status = ChecksumStatus(np.zeros(n, np.uint8), np.zeros(n, np.uint8))
     if fix and n and not batch.data.flags.writeable:
-        raise ValueError("recompute_checksums needs a batch whose buffer is writable "
-                         "(a batch received from frames is a read-only view: copy it first)")
+        raise ValueError(
+            "recompute_checksums needs a batch whose buffer is writable "
+            "(a batch received from frames is a read-only view: copy it first)"
+        )
     ends = batch.offsets + batch.caplen
     if n and (int(batch.offsets.min()) < 0 or int(ends.max()) > len(batch.data)):
         raise ValueError("a packet lies outside the batch buffer")
     (impl or _impl).checksum_packets(
-        batch.data, batch.offsets, batch.caplen, keys.family, keys.proto, keys.l3_off,
-        keys.l4_off, keys.fragment, fix, status.ip, status.l4)
+        batch.data,
+        batch.offsets,
+        batch.caplen,
+        keys.family,
+        keys.proto,
+        keys.l3_off,
+        keys.l4_off,
+        keys.fragment,
+        fix,
+        status.ip,
+        status.l4,
+    )
     return status
 
 
-def verify_checksums(batch: PacketBatch, keys: FlowKeys | None = None, *,
-                     impl=None) -> ChecksumStatus:
+def verify_checksums(
+    batch: PacketBatch, keys: FlowKeys | None = None, *, impl=None
+) -> ChecksumStatus:
     """Check every packet's IPv4 header and TCP/UDP/ICMP/ICMPv6 checksums.
 
     ``keys`` are the batch's flow keys when already at hand (computed otherwise).
@@ -120,8 +156,9 @@ def verify_checksums(batch: PacketBatch, keys: FlowKeys | None = None, *,
     return _run(batch, keys, False, impl)
 
 
-def recompute_checksums(batch: PacketBatch, keys: FlowKeys | None = None, *,
-                        impl=None) -> ChecksumStatus:
+def recompute_checksums(
+    batch: PacketBatch, keys: FlowKeys | None = None, *, impl=None
+) -> ChecksumStatus:
     """Rewrite, in the batch's own buffer, every checksum that can be computed.
 
     Headers and segments not captured in full are left alone, as is a UDP/IPv4 checksum of 0

@@ -37,8 +37,9 @@ def _region(buf, start: int, length: int) -> np.ndarray:
     if a.dtype != np.uint8:
         raise TypeError(f"checksum needs a uint8 buffer, not {a.dtype}")
     if start < 0 or length < 0 or start + length > len(a):
-        raise ValueError(f"region [{start}, {start + length}) lies outside the "
-                         f"{len(a)}-byte buffer")
+        raise ValueError(
+            f"region [{start}, {start + length}) lies outside the {len(a)}-byte buffer"
+        )
     return a[start : start + length]
 
 
@@ -71,8 +72,9 @@ def internet_checksum(buf, start: int, length: int, initial: int = 0) -> int:
     return ~ones_complement_sum(buf, start, length, initial) & 0xFFFF
 
 
-def checksum_packets(data, offsets, caplen, family, proto, l3_off, l4_off, fragment, fix,
-                     ip_status, l4_status):
+def checksum_packets(
+    data, offsets, caplen, family, proto, l3_off, l4_off, fragment, fix, ip_status, l4_status
+):
     """Verify (and with ``fix``, rewrite in ``data``) each packet's IPv4 header checksum and
     its TCP, UDP, ICMP or ICMPv6 checksum, using the flow keys' offsets.
 
@@ -80,9 +82,16 @@ def checksum_packets(data, offsets, caplen, family, proto, l3_off, l4_off, fragm
     headers captured in full are rewritten; a UDP/IPv4 checksum of 0 is left at 0.
     """
     count = len(offsets)
-    for name, arr in (("caplen", caplen), ("family", family), ("proto", proto),
-                      ("l3_off", l3_off), ("l4_off", l4_off), ("fragment", fragment),
-                      ("ip_status", ip_status), ("l4_status", l4_status)):
+    for name, arr in (
+        ("caplen", caplen),
+        ("family", family),
+        ("proto", proto),
+        ("l3_off", l3_off),
+        ("l4_off", l4_off),
+        ("fragment", fragment),
+        ("ip_status", ip_status),
+        ("l4_status", l4_status),
+    ):
         if len(arr) != count:
             raise ValueError(f"{name} holds {len(arr)} values for {count} packets")
     buf = np.asarray(data).reshape(-1)
@@ -95,8 +104,16 @@ def checksum_packets(data, offsets, caplen, family, proto, l3_off, l4_off, fragm
         l4_status[i] = NONE
         if start < 0 or start + n > len(buf):
             continue
-        ip, l4 = _one(buf[start : start + n], n, int(family[i]), int(proto[i]),
-                      int(l3_off[i]), int(l4_off[i]), int(fragment[i]), bool(fix))
+        ip, l4 = _one(
+            buf[start : start + n],
+            n,
+            int(family[i]),
+            int(proto[i]),
+            int(l3_off[i]),
+            int(l4_off[i]),
+            int(fragment[i]),
+            bool(fix),
+        )
         ip_status[i] = ip
         l4_status[i] = l4
 
@@ -110,8 +127,9 @@ def _put16(p: np.ndarray, at: int, v: int) -> None:
     p[at + 1] = v & 0xFF
 
 
-def _one(p: np.ndarray, n: int, fam: int, pr: int, l3: int, l4: int, frag: int,
-         fix: bool) -> tuple[int, int]:
+def _one(
+    p: np.ndarray, n: int, fam: int, pr: int, l3: int, l4: int, frag: int, fix: bool
+) -> tuple[int, int]:
     ip_st = NONE
     l4_st = NONE
     if fam == 4 and l3 >= 0 and l3 + 20 <= n:

@@ -24,14 +24,20 @@ from engine.capture.batch import PacketBatch
 from engine.packet import kernels
 from engine.packet.flowkeys import FlowKeys, flow_keys
 
-__all__ = ["SHARE_SEED", "assign_workers", "flow_hash", "partition", "share_of_packets",
-           "worker_of_packets"]
+__all__ = [
+    "SHARE_SEED",
+    "assign_workers",
+    "flow_hash",
+    "partition",
+    "share_of_packets",
+    "worker_of_packets",
+]
 
 _MAX_WORKERS = 1 << 32
 # The hash that splits a stream into the shares of an award (``--share i/k``). Not the flow
 # affinity's (seed 0): within one share the flows must still spread over every worker, and
 # with one hash for both a share would hold only the flows of a slice of the workers.
-SHARE_SEED = 0x5348415245   # b"SHARE"
+SHARE_SEED = 0x5348415245  # b"SHARE"
 
 
 def _words(addr: np.ndarray) -> np.ndarray:
@@ -60,10 +66,16 @@ def flow_hash(keys: FlowKeys | PacketBatch, seed: int = 0) -> np.ndarray:
     out = np.empty(n, np.uint64)
     with np.errstate(over="ignore"):
         kernels._flow_hash(
-            np.ascontiguousarray(keys.family, np.uint8), np.ascontiguousarray(keys.proto, np.uint8),
-            _words(keys.src), _words(keys.dst), np.ascontiguousarray(keys.sport, np.uint16),
+            np.ascontiguousarray(keys.family, np.uint8),
+            np.ascontiguousarray(keys.proto, np.uint8),
+            _words(keys.src),
+            _words(keys.dst),
+            np.ascontiguousarray(keys.sport, np.uint16),
             np.ascontiguousarray(keys.dport, np.uint16),
-            np.ascontiguousarray(keys.fragment, np.uint8), np.uint64(int(seed)), out)
+            np.ascontiguousarray(keys.fragment, np.uint8),
+            np.uint64(int(seed)),
+            out,
+        )
     return out
 
 

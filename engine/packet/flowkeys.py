@@ -98,8 +98,9 @@ class FlowKeys:
 
     def equals(self, other: FlowKeys) -> bool:
         """Whether every array of both is equal (what tests compare twins with)."""
-        return all(np.array_equal(getattr(self, f), getattr(other, f))
-                   for f in self.__dataclass_fields__)
+        return all(
+            np.array_equal(getattr(self, f), getattr(other, f)) for f in self.__dataclass_fields__
+        )
 
     def row(self, i: int) -> dict:
         """Packet ``i``'s keys as plain Python values (for messages and tests, not hot paths)."""
@@ -142,17 +143,33 @@ def extract(data, offsets, caplen, linktypes, *, impl=None) -> FlowKeys:
         linktypes = np.full(n, int(linktypes), np.uint32)
     linktypes = np.ascontiguousarray(linktypes, np.uint32)
     if not (len(caplen) == len(linktypes) == n):
-        raise ValueError(f"offsets, caplen and linktypes differ in length "
-                         f"({n}, {len(caplen)}, {len(linktypes)})")
+        raise ValueError(
+            f"offsets, caplen and linktypes differ in length ({n}, {len(caplen)}, {len(linktypes)})"
+        )
     if n:
         ends = offsets + caplen
         bad = np.flatnonzero((offsets < 0) | (ends > len(data)))
         if len(bad):
             i = int(bad[0])
-            raise ValueError(f"packet {i} (offset {int(offsets[i])}, caplen {int(caplen[i])}) "
-                             f"lies outside the {len(data)}-byte buffer")
+            raise ValueError(
+                f"packet {i} (offset {int(offsets[i])}, caplen {int(caplen[i])}) "
+                f"lies outside the {len(data)}-byte buffer"
+            )
     keys = FlowKeys.allocate(n)
     (impl or _impl).extract_flow_keys(
-        data, offsets, caplen, linktypes, keys.family, keys.proto, keys.src, keys.dst,
-        keys.sport, keys.dport, keys.l3_off, keys.l4_off, keys.payload_off, keys.fragment)
+        data,
+        offsets,
+        caplen,
+        linktypes,
+        keys.family,
+        keys.proto,
+        keys.src,
+        keys.dst,
+        keys.sport,
+        keys.dport,
+        keys.l3_off,
+        keys.l4_off,
+        keys.payload_off,
+        keys.fragment,
+    )
     return keys

@@ -53,8 +53,22 @@ _INT32_MAX = 0x7FFFFFFF
 PUBLIC = ["extract_flow_keys"]
 
 
-def extract_flow_keys(data, offsets, caplen, linktypes, family, proto, src, dst, sport, dport,
-                      l3_off, l4_off, payload_off, fragment):
+def extract_flow_keys(
+    data,
+    offsets,
+    caplen,
+    linktypes,
+    family,
+    proto,
+    src,
+    dst,
+    sport,
+    dport,
+    l3_off,
+    l4_off,
+    payload_off,
+    fragment,
+):
     """Fill the flow-key arrays for every packet ``data[offsets[i] : offsets[i] + caplen[i]]``.
 
     ``linktypes[i]`` is packet ``i``'s link type. Outputs (all of length ``len(offsets)``,
@@ -62,9 +76,18 @@ def extract_flow_keys(data, offsets, caplen, linktypes, family, proto, src, dst,
     ``data`` is reported as having no flow key.
     """
     count = len(offsets)
-    for name, arr in (("caplen", caplen), ("linktypes", linktypes), ("family", family),
-                      ("proto", proto), ("sport", sport), ("dport", dport), ("l3_off", l3_off),
-                      ("l4_off", l4_off), ("payload_off", payload_off), ("fragment", fragment)):
+    for name, arr in (
+        ("caplen", caplen),
+        ("linktypes", linktypes),
+        ("family", family),
+        ("proto", proto),
+        ("sport", sport),
+        ("dport", dport),
+        ("l3_off", l3_off),
+        ("l4_off", l4_off),
+        ("payload_off", payload_off),
+        ("fragment", fragment),
+    ):
         if len(arr) != count:
             raise ValueError(f"{name} holds {len(arr)} values for {count} packets")
     if src.shape != (count, 16) or dst.shape != (count, 16):
@@ -98,8 +121,18 @@ def extract_flow_keys(data, offsets, caplen, linktypes, family, proto, src, dst,
 class _Keys:
     """One packet's results while it is being parsed (offsets relative to the packet)."""
 
-    __slots__ = ("dport", "dst", "family", "fragment", "l3", "l4", "payload", "proto", "sport",
-                 "src")
+    __slots__ = (
+        "dport",
+        "dst",
+        "family",
+        "fragment",
+        "l3",
+        "l4",
+        "payload",
+        "proto",
+        "sport",
+        "src",
+    )
 
     def __init__(self) -> None:
         self.family = 0
@@ -182,8 +215,12 @@ def _packet(b, base: int, n: int, lt: int, k: _Keys) -> None:
             pos += 4
         elif et <= 1500:
             # An 802.3 length, not a type: only LLC/SNAP carries an ethertype after it.
-            if pos + 8 > n or b[base + pos] != 0xAA or b[base + pos + 1] != 0xAA or \
-                    b[base + pos + 2] != 0x03:
+            if (
+                pos + 8 > n
+                or b[base + pos] != 0xAA
+                or b[base + pos + 1] != 0xAA
+                or b[base + pos + 2] != 0x03
+            ):
                 return
             et = be16(pos + 6)
             pos += 8
@@ -256,8 +293,9 @@ def _packet(b, base: int, n: int, lt: int, k: _Keys) -> None:
 
     # -- extension headers (IPv6), AH (both) ---------------------------------------------------
     while True:
-        if nh == IPPROTO_AH or (k.family == 6 and nh in (IPPROTO_HOPOPTS, IPPROTO_ROUTING,
-                                                          IPPROTO_DSTOPTS)):
+        if nh == IPPROTO_AH or (
+            k.family == 6 and nh in (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS)
+        ):
             if q + 2 > n:
                 k.proto = nh
                 return

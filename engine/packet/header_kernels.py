@@ -21,10 +21,6 @@ _ICMPV6 = 58
 _UDPLITE = 136
 
 
-
-
-
-
 @njit(cache=True, inline="always")
 def _updated(checksum, old_sum, new_sum):
     """RFC 1624 eqn 3: the checksum once words summing to ``old_sum`` now sum to ``new_sum``."""
@@ -69,8 +65,7 @@ def _routed(data, at, nh, end):
 
 
 @njit(cache=True, nogil=True)
-def _rewrite_addresses(data, offsets, caplen, family, proto, l3_off, l4_off, fragment, src,
-                       dst):
+def _rewrite_addresses(data, offsets, caplen, family, proto, l3_off, l4_off, fragment, src, dst):
     """Write ``src[i]``/``dst[i]`` (first 4 bytes for IPv4, 16 for IPv6) over packet i's
     outermost IP addresses; update the IPv4 header checksum and the TCP, UDP, UDP-Lite, DCCP or
     ICMPv6 checksum (their pseudo-header holds the addresses). A UDP checksum of 0 (none sent)

@@ -16,10 +16,10 @@ from engine.packet.byte_kernels import word
 _UDP = 17
 
 
-
 @njit(cache=True, nogil=True)
-def _payload_bounds(data, offsets, caplen, family, proto, l3_off, l4_off, payload_off, starts,
-                    ends):
+def _payload_bounds(
+    data, offsets, caplen, family, proto, l3_off, l4_off, payload_off, starts, ends
+):
     """starts[i], ends[i]: absolute buffer offsets of packet i's transport payload, or -1, -1
     when it has none (``payload_off`` -1).
 
@@ -55,8 +55,23 @@ def _payload_bounds(data, offsets, caplen, family, proto, l3_off, l4_off, payloa
 
 
 @njit(cache=True, inline="always")
-def _run(data, lo, hi, state, i, flat, byte_class, width, limit, report, dict_link, own_ptr,
-         own_ids, counts, last_seen):
+def _run(
+    data,
+    lo,
+    hi,
+    state,
+    i,
+    flat,
+    byte_class,
+    width,
+    limit,
+    report,
+    dict_link,
+    own_ptr,
+    own_ids,
+    counts,
+    last_seen,
+):
     """The DFA over ``data[lo:hi]`` from ``state``: (the state after, whether a pattern ended).
     Adds 1 to ``counts[p]`` the first time region i ends pattern p (``last_seen``)."""
     hit = False
@@ -76,8 +91,22 @@ def _run(data, lo, hi, state, i, flat, byte_class, width, limit, report, dict_li
 
 
 @njit(cache=True, nogil=True)
-def _ac_scan(data, starts, ends, flat, byte_class, width, limit, report, dict_link, own_ptr,
-             own_ids, matched, counts, last_seen):
+def _ac_scan(
+    data,
+    starts,
+    ends,
+    flat,
+    byte_class,
+    width,
+    limit,
+    report,
+    dict_link,
+    own_ptr,
+    own_ids,
+    matched,
+    counts,
+    last_seen,
+):
     """Run the Aho-Corasick DFA over ``data[starts[i]:ends[i]]`` for every i (``starts[i]``
     -1: skipped).
 
@@ -96,8 +125,23 @@ def _ac_scan(data, starts, ends, flat, byte_class, width, limit, report, dict_li
         if lo < 0:
             continue
         scanned += hi - lo
-        _state, hit = _run(data, lo, hi, np.uint32(0), i, flat, byte_class, width, limit,
-                           report, dict_link, own_ptr, own_ids, counts, last_seen)
+        _state, hit = _run(
+            data,
+            lo,
+            hi,
+            np.uint32(0),
+            i,
+            flat,
+            byte_class,
+            width,
+            limit,
+            report,
+            dict_link,
+            own_ptr,
+            own_ids,
+            counts,
+            last_seen,
+        )
         matched[i] = hit
     return scanned
 
@@ -112,8 +156,7 @@ def _flow_id(family, proto, src, dst, sport, dport, i):
         h = (h ^ np.uint64(src[i, k])) * prime
     for k in range(n):
         h = (h ^ np.uint64(dst[i, k])) * prime
-    for v in (np.uint64(sport[i]), np.uint64(dport[i]), np.uint64(proto[i]),
-              np.uint64(family[i])):
+    for v in (np.uint64(sport[i]), np.uint64(dport[i]), np.uint64(proto[i]), np.uint64(family[i])):
         h = (h ^ v) * prime
     return h | np.uint64(1)
 
@@ -130,9 +173,34 @@ def _slot_of(keys, h):
 
 
 @njit(cache=True, nogil=True)
-def _ac_scan_tcp_streams(data, offsets, caplen, starts, ends, family, proto, src, dst, sport,
-                         dport, l4_off, flat, byte_class, width, limit, report, dict_link,
-                         own_ptr, own_ids, matched, counts, last_seen, keys, next_seq, states):
+def _ac_scan_tcp_streams(
+    data,
+    offsets,
+    caplen,
+    starts,
+    ends,
+    family,
+    proto,
+    src,
+    dst,
+    sport,
+    dport,
+    l4_off,
+    flat,
+    byte_class,
+    width,
+    limit,
+    report,
+    dict_link,
+    own_ptr,
+    own_ids,
+    matched,
+    counts,
+    last_seen,
+    keys,
+    next_seq,
+    states,
+):
     """`_ac_scan`, except that a TCP payload continuing its flow's byte stream starts from the
     state the flow's previous payload ended in, so a pattern split across segments is found
     (in the segment that completes it).
@@ -161,8 +229,12 @@ def _ac_scan_tcp_streams(data, offsets, caplen, starts, ends, family, proto, src
         syn = np.uint32(0)
         if tcp:
             at = base + l4
-            seq = ((np.uint32(data[at + 4]) << 24) | (np.uint32(data[at + 5]) << 16)
-                   | (np.uint32(data[at + 6]) << 8) | np.uint32(data[at + 7]))
+            seq = (
+                (np.uint32(data[at + 4]) << 24)
+                | (np.uint32(data[at + 5]) << 16)
+                | (np.uint32(data[at + 6]) << 8)
+                | np.uint32(data[at + 7])
+            )
             syn = np.uint32(1) if data[at + 13] & 2 else np.uint32(0)
             h = _flow_id(family, proto, src, dst, sport, dport, i)
             slot = _slot_of(keys, h)
@@ -171,8 +243,23 @@ def _ac_scan_tcp_streams(data, offsets, caplen, starts, ends, family, proto, src
                 added += 1
             elif syn == 0 and next_seq[slot] == seq:
                 state = states[slot]
-        state, hit = _run(data, lo, hi, state, i, flat, byte_class, width, limit, report,
-                          dict_link, own_ptr, own_ids, counts, last_seen)
+        state, hit = _run(
+            data,
+            lo,
+            hi,
+            state,
+            i,
+            flat,
+            byte_class,
+            width,
+            limit,
+            report,
+            dict_link,
+            own_ptr,
+            own_ids,
+            counts,
+            last_seen,
+        )
         matched[i] = hit
         if slot >= 0:
             next_seq[slot] = seq + syn + np.uint32(hi - lo)

@@ -16,8 +16,9 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _segment_starts(sizes, ts, max_packets, max_bytes, window_ns, open_count, open_bytes,
-                    open_ts, starts):
+def _segment_starts(
+    sizes, ts, max_packets, max_bytes, window_ns, open_count, open_bytes, open_ts, starts
+):
     """Indices where a new segment starts; a limit of 0 is no limit.
 
     The segment open before ``sizes[0]`` holds ``open_count`` packets, ``open_bytes`` bytes and
@@ -78,8 +79,9 @@ def _endpoint(a0, a1, port, seed):
 def _has_ports(proto, fragment):
     # TCP, UDP, DCCP, SCTP, UDP-Lite; ICMP's type and code would split echo from reply, and a
     # datagram's fragments must stay together although only the first has ports.
-    return fragment == 0 and (proto == 6 or proto == 17 or proto == 33 or proto == 132
-                              or proto == 136)
+    return fragment == 0 and (
+        proto == 6 or proto == 17 or proto == 33 or proto == 132 or proto == 136
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -98,8 +100,9 @@ def _flow_hash(family, proto, src64, dst64, sport, dport, fragment, seed, out):
         else:
             ps = np.uint64(0)
             pd = np.uint64(0)
-        e = _endpoint(src64[i, 0], src64[i, 1], ps, seed) + \
-            _endpoint(dst64[i, 0], dst64[i, 1], pd, seed)
+        e = _endpoint(src64[i, 0], src64[i, 1], ps, seed) + _endpoint(
+            dst64[i, 0], dst64[i, 1], pd, seed
+        )
         kind = (np.uint64(family[i]) << _S8) | np.uint64(proto[i])
         out[i] = _fmix64(e ^ _fmix64(kind ^ salt))
     return out

@@ -58,8 +58,12 @@ def _be_sum(data, at, n):
     d = data[at : at + whole]
     s = np.uint64(0)
     for k in range(0, whole, 4):
-        s += (np.uint64(d[k]) | (np.uint64(d[k + 1]) << _U8) | (np.uint64(d[k + 2]) << _U16)
-              | (np.uint64(d[k + 3]) << _U24))
+        s += (
+            np.uint64(d[k])
+            | (np.uint64(d[k + 1]) << _U8)
+            | (np.uint64(d[k + 2]) << _U16)
+            | (np.uint64(d[k + 3]) << _U24)
+        )
     r = np.int64(s % np.uint64(0xFFFF)) * 256
     k = at + whole
     if n - whole >= 2:
@@ -78,9 +82,30 @@ def _region_sums(data, starts, lengths, out):
 
 
 @njit(cache=True, nogil=True)
-def _locate(data, offsets, caplen, origlen, linktype, family, proto, fragment, l3_off, l4_off,
-            payload_off, reason, l3, l4, start, end, v4, udp, ip_len, flags, link_at,
-            link_max):
+def _locate(
+    data,
+    offsets,
+    caplen,
+    origlen,
+    linktype,
+    family,
+    proto,
+    fragment,
+    l3_off,
+    l4_off,
+    payload_off,
+    reason,
+    l3,
+    l4,
+    start,
+    end,
+    v4,
+    udp,
+    ip_len,
+    flags,
+    link_at,
+    link_max,
+):
     """Per packet: ``reason`` (OK or why it is left alone) and, for OK ones, the absolute
     positions of its IP header, transport header, payload and payload end, whether it is IPv4
     and UDP, its IP length field, its checksum-form flags and where its link-layer length field
@@ -174,8 +199,30 @@ def _update(old, removed, added, zero):
 
 
 @njit(cache=True, nogil=True)
-def _rebuild(src, offsets, caplen, out, out_off, rows, changed, l3, l4, start, end, v4, udp,
-             ip_len, link_at, new_data, new_start, new_len, copy_len, new_flags, at, removed):
+def _rebuild(
+    src,
+    offsets,
+    caplen,
+    out,
+    out_off,
+    rows,
+    changed,
+    l3,
+    l4,
+    start,
+    end,
+    v4,
+    udp,
+    ip_len,
+    link_at,
+    new_data,
+    new_start,
+    new_len,
+    copy_len,
+    new_flags,
+    at,
+    removed,
+):
     """Every packet of ``src`` copied to ``out`` at ``out_off``; selected packet ``j`` (batch
     position ``rows[j]``) with ``changed[j]`` gets its payload ``src[start[j]:end[j]]``
     replaced by ``new_len[j]`` bytes at ``at[j]``, of which the first ``copy_len[j]`` come from
@@ -213,8 +260,7 @@ def _rebuild(src, offsets, caplen, out, out_off, rows, changed, l3, l4, start, e
         if v4[j]:
             put_word(out, a3 + 2 + shift, n_ip + delta)
             zero = 0xFFFF if f & _FLAG_IP_FFFF else 0
-            put_word(out, a3 + 10 + shift,
-                   _update(word(src, a3 + 10), n_ip, n_ip + delta, zero))
+            put_word(out, a3 + 10 + shift, _update(word(src, a3 + 10), n_ip, n_ip + delta, zero))
         else:
             put_word(out, a3 + 4 + shift, n_ip + delta)
         seg = pe - a4
@@ -227,8 +273,7 @@ def _rebuild(src, offsets, caplen, out, out_off, rows, changed, l3, l4, start, e
             times = 2 if udp[j] else 1
             removed[j] = (_be_sum(src, ps, pe - ps) + times * seg) % 0xFFFF
             if copy_len[j] == k:
-                _l4_checksum(out, a4 + shift, d + pre, k, seg + delta, udp[j], f, ck,
-                             removed[j])
+                _l4_checksum(out, a4 + shift, d + pre, k, seg + delta, udp[j], f, ck, removed[j])
                 removed[j] = -1  # done
         la = np.int64(link_at[j])
         if la >= 0:
@@ -252,8 +297,7 @@ def _l4_checksum(out, a4, payload_at, k, new_seg, is_udp, f, ck, removed):
 
 
 @njit(cache=True, nogil=True)
-def _finish(out, at, rows, out_off, offsets, l4, udp, start, end, new_len, new_flags, src,
-            removed):
+def _finish(out, at, rows, out_off, offsets, l4, udp, start, end, new_len, new_flags, src, removed):
     """The TCP/UDP checksums ``_rebuild`` left (where ``removed[j] >= 0`` and the payload was
     not all copied), now that the payloads at ``at`` are written."""
     for j in range(at.shape[0]):
@@ -266,8 +310,9 @@ def _finish(out, at, rows, out_off, offsets, l4, udp, start, end, new_len, new_f
         seg = np.int64(end[j]) - a4
         delta = k - (np.int64(end[j]) - np.int64(start[j]))
         ck = word(src, a4 + (6 if udp[j] else 16))
-        _l4_checksum(out, a4 + shift, np.int64(at[j]), k, seg + delta, udp[j], new_flags[j],
-                     ck, removed[j])
+        _l4_checksum(
+            out, a4 + shift, np.int64(at[j]), k, seg + delta, udp[j], new_flags[j], ck, removed[j]
+        )
 
 
 @njit(cache=True, nogil=True)

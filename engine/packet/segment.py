@@ -55,22 +55,30 @@ def _columns(batch: PacketBatch) -> tuple[np.ndarray, np.ndarray]:
 NUMPY_SEGMENTS_MAX = 4096
 
 
-def _starts(sizes: np.ndarray, ts: np.ndarray, max_packets: int, max_bytes: int,
-            window_ns: int, state: _Open) -> np.ndarray:
-    if not window_ns and NUMPY_SEGMENTS_MAX >= 0 and (
-            not max_packets or len(sizes) // max_packets <= NUMPY_SEGMENTS_MAX):
+def _starts(
+    sizes: np.ndarray,
+    ts: np.ndarray,
+    max_packets: int,
+    max_bytes: int,
+    window_ns: int,
+    state: _Open,
+) -> np.ndarray:
+    if (
+        not window_ns
+        and NUMPY_SEGMENTS_MAX >= 0
+        and (not max_packets or len(sizes) // max_packets <= NUMPY_SEGMENTS_MAX)
+    ):
         return _starts_numpy(sizes, max_packets, max_bytes, state)
     from engine.packet import kernels
 
     out = np.empty(len(sizes), np.int64)
     m, state.count, state.nbytes, state.start_ns = kernels._segment_starts(
-        sizes, ts, max_packets, max_bytes, window_ns, state.count, state.nbytes, state.start_ns,
-        out)
+        sizes, ts, max_packets, max_bytes, window_ns, state.count, state.nbytes, state.start_ns, out
+    )
     return out[:m]
 
 
-def _starts_numpy(sizes: np.ndarray, max_packets: int, max_bytes: int,
-                  state: _Open) -> np.ndarray:
+def _starts_numpy(sizes: np.ndarray, max_packets: int, max_bytes: int, state: _Open) -> np.ndarray:
     """`kernels._segment_starts` without a time window, a few numpy calls per segment."""
     n = len(sizes)
     total = np.zeros(n + 1, np.int64)
@@ -99,15 +107,23 @@ def _starts_numpy(sizes: np.ndarray, max_packets: int, max_bytes: int,
     return np.array(starts, np.int64)
 
 
-def segment_bounds(batch: PacketBatch, *, max_packets: int | None = None,
-                   max_bytes: int | None = None, window_ns: int | None = None) -> np.ndarray:
+def segment_bounds(
+    batch: PacketBatch,
+    *,
+    max_packets: int | None = None,
+    max_bytes: int | None = None,
+    window_ns: int | None = None,
+) -> np.ndarray:
     """The boundaries of ``batch``'s segments: int64 ``bounds`` with ``bounds[0] == 0`` and
     ``bounds[-1] == len(batch)``; segment ``j`` is ``batch[bounds[j]:bounds[j + 1]]``.
 
     An empty batch has ``bounds == [0]``. With no limit at all the batch is one segment.
     """
-    limits = (_limit("max_packets", max_packets), _limit("max_bytes", max_bytes),
-              _limit("window_ns", window_ns))
+    limits = (
+        _limit("max_packets", max_packets),
+        _limit("max_bytes", max_bytes),
+        _limit("window_ns", window_ns),
+    )
     sizes, ts = _columns(batch)
     starts = _starts(sizes, ts, *limits, _Open())
     return np.append(starts, np.int64(len(batch)))
@@ -144,13 +160,20 @@ class Segmenter:
     begins, with the state carried between calls and nothing held.
     """
 
-    def __init__(self, *, max_packets: int | None = None, max_bytes: int | None = None,
-                 window_ns: int | None = None) -> None:
-        self._limits = (_limit("max_packets", max_packets), _limit("max_bytes", max_bytes),
-                        _limit("window_ns", window_ns))
+    def __init__(
+        self,
+        *,
+        max_packets: int | None = None,
+        max_bytes: int | None = None,
+        window_ns: int | None = None,
+    ) -> None:
+        self._limits = (
+            _limit("max_packets", max_packets),
+            _limit("max_bytes", max_bytes),
+            _limit("window_ns", window_ns),
+        )
         if not any(self._limits):
-            raise ValueError("a Segmenter needs at least one of max_packets, max_bytes, "
-                             "window_ns")
+            raise ValueError("a Segmenter needs at least one of max_packets, max_bytes, window_ns")
         self._open = _Open()
         self._held: list[PacketBatch] = []
 

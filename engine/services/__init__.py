@@ -47,8 +47,18 @@ BUILTINS = {
     "inspect": "engine.services.inspect:Inspect",
 }
 
-__all__ = ["BUILTINS", "Param", "Service", "ServiceError", "available", "build_chain",
-           "describe", "parse_chain", "public_chain", "service_class"]
+__all__ = [
+    "BUILTINS",
+    "Param",
+    "Service",
+    "ServiceError",
+    "available",
+    "build_chain",
+    "describe",
+    "parse_chain",
+    "public_chain",
+    "service_class",
+]
 
 
 @cache
@@ -94,15 +104,34 @@ def describe(name: str) -> dict:
     try:
         cls = service_class(name)
     except ServiceError as exc:
-        return {"name": name, "target": target, "origin": origin, "summary": "",
-                "error": str(exc), "params": []}
-    return {"name": name, "target": target, "origin": origin, "summary": cls.summary,
-            "error": None, "params": [
-                {"name": p.name, "type": kind_of(p), "required": p.required,
-                 "default": None if p.required else _shown(p.default),
-                 "choices": list(p.choices) if p.choices is not None else None,
-                 "secret": p.secret, "also_as": list(p.sources[1:]), "help": p.help}
-                for p in cls.params]}
+        return {
+            "name": name,
+            "target": target,
+            "origin": origin,
+            "summary": "",
+            "error": str(exc),
+            "params": [],
+        }
+    return {
+        "name": name,
+        "target": target,
+        "origin": origin,
+        "summary": cls.summary,
+        "error": None,
+        "params": [
+            {
+                "name": p.name,
+                "type": kind_of(p),
+                "required": p.required,
+                "default": None if p.required else _shown(p.default),
+                "choices": list(p.choices) if p.choices is not None else None,
+                "secret": p.secret,
+                "also_as": list(p.sources[1:]),
+                "help": p.help,
+            }
+            for p in cls.params
+        ],
+    }
 
 
 def _shown(value):
@@ -129,8 +158,10 @@ def parse_chain(names: str | list[str], params: list[str] | dict | None = None) 
             key, sep, value = item.partition("=")
             if not sep:
                 # Not repeated: a key pasted without its name would end up in a log.
-                raise ServiceError(f"parameter {n} of {len(items)} is not KEY=VALUE (its text "
-                                   "is not shown, in case it is a key)")
+                raise ServiceError(
+                    f"parameter {n} of {len(items)} is not KEY=VALUE (its text "
+                    "is not shown, in case it is a key)"
+                )
             scope, dot, bare = key.rpartition(".")
             pairs.append((scope if dot else None, bare if dot else key, value))
     chain: list[dict[str, Any]] = [{"name": n, "params": {}} for n in names]
@@ -147,8 +178,9 @@ def parse_chain(names: str | list[str], params: list[str] | dict | None = None) 
             where = f"service {svc!r}" if svc else f"the chain {','.join(names)}"
             raise ServiceError(f"parameter {key!r} is not taken by {where}")
     for spec in chain:  # secrets read here, where the user put them, not on every worker
-        spec["params"] = resolve_secrets(spec["name"], service_class(spec["name"]).params,
-                                         spec["params"])
+        spec["params"] = resolve_secrets(
+            spec["name"], service_class(spec["name"]).params, spec["params"]
+        )
     build_chain(chain)  # validate now, before any worker sees it
     return chain
 
@@ -161,9 +193,15 @@ def public_chain(chain: list[dict]) -> list[dict]:
             secret = {p.name for p in service_class(spec["name"]).params if p.secret}
         except ServiceError:
             secret = set()
-        out.append({"name": spec["name"], "params": {
-            k: SECRET_SHOWN if k in secret or k == "key" else v
-            for k, v in spec.get("params", {}).items()}})
+        out.append(
+            {
+                "name": spec["name"],
+                "params": {
+                    k: SECRET_SHOWN if k in secret or k == "key" else v
+                    for k, v in spec.get("params", {}).items()
+                },
+            }
+        )
     return out
 
 

@@ -155,8 +155,9 @@ def _distinct(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows = addrs[first]
     inverse = inverse.reshape(-1)
     if addrs.shape[1] == 16 and not np.array_equal(rows[inverse], addrs):
-        _, first, inverse = np.unique(addrs.view("V16").ravel(), return_index=True,
-                                      return_inverse=True)
+        _, first, inverse = np.unique(
+            addrs.view("V16").ravel(), return_index=True, return_inverse=True
+        )
         rows = addrs[first]
         inverse = inverse.reshape(-1)
     return rows, inverse
@@ -175,8 +176,12 @@ class Anonymize(Service):
     name = "anonymize"
     summary = "Crypto-PAn prefix-preserving anonymization of IPv4/IPv6 addresses"
     params = (
-        Param("key", hex_key(32), help="32 bytes in hex: AES-128 key, then the pad's seed",
-              secret=True),
+        Param(
+            "key",
+            hex_key(32),
+            help="32 bytes in hex: AES-128 key, then the pad's seed",
+            secret=True,
+        ),
     )
 
     def setup(self) -> None:
@@ -189,9 +194,17 @@ class Anonymize(Service):
         out = batch.compact()
         # A new buffer: the input may be a read-only view of a received frame, or shared.
         data = out.data.copy() if out is batch else out.data
-        out = PacketBatch(data, out.offsets, out.caplen, out.origlen, out.ts_ns, out.iface,
-                          out.interfaces, out.first_seq,
-                          out.seq if out.has_explicit_seq else None)
+        out = PacketBatch(
+            data,
+            out.offsets,
+            out.caplen,
+            out.origlen,
+            out.ts_ns,
+            out.iface,
+            out.interfaces,
+            out.first_seq,
+            out.seq if out.has_explicit_seq else None,
+        )
         keys = flow_keys(out)
         src = keys.src
         dst = keys.dst
@@ -200,11 +213,22 @@ class Anonymize(Service):
             rows = np.flatnonzero(keys.family == family)
             if len(rows):
                 mapped = self.cryptopan.anonymize(
-                    np.concatenate([src[rows, :width], dst[rows, :width]]))
+                    np.concatenate([src[rows, :width], dst[rows, :width]])
+                )
                 src[rows, :width] = mapped[: len(rows)]
                 dst[rows, :width] = mapped[len(rows) :]
-        changed = _rewrite_addresses(data, out.offsets, out.caplen, keys.family, keys.proto,
-                                     keys.l3_off, keys.l4_off, keys.fragment, src, dst)
+        changed = _rewrite_addresses(
+            data,
+            out.offsets,
+            out.caplen,
+            keys.family,
+            keys.proto,
+            keys.l3_off,
+            keys.l4_off,
+            keys.fragment,
+            src,
+            dst,
+        )
         cut = np.flatnonzero((keys.family == 0) & (out.caplen < out.origlen))
         if len(cut):
             found = self._cut_headers(out, cut)
@@ -224,11 +248,22 @@ class Anonymize(Service):
         caplen = out.caplen[rows].astype(np.int64)
         starts = packed_starts(caplen + pad)
         data = np.zeros(int((caplen + pad).sum()), np.uint8)
-        backend.capture.gather(np.ascontiguousarray(out.data), out.offsets[rows],
-                               caplen.astype(np.uint32), data, starts)
-        padded = PacketBatch(data, starts, (caplen + pad).astype(np.uint32),
-                             out.origlen[rows], out.ts_ns[rows], out.iface[rows],
-                             out.interfaces)
+        backend.capture.gather(
+            np.ascontiguousarray(out.data),
+            out.offsets[rows],
+            caplen.astype(np.uint32),
+            data,
+            starts,
+        )
+        padded = PacketBatch(
+            data,
+            starts,
+            (caplen + pad).astype(np.uint32),
+            out.origlen[rows],
+            out.ts_ns[rows],
+            out.iface[rows],
+            out.interfaces,
+        )
         keys = flow_keys(padded)
         found = 0
         for family, width, at in ((4, 4, 12), (6, 16, 8)):
@@ -239,8 +274,9 @@ class Anonymize(Service):
             hit, first = hit[present], first[present]
             if not len(hit):
                 continue
-            mapped = self.cryptopan.anonymize(np.concatenate([keys.src[hit, :width],
-                                                              keys.dst[hit, :width]]))
+            mapped = self.cryptopan.anonymize(
+                np.concatenate([keys.src[hit, :width], keys.dst[hit, :width]])
+            )
             for j, (k, a) in enumerate(zip(hit.tolist(), first.tolist())):
                 base = int(out.offsets[rows[k]])
                 new = np.concatenate([mapped[j], mapped[len(hit) + j]])

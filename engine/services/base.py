@@ -88,8 +88,9 @@ def resolve_secrets(service: str, params: tuple[Param, ...], config: dict) -> di
             continue
         given = [n for n in p.sources if n in out]
         if len(given) > 1:
-            raise ServiceError(f"service {service!r}: give parameter {p.name} once, not as "
-                               f"{' and '.join(given)}")
+            raise ServiceError(
+                f"service {service!r}: give parameter {p.name} once, not as {' and '.join(given)}"
+            )
         if not given or given[0] == p.name:
             continue
         where = out.pop(given[0])
@@ -99,14 +100,17 @@ def resolve_secrets(service: str, params: tuple[Param, ...], config: dict) -> di
             value = os.environ.get(str(where))
             if value is None or not value.strip():
                 state = "not set" if value is None else "empty"
-                raise ServiceError(f"service {service!r}: parameter {given[0]}: environment "
-                                   f"variable {where} is {state}")
+                raise ServiceError(
+                    f"service {service!r}: parameter {given[0]}: environment "
+                    f"variable {where} is {state}"
+                )
             out[p.name] = value.strip()
         try:
             p.parse(out[p.name])
         except ValueError as exc:
-            raise ServiceError(f"service {service!r}: parameter {given[0]}={where}: "
-                               f"{exc}") from None
+            raise ServiceError(
+                f"service {service!r}: parameter {given[0]}={where}: {exc}"
+            ) from None
     return out
 
 
@@ -116,11 +120,16 @@ def _read_secret_file(service: str, param: str, path: str) -> str:
             mode = os.fstat(f.fileno()).st_mode
             text = f.read(4096)
     except OSError as exc:
-        raise ServiceError(f"service {service!r}: parameter {param}: cannot read {path}: "
-                           f"{exc.strerror or exc}") from None
+        raise ServiceError(
+            f"service {service!r}: parameter {param}: cannot read {path}: {exc.strerror or exc}"
+        ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("service %s: key file %s can be read by other users (mode %04o); "
-                    "chmod 600 it", service, path, stat.S_IMODE(mode))
+        log.warning(
+            "service %s: key file %s can be read by other users (mode %04o); chmod 600 it",
+            service,
+            path,
+            stat.S_IMODE(mode),
+        )
     if not text.strip():
         raise ServiceError(f"service {service!r}: parameter {param}: {path} is empty")
     return text.strip()
@@ -160,8 +169,10 @@ class Service:
     def __init__(self, **config: Any) -> None:
         unknown = sorted(set(config) - accepted_names(self.params))
         if unknown:
-            raise ServiceError(f"service {self.name!r}: unknown parameter(s) {unknown}; "
-                               f"it takes {sorted(accepted_names(self.params)) or 'none'}")
+            raise ServiceError(
+                f"service {self.name!r}: unknown parameter(s) {unknown}; "
+                f"it takes {sorted(accepted_names(self.params)) or 'none'}"
+            )
         config = resolve_secrets(self.name, self.params, config)
         self.config: dict[str, Any] = {}
         for p in self.params:
@@ -171,22 +182,28 @@ class Service:
                     try:
                         value = p.parse(value)
                     except ValueError as exc:
-                        raise ServiceError(f"service {self.name!r}: parameter {p.name}: "
-                                           f"{exc}") from None
+                        raise ServiceError(
+                            f"service {self.name!r}: parameter {p.name}: {exc}"
+                        ) from None
             elif p.required and p.secret:
-                raise ServiceError(f"service {self.name!r}: parameter {p.name} is required "
-                                   f"({p.help}), as {p.name}=, {p.name}_file=PATH or "
-                                   f"{p.name}_env=VARIABLE")
+                raise ServiceError(
+                    f"service {self.name!r}: parameter {p.name} is required "
+                    f"({p.help}), as {p.name}=, {p.name}_file=PATH or "
+                    f"{p.name}_env=VARIABLE"
+                )
             elif p.required:
-                raise ServiceError(f"service {self.name!r}: parameter {p.name} is required "
-                                   f"({p.help})")
+                raise ServiceError(
+                    f"service {self.name!r}: parameter {p.name} is required ({p.help})"
+                )
             else:
                 value = p.default
             if p.secret:  # whatever logs later in this process (dispatcher, worker), not this
                 register_secret(value)
             if p.choices is not None and value not in p.choices:
-                raise ServiceError(f"service {self.name!r}: parameter {p.name} must be one of "
-                                   f"{list(p.choices)}, not {value!r}")
+                raise ServiceError(
+                    f"service {self.name!r}: parameter {p.name} must be one of "
+                    f"{list(p.choices)}, not {value!r}"
+                )
             self.config[p.name] = value
         self.counters: Counter[str] = Counter()
         self.setup()

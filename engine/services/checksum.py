@@ -26,16 +26,23 @@ from engine.packet.checksum import (
 from engine.packet.flowkeys import flow_keys
 from engine.services.base import Param, Service, boolean
 
-_L4_KINDS = ((4, 6, "tcp"), (6, 6, "tcp"), (4, 17, "udp"), (6, 17, "udp"), (4, 1, "icmp"),
-             (6, 58, "icmpv6"))
+_L4_KINDS = (
+    (4, 6, "tcp"),
+    (6, 6, "tcp"),
+    (4, 17, "udp"),
+    (6, 17, "udp"),
+    (4, 1, "icmp"),
+    (6, 58, "icmpv6"),
+)
 
 
 class Checksum(Service):
     name = "checksum"
     summary = "recompute IPv4, TCP, UDP, ICMP and ICMPv6 checksums"
     params = (
-        Param("verify_only", boolean, False,
-              "only count correct and wrong checksums, change nothing"),
+        Param(
+            "verify_only", boolean, False, "only count correct and wrong checksums, change nothing"
+        ),
     )
 
     def process(self, batch: PacketBatch) -> PacketBatch:
@@ -46,9 +53,17 @@ class Checksum(Service):
         if not fix or not ((status.ip == BAD).any() or (status.l4 == BAD).any()):
             return batch
         # Our own copy: the input may be a read-only view, or shared with the caller.
-        fixed = PacketBatch(np.array(batch.data), batch.offsets, batch.caplen, batch.origlen,
-                            batch.ts_ns, batch.iface, batch.interfaces, batch.first_seq,
-                            batch.seq if batch.has_explicit_seq else None)
+        fixed = PacketBatch(
+            np.array(batch.data),
+            batch.offsets,
+            batch.caplen,
+            batch.origlen,
+            batch.ts_ns,
+            batch.iface,
+            batch.interfaces,
+            batch.first_seq,
+            batch.seq if batch.has_explicit_seq else None,
+        )
         recompute_checksums(fixed, keys)
         return fixed
 
@@ -61,6 +76,10 @@ class Checksum(Service):
         self.counters["udp_no_checksum"] += int((status.l4 == NO_CHECKSUM).sum())
 
     def _tally(self, kind: str, values: np.ndarray, wrong: str) -> None:
-        for code, label in ((GOOD, "correct"), (BAD, wrong), (TRUNCATED, "truncated"),
-                            (MALFORMED, "malformed")):
+        for code, label in (
+            (GOOD, "correct"),
+            (BAD, wrong),
+            (TRUNCATED, "truncated"),
+            (MALFORMED, "malformed"),
+        ):
             self.counters[f"{kind}_{label}"] += int((values == code).sum())

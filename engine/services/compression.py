@@ -58,24 +58,29 @@ class Compress(Service):
     summary = "compress TCP/UDP payloads (lz4 or zstd); lengths and checksums fixed"
     params = (
         Param("codec", str, "lz4", "lz4 (fast) or zstd (smaller)", choices=tuple(CODECS)),
-        Param("level", int, 0, "0 for the codec's default; lz4 1-12 high compression, "
-              "zstd -7..22"),
+        Param("level", int, 0, "0 for the codec's default; lz4 1-12 high compression, zstd -7..22"),
     )
 
     def setup(self) -> None:
         codec, level = self.config["codec"], self.config["level"]
         if level not in _LEVELS[codec]:
             r = _LEVELS[codec]
-            raise ServiceError(f"service {self.name!r}: parameter level must be in "
-                               f"{r.start}..{r.stop - 1} for {codec}, not {level}")
+            raise ServiceError(
+                f"service {self.name!r}: parameter level must be in "
+                f"{r.start}..{r.stop - 1} for {codec}, not {level}"
+            )
         self._codec = CODECS[codec]
         self._compress: Callable[[bytes | memoryview], bytes]
         if codec == "lz4":
             kw = {"mode": "high_compression", "compression": level} if level else {}
             self._compress = partial(lz4.block.compress, store_size=False, **kw)
         else:
-            cctx = zstandard.ZstdCompressor(level=level or 3, write_content_size=False,
-                                            write_checksum=False, write_dict_id=False)
+            cctx = zstandard.ZstdCompressor(
+                level=level or 3,
+                write_content_size=False,
+                write_checksum=False,
+                write_dict_id=False,
+            )
             self._compress = cctx.compress
 
     def process(self, batch: PacketBatch) -> PacketBatch:
@@ -97,7 +102,8 @@ class Compress(Service):
                 f"service 'compress': the packet captured at {iso_ns(int(batch.ts_ns[row]))} "
                 f"(number {row} of {len(batch)} in its segment, {int(batch.caplen[row])} bytes) "
                 "is too large to wrap, and its payload begins like a wrapped one: passed as "
-                "it is, decompress would change it")
+                "it is, decompress would change it"
+            )
         c = self.counters
         sel.count(c)
         c["packets_compressed"] += int((done & ~stored).sum())
@@ -119,8 +125,7 @@ def _looks_wrapped(payloads: Payloads) -> np.ndarray:
     return out
 
 
-def _wrap(bodies: Payloads, codec: np.ndarray, flags: np.ndarray,
-          original: np.ndarray) -> Payloads:
+def _wrap(bodies: Payloads, codec: np.ndarray, flags: np.ndarray, original: np.ndarray) -> Payloads:
     """The bodies behind their headers, in one new buffer."""
     m = len(bodies)
     lengths = bodies.lengths + HEADER_SIZE
@@ -132,8 +137,9 @@ def _wrap(bodies: Payloads, codec: np.ndarray, flags: np.ndarray,
     data[starts + 3] = flags
     data[starts + 4] = original >> 8
     data[starts + 5] = original & 0xFF
-    backend.capture.gather(bodies.data, bodies.starts, bodies.lengths.astype(np.uint32), data,
-                           starts + HEADER_SIZE)
+    backend.capture.gather(
+        bodies.data, bodies.starts, bodies.lengths.astype(np.uint32), data, starts + HEADER_SIZE
+    )
     return Payloads(data, starts, lengths, np.zeros(m, np.uint8))
 
 
@@ -141,8 +147,14 @@ class Decompress(Service):
     name = "decompress"
     summary = "undo compress: restore TCP/UDP payloads, lengths and checksums"
     params = (
-        Param("on_error", str, "keep", "what to do with a packet whose wrapped payload is "
-              "corrupt: keep it as it is, or drop it", choices=("keep", "drop")),
+        Param(
+            "on_error",
+            str,
+            "keep",
+            "what to do with a packet whose wrapped payload is "
+            "corrupt: keep it as it is, or drop it",
+            choices=("keep", "drop"),
+        ),
     )
 
     def setup(self) -> None:
@@ -164,8 +176,11 @@ class Decompress(Service):
         original = (data[head + 4].astype(np.int64) << 8) | data[head + 5]
         body_len = lengths - HEADER_SIZE
         # What the header alone shows to be wrong, before any decoding.
-        corrupt = wrapped & ((codec > ZSTD) | ((flags & (0xFF ^ FLAGS_KNOWN)) != 0)
-                             | ((codec == STORED) & (body_len != original)))
+        corrupt = wrapped & (
+            (codec > ZSTD)
+            | ((flags & (0xFF ^ FLAGS_KNOWN)) != 0)
+            | ((codec == STORED) & (body_len != original))
+        )
         views = old.views()
         pieces: list = [b""] * m
         for i in np.flatnonzero(wrapped & ~corrupt).tolist():

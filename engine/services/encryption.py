@@ -99,8 +99,9 @@ def _aad_width(flow: bool) -> int:
     return len(_LABEL) + len(HEADER) + 2 + (36 if flow else 0)
 
 
-def _associated_data(sel: Selection, flow: bool, rows: np.ndarray,
-                     which: np.ndarray | None = None) -> None:
+def _associated_data(
+    sel: Selection, flow: bool, rows: np.ndarray, which: np.ndarray | None = None
+) -> None:
     """Into ``rows``, one row of associated data per selected packet (of those at ``which``):
     label, header, IP version, protocol and, for a flow binding, source and destination
     address (16 bytes, IPv4 zero-filled) and ports."""
@@ -142,8 +143,14 @@ def _bounds(starts: np.ndarray, end: int) -> list[int]:
 class _AesGcm(Service):
     params: ClassVar[tuple[Param, ...]] = (
         Param("key", hex_key(32), help="the AES-256 key: 64 hex digits", secret=True),
-        Param("bind", str, "flow", "flow: authenticate the addresses and ports too; none: "
-              "only the protocol (survives NAT and anonymize)", choices=_BIND),
+        Param(
+            "bind",
+            str,
+            "flow",
+            "flow: authenticate the addresses and ports too; none: "
+            "only the protocol (survives NAT and anonymize)",
+            choices=_BIND,
+        ),
     )
 
     def setup(self) -> None:
@@ -188,7 +195,8 @@ def _too_large_error(sel: Selection, i: int, why: str) -> ServiceError:
     return ServiceError(
         f"service 'encrypt': the packet captured at {iso_ns(int(b.ts_ns[row]))} (number {row} "
         f"of {len(b)} in its segment, {int(b.caplen[row])} bytes, a payload of "
-        f"{int(sel.payloads.lengths[i])}) {why}")
+        f"{int(sel.payloads.lengths[i])}) {why}"
+    )
 
 
 class Encrypt(_AesGcm):
@@ -196,9 +204,14 @@ class Encrypt(_AesGcm):
     summary = "encrypt TCP/UDP payloads with AES-256-GCM (nonce in the packet)"
     params = (
         *_AesGcm.params,
-        Param("too_large", str, "fail", "a payload too large to encrypt: fail the run, or "
-              "pass it in clear, counted as passed_clear (give decrypt too_large=clear too)",
-              choices=_TOO_LARGE),
+        Param(
+            "too_large",
+            str,
+            "fail",
+            "a payload too large to encrypt: fail the run, or "
+            "pass it in clear, counted as passed_clear (give decrypt too_large=clear too)",
+            choices=_TOO_LARGE,
+        ),
     )
 
     def process(self, batch: PacketBatch) -> PacketBatch:
@@ -229,9 +242,16 @@ class Encrypt(_AesGcm):
         if self._segment_cipher is not None:
             rows = np.arange(m, dtype=np.int64) if todo is None else todo.astype(np.int64)
             if len(rows):  # (with none, the batch is the input as it came: read-only)
-                self._segment_cipher.seal(nonces, aad, rows, plain.data, p0.astype(np.int64),
-                                          p1.astype(np.int64), res.batch.data,
-                                          at.astype(np.int64))
+                self._segment_cipher.seal(
+                    nonces,
+                    aad,
+                    rows,
+                    plain.data,
+                    p0.astype(np.int64),
+                    p1.astype(np.int64),
+                    res.batch.data,
+                    at.astype(np.int64),
+                )
         else:
             if todo is not None:
                 nonce_views = [nonce_views[i] for i in todo.tolist()]
@@ -241,11 +261,16 @@ class Encrypt(_AesGcm):
             # The only per-packet work left in Python: the cipher call writing into the new
             # batch, its arguments sliced by map() in C rather than by a loop in bytecode
             # (nonces and associated data from views made once, in rows kept by the service).
-            deque(map(self._aead.encrypt_into, nonce_views,
-                      map(mp.__getitem__, map(slice, p0.tolist(), p1.tolist())),
-                      aad_views,
-                      map(mo.__getitem__, map(slice, at.tolist(),
-                                              (at + out_len - BODY_AT).tolist()))), maxlen=0)
+            deque(
+                map(
+                    self._aead.encrypt_into,
+                    nonce_views,
+                    map(mp.__getitem__, map(slice, p0.tolist(), p1.tolist())),
+                    aad_views,
+                    map(mo.__getitem__, map(slice, at.tolist(), (at + out_len - BODY_AT).tolist())),
+                ),
+                maxlen=0,
+            )
         result = res.finish()
         c = self.counters
         sel.count(c)
@@ -262,16 +287,21 @@ class Encrypt(_AesGcm):
             i = int(np.flatnonzero(too_large)[0])
             more = int(too_large.sum()) - 1
             raise _too_large_error(
-                sel, i, f"is too large to encrypt: {OVERHEAD} more bytes would not fit its "
+                sel,
+                i,
+                f"is too large to encrypt: {OVERHEAD} more bytes would not fit its "
                 f"length fields{f' ({more} more such packets)' if more else ''}; "
                 "too_large=clear (given to encrypt and decrypt) passes such packets in clear, "
-                "counted as passed_clear")
+                "counted as passed_clear",
+            )
         ambiguous = too_large & _headed(sel.payloads)
         if ambiguous.any():
             raise _too_large_error(
-                sel, int(np.flatnonzero(ambiguous)[0]),
+                sel,
+                int(np.flatnonzero(ambiguous)[0]),
                 "is too large to encrypt and cannot pass in clear either: its payload begins "
-                "like an encrypted one, which decrypt would take for a damaged one")
+                "like an encrypted one, which decrypt would take for a damaged one",
+            )
 
 
 class Decrypt(_AesGcm):
@@ -279,11 +309,22 @@ class Decrypt(_AesGcm):
     summary = "decrypt and authenticate what encrypt produced; drop what fails"
     params = (
         *_AesGcm.params,
-        Param("on_fail", str, "drop", "a packet that does not authenticate: drop it, or keep "
-              "it as it is", choices=("drop", "keep")),
-        Param("too_large", str, "fail", "a payload in clear: an authentication failure, or "
-              "with clear passed (not authenticated, counted as passed_clear) when it is too "
-              "large to have been encrypted", choices=_TOO_LARGE),
+        Param(
+            "on_fail",
+            str,
+            "drop",
+            "a packet that does not authenticate: drop it, or keep it as it is",
+            choices=("drop", "keep"),
+        ),
+        Param(
+            "too_large",
+            str,
+            "fail",
+            "a payload in clear: an authentication failure, or "
+            "with clear passed (not authenticated, counted as passed_clear) when it is too "
+            "large to have been encrypted",
+            choices=_TOO_LARGE,
+        ),
     )
 
     def process(self, batch: PacketBatch) -> PacketBatch:
@@ -306,13 +347,21 @@ class Decrypt(_AesGcm):
         nonces[:] = data[(s + len(HEADER))[:, None] + np.arange(NONCE_SIZE)]
         if self._segment_cipher is not None and k:
             good = np.empty(k, np.uint8)
-            self._segment_cipher.open(nonces, aad, data, (s + BODY_AT).astype(np.int64),
-                                      (s + old.lengths[todo]).astype(np.int64), plain,
-                                      pt_at[todo].astype(np.int64), good)
+            self._segment_cipher.open(
+                nonces,
+                aad,
+                data,
+                (s + BODY_AT).astype(np.int64),
+                (s + old.lengths[todo]).astype(np.int64),
+                plain,
+                pt_at[todo].astype(np.int64),
+                good,
+            )
             ok[todo[good == 0]] = False
         else:
-            self._decrypt_per_packet(md, s, old.lengths[todo], todo, nonce_views,
-                                     aad_views[:k], plain, pt_at, ok)
+            self._decrypt_per_packet(
+                md, s, old.lengths[todo], todo, nonce_views, aad_views[:k], plain, pt_at, ok
+            )
         clear = ~headed
         if self.config["too_large"] == "clear" and clear.any():
             # In clear, and no encrypted packet could have been this large.
@@ -338,19 +387,31 @@ class Decrypt(_AesGcm):
             return result.take(np.flatnonzero(keep))
         return result
 
-    def _decrypt_per_packet(self, md: memoryview, s: np.ndarray, lengths: np.ndarray,
-                            todo: np.ndarray, nonce_views: list, aad_views: list,
-                            plain: np.ndarray, pt_at: np.ndarray, ok: np.ndarray) -> None:
+    def _decrypt_per_packet(
+        self,
+        md: memoryview,
+        s: np.ndarray,
+        lengths: np.ndarray,
+        todo: np.ndarray,
+        nonce_views: list,
+        aad_views: list,
+        plain: np.ndarray,
+        pt_at: np.ndarray,
+        ok: np.ndarray,
+    ) -> None:
         """``cryptography``'s ``decrypt_into`` per packet (a build without ext._aesgcm)."""
         k = len(todo)
         # As in encrypt, map() slices the other arguments. A failure stops it after the inputs
         # of the failed call were taken: the same iterator resumes with the next packet, and
         # how many ciphertext positions are left to take says which packet failed.
         left = iter((s + BODY_AT).tolist())
-        opened = map(self._aead.decrypt_into, nonce_views,
-                     map(md.__getitem__, map(slice, left, (s + lengths).tolist())),
-                     aad_views,
-                     _chunks(plain.data, _bounds(pt_at[todo], len(plain))))
+        opened = map(
+            self._aead.decrypt_into,
+            nonce_views,
+            map(md.__getitem__, map(slice, left, (s + lengths).tolist())),
+            aad_views,
+            _chunks(plain.data, _bounds(pt_at[todo], len(plain))),
+        )
         while True:
             try:
                 deque(opened, maxlen=0)

@@ -45,6 +45,7 @@ from engine.services.base import Param, Service, ServiceError, boolean
 
 __all__ = ["Inspect", "parse_pattern"]
 
+
 def parse_pattern(text: str) -> bytes:
     """One pattern: ``hex:`` then hex digits (spaces allowed), or text taken as UTF-8."""
     if text[:4].lower() == "hex:":
@@ -79,19 +80,25 @@ class Inspect(Service):
     params = (
         Param("patterns", str, "", "comma-separated patterns; hex:HEX for binary"),
         Param("patterns_file", str, "", "a file of patterns, one per line"),
-        Param("action", str, "count", "what to do with matching packets",
-              ("count", "drop", "mark")),
+        Param(
+            "action", str, "count", "what to do with matching packets", ("count", "drop", "mark")
+        ),
         Param("dscp", int, 1, "the DSCP that action=mark sets (0-63)"),
         Param("nocase", boolean, False, "match ASCII letters in either case"),
-        Param("stream", boolean, False, "match across in-order TCP segments of a flow "
-              "(run with flow affinity)"),
+        Param(
+            "stream",
+            boolean,
+            False,
+            "match across in-order TCP segments of a flow (run with flow affinity)",
+        ),
     )
 
     def setup(self) -> None:
         dscp = self.config["dscp"]
         if isinstance(dscp, bool) or not isinstance(dscp, int) or not 0 <= dscp <= 63:
-            raise ServiceError(f"service 'inspect': parameter dscp must be an integer 0-63, "
-                               f"not {dscp!r}")
+            raise ServiceError(
+                f"service 'inspect': parameter dscp must be an integer 0-63, not {dscp!r}"
+            )
         patterns = self._patterns()
         try:
             self.matcher = PatternMatcher(patterns, nocase=self.config["nocase"])
@@ -107,15 +114,17 @@ class Inspect(Service):
                 try:
                     found.append(parse_pattern(item))
                 except ValueError as exc:
-                    raise ServiceError(f"service 'inspect': parameter patterns, item {n}: "
-                                       f"{exc}") from None
+                    raise ServiceError(
+                        f"service 'inspect': parameter patterns, item {n}: {exc}"
+                    ) from None
         path = self.config["patterns_file"]
         if path:
             try:
                 lines = _read_small_text(path, PATTERNS_FILE_MAX).splitlines()
             except (OSError, UnicodeDecodeError, ValueError) as exc:
-                raise ServiceError(f"service 'inspect': parameter patterns_file: cannot read "
-                                   f"{path}: {exc}") from None
+                raise ServiceError(
+                    f"service 'inspect': parameter patterns_file: cannot read {path}: {exc}"
+                ) from None
             for n, line in enumerate(lines, 1):
                 if not line.strip() or line.startswith("#"):
                     continue
@@ -124,8 +133,7 @@ class Inspect(Service):
                 except ValueError as exc:
                     raise ServiceError(f"service 'inspect': {path}, line {n}: {exc}") from None
         if not found:
-            raise ServiceError("service 'inspect': no patterns (give patterns= or "
-                               "patterns_file=)")
+            raise ServiceError("service 'inspect': no patterns (give patterns= or patterns_file=)")
         return found
 
     def process(self, batch: PacketBatch) -> PacketBatch:
@@ -135,14 +143,25 @@ class Inspect(Service):
         keys = flow_keys(batch)
         starts = np.empty(n, np.int64)
         ends = np.empty(n, np.int64)
-        _payload_bounds(batch.data, batch.offsets, batch.caplen, keys.family, keys.proto,
-                        keys.l3_off, keys.l4_off, keys.payload_off, starts, ends)
+        _payload_bounds(
+            batch.data,
+            batch.offsets,
+            batch.caplen,
+            keys.family,
+            keys.proto,
+            keys.l3_off,
+            keys.l4_off,
+            keys.payload_off,
+            starts,
+            ends,
+        )
         if self.streams is None:
             result = self.matcher.scan(batch.data, starts, ends)
         else:
             resets = self.streams.resets
-            result = self.matcher.scan_tcp_streams(batch.data, batch.offsets, batch.caplen,
-                                                   keys, starts, ends, self.streams)
+            result = self.matcher.scan_tcp_streams(
+                batch.data, batch.offsets, batch.caplen, keys, starts, ends, self.streams
+            )
             self.counters["stream_table_resets"] += self.streams.resets - resets
         matched = result.matched
         hits = int(matched.sum())
@@ -160,9 +179,18 @@ class Inspect(Service):
         out = batch.compact()
         # A new buffer: the input may be a read-only view of a received frame, or shared.
         data = out.data.copy() if out is batch else out.data
-        marked = _set_dscp(data, out.offsets, keys.family, keys.l3_off, matched,
-                           self.config["dscp"])
+        marked = _set_dscp(
+            data, out.offsets, keys.family, keys.l3_off, matched, self.config["dscp"]
+        )
         self.counters["packets_marked"] += int(marked)
-        return PacketBatch(data, out.offsets, out.caplen, out.origlen, out.ts_ns, out.iface,
-                           out.interfaces, out.first_seq,
-                           out.seq if out.has_explicit_seq else None)
+        return PacketBatch(
+            data,
+            out.offsets,
+            out.caplen,
+            out.origlen,
+            out.ts_ns,
+            out.iface,
+            out.interfaces,
+            out.first_seq,
+            out.seq if out.has_explicit_seq else None,
+        )

@@ -50,9 +50,22 @@ FLAGS_KNOWN = FLAG_L4_FFFF | FLAG_IP_FFFF
 
 SKIP_REASONS = ("not_tcp_udp", "fragment", "truncated", "malformed", "empty", "too_large")
 
-__all__ = ["FLAGS_KNOWN", "FLAG_IP_FFFF", "FLAG_L4_FFFF", "SKIP_REASONS", "Payloads",
-           "Reserved", "Selection", "fits", "pack_behind", "packed_starts", "replace",
-           "reserve", "rewrite_payloads", "select"]
+__all__ = [
+    "FLAGS_KNOWN",
+    "FLAG_IP_FFFF",
+    "FLAG_L4_FFFF",
+    "SKIP_REASONS",
+    "Payloads",
+    "Reserved",
+    "Selection",
+    "fits",
+    "pack_behind",
+    "packed_starts",
+    "replace",
+    "reserve",
+    "rewrite_payloads",
+    "select",
+]
 
 
 def packed_starts(lengths: np.ndarray) -> np.ndarray:
@@ -94,8 +107,12 @@ class Payloads:
         return cls(data, starts, lengths, flags)
 
 
-def pack_behind(lead: np.ndarray, payloads: Payloads, lengths: np.ndarray,
-                scratch: Callable[[int], np.ndarray] | None = None) -> Payloads:
+def pack_behind(
+    lead: np.ndarray,
+    payloads: Payloads,
+    lengths: np.ndarray,
+    scratch: Callable[[int], np.ndarray] | None = None,
+) -> Payloads:
     """Payloads in one new buffer, back to back: item ``i`` is ``lengths[i]`` bytes, the row
     ``lead[i]`` then payload ``i``, then room the caller fills (left uninitialised). One
     compiled pass for the whole segment; the flags are zero. ``scratch(size)``, when given,
@@ -108,14 +125,22 @@ def pack_behind(lead: np.ndarray, payloads: Payloads, lengths: np.ndarray,
     if len(lengths) != m or (lengths < lead.shape[1] + payloads.lengths).any():
         raise ValueError("each length must hold its lead and its payload")
     data = np.ascontiguousarray(payloads.data, np.uint8)
-    if m and (int(payloads.starts.min()) < 0
-              or int((payloads.starts + payloads.lengths).max()) > len(data)):
+    if m and (
+        int(payloads.starts.min()) < 0
+        or int((payloads.starts + payloads.lengths).max()) > len(data)
+    ):
         raise ValueError("a payload lies outside its buffer")
     starts = packed_starts(lengths)
     size = int(lengths.sum())
     out = np.empty(size, np.uint8) if scratch is None else scratch(size)
-    _gather_behind(lead, data, np.asarray(payloads.starts, np.int64),
-                   np.asarray(payloads.lengths, np.int64), out, starts)
+    _gather_behind(
+        lead,
+        data,
+        np.asarray(payloads.starts, np.int64),
+        np.asarray(payloads.lengths, np.int64),
+        out,
+        starts,
+    )
     return Payloads(out, starts, lengths, np.zeros(m, np.uint8))
 
 
@@ -168,17 +193,51 @@ def select(batch: PacketBatch, keys: FlowKeys | None = None) -> Selection:
     v4, udp = np.empty(n, bool), np.empty(n, bool)
     flags = np.empty(n, np.uint8)
     # One compiled pass over the segment: per packet, numpy's way took some 40 array operations.
-    m = _locate(np.ascontiguousarray(batch.data), batch.offsets, batch.caplen, batch.origlen,
-                batch.linktypes, keys.family, keys.proto, keys.fragment, keys.l3_off,
-                keys.l4_off, keys.payload_off, reason, l3, l4, start, end, v4, udp, ip_len,
-                flags, link_at, link_max)
+    m = _locate(
+        np.ascontiguousarray(batch.data),
+        batch.offsets,
+        batch.caplen,
+        batch.origlen,
+        batch.linktypes,
+        keys.family,
+        keys.proto,
+        keys.fragment,
+        keys.l3_off,
+        keys.l4_off,
+        keys.payload_off,
+        reason,
+        l3,
+        l4,
+        start,
+        end,
+        v4,
+        udp,
+        ip_len,
+        flags,
+        link_at,
+        link_max,
+    )
     counts = np.bincount(reason, minlength=len(SKIP_REASONS) + 1)
     skipped = {why: int(counts[k + 1]) for k, why in enumerate(SKIP_REASONS)}
     skipped["too_large"] = 0
     l4, start, end = l4[:m], start[:m], end[:m]
     payloads = Payloads(batch.data, start, end - start, flags[:m])
-    return Selection(batch, keys, np.flatnonzero(reason == _OK), payloads, skipped, l3[:m], l4,
-                     end, v4[:m], udp[:m], ip_len[:m], end - l4, link_at[:m], link_max[:m])
+    return Selection(
+        batch,
+        keys,
+        np.flatnonzero(reason == _OK),
+        payloads,
+        skipped,
+        l3[:m],
+        l4,
+        end,
+        v4[:m],
+        udp[:m],
+        ip_len[:m],
+        end - l4,
+        link_at[:m],
+        link_max[:m],
+    )
 
 
 def fits(sel: Selection, new_lengths: np.ndarray) -> np.ndarray:
@@ -193,8 +252,9 @@ def fits(sel: Selection, new_lengths: np.ndarray) -> np.ndarray:
     return ok
 
 
-def replace(sel: Selection, new: Payloads,
-            changed: np.ndarray | None = None) -> tuple[PacketBatch, np.ndarray]:
+def replace(
+    sel: Selection, new: Payloads, changed: np.ndarray | None = None
+) -> tuple[PacketBatch, np.ndarray]:
     """The batch with each selected packet's payload replaced by ``new`` (one per selected
     packet; where ``changed`` is False the packet stays as it was).
 
@@ -221,8 +281,9 @@ class Reserved:
         return self.batch
 
 
-def reserve(sel: Selection, lengths: np.ndarray, lead: np.ndarray,
-            changed: np.ndarray | None = None) -> Reserved:
+def reserve(
+    sel: Selection, lengths: np.ndarray, lead: np.ndarray, changed: np.ndarray | None = None
+) -> Reserved:
     """As ``replace``, but the new payloads (``lengths[i]`` bytes) are written by the caller
     into the new batch's buffer itself, sparing a copy: each begins with the row ``lead[i]``,
     the rest is left for the caller (uninitialised until then). Lengths and the IPv4 header
@@ -235,13 +296,15 @@ def reserve(sel: Selection, lengths: np.ndarray, lead: np.ndarray,
     if (lengths < lead.shape[1]).any():
         raise ValueError("each length must hold its lead")
     w = lead.shape[1]
-    new = Payloads(lead.reshape(-1), np.arange(0, m * w, w, dtype=np.int64), lengths,
-                   np.zeros(m, np.uint8))
+    new = Payloads(
+        lead.reshape(-1), np.arange(0, m * w, w, dtype=np.int64), lengths, np.zeros(m, np.uint8)
+    )
     return _place(sel, new, changed, np.full(m, w, np.int64))
 
 
-def _place(sel: Selection, new: Payloads, changed: np.ndarray | None,
-           copy_len: np.ndarray) -> Reserved:
+def _place(
+    sel: Selection, new: Payloads, changed: np.ndarray | None, copy_len: np.ndarray
+) -> Reserved:
     m = len(sel)
     if len(new) != m:
         raise ValueError(f"{len(new)} new payloads for {m} selected packets")
@@ -262,8 +325,7 @@ def _place(sel: Selection, new: Payloads, changed: np.ndarray | None,
     src = np.ascontiguousarray(batch.data)
     new_data = np.ascontiguousarray(new.data, np.uint8)
     copy_len = np.asarray(copy_len, np.int64)
-    if m and (int(new.starts.min()) < 0
-              or int((new.starts + copy_len).max()) > len(new_data)):
+    if m and (int(new.starts.min()) < 0 or int((new.starts + copy_len).max()) > len(new_data)):
         raise ValueError("a new payload lies outside its buffer")
     at = np.full(m, -1, np.int64)
     removed = np.full(m, -1, np.int64)
@@ -272,26 +334,70 @@ def _place(sel: Selection, new: Payloads, changed: np.ndarray | None,
     flags = np.asarray(new.flags, np.uint8)
     # Headers, new payload and trailer copied and the lengths and checksums fixed in one pass
     # (the TCP/UDP checksums of payloads not all copied: by finish()).
-    _rebuild(src, batch.offsets, batch.caplen, out, out_off, sel.index, changed, sel._l3,
-             sel._l4, sel.payloads.starts, sel._end, sel._v4, sel._udp, sel._ip_len,
-             sel._link_at, new_data, starts, lengths, copy_len, flags, at, removed)
+    _rebuild(
+        src,
+        batch.offsets,
+        batch.caplen,
+        out,
+        out_off,
+        sel.index,
+        changed,
+        sel._l3,
+        sel._l4,
+        sel.payloads.starts,
+        sel._end,
+        sel._v4,
+        sel._udp,
+        sel._ip_len,
+        sel._link_at,
+        new_data,
+        starts,
+        lengths,
+        copy_len,
+        flags,
+        at,
+        removed,
+    )
     caplen = new_cap.astype(np.uint32)
     origlen = batch.origlen.copy()
     rows = sel.index[changed]
     origlen[rows] = caplen[rows]
     seq = batch.seq if batch.has_explicit_seq else None
-    result = PacketBatch(out, out_off, caplen, origlen, batch.ts_ns, batch.iface,
-                         batch.interfaces, batch.first_seq, seq)
+    result = PacketBatch(
+        out,
+        out_off,
+        caplen,
+        origlen,
+        batch.ts_ns,
+        batch.iface,
+        batch.interfaces,
+        batch.first_seq,
+        seq,
+    )
 
     def finish() -> None:
-        _finish(out, at, sel.index, out_off, batch.offsets, sel._l4, sel._udp,
-                sel.payloads.starts, sel._end, lengths, flags, src, removed)
+        _finish(
+            out,
+            at,
+            sel.index,
+            out_off,
+            batch.offsets,
+            sel._l4,
+            sel._udp,
+            sel.payloads.starts,
+            sel._end,
+            lengths,
+            flags,
+            src,
+            removed,
+        )
 
     return Reserved(result, changed, at, finish)
 
 
-def rewrite_payloads(batch: PacketBatch, fn: Callable, counters: MutableMapping[str, int]
-                     | None = None) -> PacketBatch:
+def rewrite_payloads(
+    batch: PacketBatch, fn: Callable, counters: MutableMapping[str, int] | None = None
+) -> PacketBatch:
     """Apply ``fn`` to each rewritable payload: it takes a ``memoryview`` and returns the new
     bytes, or None to leave that packet alone. The simple per-packet path (services that can
     work on whole arrays use ``select``/``replace``). The checksum-form flags pass through."""

@@ -28,11 +28,17 @@ def _transport(proto: int, payload: bytes) -> bytes:
 def _packet(v6: bool, proto: int, payload: bytes) -> bytes:
     l4 = _transport(proto, payload)
     if v6:
-        ip = struct.pack("!IHBB", 6 << 28, len(l4), proto, 64) + bytes(15) + b"\1" + bytes(
-            15) + b"\2"
+        ip = (
+            struct.pack("!IHBB", 6 << 28, len(l4), proto, 64)
+            + bytes(15)
+            + b"\1"
+            + bytes(15)
+            + b"\2"
+        )
         return _ETH_V6 + ip + l4
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0,
-                     b"\x0a\0\0\1", b"\x0a\0\0\2")
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0, b"\x0a\0\0\1", b"\x0a\0\0\2"
+    )
     return _ETH_V4 + ip + l4
 
 

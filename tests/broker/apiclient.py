@@ -27,10 +27,12 @@ class Served:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(store, **app_options),
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
+        self.server = uvicorn.Server(
+            uvicorn.Config(create_app(store, **app_options), log_level="warning")
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     def __enter__(self) -> Served:
         self.thread.start()
@@ -54,8 +56,10 @@ class _OpenApiRequest:
         self.body = request.content or None
         self.content_type = request.headers.get("content-type", "application/json")
         self.parameters = RequestParameters(
-            query=ImmutableMultiDict(parse_qs(url.query)), header=Headers(dict(request.headers)),
-            cookie=ImmutableMultiDict())
+            query=ImmutableMultiDict(parse_qs(url.query)),
+            header=Headers(dict(request.headers)),
+            cookie=ImmutableMultiDict(),
+        )
 
 
 class _OpenApiResponse:
@@ -79,8 +83,7 @@ class ContractCheck:
         response.read()
         if response.status_code == 404 and response.json().get("message") == "Not Found":
             return  # no such route: nothing is declared for it
-        self.spec.validate_response(_OpenApiRequest(response.request),
-                                    _OpenApiResponse(response))
+        self.spec.validate_response(_OpenApiRequest(response.request), _OpenApiResponse(response))
         self.checked += 1
 
 
@@ -97,8 +100,12 @@ class Api:
     def client(self, token: str | None, **headers) -> httpx.Client:
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return httpx.Client(base_url=self.base, headers=headers, timeout=30,
-                            event_hooks={"response": [self.contract]})
+        return httpx.Client(
+            base_url=self.base,
+            headers=headers,
+            timeout=30,
+            event_hooks={"response": [self.contract]},
+        )
 
     def key(self, kind: str, ident: int) -> httpx.Client:
         r = self.admin.post("/v1/keys", json={"kind": kind, "id": ident})
@@ -111,11 +118,21 @@ class Api:
         return r.json()["id"]
 
 
-def provider_body(network: int, name: str, services=("identity", "checksum", "anonymize"),
-                  capacity_bps: int = 10**9):
-    return {"network_id": network, "name": name, "services": list(services),
-            "capacity_bps": capacity_bps, "currency": "EUR", "per_gb_minor": 100,
-            "per_mbps_hour_minor": 10}
+def provider_body(
+    network: int,
+    name: str,
+    services=("identity", "checksum", "anonymize"),
+    capacity_bps: int = 10**9,
+):
+    return {
+        "network_id": network,
+        "name": name,
+        "services": list(services),
+        "capacity_bps": capacity_bps,
+        "currency": "EUR",
+        "per_gb_minor": 100,
+        "per_mbps_hour_minor": 10,
+    }
 
 
 def standard_market(api: Api) -> Api:
@@ -140,15 +157,20 @@ def standard_market(api: Api) -> Api:
 def block(**kw) -> dict:
     """A block-of-time request body starting in an hour, for an hour, at 10 Mbit/s."""
     start = datetime.now(UTC) + timedelta(hours=1)
-    body = {"services": ["anonymize"], "starts_at": start.isoformat(),
-            "ends_at": (start + timedelta(hours=1)).isoformat(), "max_rate_bps": 10_000_000}
+    body = {
+        "services": ["anonymize"],
+        "starts_at": start.isoformat(),
+        "ends_at": (start + timedelta(hours=1)).isoformat(),
+        "max_rate_bps": 10_000_000,
+    }
     return {**body, **kw}
 
 
 def volume_job(api, client=None, volume=10**9) -> int:
     """A job: a volume of ``volume`` bytes of "identity", served by home at its list price."""
-    r = (client or api.alice).post("/v1/requests", json={"services": ["identity"],
-                                                          "volume_bytes": volume})
+    r = (client or api.alice).post(
+        "/v1/requests", json={"services": ["identity"], "volume_bytes": volume}
+    )
     assert r.status_code == 201 and r.json()["status"] == "served", r.text
     award = api.alice.get("/v1/awards").json()["items"][0]
     return award["job"]["id"]

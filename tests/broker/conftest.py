@@ -89,8 +89,9 @@ def world(market):
     w = type("World", (), {})()
     w.m = market
     w.home_net = market.network("home-net")
-    w.home = market.provider(w.home_net, "home", services=("identity", "checksum"),
-                             capacity_bps=100_000_000)
+    w.home = market.provider(
+        w.home_net, "home", services=("identity", "checksum"), capacity_bps=100_000_000
+    )
     w.north_net = market.network("north-net")
     w.north = market.provider(w.north_net, "north")
     w.south_net = market.network("south-net")

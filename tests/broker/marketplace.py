@@ -37,16 +37,35 @@ class Market:
         with self.store.write() as s:
             return create_network(s, self.admin, name).id
 
-    def provider(self, network_id: int, name: str, *, services=SERVICE_NAMES,
-                 capacity_bps: int = 1_000_000_000, currency: str = "EUR", per_gb: int = 100,
-                 per_mbps_hour: int = 10, reservation_ppm: int = 800_000,
-                 beta_ppm: int = 1_000_000, mode: str = "policy") -> int:
+    def provider(
+        self,
+        network_id: int,
+        name: str,
+        *,
+        services=SERVICE_NAMES,
+        capacity_bps: int = 1_000_000_000,
+        currency: str = "EUR",
+        per_gb: int = 100,
+        per_mbps_hour: int = 10,
+        reservation_ppm: int = 800_000,
+        beta_ppm: int = 1_000_000,
+        mode: str = "policy",
+    ) -> int:
         with self.store.write() as s:
             return create_provider(
-                s, self.admin, network_id=network_id, name=name, services=services,
-                capacity_bps=capacity_bps, currency=currency, per_gb_minor=per_gb,
-                per_mbps_hour_minor=per_mbps_hour, reservation_ppm=reservation_ppm,
-                concession_beta_ppm=beta_ppm, mode=mode).id
+                s,
+                self.admin,
+                network_id=network_id,
+                name=name,
+                services=services,
+                capacity_bps=capacity_bps,
+                currency=currency,
+                per_gb_minor=per_gb,
+                per_mbps_hour_minor=per_mbps_hour,
+                reservation_ppm=reservation_ppm,
+                concession_beta_ppm=beta_ppm,
+                mode=mode,
+            ).id
 
     def user(self, name: str, home_provider_id: int) -> int:
         with self.store.write() as s:
@@ -58,8 +77,9 @@ class Market:
 
     def phone(self, user_id: int, number: str, device_id: int | None = None) -> int:
         with self.store.write() as s:
-            return add_phone_number(s, self.admin, user_id=user_id, number=number,
-                                    device_id=device_id).id
+            return add_phone_number(
+                s, self.admin, user_id=user_id, number=number, device_id=device_id
+            ).id
 
 
 def overdue_negotiation(world) -> int:
@@ -70,10 +90,22 @@ def overdue_negotiation(world) -> int:
 
     past = datetime.now(UTC) - 2 * HOUR
     with world.m.store.write() as s:
-        request = submit_request(s, world.m.actor("device", world.alice_phone),
-                                 services="anonymize", volume_bytes=10**9, now=past)
-        return start_negotiation(s, world.m.actor("user", world.alice), request.id, world.north,
-                                 mode="user", deadline=past + HOUR, now=past).id
+        request = submit_request(
+            s,
+            world.m.actor("device", world.alice_phone),
+            services="anonymize",
+            volume_bytes=10**9,
+            now=past,
+        )
+        return start_negotiation(
+            s,
+            world.m.actor("user", world.alice),
+            request.id,
+            world.north,
+            mode="user",
+            deadline=past + HOUR,
+            now=past,
+        ).id
 
 
 def negotiation_status(store: Store, negotiation_id: int) -> str:
@@ -87,16 +119,31 @@ def past_award(session, user_id: int, provider_id: int, at: datetime, *, price: 
     """A delivered award of a request of its own, written straight into the store: history for
     reputation tests (they add the ratings). The market itself awards a request only once."""
     user = session.get(User, user_id)
-    request = ServiceRequest(user_id=user_id, home_provider_id=user.home_provider_id,
-                             services="identity", volume_bytes=1, currency="EUR",
-                             status="served", created_at=at,
-                             members=[RequestMember(kind="user", user_id=user_id)])
+    request = ServiceRequest(
+        user_id=user_id,
+        home_provider_id=user.home_provider_id,
+        services="identity",
+        volume_bytes=1,
+        currency="EUR",
+        status="served",
+        created_at=at,
+        members=[RequestMember(kind="user", user_id=user_id)],
+    )
     session.add(request)
     session.flush()
-    award = Award(request_id=request.id, provider_id=provider_id,
-                  home_provider_id=user.home_provider_id, source="home", price_minor=price,
-                  currency="EUR", services="identity", volume_bytes=1, status="delivered",
-                  created_at=at, payers=[AwardPayer(user_id=user_id, share_minor=price)])
+    award = Award(
+        request_id=request.id,
+        provider_id=provider_id,
+        home_provider_id=user.home_provider_id,
+        source="home",
+        price_minor=price,
+        currency="EUR",
+        services="identity",
+        volume_bytes=1,
+        status="delivered",
+        created_at=at,
+        payers=[AwardPayer(user_id=user_id, share_minor=price)],
+    )
     session.add(award)
     session.flush()
     return award

@@ -20,8 +20,12 @@ from fractions import Fraction
 
 from broker.tariffs import DimensionPrice, Tariff
 
-MODES = {"up": ROUND_CEILING, "down": ROUND_FLOOR, "half-up": ROUND_HALF_UP,
-         "half-even": ROUND_HALF_EVEN}
+MODES = {
+    "up": ROUND_CEILING,
+    "down": ROUND_FLOOR,
+    "half-up": ROUND_HALF_UP,
+    "half-even": ROUND_HALF_EVEN,
+}
 
 
 def units_charged(dim: DimensionPrice, used: int) -> int:
@@ -54,8 +58,7 @@ def round_to_minor(amount: Fraction, digits: int, rule: str) -> int:
     with localcontext() as ctx:
         ctx.prec = 200
         value = Decimal(amount.numerator) / Decimal(amount.denominator)
-        return int(value.quantize(Decimal(1).scaleb(-digits), rounding=MODES[rule])
-                   .scaleb(digits))
+        return int(value.quantize(Decimal(1).scaleb(-digits), rounding=MODES[rule]).scaleb(digits))
 
 
 def reference_line(tariff: Tariff, dim: DimensionPrice, used: int) -> int:

@@ -15,7 +15,7 @@ from broker.models import ServiceRequest
 from broker.requests import submit_request
 from broker.statements import close_period, set_billing_settings
 
-PAST = datetime(2025, 1, 10, 12, tzinfo=UTC)   # January 2025: a period long over
+PAST = datetime(2025, 1, 10, 12, tzinfo=UTC)  # January 2025: a period long over
 VOLUME = 1_000_000
 SERVICES = ("identity", "checksum")
 
@@ -29,8 +29,12 @@ def build(store, *, margins: dict[str, int] | None = None):
     w.far_b = m.provider(far_net, "far-b", services=SERVICES)
     w.far_c = m.provider(far_net, "far-c", services=SERVICES)
     w.providers = {"home-isp": w.home, "far-b": w.far_b, "far-c": w.far_c}
-    w.users = {"alice": m.user("alice", w.home), "bob": m.user("bob", w.home),
-               "carol": m.user("carol", w.far_b), "dave": m.user("dave", w.far_c)}
+    w.users = {
+        "alice": m.user("alice", w.home),
+        "bob": m.user("bob", w.home),
+        "carol": m.user("carol", w.far_b),
+        "dave": m.user("dave", w.far_c),
+    }
     w.admin = m.admin
     set_margins(w, margins or {})
     return w
@@ -39,19 +43,26 @@ def build(store, *, margins: dict[str, int] | None = None):
 def set_margins(w, margins: dict[str, int]) -> None:
     with w.store.write() as s:
         for name, pid in w.providers.items():
-            set_billing_settings(s, w.admin, pid, period_months=1, cutoff_day=1,
-                                 timezone="UTC", margin_ppm=margins.get(name, 0))
+            set_billing_settings(
+                s,
+                w.admin,
+                pid,
+                period_months=1,
+                cutoff_day=1,
+                timezone="UTC",
+                margin_ppm=margins.get(name, 0),
+            )
 
 
 def award(w, user: str, provider: str, price: int, at: datetime = PAST) -> int:
     """``user``'s request for anonymize awarded to ``provider`` at ``price``; the award's id."""
     with w.store.write() as s:
-        request = submit_request(s, w.m.actor("user", w.users[user]), services="anonymize",
-                                 volume_bytes=VOLUME, now=at)
+        request = submit_request(
+            s, w.m.actor("user", w.users[user]), services="anonymize", volume_bytes=VOLUME, now=at
+        )
         s.flush()
         request = s.get(ServiceRequest, request.id)
-        return make_award(s, request, w.providers[provider], price, source="auction",
-                          now=at).id
+        return make_award(s, request, w.providers[provider], price, source="auction", now=at).id
 
 
 def close(w, period: str = "2025-01", now: datetime | None = None) -> None:

@@ -16,8 +16,9 @@ SMALL = 3000  # usages and tier bounds stay under this, so the reference can cou
 
 
 def prices(max_decimals: int = 6) -> st.SearchStrategy[Decimal]:
-    return st.builds(lambda n, k: Decimal(n).scaleb(-k), st.integers(0, 10**6),
-                     st.integers(0, max_decimals))
+    return st.builds(
+        lambda n, k: Decimal(n).scaleb(-k), st.integers(0, 10**6), st.integers(0, max_decimals)
+    )
 
 
 def amounts(currency: str, most: int) -> st.SearchStrategy[Decimal]:
@@ -26,8 +27,15 @@ def amounts(currency: str, most: int) -> st.SearchStrategy[Decimal]:
 
 
 @st.composite
-def dimension_prices(draw, name: str, currency: str, *, tiering: str | None = None,
-                     rising: bool | None = None, bounded: bool = True) -> DimensionPrice:
+def dimension_prices(
+    draw,
+    name: str,
+    currency: str,
+    *,
+    tiering: str | None = None,
+    rising: bool | None = None,
+    bounded: bool = True,
+) -> DimensionPrice:
     bounds = sorted(draw(st.sets(st.integers(1, SMALL), max_size=3)))
     tier_prices = draw(st.lists(prices(), min_size=len(bounds) + 1, max_size=len(bounds) + 1))
     if rising is not None:
@@ -38,25 +46,42 @@ def dimension_prices(draw, name: str, currency: str, *, tiering: str | None = No
     if bounded and draw(st.booleans()):
         maximum = minimum + draw(amounts(currency, 50_000))
     return DimensionPrice(
-        name=name, tiers=tiers,
+        name=name,
+        tiers=tiers,
         rate_unit=draw(st.sampled_from([1, 7, 60, 1000])),
         increment=draw(st.integers(1, 100)),
         first_increment=draw(st.none() | st.integers(1, 200)),
         tiering=tiering or draw(st.sampled_from(["graduated", "volume"])),
-        minimum=minimum, maximum=maximum)
+        minimum=minimum,
+        maximum=maximum,
+    )
 
 
 @st.composite
-def tariffs(draw, *, tiering: str | None = None, rising: bool | None = None,
-            bounded: bool = True, currency: str | None = None) -> Tariff:
+def tariffs(
+    draw,
+    *,
+    tiering: str | None = None,
+    rising: bool | None = None,
+    bounded: bool = True,
+    currency: str | None = None,
+) -> Tariff:
     currency = currency or draw(st.sampled_from(CURRENCIES))
     names = draw(st.lists(st.sampled_from(DIMENSIONS), min_size=1, max_size=4, unique=True))
-    dims = tuple(draw(dimension_prices(n, currency, tiering=tiering, rising=rising,
-                                       bounded=bounded)) for n in names)
-    return Tariff(provider_id=1, services=("compress",), version=1, active_from=T0,
-                  currency=currency, dimensions=dims,
-                  connect_fee=draw(amounts(currency, 1000)),
-                  rounding=draw(st.sampled_from(ROUNDINGS)))
+    dims = tuple(
+        draw(dimension_prices(n, currency, tiering=tiering, rising=rising, bounded=bounded))
+        for n in names
+    )
+    return Tariff(
+        provider_id=1,
+        services=("compress",),
+        version=1,
+        active_from=T0,
+        currency=currency,
+        dimensions=dims,
+        connect_fee=draw(amounts(currency, 1000)),
+        rounding=draw(st.sampled_from(ROUNDINGS)),
+    )
 
 
 def usages(most: int = SMALL) -> st.SearchStrategy[dict[str, int]]:
@@ -67,7 +92,8 @@ def usages(most: int = SMALL) -> st.SearchStrategy[dict[str, int]]:
 def report_series(draw, usage: dict[str, int]) -> list[dict[str, int]]:
     """Cumulative usages of successive reports rising to ``usage`` (repeats allowed)."""
     count = draw(st.integers(0, 6))
-    columns = {name: sorted(draw(st.lists(st.integers(0, total), min_size=count,
-                                          max_size=count)))
-               for name, total in usage.items()}
+    columns = {
+        name: sorted(draw(st.lists(st.integers(0, total), min_size=count, max_size=count)))
+        for name, total in usage.items()
+    }
     return [{name: columns[name][i] for name in usage} for i in range(count)] + [dict(usage)]

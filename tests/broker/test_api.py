@@ -45,8 +45,10 @@ def test_403_404_422_as_json_with_actionable_messages(api):
     rid = api.alice.post("/v1/requests", json=block()).json()["id"]
     r = api.bob.get(f"/v1/requests/{rid}")
     assert r.status_code == 403 and r.json() == {
-        "error": "forbidden", "message": f"request {rid}: request {rid} is not user "
-                                         f"{api.bob_id}'s", "where": f"request {rid}"}
+        "error": "forbidden",
+        "message": f"request {rid}: request {rid} is not user {api.bob_id}'s",
+        "where": f"request {rid}",
+    }
     r = api.alice.get("/v1/auctions/999")
     assert r.status_code == 404 and r.json()["message"] == "auction 999: no auction with id 999"
     assert api.alice.get("/v1/nowhere").status_code == 404
@@ -62,50 +64,77 @@ def test_403_404_422_as_json_with_actionable_messages(api):
 
 
 def test_an_auction_end_to_end_with_a_late_bid_refused(api):
-    r = api.alice.post("/v1/requests", json=block(members=[
-        {"kind": "phone", "value": "+14155552671"}, {"kind": "user", "value": api.bob_id}]))
+    r = api.alice.post(
+        "/v1/requests",
+        json=block(
+            members=[
+                {"kind": "phone", "value": "+14155552671"},
+                {"kind": "user", "value": api.bob_id},
+            ]
+        ),
+    )
     assert r.status_code == 201 and r.json()["status"] == "brokering"
     rid = r.json()["id"]
     candidates = api.alice.get(f"/v1/requests/{rid}/candidates").json()["items"]
     assert [c["name"] for c in candidates] == ["north", "south"]
     closes = datetime.now(UTC) + timedelta(seconds=1.5)
-    r = api.alice.post("/v1/auctions", json={"request_id": rid, "closes_at": closes.isoformat(),
-                                             "reserve_price_minor": 500})
+    r = api.alice.post(
+        "/v1/auctions",
+        json={"request_id": rid, "closes_at": closes.isoformat(), "reserve_price_minor": 500},
+    )
     assert r.status_code == 201, r.text
     aid = r.json()["id"]
-    r = api.north_key.post(f"/v1/auctions/{aid}/bids", json={"provider_id": api.south,
-                                                              "price_minor": 1})
-    assert r.status_code == 403          # a provider cannot bid as another
-    assert api.north_key.post(f"/v1/auctions/{aid}/bids",
-                              json={"provider_id": api.north, "price_minor": 80}).status_code == 201
-    south_bid = api.south_key.post(f"/v1/auctions/{aid}/bids",
-                                   json={"provider_id": api.south, "price_minor": 90}).json()
-    assert api.north_key.get(f"/v1/bids/{south_bid['id']}").status_code == 403   # sealed
+    r = api.north_key.post(
+        f"/v1/auctions/{aid}/bids", json={"provider_id": api.south, "price_minor": 1}
+    )
+    assert r.status_code == 403  # a provider cannot bid as another
+    assert (
+        api.north_key.post(
+            f"/v1/auctions/{aid}/bids", json={"provider_id": api.north, "price_minor": 80}
+        ).status_code
+        == 201
+    )
+    south_bid = api.south_key.post(
+        f"/v1/auctions/{aid}/bids", json={"provider_id": api.south, "price_minor": 90}
+    ).json()
+    assert api.north_key.get(f"/v1/bids/{south_bid['id']}").status_code == 403  # sealed
     seen = api.alice.get(f"/v1/auctions/{aid}").json()
     assert seen["bids"] == [] and {b["provider"] for b in seen["bidders"]} == {"north", "south"}
     r = api.alice.post(f"/v1/auctions/{aid}/close")
     assert r.status_code == 409 and r.json()["error"] == "auction_still_open"
     time.sleep(max(0.0, (closes - datetime.now(UTC)).total_seconds()) + 0.05)
-    r = api.north_key.post(f"/v1/auctions/{aid}/bids",
-                           json={"provider_id": api.north, "price_minor": 70})
+    r = api.north_key.post(
+        f"/v1/auctions/{aid}/bids", json={"provider_id": api.north, "price_minor": 70}
+    )
     assert r.status_code == 409 and r.json()["error"] == "late_bid"
     assert "bids closed at" in r.json()["message"]
     closed = api.alice.post(f"/v1/auctions/{aid}/close").json()
     assert [(b["provider"], b["won"], b["payment_minor"]) for b in closed["bids"]] == [
-        ("north", True, 90), ("south", False, None)]
+        ("north", True, 90),
+        ("south", False, None),
+    ]
     assert closed["bids"][0]["reputation"] == {"score": 0.5, "count": 0}
     award = api.alice.get("/v1/awards").json()["items"][0]
     assert (award["provider_id"], award["price_minor"], award["source"]) == (
-        api.north, 90, "auction")
+        api.north,
+        90,
+        "auction",
+    )
     jobs = api.north_key.get(f"/v1/providers/{api.north}/jobs").json()["items"]
     assert [j["award_id"] for j in jobs] == [award["id"]]
     assert api.south_key.get(f"/v1/providers/{api.north}/jobs").status_code == 403
     r = api.alice.post(f"/v1/awards/{award['id']}/ratings", json={"score": 100})
     assert r.status_code == 201 and r.json()["direction"] == "service"
-    assert api.south_key.post(f"/v1/awards/{award['id']}/ratings",
-                              json={"score": 0}).status_code == 403
-    assert api.north_key.post(f"/v1/awards/{award['id']}/ratings",
-                              json={"score": 90}).json()["direction"] == "payment"
+    assert (
+        api.south_key.post(f"/v1/awards/{award['id']}/ratings", json={"score": 0}).status_code
+        == 403
+    )
+    assert (
+        api.north_key.post(f"/v1/awards/{award['id']}/ratings", json={"score": 90}).json()[
+            "direction"
+        ]
+        == "payment"
+    )
     card = api.bob.get(f"/v1/providers/{api.north}").json()
     assert card["reputation"]["count"] == 1 and card["reputation"]["score"] > 0.5
 
@@ -113,15 +142,18 @@ def test_an_auction_end_to_end_with_a_late_bid_refused(api):
 def test_retries_with_an_idempotency_key_do_not_duplicate(api, store):
     rid = api.alice.post("/v1/requests", json=block()).json()["id"]
     closes = datetime.now(UTC) + timedelta(hours=1)
-    aid = api.alice.post("/v1/auctions", json={"request_id": rid, "reserve_price_minor": 500,
-                                               "closes_at": closes.isoformat()}).json()["id"]
+    aid = api.alice.post(
+        "/v1/auctions",
+        json={"request_id": rid, "reserve_price_minor": 500, "closes_at": closes.isoformat()},
+    ).json()["id"]
     headers = {"Idempotency-Key": "bid-once"}
     body = {"provider_id": api.north, "price_minor": 80}
     first = api.north_key.post(f"/v1/auctions/{aid}/bids", json=body, headers=headers).json()
     again = api.north_key.post(f"/v1/auctions/{aid}/bids", json=body, headers=headers).json()
     assert first == again and first["revision"] == 1
-    r = api.north_key.post(f"/v1/auctions/{aid}/bids", json={**body, "price_minor": 81},
-                           headers=headers)
+    r = api.north_key.post(
+        f"/v1/auctions/{aid}/bids", json={**body, "price_minor": 81}, headers=headers
+    )
     assert r.status_code == 409 and r.json()["error"] == "idempotency_key_reused"
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(Bid)) == 1
@@ -130,21 +162,28 @@ def test_retries_with_an_idempotency_key_do_not_duplicate(api, store):
 def test_concurrent_bids_are_neither_lost_nor_duplicated(api, store):
     rid = api.alice.post("/v1/requests", json=block()).json()["id"]
     closes = datetime.now(UTC) + timedelta(hours=1)
-    aid = api.alice.post("/v1/auctions", json={"request_id": rid, "reserve_price_minor": 5000,
-                                               "closes_at": closes.isoformat()}).json()["id"]
+    aid = api.alice.post(
+        "/v1/auctions",
+        json={"request_id": rid, "reserve_price_minor": 5000, "closes_at": closes.isoformat()},
+    ).json()["id"]
     net = api.make("/v1/networks", {"name": "many"})
-    bidders = [(p, api.key("provider", p)) for p in
-               (api.make("/v1/providers", provider_body(net, f"p{i}")) for i in range(16))]
+    bidders = [
+        (p, api.key("provider", p))
+        for p in (api.make("/v1/providers", provider_body(net, f"p{i}")) for i in range(16))
+    ]
 
     def bid(item):
         provider, client = item
         codes = []
         for price in (300, 200, 100):  # each revises its bid, retrying once with the same key
             for _ in range(2):
-                codes.append(client.post(
-                    f"/v1/auctions/{aid}/bids", json={"provider_id": provider,
-                                                      "price_minor": price + provider},
-                    headers={"Idempotency-Key": f"{provider}-{price}"}).status_code)
+                codes.append(
+                    client.post(
+                        f"/v1/auctions/{aid}/bids",
+                        json={"provider_id": provider, "price_minor": price + provider},
+                        headers={"Idempotency-Key": f"{provider}-{price}"},
+                    ).status_code
+                )
         return codes
 
     with ThreadPoolExecutor(8) as pool:
@@ -156,16 +195,20 @@ def test_concurrent_bids_are_neither_lost_nor_duplicated(api, store):
 
 
 def test_a_negotiation_by_hand_over_http(api):
-    rid = api.alice.post("/v1/requests", json={"services": ["anonymize"],
-                                               "volume_bytes": 10 * 10**9}).json()["id"]
+    rid = api.alice.post(
+        "/v1/requests", json={"services": ["anonymize"], "volume_bytes": 10 * 10**9}
+    ).json()["id"]
     deadline = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    r = api.alice.post("/v1/negotiations", json={"request_id": rid, "provider_id": api.north,
-                                                 "mode": "user", "deadline": deadline})
+    r = api.alice.post(
+        "/v1/negotiations",
+        json={"request_id": rid, "provider_id": api.north, "mode": "user", "deadline": deadline},
+    )
     assert r.status_code == 201, r.text
     n = r.json()
     assert n["moves"][0]["side"] == "seller" and n["moves"][0]["price_minor"] == 1000
-    r = api.alice.post(f"/v1/negotiations/{n['id']}/moves", json={"action": "offer",
-                                                                  "price_minor": 850})
+    r = api.alice.post(
+        f"/v1/negotiations/{n['id']}/moves", json={"action": "offer", "price_minor": 850}
+    )
     moves = r.json()["moves"]
     assert moves[-1]["side"] == "seller"
     r = api.alice.post(f"/v1/negotiations/{n['id']}/moves", json={"action": "accept"})
@@ -175,13 +218,16 @@ def test_a_negotiation_by_hand_over_http(api):
 
 def test_the_bid_route_is_authenticated_like_every_other(api):
     spec = httpx.get(f"{api.base}/openapi.json").json()
-    assert spec["paths"]["/v1/auctions/{auction_id}/bids"]["post"]["security"] == \
-        spec["paths"]["/v1/requests"]["post"]["security"]
+    assert (
+        spec["paths"]["/v1/auctions/{auction_id}/bids"]["post"]["security"]
+        == spec["paths"]["/v1/requests"]["post"]["security"]
+    )
     for client in (api.client(None), api.client("pktx_0123456789ab_wrong")):
         r = client.post("/v1/auctions/1/bids", json={"provider_id": api.north, "price_minor": 1})
         assert r.status_code == 401 and r.json()["error"] == "not_authenticated"
-    r = api.north_key.post("/v1/auctions/999/bids", json={"provider_id": api.north,
-                                                           "price_minor": 1})
+    r = api.north_key.post(
+        "/v1/auctions/999/bids", json={"provider_id": api.north, "price_minor": 1}
+    )
     assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
@@ -200,15 +246,14 @@ def test_the_app_expires_overdue_negotiations_on_a_timer(world, monkeypatch):
     async def serve(app, seconds: float) -> None:
         async with app.router.lifespan_context(app):
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and \
-                    negotiation_status(world.m.store, nid) == "open":
+            while time.monotonic() < deadline and negotiation_status(world.m.store, nid) == "open":
                 await asyncio.sleep(0.02)
 
     asyncio.run(serve(create_app(world.m.store, expire_every=None), 0.3))
     assert rounds == [] and negotiation_status(world.m.store, nid) == "open"
     asyncio.run(serve(create_app(world.m.store, expire_every=0.05), 10))
     assert negotiation_status(world.m.store, nid) == "expired"
-    assert len(rounds) >= 2          # the failed first round did not stop the timer
+    assert len(rounds) >= 2  # the failed first round did not stop the timer
     stopped_at = len(rounds)
     time.sleep(0.2)
-    assert len(rounds) == stopped_at   # and it ends with the app
+    assert len(rounds) == stopped_at  # and it ends with the app

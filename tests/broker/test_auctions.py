@@ -36,10 +36,19 @@ def auction(world):
     world.north2 = m.provider(world.north_net, "north-2")
     alice = m.actor("device", world.alice_phone)
     with m.store.write() as s:
-        r = submit_request(s, alice, services="anonymize,checksum", starts_at=T0,
-                           ends_at=T0 + HOUR, max_rate_bps=10_000_000,
-                           members=[{"kind": "phone", "value": "+14155552671"},
-                                    {"kind": "device", "value": world.bob_phone}], now=OPEN)
+        r = submit_request(
+            s,
+            alice,
+            services="anonymize,checksum",
+            starts_at=T0,
+            ends_at=T0 + HOUR,
+            max_rate_bps=10_000_000,
+            members=[
+                {"kind": "phone", "value": "+14155552671"},
+                {"kind": "device", "value": world.bob_phone},
+            ],
+            now=OPEN,
+        )
         world.request = r.id
         a = open_auction(s, alice, r.id, closes_at=CLOSE, reserve_price_minor=500, now=OPEN)
         world.auction = a.id
@@ -49,8 +58,15 @@ def auction(world):
 def bid(world, provider, price, *, now=OPEN + HOUR / 2, actor=None, key=None):
     actor = actor or world.m.actor("provider", provider)
     with world.m.store.write() as s:
-        b = submit_bid(s, actor, world.auction, provider_id=provider, price_minor=price, now=now,
-                       idempotency_key=key)
+        b = submit_bid(
+            s,
+            actor,
+            world.auction,
+            provider_id=provider,
+            price_minor=price,
+            now=now,
+            idempotency_key=key,
+        )
         return b.id
 
 
@@ -74,14 +90,21 @@ def test_the_best_score_wins_and_is_paid_the_runner_ups_price(auction):
     with w.m.store.read() as s:
         award = s.scalar(select(Award))
         assert (award.provider_id, award.source, award.auction_id, award.price_minor) == (
-            w.north, "auction", w.auction, 300)
+            w.north,
+            "auction",
+            w.auction,
+            300,
+        )
         assert s.get(ServiceRequest, w.request).status == "awarded"
         job = s.scalar(select(DeliveryJob))
         assert job.provider_id == w.north and job.spec["award_id"] == award.id
         assert [m["kind"] for m in job.spec["recipients"]] == ["phone", "device"]
     shown = view(w, w.m.actor("user", w.alice))
     assert [(b["provider"], b["rank"], b["won"], b["payment_minor"]) for b in shown["bids"]] == [
-        ("north", 1, True, 300), ("south", 2, False, None), ("north-2", 3, False, None)]
+        ("north", 1, True, 300),
+        ("south", 2, False, None),
+        ("north-2", 3, False, None),
+    ]
     assert shown["bids"][0]["reputation"] == {"score": 0.5, "count": 0}
 
 
@@ -93,22 +116,34 @@ def test_reputation_from_earlier_awards_is_shown_and_changes_the_winner(auction)
         earlier = s.get(ServiceRequest, w.request)
         for provider, score in ((w.south, 100), (w.south, 100), (w.north, 0)):
             a = past_award(s, w.alice, provider, OPEN)
-            s.add(Rating(award_id=a.id, direction="service", user_id=w.alice,
-                         provider_id=provider, score=score, rated_at=CLOSE))
+            s.add(
+                Rating(
+                    award_id=a.id,
+                    direction="service",
+                    user_id=w.alice,
+                    provider_id=provider,
+                    score=score,
+                    rated_at=CLOSE,
+                )
+            )
         earlier.status = "brokering"
         s.execute(Award.__table__.update().values(status="delivered"))
-    bid(w, w.north, 200)   # reputation 1/3: score 200 * (1 + 2/3) = 333.3
-    bid(w, w.south, 260)   # reputation 3/4: score 260 * 1.25 = 325
+    bid(w, w.north, 200)  # reputation 1/3: score 200 * (1 + 2/3) = 333.3
+    bid(w, w.south, 260)  # reputation 3/4: score 260 * 1.25 = 325
     with m.store.read() as s:
         open_view = auction_view(s, m.actor("user", w.alice), w.auction, now=OPEN)
     # Before the close the buyer sees who bid, with ratings, but no prices.
     assert open_view["bids"] == []
     assert {b["provider"]: b["reputation"] for b in open_view["bidders"]} == {
-        "north": {"score": 0.333333, "count": 1}, "south": {"score": 0.75, "count": 2}}
+        "north": {"score": 0.333333, "count": 1},
+        "south": {"score": 0.75, "count": 2},
+    }
     close(w)
     shown = view(w, m.actor("provider", w.north))
     assert [(b["provider"], b["won"], b["payment_minor"]) for b in shown["bids"]] == [
-        ("south", True, 266), ("north", False, None)]  # floor(333.33.. / 1.25)
+        ("south", True, 266),
+        ("north", False, None),
+    ]  # floor(333.33.. / 1.25)
     assert shown["bids"][0]["reputation_at_close"] == {"score": 0.75, "count": 2}
 
 
@@ -214,34 +249,55 @@ def test_k_blocks_go_to_the_k_best_at_a_uniform_price(world):
     extra = [m.provider(world.south_net, f"s{i}") for i in range(3)]
     alice = m.actor("user", world.alice)
     with m.store.write() as s:
-        r = submit_request(s, alice, services="anonymize", starts_at=T0, ends_at=T0 + HOUR,
-                           min_rate_bps=1_000_000, now=OPEN)
-        world.auction = open_auction(s, alice, r.id, closes_at=CLOSE, reserve_price_minor=100,
-                                     quantity=3, now=OPEN).id
+        r = submit_request(
+            s,
+            alice,
+            services="anonymize",
+            starts_at=T0,
+            ends_at=T0 + HOUR,
+            min_rate_bps=1_000_000,
+            now=OPEN,
+        )
+        world.auction = open_auction(
+            s, alice, r.id, closes_at=CLOSE, reserve_price_minor=100, quantity=3, now=OPEN
+        ).id
     for provider, price in zip([world.north, world.south, *extra], [50, 10, 40, 20, 30]):
         bid(world, provider, price)
     close(world)
     with m.store.read() as s:
         awards = s.scalars(select(Award).order_by(Award.provider_id)).all()
         assert sorted((a.provider_id, a.price_minor) for a in awards) == sorted(
-            [(world.south, 40), (extra[1], 40), (extra[2], 40)])
+            [(world.south, 40), (extra[1], 40), (extra[2], 40)]
+        )
 
 
 def test_opening_an_auction_is_checked(world):
     m = world.m
     alice, bob = m.actor("user", world.alice), m.actor("user", world.bob)
     with m.store.write() as s:
-        served = submit_request(s, alice, services="identity", starts_at=T0, ends_at=T0 + HOUR,
-                                max_rate_bps=1, now=OPEN)
+        served = submit_request(
+            s, alice, services="identity", starts_at=T0, ends_at=T0 + HOUR, max_rate_bps=1, now=OPEN
+        )
         volume = submit_request(s, alice, services="anonymize", volume_bytes=10, now=OPEN)
-        block = submit_request(s, alice, services="anonymize", starts_at=T0, ends_at=T0 + HOUR,
-                               max_rate_bps=1, max_price_minor=100, now=OPEN)
+        block = submit_request(
+            s,
+            alice,
+            services="anonymize",
+            starts_at=T0,
+            ends_at=T0 + HOUR,
+            max_rate_bps=1,
+            max_price_minor=100,
+            now=OPEN,
+        )
         ids = served.id, volume.id, block.id
-    cases = [(alice, ids[0], {}, WrongState), (alice, ids[1], {}, InvalidInput),
-             (bob, ids[2], {}, NotYours),
-             (alice, ids[2], {"reserve_price_minor": 101}, InvalidInput),
-             (alice, ids[2], {"closes_at": OPEN}, InvalidInput),
-             (alice, ids[2], {"quantity": 0}, InvalidInput)]
+    cases = [
+        (alice, ids[0], {}, WrongState),
+        (alice, ids[1], {}, InvalidInput),
+        (bob, ids[2], {}, NotYours),
+        (alice, ids[2], {"reserve_price_minor": 101}, InvalidInput),
+        (alice, ids[2], {"closes_at": OPEN}, InvalidInput),
+        (alice, ids[2], {"quantity": 0}, InvalidInput),
+    ]
     for actor, rid, kw, error in cases:
         args = {"closes_at": CLOSE, "reserve_price_minor": 50, **kw}
         with m.store.write() as s, pytest.raises(error):
@@ -255,19 +311,40 @@ def test_a_big_close_equals_the_rule_applied_bid_by_bid(world):
     providers = [m.provider(world.south_net, f"b{i}") for i in range(40)]
     alice = m.actor("user", world.alice)
     with m.store.write() as s:
-
         for provider in providers[5:]:
             for _ in range(rng.randint(1, 4)):
                 at = OPEN - timedelta(days=rng.randint(0, 300), seconds=rng.randint(0, 86399))
                 award = past_award(s, world.alice, provider, at)
-                s.add(Rating(award_id=award.id, direction="service", user_id=world.alice,
-                             provider_id=provider, score=rng.choice((0, 40, 75, 90, 100)),
-                             rated_at=at))
+                s.add(
+                    Rating(
+                        award_id=award.id,
+                        direction="service",
+                        user_id=world.alice,
+                        provider_id=provider,
+                        score=rng.choice((0, 40, 75, 90, 100)),
+                        rated_at=at,
+                    )
+                )
         s.execute(Award.__table__.update().values(status="delivered"))
-        r = submit_request(s, alice, services="anonymize", starts_at=T0, ends_at=T0 + HOUR,
-                           max_rate_bps=1_000_000, now=OPEN)
-        world.auction = open_auction(s, alice, r.id, closes_at=CLOSE, reserve_price_minor=1000,
-                                     quantity=3, reputation_weight_ppm=700_000, now=OPEN).id
+        r = submit_request(
+            s,
+            alice,
+            services="anonymize",
+            starts_at=T0,
+            ends_at=T0 + HOUR,
+            max_rate_bps=1_000_000,
+            now=OPEN,
+        )
+        world.auction = open_auction(
+            s,
+            alice,
+            r.id,
+            closes_at=CLOSE,
+            reserve_price_minor=1000,
+            quantity=3,
+            reputation_weight_ppm=700_000,
+            now=OPEN,
+        ).id
     for provider in providers:
         bid(world, provider, rng.choice((300, 450, 600, 600, 800, 1000)))
     assert close(world) == "closed"
@@ -275,20 +352,28 @@ def test_a_big_close_equals_the_rule_applied_bid_by_bid(world):
         stored = s.scalars(select(Bid).where(Bid.auction_id == world.auction)).all()
         sealed = []
         for b in stored:
-            ratings = [(x.score, x.rated_at) for x in s.scalars(
-                select(Rating).where(Rating.provider_id == b.provider_id).order_by(Rating.id))]
-            sealed.append(SealedBid(b.id, b.provider_id, b.price_minor,
-                                    beta_reputation(ratings, CLOSE).ppm))
-            assert (b.reputation_ppm, b.rating_count) == (sealed[-1].reputation_ppm,
-                                                          len(ratings))
-        expected = {o.bid.bid_id: (o.rank, o.won, o.payment)
-                    for o in clear(sealed, quantity=3, reserve=1000, weight_ppm=700_000)}
+            ratings = [
+                (x.score, x.rated_at)
+                for x in s.scalars(
+                    select(Rating).where(Rating.provider_id == b.provider_id).order_by(Rating.id)
+                )
+            ]
+            sealed.append(
+                SealedBid(b.id, b.provider_id, b.price_minor, beta_reputation(ratings, CLOSE).ppm)
+            )
+            assert (b.reputation_ppm, b.rating_count) == (sealed[-1].reputation_ppm, len(ratings))
+        expected = {
+            o.bid.bid_id: (o.rank, o.won, o.payment)
+            for o in clear(sealed, quantity=3, reserve=1000, weight_ppm=700_000)
+        }
         assert {b.id: (b.rank, b.won, b.payment_minor) for b in stored} == expected
-        awards = s.execute(select(Award.provider_id, Award.price_minor).where(
-            Award.auction_id == world.auction)).all()
+        awards = s.execute(
+            select(Award.provider_id, Award.price_minor).where(Award.auction_id == world.auction)
+        ).all()
         by_bid = {b.id: b.provider_id for b in stored}
         assert sorted(map(tuple, awards)) == sorted(
-            (by_bid[i], pay) for i, (_, won, pay) in expected.items() if won)
+            (by_bid[i], pay) for i, (_, won, pay) in expected.items() if won
+        )
 
 
 def test_a_bid_resubmitted_in_a_session_that_holds_it_is_current(auction):
@@ -302,8 +387,7 @@ def test_a_bid_resubmitted_in_a_session_that_holds_it_is_current(auction):
 
 
 @pytest.mark.parametrize("collector_on", [True, False])
-def test_closing_leaves_the_garbage_collector_as_it_found_it(auction, collector_on,
-                                                            monkeypatch):
+def test_closing_leaves_the_garbage_collector_as_it_found_it(auction, collector_on, monkeypatch):
     w = auction
     bid(w, w.north, 100)
     was = gc.isenabled()
@@ -348,13 +432,27 @@ def test_a_bid_retried_after_the_close_gets_the_bid_it_made(auction):
 def test_opening_retried_after_the_close_time_gets_the_auction(world):
     alice = world.m.actor("user", world.alice)
     with world.m.store.write() as s:
-        r = submit_request(s, alice, services="anonymize", starts_at=T0, ends_at=T0 + HOUR,
-                           max_rate_bps=1_000_000, now=OPEN)
+        r = submit_request(
+            s,
+            alice,
+            services="anonymize",
+            starts_at=T0,
+            ends_at=T0 + HOUR,
+            max_rate_bps=1_000_000,
+            now=OPEN,
+        )
 
     def open_(now):
         with world.m.store.write() as s:
-            return open_auction(s, alice, r.id, closes_at=CLOSE, reserve_price_minor=100,
-                                now=now, idempotency_key="a").id
+            return open_auction(
+                s,
+                alice,
+                r.id,
+                closes_at=CLOSE,
+                reserve_price_minor=100,
+                now=now,
+                idempotency_key="a",
+            ).id
 
     first = open_(OPEN)
     assert open_(CLOSE) == open_(CLOSE + HOUR / 2) == first

@@ -24,8 +24,14 @@ from broker.store import Store
 
 
 def pktx(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *argv], cwd=ROOT,
-                          capture_output=True, check=check, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        check=check,
+        timeout=300,
+        **kw,
+    )
 
 
 def whole(store: Store) -> dict:
@@ -35,16 +41,22 @@ def whole(store: Store) -> dict:
         rows = list(s.scalars(select(Statement).order_by(Statement.id)))
         finalized = [r for r in rows if r.status == "finalized"]
         for r in rows:
-            lines = s.scalar(select(func.count()).select_from(StatementLine)
-                             .where(StatementLine.statement_id == r.id))
+            lines = s.scalar(
+                select(func.count())
+                .select_from(StatementLine)
+                .where(StatementLine.statement_id == r.id)
+            )
             if r.status == "draft":
                 assert lines == 0 and r.number is None
             else:
                 assert lines == r.line_count and st.verify(s, r)
         assert sorted(r.number for r in finalized) == list(range(1, len(finalized) + 1))
-        return {"drafts": len(rows) - len(finalized), "finalized": len(finalized),
-                "lines": s.scalar(select(func.count()).select_from(StatementLine)),
-                "charges": s.scalar(select(func.count()).select_from(Charge))}
+        return {
+            "drafts": len(rows) - len(finalized),
+            "finalized": len(finalized),
+            "lines": s.scalar(select(func.count()).select_from(StatementLine)),
+            "charges": s.scalar(select(func.count()).select_from(Charge)),
+        }
 
 
 def test_a_close_run_twice_bills_once(tmp_path):
@@ -60,20 +72,31 @@ def test_a_close_run_twice_bills_once(tmp_path):
     early = pktx("broker", "billing", "close", "--db", db, "--period", "2099-01", check=False)
     assert early.returncode == 1 and b"can be closed after" in early.stderr
     assert b"Traceback" not in early.stderr
-    listed = json.loads(pktx("broker", "statements", "list", "--db", db, "--user",
-                             "user-3").stdout)
+    listed = json.loads(pktx("broker", "statements", "list", "--db", db, "--user", "user-3").stdout)
     assert [x["period"] for x in listed] == [PERIOD]
-    verified = json.loads(pktx("broker", "statements", "verify", "--db", db,
-                               str(listed[0]["id"])).stdout)
+    verified = json.loads(
+        pktx("broker", "statements", "verify", "--db", db, str(listed[0]["id"])).stdout
+    )
     assert verified["intact"] is True
     text = pktx("broker", "statements", "show", "--db", db, str(listed[0]["id"])).stdout.decode()
     assert "far-" in text and "€" in text
     if shutil.which("pdftotext"):
         pdf = tmp_path / "statement.pdf"
-        pktx("broker", "statements", "show", "--db", db, str(listed[0]["id"]), "--format",
-             "pdf", "--output", str(pdf))
-        read = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
-                              check=True).stdout.decode()
+        pktx(
+            "broker",
+            "statements",
+            "show",
+            "--db",
+            db,
+            str(listed[0]["id"]),
+            "--format",
+            "pdf",
+            "--output",
+            str(pdf),
+        )
+        read = subprocess.run(
+            ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, check=True
+        ).stdout.decode()
         assert "user-3" in read and "home" in read
     missing = pktx("broker", "statements", "show", "--db", db, "999999", check=False)
     assert missing.returncode == 1 and b"no statement" in missing.stderr
@@ -87,14 +110,29 @@ def _counts(store: Store) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("moment", ["drafts made", "batches finalized"])
-def test_a_close_killed_midway_leaves_every_statement_whole_and_a_rerun_finishes(
-        tmp_path, moment):
+def test_a_close_killed_midway_leaves_every_statement_whole_and_a_rerun_finishes(tmp_path, moment):
     db = f"sqlite:///{tmp_path / 'billing.sqlite3'}"
     billed = populate(db, 1500, 4)
     store = Store(db)
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "broker", "billing", "close",
-                             "--db", db, "--period", PERIOD, "--batch", "25"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "broker",
+            "billing",
+            "close",
+            "--db",
+            db,
+            "--period",
+            PERIOD,
+            "--batch",
+            "25",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         drafts, finalized = _counts(store)

@@ -33,14 +33,39 @@ def test_bootstrap_a_market_from_the_command_line(tmp_path, capsys):
     code, admin, _ = run(capsys, db, "init")
     assert code == 0 and admin["token"].startswith("pktx_")
     _, net, _ = run(capsys, db, "network", "home")
-    _, prov, _ = run(capsys, db, "provider", "--network", str(net["id"]), "--name", "home",
-                     "--services", "identity,checksum", "--capacity-bps", "1000000",
-                     "--per-gb", "100", "--per-mbps-hour", "10")
+    _, prov, _ = run(
+        capsys,
+        db,
+        "provider",
+        "--network",
+        str(net["id"]),
+        "--name",
+        "home",
+        "--services",
+        "identity,checksum",
+        "--capacity-bps",
+        "1000000",
+        "--per-gb",
+        "100",
+        "--per-mbps-hour",
+        "10",
+    )
     assert prov["services"] == ["checksum", "identity"] and prov["reputation"]["count"] == 0
     _, user, _ = run(capsys, db, "user", "--name", "alice", "--home-provider", str(prov["id"]))
     _, dev, _ = run(capsys, db, "device", "--user", str(user["id"]), "--name", "phone")
-    _, phone, _ = run(capsys, db, "phone", "--user", str(user["id"]), "--number",
-                      "030 12345678", "--region", "DE", "--device", str(dev["id"]))
+    _, phone, _ = run(
+        capsys,
+        db,
+        "phone",
+        "--user",
+        str(user["id"]),
+        "--number",
+        "030 12345678",
+        "--region",
+        "DE",
+        "--device",
+        str(dev["id"]),
+    )
     assert phone["e164"] == "+493012345678"
     _, key, _ = run(capsys, db, "key", "device", str(dev["id"]))
     store = Store(db)
@@ -72,23 +97,36 @@ def serve_settings(monkeypatch, argv: list[str], env: dict[str, str] | None = No
     parser = argparse.ArgumentParser(prog="pktx")
     add_broker_commands(parser.add_subparsers(dest="command"))
     a = parser.parse_args(["broker", "serve", *argv])
-    return load(a.config, db=a.db, host=a.host, port=a.port, processes=a.processes,
-                expire_every=a.expire_every, log_level=a.log_level,
-                reputation_half_life_days=a.reputation_half_life_days)
+    return load(
+        a.config,
+        db=a.db,
+        host=a.host,
+        port=a.port,
+        processes=a.processes,
+        expire_every=a.expire_every,
+        log_level=a.log_level,
+        reputation_half_life_days=a.reputation_half_life_days,
+    )
 
 
 def test_serve_settings_come_from_flags_over_environment_over_a_file(monkeypatch, tmp_path):
     s = serve_settings(monkeypatch, [])
-    assert (s.host, s.port, s.processes, s.expire_every, s.log_level) == \
-        ("127.0.0.1", 8040, 1, 30.0, "info")
+    assert (s.host, s.port, s.processes, s.expire_every, s.log_level) == (
+        "127.0.0.1",
+        8040,
+        1,
+        30.0,
+        "info",
+    )
     config = tmp_path / "broker.toml"
     config.write_text('port = 9001\nprocesses = 2\nexpire_every = 5.0\nlog_level = "debug"\n')
     s = serve_settings(monkeypatch, ["--config", str(config)])
     assert (s.port, s.processes, s.expire_every, s.log_level) == (9001, 2, 5.0, "debug")
     s = serve_settings(monkeypatch, ["--config", str(config)], {"PKTX_BROKER_PROCESSES": "3"})
     assert (s.port, s.processes) == (9001, 3)
-    s = serve_settings(monkeypatch, ["--config", str(config), "--processes", "4"],
-                       {"PKTX_BROKER_PROCESSES": "3"})
+    s = serve_settings(
+        monkeypatch, ["--config", str(config), "--processes", "4"], {"PKTX_BROKER_PROCESSES": "3"}
+    )
     assert s.processes == 4
     # What the command exports is what a server process then reads back.
     for name, value in s.export().items():
@@ -109,8 +147,12 @@ def test_bad_serve_settings_are_one_line_naming_the_setting(monkeypatch, tmp_pat
     add_broker_commands(parser.add_subparsers(dest="command"))
     for name in [n for n in os.environ if n.startswith("PKTX_BROKER_")]:
         monkeypatch.delenv(name)
-    assert parser.parse_args(["broker", "serve", "--processes", "0"]).func(
-        parser.parse_args(["broker", "serve", "--processes", "0"])) == 1
+    assert (
+        parser.parse_args(["broker", "serve", "--processes", "0"]).func(
+            parser.parse_args(["broker", "serve", "--processes", "0"])
+        )
+        == 1
+    )
     assert "processes" in capsys.readouterr().err
     broken = tmp_path / "broken.toml"
     broken.write_text("port = [\n")
@@ -131,13 +173,30 @@ def test_serve_expires_overdue_negotiations_on_a_timer(world, workers):
     processes) marks a negotiation whose deadline passed expired without being asked to."""
     nid = overdue_negotiation(world)
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    cmd = [sys.executable, "-m", "broker.cli", "broker", "serve", "--db", world.m.store.url,
-           "--port", str(port), "--processes", str(workers), "--expire-every", "0.2",
-           "--log-level", "warning"]
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE) as server:
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "broker.cli",
+        "broker",
+        "serve",
+        "--db",
+        world.m.store.url,
+        "--port",
+        str(port),
+        "--processes",
+        str(workers),
+        "--expire-every",
+        "0.2",
+        "--log-level",
+        "warning",
+    ]
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as server:
         try:
             deadline = time.monotonic() + 60
             while negotiation_status(world.m.store, nid) == "open":

@@ -23,12 +23,16 @@ def test_credit_over_http(api, market):
     assert r.json()["external_score"] == 720 and r.json()["prior_limit_minor"] == 5_000
     again = api.home_key.put(f"{path}/profile", json=body, headers=headers)
     assert again.json() == r.json()
-    refused(api.home_key.put(f"{path}/profile", json={**body, "prior_limit_minor": 1},
-                             headers=headers), "idempotency_key", 409)
-    refused(api.alice.put(f"{path}/profile", json=body), None, 403)   # not its own to set
+    refused(
+        api.home_key.put(f"{path}/profile", json={**body, "prior_limit_minor": 1}, headers=headers),
+        "idempotency_key",
+        409,
+    )
+    refused(api.alice.put(f"{path}/profile", json=body), None, 403)  # not its own to set
     refused(api.north_key.put(f"{path}/profile", json=body), None, 403)
-    refused(api.home_key.put(f"{path}/profile", json={**body, "external_score": 900}),
-            "external_score")
+    refused(
+        api.home_key.put(f"{path}/profile", json={**body, "external_score": 900}), "external_score"
+    )
 
     mine = api.alice.get(path).json()
     assert mine["managed"] and mine["score"] > 600 and mine["limit_minor"] > 5_000
@@ -44,9 +48,10 @@ def test_credit_over_http(api, market):
     refused(api.bob.get(f"{path}/decisions"), None, 403)
 
     # A request past the available credit: 409, naming the numbers.
-    big = api.alice.post("/v1/requests", json={"services": ["identity"],
-                                               "volume_bytes": 10**9,
-                                               "max_price_minor": 10**8})
+    big = api.alice.post(
+        "/v1/requests",
+        json={"services": ["identity"], "volume_bytes": 10**9, "max_price_minor": 10**8},
+    )
     refused(big, None, 409)
     assert big.json()["error"] == "credit_limit_exceeded"
     assert f"({mine['available_minor']} minor units)" in big.json()["message"]

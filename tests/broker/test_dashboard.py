@@ -18,8 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "pktx-overview.json"
 SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
-    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+ENV = dict(
+    os.environ,
+    PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+)
 
 
 def families(url: str) -> set[str]:
@@ -52,18 +54,52 @@ def test_every_metric_the_dashboard_names_exists(served, tmp_path):
     httpx.get(f"{served.url}/healthz")  # one call: the HTTP families have samples
     exposed = families(f"{served.url}/metrics")
     worker_metrics, delivery_metrics = free_port(), free_port()
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "worker", "--connect", "tcp://127.0.0.1:1",
-         "--max-idle", "30", "--metrics", f"127.0.0.1:{worker_metrics}", "-q"], env=ENV,
-        stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "worker",
+                "--connect",
+                "tcp://127.0.0.1:1",
+                "--max-idle",
+                "30",
+                "--metrics",
+                f"127.0.0.1:{worker_metrics}",
+                "-q",
+            ],
+            env=ENV,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
         port = udp.getsockname()[1]
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "deliver", f"udp://127.0.0.1:{port}", "-o",
-         str(tmp_path / "o.pcap"), "--workers", "1", "--idle-timeout", "30", "--metrics",
-         f"127.0.0.1:{delivery_metrics}", "-q"], env=ENV, stdin=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL))
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "deliver",
+                f"udp://127.0.0.1:{port}",
+                "-o",
+                str(tmp_path / "o.pcap"),
+                "--workers",
+                "1",
+                "--idle-timeout",
+                "30",
+                "--metrics",
+                f"127.0.0.1:{delivery_metrics}",
+                "-q",
+            ],
+            env=ENV,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
     try:
         exposed |= families(f"http://127.0.0.1:{worker_metrics}/metrics")
         exposed |= families(f"http://127.0.0.1:{delivery_metrics}/metrics")

@@ -18,13 +18,13 @@ from broker import statements
 JAN = datetime(2025, 1, 10, 12, tzinfo=UTC)
 
 
-def read_events(client: httpx.Client, want: int, *, last_id: str | None = None,
-                timeout: float = 20) -> list[dict]:
+def read_events(
+    client: httpx.Client, want: int, *, last_id: str | None = None, timeout: float = 20
+) -> list[dict]:
     """Open the stream, read ``want`` events (or until the server ends the stream)."""
     headers = {"Last-Event-ID": last_id} if last_id is not None else {}
     events, event = [], {}
-    with client.stream("GET", "/v1/devices/me/events", headers=headers,
-                       timeout=timeout) as r:
+    with client.stream("GET", "/v1/devices/me/events", headers=headers, timeout=timeout) as r:
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
@@ -55,8 +55,9 @@ def bill_and_close(api, market, month: int, price: int) -> None:
     if month == 1:
         publish_bytes_tariff(market.store, market, api.north, "anonymize", at - timedelta(days=1))
     award(market.store, market.actor("device", api.alice_dev_id), api.north, price=price, at=at)
-    statements.close_period(market.store.write, market.actor("provider", api.home), api.home,
-                            f"2025-{month:02d}")
+    statements.close_period(
+        market.store.write, market.actor("provider", api.home), api.home, f"2025-{month:02d}"
+    )
 
 
 def plain(api, client) -> httpx.Client:
@@ -72,14 +73,19 @@ def test_a_finalized_statement_reaches_the_users_devices_and_no_one_elses(stream
     assert event["event"] == "statement.finalized"
     data = event["data"]
     assert (data["period"], data["totals"], data["user"], data["home_provider"]) == (
-        "2025-01", {"EUR": 500}, "alice", "home")
+        "2025-01",
+        {"EUR": 500},
+        "alice",
+        "home",
+    )
     # the device fetches the statement it was told about, with its own key
     doc = api.alice_dev.get(f"/v1/statements/{data['statement_id']}").json()
     assert (doc["number"], doc["content_sha256"]) == (data["number"], data["content_sha256"])
-    assert read_events(plain(api, api.bob_dev), 1, timeout=10) == []   # bob: nothing
+    assert read_events(plain(api, api.bob_dev), 1, timeout=10) == []  # bob: nothing
     refused(api.north_key.get("/v1/devices/me/events"), None, 403)
-    refused(api.alice.get("/v1/devices/me/events", headers={"Last-Event-ID": "x1"}),
-            "Last-Event-ID")
+    refused(
+        api.alice.get("/v1/devices/me/events", headers={"Last-Event-ID": "x1"}), "Last-Event-ID"
+    )
 
 
 def test_an_open_stream_hears_at_once_and_an_offline_device_catches_up(streamed):
@@ -88,10 +94,11 @@ def test_an_open_stream_hears_at_once_and_an_offline_device_catches_up(streamed)
     alice = plain(api, api.alice_dev)
     [first] = read_events(alice, 1)
     heard = []
-    listener = threading.Thread(target=lambda: heard.extend(
-        read_events(plain(api, api.alice_dev), 1, last_id=first["id"])))
+    listener = threading.Thread(
+        target=lambda: heard.extend(read_events(plain(api, api.alice_dev), 1, last_id=first["id"]))
+    )
     listener.start()
-    bill_and_close(api, market, 2, 700)                       # while the stream is open
+    bill_and_close(api, market, 2, 700)  # while the stream is open
     listener.join(20)
     assert [e["data"]["totals"] for e in heard] == [{"EUR": 700}]
     # offline through March and April: reconnecting after February's event gets both
@@ -100,6 +107,5 @@ def test_an_open_stream_hears_at_once_and_an_offline_device_catches_up(streamed)
     missed = read_events(alice, 3, last_id=heard[0]["id"])
     assert [e["data"]["period"] for e in missed] == ["2025-03", "2025-04"]
     assert [int(e["id"]) for e in missed] == sorted(int(e["id"]) for e in missed)
-    everything = read_events(alice, 4)                        # no Last-Event-ID: from the start
-    assert [e["data"]["period"] for e in everything] == ["2025-01", "2025-02", "2025-03",
-                                                         "2025-04"]
+    everything = read_events(alice, 4)  # no Last-Event-ID: from the start
+    assert [e["data"]["period"] for e in everything] == ["2025-01", "2025-02", "2025-03", "2025-04"]

@@ -24,6 +24,7 @@ def test_phone_numbers_are_stored_in_e164(world):
     phone = m.phone(world.alice, "+44 20 7946 0958", device_id=world.alice_phone)
     with m.store.read() as s:
         from broker.models import PhoneNumber
+
         assert s.get(PhoneNumber, phone).e164 == "+442079460958"
     assert parse_e164("030 12345678", "DE") == "+493012345678"
 
@@ -76,13 +77,30 @@ def test_only_an_admin_creates_networks(world):
 def test_a_network_adds_providers_only_to_itself(world):
     north = world.m.actor("network", world.north_net)
     with world.m.store.write() as s:
-        p = create_provider(s, north, network_id=world.north_net, name="north-2",
-                            services="identity", capacity_bps=1, currency="EUR",
-                            per_gb_minor=1, per_mbps_hour_minor=1)
+        p = create_provider(
+            s,
+            north,
+            network_id=world.north_net,
+            name="north-2",
+            services="identity",
+            capacity_bps=1,
+            currency="EUR",
+            per_gb_minor=1,
+            per_mbps_hour_minor=1,
+        )
         assert p.network_id == world.north_net
     with world.m.store.write() as s, pytest.raises(NotYours):
-        create_provider(s, north, network_id=world.south_net, name="spy", services="identity",
-                        capacity_bps=1, currency="EUR", per_gb_minor=1, per_mbps_hour_minor=1)
+        create_provider(
+            s,
+            north,
+            network_id=world.south_net,
+            name="spy",
+            services="identity",
+            capacity_bps=1,
+            currency="EUR",
+            per_gb_minor=1,
+            per_mbps_hour_minor=1,
+        )
 
 
 def test_a_provider_onboards_its_customers_and_changes_its_offer(world):
@@ -92,8 +110,9 @@ def test_a_provider_onboards_its_customers_and_changes_its_offer(world):
         assert carol.home_provider_id == world.home
         with pytest.raises(NotYours):
             create_user(s, home, name="dave", home_provider_id=world.north)
-        p = update_provider(s, home, world.home, services="identity,inspect",
-                            per_gb_minor=7, mode="manual")
+        p = update_provider(
+            s, home, world.home, services="identity,inspect", per_gb_minor=7, mode="manual"
+        )
         assert p.service_names == ("identity", "inspect") and p.policy.per_gb_minor == 7
         with pytest.raises(InvalidInput):
             update_provider(s, home, world.home, colour="blue")
@@ -124,11 +143,17 @@ def test_keys_are_stored_hashed_and_authenticate(world):
         stored = s.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
         assert token not in (stored.secret_sha256, stored.prefix, stored.label)
         actor = authenticate(s, token)
-    assert actor == Actor("device", world.alice_phone, user_id=world.alice,
-                          device_id=world.alice_phone)
+    assert actor == Actor(
+        "device", world.alice_phone, user_id=world.alice, device_id=world.alice_phone
+    )
     with m.store.read() as s:
-        for bad in (None, "", "pktx_nope", token[:-1] + ("A" if token[-1] != "A" else "B"),
-                    f"pktx_{'0' * 12}_secret"):
+        for bad in (
+            None,
+            "",
+            "pktx_nope",
+            token[:-1] + ("A" if token[-1] != "A" else "B"),
+            f"pktx_{'0' * 12}_secret",
+        ):
             with pytest.raises(NotAuthenticated):
                 authenticate(s, bad)
     with m.store.write() as s:
@@ -165,10 +190,15 @@ def test_a_key_authenticates_as_its_principal_of_every_kind(world):
     m = world.m
     phone = m.phone(world.alice, "+14155552671", device_id=world.alice_phone)
     bare_phone = m.phone(world.bob, "+14155552672")
-    principals = [("admin", m.admin.id), ("network", world.north_net),
-                  ("provider", world.south), ("user", world.bob),
-                  ("device", world.alice_phone), ("phone_number", phone),
-                  ("phone_number", bare_phone)]
+    principals = [
+        ("admin", m.admin.id),
+        ("network", world.north_net),
+        ("provider", world.south),
+        ("user", world.bob),
+        ("device", world.alice_phone),
+        ("phone_number", phone),
+        ("phone_number", bare_phone),
+    ]
     with m.store.write() as s:
         tokens = [issue_key(s, m.admin, kind, ident)[1] for kind, ident in principals]
     with m.store.read() as s:

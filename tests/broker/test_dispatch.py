@@ -13,39 +13,48 @@ from sqlalchemy import func, select, update
 
 from broker.models import DeliveryJob, UsageReport
 
-MEASURED = {"bytes": 10**9, "packets": 700_000, "windows": 100, "windows_met": 98,
-            "errors": 0}
+MEASURED = {"bytes": 10**9, "packets": 700_000, "windows": 100, "windows_met": 98, "errors": 0}
 
 
 def claim(client: httpx.Client, provider: int, daemon: str, **kw) -> httpx.Response:
-    return client.post(f"/v1/providers/{provider}/jobs/claim",
-                       json={"daemon": daemon, "wait_s": 0, "lease_s": 30, **kw})
+    return client.post(
+        f"/v1/providers/{provider}/jobs/claim",
+        json={"daemon": daemon, "wait_s": 0, "lease_s": 30, **kw},
+    )
 
 
-def post(client: httpx.Client, job: int, action: str, key: str | None = None,
-         **body) -> httpx.Response:
+def post(
+    client: httpx.Client, job: int, action: str, key: str | None = None, **body
+) -> httpx.Response:
     headers = {"Idempotency-Key": key} if key else {}
     return client.post(f"/v1/jobs/{job}/{action}", json=body, headers=headers)
 
 
-def report(client: httpx.Client, job: int, sequence: int, token: int | None,
-           **counters) -> httpx.Response:
-    return client.post(f"/v1/jobs/{job}/usage",
-                       json={"sequence": sequence, "token": token, **counters})
+def report(
+    client: httpx.Client, job: int, sequence: int, token: int | None, **counters
+) -> httpx.Response:
+    return client.post(
+        f"/v1/jobs/{job}/usage", json={"sequence": sequence, "token": token, **counters}
+    )
 
 
 def events(api, job: int) -> list[tuple]:
     r = api.home_key.get(f"/v1/jobs/{job}")
     assert r.status_code == 200, r.text
-    return [(e["event"], e["from_status"], e["to_status"], e["token"], e["daemon"])
-            for e in r.json()["events"]]
+    return [
+        (e["event"], e["from_status"], e["to_status"], e["token"], e["daemon"])
+        for e in r.json()["events"]
+    ]
 
 
 def lapse(store, job: int) -> None:
     """The job's lease ran out a second ago (as after a daemon's long pause)."""
     with store.write() as s:
-        s.execute(update(DeliveryJob).where(DeliveryJob.id == job).values(
-            lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        s.execute(
+            update(DeliveryJob)
+            .where(DeliveryJob.id == job)
+            .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
 
 
 def token_of(client: httpx.Client) -> str:
@@ -73,14 +82,17 @@ def test_a_daemon_claims_renews_starts_reports_and_completes_a_job(api):
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "done"
     # A retry after a lost answer: the same answer, with the key or without it.
-    assert post(api.home_key, job, "complete", "c1", token=1, measured=MEASURED).json() \
-        == done.json()
+    assert (
+        post(api.home_key, job, "complete", "c1", token=1, measured=MEASURED).json() == done.json()
+    )
     assert post(api.home_key, job, "complete", token=1, measured=MEASURED).json() == done.json()
     award = api.alice.get("/v1/awards").json()["items"][0]
     assert award["status"] == "delivered"
-    assert events(api, job) == [("claim", "queued", "claimed", 1, "node-1"),
-                                ("start", "claimed", "running", 1, "node-1"),
-                                ("complete", "running", "done", 1, "node-1")]
+    assert events(api, job) == [
+        ("claim", "queued", "claimed", 1, "node-1"),
+        ("start", "claimed", "running", 1, "node-1"),
+        ("complete", "running", "done", 1, "node-1"),
+    ]
     detail = api.alice.get(f"/v1/jobs/{job}").json()  # the award's parties read it
     assert detail["measured"]["windows_met_share"] == 0.98
     assert detail["measured"]["block_honoured"] is True and detail["measured"]["score"] == 0.98
@@ -97,13 +109,38 @@ def test_a_final_report_goes_with_the_completion_in_one_call_both_or_neither(api
     assert claim(api.home_key, api.home, "node-1").status_code == 200
     assert post(api.home_key, job, "start", token=1).status_code == 200
     assert report(api.home_key, job, 1, 1, bytes_out=100, packets_out=1).status_code == 201
-    below = post(api.home_key, job, "complete", token=1, measured=MEASURED,
-                 report={"sequence": 2, "bytes_out": 50, "packets_out": 1})
+    below = post(
+        api.home_key,
+        job,
+        "complete",
+        token=1,
+        measured=MEASURED,
+        report={"sequence": 2, "bytes_out": 50, "packets_out": 1},
+    )
     refused(below, "bytes_out")
-    refused(post(api.home_key, job, "complete", token=1, measured=MEASURED,
-                 report={"sequence": 2, "bytes_out": 200, "token": 9}), "report.token")
-    refused(post(api.home_key, job, "complete", token=2, measured=MEASURED,
-                 report={"sequence": 2, "bytes_out": 200}), None, 409)
+    refused(
+        post(
+            api.home_key,
+            job,
+            "complete",
+            token=1,
+            measured=MEASURED,
+            report={"sequence": 2, "bytes_out": 200, "token": 9},
+        ),
+        "report.token",
+    )
+    refused(
+        post(
+            api.home_key,
+            job,
+            "complete",
+            token=2,
+            measured=MEASURED,
+            report={"sequence": 2, "bytes_out": 200},
+        ),
+        None,
+        409,
+    )
     usage = api.home_key.get(f"/v1/jobs/{job}/usage").json()
     assert (usage["status"], usage["reports"], usage["bytes_out"]) == ("running", 1, 100)
     final = {"sequence": 2, "bytes_out": MEASURED["bytes"], "packets_out": MEASURED["packets"]}
@@ -111,11 +148,18 @@ def test_a_final_report_goes_with_the_completion_in_one_call_both_or_neither(api
     assert done.status_code == 200 and done.json()["status"] == "done", done.text
     again = post(api.home_key, job, "complete", token=1, measured=MEASURED, report=final)
     assert again.json() == done.json()
-    assert report(api.home_key, job, 2, 1, **{k: v for k, v in final.items()
-                                              if k != "sequence"}).status_code == 200
+    assert (
+        report(
+            api.home_key, job, 2, 1, **{k: v for k, v in final.items() if k != "sequence"}
+        ).status_code
+        == 200
+    )
     usage = api.home_key.get(f"/v1/jobs/{job}/usage").json()
     assert (usage["reports"], usage["last_sequence"], usage["bytes_out"]) == (
-        2, 2, MEASURED["bytes"])
+        2,
+        2,
+        MEASURED["bytes"],
+    )
     assert [e[0] for e in events(api, job)] == ["claim", "start", "complete"]
 
 
@@ -126,8 +170,14 @@ def test_the_measured_record_is_on_the_providers_card(api):
         job = volume_job(api)
         token = claim(api.home_key, api.home, "node-1").json()["token"]
         extra = {"error": "the sink went away"} if action == "fail" else {}
-        r = post(api.home_key, job, action, token=token,
-                 measured={**MEASURED, "windows_met": windows_met}, **extra)
+        r = post(
+            api.home_key,
+            job,
+            action,
+            token=token,
+            measured={**MEASURED, "windows_met": windows_met},
+            **extra,
+        )
         assert r.status_code == 200, r.text
     card = api.bob.get(f"/v1/providers/{api.home}").json()["delivery"]
     assert card["jobs"] == 3 and card["windows"] == 300 and card["windows_met"] == 198
@@ -141,18 +191,27 @@ def test_a_provider_key_cannot_claim_or_move_another_providers_jobs(api):
     refused(claim(api.north_key, api.home, "node-x"), None, 403)
     refused(claim(api.alice, api.home, "node-x"), None, 403)
     assert claim(api.home_key, api.home, "node-1").status_code == 200
-    for action, body in (("heartbeat", {}), ("start", {}), ("handback", {}),
-                         ("complete", {"measured": MEASURED})):
+    for action, body in (
+        ("heartbeat", {}),
+        ("start", {}),
+        ("handback", {}),
+        ("complete", {"measured": MEASURED}),
+    ):
         refused(post(api.north_key, job, action, token=1, **body), None, 403)
     refused(report(api.north_key, job, 1, 1, bytes_out=5), None, 403)
     refused(api.north_key.get(f"/v1/jobs/{job}"), None, 403)
 
 
 def test_bad_claims_are_refused_naming_the_field(api):
-    for body, field in (({"lease_s": 4}, "lease_s"), ({"lease_s": 301}, "lease_s"),
-                        ({"wait_s": 31}, "wait_s"), ({"daemon": ""}, "daemon")):
-        r = api.home_key.post(f"/v1/providers/{api.home}/jobs/claim",
-                              json={"daemon": "node-1", **body})
+    for body, field in (
+        ({"lease_s": 4}, "lease_s"),
+        ({"lease_s": 301}, "lease_s"),
+        ({"wait_s": 31}, "wait_s"),
+        ({"daemon": ""}, "daemon"),
+    ):
+        r = api.home_key.post(
+            f"/v1/providers/{api.home}/jobs/claim", json={"daemon": "node-1", **body}
+        )
         assert r.status_code == 422 and r.json()["field"] == field, r.text
 
 
@@ -195,27 +254,33 @@ def test_a_lapsed_lease_goes_to_another_daemon_and_fences_the_old_one(api, store
     assert r.json()["token"] == 2 and r.json()["job"]["daemon"] == "node-2"
     assert r.json()["reported"]["sequence"] == 1 and r.json()["reported"]["bytes_out"] == 100
     # The old daemon wakes up: every call under token 1 is refused and writes nothing.
-    for response in (post(api.home_key, job, "heartbeat", token=1),
-                     post(api.home_key, job, "start", token=1),
-                     post(api.home_key, job, "complete", token=1, measured=MEASURED),
-                     post(api.home_key, job, "fail", token=1, error="late"),
-                     post(api.home_key, job, "handback", token=1),
-                     report(api.home_key, job, 2, 1, bytes_out=500, packets_out=9)):
+    for response in (
+        post(api.home_key, job, "heartbeat", token=1),
+        post(api.home_key, job, "start", token=1),
+        post(api.home_key, job, "complete", token=1, measured=MEASURED),
+        post(api.home_key, job, "fail", token=1, error="late"),
+        post(api.home_key, job, "handback", token=1),
+        report(api.home_key, job, 2, 1, bytes_out=500, packets_out=9),
+    ):
         refused(response, "token", 409)
         assert response.json()["error"] == "lease_lost"
     with store.read() as s:
-        assert s.scalar(select(func.count()).select_from(UsageReport)
-                        .where(UsageReport.job_id == job)) == 1
+        assert (
+            s.scalar(select(func.count()).select_from(UsageReport).where(UsageReport.job_id == job))
+            == 1
+        )
     # The new daemon resumes the cumulative counters and finishes.
     assert report(api.home_key, job, 2, 2, bytes_out=500, packets_out=9).status_code == 201
     assert post(api.home_key, job, "start", token=2).status_code == 200
     assert post(api.home_key, job, "complete", token=2, measured=MEASURED).status_code == 200
-    assert events(api, job) == [("claim", "queued", "claimed", 1, "node-1"),
-                                ("start", "claimed", "running", 1, "node-1"),
-                                ("lapse", "running", "queued", 1, "node-1"),
-                                ("claim", "queued", "claimed", 2, "node-2"),
-                                ("start", "claimed", "running", 2, "node-2"),
-                                ("complete", "running", "done", 2, "node-2")]
+    assert events(api, job) == [
+        ("claim", "queued", "claimed", 1, "node-1"),
+        ("start", "claimed", "running", 1, "node-1"),
+        ("lapse", "running", "queued", 1, "node-1"),
+        ("claim", "queued", "claimed", 2, "node-2"),
+        ("start", "claimed", "running", 2, "node-2"),
+        ("complete", "running", "done", 2, "node-2"),
+    ]
     assert api.home_key.get(f"/v1/jobs/{job}").json()["measured"]["token"] == 2
 
 

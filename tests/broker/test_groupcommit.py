@@ -25,6 +25,7 @@ def _add_network(name: str):
         s.add(n)
         s.flush()
         return n.id
+
     return fn
 
 
@@ -43,8 +44,9 @@ def _hold_writer(gc: GroupCommit) -> tuple[threading.Event, threading.Event, thr
     return entered, release, t
 
 
-def _queue_calls(gc: GroupCommit, fns, *, checks_first: bool = False
-                 ) -> tuple[list, list[threading.Thread]]:
+def _queue_calls(
+    gc: GroupCommit, fns, *, checks_first: bool = False
+) -> tuple[list, list[threading.Thread]]:
     results: list = [None] * len(fns)
 
     def one(i, fn):
@@ -103,12 +105,14 @@ def test_calls_that_check_first_skip_their_savepoint_and_a_late_failure_redoes_t
     each call in its savepoint: every caller sees what it would have seen with savepoints."""
     gc = GroupCommit(store)
     try:
+
         def refused(_s):
             raise InvalidInput("no", field="name")
 
-        for fns, redone in (([_add_network("a"), refused, _add_network("b")], 0),
-                            ([_add_network("c"), refused, _add_network("a"),
-                              _add_network("d")], 1)):
+        for fns, redone in (
+            ([_add_network("a"), refused, _add_network("b")], 0),
+            ([_add_network("c"), refused, _add_network("a"), _add_network("d")], 1),
+        ):
             _, release, holder = _hold_writer(gc)
             results, threads = _queue_calls(gc, fns, checks_first=True)
             _wait_queued(gc, len(fns))
@@ -119,8 +123,9 @@ def test_calls_that_check_first_skip_their_savepoint_and_a_late_failure_redoes_t
                 t.join(30)
             assert gc.redone == before + redone
             assert isinstance(results[1][1], InvalidInput)
-            assert [r[0] for r in results] == (["ok", "error", "ok"] if not redone else
-                                               ["ok", "error", "error", "ok"])
+            assert [r[0] for r in results] == (
+                ["ok", "error", "ok"] if not redone else ["ok", "error", "error", "ok"]
+            )
         assert isinstance(results[2][1], IntegrityError)  # "a" again, after its insert
         assert _names(store) == ["a", "b", "c", "d"]
     finally:
@@ -145,13 +150,15 @@ def test_a_deferred_write_failing_at_the_batchs_end_redoes_the_batch(store):
                 return _add_network(name)(s)
             later.add("networks", insert_networks, name)
             return name
+
         return fn
 
     gc = GroupCommit(store)
     try:
         _, release, holder = _hold_writer(gc)
-        results, threads = _queue_calls(gc, [add_later("a"), add_later("b"), add_later("a")],
-                                        checks_first=True)
+        results, threads = _queue_calls(
+            gc, [add_later("a"), add_later("b"), add_later("a")], checks_first=True
+        )
         _wait_queued(gc, 3)
         release.set()
         holder.join(30)
@@ -200,8 +207,9 @@ def test_coroutines_get_their_own_results_once_committed(store):
     gc = GroupCommit(store)
 
     async def many():
-        return await asyncio.gather(*(gc.run(_add_network(f"n{i:03d}")) for i in range(200)),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(gc.run(_add_network(f"n{i:03d}")) for i in range(200)), return_exceptions=True
+        )
 
     try:
         ids = asyncio.run(many())
@@ -235,6 +243,7 @@ def test_stop_answers_what_was_queued_and_refuses_what_comes_after(store):
 def test_a_call_that_escapes_the_error_handling_does_not_stop_the_writer(store):
     gc = GroupCommit(store)
     try:
+
         def escapes(_s):
             raise SystemExit("not an Exception")
 

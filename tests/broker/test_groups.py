@@ -56,12 +56,22 @@ def group(world):
     world.carol = m.user("carol", world.home)
     alice = m.actor("user", world.alice)
     with m.store.write() as s:
-        r = submit_request(s, alice, services="identity", starts_at=T0, ends_at=T0 + HOUR,
-                           max_rate_bps=10_000_000, group=True, now=T0 - HOUR,
-                           members=[{"kind": "user", "value": world.alice},
-                                    {"kind": "device", "value": world.bob_phone},
-                                    {"kind": "user", "value": world.carol},
-                                    {"kind": "phone", "value": "+14155552671"}])
+        r = submit_request(
+            s,
+            alice,
+            services="identity",
+            starts_at=T0,
+            ends_at=T0 + HOUR,
+            max_rate_bps=10_000_000,
+            group=True,
+            now=T0 - HOUR,
+            members=[
+                {"kind": "user", "value": world.alice},
+                {"kind": "device", "value": world.bob_phone},
+                {"kind": "user", "value": world.carol},
+                {"kind": "phone", "value": "+14155552671"},
+            ],
+        )
         world.request = r.id
         assert r.status == "pledging"
         world.group = s.scalar(select(Group.id).where(Group.request_id == r.id))
@@ -88,7 +98,7 @@ def test_payers_sponsor_the_others_and_split_the_home_price(group):
     w = group
     pledge_as(w, w.alice, 80)
     pledge_as(w, w.carol, 30)
-    pledge_as(w, w.carol, 40)   # a second pledge replaces the first
+    pledge_as(w, w.carol, 40)  # a second pledge replaces the first
     assert close(w) == "served"  # 10 Mbit/s for an hour at home: 100
     assert payers(w) == [(w.alice, 60), (w.carol, 40)]
     with w.m.store.read() as s:
@@ -97,7 +107,7 @@ def test_payers_sponsor_the_others_and_split_the_home_price(group):
         assert view["pledged_total_minor"] == 120
         assert [m["sponsored"] for m in view["members"]] == [False, True, False, True]
         award = s.scalar(select(Award))
-        assert len(award.job.spec["recipients"]) == 4   # every member is served
+        assert len(award.job.spec["recipients"]) == 4  # every member is served
 
 
 def test_a_non_member_cannot_pledge_or_look(group):
@@ -136,9 +146,8 @@ def test_an_agreement_above_the_pledges_fails_and_nobody_is_charged(group):
     close(w)
     alice = w.m.actor("user", w.alice)
     with w.m.store.write() as s:
-        n = start_negotiation(s, alice, w.request, w.north, mode="user", deadline=T0,
-                              now=T0 - HOUR)
-        assert n.offers[-1].price_minor == 100      # north's list price
+        n = start_negotiation(s, alice, w.request, w.north, mode="user", deadline=T0, now=T0 - HOUR)
+        assert n.offers[-1].price_minor == 100  # north's list price
         n = act(s, alice, n.id, "accept", now=T0 - HOUR)
         assert n.status == "failed" and "pledges cover 50 of the price 100" in n.reason
     with w.m.store.read() as s:
@@ -155,12 +164,19 @@ def test_an_auction_within_the_pledges_is_split(group):
     close(w)
     alice = w.m.actor("user", w.alice)
     with w.m.store.write() as s:
-        a = open_auction(s, alice, w.request, closes_at=T0 - HOUR / 2, reserve_price_minor=60,
-                         now=T0 - HOUR)
-        submit_bid(s, w.m.actor("provider", w.north), a.id, provider_id=w.north,
-                   price_minor=41, now=T0 - HOUR)
+        a = open_auction(
+            s, alice, w.request, closes_at=T0 - HOUR / 2, reserve_price_minor=60, now=T0 - HOUR
+        )
+        submit_bid(
+            s,
+            w.m.actor("provider", w.north),
+            a.id,
+            provider_id=w.north,
+            price_minor=41,
+            now=T0 - HOUR,
+        )
         close_auction(s, alice, a.id, now=T0 - HOUR / 2)
-    assert payers(w) == [(w.alice, 30), (w.carol, 30)]   # alone: paid the reserve, 60
+    assert payers(w) == [(w.alice, 30), (w.carol, 30)]  # alone: paid the reserve, 60
     with w.m.store.read() as s:
         assert s.get(Group, w.group).status == "funded"
 

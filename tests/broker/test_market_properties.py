@@ -64,11 +64,22 @@ SLOTS = ((0, 1), (0, 2), (1, 2), (1, 3), (2, 3))
 OUTSIDERS = ("north", "north2", "south", "manual")
 CAPACITIES_MBPS = (0, 4, 6, 8)
 USERS = ("alice", "bob")
-MAX_BROKERING = 4   # requests open at once: enough to overlap, few enough to meet again
+MAX_BROKERING = 4  # requests open at once: enough to overlap, few enough to meet again
 
 # Everything a market call may write (the providers never change here).
-WRITTEN = (ServiceRequest, RequestMember, Auction, Bid, Negotiation, Offer, Award, AwardPayer,
-           DeliveryJob, Charge, IdempotencyRecord)
+WRITTEN = (
+    ServiceRequest,
+    RequestMember,
+    Auction,
+    Bid,
+    Negotiation,
+    Offer,
+    Award,
+    AwardPayer,
+    DeliveryJob,
+    Charge,
+    IdempotencyRecord,
+)
 KEY = st.booleans()
 PICK = st.integers(0, 63)
 LIVE = st.sampled_from((True, True, True, False))
@@ -79,8 +90,7 @@ def build_world(store):
     m = Market(store)
     w = type("World", (), {})()
     w.store = store
-    home_net, north_net, south_net = (m.network(n) for n in ("home-net", "north-net",
-                                                                 "south-net"))
+    home_net, north_net, south_net = (m.network(n) for n in ("home-net", "north-net", "south-net"))
     w.provider_ids = {
         "home": m.provider(home_net, "home", services=("identity", "checksum")),
         "north": m.provider(north_net, "north"),
@@ -95,7 +105,7 @@ def build_world(store):
     return w
 
 
-_ROW_TYPES: dict[tuple, type] = {}   # (table, *columns) -> its row type
+_ROW_TYPES: dict[tuple, type] = {}  # (table, *columns) -> its row type
 
 
 def snapshot(store) -> dict[str, list]:
@@ -120,8 +130,9 @@ def snapshot(store) -> dict[str, list]:
 
 def as_time(value) -> datetime:
     """A time from a snapshot (SQLite's text or PostgreSQL's datetime) as an aware datetime."""
-    return value if isinstance(value, datetime) else \
-        datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return (
+        value if isinstance(value, datetime) else datetime.fromisoformat(value).replace(tzinfo=UTC)
+    )
 
 
 def award_problems(snap: dict) -> list[str]:
@@ -142,8 +153,10 @@ def award_problems(snap: dict) -> list[str]:
             out.append(f"request {request_id}: awards from several outcomes {origins}")
         k = {a.shares for a in awards}
         if len(k) != 1 or sorted(shares) != list(range(k.pop())):
-            out.append(f"request {request_id}: shares {sorted(shares)} of "
-                       f"{sorted(a.shares for a in awards)}")
+            out.append(
+                f"request {request_id}: shares {sorted(shares)} of "
+                f"{sorted(a.shares for a in awards)}"
+            )
         for a in awards:
             expected = auctions[a.auction_id].quantity if a.source == "auction" else 1
             if a.shares != expected:
@@ -151,8 +164,7 @@ def award_problems(snap: dict) -> list[str]:
         if request.status == "cancelled":
             out.append(f"request {request_id} is cancelled but has awards")
         elif request.status != ("served" if awards[0].source == "home" else "awarded"):
-            out.append(f"request {request_id} is {request.status} with a {awards[0].source} "
-                       f"award")
+            out.append(f"request {request_id} is {request.status} with a {awards[0].source} award")
     return out
 
 
@@ -174,16 +186,22 @@ def capacity_problems(snap: dict, capacity: dict[int, int]) -> list[str]:
         if a.status == "active":
             rate = a.max_rate_bps if a.max_rate_bps is not None else (a.min_rate_bps or 0)
             blocks[a.provider_id].append((rate, a.starts_at, a.ends_at))
-    return [f"provider {p} booked {peak_bps(b)} bit/s at its peak, capacity {capacity[p]}"
-            for p, b in blocks.items() if peak_bps(b) > capacity[p]]
+    return [
+        f"provider {p} booked {peak_bps(b)} bit/s at its peak, capacity {capacity[p]}"
+        for p, b in blocks.items()
+        if peak_bps(b) > capacity[p]
+    ]
 
 
 def brokering_problems(snap: dict) -> list[str]:
     """Invariant 4: at most one open auction or negotiation per request."""
-    open_ = Counter([a.request_id for a in snap["auctions"] if a.status == "open"]
-                    + [n.request_id for n in snap["negotiations"] if n.status == "open"])
-    return [f"request {r} has {n} open auctions and negotiations" for r, n in open_.items()
-            if n > 1]
+    open_ = Counter(
+        [a.request_id for a in snap["auctions"] if a.status == "open"]
+        + [n.request_id for n in snap["negotiations"] if n.status == "open"]
+    )
+    return [
+        f"request {r} has {n} open auctions and negotiations" for r, n in open_.items() if n > 1
+    ]
 
 
 def changed_tables(before: dict, after: dict) -> list[str]:
@@ -192,8 +210,16 @@ def changed_tables(before: dict, after: dict) -> list[str]:
 
 # What a call's result is remembered by: its id and what cannot change after the call.
 def request_terms(r):
-    return (r.id, r.user_id, r.services, r.starts_at, r.ends_at, r.min_rate_bps,
-            r.max_rate_bps, r.max_price_minor)
+    return (
+        r.id,
+        r.user_id,
+        r.services,
+        r.starts_at,
+        r.ends_at,
+        r.min_rate_bps,
+        r.max_rate_bps,
+        r.max_price_minor,
+    )
 
 
 def cancelled_terms(r):
@@ -223,8 +249,7 @@ def moved_terms(n):
 def while_some(table: str, status: str):
     """A rule's precondition: the store (as of the last step) has a row of ``table`` in
     ``status``."""
-    return precondition(lambda machine: any(r.status == status
-                                            for r in machine.before[table]))
+    return precondition(lambda machine: any(r.status == status for r in machine.before[table]))
 
 
 def brokering(machine) -> int:
@@ -261,8 +286,8 @@ class MarketMachine(RuleBasedStateMachine):
         self.keys = itertools.count()
         self.keyed: list[KeyedCall] = []
         self.capacity: dict[int, int] | None = None
-        self.before: dict | None = None   # the store after the last step (or call)
-        self.stale = False   # whether a call changed the store since ``before`` was read
+        self.before: dict | None = None  # the store after the last step (or call)
+        self.stale = False  # whether a call changed the store since ``before`` was read
 
     # -- the calls ---------------------------------------------------------------------------
 
@@ -274,8 +299,9 @@ class MarketMachine(RuleBasedStateMachine):
             self.before, self.stale = snapshot(self.w.store), False
         try:
             with self.w.store.write() as s:
-                first = terms(function(s, actor, *args, now=self.clock, idempotency_key=key,
-                                       **kwargs))
+                first = terms(
+                    function(s, actor, *args, now=self.clock, idempotency_key=key, **kwargs)
+                )
         except BrokerError as exc:
             self.assert_unchanged(f"{function.__name__} refused ({exc})")
             return None
@@ -299,33 +325,53 @@ class MarketMachine(RuleBasedStateMachine):
         return row
 
     def user_of(self, request_id: int):
-        return self.w.user_by_id[next(r.user_id for r in self.before["service_requests"]
-                                      if r.id == request_id)]
+        return self.w.user_by_id[
+            next(r.user_id for r in self.before["service_requests"] if r.id == request_id)
+        ]
 
-    @initialize(capacities=st.fixed_dictionaries(
-        {name: st.sampled_from(CAPACITIES_MBPS) for name in ("home", *OUTSIDERS)}))
+    @initialize(
+        capacities=st.fixed_dictionaries(
+            {name: st.sampled_from(CAPACITIES_MBPS) for name in ("home", *OUTSIDERS)}
+        )
+    )
     def empty_market(self, capacities):
         with self.w.store.write() as s:
             for model in reversed(WRITTEN):
                 s.execute(delete(model))
             for name, mbps in capacities.items():
-                s.execute(update(Provider).where(Provider.id == self.w.provider_ids[name])
-                          .values(capacity_bps=mbps * MBPS))
+                s.execute(
+                    update(Provider)
+                    .where(Provider.id == self.w.provider_ids[name])
+                    .values(capacity_bps=mbps * MBPS)
+                )
         with self.w.store.read() as s:
             self.capacity = dict(s.execute(select(Provider.id, Provider.capacity_bps)).all())
         self.before = snapshot(self.w.store)
 
     @precondition(lambda self: brokering(self) < MAX_BROKERING)
-    @rule(user=st.sampled_from(USERS), slot=st.sampled_from(SLOTS),
-          services=st.sampled_from(("anonymize", "anonymize,checksum", "anonymize", "identity")),
-          mbps=st.integers(2, 6), rates=st.sampled_from(("max", "min", "both")),
-          limit=st.none() | st.integers(40, 400), key=KEY)
+    @rule(
+        user=st.sampled_from(USERS),
+        slot=st.sampled_from(SLOTS),
+        services=st.sampled_from(("anonymize", "anonymize,checksum", "anonymize", "identity")),
+        mbps=st.integers(2, 6),
+        rates=st.sampled_from(("max", "min", "both")),
+        limit=st.none() | st.integers(40, 400),
+        key=KEY,
+    )
     def submit(self, user, slot, services, mbps, rates, limit, key):
         low = mbps * MBPS // 2 if rates == "both" else mbps * MBPS
-        self.call(submit_request, self.w.users[user], key=key, terms=request_terms,
-                  services=services, starts_at=T0 + slot[0] * HOUR, ends_at=T0 + slot[1] * HOUR,
-                  max_rate_bps=None if rates == "min" else mbps * MBPS,
-                  min_rate_bps=None if rates == "max" else low, max_price_minor=limit)
+        self.call(
+            submit_request,
+            self.w.users[user],
+            key=key,
+            terms=request_terms,
+            services=services,
+            starts_at=T0 + slot[0] * HOUR,
+            ends_at=T0 + slot[1] * HOUR,
+            max_rate_bps=None if rates == "min" else mbps * MBPS,
+            min_rate_bps=None if rates == "max" else low,
+            max_price_minor=limit,
+        )
 
     @precondition(lambda self: brokering(self) >= 2)
     @rule(pick=PICK, live=LIVE, key=KEY)
@@ -333,36 +379,67 @@ class MarketMachine(RuleBasedStateMachine):
         """Withdraw a request (only while another is brokering: a market emptied by cancels
         has nothing left to test)."""
         request = self.choose("service_requests", pick, live, "brokering")
-        self.call(cancel_request, self.w.user_by_id[request.user_id], request.id, key=key,
-                  terms=cancelled_terms)
+        self.call(
+            cancel_request,
+            self.w.user_by_id[request.user_id],
+            request.id,
+            key=key,
+            terms=cancelled_terms,
+        )
 
     @while_some("service_requests", "brokering")
-    @rule(pick=PICK, live=LIVE, quantity=st.integers(1, 3), reserve=st.integers(5, 100),
-          closes_in=st.integers(5, 60), by=st.sampled_from(("user", "home")), key=KEY)
+    @rule(
+        pick=PICK,
+        live=LIVE,
+        quantity=st.integers(1, 3),
+        reserve=st.integers(5, 100),
+        closes_in=st.integers(5, 60),
+        by=st.sampled_from(("user", "home")),
+        key=KEY,
+    )
     def auction(self, pick, live, quantity, reserve, closes_in, by, key):
         request = self.choose("service_requests", pick, live, "brokering")
-        actor = self.w.user_by_id[request.user_id] if by == "user" else \
-            self.w.providers["home"]
-        self.call(open_auction, actor, request.id, key=key, terms=auction_terms,
-                  closes_at=self.clock + closes_in * MINUTE, reserve_price_minor=reserve,
-                  quantity=quantity)
+        actor = self.w.user_by_id[request.user_id] if by == "user" else self.w.providers["home"]
+        self.call(
+            open_auction,
+            actor,
+            request.id,
+            key=key,
+            terms=auction_terms,
+            closes_at=self.clock + closes_in * MINUTE,
+            reserve_price_minor=reserve,
+            quantity=quantity,
+        )
 
     @while_some("auctions", "open")
-    @rule(pick=PICK, live=LIVE, asks=st.lists(st.tuples(
-        st.sampled_from(("home", *OUTSIDERS)), st.integers(0, 105), KEY), min_size=1,
-        max_size=4))
+    @rule(
+        pick=PICK,
+        live=LIVE,
+        asks=st.lists(
+            st.tuples(st.sampled_from(("home", *OUTSIDERS)), st.integers(0, 105), KEY),
+            min_size=1,
+            max_size=4,
+        ),
+    )
     def bid(self, pick, live, asks):
         """Asks of ``percent`` of the reserve, each its own call (a provider's second ask
         revises its first)."""
         auction = self.choose("auctions", pick, live, "open")
         for provider, percent, key in asks:
-            self.call(submit_bid, self.w.providers[provider], auction.id, key=key,
-                      terms=bid_terms, provider_id=self.w.provider_ids[provider],
-                      price_minor=auction.reserve_price_minor * percent // 100)
+            self.call(
+                submit_bid,
+                self.w.providers[provider],
+                auction.id,
+                key=key,
+                terms=bid_terms,
+                provider_id=self.w.provider_ids[provider],
+                price_minor=auction.reserve_price_minor * percent // 100,
+            )
 
     @while_some("auctions", "open")
-    @rule(pick=PICK, live=LIVE, late=st.integers(0, 30), by=st.sampled_from(("user", "home")),
-          key=KEY)
+    @rule(
+        pick=PICK, live=LIVE, late=st.integers(0, 30), by=st.sampled_from(("user", "home")), key=KEY
+    )
     def close(self, pick, live, late, by, key):
         """Close at (or ``late`` minutes after) the closing time: the clock moves there."""
         auction = self.choose("auctions", pick, live, "open")
@@ -371,36 +448,69 @@ class MarketMachine(RuleBasedStateMachine):
         self.call(close_auction, actor, auction.id, key=key, terms=closed_terms)
 
     @while_some("service_requests", "brokering")
-    @rule(pick=PICK, live=LIVE, provider=st.sampled_from(("north", "north", *OUTSIDERS)),
-          mode=st.sampled_from(("user", "user", "agent")),
-          limit=st.none() | st.none() | st.integers(10, 150),
-          opening=st.none() | st.integers(0, 40), deadline_in=st.integers(10, 120),
-          rounds=st.integers(1, 6), key=KEY)
+    @rule(
+        pick=PICK,
+        live=LIVE,
+        provider=st.sampled_from(("north", "north", *OUTSIDERS)),
+        mode=st.sampled_from(("user", "user", "agent")),
+        limit=st.none() | st.none() | st.integers(10, 150),
+        opening=st.none() | st.integers(0, 40),
+        deadline_in=st.integers(10, 120),
+        rounds=st.integers(1, 6),
+        key=KEY,
+    )
     def negotiate(self, pick, live, provider, mode, limit, opening, deadline_in, rounds, key):
         request = self.choose("service_requests", pick, live, "brokering")
         if mode == "agent" and limit is None and live:
             limit = 100  # an agent needs a limit: most get one, the rest are refused
-        self.call(start_negotiation, self.w.user_by_id[request.user_id], request.id,
-                  self.w.provider_ids[provider], key=key, terms=negotiation_terms, mode=mode,
-                  deadline=self.clock + deadline_in * MINUTE, max_rounds=rounds,
-                  max_price_minor=limit, opening_price_minor=opening)
+        self.call(
+            start_negotiation,
+            self.w.user_by_id[request.user_id],
+            request.id,
+            self.w.provider_ids[provider],
+            key=key,
+            terms=negotiation_terms,
+            mode=mode,
+            deadline=self.clock + deadline_in * MINUTE,
+            max_rounds=rounds,
+            max_price_minor=limit,
+            opening_price_minor=opening,
+        )
 
     @while_some("negotiations", "open")
-    @rule(pick=PICK, live=LIVE, by=st.sampled_from(("hand", "hand", "hand", "user", "seller")),
-          action=st.sampled_from(("offer", "accept", "accept", "reject")),
-          price=st.integers(0, 120), key=KEY)
+    @rule(
+        pick=PICK,
+        live=LIVE,
+        by=st.sampled_from(("hand", "hand", "hand", "user", "seller")),
+        action=st.sampled_from(("offer", "accept", "accept", "reject")),
+        price=st.integers(0, 120),
+        key=KEY,
+    )
     def move(self, pick, live, by, action, price, key):
         """A move by the user or the provider; ``hand``: by a side that moves by hand."""
         negotiation = self.choose("negotiations", pick, live, "open")
         if by == "hand":
             by = "user" if negotiation.buyer_mode == "user" else "seller"
-        actor = self.user_of(negotiation.request_id) if by == "user" else \
-            self.w.provider_by_id[negotiation.provider_id]
-        self.call(act, actor, negotiation.id, action, key=key, terms=moved_terms,
-                  price_minor=price if action == "offer" else None)
+        actor = (
+            self.user_of(negotiation.request_id)
+            if by == "user"
+            else self.w.provider_by_id[negotiation.provider_id]
+        )
+        self.call(
+            act,
+            actor,
+            negotiation.id,
+            action,
+            key=key,
+            terms=moved_terms,
+            price_minor=price if action == "offer" else None,
+        )
 
-    @precondition(lambda self: any(r.status == "open" for table in ("auctions", "negotiations")
-                                   for r in self.before[table]))
+    @precondition(
+        lambda self: any(
+            r.status == "open" for table in ("auctions", "negotiations") for r in self.before[table]
+        )
+    )
     @rule(minutes=st.integers(1, 15), expire=st.booleans())
     def wait(self, minutes, expire):
         """Time passes while something runs; the server may run its periodic expiry of
@@ -418,11 +528,20 @@ class MarketMachine(RuleBasedStateMachine):
         call = self.keyed[pick % len(self.keyed)]
         try:
             with self.w.store.write() as s:
-                again = call.terms(call.function(s, call.actor, *call.args, now=self.clock,
-                                                 idempotency_key=call.key, **call.kwargs))
+                again = call.terms(
+                    call.function(
+                        s,
+                        call.actor,
+                        *call.args,
+                        now=self.clock,
+                        idempotency_key=call.key,
+                        **call.kwargs,
+                    )
+                )
         except BrokerError as exc:
-            raise AssertionError(f"the retry of {call} at {self.clock} was refused: "
-                                 f"{exc!r}") from exc
+            raise AssertionError(
+                f"the retry of {call} at {self.clock} was refused: {exc!r}"
+            ) from exc
         assert again == call.first, f"the retry of {call} gave {again}"
         self.assert_unchanged(f"the retry of {call}")
 
@@ -434,8 +553,9 @@ class MarketMachine(RuleBasedStateMachine):
             return
         snap = self.before = snapshot(self.w.store)
         self.stale = False
-        problems = (award_problems(snap) + capacity_problems(snap, self.capacity)
-                    + brokering_problems(snap))
+        problems = (
+            award_problems(snap) + capacity_problems(snap, self.capacity) + brokering_problems(snap)
+        )
         assert not problems, problems
 
 
@@ -447,7 +567,11 @@ SETTINGS = {
 
 def test_the_market_keeps_its_rules_under_random_calls(store):
     world = build_world(store)
-    run_state_machine_as_test(lambda: MarketMachine(world), settings=settings(
-        SETTINGS[store.backend], deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]))
-
+    run_state_machine_as_test(
+        lambda: MarketMachine(world),
+        settings=settings(
+            SETTINGS[store.backend],
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        ),
+    )

@@ -29,8 +29,9 @@ VOLUME = 10 * 10**9
 def brokered(world):
     alice = world.m.actor("device", world.alice_phone)
     with world.m.store.write() as s:
-        world.request = submit_request(s, alice, services="anonymize", volume_bytes=VOLUME,
-                                       now=T0).id
+        world.request = submit_request(
+            s, alice, services="anonymize", volume_bytes=VOLUME, now=T0
+        ).id
     return world
 
 
@@ -48,8 +49,12 @@ def move(w, actor, nid, action, price=None, now=T0 + HOUR / 4):
 
 def moves(w, nid):
     with w.m.store.read() as s:
-        return [(o.side, o.action, o.actor, o.price_minor) for o in
-                s.scalars(select(Offer).where(Offer.negotiation_id == nid).order_by(Offer.round))]
+        return [
+            (o.side, o.action, o.actor, o.price_minor)
+            for o in s.scalars(
+                select(Offer).where(Offer.negotiation_id == nid).order_by(Offer.round)
+            )
+        ]
 
 
 def negotiation(w, nid):
@@ -64,7 +69,7 @@ def test_an_agent_and_a_policy_meet_between_reservation_and_limit(brokered):
     status, price, _ = negotiation(w, nid)
     assert status == "agreed" and 800 <= price <= 900
     record = moves(w, nid)
-    assert record[0] == ("buyer", "offer", "agent", 450)       # opens at half its limit
+    assert record[0] == ("buyer", "offer", "agent", 450)  # opens at half its limit
     # The policy's first ask comes one round in: a ninth of the way from 1000 to 800.
     assert record[1] == ("seller", "offer", "policy", 978)
     assert record[-1][1:] == ("accept", record[-1][2], price)
@@ -75,7 +80,11 @@ def test_an_agent_and_a_policy_meet_between_reservation_and_limit(brokered):
     with w.m.store.read() as s:
         award = s.scalar(select(Award))
         assert (award.provider_id, award.source, award.negotiation_id, award.price_minor) == (
-            w.north, "negotiation", nid, price)
+            w.north,
+            "negotiation",
+            nid,
+            price,
+        )
         assert s.get(ServiceRequest, w.request).status == "awarded"
 
 
@@ -92,12 +101,16 @@ def test_no_zone_of_agreement_expires_after_the_round_limit(brokered):
 
 def test_boulware_concedes_later_than_conceder(brokered):
     w = brokered
-    hard = start(w, w.north, mode="agent", max_price_minor=700, max_rounds=8,
-                 buyer_beta_ppm=200_000)
-    soft = start(w, w.south, mode="agent", max_price_minor=700, max_rounds=8,
-                 buyer_beta_ppm=5_000_000)
-    second = [[p for side, a, _, p in moves(w, n) if side == "buyer" and a == "offer"][1]
-              for n in (hard, soft)]
+    hard = start(
+        w, w.north, mode="agent", max_price_minor=700, max_rounds=8, buyer_beta_ppm=200_000
+    )
+    soft = start(
+        w, w.south, mode="agent", max_price_minor=700, max_rounds=8, buyer_beta_ppm=5_000_000
+    )
+    second = [
+        [p for side, a, _, p in moves(w, n) if side == "buyer" and a == "offer"][1]
+        for n in (hard, soft)
+    ]
     assert second[0] < second[1]
 
 
@@ -106,14 +119,26 @@ def test_the_agent_keeps_to_the_users_minimum_reputation(brokered):
     with w.m.store.write() as s:
         earlier = s.get(ServiceRequest, w.request)
         a = past_award(s, w.alice, w.north, T0)
-        s.add(Rating(award_id=a.id, direction="service", user_id=w.alice, provider_id=w.north,
-                     score=0, rated_at=T0))
+        s.add(
+            Rating(
+                award_id=a.id,
+                direction="service",
+                user_id=w.alice,
+                provider_id=w.north,
+                score=0,
+                rated_at=T0,
+            )
+        )
         earlier.status = "brokering"
         s.execute(Award.__table__.update().values(status="delivered"))
     with pytest.raises(NotEligible, match=r"reputation 0.333 \(1 ratings\), below the minimum"):
         start(w, w.north, mode="agent", max_price_minor=900, min_reputation_ppm=400_000)
-    assert negotiation(w, start(w, w.south, mode="agent", max_price_minor=900,
-                                min_reputation_ppm=400_000))[0] == "agreed"
+    assert (
+        negotiation(
+            w, start(w, w.south, mode="agent", max_price_minor=900, min_reputation_ppm=400_000)
+        )[0]
+        == "agreed"
+    )
 
 
 def test_a_user_negotiates_by_hand_with_a_policy(brokered):
@@ -125,7 +150,7 @@ def test_a_user_negotiates_by_hand_with_a_policy(brokered):
     assert moves(w, nid)[-1][:3] == ("seller", "offer", "policy")
     ask = moves(w, nid)[-1][3]
     assert 800 <= ask < 1000
-    assert move(w, alice, nid, "offer", ask) == "agreed"   # the policy accepts its own ask
+    assert move(w, alice, nid, "offer", ask) == "agreed"  # the policy accepts its own ask
     assert negotiation(w, nid)[1] == ask
 
 
@@ -153,8 +178,12 @@ def test_a_manual_provider_answers_by_hand(brokered):
     move(w, seller, nid, "offer", 900)
     move(w, alice, nid, "offer", 600)
     assert move(w, seller, nid, "reject") == "rejected"
-    assert [m[:2] for m in moves(w, nid)] == [("buyer", "offer"), ("seller", "offer"),
-                                              ("buyer", "offer"), ("seller", "reject")]
+    assert [m[:2] for m in moves(w, nid)] == [
+        ("buyer", "offer"),
+        ("seller", "offer"),
+        ("buyer", "offer"),
+        ("seller", "reject"),
+    ]
 
 
 def test_an_agent_against_a_manual_provider(brokered):
@@ -166,7 +195,7 @@ def test_an_agent_against_a_manual_provider(brokered):
     # Progress 2/3: the agent would offer 400 + 400 * 2/3 = 666 < 700, so it counters.
     assert moves(w, nid)[-1] == ("buyer", "offer", "agent", 666)
     assert move(w, w.m.actor("provider", manual), nid, "offer", 700) == "agreed"
-    assert negotiation(w, nid)[1] == 700   # the last round: the agent stands at its limit
+    assert negotiation(w, nid)[1] == 700  # the last round: the agent stands at its limit
 
 
 def test_the_deadline_ends_the_negotiation(brokered):
@@ -187,18 +216,24 @@ def test_starting_is_checked(brokered):
     with pytest.raises(InvalidInput) as err:
         start(w, w.north, mode="agent")
     assert err.value.field == "max_price_minor"
-    for kw, field in (({"mode": "haggle"}, "mode"), ({"mode": "user", "deadline": T0}, "deadline"),
-                      ({"mode": "user", "max_rounds": 0}, "max_rounds"),
-                      ({"mode": "agent", "max_price_minor": 10, "opening_price_minor": 11},
-                       "opening_price_minor")):
+    for kw, field in (
+        ({"mode": "haggle"}, "mode"),
+        ({"mode": "user", "deadline": T0}, "deadline"),
+        ({"mode": "user", "max_rounds": 0}, "max_rounds"),
+        (
+            {"mode": "agent", "max_price_minor": 10, "opening_price_minor": 11},
+            "opening_price_minor",
+        ),
+    ):
         with pytest.raises(InvalidInput) as err:
             start(w, w.north, **kw)
         assert err.value.field == field
     with pytest.raises(NotEligible, match="home network"):
         start(w, w.home, mode="user")
     with w.m.store.write() as s, pytest.raises(NotYours):
-        start_negotiation(s, w.m.actor("user", w.bob), w.request, w.north, mode="user",
-                          deadline=T0 + HOUR, now=T0)
+        start_negotiation(
+            s, w.m.actor("user", w.bob), w.request, w.north, mode="user", deadline=T0 + HOUR, now=T0
+        )
 
 
 def test_a_settled_request_is_not_negotiated_again(brokered):
@@ -240,12 +275,23 @@ def test_an_agreement_the_provider_can_no_longer_carry_fails(world):
     small = m.provider(world.south_net, "small", capacity_bps=10_000_000)
     alice = m.actor("user", world.alice)
     with m.store.write() as s:
-        first, second = (submit_request(s, alice, services="anonymize", starts_at=T0 + n * HOUR,
-                                        ends_at=T0 + (n + 2) * HOUR, max_rate_bps=6_000_000,
-                                        now=T0 - HOUR).id for n in (0, 1))
+        first, second = (
+            submit_request(
+                s,
+                alice,
+                services="anonymize",
+                starts_at=T0 + n * HOUR,
+                ends_at=T0 + (n + 2) * HOUR,
+                max_rate_bps=6_000_000,
+                now=T0 - HOUR,
+            ).id
+            for n in (0, 1)
+        )
     with m.store.write() as s:
-        one, two = (start_negotiation(s, alice, r, small, mode="user", deadline=T0, now=T0 - HOUR)
-                    .id for r in (first, second))
+        one, two = (
+            start_negotiation(s, alice, r, small, mode="user", deadline=T0, now=T0 - HOUR).id
+            for r in (first, second)
+        )
     assert move(world, alice, one, "accept", now=T0 - HOUR) == "agreed"
     assert move(world, alice, two, "accept", now=T0 - HOUR) == "failed"
     _, price, reason = negotiation(world, two)

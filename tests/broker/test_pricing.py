@@ -16,16 +16,22 @@ from broker.models import PricePolicy, ServiceRequest
 from broker.pricing import buyer_offer, concession, list_price, reservation_price, seller_ask
 from engine.services import available
 
-POLICY = PricePolicy(currency="EUR", per_gb_minor=250, per_mbps_hour_minor=7,
-                     reservation_ppm=750_000, concession_beta_ppm=1_000_000)
+POLICY = PricePolicy(
+    currency="EUR",
+    per_gb_minor=250,
+    per_mbps_hour_minor=7,
+    reservation_ppm=750_000,
+    concession_beta_ppm=1_000_000,
+)
 
 
 def test_blocks_are_priced_per_mbit_per_hour_rounded_up():
-    block = ServiceRequest(starts_at=T0, ends_at=T0 + timedelta(minutes=90),
-                           max_rate_bps=20_000_000, min_rate_bps=1)
-    assert list_price(POLICY, block) == 210      # 20 Mbit/s * 1.5 h * 7
+    block = ServiceRequest(
+        starts_at=T0, ends_at=T0 + timedelta(minutes=90), max_rate_bps=20_000_000, min_rate_bps=1
+    )
+    assert list_price(POLICY, block) == 210  # 20 Mbit/s * 1.5 h * 7
     block.ends_at = T0 + timedelta(seconds=1)
-    assert list_price(POLICY, block) == 1        # 0.0389 rounds up to one minor unit
+    assert list_price(POLICY, block) == 1  # 0.0389 rounds up to one minor unit
     assert reservation_price(POLICY, 210) == 158  # 157.5 up
 
 
@@ -39,8 +45,8 @@ def test_concession_curves_run_from_opening_to_limit():
     assert seller_ask(1000, 800, 1, 1_000_000) == 800
     assert seller_ask(1000, 800, 0.5, 1_000_000) == 900
     assert buyer_offer(400, 800, 0.5, 1_000_000) == 600
-    assert buyer_offer(400, 800, 0.5, 500_000) == 500      # Boulware: 0.5 ** 2
-    assert buyer_offer(400, 800, 0.25, 2_000_000) == 600   # Conceder: 0.25 ** 0.5
+    assert buyer_offer(400, 800, 0.5, 500_000) == 500  # Boulware: 0.5 ** 2
+    assert buyer_offer(400, 800, 0.25, 2_000_000) == 600  # Conceder: 0.25 ** 0.5
 
 
 @given(st.floats(0, 1), st.floats(0, 1), st.integers(1, 10_000_000))

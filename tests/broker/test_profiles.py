@@ -20,12 +20,26 @@ from broker.profiles import (
     SortKey,
 )
 
-DOC = {"name": "by service", "group_by": ["service", "provider"],
-       "detail": ["summary", "detail"],
-       "columns": ["date", "provider", "network", "service", "device", "phone", "recipient",
-                   "kind", "quantity", "amount"],
-       "sort": [{"key": "amount", "order": "desc"}], "locale": "de_DE",
-       "timezone": "Europe/Berlin"}
+DOC = {
+    "name": "by service",
+    "group_by": ["service", "provider"],
+    "detail": ["summary", "detail"],
+    "columns": [
+        "date",
+        "provider",
+        "network",
+        "service",
+        "device",
+        "phone",
+        "recipient",
+        "kind",
+        "quantity",
+        "amount",
+    ],
+    "sort": [{"key": "amount", "order": "desc"}],
+    "locale": "de_DE",
+    "timezone": "Europe/Berlin",
+}
 
 
 def test_the_example_profile_parses():
@@ -46,8 +60,9 @@ def test_the_default_profile():
 
 
 def test_defaults_and_normal_forms():
-    profile = Profile.from_json({"name": "  mine  ", "group_by": ["kind", "month"],
-                                 "detail": "summary", "locale": "de-DE"})
+    profile = Profile.from_json(
+        {"name": "  mine  ", "group_by": ["kind", "month"], "detail": "summary", "locale": "de-DE"}
+    )
     assert profile.name == "mine"
     assert profile.detail == ("summary", "summary")  # one entry per level
     assert profile.locale == "de_DE"
@@ -79,42 +94,45 @@ def _with(path: str, value: object) -> dict:
 _DELETE = object()
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    (("name", _DELETE), "name"),
-    (("name", ""), "name"),
-    (("name", "   "), "name"),
-    (("name", 7), "name"),
-    (("name", "x" * (MAX_NAME + 1)), "name"),
-    (("name", "tab\there"), "name"),
-    (("group_by", ["service", "provider", "colour"]), "group_by[2]"),
-    (("group_by", ["service", "service"]), "group_by[1]"),
-    (("group_by", "service"), "group_by"),
-    (("group_by", [7]), "group_by[0]"),
-    (("group_by", [*GROUP_KEYS[:MAX_LEVELS], GROUP_KEYS[MAX_LEVELS]]), "group_by"),
-    (("detail", "full"), "detail"),
-    (("detail", ["summary"]), "detail"),
-    (("detail", ["summary", "brief"]), "detail[1]"),
-    (("detail", 3), "detail"),
-    (("columns", ["date", "colour", "amount"]), "columns[1]"),
-    (("columns", ["amount", "amount"]), "columns[1]"),
-    (("columns", ["date", "provider"]), "columns"),
-    (("columns", []), "columns"),
-    (("sort", [{"key": "amount"}, {"key": "colour"}]), "sort[1].key"),
-    (("sort", [{"key": "amount"}, {"key": "amount", "order": "desc"}]), "sort[1].key"),
-    (("sort.order", "down"), "sort[0].order"),
-    (("sort.direction", "desc"), "sort[0].direction"),
-    (("sort", ["amount"]), "sort[0]"),
-    (("sort", "amount"), "sort"),
-    (("locale", "xx_YY"), "locale"),
-    (("locale", "not a locale"), "locale"),
-    (("locale", ""), "locale"),
-    (("locale", None), "locale"),
-    (("timezone", "Mars/Olympus"), "timezone"),
-    (("timezone", "../../etc/passwd"), "timezone"),
-    (("timezone", ""), "timezone"),
-    (("timezone", 1), "timezone"),
-    (("colour", "blue"), "colour"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (("name", _DELETE), "name"),
+        (("name", ""), "name"),
+        (("name", "   "), "name"),
+        (("name", 7), "name"),
+        (("name", "x" * (MAX_NAME + 1)), "name"),
+        (("name", "tab\there"), "name"),
+        (("group_by", ["service", "provider", "colour"]), "group_by[2]"),
+        (("group_by", ["service", "service"]), "group_by[1]"),
+        (("group_by", "service"), "group_by"),
+        (("group_by", [7]), "group_by[0]"),
+        (("group_by", [*GROUP_KEYS[:MAX_LEVELS], GROUP_KEYS[MAX_LEVELS]]), "group_by"),
+        (("detail", "full"), "detail"),
+        (("detail", ["summary"]), "detail"),
+        (("detail", ["summary", "brief"]), "detail[1]"),
+        (("detail", 3), "detail"),
+        (("columns", ["date", "colour", "amount"]), "columns[1]"),
+        (("columns", ["amount", "amount"]), "columns[1]"),
+        (("columns", ["date", "provider"]), "columns"),
+        (("columns", []), "columns"),
+        (("sort", [{"key": "amount"}, {"key": "colour"}]), "sort[1].key"),
+        (("sort", [{"key": "amount"}, {"key": "amount", "order": "desc"}]), "sort[1].key"),
+        (("sort.order", "down"), "sort[0].order"),
+        (("sort.direction", "desc"), "sort[0].direction"),
+        (("sort", ["amount"]), "sort[0]"),
+        (("sort", "amount"), "sort"),
+        (("locale", "xx_YY"), "locale"),
+        (("locale", "not a locale"), "locale"),
+        (("locale", ""), "locale"),
+        (("locale", None), "locale"),
+        (("timezone", "Mars/Olympus"), "timezone"),
+        (("timezone", "../../etc/passwd"), "timezone"),
+        (("timezone", ""), "timezone"),
+        (("timezone", 1), "timezone"),
+        (("colour", "blue"), "colour"),
+    ],
+)
 def test_each_fault_names_its_field(change, field):
     with pytest.raises(InvalidInput) as exc:
         Profile.from_json(_with(*change))
@@ -132,8 +150,10 @@ def test_every_key_and_column_is_accepted():
     for key in GROUP_KEYS:
         assert Profile.from_json({"name": key, "group_by": [key]}).group_by == (key,)
     assert Profile.from_json({"name": "all", "columns": list(COLUMNS)}).columns == COLUMNS
-    assert len(Profile.from_json({"name": "deep", "group_by": list(GROUP_KEYS[:MAX_LEVELS])})
-               .group_by) == MAX_LEVELS
+    assert (
+        len(Profile.from_json({"name": "deep", "group_by": list(GROUP_KEYS[:MAX_LEVELS])}).group_by)
+        == MAX_LEVELS
+    )
 
 
 @settings(max_examples=60, deadline=None)

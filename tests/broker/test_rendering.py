@@ -29,11 +29,17 @@ from broker.rendering import (
 from broker.statement_layout import layout
 
 ROOT = Path(__file__).resolve().parents[2]
-BY_SERVICE = Profile.from_json({
-    "name": "by service", "group_by": ["service", "provider"], "detail": "detail",
-    "columns": ["date", "provider", "recipient", "kind", "quantity", "amount"],
-    "sort": [{"key": "amount", "order": "desc"}], "locale": "de_DE",
-    "timezone": "Europe/Berlin"})
+BY_SERVICE = Profile.from_json(
+    {
+        "name": "by service",
+        "group_by": ["service", "provider"],
+        "detail": "detail",
+        "columns": ["date", "provider", "recipient", "kind", "quantity", "amount"],
+        "sort": [{"key": "amount", "order": "desc"}],
+        "locale": "de_DE",
+        "timezone": "Europe/Berlin",
+    }
+)
 
 
 def formatter(locale: str = "en_US") -> Formatter:
@@ -48,19 +54,22 @@ def plain(text: str) -> str:
 # -- money -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("minor", "currency", "digits", "locale", "shown"), [
-    (1234567, "EUR", 2, "de_DE", "12.345,67\u00a0€"),
-    (1234567, "EUR", 2, "en_US", "€12,345.67"),
-    (1234567, "KWD", 3, "en_US", "KWD1,234.567"),
-    (1234567, "KWD", 3, "de_DE", "1.234,567\u00a0KWD"),
-    (1234567, "JPY", 0, "en_US", "¥1,234,567"),
-    (1234567, "JPY", 0, "ja_JP", "￥1,234,567"),
-    (-4950, "EUR", 2, "de_DE", "-49,50\u00a0€"),
-    (-4950, "EUR", 2, "en_US", "-€49.50"),
-    (5, "EUR", 2, "en_US", "€0.05"),
-    (1234567, "IQD", 3, "en_US", "IQD1,234.567"),  # ISO's 3 digits, not CLDR's 0
-    (2**63 - 1, "EUR", 2, "de_DE", "92.233.720.368.547.758,07\u00a0€"),  # no float anywhere
-])
+@pytest.mark.parametrize(
+    ("minor", "currency", "digits", "locale", "shown"),
+    [
+        (1234567, "EUR", 2, "de_DE", "12.345,67\u00a0€"),
+        (1234567, "EUR", 2, "en_US", "€12,345.67"),
+        (1234567, "KWD", 3, "en_US", "KWD1,234.567"),
+        (1234567, "KWD", 3, "de_DE", "1.234,567\u00a0KWD"),
+        (1234567, "JPY", 0, "en_US", "¥1,234,567"),
+        (1234567, "JPY", 0, "ja_JP", "￥1,234,567"),
+        (-4950, "EUR", 2, "de_DE", "-49,50\u00a0€"),
+        (-4950, "EUR", 2, "en_US", "-€49.50"),
+        (5, "EUR", 2, "en_US", "€0.05"),
+        (1234567, "IQD", 3, "en_US", "IQD1,234.567"),  # ISO's 3 digits, not CLDR's 0
+        (2**63 - 1, "EUR", 2, "de_DE", "92.233.720.368.547.758,07\u00a0€"),  # no float anywhere
+    ],
+)
 def test_money_shows_exactly_the_rated_digits(minor, currency, digits, locale, shown):
     assert formatter(locale).money(minor, currency, digits) == shown
 
@@ -90,11 +99,20 @@ def test_json_is_the_data_with_integer_minor_units():
     assert doc["statement"]["number"] == 7 and doc["statement"]["title"] == "Abrechnung 7"
     assert doc["profile"] == BY_SERVICE.to_json()
     assert doc["totals"] == [
-        {"amount_minor": 1232157, "currency": "EUR", "minor_digits": 2,
-         "formatted": "12.321,57\u00a0€"},
+        {
+            "amount_minor": 1232157,
+            "currency": "EUR",
+            "minor_digits": 2,
+            "formatted": "12.321,57\u00a0€",
+        },
         {"amount_minor": 700, "currency": "JPY", "minor_digits": 0, "formatted": "700\u00a0¥"},
-        {"amount_minor": 1234567, "currency": "KWD", "minor_digits": 3,
-         "formatted": "1.234,567\u00a0KWD"}]
+        {
+            "amount_minor": 1234567,
+            "currency": "KWD",
+            "minor_digits": 3,
+            "formatted": "1.234,567\u00a0KWD",
+        },
+    ]
     found = {}
 
     def walk(group):
@@ -103,12 +121,17 @@ def test_json_is_the_data_with_integer_minor_units():
             walk(child)
         for line in group.get("lines", []):
             found[line["id"]] = line
+
     for group in doc["groups"]:
         walk(group)
     assert sorted(found) == [line["id"] for line in statement["lines"]]
     credit = found[6]
-    assert credit["amount"] == {"amount_minor": -4950, "currency": "EUR", "minor_digits": 2,
-                                "formatted": "-49,50\u00a0€"}
+    assert credit["amount"] == {
+        "amount_minor": -4950,
+        "currency": "EUR",
+        "minor_digits": 2,
+        "formatted": "-49,50\u00a0€",
+    }
     assert credit["corrects"] == {"statement_number": 6, "line_id": 40}
     assert credit["cells"]["kind"] == "Gutschrift zu Abrechnung 6, Posten 40"
     assert credit["at"] == "2026-11-07T07:00:00+00:00"
@@ -124,7 +147,8 @@ def test_formats_and_media_types():
     statement = sample_statement()
     assert render_statement(statement, None, "text") == render(lay, "text")
     assert render_statement(statement, BY_SERVICE.to_json(), "json") == render(
-        layout(statement, BY_SERVICE), "json")
+        layout(statement, BY_SERVICE), "json"
+    )
     with pytest.raises(InvalidInput) as exc:
         render_statement(statement, {"name": "x", "group_by": ["colour"]}, "text")
     assert exc.value.field == "group_by[0]"
@@ -137,16 +161,21 @@ def test_formats_and_media_types():
 
 
 def test_text_golden_table():
-    statement = make_statement([
-        make_line(1, 2500, kind="price", quantity=None, unit=None),
-        make_line(2, 1234567, kind="bytes", quantity=1_500_000, unit="bytes"),
-        make_line(3, 40, kind="connect", provider="far-c", quantity=None, unit=None),
-    ])
-    profile = Profile(name="golden", group_by=("provider",),
-                      columns=("provider", "kind", "quantity", "amount"),
-                      sort=({"key": "amount", "order": "desc"},))
+    statement = make_statement(
+        [
+            make_line(1, 2500, kind="price", quantity=None, unit=None),
+            make_line(2, 1234567, kind="bytes", quantity=1_500_000, unit="bytes"),
+            make_line(3, 40, kind="connect", provider="far-c", quantity=None, unit=None),
+        ]
+    )
+    profile = Profile(
+        name="golden",
+        group_by=("provider",),
+        columns=("provider", "kind", "quantity", "amount"),
+        sort=({"key": "amount", "order": "desc"},),
+    )
     text = render(layout(statement, profile), "text")
-    table = text[text.index("Provider  Kind"):]
+    table = text[text.index("Provider  Kind") :]
     assert table == (
         "Provider  Kind            Quantity      Amount\n"
         "----------------------------------------------\n"
@@ -158,7 +187,8 @@ def test_text_golden_table():
         "far-c     connect                        €0.40\n"
         "Subtotal far-c                           €0.40\n"
         "==============================================\n"
-        "Total                               €12,371.07\n")
+        "Total                               €12,371.07\n"
+    )
 
 
 def test_text_header_and_aligned_amounts():
@@ -166,15 +196,20 @@ def test_text_header_and_aligned_amounts():
     text = render(layout(statement, BY_SERVICE), "text")
     lines = text.splitlines()
     assert lines[0] == "Abrechnung 7"
-    head = plain(text[:text.index("Datum")])
-    for part in ("Heimanbieter home-isp", "Nutzer alice", "Nummer 7",
-                 "Zeitraum 2026-11 (01.11.2026 \u2013 30.11.2026)",  # home-isp's days (UTC)
-                 "Inhalts-Hash 9f86d081884c7d65 ",
-                 "Summe 12.321,57 €; 700 ¥; 1.234,567 KWD"):
+    head = plain(text[: text.index("Datum")])
+    for part in (
+        "Heimanbieter home-isp",
+        "Nutzer alice",
+        "Nummer 7",
+        "Zeitraum 2026-11 (01.11.2026 \u2013 30.11.2026)",  # home-isp's days (UTC)
+        "Inhalts-Hash 9f86d081884c7d65 ",
+        "Summe 12.321,57 €; 700 ¥; 1.234,567 KWD",
+    ):
         assert part in head
     # every amount ends in the same column: lines, subtotals and totals
-    amounts = [line for line in lines if re.search(r"(€|¥|KWD)$", line)
-               and not line.startswith("Summe ")]
+    amounts = [
+        line for line in lines if re.search(r"(€|¥|KWD)$", line) and not line.startswith("Summe ")
+    ]
     assert len(amounts) >= 6 + 3
     assert len({len(line) for line in amounts}) == 1
     assert lines[-3].startswith("Summe") and lines[-3].endswith("12.321,57\u00a0€")
@@ -183,17 +218,23 @@ def test_text_header_and_aligned_amounts():
 
 
 def test_text_draft_and_summary():
-    statement = make_statement([make_line(1, 100), make_line(2, 200, provider="far-c")],
-                               finalized=False)
-    text = render(layout(statement, Profile(name="s", group_by=("provider",),
-                                            detail="summary")), "text")
+    statement = make_statement(
+        [make_line(1, 100), make_line(2, 200, provider="far-c")], finalized=False
+    )
+    text = render(
+        layout(statement, Profile(name="s", group_by=("provider",), detail="summary")), "text"
+    )
     assert text.splitlines()[0] == "Statement DRAFT"
     assert "Number         DRAFT" in text and "Content hash" not in text
     assert "usage report" not in text and "bytes" not in text  # no line rows
     lines = text.splitlines()
-    body = lines[lines.index("-" * len(lines[-2])) + 1:]
-    assert [plain(line) for line in body] == ["far-b €1.00", "far-c €2.00", "=" * len(body[2]),
-                                              "Total €3.00"]
+    body = lines[lines.index("-" * len(lines[-2])) + 1 :]
+    assert [plain(line) for line in body] == [
+        "far-b €1.00",
+        "far-c €2.00",
+        "=" * len(body[2]),
+        "Total €3.00",
+    ]
 
 
 def test_text_has_no_control_characters_from_names():
@@ -205,11 +246,9 @@ def test_text_has_no_control_characters_from_names():
 
 
 def test_twenty_lines_lay_out_and_render_in_milliseconds():
-    statement = make_statement([make_line(i, 100 * i, provider=f"p{i % 3}")
-                                for i in range(1, 21)])
+    statement = make_statement([make_line(i, 100 * i, provider=f"p{i % 3}") for i in range(1, 21)])
     render(layout(statement, BY_SERVICE), "text")  # warm the caches (locale data)
-    best = min(_timed(lambda: render(layout(statement, BY_SERVICE), "text"))
-               for _ in range(5))
+    best = min(_timed(lambda: render(layout(statement, BY_SERVICE), "text")) for _ in range(5))
     assert best < 0.05, f"{best * 1000:.1f} ms"  # about 3 ms unloaded
 
 
@@ -226,11 +265,23 @@ HOSTILE = "<script>alert(1)</script>"
 
 
 def test_html_escapes_hostile_names():
-    statement = make_statement([make_line(1, provider=HOSTILE, network='"><img src=x>',
-                                          description="</td></tr></table><b>x</b>")],
-                               user="<i>mallory</i>", home_provider="a&b")
-    profile = Profile(name="<h1>p</h1>", group_by=("provider", "network"),
-                      columns=("provider", "network", "description", "amount"))
+    statement = make_statement(
+        [
+            make_line(
+                1,
+                provider=HOSTILE,
+                network='"><img src=x>',
+                description="</td></tr></table><b>x</b>",
+            )
+        ],
+        user="<i>mallory</i>",
+        home_provider="a&b",
+    )
+    profile = Profile(
+        name="<h1>p</h1>",
+        group_by=("provider", "network"),
+        columns=("provider", "network", "description", "amount"),
+    )
     html = render(layout(statement, profile), "html")
     assert "<script>" not in html and "<img" not in html and "<i>" not in html
     assert "<b>" not in html and "<h1>p" not in html
@@ -265,8 +316,9 @@ def pdf_text(pdf: bytes, tmp_path: Path) -> str:
         pytest.skip("pdftotext (poppler-utils) is not installed; .ci/run installs it")
     path = tmp_path / "statement.pdf"
     path.write_bytes(pdf)
-    out = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], check=True,
-                         capture_output=True, timeout=60)
+    out = subprocess.run(
+        ["pdftotext", "-enc", "UTF-8", str(path), "-"], check=True, capture_output=True, timeout=60
+    )
     return plain(out.stdout.decode("utf-8"))
 
 
@@ -299,10 +351,14 @@ def test_the_periods_days_are_the_home_providers_whatever_the_profiles_time_zone
     profile in New York still shows 1 to 30 November (not 31 Oct to 30 Nov, nor 1 Dec)."""
     from datetime import UTC, datetime
 
-    statement = {**sample_statement(), "period_timezone": "Europe/Berlin",
-                 "period_start": datetime(2026, 10, 31, 23, tzinfo=UTC),
-                 "period_end": datetime(2026, 11, 30, 23, tzinfo=UTC)}
-    profile = Profile.from_json({**BY_SERVICE.to_json(), "locale": "en_US",
-                                 "timezone": "America/New_York"})
+    statement = {
+        **sample_statement(),
+        "period_timezone": "Europe/Berlin",
+        "period_start": datetime(2026, 10, 31, 23, tzinfo=UTC),
+        "period_end": datetime(2026, 11, 30, 23, tzinfo=UTC),
+    }
+    profile = Profile.from_json(
+        {**BY_SERVICE.to_json(), "locale": "en_US", "timezone": "America/New_York"}
+    )
     head = plain(render(layout(statement, profile), "text"))
     assert "Period 2026-11 (Nov 1, 2026 \u2013 Nov 30, 2026)" in head, head[:400]

@@ -35,7 +35,7 @@ def test_a_newcomer_stands_at_one_half():
 
 
 def test_good_and_bad_ratings_pull_the_reputation():
-    assert beta_reputation([(100, T0)] * 3, T0).ppm == 800_000          # 4 / 5
+    assert beta_reputation([(100, T0)] * 3, T0).ppm == 800_000  # 4 / 5
     assert beta_reputation([(0, T0)] * 3, T0).ppm == 200_000
     assert beta_reputation([(50, T0)] * 10, T0).ppm == 500_000
     assert beta_reputation([(100, T0), (0, T0)], T0).count == 2
@@ -46,7 +46,7 @@ def test_a_rating_weighs_half_as_much_after_each_half_life():
     fresh = beta_reputation([(100, T0)], T0, policy)
     aged = beta_reputation([(100, T0)], T0 + 30 * DAY, policy)
     older = beta_reputation([(100, T0)], T0 + 60 * DAY, policy)
-    assert (fresh.ppm, aged.ppm, older.ppm) == (666_667, 600_000, 555_556)   # 2/3, 1.5/2.5, ...
+    assert (fresh.ppm, aged.ppm, older.ppm) == (666_667, 600_000, 555_556)  # 2/3, 1.5/2.5, ...
     assert older.count == 1
     # Recent bad news outweighs old good news.
     mixed = beta_reputation([(100, T0), (100, T0), (0, T0 + 90 * DAY)], T0 + 90 * DAY, policy)
@@ -77,10 +77,15 @@ def test_ratings_go_both_ways_and_a_second_replaces_the_first(awarded):
     assert rate_as(w, w.m.actor("user", w.alice), 90, comment="fine after all") == first
     rate_as(w, home, 100)
     with w.m.store.read() as s:
-        rows = s.execute(select(Rating.direction, Rating.user_id, Rating.provider_id,
-                                Rating.score).order_by(Rating.direction)).all()
-        assert [tuple(r) for r in rows] == [("payment", w.alice, w.home, 100),
-                                            ("service", w.alice, w.home, 90)]
+        rows = s.execute(
+            select(Rating.direction, Rating.user_id, Rating.provider_id, Rating.score).order_by(
+                Rating.direction
+            )
+        ).all()
+        assert [tuple(r) for r in rows] == [
+            ("payment", w.alice, w.home, 100),
+            ("service", w.alice, w.home, 90),
+        ]
         assert provider_reputations(s, [w.home], now=T0 + HOUR)[w.home].count == 1
         assert provider_reputations(s, [w.home], now=T0 + HOUR)[w.home].ppm == 633_333
         assert user_reputations(s, [w.alice], now=T0 + HOUR)[w.alice].ppm == 666_667
@@ -117,9 +122,13 @@ def test_users_see_only_their_own_card(awarded):
 
 
 @settings(max_examples=200, deadline=None)
-@given(ratings=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 100),
-                                  st.integers(-10**12, 10**15)), max_size=40),
-       half_life_s=st.integers(1, 10**9))
+@given(
+    ratings=st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 100), st.integers(-(10**12), 10**15)),
+        max_size=40,
+    ),
+    half_life_s=st.integers(1, 10**9),
+)
 def test_the_bulk_arithmetic_equals_the_rule_one_owner_at_a_time(ratings, half_life_s):
     policy = ReputationPolicy(half_life=timedelta(seconds=half_life_s))
     owners = np.array([o for o, _, _ in ratings], dtype=np.int64)
@@ -136,26 +145,43 @@ def test_reputations_of_many_from_the_store_equal_the_rule_one_at_a_time(world):
     """Every path to a reputation (a list of ids, a SELECT of them, the table) agrees with
     `beta_reputation` over the provider's own ratings, read one by one as objects."""
     m, rng = world.m, random.Random(3)
-    providers = [world.north, world.south, world.home,
-                 *(m.provider(world.south_net, f"p{i}") for i in range(12))]
+    providers = [
+        world.north,
+        world.south,
+        world.home,
+        *(m.provider(world.south_net, f"p{i}") for i in range(12)),
+    ]
     with m.store.write() as s:
-
-        for provider in providers[:-2]:   # the last two stay newcomers
+        for provider in providers[:-2]:  # the last two stay newcomers
             for _ in range(rng.randint(1, 6)):
-                at = T0 - timedelta(seconds=rng.randint(-3600, 400 * 86400),
-                                    microseconds=rng.randint(0, 999_999))
+                at = T0 - timedelta(
+                    seconds=rng.randint(-3600, 400 * 86400), microseconds=rng.randint(0, 999_999)
+                )
                 award = past_award(s, world.alice, provider, at)
-                s.add(Rating(award_id=award.id, direction="service", user_id=world.alice,
-                             provider_id=provider, score=rng.randint(0, 100), rated_at=at))
+                s.add(
+                    Rating(
+                        award_id=award.id,
+                        direction="service",
+                        user_id=world.alice,
+                        provider_id=provider,
+                        score=rng.randint(0, 100),
+                        rated_at=at,
+                    )
+                )
     now, policy = T0 + 3 * DAY, ReputationPolicy(half_life=20 * DAY)
     with m.store.read() as s:
         by_list = provider_reputations(s, providers, now=now, policy=policy)
-        by_select = provider_reputations(s, select(Provider.id).where(Provider.id.in_(providers)),
-                                         now=now, policy=policy)
+        by_select = provider_reputations(
+            s, select(Provider.id).where(Provider.id.in_(providers)), now=now, policy=policy
+        )
         ids, ppm, counts = reputation_table(s, "service", providers, now=now, policy=policy)
         for provider in providers:
-            ratings = [(r.score, r.rated_at) for r in s.scalars(
-                select(Rating).where(Rating.provider_id == provider).order_by(Rating.id))]
+            ratings = [
+                (r.score, r.rated_at)
+                for r in s.scalars(
+                    select(Rating).where(Rating.provider_id == provider).order_by(Rating.id)
+                )
+            ]
             expected = beta_reputation(ratings, now, policy)
             assert by_list[provider] == by_select[provider] == expected
             at = int(np.searchsorted(ids, provider))

@@ -58,11 +58,14 @@ def test_a_missing_service_sends_the_request_to_other_networks(world):
 def test_capacity_already_promised_is_not_promised_twice(world):
     # home carries 100 Mbit/s; 60 + 60 overlapping does not fit, a later block does.
     assert submit(world, max_rate_bps=60_000_000)[1] == "served"
-    _rid, status, reason = submit(world, max_rate_bps=60_000_000,
-                                 starts_at=T0 + HOUR / 2, ends_at=T0 + 2 * HOUR)
+    _rid, status, reason = submit(
+        world, max_rate_bps=60_000_000, starts_at=T0 + HOUR / 2, ends_at=T0 + 2 * HOUR
+    )
     assert status == "brokering" and "40000000 bit/s spare" in reason
-    assert submit(world, max_rate_bps=60_000_000, starts_at=T0 + HOUR,
-                  ends_at=T0 + 2 * HOUR)[1] == "served"
+    assert (
+        submit(world, max_rate_bps=60_000_000, starts_at=T0 + HOUR, ends_at=T0 + 2 * HOUR)[1]
+        == "served"
+    )
     with world.m.store.read() as s:
         # The two served blocks follow one another: at no instant do both run.
         assert committed_bps(s, world.home, T0, T0 + 2 * HOUR, T0) == 60_000_000
@@ -85,22 +88,27 @@ def test_a_volume_is_priced_per_gigabyte(world):
         assert s.scalar(select(Award.price_minor).where(Award.request_id == rid)) == 251
 
 
-@pytest.mark.parametrize(("kw", "field"), [
-    ({"services": "teleport"}, "services"),
-    ({"services": ""}, "services"),
-    ({"volume_bytes": 10, "starts_at": T0, "ends_at": T0 + HOUR}, "volume_bytes"),
-    ({"starts_at": T0, "ends_at": T0}, "ends_at"),
-    ({"starts_at": T0, "ends_at": T0 + HOUR, "max_rate_bps": None}, "max_rate_bps"),
-    ({"starts_at": datetime(2030, 1, 1), "ends_at": T0 + HOUR}, "starts_at"),
-    ({"min_rate_bps": 5, "max_rate_bps": 4, "starts_at": T0, "ends_at": T0 + HOUR},
-     "min_rate_bps"),
-    ({"volume_bytes": 0}, "volume_bytes"),
-    ({"volume_bytes": 10, "data_cap_bytes": 5}, "data_cap_bytes"),
-    ({"volume_bytes": 10, "max_price_minor": 1.5}, "max_price_minor"),
-    ({"volume_bytes": 10, "currency": "XYZ"}, "currency"),
-    ({"volume_bytes": 10, "members": [{"kind": "phone", "value": "123"}]}, "members[0]"),
-    ({"volume_bytes": 10, "members": [{"kind": "pigeon", "value": 1}]}, "members[0]"),
-])
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"services": "teleport"}, "services"),
+        ({"services": ""}, "services"),
+        ({"volume_bytes": 10, "starts_at": T0, "ends_at": T0 + HOUR}, "volume_bytes"),
+        ({"starts_at": T0, "ends_at": T0}, "ends_at"),
+        ({"starts_at": T0, "ends_at": T0 + HOUR, "max_rate_bps": None}, "max_rate_bps"),
+        ({"starts_at": datetime(2030, 1, 1), "ends_at": T0 + HOUR}, "starts_at"),
+        (
+            {"min_rate_bps": 5, "max_rate_bps": 4, "starts_at": T0, "ends_at": T0 + HOUR},
+            "min_rate_bps",
+        ),
+        ({"volume_bytes": 0}, "volume_bytes"),
+        ({"volume_bytes": 10, "data_cap_bytes": 5}, "data_cap_bytes"),
+        ({"volume_bytes": 10, "max_price_minor": 1.5}, "max_price_minor"),
+        ({"volume_bytes": 10, "currency": "XYZ"}, "currency"),
+        ({"volume_bytes": 10, "members": [{"kind": "phone", "value": "123"}]}, "members[0]"),
+        ({"volume_bytes": 10, "members": [{"kind": "pigeon", "value": 1}]}, "members[0]"),
+    ],
+)
 def test_bad_input_is_refused_naming_the_field_and_stores_nothing(world, kw, field):
     with pytest.raises(InvalidInput) as err:
         submit(world, **kw)
@@ -111,11 +119,13 @@ def test_bad_input_is_refused_naming_the_field_and_stores_nothing(world, kw, fie
 
 def test_a_block_is_shared_by_phones_devices_and_users(world):
     phone = world.m.phone(world.bob, "+14155552671")
-    members = [{"kind": "phone", "value": "+1 415 555 2671"},
-               {"kind": "phone", "value": "+44 20 7946 0958"},
-               {"kind": "device", "value": world.bob_phone},
-               {"kind": "user", "value": world.bob},
-               {"kind": "address", "value": "udp://198.51.100.7:9000"}]
+    members = [
+        {"kind": "phone", "value": "+1 415 555 2671"},
+        {"kind": "phone", "value": "+44 20 7946 0958"},
+        {"kind": "device", "value": world.bob_phone},
+        {"kind": "user", "value": world.bob},
+        {"kind": "address", "value": "udp://198.51.100.7:9000"},
+    ]
     rid, _status, _ = submit(world, members=members)
     with world.m.store.read() as s:
         request = s.get(ServiceRequest, rid)
@@ -124,7 +134,8 @@ def test_a_block_is_shared_by_phones_devices_and_users(world):
             {"kind": "phone", "value": "+442079460958"},
             {"kind": "device", "value": world.bob_phone},
             {"kind": "user", "value": world.bob},
-            {"kind": "address", "value": "udp://198.51.100.7:9000"}]
+            {"kind": "address", "value": "udp://198.51.100.7:9000"},
+        ]
         assert request.members[0].phone_number_id == phone
         assert request.members[1].phone_number_id is None
         job = s.scalar(select(DeliveryJob))
@@ -153,8 +164,14 @@ def test_two_overlapping_first_calls_with_one_key_get_one_request(world):
     insert of the key waits on the first's, then rolls its savepoint back. Either way both
     callers get the first's request, and one request exists."""
     actor = world.m.actor("device", world.alice_phone)
-    kw = dict(services="identity,checksum", starts_at=T0, ends_at=T0 + HOUR,
-              max_rate_bps=10_000_000, now=T0 - HOUR, idempotency_key="same")
+    kw = dict(
+        services="identity,checksum",
+        starts_at=T0,
+        ends_at=T0 + HOUR,
+        max_rate_bps=10_000_000,
+        now=T0 - HOUR,
+        idempotency_key="same",
+    )
     recorded, release, got = threading.Event(), threading.Event(), {}
 
     def first():

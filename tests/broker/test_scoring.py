@@ -25,17 +25,23 @@ def result(outcomes):
 
 # -- worked examples ------------------------------------------------------------------------
 
+
 def test_vickrey_procurement_winner_is_paid_the_second_lowest_ask():
     # Vickrey (1961), turned round for buying: asks 100, 120, 150 on price alone (w = 0).
-    out = clear(bids((120, NEWCOMER), (100, NEWCOMER), (150, NEWCOMER)), quantity=1,
-                reserve=1000, weight_ppm=0)
+    out = clear(
+        bids((120, NEWCOMER), (100, NEWCOMER), (150, NEWCOMER)),
+        quantity=1,
+        reserve=1000,
+        weight_ppm=0,
+    )
     assert result(out) == {2: (1, True, 120), 1: (2, False, None), 3: (3, False, None)}
 
 
 def test_reserve_is_a_phantom_bid_for_a_lone_bidder():
     # Myerson (1981) / Riley & Samuelson (1981): with one bidder the reserve sets the price.
     assert result(clear(bids((100, FULL)), quantity=1, reserve=130, weight_ppm=PPM)) == {
-        1: (1, True, 130)}
+        1: (1, True, 130)
+    }
 
 
 def test_payment_is_capped_by_the_reserve():
@@ -46,10 +52,18 @@ def test_payment_is_capped_by_the_reserve():
 def test_uniform_price_for_k_identical_blocks_is_the_k_plus_first_ask():
     # Multi-unit Vickrey with unit demand (Vickrey 1961; Krishna, Auction Theory, ch. 12):
     # two units, asks 10, 20, 30, 40: the two lowest win, each is paid 30.
-    out = clear(bids((30, FULL), (10, FULL), (40, FULL), (20, FULL)), quantity=2,
-                reserve=100, weight_ppm=PPM)
-    assert result(out) == {2: (1, True, 30), 4: (2, True, 30), 1: (3, False, None),
-                           3: (4, False, None)}
+    out = clear(
+        bids((30, FULL), (10, FULL), (40, FULL), (20, FULL)),
+        quantity=2,
+        reserve=100,
+        weight_ppm=PPM,
+    )
+    assert result(out) == {
+        2: (1, True, 30),
+        4: (2, True, 30),
+        1: (3, False, None),
+        3: (4, False, None),
+    }
 
 
 def test_fewer_bids_than_blocks_all_win_at_the_reserve():
@@ -115,8 +129,12 @@ def run(sealed, quantity, weight):
 
 
 def with_price(sealed, provider, price):
-    return [SealedBid(b.bid_id, b.provider_id, price, b.reputation_ppm)
-            if b.provider_id == provider else b for b in sealed]
+    return [
+        SealedBid(b.bid_id, b.provider_id, price, b.reputation_ppm)
+        if b.provider_id == provider
+        else b
+        for b in sealed
+    ]
 
 
 def utility(sealed, quantity, weight, provider, cost):

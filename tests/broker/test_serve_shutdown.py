@@ -29,17 +29,34 @@ def _market(world) -> tuple[int, list[tuple[int, str]]]:
     now = datetime.now(UTC)
     alice = m.actor("device", world.alice_phone)
     with m.store.write() as s:
-        r = submit_request(s, alice, services="anonymize", starts_at=now + timedelta(hours=2),
-                           ends_at=now + timedelta(hours=3), max_rate_bps=1_000_000, now=now)
-        auction = open_auction(s, alice, r.id, closes_at=now + timedelta(hours=1),
-                               reserve_price_minor=10**6, now=now).id
+        r = submit_request(
+            s,
+            alice,
+            services="anonymize",
+            starts_at=now + timedelta(hours=2),
+            ends_at=now + timedelta(hours=3),
+            max_rate_bps=1_000_000,
+            now=now,
+        )
+        auction = open_auction(
+            s, alice, r.id, closes_at=now + timedelta(hours=1), reserve_price_minor=10**6, now=now
+        ).id
         bidders = []
         for i in range(BIDDERS):
-            pid = create_provider(s, m.admin, network_id=world.north_net, name=f"b{i}",
-                                  services=["anonymize"], capacity_bps=10**9, currency="EUR",
-                                  per_gb_minor=100, per_mbps_hour_minor=10,
-                                  reservation_ppm=800_000, concession_beta_ppm=1_000_000,
-                                  mode="policy").id
+            pid = create_provider(
+                s,
+                m.admin,
+                network_id=world.north_net,
+                name=f"b{i}",
+                services=["anonymize"],
+                capacity_bps=10**9,
+                currency="EUR",
+                per_gb_minor=100,
+                per_mbps_hour_minor=10,
+                reservation_ppm=800_000,
+                concession_beta_ppm=1_000_000,
+                mode="policy",
+            ).id
             bidders.append((pid, issue_key(s, m.admin, "provider", pid)[1]))
     return auction, bidders
 
@@ -47,11 +64,29 @@ def _market(world) -> tuple[int, list[tuple[int, str]]]:
 def test_sigterm_under_load_loses_no_acknowledged_bid(world):
     auction, bidders = _market(world)
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "broker", "serve", "--db",
-                             world.m.store.url, "--port", str(port), "--log-level", "warning",
-                             "--expire-every", "0"], env=env, stdin=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "broker",
+            "serve",
+            "--db",
+            world.m.store.url,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--expire-every",
+            "0",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     acked: list[int] = []
     try:
@@ -69,10 +104,14 @@ def test_sigterm_under_load_loses_no_acknowledged_bid(world):
         async def client(http: httpx.AsyncClient, share) -> None:
             for pid, token in share:
                 try:
-                    r = await http.post(f"/v1/auctions/{auction}/bids",
-                                        json={"provider_id": pid, "price_minor": 5000},
-                                        headers={"Authorization": f"Bearer {token}",
-                                                 "Idempotency-Key": f"bid-{pid}"})
+                    r = await http.post(
+                        f"/v1/auctions/{auction}/bids",
+                        json={"provider_id": pid, "price_minor": 5000},
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Idempotency-Key": f"bid-{pid}",
+                        },
+                    )
                 except httpx.TransportError:
                     return  # the server has gone
                 if r.status_code == 201:

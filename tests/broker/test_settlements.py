@@ -45,22 +45,31 @@ def actor(w, name: str) -> Actor:
 
 def zero_sum(store) -> None:
     with store.read() as s:
-        assert s.execute(select(LedgerEntry.posting_id, LedgerEntry.currency)
-                         .group_by(LedgerEntry.posting_id, LedgerEntry.currency)
-                         .having(func.sum(LedgerEntry.amount_minor) != 0)).all() == []
+        assert (
+            s.execute(
+                select(LedgerEntry.posting_id, LedgerEntry.currency)
+                .group_by(LedgerEntry.posting_id, LedgerEntry.currency)
+                .having(func.sum(LedgerEntry.amount_minor) != 0)
+            ).all()
+            == []
+        )
 
 
 def test_both_directions_are_netted_into_one_amount_due(w):
     home, far_b = w.home, w.far_b
     with w.store.write() as s:
         before = se.provider_balance(s, actor(w, "home-isp"), home)["balances"]
-        assert [(b["counterparty_id"], b["owes_minor"], b["owed_minor"], b["net_minor"])
-                for b in before] == [(far_b, 450, 190, -260), (w.far_c, 270, 0, -270)]
+        assert [
+            (b["counterparty_id"], b["owes_minor"], b["owed_minor"], b["net_minor"]) for b in before
+        ] == [(far_b, 450, 190, -260), (w.far_c, 270, 0, -270)]
         issued = se.issue(s, actor(w, "home-isp"), home, "2025-01")
-        assert [(b.provider_id, b.number, b.line_count, b.totals, b.due, b.margin, b.status)
-                for b in issued] == [
+        assert [
+            (b.provider_id, b.number, b.line_count, b.totals, b.due, b.margin, b.status)
+            for b in issued
+        ] == [
             (far_b, 1, 1, {"EUR": 500}, {"EUR": 450}, {"EUR": 50}, "issued"),
-            (w.far_c, 1, 1, {"EUR": 300}, {"EUR": 270}, {"EUR": 30}, "issued")]
+            (w.far_c, 1, 1, {"EUR": 300}, {"EUR": 270}, {"EUR": 30}, "issued"),
+        ]
         assert se.issue(s, actor(w, "home-isp"), home, "2025-01") == issued  # nothing new
         to_b = issued[0]
         doc = se.batch_document(s, to_b)
@@ -70,16 +79,23 @@ def test_both_directions_are_netted_into_one_amount_due(w):
         assert to_b.status == "acknowledged" and to_b.netting_id is None
         [back] = se.issue(s, actor(w, "far-b"), far_b, "2025-01")
         assert (back.provider_id, back.totals, back.due) == (home, {"EUR": 200}, {"EUR": 190})
-        with pytest.raises(NotYours):    # only the delivering side acknowledges
+        with pytest.raises(NotYours):  # only the delivering side acknowledges
             se.acknowledge(s, actor(w, "far-b"), back.id, se.batch_document(s, back))
         se.acknowledge(s, actor(w, "home-isp"), back.id, se.batch_document(s, back))
         assert to_b.status == back.status == "settled" and to_b.netting_id == back.netting_id
         netting = se.get_netting(s, back.netting_id)
-        assert netting.amounts == {"EUR": {"low_owes_minor": 450, "high_owes_minor": 190,
-                                           "net_minor": 260, "payer_id": home,
-                                           "payee_id": far_b}}
-        assert balance(s, payable(home, far_b), "EUR") == balance(
-            s, payable(far_b, home), "EUR") == 0
+        assert netting.amounts == {
+            "EUR": {
+                "low_owes_minor": 450,
+                "high_owes_minor": 190,
+                "net_minor": 260,
+                "payer_id": home,
+                "payee_id": far_b,
+            }
+        }
+        assert (
+            balance(s, payable(home, far_b), "EUR") == balance(s, payable(far_b, home), "EUR") == 0
+        )
         assert balance(s, cash(home), "EUR") == -260 and balance(s, cash(far_b), "EUR") == 260
         # far-b earned 450 for serving alice, home-isp 190 for serving carol (on top of
         # their margins and own deliveries from the statements).
@@ -104,8 +120,7 @@ def test_the_home_provider_settles_though_its_user_did_not_pay(w):
 
 def test_a_copy_is_recognised_other_content_and_wrong_totals_are_refused(w):
     with w.store.write() as s:
-        batch = se.issue(s, actor(w, "home-isp"), w.home, "2025-01",
-                         provider_id=w.far_b)[0]
+        batch = se.issue(s, actor(w, "home-isp"), w.home, "2025-01", provider_id=w.far_b)[0]
         doc = se.batch_document(s, batch)
         wrong = copy.deepcopy(doc)
         wrong["totals"]["EUR"] += 1
@@ -117,13 +132,13 @@ def test_a_copy_is_recognised_other_content_and_wrong_totals_are_refused(w):
         with pytest.raises(InvalidInput) as e:
             se.acknowledge(s, actor(w, "far-b"), batch.id, wrong)
         assert e.value.field == "line_count"
-        other = copy.deepcopy(doc)     # same number, audit totals consistent, other content
+        other = copy.deepcopy(doc)  # same number, audit totals consistent, other content
         other["lines"][0]["amount_minor"] += 5
         other["totals"]["EUR"] += 5
         other["margin"]["EUR"] += 5
         with pytest.raises(Conflict):
             se.acknowledge(s, actor(w, "far-b"), batch.id, other)
-        assert batch.status == "issued"                  # nothing half-written
+        assert batch.status == "issued"  # nothing half-written
         first = se.batch_summary(se.acknowledge(s, actor(w, "far-b"), batch.id, doc))
         again = se.batch_summary(se.acknowledge(s, actor(w, "far-b"), batch.id, doc))
         # far-b's own batch for carol's line is not issued yet: the netting waits for it
@@ -136,20 +151,34 @@ def test_late_lines_go_in_the_next_batch_and_no_line_is_settled_twice(w):
     with w.store.write() as s:
         se.settle_period(s, w.admin, "2025-01")
         alice = s.scalar(select(Statement).where(Statement.user_id == w.users["alice"]))
-    with w.store.write() as s:      # a credit note on far-b's line goes on February's
-        credit_line(s, actor(w, "home-isp"), alice.id, 1, amount_minor=-100, reason="slow",
-                    now=PAST + timedelta(days=30))
+    with w.store.write() as s:  # a credit note on far-b's line goes on February's
+        credit_line(
+            s,
+            actor(w, "home-isp"),
+            alice.id,
+            1,
+            amount_minor=-100,
+            reason="slow",
+            now=PAST + timedelta(days=30),
+        )
     award(w, "alice", "far-b", 40, at=PAST + timedelta(days=25))
     close(w, "2025-02")
     with w.store.write() as s:
         result = se.settle_period(s, w.admin, "2025-02", provider_id=w.far_b)
         [batch] = result["batches"]
         assert (batch["number"], batch["line_count"], batch["totals"], batch["due"]) == (
-            2, 2, {"EUR": -60}, {"EUR": -54})
+            2,
+            2,
+            {"EUR": -60},
+            {"EUR": -54},
+        )
         [netting] = result["nettings"]
         assert netting["amounts"]["EUR"]["payer_id"] == w.far_b  # far-b gives back 54
-        lines = Counter(line["statement_line_id"] for b in se.list_batches(
-            s, w.admin, w.home) for line in se.batch_document(s, b)["lines"])
+        lines = Counter(
+            line["statement_line_id"]
+            for b in se.list_batches(s, w.admin, w.home)
+            for line in se.batch_document(s, b)["lines"]
+        )
         assert lines and max(lines.values()) == 1
         assert not any(m for (a, _), m in balances(s, "payable:").items())
     zero_sum(w.store)
@@ -167,8 +196,11 @@ def test_who_sees_settlements(w):
                 se.list_batches(s, who, w.far_b)
             with pytest.raises(NotYours):
                 se.provider_balance(s, who, w.far_b)
-        other = next(b for b in se.list_batches(s, w.admin, w.far_b) if w.far_c not in (
-            b.home_provider_id, b.provider_id))
+        other = next(
+            b
+            for b in se.list_batches(s, w.admin, w.far_b)
+            if w.far_c not in (b.home_provider_id, b.provider_id)
+        )
         with pytest.raises(NotYours):
             se.get_batch(s, actor(w, "far-c"), other.id)
         with pytest.raises(NotYours):
@@ -187,14 +219,31 @@ def test_pktx_broker_settle_is_safe_to_run_twice(tmp_path):
     close(w)
 
     def settle(*extra: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "engine.cli", "broker", "settle", "--db",
-                              db, "--period", "2025-01", *extra], cwd=ROOT,
-                             capture_output=True, check=True, timeout=120)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "broker",
+                "settle",
+                "--db",
+                db,
+                "--period",
+                "2025-01",
+                *extra,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
         return json.loads(out.stdout)
 
     first = settle("--provider", "far-b")
     assert [(b["number"], b["due"], b["status"]) for b in first["batches"]] == [
-        (1, {"EUR": 450}, "settled"), (1, {"EUR": 200}, "settled")]
+        (1, {"EUR": 450}, "settled"),
+        (1, {"EUR": 200}, "settled"),
+    ]
     [netting] = first["nettings"]
     assert netting["amounts"]["EUR"]["net_minor"] == 250
     assert settle() == {**first, "provider_id": None}
@@ -206,8 +255,10 @@ def test_both_sides_acknowledging_at_once_net_once(w):
     with w.store.write() as s:
         [to_b] = se.issue(s, actor(w, "home-isp"), w.home, "2025-01", provider_id=w.far_b)
         [to_home] = se.issue(s, actor(w, "far-b"), w.far_b, "2025-01")
-        docs = {to_b.id: (actor(w, "far-b"), se.batch_document(s, to_b)),
-                to_home.id: (actor(w, "home-isp"), se.batch_document(s, to_home))}
+        docs = {
+            to_b.id: (actor(w, "far-b"), se.batch_document(s, to_b)),
+            to_home.id: (actor(w, "home-isp"), se.batch_document(s, to_home)),
+        }
     start, errors = threading.Barrier(2), []
 
     def ack(batch_id: int) -> None:

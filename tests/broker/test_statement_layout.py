@@ -63,11 +63,13 @@ def _compare(a, b, descending=False):
 def naive_line_cmp(profile):
     def cmp(x, y):
         for sort in profile.sort:
-            c = _compare(naive_sort_value(x, sort.key), naive_sort_value(y, sort.key),
-                         sort.descending)
+            c = _compare(
+                naive_sort_value(x, sort.key), naive_sort_value(y, sort.key), sort.descending
+            )
             if c:
                 return c
         return _compare(x["id"], y["id"])
+
     return cmp
 
 
@@ -78,8 +80,11 @@ def naive_group_cmp(profile, key, currencies):
     def cmp(g, h):
         for sort in profile.sort:
             if sort.key == "amount":
-                c = _compare([g.subtotals.get(c, 0) for c in currencies],
-                             [h.subtotals.get(c, 0) for c in currencies], sort.descending)
+                c = _compare(
+                    [g.subtotals.get(c, 0) for c in currencies],
+                    [h.subtotals.get(c, 0) for c in currencies],
+                    sort.descending,
+                )
             elif sort.key == key or (sort.key == "date" and key in ("day", "week", "month")):
                 c = _compare(natural(g.value), natural(h.value), sort.descending)
             else:
@@ -87,6 +92,7 @@ def naive_group_cmp(profile, key, currencies):
             if c:
                 return c
         return _compare(natural(g.value), natural(h.value))
+
     return cmp
 
 
@@ -103,6 +109,7 @@ def leaves(lay):
                 walk(child, path)
         else:
             out.append((path, group.lines))
+
     for group in lay.groups:
         walk(group, ())
     return out
@@ -186,9 +193,14 @@ def test_sorting_never_changes_totals_or_subtotals(statement_lines, doc, data):
     b = layout(statement, Profile.from_json(resorted))
 
     def by_path(lay):
-        return {tuple(g.value for g in path): (dict(path[-1].subtotals) if path else None,
-                                               sorted(line["id"] for line in members))
-                for path, members in leaves(lay)}
+        return {
+            tuple(g.value for g in path): (
+                dict(path[-1].subtotals) if path else None,
+                sorted(line["id"] for line in members),
+            )
+            for path, members in leaves(lay)
+        }
+
     assert by_path(a) == by_path(b)
     assert dict(a.totals) == dict(b.totals)
 
@@ -222,7 +234,7 @@ def test_detail_and_summary_per_level(statement_lines, doc):
     profile = Profile.from_json(doc)
     lay = layout(make_statement(statement_lines), profile)
     for group in all_groups(lay):
-        expected = all(d == "detail" for d in profile.detail[:group.level + 1])
+        expected = all(d == "detail" for d in profile.detail[: group.level + 1])
         assert group.expanded == expected
 
 
@@ -230,15 +242,20 @@ def test_detail_and_summary_per_level(statement_lines, doc):
 
 
 def test_several_recipients_group_together_in_a_stable_order():
-    statement = make_statement([
-        make_line(1, recipients=["bob", "+4917012345678"]),
-        make_line(2, recipients=["+4917012345678", "bob", "bob"]),
-        make_line(3, recipients=["bob"]),
-        make_line(4, recipients=[]),
-    ])
+    statement = make_statement(
+        [
+            make_line(1, recipients=["bob", "+4917012345678"]),
+            make_line(2, recipients=["+4917012345678", "bob", "bob"]),
+            make_line(3, recipients=["bob"]),
+            make_line(4, recipients=[]),
+        ]
+    )
     lay = layout(statement, Profile(name="r", group_by=("recipient",)))
     assert [(g.label, [line["id"] for line in g.lines]) for g in lay.groups] == [
-        ("+4917012345678, bob", [1, 2]), ("bob", [3]), ("(none)", [4])]
+        ("+4917012345678, bob", [1, 2]),
+        ("bob", [3]),
+        ("(none)", [4]),
+    ]
 
 
 def test_a_line_without_device_or_phone_falls_under_none_in_its_language():
@@ -249,56 +266,82 @@ def test_a_line_without_device_or_phone_falls_under_none_in_its_language():
 
 
 def test_a_service_chain_groups_whole_and_in_order():
-    statement = make_statement([make_line(1, services=["anonymize", "encrypt"]),
-                                make_line(2, services=["encrypt", "anonymize"]),
-                                make_line(3, services=["anonymize", "encrypt"])])
+    statement = make_statement(
+        [
+            make_line(1, services=["anonymize", "encrypt"]),
+            make_line(2, services=["encrypt", "anonymize"]),
+            make_line(3, services=["anonymize", "encrypt"]),
+        ]
+    )
     lay = layout(statement, Profile(name="s", group_by=("service",)))
     assert [(g.label, len(g.lines)) for g in lay.groups] == [
-        ("anonymize > encrypt", 2), ("encrypt > anonymize", 1)]
+        ("anonymize > encrypt", 2),
+        ("encrypt > anonymize", 1),
+    ]
 
 
 def test_calendar_groups_are_in_the_profiles_time_zone():
     late = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)  # 1 December, 00:30 in Berlin
-    statement = make_statement([make_line(1, at=late),
-                                make_line(2, at=datetime(2026, 11, 2, 9, tzinfo=UTC))])
+    statement = make_statement(
+        [make_line(1, at=late), make_line(2, at=datetime(2026, 11, 2, 9, tzinfo=UTC))]
+    )
     utc = layout(statement, Profile(name="m", group_by=("month",)))
-    berlin = layout(statement, Profile(name="m", group_by=("month", "week", "day"),
-                                       timezone="Europe/Berlin", locale="de_DE"))
+    berlin = layout(
+        statement,
+        Profile(
+            name="m", group_by=("month", "week", "day"), timezone="Europe/Berlin", locale="de_DE"
+        ),
+    )
     assert [g.label for g in utc.groups] == ["November 2026"]
     assert [g.label for g in berlin.groups] == ["November 2026", "Dezember 2026"]
     december = berlin.groups[1]
-    assert december.groups[0].value == date(2026, 11, 30)   # ISO week 49 starts on Monday
+    assert december.groups[0].value == date(2026, 11, 30)  # ISO week 49 starts on Monday
     assert december.groups[0].label == "KW 49, 2026"
     assert december.groups[0].groups[0].label == "01.12.2026"
 
 
 def test_kinds_in_their_own_order_and_groups_by_amount():
-    statement = make_statement([make_line(1, 5, kind="credit"), make_line(2, 100, kind="bytes"),
-                                make_line(3, 7, kind="price"),
-                                make_line(4, 900, provider="far-c"),
-                                make_line(5, 50, provider=None)])
+    statement = make_statement(
+        [
+            make_line(1, 5, kind="credit"),
+            make_line(2, 100, kind="bytes"),
+            make_line(3, 7, kind="price"),
+            make_line(4, 900, provider="far-c"),
+            make_line(5, 50, provider=None),
+        ]
+    )
     by_kind = layout(statement, Profile(name="k", group_by=("kind",)))
     assert [g.value for g in by_kind.groups] == ["price", "bytes", "credit"]
-    by_amount = layout(statement, Profile(name="a", group_by=("provider",),
-                                          sort=({"key": "amount", "order": "desc"},)))
+    by_amount = layout(
+        statement,
+        Profile(name="a", group_by=("provider",), sort=({"key": "amount", "order": "desc"},)),
+    )
     assert [g.label for g in by_amount.groups] == ["far-c", "far-b", "(none)"]
-    by_name = layout(statement, Profile(name="n", group_by=("provider",),
-                                        sort=({"key": "provider", "order": "desc"},)))
+    by_name = layout(
+        statement,
+        Profile(name="n", group_by=("provider",), sort=({"key": "provider", "order": "desc"},)),
+    )
     assert [g.label for g in by_name.groups] == ["far-c", "far-b", "(none)"]
     assert [line["id"] for line in by_name.groups[1].lines] == [1, 2, 3]  # then by date
 
 
 def test_ties_break_by_line_id():
-    statement = make_statement([make_line(i, 100, at=datetime(2026, 11, 5, tzinfo=UTC))
-                                for i in (9, 3, 7, 1)])
-    lay = layout(statement, Profile(name="t", group_by=(),
-                                    sort=({"key": "amount", "order": "desc"},)))
+    statement = make_statement(
+        [make_line(i, 100, at=datetime(2026, 11, 5, tzinfo=UTC)) for i in (9, 3, 7, 1)]
+    )
+    lay = layout(
+        statement, Profile(name="t", group_by=(), sort=({"key": "amount", "order": "desc"},))
+    )
     assert [line["id"] for line in lay.lines] == [1, 3, 7, 9]
 
 
 def test_credits_subtract():
-    statement = make_statement([make_line(1, 1000), make_line(2, -4950, kind="credit",
-                                corrects={"statement_number": 6, "line_id": 40})])
+    statement = make_statement(
+        [
+            make_line(1, 1000),
+            make_line(2, -4950, kind="credit", corrects={"statement_number": 6, "line_id": 40}),
+        ]
+    )
     lay = layout(statement, Profile(name="k", group_by=("kind",)))
     assert dict(lay.totals) == {"EUR": -3950}
     assert [dict(g.subtotals) for g in lay.groups] == [{"EUR": 1000}, {"EUR": -4950}]
@@ -308,8 +351,7 @@ def test_a_total_without_lines_and_the_sample():
     empty = layout(make_statement([], totals={"EUR": 0}), DEFAULT_PROFILE_FOR_TESTS)
     assert dict(empty.totals) == {"EUR": 0} and empty.minor_digits["EUR"] == 2
     sample = layout(sample_statement(), DEFAULT_PROFILE_FOR_TESTS)
-    assert dict(sample.totals) == {"EUR": 1234567 + 2500 + 40 - 4950, "JPY": 700,
-                                   "KWD": 1234567}
+    assert dict(sample.totals) == {"EUR": 1234567 + 2500 + 40 - 4950, "JPY": 700, "KWD": 1234567}
     assert dict(sample.minor_digits) == {"EUR": 2, "JPY": 0, "KWD": 3}
 
 
@@ -319,17 +361,20 @@ DEFAULT_PROFILE_FOR_TESTS = Profile(name="p")
 # -- bad statements -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    (lambda s: s.update(totals={"EUR": 1}), "totals.EUR"),
-    (lambda s: s.update(totals={"EUR": 1234, "JPY": 5}), "totals.JPY"),
-    (lambda s: s["lines"][1].update(minor_digits=3), "lines[1].minor_digits"),
-    (lambda s: s["lines"][1].update(at=datetime(2026, 11, 3)), "lines[1].at"),
-    (lambda s: s["lines"][1].update(amount_minor=1.5), "lines[1].amount_minor"),
-    (lambda s: s["lines"][1].update(amount_minor=True), "lines[1].amount_minor"),
-    (lambda s: s["lines"][1].update(id=1), "lines[1].id"),
-    (lambda s: s["lines"][0].update(currency=None), "lines[0].currency"),
-    (lambda s: s.update(lines=None), "lines"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda s: s.update(totals={"EUR": 1}), "totals.EUR"),
+        (lambda s: s.update(totals={"EUR": 1234, "JPY": 5}), "totals.JPY"),
+        (lambda s: s["lines"][1].update(minor_digits=3), "lines[1].minor_digits"),
+        (lambda s: s["lines"][1].update(at=datetime(2026, 11, 3)), "lines[1].at"),
+        (lambda s: s["lines"][1].update(amount_minor=1.5), "lines[1].amount_minor"),
+        (lambda s: s["lines"][1].update(amount_minor=True), "lines[1].amount_minor"),
+        (lambda s: s["lines"][1].update(id=1), "lines[1].id"),
+        (lambda s: s["lines"][0].update(currency=None), "lines[0].currency"),
+        (lambda s: s.update(lines=None), "lines"),
+    ],
+)
 def test_a_faulty_statement_names_its_field(change, field):
     statement = make_statement([make_line(1, 1000), make_line(2, 234)])
     change(statement)
@@ -343,11 +388,23 @@ def test_a_faulty_statement_names_its_field(change, field):
 
 def test_ten_thousand_lines_lay_out_in_linear_time():
     rnd = random.Random(5)
-    big = make_statement([make_line(i, rnd.randint(-100, 10**6), provider=f"p{i % 40}",
-                                    device=rnd.choice([None, "a", "b"]),
-                                    kind=rnd.choice(KINDS)) for i in range(1, 10_001)])
-    profile = Profile(name="deep", group_by=("provider", "device", "day", "kind"),
-                      sort=({"key": "amount", "order": "desc"}, {"key": "date"}))
+    big = make_statement(
+        [
+            make_line(
+                i,
+                rnd.randint(-100, 10**6),
+                provider=f"p{i % 40}",
+                device=rnd.choice([None, "a", "b"]),
+                kind=rnd.choice(KINDS),
+            )
+            for i in range(1, 10_001)
+        ]
+    )
+    profile = Profile(
+        name="deep",
+        group_by=("provider", "device", "day", "kind"),
+        sort=({"key": "amount", "order": "desc"}, {"key": "date"}),
+    )
     start = time.perf_counter()
     lay = layout(big, profile)
     elapsed = time.perf_counter() - start

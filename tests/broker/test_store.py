@@ -25,8 +25,9 @@ def test_a_new_store_is_migrated_to_head(store):
 
 def test_migrations_match_the_models(store):
     with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
-                                Base.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+        )
     assert diff == []
 
 
@@ -70,8 +71,7 @@ def test_money_is_a_64_bit_integer(store):
     with store.write() as s:
         s.add(Network(id=1, name="n"))
         s.add(Provider(id=1, network_id=1, name="p", capacity_bps=400_000_000_000))
-        s.add(PricePolicy(provider_id=1, currency="EUR", per_gb_minor=big,
-                          per_mbps_hour_minor=1))
+        s.add(PricePolicy(provider_id=1, currency="EUR", per_gb_minor=big, per_mbps_hour_minor=1))
     with store.read() as s:
         value = s.scalar(select(PricePolicy.per_gb_minor))
     assert value == big and isinstance(value, int)
@@ -105,13 +105,28 @@ def test_bulk_reads_and_writes_through_the_driver(store):
         s.flush()
         conn = s.connection()
         table = Provider.__table__
-        execute_many(conn, update(table).where(table.c.id == bindparam("p_id")).values(
-            capacity_bps=bindparam("p_cap")), ("p_id", "p_cap"), [(1, 10), (3, 30)])
-        execute_many(conn, update(table).where(table.c.id == bindparam("p_id")).values(
-            capacity_bps=bindparam("p_cap")), ("p_cap", "p_id"), [(20, 2)])
+        execute_many(
+            conn,
+            update(table)
+            .where(table.c.id == bindparam("p_id"))
+            .values(capacity_bps=bindparam("p_cap")),
+            ("p_id", "p_cap"),
+            [(1, 10), (3, 30)],
+        )
+        execute_many(
+            conn,
+            update(table)
+            .where(table.c.id == bindparam("p_id"))
+            .values(capacity_bps=bindparam("p_cap")),
+            ("p_cap", "p_id"),
+            [(20, 2)],
+        )
         execute_many(conn, update(table).values(capacity_bps=bindparam("p_cap")), ("p_cap",), [])
-        query = select(Provider.id, Provider.capacity_bps).where(
-            Provider.id.in_([1, 3]) | (Provider.name == bindparam("name"))).order_by(Provider.id)
+        query = (
+            select(Provider.id, Provider.capacity_bps)
+            .where(Provider.id.in_([1, 3]) | (Provider.name == bindparam("name")))
+            .order_by(Provider.id)
+        )
         assert fetch_tuples(conn, query, {"name": "p2"}) == [(1, 10), (2, 20), (3, 30)]
         assert all(type(row) is tuple for row in fetch_tuples(conn, query, {"name": "x"}))
 

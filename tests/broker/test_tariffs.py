@@ -20,15 +20,28 @@ from broker.errors import InvalidInput
 from broker.tariffs import DimensionPrice, Tariff, Tier, active_version
 
 DOC = {
-    "provider_id": 7, "services": ["anonymize", "checksum"], "version": 2,
-    "active_from": "2026-02-01T00:00:00Z", "currency": "EUR", "connect_fee": "0.40",
+    "provider_id": 7,
+    "services": ["anonymize", "checksum"],
+    "version": 2,
+    "active_from": "2026-02-01T00:00:00Z",
+    "currency": "EUR",
+    "connect_fee": "0.40",
     "rounding": "half-even",
     "dimensions": {
-        "bytes": {"rate_unit": 1_000_000, "increment": 1_000_000, "tiering": "graduated",
-                  "tiers": [{"up_to": 10**9, "price": "0.001"}, {"up_to": None, "price": "0.0005"}],
-                  "minimum": "0.10", "maximum": "50.00"},
-        "seconds": {"rate_unit": 60, "first_increment": 60, "increment": 1,
-                    "tiers": [{"up_to": 60, "price": "0.20"}, {"price": "0.10"}]},
+        "bytes": {
+            "rate_unit": 1_000_000,
+            "increment": 1_000_000,
+            "tiering": "graduated",
+            "tiers": [{"up_to": 10**9, "price": "0.001"}, {"up_to": None, "price": "0.0005"}],
+            "minimum": "0.10",
+            "maximum": "50.00",
+        },
+        "seconds": {
+            "rate_unit": 60,
+            "first_increment": 60,
+            "increment": 1,
+            "tiers": [{"up_to": 60, "price": "0.20"}, {"price": "0.10"}],
+        },
     },
 }
 
@@ -83,61 +96,74 @@ def test_prices_keep_their_decimals_and_never_use_exponents():
     assert tariff.to_json()["dimensions"]["bytes"]["tiers"][0]["price"] == "0"
 
 
-@pytest.mark.parametrize(("path", "value", "field"), [
-    # overlapping, unordered and unbounded tiers
-    ("dimensions.bytes.tiers[1].up_to", 10**9, "dimensions.bytes.tiers[1].up_to"),
-    ("dimensions.bytes.tiers", [{"up_to": 5, "price": "1"}, {"up_to": 3, "price": "1"},
-                                {"price": "1"}], "dimensions.bytes.tiers[1].up_to"),
-    ("dimensions.bytes.tiers[0].up_to", None, "dimensions.bytes.tiers[0].up_to"),
-    ("dimensions.bytes.tiers[1].up_to", 2 * 10**9, "dimensions.bytes.tiers[1].up_to"),
-    ("dimensions.bytes.tiers", [], "dimensions.bytes.tiers"),
-    ("dimensions.bytes.tiers", "cheap", "dimensions.bytes.tiers"),
-    ("dimensions.bytes.tiers[0].up_to", 0, "dimensions.bytes.tiers[0].up_to"),
-    ("dimensions.bytes.tiers[0].up_to", 2**63, "dimensions.bytes.tiers[0].up_to"),
-    ("dimensions.bytes.tiers[0].up_to", 1.5, "dimensions.bytes.tiers[0].up_to"),
-    ("dimensions.bytes.tiers[0].upto", 5, "dimensions.bytes.tiers[0].upto"),
-    ("dimensions.bytes.tiers[0].price", ..., "dimensions.bytes.tiers[0].price"),
-    ("dimensions.bytes.tiers[0]", "0.10", "dimensions.bytes.tiers[0]"),
-    # increments and rate units
-    ("dimensions.seconds.increment", 0, "dimensions.seconds.increment"),
-    ("dimensions.seconds.first_increment", 0, "dimensions.seconds.first_increment"),
-    ("dimensions.seconds.rate_unit", 0, "dimensions.seconds.rate_unit"),
-    ("dimensions.seconds.increment", -60, "dimensions.seconds.increment"),
-    ("dimensions.seconds.increment", 2**63, "dimensions.seconds.increment"),
-    ("dimensions.seconds.rate_unit", "60", "dimensions.seconds.rate_unit"),
-    ("dimensions.seconds.increment", True, "dimensions.seconds.increment"),
-    # prices: decimal strings, not floats, not negative, finite, within 64 bits of minor units
-    ("dimensions.bytes.tiers[0].price", 0.001, "dimensions.bytes.tiers[0].price"),
-    ("dimensions.bytes.tiers[0].price", "-0.001", "dimensions.bytes.tiers[0].price"),
-    ("dimensions.bytes.tiers[0].price", "NaN", "dimensions.bytes.tiers[0].price"),
-    ("dimensions.bytes.tiers[0].price", "Infinity", "dimensions.bytes.tiers[0].price"),
-    ("dimensions.bytes.tiers[0].price", "ten", "dimensions.bytes.tiers[0].price"),
-    ("dimensions.bytes.tiers[0].price", "1e-19", "dimensions.bytes.tiers[0].price"),
-    ("dimensions.bytes.tiers[0].price", "1e17", "dimensions.bytes.tiers[0].price"),
-    ("dimensions.bytes.tiers[0].price", None, "dimensions.bytes.tiers[0].price"),
-    # fees and line bounds: whole minor units
-    ("connect_fee", "0.405", "connect_fee"),
-    ("connect_fee", 0.4, "connect_fee"),
-    ("connect_fee", "-1", "connect_fee"),
-    ("dimensions.bytes.minimum", "0.001", "dimensions.bytes.minimum"),
-    ("dimensions.bytes.maximum", "0.05", "dimensions.bytes.maximum"),
-    ("dimensions.bytes.maximum", "92233720368547758.08", "dimensions.bytes.maximum"),
-    # names
-    ("currency", "XYZ", "currency"), ("currency", "eur", "currency"),
-    ("currency", "XAU", "currency"), ("currency", None, "currency"),
-    ("rounding", "nearest", "rounding"),
-    ("dimensions.bytes.tiering", "stepped", "dimensions.bytes.tiering"),
-    ("dimensions.frames", {"tiers": [{"price": "1"}]}, "dimensions.frames"),
-    ("dimensions.bytes.colour", "red", "dimensions.bytes.colour"),
-    ("dimensions", [], "dimensions"), ("services", [], "services"),
-    ("services", ["teleport"], "services"),
-    # identity and time
-    ("provider_id", 0, "provider_id"), ("provider_id", 2**63, "provider_id"),
-    ("version", 0, "version"), ("version", "2", "version"),
-    ("active_from", "2026-02-01T00:00:00", "active_from"),
-    ("active_from", "tomorrow", "active_from"), ("active_from", 0, "active_from"),
-    ("currency", ..., "currency"), ("discount", "5%", "discount"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        # overlapping, unordered and unbounded tiers
+        ("dimensions.bytes.tiers[1].up_to", 10**9, "dimensions.bytes.tiers[1].up_to"),
+        (
+            "dimensions.bytes.tiers",
+            [{"up_to": 5, "price": "1"}, {"up_to": 3, "price": "1"}, {"price": "1"}],
+            "dimensions.bytes.tiers[1].up_to",
+        ),
+        ("dimensions.bytes.tiers[0].up_to", None, "dimensions.bytes.tiers[0].up_to"),
+        ("dimensions.bytes.tiers[1].up_to", 2 * 10**9, "dimensions.bytes.tiers[1].up_to"),
+        ("dimensions.bytes.tiers", [], "dimensions.bytes.tiers"),
+        ("dimensions.bytes.tiers", "cheap", "dimensions.bytes.tiers"),
+        ("dimensions.bytes.tiers[0].up_to", 0, "dimensions.bytes.tiers[0].up_to"),
+        ("dimensions.bytes.tiers[0].up_to", 2**63, "dimensions.bytes.tiers[0].up_to"),
+        ("dimensions.bytes.tiers[0].up_to", 1.5, "dimensions.bytes.tiers[0].up_to"),
+        ("dimensions.bytes.tiers[0].upto", 5, "dimensions.bytes.tiers[0].upto"),
+        ("dimensions.bytes.tiers[0].price", ..., "dimensions.bytes.tiers[0].price"),
+        ("dimensions.bytes.tiers[0]", "0.10", "dimensions.bytes.tiers[0]"),
+        # increments and rate units
+        ("dimensions.seconds.increment", 0, "dimensions.seconds.increment"),
+        ("dimensions.seconds.first_increment", 0, "dimensions.seconds.first_increment"),
+        ("dimensions.seconds.rate_unit", 0, "dimensions.seconds.rate_unit"),
+        ("dimensions.seconds.increment", -60, "dimensions.seconds.increment"),
+        ("dimensions.seconds.increment", 2**63, "dimensions.seconds.increment"),
+        ("dimensions.seconds.rate_unit", "60", "dimensions.seconds.rate_unit"),
+        ("dimensions.seconds.increment", True, "dimensions.seconds.increment"),
+        # prices: decimal strings, not floats, not negative, finite, within 64 bits of minor units
+        ("dimensions.bytes.tiers[0].price", 0.001, "dimensions.bytes.tiers[0].price"),
+        ("dimensions.bytes.tiers[0].price", "-0.001", "dimensions.bytes.tiers[0].price"),
+        ("dimensions.bytes.tiers[0].price", "NaN", "dimensions.bytes.tiers[0].price"),
+        ("dimensions.bytes.tiers[0].price", "Infinity", "dimensions.bytes.tiers[0].price"),
+        ("dimensions.bytes.tiers[0].price", "ten", "dimensions.bytes.tiers[0].price"),
+        ("dimensions.bytes.tiers[0].price", "1e-19", "dimensions.bytes.tiers[0].price"),
+        ("dimensions.bytes.tiers[0].price", "1e17", "dimensions.bytes.tiers[0].price"),
+        ("dimensions.bytes.tiers[0].price", None, "dimensions.bytes.tiers[0].price"),
+        # fees and line bounds: whole minor units
+        ("connect_fee", "0.405", "connect_fee"),
+        ("connect_fee", 0.4, "connect_fee"),
+        ("connect_fee", "-1", "connect_fee"),
+        ("dimensions.bytes.minimum", "0.001", "dimensions.bytes.minimum"),
+        ("dimensions.bytes.maximum", "0.05", "dimensions.bytes.maximum"),
+        ("dimensions.bytes.maximum", "92233720368547758.08", "dimensions.bytes.maximum"),
+        # names
+        ("currency", "XYZ", "currency"),
+        ("currency", "eur", "currency"),
+        ("currency", "XAU", "currency"),
+        ("currency", None, "currency"),
+        ("rounding", "nearest", "rounding"),
+        ("dimensions.bytes.tiering", "stepped", "dimensions.bytes.tiering"),
+        ("dimensions.frames", {"tiers": [{"price": "1"}]}, "dimensions.frames"),
+        ("dimensions.bytes.colour", "red", "dimensions.bytes.colour"),
+        ("dimensions", [], "dimensions"),
+        ("services", [], "services"),
+        ("services", ["teleport"], "services"),
+        # identity and time
+        ("provider_id", 0, "provider_id"),
+        ("provider_id", 2**63, "provider_id"),
+        ("version", 0, "version"),
+        ("version", "2", "version"),
+        ("active_from", "2026-02-01T00:00:00", "active_from"),
+        ("active_from", "tomorrow", "active_from"),
+        ("active_from", 0, "active_from"),
+        ("currency", ..., "currency"),
+        ("discount", "5%", "discount"),
+    ],
+)
 def test_bad_tariffs_name_the_field(path, value, field):
     with pytest.raises(InvalidInput) as err:
         Tariff.from_json(doc_with(path, value))
@@ -179,13 +205,15 @@ def test_dimensions_are_kept_in_one_order_so_equal_tariffs_are_equal():
 
 # ---- the version active at a time ----------------------------------------------------------
 
+
 def versions() -> list[Tariff]:
     base = Tariff.from_json(DOC)
     return [replace(base, version=n, active_from=T0 + timedelta(days=30 * n)) for n in (3, 1, 2)]
 
 
-@pytest.mark.parametrize(("days", "expected"), [(30, 1), (45, 1), (60, 2), (89, 2), (90, 3),
-                                                (10_000, 3)])
+@pytest.mark.parametrize(
+    ("days", "expected"), [(30, 1), (45, 1), (60, 2), (89, 2), (90, 3), (10_000, 3)]
+)
 def test_usage_is_rated_by_the_version_active_when_it_happened(days, expected):
     assert active_version(versions(), T0 + timedelta(days=days)).version == expected
 
@@ -219,6 +247,7 @@ def test_choosing_a_version_refuses_what_it_cannot_decide():
 
 
 # ---- the currency list ---------------------------------------------------------------------
+
 
 def test_the_currency_list_is_iso_4217_with_its_minor_units():
     assert (MINOR_DIGITS["JPY"], MINOR_DIGITS["EUR"], MINOR_DIGITS["KWD"]) == (0, 2, 3)

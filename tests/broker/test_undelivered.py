@@ -36,30 +36,41 @@ def w(store):
     return build(store, margins={"home-isp": 100_000})
 
 
-def block_award(w, user: str, provider: str, price: int, at: datetime, starts: datetime,
-                hours: int = 1) -> int:
+def block_award(
+    w, user: str, provider: str, price: int, at: datetime, starts: datetime, hours: int = 1
+) -> int:
     """``user``'s block request (``starts`` for ``hours``) awarded to ``provider``."""
     with w.store.write() as s:
-        request = submit_request(s, w.m.actor("user", w.users[user]), services="anonymize",
-                                 starts_at=starts, ends_at=starts + hours * HOUR,
-                                 max_rate_bps=10**6, now=at)
+        request = submit_request(
+            s,
+            w.m.actor("user", w.users[user]),
+            services="anonymize",
+            starts_at=starts,
+            ends_at=starts + hours * HOUR,
+            max_rate_bps=10**6,
+            now=at,
+        )
         s.flush()
         request = s.get(ServiceRequest, request.id)
-        return make_award(s, request, w.providers[provider], price, source="auction",
-                          now=at).id
+        return make_award(s, request, w.providers[provider], price, source="auction", now=at).id
 
 
 def charges(w, award_id: int) -> list[tuple[str, int]]:
     with w.store.read() as s:
-        return [(c.kind, c.amount_minor) for c in s.scalars(
-            select(Charge).where(Charge.award_id == award_id).order_by(Charge.id))]
+        return [
+            (c.kind, c.amount_minor)
+            for c in s.scalars(
+                select(Charge).where(Charge.award_id == award_id).order_by(Charge.id)
+            )
+        ]
 
 
 def job_of(w, award_id: int):
     """The award's job: (id, status)."""
     with w.store.read() as s:
-        return s.execute(select(DeliveryJob.id, DeliveryJob.status)
-                         .where(DeliveryJob.award_id == award_id)).one()
+        return s.execute(
+            select(DeliveryJob.id, DeliveryJob.status).where(DeliveryJob.award_id == award_id)
+        ).one()
 
 
 def award_status(w, award_id: int) -> str:
@@ -69,18 +80,23 @@ def award_status(w, award_id: int) -> str:
 
 def statement_lines(w, user: str, period: str) -> list[tuple[str, int]]:
     with w.store.read() as s:
-        return [(line.kind, line.amount_minor) for line in s.scalars(
-            select(StatementLine).join(Statement, Statement.id == StatementLine.statement_id)
-            .where(Statement.user_id == w.users[user], Statement.period == period)
-            .order_by(StatementLine.position))]
+        return [
+            (line.kind, line.amount_minor)
+            for line in s.scalars(
+                select(StatementLine)
+                .join(Statement, Statement.id == StatementLine.statement_id)
+                .where(Statement.user_id == w.users[user], Statement.period == period)
+                .order_by(StatementLine.position)
+            )
+        ]
 
 
 def owed_to(w, home: str, provider: str) -> int:
     with w.store.read() as s:
-        view = se.provider_balance(s, w.m.actor("provider", w.providers[home]),
-                                   w.providers[home])
-    return sum(b["owes_minor"] for b in view["balances"]
-               if b["counterparty_id"] == w.providers[provider])
+        view = se.provider_balance(s, w.m.actor("provider", w.providers[home]), w.providers[home])
+    return sum(
+        b["owes_minor"] for b in view["balances"] if b["counterparty_id"] == w.providers[provider]
+    )
 
 
 def test_a_block_that_ended_unclaimed_voids_its_price_and_settles_nothing(w):
@@ -94,12 +110,16 @@ def test_a_block_that_ended_unclaimed_voids_its_price_and_settles_nothing(w):
     assert charges(w, voided) == [("price", 500), ("void", -500)]
     close(w)
     assert statement_lines(w, "alice", "2025-01") == [
-        ("price", 500), ("price", 300), ("void", -500)]
+        ("price", 500),
+        ("price", 300),
+        ("void", -500),
+    ]
     with w.store.read() as s:
         line = s.scalar(select(StatementLine).where(StatementLine.kind == "void"))
         assert line.attrs["description"] == f"price voided: award {voided} delivered nothing"
-        assert s.scalar(select(Statement.totals).where(
-            Statement.user_id == w.users["alice"])) == {"EUR": 300}
+        assert s.scalar(select(Statement.totals).where(Statement.user_id == w.users["alice"])) == {
+            "EUR": 300
+        }
     # home-isp owes far-b for the award delivered, less its 10%; nothing for the void one
     assert owed_to(w, "home-isp", "far-b") == 270
 
@@ -110,11 +130,14 @@ def test_closing_the_period_expires_blocks_no_daemon_ever_claimed(w):
     job_id, status = job_of(w, voided)
     assert status == "failed" and award_status(w, voided) == "failed"
     with w.store.read() as s:
-        assert [(e.event, e.from_status, e.to_status) for e in s.scalars(
-            select(JobEvent).where(JobEvent.job_id == job_id))] == [
-            ("expire", "queued", "failed")]
-        assert s.scalar(select(JobMeasurement.outcome)
-                        .where(JobMeasurement.job_id == job_id)) == "failed"
+        assert [
+            (e.event, e.from_status, e.to_status)
+            for e in s.scalars(select(JobEvent).where(JobEvent.job_id == job_id))
+        ] == [("expire", "queued", "failed")]
+        assert (
+            s.scalar(select(JobMeasurement.outcome).where(JobMeasurement.job_id == job_id))
+            == "failed"
+        )
     assert statement_lines(w, "bob", "2025-01") == [("price", 700), ("void", -700)]
     assert owed_to(w, "home-isp", "far-c") == 0
 
@@ -128,8 +151,9 @@ def test_a_price_already_on_a_finalized_statement_is_undone_on_the_next(w):
     close(w, "2025-02")
     assert statement_lines(w, "alice", "2025-02") == [("void", -500)]
     with w.store.read() as s:  # dated when the block ended, not when the close found it
-        assert s.scalar(select(Charge.rated_at).where(Charge.kind == "void")) \
-            == datetime(2025, 2, 1, 11, tzinfo=UTC)
+        assert s.scalar(select(Charge.rated_at).where(Charge.kind == "void")) == datetime(
+            2025, 2, 1, 11, tzinfo=UTC
+        )
 
 
 def test_a_job_failed_before_a_byte_went_out_is_voided_one_that_delivered_part_is_not(w):
@@ -173,7 +197,10 @@ def test_a_job_abandoned_by_its_daemon_past_the_block_fails_with_what_it_reporte
     close(w)
     with w.store.read() as s:
         assert s.get(DeliveryJob, job_id).status == "failed"
-        assert [(e.event, e.from_status) for e in s.scalars(
-            select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.event == "expire"))] \
-            == [("expire", "running")]
+        assert [
+            (e.event, e.from_status)
+            for e in s.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.event == "expire")
+            )
+        ] == [("expire", "running")]
     assert charges(w, voided) == [("price", 500), ("void", -500)]

@@ -18,11 +18,16 @@ MB = 10**6
 def tariff_body(**kw) -> dict:
     """Home's tariff for "identity": 0.001 EUR per MB of bytes past the award's terms, 0.10
     per minute past a block's end (charged per second), a connect fee the price covers."""
-    body = {"services": ["identity"], "currency": "EUR", "connect_fee": "0.40",
-            "active_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
-            "dimensions": {
-                "bytes": {"rate_unit": MB, "tiers": [{"up_to": None, "price": "0.001"}]},
-                "seconds": {"rate_unit": 60, "tiers": [{"up_to": None, "price": "0.10"}]}}}
+    body = {
+        "services": ["identity"],
+        "currency": "EUR",
+        "connect_fee": "0.40",
+        "active_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+        "dimensions": {
+            "bytes": {"rate_unit": MB, "tiers": [{"up_to": None, "price": "0.001"}]},
+            "seconds": {"rate_unit": 60, "tiers": [{"up_to": None, "price": "0.10"}]},
+        },
+    }
     return {**body, **kw}
 
 
@@ -66,26 +71,31 @@ def test_a_lost_report_is_made_up_by_the_next_and_a_late_one_charges_nothing(api
     job = volume_job(api)
     steps = {1: 10**9 + 3 * MB, 2: 10**9 + 700 * MB, 3: 10**9 + 1234 * MB + 17}
     assert report(api, job, 1, bytes_out=steps[1]).status_code == 201
-    third = report(api, job, 3, bytes_out=steps[3])          # report 2 is lost on the way
+    third = report(api, job, 3, bytes_out=steps[3])  # report 2 is lost on the way
     assert third.status_code == 201
     once = rate(t, {"bytes": steps[3] - 10**9}).minor - rate(t, {}).minor
-    assert usage_total(api, job) == once == 123   # 1,234.000017 MB: 1.234 -> 1.23
-    late = report(api, job, 2, bytes_out=steps[2])          # ... and turns up after all
+    assert usage_total(api, job) == once == 123  # 1,234.000017 MB: 1.234 -> 1.23
+    late = report(api, job, 2, bytes_out=steps[2])  # ... and turns up after all
     assert late.status_code == 201 and late.json()["charged_minor"] == 0
     refused(report(api, job, 4, bytes_out=steps[3] - 1), "bytes_out")
     assert usage_total(api, job) == once
     # a late report must lie between its neighbours
-    refused(report(api, job, 2 ** 40, bytes_out=steps[1] - 1), "bytes_out")
+    refused(report(api, job, 2**40, bytes_out=steps[1] - 1), "bytes_out")
 
 
 def test_the_price_is_a_charge_line_and_usage_within_the_terms_is_free(api):
     publish(api)
     job = volume_job(api)
-    assert report(api, job, 1, bytes_out=10**9, packets_in=10**6, seconds=10**5).json()[
-        "charged_minor"] == 0
+    assert (
+        report(api, job, 1, bytes_out=10**9, packets_in=10**6, seconds=10**5).json()[
+            "charged_minor"
+        ]
+        == 0
+    )
     view = api.home_key.get(f"/v1/jobs/{job}/usage").json()
-    assert view["charges"] == [{"user_id": api.alice_id, "kind": "price", "currency": "EUR",
-                                "amount_minor": 100}]   # 1 GB at home's 100 per GB
+    assert view["charges"] == [
+        {"user_id": api.alice_id, "kind": "price", "currency": "EUR", "amount_minor": 100}
+    ]  # 1 GB at home's 100 per GB
 
 
 def test_no_tariff_no_usage_charge(api):
@@ -97,9 +107,17 @@ def test_no_tariff_no_usage_charge(api):
 
 def test_a_group_pays_usage_by_its_shares_to_the_minor_unit(api):
     publish(api)
-    g = api.alice.post("/v1/requests", json=block(
-        group=True, services=["identity"], members=[{"kind": "user", "value": api.alice_id},
-                                                    {"kind": "user", "value": api.bob_id}])).json()
+    g = api.alice.post(
+        "/v1/requests",
+        json=block(
+            group=True,
+            services=["identity"],
+            members=[
+                {"kind": "user", "value": api.alice_id},
+                {"kind": "user", "value": api.bob_id},
+            ],
+        ),
+    ).json()
     group = g["group_id"]
     api.alice.post(f"/v1/groups/{group}/pledges", json={"max_minor": 10**6})
     r = api.bob.post(f"/v1/groups/{group}/pledges", json={"max_minor": 10**6})
@@ -116,7 +134,7 @@ def test_a_group_pays_usage_by_its_shares_to_the_minor_unit(api):
     for c in view["charges"]:
         by_user.setdefault(c["user_id"], {})[c["kind"]] = c["amount_minor"]
     assert {u: k["price"] for u, k in by_user.items()} == shares
-    assert sum(k.get("seconds", 0) for k in by_user.values()) == 600   # 3,601 s over: 6.0017
+    assert sum(k.get("seconds", 0) for k in by_user.values()) == 600  # 3,601 s over: 6.0017
     assert set(by_user) == {api.alice_id, api.bob_id}
 
 
@@ -128,20 +146,24 @@ def test_bad_reports_are_refused_naming_the_field_and_leave_nothing(api):
     refused(report(api, job, 1, bytes_out="7"), "bytes_out")
     refused(report(api, job, 1, bytes_out=BIG), "bytes_out")
     refused(report(api, job, 1, bytes_out=2**64), "bytes_out")
-    publish(api, services=["identity"], active_from=(datetime.now(UTC) - timedelta(
-        minutes=30)).isoformat(), dimensions={"bytes": {"tiers": [{"up_to": None,
-                                                                  "price": "1000"}]}})
-    refused(report(api, job, 1, bytes_out=BIG - 1), "bytes_out")   # a charge past 64 bits
+    publish(
+        api,
+        services=["identity"],
+        active_from=(datetime.now(UTC) - timedelta(minutes=30)).isoformat(),
+        dimensions={"bytes": {"tiers": [{"up_to": None, "price": "1000"}]}},
+    )
+    refused(report(api, job, 1, bytes_out=BIG - 1), "bytes_out")  # a charge past 64 bits
     refused(report(api, job, 1, frames=3), "frames")
     refused(report(api, job, 0, bytes_out=1), "sequence")
     refused(report(api, job, BIG, bytes_out=1), "sequence")
     refused(report(api, job, 1, services={"anonymize": {"packets": 1}}), "services.anonymize")
     refused(report(api, job, 1, services={"identity": {"frames": 1}}), "services.identity.frames")
-    refused(report(api, job, 1, services={"identity": {"packets": -2}}),
-            "services.identity.packets")
+    refused(
+        report(api, job, 1, services={"identity": {"packets": -2}}), "services.identity.packets"
+    )
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     refused(report(api, job, 1, at=future), "at")
-    refused(report(api, job, 1, at="2026-01-01T00:00:00"), "at")    # no zone
+    refused(report(api, job, 1, at="2026-01-01T00:00:00"), "at")  # no zone
     refused(api.home_key.post(f"/v1/jobs/{BIG}/usage", json={"sequence": 1}), "job_id")
     refused(api.home_key.post("/v1/jobs/999999/usage", json={"sequence": 1}), None, 404)
     refused(api.north_key.post(f"/v1/jobs/{job}/usage", json={"sequence": 1}), None, 403)
@@ -152,8 +174,7 @@ def test_bad_reports_are_refused_naming_the_field_and_leave_nothing(api):
     assert usage_total(api, job) == 0
     # service counters are cumulative too
     assert report(api, job, 1, services={"identity": {"packets": 5}}).status_code == 201
-    refused(report(api, job, 2, services={"identity": {"packets": 4}}),
-            "services.identity.packets")
+    refused(report(api, job, 2, services={"identity": {"packets": 4}}), "services.identity.packets")
     refused(report(api, job, 2), "services.identity.packets")
 
 
@@ -224,25 +245,39 @@ def test_the_plain_usage_route_answers_bad_input_as_the_declared_operation_does(
     from broker.api.main import create_app
     from broker.api.routes import billing
 
-    bad = [("0", b'{"sequence": 1}', "application/json"),
-           ("abc", b"{}", "application/json"), (str(BIG), b"{}", "application/json"),
-           ("5", b"{bad", "application/json"), ("5", b"", "application/json"),
-           ("5", b"null", "application/json"), ("5", b"[1]", "application/json"),
-           ("5", b'{"sequence": 1.0}', "application/json"),
-           ("5", b'{"sequence": 1, "bytes_out": -1}', "application/json"),
-           ("5", b'{"sequence": 1, "zzz": 1}', "application/json"),
-           ("5", b'{"sequence": 1, "at": "2020-01-01T00:00:00"}', "application/json"),
-           ("5", b'{"sequence": 1, "services": {"x": {"packets": "1"}}}', "application/json"),
-           ("5", b'{"sequence": 1}', "text/plain"), ("5", b'{"sequence": 1}', None),
-           ("5", b'{"sequence": 1}', "application/merge-patch+json; charset=utf-8")]
+    bad = [
+        ("0", b'{"sequence": 1}', "application/json"),
+        ("abc", b"{}", "application/json"),
+        (str(BIG), b"{}", "application/json"),
+        ("5", b"{bad", "application/json"),
+        ("5", b"", "application/json"),
+        ("5", b"null", "application/json"),
+        ("5", b"[1]", "application/json"),
+        ("5", b'{"sequence": 1.0}', "application/json"),
+        ("5", b'{"sequence": 1, "bytes_out": -1}', "application/json"),
+        ("5", b'{"sequence": 1, "zzz": 1}', "application/json"),
+        ("5", b'{"sequence": 1, "at": "2020-01-01T00:00:00"}', "application/json"),
+        ("5", b'{"sequence": 1, "services": {"x": {"packets": "1"}}}', "application/json"),
+        ("5", b'{"sequence": 1}', "text/plain"),
+        ("5", b'{"sequence": 1}', None),
+        ("5", b'{"sequence": 1}', "application/merge-patch+json; charset=utf-8"),
+    ]
 
     async def ask(app) -> list:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://broker") as client:
-            return [(r.status_code, r.json()) for r in [
-                await client.post(f"/v1/jobs/{job}/usage", content=body,
-                                  headers={"Content-Type": kind} if kind else {})
-                for job, body, kind in bad]]
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://broker"
+        ) as client:
+            return [
+                (r.status_code, r.json())
+                for r in [
+                    await client.post(
+                        f"/v1/jobs/{job}/usage",
+                        content=body,
+                        headers={"Content-Type": kind} if kind else {},
+                    )
+                    for job, body, kind in bad
+                ]
+            ]
 
     def answers() -> list:
         app = create_app(store, expire_every=None)

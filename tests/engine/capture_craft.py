@@ -31,8 +31,9 @@ def backend_params():
 
 # Files libpcap refuses (its testprogs/TESTrun), and the words of the error we must give.
 REJECTED = {
-    "libpcap/linktype-reserved-field-not-zero.pcap":
-        r"linktype reserved field not zero \(0x00300000\)",
+    "libpcap/linktype-reserved-field-not-zero.pcap": (
+        r"linktype reserved field not zero \(0x00300000\)"
+    ),
     "libpcap/pcap-invalid-version-1.pcap": r"unsupported pcap savefile version 1\.4",
     "libpcap/pcap-invalid-version-2.pcap": r"unsupported pcap savefile version 2\.5",
     "libpcap/pcapng-invalid-vers-1.pcapng": r"unsupported pcapng savefile version 0\.1",
@@ -40,7 +41,7 @@ REJECTED = {
     # libpcap names the second block; the first one's trailer is just as wrong, and we stop
     # there: either way the header and trailer lengths disagree.
     "libpcap/shb-option-too-long.pcapng": r"block total length in header \d+ and trailer "
-                                          r"808464432 don't match",
+    r"808464432 don't match",
 }
 CUT = "dpkt/truncated_dns_2.pcap"  # ends 7 bytes into a record header
 
@@ -66,9 +67,15 @@ def corpus_params(keep=None) -> list:
     from engine.errors import CaptureError
 
     if not CORPUS.is_dir():
-        return [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"capture corpus not found at {CORPUS} (the shared folder beside the "
-                   "project)"))]
+        return [
+            pytest.param(
+                None,
+                marks=pytest.mark.skip(
+                    reason=f"capture corpus not found at {CORPUS} (the shared folder beside the "
+                    "project)"
+                ),
+            )
+        ]
     found = []
     for path in sorted(CORPUS.glob("*/*.pcap*")):
         try:
@@ -82,14 +89,20 @@ def corpus_params(keep=None) -> list:
     return found
 
 
-
-
 # -- what a batch holds, as plain values --------------------------------------------------------
 def packets_of(batch) -> list[tuple[bytes, int, int, int, int]]:
     """(bytes, caplen, origlen, ts_ns, linktype) for every packet of ``batch``."""
     lts = batch.linktypes
-    return [(batch.packet(i).tobytes(), int(batch.caplen[i]), int(batch.origlen[i]),
-             int(batch.ts_ns[i]), int(lts[i])) for i in range(len(batch))]
+    return [
+        (
+            batch.packet(i).tobytes(),
+            int(batch.caplen[i]),
+            int(batch.origlen[i]),
+            int(batch.ts_ns[i]),
+            int(lts[i]),
+        )
+        for i in range(len(batch))
+    ]
 
 
 # -- pcap ---------------------------------------------------------------------------------------
@@ -100,16 +113,33 @@ def _order(e: str, swap: bool) -> str:
     return ">" if swap else e
 
 
-def pcap_header(e: str = "<", *, nano: bool = False, version=(2, 4), snaplen: int = 65535,
-                linktype: int = 1, swap: bool = False) -> bytes:
+def pcap_header(
+    e: str = "<",
+    *,
+    nano: bool = False,
+    version=(2, 4),
+    snaplen: int = 65535,
+    linktype: int = 1,
+    swap: bool = False,
+) -> bytes:
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-    return struct.pack(_order(e, swap) + "IHHiIII", magic, version[0], version[1], 0, 0,
-                       snaplen, linktype)
+    return struct.pack(
+        _order(e, swap) + "IHHiIII", magic, version[0], version[1], 0, 0, snaplen, linktype
+    )
 
 
-def pcap_record(data: bytes, sec: int = 0, frac: int = 0, e: str = "<",
-                origlen: int | None = None, caplen: int | None = None, *,
-                orig: int | None = None, incl: int | None = None, swap: bool = False) -> bytes:
+def pcap_record(
+    data: bytes,
+    sec: int = 0,
+    frac: int = 0,
+    e: str = "<",
+    origlen: int | None = None,
+    caplen: int | None = None,
+    *,
+    orig: int | None = None,
+    incl: int | None = None,
+    swap: bool = False,
+) -> bytes:
     caplen = incl if incl is not None else len(data) if caplen is None else caplen
     origlen = orig if orig is not None else len(data) if origlen is None else origlen
     return struct.pack(_order(e, swap) + "IIII", sec, frac, caplen, origlen) + data
@@ -145,8 +175,9 @@ class Expected:
         self.iface.append(iface)
 
 
-def pcap_walk(packets, *, swap: bool = False, nano: bool = False,
-              snaplen: int = MAX_SNAPLEN) -> tuple[bytes, Expected]:
+def pcap_walk(
+    packets, *, swap: bool = False, nano: bool = False, snaplen: int = MAX_SNAPLEN
+) -> tuple[bytes, Expected]:
     """A pcap file of ``packets`` given as ``(data, sec, frac, orig)``, and what a walk over
     it must find."""
     out = bytearray(pcap_header(nano=nano, swap=swap, snaplen=snaplen))
@@ -170,8 +201,15 @@ def end_of_options(e: str = "<") -> bytes:
     return struct.pack(e + "HH", 0, 0)
 
 
-def block(btype: int, body: bytes, e: str = "<", *, swap: bool = False,
-          blen: int | None = None, trailer: int | None = None) -> bytes:
+def block(
+    btype: int,
+    body: bytes,
+    e: str = "<",
+    *,
+    swap: bool = False,
+    blen: int | None = None,
+    trailer: int | None = None,
+) -> bytes:
     """A block with ``body`` padded to 4 bytes; ``blen``/``trailer`` override the lengths."""
     e = _order(e, swap)
     body = pad4(body)
@@ -182,12 +220,21 @@ def block(btype: int, body: bytes, e: str = "<", *, swap: bool = False,
 
 def shb(e: str = "<", version=(1, 0), options: bytes = b"", *, swap: bool = False) -> bytes:
     e = _order(e, swap)
-    return block(0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, version[0], version[1], -1)
-                 + options, e)
+    return block(
+        0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, version[0], version[1], -1) + options, e
+    )
 
 
-def idb(linktype: int = 1, snaplen: int = 0, e: str = "<", *, tsresol: int | None = None,
-        tsoffset: int | None = None, name: str | None = None, swap: bool = False) -> bytes:
+def idb(
+    linktype: int = 1,
+    snaplen: int = 0,
+    e: str = "<",
+    *,
+    tsresol: int | None = None,
+    tsoffset: int | None = None,
+    name: str | None = None,
+    swap: bool = False,
+) -> bytes:
     e = _order(e, swap)
     opts = b""
     if name is not None:
@@ -201,33 +248,88 @@ def idb(linktype: int = 1, snaplen: int = 0, e: str = "<", *, tsresol: int | Non
     return block(1, struct.pack(e + "HHI", linktype, 0, snaplen) + opts, e)
 
 
-def epb(data: bytes, ticks: int = 0, ifid: int = 0, e: str = "<", origlen: int | None = None,
-        options: bytes = b"", *, orig: int | None = None, incl: int | None = None,
-        swap: bool = False, blen: int | None = None, trailer: int | None = None) -> bytes:
+def epb(
+    data: bytes,
+    ticks: int = 0,
+    ifid: int = 0,
+    e: str = "<",
+    origlen: int | None = None,
+    options: bytes = b"",
+    *,
+    orig: int | None = None,
+    incl: int | None = None,
+    swap: bool = False,
+    blen: int | None = None,
+    trailer: int | None = None,
+) -> bytes:
     e = _order(e, swap)
     origlen = orig if orig is not None else len(data) if origlen is None else origlen
-    return block(6, struct.pack(e + "IIIII", ifid, ticks >> 32, ticks & 0xFFFFFFFF,
-                                len(data) if incl is None else incl, origlen)
-                 + pad4(data) + options, e, blen=blen, trailer=trailer)
+    return block(
+        6,
+        struct.pack(
+            e + "IIIII",
+            ifid,
+            ticks >> 32,
+            ticks & 0xFFFFFFFF,
+            len(data) if incl is None else incl,
+            origlen,
+        )
+        + pad4(data)
+        + options,
+        e,
+        blen=blen,
+        trailer=trailer,
+    )
 
 
-def spb(data: bytes, e: str = "<", origlen: int | None = None, *, orig: int | None = None,
-        swap: bool = False, blen: int | None = None, trailer: int | None = None) -> bytes:
+def spb(
+    data: bytes,
+    e: str = "<",
+    origlen: int | None = None,
+    *,
+    orig: int | None = None,
+    swap: bool = False,
+    blen: int | None = None,
+    trailer: int | None = None,
+) -> bytes:
     e = _order(e, swap)
     origlen = orig if orig is not None else len(data) if origlen is None else origlen
     return block(3, struct.pack(e + "I", origlen) + data, e, blen=blen, trailer=trailer)
 
 
-def obsolete_pb(data: bytes, ticks: int = 0, ifid: int = 0, e: str = "<",
-                origlen: int | None = None, *, drops: int = 0, orig: int | None = None,
-                incl: int | None = None, swap: bool = False, blen: int | None = None,
-                trailer: int | None = None) -> bytes:
+def obsolete_pb(
+    data: bytes,
+    ticks: int = 0,
+    ifid: int = 0,
+    e: str = "<",
+    origlen: int | None = None,
+    *,
+    drops: int = 0,
+    orig: int | None = None,
+    incl: int | None = None,
+    swap: bool = False,
+    blen: int | None = None,
+    trailer: int | None = None,
+) -> bytes:
     """The obsolete Packet Block: a 16-bit interface id and a 16-bit drop count."""
     e = _order(e, swap)
     origlen = orig if orig is not None else len(data) if origlen is None else origlen
-    return block(2, struct.pack(e + "HHIIII", ifid, drops, ticks >> 32, ticks & 0xFFFFFFFF,
-                                len(data) if incl is None else incl, origlen) + data, e,
-                 blen=blen, trailer=trailer)
+    return block(
+        2,
+        struct.pack(
+            e + "HHIIII",
+            ifid,
+            drops,
+            ticks >> 32,
+            ticks & 0xFFFFFFFF,
+            len(data) if incl is None else incl,
+            origlen,
+        )
+        + data,
+        e,
+        blen=blen,
+        trailer=trailer,
+    )
 
 
 # -- oracles ------------------------------------------------------------------------------------
@@ -258,8 +360,15 @@ def scapy_packets(path) -> list[tuple[bytes, int, int, int, int]]:
                 out.append((data, len(data), meta.wirelen, ts, meta.linktype))
             else:
                 scale = 1 if r.nano else 1000
-                out.append((data, meta.caplen, meta.wirelen, meta.sec * 10**9 + meta.usec * scale,
-                            r.linktype & 0xFFFF))
+                out.append(
+                    (
+                        data,
+                        meta.caplen,
+                        meta.wirelen,
+                        meta.sec * 10**9 + meta.usec * scale,
+                        r.linktype & 0xFFFF,
+                    )
+                )
     return out
 
 

@@ -37,8 +37,18 @@ def _need(p: bytes, end: int) -> None:
 
 
 def no_keys() -> dict:
-    return {"family": 0, "proto": 0, "src": b"", "dst": b"", "sport": 0, "dport": 0,
-            "l3_off": -1, "l4_off": -1, "payload_off": -1, "fragment": 0}
+    return {
+        "family": 0,
+        "proto": 0,
+        "src": b"",
+        "dst": b"",
+        "sport": 0,
+        "dport": 0,
+        "l3_off": -1,
+        "l4_off": -1,
+        "payload_off": -1,
+        "fragment": 0,
+    }
 
 
 def flow_keys(pkt: bytes, linktype: int) -> dict:
@@ -130,8 +140,9 @@ def _ipv4(p: bytes, at: int, keys: dict) -> None:
     _need(p, at + 20)
     if p[at] >> 4 != 4 or (p[at] & 15) < 5:
         return
-    keys.update(family=4, l3_off=at, src=p[at + 12 : at + 16], dst=p[at + 16 : at + 20],
-                proto=p[at + 9])
+    keys.update(
+        family=4, l3_off=at, src=p[at + 12 : at + 16], dst=p[at + 16 : at + 20], proto=p[at + 9]
+    )
     flags_offset = _u16(p, at + 6)
     if flags_offset & 0x1FFF:
         keys["fragment"] = 2
@@ -145,8 +156,9 @@ def _ipv6(p: bytes, at: int, keys: dict) -> None:
     _need(p, at + 40)
     if p[at] >> 4 != 6:
         return
-    keys.update(family=6, l3_off=at, src=p[at + 8 : at + 24], dst=p[at + 24 : at + 40],
-                proto=p[at + 6])
+    keys.update(
+        family=6, l3_off=at, src=p[at + 8 : at + 24], dst=p[at + 24 : at + 40], proto=p[at + 6]
+    )
     _upper(p, at + 40, p[at + 6], keys, ipv6=True)
 
 
@@ -290,8 +302,11 @@ def checksum_status(pkt: bytes, keys: dict) -> tuple[int, int, bytes]:
     elif fam == 4:
         pseudo = pkt[l3 + 12 : l3 + 20] + struct.pack(">BBH", 0, proto, length)
     else:
-        pseudo = (pkt[l3 + 8 : l3 + 24] + _final_destination(pkt, l3, l4)
-                  + struct.pack(">IxxxB", length, proto))
+        pseudo = (
+            pkt[l3 + 8 : l3 + 24]
+            + _final_destination(pkt, l3, l4)
+            + struct.pack(">IxxxB", length, proto)
+        )
     if proto == 17 and stored == 0:
         l4_status = BAD
     else:
@@ -309,8 +324,9 @@ def checksum_status(pkt: bytes, keys: dict) -> tuple[int, int, bytes]:
 # ---------------------------------------------------------------------------------------------
 
 
-def segments(sizes: list[int], ts: list[int], max_packets: int = 0, max_bytes: int = 0,
-             window_ns: int = 0) -> list[list[int]]:
+def segments(
+    sizes: list[int], ts: list[int], max_packets: int = 0, max_bytes: int = 0, window_ns: int = 0
+) -> list[list[int]]:
     """The segments (lists of positions), cut greedily: a packet joins the current segment
     unless that would break a limit (0 is none)."""
     result: list[list[int]] = []
@@ -357,8 +373,16 @@ def _endpoint(addr: bytes, port: int, seed: int) -> int:
     return fmix64(h ^ ((port * 0x9E3779B97F4A7C15) & MASK))
 
 
-def flow_hash(family: int, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
-              fragment: int, seed: int = 0) -> int:
+def flow_hash(
+    family: int,
+    proto: int,
+    src: bytes,
+    dst: bytes,
+    sport: int,
+    dport: int,
+    fragment: int,
+    seed: int = 0,
+) -> int:
     """The documented symmetric hash of one packet's flow key."""
     if fragment or proto not in (6, 17, 33, 132, 136):
         sport = dport = 0
@@ -393,6 +417,6 @@ def walk_tpacket_block(block: bytes, snaplen: int) -> list[tuple[bytes, int, int
     for _ in range(num_pkts):
         next_offset, sec, nsec, snap, length, _status, mac = struct.unpack_from("<6IH", block, at)
         cut = min(snap, snaplen)
-        frames.append((block[at + mac:at + mac + cut], length, sec * 1_000_000_000 + nsec))
+        frames.append((block[at + mac : at + mac + cut], length, sec * 1_000_000_000 + nsec))
         at += next_offset
     return frames

@@ -11,8 +11,12 @@ import pytest
 
 
 def script(shell: str) -> str:
-    run = subprocess.run([sys.executable, "-m", "engine.cli", "completion", shell],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "completion", shell],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     return run.stdout
 
@@ -21,9 +25,11 @@ def complete(bash_script: str, line: str) -> list[str]:
     """What bash offers for ``line`` (completing its last word), through the script's own
     completion function."""
     words = line.split(" ")
-    probe = (f'{bash_script}\nCOMP_WORDS=({" ".join(repr(w) for w in words)})\n'
-             f'COMP_CWORD={len(words) - 1}\nCOMP_LINE={line!r}\nCOMP_POINT=${{#COMP_LINE}}\n'
-             f'_shtab_pktx\nprintf "%s\\n" "${{COMPREPLY[@]}}"\n')
+    probe = (
+        f"{bash_script}\nCOMP_WORDS=({' '.join(repr(w) for w in words)})\n"
+        f"COMP_CWORD={len(words) - 1}\nCOMP_LINE={line!r}\nCOMP_POINT=${{#COMP_LINE}}\n"
+        f'_shtab_pktx\nprintf "%s\\n" "${{COMPREPLY[@]}}"\n'
+    )
     run = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     return sorted(w for w in run.stdout.split() if w)
@@ -35,7 +41,10 @@ def test_bash_completes_what_the_parser_has():
     assert complete(bash, "pktx del") == ["deliver"]
     assert "services" in complete(bash, "pktx ") and "broker" in complete(bash, "pktx ")
     assert complete(bash, "pktx deliver in.pcap --seg") == [
-        "--segment-bytes", "--segment-ms", "--segment-packets"]
+        "--segment-bytes",
+        "--segment-ms",
+        "--segment-packets",
+    ]
     assert complete(bash, "pktx deliver in.pcap --on-poison ") == ["fail", "skip"]
     assert complete(bash, "pktx broker ad") == ["admin"]
     assert complete(bash, "pktx --log-format ") == ["json", "text"]

@@ -18,16 +18,25 @@ KEY = "00112233445566778899aabbccddeeff" * 2
 
 
 def pktx(*args, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("PKTX_WORKER_", "PKTX_DELIVER_", "PKTX_DAEMON_"))
-                   and k != "PKTX_CONFIG"}
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PKTX_WORKER_", "PKTX_DELIVER_", "PKTX_DAEMON_"))
+        and k != "PKTX_CONFIG"
+    }
     environment["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+    )
     environment["XDG_CONFIG_HOME"] = str(cwd or ROOT / "no-such-config-home")
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=120, env=environment,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        cwd=cwd,
+    )
 
 
 def shown(*args, env=None) -> dict[str, tuple]:
@@ -59,7 +68,8 @@ def test_the_default_file_is_found_and_a_delivery_runs_from_it(tmp_path):
     (home / "pktx").mkdir(parents=True)
     (home / "pktx" / "pktx.toml").write_text(
         f'[deliver]\noutput = "{tmp_path / "out.pcap"}"\nworkers = 1\nservice = "encrypt"\n'
-        f'param = ["key={KEY}"]\nflow_affinity = true\n')
+        f'param = ["key={KEY}"]\nflow_affinity = true\n'
+    )
     run = pktx("deliver", source, cwd=home)
     assert run.returncode == 0, run.stderr
     with open(tmp_path / "out.pcap", "rb") as f:
@@ -72,14 +82,17 @@ def test_the_default_file_is_found_and_a_delivery_runs_from_it(tmp_path):
     assert seen["--flow-affinity"][0] is True
 
 
-@pytest.mark.parametrize(("text", "said"), [
-    ("[worker]\ncredit = \"x\"\n", "[worker] credit: not an integer: 'x'"),
-    ("[worker]\ncredits = 4\n", "[worker]: unknown key(s) credits"),
-    ("[workers]\ncredit = 4\n", "unknown table(s) workers"),
-    ("[worker\n", "not TOML"),
-    ("[worker]\nexit_on_disconnect = \"maybe\"\n", "'maybe' is not true or false"),
-    ("[deliver]\non_poison = \"ignore\"\n", "'ignore' is not one of fail, skip"),
-])
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('[worker]\ncredit = "x"\n', "[worker] credit: not an integer: 'x'"),
+        ("[worker]\ncredits = 4\n", "[worker]: unknown key(s) credits"),
+        ("[workers]\ncredit = 4\n", "unknown table(s) workers"),
+        ("[worker\n", "not TOML"),
+        ('[worker]\nexit_on_disconnect = "maybe"\n', "'maybe' is not true or false"),
+        ('[deliver]\non_poison = "ignore"\n', "'ignore' is not one of fail, skip"),
+    ],
+)
 def test_a_bad_file_is_one_line_naming_the_key_and_the_file(tmp_path, text, said):
     conf = tmp_path / "bad.toml"
     conf.write_text(text)
@@ -93,6 +106,8 @@ def test_a_bad_file_is_one_line_naming_the_key_and_the_file(tmp_path, text, said
 def test_a_bad_variable_and_a_missing_file(tmp_path):
     run = pktx("worker", "--config", tmp_path / "none.toml")
     assert (run.returncode, run.stderr.strip()) == (
-        2, f"pktx: error: no such configuration file: {tmp_path / 'none.toml'}")
+        2,
+        f"pktx: error: no such configuration file: {tmp_path / 'none.toml'}",
+    )
     run = pktx("worker", "--connect", "tcp://127.0.0.1:1", env={"PKTX_WORKER_CREDIT": "-1"})
     assert run.returncode == 2 and "environment PKTX_WORKER_CREDIT" in run.stderr

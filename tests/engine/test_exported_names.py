@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import engine
 
-PUBLIC = {"CaptureError", "CaptureReader", "CaptureTruncatedWarning", "CaptureWriter",
-          "EngineError", "Interface", "PacketBatch", "__version__", "open_capture",
-          "read_capture", "write_capture"}
+PUBLIC = {
+    "CaptureError",
+    "CaptureReader",
+    "CaptureTruncatedWarning",
+    "CaptureWriter",
+    "EngineError",
+    "Interface",
+    "PacketBatch",
+    "__version__",
+    "open_capture",
+    "read_capture",
+    "write_capture",
+}
 
 
 def test_the_exported_names_are_the_public_api():
@@ -15,7 +25,15 @@ def test_the_exported_names_are_the_public_api():
     for name in PUBLIC:
         assert getattr(engine, name) is not None, name
     exported = {n for n in dir(engine) if not n.startswith("_")} - {
-        "capture", "packet", "delivery", "services", "errors", "cli", "daemon", "logs"}
+        "capture",
+        "packet",
+        "delivery",
+        "services",
+        "errors",
+        "cli",
+        "daemon",
+        "logs",
+    }
     assert exported <= PUBLIC, exported - PUBLIC
 
 

@@ -13,10 +13,17 @@ from locations import ROOT
 
 
 def pktx(*args) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    run = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)],
-                         capture_output=True, text=True, timeout=120, env=env)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert run.returncode in (0, 1), run.stderr
     return {"status": run.returncode, **json.loads(run.stdout)}
 
@@ -34,11 +41,23 @@ def test_generate_convert_deliver_keys_and_worker_report_in_json(tmp_path):
     assert count(src) == 500
     converted = pktx("convert", src, ng, "--json")
     assert (converted["packets"], converted["format"], converted["damage"]) == (
-        500, "pcapng", False)
+        500,
+        "pcapng",
+        False,
+    )
     assert count(ng) == 500
     usage_file = tmp_path / "usage.json"
-    usage = pktx("deliver", src, "-o", tmp_path / "out.pcap", "--workers", 1, "--json",
-                 "--usage-json", usage_file)
+    usage = pktx(
+        "deliver",
+        src,
+        "-o",
+        tmp_path / "out.pcap",
+        "--workers",
+        1,
+        "--json",
+        "--usage-json",
+        usage_file,
+    )
     recorded = json.loads(usage_file.read_text())
     assert usage["packets_out"] == recorded["packets_out"] == count(tmp_path / "out.pcap")
     assert {k: v for k, v in usage.items() if k != "status"} == recorded

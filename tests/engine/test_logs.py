@@ -21,23 +21,34 @@ WORKER = ("worker", "--connect", "tcp://127.0.0.1:1", "--max-idle", "1")
 
 
 def pktx(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    environment = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
     environment.pop("PKTX_LOG_FORMAT", None)
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True,
-                          text=True, timeout=60, env=environment)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
 
 
 def test_a_worker_logs_json_lines_with_its_role_and_the_job_it_serves():
-    run = pktx(*WORKER, "--log-format", "json", "-v",
-               env={"PKTX_LOG_JOB_ID": "42", "PKTX_LOG_AWARD_ID": "7"})
+    run = pktx(
+        *WORKER,
+        "--log-format",
+        "json",
+        "-v",
+        env={"PKTX_LOG_JOB_ID": "42", "PKTX_LOG_AWARD_ID": "7"},
+    )
     assert run.returncode == 1
     lines = [json.loads(line) for line in run.stderr.splitlines()]
     assert len(lines) >= 2
     for line in lines:
-        assert line["role"] == "worker" and line["level"] in ("debug", "info", "warning",
-                                                              "error")
+        assert line["role"] == "worker" and line["level"] in ("debug", "info", "warning", "error")
         assert (line["job_id"], line["award_id"]) == (42, 7)
         when = datetime.fromisoformat(line["time"].replace("Z", "+00:00"))
         assert when.utcoffset().total_seconds() == 0
@@ -54,8 +65,11 @@ def test_quiet_and_verbose_mean_the_same_before_or_after_the_command(where, tmp_
         args = (*flags, *deliver) if where == "before" else (*deliver, *flags)
         done = pktx(*args)
         assert done.returncode == 0, done.stderr
-        levels = {line.split(":")[1].strip() for line in done.stderr.splitlines()
-                  if line.startswith("pktx deliver: ")}
+        levels = {
+            line.split(":")[1].strip()
+            for line in done.stderr.splitlines()
+            if line.startswith("pktx deliver: ")
+        }
         return levels, done.stderr
 
     quiet, said = run("-q")

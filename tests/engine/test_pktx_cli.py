@@ -15,8 +15,12 @@ from locations import CORPUS
 
 
 def pktx(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"pktx {args} exited {proc.returncode}: {proc.stderr}")
     return proc
@@ -58,8 +62,9 @@ def test_info_on_a_refused_file_prints_one_line_and_fails():
 
 
 def test_info_truncate_reports_damage_and_fails():
-    proc = pktx("info", "--json", "--errors", "truncate", corpus("dpkt/truncated_dns_2.pcap"),
-                check=False)
+    proc = pktx(
+        "info", "--json", "--errors", "truncate", corpus("dpkt/truncated_dns_2.pcap"), check=False
+    )
     assert proc.returncode == 1
     info = json.loads(proc.stdout)
     assert info["packets"] == 1
@@ -122,28 +127,36 @@ def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path)
         socket.create_connection(tuple(url.removeprefix("http://").split(":")), timeout=2)
     db = sqlite3.connect(tmp_path / "broker.sqlite3")
     try:
-        assert db.execute("SELECT p.name, a.price_minor, a.currency, a.status FROM awards a "
-                          "JOIN providers p ON p.id = a.provider_id").fetchall() == [
-            ("far-b", 9600, "EUR", "delivered")]
+        assert db.execute(
+            "SELECT p.name, a.price_minor, a.currency, a.status FROM awards a "
+            "JOIN providers p ON p.id = a.provider_id"
+        ).fetchall() == [("far-b", 9600, "EUR", "delivered")]
         assert db.execute("SELECT status FROM delivery_jobs").fetchall() == [("done",)]
         assert db.execute("SELECT event FROM job_events ORDER BY id").fetchall() == [
-            ("claim",), ("start",), ("complete",)]
+            ("claim",),
+            ("start",),
+            ("complete",),
+        ]
         assert sorted(db.execute("SELECT direction, score FROM ratings").fetchall()) == [
-            ("payment", 100), ("service", 95)]
+            ("payment", 100),
+            ("service", 95),
+        ]
         assert db.execute("SELECT count(*) FROM bids").fetchone() == (3,)
         # Billing: far-b's daemon's usage report rated past the data cap, beside the auction
         # price, on alice's statement for the period under way
         charged = db.execute("SELECT charged_minor FROM usage_reports").fetchall()
         charges = db.execute("SELECT kind, amount_minor FROM charges ORDER BY id").fetchall()
-        requests = db.execute("SELECT u.name, count(*) FROM service_requests r JOIN users u "
-                              "ON u.id = r.user_id GROUP BY u.name").fetchall()
+        requests = db.execute(
+            "SELECT u.name, count(*) FROM service_requests r JOIN users u "
+            "ON u.id = r.user_id GROUP BY u.name"
+        ).fetchall()
         cards = db.execute("SELECT count(*) FROM payment_methods").fetchone()
         # The month's end: alice's statement finalized and paid by her card; home-isp settled
         # with far-b, keeping its 5% margin.
-        paid = db.execute("SELECT status, number, paid_minor, paid_at IS NOT NULL "
-                          "FROM statements").fetchall()
-        batches = db.execute("SELECT number, line_count, status FROM settlement_batches"
-                             ).fetchall()
+        paid = db.execute(
+            "SELECT status, number, paid_minor, paid_at IS NOT NULL FROM statements"
+        ).fetchall()
+        batches = db.execute("SELECT number, line_count, status FROM settlement_batches").fetchall()
     finally:
         db.close()
     [(usage_charge,)] = charged
@@ -151,25 +164,31 @@ def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path)
     euros, cents = divmod(9600 + usage_charge, 100)
     assert "alice's statement by her profile 'by-service'" in out
     assert "alice's statement by her profile 'by-recipient'" in out
-    assert f"Total          €{euros}.{cents:02d}" in out           # en_US
-    assert f"Summe         {euros},{cents:02d}\xa0€" in out        # de_DE
+    assert f"Total          €{euros}.{cents:02d}" in out  # en_US
+    assert f"Summe         {euros},{cents:02d}\xa0€" in out  # de_DE
     assert (tmp_path / "statement.pdf").read_bytes().startswith(b"%PDF")
     assert paid == [("finalized", 1, 9600 + usage_charge, 1)]
     assert batches == [(1, 2, "settled")]
     assert "home-isp's books: " in out and "0.00 EUR still owed to far-b" in out
     if shutil.which("pdftotext"):
-        text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "statement.pdf"), "-"],
-                              capture_output=True, check=True).stdout.decode()
+        text = subprocess.run(
+            ["pdftotext", "-layout", str(tmp_path / "statement.pdf"), "-"],
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
         assert "home-isp" in text and f"€{euros}.{cents:02d}" in text
-    assert requests == [("alice", 1)]                   # bob's refused request left nothing
+    assert requests == [("alice", 1)]  # bob's refused request left nothing
     assert cards == (1,)
+
     # Read back by dpkt: the delivered stream is sealed, the recipient's has every packet.
     def frames(path):
         with open(path, "rb") as f:
             return [bytes(buf) for _ts, buf in dpkt.pcapng.Reader(f)]
 
-    sample, sealed = frames(tmp_path / "files" / "sample.pcapng"), frames(
-        tmp_path / "files" / "sealed.pcapng")
+    sample, sealed = (
+        frames(tmp_path / "files" / "sample.pcapng"),
+        frames(tmp_path / "files" / "sealed.pcapng"),
+    )
     opened = frames(tmp_path / "opened.pcapng")
     assert len(sample) == len(sealed) == len(opened) == 2000
     assert sum(a != b for a, b in zip(sample, sealed, strict=True)) == 2000  # anonymized
@@ -179,10 +198,24 @@ def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path)
 def test_demo_serve_keeps_the_broker_with_a_key_each_until_ctrl_c(tmp_path):
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "demo", "--dir", str(tmp_path),
-                             "--packets", "500", "--flows", "5", "--serve"],
-                            stdout=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "demo",
+            "--dir",
+            str(tmp_path),
+            "--packets",
+            "500",
+            "--flows",
+            "5",
+            "--serve",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         lines = []
         for line in proc.stdout:
@@ -191,8 +224,11 @@ def test_demo_serve_keeps_the_broker_with_a_key_each_until_ctrl_c(tmp_path):
                 break
         text = "".join(lines)
         url = text.split("the broker keeps running at ", 1)[1].split(" ", 1)[0]
-        keys = dict(line.split()[-2:] for line in text.split("API keys", 1)[1].splitlines()[1:]
-                    if line.startswith("   ") and "'" not in line)
+        keys = dict(
+            line.split()[-2:]
+            for line in text.split("API keys", 1)[1].splitlines()[1:]
+            if line.startswith("   ") and "'" not in line
+        )
         assert set(keys) == {"admin", "home-isp", "far-a", "far-b", "far-c", "alice", "bob"}
         me = httpx.get(f"{url}/v1/me", headers={"Authorization": f"Bearer {keys['alice']}"})
         assert me.json()["kind"] == "user"

@@ -23,15 +23,20 @@ def pktx_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "engine.cli", *map(str, args)]
 
 
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
-    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+ENV = dict(
+    os.environ,
+    PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
     assert r.status_code == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(r.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
 
 
 def wait_for(check, what: str, timeout: float = 60.0):
@@ -53,17 +58,37 @@ def ready(port: int) -> bool:
 
 def test_a_live_delivery_shows_its_usage_record_while_it_runs(tmp_path):
     src = tmp_path / "in.pcap"
-    subprocess.run(pktx_cmd("generate", src, "--packets", 300, "--flows", 30, "-q"),
-                   check=True, env=ENV)
+    subprocess.run(
+        pktx_cmd("generate", src, "--packets", 300, "--flows", 30, "-q"), check=True, env=ENV
+    )
     with open(src, "rb") as f:
         frames = [bytes(buf) for _, buf in dpkt.pcap.Reader(f)]
     in_port, metrics = free_port(), free_port()
     usage_path = tmp_path / "usage.json"
-    proc = subprocess.Popen(pktx_cmd(
-        "deliver", f"udp://127.0.0.1:{in_port}", "-o", tmp_path / "out.pcap", "--workers", 1,
-        "--service", "checksum", "--segment-ms", 20, "--idle-timeout", 4, "--usage-json",
-        usage_path, "--metrics", f"127.0.0.1:{metrics}", "-q"), env=ENV,
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        pktx_cmd(
+            "deliver",
+            f"udp://127.0.0.1:{in_port}",
+            "-o",
+            tmp_path / "out.pcap",
+            "--workers",
+            1,
+            "--service",
+            "checksum",
+            "--segment-ms",
+            20,
+            "--idle-timeout",
+            4,
+            "--usage-json",
+            usage_path,
+            "--metrics",
+            f"127.0.0.1:{metrics}",
+            "-q",
+        ),
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: ready(metrics), "the delivery's worker to join")
         assert httpx.get(f"http://127.0.0.1:{metrics}/healthz").status_code == 200
@@ -71,9 +96,12 @@ def test_a_live_delivery_shows_its_usage_record_while_it_runs(tmp_path):
             for frame in frames:
                 tx.sendto(frame, ("127.0.0.1", in_port))
                 time.sleep(0.0005)
-        seen = wait_for(lambda: (s := scrape(metrics))[("pktx_delivery_packets_out_total",
-                                                         ())] == len(frames) and s,
-                        "every packet out")
+        seen = wait_for(
+            lambda: (
+                (s := scrape(metrics))[("pktx_delivery_packets_out_total", ())] == len(frames) and s
+            ),
+            "every packet out",
+        )
         assert proc.wait(60) == 0, proc.stderr.read().decode()
     finally:
         if proc.poll() is None:
@@ -83,11 +111,19 @@ def test_a_live_delivery_shows_its_usage_record_while_it_runs(tmp_path):
         assert seen[(f"pktx_delivery_{key}_total", ())] == usage[key], key
     for service, counters in usage["services"].items():
         for counter, value in counters.items():
-            assert seen[("pktx_delivery_service_events_total",
-                         (("counter", counter), ("service", service)))] == value
+            assert (
+                seen[
+                    (
+                        "pktx_delivery_service_events_total",
+                        (("counter", counter), ("service", service)),
+                    )
+                ]
+                == value
+            )
     for worker, counts in usage["workers"].items():
-        assert seen[("pktx_delivery_worker_packets_total", (("worker", worker),))] \
-            == counts["packets"]
+        assert (
+            seen[("pktx_delivery_worker_packets_total", (("worker", worker),))] == counts["packets"]
+        )
     assert seen[("pktx_delivery_workers_connected", ())] == 1
     assert usage["packets_out"] == len(frames)
 
@@ -96,24 +132,57 @@ def test_a_worker_is_ready_once_joined_and_counts_its_tasks(tmp_path):
     src = tmp_path / "in.pcap"
     subprocess.run(pktx_cmd("generate", src, "--packets", 2000, "-q"), check=True, env=ENV)
     bind, metrics = free_port(), free_port()
-    worker = subprocess.Popen(pktx_cmd(
-        "worker", "--connect", f"tcp://127.0.0.1:{bind}", "--metrics", f"127.0.0.1:{metrics}",
-        "--max-idle", 60, "--json", "-q"), env=ENV, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    worker = subprocess.Popen(
+        pktx_cmd(
+            "worker",
+            "--connect",
+            f"tcp://127.0.0.1:{bind}",
+            "--metrics",
+            f"127.0.0.1:{metrics}",
+            "--max-idle",
+            60,
+            "--json",
+            "-q",
+        ),
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{metrics}/healthz").status_code == 200,
-                 "the worker's telemetry")
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{metrics}/healthz").status_code == 200,
+            "the worker's telemetry",
+        )
         r = httpx.get(f"http://127.0.0.1:{metrics}/readyz")
         assert (r.status_code, r.text.strip()) == (503, "not joined to a dispatcher")
         assert scrape(metrics)[("pktx_worker_joined", ())] == 0
-        done = subprocess.run(pktx_cmd(
-            "deliver", src, "-o", tmp_path / "out.pcap", "--workers", 0, "--bind",
-            f"tcp://127.0.0.1:{bind}", "--segment-packets", 100, "--json", "-q"),
-            env=ENV, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            pktx_cmd(
+                "deliver",
+                src,
+                "-o",
+                tmp_path / "out.pcap",
+                "--workers",
+                0,
+                "--bind",
+                f"tcp://127.0.0.1:{bind}",
+                "--segment-packets",
+                100,
+                "--json",
+                "-q",
+            ),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         segments = json.loads(done.stdout)["segments"]
-        wait_for(lambda: scrape(metrics)[("pktx_worker_tasks_done_total", ())] == segments,
-                 "the worker's count")
+        wait_for(
+            lambda: scrape(metrics)[("pktx_worker_tasks_done_total", ())] == segments,
+            "the worker's count",
+        )
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=60)
     finally:
@@ -125,16 +194,25 @@ def test_a_worker_is_ready_once_joined_and_counts_its_tasks(tmp_path):
 def test_a_bad_or_busy_metrics_address_is_one_line(tmp_path):
     src = tmp_path / "in.pcap"
     subprocess.run(pktx_cmd("generate", src, "--packets", 10, "-q"), check=True, env=ENV)
-    bad = subprocess.run(pktx_cmd("deliver", src, "-o", tmp_path / "o.pcap", "--metrics",
-                                  "9400"), env=ENV, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        pktx_cmd("deliver", src, "-o", tmp_path / "o.pcap", "--metrics", "9400"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "is not HOST:PORT" in bad.stderr
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        run = subprocess.run(pktx_cmd("deliver", src, "-o", tmp_path / "o.pcap", "--metrics",
-                                      f"127.0.0.1:{port}"), env=ENV, capture_output=True,
-                             text=True, timeout=60)
+        run = subprocess.run(
+            pktx_cmd("deliver", src, "-o", tmp_path / "o.pcap", "--metrics", f"127.0.0.1:{port}"),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.startswith(f"pktx: error: --metrics 127.0.0.1:{port}: cannot listen")
     assert not (tmp_path / "o.pcap").exists()

@@ -32,32 +32,49 @@ BidId = Annotated[int, id_path("a bid's id")]
 
 
 @router.post("/auctions", status_code=201, response_model=AuctionOut)
-def post_auction(body: AuctionIn, request: Request, actor: CurrentActor,
-                 key: IdemKey = None) -> dict:
+def post_auction(
+    body: AuctionIn, request: Request, actor: CurrentActor, key: IdemKey = None
+) -> dict:
     with store_of(request).write() as s:
         a = auctions.open_auction(
-            s, actor, body.request_id, closes_at=body.closes_at,
-            reserve_price_minor=body.reserve_price_minor, quantity=body.quantity,
-            reputation_weight_ppm=body.reputation_weight_ppm, opens_at=body.opens_at,
-            idempotency_key=key)
+            s,
+            actor,
+            body.request_id,
+            closes_at=body.closes_at,
+            reserve_price_minor=body.reserve_price_minor,
+            quantity=body.quantity,
+            reputation_weight_ppm=body.reputation_weight_ppm,
+            opens_at=body.opens_at,
+            idempotency_key=key,
+        )
         return auction_view(s, actor, a.id, policy=policy_of(request))
 
 
 def _summary(a) -> dict:
-    return {"id": a.id, "request_id": a.request_id, "status": a.status,
-            "closes_at": a.closes_at, "quantity": a.quantity,
-            "reserve_price_minor": a.reserve_price_minor, "currency": a.currency}
+    return {
+        "id": a.id,
+        "request_id": a.request_id,
+        "status": a.status,
+        "closes_at": a.closes_at,
+        "quantity": a.quantity,
+        "reserve_price_minor": a.reserve_price_minor,
+        "currency": a.currency,
+    }
 
 
 @router.get("/auctions", response_model=Page[AuctionSummary])
-def list_auctions(request: Request, actor: CurrentActor, page: Paging,
-                  status: Annotated[str, Query(pattern="^(open|closed|failed|cancelled)$")]
-                  = "open") -> dict:
+def list_auctions(
+    request: Request,
+    actor: CurrentActor,
+    page: Paging,
+    status: Annotated[str, Query(pattern="^(open|closed|failed|cancelled)$")] = "open",
+) -> dict:
     """Auctions by status (open by default), newest first, that the caller may see: a
     provider finds the open ones it could bid on here."""
     with store_of(request).read() as s:
-        rows = auctions.list_auctions(s, actor, status=status, after=page.after,
-                                      limit=page.limit + 1)
+        rows = auctions.list_auctions(
+            s, actor, status=status, after=page.after, limit=page.limit + 1
+        )
         return page.answer(rows, _summary)
 
 
@@ -69,8 +86,9 @@ def get_auction(auction_id: AuctionId, request: Request, actor: CurrentActor) ->
 
 
 @bids.post("/auctions/{auction_id}/bids", status_code=201, response_model=BidOut)
-async def post_bid(auction_id: AuctionId, body: BidIn, request: Request, token: ApiToken,
-                   key: IdemKey = None) -> JSONResponse:
+async def post_bid(
+    auction_id: AuctionId, body: BidIn, request: Request, token: ApiToken, key: IdemKey = None
+) -> JSONResponse:
     """A sealed ask for one share; a resubmission before the close replaces it."""
     # The market's busiest write goes to the app's group commit (one writer thread, one
     # transaction for all the bids waiting, a savepoint each; see broker.groupcommit) instead
@@ -83,12 +101,23 @@ async def post_bid(auction_id: AuctionId, body: BidIn, request: Request, token: 
 
     def bid(s) -> dict:
         actor = authenticate(s, token)
-        b = auctions.submit_bid(s, actor, auction_id, provider_id=body.provider_id,
-                                price_minor=body.price_minor, now=arrived,
-                                idempotency_key=key)
-        return {"id": b.id, "auction_id": b.auction_id, "provider_id": b.provider_id,
-                "price_minor": b.price_minor, "revision": b.revision,
-                "submitted_at": b.updated_at.isoformat()}
+        b = auctions.submit_bid(
+            s,
+            actor,
+            auction_id,
+            provider_id=body.provider_id,
+            price_minor=body.price_minor,
+            now=arrived,
+            idempotency_key=key,
+        )
+        return {
+            "id": b.id,
+            "auction_id": b.auction_id,
+            "provider_id": b.provider_id,
+            "price_minor": b.price_minor,
+            "revision": b.revision,
+            "submitted_at": b.updated_at.isoformat(),
+        }
 
     return JSONResponse(await group_commit_of(request).run(bid), status_code=201)
 
@@ -97,17 +126,25 @@ async def post_bid(auction_id: AuctionId, body: BidIn, request: Request, token: 
 def get_bid(bid_id: BidId, request: Request, actor: CurrentActor) -> dict:
     with store_of(request).read() as s:
         b = auctions.get_bid(s, actor, bid_id)
-        return {"id": b.id, "auction_id": b.auction_id, "provider_id": b.provider_id,
-                "price_minor": b.price_minor, "revision": b.revision, "rank": b.rank,
-                "won": b.won, "payment_minor": b.payment_minor, "passed_over": b.passed_over}
+        return {
+            "id": b.id,
+            "auction_id": b.auction_id,
+            "provider_id": b.provider_id,
+            "price_minor": b.price_minor,
+            "revision": b.revision,
+            "rank": b.rank,
+            "won": b.won,
+            "payment_minor": b.payment_minor,
+            "passed_over": b.passed_over,
+        }
 
 
 @router.post("/auctions/{auction_id}/close", response_model=AuctionOut)
-def close_auction(auction_id: AuctionId, request: Request, actor: CurrentActor,
-                  key: IdemKey = None) -> dict:
+def close_auction(
+    auction_id: AuctionId, request: Request, actor: CurrentActor, key: IdemKey = None
+) -> dict:
     """Score the bids and award the winners (a party of the auction, once it is due)."""
     with store_of(request).write() as s:
-        auctions.close_auction(s, actor, auction_id, policy=policy_of(request),
-                               idempotency_key=key)
+        auctions.close_auction(s, actor, auction_id, policy=policy_of(request), idempotency_key=key)
     with store_of(request).read() as s:
         return auction_view(s, actor, auction_id, policy=policy_of(request))

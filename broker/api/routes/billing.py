@@ -43,8 +43,9 @@ def _plain(view: dict) -> dict:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in view.items()}
 
 
-async def _take_report(request: Request, job_id: int, body: UsageIn,
-                       token: str | None) -> JSONResponse:
+async def _take_report(
+    request: Request, job_id: int, body: UsageIn, token: str | None
+) -> JSONResponse:
     # Like bids, reports go to the app's group commit: one transaction per batch (see
     # broker.groupcommit). A key seen within the last seconds is not looked up again (KeyCache);
     # otherwise the report is authenticated in the batch's transaction. report_usage checks
@@ -62,12 +63,21 @@ async def _take_report(request: Request, job_id: int, body: UsageIn,
             actor = authenticate(s, token)
             assert token is not None  # authenticate refuses a missing key
             keys.put(token, actor, since=since)
-        return usage.report_usage(s, actor, job_id, body.sequence, counters,
-                                  services=services, at=body.at, now=arrived,
-                                  token=body.token)
+        return usage.report_usage(
+            s,
+            actor,
+            job_id,
+            body.sequence,
+            counters,
+            services=services,
+            at=body.at,
+            now=arrived,
+            token=body.token,
+        )
 
     view, new = await group_commit_of(request).run(
-        take, checks_first=True, prefetch=usage.prefetch(job_id, body.at, arrived))
+        take, checks_first=True, prefetch=usage.prefetch(job_id, body.at, arrived)
+    )
     return JSONResponse(_plain(view), status_code=201 if new else 200)
 
 
@@ -88,21 +98,34 @@ async def _usage_endpoint(request: Request) -> Response:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:  # before anything else is checked, as in FastAPI
-            raise RequestValidationError([{
-                "type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
-                "input": {}, "ctx": {"error": exc.msg}}], body=exc.doc) from None
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "json_invalid",
+                        "loc": ("body", exc.pos),
+                        "msg": "JSON decode error",
+                        "input": {},
+                        "ctx": {"error": exc.msg},
+                    }
+                ],
+                body=exc.doc,
+            ) from None
     errors: list = []  # every error at once, the path's first, as FastAPI lists them
     try:
         job_id = _JOB_ID.validate_python(request.path_params["job_id"])
     except ValidationError as exc:
         errors += _located(exc.errors(include_url=False), "path", "job_id")
     if not raw:
-        errors.append({"type": "missing", "loc": ("body",), "msg": "Field required",
-                       "input": None})
+        errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
     elif not isinstance(data, dict):
-        errors.append({"type": "model_attributes_type", "loc": ("body",), "input": data,
-                       "msg": "Input should be a valid dictionary or object to extract fields "
-                              "from"})
+        errors.append(
+            {
+                "type": "model_attributes_type",
+                "loc": ("body",),
+                "input": data,
+                "msg": "Input should be a valid dictionary or object to extract fields from",
+            }
+        )
     else:
         try:
             body = UsageIn.model_validate(data)
@@ -113,15 +136,22 @@ async def _usage_endpoint(request: Request) -> Response:
     return await _take_report(request, job_id, body, token_of(request))
 
 
-reports.add_route("/jobs/{job_id}/usage", _usage_endpoint, methods=["POST"],
-                  include_in_schema=False)
+reports.add_route(
+    "/jobs/{job_id}/usage", _usage_endpoint, methods=["POST"], include_in_schema=False
+)
 
 
-@reports.post("/jobs/{job_id}/usage", status_code=201, response_model=UsageReportOut,
-              responses={200: {"model": UsageReportOut,
-                               "description": "the report was taken in before: as stored"}})
-async def post_usage(job_id: JobId, body: UsageIn, request: Request,
-                     token: ApiToken) -> JSONResponse:
+@reports.post(
+    "/jobs/{job_id}/usage",
+    status_code=201,
+    response_model=UsageReportOut,
+    responses={
+        200: {"model": UsageReportOut, "description": "the report was taken in before: as stored"}
+    },
+)
+async def post_usage(
+    job_id: JobId, body: UsageIn, request: Request, token: ApiToken
+) -> JSONResponse:
     """A usage report of a job, by its provider: cumulative counters and a sequence number.
 
     New: 201 with what it was charged. The same (job, sequence) again with the same counters:
@@ -142,33 +172,53 @@ def get_usage(job_id: JobId, request: Request, actor: CurrentActor) -> dict:
 
 
 def _tariff(row) -> dict:
-    return {"id": row.id, "provider_id": row.provider_id, "services": row.services.split(","),
-            "version": row.version, "active_from": row.active_from, "currency": row.currency,
-            "tariff": row.doc, "created_at": row.created_at}
+    return {
+        "id": row.id,
+        "provider_id": row.provider_id,
+        "services": row.services.split(","),
+        "version": row.version,
+        "active_from": row.active_from,
+        "currency": row.currency,
+        "tariff": row.doc,
+        "created_at": row.created_at,
+    }
 
 
 @router.post("/providers/{provider_id}/tariffs", status_code=201, response_model=TariffOut)
-def post_tariff(provider_id: ProviderId, body: TariffIn, request: Request,
-                actor: CurrentActor, key: IdemKey = None) -> dict:
+def post_tariff(
+    provider_id: ProviderId,
+    body: TariffIn,
+    request: Request,
+    actor: CurrentActor,
+    key: IdemKey = None,
+) -> dict:
     """Publish the next version of the provider's tariff for a service chain."""
     doc = body.model_dump(exclude_none=True, mode="json")
-    doc["dimensions"] = {name: {k: v for k, v in dim.model_dump(mode="json").items()
-                                if v is not None or k == "maximum"}
-                         for name, dim in body.dimensions.items()}
+    doc["dimensions"] = {
+        name: {
+            k: v for k, v in dim.model_dump(mode="json").items() if v is not None or k == "maximum"
+        }
+        for name, dim in body.dimensions.items()
+    }
     with store_of(request).write() as s:
-        return _tariff(tariff_book.publish_tariff(s, actor, provider_id, doc,
-                                                  idempotency_key=key))
+        return _tariff(tariff_book.publish_tariff(s, actor, provider_id, doc, idempotency_key=key))
 
 
 @router.get("/providers/{provider_id}/tariffs", response_model=Page[TariffOut])
-def list_tariffs(provider_id: ProviderId, request: Request, actor: CurrentActor, page: Paging,
-                 services: Annotated[str | None, Query(
-                     max_length=400, description="one chain only, e.g. anonymize,checksum")]
-                 = None) -> dict:
+def list_tariffs(
+    provider_id: ProviderId,
+    request: Request,
+    actor: CurrentActor,
+    page: Paging,
+    services: Annotated[
+        str | None, Query(max_length=400, description="one chain only, e.g. anonymize,checksum")
+    ] = None,
+) -> dict:
     """A provider's tariff versions, oldest first; anyone may read them."""
     with store_of(request).read() as s:
-        rows = tariff_book.list_tariffs(s, provider_id, services=services, after=page.after,
-                                        limit=page.limit + 1)
+        rows = tariff_book.list_tariffs(
+            s, provider_id, services=services, after=page.after, limit=page.limit + 1
+        )
         return page.answer(rows, _tariff)
 
 

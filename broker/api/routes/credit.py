@@ -37,8 +37,7 @@ def current_credit(user_id: UserId, request: Request, actor: CurrentActor) -> di
 
 
 @router.get("/users/{user_id}/credit/decisions", response_model=Page[CreditDecisionOut])
-def credit_decisions(user_id: UserId, request: Request, actor: CurrentActor,
-                     page: Paging) -> dict:
+def credit_decisions(user_id: UserId, request: Request, actor: CurrentActor, page: Paging) -> dict:
     """The user's stored credit decisions, newest first."""
     with store_of(request).read() as s:
         rows = credit.list_decisions(s, actor, user_id, after=page.after, limit=page.limit + 1)
@@ -46,11 +45,23 @@ def credit_decisions(user_id: UserId, request: Request, actor: CurrentActor,
 
 
 @router.put("/users/{user_id}/credit/profile", response_model=CreditProfileOut)
-def put_credit_profile(user_id: UserId, body: CreditProfileIn, request: Request,
-                       actor: CurrentActor, key: IdemKey = None) -> dict:
+def put_credit_profile(
+    user_id: UserId,
+    body: CreditProfileIn,
+    request: Request,
+    actor: CurrentActor,
+    key: IdemKey = None,
+) -> dict:
     """Set the user's external credit score and sign-up limit (its home provider or the
     admin); from then on its requests are checked against its credit limit."""
     with store_of(request).write() as s:
-        return credit.profile_view(credit.set_profile(
-            s, actor, user_id, external_score=body.external_score,
-            prior_limit_minor=body.prior_limit_minor, idempotency_key=key))
+        return credit.profile_view(
+            credit.set_profile(
+                s,
+                actor,
+                user_id,
+                external_score=body.external_score,
+                prior_limit_minor=body.prior_limit_minor,
+                idempotency_key=key,
+            )
+        )

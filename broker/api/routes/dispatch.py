@@ -35,29 +35,36 @@ ProviderId = Annotated[int, id_path("a provider's id")]
 POLL_S = 0.2
 
 
-def _claim_once(store: Store, actor: Actor, provider_id: int, body: ClaimIn,
-                first: bool) -> dict | None:
+def _claim_once(
+    store: Store, actor: Actor, provider_id: int, body: ClaimIn, first: bool
+) -> dict | None:
     now = utcnow()
     if not first:  # a cheap read before the write lock, as most polls find nothing
         with store.read() as s:
             if not dispatch.something_to_claim(s, provider_id, now, body.sealing_key):
                 return None
     with store.write() as s:
-        job = dispatch.claim(s, actor, provider_id, body.daemon, body.lease_s, now=now,
-                             sealing_key=body.sealing_key)
+        job = dispatch.claim(
+            s, actor, provider_id, body.daemon, body.lease_s, now=now, sealing_key=body.sealing_key
+        )
         if job is None:
             return None
         assert job.lease_expires_at is not None  # claim() just set it
-        return {"job": job_view(job), "token": job.token,
-                "lease_expires_at": job.lease_expires_at.isoformat(),
-                "reported": dispatch.reported(s, job.id),
-                "sealed": sealing.claimed_box(s, job)}
+        return {
+            "job": job_view(job),
+            "token": job.token,
+            "lease_expires_at": job.lease_expires_at.isoformat(),
+            "reported": dispatch.reported(s, job.id),
+            "sealed": sealing.claimed_box(s, job),
+        }
 
 
-@router.post("/providers/{provider_id}/jobs/claim", response_model=ClaimOut,
-             responses={204: {"description": "no job to claim within wait_s"}})
-async def claim_job(provider_id: ProviderId, body: ClaimIn, request: Request,
-                    actor: CurrentActor):
+@router.post(
+    "/providers/{provider_id}/jobs/claim",
+    response_model=ClaimOut,
+    responses={204: {"description": "no job to claim within wait_s"}},
+)
+async def claim_job(provider_id: ProviderId, body: ClaimIn, request: Request, actor: CurrentActor):
     """Claim one of the provider's jobs for a daemon, under a lease of ``lease_s`` seconds.
 
     The oldest claimable job: queued, or claimed under a lease that lapsed (a daemon that lost
@@ -90,44 +97,64 @@ def heartbeat(job_id: JobId, body: HeartbeatIn, request: Request, actor: Current
 
 
 @router.post("/jobs/{job_id}/start", response_model=JobOut)
-def start(job_id: JobId, body: TokenIn, request: Request, actor: CurrentActor,
-          key: IdemKey = None) -> dict:
+def start(
+    job_id: JobId, body: TokenIn, request: Request, actor: CurrentActor, key: IdemKey = None
+) -> dict:
     """claimed -> running. Again under the same token: the same answer."""
     with store_of(request).write() as s:
         return job_view(dispatch.start(s, actor, job_id, body.token, idempotency_key=key))
 
 
 @router.post("/jobs/{job_id}/complete", response_model=JobOut)
-def complete(job_id: JobId, body: CompleteIn, request: Request, actor: CurrentActor,
-             key: IdemKey = None) -> dict:
+def complete(
+    job_id: JobId, body: CompleteIn, request: Request, actor: CurrentActor, key: IdemKey = None
+) -> dict:
     """-> done, with the delivery as measured (judged against the award into the provider's
     measured record); the award is delivered. Again under the same token: the same answer."""
     with store_of(request).write() as s:
-        return job_view(dispatch.complete(s, actor, job_id, body.token,
-                                          body.measured.model_dump(),
-                                          report=(body.report.model_dump()
-                                                  if body.report is not None else None),
-                                          idempotency_key=key))
+        return job_view(
+            dispatch.complete(
+                s,
+                actor,
+                job_id,
+                body.token,
+                body.measured.model_dump(),
+                report=(body.report.model_dump() if body.report is not None else None),
+                idempotency_key=key,
+            )
+        )
 
 
 @router.post("/jobs/{job_id}/fail", response_model=JobOut)
-def fail(job_id: JobId, body: FailIn, request: Request, actor: CurrentActor,
-         key: IdemKey = None) -> dict:
+def fail(
+    job_id: JobId, body: FailIn, request: Request, actor: CurrentActor, key: IdemKey = None
+) -> dict:
     """-> failed, with why and what was measured until then (a failure in the provider's
     measured record). Again under the same token: the same answer."""
     with store_of(request).write() as s:
-        return job_view(dispatch.fail(s, actor, job_id, body.token, body.error,
-                                      body.measured.model_dump(), idempotency_key=key))
+        return job_view(
+            dispatch.fail(
+                s,
+                actor,
+                job_id,
+                body.token,
+                body.error,
+                body.measured.model_dump(),
+                idempotency_key=key,
+            )
+        )
 
 
 @router.post("/jobs/{job_id}/handback", response_model=JobOut)
-def handback(job_id: JobId, body: HandbackIn, request: Request, actor: CurrentActor,
-             key: IdemKey = None) -> dict:
+def handback(
+    job_id: JobId, body: HandbackIn, request: Request, actor: CurrentActor, key: IdemKey = None
+) -> dict:
     """-> queued: the provider's other daemons may claim it at once (this one after a while).
     Again under the same token: the same answer."""
     with store_of(request).write() as s:
-        return job_view(dispatch.handback(s, actor, job_id, body.token, body.reason,
-                                          idempotency_key=key))
+        return job_view(
+            dispatch.handback(s, actor, job_id, body.token, body.reason, idempotency_key=key)
+        )
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetailOut)
@@ -139,9 +166,19 @@ def get_job(job_id: JobId, request: Request, actor: CurrentActor) -> dict:
         if job is None:
             raise NotFound("delivery job", job_id)
         award = get_award(s, actor, job.award_id)  # 403 unless a party of the award
-        return {"job": job_view(job),
-                "events": [{"event": e.event, "from_status": e.from_status,
-                            "to_status": e.to_status, "token": e.token, "daemon": e.daemon,
-                            "at": e.at, "detail": e.detail}
-                           for e in dispatch.events(s, job_id)],
-                "measured": measurement_view(s.get(JobMeasurement, job_id), award)}
+        return {
+            "job": job_view(job),
+            "events": [
+                {
+                    "event": e.event,
+                    "from_status": e.from_status,
+                    "to_status": e.to_status,
+                    "token": e.token,
+                    "daemon": e.daemon,
+                    "at": e.at,
+                    "detail": e.detail,
+                }
+                for e in dispatch.events(s, job_id)
+            ],
+            "measured": measurement_view(s.get(JobMeasurement, job_id), award),
+        }

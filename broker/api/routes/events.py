@@ -23,25 +23,42 @@ def _user(actor: CurrentActor) -> int:
     return events_user(actor)
 
 
-def _after(last_event_id: Annotated[str | None, Header(
-        alias="Last-Event-ID", max_length=20,
-        description="resume after this event (browsers send it when they reconnect); without "
-                    "it the stream starts with the user's first event")] = None) -> int:
+def _after(
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=20,
+            description="resume after this event (browsers send it when they reconnect); without "
+            "it the stream starts with the user's first event",
+        ),
+    ] = None,
+) -> int:
     if last_event_id is None or last_event_id == "":
         return 0
     if not last_event_id.isdigit() or int(last_event_id) > 2**63 - 1:
-        raise InvalidInput("Last-Event-ID is the id of an event this stream sent",
-                           field="Last-Event-ID")
+        raise InvalidInput(
+            "Last-Event-ID is the id of an event this stream sent", field="Last-Event-ID"
+        )
     return int(last_event_id)
 
 
-@router.get("/devices/me/events", response_class=EventSourceResponse,
-            responses={200: {"description": "a text/event-stream: each event's `id` is its "
-                                            "number, `event` its kind (statement.finalized), "
-                                            "`data` its JSON"}})
-async def device_events(request: Request, user_id: Annotated[int, Depends(_user)],
-                        after: Annotated[int, Depends(_after)],
-                        ) -> AsyncIterator[ServerSentEvent]:
+@router.get(
+    "/devices/me/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "a text/event-stream: each event's `id` is its "
+            "number, `event` its kind (statement.finalized), "
+            "`data` its JSON"
+        }
+    },
+)
+async def device_events(
+    request: Request,
+    user_id: Annotated[int, Depends(_user)],
+    after: Annotated[int, Depends(_after)],
+) -> AsyncIterator[ServerSentEvent]:
     """What the caller's user's devices are told, as server-sent events: a statement
     finalized (its id, number, period and totals; fetch it from `/v1/statements/{id}` or
     render it in the format the device wants). The stream stays open; it ends after the
@@ -59,8 +76,10 @@ async def device_events(request: Request, user_id: Annotated[int, Depends(_user)
         batch = await anyio.to_thread.run_sync(fetch, after)
         for event in batch:
             after = event["id"]
-            yield ServerSentEvent(id=str(event["id"]), event=event["kind"],
-                                  data={**event["payload"],
-                                        "created_at": event["created_at"].isoformat()})
+            yield ServerSentEvent(
+                id=str(event["id"]),
+                event=event["kind"],
+                data={**event["payload"], "created_at": event["created_at"].isoformat()},
+            )
         if len(batch) < 100:
             await anyio.sleep(options["poll"])

@@ -30,8 +30,7 @@ def health(request: Request) -> dict:
         revision = store.revision()
     except Exception:
         revision = None
-    return {"status": "ok", "version": __version__, "database": store.backend,
-            "revision": revision}
+    return {"status": "ok", "version": __version__, "database": store.backend, "revision": revision}
 
 
 @router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
@@ -43,23 +42,45 @@ def ready(request: Request):
         revision = store.revision()
     except Exception as exc:
         log.warning("readyz: the database does not answer: %s", type(exc).__name__)
-        return JSONResponse({"ready": False, "database": store.backend, "revision": None,
-                             "expected_revision": head,
-                             "reason": "the database does not answer"}, status_code=503)
+        return JSONResponse(
+            {
+                "ready": False,
+                "database": store.backend,
+                "revision": None,
+                "expected_revision": head,
+                "reason": "the database does not answer",
+            },
+            status_code=503,
+        )
     if revision != head:
-        return JSONResponse({"ready": False, "database": store.backend, "revision": revision,
-                             "expected_revision": head,
-                             "reason": f"the database is at schema {revision}, this broker "
-                                       f"needs {head} (`pktx broker serve` migrates it as it "
-                                       f"starts)"},
-                            status_code=503)
-    return {"ready": True, "database": store.backend, "revision": revision,
-            "expected_revision": head, "reason": ""}
+        return JSONResponse(
+            {
+                "ready": False,
+                "database": store.backend,
+                "revision": revision,
+                "expected_revision": head,
+                "reason": f"the database is at schema {revision}, this broker "
+                f"needs {head} (`pktx broker serve` migrates it as it "
+                f"starts)",
+            },
+            status_code=503,
+        )
+    return {
+        "ready": True,
+        "database": store.backend,
+        "revision": revision,
+        "expected_revision": head,
+        "reason": "",
+    }
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
-                             "description": "Prometheus text exposition"}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text exposition"}
+    },
+)
 async def metrics(request: Request) -> Response:
     body = await asyncio.to_thread(exposition, store_of(request))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

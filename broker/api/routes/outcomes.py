@@ -34,35 +34,57 @@ def get_award(award_id: AwardId, request: Request, actor: CurrentActor) -> dict:
 
 
 @router.post("/awards/{award_id}/ratings", status_code=201, response_model=RatingOut)
-def post_rating(award_id: AwardId, body: RatingIn, request: Request,
-                actor: CurrentActor, key: IdemKey = None) -> dict:
+def post_rating(
+    award_id: AwardId, body: RatingIn, request: Request, actor: CurrentActor, key: IdemKey = None
+) -> dict:
     """Rate the other party of an award (0..100); a second rating replaces the first."""
     with store_of(request).write() as s:
-        r = rate(s, actor, award_id, body.score, user_id=body.user_id, comment=body.comment,
-                 idempotency_key=key)
-        return {"id": r.id, "award_id": r.award_id, "direction": r.direction,
-                "user_id": r.user_id, "provider_id": r.provider_id, "score": r.score,
-                "comment": r.comment, "rated_at": r.rated_at}
+        r = rate(
+            s,
+            actor,
+            award_id,
+            body.score,
+            user_id=body.user_id,
+            comment=body.comment,
+            idempotency_key=key,
+        )
+        return {
+            "id": r.id,
+            "award_id": r.award_id,
+            "direction": r.direction,
+            "user_id": r.user_id,
+            "provider_id": r.provider_id,
+            "score": r.score,
+            "comment": r.comment,
+            "rated_at": r.rated_at,
+        }
 
 
 @router.get("/providers/{provider_id}/jobs", response_model=Page[JobOut])
-def list_jobs(provider_id: ProviderId, request: Request, actor: CurrentActor, page: Paging,
-              status: Annotated[str | None, Query(
-                  pattern="^(queued|claimed|picked|running|done|failed)$")] = None) -> dict:
+def list_jobs(
+    provider_id: ProviderId,
+    request: Request,
+    actor: CurrentActor,
+    page: Paging,
+    status: Annotated[
+        str | None, Query(pattern="^(queued|claimed|picked|running|done|failed)$")
+    ] = None,
+) -> dict:
     """A provider's delivery jobs, oldest first ("picked" is the old name of "claimed");
     daemons claim them through ``POST /v1/providers/{id}/jobs/claim``."""
     with store_of(request).read() as s:
-        rows = awards.list_jobs(s, actor, provider_id, status=status, after=page.after,
-                                limit=page.limit + 1)
+        rows = awards.list_jobs(
+            s, actor, provider_id, status=status, after=page.after, limit=page.limit + 1
+        )
         return page.answer(rows, job_view)
 
 
 @router.post("/jobs/{job_id}/status", response_model=JobOut)
-def post_job_status(job_id: JobId, body: JobStatusIn, request: Request,
-                    actor: CurrentActor, key: IdemKey = None) -> dict:
+def post_job_status(
+    job_id: JobId, body: JobStatusIn, request: Request, actor: CurrentActor, key: IdemKey = None
+) -> dict:
     """Set a job's status by hand, outside the daemons' leases (an operator, a provider
     without a daemon); recorded as a ``status`` event. Daemons use claim, start, complete,
     fail and hand back instead, which check their fencing token."""
     with store_of(request).write() as s:
-        return job_view(awards.set_job_status(s, actor, job_id, body.status,
-                                              idempotency_key=key))
+        return job_view(awards.set_job_status(s, actor, job_id, body.status, idempotency_key=key))

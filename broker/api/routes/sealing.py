@@ -19,14 +19,16 @@ ProviderId = Annotated[int, id_path("a provider's id")]
 
 
 @router.put("/providers/{provider_id}/sealing-key", response_model=SealingKeyOut)
-def put_sealing_key(provider_id: ProviderId, body: SealingKeyIn, request: Request,
-                    actor: CurrentActor) -> dict:
+def put_sealing_key(
+    provider_id: ProviderId, body: SealingKeyIn, request: Request, actor: CurrentActor
+) -> dict:
     """Publish the X25519 public key the provider's daemons hold the private key of (the
     provider's key only). The same key again: the same answer; another key: 409 unless
     ``replace`` (a rotation)."""
     with store_of(request).write() as s:
-        return sealing.key_view(sealing.register_key(s, actor, provider_id, body.public_key,
-                                                     replace=body.replace))
+        return sealing.key_view(
+            sealing.register_key(s, actor, provider_id, body.public_key, replace=body.replace)
+        )
 
 
 @router.get("/providers/{provider_id}/sealing-key", response_model=SealingKeyOut)
@@ -45,8 +47,9 @@ def get_sealed_params(award_id: AwardId, request: Request, actor: CurrentActor) 
 
 
 @router.put("/awards/{award_id}/sealed-params", response_model=AwardSealingOut)
-def put_sealed_params(award_id: AwardId, body: SealedBoxIn, request: Request,
-                      actor: CurrentActor) -> dict:
+def put_sealed_params(
+    award_id: AwardId, body: SealedBoxIn, request: Request, actor: CurrentActor
+) -> dict:
     """The award's secret parameters sealed to its provider's key (its requester or a payer
     only; while its job is queued). The job becomes claimable by a daemon holding that key."""
     with store_of(request).write() as s:

@@ -20,8 +20,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_negotiations_status_deadline", "negotiations", ["status", "deadline"],
-                    unique=False)
+    op.create_index(
+        "ix_negotiations_status_deadline", "negotiations", ["status", "deadline"], unique=False
+    )
     op.drop_index(op.f("ix_bids_auction_id"), table_name="bids")
 
 

@@ -31,10 +31,22 @@ def upgrade() -> None:
         batch.add_column(sa.Column("passed_over", sa.String(length=300), nullable=True))
         batch.add_column(sa.Column("share", sa.Integer(), nullable=True))
     open_only = sa.text("status = 'open'")
-    op.create_index("uq_auctions_open_request", "auctions", ["request_id"], unique=True,
-                    sqlite_where=open_only, postgresql_where=open_only)
-    op.create_index("uq_negotiations_open_request", "negotiations", ["request_id"],
-                    unique=True, sqlite_where=open_only, postgresql_where=open_only)
+    op.create_index(
+        "uq_auctions_open_request",
+        "auctions",
+        ["request_id"],
+        unique=True,
+        sqlite_where=open_only,
+        postgresql_where=open_only,
+    )
+    op.create_index(
+        "uq_negotiations_open_request",
+        "negotiations",
+        ["request_id"],
+        unique=True,
+        sqlite_where=open_only,
+        postgresql_where=open_only,
+    )
 
 
 def downgrade() -> None:

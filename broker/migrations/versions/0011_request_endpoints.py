@@ -14,19 +14,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0011'
-down_revision = '0010'
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('service_requests', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('source', sa.String(length=1000), nullable=True))
-        batch_op.add_column(sa.Column('sink', sa.String(length=1000), nullable=True))
+    with op.batch_alter_table("service_requests", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("source", sa.String(length=1000), nullable=True))
+        batch_op.add_column(sa.Column("sink", sa.String(length=1000), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('service_requests', schema=None) as batch_op:
-        batch_op.drop_column('sink')
-        batch_op.drop_column('source')
+    with op.batch_alter_table("service_requests", schema=None) as batch_op:
+        batch_op.drop_column("sink")
+        batch_op.drop_column("source")

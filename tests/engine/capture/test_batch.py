@@ -24,13 +24,22 @@ def batch() -> PacketBatch:
 def _scattered() -> PacketBatch:
     """Packets between junk, out of buffer order, on two interfaces: as a reader may give."""
     buf = np.frombuffer(b"####gamma-delta##alpha####be#", np.uint8)
-    return PacketBatch(buf, [17, 26, 4], [5, 2, 11], [5, 2, 11], [1, 2, 3], [0, 1, 0],
-                       (ETH, RAW), first_seq=7)
+    return PacketBatch(
+        buf, [17, 26, 4], [5, 2, 11], [5, 2, 11], [1, 2, 3], [0, 1, 0], (ETH, RAW), first_seq=7
+    )
 
 
 def _values(b: PacketBatch):
-    return [(b.packet(i).tobytes(), int(b.caplen[i]), int(b.origlen[i]), int(b.ts_ns[i]),
-             int(b.linktypes[i])) for i in range(len(b))]
+    return [
+        (
+            b.packet(i).tobytes(),
+            int(b.caplen[i]),
+            int(b.origlen[i]),
+            int(b.ts_ns[i]),
+            int(b.linktypes[i]),
+        )
+        for i in range(len(b))
+    ]
 
 
 def test_len_iteration_and_packets(batch):
@@ -83,8 +92,9 @@ def test_take(batch):
 def test_concat_merges_interfaces():
     a = _scattered()
     b = PacketBatch.from_packets([b"ip-packet"], ts_ns=[9], linktype=101, snaplen=9000)
-    b = PacketBatch(b.data, b.offsets, b.caplen, b.origlen, b.ts_ns, interfaces=(
-        Interface(228), RAW), iface=[1])
+    b = PacketBatch(
+        b.data, b.offsets, b.caplen, b.origlen, b.ts_ns, interfaces=(Interface(228), RAW), iface=[1]
+    )
     c = PacketBatch.concat([a, b, a[1:]])
     assert c.interfaces == (ETH, RAW, Interface(228))  # RAW appears once
     assert _values(c) == _values(a) + _values(b) + _values(a[1:])
@@ -127,9 +137,15 @@ def test_same_packets():
     other = s.compact()
 
     def changed(**kw):
-        fields = dict(data=other.data, offsets=other.offsets, caplen=other.caplen,
-                      origlen=other.origlen, ts_ns=other.ts_ns, iface=other.iface,
-                      interfaces=other.interfaces)
+        fields = dict(
+            data=other.data,
+            offsets=other.offsets,
+            caplen=other.caplen,
+            origlen=other.origlen,
+            ts_ns=other.ts_ns,
+            iface=other.iface,
+            interfaces=other.interfaces,
+        )
         fields.update(kw)
         return PacketBatch(**fields)
 
@@ -157,14 +173,18 @@ def test_constructor_checks():
 
 
 # -- frames -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("pick", [
-    lambda b: b,
-    lambda b: b[2:4],
-    lambda b: b[::2],
-    lambda b: b.take([2, 0, 0]),
-    lambda b: b.take([2, 0])[::-1],
-    lambda b: b[:0],
-], ids=["whole", "slice", "stride", "take", "take-reversed", "empty"])
+@pytest.mark.parametrize(
+    "pick",
+    [
+        lambda b: b,
+        lambda b: b[2:4],
+        lambda b: b[::2],
+        lambda b: b.take([2, 0, 0]),
+        lambda b: b.take([2, 0])[::-1],
+        lambda b: b[:0],
+    ],
+    ids=["whole", "slice", "stride", "take", "take-reversed", "empty"],
+)
 def test_frames_round_trip_without_copying(pick):
     src = pick(_scattered())
     frames = src.to_frames()
@@ -218,16 +238,27 @@ def _with(i, value):
 
 
 def _header(n=3, magic=b"PKXB", version=1, interfaces=None, first_seq=7):
-    ifaces = interfaces if interfaces is not None else json.dumps(
-        [{"linktype": 1, "snaplen": 1500, "name": "eth0", "description": None},
-         {"linktype": 101, "snaplen": 9000, "name": "tun0", "description": None}]).encode()
+    ifaces = (
+        interfaces
+        if interfaces is not None
+        else json.dumps(
+            [
+                {"linktype": 1, "snaplen": 1500, "name": "eth0", "description": None},
+                {"linktype": 101, "snaplen": 9000, "name": "tun0", "description": None},
+            ]
+        ).encode()
+    )
     return struct.pack("<4sHHqq", magic, version, 0, n, first_seq) + ifaces
 
 
 def _arrays(offsets=(17, 26, 4), caplen=(5, 2, 11), iface=(0, 1, 0)):
-    return [np.array(offsets, np.int64).tobytes(), np.array(caplen, np.uint32).tobytes(),
-            np.array(caplen, np.uint32).tobytes(), np.array([1, 2, 3], np.int64).tobytes(),
-            np.array(iface, np.uint32).tobytes()]
+    return [
+        np.array(offsets, np.int64).tobytes(),
+        np.array(caplen, np.uint32).tobytes(),
+        np.array(caplen, np.uint32).tobytes(),
+        np.array([1, 2, 3], np.int64).tobytes(),
+        np.array(iface, np.uint32).tobytes(),
+    ]
 
 
 def _build(header=None, arrays=None, seq=b"", data=b"####gamma-delta##alpha####be#"):

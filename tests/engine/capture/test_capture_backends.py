@@ -51,8 +51,16 @@ VARIANTS = backend.variants("capture")
 IDS = ["cython" if m.__name__.startswith("ext.") else "pure" for m in VARIANTS]
 impls = pytest.mark.parametrize("impl", VARIANTS, ids=IDS)
 REF = capture_py
-STATUSES = ("OK", "BLOCK", "TRUNC_HEADER", "TRUNC_DATA", "BAD_CAPLEN", "BAD_BLOCK_LEN",
-            "BAD_TRAILER", "BAD_IFACE")
+STATUSES = (
+    "OK",
+    "BLOCK",
+    "TRUNC_HEADER",
+    "TRUNC_DATA",
+    "BAD_CAPLEN",
+    "BAD_BLOCK_LEN",
+    "BAD_TRAILER",
+    "BAD_IFACE",
+)
 NAMES = ("walk_pcap", "walk_pcapng", "gather", "pack_pcap", "pack_pcapng")
 fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 fuzz_packers = settings(fuzz, max_examples=150)
@@ -62,22 +70,39 @@ SENTINEL = 0x5A
 
 
 def outputs(room: int, pcapng: bool = False) -> list[np.ndarray]:
-    dtypes = ([np.int64, np.uint32, np.uint32, np.uint64, np.uint32] if pcapng
-              else [np.int64, np.uint32, np.uint32, np.int64])
+    dtypes = (
+        [np.int64, np.uint32, np.uint32, np.uint64, np.uint32]
+        if pcapng
+        else [np.int64, np.uint32, np.uint32, np.int64]
+    )
     return [np.full(max(room, 0), SENTINEL, d) for d in dtypes]
 
 
-def walk(impl, buf, pos=None, end=None, *, pcapng=False, swap=False, nano=False,
-         max_caplen=F.MAX_SNAPLEN, iface_base=0, n_ifaces=1, snaplen0=0, limit=64,
-         room=None):
+def walk(
+    impl,
+    buf,
+    pos=None,
+    end=None,
+    *,
+    pcapng=False,
+    swap=False,
+    nano=False,
+    max_caplen=F.MAX_SNAPLEN,
+    iface_base=0,
+    n_ifaces=1,
+    snaplen0=0,
+    limit=64,
+    room=None,
+):
     """Run one walker; returns ``(count, pos, status)`` or the exception type, and the arrays."""
     pos = (0 if pcapng else F.PCAP_HEADER_LEN) if pos is None else pos
     end = len(buf) if end is None else end
     arrays = outputs(max(limit, 0) if room is None else room, pcapng)
     try:
         if pcapng:
-            got = impl.walk_pcapng(buf, pos, end, swap, iface_base, n_ifaces, snaplen0, limit,
-                                   *arrays)
+            got = impl.walk_pcapng(
+                buf, pos, end, swap, iface_base, n_ifaces, snaplen0, limit, *arrays
+            )
         else:
             got = impl.walk_pcap(buf, pos, end, swap, nano, max_caplen, limit, *arrays)
     except (ValueError, OverflowError) as exc:
@@ -114,8 +139,10 @@ def test_compiled_twin_is_built_when_ci_is_set():
         importlib.import_module("ext._capture")
     except ImportError as exc:
         if os.environ.get("CI"):
-            pytest.fail(f"CI is set but ext._capture is not built ({exc}): build it with "
-                        "`pip install -e .` or `python setup.py build_ext --inplace`")
+            pytest.fail(
+                f"CI is set but ext._capture is not built ({exc}): build it with "
+                "`pip install -e .` or `python setup.py build_ext --inplace`"
+            )
         pytest.skip(f"ext._capture not built ({exc}); only the pure twin is tested")
 
 
@@ -193,8 +220,9 @@ def pcapng_section(swap: bool) -> tuple[bytes, Expected]:
 
     def put(raw: bytes, *packet):
         if packet:
-            exp.add(len(out) + (12 if raw[:4] == block(F.BT_SPB, b"", swap=swap)[:4] else 28),
-                    *packet)
+            exp.add(
+                len(out) + (12 if raw[:4] == block(F.BT_SPB, b"", swap=swap)[:4] else 28), *packet
+            )
         out.extend(raw)
 
     put(epb(b"abcde", ifid=1, ticks=2**40 + 7, orig=9, swap=swap), 5, 9, 2**40 + 7, base + 1)
@@ -227,26 +255,33 @@ PCAPNG_CASES = {
     "shb": (lambda s: epb(PKT, swap=s) + shb(swap=s), {}, (1, 40, F.BLOCK)),
     "idb": (lambda s: idb(swap=s), {}, (0, 0, F.BLOCK)),
     "limit": (lambda s: epb(PKT, swap=s) * 3, {"limit": 2}, (2, 80, F.OK)),
-    "header_cut": (lambda s: epb(PKT, swap=s) + epb(PKT, swap=s)[:7], {},
-                   (1, 40, F.TRUNC_HEADER)),
+    "header_cut": (lambda s: epb(PKT, swap=s) + epb(PKT, swap=s)[:7], {}, (1, 40, F.TRUNC_HEADER)),
     "blen_small": (lambda s: block(0xBAD, b"", blen=8, swap=s), {}, (0, 0, F.BAD_BLOCK_LEN)),
-    "blen_unaligned": (lambda s: block(0xBAD, b"1234", blen=15, swap=s), {},
-                       (0, 0, F.BAD_BLOCK_LEN)),
+    "blen_unaligned": (
+        lambda s: block(0xBAD, b"1234", blen=15, swap=s),
+        {},
+        (0, 0, F.BAD_BLOCK_LEN),
+    ),
     "epb_short": (lambda s: block(F.BT_EPB, b"\0" * 16, swap=s), {}, (0, 0, F.BAD_BLOCK_LEN)),
     "pb_short": (lambda s: block(F.BT_PB, b"\0" * 16, swap=s), {}, (0, 0, F.BAD_BLOCK_LEN)),
     "spb_short": (lambda s: block(F.BT_SPB, b"", swap=s), {}, (0, 0, F.BAD_BLOCK_LEN)),
-    "data_cut": (lambda s: epb(PKT, swap=s) + epb(PKT, swap=s)[:-1], {},
-                 (1, 40, F.TRUNC_DATA)),
+    "data_cut": (lambda s: epb(PKT, swap=s) + epb(PKT, swap=s)[:-1], {}, (1, 40, F.TRUNC_DATA)),
     "blen_huge": (lambda s: epb(PKT, blen=0xFFFFFFFC, swap=s), {}, (0, 0, F.TRUNC_DATA)),
-    "trailer": (lambda s: epb(PKT, swap=s) + epb(PKT, trailer=44, swap=s), {},
-                (1, 40, F.BAD_TRAILER)),
+    "trailer": (
+        lambda s: epb(PKT, swap=s) + epb(PKT, trailer=44, swap=s),
+        {},
+        (1, 40, F.BAD_TRAILER),
+    ),
     "epb_iface": (lambda s: epb(PKT, ifid=1, swap=s), {}, (0, 0, F.BAD_IFACE)),
     "pb_iface": (lambda s: pb(PKT, ifid=2, swap=s), {"n_ifaces": 2}, (0, 0, F.BAD_IFACE)),
     "spb_no_iface": (lambda s: spb(PKT, swap=s), {"n_ifaces": 0}, (0, 0, F.BAD_IFACE)),
     "epb_caplen": (lambda s: epb(PKT, incl=9, swap=s), {}, (0, 0, F.BAD_CAPLEN)),
     "pb_caplen": (lambda s: pb(PKT, incl=0xFFFFFFFF, swap=s), {}, (0, 0, F.BAD_CAPLEN)),
-    "iface_beyond_uint32": (lambda s: epb(PKT, ifid=1, swap=s),
-                            {"iface_base": 2**32 - 1, "n_ifaces": 2}, OverflowError),
+    "iface_beyond_uint32": (
+        lambda s: epb(PKT, ifid=1, swap=s),
+        {"iface_base": 2**32 - 1, "n_ifaces": 2},
+        OverflowError,
+    ),
     "spb_iface_negative": (lambda s: spb(PKT, swap=s), {"iface_base": -1}, OverflowError),
 }
 
@@ -352,16 +387,18 @@ def pcap_bytes(draw):
     for _ in range(draw(st.integers(0, 6))):
         data = draw(st.binary(max_size=40))
         incl = draw(st.one_of(st.just(len(data)), wild))
-        out += pcap_record(data, sec=draw(u32), frac=draw(u32), orig=draw(u32), incl=incl,
-                           swap=draw(st.booleans()))
+        out += pcap_record(
+            data, sec=draw(u32), frac=draw(u32), orig=draw(u32), incl=incl, swap=draw(st.booleans())
+        )
     return _damage(draw, out)
 
 
 @st.composite
 def pcapng_bytes(draw):
     out = bytearray()
-    types = st.sampled_from([F.BT_EPB, F.BT_EPB, F.BT_PB, F.BT_SPB, F.BT_SHB, F.BT_IDB, 4, 5,
-                             0xBAD, 0x40000BAD])
+    types = st.sampled_from(
+        [F.BT_EPB, F.BT_EPB, F.BT_PB, F.BT_SPB, F.BT_SHB, F.BT_IDB, 4, 5, 0xBAD, 0x40000BAD]
+    )
     for _ in range(draw(st.integers(0, 6))):
         data = draw(st.binary(max_size=40))
         kind = draw(st.one_of(types, u32))
@@ -372,9 +409,11 @@ def pcapng_bytes(draw):
             lie["trailer"] = draw(u32)
         fields = {"orig": draw(u32), "swap": draw(st.booleans())}
         if kind in (F.BT_EPB, F.BT_PB):
-            fields.update(ifid=draw(st.integers(0, 3 if kind == F.BT_EPB else 0xFFFF)),
-                          ticks=draw(st.integers(0, 2**64 - 1)),
-                          incl=draw(st.one_of(st.just(len(data)), wild)))
+            fields.update(
+                ifid=draw(st.integers(0, 3 if kind == F.BT_EPB else 0xFFFF)),
+                ticks=draw(st.integers(0, 2**64 - 1)),
+                incl=draw(st.one_of(st.just(len(data)), wild)),
+            )
             out += (epb if kind == F.BT_EPB else pb)(data, **fields, **lie)
         elif kind == F.BT_SPB:
             out += spb(data, **fields, **lie)
@@ -402,14 +441,19 @@ limits = st.one_of(st.integers(-1, 8), st.just(64))
 
 @impls
 @fuzz
-@given(raw=st.one_of(pcap_bytes(), st.binary(max_size=200)), data=st.data(),
-       swap=st.booleans(), nano=st.booleans(), limit=limits,
-       max_caplen=st.one_of(st.integers(0, 64), st.integers(-3, 2**70)))
-def test_walk_pcap_matches_reference_on_any_bytes(impl, raw, data, swap, nano, limit,
-                                                  max_caplen):
+@given(
+    raw=st.one_of(pcap_bytes(), st.binary(max_size=200)),
+    data=st.data(),
+    swap=st.booleans(),
+    nano=st.booleans(),
+    limit=limits,
+    max_caplen=st.one_of(st.integers(0, 64), st.integers(-3, 2**70)),
+)
+def test_walk_pcap_matches_reference_on_any_bytes(impl, raw, data, swap, nano, limit, max_caplen):
     pos, end = data.draw(span(raw))
-    got, arrays = same_as_reference(impl, raw, pos=pos, end=end, swap=swap, nano=nano,
-                                    max_caplen=max_caplen, limit=limit)
+    got, arrays = same_as_reference(
+        impl, raw, pos=pos, end=end, swap=swap, nano=nano, max_caplen=max_caplen, limit=limit
+    )
     n, new_pos, status = got
     assert 0 <= n <= max(limit, 0) and (pos <= new_pos <= max(end, pos))
     assert status in (F.OK, F.TRUNC_HEADER, F.TRUNC_DATA, F.BAD_CAPLEN)
@@ -423,17 +467,31 @@ def test_walk_pcap_matches_reference_on_any_bytes(impl, raw, data, swap, nano, l
 
 @impls
 @fuzz
-@given(raw=st.one_of(pcapng_bytes(), st.binary(max_size=200)), data=st.data(),
-       swap=st.booleans(), limit=limits,
-       iface_base=st.one_of(st.integers(0, 5), st.integers(-(2**40), 2**40)),
-       n_ifaces=st.one_of(st.integers(-1, 4), st.integers(0, 2**40)),
-       snaplen0=st.one_of(st.just(0), st.integers(1, 80), st.integers(0, 2**40)))
-def test_walk_pcapng_matches_reference_on_any_bytes(impl, raw, data, swap, limit, iface_base,
-                                                    n_ifaces, snaplen0):
+@given(
+    raw=st.one_of(pcapng_bytes(), st.binary(max_size=200)),
+    data=st.data(),
+    swap=st.booleans(),
+    limit=limits,
+    iface_base=st.one_of(st.integers(0, 5), st.integers(-(2**40), 2**40)),
+    n_ifaces=st.one_of(st.integers(-1, 4), st.integers(0, 2**40)),
+    snaplen0=st.one_of(st.just(0), st.integers(1, 80), st.integers(0, 2**40)),
+)
+def test_walk_pcapng_matches_reference_on_any_bytes(
+    impl, raw, data, swap, limit, iface_base, n_ifaces, snaplen0
+):
     pos, end = data.draw(span(raw))
-    got, arrays = same_as_reference(impl, raw, pos=pos, end=end, pcapng=True, swap=swap,
-                                    iface_base=iface_base, n_ifaces=n_ifaces,
-                                    snaplen0=snaplen0, limit=limit)
+    got, arrays = same_as_reference(
+        impl,
+        raw,
+        pos=pos,
+        end=end,
+        pcapng=True,
+        swap=swap,
+        iface_base=iface_base,
+        n_ifaces=n_ifaces,
+        snaplen0=snaplen0,
+        limit=limit,
+    )
     if got is OverflowError:
         return
     n, new_pos, status = got
@@ -451,8 +509,9 @@ def packet_arrays(draw, max_packets=12):
     sizes = draw(st.lists(st.integers(0, 70), min_size=k, max_size=k))
     gaps = draw(st.lists(st.integers(0, 5), min_size=k, max_size=k))
     starts = np.cumsum([0] + [s + g for s, g in zip(sizes, gaps)])
-    data = np.frombuffer(draw(st.binary(min_size=int(starts[-1]), max_size=int(starts[-1]))),
-                         np.uint8)
+    data = np.frombuffer(
+        draw(st.binary(min_size=int(starts[-1]), max_size=int(starts[-1]))), np.uint8
+    )
     order = draw(st.permutations(range(k)))
     offsets = np.array([starts[i] + gaps[i] for i in order], np.int64)
     caplen = np.array([sizes[i] for i in order], np.uint32)
@@ -476,8 +535,11 @@ def pack(impl, name, size, *args):
 
 @impls
 @fuzz_packers
-@given(arrays=packet_arrays(), nano=st.booleans(),
-       ts=st.lists(st.integers(0, 2**32 * 10**9 - 1), min_size=12, max_size=12))
+@given(
+    arrays=packet_arrays(),
+    nano=st.booleans(),
+    ts=st.lists(st.integers(0, 2**32 * 10**9 - 1), min_size=12, max_size=12),
+)
 def test_pack_pcap_then_walk_gives_the_packets_back(impl, arrays, nano, ts):
     data, offsets, caplen, origlen = arrays
     k = len(caplen)
@@ -495,9 +557,11 @@ def test_pack_pcap_then_walk_gives_the_packets_back(impl, arrays, nano, ts):
 
 @impls
 @fuzz_packers
-@given(arrays=packet_arrays(), ticks=st.lists(st.integers(0, 2**64 - 1), min_size=12,
-                                              max_size=12),
-       iface=st.lists(st.integers(0, 3), min_size=12, max_size=12))
+@given(
+    arrays=packet_arrays(),
+    ticks=st.lists(st.integers(0, 2**64 - 1), min_size=12, max_size=12),
+    iface=st.lists(st.integers(0, 3), min_size=12, max_size=12),
+)
 def test_pack_pcapng_then_walk_gives_the_packets_back(impl, arrays, ticks, iface):
     data, offsets, caplen, origlen = arrays
     k = len(caplen)
@@ -569,8 +633,9 @@ def test_packers_refuse_packets_outside_their_buffers(impl, name, fault):
         elif name == "pack_pcap":
             impl.pack_pcap(data, offsets, caplen, origlen, np.zeros(2, np.int64), True, out)
         else:
-            impl.pack_pcapng(data, offsets, caplen, origlen, np.zeros(2, np.uint64),
-                             np.zeros(2, np.uint32), out)
+            impl.pack_pcapng(
+                data, offsets, caplen, origlen, np.zeros(2, np.uint64), np.zeros(2, np.uint32), out
+            )
 
 
 # -- through the reader ----------------------------------------------------------------------

@@ -35,8 +35,7 @@ def test_corpus_present():
 
 
 def _stream(path, batch_packets, walker, **kw) -> PacketBatch:
-    batches = list(open_capture(path, batch_packets=batch_packets, backend_module=walker,
-                                **kw))
+    batches = list(open_capture(path, batch_packets=batch_packets, backend_module=walker, **kw))
     seq = 0
     for b in batches:
         assert 0 < len(b) <= batch_packets
@@ -59,7 +58,8 @@ def test_matches_scapy_and_dpkt(name, walker):
         assert a == b, f"packet {i} differs from scapy's"
 
     for i, ((data, *_, ts_ns, _lt), (ddata, dts)) in enumerate(
-            zip(ours, dpkt_packets(path), strict=True)):
+        zip(ours, dpkt_packets(path), strict=True)
+    ):
         assert data == ddata, f"packet {i} bytes differ from dpkt's"
         assert same_time(ts_ns, dts), f"packet {i}: {ts_ns} ns, dpkt says {dts}"
 
@@ -72,8 +72,7 @@ def test_streaming_gives_the_same_packets(name, walker):
     for size in BATCH_SIZES:
         streamed = _stream(path, size, walker)
         assert streamed.same_packets(whole), f"batch_packets={size}"
-        assert [i.linktype for i in streamed.interfaces] == [
-            i.linktype for i in whole.interfaces]
+        assert [i.linktype for i in streamed.interfaces] == [i.linktype for i in whole.interfaces]
 
 
 @backend_params()

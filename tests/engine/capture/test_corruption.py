@@ -32,24 +32,38 @@ PKTS = [bytes((i * 7 + k) % 256 for k in range(20 + 9 * i)) for i in range(7)]
 FIRST_SHB = shb(options=option(4, b"seed") + end_of_options())
 SEEDS = {
     "pcap-us": pcap_file([(p, SEC + i, i * 1000, len(p) + 3) for i, p in enumerate(PKTS)]),
-    "pcap-ns-big": pcap_file([(p, SEC + i, i * 7, len(p)) for i, p in enumerate(PKTS)], ">",
-                             nano=True, linktype=101),
-    "pcapng": (FIRST_SHB + idb(1, 65535, name="eth0") + idb(101, tsresol=9, tsoffset=-5)
-               + b"".join(epb(p, SEC * 10**6 + i, ifid=i % 2,
-                              options=option(1, b"c") + end_of_options() if i == 3 else b"")
-                          for i, p in enumerate(PKTS[:4]))
-               + spb(PKTS[4]) + obsolete_pb(PKTS[5], ticks=99)
-               + shb(">") + idb(228, e=">", tsresol=0x80 | 10) + epb(PKTS[6], 5, e=">")),
+    "pcap-ns-big": pcap_file(
+        [(p, SEC + i, i * 7, len(p)) for i, p in enumerate(PKTS)], ">", nano=True, linktype=101
+    ),
+    "pcapng": (
+        FIRST_SHB
+        + idb(1, 65535, name="eth0")
+        + idb(101, tsresol=9, tsoffset=-5)
+        + b"".join(
+            epb(
+                p,
+                SEC * 10**6 + i,
+                ifid=i % 2,
+                options=option(1, b"c") + end_of_options() if i == 3 else b"",
+            )
+            for i, p in enumerate(PKTS[:4])
+        )
+        + spb(PKTS[4])
+        + obsolete_pb(PKTS[5], ticks=99)
+        + shb(">")
+        + idb(228, e=">", tsresol=0x80 | 10)
+        + epb(PKTS[6], 5, e=">")
+    ),
 }
 
 # Values a length field is most likely to trip over.
-EDGES = [0, 1, 3, 4, 8, 11, 12, 16, 20, 28, 31, 32, 0x7FFFFFFF, 0x80000000, 0xFFFFFFF0,
-         0xFFFFFFFF]
+EDGES = [0, 1, 3, 4, 8, 11, 12, 16, 20, 28, 31, 32, 0x7FFFFFFF, 0x80000000, 0xFFFFFFF0, 0xFFFFFFFF]
 
 
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Fail instead of hanging: a read of a few hundred bytes has no business taking seconds."""
+
     def expired(signum, frame):
         raise TimeoutError(f"read did not finish within {seconds} s")
 
@@ -111,8 +125,11 @@ def _outcome(path, walker, errors: str, batch_packets: int | None = None):
             if batch_packets is None:
                 batch = read_capture(path, errors=errors, backend_module=walker)
             else:
-                batches = list(open_capture(path, errors=errors, batch_packets=batch_packets,
-                                            backend_module=walker))
+                batches = list(
+                    open_capture(
+                        path, errors=errors, batch_packets=batch_packets, backend_module=walker
+                    )
+                )
                 for b in batches:
                     assert isinstance(b, PacketBatch) and 0 < len(b) <= batch_packets
                 batch = PacketBatch.concat(batches) if batches else PacketBatch.empty()
@@ -123,9 +140,12 @@ def _outcome(path, walker, errors: str, batch_packets: int | None = None):
     return ("ok", packets_of(batch))
 
 
-SETTINGS = settings(max_examples=250, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=250,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @SETTINGS
@@ -142,7 +162,8 @@ def test_damage_gives_a_batch_or_capture_error(tmp_path, case):
             assert streamed == whole, f"{wid}: streaming and reading whole disagree"
             outcomes[wid] = whole
         assert len({repr(o) for o in outcomes.values()}) == 1, (
-            f"backends disagree ({errors}): {outcomes}")
+            f"backends disagree ({errors}): {outcomes}"
+        )
         if errors == "strict" and whole[0] == "ok":
             # What strict reading accepts, truncate reading reads the same.
             assert _outcome(path, BACKENDS[0], "truncate") == whole
@@ -175,8 +196,11 @@ def test_truncation_gives_a_prefix(tmp_path, name, cut):
             assert got == expected[: len(got)]
             if name.startswith("pcap-"):
                 # Every record that ends before the cut is there, and no other.
-                whole = sum(1 for i in range(len(intact))
-                            if int(intact.offsets[i]) + int(intact.caplen[i]) <= length)
+                whole = sum(
+                    1
+                    for i in range(len(intact))
+                    if int(intact.offsets[i]) + int(intact.caplen[i]) <= length
+                )
                 assert len(got) == whole
             strict_kind, strict_got = _outcome(path, walker, "strict", batch_packets)
             if strict_kind == "ok":  # cut on a record boundary: nothing was lost

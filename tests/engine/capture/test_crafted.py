@@ -99,8 +99,9 @@ def test_pcap_by_scapy(tmp_path, walker, endian, nano):
     reader = open_capture(path, backend_module=walker)
     assert reader.byte_order == ("big" if endian == ">" else "little")
     assert reader.ts_resolutions == ["ns" if nano else "us"]
-    for (data, *_, ts, _lt), (ddata, dts) in zip(packets_of(batch), dpkt_packets(path),
-                                                 strict=True):
+    for (data, *_, ts, _lt), (ddata, dts) in zip(
+        packets_of(batch), dpkt_packets(path), strict=True
+    ):
         assert data == ddata and same_time(ts, dts)
     if nano:  # the sub-microsecond digits survive
         assert int(batch.ts_ns[0]) == SEC * 10**9 + 123456789
@@ -112,8 +113,10 @@ def test_pcap_by_hand(tmp_path, walker, endian):
     recs = [(p, SEC + i, 999_999_999 - i, len(p) + 100) for i, p in enumerate(PKTS)]
     path = _write(tmp_path, "h.pcap", pcap_file(recs, endian, nano=True, linktype=101))
     batch = _read_both_ways(path, walker)
-    assert packets_of(batch) == [(p, len(p), len(p) + 100, (SEC + i) * 10**9 + 999_999_999 - i,
-                                  101) for i, p in enumerate(PKTS)]
+    assert packets_of(batch) == [
+        (p, len(p), len(p) + 100, (SEC + i) * 10**9 + 999_999_999 - i, 101)
+        for i, p in enumerate(PKTS)
+    ]
 
 
 @backend_params()
@@ -149,13 +152,16 @@ def test_fcs_bits_in_linktype(tmp_path, walker):
 
 
 @backend_params()
-@pytest.mark.parametrize("data, match", [
-    (b"", "empty file"),
-    (b"\xd4\xc3", "too short"),
-    (b"GIF89a" + bytes(30), "unknown file format"),
-    (pcap_header()[:20], "pcap file header cut short"),
-    (b"\n\r\r\n\x1c\x00", "section header block cut short"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"", "empty file"),
+        (b"\xd4\xc3", "too short"),
+        (b"GIF89a" + bytes(30), "unknown file format"),
+        (pcap_header()[:20], "pcap file header cut short"),
+        (b"\n\r\r\n\x1c\x00", "section header block cut short"),
+    ],
+)
 def test_not_a_capture(tmp_path, walker, data, match):
     _fails(_write(tmp_path, "x", data), walker, match)
 
@@ -177,9 +183,12 @@ def test_pcap_damage_positions(tmp_path, walker):
     err = _fails(path, walker, r"record data cut short: \d+ of \d+ bytes")
     assert err.record == 2
     assert err.offset == 24 + 2 * 16 + len(PKTS[0]) + len(PKTS[1])
-    assert packets_of(_truncated(path, walker)) == packets_of(read_capture(
-        _write(tmp_path, "two.pcap", pcap_file([(p, SEC, 0) for p in PKTS[:2]])),
-        backend_module=walker))
+    assert packets_of(_truncated(path, walker)) == packets_of(
+        read_capture(
+            _write(tmp_path, "two.pcap", pcap_file([(p, SEC, 0) for p in PKTS[:2]])),
+            backend_module=walker,
+        )
+    )
 
 
 # -- a record claiming 4 GB -----------------------------------------------------------------------
@@ -194,22 +203,40 @@ def _peak_bytes(fn) -> int:
 
 
 HUGE = [
-    ("pcap", pcap_file([(PKTS[0], SEC, 0)]) + pcap_record(b"\0" * 8, SEC, 0, caplen=0xFFFFFFF0),
-     r"invalid packet capture length 4294967280"),
+    (
+        "pcap",
+        pcap_file([(PKTS[0], SEC, 0)]) + pcap_record(b"\0" * 8, SEC, 0, caplen=0xFFFFFFF0),
+        r"invalid packet capture length 4294967280",
+    ),
     # A header snaplen of 4 GB does not make the record any less cut short.
-    ("pcap", pcap_file([(PKTS[0], SEC, 0)], snaplen=0xFFFFFFFF)
-     + pcap_record(b"\0" * 8, SEC, 0, caplen=0xFFFFFFF0), r"cut short"),
-    ("pcapng", shb() + idb() + epb(PKTS[0]) + struct.pack("<IIIIIII", 6, 40, 0, 0, 0,
-                                                          0xFFFFFFF0, 0xFFFFFFF0)
-     + bytes(8) + struct.pack("<I", 40), r"captured length 4294967280 overruns its block"),
-    ("pcapng", shb() + idb() + epb(PKTS[0]) + struct.pack("<II", 6, 0xFFFFFFF0) + bytes(40),
-     r"cut short: 48 of 4294967280 bytes"),
+    (
+        "pcap",
+        pcap_file([(PKTS[0], SEC, 0)], snaplen=0xFFFFFFFF)
+        + pcap_record(b"\0" * 8, SEC, 0, caplen=0xFFFFFFF0),
+        r"cut short",
+    ),
+    (
+        "pcapng",
+        shb()
+        + idb()
+        + epb(PKTS[0])
+        + struct.pack("<IIIIIII", 6, 40, 0, 0, 0, 0xFFFFFFF0, 0xFFFFFFF0)
+        + bytes(8)
+        + struct.pack("<I", 40),
+        r"captured length 4294967280 overruns its block",
+    ),
+    (
+        "pcapng",
+        shb() + idb() + epb(PKTS[0]) + struct.pack("<II", 6, 0xFFFFFFF0) + bytes(40),
+        r"cut short: 48 of 4294967280 bytes",
+    ),
 ]
 
 
 @backend_params()
-@pytest.mark.parametrize("kind, data, match", HUGE,
-                         ids=["pcap", "pcap-snaplen-4G", "pcapng-caplen", "pcapng-blocklen"])
+@pytest.mark.parametrize(
+    "kind, data, match", HUGE, ids=["pcap", "pcap-snaplen-4G", "pcapng-caplen", "pcapng-blocklen"]
+)
 def test_four_gigabyte_record(tmp_path, walker, kind, data, match):
     path = _write(tmp_path, f"huge.{kind}", data)
 
@@ -256,18 +283,20 @@ def test_pcapng_by_scapy_several_interfaces(tmp_path, walker):
 
 @backend_params()
 def test_pcapng_timestamp_resolutions(tmp_path, walker):
-    data = (shb()
-            + idb(1, tsresol=9, name="ns")
-            + idb(1, tsresol=0x80 | 20, name="binary")
-            + idb(101, tsresol=6, tsoffset=100)
-            + idb(101, tsoffset=-1000)  # no if_tsresol: microseconds
-            + idb(1, tsresol=12)
-            + epb(PKTS[0], ticks=SEC * 10**9 + 123456789, ifid=0)
-            + epb(PKTS[1], ticks=(SEC << 20) | 1, ifid=1)
-            + epb(PKTS[2], ticks=(SEC << 20) | (1 << 19), ifid=1)
-            + epb(PKTS[3], ticks=5_000_001, ifid=2)
-            + epb(PKTS[4], ticks=2000 * 10**6 + 7, ifid=3)
-            + epb(PKTS[5], ticks=10**7 * 10**12 + 123456789999, ifid=4))
+    data = (
+        shb()
+        + idb(1, tsresol=9, name="ns")
+        + idb(1, tsresol=0x80 | 20, name="binary")
+        + idb(101, tsresol=6, tsoffset=100)
+        + idb(101, tsoffset=-1000)  # no if_tsresol: microseconds
+        + idb(1, tsresol=12)
+        + epb(PKTS[0], ticks=SEC * 10**9 + 123456789, ifid=0)
+        + epb(PKTS[1], ticks=(SEC << 20) | 1, ifid=1)
+        + epb(PKTS[2], ticks=(SEC << 20) | (1 << 19), ifid=1)
+        + epb(PKTS[3], ticks=5_000_001, ifid=2)
+        + epb(PKTS[4], ticks=2000 * 10**6 + 7, ifid=3)
+        + epb(PKTS[5], ticks=10**7 * 10**12 + 123456789999, ifid=4)
+    )
     path = _write(tmp_path, "res.pcapng", data)
     batch = _read_both_ways(path, walker)
     assert batch.ts_ns.tolist() == [
@@ -288,17 +317,27 @@ def test_pcapng_timestamp_resolutions(tmp_path, walker):
     assert reader.ts_resolutions == ["10^-12 s", "2^-20 s", "ns", "us"]
 
 
-@pytest.mark.parametrize("res", [TsResolution(10, e) for e in range(19)]
-                         + [TsResolution(2, e) for e in range(64)], ids=str)
+@pytest.mark.parametrize(
+    "res",
+    [TsResolution(10, e) for e in range(19)] + [TsResolution(2, e) for e in range(64)],
+    ids=str,
+)
 def test_tick_conversion_is_exact(res):
     rng = np.random.default_rng(res.exp + res.base)
-    ticks = np.concatenate([rng.integers(0, 1 << 63, 500, np.uint64, endpoint=True),
-                            np.array([0, 1, (1 << 64) - 1, 1 << 63], np.uint64)])
+    ticks = np.concatenate(
+        [
+            rng.integers(0, 1 << 63, 500, np.uint64, endpoint=True),
+            np.array([0, 1, (1 << 64) - 1, 1 << 63], np.uint64),
+        ]
+    )
     for offset_s in (0, -7):
         got = ticks_to_ns(ticks, res, offset_s)
         # floor(ticks / base**exp seconds) in ns, as Python ints, wrapped as int64 would be.
-        want = [((int(t) * 10**9 // res.base**res.exp + offset_s * 10**9 + (1 << 63))
-                 % (1 << 64)) - (1 << 63) for t in ticks]
+        want = [
+            ((int(t) * 10**9 // res.base**res.exp + offset_s * 10**9 + (1 << 63)) % (1 << 64))
+            - (1 << 63)
+            for t in ticks
+        ]
         assert got.tolist() == want
 
 
@@ -307,8 +346,11 @@ def test_pcapng_fine_binary_resolution_against_scapy(tmp_path, walker):
     # Fractions where flooring away the low 8 bits first would come out 1 ns short.
     fractions = [0x6D44C3B25, 0xECB320FE4, 0x1908A2B3B5, 0x2346135786, 0x3FB7DA73E7, 1]
     ticks = [(10**6 << 40) | f for f in fractions]
-    data = shb() + idb(1, tsresol=0x80 | 40) + b"".join(
-        epb(p, t) for p, t in zip(PKTS, ticks, strict=True))
+    data = (
+        shb()
+        + idb(1, tsresol=0x80 | 40)
+        + b"".join(epb(p, t) for p, t in zip(PKTS, ticks, strict=True))
+    )
     path = _write(tmp_path, "fine.pcapng", data)
     batch = _read_both_ways(path, walker)
     assert packets_of(batch) == scapy_packets(path)
@@ -317,10 +359,19 @@ def test_pcapng_fine_binary_resolution_against_scapy(tmp_path, walker):
 
 @backend_params()
 def test_pcapng_sections_of_both_byte_orders(tmp_path, walker):
-    data = (shb("<") + idb(1, e="<") + epb(PKTS[0], 7, e="<")
-            + shb(">") + idb(101, e=">", tsresol=9) + idb(1, e=">")
-            + epb(PKTS[1], SEC * 10**9 + 1, ifid=0, e=">") + epb(PKTS[2], 8, ifid=1, e=">")
-            + shb("<", version=(1, 2)) + idb(228, e="<") + epb(PKTS[3], 9, e="<"))
+    data = (
+        shb("<")
+        + idb(1, e="<")
+        + epb(PKTS[0], 7, e="<")
+        + shb(">")
+        + idb(101, e=">", tsresol=9)
+        + idb(1, e=">")
+        + epb(PKTS[1], SEC * 10**9 + 1, ifid=0, e=">")
+        + epb(PKTS[2], 8, ifid=1, e=">")
+        + shb("<", version=(1, 2))
+        + idb(228, e="<")
+        + epb(PKTS[3], 9, e="<")
+    )
     path = _write(tmp_path, "sections.pcapng", data)
     batch = _read_both_ways(path, walker)
     assert packets_of(batch) == [
@@ -340,10 +391,14 @@ def test_pcapng_sections_of_both_byte_orders(tmp_path, walker):
 
 @backend_params()
 def test_simple_and_obsolete_packet_blocks(tmp_path, walker):
-    data = (shb() + idb(1, snaplen=65535)
-            + spb(PKTS[0]) + spb(PKTS[5][:61])
-            + obsolete_pb(PKTS[2], ticks=SEC * 10**6 + 5, origlen=999)
-            + epb(PKTS[3], ticks=1))
+    data = (
+        shb()
+        + idb(1, snaplen=65535)
+        + spb(PKTS[0])
+        + spb(PKTS[5][:61])
+        + obsolete_pb(PKTS[2], ticks=SEC * 10**6 + 5, origlen=999)
+        + epb(PKTS[3], ticks=1)
+    )
     path = _write(tmp_path, "spb.pcapng", data)
     batch = _read_both_ways(path, walker)
     assert packets_of(batch) == scapy_packets(path)
@@ -363,15 +418,17 @@ def test_simple_packet_block_cut_to_snaplen(tmp_path, walker):
 
 @backend_params()
 def test_unknown_blocks_are_skipped(tmp_path, walker):
-    data = (shb(options=option(4, b"crafted") + end_of_options())
-            + block(0x00000BAD, b"custom")
-            + idb(1)
-            + block(4, b"\x01\x00\x08\x00\xc0\x00\x02\x01a.example\x00\x00\x00\x00\x00")  # NRB
-            + epb(PKTS[0], 1, options=option(1, b"a comment") + end_of_options())
-            + block(5, struct.pack("<III", 0, 0, 0))  # ISB
-            + block(0x40000BAD, bytes(100))
-            + block(10, b"TLSK" + struct.pack("<I", 3) + b"abc")  # DSB
-            + epb(PKTS[1], 2))
+    data = (
+        shb(options=option(4, b"crafted") + end_of_options())
+        + block(0x00000BAD, b"custom")
+        + idb(1)
+        + block(4, b"\x01\x00\x08\x00\xc0\x00\x02\x01a.example\x00\x00\x00\x00\x00")  # NRB
+        + epb(PKTS[0], 1, options=option(1, b"a comment") + end_of_options())
+        + block(5, struct.pack("<III", 0, 0, 0))  # ISB
+        + block(0x40000BAD, bytes(100))
+        + block(10, b"TLSK" + struct.pack("<I", 3) + b"abc")  # DSB
+        + epb(PKTS[1], 2)
+    )
     path = _write(tmp_path, "unknown.pcapng", data)
     batch = _read_both_ways(path, walker)
     assert packets_of(batch) == scapy_packets(path)
@@ -387,56 +444,124 @@ def _patch(data: bytes, at: int, fmt: str, *values) -> bytes:
 HEAD = shb() + idb(1)
 GOOD_EPB = epb(PKTS[0], 1)
 BAD_PCAPNG = [
-    ("idb option overruns", shb() + block(1, struct.pack("<HHI", 1, 0, 0)
-                                          + struct.pack("<HH", 2, 200) + b"eth0"),
-     r"option 2 of 200 bytes overruns its block", len(shb()) + 16),
-    ("shb option overruns", block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
-                                  + struct.pack("<HH", 4, 9) + b"abcd"),
-     r"option 4 of 9 bytes overruns its block", 24),
-    ("epb length not a multiple of 4", _patch(HEAD + GOOD_EPB + epb(PKTS[1]), len(HEAD)
-                                              + len(GOOD_EPB) + 4, "<I", 70),
-     r"invalid total length 70", len(HEAD) + len(GOOD_EPB)),
-    ("epb length below 12", HEAD + GOOD_EPB + struct.pack("<II", 6, 8) + bytes(8),
-     r"invalid total length 8", len(HEAD) + len(GOOD_EPB)),
-    ("epb length zero", HEAD + GOOD_EPB + bytes(16), r"invalid total length 0",
-     len(HEAD) + len(GOOD_EPB)),
-    ("idb length not a multiple of 4", _patch(HEAD + GOOD_EPB + idb(1), len(HEAD)
-                                              + len(GOOD_EPB) + 4, "<I", 22),
-     r"invalid total length 22", len(HEAD) + len(GOOD_EPB)),
-    ("shb length not a multiple of 4", _patch(shb(), 4, "<I", 30), r"invalid total length 30",
-     0),
-    ("epb trailer mismatch", HEAD + GOOD_EPB + epb(PKTS[1])[:-4] + struct.pack("<I", 12),
-     r"header \d+ and trailer 12 don't match", len(HEAD) + len(GOOD_EPB)),
-    ("idb trailer mismatch", HEAD + GOOD_EPB + idb(1)[:-4] + struct.pack("<I", 24),
-     r"header 20 and trailer 24 don't match", len(HEAD) + len(GOOD_EPB)),
-    ("undescribed interface", HEAD + GOOD_EPB + epb(PKTS[1], ifid=1),
-     r"refers to interface 1, but the section describes 1", len(HEAD) + len(GOOD_EPB)),
-    ("packet before any interface", shb() + epb(PKTS[1]),
-     r"refers to interface 0, but the section describes 0", len(shb())),
-    ("obsolete packet block, undescribed interface", HEAD + GOOD_EPB + obsolete_pb(PKTS[1],
-                                                                                   ifid=3),
-     r"refers to interface 3", len(HEAD) + len(GOOD_EPB)),
-    ("simple packet block before any interface", shb() + spb(PKTS[1]),
-     r"simple packet block in a section with no interface", len(shb())),
+    (
+        "idb option overruns",
+        shb() + block(1, struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 2, 200) + b"eth0"),
+        r"option 2 of 200 bytes overruns its block",
+        len(shb()) + 16,
+    ),
+    (
+        "shb option overruns",
+        block(
+            0x0A0D0D0A,
+            struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + struct.pack("<HH", 4, 9) + b"abcd",
+        ),
+        r"option 4 of 9 bytes overruns its block",
+        24,
+    ),
+    (
+        "epb length not a multiple of 4",
+        _patch(HEAD + GOOD_EPB + epb(PKTS[1]), len(HEAD) + len(GOOD_EPB) + 4, "<I", 70),
+        r"invalid total length 70",
+        len(HEAD) + len(GOOD_EPB),
+    ),
+    (
+        "epb length below 12",
+        HEAD + GOOD_EPB + struct.pack("<II", 6, 8) + bytes(8),
+        r"invalid total length 8",
+        len(HEAD) + len(GOOD_EPB),
+    ),
+    (
+        "epb length zero",
+        HEAD + GOOD_EPB + bytes(16),
+        r"invalid total length 0",
+        len(HEAD) + len(GOOD_EPB),
+    ),
+    (
+        "idb length not a multiple of 4",
+        _patch(HEAD + GOOD_EPB + idb(1), len(HEAD) + len(GOOD_EPB) + 4, "<I", 22),
+        r"invalid total length 22",
+        len(HEAD) + len(GOOD_EPB),
+    ),
+    ("shb length not a multiple of 4", _patch(shb(), 4, "<I", 30), r"invalid total length 30", 0),
+    (
+        "epb trailer mismatch",
+        HEAD + GOOD_EPB + epb(PKTS[1])[:-4] + struct.pack("<I", 12),
+        r"header \d+ and trailer 12 don't match",
+        len(HEAD) + len(GOOD_EPB),
+    ),
+    (
+        "idb trailer mismatch",
+        HEAD + GOOD_EPB + idb(1)[:-4] + struct.pack("<I", 24),
+        r"header 20 and trailer 24 don't match",
+        len(HEAD) + len(GOOD_EPB),
+    ),
+    (
+        "undescribed interface",
+        HEAD + GOOD_EPB + epb(PKTS[1], ifid=1),
+        r"refers to interface 1, but the section describes 1",
+        len(HEAD) + len(GOOD_EPB),
+    ),
+    (
+        "packet before any interface",
+        shb() + epb(PKTS[1]),
+        r"refers to interface 0, but the section describes 0",
+        len(shb()),
+    ),
+    (
+        "obsolete packet block, undescribed interface",
+        HEAD + GOOD_EPB + obsolete_pb(PKTS[1], ifid=3),
+        r"refers to interface 3",
+        len(HEAD) + len(GOOD_EPB),
+    ),
+    (
+        "simple packet block before any interface",
+        shb() + spb(PKTS[1]),
+        r"simple packet block in a section with no interface",
+        len(shb()),
+    ),
     # Interfaces belong to their section: the second section has none.
-    ("interface of an earlier section", HEAD + GOOD_EPB + shb() + epb(PKTS[1]),
-     r"refers to interface 0, but the section describes 0", len(HEAD + GOOD_EPB + shb())),
-    ("section header version", HEAD + GOOD_EPB + shb(version=(2, 0)),
-     r"unsupported pcapng savefile version 2\.0", len(HEAD) + len(GOOD_EPB) + 12),
-    ("bad byte-order magic", HEAD + GOOD_EPB + _patch(shb(), 8, "<I", 0x12345678),
-     r"bad byte-order magic 0x12345678", len(HEAD) + len(GOOD_EPB) + 8),
-    ("unsupported resolution", HEAD + GOOD_EPB + idb(1, tsresol=19),
-     r"unsupported interface timestamp resolution", None),
-    ("timestamp offset beyond int64 ns", HEAD + GOOD_EPB + idb(1, tsoffset=1 << 62),
-     r"interface timestamp offset 4611686018427387904 s is out of range", None),
-    ("block header cut", HEAD + GOOD_EPB + b"\x06\x00\x00", r"block header cut short",
-     len(HEAD) + len(GOOD_EPB)),
+    (
+        "interface of an earlier section",
+        HEAD + GOOD_EPB + shb() + epb(PKTS[1]),
+        r"refers to interface 0, but the section describes 0",
+        len(HEAD + GOOD_EPB + shb()),
+    ),
+    (
+        "section header version",
+        HEAD + GOOD_EPB + shb(version=(2, 0)),
+        r"unsupported pcapng savefile version 2\.0",
+        len(HEAD) + len(GOOD_EPB) + 12,
+    ),
+    (
+        "bad byte-order magic",
+        HEAD + GOOD_EPB + _patch(shb(), 8, "<I", 0x12345678),
+        r"bad byte-order magic 0x12345678",
+        len(HEAD) + len(GOOD_EPB) + 8,
+    ),
+    (
+        "unsupported resolution",
+        HEAD + GOOD_EPB + idb(1, tsresol=19),
+        r"unsupported interface timestamp resolution",
+        None,
+    ),
+    (
+        "timestamp offset beyond int64 ns",
+        HEAD + GOOD_EPB + idb(1, tsoffset=1 << 62),
+        r"interface timestamp offset 4611686018427387904 s is out of range",
+        None,
+    ),
+    (
+        "block header cut",
+        HEAD + GOOD_EPB + b"\x06\x00\x00",
+        r"block header cut short",
+        len(HEAD) + len(GOOD_EPB),
+    ),
 ]
 
 
 @backend_params()
-@pytest.mark.parametrize("data, match, offset",
-                         [pytest.param(*c[1:], id=c[0]) for c in BAD_PCAPNG])
+@pytest.mark.parametrize("data, match, offset", [pytest.param(*c[1:], id=c[0]) for c in BAD_PCAPNG])
 def test_malformed_pcapng(tmp_path, walker, data, match, offset):
     path = _write(tmp_path, "bad.pcapng", data)
     err = _fails(path, walker, match)
@@ -466,8 +591,10 @@ def test_pcapng_other_versions_refused_at_open(tmp_path, version):
 
 @backend_params()
 def test_huge_batch_size_allocates_nothing_big(tmp_path, walker):
-    for name, data in (("a.pcap", pcap_file([(p, SEC, 0) for p in PKTS])),
-                       ("a.pcapng", shb() + idb(1) + b"".join(epb(p) for p in PKTS))):
+    for name, data in (
+        ("a.pcap", pcap_file([(p, SEC, 0) for p in PKTS])),
+        ("a.pcapng", shb() + idb(1) + b"".join(epb(p) for p in PKTS)),
+    ):
         path = _write(tmp_path, name, data)
 
         def stream(path=path):
@@ -494,16 +621,27 @@ def test_reader_arguments(tmp_path):
 # -- writer round trips -------------------------------------------------------------------------
 def _mixed_source(tmp_path):
     """A pcapng with three interfaces (two link types) and sub-microsecond timestamps."""
-    data = (shb() + idb(1, snaplen=1500, tsresol=9, name="eth0")
-            + idb(101, snaplen=9000, tsresol=9, name="tun0") + idb(1, tsresol=9, name="eth1"))
+    data = (
+        shb()
+        + idb(1, snaplen=1500, tsresol=9, name="eth0")
+        + idb(101, snaplen=9000, tsresol=9, name="tun0")
+        + idb(1, tsresol=9, name="eth1")
+    )
     for i, p in enumerate(PKTS * 3):
         data += epb(p, SEC * 10**9 + i * 1_000_001_357, ifid=i % 3, origlen=len(p) + i)
     return _write(tmp_path, "mixed.pcapng", data)
 
 
 def _truncated_to_us(batch: PacketBatch) -> PacketBatch:
-    return PacketBatch(batch.data, batch.offsets, batch.caplen, batch.origlen,
-                       batch.ts_ns // 1000 * 1000, batch.iface, batch.interfaces)
+    return PacketBatch(
+        batch.data,
+        batch.offsets,
+        batch.caplen,
+        batch.origlen,
+        batch.ts_ns // 1000 * 1000,
+        batch.iface,
+        batch.interfaces,
+    )
 
 
 def _check_oracles(path, batch: PacketBatch, *, single_iface: bool):
@@ -519,8 +657,9 @@ def _check_oracles(path, batch: PacketBatch, *, single_iface: bool):
 def test_round_trip_pcapng(tmp_path, walker, res):
     src = read_capture(_mixed_source(tmp_path), backend_module=walker)
     out = tmp_path / f"out-{res}.pcapng"
-    assert write_capture(out, src, format="pcapng", ts_resolution=res,
-                         backend_module=walker) == len(src)
+    assert write_capture(
+        out, src, format="pcapng", ts_resolution=res, backend_module=walker
+    ) == len(src)
     back = read_capture(out, backend_module=walker)
     expected = src if res == "ns" else _truncated_to_us(src)
     assert back.same_packets(expected)
@@ -536,8 +675,7 @@ def test_round_trip_pcap(tmp_path, walker, res):
     src = read_capture(_mixed_source(tmp_path), backend_module=walker)
     eth = src.take(np.flatnonzero(src.linktypes == 1))
     out = tmp_path / f"out-{res}.pcap"
-    write_capture(out, [eth[:5], eth[5:]], format="pcap", ts_resolution=res,
-                  backend_module=walker)
+    write_capture(out, [eth[:5], eth[5:]], format="pcap", ts_resolution=res, backend_module=walker)
     back = read_capture(out, backend_module=walker)
     assert back.same_packets(eth if res == "ns" else _truncated_to_us(eth))
     _check_oracles(out, back, single_iface=True)
@@ -641,9 +779,15 @@ def test_empty_write_is_a_valid_capture(tmp_path):
 
 
 def test_interface_of_written_pcapng(tmp_path):
-    batch = PacketBatch(np.frombuffer(b"".join(PKTS[:2]), np.uint8), [0, len(PKTS[0])],
-                        [len(PKTS[0]), len(PKTS[1])], [100, 200], [5, 6], [1, 0],
-                        (Interface(1, 1500, "a", "first"), Interface(105, 2346, "wlan0")))
+    batch = PacketBatch(
+        np.frombuffer(b"".join(PKTS[:2]), np.uint8),
+        [0, len(PKTS[0])],
+        [len(PKTS[0]), len(PKTS[1])],
+        [100, 200],
+        [5, 6],
+        [1, 0],
+        (Interface(1, 1500, "a", "first"), Interface(105, 2346, "wlan0")),
+    )
     dest = tmp_path / "i.pcapng"
     write_capture(dest, batch, format="pcapng", ts_resolution="ns")
     back = read_capture(dest)

@@ -29,8 +29,7 @@ from engine.capture.generate_kernels import pack_templates
 MIXES = {
     "default": {},
     "ipv6-qinq": {"ipv6_share": 1.0, "vlan_share": 0.0, "qinq_share": 1.0},
-    "ipv4-dot1q-unpadded": {"ipv6_share": 0.0, "vlan_share": 1.0, "qinq_share": 0.0,
-                            "pad": False},
+    "ipv4-dot1q-unpadded": {"ipv6_share": 0.0, "vlan_share": 1.0, "qinq_share": 0.0, "pad": False},
     "plain": {"ipv6_share": 0.0, "vlan_share": 0.0, "qinq_share": 0.0},
 }
 
@@ -77,18 +76,29 @@ def test_scapy_recomputes_identical_checksums_and_lengths(mix):
         assert IP in pkt or IPv6 in pkt, pkt.summary()
         assert TCP in pkt or UDP in pkt, pkt.summary()
         stripped = Ether(raw)
-        for layer, fields in ((IP, ("chksum", "len")), (IPv6, ("plen",)),
-                              (TCP, ("chksum",)), (UDP, ("chksum", "len"))):
+        for layer, fields in (
+            (IP, ("chksum", "len")),
+            (IPv6, ("plen",)),
+            (TCP, ("chksum",)),
+            (UDP, ("chksum", "len")),
+        ):
             if layer in stripped:
                 for f in fields:
                     delattr(stripped[layer], f)
         rebuilt = Ether(bytes(stripped))
-        for layer, fields in ((IP, ("chksum", "len")), (IPv6, ("plen",)),
-                              (TCP, ("chksum",)), (UDP, ("chksum", "len"))):
+        for layer, fields in (
+            (IP, ("chksum", "len")),
+            (IPv6, ("plen",)),
+            (TCP, ("chksum",)),
+            (UDP, ("chksum", "len")),
+        ):
             if layer in pkt:
                 for f in fields:
                     assert getattr(rebuilt[layer], f) == getattr(pkt[layer], f), (
-                        mix, f"{layer.__name__}.{f}", pkt.summary())
+                        mix,
+                        f"{layer.__name__}.{f}",
+                        pkt.summary(),
+                    )
         assert bytes(rebuilt) == raw
 
 
@@ -142,8 +152,9 @@ def flows_of(batch: PacketBatch) -> dict[tuple, set[int]]:
     return directions
 
 
-@pytest.mark.parametrize(("packets", "flows", "expected"),
-                         [(3000, 60, 60), (3000, 1, 1), (40, 100, 40), (500, 500, 500)])
+@pytest.mark.parametrize(
+    ("packets", "flows", "expected"), [(3000, 60, 60), (3000, 1, 1), (40, 100, 40), (500, 500, 500)]
+)
 def test_flow_count_is_respected(packets, flows, expected):
     assert len(flows_of(generate_batch(packets, flows, seed=21))) == expected
 
@@ -193,8 +204,7 @@ def test_same_seed_same_packets_other_seed_other_packets():
 def test_batches_are_the_one_batch_cut_up(batch_packets):
     packets = 300 if batch_packets == 1 else 5000
     whole = generate_batch(packets, 50, seed=5, ipv6_share=0.5)
-    parts = list(generate_batches(packets, 50, seed=5, batch_packets=batch_packets,
-                                  ipv6_share=0.5))
+    parts = list(generate_batches(packets, 50, seed=5, batch_packets=batch_packets, ipv6_share=0.5))
     assert [len(p) for p in parts[:-1]] == [batch_packets] * (len(parts) - 1)
     assert [p.first_seq for p in parts] == list(range(0, packets, batch_packets))
     assert PacketBatch.concat(parts).same_packets(whole)
@@ -215,15 +225,18 @@ def test_zero_packets():
     assert list(generate_batches(0)) == []
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"packets": -1}, ValueError),
-    ({"packets": 10, "flows": 0}, ValueError),
-    ({"packets": 10, "seed": -1}, ValueError),
-    ({"packets": 10.0}, TypeError),
-    ({"packets": 10, "rate_pps": 0}, ValueError),
-    ({"packets": 10, "ipv6_share": 1.5}, ValueError),
-    ({"packets": 10, "vlan_share": 0.6, "qinq_share": 0.6}, ValueError),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"packets": -1}, ValueError),
+        ({"packets": 10, "flows": 0}, ValueError),
+        ({"packets": 10, "seed": -1}, ValueError),
+        ({"packets": 10.0}, TypeError),
+        ({"packets": 10, "rate_pps": 0}, ValueError),
+        ({"packets": 10, "ipv6_share": 1.5}, ValueError),
+        ({"packets": 10, "vlan_share": 0.6, "qinq_share": 0.6}, ValueError),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, error):
     with pytest.raises(error):
         generate_batch(**kwargs)
@@ -253,19 +266,19 @@ def naive_frames(plan, table, pool, seq, ipid, last_tsval) -> bytes:
         r = int(plan.rows[p])
         peer = r ^ 1
         n, po = int(plan.pay_len[p]), int(plan.pay_off[p])
-        frame = bytearray(table.templates[r, :table.hdr_len[r]].tobytes())
-        frame += pool[po:po + n].tobytes()
+        frame = bytearray(table.templates[r, : table.hdr_len[r]].tobytes())
+        frame += pool[po : po + n].tobytes()
         l3 = int(table.l2_len[r])
         if table.ipv6[r]:
             l4 = l3 + 40
             struct.pack_into("!H", frame, l3 + 4, len(frame) - l4)
-            pseudo = frame[l3 + 8:l3 + 40]
+            pseudo = frame[l3 + 8 : l3 + 40]
         else:
             l4 = l3 + 20
             struct.pack_into("!HH", frame, l3 + 2, len(frame) - l3, ipid[r] & 0xFFFF)
             ipid[r] += 1
             struct.pack_into("!H", frame, l3 + 10, ones_complement(bytes(frame[l3:l4])))
-            pseudo = frame[l3 + 12:l3 + 20]
+            pseudo = frame[l3 + 12 : l3 + 20]
         l4len = len(frame) - l4
         if table.tcp[r]:
             struct.pack_into("!II", frame, l4 + 4, seq[r], seq[peer])
@@ -307,7 +320,7 @@ def test_pack_templates_matches_slicing():
     out = np.zeros((50, 96), np.uint8)
     pack_templates(out, blocks[0], lengths[0], blocks[1], lengths[1], blocks[2], lengths[2])
     for r in range(50):
-        parts = b"".join(b[r, :n[r]].tobytes() for b, n in zip(blocks, lengths, strict=True))
+        parts = b"".join(b[r, : n[r]].tobytes() for b, n in zip(blocks, lengths, strict=True))
         assert out[r].tobytes() == parts.ljust(96, b"\0")
 
 
@@ -316,8 +329,9 @@ def test_pack_templates_matches_slicing():
 def test_pcap_reads_back_identically_with_dpkt(tmp_path, resolution):
     path = tmp_path / "gen.pcap"
     seen = []
-    count = generate_capture(path, 3000, 50, seed=7, ts_resolution=resolution,
-                             batch_packets=1000, progress=seen.append)
+    count = generate_capture(
+        path, 3000, 50, seed=7, ts_resolution=resolution, batch_packets=1000, progress=seen.append
+    )
     assert count == 3000
     assert seen == [1000, 2000, 3000]
     batch = generate_batch(3000, 50, seed=7)

@@ -61,11 +61,19 @@ def big_capture(request, tmp_path_factory):
 def test_streaming_memory_is_bounded(big_capture, batch_packets):
     path, written = big_capture
     assert path.stat().st_size >= FILE_BYTES
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    done = subprocess.run([sys.executable, "-c", STREAM, str(path), str(batch_packets)],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
-                          check=False)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", STREAM, str(path), str(batch_packets)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["packets"] == written

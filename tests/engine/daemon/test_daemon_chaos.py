@@ -29,25 +29,48 @@ def test_sink_faults_counts_missing_duplicated_and_reordered_packets():
     source = [a1, b1, a2, b2, a3]
     assert sink_faults(source, source) == {"missing": 0, "duplicates": 0, "out_of_order": 0}
     # flows interleaved differently, each in its order: nothing wrong
-    assert sink_faults(source, [b1, b2, a1, a2, a3]) == {"missing": 0, "duplicates": 0,
-                                                        "out_of_order": 0}
-    assert sink_faults(source, [a1, b1, a2, b2]) == {"missing": 1, "duplicates": 0,
-                                                    "out_of_order": 0}
+    assert sink_faults(source, [b1, b2, a1, a2, a3]) == {
+        "missing": 0,
+        "duplicates": 0,
+        "out_of_order": 0,
+    }
+    assert sink_faults(source, [a1, b1, a2, b2]) == {
+        "missing": 1,
+        "duplicates": 0,
+        "out_of_order": 0,
+    }
     assert sink_faults(source, [a1, b1, a2, b2, a3, b2])["duplicates"] == 1
     assert sink_faults(source, [a2, b1, a1, b2, a3])["out_of_order"] == 2
 
 
 def test_every_broken_invariant_is_named():
-    good = {"job_id": 7, "status": "done", "source_packets": 3, "delivered_packets": 3,
-            "delivered_bytes": 3000, "missing": 0, "duplicates": 0, "out_of_order": 0,
-            "billed_packets": 3, "billed_bytes": 3000, "charged_minor": 2000,
-            "owed_minor": 2000, "reports": 1, "counted_twice": 0}
+    good = {
+        "job_id": 7,
+        "status": "done",
+        "source_packets": 3,
+        "delivered_packets": 3,
+        "delivered_bytes": 3000,
+        "missing": 0,
+        "duplicates": 0,
+        "out_of_order": 0,
+        "billed_packets": 3,
+        "billed_bytes": 3000,
+        "charged_minor": 2000,
+        "owed_minor": 2000,
+        "reports": 1,
+        "counted_twice": 0,
+    }
     run = {"jobs": [good], "leftovers": [], "drain_exit": 0}
     assert violations(run) == []
-    bad = {**good, "status": "running", "duplicates": 1, "billed_bytes": 6000,
-           "charged_minor": 5000, "counted_twice": 1}
-    found = violations({**run, "jobs": [bad], "leftovers": [".job-0.pcap.x.part"],
-                        "drain_exit": 1})
+    bad = {
+        **good,
+        "status": "running",
+        "duplicates": 1,
+        "billed_bytes": 6000,
+        "charged_minor": 5000,
+        "counted_twice": 1,
+    }
+    found = violations({**run, "jobs": [bad], "leftovers": [".job-0.pcap.x.part"], "drain_exit": 1})
     assert len(found) == 7, found
     assert any("1 packet(s) duplicates" in v for v in found)
     assert any("counted twice" in v for v in found)
@@ -57,16 +80,38 @@ def test_every_broken_invariant_is_named():
 @pytest.mark.slow
 def test_pktx_bench_chaos_runs_a_few_cycles_and_every_invariant_holds(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "bench", "chaos", "--cycles", "3",
-         "--broker-every", "2", "--packets", "500", "--job-seconds", "0.5", "--seed", "7"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TMPDIR": str(tmp_path), "COLUMNS": "200"})
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "bench",
+            "chaos",
+            "--cycles",
+            "3",
+            "--broker-every",
+            "2",
+            "--packets",
+            "500",
+            "--job-seconds",
+            "0.5",
+            "--seed",
+            "7",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(tmp_path), "COLUMNS": "200"},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "3 SIGKILLs of pktx daemon" in out
     assert "broker SIGKILLed and restarted" in out and "time to recover" in out
-    for verdict in ("every packet in the sink exactly once and in order per flow",
-                    "usage billed equals usage delivered", "no report counted twice"):
+    for verdict in (
+        "every packet in the sink exactly once and in order per flow",
+        "usage billed equals usage delivered",
+        "no report counted twice",
+    ):
         assert f"met {verdict}" in out, out
     assert "VIOLATION" not in out
     # Its broker, daemon and files are gone. (A delivery killed with its daemon leaves its

@@ -23,8 +23,11 @@ from benchmarks.node_world import BrokerProcess, Daemon, market, read_packets
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
     r = httpx.get(f"{url}/metrics", timeout=5)
     assert r.status_code == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(r.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
 
 
 def until(check, what: str, timeout: float = 90.0):
@@ -50,40 +53,84 @@ def world(tmp_path):
     broker.stop()
 
 
-def test_a_broker_a_daemon_and_two_workers_show_live_metrics_and_logs_name_the_job(
-        world, tmp_path):
+def test_a_broker_a_daemon_and_two_workers_show_live_metrics_and_logs_name_the_job(world, tmp_path):
     broker, m = world
     bind, metrics = free_port(), free_port()
-    daemon = Daemon(m, tmp_path / "d", extra=(
-        "--workers", "0", "--bind", f"tcp://127.0.0.1:{bind}", "--metrics",
-        f"127.0.0.1:{metrics}", "--log-format", "json")).start()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    daemon = Daemon(
+        m,
+        tmp_path / "d",
+        extra=(
+            "--workers",
+            "0",
+            "--bind",
+            f"tcp://127.0.0.1:{bind}",
+            "--metrics",
+            f"127.0.0.1:{metrics}",
+            "--log-format",
+            "json",
+        ),
+    ).start()
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
     worker_ports = [free_port(), free_port()]
-    workers = [subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "worker", "--connect", f"tcp://127.0.0.1:{bind}",
-         "--metrics", f"127.0.0.1:{port}", "--max-idle", "120", "-q"], env=env,
-        stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in worker_ports]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "worker",
+                "--connect",
+                f"tcp://127.0.0.1:{bind}",
+                "--metrics",
+                f"127.0.0.1:{port}",
+                "--max-idle",
+                "120",
+                "-q",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in worker_ports
+    ]
     node = f"http://127.0.0.1:{metrics}"
     try:
         until(lambda: httpx.get(f"{node}/readyz").status_code == 200, "the daemon ready")
         assert scrape(broker.url)[("pktx_broker_database_up", ())] == 1
         # A job slow enough to be seen running: the capture at 200 kbit/s.
         request = m.request(sink="out/fleet.pcap", max_rate_bps=200_000)
-        running = until(lambda: (s := scrape(node))[("pktx_daemon_jobs_running", ())] == 1
-                        and s, "the job running")
+        running = until(
+            lambda: (s := scrape(node))[("pktx_daemon_jobs_running", ())] == 1 and s,
+            "the job running",
+        )
         assert running[("pktx_daemon_jobs_claimed_total", ())] == 1
-        until(lambda: scrape(broker.url)[("pktx_broker_jobs", (("status", "running"),))]
-              == 1, "the broker's job gauge")
-        until(lambda: sum(scrape(f"http://127.0.0.1:{p}")[("pktx_worker_tasks_done_total",
-                                                               ())] for p in worker_ports) > 0,
-              "the workers' live counters")
+        until(
+            lambda: scrape(broker.url)[("pktx_broker_jobs", (("status", "running"),))] == 1,
+            "the broker's job gauge",
+        )
+        until(
+            lambda: (
+                sum(
+                    scrape(f"http://127.0.0.1:{p}")[("pktx_worker_tasks_done_total", ())]
+                    for p in worker_ports
+                )
+                > 0
+            ),
+            "the workers' live counters",
+        )
         job = m.wait_job(request["id"], "done")
-        done = until(lambda: (s := scrape(node))[("pktx_daemon_jobs_completed_total", ())]
-                     == 1 and s, "the completion counted")
+        done = until(
+            lambda: (s := scrape(node))[("pktx_daemon_jobs_completed_total", ())] == 1 and s,
+            "the completion counted",
+        )
         assert done[("pktx_daemon_jobs_running", ())] == 0
-        assert scrape(broker.url)[("pktx_broker_usage_reports_total", ())] \
+        assert (
+            scrape(broker.url)[("pktx_broker_usage_reports_total", ())]
             == m.usage(job["id"])["reports"]
+        )
     finally:
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0, daemon.log()

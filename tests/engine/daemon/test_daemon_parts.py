@@ -36,15 +36,19 @@ def test_reports_are_kept_before_they_are_sent_and_never_go_down(tmp_path):
     state.take(7, 3, {"services": ["identity"]}, {"bytes_out": 100, "sequence": 4})
     job = state.job(7)
     assert (job.token, job.phase, job.next_sequence, job.reported["bytes_out"]) == (
-        3, "claimed", 5, 100)
+        3,
+        "claimed",
+        5,
+        100,
+    )
     seq, body = state.next_report(7, {"bytes_out": 250, "packets_out": 3})
     assert (seq, body["bytes_out"], body["packets_out"]) == (5, 250, 3)
     # A run that started again from the beginning reads less: the report holds the larger.
     seq2, body2 = state.next_report(7, {"bytes_out": 120, "packets_out": 9})
     assert (seq2, body2["bytes_out"], body2["packets_out"]) == (6, 250, 9)
-    assert state.next_report(7, {"bytes_out": 200}) is None          # nothing grew
+    assert state.next_report(7, {"bytes_out": 200}) is None  # nothing grew
     state.close()
-    again = State(str(tmp_path / "st"))                              # as after a SIGKILL
+    again = State(str(tmp_path / "st"))  # as after a SIGKILL
     assert [(j, s) for j, s, _ in again.unsent()] == [(7, 5), (7, 6)]
     again.acknowledged(7, 5)
     assert [(j, s, b["bytes_out"]) for j, s, b in again.unsent()] == [(7, 6, 250)]
@@ -64,17 +68,21 @@ def test_a_report_is_made_in_one_transaction_or_not_at_all(tmp_path):
     state = State(str(tmp_path / "st"))
     state.take(7, 3, {}, {"sequence": 4})
     assert state.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert state.db.execute("PRAGMA synchronous").fetchone()[0] == 1          # NORMAL
-    state.db.execute("CREATE TRIGGER stop BEFORE UPDATE ON jobs BEGIN "
-                     "SELECT RAISE(ABORT, 'killed between the two'); END")
+    assert state.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    state.db.execute(
+        "CREATE TRIGGER stop BEFORE UPDATE ON jobs BEGIN "
+        "SELECT RAISE(ABORT, 'killed between the two'); END"
+    )
     with pytest.raises(sqlite3.IntegrityError, match="killed between"):
         state.next_report(7, {"bytes_out": 100})
     state.db.execute("DROP TRIGGER stop")
     state.close()
     again = State(str(tmp_path / "st"))
     assert again.unsent() == [] and again.job(7).next_sequence == 5
-    assert again.next_report(7, {"bytes_out": 100}) == (5, {**dict.fromkeys(COUNTERS, 0),
-                                                            "bytes_out": 100})
+    assert again.next_report(7, {"bytes_out": 100}) == (
+        5,
+        {**dict.fromkeys(COUNTERS, 0), "bytes_out": 100},
+    )
 
 
 def test_a_spec_becomes_a_deliver_command_with_files_confined(tmp_path):
@@ -82,25 +90,44 @@ def test_a_spec_becomes_a_deliver_command_with_files_confined(tmp_path):
     files.mkdir()
     (files / "in.pcap").write_bytes(b"")
     node = NodeOptions(workers=2, files=str(files))
-    argv = command({"source": "in.pcap", "sink": "out/x.pcap", "services": ["checksum", "encrypt"],
-                    "params": ["encrypt.key_env=K"], "share": {"index": 1, "of": 3},
-                    "max_rate_bps": 8_000_000, "min_rate_bps": 1000}, node, "/u.json")
+    argv = command(
+        {
+            "source": "in.pcap",
+            "sink": "out/x.pcap",
+            "services": ["checksum", "encrypt"],
+            "params": ["encrypt.key_env=K"],
+            "share": {"index": 1, "of": 3},
+            "max_rate_bps": 8_000_000,
+            "min_rate_bps": 1000,
+        },
+        node,
+        "/u.json",
+    )
     assert argv[3:7] == ["deliver", str(files / "in.pcap"), "-o", str(files / "out/x.pcap")]
     joined = " ".join(argv)
-    for part in ("--service checksum,encrypt", "--param encrypt.key_env=K", "--share 1/3",
-                 "--max-rate 8000000", "--min-rate 1000", "--workers 2",
-                 "--usage-json /u.json"):
+    for part in (
+        "--service checksum,encrypt",
+        "--param encrypt.key_env=K",
+        "--share 1/3",
+        "--max-rate 8000000",
+        "--min-rate 1000",
+        "--workers 2",
+        "--usage-json /u.json",
+    ):
         assert part in joined
-    live = command({"source": "udp://127.0.0.1:9000", "sink": "zmq://10.0.0.2:7000"}, node,
-                   "/u.json")
+    live = command(
+        {"source": "udp://127.0.0.1:9000", "sink": "zmq://10.0.0.2:7000"}, node, "/u.json"
+    )
     assert live[4:7] == ["udp://127.0.0.1:9000", "-o", "zmq://10.0.0.2:7000"]
-    for bad, says in (({"source": "../../etc/passwd", "sink": "o.pcap"}, "outside"),
-                      ({"source": "in.pcap", "sink": "/etc/cron.d/x"}, "outside"),
-                      ({"source": "in.pcap", "sink": "http://x/y"}, "a capture file"),
-                      ({"source": "missing.pcap", "sink": "o.pcap"}, "not in the files"),
-                      ({"sink": "o.pcap"}, "no usable source"),
-                      ({"source": "in.pcap", "sink": "o.pcap", "params": ["nokey"]}, "KEY=VALUE"),
-                      ({"source": "in.pcap", "sink": "o.pcap", "services": "identity"}, "list")):
+    for bad, says in (
+        ({"source": "../../etc/passwd", "sink": "o.pcap"}, "outside"),
+        ({"source": "in.pcap", "sink": "/etc/cron.d/x"}, "outside"),
+        ({"source": "in.pcap", "sink": "http://x/y"}, "a capture file"),
+        ({"source": "missing.pcap", "sink": "o.pcap"}, "not in the files"),
+        ({"sink": "o.pcap"}, "no usable source"),
+        ({"source": "in.pcap", "sink": "o.pcap", "params": ["nokey"]}, "KEY=VALUE"),
+        ({"source": "in.pcap", "sink": "o.pcap", "services": "identity"}, "list"),
+    ):
         with pytest.raises(BadSpec) as caught:
             command(bad, node, "/u.json")
         assert says in str(caught.value)
@@ -115,11 +142,13 @@ def test_a_spec_becomes_a_deliver_command_with_files_confined(tmp_path):
 def test_the_nodes_own_service_parameters_go_only_to_jobs_with_the_service(tmp_path):
     (tmp_path / "in.pcap").write_bytes(b"")
     node = NodeOptions(files=str(tmp_path), params=("encrypt.key_env=SEAL", "anonymize.key_file=k"))
-    sealed = command({"source": "in.pcap", "sink": "o.pcap", "services": ["encrypt"]}, node,
-                     "/u.json")
+    sealed = command(
+        {"source": "in.pcap", "sink": "o.pcap", "services": ["encrypt"]}, node, "/u.json"
+    )
     assert " ".join(sealed).count("--param") == 1 and "encrypt.key_env=SEAL" in sealed
-    plain = command({"source": "in.pcap", "sink": "o.pcap", "services": ["identity"]}, node,
-                    "/u.json")
+    plain = command(
+        {"source": "in.pcap", "sink": "o.pcap", "services": ["identity"]}, node, "/u.json"
+    )
     assert "--param" not in plain
 
 
@@ -128,8 +157,13 @@ def test_a_run_delivers_the_file_and_its_counters_match_the_output(tmp_path):
     files = tmp_path / "files"
     files.mkdir()
     shutil.copy(corpus / "dpkt" / "http.pcap", files / "in.pcap")
-    run = Run(1, {"source": "in.pcap", "sink": "out.pcap", "services": ["identity"]},
-              NodeOptions(workers=1, files=str(files)), str(tmp_path / "job1"), base={})
+    run = Run(
+        1,
+        {"source": "in.pcap", "sink": "out.pcap", "services": ["identity"]},
+        NodeOptions(workers=1, files=str(files)),
+        str(tmp_path / "job1"),
+        base={},
+    )
     assert not run.live and not run.streams
     deadline = time.monotonic() + 120
     while run.poll() is None and time.monotonic() < deadline:
@@ -149,16 +183,21 @@ def test_a_stopped_run_leaves_no_output_and_no_process(tmp_path):
     files.mkdir()
     shutil.copy(corpus / "dpkt" / "http.pcap", files / "in.pcap")
     # A rate so low the delivery cannot end before it is stopped.
-    run = Run(2, {"source": "in.pcap", "sink": "out.pcap", "max_rate_bps": 8000},
-              NodeOptions(workers=1, files=str(files)), str(tmp_path / "job2"), base={})
+    run = Run(
+        2,
+        {"source": "in.pcap", "sink": "out.pcap", "max_rate_bps": 8000},
+        NodeOptions(workers=1, files=str(files)),
+        str(tmp_path / "job2"),
+        base={},
+    )
     time.sleep(1.5)
     assert run.poll() is None
     run.stop(grace_s=20)
     assert run.poll() is not None and run.stopping
     assert not (files / "out.pcap").exists()
-    assert [p for p in os.listdir(files) if p != "in.pcap"] == []     # no temporary left
+    assert [p for p in os.listdir(files) if p != "in.pcap"] == []  # no temporary left
     with pytest.raises(ProcessLookupError):
-        os.killpg(run.proc.pid, 0)                                      # its workers are gone
+        os.killpg(run.proc.pid, 0)  # its workers are gone
 
 
 def _gone(pid: int) -> bool:
@@ -181,14 +220,34 @@ def test_a_delivery_dies_with_its_parent_and_refuses_to_start_without_it(tmp_pat
     from locations import ROOT
 
     corpus = need_corpus()
-    deliver = [sys.executable, "-m", "engine.cli", "deliver", str(corpus / "dpkt" / "http.pcap"),
-               "-o", str(tmp_path / "out.pcap"), "--workers", "1", "--max-rate", "8000", "-q"]
+    deliver = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "deliver",
+        str(corpus / "dpkt" / "http.pcap"),
+        "-o",
+        str(tmp_path / "out.pcap"),
+        "--workers",
+        "1",
+        "--max-rate",
+        "8000",
+        "-q",
+    ]
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:] + "
-         "['--die-with-parent', str(os.getpid())]); print(p.pid, flush=True); p.wait()",
-         *deliver], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:] + "
+            "['--die-with-parent', str(os.getpid())]); print(p.pid, flush=True); p.wait()",
+            *deliver,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     child = int(parent.stdout.readline())
-    time.sleep(2)                                   # past its start-up, delivering slowly
+    time.sleep(2)  # past its start-up, delivering slowly
     assert not _gone(child)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
@@ -198,8 +257,13 @@ def test_a_delivery_dies_with_its_parent_and_refuses_to_start_without_it(tmp_pat
         time.sleep(0.1)
     assert not (tmp_path / "out.pcap").exists()
 
-    done = subprocess.run([*deliver, "--die-with-parent", str(parent.pid)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*deliver, "--die-with-parent", str(parent.pid)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert f"--die-with-parent {parent.pid}: that process has ended" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out.pcap").exists()
@@ -219,12 +283,16 @@ def test_a_stream_resumes_and_its_packet_counters_are_its_own(tmp_path):
     record; the packet and byte counters come from the record's stream_position (cumulative
     over the runs), the time counters add to the last report."""
     previous = tmp_path / "previous-usage.json"
-    assert resume_options(7, {"source": "in.pcap", "sink": "zmq://h:1"}, str(previous)) == \
-        ("--stream-id", "job-7")
-    assert resume_options(7, {"source": "udp://h:2", "sink": "zmq://h:1"}, str(previous)) == \
-        ("--stream-id", "job-7")
+    assert resume_options(7, {"source": "in.pcap", "sink": "zmq://h:1"}, str(previous)) == (
+        "--stream-id",
+        "job-7",
+    )
+    assert resume_options(7, {"source": "udp://h:2", "sink": "zmq://h:1"}, str(previous)) == (
+        "--stream-id",
+        "job-7",
+    )
     udp = {"source": "in.pcap", "sink": "udp://h:1"}
-    assert resume_options(7, udp, str(previous)) == ()   # no earlier run
+    assert resume_options(7, udp, str(previous)) == ()  # no earlier run
     previous.write_text('{"stream_position": {"position": 5}}')
     assert resume_options(7, udp, str(previous)) == ("--resume-from", str(previous))
     assert resume_options(7, {**udp, "source": "iface:eth0"}, str(previous)) == ()
@@ -233,15 +301,27 @@ def test_a_stream_resumes_and_its_packet_counters_are_its_own(tmp_path):
     run.live, run.positioned = False, True
     run.base = {"bytes_out": 1000, "packets_out": 10, "seconds": 4, "windows_met": 2}
     run.usage = lambda: None
-    assert run.counters()["bytes_out"] == 1000   # nothing measured yet: the last report
-    run.usage = lambda: {"bytes_out": 500, "packets_out": 5, "duration_ns": 3_000_000_000,
-                         "min_rate_windows_met": 3,
-                         "stream_position": {"position": 20, "packets_in": 19,
-                                             "bytes_in": 1900, "packets_out": 18,
-                                             "bytes_out": 1800}}
+    assert run.counters()["bytes_out"] == 1000  # nothing measured yet: the last report
+    run.usage = lambda: {
+        "bytes_out": 500,
+        "packets_out": 5,
+        "duration_ns": 3_000_000_000,
+        "min_rate_windows_met": 3,
+        "stream_position": {
+            "position": 20,
+            "packets_in": 19,
+            "bytes_in": 1900,
+            "packets_out": 18,
+            "bytes_out": 1800,
+        },
+    }
     c = run.counters()
-    assert (c["packets_in"], c["bytes_in"], c["packets_out"], c["bytes_out"]) == \
-        (19, 1900, 18, 1800)
+    assert (c["packets_in"], c["bytes_in"], c["packets_out"], c["bytes_out"]) == (
+        19,
+        1900,
+        18,
+        1800,
+    )
     assert (c["seconds"], c["windows_met"]) == (7, 5)
 
 
@@ -249,8 +329,11 @@ def test_the_broker_url_and_the_key(tmp_path, monkeypatch):
     assert check_url("https://broker.example:8443/") == "https://broker.example:8443"
     assert check_url("http://127.0.0.1:8040") == "http://127.0.0.1:8040"
     assert check_url("http://[::1]:8040") == "http://[::1]:8040"
-    for bad, says in (("http://broker.example", "loopback"), ("ftp://x", "https://"),
-                      ("broker:8040", "https://")):
+    for bad, says in (
+        ("http://broker.example", "loopback"),
+        ("ftp://x", "https://"),
+        ("broker:8040", "https://"),
+    ):
         with pytest.raises(EngineError) as caught:
             check_url(bad)
         assert says in str(caught.value)
@@ -290,10 +373,29 @@ def test_a_delivery_stops_itself_when_its_lease_file_goes_stale(tmp_path):
     lease.write_text("")
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "deliver", str(corpus / "dpkt" / "http.pcap"),
-         "-o", str(tmp_path / "out.pcap"), "--workers", "1", "--max-rate", "8000", "-q",
-         "--lease-file", str(lease), "--lease-timeout", "1.5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "deliver",
+            str(corpus / "dpkt" / "http.pcap"),
+            "-o",
+            str(tmp_path / "out.pcap"),
+            "--workers",
+            "1",
+            "--max-rate",
+            "8000",
+            "-q",
+            "--lease-file",
+            str(lease),
+            "--lease-timeout",
+            "1.5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 128 + 15, done.stderr
     assert "not renewed" in done.stderr and time.monotonic() - started < 60
     assert not (tmp_path / "out.pcap").exists()
@@ -305,8 +407,9 @@ def test_the_claim_loop_outlives_an_error_that_is_not_the_broker_away(tmp_path):
     with back-off: it used to end the claim thread, and the daemon never claimed again."""
     from engine.daemon.node import Daemon, DaemonOptions
 
-    daemon = Daemon("http://127.0.0.1:9", "k", str(tmp_path / "st"), NodeOptions(),
-                    DaemonOptions(tick_s=0.01))
+    daemon = Daemon(
+        "http://127.0.0.1:9", "k", str(tmp_path / "st"), NodeOptions(), DaemonOptions(tick_s=0.01)
+    )
     daemon.provider_id = 1
     calls = []
 
@@ -319,7 +422,7 @@ def test_the_claim_loop_outlives_an_error_that_is_not_the_broker_away(tmp_path):
             return None
 
     daemon.claimer = Claimer()
-    daemon._claim_loop()          # returns once draining; raised out of it before the fix
+    daemon._claim_loop()  # returns once draining; raised out of it before the fix
     assert len(calls) == 2
     daemon.client.close()
     daemon.state.close()
@@ -333,8 +436,13 @@ def test_a_job_leaving_the_node_lets_the_claim_thread_claim_at_once(tmp_path):
 
     from engine.daemon.node import Daemon, DaemonOptions
 
-    daemon = Daemon("http://127.0.0.1:9", "k", str(tmp_path / "st"), NodeOptions(),
-                    DaemonOptions(tick_s=5, max_jobs=1))
+    daemon = Daemon(
+        "http://127.0.0.1:9",
+        "k",
+        str(tmp_path / "st"),
+        NodeOptions(),
+        DaemonOptions(tick_s=5, max_jobs=1),
+    )
     daemon.provider_id = 1
     daemon.state.take(1, 1, {}, {})
 
@@ -354,7 +462,7 @@ def test_a_job_leaving_the_node_lets_the_claim_thread_claim_at_once(tmp_path):
     daemon.claimer = Claimer()
     thread = threading.Thread(target=daemon._claim_loop)
     thread.start()
-    time.sleep(0.3)                       # the thread is waiting for room
+    time.sleep(0.3)  # the thread is waiting for room
     assert claimed == []
     left = time.monotonic()
     daemon._drop(1)

@@ -32,7 +32,7 @@ from benchmarks.node_world import (
 )
 from engine.daemon.sealing import binding, seal
 
-KEY_HEX = "c0ffee" * 10 + "f00d"   # the user's AES-256 key: 32 bytes
+KEY_HEX = "c0ffee" * 10 + "f00d"  # the user's AES-256 key: 32 bytes
 KEY_B64 = base64.b64encode(bytes.fromhex(KEY_HEX)).decode()
 
 
@@ -42,8 +42,9 @@ def world(tmp_path):
     capture = corpus / "dpkt" / "http.pcap"
     broker = BrokerProcess(tmp_path / "broker", log_level="debug").start()
     m = market(broker, tmp_path / "files", capture, services=("identity", "encrypt"))
-    other = provider_market(m.url, m.admin, "other", tmp_path / "files-b", capture,
-                            services=("identity", "encrypt"))
+    other = provider_market(
+        m.url, m.admin, "other", tmp_path / "files-b", capture, services=("identity", "encrypt")
+    )
     yield broker, m, other
     other.user.close()
     m.close()
@@ -65,17 +66,26 @@ def _published(m, timeout: float = 60) -> str:
 
 
 def _sealed_request(m, sink: str, **extra) -> tuple[dict, int]:
-    request = m.request(sink=sink, services=("encrypt",), sealed_params=["encrypt.key"],
-                        **extra)
-    award = next(a for a in m.user.get("/v1/awards").json()["items"]
-                 if a["request_id"] == request["id"])
+    request = m.request(sink=sink, services=("encrypt",), sealed_params=["encrypt.key"], **extra)
+    award = next(
+        a for a in m.user.get("/v1/awards").json()["items"] if a["request_id"] == request["id"]
+    )
     return request, award["id"]
 
 
 def _seal_cli(m, award_id: int, *argv: str, env: dict | None = None):
-    return pktx("broker", "seal-params", "--broker", m.url, "--key-env", "USER_KEY",
-                "--award", str(award_id), *argv,
-                env={**os.environ, "USER_KEY": _token(m.user), **(env or {})})
+    return pktx(
+        "broker",
+        "seal-params",
+        "--broker",
+        m.url,
+        "--key-env",
+        "USER_KEY",
+        "--award",
+        str(award_id),
+        *argv,
+        env={**os.environ, "USER_KEY": _token(m.user), **(env or {})},
+    )
 
 
 def _delivery_pid(daemon: Daemon, job_id: int, timeout: float = 60) -> int:
@@ -95,8 +105,7 @@ def _stop(*daemons: Daemon) -> None:
         assert d.wait(60) == 0, d.log()[-3000:]
 
 
-def test_a_key_sealed_by_the_user_encrypts_the_delivery_and_no_one_else_sees_it(world,
-                                                                                tmp_path):
+def test_a_key_sealed_by_the_user_encrypts_the_delivery_and_no_one_else_sees_it(world, tmp_path):
     broker, m, other = world
     daemon = Daemon(m, tmp_path / "d1").start()
     theirs = Daemon(other, tmp_path / "d2", name="other-node").start()
@@ -106,13 +115,21 @@ def test_a_key_sealed_by_the_user_encrypts_the_delivery_and_no_one_else_sees_it(
         request, award_id = _sealed_request(m, "out/enc.pcap", max_rate_bps=80_000)
         job_id = m.job_of(request["id"])["id"]
         time.sleep(1.5)
-        assert m.job_of(request["id"])["status"] == "queued"   # waiting for its key
+        assert m.job_of(request["id"])["status"] == "queued"  # waiting for its key
 
-        pinned = _seal_cli(m, award_id, "--param", "encrypt.key_env=SECRET",
-                           "--expect-fingerprint", "0" * 16, env={"SECRET": KEY_HEX})
+        pinned = _seal_cli(
+            m,
+            award_id,
+            "--param",
+            "encrypt.key_env=SECRET",
+            "--expect-fingerprint",
+            "0" * 16,
+            env={"SECRET": KEY_HEX},
+        )
         assert pinned.returncode == 1 and "nothing was sealed" in pinned.stderr
-        sealed = _seal_cli(m, award_id, "--param", "encrypt.key_env=SECRET",
-                           env={"SECRET": KEY_HEX})
+        sealed = _seal_cli(
+            m, award_id, "--param", "encrypt.key_env=SECRET", env={"SECRET": KEY_HEX}
+        )
         assert sealed.returncode == 0, sealed.stderr
         assert json.loads(sealed.stdout)["sealed"] is True
         assert KEY_HEX not in sealed.stdout + sealed.stderr
@@ -135,19 +152,36 @@ def test_a_key_sealed_by_the_user_encrypts_the_delivery_and_no_one_else_sees_it(
     # The output is the input encrypted under the user's key: decrypt gives the input back.
     encrypted = read_packets(m.files / "out" / "enc.pcap")
     assert len(encrypted) == len(m.packets) and encrypted != m.packets
-    done = pktx("deliver", str(m.files / "out" / "enc.pcap"), "-o", str(tmp_path / "dec.pcap"),
-                "--service", "decrypt", "--param", "decrypt.key_env=SECRET", "--workers", "1",
-                "-q", env={**os.environ, "SECRET": KEY_HEX})
+    done = pktx(
+        "deliver",
+        str(m.files / "out" / "enc.pcap"),
+        "-o",
+        str(tmp_path / "dec.pcap"),
+        "--service",
+        "decrypt",
+        "--param",
+        "decrypt.key_env=SECRET",
+        "--workers",
+        "1",
+        "-q",
+        env={**os.environ, "SECRET": KEY_HEX},
+    )
     assert done.returncode == 0, done.stderr
     assert read_packets(tmp_path / "dec.pcap") == m.packets
     assert job["events"][0]["event"] == "claim"
 
     # Another provider's key: refused the claim, the job and the award's sealing.
-    outsider = httpx.Client(base_url=m.url, timeout=30,
-                            headers={"Authorization": f"Bearer {other.provider_token}"})
+    outsider = httpx.Client(
+        base_url=m.url, timeout=30, headers={"Authorization": f"Bearer {other.provider_token}"}
+    )
     with outsider:
-        assert outsider.post(f"/v1/providers/{m.provider_id}/jobs/claim",
-                             json={"daemon": "x", "wait_s": 0, "lease_s": 30}).status_code == 403
+        assert (
+            outsider.post(
+                f"/v1/providers/{m.provider_id}/jobs/claim",
+                json={"daemon": "x", "wait_s": 0, "lease_s": 30},
+            ).status_code
+            == 403
+        )
         assert outsider.get(f"/v1/jobs/{job_id}").status_code == 403
         assert outsider.get(f"/v1/awards/{award_id}/sealed-params").status_code == 403
     assert other.user.get(f"/v1/awards/{award_id}/sealed-params").status_code == 403
@@ -159,16 +193,24 @@ def test_a_key_sealed_by_the_user_encrypts_the_delivery_and_no_one_else_sees_it(
     finally:
         db.close()
     secrets = (KEY_HEX, KEY_HEX.upper(), KEY_B64, box)
-    logs = {"broker": (broker.folder / "broker.log").read_text(errors="replace"),
-            "daemon": daemon.log(), "other daemon": theirs.log()}
+    logs = {
+        "broker": (broker.folder / "broker.log").read_text(errors="replace"),
+        "daemon": daemon.log(),
+        "other daemon": theirs.log(),
+    }
     for name, text in logs.items():
         for secret in secrets:
             assert secret not in text, f"in the {name}'s log"
     assert f"job {job_id}" not in theirs.log()
     for client in (m.admin, m.user):
-        for path in (f"/v1/jobs/{job_id}", f"/v1/awards/{award_id}", "/v1/awards",
-                     f"/v1/requests/{request['id']}", f"/v1/awards/{award_id}/sealed-params",
-                     f"/v1/providers/{m.provider_id}/jobs"):
+        for path in (
+            f"/v1/jobs/{job_id}",
+            f"/v1/awards/{award_id}",
+            "/v1/awards",
+            f"/v1/requests/{request['id']}",
+            f"/v1/awards/{award_id}/sealed-params",
+            f"/v1/providers/{m.provider_id}/jobs",
+        ):
             text = client.get(path).text
             assert not any(secret in text for secret in secrets), path
     # The daemon's state holds the box, never what is in it.
@@ -189,26 +231,38 @@ def test_a_tampered_box_or_one_sealed_for_another_award_fails_its_job_cleanly(wo
     try:
         public = _published(m)
         daemons.append(Daemon(m, tmp_path / "d2", name="node-2").start())
-        daemons.append(Daemon(m, tmp_path / "d3", name="node-3", extra=(
-            "--sealing-key", str(tmp_path / "d1" / "state" / "sealing.key"))).start())
-        for d, says in ((daemons[1], "takes no jobs with sealed parameters"),
-                        (daemons[2], "published for provider")):
+        daemons.append(
+            Daemon(
+                m,
+                tmp_path / "d3",
+                name="node-3",
+                extra=("--sealing-key", str(tmp_path / "d1" / "state" / "sealing.key")),
+            ).start()
+        )
+        for d, says in (
+            (daemons[1], "takes no jobs with sealed parameters"),
+            (daemons[2], "published for provider"),
+        ):
             deadline = time.monotonic() + 60
             while says not in d.log():
                 assert time.monotonic() < deadline, d.log()
                 time.sleep(0.1)
         tampered_request, tampered_award = _sealed_request(m, "out/t.pcap")
         moved_request, moved_award = _sealed_request(m, "out/m.pcap")
-        box = bytearray(seal(public, {"encrypt.key": KEY_HEX},
-                             binding(tampered_award, m.provider_id)))
+        box = bytearray(
+            seal(public, {"encrypt.key": KEY_HEX}, binding(tampered_award, m.provider_id))
+        )
         intact = bytes(box)
         box[-1] ^= 0x01
         for award_id, b in ((tampered_award, bytes(box)), (moved_award, intact)):
-            r = m.user.put(f"/v1/awards/{award_id}/sealed-params",
-                           json={"sealed_to": public, "box": base64.b64encode(b).decode()})
+            r = m.user.put(
+                f"/v1/awards/{award_id}/sealed-params",
+                json={"sealed_to": public, "box": base64.b64encode(b).decode()},
+            )
             assert r.status_code == 200, r.text
-        jobs = [m.wait_job(r["id"], "failed", timeout=60)
-                for r in (tampered_request, moved_request)]
+        jobs = [
+            m.wait_job(r["id"], "failed", timeout=60) for r in (tampered_request, moved_request)
+        ]
     finally:
         _stop(*daemons)
     for job in jobs:

@@ -35,11 +35,11 @@ def _events(job: dict, event: str) -> list[dict]:
     return [e for e in job["events"] if e["event"] == event]
 
 
-def test_two_daemons_share_a_providers_jobs_and_another_provider_sees_none(two_providers,
-                                                                          tmp_path):
+def test_two_daemons_share_a_providers_jobs_and_another_provider_sees_none(two_providers, tmp_path):
     _, a, b = two_providers
-    daemons = [Daemon(a, tmp_path / f"a{i}", name=f"a-node-{i}", extra=("--max-jobs", "1"))
-               for i in (1, 2)]
+    daemons = [
+        Daemon(a, tmp_path / f"a{i}", name=f"a-node-{i}", extra=("--max-jobs", "1")) for i in (1, 2)
+    ]
     other = Daemon(b, tmp_path / "b1", name="b-node-1", extra=("--max-jobs", "1"))
     for d in (*daemons, other):
         d.start()
@@ -58,12 +58,12 @@ def test_two_daemons_share_a_providers_jobs_and_another_provider_sees_none(two_p
     by = Counter()
     for i, job in enumerate(jobs):
         claims, completes = _events(job, "claim"), _events(job, "complete")
-        assert len(claims) == 1 and len(completes) == 1, job["events"]     # exactly once
+        assert len(claims) == 1 and len(completes) == 1, job["events"]  # exactly once
         assert not _events(job, "lapse") and not _events(job, "handback"), job["events"]
         by[claims[0]["daemon"]] += 1
         assert read_packets(a.files / "out" / f"a{i}.pcap") == a.packets
         assert a.usage(job["id"])["bytes_out"] == delivered
-    assert set(by) == {"a-node-1", "a-node-2"}, by                # both took some, only A's
+    assert set(by) == {"a-node-1", "a-node-2"}, by  # both took some, only A's
     assert sum(by.values()) == JOBS
     assert [e["daemon"] for e in _events(their_job, "claim")] == ["b-node-1"]
     assert read_packets(b.files / "out" / "b.pcap") == b.packets
@@ -72,10 +72,13 @@ def test_two_daemons_share_a_providers_jobs_and_another_provider_sees_none(two_p
 
 def test_another_providers_key_is_refused_a_providers_claim(two_providers):
     _, a, b = two_providers
-    with httpx.Client(base_url=a.url, timeout=30,
-                      headers={"Authorization": f"Bearer {b.provider_token}"}) as as_b:
-        r = as_b.post(f"/v1/providers/{a.provider_id}/jobs/claim",
-                      json={"daemon": "b-node", "wait_s": 0, "lease_s": 5})
+    with httpx.Client(
+        base_url=a.url, timeout=30, headers={"Authorization": f"Bearer {b.provider_token}"}
+    ) as as_b:
+        r = as_b.post(
+            f"/v1/providers/{a.provider_id}/jobs/claim",
+            json={"daemon": "b-node", "wait_s": 0, "lease_s": 5},
+        )
     assert r.status_code == 403, r.text
 
 

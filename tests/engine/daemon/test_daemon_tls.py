@@ -23,8 +23,9 @@ def tls_world(tmp_path):
     certs = private_ca(tmp_path / "pki")
     broker = BrokerProcess(tmp_path / "broker", tls=(str(certs.cert), str(certs.key)))
     broker.start(verify=trusting(str(certs.ca)))
-    m = market(broker, tmp_path / "files", corpus / "dpkt" / "http.pcap",
-               verify=trusting(str(certs.ca)))
+    m = market(
+        broker, tmp_path / "files", corpus / "dpkt" / "http.pcap", verify=trusting(str(certs.ca))
+    )
     assert m.url.startswith("https://127.0.0.1:")
     yield broker, m, certs
     m.close()
@@ -44,12 +45,11 @@ def test_a_job_is_delivered_over_https_with_a_private_ca(tls_world, tmp_path):
     assert m.usage(job["id"])["bytes_out"] == sum(map(len, m.packets))
 
 
-def test_a_daemon_that_does_not_trust_the_certificate_exits_with_a_clear_error(tls_world,
-                                                                               tmp_path):
+def test_a_daemon_that_does_not_trust_the_certificate_exits_with_a_clear_error(tls_world, tmp_path):
     _, m, _ = tls_world
-    daemon = Daemon(m, tmp_path / "d1").start()        # the system's CAs only
+    daemon = Daemon(m, tmp_path / "d1").start()  # the system's CAs only
     try:
-        code = daemon.wait(60)                         # it must not retry for ever
+        code = daemon.wait(60)  # it must not retry for ever
     finally:
         daemon.kill()
     log = daemon.log()
@@ -72,8 +72,16 @@ def test_a_ca_bundle_that_is_missing_or_not_pem_is_named(tls_world, tmp_path, bu
 
 
 def test_the_broker_refuses_plain_http_beyond_loopback(tmp_path):
-    done = pktx("broker", "serve", "--db", f"sqlite:///{tmp_path / 'b.sqlite3'}",
-                "--host", "0.0.0.0", "--port", "0")
+    done = pktx(
+        "broker",
+        "serve",
+        "--db",
+        f"sqlite:///{tmp_path / 'b.sqlite3'}",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+    )
     assert done.returncode in (1, 2), done
     assert "0.0.0.0" in done.stderr and "--tls-cert" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
@@ -81,10 +89,24 @@ def test_the_broker_refuses_plain_http_beyond_loopback(tmp_path):
 
 def test_the_daemon_refuses_plain_http_beyond_loopback(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "daemon", "--broker", "http://192.0.2.1:8040",
-         "--key-env", "NODE_KEY", "--state", str(tmp_path / "st")],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={"NODE_KEY": "pktx_not_sent", "PATH": "/usr/bin:/bin"})
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "daemon",
+            "--broker",
+            "http://192.0.2.1:8040",
+            "--key-env",
+            "NODE_KEY",
+            "--state",
+            str(tmp_path / "st"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"NODE_KEY": "pktx_not_sent", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 1, done
     assert "plain HTTP" in done.stderr and "https://" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and "pktx_not_sent" not in done.stderr

@@ -43,12 +43,12 @@ def test_an_awarded_job_is_claimed_delivered_and_reported_once(world, tmp_path):
     assert events[:3] == ["claim", "start", "complete"], job["events"]
     usage = m.usage(job["id"])
     delivered = sum(map(len, m.packets))
-    assert usage["bytes_out"] == delivered and \
-        usage["packets_out"] == len(m.packets)
+    assert usage["bytes_out"] == delivered and usage["packets_out"] == len(m.packets)
     # The final report went in with ``complete``, one call and one transaction: one time.
     assert usage["reports"] == 1
     assert datetime.fromisoformat(usage["usage_at"]) == datetime.fromisoformat(
-        job["events"][2]["at"]), (usage, job["events"])
+        job["events"][2]["at"]
+    ), (usage, job["events"])
     assert job["measured"]["bytes"] == delivered
     assert "NODE_KEY" not in daemon.log() and m.provider_token not in daemon.log()
 
@@ -63,10 +63,10 @@ def test_sigkill_and_restarts_deliver_every_packet_once_and_bill_it_once(world, 
     try:
         while cycles < 20:
             time.sleep(rng.uniform(0.2, 2.5))
-            assert daemon.proc.poll() is None, daemon.log()[-3000:]   # it never exits by itself
+            assert daemon.proc.poll() is None, daemon.log()[-3000:]  # it never exits by itself
             daemon.kill()
             cycles += 1
-            if cycles % 7 == 0:            # the broker goes too, and comes back
+            if cycles % 7 == 0:  # the broker goes too, and comes back
                 broker.stop(signal.SIGKILL)
                 broker.start()
             daemon.start()
@@ -85,7 +85,7 @@ def test_sigkill_and_restarts_deliver_every_packet_once_and_bill_it_once(world, 
 
 def test_sigterm_hands_back_a_job_that_cannot_finish_in_the_grace(world, tmp_path):
     _, m = world
-    request = m.request(sink="out/slow.pcap", max_rate_bps=8_000)   # ~25 s
+    request = m.request(sink="out/slow.pcap", max_rate_bps=8_000)  # ~25 s
     daemon = Daemon(m, tmp_path / "d1", grace=1).start()
     m.wait_job(request["id"], "running", timeout=60)
     daemon.signal(signal.SIGTERM)
@@ -97,7 +97,7 @@ def test_sigterm_hands_back_a_job_that_cannot_finish_in_the_grace(world, tmp_pat
 
 def test_a_paused_daemon_loses_its_lease_and_its_late_calls_are_refused(world, tmp_path):
     _, m = world
-    request = m.request(sink="out/paused.pcap", max_rate_bps=40_000)   # ~6 s
+    request = m.request(sink="out/paused.pcap", max_rate_bps=40_000)  # ~6 s
     first = Daemon(m, tmp_path / "d1", name="node-1", lease=5).start()
     m.wait_job(request["id"], "running", timeout=60)
     first.signal(signal.SIGSTOP)
@@ -124,10 +124,16 @@ def _block(m, seconds_to_start: float, seconds_long: float, **body) -> dict:
     from datetime import UTC, datetime, timedelta
 
     start = datetime.now(UTC) + timedelta(seconds=seconds_to_start)
-    r = m.user.post("/v1/requests", json={
-        "services": ["identity"], "starts_at": start.isoformat(),
-        "ends_at": (start + timedelta(seconds=seconds_long)).isoformat(),
-        "max_rate_bps": 100_000_000, **body})
+    r = m.user.post(
+        "/v1/requests",
+        json={
+            "services": ["identity"],
+            "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(seconds=seconds_long)).isoformat(),
+            "max_rate_bps": 100_000_000,
+            **body,
+        },
+    )
     assert r.status_code == 201 and r.json()["status"] == "served", r.text
     return r.json()
 
@@ -150,7 +156,7 @@ def test_a_block_is_delivered_from_its_start_and_a_live_source_stops_at_its_end(
         job = m.wait_job(request["id"], "running", timeout=30)
         started = next(e["at"] for e in job["events"] if e["event"] == "start")
         assert datetime.fromisoformat(started) >= datetime.fromisoformat(request["starts_at"])
-        time.sleep(1)                           # the source is bound; the device sends
+        time.sleep(1)  # the source is bound; the device sends
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
             for packet in m.packets[:20]:
                 tx.sendto(packet, ("127.0.0.1", port))
@@ -163,7 +169,8 @@ def test_a_block_is_delivered_from_its_start_and_a_live_source_stops_at_its_end(
     received = read_packets(m.files / "out" / "live.pcap")
     assert received == m.packets[:20] and job["measured"]["packets"] == 20
     assert datetime.fromisoformat(job["events"][-1]["at"]) >= datetime.fromisoformat(
-        request["ends_at"])
+        request["ends_at"]
+    )
 
 
 def test_rates_the_broker_lowers_while_a_job_runs_are_applied(world, tmp_path):
@@ -173,15 +180,17 @@ def test_rates_the_broker_lowers_while_a_job_runs_are_applied(world, tmp_path):
     import sqlite3
 
     broker, m = world
-    request = m.request(sink="out/lowered.pcap", max_rate_bps=60_000)   # ~4 s
+    request = m.request(sink="out/lowered.pcap", max_rate_bps=60_000)  # ~4 s
     daemon = Daemon(m, tmp_path / "d1", lease=5).start()
     try:
         job = m.wait_job(request["id"], "running", timeout=60)
         db = sqlite3.connect(broker.folder / "broker.sqlite3")
         try:  # what broker.bandwidth.withdraw does to a job's spec
             with db:
-                db.execute("UPDATE delivery_jobs SET spec = ? WHERE id = ?",
-                           (json.dumps({**job["spec"], "max_rate_bps": 40_000}), job["id"]))
+                db.execute(
+                    "UPDATE delivery_jobs SET spec = ? WHERE id = ?",
+                    (json.dumps({**job["spec"], "max_rate_bps": 40_000}), job["id"]),
+                )
         finally:
             db.close()
         job = m.wait_job(request["id"], "done", timeout=120)
@@ -189,7 +198,7 @@ def test_rates_the_broker_lowers_while_a_job_runs_are_applied(world, tmp_path):
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(60) == 0, daemon.log()
     assert "changed its rates to max_rate_bps 40000" in daemon.log()
-    assert daemon.log().count(f"job {job['id']}: delivering") == 2   # again, under 40 kbit/s
+    assert daemon.log().count(f"job {job['id']}: delivering") == 2  # again, under 40 kbit/s
     assert read_packets(m.files / "out" / "lowered.pcap") == m.packets
     assert m.usage(job["id"])["bytes_out"] == sum(map(len, m.packets))
 
@@ -211,15 +220,29 @@ def test_sigkills_resume_a_stream_to_a_zmq_receiver_and_bill_it_once(world, tmp_
     receiver_log = tmp_path / "receiver.log"
     with open(receiver_log, "wb") as log:
         receiver = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "deliver", f"zmq://127.0.0.1:{port}", "-o",
-             str(out), "--workers", "1", "--idle-timeout", "120"],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stderr=log)
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "deliver",
+                f"zmq://127.0.0.1:{port}",
+                "-o",
+                str(out),
+                "--workers",
+                "1",
+                "--idle-timeout",
+                "120",
+            ],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stderr=log,
+        )
     rng = random.Random(20261130)
-    request = m.request(sink=f"zmq://127.0.0.1:{port}", max_rate_bps=20_000)   # ~10 s
+    request = m.request(sink=f"zmq://127.0.0.1:{port}", max_rate_bps=20_000)  # ~10 s
     daemon = Daemon(m, tmp_path / "d1", lease=5).start()
     try:
         job_id = m.wait_job(request["id"], "running", timeout=60)["id"]
-        for _ in range(3):   # a restarted daemon takes a second or two to resume the job
+        for _ in range(3):  # a restarted daemon takes a second or two to resume the job
             time.sleep(rng.uniform(2.5, 4.0))
             daemon.kill()
             daemon.start()
@@ -232,8 +255,9 @@ def test_sigkills_resume_a_stream_to_a_zmq_receiver_and_bill_it_once(world, tmp_
             receiver.kill()
             receiver.wait()
     assert read_packets(out) == m.packets
-    record = json.loads((tmp_path / "d1" / "state" / "jobs" / str(job_id) / "usage.json")
-                        .read_text())
+    record = json.loads(
+        (tmp_path / "d1" / "state" / "jobs" / str(job_id) / "usage.json").read_text()
+    )
     assert 0 < record["resumed_at"]["position"] < len(m.packets), record["resumed_at"]
     usage = m.usage(job["id"])
     assert usage["bytes_out"] == sum(map(len, m.packets))
@@ -241,8 +265,7 @@ def test_sigkills_resume_a_stream_to_a_zmq_receiver_and_bill_it_once(world, tmp_
     assert job["measured"]["bytes"] == sum(map(len, m.packets))
 
 
-def test_sigkills_resume_a_file_into_udp_from_the_last_record_and_bill_it_once(world,
-                                                                               tmp_path):
+def test_sigkills_resume_a_file_into_udp_from_the_last_record_and_bill_it_once(world, tmp_path):
     """A file into ``udp://``: no receiver can say where it stands, so each run starts where
     the last run's usage record says it stood. Datagrams sent after that record come again
     (a restart goes back a little, never forward), none is lost, and the broker's usage
@@ -286,7 +309,7 @@ def test_sigkills_resume_a_file_into_udp_from_the_last_record_and_bill_it_once(w
         done.set()
         reader.join(5)
         rx.close()
-    at = 0   # the next packet of the source due; a restart may go back, never forward
+    at = 0  # the next packet of the source due; a restart may go back, never forward
     for datagram in got:
         if at < len(m.packets) and datagram == m.packets[at]:
             at += 1
@@ -295,8 +318,9 @@ def test_sigkills_resume_a_file_into_udp_from_the_last_record_and_bill_it_once(w
         assert back, f"datagram {len(got)} is not a packet sent before (a gap)"
         at = back[-1] + 1
     assert at == len(m.packets)
-    record = json.loads((tmp_path / "d1" / "state" / "jobs" / str(job_id) / "usage.json")
-                        .read_text())
+    record = json.loads(
+        (tmp_path / "d1" / "state" / "jobs" / str(job_id) / "usage.json").read_text()
+    )
     assert 0 < record["resumed_at"]["position"] < len(m.packets), record["resumed_at"]
     usage = m.usage(job["id"])
     assert usage["bytes_out"] == sum(map(len, m.packets))

@@ -34,10 +34,12 @@ def test_a_box_opens_with_the_key_for_its_award_only(pair, tmp_path):
     other = SealingKey(X25519PrivateKey.generate())
     flipped = bytearray(box)
     flipped[40] ^= 0x80
-    for key, b, aad in ((pair, box, binding(8, 3)),      # another award
-                        (pair, box, binding(7, 4)),      # another provider
-                        (other, box, binding(7, 3)),     # another key
-                        (pair, bytes(flipped), binding(7, 3))):  # tampered with
+    for key, b, aad in (
+        (pair, box, binding(8, 3)),  # another award
+        (pair, box, binding(7, 4)),  # another provider
+        (other, box, binding(7, 3)),  # another key
+        (pair, bytes(flipped), binding(7, 3)),
+    ):  # tampered with
         with pytest.raises(SealingError) as caught:
             key.open(b, aad)
         assert "do not open" in str(caught.value)
@@ -52,14 +54,19 @@ def test_the_box_is_laid_out_as_documented(pair, tmp_path):
     box = seal(pair.public, PARAMS, binding(7, 3))
     assert box[0] == 1 and len(box) == 1 + 32 + len(json.dumps(PARAMS)) + 16
     private = serialization.load_pem_private_key(
-        (tmp_path / "sealing.key").read_bytes(), password=None)
+        (tmp_path / "sealing.key").read_bytes(), password=None
+    )
     ephemeral = box[1:33]
     recipient = base64.b64decode(pair.public)
-    okm = HKDF(hashes.SHA256(), 44, salt=None,
-               info=b"pktx sealed service parameters v1" + ephemeral + recipient).derive(
-        private.exchange(X25519PublicKey.from_public_bytes(ephemeral)))
-    plain = ChaCha20Poly1305(okm[:32]).decrypt(okm[32:], box[33:],
-                                               b"pktx-sealed-params award=7 provider=3")
+    okm = HKDF(
+        hashes.SHA256(),
+        44,
+        salt=None,
+        info=b"pktx sealed service parameters v1" + ephemeral + recipient,
+    ).derive(private.exchange(X25519PublicKey.from_public_bytes(ephemeral)))
+    plain = ChaCha20Poly1305(okm[:32]).decrypt(
+        okm[32:], box[33:], b"pktx-sealed-params award=7 provider=3"
+    )
     assert json.loads(plain) == PARAMS
 
 
@@ -77,12 +84,21 @@ def test_sealed_parameters_reach_the_delivery_by_name_only(pair, tmp_path):
     files = tmp_path / "files"
     files.mkdir()
     (files / "in.pcap").write_bytes(b"")
-    node = NodeOptions(files=str(files), sealing=pair, provider_id=3,
-                       params=("encrypt.key_env=NODE_KEY", "encrypt.bind=none"))
+    node = NodeOptions(
+        files=str(files),
+        sealing=pair,
+        provider_id=3,
+        params=("encrypt.key_env=NODE_KEY", "encrypt.bind=none"),
+    )
     box = seal(pair.public, PARAMS, binding(7, 3))
-    spec = {"award_id": 7, "source": "in.pcap", "sink": "o.pcap", "services": ["encrypt"],
-            "sealed_params": ["encrypt.key"],
-            "sealed": {"sealed_to": pair.public, "box": base64.b64encode(box).decode()}}
+    spec = {
+        "award_id": 7,
+        "source": "in.pcap",
+        "sink": "o.pcap",
+        "services": ["encrypt"],
+        "sealed_params": ["encrypt.key"],
+        "sealed": {"sealed_to": pair.public, "box": base64.b64encode(box).decode()},
+    }
     secrets = opened(spec, node)
     assert secrets == PARAMS
     argv = command(spec, node, "/u.json", sealed=tuple(secrets))
@@ -92,11 +108,12 @@ def test_sealed_parameters_reach_the_delivery_by_name_only(pair, tmp_path):
     assert "NODE_KEY" not in joined and "--param encrypt.bind=none" in joined
     assert KEY_HEX not in joined
     assert opened({**spec, "sealed_params": []}, node) == {}
-    for changed, says in (({"sealed": None}, "brought none"),
-                          ({"award_id": 8}, "do not open"),
-                          ({"sealed_params": ["encrypt.key", "anonymize.key"]},
-                           "other parameters"),
-                          ({"sealed": {**spec["sealed"], "sealed_to": "x"}}, "another key")):
+    for changed, says in (
+        ({"sealed": None}, "brought none"),
+        ({"award_id": 8}, "do not open"),
+        ({"sealed_params": ["encrypt.key", "anonymize.key"]}, "other parameters"),
+        ({"sealed": {**spec["sealed"], "sealed_to": "x"}}, "another key"),
+    ):
         with pytest.raises(BadSpec, match=says) as caught:
             opened({**spec, **changed}, node)
         assert KEY_HEX not in str(caught.value)

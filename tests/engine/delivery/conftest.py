@@ -36,6 +36,5 @@ def sample_pcap(tmp_path_factory) -> Path:
     from engine.capture.generate import generate_capture
 
     path = tmp_path_factory.mktemp("delivery") / "sample.pcap"
-    generate_capture(path, packets=20_000, flows=200, seed=3, format="pcap",
-                     ts_resolution="ns")
+    generate_capture(path, packets=20_000, flows=200, seed=3, format="pcap", ts_resolution="ns")
     return path

@@ -85,8 +85,9 @@ class RawPeer:
             return None
         return self.sock.recv_multipart()
 
-    def recv_command(self, command: bytes, timeout_s: float = 30,
-                     heartbeat: bool = True) -> list[bytes]:
+    def recv_command(
+        self, command: bytes, timeout_s: float = 30, heartbeat: bool = True
+    ) -> list[bytes]:
         """Frames of the next ``command`` message, heartbeating meanwhile."""
         from engine.delivery import protocol as P
 
@@ -109,5 +110,9 @@ def result_frames(header, batch, counters=None) -> list:
     """A RESULT body answering ``header`` with ``batch``."""
     from engine.delivery import protocol as P
 
-    return [P.RESULT, header.pack(), P.dumps(counters or {}),
-            *[bytes(f) for f in batch.to_frames()]]
+    return [
+        P.RESULT,
+        header.pack(),
+        P.dumps(counters or {}),
+        *[bytes(f) for f in batch.to_frames()],
+    ]

@@ -13,8 +13,10 @@ class Slow(Service):
     """Sleeps per segment, so a stream lasts long enough to kill a worker in it."""
 
     name = "slow"
-    params = (Param("ms", float, 20.0, "milliseconds per segment"),
-              Param("mark", str, "", "a file created when the first segment starts"))
+    params = (
+        Param("ms", float, 20.0, "milliseconds per segment"),
+        Param("mark", str, "", "a file created when the first segment starts"),
+    )
 
     def process(self, batch: PacketBatch) -> PacketBatch:
         if self.config["mark"]:
@@ -34,9 +36,17 @@ class Stamp(Service):
         for off, n in zip(batch.offsets.tolist(), batch.caplen.tolist()):
             if n >= 12:
                 data[off + 8 : off + 12] = pid
-        return PacketBatch(data, batch.offsets, batch.caplen, batch.origlen, batch.ts_ns,
-                           batch.iface, batch.interfaces, batch.first_seq, batch.seq
-                           if batch.has_explicit_seq else None)
+        return PacketBatch(
+            data,
+            batch.offsets,
+            batch.caplen,
+            batch.origlen,
+            batch.ts_ns,
+            batch.iface,
+            batch.interfaces,
+            batch.first_seq,
+            batch.seq if batch.has_explicit_seq else None,
+        )
 
 
 class DropOdd(Service):
@@ -100,5 +110,7 @@ class Counting(Service):
         return out
 
 
-EXTRA = ",".join(f"{c.name}=svc_fixtures:{c.__name__}"
-                 for c in (Slow, Stamp, DropOdd, Boom, FlakyOnce, Poison, Counting))
+EXTRA = ",".join(
+    f"{c.name}=svc_fixtures:{c.__name__}"
+    for c in (Slow, Stamp, DropOdd, Boom, FlakyOnce, Poison, Counting)
+)

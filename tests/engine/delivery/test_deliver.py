@@ -16,8 +16,12 @@ from engine.packet.flowhash import flow_hash
 
 @pytest.mark.parametrize(
     ("workers", "mode"),
-    [(1, {"segment_packets": 500}), (2, {"segment_bytes": 64_000}),
-     (3, {"segment_ms": 2.0}), (2, {})],
+    [
+        (1, {"segment_packets": 500}),
+        (2, {"segment_bytes": 64_000}),
+        (3, {"segment_ms": 2.0}),
+        (2, {}),
+    ],
     ids=["1w-packets", "2w-bytes", "3w-ms", "2w-default"],
 )
 def test_identity_is_byte_identical(sample_pcap, tmp_path, workers, mode):
@@ -33,8 +37,7 @@ def test_identity_is_byte_identical(sample_pcap, tmp_path, workers, mode):
 def test_time_window_segments_span_at_most_the_window(sample_pcap, tmp_path):
     batch = read_capture(sample_pcap)
     span_ms = (int(batch.ts_ns[-1]) - int(batch.ts_ns[0])) / 1e6
-    usage = deliver(str(sample_pcap), str(tmp_path / "o.pcap"), workers=1,
-                    segment_ms=span_ms / 10)
+    usage = deliver(str(sample_pcap), str(tmp_path / "o.pcap"), workers=1, segment_ms=span_ms / 10)
     # Ten windows of packet time (give or take the edges) make about ten segments.
     assert 9 <= usage["segments"] <= 12
 
@@ -50,8 +53,9 @@ def test_pcapng_source_keeps_format_and_interfaces(tmp_path):
     assert b.interfaces[0].linktype == a.interfaces[0].linktype
 
 
-@pytest.mark.parametrize("name", ["dpkt/http.pcap", "libpcap/ipv6_ext_headers.pcap",
-                                  "libpcap/wpa-Induction.pcap"])
+@pytest.mark.parametrize(
+    "name", ["dpkt/http.pcap", "libpcap/ipv6_ext_headers.pcap", "libpcap/wpa-Induction.pcap"]
+)
 def test_corpus_captures_pass_through(tmp_path, name):
     src = CORPUS / name
     if not src.exists():
@@ -63,8 +67,14 @@ def test_corpus_captures_pass_through(tmp_path, name):
 
 def test_flow_affinity_sends_both_directions_to_one_worker(sample_pcap, tmp_path):
     out = tmp_path / "o.pcap"
-    deliver(str(sample_pcap), str(out), workers=3, services="stamp", flow_affinity=True,
-            segment_packets=300)
+    deliver(
+        str(sample_pcap),
+        str(out),
+        workers=3,
+        services="stamp",
+        flow_affinity=True,
+        segment_packets=300,
+    )
     a, b = read_capture(sample_pcap), read_capture(out)
     assert len(a) == len(b)
     hashes = flow_hash(a)
@@ -82,8 +92,7 @@ def test_flow_affinity_sends_both_directions_to_one_worker(sample_pcap, tmp_path
 
 def test_dropping_service_keeps_order(sample_pcap, tmp_path):
     out = tmp_path / "o.pcap"
-    usage = deliver(str(sample_pcap), str(out), workers=2, services="dropodd",
-                    segment_packets=100)
+    usage = deliver(str(sample_pcap), str(out), workers=2, services="dropodd", segment_packets=100)
     a, b = read_capture(sample_pcap), read_capture(out)
     keep = np.flatnonzero(np.arange(len(a)) % 100 % 2 == 0)
     assert a.take(keep).same_packets(b)
@@ -92,16 +101,48 @@ def test_dropping_service_keeps_order(sample_pcap, tmp_path):
 
 def test_cli_deliver_writes_usage_record(sample_pcap, tmp_path):
     out, usage_path = tmp_path / "o.pcap", tmp_path / "usage.json"
-    proc = subprocess.run(pktx_cmd("deliver", sample_pcap, "-o", out, "--workers", 2,
-                                   "--usage-json", usage_path, "--min-rate", "1k"),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        pktx_cmd(
+            "deliver",
+            sample_pcap,
+            "-o",
+            out,
+            "--workers",
+            2,
+            "--usage-json",
+            usage_path,
+            "--min-rate",
+            "1k",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "delivered 20000 of 20000 packets" in proc.stderr
     usage = json.loads(usage_path.read_text())
-    for key in ("stream_id", "sources", "sinks", "service_chain", "packets_in", "bytes_in",
-                "packets_out", "bytes_out", "start", "end", "duration_ns", "mean_rate_bps",
-                "peak_rate_bps", "rate_series_bps", "min_rate_windows_met",
-                "min_rate_windows_missed", "workers", "retries", "dead_workers", "services"):
+    for key in (
+        "stream_id",
+        "sources",
+        "sinks",
+        "service_chain",
+        "packets_in",
+        "bytes_in",
+        "packets_out",
+        "bytes_out",
+        "start",
+        "end",
+        "duration_ns",
+        "mean_rate_bps",
+        "peak_rate_bps",
+        "rate_series_bps",
+        "min_rate_windows_met",
+        "min_rate_windows_missed",
+        "workers",
+        "retries",
+        "dead_workers",
+        "services",
+    ):
         assert key in usage, key
     assert usage["min_rate_windows_missed"] == 0
     assert usage["min_rate_windows_met"] >= 1
@@ -109,9 +150,12 @@ def test_cli_deliver_writes_usage_record(sample_pcap, tmp_path):
 
 
 def test_cli_deliver_bad_source_is_one_line(tmp_path):
-    proc = subprocess.run(pktx_cmd("deliver", tmp_path / "missing.pcap", "-o",
-                                   tmp_path / "o.pcap", "--workers", 1),
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        pktx_cmd("deliver", tmp_path / "missing.pcap", "-o", tmp_path / "o.pcap", "--workers", 1),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -124,8 +168,13 @@ def test_unknown_service_and_bad_param_are_refused_before_work(sample_pcap, tmp_
     with pytest.raises(ServiceError, match="unknown service 'nope'"):
         deliver(str(sample_pcap), str(tmp_path / "o.pcap"), services="nope", workers=1)
     with pytest.raises(ServiceError, match="not taken"):
-        deliver(str(sample_pcap), str(tmp_path / "o.pcap"), services="identity",
-                params=["level=3"], workers=1)
+        deliver(
+            str(sample_pcap),
+            str(tmp_path / "o.pcap"),
+            services="identity",
+            params=["level=3"],
+            workers=1,
+        )
     assert not (tmp_path / "o.pcap").exists()
 
 
@@ -138,17 +187,31 @@ def test_stream_inspection_with_flow_affinity_finds_split_signatures(tmp_path):
     from scapy.utils import wrpcap
 
     flows = 200
-    heads = [Ether() / IP(src=f"10.1.{f // 250}.{f % 250 + 1}", dst="10.9.9.9")
-             / TCP(sport=30000 + f, dport=80, seq=1000 * f, flags="PA") / b"GET /se"
-             for f in range(flows)]
-    tails = [Ether() / IP(src=f"10.1.{f // 250}.{f % 250 + 1}", dst="10.9.9.9")
-             / TCP(sport=30000 + f, dport=80, seq=1000 * f + 7, flags="PA") / b"cret HTTP/1.1"
-             for f in range(flows)]
+    heads = [
+        Ether()
+        / IP(src=f"10.1.{f // 250}.{f % 250 + 1}", dst="10.9.9.9")
+        / TCP(sport=30000 + f, dport=80, seq=1000 * f, flags="PA")
+        / b"GET /se"
+        for f in range(flows)
+    ]
+    tails = [
+        Ether()
+        / IP(src=f"10.1.{f // 250}.{f % 250 + 1}", dst="10.9.9.9")
+        / TCP(sport=30000 + f, dport=80, seq=1000 * f + 7, flags="PA")
+        / b"cret HTTP/1.1"
+        for f in range(flows)
+    ]
     src, out = tmp_path / "split.pcap", tmp_path / "o.pcap"
     wrpcap(str(src), heads + tails)  # every head is 200 packets before its tail
-    usage = deliver(str(src), str(out), workers=2, services="inspect", flow_affinity=True,
-                    segment_packets=16, params=["patterns=/secret", "stream=yes",
-                                                "action=drop"])
+    usage = deliver(
+        str(src),
+        str(out),
+        workers=2,
+        services="inspect",
+        flow_affinity=True,
+        segment_packets=16,
+        params=["patterns=/secret", "stream=yes", "action=drop"],
+    )
     counters = usage["services"]["inspect"]
     assert counters["packets_matched"] == flows
     assert counters["packets_dropped"] == flows

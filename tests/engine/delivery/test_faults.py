@@ -36,8 +36,15 @@ FAST_HB = {"heartbeat_ms": 100, "liveness": 20}
 def _external_delivery(src, out, *, services="slow", params=(), **kw):
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
-    opts = DeliveryOptions(services=services, params=list(params), workers=0, bind=endpoint,
-                           segment_packets=200, **FAST_HB, **kw)
+    opts = DeliveryOptions(
+        services=services,
+        params=list(params),
+        workers=0,
+        bind=endpoint,
+        segment_packets=200,
+        **FAST_HB,
+        **kw,
+    )
     return Delivery(str(src), str(out), opts), endpoint
 
 
@@ -52,8 +59,11 @@ def test_worker_dies_mid_stream_and_nothing_is_lost(sample_pcap, tmp_path, how):
         t, box = run_in_thread(delivery)
         wait_for(lambda: delivery.meter.packets_out >= 2000, 60, "first output")
         d = delivery.dispatcher
-        wait_for(lambda: any(w.name == "w0" and w.in_flight for w in list(d.workers.values())),
-                 60, "w0 holding a task")
+        wait_for(
+            lambda: any(w.name == "w0" and w.in_flight for w in list(d.workers.values())),
+            60,
+            "w0 holding a task",
+        )
         victim = workers[0]
         os.kill(victim.pid, getattr(signal, how))
         t.join(120)
@@ -86,8 +96,13 @@ class LyingWorker(threading.Thread):
         s = ctx.socket(zmq.DEALER)
         s.linger = 0
         s.connect(self.endpoint)
-        s.send_multipart([P.PROTOCOL, P.READY, P.dumps({"name": "liar", "credit": 2,
-                                                         "services": ["slow", "identity"]})])
+        s.send_multipart(
+            [
+                P.PROTOCOL,
+                P.READY,
+                P.dumps({"name": "liar", "credit": 2, "services": ["slow", "identity"]}),
+            ]
+        )
         last = time.monotonic()
         while not self.stopping.is_set():
             if time.monotonic() - last > 0.05:
@@ -102,18 +117,31 @@ class LyingWorker(threading.Thread):
             kind = self.lies % 3
             self.lies += 1
             if kind == 0:
-                wrong = P.TaskHeader(hdr.stream, hdr.segment + 1000, hdr.part, hdr.parts,
-                                     hdr.attempt, hdr.count)
-                s.send_multipart([P.PROTOCOL, P.RESULT, wrong.pack(), b"{}",
-                                  *frames[4:]])
+                wrong = P.TaskHeader(
+                    hdr.stream, hdr.segment + 1000, hdr.part, hdr.parts, hdr.attempt, hdr.count
+                )
+                s.send_multipart([P.PROTOCOL, P.RESULT, wrong.pack(), b"{}", *frames[4:]])
             elif kind == 1:
                 batch = PacketBatch.from_frames(frames[4:])
                 short = batch[: max(0, len(batch) - 1)]
-                s.send_multipart([P.PROTOCOL, P.RESULT, hdr.pack(), b"{}",
-                                  *[bytes(f) for f in short.to_frames()]])
+                s.send_multipart(
+                    [
+                        P.PROTOCOL,
+                        P.RESULT,
+                        hdr.pack(),
+                        b"{}",
+                        *[bytes(f) for f in short.to_frames()],
+                    ]
+                )
             else:
-                s.send_multipart([P.PROTOCOL, P.FAIL, hdr.pack(),
-                                  P.dumps({"service": "slow", "error": "made up"})])
+                s.send_multipart(
+                    [
+                        P.PROTOCOL,
+                        P.FAIL,
+                        hdr.pack(),
+                        P.dumps({"service": "slow", "error": "made up"}),
+                    ]
+                )
         s.close(0)
 
 
@@ -153,8 +181,7 @@ def test_a_failing_service_fails_the_stream_naming_segment_and_service(sample_pc
 
 def test_a_flaky_service_is_retried(sample_pcap, tmp_path):
     out = tmp_path / "o.pcap"
-    usage = deliver(str(sample_pcap), str(out), services="flaky", workers=2,
-                    segment_packets=1000)
+    usage = deliver(str(sample_pcap), str(out), services="flaky", workers=2, segment_packets=1000)
     assert out.read_bytes() == sample_pcap.read_bytes()
     assert usage["retries"] >= 1
 
@@ -182,8 +209,13 @@ def test_worker_drains_on_sigterm(sample_pcap, tmp_path):
     try:
         t, box = run_in_thread(delivery)
         # Both have joined and hold work: the one told to stop must finish what it holds.
-        wait_for(lambda: delivery.meter.packets_out >= 1000
-                 and {"w0", "w1"} <= set(delivery.meter.workers), 60, "both workers at work")
+        wait_for(
+            lambda: (
+                delivery.meter.packets_out >= 1000 and {"w0", "w1"} <= set(delivery.meter.workers)
+            ),
+            60,
+            "both workers at work",
+        )
         workers[0].terminate()
         assert workers[0].wait(30) == 0
         t.join(120)
@@ -212,9 +244,15 @@ def test_a_segment_that_kills_its_workers_fails_the_stream_naming_it(sample_pcap
     it has killed two, the stream fails with that segment's name and no output."""
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
-                           workers=3, segment_packets=500, max_attempts=2, credit=1,
-                           **FAST_HB)
+    opts = DeliveryOptions(
+        services="poison",
+        params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
+        workers=3,
+        segment_packets=500,
+        max_attempts=2,
+        credit=1,
+        **FAST_HB,
+    )
     t, box = run_in_thread(Delivery(str(sample_pcap), str(out_dir / "o.pcap"), opts))
     t.join(120)
     assert not t.is_alive(), "the stream hangs"
@@ -229,15 +267,22 @@ def test_a_poison_segment_can_be_skipped_and_is_counted(sample_pcap, tmp_path):
     from engine.capture.reader import read_capture
 
     out = tmp_path / "o.pcap"
-    opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
-                           workers=3, segment_packets=500, max_attempts=2, credit=1,
-                           on_poison="skip", **FAST_HB)
+    opts = DeliveryOptions(
+        services="poison",
+        params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
+        workers=3,
+        segment_packets=500,
+        max_attempts=2,
+        credit=1,
+        on_poison="skip",
+        **FAST_HB,
+    )
     t, box = run_in_thread(Delivery(str(sample_pcap), str(out), opts))
     t.join(120)
     assert "error" not in box, box.get("error")
     usage = box["usage"]
     a = read_capture(sample_pcap)
-    keep = np.r_[0:1000, 1500:len(a)]
+    keep = np.r_[0:1000, 1500 : len(a)]
     assert read_capture(out).same_packets(a.take(keep))
     assert usage["packets_skipped"] == 500 and usage["packets_out"] == 19_500
     assert [p["segment"] for p in usage["poison_segments"]] == [2]
@@ -246,9 +291,15 @@ def test_a_poison_segment_can_be_skipped_and_is_counted(sample_pcap, tmp_path):
 def test_all_local_workers_dying_fails_the_stream(sample_pcap, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
-                           workers=2, segment_packets=500, max_attempts=3, credit=1,
-                           **FAST_HB)
+    opts = DeliveryOptions(
+        services="poison",
+        params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
+        workers=2,
+        segment_packets=500,
+        max_attempts=3,
+        credit=1,
+        **FAST_HB,
+    )
     t, box = run_in_thread(Delivery(str(sample_pcap), str(out_dir / "o.pcap"), opts))
     t.join(120)
     assert not t.is_alive(), "the stream hangs with no worker left"
@@ -286,8 +337,7 @@ class GarbageWorker(threading.Thread):
                 self.answers += 1
 
 
-def test_a_worker_sending_garbage_is_disconnected_and_the_stream_completes(sample_pcap,
-                                                                           tmp_path):
+def test_a_worker_sending_garbage_is_disconnected_and_the_stream_completes(sample_pcap, tmp_path):
     out = tmp_path / "o.pcap"
     delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=5"], min_workers=2)
     liar = GarbageWorker(endpoint)
@@ -315,8 +365,16 @@ def test_a_busy_worker_keeps_heartbeating(sample_pcap, tmp_path):
     """One segment that takes 3 s, with peers declared dead after 1.5 s of silence: the worker
     must heartbeat while it works, so nothing is resent."""
     out = tmp_path / "o.pcap"
-    usage = deliver(str(sample_pcap), str(out), services="slow", params=["ms=3000"], workers=1,
-                    segment_packets=20_000, heartbeat_ms=100, liveness=15)
+    usage = deliver(
+        str(sample_pcap),
+        str(out),
+        services="slow",
+        params=["ms=3000"],
+        workers=1,
+        segment_packets=20_000,
+        heartbeat_ms=100,
+        liveness=15,
+    )
     assert out.read_bytes() == sample_pcap.read_bytes()
     assert usage["dead_workers"] == [] and usage["lost_workers"] == {}
     assert usage["retries"] == 0
@@ -324,8 +382,9 @@ def test_a_busy_worker_keeps_heartbeating(sample_pcap, tmp_path):
 
 def test_a_worker_that_heartbeats_but_never_answers_is_timed_out(sample_pcap, tmp_path):
     out = tmp_path / "o.pcap"
-    delivery, endpoint = _external_delivery(sample_pcap, out, params=["ms=5"], min_workers=2,
-                                            task_timeout_s=3.0)
+    delivery, endpoint = _external_delivery(
+        sample_pcap, out, params=["ms=5"], min_workers=2, task_timeout_s=3.0
+    )
     stuck = RawPeer(endpoint)
     stop_beating = threading.Event()
 
@@ -355,10 +414,25 @@ def test_a_worker_that_heartbeats_but_never_answers_is_timed_out(sample_pcap, tm
 
 def test_sigterm_stops_a_delivery_cleanly(sample_pcap, tmp_path):
     out = tmp_path / "o.pcap"
-    proc = subprocess.Popen(pktx_cmd("deliver", sample_pcap, "-o", out, "--workers", 1,
-                                     "--service", "slow", "--param", "ms=200",
-                                     "--segment-packets", 500, "-q"),
-                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        pktx_cmd(
+            "deliver",
+            sample_pcap,
+            "-o",
+            out,
+            "--workers",
+            1,
+            "--service",
+            "slow",
+            "--param",
+            "ms=200",
+            "--segment-packets",
+            500,
+            "-q",
+        ),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     children: list[int] = []
     try:
         wait_for(lambda: list(tmp_path.glob(".o.pcap.*.part")), 60, "the output to be begun")
@@ -372,8 +446,9 @@ def test_sigterm_stops_a_delivery_cleanly(sample_pcap, tmp_path):
     assert b"terminated" in err and b"Traceback" not in err, err.decode()
     assert list(tmp_path.iterdir()) == []
     for pid in children:
-        wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10,
-                 f"local worker {pid} to be gone")
+        wait_for(
+            lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10, f"local worker {pid} to be gone"
+        )
 
 
 def _children(pid: int) -> list[int]:
@@ -390,14 +465,21 @@ def test_segments_that_shared_a_worker_with_a_poison_one_are_not_blamed(sample_p
     from engine.capture.reader import read_capture
 
     out = tmp_path / "o.pcap"
-    opts = DeliveryOptions(services="poison", params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
-                           workers=4, segment_packets=500, max_attempts=2, credit=4,
-                           on_poison="skip", **FAST_HB)
+    opts = DeliveryOptions(
+        services="poison",
+        params=[f"ts={_poison_ts(sample_pcap, 1234)}"],
+        workers=4,
+        segment_packets=500,
+        max_attempts=2,
+        credit=4,
+        on_poison="skip",
+        **FAST_HB,
+    )
     t, box = run_in_thread(Delivery(str(sample_pcap), str(out), opts))
     t.join(120)
     assert "error" not in box, box.get("error")
     a = read_capture(sample_pcap)
-    assert read_capture(out).same_packets(a.take(np.r_[0:1000, 1500:len(a)]))
+    assert read_capture(out).same_packets(a.take(np.r_[0:1000, 1500 : len(a)]))
     assert [p["segment"] for p in box["usage"]["poison_segments"]] == [2]
 
 
@@ -413,10 +495,17 @@ def test_a_goodbye_right_before_the_dispatcher_closes_still_reaches_the_worker()
         try:
             assert d.poll(60_000), "no READY"
             ident = d.recv_multipart()[0]
-            d.send_multipart([ident, P.PROTOCOL, P.WELCOME,
-                              P.dumps({"heartbeat_ms": 500, "liveness": 6, "stream": "x"})])
-            d.send_multipart([ident, P.PROTOCOL, P.DISCONNECT,
-                              P.dumps({"reason": "stream complete"})])
+            d.send_multipart(
+                [
+                    ident,
+                    P.PROTOCOL,
+                    P.WELCOME,
+                    P.dumps({"heartbeat_ms": 500, "liveness": 6, "stream": "x"}),
+                ]
+            )
+            d.send_multipart(
+                [ident, P.PROTOCOL, P.DISCONNECT, P.dumps({"reason": "stream complete"})]
+            )
             d.close()
             assert worker.wait(30) == 0
         finally:

@@ -30,8 +30,17 @@ FAST_HB = {"heartbeat_ms": 100, "liveness": 20}
 
 
 def _delivery(src, out, endpoint, **kw):
-    opts = DeliveryOptions(**{"services": "slow", "params": ["ms=20"], "workers": 0,
-                              "bind": endpoint, "segment_packets": 200, **FAST_HB, **kw})
+    opts = DeliveryOptions(
+        **{
+            "services": "slow",
+            "params": ["ms=20"],
+            "workers": 0,
+            "bind": endpoint,
+            "segment_packets": 200,
+            **FAST_HB,
+            **kw,
+        }
+    )
     return Delivery(str(src), str(out), opts)
 
 
@@ -45,8 +54,7 @@ def other_pcap(tmp_path_factory):
     return path
 
 
-def test_results_from_a_peer_that_never_said_ready_are_dropped(sample_pcap, other_pcap,
-                                                               tmp_path):
+def test_results_from_a_peer_that_never_said_ready_are_dropped(sample_pcap, other_pcap, tmp_path):
     """A stranger answers every segment id with another capture's packets (right count, any
     stream id) or with an empty result: none of it may reach the output."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -58,8 +66,11 @@ def test_results_from_a_peer_that_never_said_ready_are_dropped(sample_pcap, othe
     stranger = RawPeer(endpoint)
     try:
         t, box = run_in_thread(delivery)
-        wait_for(lambda: delivery.dispatcher is not None and delivery.dispatcher.workers, 60,
-                 "the honest worker to join")
+        wait_for(
+            lambda: delivery.dispatcher is not None and delivery.dispatcher.workers,
+            60,
+            "the honest worker to join",
+        )
         sent = 0
         while t.is_alive() and sent < 4000:
             for segment in range(100):
@@ -82,26 +93,46 @@ def test_results_from_a_peer_that_never_said_ready_are_dropped(sample_pcap, othe
 
 
 def test_late_results_of_a_killed_dispatcher_stay_out_of_the_next_stream(
-        sample_pcap, other_pcap, tmp_path):
+    sample_pcap, other_pcap, tmp_path
+):
     """Dispatcher A (customer 1) is killed while a worker processes its segment 0; dispatcher
     B (customer 2) starts on the same endpoint. The worker's late answer must not land in B's
     output, even while B's segment 0 is waiting for another worker."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     a_out, b_out = tmp_path / "a.pcap", tmp_path / "b.pcap"
     mark = tmp_path / "a-started"
-    a = subprocess.Popen(pktx_cmd("deliver", other_pcap, "-o", a_out, "--workers", 0,
-                                  "--bind", endpoint, "--service", "slow", "--param",
-                                  "ms=2500", "--param", f"mark={mark}", "--segment-packets",
-                                  10_000, "-q"),
-                         stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    a = subprocess.Popen(
+        pktx_cmd(
+            "deliver",
+            other_pcap,
+            "-o",
+            a_out,
+            "--workers",
+            0,
+            "--bind",
+            endpoint,
+            "--service",
+            "slow",
+            "--param",
+            "ms=2500",
+            "--param",
+            f"mark={mark}",
+            "--segment-packets",
+            10_000,
+            "-q",
+        ),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     old = start_worker(endpoint, "--name", "old", "--credit", 1)
     late = None
     try:
         wait_for(mark.exists, 60, "old to start on A's segment 0")
         a.send_signal(signal.SIGKILL)
         a.wait(30)
-        delivery = _delivery(sample_pcap, b_out, endpoint, params=["ms=2500"],
-                             segment_packets=10_000)
+        delivery = _delivery(
+            sample_pcap, b_out, endpoint, params=["ms=2500"], segment_packets=10_000
+        )
         t, box = run_in_thread(delivery)
         wait_for(lambda: delivery.dispatcher is not None, 60, "B to bind")
         late = start_worker(endpoint, "--name", "new", "--credit", 1)
@@ -116,14 +147,20 @@ def test_late_results_of_a_killed_dispatcher_stay_out_of_the_next_stream(
             stop(late)
 
 
-def test_a_wrong_stream_result_from_a_joined_worker_does_not_lose_the_task(sample_pcap,
-                                                                          tmp_path):
+def test_a_wrong_stream_result_from_a_joined_worker_does_not_lose_the_task(sample_pcap, tmp_path):
     """A joined worker answers its task with another stream's id: a strike, and the task is
     still its (answered properly next, or resent when it stalls); the stream completes."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "o.pcap"
-    delivery = _delivery(sample_pcap, out, endpoint, services="identity", params=[],
-                         segment_packets=10_000, task_timeout_s=60)
+    delivery = _delivery(
+        sample_pcap,
+        out,
+        endpoint,
+        services="identity",
+        params=[],
+        segment_packets=10_000,
+        task_timeout_s=60,
+    )
     peer = RawPeer(endpoint)
     try:
         t, box = run_in_thread(delivery)
@@ -135,8 +172,9 @@ def test_a_wrong_stream_result_from_a_joined_worker_does_not_lose_the_task(sampl
             frames = peer.recv_command(P.TASK, 60)
             hdr = P.TaskHeader.unpack(frames[2])
             batch = PacketBatch.from_frames(frames[4:])
-            wrong = P.TaskHeader(hdr.stream ^ 1, hdr.segment, hdr.part, hdr.parts,
-                                 hdr.attempt, hdr.count)
+            wrong = P.TaskHeader(
+                hdr.stream ^ 1, hdr.segment, hdr.part, hdr.parts, hdr.attempt, hdr.count
+            )
             peer.send(*result_frames(wrong, batch))
             peer.send(*result_frames(hdr, batch, {"identity": {"packets": len(batch)}}))
         t.join(60)
@@ -149,8 +187,7 @@ def test_a_wrong_stream_result_from_a_joined_worker_does_not_lose_the_task(sampl
         peer.close()
 
 
-def test_a_flooding_stranger_that_never_reads_cannot_freeze_the_dispatcher(sample_pcap,
-                                                                           tmp_path):
+def test_a_flooding_stranger_that_never_reads_cannot_freeze_the_dispatcher(sample_pcap, tmp_path):
     """400,000 heartbeats from a peer that never reads: each earns a DISCONNECT the peer never
     takes. The dispatcher must keep time: --wait-workers ends the run."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -161,8 +198,7 @@ def test_a_flooding_stranger_that_never_reads_cannot_freeze_the_dispatcher(sampl
         t, box = run_in_thread(delivery)
         wait_for(lambda: delivery.dispatcher is not None, 60, "the dispatcher to bind")
         # Another process, so the flood does not share this one's interpreter lock.
-        flood = subprocess.Popen([sys.executable, "-c", _FLOOD, endpoint],
-                                 stdin=subprocess.DEVNULL)
+        flood = subprocess.Popen([sys.executable, "-c", _FLOOD, endpoint], stdin=subprocess.DEVNULL)
         t.join(60)
         assert not t.is_alive(), "the dispatcher froze"
         assert "0 of 1 workers joined" in str(box.get("error"))
@@ -221,11 +257,19 @@ def test_counters_are_validated_before_they_reach_the_usage_record(sample_pcap, 
     chain. Only the true ones are metered, and later good counts still add up."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "o.pcap"
-    delivery = _delivery(sample_pcap, out, endpoint, services="identity", params=[],
-                         segment_packets=5000)
+    delivery = _delivery(
+        sample_pcap, out, endpoint, services="identity", params=[], segment_packets=5000
+    )
     peer = RawPeer(endpoint)
-    bad = {"s": "many", "big": 1e300, "neg": -1, "flag": True, "frac": 1.5,
-           "over": 10_001, "bad name!": 1}
+    bad = {
+        "s": "many",
+        "big": 1e300,
+        "neg": -1,
+        "flag": True,
+        "frac": 1.5,
+        "over": 10_001,
+        "bad name!": 1,
+    }
     try:
         t, box = run_in_thread(delivery)
         peer.ready("counter", credit=1)
@@ -262,8 +306,7 @@ def test_peers_that_join_and_leave_are_counted_not_listed(sample_pcap, tmp_path)
     wait_for(lambda: len(delivery.dispatcher.workers) == 5, 30, "the passers to join")
     for p in passers:
         p.close()
-    wait_for(lambda: sum(delivery.meter.lost_workers.values()) == 5, 30,
-             "the passers to be missed")
+    wait_for(lambda: sum(delivery.meter.lost_workers.values()) == 5, 30, "the passers to be missed")
     honest = start_worker(endpoint, "--name", "honest")
     try:
         t.join(120)
@@ -276,8 +319,9 @@ def test_peers_that_join_and_leave_are_counted_not_listed(sample_pcap, tmp_path)
         stop(honest)
 
 
-def test_garbage_from_strangers_is_counted_and_logged_at_a_bounded_rate(sample_pcap, tmp_path,
-                                                                       caplog):
+def test_garbage_from_strangers_is_counted_and_logged_at_a_bounded_rate(
+    sample_pcap, tmp_path, caplog
+):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "o.pcap"
     delivery = _delivery(sample_pcap, out, endpoint, wait_workers_s=120)
@@ -292,9 +336,14 @@ def test_garbage_from_strangers_is_counted_and_logged_at_a_bounded_rate(sample_p
             for _ in range(3000):
                 peer.send(P.FAIL, b"x", b"y")
             rejected = delivery.meter.rejected
-            wait_for(lambda: rejected["not a PKTX/1 message"] == 3000
-                     and rejected["FAIL from a peer that is not a worker of this stream"] == 3000,
-                     60, "the garbage to be counted")
+            wait_for(
+                lambda: (
+                    rejected["not a PKTX/1 message"] == 3000
+                    and rejected["FAIL from a peer that is not a worker of this stream"] == 3000
+                ),
+                60,
+                "the garbage to be counted",
+            )
             honest = start_worker(endpoint, "--name", "honest")
             t.join(120)
         assert "error" not in box, box.get("error")
@@ -325,14 +374,23 @@ def test_a_worker_never_sends_an_old_streams_result_to_a_new_dispatcher(sample_p
         assert a.poll(60_000), "no READY"
         ident, _, cmd, _ = a.recv_multipart()
         assert cmd == P.READY
-        a.send_multipart([ident, P.PROTOCOL, P.WELCOME,
-                          P.dumps({"heartbeat_ms": 500, "liveness": 6, "stream": "a"})])
+        a.send_multipart(
+            [
+                ident,
+                P.PROTOCOL,
+                P.WELCOME,
+                P.dumps({"heartbeat_ms": 500, "liveness": 6, "stream": "a"}),
+            ]
+        )
         batch = read_capture(sample_pcap)[:100]
         header = P.TaskHeader(P.new_stream_id(), 0, 0, 1, 0, len(batch))
-        chain = [{"name": "slow", "params": {"ms": "1500", "mark": str(started)}},
-                 {"name": "slow", "params": {"ms": "1", "mark": str(finished)}}]
-        a.send_multipart([ident, P.PROTOCOL, P.TASK, header.pack(), P.dumps(chain),
-                          *batch.to_frames()])
+        chain = [
+            {"name": "slow", "params": {"ms": "1500", "mark": str(started)}},
+            {"name": "slow", "params": {"ms": "1", "mark": str(finished)}},
+        ]
+        a.send_multipart(
+            [ident, P.PROTOCOL, P.TASK, header.pack(), P.dumps(chain), *batch.to_frames()]
+        )
         wait_for(started.exists, 60, "the worker to start on A's task")
         a.close(0)
         b = ctx.socket(zmq.ROUTER)

@@ -36,8 +36,16 @@ def _namespaces(roles: list[str], links: list[tuple[str, str, int]]):
         for k, (a, b, subnet) in enumerate(links):
             for role, host in ((a, 1), (b, 2)):
                 devices[(role, subnet)] = f"px{tag}{k}{host}"
-            _ip("link", "add", devices[(a, subnet)], "type", "veth", "peer", "name",
-                devices[(b, subnet)])
+            _ip(
+                "link",
+                "add",
+                devices[(a, subnet)],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                devices[(b, subnet)],
+            )
             for role, host in ((a, 1), (b, 2)):
                 dev = devices[(role, subnet)]
                 _ip("link", "set", dev, "netns", names[role])
@@ -63,14 +71,44 @@ def test_delivery_across_namespaces(hosts, sample_pcap, tmp_path):
     port = free_port()
     out, usage_path = tmp_path / "o.pcap", tmp_path / "usage.json"
     disp = subprocess.Popen(
-        _in(hosts["disp"], "deliver", sample_pcap, "-o", out, "--workers", 0, "--bind",
-            f"tcp://0.0.0.0:{port}", "--min-workers", 2, "--segment-packets", 500,
-            "--usage-json", usage_path, "-q"),
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    workers = [subprocess.Popen(
-        _in(hosts[w], "worker", "--connect", f"tcp://{NET}.{i}.1:{port}", "--name", w,
-            "--exit-on-disconnect", "--max-idle", 60), stdin=subprocess.DEVNULL)
-        for i, w in ((1, "w1"), (2, "w2"))]
+        _in(
+            hosts["disp"],
+            "deliver",
+            sample_pcap,
+            "-o",
+            out,
+            "--workers",
+            0,
+            "--bind",
+            f"tcp://0.0.0.0:{port}",
+            "--min-workers",
+            2,
+            "--segment-packets",
+            500,
+            "--usage-json",
+            usage_path,
+            "-q",
+        ),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    workers = [
+        subprocess.Popen(
+            _in(
+                hosts[w],
+                "worker",
+                "--connect",
+                f"tcp://{NET}.{i}.1:{port}",
+                "--name",
+                w,
+                "--exit-on-disconnect",
+                "--max-idle",
+                60,
+            ),
+            stdin=subprocess.DEVNULL,
+        )
+        for i, w in ((1, "w1"), (2, "w2"))
+    ]
     try:
         assert disp.wait(120) == 0, disp.stderr.read().decode()
         for w in workers:
@@ -109,15 +147,32 @@ def test_live_interface_source(wire, tmp_path):
     names, dev = wire
     out = tmp_path / "o.pcap"
     node = subprocess.Popen(
-        _in(names["node"], "deliver", f"iface:{dev}", "-o", out, "--workers", 1,
-            "--segment-ms", 20, "--idle-timeout", 8, "-q"),
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _in(
+            names["node"],
+            "deliver",
+            f"iface:{dev}",
+            "-o",
+            out,
+            "--workers",
+            1,
+            "--segment-ms",
+            20,
+            "--idle-timeout",
+            8,
+            "-q",
+        ),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         # Up and capturing by then (it waits for its worker first); the idle timeout ends the
         # stream well after the last packet, however fast the node starts.
         time.sleep(4)
-        subprocess.run(["ip", "netns", "exec", names["peer"], sys.executable, "-c", _SEND,
-                        f"{NET}.9.1", "40"], check=True, timeout=60)
+        subprocess.run(
+            ["ip", "netns", "exec", names["peer"], sys.executable, "-c", _SEND, f"{NET}.9.1", "40"],
+            check=True,
+            timeout=60,
+        )
         assert node.wait(120) == 0, node.stderr.read().decode()
     finally:
         if node.poll() is None:
@@ -127,7 +182,7 @@ def test_live_interface_source(wire, tmp_path):
 
     batch = read_capture(out)
     wanted = [b"live packet %05d" % i for i in range(40)]
-    payloads = [bytes(batch.packet(i))[-len(wanted[0]):] for i in range(len(batch))]
+    payloads = [bytes(batch.packet(i))[-len(wanted[0]) :] for i in range(len(batch))]
     seen = [p for p in payloads if p in wanted]
     assert list(dict.fromkeys(seen)) == wanted
     assert batch.interfaces[0].linktype == 1

@@ -42,9 +42,10 @@ def _build_block(frames, size: int = 1 << 16) -> bytes:
     for k, (frame, origlen, ts) in enumerate(frames):
         mac = 66 + (k % 5) * 2
         nxt = _align16(mac + len(frame)) if k + 1 < len(frames) else 0
-        struct.pack_into("<6IHH", block, at, nxt, ts // 10**9, ts % 10**9, len(frame), origlen,
-                         1, mac, mac + 14)
-        block[at + mac:at + mac + len(frame)] = frame
+        struct.pack_into(
+            "<6IHH", block, at, nxt, ts // 10**9, ts % 10**9, len(frame), origlen, 1, mac, mac + 14
+        )
+        block[at + mac : at + mac + len(frame)] = frame
         at += nxt
     struct.pack_into("<IIIIII", block, 0, 2, 0, 1, len(frames), first, at + 200)
     return bytes(block)
@@ -53,12 +54,19 @@ def _build_block(frames, size: int = 1 << 16) -> bytes:
 def _run_kernel(block: bytes, snaplen: int):
     b = np.frombuffer(block, np.uint8)
     n = struct.unpack_from("<I", block, 12)[0]
-    out = [np.empty(len(block), np.uint8), np.empty(n, np.int64), np.empty(n, np.uint32),
-           np.empty(n, np.uint32), np.empty(n, np.int64)]
+    out = [
+        np.empty(len(block), np.uint8),
+        np.empty(n, np.int64),
+        np.empty(n, np.uint32),
+        np.empty(n, np.uint32),
+        np.empty(n, np.int64),
+    ]
     used = _walk_block(b, b.view(np.uint32), 48, n, snaplen, *out)
     data, offsets, caplen, origlen, ts = out
-    return used, [(bytes(data[o:o + c]), int(ol), int(t))
-                  for o, c, ol, t in zip(offsets, caplen, origlen, ts)]
+    return used, [
+        (bytes(data[o : o + c]), int(ol), int(t))
+        for o, c, ol, t in zip(offsets, caplen, origlen, ts)
+    ]
 
 
 @pytest.mark.parametrize("snaplen", [262144, 40, 1])
@@ -114,8 +122,10 @@ def veth():
         _ip("link", "add", here, "type", "veth", "peer", "name", there)
         _ip("link", "set", there, "netns", ns)
         subprocess.run(["sysctl", "-qw", f"net.ipv6.conf.{here}.disable_ipv6=1"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                        f"net.ipv6.conf.{there}.disable_ipv6=1"], check=True)
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{there}.disable_ipv6=1"],
+            check=True,
+        )
         _ip("link", "set", here, "up")
         _ip("-n", ns, "link", "set", there, "up")
         _ip("-n", ns, "link", "set", "lo", "up")
@@ -147,13 +157,19 @@ print(json.dumps({"sent": count, "seconds": dt, "link_drops": link_drops}))
 
 def _frames(count: int) -> list[bytes]:
     head = b"\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x01" + struct.pack("!H", ETHERTYPE)
-    return [head + struct.pack("!Q", i) + bytes((i + k) & 0xFF for k in range(46 + i * 37 % 1447))
-            for i in range(count)]
+    return [
+        head + struct.pack("!Q", i) + bytes((i + k) & 0xFF for k in range(46 + i * 37 % 1447))
+        for i in range(count)
+    ]
 
 
 def _send(ns: str, dev: str, count: int) -> dict:
-    r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", _SEND, dev, str(count),
-                        str(ETHERTYPE)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", _SEND, dev, str(count), str(ETHERTYPE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -177,9 +193,11 @@ def _report(what: str, sent: dict, captured: int, stats: dict) -> None:
     rate = sent["sent"] / sent["seconds"]
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    sys.stderr.write(f"\n{what}: sent {sent['sent']:,} frames at {rate:,.0f}/s, captured "
-                     f"{captured:,}, kernel dropped {stats['kernel_drops']:,}, link dropped "
-                     f"{sent['link_drops']:,} (load {' '.join(load)})\n")
+    sys.stderr.write(
+        f"\n{what}: sent {sent['sent']:,} frames at {rate:,.0f}/s, captured "
+        f"{captured:,}, kernel dropped {stats['kernel_drops']:,}, link dropped "
+        f"{sent['link_drops']:,} (load {' '.join(load)})\n"
+    )
 
 
 COUNT = 50_000
@@ -206,8 +224,9 @@ def test_capture_in_process(veth):
     packets = [bytes(p) for b in batches for p in b]
     ts = np.concatenate([b.ts_ns for b in batches]) if batches else np.zeros(0, np.int64)
     _report("in-process", sent, len(packets), stats)
-    assert batches and all(b.interfaces[0].linktype == 1 and b.interfaces[0].tsresol == 9
-                           for b in batches)
+    assert batches and all(
+        b.interfaces[0].linktype == 1 and b.interfaces[0].tsresol == 9 for b in batches
+    )
     assert stats["captured"] == len(packets)
     _check_capture(packets, ts, sent, stats, (t0, t1))
 
@@ -227,9 +246,22 @@ def test_pktx_deliver_from_an_interface(veth, tmp_path, signum):
     here, ns, there = veth
     out, usage_path = tmp_path / "out.pcapng", tmp_path / "usage.json"
     node = subprocess.Popen(
-        pktx_cmd("deliver", f"iface:{here}", "-o", out, "--workers", 1, "--segment-ms", 50,
-                 "--usage-json", usage_path),
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        pktx_cmd(
+            "deliver",
+            f"iface:{here}",
+            "-o",
+            out,
+            "--workers",
+            1,
+            "--segment-ms",
+            50,
+            "--usage-json",
+            usage_path,
+        ),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not _ring_open_on(here):
@@ -309,8 +341,11 @@ def test_snaplen_cuts_in_the_kernel(veth):
     wanted = _frames(sent["sent"])
     got = [(bytes(p), int(o)) for b in batches for p, o in zip(b, b.origlen)]
     assert len(got) + source.stats()["kernel_drops"] + sent["link_drops"] == 500
-    assert all(p == wanted[struct.unpack_from("!Q", p, 14)[0]][:32] and
-               o == len(wanted[struct.unpack_from("!Q", p, 14)[0]]) for p, o in got)
+    assert all(
+        p == wanted[struct.unpack_from("!Q", p, 14)[0]][:32]
+        and o == len(wanted[struct.unpack_from("!Q", p, 14)[0]])
+        for p, o in got
+    )
     assert all(b.interfaces[0].snaplen == 32 for b in batches)
 
 
@@ -318,14 +353,19 @@ def test_no_cap_net_raw_is_a_clear_error(veth):
     """Without CAP_NET_RAW (dropped from the bounding set before exec, so the root child does
     not get it back), the error names the interface and no traceback is shown."""
     here, _ns, _there = veth
-    run = ("from engine.cli import main; raise SystemExit(main(['deliver', "
-           f"'iface:{here}', '-o', '/dev/null', '-q']))")
-    drop = ("import ctypes, os, sys\n"
-            "if ctypes.CDLL(None, use_errno=True).prctl(24, 13, 0, 0, 0):  # PR_CAPBSET_DROP\n"
-            "    sys.exit('cannot drop CAP_NET_RAW')\n"
-            "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])")
-    r = subprocess.run([sys.executable, "-c", drop, run], capture_output=True, text=True,
-                       timeout=120)
+    run = (
+        "from engine.cli import main; raise SystemExit(main(['deliver', "
+        f"'iface:{here}', '-o', '/dev/null', '-q']))"
+    )
+    drop = (
+        "import ctypes, os, sys\n"
+        "if ctypes.CDLL(None, use_errno=True).prctl(24, 13, 0, 0, 0):  # PR_CAPBSET_DROP\n"
+        "    sys.exit('cannot drop CAP_NET_RAW')\n"
+        "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", drop, run], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 1, r.stderr
     assert f"iface:{here}: capturing on {here} needs root or CAP_NET_RAW" in r.stderr
     assert "Traceback" not in r.stderr

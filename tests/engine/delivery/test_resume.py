@@ -80,8 +80,10 @@ def test_the_file_source_starts_at_any_packet_without_reading_those_before(tmp_p
         for start in (0, 1, 699, 700, 2999, 3000):
             reader = CaptureReader(path, batch_packets=700)
             batches = list(reader.iter_from(start))
-            assert [bytes(b.packet(i)) for b in batches for i in range(len(b))] == \
-                every[start:], (fmt, start)
+            assert [bytes(b.packet(i)) for b in batches for i in range(len(b))] == every[start:], (
+                fmt,
+                start,
+            )
             assert [b.first_seq for b in batches][:1] == ([start] if start < 3000 else [])
             assert reader.walked == 3000
 
@@ -90,10 +92,10 @@ def test_a_stream_resumed_by_a_new_sender_continues_its_numbering_and_mark(rx):
     first = DownstreamSink(rx.url, stream_id="s-1", ack_timeout_s=10)
     assert first.resumed == Mark() and first.next_number == 0
     first.write(batch_of(b"a", b"b"), Mark(2, 2, 2))
-    first.write(batch_of(b"c"), Mark(4, 3, 3))   # an input packet dropped by a service
+    first.write(batch_of(b"c"), Mark(4, 3, 3))  # an input packet dropped by a service
     first.flush()
     assert first.mark == Mark(4, 3, 3, 3, 3)
-    first.sock.close(0)                           # as if killed: no end, no abort
+    first.sock.close(0)  # as if killed: no end, no abort
     again = DownstreamSink(rx.url, stream_id="s-1", ack_timeout_s=10)
     assert again.next_number == 2 and again.resumed == Mark(4, 3, 3, 3, 3)
     again.write(batch_of(b"e"), Mark(5, 4, 4))
@@ -108,9 +110,12 @@ def test_a_stream_id_the_receiver_does_not_know_is_refused_clearly(rx):
     mine = DownstreamSink(rx.url, stream_id="job-7", ack_timeout_s=10)
     mine.write(batch_of(b"x"), Mark(1, 1, 1))
     mine.flush()
-    with pytest.raises(EngineError, match=r"refused stream 'job-8': this node is receiving "
-                                          r"stream 'job-7' \(1 messages taken\); stream "
-                                          r"'job-8' is not known here"):
+    with pytest.raises(
+        EngineError,
+        match=r"refused stream 'job-8': this node is receiving "
+        r"stream 'job-7' \(1 messages taken\); stream "
+        r"'job-8' is not known here",
+    ):
         DownstreamSink(rx.url, stream_id="job-8", ack_timeout_s=10)
     # The receiver goes on with its own stream.
     mine.write(batch_of(b"y"), Mark(2, 2, 2))
@@ -178,23 +183,29 @@ def test_a_udp_stream_resumes_from_a_usage_record(sample_pcap, tmp_path):
 
     reader = threading.Thread(target=receive, daemon=True)
     reader.start()
-    usage = Delivery(str(sample_pcap), f"udp://127.0.0.1:{rx.getsockname()[1]}",
-                     DeliveryOptions(workers=1, resume_from=str(record),
-                                     max_rate_bps=20_000_000)).run()
+    usage = Delivery(
+        str(sample_pcap),
+        f"udp://127.0.0.1:{rx.getsockname()[1]}",
+        DeliveryOptions(workers=1, resume_from=str(record), max_rate_bps=20_000_000),
+    ).run()
     reader.join(30)
     rx.close()
     assert got == every[5000:]
     assert usage["packets_out"] == len(every) - 5000
     assert usage["resumed_at"] == before.as_dict()
     assert usage["stream_position"] == {
-        "position": len(every), "packets_in": len(every), "bytes_in": sum(map(len, every)),
+        "position": len(every),
+        "packets_in": len(every),
+        "bytes_in": sum(map(len, every)),
         "packets_out": 4990 + len(every) - 5000,
-        "bytes_out": 123 + sum(map(len, every[5000:]))}
+        "bytes_out": 123 + sum(map(len, every[5000:])),
+    }
 
 
 @pytest.mark.parametrize("share", [None, "1/2"])
 def test_a_file_stream_killed_again_and_again_reaches_its_receiver_exactly_once(
-        sample_pcap, tmp_path, share):
+    sample_pcap, tmp_path, share
+):
     """``pktx deliver FILE -o zmq://... --stream-id`` SIGKILLed (with its workers) mid-stream
     several times and started again: the receiving ``pktx deliver`` writes every packet of
     the source (of its share) once, in order, and the last run's record counts the whole
@@ -215,34 +226,68 @@ def test_a_file_stream_killed_again_and_again_reaches_its_receiver_exactly_once(
     receiver_log = tmp_path / "receiver.log"
     with open(receiver_log, "wb") as log:
         receiver = subprocess.Popen(
-            pktx_cmd("deliver", f"zmq://127.0.0.1:{port}", "-o", out, "--workers", 1,
-                     "--idle-timeout", 60, "--format", "pcap", "--ts-resolution", "ns"),
-            stdin=subprocess.DEVNULL, stderr=log)
+            pktx_cmd(
+                "deliver",
+                f"zmq://127.0.0.1:{port}",
+                "-o",
+                out,
+                "--workers",
+                1,
+                "--idle-timeout",
+                60,
+                "--format",
+                "pcap",
+                "--ts-resolution",
+                "ns",
+            ),
+            stdin=subprocess.DEVNULL,
+            stderr=log,
+        )
     usage_path = tmp_path / "usage.json"
     # About 12 s of shaping for the whole file: every run but the last is cut short.
     rate = total_bytes * 8 // 12
-    sender = pktx_cmd("deliver", sample_pcap, "-o", f"zmq://127.0.0.1:{port}", "--stream-id",
-                      "job-1", "--workers", 1, "--max-rate", rate, "--segment-packets", 500,
-                      "--usage-json", usage_path, "--usage-every", 0.2, "-q",
-                      *(["--share", share] if share else []))
+    sender = pktx_cmd(
+        "deliver",
+        sample_pcap,
+        "-o",
+        f"zmq://127.0.0.1:{port}",
+        "--stream-id",
+        "job-1",
+        "--workers",
+        1,
+        "--max-rate",
+        rate,
+        "--segment-packets",
+        500,
+        "--usage-json",
+        usage_path,
+        "--usage-every",
+        0.2,
+        "-q",
+        *(["--share", share] if share else []),
+    )
     rng = random.Random(11)
     positions = []
     try:
         kills = 0
         while True:
-            proc = subprocess.Popen(sender, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                sender, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            )
             if kills < 4:
                 time.sleep(rng.uniform(1.5, 3.0))
                 assert proc.poll() is None, "the stream ended before it was cut 4 times"
-                os.killpg(proc.pid, signal.SIGKILL)   # the sender and its workers
+                os.killpg(proc.pid, signal.SIGKILL)  # the sender and its workers
                 kills += 1
                 proc.wait(30)
                 if usage_path.exists():
                     positions.append(json.loads(usage_path.read_text())["stream_position"])
                 continue
-            assert proc.wait(120) == 0, (proc.stderr.read().decode(), positions,
-                                         receiver_log.read_text())
+            assert proc.wait(120) == 0, (
+                proc.stderr.read().decode(),
+                positions,
+                receiver_log.read_text(),
+            )
             break
         assert receiver.wait(60) == 0, receiver_log.read_text()
     finally:
@@ -253,8 +298,12 @@ def test_a_file_stream_killed_again_and_again_reaches_its_receiver_exactly_once(
     # The runs were cut mid-stream and resumed there.
     assert 0 < usage["resumed_at"]["position"] < len(source), positions
     assert usage["stream_position"] == {
-        "position": mine[-1] + 1, "packets_in": len(every), "bytes_in": total_bytes,
-        "packets_out": len(every), "bytes_out": total_bytes}
+        "position": mine[-1] + 1,
+        "packets_in": len(every),
+        "bytes_in": total_bytes,
+        "packets_out": len(every),
+        "bytes_out": total_bytes,
+    }
     assert usage["packets_out"] == len(every) - usage["resumed_at"]["packets_out"]
 
 
@@ -265,9 +314,26 @@ def test_a_stopped_sender_leaves_its_stream_open_for_the_next_run(sample_pcap, t
     rate = sum(map(len, every)) * 8 // 4
     usage_path = tmp_path / "usage.json"
     proc = subprocess.Popen(
-        pktx_cmd("deliver", sample_pcap, "-o", rx.url, "--stream-id", "s", "--workers", 1,
-                 "--max-rate", rate, "--usage-json", usage_path, "--usage-every", 0.1,
-                 "-q"), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        pktx_cmd(
+            "deliver",
+            sample_pcap,
+            "-o",
+            rx.url,
+            "--stream-id",
+            "s",
+            "--workers",
+            1,
+            "--max-rate",
+            rate,
+            "--usage-json",
+            usage_path,
+            "--usage-every",
+            0.1,
+            "-q",
+        ),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while len(rx.packets) < 1000:
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
@@ -276,8 +342,7 @@ def test_a_stopped_sender_leaves_its_stream_open_for_the_next_run(sample_pcap, t
     assert proc.wait(30) != 0
     time.sleep(0.5)
     assert rx.error is None and not rx.done.is_set()
-    usage = Delivery(str(sample_pcap), rx.url, DeliveryOptions(workers=1, stream_id="s")
-                     ).run()
+    usage = Delivery(str(sample_pcap), rx.url, DeliveryOptions(workers=1, stream_id="s")).run()
     assert usage["resumed_at"]["packets_out"] >= 1000
     rx.done.wait(30)
     assert rx.error is None and rx.packets == every

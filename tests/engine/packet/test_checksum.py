@@ -44,28 +44,34 @@ def impl(request):
 def writable(batch: PacketBatch) -> PacketBatch:
     """A copy of ``batch`` with its own buffer, packets back to back."""
     c = batch.compact()
-    return PacketBatch(c.data.copy(), c.offsets, c.caplen, c.origlen, c.ts_ns, c.iface,
-                       c.interfaces, c.first_seq)
+    return PacketBatch(
+        c.data.copy(), c.offsets, c.caplen, c.origlen, c.ts_ns, c.iface, c.interfaces, c.first_seq
+    )
 
 
 def check_against_naive(impl, batch: PacketBatch) -> tuple:
     """Verify and recompute ``batch`` (a copy) with ``impl``; compare with the naive version."""
     keys = flow_keys(batch)
     linktypes = batch.linktypes
-    want = [naive.checksum_status(bytes(batch.packet(i)),
-                                  naive.flow_keys(bytes(batch.packet(i)), int(linktypes[i])))
-            for i in range(len(batch))]
+    want = [
+        naive.checksum_status(
+            bytes(batch.packet(i)), naive.flow_keys(bytes(batch.packet(i)), int(linktypes[i]))
+        )
+        for i in range(len(batch))
+    ]
     seen = verify_checksums(batch, keys, impl=impl)
     fixed = writable(batch)
     before = recompute_checksums(fixed, keys, impl=impl)
     assert np.array_equal(seen.ip, before.ip) and np.array_equal(seen.l4, before.l4)
-    assert [(int(a), int(b)) for a, b in zip(seen.ip, seen.l4, strict=True)] == \
-        [(ip, l4) for ip, l4, _ in want]
+    assert [(int(a), int(b)) for a, b in zip(seen.ip, seen.l4, strict=True)] == [
+        (ip, l4) for ip, l4, _ in want
+    ]
     assert [bytes(fixed.packet(i)) for i in range(len(fixed))] == [w[2] for w in want]
     return seen, fixed
 
 
 # -- the sum itself ----------------------------------------------------------------------------
+
 
 def test_rfc1071_example(impl):
     # RFC 1071 section 3: these eight bytes sum to 0xddf2.
@@ -82,10 +88,12 @@ def test_sum_matches_naive(impl, data, draws):
     length = draws.draw(st.integers(0, len(data) - start))
     initial = draws.draw(st.one_of(st.just(0), st.integers(0, 0xFFFF), st.integers(0, 1 << 80)))
     piece = data[start : start + length]
-    assert ones_complement_sum(data, start, length, initial, impl=impl) == \
-        naive.ones_complement_sum(piece, initial)
-    assert internet_checksum(data, start, length, initial, impl=impl) == \
-        naive.internet_checksum(piece, initial)
+    assert ones_complement_sum(
+        data, start, length, initial, impl=impl
+    ) == naive.ones_complement_sum(piece, initial)
+    assert internet_checksum(data, start, length, initial, impl=impl) == naive.internet_checksum(
+        piece, initial
+    )
 
 
 def test_long_buffers_and_every_alignment(impl):
@@ -128,6 +136,7 @@ def test_status_values_are_the_same_in_both_twins():
 
 # -- packets, with scapy as the oracle ---------------------------------------------------------
 
+
 @st.composite
 def scapy_packets(draw):
     """Ethernet (maybe VLAN-tagged) packets with checksums scapy computed."""
@@ -147,23 +156,33 @@ def scapy_packets(draw):
     payload = draw(st.binary(max_size=40))
     ports = dict(sport=draw(st.integers(0, 65535)), dport=draw(st.integers(0, 65535)))
     if kind == "tcp":
-        l4 = TCP(**ports, seq=draw(st.integers(0, 2**32 - 1)),
-                 options=[("NOP", None)] * draw(st.integers(0, 4)))
+        l4 = TCP(
+            **ports,
+            seq=draw(st.integers(0, 2**32 - 1)),
+            options=[("NOP", None)] * draw(st.integers(0, 4)),
+        )
     elif kind == "udp":
         l4 = UDP(**ports)
     else:
         l4 = ICMP(id=ports["sport"]) if version == 4 else ICMPv6EchoRequest(id=ports["sport"])
     if version == 4:
-        host = st.integers(0, 2**32 - 1).map(lambda v: ".".join(str(v >> s & 255)
-                                                                 for s in (24, 16, 8, 0)))
-        ip = IP(src=draw(host), dst=draw(host), id=draw(st.integers(0, 65535)),
-                options=[IPOption_NOP()] * draw(st.integers(0, 8)))
+        host = st.integers(0, 2**32 - 1).map(
+            lambda v: ".".join(str(v >> s & 255) for s in (24, 16, 8, 0))
+        )
+        ip = IP(
+            src=draw(host),
+            dst=draw(host),
+            id=draw(st.integers(0, 65535)),
+            options=[IPOption_NOP()] * draw(st.integers(0, 8)),
+        )
     else:
         host = st.binary(min_size=16, max_size=16).map(
-            lambda b: ":".join(b[i : i + 2].hex() for i in range(0, 16, 2)))
+            lambda b: ":".join(b[i : i + 2].hex() for i in range(0, 16, 2))
+        )
         ip = IPv6(src=draw(host), dst=draw(host))
-        for ext in draw(st.lists(st.sampled_from([IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt]),
-                                 max_size=2)):
+        for ext in draw(
+            st.lists(st.sampled_from([IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt]), max_size=2)
+        ):
             ip = ip / ext()
         # A routing header: with segments left, the pseudo-header's destination is the final
         # one (RFC 8200 8.1), which scapy takes from it.
@@ -171,8 +190,11 @@ def scapy_packets(draw):
         if routing is not None:
             hops = draw(st.lists(host, min_size=1, max_size=3))
             left = draw(st.integers(0, len(hops)))
-            ext = (IPv6ExtHdrRouting(addresses=hops, segleft=left) if routing == "type0"
-                   else IPv6ExtHdrSegmentRouting(addresses=hops, segleft=left))
+            ext = (
+                IPv6ExtHdrRouting(addresses=hops, segleft=left)
+                if routing == "type0"
+                else IPv6ExtHdrSegmentRouting(addresses=hops, segleft=left)
+            )
             ip = ip / ext
     link = Ether(**MACS) / Dot1Q(vlan=7) if draw(st.booleans()) else Ether(**MACS)
     with warnings.catch_warnings():
@@ -180,8 +202,11 @@ def scapy_packets(draw):
         return bytes(link / ip / l4 / payload)
 
 
-_SLOW = settings(max_examples=150, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_SLOW = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @_SLOW
@@ -236,7 +261,8 @@ def test_special_cases(impl):
     short_ip = bytearray(whole)
     short_ip[16:18] = (20 + 4).to_bytes(2, "big")  # IP total length leaves no room for UDP
     batch = PacketBatch.from_packets(
-        [bytes(zero4), bytes(zero6), whole[:60], bytes(short_ip), b"\0" * 30])
+        [bytes(zero4), bytes(zero6), whole[:60], bytes(short_ip), b"\0" * 30]
+    )
     seen, fixed = check_against_naive(impl, batch)
     assert seen.l4.tolist() == [NO_CHECKSUM, BAD, TRUNCATED, MALFORMED, NONE]
     assert bytes(fixed.packet(0)) == bytes(zero4)  # no checksum stays no checksum
@@ -255,17 +281,28 @@ def test_recompute_needs_a_writable_buffer(impl):
         recompute_checksums(received, impl=impl)
     keys = flow_keys(received)
     with pytest.raises(ValueError, match="writable"):
-        impl.checksum_packets(received.data, received.offsets, received.caplen, keys.family,
-                              keys.proto, keys.l3_off, keys.l4_off, keys.fragment, True,
-                              np.zeros(1, np.uint8), np.zeros(1, np.uint8))
+        impl.checksum_packets(
+            received.data,
+            received.offsets,
+            received.caplen,
+            keys.family,
+            keys.proto,
+            keys.l3_off,
+            keys.l4_off,
+            keys.fragment,
+            True,
+            np.zeros(1, np.uint8),
+            np.zeros(1, np.uint8),
+        )
 
 
 def test_recompute_through_a_view_changes_the_shared_buffer(impl):
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    pkts = [bytearray(bytes(Ether(**MACS) / IP(dst=f"10.0.0.{i}") / TCP(dport=i)))
-            for i in range(4)]
+    pkts = [
+        bytearray(bytes(Ether(**MACS) / IP(dst=f"10.0.0.{i}") / TCP(dport=i))) for i in range(4)
+    ]
     for p in pkts:
         p[-1] ^= 0xFF  # break every TCP checksum
     batch = PacketBatch.from_packets([bytes(p) for p in pkts])
@@ -281,6 +318,7 @@ def test_rejects_keys_of_another_batch(impl):
 
 
 # -- real captures -----------------------------------------------------------------------------
+
 
 def readable_captures() -> list:
     """The corpus captures the reader accepts and that hold IP."""

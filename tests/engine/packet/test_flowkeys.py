@@ -38,11 +38,21 @@ def make_batch(packets: list[bytes], linktypes: list[int]) -> PacketBatch:
     kinds = sorted(set(linktypes)) or [1]
     iface = np.array([kinds.index(lt) for lt in linktypes], np.uint32)
     caplen = np.array([len(p) for p in packets], np.uint32)
-    offsets = np.concatenate([[0], np.cumsum(caplen[:-1], dtype=np.int64)]) if packets else \
-        np.zeros(0, np.int64)
+    offsets = (
+        np.concatenate([[0], np.cumsum(caplen[:-1], dtype=np.int64)])
+        if packets
+        else np.zeros(0, np.int64)
+    )
     data = np.frombuffer(b"".join(packets), np.uint8).copy()
-    return PacketBatch(data, offsets, caplen, caplen.copy(), np.zeros(len(packets), np.int64),
-                       iface, [Interface(lt) for lt in kinds])
+    return PacketBatch(
+        data,
+        offsets,
+        caplen,
+        caplen.copy(),
+        np.zeros(len(packets), np.int64),
+        iface,
+        [Interface(lt) for lt in kinds],
+    )
 
 
 def rows(keys: FlowKeys) -> list[dict]:
@@ -61,16 +71,17 @@ def check_against_naive(impl, packets: list[bytes], linktypes: list[int]) -> lis
 ETHERTYPE = {4: 0x0800, 6: 0x86DD}
 
 
-def link_prefix(lt: int, version: int, tpids: list[int], encap: str, af: int,
-                order: str) -> bytes:
+def link_prefix(lt: int, version: int, tpids: list[int], encap: str, af: int, order: str) -> bytes:
     """Link header (and tags, shims) in front of an IP packet of ``version``."""
     if lt in (0, 108):
         return struct.pack(order + "I", af)
     if lt in (101, 228, 229):
         return b""
     if encap == "pppoe":
-        final, shim = 0x8864, b"\x11\x00\x12\x34\x00\x40" + struct.pack(
-            ">H", 0x21 if version == 4 else 0x57)
+        final, shim = (
+            0x8864,
+            b"\x11\x00\x12\x34\x00\x40" + struct.pack(">H", 0x21 if version == 4 else 0x57),
+        )
     elif encap == "mpls":
         shim = struct.pack(">II", (100 << 12) | 64, (200 << 12) | 0x100 | 64)
         final = 0x8847
@@ -87,8 +98,9 @@ def link_prefix(lt: int, version: int, tpids: list[int], encap: str, af: int,
     if lt == 113:
         return struct.pack(">HHH8s", 0, 1, 6, b"\x02\0\0\0\0\x01") + chain + shim
     # SLL2: protocol, reserved, ifindex, hatype, pkttype, halen, address
-    return chain[:2] + struct.pack(">HIHBB8s", 0, 3, 1, 0, 6, b"\x02\0\0\0\0\x01") + chain[2:] \
-        + shim
+    return (
+        chain[:2] + struct.pack(">HIHBB8s", 0, 3, 1, 0, 6, b"\x02\0\0\0\0\x01") + chain[2:] + shim
+    )
 
 
 @st.composite
@@ -124,8 +136,9 @@ def crafted(draw):
     with_ah = draw(st.booleans()) and frag != "later"
     payload = draw(st.binary(max_size=16))
 
-    number = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1 if version == 4 else 58,
-              "other": 47}[kind]
+    number = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1 if version == 4 else 58, "other": 47}[
+        kind
+    ]
     if kind == "tcp":
         l4 = TCP(sport=sport, dport=dport, options=[("NOP", None)] * draw(st.integers(0, 8)))
     elif kind == "udp":
@@ -142,17 +155,30 @@ def crafted(draw):
         upper = AH(nh=number, payloadlen=4, icv=b"\0" * 12) / upper
         first = 51
     if version == 4:
-        flags, offset = {"none": (0, 0), "atomic": (0, 0), "first": (1, 0),
-                         "later": (draw(st.integers(0, 1)), draw(st.integers(1, 8191)))}[frag]
-        ip = IP(src=socket.inet_ntop(socket.AF_INET, src),
-                dst=socket.inet_ntop(socket.AF_INET, dst), proto=first, flags=flags,
-                frag=offset, options=[IPOption_NOP()] * draw(st.integers(0, 12))) / upper
+        flags, offset = {
+            "none": (0, 0),
+            "atomic": (0, 0),
+            "first": (1, 0),
+            "later": (draw(st.integers(0, 1)), draw(st.integers(1, 8191))),
+        }[frag]
+        ip = (
+            IP(
+                src=socket.inet_ntop(socket.AF_INET, src),
+                dst=socket.inet_ntop(socket.AF_INET, dst),
+                proto=first,
+                flags=flags,
+                frag=offset,
+                options=[IPOption_NOP()] * draw(st.integers(0, 12)),
+            )
+            / upper
+        )
     else:
         exts = draw(st.lists(st.sampled_from(["hbh", "rt", "dst"]), max_size=3))
         chain = []
         for e in exts:
-            chain.append({"hbh": IPv6ExtHdrHopByHop, "rt": IPv6ExtHdrRouting,
-                          "dst": IPv6ExtHdrDestOpt}[e]())
+            chain.append(
+                {"hbh": IPv6ExtHdrHopByHop, "rt": IPv6ExtHdrRouting, "dst": IPv6ExtHdrDestOpt}[e]()
+            )
         if frag != "none":
             offset = draw(st.integers(1, 8191)) if frag == "later" else 0
             more = 1 if frag == "first" else 0 if frag == "atomic" else draw(st.integers(0, 1))
@@ -160,10 +186,17 @@ def crafted(draw):
         nxt = first
         for h in reversed(chain):
             h.nh = nxt
-            nxt = {IPv6ExtHdrHopByHop: 0, IPv6ExtHdrRouting: 43, IPv6ExtHdrDestOpt: 60,
-                   IPv6ExtHdrFragment: 44}[type(h)]
-        ip = IPv6(src=socket.inet_ntop(socket.AF_INET6, src),
-                  dst=socket.inet_ntop(socket.AF_INET6, dst), nh=nxt)
+            nxt = {
+                IPv6ExtHdrHopByHop: 0,
+                IPv6ExtHdrRouting: 43,
+                IPv6ExtHdrDestOpt: 60,
+                IPv6ExtHdrFragment: 44,
+            }[type(h)]
+        ip = IPv6(
+            src=socket.inet_ntop(socket.AF_INET6, src),
+            dst=socket.inet_ntop(socket.AF_INET6, dst),
+            nh=nxt,
+        )
         for h in chain:
             ip = ip / h
         ip = ip / upper
@@ -174,8 +207,15 @@ def crafted(draw):
     l3 = len(link)
     later = frag == "later"
     expected = {
-        "family": version, "proto": first if later else number, "src": src, "dst": dst,
-        "sport": 0, "dport": 0, "l3_off": l3, "l4_off": -1, "payload_off": -1,
+        "family": version,
+        "proto": first if later else number,
+        "src": src,
+        "dst": dst,
+        "sport": 0,
+        "dport": 0,
+        "l3_off": l3,
+        "l4_off": -1,
+        "payload_off": -1,
         "fragment": {"none": 0, "atomic": 0, "first": 1, "later": 2}[frag],
     }
     if with_ah:
@@ -195,8 +235,11 @@ def crafted(draw):
 
 # -- the tests ---------------------------------------------------------------------------------
 
-_SLOW = settings(max_examples=150, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_SLOW = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @_SLOW
@@ -217,7 +260,10 @@ def test_truncated_packets_yield_what_is_there(impl, case, data):
     assert got["family"] in (0, expected["family"])
     if got["family"]:
         assert (got["src"], got["dst"], got["l3_off"]) == (
-            expected["src"], expected["dst"], expected["l3_off"])
+            expected["src"],
+            expected["dst"],
+            expected["l3_off"],
+        )
     for field in ("l4_off", "payload_off"):
         assert got[field] in (-1, expected[field])
     if got["l4_off"] != -1:
@@ -242,9 +288,10 @@ def test_mutated_packets_match_the_naive_reference(impl, case, data):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.binary(max_size=96), st.sampled_from(LINKTYPES)), max_size=8))
 def test_random_bytes_never_crash_and_twins_agree(packets):
-    got = [rows(flow_keys(make_batch([p for p, _ in packets], [lt for _, lt in packets]),
-                          impl=mod))
-           for mod in backend.variants("flowkeys")]
+    got = [
+        rows(flow_keys(make_batch([p for p, _ in packets], [lt for _, lt in packets]), impl=mod))
+        for mod in backend.variants("flowkeys")
+    ]
     want = [naive.flow_keys(p, lt) for p, lt in packets]
     for g in got:
         assert g == want
@@ -277,7 +324,10 @@ def test_link_layers_and_tags(impl):
         (b"\x00\x00\x00\x1e" + v6, 108),
         (b"\x1c\x00\x00\x00" + v6, 108),
         (b"\x18\x00\x00\x00" + v6, 0),
-        (v4, 101), (v6, 101), (v4, 228), (v6, 229),
+        (v4, 101),
+        (v6, 101),
+        (v4, 228),
+        (v6, 229),
         (b"\x07\x00\x00\x00" + v4, 0),  # AF 7 is OSI: not IP
     ]
     got = check_against_naive(impl, [p for p, _ in cases], [lt for _, lt in cases])
@@ -302,8 +352,9 @@ def test_views_and_read_only_buffers(impl):
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
-    pkts = [bytes(Ether(**MACS) / IP(src=f"10.0.0.{i}") / UDP(sport=i, dport=2 * i))
-            for i in range(6)]
+    pkts = [
+        bytes(Ether(**MACS) / IP(src=f"10.0.0.{i}") / UDP(sport=i, dport=2 * i)) for i in range(6)
+    ]
     batch = PacketBatch.from_packets(pkts)
     received = PacketBatch.from_frames([bytes(f) for f in batch.to_frames()])
     assert not received.data.flags.writeable
@@ -322,13 +373,26 @@ def test_rejects_packets_outside_the_buffer(impl):
 def test_twin_rejects_mismatched_outputs(impl):
     out = FlowKeys.allocate(1)
     with pytest.raises(ValueError):
-        impl.extract_flow_keys(np.zeros(4, np.uint8), np.zeros(2, np.int64),
-                               np.zeros(2, np.uint32), np.ones(2, np.uint32), out.family,
-                               out.proto, out.src, out.dst, out.sport, out.dport, out.l3_off,
-                               out.l4_off, out.payload_off, out.fragment)
+        impl.extract_flow_keys(
+            np.zeros(4, np.uint8),
+            np.zeros(2, np.int64),
+            np.zeros(2, np.uint32),
+            np.ones(2, np.uint32),
+            out.family,
+            out.proto,
+            out.src,
+            out.dst,
+            out.sport,
+            out.dport,
+            out.l3_off,
+            out.l4_off,
+            out.payload_off,
+            out.fragment,
+        )
 
 
 # -- real captures, with scapy as the independent oracle ---------------------------------------
+
 
 def readable_captures() -> list:
     """The corpus captures the reader accepts."""
@@ -374,24 +438,32 @@ def scapy_keys(raw: bytes, linktype: int) -> dict | None:
         return len(raw) - len(bytes(layer))
 
     v4 = isinstance(ip, IP)
-    want = {"family": 4 if v4 else 6, "l3_off": off(ip),
-            "src": socket.inet_pton(socket.AF_INET if v4 else socket.AF_INET6, ip.src),
-            "dst": socket.inet_pton(socket.AF_INET if v4 else socket.AF_INET6, ip.dst)}
+    want = {
+        "family": 4 if v4 else 6,
+        "l3_off": off(ip),
+        "src": socket.inet_pton(socket.AF_INET if v4 else socket.AF_INET6, ip.src),
+        "dst": socket.inet_pton(socket.AF_INET if v4 else socket.AF_INET6, ip.dst),
+    }
     last, t = ip, ip.payload
-    while isinstance(t, (IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, IPv6ExtHdrDestOpt,
-                         IPv6ExtHdrFragment)):
+    while isinstance(
+        t, (IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment)
+    ):
         last, t = t, t.payload
     if isinstance(t, AH):
         return want  # scapy does not look behind AH
     frag_offset = ip.frag if v4 else last.offset if isinstance(last, IPv6ExtHdrFragment) else 0
-    more = (ip.flags.MF if v4 else last.m if isinstance(last, IPv6ExtHdrFragment) else 0)
+    more = ip.flags.MF if v4 else last.m if isinstance(last, IPv6ExtHdrFragment) else 0
     want["fragment"] = 2 if frag_offset else 1 if more else 0
     want["proto"] = ip.proto if v4 else last.nh
     if frag_offset:
         want.update(sport=0, dport=0, l4_off=-1, payload_off=-1)
     elif isinstance(t, (TCP, UDP, SCTP)):
-        want.update(sport=t.sport, dport=t.dport, l4_off=off(t),
-                    payload_off=len(raw) if isinstance(t.payload, NoPayload) else off(t.payload))
+        want.update(
+            sport=t.sport,
+            dport=t.dport,
+            l4_off=off(t),
+            payload_off=len(raw) if isinstance(t.payload, NoPayload) else off(t.payload),
+        )
     elif isinstance(t, (ICMP, _ICMPv6)):
         want.update(sport=t.type, dport=t.code, l4_off=off(t))
     return want

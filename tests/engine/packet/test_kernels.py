@@ -24,8 +24,9 @@ def sized_batch(sizes: list[int], ts: list[int]) -> PacketBatch:
     offsets = np.zeros(len(sizes), np.int64)
     if len(sizes) > 1:
         np.cumsum(caplen[:-1], out=offsets[1:])
-    return PacketBatch(np.zeros(int(caplen.sum()), np.uint8), offsets, caplen, caplen,
-                       np.array(ts, np.int64))
+    return PacketBatch(
+        np.zeros(int(caplen.sum()), np.uint8), offsets, caplen, caplen, np.array(ts, np.int64)
+    )
 
 
 # -- segmentation ------------------------------------------------------------------------------
@@ -56,12 +57,17 @@ def packets(draw, max_size=120):
 
 @pytest.mark.usefixtures("segment_path")
 @settings(max_examples=300, deadline=None)
-@given(packets(), limit, st.one_of(st.just(0), st.integers(1, 5000)),
-       st.one_of(st.just(0), st.integers(1, 2000)))
+@given(
+    packets(),
+    limit,
+    st.one_of(st.just(0), st.integers(1, 5000)),
+    st.one_of(st.just(0), st.integers(1, 2000)),
+)
 def test_segment_bounds_match_naive(pk, max_packets, max_bytes, window_ns):
     sizes, ts = pk
-    got = segment_bounds(sized_batch(sizes, ts), max_packets=max_packets, max_bytes=max_bytes,
-                         window_ns=window_ns)
+    got = segment_bounds(
+        sized_batch(sizes, ts), max_packets=max_packets, max_bytes=max_bytes, window_ns=window_ns
+    )
     want = naive.bounds(naive.segments(sizes, ts, max_packets, max_bytes, window_ns))
     assert got.tolist() == want
     assert got.dtype == np.int64
@@ -97,15 +103,21 @@ def test_count_and_time_segments(pk, k, window):
 
 @pytest.mark.usefixtures("segment_path")
 @settings(max_examples=200, deadline=None)
-@given(packets(), limit, st.one_of(st.just(0), st.integers(1, 5000)),
-       st.one_of(st.just(0), st.integers(1, 2000)), st.data())
+@given(
+    packets(),
+    limit,
+    st.one_of(st.just(0), st.integers(1, 5000)),
+    st.one_of(st.just(0), st.integers(1, 2000)),
+    st.data(),
+)
 def test_segmenter_cuts_a_stream_as_one_batch(pk, max_packets, max_bytes, window_ns, data):
     if not (max_packets or max_bytes or window_ns):
         max_packets = 7
     sizes, ts = pk
     whole = sized_batch(sizes, ts)
-    want = segment_bounds(whole, max_packets=max_packets, max_bytes=max_bytes,
-                          window_ns=window_ns).tolist()
+    want = segment_bounds(
+        whole, max_packets=max_packets, max_bytes=max_bytes, window_ns=window_ns
+    ).tolist()
     cuts = sorted(set(data.draw(st.lists(st.integers(0, len(sizes)), max_size=6))))
     pieces = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(sizes)], strict=True)]
     limits = {"max_packets": max_packets, "max_bytes": max_bytes, "window_ns": window_ns}
@@ -134,13 +146,16 @@ def test_segment_edge_cases():
     assert segment_bounds(batch, max_packets=3, max_bytes=30).tolist() == [0, 1, 2, 4]
 
 
-@pytest.mark.parametrize("call", [
-    lambda b: by_packets(b, 0),
-    lambda b: by_bytes(b, -1),
-    lambda b: by_time(b, 1.5),
-    lambda b: segment_bounds(b, max_packets=-2),
-    lambda b: Segmenter(),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda b: by_packets(b, 0),
+        lambda b: by_bytes(b, -1),
+        lambda b: by_time(b, 1.5),
+        lambda b: segment_bounds(b, max_packets=-2),
+        lambda b: Segmenter(),
+    ],
+)
 def test_segment_arguments_are_checked(call):
     with pytest.raises(ValueError):
         call(sized_batch([1, 2], [0, 1]))
@@ -153,6 +168,7 @@ def test_segment_needs_a_batch():
 
 # -- symmetric flow hash -----------------------------------------------------------------------
 
+
 @st.composite
 def flow_rows(draw, max_size=40):
     n = draw(st.integers(0, max_size))
@@ -160,15 +176,17 @@ def flow_rows(draw, max_size=40):
     for _ in range(n):
         family = draw(st.sampled_from([0, 4, 6]))
         alen = {0: 0, 4: 4, 6: 16}[family]
-        rows.append({
-            "family": family,
-            "proto": draw(st.sampled_from([0, 1, 6, 17, 33, 47, 58, 132, 136, 255])),
-            "src": draw(st.binary(min_size=alen, max_size=alen)),
-            "dst": draw(st.binary(min_size=alen, max_size=alen)),
-            "sport": draw(st.integers(0, 65535)),
-            "dport": draw(st.integers(0, 65535)),
-            "fragment": draw(st.sampled_from([0, 0, 1, 2])),
-        })
+        rows.append(
+            {
+                "family": family,
+                "proto": draw(st.sampled_from([0, 1, 6, 17, 33, 47, 58, 132, 136, 255])),
+                "src": draw(st.binary(min_size=alen, max_size=alen)),
+                "dst": draw(st.binary(min_size=alen, max_size=alen)),
+                "sport": draw(st.integers(0, 65535)),
+                "dport": draw(st.integers(0, 65535)),
+                "fragment": draw(st.sampled_from([0, 0, 1, 2])),
+            }
+        )
     return rows
 
 
@@ -188,8 +206,18 @@ def keys_from_rows(rows: list[dict]) -> FlowKeys:
 
 
 def reversed_keys(keys: FlowKeys) -> FlowKeys:
-    return FlowKeys(keys.family, keys.proto, keys.dst, keys.src, keys.dport, keys.sport,
-                    keys.l3_off, keys.l4_off, keys.payload_off, keys.fragment)
+    return FlowKeys(
+        keys.family,
+        keys.proto,
+        keys.dst,
+        keys.src,
+        keys.dport,
+        keys.sport,
+        keys.l3_off,
+        keys.l4_off,
+        keys.payload_off,
+        keys.fragment,
+    )
 
 
 seeds = st.one_of(st.just(0), st.integers(0, 2**64 - 1))
@@ -200,8 +228,12 @@ seeds = st.one_of(st.just(0), st.integers(0, 2**64 - 1))
 def test_flow_hash_matches_naive(rows, seed):
     got = flow_hash(keys_from_rows(rows), seed)
     assert got.dtype == np.uint64
-    want = [naive.flow_hash(r["family"], r["proto"], r["src"], r["dst"], r["sport"],
-                            r["dport"], r["fragment"], seed) for r in rows]
+    want = [
+        naive.flow_hash(
+            r["family"], r["proto"], r["src"], r["dst"], r["sport"], r["dport"], r["fragment"], seed
+        )
+        for r in rows
+    ]
     assert got.tolist() == want
 
 
@@ -224,8 +256,11 @@ def test_assign_workers_matches_naive_and_is_symmetric(rows, n, seed):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 20).flatmap(
-    lambda n: st.tuples(st.just(n), st.lists(st.integers(0, n - 1), max_size=200))))
+@given(
+    st.integers(1, 20).flatmap(
+        lambda n: st.tuples(st.just(n), st.lists(st.integers(0, n - 1), max_size=200))
+    )
+)
 def test_partition_matches_naive(case):
     n, parts = case
     order, bounds = partition(np.array(parts, np.int64), n)
@@ -237,8 +272,10 @@ def test_partition_matches_naive(case):
 def test_partition_of_a_batch_by_worker():
     from scapy.layers.inet import IP, TCP
 
-    pkts = [bytes(IP(src=f"10.0.{i % 7}.1", dst="10.9.9.9") / TCP(sport=i % 5, dport=80))
-            for i in range(60)]
+    pkts = [
+        bytes(IP(src=f"10.0.{i % 7}.1", dst="10.9.9.9") / TCP(sport=i % 5, dport=80))
+        for i in range(60)
+    ]
     batch = PacketBatch.from_packets(pkts, linktype=228)
     workers = worker_of_packets(batch, 3)
     order, bounds = partition(workers, 3)
@@ -265,8 +302,10 @@ def test_what_hashes_alike():
     h = flow_hash(PacketBatch.from_packets([bytes(p) for p in pkts], linktype=228))
     assert h[0] == h[1] and h[2] == h[3] and h[4] == h[5]
     assert len({h[0], h[2], h[4], h[6]}) == 4
-    assert flow_hash(flow_keys(PacketBatch.from_packets([bytes(pkts[0])], linktype=228)),
-                     seed=1)[0] != h[0]
+    assert (
+        flow_hash(flow_keys(PacketBatch.from_packets([bytes(pkts[0])], linktype=228)), seed=1)[0]
+        != h[0]
+    )
 
 
 def test_distribution_over_workers():
@@ -318,8 +357,7 @@ def test_flow_hash_arguments_are_checked():
 
 def test_corpus_conversations_hash_alike():
     if not CORPUS.is_dir():
-        pytest.skip(f"capture corpus not found at {CORPUS} (the shared folder beside the "
-                    f"project)")
+        pytest.skip(f"capture corpus not found at {CORPUS} (the shared folder beside the project)")
     from engine import read_capture
 
     with warnings.catch_warnings():

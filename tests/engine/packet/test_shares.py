@@ -23,8 +23,10 @@ def _shares_hold(batch, k: int) -> np.ndarray:
     assert ((shares >= 0) & (shares < k)).all()
     # Every packet in one share, so the k deliveries together give back the stream: the
     # multiset of packets over the shares equals the input's, none twice.
-    parts = [Counter(batch.packet(int(i)).tobytes() for i in np.flatnonzero(shares == s))
-             for s in range(k)]
+    parts = [
+        Counter(batch.packet(int(i)).tobytes() for i in np.flatnonzero(shares == s))
+        for s in range(k)
+    ]
     assert sum(parts, Counter()) == Counter(batch.packet(i).tobytes() for i in range(len(batch)))
     # Both directions of a flow (one symmetric hash) always land in the same share.
     hashes = flow_hash(batch, SHARE_SEED)
@@ -40,13 +42,20 @@ def test_generated_traffic_splits_into_k_disjoint_shares(k):
     batch = generate_batch(20_000, flows=500, seed=k)
     shares = _shares_hold(batch, k)
     counts = np.bincount(shares, minlength=k)
-    assert (counts > 0).all()            # 500 flows: every share gets some
+    assert (counts > 0).all()  # 500 flows: every share gets some
     # The naive reference's hash with the share seed gives the same shares.
     keys = flow_keys(batch)
     for i in range(0, len(batch), 997):
-        h = naive_flow_hash(int(keys.family[i]), int(keys.proto[i]), keys.src[i].tobytes(),
-                            keys.dst[i].tobytes(), int(keys.sport[i]), int(keys.dport[i]),
-                            int(keys.fragment[i]), SHARE_SEED)
+        h = naive_flow_hash(
+            int(keys.family[i]),
+            int(keys.proto[i]),
+            keys.src[i].tobytes(),
+            keys.dst[i].tobytes(),
+            int(keys.sport[i]),
+            int(keys.dport[i]),
+            int(keys.fragment[i]),
+            SHARE_SEED,
+        )
         assert ((h >> 32) * k) >> 32 == shares[i]
 
 

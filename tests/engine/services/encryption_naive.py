@@ -44,7 +44,6 @@ def _associated_data(sel: Selection, flow: bool) -> tuple[np.ndarray, int]:
     return rows.reshape(-1), width
 
 
-
 def _headed(payloads: Payloads) -> np.ndarray:
     """Per payload, whether it begins with the encrypted form's header."""
     out = payloads.lengths >= len(HEADER)
@@ -54,7 +53,6 @@ def _headed(payloads: Payloads) -> np.ndarray:
     for k, byte in enumerate(HEADER):
         out &= payloads.data[at + k] == byte
     return out
-
 
 
 def encrypt(self, batch: PacketBatch) -> PacketBatch:
@@ -68,8 +66,9 @@ def encrypt(self, batch: PacketBatch) -> PacketBatch:
     plain = np.empty(int(pt_len.sum()), np.uint8)
     plain[pt_at] = old.flags
     gather = backend.capture.gather
-    gather(np.ascontiguousarray(old.data), old.starts, old.lengths.astype(np.uint32), plain,
-           pt_at + 1)
+    gather(
+        np.ascontiguousarray(old.data), old.starts, old.lengths.astype(np.uint32), plain, pt_at + 1
+    )
     out_len = pt_len + BODY_AT + TAG_SIZE
     too_large = ~fits(sel, out_len)
     if too_large.any():
@@ -82,10 +81,15 @@ def encrypt(self, batch: PacketBatch) -> PacketBatch:
     aad, width = _associated_data(sel, self._flow)
     seal = self._aead.encrypt_into
     mo, mp, ma = memoryview(out), memoryview(plain), memoryview(aad)
-    for o, p, n, a in zip(out_at.tolist(), pt_at.tolist(), pt_len.tolist(),
-                          range(0, m * width, width)):
-        seal(mo[o + len(HEADER) : o + BODY_AT], mp[p : p + n], ma[a : a + width],
-             mo[o + BODY_AT : o + BODY_AT + n + TAG_SIZE])
+    for o, p, n, a in zip(
+        out_at.tolist(), pt_at.tolist(), pt_len.tolist(), range(0, m * width, width)
+    ):
+        seal(
+            mo[o + len(HEADER) : o + BODY_AT],
+            mp[p : p + n],
+            ma[a : a + width],
+            mo[o + BODY_AT : o + BODY_AT + n + TAG_SIZE],
+        )
     new = Payloads(out, out_at, out_len, np.zeros(m, np.uint8))
     result, done = replace(sel, new)
     c = self.counters
@@ -95,7 +99,6 @@ def encrypt(self, batch: PacketBatch) -> PacketBatch:
     if too_large.any():
         c["passed_clear"] += int(too_large.sum())
     return result
-
 
 
 def decrypt(self, batch: PacketBatch) -> PacketBatch:
@@ -113,12 +116,16 @@ def decrypt(self, batch: PacketBatch) -> PacketBatch:
     md, mp, ma = memoryview(data), memoryview(plain), memoryview(aad)
     open_ = self._aead.decrypt_into
     todo = np.flatnonzero(ok)
-    for i, s, p, n in zip(todo.tolist(), old.starts[todo].tolist(), pt_at[todo].tolist(),
-                          pt_len[todo].tolist()):
+    for i, s, p, n in zip(
+        todo.tolist(), old.starts[todo].tolist(), pt_at[todo].tolist(), pt_len[todo].tolist()
+    ):
         try:
-            open_(md[s + len(HEADER) : s + BODY_AT],
-                  md[s + BODY_AT : s + BODY_AT + n + TAG_SIZE],
-                  ma[i * width : (i + 1) * width], mp[p : p + n])
+            open_(
+                md[s + len(HEADER) : s + BODY_AT],
+                md[s + BODY_AT : s + BODY_AT + n + TAG_SIZE],
+                ma[i * width : (i + 1) * width],
+                mp[p : p + n],
+            )
         except InvalidTag:
             ok[i] = False
     clear = ~headed

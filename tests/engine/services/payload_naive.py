@@ -75,12 +75,14 @@ def select(batch: PacketBatch, keys: FlowKeys | None = None) -> Selection:
         "too_large": 0,
     }
     payloads = Payloads(data, po, end - po, flags.astype(np.uint8))
-    return Selection(batch, keys, idx, payloads, skipped, l3, l4, end, v4, udp, ip_len, seg,
-                     link_at, link_max)
+    return Selection(
+        batch, keys, idx, payloads, skipped, l3, l4, end, v4, udp, ip_len, seg, link_at, link_max
+    )
 
 
-def _link_length_fields(batch: PacketBatch, idx: np.ndarray,
-                        l3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _link_length_fields(
+    batch: PacketBatch, idx: np.ndarray, l3: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Where each selected packet has a link-layer length field covering its payload (an 802.3
     length, a PPPoE session length; -1 for none), and the largest value the field may take."""
     at = np.full(len(idx), -1, np.int64)
@@ -111,8 +113,7 @@ def _link_length_fields(batch: PacketBatch, idx: np.ndarray,
         if not len(sll):
             continue
         start = o[sll]
-        pppoe = ((start + header + 6 <= l3[sll])
-                 & (_be16(data, start + proto_at) == _PPPOE_SESSION))
+        pppoe = (start + header + 6 <= l3[sll]) & (_be16(data, start + proto_at) == _PPPOE_SESSION)
         at[sll[pppoe]] = start[pppoe] + header + 4
         limit[sll[pppoe]] = 0xFFFF
     return at, limit
@@ -148,8 +149,9 @@ def fits(sel: Selection, new_lengths: np.ndarray) -> np.ndarray:
     return ok
 
 
-def replace(sel: Selection, new: Payloads,
-            changed: np.ndarray | None = None) -> tuple[PacketBatch, np.ndarray]:
+def replace(
+    sel: Selection, new: Payloads, changed: np.ndarray | None = None
+) -> tuple[PacketBatch, np.ndarray]:
     """The batch with each selected packet's payload replaced by ``new`` (one per selected
     packet; where ``changed`` is False the packet stays as it was).
 
@@ -193,12 +195,27 @@ def replace(sel: Selection, new: Payloads,
     origlen = batch.origlen.copy()
     origlen[rows] = caplen[rows]
     seq = batch.seq if batch.has_explicit_seq else None
-    return PacketBatch(out, out_off, caplen, origlen, batch.ts_ns, batch.iface,
-                       batch.interfaces, batch.first_seq, seq), changed
+    return PacketBatch(
+        out,
+        out_off,
+        caplen,
+        origlen,
+        batch.ts_ns,
+        batch.iface,
+        batch.interfaces,
+        batch.first_seq,
+        seq,
+    ), changed
 
 
-def _fix_headers(sel: Selection, ci: np.ndarray, out: np.ndarray, shift: np.ndarray,
-                 new: Payloads, delta: np.ndarray) -> None:
+def _fix_headers(
+    sel: Selection,
+    ci: np.ndarray,
+    out: np.ndarray,
+    shift: np.ndarray,
+    new: Payloads,
+    delta: np.ndarray,
+) -> None:
     """Lengths and checksums of the rewritten packets, in ``out`` (``shift``: where each
     packet's old positions moved to)."""
     old = sel.payloads

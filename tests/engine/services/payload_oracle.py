@@ -40,9 +40,17 @@ def need_corpus() -> list[tuple[str, PacketBatch]]:
 
 
 def copy_batch(batch: PacketBatch, data: np.ndarray | None = None) -> PacketBatch:
-    return PacketBatch(batch.data.copy() if data is None else data, batch.offsets, batch.caplen,
-                       batch.origlen, batch.ts_ns, batch.iface, batch.interfaces,
-                       batch.first_seq, batch.seq if batch.has_explicit_seq else None)
+    return PacketBatch(
+        batch.data.copy() if data is None else data,
+        batch.offsets,
+        batch.caplen,
+        batch.origlen,
+        batch.ts_ns,
+        batch.iface,
+        batch.interfaces,
+        batch.first_seq,
+        batch.seq if batch.has_explicit_seq else None,
+    )
 
 
 def read_only(batch: PacketBatch) -> PacketBatch:
@@ -61,9 +69,11 @@ def break_checksums(batch: PacketBatch, seed: int = 0, share: float = 0.3) -> Pa
     keys = flow_keys(out)
     data = out.data
     ok = keys.payload_off >= 0
-    for mask, field, low in (((keys.family == 4) & ok, keys.l3_off + 10, 0),
-                             (ok & (keys.proto == 6) & (keys.fragment == 0), keys.l4_off + 16, 0),
-                             (ok & (keys.proto == 17) & (keys.fragment == 0), keys.l4_off + 6, 1)):
+    for mask, field, low in (
+        ((keys.family == 4) & ok, keys.l3_off + 10, 0),
+        (ok & (keys.proto == 6) & (keys.fragment == 0), keys.l4_off + 16, 0),
+        (ok & (keys.proto == 17) & (keys.fragment == 0), keys.l4_off + 6, 1),
+    ):
         rows = np.flatnonzero(mask & (rng.random(len(out)) < share))
         values = rng.integers(low, 0x10000, len(rows))
         values[: len(rows) // 4] = 0xFFFF
@@ -141,9 +151,12 @@ def scapy_disagreements(batch: PacketBatch, rows=None) -> list[int]:
     """The packets (of ``rows``) whose lengths and checksums scapy would write otherwise."""
     lts = batch.linktypes
     rows = range(len(batch)) if rows is None else rows
-    return [int(i) for i in rows
-            if scapy_rebuild(batch.packet(int(i)).tobytes(), int(lts[i]))
-            != batch.packet(int(i)).tobytes()]
+    return [
+        int(i)
+        for i in rows
+        if scapy_rebuild(batch.packet(int(i)).tobytes(), int(lts[i]))
+        != batch.packet(int(i)).tobytes()
+    ]
 
 
 def scapy_still_agrees(before: PacketBatch, after: PacketBatch) -> list[int]:
@@ -170,8 +183,11 @@ def ip6(payload_length: int, fill=None):
     from scapy.layers.inet6 import IPv6
     from scapy.packet import Raw
 
-    return (IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=5, dport=6)
-            / Raw((fill or _same)(payload_length - 8)))
+    return (
+        IPv6(src="2001:db8::1", dst="2001:db8::2")
+        / UDP(sport=5, dport=6)
+        / Raw((fill or _same)(payload_length - 8))
+    )
 
 
 def _same(n: int) -> bytes:
@@ -203,8 +219,16 @@ def on_link(kind: int, ip) -> bytes:
 
 # (kind, the batch's link type, the largest IP packet the link carries: a PPPoE session's
 # length field counts the 2-byte PPP protocol too)
-LINKS = [(1, 1, 65535), (VLAN, 1, 65535), (PPPOE, 1, 65533), (113, 113, 65535), (0, 0, 65535),
-         (101, 101, 65535), (228, 228, 65535), (229, 229, 65535)]
+LINKS = [
+    (1, 1, 65535),
+    (VLAN, 1, 65535),
+    (PPPOE, 1, 65533),
+    (113, 113, 65535),
+    (0, 0, 65535),
+    (101, 101, 65535),
+    (228, 228, 65535),
+    (229, 229, 65535),
+]
 
 
 def too_large_and_small(fill=None) -> tuple[PacketBatch, int]:

@@ -36,44 +36,113 @@ from engine.services.base import ServiceError
 # Yawning Angel's Go implementation, github.com/Yawning/cryptopan, cryptopan_test.go
 # (TestCryptopanIPv4, TestCryptopanIPv6), commit 55312e47e95be78f27174a2ae55f8c65b74d4aa0. The
 # IPv6 pairs are that implementation's own output, the same construction over 128 bits.
-REFERENCE_KEY = bytes([21, 34, 23, 141, 51, 164, 207, 128, 19, 10, 91, 22, 73, 144, 125, 16,
-                       216, 152, 143, 131, 121, 121, 101, 39, 98, 87, 76, 45, 42, 132, 34, 2])
+REFERENCE_KEY = bytes(
+    [
+        21,
+        34,
+        23,
+        141,
+        51,
+        164,
+        207,
+        128,
+        19,
+        10,
+        91,
+        22,
+        73,
+        144,
+        125,
+        16,
+        216,
+        152,
+        143,
+        131,
+        121,
+        121,
+        101,
+        39,
+        98,
+        87,
+        76,
+        45,
+        42,
+        132,
+        34,
+        2,
+    ]
+)
 IPV4_VECTORS = [
-    ("128.11.68.132", "135.242.180.132"), ("129.118.74.4", "134.136.186.123"),
-    ("130.132.252.244", "133.68.164.234"), ("141.223.7.43", "141.167.8.160"),
-    ("141.233.145.108", "141.129.237.235"), ("152.163.225.39", "151.140.114.167"),
-    ("156.29.3.236", "147.225.12.42"), ("165.247.96.84", "162.9.99.234"),
-    ("166.107.77.190", "160.132.178.185"), ("192.102.249.13", "252.138.62.131"),
-    ("192.215.32.125", "252.43.47.189"), ("192.233.80.103", "252.25.108.8"),
-    ("192.41.57.43", "252.222.221.184"), ("193.150.244.223", "253.169.52.216"),
-    ("195.205.63.100", "255.186.223.5"), ("198.200.171.101", "249.199.68.213"),
-    ("198.26.132.101", "249.36.123.202"), ("198.36.213.5", "249.7.21.132"),
-    ("198.51.77.238", "249.18.186.254"), ("199.217.79.101", "248.38.184.213"),
-    ("202.49.198.20", "245.206.7.234"), ("203.12.160.252", "244.248.163.4"),
-    ("204.184.162.189", "243.192.77.90"), ("204.202.136.230", "243.178.4.198"),
-    ("204.29.20.4", "243.33.20.123"), ("205.178.38.67", "242.108.198.51"),
-    ("205.188.147.153", "242.96.16.101"), ("205.188.248.25", "242.96.88.27"),
-    ("205.245.121.43", "242.21.121.163"), ("207.105.49.5", "241.118.205.138"),
-    ("207.135.65.238", "241.202.129.222"), ("207.155.9.214", "241.220.250.22"),
-    ("207.188.7.45", "241.255.249.220"), ("207.25.71.27", "241.33.119.156"),
-    ("207.33.151.131", "241.1.233.131"), ("208.147.89.59", "227.237.98.191"),
-    ("208.234.120.210", "227.154.67.17"), ("208.28.185.184", "227.39.94.90"),
-    ("208.52.56.122", "227.8.63.165"), ("209.12.231.7", "226.243.167.8"),
-    ("209.238.72.3", "226.6.119.243"), ("209.246.74.109", "226.22.124.76"),
-    ("209.68.60.238", "226.184.220.233"), ("209.85.249.6", "226.170.70.6"),
-    ("212.120.124.31", "228.135.163.231"), ("212.146.8.236", "228.19.4.234"),
-    ("212.186.227.154", "228.59.98.98"), ("212.204.172.118", "228.71.195.169"),
-    ("212.206.130.201", "228.69.242.193"), ("216.148.237.145", "235.84.194.111"),
-    ("216.157.30.252", "235.89.31.26"), ("216.184.159.48", "235.96.225.78"),
-    ("216.227.10.221", "235.28.253.36"), ("216.254.18.172", "235.7.16.162"),
-    ("216.32.132.250", "235.192.139.38"), ("216.35.217.178", "235.195.157.81"),
-    ("24.0.250.221", "100.15.198.226"), ("24.13.62.231", "100.2.192.247"),
-    ("24.14.213.138", "100.1.42.141"), ("24.5.0.80", "100.9.15.210"),
-    ("24.7.198.88", "100.10.6.25"), ("24.94.26.44", "100.88.228.35"),
-    ("38.15.67.68", "64.3.66.187"), ("4.3.88.225", "124.60.155.63"),
-    ("63.14.55.111", "95.9.215.7"), ("63.195.241.44", "95.179.238.44"),
-    ("63.97.7.140", "95.97.9.123"), ("64.14.118.196", "0.255.183.58"),
-    ("64.34.154.117", "0.221.154.117"), ("64.39.15.238", "0.219.7.41"),
+    ("128.11.68.132", "135.242.180.132"),
+    ("129.118.74.4", "134.136.186.123"),
+    ("130.132.252.244", "133.68.164.234"),
+    ("141.223.7.43", "141.167.8.160"),
+    ("141.233.145.108", "141.129.237.235"),
+    ("152.163.225.39", "151.140.114.167"),
+    ("156.29.3.236", "147.225.12.42"),
+    ("165.247.96.84", "162.9.99.234"),
+    ("166.107.77.190", "160.132.178.185"),
+    ("192.102.249.13", "252.138.62.131"),
+    ("192.215.32.125", "252.43.47.189"),
+    ("192.233.80.103", "252.25.108.8"),
+    ("192.41.57.43", "252.222.221.184"),
+    ("193.150.244.223", "253.169.52.216"),
+    ("195.205.63.100", "255.186.223.5"),
+    ("198.200.171.101", "249.199.68.213"),
+    ("198.26.132.101", "249.36.123.202"),
+    ("198.36.213.5", "249.7.21.132"),
+    ("198.51.77.238", "249.18.186.254"),
+    ("199.217.79.101", "248.38.184.213"),
+    ("202.49.198.20", "245.206.7.234"),
+    ("203.12.160.252", "244.248.163.4"),
+    ("204.184.162.189", "243.192.77.90"),
+    ("204.202.136.230", "243.178.4.198"),
+    ("204.29.20.4", "243.33.20.123"),
+    ("205.178.38.67", "242.108.198.51"),
+    ("205.188.147.153", "242.96.16.101"),
+    ("205.188.248.25", "242.96.88.27"),
+    ("205.245.121.43", "242.21.121.163"),
+    ("207.105.49.5", "241.118.205.138"),
+    ("207.135.65.238", "241.202.129.222"),
+    ("207.155.9.214", "241.220.250.22"),
+    ("207.188.7.45", "241.255.249.220"),
+    ("207.25.71.27", "241.33.119.156"),
+    ("207.33.151.131", "241.1.233.131"),
+    ("208.147.89.59", "227.237.98.191"),
+    ("208.234.120.210", "227.154.67.17"),
+    ("208.28.185.184", "227.39.94.90"),
+    ("208.52.56.122", "227.8.63.165"),
+    ("209.12.231.7", "226.243.167.8"),
+    ("209.238.72.3", "226.6.119.243"),
+    ("209.246.74.109", "226.22.124.76"),
+    ("209.68.60.238", "226.184.220.233"),
+    ("209.85.249.6", "226.170.70.6"),
+    ("212.120.124.31", "228.135.163.231"),
+    ("212.146.8.236", "228.19.4.234"),
+    ("212.186.227.154", "228.59.98.98"),
+    ("212.204.172.118", "228.71.195.169"),
+    ("212.206.130.201", "228.69.242.193"),
+    ("216.148.237.145", "235.84.194.111"),
+    ("216.157.30.252", "235.89.31.26"),
+    ("216.184.159.48", "235.96.225.78"),
+    ("216.227.10.221", "235.28.253.36"),
+    ("216.254.18.172", "235.7.16.162"),
+    ("216.32.132.250", "235.192.139.38"),
+    ("216.35.217.178", "235.195.157.81"),
+    ("24.0.250.221", "100.15.198.226"),
+    ("24.13.62.231", "100.2.192.247"),
+    ("24.14.213.138", "100.1.42.141"),
+    ("24.5.0.80", "100.9.15.210"),
+    ("24.7.198.88", "100.10.6.25"),
+    ("24.94.26.44", "100.88.228.35"),
+    ("38.15.67.68", "64.3.66.187"),
+    ("4.3.88.225", "124.60.155.63"),
+    ("63.14.55.111", "95.9.215.7"),
+    ("63.195.241.44", "95.179.238.44"),
+    ("63.97.7.140", "95.97.9.123"),
+    ("64.14.118.196", "0.255.183.58"),
+    ("64.34.154.117", "0.221.154.117"),
+    ("64.39.15.238", "0.219.7.41"),
 ]
 IPV6_VECTORS = [
     ("::1", "78ff:f001:9fc0:20df:8380:b1f1:704:ed"),
@@ -108,8 +177,7 @@ def test_published_vectors(vectors, naive):
     assert len(IPV4_VECTORS) == 70
     cp = CryptoPAn(REFERENCE_KEY)
     width = 4 if ":" not in vectors[0][0] else 16
-    raw = np.stack([np.frombuffer(ipaddress.ip_address(a).packed, np.uint8)
-                    for a, _ in vectors])
+    raw = np.stack([np.frombuffer(ipaddress.ip_address(a).packed, np.uint8) for a, _ in vectors])
     got = cp.anonymize(raw)  # all at once: one batched evaluation
     assert got.shape == (len(vectors), width)
     for row, (orig, want) in zip(got, vectors, strict=True):
@@ -124,23 +192,27 @@ def test_published_vectors_keep_their_prefixes():
     anon = [int(ipaddress.IPv4Address(b)) for _, b in IPV4_VECTORS]
     for i in range(len(raw)):
         for j in range(i + 1, len(raw)):
-            assert (_common_prefix(raw[i], raw[j], 32)
-                    == _common_prefix(anon[i], anon[j], 32))
+            assert _common_prefix(raw[i], raw[j], 32) == _common_prefix(anon[i], anon[j], 32)
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(v4_ints, min_size=1, max_size=20), st.lists(v6_ints, min_size=1, max_size=4),
-       st.binary(min_size=32, max_size=32))
+@given(
+    st.lists(v4_ints, min_size=1, max_size=20),
+    st.lists(v6_ints, min_size=1, max_size=4),
+    st.binary(min_size=32, max_size=32),
+)
 def test_matches_naive_twin(v4, v6, key):
     cp = CryptoPAn(key)
     slow = NaiveCryptoPAn(key)
     v4 = v4 + v4[:3]  # repeats within one call
     got4 = cp.anonymize(_packed(v4, 4))
     assert [int.from_bytes(r.tobytes(), "big") for r in got4] == [
-        slow.anonymize_int(a, 32) for a in v4]
+        slow.anonymize_int(a, 32) for a in v4
+    ]
     got6 = cp.anonymize(_packed(v6, 16))
     assert [int.from_bytes(r.tobytes(), "big") for r in got6] == [
-        slow.anonymize_int(a, 128) for a in v6]
+        slow.anonymize_int(a, 128) for a in v6
+    ]
 
 
 @settings(max_examples=300, deadline=None)
@@ -238,10 +310,16 @@ def _crafted() -> list:
         Ether() / IPv6(**v6) / ICMPv6EchoRequest(data=load),
         Ether() / IPv6(**v6) / IPv6ExtHdrHopByHop() / TCP() / load,
         Ether() / IPv6(**v6) / IPv6ExtHdrFragment(m=1) / UDP() / load,
-        Ether() / IPv6(**v6) / IPv6ExtHdrRouting(addresses=["2001:db8::99"], segleft=1)
-        / TCP() / load,
-        Ether() / IPv6(**v6) / IPv6ExtHdrRouting(addresses=["2001:db8::99"], segleft=0)
-        / UDP() / load,
+        Ether()
+        / IPv6(**v6)
+        / IPv6ExtHdrRouting(addresses=["2001:db8::99"], segleft=1)
+        / TCP()
+        / load,
+        Ether()
+        / IPv6(**v6)
+        / IPv6ExtHdrRouting(addresses=["2001:db8::99"], segleft=0)
+        / UDP()
+        / load,
         Ether() / IP(**v4) / GRE() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / load,
         Ether() / IP(**v4) / IPv6(src="fe80::1", dst="fe80::2") / UDP() / load,
         Ether() / ARP(psrc="192.0.2.1", pdst="192.0.2.2"),
@@ -259,7 +337,8 @@ def _scapy_fixed(raw: bytes) -> bytes:
     layer = p
     while layer:
         if isinstance(layer, (IP, TCP, UDP, ICMP)) and not (
-                isinstance(layer, UDP) and layer.chksum == 0):
+            isinstance(layer, UDP) and layer.chksum == 0
+        ):
             layer.chksum = None
         elif "cksum" in layer.fields:
             layer.cksum = None
@@ -285,13 +364,18 @@ def test_crafted_packets_against_scapy_and_the_naive_twin(naive):
         assert new["src"] == naive.anonymize_bytes(row["src"])
         assert new["dst"] == naive.anonymize_bytes(row["dst"])
         assert {k: v for k, v in new.items() if k not in ("src", "dst")} == {
-            k: v for k, v in row.items() if k not in ("src", "dst")}
+            k: v for k, v in row.items() if k not in ("src", "dst")
+        }
         assert _scapy_fixed(raw) == raw, f"packet {i} ({pkts[i].summary()})"
     # inner (tunnelled) addresses stay
     assert IP(bytes(Ether(out[13].tobytes())[GRE].payload)).src == "10.0.0.1"
     assert Ether(out[14].tobytes())[IPv6].src == "fe80::1"
-    assert svc.take_counters() == {"addresses": 30, "addresses_computed": 4,
-                                   "packets_changed": 15, "packets_skipped": 1}
+    assert svc.take_counters() == {
+        "addresses": 30,
+        "addresses_computed": 4,
+        "packets_changed": 15,
+        "packets_skipped": 1,
+    }
     assert batch.packet(0).tobytes() == bytes(pkts[0])  # the input is not touched
 
 
@@ -320,8 +404,14 @@ def _residuals(raw: bytes, row: dict) -> tuple[int, int | None]:
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from([0, 1, 2, 3]), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF),
-       st.binary(max_size=40), st.integers(0, 2**32 - 1), st.integers(0, 2**128 - 1))
+@given(
+    st.sampled_from([0, 1, 2, 3]),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.binary(max_size=40),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**128 - 1),
+)
 def test_wrong_checksums_stay_exactly_as_wrong(kind, ip_sum, l4_sum, load, a4, a6):
     """Captures taken with checksum offload hold wrong checksums: anonymizing must not fix
     them, nor break them further."""
@@ -409,8 +499,11 @@ def _cut_everywhere_in_the_ip_header():
     mac = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
     out = []
     for ip, at, width, header in ((v4, 12, 4, 20), (v6, 8, 16, 40)):
-        for link, l3, linktype in ((Ether(**mac), 14, 1), (Ether(**mac) / Dot1Q(vlan=3), 18, 1),
-                                   (None, 0, 101)):
+        for link, l3, linktype in (
+            (Ether(**mac), 14, 1),
+            (Ether(**mac) / Dot1Q(vlan=3), 18, 1),
+            (None, 0, 101),
+        ):
             full = bytes(ip if link is None else link / ip)
             for cut in range(l3, l3 + header):
                 out.append((full, full[:cut], linktype, l3 + at, width))
@@ -421,8 +514,10 @@ def test_addresses_before_a_cut_in_the_ip_header_are_anonymized_not_passed(naive
     """A small snaplen can end a packet inside its IP header: every address byte before the
     cut is the naive twin's anonymized address, cut at the same place; nothing else moves."""
     cases = _cut_everywhere_in_the_ip_header()
-    batches = [PacketBatch.from_packets([cut], origlen=[len(full)], linktype=lt)
-               for full, cut, lt, _, _ in cases]
+    batches = [
+        PacketBatch.from_packets([cut], origlen=[len(full)], linktype=lt)
+        for full, cut, lt, _, _ in cases
+    ]
     batch = PacketBatch.concat(batches)
     svc = Anonymize(key=KEY_HEX)
     out = svc.process(batch)

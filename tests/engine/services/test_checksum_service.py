@@ -60,21 +60,24 @@ def test_verify_only_counts_and_changes_nothing():
 
 
 def test_icmp_icmpv6_and_udp_without_checksum():
-    pkts = [eth() / IP(src="1.2.3.4", dst="4.3.2.1") / ICMP(chksum=0x1234) / Raw(b"ping"),
-            eth() / IPv6(src="2001:db8::1", dst="2001:db8::2")
-            / ICMPv6EchoRequest(cksum=0x4321, data=b"ping6"),
-            eth() / IP(src="1.2.3.4", dst="4.3.2.1", chksum=0xFFFF) / UDP(chksum=0)
-            / Raw(b"none")]
+    pkts = [
+        eth() / IP(src="1.2.3.4", dst="4.3.2.1") / ICMP(chksum=0x1234) / Raw(b"ping"),
+        eth()
+        / IPv6(src="2001:db8::1", dst="2001:db8::2")
+        / ICMPv6EchoRequest(cksum=0x4321, data=b"ping6"),
+        eth() / IP(src="1.2.3.4", dst="4.3.2.1", chksum=0xFFFF) / UDP(chksum=0) / Raw(b"none"),
+    ]
     batch = PacketBatch.from_packets([bytes(p) for p in pkts])
     svc = Checksum()
     out = svc.process(batch)
     counters = svc.take_counters()
     assert counters["icmp_fixed"] == counters["icmpv6_fixed"] == counters["ipv4_fixed"] == 1
     assert counters["udp_no_checksum"] == 1
-    expect = [eth() / IP(src="1.2.3.4", dst="4.3.2.1") / ICMP() / Raw(b"ping"),
-              eth() / IPv6(src="2001:db8::1", dst="2001:db8::2")
-              / ICMPv6EchoRequest(data=b"ping6"),
-              eth() / IP(src="1.2.3.4", dst="4.3.2.1") / UDP(chksum=0) / Raw(b"none")]
+    expect = [
+        eth() / IP(src="1.2.3.4", dst="4.3.2.1") / ICMP() / Raw(b"ping"),
+        eth() / IPv6(src="2001:db8::1", dst="2001:db8::2") / ICMPv6EchoRequest(data=b"ping6"),
+        eth() / IP(src="1.2.3.4", dst="4.3.2.1") / UDP(chksum=0) / Raw(b"none"),
+    ]
     assert packets(out) == [bytes(p) for p in expect]  # scapy computes the checksums
 
 
@@ -83,8 +86,12 @@ def test_corpus_checksums_match_scapy_after_the_service():
         broken = break_checksums(batch, seed=9, share=0.5)
         out = Checksum().process(read_only(broken))
         assert verify_checksums(out).all_good() or not verify_checksums(batch).all_good(), name
-        rows = [i for i in range(len(batch)) if scapy_rebuild(batch.packet(i).tobytes(),
-                int(batch.linktypes[i])) == batch.packet(i).tobytes()]
+        rows = [
+            i
+            for i in range(len(batch))
+            if scapy_rebuild(batch.packet(i).tobytes(), int(batch.linktypes[i]))
+            == batch.packet(i).tobytes()
+        ]
         assert scapy_disagreements(out, rows) == [], name
 
 

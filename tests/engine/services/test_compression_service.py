@@ -39,18 +39,24 @@ TEXT = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\nAccept: text/html\r\n\
 
 def chatty() -> PacketBatch:
     """Compressible payloads over TCP and UDP, IPv4 and IPv6, plus one incompressible."""
-    pkts = [eth() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=80, flags="PA")
-            / Raw(TEXT),
-            eth() / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=5353, dport=53)
-            / Raw(TEXT[:301]),
-            eth() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2)
-            / Raw(bytes(range(256)))]
+    pkts = [
+        eth()
+        / IP(src="10.0.0.1", dst="10.0.0.2")
+        / TCP(sport=40000, dport=80, flags="PA")
+        / Raw(TEXT),
+        eth()
+        / IPv6(src="2001:db8::1", dst="2001:db8::2")
+        / UDP(sport=5353, dport=53)
+        / Raw(TEXT[:301]),
+        eth() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / Raw(bytes(range(256))),
+    ]
     return PacketBatch.from_packets([bytes(p) for p in pkts])
 
 
 def chain(codec: str, **params):
-    spec = parse_chain("compress,decompress",
-                       [f"codec={codec}", *(f"{k}={v}" for k, v in params.items())])
+    spec = parse_chain(
+        "compress,decompress", [f"codec={codec}", *(f"{k}={v}" for k, v in params.items())]
+    )
     return build_chain(spec)
 
 
@@ -65,8 +71,10 @@ def test_round_trip_is_exact_on_generated_traffic_with_bad_checksums(codec):
     assert dec.process(read_only(squeezed)).same_packets(batch)
     a, b = comp.take_counters(), dec.take_counters()
     assert a["packets_compressed"] + a["packets_stored"] == len(select(batch))
-    assert (b["packets_decompressed"], b["packets_stored"]) == (a["packets_compressed"],
-                                                                a["packets_stored"])
+    assert (b["packets_decompressed"], b["packets_stored"]) == (
+        a["packets_compressed"],
+        a["packets_stored"],
+    )
     assert (a["bytes_before"], a["bytes_after"]) == (b["bytes_after"], b["bytes_before"])
     assert "errors" not in b and "not_wrapped" not in b
 
@@ -105,8 +113,7 @@ def test_header_format_decodes_with_the_codecs_themselves():
         pkt = Ether(out.packet(0).tobytes())
         load = bytes(pkt[TCP].payload)
         magic, kind, flags, original = struct.unpack("!2sBBH", load[:HEADER_SIZE])
-        assert (magic, kind >> 4, kind & 0x0F, flags, original) == (MAGIC, 1, number, 0,
-                                                                    len(TEXT))
+        assert (magic, kind >> 4, kind & 0x0F, flags, original) == (MAGIC, 1, number, 0, len(TEXT))
         body = load[HEADER_SIZE:]
         if codec == "lz4":
             assert lz4.block.decompress(body, uncompressed_size=original) == TEXT
@@ -142,8 +149,16 @@ def _corrupt(out: PacketBatch, row: int, at: int, value: int) -> PacketBatch:
     data = out.data.copy()
     sel = select(out)
     data[sel.payloads.starts[list(sel.index).index(row)] + at] = value
-    return PacketBatch(data, out.offsets, out.caplen, out.origlen, out.ts_ns, out.iface,
-                       out.interfaces, out.first_seq)
+    return PacketBatch(
+        data,
+        out.offsets,
+        out.caplen,
+        out.origlen,
+        out.ts_ns,
+        out.iface,
+        out.interfaces,
+        out.first_seq,
+    )
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -169,12 +184,15 @@ def test_corrupt_payloads_are_counted_and_kept_or_dropped(codec, on_error):
         assert 2 not in result.seq.tolist()
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"codec": "brotli"}, "codec must be one of"),
-    ({"level": "fast"}, "level"),
-    ({"level": "13"}, "level must be in 0..12 for lz4"),
-    ({"codec": "zstd", "level": "40"}, "level must be in -7..22 for zstd"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"codec": "brotli"}, "codec must be one of"),
+        ({"level": "fast"}, "level"),
+        ({"level": "13"}, "level must be in 0..12 for lz4"),
+        ({"codec": "zstd", "level": "40"}, "level must be in -7..22 for zstd"),
+    ],
+)
 def test_bad_compress_parameters(params, message):
     with pytest.raises(ServiceError, match=message):
         Compress(**params)
@@ -216,8 +234,11 @@ def test_a_too_large_payload_that_looks_wrapped_fails_rather_than_being_changed(
 
     batch = PacketBatch.from_packets([on_link(1, ip4(300)), on_link(1, ip4(65535, fill=fill))])
     assert len(Decompress().process(batch).packet(1)) == len(batch.packet(1)) - 6  # the trap
-    with pytest.raises(ServiceError, match=r"service 'compress': the packet captured at .* "
-                                           r"\(number 1 of 2 in its segment, 65549 bytes\) is "
-                                           r"too large to wrap, and its payload begins like a "
-                                           r"wrapped one"):
+    with pytest.raises(
+        ServiceError,
+        match=r"service 'compress': the packet captured at .* "
+        r"\(number 1 of 2 in its segment, 65549 bytes\) is "
+        r"too large to wrap, and its payload begins like a "
+        r"wrapped one",
+    ):
         Compress().process(batch)

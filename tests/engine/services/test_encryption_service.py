@@ -37,17 +37,22 @@ OTHER_KEY = "ff" * 32
 
 
 def pair(**params):
-    spec = parse_chain("encrypt,decrypt",
-                       [f"key={KEY}", *(f"{k}={v}" for k, v in params.items())])
+    spec = parse_chain("encrypt,decrypt", [f"key={KEY}", *(f"{k}={v}" for k, v in params.items())])
     return build_chain(spec)
 
 
 def few() -> PacketBatch:
-    pkts = [eth() / IP(src="10.1.2.3", dst="192.0.2.7") / TCP(sport=40000, dport=443,
-                                                                  flags="PA") / Raw(b"secret"),
-            eth() / IPv6(src="2001:db8::5", dst="2001:db8::9") / UDP(sport=5000, dport=6000)
-            / Raw(b"another secret, longer"),
-            eth() / IP(src="10.1.2.3", dst="192.0.2.7") / UDP(sport=1, dport=2) / Raw(b"x")]
+    pkts = [
+        eth()
+        / IP(src="10.1.2.3", dst="192.0.2.7")
+        / TCP(sport=40000, dport=443, flags="PA")
+        / Raw(b"secret"),
+        eth()
+        / IPv6(src="2001:db8::5", dst="2001:db8::9")
+        / UDP(sport=5000, dport=6000)
+        / Raw(b"another secret, longer"),
+        eth() / IP(src="10.1.2.3", dst="192.0.2.7") / UDP(sport=1, dport=2) / Raw(b"x"),
+    ]
     return PacketBatch.from_packets([bytes(p) for p in pkts])
 
 
@@ -78,8 +83,15 @@ def _aad(pkt) -> bytes:
     l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
     version = 4 if IP in pkt else 6
     addr = [ipaddress.ip_address(a).packed.ljust(16, b"\0") for a in (ip.src, ip.dst)]
-    return (b"pktx-aes256gcm-2" + b"\xa5\xe6\x02" + bytes([version, 6 if TCP in pkt else 17])
-            + addr[0] + addr[1] + l4.sport.to_bytes(2, "big") + l4.dport.to_bytes(2, "big"))
+    return (
+        b"pktx-aes256gcm-2"
+        + b"\xa5\xe6\x02"
+        + bytes([version, 6 if TCP in pkt else 17])
+        + addr[0]
+        + addr[1]
+        + l4.sport.to_bytes(2, "big")
+        + l4.dport.to_bytes(2, "big")
+    )
 
 
 def test_payload_is_header_nonce_ciphertext_tag_as_documented():
@@ -193,10 +205,13 @@ def test_flow_binding_rejects_a_moved_payload_and_none_accepts_it():
 def test_a_payload_too_large_to_encrypt_fails_by_default_on_every_link_type():
     batch, large = too_large_and_small()
     assert len(select(batch)) == len(batch)  # every packet is one encrypt takes
-    with pytest.raises(ServiceError, match=r"service 'encrypt': the packet captured at "
-                       r".*number 1 of .* is too large to encrypt: 32 more bytes would not fit "
-                       rf"its length fields \({large - 1} more such packets\); "
-                       r"too_large=clear .* passes such packets in clear"):
+    with pytest.raises(
+        ServiceError,
+        match=r"service 'encrypt': the packet captured at "
+        r".*number 1 of .* is too large to encrypt: 32 more bytes would not fit "
+        rf"its length fields \({large - 1} more such packets\); "
+        r"too_large=clear .* passes such packets in clear",
+    ):
         pair()[0].process(batch)
 
 
@@ -236,8 +251,11 @@ def test_decrypt_never_passes_a_clear_packet_that_could_have_been_encrypted():
 def test_a_too_large_payload_that_looks_encrypted_cannot_pass_in_clear():
     ip = ip4(65535, fill=lambda n: b"\xa5\xe6\x02" + bytes(n - 3))
     batch = PacketBatch.from_packets([on_link(1, ip4(100)), on_link(1, ip)])
-    with pytest.raises(ServiceError, match=r"number 1 of 2 .* cannot pass in clear either: its "
-                                           r"payload begins like an encrypted one"):
+    with pytest.raises(
+        ServiceError,
+        match=r"number 1 of 2 .* cannot pass in clear either: its "
+        r"payload begins like an encrypted one",
+    ):
         Encrypt(key=KEY, too_large="clear").process(batch)
 
 
@@ -253,12 +271,15 @@ def test_corpus_through_encrypt_decrypt_loses_nothing_with_too_large_packets_add
         assert dec.take_counters()["passed_clear"] == large, name
 
 
-@pytest.mark.parametrize("params, message", [
-    ({}, "parameter key is required"),
-    ({"key": "00" * 16}, "16 bytes, expected 32"),
-    ({"key": "zz" * 32}, "not a hex string"),
-    ({"key": KEY, "bind": "ports"}, "bind must be one of"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({}, "parameter key is required"),
+        ({"key": "00" * 16}, "16 bytes, expected 32"),
+        ({"key": "zz" * 32}, "not a hex string"),
+        ({"key": KEY, "bind": "ports"}, "bind must be one of"),
+    ],
+)
 def test_bad_parameters(params, message):
     for cls in (Encrypt, Decrypt):
         with pytest.raises(ServiceError, match=message):

@@ -66,8 +66,9 @@ def test_matcher_against_bytes_find(data, nocase):
         buf += b"\xffgap"
     starts.append(-1)
     ends.append(-1)
-    result = m.scan(np.frombuffer(bytes(buf), np.uint8), np.array(starts, np.int64),
-                    np.array(ends, np.int64))
+    result = m.scan(
+        np.frombuffer(bytes(buf), np.uint8), np.array(starts, np.int64), np.array(ends, np.int64)
+    )
     want = [patterns_in(p, pats, nocase) for p in payloads]
     assert result.matched.tolist() == [bool(w) for w in want] + [False]
     assert result.counts.tolist() == [sum(i in w for w in want) for i in range(len(pats))]
@@ -236,8 +237,9 @@ def test_corpus_against_scapy(path):
     assert all(g >= w for g, w in zip(got, counts, strict=True)), (got, counts)
 
 
-@pytest.mark.parametrize(("name", "packets", "http"), [("dpkt/http.pcap", 43, 5),
-                                                      ("dpkt/nb6-http.pcap", 62, 6)])
+@pytest.mark.parametrize(
+    ("name", "packets", "http"), [("dpkt/http.pcap", 43, 5), ("dpkt/nb6-http.pcap", 62, 6)]
+)
 def test_corpus_http_captures(name, packets, http):
     if not CORPUS.is_dir():
         pytest.skip(f"capture corpus not found at <project>/../shared/corpus ({CORPUS})")
@@ -257,19 +259,22 @@ def test_patterns_file(tmp_path):
     assert svc.matcher.patterns == (b"ARP", b"GET ", b"HTTP")
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({}, "no patterns"),
-    ({"patterns": "a,,b"}, "item 1: empty"),
-    ({"patterns": "hex:zz"}, "not hex"),
-    ({"patterns": "hex:"}, "empty"),
-    ({"patterns": "a", "action": "block"}, "action"),
-    ({"patterns": "a", "dscp": "64"}, "dscp"),
-    ({"patterns": "a", "dscp": "x"}, "dscp"),
-    ({"patterns": "a", "dscp": 1.5}, "dscp"),
-    ({"patterns": "a", "nocase": "maybe"}, "nocase"),
-    ({"patterns_file": "/nonexistent/sigs"}, "cannot read"),
-    ({"patterns": "a", "pattern": "b"}, "unknown"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "no patterns"),
+        ({"patterns": "a,,b"}, "item 1: empty"),
+        ({"patterns": "hex:zz"}, "not hex"),
+        ({"patterns": "hex:"}, "empty"),
+        ({"patterns": "a", "action": "block"}, "action"),
+        ({"patterns": "a", "dscp": "64"}, "dscp"),
+        ({"patterns": "a", "dscp": "x"}, "dscp"),
+        ({"patterns": "a", "dscp": 1.5}, "dscp"),
+        ({"patterns": "a", "nocase": "maybe"}, "nocase"),
+        ({"patterns_file": "/nonexistent/sigs"}, "cannot read"),
+        ({"patterns": "a", "pattern": "b"}, "unknown"),
+    ],
+)
 def test_bad_params(params, message):
     with pytest.raises(ServiceError, match=message):
         Inspect(**params)

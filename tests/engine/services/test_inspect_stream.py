@@ -22,16 +22,25 @@ from engine.services.inspect import Inspect
 MACS = {"dst": "02:00:00:00:00:01", "src": "02:00:00:00:00:02"}
 
 
-def _tcp(payload: bytes, seq: int, *, flow: int = 0, reverse: bool = False, flags: str = "PA",
-         v6: bool = False) -> bytes:
-    a, b = (f"10.0.{flow}.1", f"10.0.{flow}.2") if not v6 else (f"fd00::{flow}:1",
-                                                                 f"fd00::{flow}:2")
+def _tcp(
+    payload: bytes,
+    seq: int,
+    *,
+    flow: int = 0,
+    reverse: bool = False,
+    flags: str = "PA",
+    v6: bool = False,
+) -> bytes:
+    a, b = (
+        (f"10.0.{flow}.1", f"10.0.{flow}.2") if not v6 else (f"fd00::{flow}:1", f"fd00::{flow}:2")
+    )
     sport, dport = 40000 + flow, 80
     if reverse:
         a, b, sport, dport = b, a, dport, sport
     ip = IPv6(src=a, dst=b) if v6 else IP(src=a, dst=b)
-    return bytes(Ether(**MACS) / ip / TCP(sport=sport, dport=dport, seq=seq % 2**32,
-                                           flags=flags) / payload)
+    return bytes(
+        Ether(**MACS) / ip / TCP(sport=sport, dport=dport, seq=seq % 2**32, flags=flags) / payload
+    )
 
 
 def _run(svc: Inspect, frames: list[bytes], cuts=()) -> list[bool]:
@@ -54,12 +63,10 @@ def _run(svc: Inspect, frames: list[bytes], cuts=()) -> list[bool]:
 def test_a_signature_split_across_two_segments_is_found_in_the_second():
     frames = [_tcp(b"GET /se", 1000), _tcp(b"cret HTTP/1.1", 1007)]
     assert _run(Inspect(patterns="/secret", action="mark"), frames) == [False, False]
-    assert _run(Inspect(patterns="/secret", action="mark", stream="yes"), frames) == [
-        False, True]
+    assert _run(Inspect(patterns="/secret", action="mark", stream="yes"), frames) == [False, True]
     # Across batches (the service keeps the flows), and in IPv6.
     v6 = [_tcp(b"GET /se", 5, v6=True), _tcp(b"cret", 12, v6=True)]
-    assert _run(Inspect(patterns="/secret", action="mark", stream="yes"), v6, [1]) == [
-        False, True]
+    assert _run(Inspect(patterns="/secret", action="mark", stream="yes"), v6, [1]) == [False, True]
 
 
 def test_only_the_continuing_segment_of_the_same_direction_continues():
@@ -80,8 +87,10 @@ def test_only_the_continuing_segment_of_the_same_direction_continues():
     # Sequence numbers wrap around 2**32.
     assert _run(svc(), [_tcp(b"GET /se", 2**32 - 3), _tcp(b"cret", 4)]) == [False, True]
     # UDP datagrams are never joined.
-    udp = [bytes(Ether(**MACS) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / p)
-           for p in (b"GET /se", b"cret")]
+    udp = [
+        bytes(Ether(**MACS) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / p)
+        for p in (b"GET /se", b"cret")
+    ]
     assert _run(svc(), udp) == [False, False]
 
 
@@ -91,8 +100,14 @@ _letters = st.binary(min_size=1, max_size=12).map(lambda b: bytes(b"ab/"[x % 3] 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_against_the_whole_stream_reference(data):
-    patterns = data.draw(st.lists(st.binary(min_size=1, max_size=5).map(
-        lambda b: bytes(b"ab/"[x % 3] for x in b)), min_size=1, max_size=4), label="patterns")
+    patterns = data.draw(
+        st.lists(
+            st.binary(min_size=1, max_size=5).map(lambda b: bytes(b"ab/"[x % 3] for x in b)),
+            min_size=1,
+            max_size=4,
+        ),
+        label="patterns",
+    )
     # Up to three flows, each direction a stream cut into segments, the segments of all
     # interleaved in order; then some of them repeated, dropped or swapped.
     queues = []

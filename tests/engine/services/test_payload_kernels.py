@@ -35,16 +35,30 @@ def cut(batch: PacketBatch, seed: int = 0, share: float = 0.3) -> PacketBatch:
     caplen = batch.caplen.copy()
     rows = np.flatnonzero((rng.random(len(batch)) < share) & (caplen > 1))
     caplen[rows] = rng.integers(1, caplen[rows])
-    return PacketBatch(batch.data.copy(), batch.offsets, caplen, batch.origlen.copy(),
-                       batch.ts_ns, batch.iface, batch.interfaces)
+    return PacketBatch(
+        batch.data.copy(),
+        batch.offsets,
+        caplen,
+        batch.origlen.copy(),
+        batch.ts_ns,
+        batch.iface,
+        batch.interfaces,
+    )
 
 
 def lied(batch: PacketBatch, seed: int = 0, share: float = 0.1) -> PacketBatch:
     """A copy where about ``share`` of the packets have a random IP or UDP length field (too
     long, too short, zero): malformed for ``select``."""
     rng = np.random.default_rng(seed)
-    out = PacketBatch(batch.data.copy(), batch.offsets, batch.caplen, batch.origlen,
-                      batch.ts_ns, batch.iface, batch.interfaces)
+    out = PacketBatch(
+        batch.data.copy(),
+        batch.offsets,
+        batch.caplen,
+        batch.origlen,
+        batch.ts_ns,
+        batch.iface,
+        batch.interfaces,
+    )
     sel = select(out)
     rows = np.flatnonzero(rng.random(len(sel)) < share)
     for j in rows.tolist():
@@ -59,8 +73,13 @@ def lied(batch: PacketBatch, seed: int = 0, share: float = 0.1) -> PacketBatch:
 def cases() -> list[tuple[str, PacketBatch]]:
     gen = traffic(3000, seed=11)
     large, _ = too_large_and_small()
-    out = [("generated", break_checksums(gen, seed=3)), ("generated-cut", cut(gen, 1)),
-           ("generated-lied", lied(gen, 2)), ("too-large", large), ("too-large-cut", cut(large))]
+    out = [
+        ("generated", break_checksums(gen, seed=3)),
+        ("generated-cut", cut(gen, 1)),
+        ("generated-lied", lied(gen, 2)),
+        ("too-large", large),
+        ("too-large-cut", cut(large)),
+    ]
     for name, batch in corpus_batches():
         out += [(name, batch), (f"{name}-cut", cut(batch, 5))]
     return out
@@ -81,8 +100,7 @@ def test_select_finds_what_the_numpy_version_found(batch):
     assert new.index.tolist() == old.index.tolist()
     for name in ("starts", "lengths", "flags"):
         assert getattr(new.payloads, name).tolist() == getattr(old.payloads, name).tolist(), name
-    for name in ("_l3", "_l4", "_end", "_v4", "_udp", "_ip_len", "_seg", "_link_at",
-                 "_link_max"):
+    for name in ("_l3", "_l4", "_end", "_v4", "_udp", "_ip_len", "_seg", "_link_at", "_link_max"):
         assert getattr(new, name).tolist() == getattr(old, name).tolist(), name
 
 
@@ -128,7 +146,8 @@ def test_reserve_then_fill_is_replace(batch):
     out = res.finish()
     want, done = payload_naive.replace(
         payload_naive.select(read_only(batch)),
-        Payloads.pack([lead[j].tobytes() + rest[j] for j in range(m)]))
+        Payloads.pack([lead[j].tobytes() + rest[j] for j in range(m)]),
+    )
     assert res.done.tolist() == done.tolist()
     assert packets(out) == packets(want)
 
@@ -232,15 +251,15 @@ def _tamper(batch: PacketBatch, seed: int) -> PacketBatch:
     sel = select(batch)
     for j in np.flatnonzero(rng.random(len(sel)) < 0.1).tolist():
         data[int(sel.payloads.starts[j]) + int(rng.integers(sel.payloads.lengths[j]))] ^= 0x20
-    return PacketBatch(data, batch.offsets, batch.caplen, batch.origlen, batch.ts_ns,
-                       batch.iface, batch.interfaces)
+    return PacketBatch(
+        data, batch.offsets, batch.caplen, batch.origlen, batch.ts_ns, batch.iface, batch.interfaces
+    )
 
 
 @pytest.mark.parametrize("cipher", CIPHERS)
 @pytest.mark.parametrize("on_fail", ["drop", "keep"])
 @pytest.mark.parametrize("key", [KEY, OTHER_KEY])
-def test_authentication_failures_are_counted_and_dropped_as_before(batch, on_fail, key,
-                                                                   cipher):
+def test_authentication_failures_are_counted_and_dropped_as_before(batch, on_fail, key, cipher):
     sealed = _cipher(Encrypt(key=KEY, too_large="clear"), cipher).process(batch)
     for source in (_tamper(sealed, 4), batch):  # damaged and plain traffic
         dec, old = Decrypt(key=key, on_fail=on_fail), Decrypt(key=key, on_fail=on_fail)

@@ -33,8 +33,10 @@ def wrap(batch: PacketBatch) -> PacketBatch:
     """A reversible rewrite that keeps the checksum-form flags inside the payload, as the
     services do: ``0xA5, flags, payload, 'Z'``."""
     sel = select(batch)
-    pieces = [b"\xa5" + bytes([f]) + bytes(p) + b"Z"
-              for p, f in zip(sel.payloads.views(), sel.payloads.flags.tolist())]
+    pieces = [
+        b"\xa5" + bytes([f]) + bytes(p) + b"Z"
+        for p, f in zip(sel.payloads.views(), sel.payloads.flags.tolist())
+    ]
     return replace(sel, Payloads.pack(pieces))[0]
 
 
@@ -91,9 +93,17 @@ def test_wrong_checksums_stay_exactly_as_wrong_and_come_back():
 
 def test_sequence_numbers_timestamps_and_interfaces_are_kept():
     batch = traffic(500).take(np.arange(499, -1, -2))
-    batch = PacketBatch(batch.data, batch.offsets, batch.caplen, batch.origlen, batch.ts_ns,
-                        np.arange(len(batch)) % 2, (Interface(1), Interface(1, 9000)),
-                        first_seq=17, seq=batch.seq)
+    batch = PacketBatch(
+        batch.data,
+        batch.offsets,
+        batch.caplen,
+        batch.origlen,
+        batch.ts_ns,
+        np.arange(len(batch)) % 2,
+        (Interface(1), Interface(1, 9000)),
+        first_seq=17,
+        seq=batch.seq,
+    )
     out = wrap(batch)
     assert np.array_equal(out.seq, batch.seq) and out.first_seq == 17
     assert np.array_equal(out.ts_ns, batch.ts_ns) and np.array_equal(out.iface, batch.iface)
@@ -108,19 +118,27 @@ def test_what_cannot_be_rewritten_passes_unchanged_and_is_counted():
     big = IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=5, dport=6) / Raw(b"x" * 3000)
     frags = fragment(big, fragsize=1000)
     pkts = [eth() / f for f in frags]
-    pkts += [eth() / IP() / TCP(flags="A"),  # empty
-             eth() / IPv6() / UDP(),  # empty
-             eth(type=0x0806) / Raw(b"\x00" * 28),  # not IP
-             eth() / IP() / Raw(b"abcd"),  # not TCP/UDP
-             eth() / IP(len=60) / UDP(len=40) / Raw(b"a" * 10),  # IP length past the end
-             eth() / IP() / UDP(len=100) / Raw(b"abc")]  # UDP length past the end
+    pkts += [
+        eth() / IP() / TCP(flags="A"),  # empty
+        eth() / IPv6() / UDP(),  # empty
+        eth(type=0x0806) / Raw(b"\x00" * 28),  # not IP
+        eth() / IP() / Raw(b"abcd"),  # not TCP/UDP
+        eth() / IP(len=60) / UDP(len=40) / Raw(b"a" * 10),  # IP length past the end
+        eth() / IP() / UDP(len=100) / Raw(b"abc"),
+    ]  # UDP length past the end
     pkts.append(eth() / IP() / UDP() / Raw(b"cut short"))
     batch = _batch(*pkts)
     batch.origlen[-1] += 10  # caplen < origlen: truncated
     sel = select(batch)
     assert len(sel) == 0
-    assert sel.skipped == {"not_tcp_udp": 2, "fragment": len(frags), "truncated": 1,
-                           "malformed": 2, "empty": 2, "too_large": 0}
+    assert sel.skipped == {
+        "not_tcp_udp": 2,
+        "fragment": len(frags),
+        "truncated": 1,
+        "malformed": 2,
+        "empty": 2,
+        "too_large": 0,
+    }
     counters = Counter()
     sel.count(counters)
     assert counters["skipped_fragment"] == len(frags)
@@ -140,19 +158,56 @@ def test_a_payload_too_large_for_the_length_fields_is_left_alone():
     assert scapy_rebuild(out.packet(1).tobytes(), 1) == out.packet(1).tobytes()
 
 
-@pytest.mark.parametrize("pkt, linktype", [
-    (Dot3(src="02:00:00:00:00:01", dst="01:02:03:04:05:06") / LLC(dsap=0xAA, ssap=0xAA, ctrl=3)
-     / SNAP(code=0x0800) / IP(src="1.2.3.4", dst="5.6.7.8") / UDP(sport=7, dport=9)
-     / Raw(b"802.3 frame"), 1),
-    (eth() / PPPoE(sessionid=9) / PPP(proto=0x21) / IP(src="1.2.3.4", dst="5.6.7.8")
-     / TCP(sport=1000, dport=80, flags="PA") / Raw(b"over PPPoE"), 1),
-    (eth() / Dot1Q(vlan=5) / Dot1Q(vlan=6) / PPPoE(sessionid=9) / PPP(proto=0x57)
-     / IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=1, dport=2) / Raw(b"QinQ"), 1),
-    (CookedLinux(proto=0x8864) / PPPoE(sessionid=3) / PPP(proto=0x21) / IP() / UDP()
-     / Raw(b"cooked"), 113),
-    (eth() / IP(src="9.9.9.9", dst="8.8.8.8", options=b"\x01\x01\x01\x00")
-     / TCP(sport=5, dport=6, options=[("MSS", 1460), ("NOP", None)]) / Raw(b"odd!!"), 1),
-])
+@pytest.mark.parametrize(
+    "pkt, linktype",
+    [
+        (
+            Dot3(src="02:00:00:00:00:01", dst="01:02:03:04:05:06")
+            / LLC(dsap=0xAA, ssap=0xAA, ctrl=3)
+            / SNAP(code=0x0800)
+            / IP(src="1.2.3.4", dst="5.6.7.8")
+            / UDP(sport=7, dport=9)
+            / Raw(b"802.3 frame"),
+            1,
+        ),
+        (
+            eth()
+            / PPPoE(sessionid=9)
+            / PPP(proto=0x21)
+            / IP(src="1.2.3.4", dst="5.6.7.8")
+            / TCP(sport=1000, dport=80, flags="PA")
+            / Raw(b"over PPPoE"),
+            1,
+        ),
+        (
+            eth()
+            / Dot1Q(vlan=5)
+            / Dot1Q(vlan=6)
+            / PPPoE(sessionid=9)
+            / PPP(proto=0x57)
+            / IPv6(src="2001:db8::1", dst="2001:db8::2")
+            / UDP(sport=1, dport=2)
+            / Raw(b"QinQ"),
+            1,
+        ),
+        (
+            CookedLinux(proto=0x8864)
+            / PPPoE(sessionid=3)
+            / PPP(proto=0x21)
+            / IP()
+            / UDP()
+            / Raw(b"cooked"),
+            113,
+        ),
+        (
+            eth()
+            / IP(src="9.9.9.9", dst="8.8.8.8", options=b"\x01\x01\x01\x00")
+            / TCP(sport=5, dport=6, options=[("MSS", 1460), ("NOP", None)])
+            / Raw(b"odd!!"),
+            1,
+        ),
+    ],
+)
 def test_link_layer_lengths_follow_the_payload(pkt, linktype):
     raw = bytes(pkt)
     batch = _batch(raw, linktype=linktype)

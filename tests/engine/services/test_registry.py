@@ -16,7 +16,8 @@ from engine.services.base import ServiceError
 @pytest.fixture
 def third_party(tmp_path, monkeypatch):
     """A package 'pktx-rot13' installed into a folder on sys.path, with its dist-info."""
-    (tmp_path / "pktx_rot13.py").write_text(textwrap.dedent('''
+    (tmp_path / "pktx_rot13.py").write_text(
+        textwrap.dedent("""
         from engine.services.base import Param, Service
 
         class Rot(Service):
@@ -26,7 +27,8 @@ def third_party(tmp_path, monkeypatch):
             def process(self, batch):
                 self.counters["packets"] += len(batch)
                 return batch
-    '''))
+    """)
+    )
     dist = tmp_path / "pktx_rot13-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pktx-rot13\nVersion: 1.0\n")
@@ -50,8 +52,16 @@ def test_an_installed_package_adds_a_service(third_party):
 
 
 def test_the_builtins_are_all_there():
-    for name in ("identity", "checksum", "compress", "decompress", "encrypt", "decrypt",
-                 "anonymize", "inspect"):
+    for name in (
+        "identity",
+        "checksum",
+        "compress",
+        "decompress",
+        "encrypt",
+        "decrypt",
+        "anonymize",
+        "inspect",
+    ):
         assert issubclass(services.service_class(name), services.Service)
 
 

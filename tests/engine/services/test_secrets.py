@@ -37,27 +37,40 @@ def test_key_file_and_key_env_give_the_same_service_as_key(tmp_path, monkeypatch
 
 
 def test_public_chain_hides_every_secret():
-    spec = parse_chain("anonymize,encrypt", [f"anonymize.key={OTHER}", f"encrypt.key={KEY}",
-                                             "bind=none"])
+    spec = parse_chain(
+        "anonymize,encrypt", [f"anonymize.key={OTHER}", f"encrypt.key={KEY}", "bind=none"]
+    )
     shown = str(public_chain(spec))
     assert KEY not in shown and OTHER not in shown
-    assert public_chain(spec)[1] == {"name": "encrypt",
-                                     "params": {"key": "(secret)", "bind": "none"}}
+    assert public_chain(spec)[1] == {
+        "name": "encrypt",
+        "params": {"key": "(secret)", "bind": "none"},
+    }
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    (["key_file={missing}"], "parameter key_file: cannot read {missing}: No such file"),
-    (["key_file={short}"], "parameter key_file={short}: 16 bytes, expected 32"),
-    (["key_file={garbage}"], "parameter key_file={garbage}: not a hex string"),
-    (["key_file={empty}"], "parameter key_file: {empty} is empty"),
-    (["key_env=PKTX_NO_SUCH_VARIABLE"], "environment variable PKTX_NO_SUCH_VARIABLE is not set"),
-    ([f"key={KEY}", "key_file={short}"], "give parameter key once, not as key and key_file"),
-    ([KEY], "parameter 1 of 1 is not KEY=VALUE"),
-    ([], "key_file=PATH or key_env=VARIABLE"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (["key_file={missing}"], "parameter key_file: cannot read {missing}: No such file"),
+        (["key_file={short}"], "parameter key_file={short}: 16 bytes, expected 32"),
+        (["key_file={garbage}"], "parameter key_file={garbage}: not a hex string"),
+        (["key_file={empty}"], "parameter key_file: {empty} is empty"),
+        (
+            ["key_env=PKTX_NO_SUCH_VARIABLE"],
+            "environment variable PKTX_NO_SUCH_VARIABLE is not set",
+        ),
+        ([f"key={KEY}", "key_file={short}"], "give parameter key once, not as key and key_file"),
+        ([KEY], "parameter 1 of 1 is not KEY=VALUE"),
+        ([], "key_file=PATH or key_env=VARIABLE"),
+    ],
+)
 def test_bad_secrets_are_named_but_never_shown(tmp_path, params, message):
-    files = {"missing": tmp_path / "nope.key", "short": _key_file(tmp_path, "ab" * 16),
-             "empty": tmp_path / "empty.key", "garbage": tmp_path / "garbage.key"}
+    files = {
+        "missing": tmp_path / "nope.key",
+        "short": _key_file(tmp_path, "ab" * 16),
+        "empty": tmp_path / "empty.key",
+        "garbage": tmp_path / "garbage.key",
+    }
     files["empty"].write_text("\n")
     files["garbage"].write_text(KEY[:-2] + "zz")
     params = [p.format(**files) for p in params]
