@@ -101,6 +101,7 @@ def add_commands(sub) -> None:
         help="usage report interval of a streaming job (default 2)",
     )
     A.metrics_option(s)
+    A.json_option(s, "at exit: its name, provider, jobs finished, and what happened to them")
     s.set_defaults(func=cmd_daemon)
 
 
@@ -169,4 +170,15 @@ def cmd_daemon(args) -> int:
         TelemetryServer(args.metrics, [DaemonCollector(daemon)], daemon_ready(daemon)).start()
     if early:
         daemon.draining.set()
-    return daemon.run()
+    status = daemon.run()
+    if args.json:
+        A.print_json(
+            {
+                "name": daemon.name,
+                "provider_id": daemon.provider_id,
+                "jobs_finished": daemon.finished,
+                "events": dict(daemon.events),
+                "exit_status": status,
+            }
+        )
+    return status

@@ -68,6 +68,7 @@ def test_a_broker_a_daemon_and_two_workers_show_live_metrics_and_logs_name_the_j
             f"127.0.0.1:{metrics}",
             "--log-format",
             "json",
+            "--json",
         ),
     ).start()
     env = dict(
@@ -138,7 +139,19 @@ def test_a_broker_a_daemon_and_two_workers_show_live_metrics_and_logs_name_the_j
             w.send_signal(signal.SIGTERM)
             w.wait(60)
     assert read_packets(m.files / "out" / "fleet.pcap") == m.packets
-    lines = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    logged = daemon.log()
+    report = json.loads(logged[logged.rindex('{\n  "name"') :])  # --json: its stdout, at exit
+    assert (report["provider_id"], report["jobs_finished"], report["exit_status"]) == (
+        m.provider_id,
+        1,
+        0,
+    )
+    assert report["events"]["claimed"] == report["events"]["completed"] == 1
+    lines = [
+        json.loads(line)
+        for line in logged[: logged.rindex('{\n  "name"')].splitlines()
+        if line.startswith("{")
+    ]
     assert lines and {line["role"] for line in lines} == {"daemon"}
     about = [line for line in lines if line.get("job_id") == job["id"]]
     assert any("claimed" in line["message"] for line in about), lines
