@@ -79,6 +79,13 @@ def add_commands(sub) -> None:
         help="jobs delivered at once (default 1)",
     )
     s.add_argument(
+        "--no-standby",
+        dest="standby",
+        action="store_false",
+        help="start each delivery when its job comes, instead of keeping a spare delivery "
+        "process started while the node is idle (its start-up then counts in each job)",
+    )
+    s.add_argument(
         "--lease",
         type=_lease,
         default=30,
@@ -160,6 +167,7 @@ def cmd_daemon(args) -> int:
             report_every_s=args.report_every,
             sealing_key_path=args.sealing_key,
             replace_sealing_key=args.replace_sealing_key,
+            standby=args.standby,
         ),
         ca_bundle=args.ca_bundle,
     )

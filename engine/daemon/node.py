@@ -35,6 +35,7 @@ from engine.daemon.broker_client import (
 )
 from engine.daemon.runs import BadSpec, NodeOptions, Run
 from engine.daemon.sealing import SealingKey
+from engine.daemon.standby import Standby
 from engine.daemon.state import State
 from engine.errors import EngineError
 
@@ -55,6 +56,9 @@ class DaemonOptions:
     # when missing); ``replace_sealing_key`` publishes it over another one (a rotation).
     sealing_key_path: str | None = None
     replace_sealing_key: bool = False
+    # Keep a spare delivery process started while the node is idle (standby.py): a job then
+    # skips ``pktx deliver``'s start-up.
+    standby: bool = True
 
 
 class Daemon:
@@ -101,6 +105,7 @@ class Daemon:
         self.events: Counter[str] = Counter()
         self.broker_seen: float | None = None
         self.claim_thread: threading.Thread | None = None
+        self.spare: Standby | None = None
 
     # -- start and stop -----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -148,6 +153,8 @@ class Daemon:
         finally:
             for run in self.runs.values():
                 run.stop()
+            if self.spare is not None:
+                self.spare.close()
             self.client.close()
             self.claimer.close()
             self.state.close()
@@ -320,12 +327,19 @@ class Daemon:
         folder = os.path.join(self.state_dir, "jobs", str(job_id))
         try:
             run = Run(
-                job_id, job.spec, self.node, folder, base=job.reported, lease_s=self.opts.lease_s
+                job_id,
+                job.spec,
+                self.node,
+                folder,
+                base=job.reported,
+                lease_s=self.opts.lease_s,
+                standby=self.spare,
             )
         except (BadSpec, OSError) as exc:
             log.error("job %d: %s", job_id, exc)
             self._finish(job_id, {"call": "fail", "body": {"error": str(exc)[:500]}})
             return
+        self.spare = None  # taken by the run (or it had ended: the run started its own)
         runs = self.state.started_run(job_id)
         self.runs[job_id] = run
         if job_id in self.claimed_at:
@@ -386,6 +400,20 @@ class Daemon:
         for job in self.state.active():
             if job.phase == "finishing":
                 self._send_outcome(job.job_id)
+        self._keep_spare()
+
+    def _keep_spare(self) -> None:
+        """Start the spare delivery process when the node is idle (no delivery running, whose
+        CPU its start-up would take) and has none."""
+        if not self.opts.standby or self.spare is not None or self.runs:
+            return
+        if self.draining.is_set():
+            return
+        try:
+            self.spare = Standby(dict(os.environ), os.path.join(self.state_dir, "standby.log"))
+        except OSError as exc:
+            log.warning("the spare delivery process could not start: %s", exc)
+            self.opts.standby = False
 
     def _ended(self, job_id: int, run: Run, code: int) -> None:
         del self.runs[job_id]

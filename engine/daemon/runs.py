@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 
 from engine.daemon.sealing import SealingError, SealingKey, binding
+from engine.daemon.standby import Standby
 from engine.errors import EngineError
 from engine.logs import CONTEXT_ENV, register_secret
 
@@ -244,6 +245,7 @@ class Run:
         folder: str,
         base: dict,
         lease_s: float | None = None,
+        standby: Standby | None = None,
     ) -> None:
         self.job_id, self.spec = job_id, spec
         os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -272,8 +274,7 @@ class Run:
         )
         # Sealed parameters reach the delivery through its environment (readable by this user
         # only, /proc/PID/environ), not its command line.
-        env = {
-            **os.environ,
+        extra = {
             **{f"{SEALED_ENV}{i}": value for i, value in enumerate(secrets.values())},
             # its log lines name the job (engine.logs)
             CONTEXT_ENV["job_id"]: str(job_id),
@@ -295,24 +296,32 @@ class Run:
         self.started_ns = time.time_ns()
         self.stopping = False
         self.block_over = False  # stopped because its block of time ended: a completion
-        with open(self.stderr_path, "wb") as err:
-            # Its own process group (its workers with it: stopped together). No preexec_fn:
-            # the child sets its parent-death signal itself (--die-with-parent), so this is a
-            # vfork, not a fork of the daemon.
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=env,
-                process_group=0,
-            )
+        # The node's spare delivery process, its start-up already paid (standby.py); the
+        # ordinary start when there is none or it has ended.
+        proc = standby.take(self.argv, extra, self.stderr_path) if standby else None
+        self.warm = proc is not None
+        if proc is None:
+            with open(self.stderr_path, "wb") as err:
+                # Its own process group (its workers with it: stopped together). No
+                # preexec_fn: the child sets its parent-death signal itself
+                # (--die-with-parent), so this is a vfork, not a fork of the daemon.
+                proc = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    env={**os.environ, **extra},
+                    process_group=0,
+                )
+        del extra
+        self.proc = proc
         log.info(
-            "job %d: delivering %s -> %s (pid %d)",
+            "job %d: delivering %s -> %s (pid %d%s)",
             job_id,
             self.argv[4],
             self.argv[6],
             self.proc.pid,
+            ", the spare started ahead" if self.warm else "",
         )
 
     @staticmethod

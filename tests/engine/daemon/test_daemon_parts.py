@@ -22,6 +22,7 @@ from engine.daemon.runs import (
     counters_of,
     resume_options,
 )
+from engine.daemon.standby import Standby
 from engine.daemon.state import COUNTERS, State
 from engine.errors import EngineError
 
@@ -177,7 +178,130 @@ def test_a_run_delivers_the_file_and_its_counters_match_the_output(tmp_path):
     assert (m["packets"], m["bytes"], m["errors"]) == (len(sent), c["bytes_out"], 0)
 
 
-def test_a_stopped_run_leaves_no_output_and_no_process(tmp_path):
+def _spare(tmp_path, ready: bool = True) -> Standby:
+    """A spare delivery process, its imports done when ``ready`` (its CPU would otherwise
+    compete with the delivery under test, which it does not in the daemon either)."""
+    spare = Standby(dict(os.environ), str(tmp_path / "standby.log"))
+    if ready:
+        deadline = time.monotonic() + 60
+        while not spare.ready():
+            assert spare.proc.poll() is None, (tmp_path / "standby.log").read_text()
+            assert time.monotonic() < deadline, "the spare never got ready"
+            time.sleep(0.05)
+    return spare
+
+
+def test_a_spare_takes_the_job_and_delivers_it_as_a_started_delivery_would(tmp_path):
+    """The daemon's spare (standby.py): the run's delivery is the process started before the
+    job, its output and counters the same as a started one's, its errors in the job's
+    stderr.log, the job's environment (its log context here; sealed parameters too) not in
+    the environment it started with."""
+    corpus = need_corpus()
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copy(corpus / "dpkt" / "http.pcap", files / "in.pcap")
+    spare = _spare(tmp_path)
+    run = Run(
+        4,
+        {"source": "in.pcap", "sink": "out.pcap", "services": ["identity"], "award_id": 9},
+        NodeOptions(workers=1, files=str(files)),
+        str(tmp_path / "job4"),
+        base={},
+        standby=spare,
+    )
+    assert run.warm and run.proc is spare.proc
+    with open(f"/proc/{run.proc.pid}/environ", "rb") as f:
+        assert b"PKTX_LOG_JOB_ID" not in f.read()  # the job's context came down the pipe
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.poll() == 0, run.error()
+    sent = packets(files / "in.pcap")
+    assert packets(files / "out.pcap") == sent
+    c = run.counters()
+    assert (c["packets_out"], c["bytes_out"]) == (len(sent), sum(map(len, sent)))
+
+    # Its errors land in the job's stderr.log, where the daemon reads a failure's reason.
+    (files / "bad.pcap").write_bytes(b"this is no capture file" * 10)
+    bad = Run(
+        6,
+        {"source": "bad.pcap", "sink": "out2.pcap"},
+        NodeOptions(workers=1, files=str(files)),
+        str(tmp_path / "job6"),
+        base={},
+        standby=_spare(tmp_path),
+    )
+    assert bad.warm
+    assert bad.proc.wait(120) == 1
+    assert "bad.pcap" in bad.error() and "Traceback" not in bad.error()
+    assert not (files / "out2.pcap").exists()
+
+
+def test_a_spare_that_ended_is_replaced_by_an_ordinary_start(tmp_path, caplog):
+    corpus = need_corpus()
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copy(corpus / "dpkt" / "http.pcap", files / "in.pcap")
+    spare = _spare(tmp_path)
+    spare.proc.kill()
+    spare.proc.wait()
+    run = Run(
+        5,
+        {"source": "in.pcap", "sink": "out.pcap"},
+        NodeOptions(workers=1, files=str(files)),
+        str(tmp_path / "job5"),
+        base={},
+        standby=spare,
+    )
+    assert not run.warm and run.proc is not spare.proc
+    assert "the spare delivery process ended before its job" in caplog.text
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.poll() == 0, run.error()
+    assert packets(files / "out.pcap") == packets(files / "in.pcap")
+
+
+def test_an_unused_spare_ends_when_closed_and_with_its_daemon(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from locations import ROOT
+
+    spare = _spare(tmp_path)
+    spare.close()
+    assert spare.proc.returncode == 0  # end of file on its pipe: no job, no error
+
+    # A daemon SIGKILLed with a spare waiting: the spare goes with it (parent-death signal).
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time; from engine.daemon.standby import Standby; "
+            "s = Standby(dict(os.environ), sys.argv[1]); print(s.proc.pid, flush=True); "
+            "time.sleep(600)",
+            str(tmp_path / "standby2.log"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 60
+    while "ready for a job" not in (tmp_path / "standby2.log").read_text():
+        assert time.monotonic() < deadline, "the spare never got ready"
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the spare outlived its daemon"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["started", "spare"])
+def test_a_stopped_run_leaves_no_output_and_no_process(tmp_path, warm):
     corpus = need_corpus()
     files = tmp_path / "files"
     files.mkdir()
@@ -189,7 +313,9 @@ def test_a_stopped_run_leaves_no_output_and_no_process(tmp_path):
         NodeOptions(workers=1, files=str(files)),
         str(tmp_path / "job2"),
         base={},
+        standby=_spare(tmp_path) if warm else None,
     )
+    assert run.warm == warm
     time.sleep(1.5)
     assert run.poll() is None
     run.stop(grace_s=20)

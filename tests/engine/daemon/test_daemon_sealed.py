@@ -2,7 +2,8 @@
 publishes its provider's sealing key; a user's request names ``encrypt.key``; its job waits
 until the user seals the key with ``pktx broker seal-params``; the daemon opens it and delivers
 through ``encrypt``; the output decrypts with the user's key (the engine's ``decrypt`` as the
-oracle). The key is on no command line (the delivery's /proc/PID/cmdline read while it runs),
+oracle). The key is on no command line and in no starting environment (the delivery's
+/proc/PID/cmdline and environ read while it runs; nor is the daemon's API key),
 in no log (broker at debug, daemons), in no answer for anyone, in the daemon's state only as
 ciphertext; another provider's key is refused (403). A tampered box, and a box sealed for
 another award, fail their jobs with a clear reason; a daemon of the provider holding another
@@ -91,7 +92,7 @@ def _seal_cli(m, award_id: int, *argv: str, env: dict | None = None):
 def _delivery_pid(daemon: Daemon, job_id: int, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while True:
-        found = re.search(rf"job {job_id}: delivering .* \(pid (\d+)\)", daemon.log())
+        found = re.search(rf"job {job_id}: delivering .* \(pid (\d+)[,)]", daemon.log())
         if found:
             return int(found.group(1))
         assert time.monotonic() < deadline, daemon.log()[-3000:]
@@ -142,9 +143,15 @@ def test_a_key_sealed_by_the_user_encrypts_the_delivery_and_no_one_else_sees_it(
                 environ = f.read()
         except FileNotFoundError:
             pytest.fail("the delivery ended before its command line was read")
-        assert b"encrypt.key_env=PKTX_SEALED_0" in cmdline
-        assert KEY_HEX.encode() not in cmdline and KEY_B64.encode() not in cmdline
-        assert f"PKTX_SEALED_0={KEY_HEX}".encode() in environ.split(b"\0")
+        # The daemon's spare delivery process took the job (started before it, with no
+        # secret): the key came down its pipe, so it is in neither its command line nor the
+        # environment it started with; the daemon's own API key is not there either.
+        assert f"job {job_id}: delivering" in daemon.log()
+        assert "the spare started ahead" in daemon.log(), daemon.log()[-3000:]
+        assert b"engine.daemon.standby" in cmdline
+        for secret in (KEY_HEX, KEY_B64, m.provider_token):
+            assert secret.encode() not in cmdline and secret.encode() not in environ
+        assert b"NODE_KEY=" not in environ
         job = m.wait_job(request["id"], "done", timeout=120)
     finally:
         _stop(daemon, theirs)
