@@ -19,7 +19,9 @@ costs under 2% of the throughput of ``pktx deliver`` on the same job.
   The overhead is the throughput lost: ``1 - deliver / daemon`` in seconds. At more than one
   job size (200,000 and 2,000,000 packets by default): the difference in seconds that stays
   the same across sizes is the daemon's fixed cost a job, the share at the largest size its
-  steady-state overhead.
+  steady-state overhead. The daemon keeps a spare delivery process started while it is idle
+  (``engine.daemon.standby``): after each job the benchmark waits until the next spare is
+  ready, so no timed run shares the CPU with its start-up, and counts the jobs a spare took.
 """
 
 from __future__ import annotations
