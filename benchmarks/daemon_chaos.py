@@ -198,6 +198,7 @@ def measure(
                         )
                     time.sleep(0.2)
             wall = time.perf_counter() - t0
+            chaos.daemon.catching(signal.SIGTERM)  # restarted a moment ago, perhaps
             chaos.daemon.signal(signal.SIGTERM)
             drained = chaos.daemon.wait(60)
             with status("reading the sinks and the broker's books"):

@@ -320,6 +320,21 @@ class Daemon:
     def signal(self, sig) -> None:
         self.proc.send_signal(sig)
 
+    def catching(self, sig: int | None = None, timeout: float = 60) -> None:
+        """Wait until the daemon has a handler for ``sig`` (Linux: its ``SigCgt`` mask): a
+        signal sent before that, in the first milliseconds of the interpreter's start, ends
+        it as it ends any process."""
+        sig = sig or signal.SIGTERM  # (in the class's body ``signal`` is the method above)
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None and self.proc.poll() is None, self.log()[-3000:]
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                caught = next(ln for ln in f if ln.startswith("SigCgt:")).split()[1]
+            if int(caught, 16) >> (sig - 1) & 1:
+                return
+            assert time.monotonic() < deadline, f"the daemon never caught signal {sig}"
+            time.sleep(0.005)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

@@ -20,8 +20,21 @@ from typing import Any
 # anything imports numpy; a value the user set is kept.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from engine import logs
-from engine.cli import (
+
+# A daemon SIGTERMed (or SIGINTed) while it starts drains as one signalled later does, exiting
+# 0: from here, before the command line's modules load and its parser is built, until its own
+# handlers are in place (``cmd_daemon`` takes these), the signal is kept instead of ending it.
+EARLY_SIGNALS: list[int] = []
+from engine.cli.config import command_of  # noqa: E402 - light, and needed first
+
+if os.path.basename(sys.argv[0]) in ("pktx", "__main__.py", "-m") and (
+    command_of(sys.argv[1:]) == "daemon"
+):
+    for _sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(_sig, lambda signum, frame: EARLY_SIGNALS.append(signum))
+
+from engine import logs  # noqa: E402 - after the early signals above
+from engine.cli import (  # noqa: E402 - after the early signals above
     bench,
     capture_commands,
     completion,
@@ -31,8 +44,8 @@ from engine.cli import (
     demo,
     service_commands,
 )
-from engine.cli.delivery_commands import Terminated
-from engine.errors import EngineError
+from engine.cli.delivery_commands import Terminated  # noqa: E402 - after the early signals above
+from engine.errors import EngineError  # noqa: E402 - after the early signals above
 
 log = logging.getLogger("pktx")
 

@@ -137,8 +137,11 @@ def _node_param(text: str) -> str:
 def cmd_daemon(args) -> int:
     import signal
 
-    # SIGTERM during start-up drains too (the handlers proper come with the daemon).
-    early: list[int] = []
+    from engine.cli import EARLY_SIGNALS
+
+    # SIGTERM during start-up drains too (the handlers proper come with the daemon): kept
+    # since the command line was read (engine.cli), or from here when started otherwise.
+    early = EARLY_SIGNALS
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: early.append(signum))
     from engine.daemon.broker_client import read_key

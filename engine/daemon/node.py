@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import signal
 import socket
 import threading
@@ -234,7 +235,13 @@ class Daemon:
     # -- what the state held when the daemon started ------------------------------------------
     def _reconcile(self) -> None:
         """Each job the state holds: still ours (heartbeat) and run again, or finished (its
-        outcome sent again), or lost (forgotten)."""
+        outcome sent again), or lost (forgotten). The temporary folders of jobs no longer held
+        (runs killed with the daemon) go."""
+        held = {str(job.job_id) for job in self.state.active()}
+        jobs = os.path.join(self.state_dir, "jobs")
+        for name in os.listdir(jobs) if os.path.isdir(jobs) else ():
+            if name not in held:
+                shutil.rmtree(os.path.join(jobs, name, "tmp"), ignore_errors=True)
         for job in self.state.active():
             if job.phase == "finishing":
                 log.info("job %d: sending its outcome again after a restart", job.job_id)

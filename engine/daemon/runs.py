@@ -30,6 +30,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +43,10 @@ from engine.errors import EngineError
 from engine.logs import CONTEXT_ENV, register_secret
 
 log = logging.getLogger(__name__)
+
+# The longest temporary folder a delivery's ipc sockets fit in: a unix socket's address is at
+# most 107 bytes, and ``pktx deliver`` makes ``/pktx-XXXXXXXX/dispatcher`` in it.
+IPC_ROOM = 107 - len("/pktx-XXXXXXXX/dispatcher")
 
 LIVE_SCHEMES = ("udp://", "zmq://", "iface:")
 # The environment variables a delivery finds its sealed parameters in (``--param
@@ -281,6 +286,14 @@ class Run:
             CONTEXT_ENV["award_id"]: str(spec.get("award_id", "")),
         }
         del secrets
+        # The delivery's temporary folder (its local workers' ipc sockets) inside the job's
+        # folder, emptied before each run: a run killed with the daemon leaves nothing in the
+        # node's $TMPDIR. Not where the path would be too long for a socket's address.
+        tmp = os.path.abspath(os.path.join(folder, "tmp"))
+        shutil.rmtree(tmp, ignore_errors=True)
+        if len(tmp) <= IPC_ROOM:
+            os.makedirs(tmp, mode=0o700)
+            extra["TMPDIR"] = tmp
         self.live = self.argv[4].startswith(LIVE_SCHEMES)
         # A file appears only when complete: its usage is reported at the end. A stream's
         # receiver has what was sent: reported as it goes.

@@ -139,6 +139,9 @@ def main(argv: list[str]) -> int:
     os.dup2(null, 0)
     os.close(null)
     os.environ.update(job["env"])
+    import tempfile
+
+    tempfile.tempdir = None  # $TMPDIR as the job gives it, not as a look before found it
     sys.argv = ["pktx", *job["argv"]]
     from engine.cli import main as pktx
 

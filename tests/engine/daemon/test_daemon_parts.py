@@ -596,3 +596,81 @@ def test_a_job_leaving_the_node_lets_the_claim_thread_claim_at_once(tmp_path):
     assert claimed and claimed[0] - left < 1.0, claimed
     daemon.client.close()
     daemon.state.close()
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["started", "spare"])
+def test_a_killed_runs_ipc_folder_stays_in_its_job_folder_and_goes_with_its_next_run(
+    tmp_path, monkeypatch, warm
+):
+    """A delivery SIGKILLed (with its daemon) cannot remove its local workers' ipc folder:
+    it is in the job's folder, not the node's $TMPDIR, and the job's next run removes it."""
+    import signal
+
+    corpus = need_corpus()
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copy(corpus / "dpkt" / "http.pcap", files / "in.pcap")
+    node_tmp = tmp_path / "node-tmp"
+    node_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(node_tmp))
+    folder = tmp_path / "job7"
+    spec = {"source": "in.pcap", "sink": "out.pcap", "max_rate_bps": 8000}
+    node = NodeOptions(workers=1, files=str(files))
+    run = Run(7, spec, node, str(folder), base={}, standby=_spare(tmp_path) if warm else None)
+    deadline = time.monotonic() + 60
+    while not list((folder / "tmp").glob("pktx-*/dispatcher")):
+        assert run.poll() is None, run.error()
+        assert time.monotonic() < deadline, "no ipc socket in the job's folder"
+        time.sleep(0.05)
+    os.killpg(run.proc.pid, signal.SIGKILL)
+    run.proc.wait()
+    assert list((folder / "tmp").glob("pktx-*")), "the killed run's folder is where expected"
+    assert list(node_tmp.iterdir()) == []
+
+    again = Run(7, {**spec, "max_rate_bps": None}, node, str(folder), base={})
+    assert again.proc.wait(120) == 0, again.error()
+    assert packets(files / "out.pcap") == packets(files / "in.pcap")
+    assert list((folder / "tmp").iterdir()) == [] and list(node_tmp.iterdir()) == []
+
+
+def test_a_daemon_sigtermed_as_soon_as_it_catches_the_signal_drains_and_exits_0(tmp_path):
+    """The first moment a starting ``pktx daemon`` catches SIGTERM is before its command
+    line's modules load (engine.cli keeps the signal until the daemon's own handlers take
+    it): a SIGTERM then drains as a later one does, exit 0, no traceback, whether or not a
+    broker ever answered."""
+    import signal
+    import subprocess
+    import sys
+
+    from locations import ROOT, free_port
+
+    from benchmarks.node_world import Daemon as NodeDaemon
+
+    for attempt in range(3):
+        log = tmp_path / f"daemon-{attempt}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "engine.cli",
+                    "daemon",
+                    "--broker",
+                    f"http://127.0.0.1:{free_port()}",  # nothing listens
+                    "--key-env",
+                    "K",
+                    "--state",
+                    str(tmp_path / f"state-{attempt}"),
+                ],
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
+                env={**os.environ, "K": "pktx_nobody"},
+            )
+        node = NodeDaemon.__new__(NodeDaemon)  # only its wait for the handler
+        node.proc, node.folder = proc, tmp_path
+        (tmp_path / "daemon.log").write_text("")
+        node.catching(signal.SIGTERM, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
