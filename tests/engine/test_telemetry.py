@@ -15,6 +15,7 @@ import time
 
 import dpkt
 import httpx
+import pytest
 from locations import ROOT, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -216,3 +217,100 @@ def test_a_bad_or_busy_metrics_address_is_one_line(tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.startswith(f"pktx: error: --metrics 127.0.0.1:{port}: cannot listen")
     assert not (tmp_path / "o.pcap").exists()
+
+
+@pytest.mark.parametrize("max_rate", [None, "2M"], ids=["unlimited", "max-rate-2M"])
+def test_service_time_throttling_and_missed_windows_are_the_usage_records(tmp_path, max_rate):
+    """A live delivery to a remote worker, both scraped once every packet is out: the seconds
+    in each service of the chain are the usage record's and the worker's own count of them;
+    the seconds waited on --max-rate are the record's (none without a limit)."""
+    src = tmp_path / "in.pcap"
+    subprocess.run(
+        pktx_cmd("generate", src, "--packets", 400, "--flows", 40, "-q"), check=True, env=ENV
+    )
+    with open(src, "rb") as f:
+        frames = [bytes(buf) for _, buf in dpkt.pcap.Reader(f)]
+    bind, in_port, d_metrics, w_metrics = (free_port() for _ in range(4))
+    usage_path = tmp_path / "usage.json"
+    worker = subprocess.Popen(
+        pktx_cmd(
+            "worker",
+            "--connect",
+            f"tcp://127.0.0.1:{bind}",
+            "--metrics",
+            f"127.0.0.1:{w_metrics}",
+            "--max-idle",
+            60,
+            "-q",
+        ),
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    delivery = subprocess.Popen(
+        pktx_cmd(
+            "deliver",
+            f"udp://127.0.0.1:{in_port}",
+            "-o",
+            tmp_path / "out.pcap",
+            "--workers",
+            0,
+            "--bind",
+            f"tcp://127.0.0.1:{bind}",
+            "--service",
+            "checksum,identity",
+            "--segment-ms",
+            20,
+            "--idle-timeout",
+            4,
+            "--min-rate",
+            "1G",
+            *(["--max-rate", max_rate] if max_rate else []),
+            "--usage-json",
+            usage_path,
+            "--metrics",
+            f"127.0.0.1:{d_metrics}",
+            "-q",
+        ),
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: ready(d_metrics), "the worker to join the delivery")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for frame in frames:
+                tx.sendto(frame, ("127.0.0.1", in_port))
+                time.sleep(0.0005)
+        seen = wait_for(
+            lambda: (
+                (s := scrape(d_metrics))[("pktx_delivery_packets_out_total", ())] == len(frames)
+                and s
+            ),
+            "every packet out",
+        )
+        at_worker = scrape(w_metrics)
+        assert delivery.wait(60) == 0, delivery.stderr.read().decode()
+    finally:
+        for proc in (delivery, worker):
+            if proc.poll() is None:
+                proc.kill()
+    usage = json.loads(usage_path.read_text())
+    assert usage["packets_out"] == len(frames) and usage["retries"] == 0
+    assert set(usage["service_ns"]) == {"checksum", "identity"}
+    for service, ns in usage["service_ns"].items():
+        label = (("service", service),)
+        assert ns > 0
+        assert seen[("pktx_delivery_service_seconds_total", label)] == ns / 1e9
+        # the worker counted the same nanoseconds on its side of the wire
+        assert at_worker[("pktx_worker_service_seconds_total", label)] == ns / 1e9
+    throttled = seen[("pktx_delivery_throttled_seconds_total", ())]
+    assert throttled == usage["throttled_ns"] / 1e9
+    if max_rate:
+        assert 0 < usage["throttled_ns"] < usage["duration_ns"]
+    else:
+        assert usage["throttled_ns"] == 0
+    # every window so far missed 1 Gbit/s; the idle seconds after the scrape missed it too
+    missed = seen[("pktx_delivery_min_rate_windows_missed_total", ())]
+    assert 0 < missed <= usage["min_rate_windows_missed"]
+    assert usage["min_rate_windows_met"] == 0
