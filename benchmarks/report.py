@@ -228,7 +228,7 @@ class Report:
         line = f"machine: {m.pop('architecture')}, {m.pop('cores')} cores, {m.pop('python')}"
         if load is not None:
             line += f", load average {' '.join(f'{x:.2f}' for x in load)}"
-        line += "".join(f", {k.replace('_', ' ')} {v}" for k, v in m.items())
+        line += "".join(f", {k.replace('_', ' ')}: {v}" for k, v in m.items())
         console.print(line, markup=False)
 
 

@@ -70,6 +70,7 @@ def add_commands(sub) -> None:
         "--packets",
         type=A.positive_int,
         action="append",
+        default=None,  # not the tables' 0: a list of sizes, given one by one
         metavar="N",
         help="packets of a generated capture delivered both ways; repeated, one "
         "job size each (default 200,000 and 2,000,000: the daemon's fixed "

@@ -77,3 +77,14 @@ def test_a_bar_of_the_runs_steps_on_a_terminal_and_none_with_json():
     assert "4/4 steps" in plain  # preparing, warming and two rounds
     assert on_a_terminal(*BENCH, "--json", timeout=300).strip() == ""
     assert on_a_terminal(*BENCH, "-q", timeout=300).strip() == ""
+
+
+def test_bench_daemon_takes_job_sizes_one_by_one():
+    from engine.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["bench", "daemon"]).packets is None  # the table's own sizes
+    sizes = parser.parse_args(["bench", "daemon", "--packets", "5", "--packets", "7"]).packets
+    assert sizes == [5, 7]
+    for table in ("capture", "deliver", "rating", "services", "daemon", "chaos", "broker"):
+        assert parser.parse_args(["bench", table, "--json"]).json is True
