@@ -39,7 +39,7 @@ from benchmarks.bulk_rows import advance_sequences as _advance_sequences
 from benchmarks.bulk_rows import bulk as _bulk
 from benchmarks.credit_load import CHECK_USERS, CHECKS, TARGET_CHECK_MS
 from benchmarks.http_load import client_process, cpu_seconds, running_server
-from benchmarks.report import Column, Quantity, Report
+from benchmarks.report import WHAT, Quantity, Report, label
 from benchmarks.statement_load import TARGET_CLOSE_S as TARGET_PERIOD_CLOSE_S
 from benchmarks.statement_load import CloseTimes
 from benchmarks.statement_load import time_close as time_period_close
@@ -668,7 +668,7 @@ def run(
     table = report.sheet(
         f"pktx bench broker: SQLite file, best of {repeat}; {http_clients} HTTP "
         f"clients for {http_seconds:g} s, {workers} server worker(s)",
-        [Column("what", "what"), Column("measured", "measured"), Column("target", "target")],
+        [WHAT, label("measured"), label("target")],
     )
 
     def ms(*values: float, show: str = "{:.2f}") -> Quantity:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.report import Column, Report
+from benchmarks.report import BYTE_RATE, PACKET_RATE, SECONDS, WHAT, Column, Report
 
 
 @dataclass
@@ -218,10 +218,10 @@ def run(
     table = report.sheet(
         f"pktx bench capture: {n:,} packets, {size / 1e6:.1f} MB pcap, best of {repeat}",
         [
-            Column("what", "what"),
-            Column("seconds", "seconds", "s", "{:.4f}"),
-            Column("packets_per_s", "Mpackets/s", "packets/s", lambda v: f"{v / 1e6:.2f}"),
-            Column("bytes_per_s", "MB/s", "bytes/s", lambda v: f"{v / 1e6:,.0f}"),
+            WHAT,
+            SECONDS,
+            PACKET_RATE,
+            BYTE_RATE,
             Column("vs_peer", "vs peer"),
         ],
     )

@@ -41,7 +41,7 @@ from itertools import pairwise
 from pathlib import Path
 from random import Random
 
-from benchmarks.report import Column, Quantity, Report
+from benchmarks.report import WHAT, Quantity, Report, label
 
 CYCLES = 100
 SEED = 20261130
@@ -383,7 +383,7 @@ def fill(report: Report, r: dict) -> int:
         f"moments, the broker SIGKILLed every {r['broker_every']}, seed {r['seed']}; "
         f"jobs of {r['packets']:,} packets ({FLOWS} flows) file -> file at "
         f"{r['rate_bps'] / 1e6:.2f} Mbit/s",
-        [Column("what", "what"), Column("measured", "measured")],
+        [WHAT, label("measured")],
     )
 
     def q(unit, *values, show="{:,}"):

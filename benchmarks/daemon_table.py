@@ -38,7 +38,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.report import Column, Report
+from benchmarks.report import BYTE_RATE, PACKET_RATE, SECONDS, WHAT, Column, Report, label
 
 TARGET_FIRST_PACKET_S = 1.0
 TARGET_OVERHEAD = 0.02
@@ -390,7 +390,7 @@ def fill(report: Report, r: dict) -> None:
         f"pktx bench daemon: award to first packet ({LATENCY_PACKETS:,}-packet "
         f"capture to udp://, loopback), {repeat} awards",
         [
-            Column("what", "what"),
+            WHAT,
             Column("median_s", "median s", "s", "{:.3f}"),
             Column("min_s", "min s", "s", "{:.3f}"),
             Column("max_s", "max s", "s", "{:.3f}"),
@@ -414,11 +414,11 @@ def fill(report: Report, r: dict) -> None:
         f"pktx bench daemon: the same job both ways, identity, {WORKERS} workers, "
         f"file -> file, best of {repeat} (runs alternate)",
         [
-            Column("job", "job"),
-            Column("what", "what"),
-            Column("seconds", "seconds", "s", "{:.3f}"),
-            Column("packets_per_s", "Mpackets/s", "packets/s", lambda v: f"{v / 1e6:.2f}"),
-            Column("bytes_per_s", "MB/s", "bytes/s", lambda v: f"{v / 1e6:,.0f}"),
+            label("job"),
+            WHAT,
+            SECONDS,
+            PACKET_RATE,
+            BYTE_RATE,
             Column("more_than_deliver_s", "daemon - deliver", "s", lambda v: f"{v * 1000:+.1f} ms"),
             Column("overhead", "overhead", "ratio", "{:.1%}"),
         ],

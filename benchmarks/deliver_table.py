@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from benchmarks.capture_table import make_big_file
-from benchmarks.report import Column, Report
+from benchmarks.report import BYTE_RATE, PACKET_RATE, SECONDS, WHAT, Report, label
 
 KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
@@ -260,11 +260,11 @@ def run(
     table = report.sheet(
         f"pktx bench deliver: {len(batch):,} packets, {size / 1e6:.1f} MB pcap, best of {repeat}",
         [
-            Column("what", "what"),
-            Column("seconds", "seconds", "s", "{:.3f}"),
-            Column("packets_per_s", "Mpackets/s", "packets/s", lambda v: f"{v / 1e6:.2f}"),
-            Column("bytes_per_s", "MB/s", "bytes/s", lambda v: f"{v / 1e6:,.0f}"),
-            Column("vs", "vs"),
+            WHAT,
+            SECONDS,
+            PACKET_RATE,
+            BYTE_RATE,
+            label("vs"),
         ],
     )
     for name, secs, note, *size in rows:

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from benchmarks.report import Column, Report, main
+from benchmarks.report import SECONDS, WHAT, Column, Report, main
 
 REPORTS = 1_000_000
 REPORTS_PER_JOB = 10
@@ -138,8 +138,8 @@ def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, *, report: Re
         f"pktx bench rating: {REPORTS:,} reports (before and after rated, 4 "
         f"dimensions each), best of {repeat}",
         [
-            Column("what", "what"),
-            Column("seconds", "seconds", "s", "{:.3f}"),
+            WHAT,
+            SECONDS,
             Column("reports_per_s", "reports/s", "reports/s", "{:,.0f}"),
             Column("target_s", "target", "s", "< {:g} s"),
         ],

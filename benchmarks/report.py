@@ -24,6 +24,18 @@ class Column:
     show: str | Callable[[Any], str] = "{}"
 
 
+def label(key: str) -> Column:
+    """A column of text: what a row is, a comparison, a note."""
+    return Column(key, key.replace("_", " "))
+
+
+# The columns most tables share: one place for their keys, units and how they are shown.
+WHAT = label("what")
+SECONDS = Column("seconds", "seconds", "s", "{:.3f}")
+PACKET_RATE = Column("packets_per_s", "Mpackets/s", "packets/s", lambda v: f"{v / 1e6:.2f}")
+BYTE_RATE = Column("bytes_per_s", "MB/s", "bytes/s", lambda v: f"{v / 1e6:,.0f}")
+
+
 @dataclass(frozen=True)
 class Quantity:
     """A cell whose unit is its own (a "measured" column of mixed rows): ``value`` (a number, or

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.report import Column, Report, main
+from benchmarks.report import PACKET_RATE, SECONDS, WHAT, Column, Report, main
 
 KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 SEGMENT = 2048
@@ -161,9 +161,9 @@ def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 0.0, *, repo
         f"payloads ({nbytes / 1e6:.1f} MB) in {SEGMENT}-packet segments, one "
         f"process, CPU seconds, best of {repeat}",
         [
-            Column("what", "what"),
-            Column("seconds", "seconds", "s", "{:.3f}"),
-            Column("packets_per_s", "Mpackets/s", "packets/s", lambda v: f"{v / 1e6:.2f}"),
+            WHAT,
+            SECONDS,
+            PACKET_RATE,
             Column("payload_bytes_per_s", "payload MB/s", "bytes/s", lambda v: f"{v / 1e6:,.0f}"),
             Column("of_bare", "vs bare", "ratio", "{:.0%} of bare"),
         ],
