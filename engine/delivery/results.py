@@ -167,7 +167,7 @@ class Results(DispatcherBase):
                 "service-time",
                 "dropped the service times from worker %s (%s; the task was out %.3f s)",
                 w.name,
-                spent,
+                str(spent)[:200],  # a peer's values: bounded in the log
                 out_s,
             )
             return {}

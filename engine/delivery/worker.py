@@ -384,7 +384,7 @@ class Worker:
                 counters[svc.name] = svc.take_counters()
             for name, ns in spent.items():
                 # The service's time on the task rides with its counters (docs/protocol.md).
-                counters[name][P.SERVICE_TIME_COUNTER] = ns
+                counters[name] = {**counters[name], P.SERVICE_TIME_COUNTER: ns}
             service = "(result)"
             kept = out.seq if out.has_explicit_seq else None
             if kept is None and len(out) != len(batch):
