@@ -160,36 +160,10 @@ class Report:
     def running(self) -> Iterator[Report]:
         """While the table runs: its bar on stderr, when ``progress`` (a terminal, no -q or
         --json); steps the table did not count beforehand show as a bar without an end."""
-        if not self.progress:
-            yield self
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from engine.cli.progress_bars import step_bar
 
-        with Progress(
-            TextColumn(f"pktx bench {self.bench}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("steps"),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=Console(stderr=True),
-            transient=True,
-        ) as progress:
-            task = progress.add_task("", total=self.steps_total)
-
-            def update(what: str) -> None:
-                progress.update(
-                    task, total=self.steps_total, completed=self.steps_done, description=what
-                )
-
-            self._bar = update
+        with step_bar(f"pktx bench {self.bench}", enabled=self.progress) as update:
+            self._bar = lambda doing: update(self.steps_done, self.steps_total, doing)
             try:
                 yield self
             finally:
