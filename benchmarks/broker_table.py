@@ -39,7 +39,7 @@ from benchmarks.bulk_rows import advance_sequences as _advance_sequences
 from benchmarks.bulk_rows import bulk as _bulk
 from benchmarks.credit_load import CHECK_USERS, CHECKS, TARGET_CHECK_MS
 from benchmarks.http_load import client_process, cpu_seconds, running_server
-from benchmarks.report import print_verdicts
+from benchmarks.report import WHAT, Quantity, Report, label
 from benchmarks.statement_load import TARGET_CLOSE_S as TARGET_PERIOD_CLOSE_S
 from benchmarks.statement_load import CloseTimes
 from benchmarks.statement_load import time_close as time_period_close
@@ -492,11 +492,12 @@ def measure(
     http_seconds: float = HTTP_SECONDS,
     http_clients: int = HTTP_CLIENTS,
     workers: int = 1,
-    console=None,
+    status=None,
     workdir: str | None = None,
 ) -> Measured:
-    """Build the market in a temporary SQLite file and take every number of the table."""
-    status = console.status if console is not None else (lambda _msg: contextlib.nullcontext())
+    """Build the market in a temporary SQLite file and take every number of the table
+    (``status(what)``: a context around each step)."""
+    status = status or (lambda _msg: contextlib.nullcontext())
     with tempfile.TemporaryDirectory(prefix="pktx-bench-broker-", dir=workdir) as tmp:
         url = f"sqlite:///{os.path.join(tmp, 'broker.sqlite3')}"
         with status(f"building a market of {CLOSE_BIDS:,} providers"):
@@ -642,128 +643,128 @@ def run(
     packets: int = 0,
     repeat: int = 5,
     stream_gb: float = 0.0,
-    out=None,
     *,
+    report: Report,
     http_seconds: float = HTTP_SECONDS,
     http_clients: int = HTTP_CLIENTS,
     workers: int = 1,
     workdir: str | None = None,
 ) -> int:
-    """Print the table; ``packets`` and ``stream_gb`` (the engine tables' sizes) do not apply."""
+    """Fill the report; ``packets`` and ``stream_gb`` (the engine tables' sizes) do not apply."""
     del packets, stream_gb
     import sqlite3
 
     import sqlalchemy
-    from rich.console import Console
-    from rich.table import Table
 
-    console = Console(file=out) if out else Console()
     m = measure(
         repeat,
         http_seconds=http_seconds,
         http_clients=http_clients,
         workers=workers,
-        console=console,
+        status=report.step,
         workdir=workdir,
     )
     h = m.http
-    table = Table(
-        title=f"pktx bench broker: SQLite file, best of {repeat}; {http_clients} HTTP "
-        f"clients for {http_seconds:g} s, {workers} server worker(s)"
+    table = report.sheet(
+        f"pktx bench broker: SQLite file, best of {repeat}; {http_clients} HTTP "
+        f"clients for {http_seconds:g} s, {workers} server worker(s)",
+        [WHAT, label("measured"), label("target")],
     )
-    table.add_column("what")
-    table.add_column("measured", justify="right")
-    table.add_column("target", justify="right")
+
+    def ms(*values: float, show: str = "{:.2f}") -> Quantity:
+        text = " / ".join(show.format(v) for v in values) + " ms"
+        return Quantity(values[0] if len(values) == 1 else values, "ms", text)
+
+    def per_s(value: float) -> Quantity:
+        return Quantity(value, "requests/s", f"{value:,.0f} /s")
+
+    def counts(*values: int, unit: str) -> Quantity:
+        return Quantity(values, unit, " / ".join(f"{v:,}" for v in values))
+
     table.add_row(
         f"close {CLOSE_BIDS:,} bids ({m.close_status}, committed)",
-        f"{m.close_s * 1e3:.0f} ms",
+        ms(m.close_s * 1e3, show="{:.0f}"),
         f"< {TARGET_CLOSE_S * 1e3:.0f} ms",
     )
     table.add_row(
         f"bid POSTs ({h.requests:,}; {h.replays:,} retries)",
-        f"{h.rps:,.0f} /s",
+        per_s(h.rps),
         f">= {TARGET_HTTP_RPS:.0f} /s",
     )
     if h.server_cpu_per_request:
         table.add_row(
             "  server CPU per POST",
-            f"{h.server_cpu_per_request * 1e3:.2f} ms",
+            ms(h.server_cpu_per_request * 1e3),
             f"1 core: {1 / h.server_cpu_per_request:,.0f} /s",
         )
     if h.client_cpu_s:
-        table.add_row("  clients' CPU per POST", f"{h.client_cpu_s / h.requests * 1e3:.2f} ms", "")
+        table.add_row("  clients' CPU per POST", ms(h.client_cpu_s / h.requests * 1e3), "")
     table.add_row(
-        "bids stored / sent / failed", f"{h.stored:,} / {h.bids_sent:,} / {h.errors}", "equal, 0"
+        "bids stored / sent / failed",
+        counts(h.stored, h.bids_sent, h.errors, unit="bids"),
+        "equal, 0",
     )
     table.add_row(
         f"reputations of {VIEW_BIDDERS:,} bidders",
-        f"{m.lookups_s * 1e3:.1f} ms",
+        ms(m.lookups_s * 1e3, show="{:.1f}"),
         f"< {TARGET_VIEW_S * 1e3:.0f} ms",
     )
-    table.add_row(f"whole view of {VIEW_BIDDERS:,} bids", f"{m.view_s * 1e3:.1f} ms", "")
+    table.add_row(f"whole view of {VIEW_BIDDERS:,} bids", ms(m.view_s * 1e3, show="{:.1f}"), "")
     for u in (m.usage, m.usage_pg):
         if u is None:
             continue
         table.add_row(
             f"usage report POSTs, {u.database}, {u.workers} worker(s) "
             f"({u.requests:,}; {u.replays:,} resent)",
-            f"{u.rps:,.0f} /s",
+            per_s(u.rps),
             f">= {TARGET_USAGE_RPS:.0f} /s",
         )
         if u.server_cpu_s:
             per = u.server_cpu_s / u.requests
-            table.add_row(
-                "  server CPU per report", f"{per * 1e3:.2f} ms", f"1 core: {1 / per:,.0f} /s"
-            )
+            table.add_row("  server CPU per report", ms(per * 1e3), f"1 core: {1 / per:,.0f} /s")
         if u.client_cpu_s:
             table.add_row(
                 "  clients' CPU per report (same cores)",
-                f"{u.client_cpu_s / u.requests * 1e3:.2f} ms",
+                ms(u.client_cpu_s / u.requests * 1e3),
                 "",
             )
         table.add_row(
             "usage reports stored / sent / failed",
-            f"{u.stored:,} / {u.sent:,} / {u.errors}",
+            counts(u.stored, u.sent, u.errors, unit="reports"),
             "equal, 0",
         )
     c = m.period_close
     if c is not None:
         table.add_row(
             f"close a billing period: {c.users:,} users, {c.lines:,} lines, in process",
-            f"{c.in_process_s:.1f} s",
+            Quantity(c.in_process_s, "s", f"{c.in_process_s:.1f} s"),
             "",
         )
         table.add_row(
             "  the same as `pktx broker billing close` (start-up included)",
-            f"{c.whole_process_s:.1f} s",
+            Quantity(c.whole_process_s, "s", f"{c.whole_process_s:.1f} s"),
             f"< {TARGET_PERIOD_CLOSE_S:.0f} s",
         )
     for cc in m.credit:
         table.add_row(
             f"request with / without a credit check, {cc.database}, in process "
             f"(median of {cc.checks}; {cc.users:,} users' histories)",
-            f"{cc.checked_ms:.2f} / {cc.unchecked_ms:.2f} ms",
+            ms(cc.checked_ms, cc.unchecked_ms),
             "",
         )
-        table.add_row(
-            "  added by the credit check", f"{cc.added_ms:.2f} ms", f"< {TARGET_CHECK_MS:g} ms"
-        )
+        table.add_row("  added by the credit check", ms(cc.added_ms), f"< {TARGET_CHECK_MS:g} ms")
         if cc.http_added_ms is not None:
             table.add_row(
                 f"POST /v1/requests with / without a credit check, {cc.database} (one client)",
-                f"{cc.http_checked_ms:.2f} / {cc.http_unchecked_ms:.2f} ms",
+                ms(cc.http_checked_ms, cc.http_unchecked_ms),
                 "",
             )
             table.add_row(
                 "  added by the credit check",
-                f"{cc.http_added_ms:.2f} ms",
+                ms(cc.http_added_ms),
                 f"< {TARGET_CHECK_MS:g} ms",
             )
-    console.print(table)
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print_verdicts(
-        console,
-        checks(m),
-        f"load {load}, SQLAlchemy {sqlalchemy.__version__}, SQLite {sqlite3.sqlite_version}",
-    )
+    for target, met in checks(m):
+        report.check(target, met)
+    report.machine(sqlalchemy=sqlalchemy.__version__, sqlite=sqlite3.sqlite_version)
     return 0

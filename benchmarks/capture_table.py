@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.report import print_verdicts
+from benchmarks.report import BYTE_RATE, PACKET_RATE, SECONDS, WHAT, Column, Report
 
 
 @dataclass
@@ -156,21 +156,19 @@ def run(
     stream_gb: float = 2.0,
     flows: int = 1000,
     workdir: str | None = None,
-    out=None,
+    *,
+    report: Report,
 ) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from engine.capture import backend
     from engine.capture.generate import generate_capture
     from engine.capture.reader import read_capture
     from engine.packet.flowhash import flow_hash
     from engine.packet.flowkeys import flow_keys
 
-    console = Console(file=out) if out else Console()
+    report.expect_steps(11 + (2 if stream_gb > 0 else 0))
     tmp = tempfile.TemporaryDirectory(prefix="pktx-bench-", dir=workdir)
     path = os.path.join(tmp.name, "bench.pcap")
-    with console.status("generating the capture"):
+    with report.step("generating the capture"):
         generate_capture(
             path, packets=packets, flows=flows, seed=42, format="pcap", ts_resolution="us"
         )
@@ -185,7 +183,7 @@ def run(
     rows: dict[str, Row] = {}
 
     def measure(key, name, fn, nbytes, note=""):
-        with console.status(f"measuring {name}"):
+        with report.step(f"measuring {name}"):
             rows[key] = Row(name, best_of(fn, repeat), n, nbytes, note)
 
     measure(
@@ -211,19 +209,22 @@ def run(
     stream = None
     if stream_gb > 0:
         big = os.path.join(tmp.name, "big.pcap")
-        with console.status(f"writing a {stream_gb:g} GB capture"):
+        with report.step(f"writing a {stream_gb:g} GB capture"):
             make_big_file(big, batch, int(stream_gb * 1e9))
-        with console.status("streaming it through open_capture"):
+        with report.step("streaming it through open_capture"):
             stream = stream_rss(big)
         os.unlink(big)
 
-    table = Table(
-        title=f"pktx bench capture: {n:,} packets, {size / 1e6:.1f} MB pcap, best of {repeat}"
+    table = report.sheet(
+        f"pktx bench capture: {n:,} packets, {size / 1e6:.1f} MB pcap, best of {repeat}",
+        [
+            WHAT,
+            SECONDS,
+            PACKET_RATE,
+            BYTE_RATE,
+            Column("vs_peer", "vs peer"),
+        ],
     )
-    table.add_column("what")
-    table.add_column("Mpackets/s", justify="right")
-    table.add_column("MB/s", justify="right")
-    table.add_column("vs peer", justify="right")
     for key, row in rows.items():
         ratio = ""
         if key == "ours":
@@ -238,8 +239,7 @@ def run(
             )
         elif key == "write":
             ratio = f"{row.pps / rows['dpkt_write'].pps:.1f}x dpkt"
-        table.add_row(row.name, f"{row.pps / 1e6:.2f}", f"{row.mbps:,.0f}", ratio)
-    console.print(table)
+        table.add_row(row.name, row.seconds, row.pps, row.mbps * 1e6, ratio)
 
     checks = [
         ("reading (open_capture) >= 20x dpkt", rows["ours"].pps / rows["dpkt"].pps >= 20),
@@ -252,12 +252,19 @@ def run(
     ]
     if stream:
         sn, sbytes, before, peak, secs = stream
-        console.print(
+        report.note(
             f"streamed {sbytes / 1e9:.2f} GB ({sn:,} packets) through open_capture in "
             f"{secs:.1f} s: peak RSS {peak / 1e6:.0f} MB "
-            f"(interpreter and imports {before / 1e6:.0f} MB)"
+            f"(interpreter and imports {before / 1e6:.0f} MB)",
+            packets=sn,
+            bytes=sbytes,
+            seconds=secs,
+            peak_rss_bytes=peak,
+            rss_before_bytes=before,
         )
         checks.append(("2 GB stream peak RSS < 200 MB", peak < 200e6))
-    print_verdicts(console, checks, f"backend: {backend.describe()}")
+    for name, ok in checks:
+        report.check(name, ok)
+    report.machine(backend=backend.describe())
     tmp.cleanup()
     return 0

@@ -41,6 +41,8 @@ from itertools import pairwise
 from pathlib import Path
 from random import Random
 
+from benchmarks.report import WHAT, Quantity, Report, label
+
 CYCLES = 100
 SEED = 20261130
 BROKER_EVERY = 7
@@ -359,112 +361,126 @@ def run(
     seed: int = SEED,
     broker_every: int = BROKER_EVERY,
     job_seconds: float = JOB_SECONDS,
-    out=None,
     workdir: str | None = None,
+    report: Report,
 ) -> int:
     """``pktx bench chaos`` (``repeat`` and ``stream_gb``, every table's, mean nothing here):
     0 when every invariant held, 1 otherwise."""
-    from rich.console import Console
-
-    console = Console(file=out) if out else Console()
-    r = measure(cycles, seed, broker_every, packets, job_seconds, workdir, status=console.status)
-    return report(console, r)
+    report.expect_steps(3 + cycles)
+    r = measure(cycles, seed, broker_every, packets, job_seconds, workdir, status=report.step)
+    return fill(report, r)
 
 
-def report(console, r: dict) -> int:
-    """The table, the invariants met or broken, and the machine; 1 when any was broken."""
-    from rich.table import Table
-
-    from benchmarks.report import load_average, print_verdicts
-
+def fill(report: Report, r: dict) -> int:
+    """The table, the invariants met or broken; 1 when any was broken."""
     jobs = r["jobs"]
 
     def total(key):
         return sum(j[key] for j in jobs)
 
     rec = sorted(r["recover_s"])
-    t = Table(
-        title=f"pktx bench chaos: {r['cycles']} SIGKILLs of pktx daemon at random "
+    t = report.sheet(
+        f"pktx bench chaos: {r['cycles']} SIGKILLs of pktx daemon at random "
         f"moments, the broker SIGKILLed every {r['broker_every']}, seed {r['seed']}; "
         f"jobs of {r['packets']:,} packets ({FLOWS} flows) file -> file at "
-        f"{r['rate_bps'] / 1e6:.2f} Mbit/s"
+        f"{r['rate_bps'] / 1e6:.2f} Mbit/s",
+        [WHAT, label("measured")],
     )
-    t.add_column("what")
-    t.add_column("measured", justify="right")
+
+    def q(unit, *values, show="{:,}"):
+        text = " / ".join(show.format(v) for v in values)
+        return Quantity(values[0] if len(values) == 1 else values, unit, text)
+
+    rec_s = (_quantile(rec, 0.5), _quantile(rec, 0.95), _quantile(rec, 1)) if rec else ()
     rows = [
-        ("daemon SIGKILLed and restarted (cycles)", f"{r['cycles']}"),
-        ("broker SIGKILLed and restarted", f"{r['broker_restarts']}"),
-        ("jobs requested / done", f"{len(jobs)} / {sum(j['status'] == 'done' for j in jobs)}"),
+        ("daemon SIGKILLed and restarted (cycles)", q("kills", r["cycles"], show="{}")),
+        ("broker SIGKILLed and restarted", q("kills", r["broker_restarts"], show="{}")),
+        (
+            "jobs requested / done",
+            q("jobs", len(jobs), sum(j["status"] == "done" for j in jobs), show="{}"),
+        ),
         (
             "packets delivered (sinks, dpkt) / in the sources",
-            f"{total('delivered_packets'):,} / {total('source_packets'):,}",
+            q("packets", total("delivered_packets"), total("source_packets")),
         ),
         (
             "packets missing / duplicated / out of order in their flow",
-            f"{total('missing')} / {total('duplicates')} / {total('out_of_order')}",
+            q(
+                "packets",
+                total("missing"),
+                total("duplicates"),
+                total("out_of_order"),
+                show="{}",
+            ),
         ),
         (
             "bytes billed (GET /usage) / delivered (sinks)",
-            f"{total('billed_bytes'):,} / {total('delivered_bytes'):,}",
+            q("bytes", total("billed_bytes"), total("delivered_bytes")),
         ),
         (
             "packets billed / delivered",
-            f"{total('billed_packets'):,} / {total('delivered_packets'):,}",
+            q("packets", total("billed_packets"), total("delivered_packets")),
         ),
         (
             "charged (broker's DB, minor units) / owed (delivered bytes past the volume)",
-            f"{total('charged_minor'):,} / {total('owed_minor'):,}",
+            q("minor units", total("charged_minor"), total("owed_minor")),
         ),
-        ("usage reports stored / counted twice", f"{total('reports')} / {total('counted_twice')}"),
+        (
+            "usage reports stored / counted twice",
+            q("reports", total("reports"), total("counted_twice"), show="{}"),
+        ),
         (
             "jobs claimed again (lease lapsed) / handed back",
-            f"{sum(j['claims'] > 1 for j in jobs)} ({total('lapses')} lapses) / "
-            f"{total('handbacks')}",
+            Quantity(
+                (sum(j["claims"] > 1 for j in jobs), total("lapses"), total("handbacks")),
+                "jobs, lapses, jobs",
+                f"{sum(j['claims'] > 1 for j in jobs)} ({total('lapses')} lapses) / "
+                f"{total('handbacks')}",
+            ),
         ),
         (
             "kills during a job's finish / before the daemon had recovered",
-            f"{r['killed_finishing']} / {r['killed_before_recovery']}",
+            q("kills", r["killed_finishing"], r["killed_before_recovery"], show="{}"),
         ),
         (
             "time to recover after a kill, median / p95 / max (s)",
-            f"{_quantile(rec, 0.5):.2f} / {_quantile(rec, 0.95):.2f} / {_quantile(rec, 1):.2f}"
-            f" ({len(rec)} kills)"
-            if rec
-            else "none observed",
+            Quantity(
+                rec_s,
+                "s",
+                " / ".join(f"{x:.2f}" for x in rec_s) + f" ({len(rec)} kills)"
+                if rec
+                else "none observed",
+            ),
         ),
-        ("wall time (s)", f"{r['wall_s']:.1f}"),
+        ("wall time (s)", q("s", r["wall_s"], show="{:.1f}")),
     ]
     for row in rows:
         t.add_row(*row)
-    console.print(t)
     broken = violations(r)
     for line in broken[:20]:
-        console.print(f"  [red]VIOLATION[/] {line}")
-    print_verdicts(
-        console,
-        [
-            (
-                "every packet in the sink exactly once and in order per flow",
-                not any(j["missing"] or j["duplicates"] or j["out_of_order"] for j in jobs),
+        report.note(f"  VIOLATION {line}", violation=line)
+    for target, met in (
+        (
+            "every packet in the sink exactly once and in order per flow",
+            not any(j["missing"] or j["duplicates"] or j["out_of_order"] for j in jobs),
+        ),
+        (
+            "usage billed equals usage delivered (packets, bytes, charges)",
+            all(
+                (j["billed_packets"], j["billed_bytes"], j["charged_minor"])
+                == (j["delivered_packets"], j["delivered_bytes"], j["owed_minor"])
+                for j in jobs
             ),
-            (
-                "usage billed equals usage delivered (packets, bytes, charges)",
-                all(
-                    (j["billed_packets"], j["billed_bytes"], j["charged_minor"])
-                    == (j["delivered_packets"], j["delivered_bytes"], j["owed_minor"])
-                    for j in jobs
-                ),
-            ),
-            ("no report counted twice", not total("counted_twice")),
-            (
-                "every job done, nothing left behind, the daemon drained with 0",
-                all(j["status"] == "done" for j in jobs)
-                and not r["leftovers"]
-                and r["drain_exit"] == 0,
-            ),
-        ],
-        f"load average {load_average()}",
-    )
+        ),
+        ("no report counted twice", not total("counted_twice")),
+        (
+            "every job done, nothing left behind, the daemon drained with 0",
+            all(j["status"] == "done" for j in jobs)
+            and not r["leftovers"]
+            and r["drain_exit"] == 0,
+        ),
+    ):
+        report.check(target, met)
     return 1 if broken else 0
 
 

@@ -40,6 +40,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks.report import BYTE_RATE, PACKET_RATE, SECONDS, WHAT, Column, Report, label
+
 TARGET_FIRST_PACKET_S = 1.0
 TARGET_OVERHEAD = 0.02
 WORKERS = 2
@@ -390,52 +392,59 @@ def run(
     packets: int | list[int] | None = None,
     repeat: int = 5,
     stream_gb: float = 0.0,
-    out=None,
     workdir: str | None = None,
+    *,
+    report: Report,
 ) -> int:
-    from rich.console import Console
-
-    console = Console(file=out) if out else Console()
-    report(console, measure(packets or SIZES, repeat, workdir, status=console.status))
+    sizes = packets or SIZES
+    count = 1 if isinstance(sizes, int) else len(sizes)
+    report.expect_steps(2 + repeat + count * (2 + repeat))
+    fill(report, measure(sizes, repeat, workdir, status=report.step))
     return 0
 
 
-def report(console, r: dict) -> None:
-    """The two tables and the verdicts of `measure`'s numbers."""
-    from rich.table import Table
-
-    from benchmarks.report import load_average, print_verdicts
-
+def fill(report: Report, r: dict) -> None:
+    """The two tables, notes and verdicts of `measure`'s numbers."""
     repeat = r["repeat"]
     median = statistics.median(r["latency"])
     claim = statistics.median(r["claim"])
-    t = Table(
-        title=f"pktx bench daemon: award to first packet ({LATENCY_PACKETS:,}-packet "
-        f"capture to udp://, loopback), {repeat} awards"
+    t = report.sheet(
+        f"pktx bench daemon: award to first packet ({LATENCY_PACKETS:,}-packet "
+        f"capture to udp://, loopback), {repeat} awards",
+        [
+            WHAT,
+            Column("median_s", "median s", "s", "{:.3f}"),
+            Column("min_s", "min s", "s", "{:.3f}"),
+            Column("max_s", "max s", "s", "{:.3f}"),
+        ],
     )
-    for col in ("what", "median s", "min s", "max s"):
-        t.add_column(col, justify="left" if col == "what" else "right")
     t.add_row(
         "award (before the request's POST) -> first datagram received",
-        f"{median:.3f}",
-        f"{min(r['latency']):.3f}",
-        f"{max(r['latency']):.3f}",
+        median,
+        min(r["latency"]),
+        max(r["latency"]),
     )
     t.add_row(
         "  of which award -> claim (the broker's claim event)",
-        f"{claim:.3f}",
-        f"{min(r['claim']):.3f}",
-        f"{max(r['claim']):.3f}",
+        claim,
+        min(r["claim"]),
+        max(r["claim"]),
     )
-    console.print(t)
 
     jobs = r["jobs"]
-    t = Table(
-        title=f"pktx bench daemon: the same job both ways, identity, {WORKERS} workers, "
-        f"file -> file, best of {repeat} (runs alternate)"
+    t = report.sheet(
+        f"pktx bench daemon: the same job both ways, identity, {WORKERS} workers, "
+        f"file -> file, best of {repeat} (runs alternate)",
+        [
+            label("job"),
+            WHAT,
+            SECONDS,
+            PACKET_RATE,
+            BYTE_RATE,
+            Column("more_than_deliver_s", "daemon - deliver", "s", lambda v: f"{v * 1000:+.1f} ms"),
+            Column("overhead", "overhead", "ratio", "{:.1%}"),
+        ],
     )
-    for col in ("job", "what", "seconds", "Mpackets/s", "MB/s", "daemon - deliver", "overhead"):
-        t.add_column(col, justify="left" if col in ("job", "what") else "right")
     verdicts = []
     for j in jobs:
         deliver, daemon, running = min(j["deliver"]), min(j["daemon"]), min(j["running"])
@@ -443,44 +452,32 @@ def report(console, r: dict) -> None:
         job = f"{j['packets']:,} packets, {j['bytes'] / 1e6:,.0f} MB pcap"
 
         def row(job, name, secs, note, j=j, deliver=deliver):
-            extra = f"{(secs - deliver) * 1000:+.1f} ms" if secs != deliver else ""
             t.add_row(
                 job,
                 name,
-                f"{secs:.3f}",
-                f"{j['packets'] / secs / 1e6:.2f}",
-                f"{j['bytes'] / secs / 1e6:,.0f}",
-                extra,
+                secs,
+                j["packets"] / secs,
+                j["bytes"] / secs,
+                secs - deliver if secs != deliver else None,
                 note,
             )
 
+        t.add_section()
         row(job, "pktx deliver (whole process, start-up included)", deliver, "reference")
-        row("", "pktx daemon: award -> complete", daemon, f"{overhead:.1%}")
-        row("", "pktx daemon: claim -> complete", running, f"{1 - deliver / running:.1%}")
+        row("", "pktx daemon: award -> complete", daemon, overhead)
+        row("", "pktx daemon: claim -> complete", running, 1 - deliver / running)
         if j["own_ms"]:
             own = statistics.median(j["own_ms"])
             t.add_row(
                 "",
                 "the daemon's own time a job, median of its log (claim -> delivery "
                 "started, its exit -> complete answered)",
-                "",
-                "",
-                "",
-                f"{own:.1f} ms",
-                f"{own / 1000 / deliver:.1%}",
+                None,
+                None,
+                None,
+                own / 1000,
+                own / 1000 / deliver,
             )
-        if "spares" in j:
-            t.add_row(
-                "",
-                f"runs the daemon's spare delivery process took (its start-up paid while "
-                f"the node was idle): {j['spares']} of {len(j['daemon'])}",
-                "",
-                "",
-                "",
-                "",
-                "",
-            )
-        t.add_section()
         verdicts.append(
             (
                 f"daemon overhead on a delivery < {TARGET_OVERHEAD:.0%} of pktx "
@@ -489,26 +486,26 @@ def report(console, r: dict) -> None:
                 overhead < TARGET_OVERHEAD,
             )
         )
-    console.print(t)
     for j in jobs:
-        console.print(
+        report.note(
             f"runs (s), {j['packets']:,} packets: pktx deliver {_list(j['deliver'])}; "
             f"daemon {_list(j['daemon'])}; the daemon's own time (ms) "
             + ", ".join(f"{ms:.1f}" for ms in j["own_ms"])
+            + f"; runs its spare delivery process took (start-up paid while the node was "
+            f"idle): {j.get('spares', 0)} of {len(j['daemon'])}",
+            packets=j["packets"],
+            deliver_s=j["deliver"],
+            daemon_s=j["daemon"],
+            own_ms=j["own_ms"],
+            spares=j.get("spares", 0),
         )
-    console.print(f"award -> first packet (s): {_list(r['latency'])}")
-    print_verdicts(
-        console,
-        [
-            (
-                f"award to first packet on loopback < {TARGET_FIRST_PACKET_S:g} s "
-                f"(median of {repeat})",
-                median < TARGET_FIRST_PACKET_S,
-            ),
-            *verdicts,
-        ],
-        f"load average {load_average()}",
+    report.note(f"award -> first packet (s): {_list(r['latency'])}", latency_s=r["latency"])
+    report.check(
+        f"award to first packet on loopback < {TARGET_FIRST_PACKET_S:g} s (median of {repeat})",
+        median < TARGET_FIRST_PACKET_S,
     )
+    for name, ok in verdicts:
+        report.check(name, ok)
 
 
 def _list(values: list[float]) -> str:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from benchmarks.capture_table import make_big_file
-from benchmarks.report import print_verdicts
+from benchmarks.report import BYTE_RATE, PACKET_RATE, SECONDS, WHAT, Report, label
 
 KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
@@ -105,12 +105,11 @@ def run(
     stream_gb: float = 2.0,
     flows: int = 1000,
     workdir: str | None = None,
-    out=None,
     process_gb: float = 0.0,
+    *,
+    report: Report,
 ) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from benchmarks import live_capture
     from benchmarks.peers import mp_pool, zmq_echo
     from engine.capture import backend
     from engine.capture.generate import generate_capture
@@ -118,11 +117,12 @@ def run(
     from engine.delivery.deliver import DEFAULT_SEGMENT_PACKETS
     from engine.packet.segment import by_packets
 
-    console = Console(file=out) if out else Console()
+    live_skipped = live_capture.why_not()
+    report.expect_steps(9 + (process_gb > 0) + (not live_skipped) + (2 if stream_gb > 0 else 0))
     tmp = tempfile.TemporaryDirectory(prefix="pktx-bench-", dir=workdir)
     src = os.path.join(tmp.name, "bench.pcap")
     dst = os.path.join(tmp.name, "out.pcap")
-    with console.status("generating the capture"):
+    with report.step("generating the capture"):
         generate_capture(
             src, packets=packets, flows=flows, seed=42, format="pcap", ts_resolution="us"
         )
@@ -131,14 +131,14 @@ def run(
     nbytes = batch.nbytes
     rows: list[tuple] = []  # name, seconds, note[, (packets, bytes) when not the capture's]
 
-    with console.status("multiprocessing peer"):
+    with report.step("multiprocessing peer"):
         t0 = time.perf_counter()
         mp_pool.run(src, dst)
         peer = time.perf_counter() - t0
     rows.append(("dpkt + multiprocessing.Pool(2), 256-packet segments, file -> file", peer, "peer"))
     engine_rows = {}
     for w in (1, 2, 4):
-        with console.status(f"engine identity, {w} worker(s)"):
+        with report.step(f"engine identity, {w} worker(s)"):
             engine_rows[w] = _engine(src, dst, w, repeat)
         rows.append(
             (
@@ -147,11 +147,11 @@ def run(
                 f"{peer / engine_rows[w]:.1f}x peer",
             )
         )
-    with console.status("engine identity to /dev/null"):
+    with report.step("engine identity to /dev/null"):
         devnull = _engine(src, os.devnull, 2, repeat)
     bounds = by_packets(batch, DEFAULT_SEGMENT_PACKETS)
     segments = [batch[a:b].compact().to_frames() for a, b in itertools.pairwise(bounds)]
-    with console.status("raw pyzmq round trip"):
+    with report.step("raw pyzmq round trip"):
         raw = min(zmq_echo.run(segments) for _ in range(repeat))
     rows.append(
         (
@@ -173,11 +173,11 @@ def run(
     proc_src, proc_scale, proc_what = src, 1.0, "the capture above"
     if process_gb > 0:
         proc_src = os.path.join(tmp.name, "process.pcap")
-        with console.status(f"writing a {process_gb:g} GB capture for the whole processes"):
+        with report.step(f"writing a {process_gb:g} GB capture for the whole processes"):
             proc_packets = make_big_file(proc_src, batch, int(process_gb * 1e9))
         proc_scale = proc_packets / len(batch)
         proc_what = f"{os.path.getsize(proc_src) / 1e9:.2f} GB, {proc_packets:,} packets"
-    with console.status("whole processes"):
+    with report.step("whole processes"):
         small = os.path.join(tmp.name, "small.pcap")
         generate_capture(small, packets=100, flows=10, seed=1, format="pcap")
         startup = _process(
@@ -228,7 +228,7 @@ def run(
         ),
     ]
     rows += process_rows
-    with console.status("encrypt"):
+    with report.step("encrypt"):
         enc1 = _engine(src, os.devnull, 1, repeat, services="encrypt", params=[f"key={KEY}"])
         enc2 = _engine(src, os.devnull, 2, repeat, services="encrypt", params=[f"key={KEY}"])
         one = min(_aesgcm_one_process(batch) for _ in range(repeat))
@@ -238,11 +238,8 @@ def run(
     )
     rows.append(("AES-GCM over the same payloads, one process, no I/O", one, "reference"))
 
-    from benchmarks import live_capture
-
-    live_skipped = live_capture.why_not()
     if not live_skipped:
-        with console.status("live capture across a veth pair"):
+        with report.step("live capture across a veth pair"):
             secs, note = live_capture.run(src, len(batch))
         rows.append(
             ("pktx iface: capture (TPACKET_V3 ring) from a veth, sender in a netns", secs, note)
@@ -251,30 +248,30 @@ def run(
     rss = None
     if stream_gb > 0:
         big = os.path.join(tmp.name, "big.pcap")
-        with console.status(f"writing a {stream_gb:g} GB capture"):
+        with report.step(f"writing a {stream_gb:g} GB capture"):
             make_big_file(big, batch, int(stream_gb * 1e9))
-        with console.status("delivering it (2 workers, to /dev/null)"):
+        with report.step("delivering it (2 workers, to /dev/null)"):
             res = subprocess.run(
                 [sys.executable, "-c", _RSS_CHILD, big], capture_output=True, text=True, check=True
             ).stdout.split()
         rss = (int(res[0]), int(res[1]) / 1e9, int(res[2]), os.path.getsize(big))
         os.unlink(big)
 
-    table = Table(
-        title=f"pktx bench deliver: {len(batch):,} packets, {size / 1e6:.1f} MB pcap, "
-        f"best of {repeat}"
+    table = report.sheet(
+        f"pktx bench deliver: {len(batch):,} packets, {size / 1e6:.1f} MB pcap, best of {repeat}",
+        [
+            WHAT,
+            SECONDS,
+            PACKET_RATE,
+            BYTE_RATE,
+            label("vs"),
+        ],
     )
-    table.add_column("what")
-    table.add_column("seconds", justify="right")
-    table.add_column("Mpackets/s", justify="right")
-    table.add_column("MB/s", justify="right")
-    table.add_column("vs", justify="right")
     for name, secs, note, *size in rows:
         n, b = size[0] if size else (len(batch), nbytes)
-        table.add_row(name, f"{secs:.3f}", f"{n / secs / 1e6:.2f}", f"{b / secs / 1e6:,.0f}", note)
-    console.print(table)
+        table.add_row(name, secs, n / secs, b / secs, note)
     if live_skipped:
-        console.print(f"live capture not measured: {live_skipped}")
+        report.note(f"live capture not measured: {live_skipped}")
     checks = [
         ("start-up of pktx deliver (100 packets, 2 local workers) < 0.4 s", startup < 0.4),
         (
@@ -294,11 +291,17 @@ def run(
     ]
     if rss:
         n, secs, peak, fsize = rss
-        console.print(
+        report.note(
             f"delivered a {fsize / 1e9:.2f} GB capture ({n:,} packets) in {secs:.1f} s "
-            f"({fsize / secs / 1e6:,.0f} MB/s): dispatcher peak RSS {peak / 1e6:.0f} MB"
+            f"({fsize / secs / 1e6:,.0f} MB/s): dispatcher peak RSS {peak / 1e6:.0f} MB",
+            packets=n,
+            bytes=fsize,
+            seconds=secs,
+            peak_rss_bytes=peak,
         )
         checks.append(("dispatcher peak RSS < 300 MB on a 2 GB capture", peak < 300e6))
-    print_verdicts(console, checks, f"backend: {backend.describe()}")
+    for name, ok in checks:
+        report.check(name, ok)
+    report.machine(backend=backend.describe())
     tmp.cleanup()
     return 0

@@ -10,7 +10,6 @@ Python-int path instead, the worst case. One-by-one `charge_for_report` is timed
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from benchmarks.report import print_verdicts
+from benchmarks.report import SECONDS, WHAT, Column, Report, main
 
 REPORTS = 1_000_000
 REPORTS_PER_JOB = 10
@@ -117,54 +116,51 @@ def one_by_one(t, data, count: int) -> list[int]:
     return out
 
 
-def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, out=None) -> int:
-    """Print the table; ``packets`` and ``stream_gb`` (the engine tables' sizes) do not apply."""
+def run(packets: int = 0, repeat: int = 5, stream_gb: float = 0.0, *, report: Report) -> int:
+    """Fill the report; ``packets`` and ``stream_gb`` (the engine tables' sizes) do not apply."""
     del packets, stream_gb
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=out) if out else Console()
+    report.expect_steps(5)
     plain, fine = tariff(), tariff(fine=True)
-    data, huge = reports(), reports(huge=True)
-    charges = columnar(plain, data)
-    assert one_by_one(plain, data, 1000) == charges[:1000].tolist()
-    int64_s = best_of(lambda: columnar(plain, data), repeat)
-    python_s = best_of(lambda: columnar(fine, huge), max(1, repeat // 2))
-    single_s = best_of(lambda: one_by_one(plain, data, ONE_BY_ONE_SAMPLE), 1)
+    with report.step("generating the reports"):
+        data, huge = reports(), reports(huge=True)
+    with report.step("checking columnar against one by one"):
+        charges = columnar(plain, data)
+        assert one_by_one(plain, data, 1000) == charges[:1000].tolist()
+    with report.step("columnar, int64 kernel"):
+        int64_s = best_of(lambda: columnar(plain, data), repeat)
+    with report.step("columnar, exact Python ints"):
+        python_s = best_of(lambda: columnar(fine, huge), max(1, repeat // 2))
+    with report.step("one by one"):
+        single_s = best_of(lambda: one_by_one(plain, data, ONE_BY_ONE_SAMPLE), 1)
     single_s *= REPORTS / ONE_BY_ONE_SAMPLE
 
-    table = Table(
-        title=f"pktx bench rating: {REPORTS:,} reports (before and after rated, 4 "
-        f"dimensions each), best of {repeat}"
+    table = report.sheet(
+        f"pktx bench rating: {REPORTS:,} reports (before and after rated, 4 "
+        f"dimensions each), best of {repeat}",
+        [
+            WHAT,
+            SECONDS,
+            Column("reports_per_s", "reports/s", "reports/s", "{:,.0f}"),
+            Column("target_s", "target", "s", "< {:g} s"),
+        ],
     )
-    table.add_column("what")
-    table.add_column("seconds", justify="right")
-    table.add_column("reports/s", justify="right")
-    table.add_column("target", justify="right")
-    table.add_row(
-        "columnar, int64 kernel", f"{int64_s:.3f}", f"{REPORTS / int64_s:,.0f}", f"< {TARGET_S:g} s"
-    )
+    table.add_row("columnar, int64 kernel", int64_s, REPORTS / int64_s, TARGET_S)
     table.add_row(
         "columnar, exact Python ints (fine prices, PB volumes)",
-        f"{python_s:.3f}",
-        f"{REPORTS / python_s:,.0f}",
-        "",
+        python_s,
+        REPORTS / python_s,
+        None,
     )
     table.add_row(
         f"one by one (charge_for_report; {ONE_BY_ONE_SAMPLE:,} timed, scaled)",
-        f"{single_s:.1f}",
-        f"{REPORTS / single_s:,.0f}",
-        "",
+        single_s,
+        REPORTS / single_s,
+        None,
     )
-    console.print(table)
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print_verdicts(
-        console,
-        [(f"{REPORTS:,} reports rated in < {TARGET_S:g} s", int64_s < TARGET_S)],
-        f"load {load}, numpy {np.__version__}",
-    )
+    report.check(f"{REPORTS:,} reports rated in < {TARGET_S:g} s", int64_s < TARGET_S)
+    report.machine(numpy=np.__version__)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(run())
+    raise SystemExit(main("rating", run))

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.report import print_verdicts
+from benchmarks.report import PACKET_RATE, SECONDS, WHAT, Column, Report, main
 
 KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 SEGMENT = 2048
@@ -62,26 +62,66 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return best
 
 
-def measure(packets: int = 200_000, repeat: int = 5) -> dict:
-    """Seconds per row, and what the rows covered."""
+def measure(packets: int = 200_000, repeat: int = 5, report: Report | None = None) -> dict:
+    """Seconds per row, and what the rows covered (its steps on ``report``'s bar)."""
+    steps = report or Report("services")
+    steps.expect_steps(2 + repeat)
+    with steps.step("preparing the segments and payloads"):
+        segs = segments(packets)
+        prepared = _prepare(segs)
+    with steps.step("compiling and warming"):
+        pairs = _pairs(*prepared)
+        for svc_fn, bare_fn in pairs.values():
+            svc_fn()
+            bare_fn()
+    gc.collect()
+    gc.freeze()  # the prepared inputs are millions of objects: no collector passes over them
+    try:
+        times = {name: [float("inf"), float("inf")] for name in pairs}
+        for i in range(repeat):
+            with steps.step(f"round {i + 1} of {repeat}"):
+                for name, (svc_fn, bare_fn) in pairs.items():
+                    times[name][0] = min(times[name][0], best_of(svc_fn, 1))
+                    times[name][1] = min(times[name][1], best_of(bare_fn, 1))
+    finally:
+        gc.unfreeze()
+    plains = prepared[2]
+    return {
+        "times": times,
+        "packets": sum(len(s) for s in segs),
+        "payloads": len(plains),
+        "payload_bytes": sum(len(p) - 1 for p in plains),
+    }
+
+
+def _prepare(segs: list) -> tuple:
     import lz4.block
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from engine.services.compression import Compress, Decompress
-    from engine.services.encryption import Decrypt, Encrypt
+    from engine.services.compression import Compress
+    from engine.services.encryption import Encrypt
 
-    segs = segments(packets)
     nonces, plains, aads = cipher_inputs(segs)
     aead = AESGCM(bytes.fromhex(KEY))
     sealed_payloads = [aead.encrypt(n, p, a) for n, p, a in zip(nonces, plains, aads)]
     raw = [p[1:] for p in plains]
     packed = [lz4.block.compress(p, store_size=False) for p in raw]
-    enc, dec = Encrypt(key=KEY), Decrypt(key=KEY)
-    comp, decomp = Compress(), Decompress()
-    sealed = [enc.process(s) for s in segs]
-    squeezed = [comp.process(s) for s in segs]
+    sealed = [Encrypt(key=KEY).process(s) for s in segs]
+    squeezed = [Compress().process(s) for s in segs]
     for s in (*sealed, *squeezed):
         s.data.flags.writeable = False
+    return (segs, nonces, plains, aads, aead, sealed_payloads, raw, packed, sealed, squeezed)
+
+
+def _pairs(segs, nonces, plains, aads, aead, sealed_payloads, raw, packed, sealed, squeezed):
+    """The timed pairs: each service over the segments, and its bare library loop."""
+    import lz4.block
+
+    from engine.services.compression import Compress, Decompress
+    from engine.services.encryption import Decrypt, Encrypt
+
+    enc, dec = Encrypt(key=KEY), Decrypt(key=KEY)
+    comp, decomp = Compress(), Decompress()
 
     def loop(fn, *columns):
         def bare():
@@ -105,86 +145,49 @@ def measure(packets: int = 200_000, repeat: int = 5) -> dict:
             loop(lambda c, p: lz4.block.decompress(c, uncompressed_size=len(p)), packed, raw),
         ),
     }
-    for svc_fn, bare_fn in pairs.values():  # compile and warm before timing
-        svc_fn()
-        bare_fn()
-    gc.collect()
-    gc.freeze()  # the prepared inputs are millions of objects: no collector passes over them
-    try:
-        times = {name: [float("inf"), float("inf")] for name in pairs}
-        for _ in range(repeat):
-            for name, (svc_fn, bare_fn) in pairs.items():
-                times[name][0] = min(times[name][0], best_of(svc_fn, 1))
-                times[name][1] = min(times[name][1], best_of(bare_fn, 1))
-    finally:
-        gc.unfreeze()
-    return {
-        "times": times,
-        "packets": sum(len(s) for s in segs),
-        "payloads": len(plains),
-        "payload_bytes": sum(map(len, raw)),
-    }
+    return pairs
 
 
-def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 0.0, out=None) -> int:
-    """Print the table; ``stream_gb`` (the capture table's) does not apply."""
+def run(packets: int = 200_000, repeat: int = 5, stream_gb: float = 0.0, *, report: Report) -> int:
+    """Fill the report; ``stream_gb`` (the capture table's) does not apply."""
     del stream_gb
-    from rich.console import Console
-    from rich.table import Table
-
     from engine.capture import backend
 
-    console = Console(file=out) if out else Console()
-    with console.status("measuring"):
-        load_before = os.getloadavg()
-        r = measure(packets, repeat)
+    load_before = os.getloadavg()
+    r = measure(packets, repeat, report=report)
     n, nbytes = r["packets"], r["payload_bytes"]
-    table = Table(
-        title=f"pktx bench services: {n:,} generated packets, {r['payloads']:,} "
+    table = report.sheet(
+        f"pktx bench services: {n:,} generated packets, {r['payloads']:,} "
         f"payloads ({nbytes / 1e6:.1f} MB) in {SEGMENT}-packet segments, one "
-        f"process, CPU seconds, best of {repeat}"
+        f"process, CPU seconds, best of {repeat}",
+        [
+            WHAT,
+            SECONDS,
+            PACKET_RATE,
+            Column("payload_bytes_per_s", "payload MB/s", "bytes/s", lambda v: f"{v / 1e6:,.0f}"),
+            Column("of_bare", "vs bare", "ratio", "{:.0%} of bare"),
+        ],
     )
-    for col, right in (
-        ("what", False),
-        ("seconds", True),
-        ("Mpackets/s", True),
-        ("payload MB/s", True),
-        ("vs bare", True),
-    ):
-        table.add_column(col, justify="right" if right else "left")
     labels = {
         "encrypt": ("encrypt service (AES-256-GCM)", "bare AESGCM.encrypt loop"),
         "decrypt": ("decrypt service", "bare AESGCM.decrypt loop"),
         "compress": ("compress service (lz4)", "bare lz4.block.compress loop"),
         "decompress": ("decompress service", "bare lz4.block.decompress loop"),
     }
-    checks = []
     for name, (svc_s, bare_s) in r["times"].items():
         svc_label, bare_label = labels[name]
         ratio = bare_s / svc_s
-        table.add_row(
-            svc_label,
-            f"{svc_s:.3f}",
-            f"{n / svc_s / 1e6:.2f}",
-            f"{nbytes / svc_s / 1e6:,.0f}",
-            f"{ratio:.0%} of bare",
-        )
-        table.add_row(
-            bare_label,
-            f"{bare_s:.3f}",
-            f"{n / bare_s / 1e6:.2f}",
-            f"{nbytes / bare_s / 1e6:,.0f}",
-            "reference",
-        )
+        table.add_row(svc_label, svc_s, n / svc_s, nbytes / svc_s, ratio)
+        table.add_row(bare_label, bare_s, n / bare_s, nbytes / bare_s, "reference")
         if name in ("encrypt", "decrypt"):
-            checks.append(
-                (f"{name} service >= {TARGET:.0%} of the bare AES-GCM loop", ratio >= TARGET)
+            report.check(
+                f"{name} service >= {TARGET:.0%} of the bare AES-GCM loop", ratio >= TARGET
             )
-    console.print(table)
-    load = " ".join(f"{x:.1f}" for x in (*load_before, *os.getloadavg()))
-    print_verdicts(console, checks, f"load before/after {load}, backend: {backend.describe()}")
+    report.machine(
+        load_before=" ".join(f"{x:.2f}" for x in load_before), backend=backend.describe()
+    )
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(run())
+    raise SystemExit(main("services", run))

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import io
 
-from rich.console import Console
-
 from benchmarks import daemon_table as dt
+from benchmarks.report import Report
 
 
 def test_a_tiny_bench_daemon(tmp_path):
@@ -24,7 +23,9 @@ def test_a_tiny_bench_daemon(tmp_path):
         (own,) = j["own_ms"]  # the daemon logged its own time on the job
         assert 0 < own < running * 1000
     out = io.StringIO()
-    dt.report(Console(file=out, width=200), r)
+    report = Report("daemon", out=out)
+    dt.fill(report, r)
+    report.emit()
     text = out.getvalue()
     assert "award to first packet on loopback < 1 s" in text
     assert "daemon overhead on a delivery < 2% of pktx deliver's throughput, 2,000" in text

@@ -71,6 +71,9 @@ def add_billing_commands(sub) -> None:
     p.add_argument("id", type=int)
     p.add_argument("--profile", metavar="NAME", help="the user's profile (default: its default)")
     p.add_argument("--format", choices=("text", "html", "pdf", "json"), default="text")
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
+    )
     p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     p.set_defaults(func=guarded(_show))
     p = what.add_parser("verify", help="check a finalized statement against its hash")

@@ -15,7 +15,14 @@ import logging
 import os
 import sys
 
-from broker.command_line import db_option, first_admin, guarded, open_store, print_json
+from broker.command_line import (
+    db_option,
+    first_admin,
+    guarded,
+    json_everywhere,
+    open_store,
+    print_json,
+)
 
 
 def add_broker_commands(subparsers) -> None:
@@ -155,6 +162,7 @@ def add_broker_commands(subparsers) -> None:
     from broker.seal_cli import add_seal_commands
 
     add_seal_commands(sub)
+    json_everywhere(sub, but=(serve,))
 
 
 def _serve(args) -> int:

@@ -3,6 +3,7 @@ store, and the store's first admin (whose authority operator commands act with).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -28,6 +29,24 @@ def guarded(command):
             return 1
 
     return run
+
+
+def json_everywhere(sub, *, but=()) -> None:
+    """``--json`` on every command under ``sub`` (but those in ``but``, and those that have
+    their own): what they print is one JSON document already, and every ``pktx`` command that
+    reports something takes the flag, so a script can always give it."""
+    for parser in set(sub.choices.values()):
+        if parser in but:
+            continue
+        children = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for child in children:
+            json_everywhere(child, but=but)
+        if not children and not any("--json" in a.option_strings for a in parser._actions):
+            parser.add_argument(
+                "--json",
+                action="store_true",
+                help="print one JSON document on stdout (this command always does)",
+            )
 
 
 def print_json(value) -> int:

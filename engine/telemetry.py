@@ -91,7 +91,14 @@ class TelemetryServer:
         self.httpd.server_close()
 
 
-def _counter(name: str, doc: str, value: int, labels: dict[str, str] | None = None):
+def _service_seconds(name: str, doc: str, service_ns: dict[str, int]):
+    family = CounterMetricFamily(name, doc, labels=["service"])
+    for service, ns in sorted(service_ns.items()):
+        family.add_metric([service], ns / 1e9)
+    return family
+
+
+def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None):
     family = CounterMetricFamily(name, doc, labels=list(labels or {}))
     family.add_metric(list((labels or {}).values()), value)
     return family
@@ -147,6 +154,16 @@ class DeliveryCollector(Collector):
             for counter, value in sorted(counters.items()):
                 services.add_metric([service, counter], value)
         yield services
+        yield _service_seconds(
+            "pktx_delivery_service_seconds",
+            "Seconds the workers spent in each service (their tasks answered)",
+            u.get("service_ns", {}),
+        )
+        yield _counter(
+            "pktx_delivery_throttled_seconds",
+            "Seconds the output waited on the rate limit (--max-rate)",
+            u.get("throttled_ns", 0) / 1e9,
+        )
         lost = CounterMetricFamily(
             "pktx_delivery_workers_lost", "Workers lost, by reason", labels=["reason"]
         )
@@ -194,6 +211,11 @@ class WorkerCollector(Collector):
         w = self.worker
         yield _counter("pktx_worker_tasks_done", "Segments processed and answered", w.tasks_done)
         yield _counter("pktx_worker_tasks_failed", "Segments a service failed on", w.tasks_failed)
+        yield _service_seconds(
+            "pktx_worker_service_seconds",
+            "Seconds spent in each service (tasks answered)",
+            w.service_time(),
+        )
         joined = GaugeMetricFamily("pktx_worker_joined", "1 while joined to a dispatcher")
         joined.add_metric([], 1 if w.joined else 0)
         yield joined
@@ -254,12 +276,38 @@ class DaemonCollector(Collector):
             "Bytes delivered by each running job so far",
             labels=["job_id"],
         )
+        # What each running job's delivery has recorded (its usage file, this run's).
+        throttled = CounterMetricFamily(
+            "pktx_daemon_job_throttled_seconds",
+            "Seconds each running job's output waited on its rate limit",
+            labels=["job_id"],
+        )
+        missed = CounterMetricFamily(
+            "pktx_daemon_job_min_rate_windows_missed",
+            "One-second windows of each running job below its minimum rate",
+            labels=["job_id"],
+        )
+        service = CounterMetricFamily(
+            "pktx_daemon_job_service_seconds",
+            "Seconds the workers spent in each service of each running job",
+            labels=["job_id", "service"],
+        )
         for job_id, run in sorted(dict(d.runs).items()):
             try:
                 out.add_metric([str(job_id)], run.counters().get("bytes_out", 0))
             except (OSError, ValueError):  # its usage file is being replaced: next scrape
                 continue
+            usage = run.usage()
+            if not usage:
+                continue
+            throttled.add_metric([str(job_id)], usage.get("throttled_ns", 0) / 1e9)
+            missed.add_metric([str(job_id)], usage.get("min_rate_windows_missed", 0))
+            for name, ns in sorted(usage.get("service_ns", {}).items()):
+                service.add_metric([str(job_id), name], ns / 1e9)
         yield out
+        yield throttled
+        yield missed
+        yield service
 
 
 def daemon_ready(daemon) -> Ready:

@@ -81,6 +81,9 @@ class CaptureReader:
         else:
             self.buf = self._map()
         self.size = len(self.buf)
+        # How far the walk has come: the end of the last batch handed out, in bytes of the
+        # file (read by another thread for a progress display).
+        self.position = 0
         self._detect()
 
     # -- opening -------------------------------------------------------------------------------
@@ -196,12 +199,14 @@ class CaptureReader:
                 seq,
             )
             seq += n
+            self.position = hi
             yield batch
             # The consumer has had the batch: let the kernel drop its pages and those behind
             # it (they fault back in from the page cache if a kept batch is read again). Up to
             # the batch's end, not its start: else two batches' spans stay resident at once.
             released = self._release_behind(hi, released)
         self.walked = seq
+        self.position = self.size
 
     def _release_behind(self, hi: int, released: int) -> int:
         """Release the map's pages from ``released`` to ``hi`` once that is worth it; where

@@ -8,6 +8,8 @@ from pathlib import Path
 from engine.cli import arguments as A
 from engine.errors import EngineError
 
+_JSON_HELP = "each table's rows as objects with their units, the targets and the machine"
+
 
 def add_commands(sub) -> None:
     """Add bench and its tables to the subparsers."""
@@ -17,6 +19,7 @@ def add_commands(sub) -> None:
     def bench_table(name, help_text, table, repeat, stream_help=None):
         b = bsub.add_parser(name, help=help_text)
         b.add_argument("--repeat", type=A.positive_int, default=repeat)
+        A.json_option(b, _JSON_HELP)
         if stream_help is None:
             b.set_defaults(func=_cmd_bench, table=table, packets=0, stream_gb=0.0)
             return b
@@ -67,6 +70,7 @@ def add_commands(sub) -> None:
         "--packets",
         type=A.positive_int,
         action="append",
+        default=None,  # not the tables' 0: a list of sizes, given one by one
         metavar="N",
         help="packets of a generated capture delivered both ways; repeated, one "
         "job size each (default 200,000 and 2,000,000: the daemon's fixed "
@@ -117,6 +121,7 @@ def add_commands(sub) -> None:
         default=1.0,
         help="how long a job's delivery lasts undisturbed, by its max rate (default 1.0)",
     )
+    A.json_option(c, _JSON_HELP)
     c.set_defaults(func=_cmd_bench, table="daemon_chaos", repeat=1, stream_gb=0.0)
     b = bench_table(
         "broker", "auction close, bids over HTTP, reputation lookups", "broker_table", 5
@@ -159,6 +164,16 @@ def _cmd_bench(args) -> int:
     sys.path.insert(0, str(root))
     import importlib
 
+    from benchmarks.report import Report, run_table
+    from engine.cli.progress_bars import wanted
+
     table = importlib.import_module(f"benchmarks.{args.table}")
     extra = {k.removeprefix("opt_"): v for k, v in vars(args).items() if k.startswith("opt_")}
-    return table.run(packets=args.packets, repeat=args.repeat, stream_gb=args.stream_gb, **extra)
+    options = dict(packets=args.packets, repeat=args.repeat, stream_gb=args.stream_gb, **extra)
+    report = Report(
+        args.bench,
+        as_json=args.json,
+        progress=wanted(args),
+        parameters={k: v for k, v in options.items() if k != "workdir"},
+    )
+    return run_table(table.run, report, **options)

@@ -320,11 +320,13 @@ def cmd_deliver(args) -> int:
         TelemetryServer(
             args.metrics, [DeliveryCollector(delivery)], delivery_ready(delivery)
         ).start()
-    show = not args.quiet and sys.stderr.isatty()
-    if show:
+    from engine.cli.progress_bars import wanted
+
+    if wanted(args):  # a terminal, without -q or --json
         from engine.delivery.progress import DeliveryProgress
 
-        with DeliveryProgress(delivery.meter):
+        # A file: a bar of its bytes read; a stream of unknown size: a live line.
+        with DeliveryProgress(delivery.meter, read=delivery.source.progress):
             usage = delivery.run()
     else:
         usage = delivery.run()

@@ -54,3 +54,35 @@ def progress_bar(
     ) as progress:
         task = progress.add_task(what, total=total)
         yield lambda done: progress.update(task, completed=done)
+
+
+@contextmanager
+def step_bar(what: str, *, enabled: bool) -> Iterator[Callable[[int, int | None, str], None]]:
+    """``update(done, total, doing)`` moves a bar of ``total`` steps (None: not counted yet, a
+    bar without an end) and names the step under way; a no-op when not ``enabled``."""
+    if not enabled:
+        yield lambda done, total, doing: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=None)
+        yield lambda done, total, doing: progress.update(
+            task, completed=done, total=total, description=doing
+        )

@@ -274,7 +274,11 @@ class Delivery:
     def _sink_thread(self, inbox: queue.Queue, sink) -> None:
         dispatcher = self.dispatcher
         assert dispatcher is not None  # made before the sink thread starts
-        bucket = TokenBucket(self.opts.max_rate_bps) if self.opts.max_rate_bps else None
+        bucket = (
+            TokenBucket(self.opts.max_rate_bps, waited=self.meter.record_throttled)
+            if self.opts.max_rate_bps
+            else None
+        )
         try:
             while True:
                 batch = inbox.get()

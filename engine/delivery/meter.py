@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 _NS = 1_000_000_000
@@ -98,6 +99,10 @@ class Meter:
         self.counters_dropped = 0  # service counters that failed validation
         self.poison_segments: list[dict] = []  # segments dropped with --on-poison skip
         self.packets_skipped = 0
+        # Time the workers spent in each service (their own clocks, checked against how long
+        # each task was out), and time the output waited on the rate limit.
+        self.service_ns: Counter = Counter()
+        self.throttled_ns = 0
 
     def restart(self) -> None:
         """Start the clocks now (after the workers have joined)."""
@@ -126,6 +131,14 @@ class Meter:
         with self._lock:
             for service, values in counters.items():
                 self.services[service].update(values)
+
+    def record_service_time(self, times: dict[str, int]) -> None:
+        with self._lock:
+            self.service_ns.update(times)
+
+    def record_throttled(self, ns: int) -> None:
+        with self._lock:
+            self.throttled_ns += ns
 
     def reject(self, reason: str, n: int = 1) -> None:
         with self._lock:
@@ -199,11 +212,14 @@ class Meter:
             "poison_segments": self.poison_segments,
             "packets_skipped": self.packets_skipped,
             "services": {k: dict(v) for k, v in self.services.items()},
+            "service_ns": dict(self.service_ns),
+            "throttled_ns": self.throttled_ns,
         }
 
 
 class TokenBucket:
-    """Shapes output to ``rate_bps``: ``take(bits)`` sleeps until the bits may go."""
+    """Shapes output to ``rate_bps``: ``take(bits)`` sleeps until the bits may go, and tells
+    ``waited(ns)`` how long it slept."""
 
     def __init__(
         self,
@@ -211,6 +227,7 @@ class TokenBucket:
         burst_bits: int | None = None,
         clock=time.monotonic_ns,
         sleep=time.sleep,
+        waited: Callable[[int], None] | None = None,
     ) -> None:
         if rate_bps <= 0:
             raise ValueError("rate must be positive")
@@ -218,6 +235,7 @@ class TokenBucket:
         self.burst = burst_bits or max(rate_bps // 50, 12_000 * 8)
         self._clock = clock
         self._sleep = sleep
+        self._waited = waited
         self._tokens = self.burst
         self._last = clock()
 
@@ -231,6 +249,8 @@ class TokenBucket:
             self._sleep(-self._tokens / self.rate)
             self._last = self._clock()
             self._tokens = 0
+            if self._waited is not None:
+                self._waited(self._last - now)
 
 
 def parse_rate(text: str) -> int:

@@ -58,6 +58,9 @@ STRIKES = 3  # garbage messages before a worker is disconnected
 # 8 bytes a packet), but a frame past MAX_FRAME_BYTES drops the connection (ZMQ_MAXMSGSIZE).
 MAX_SEGMENT_BYTES = 16 << 20
 MAX_FRAME_BYTES = 64 << 20
+# In a RESULT's counters, a service's time on the task (ns, the worker's monotonic clock): kept
+# apart from the service's own counters, and no longer than the task was out.
+SERVICE_TIME_COUNTER = "time_ns"
 HWM = 256  # ZeroMQ high-water marks (messages per peer): far above any credit
 
 

@@ -137,9 +137,41 @@ class Results(DispatcherBase):
             positions = task.positions[positions]
         self.reorder.put(task.segment, task.part, out, positions)
         self.meter.record_worker(w.name, 1, n_in)
+        spent = self._service_time(w, counters, time.monotonic() - sent.sent_at)
         self.meter.record_services(
             self._valid_counters(w, counters, n_in, task.batch.nbytes, out.nbytes)
         )
+        if spent:
+            self.meter.record_service_time(spent)
+
+    def _service_time(self, w: WorkerState, counters: dict, out_s: float) -> dict[str, int]:
+        """Take each service's time on the task out of ``counters``: kept when it is an int of
+        ns and the chain's together are no longer than the task was out (``out_s``)."""
+        spent: dict[str, int] = {}
+        for service, values in counters.items():
+            if isinstance(values, dict) and P.SERVICE_TIME_COUNTER in values:
+                spent[str(service)] = values.pop(P.SERVICE_TIME_COUNTER)
+        if not spent:
+            return spent
+        bound = int(out_s * 1e9) + 1_000_000  # the clocks' granularity
+        if (
+            any(
+                type(ns) is not int or ns < 0 or service not in self.needed
+                for service, ns in spent.items()
+            )
+            or sum(spent.values()) > bound
+        ):
+            self.meter.counters_dropped += len(spent)
+            self.meter.reject("service time that fails validation", len(spent))
+            self.rlog.warning(
+                "service-time",
+                "dropped the service times from worker %s (%s; the task was out %.3f s)",
+                w.name,
+                str(spent)[:200],  # a peer's values: bounded in the log
+                out_s,
+            )
+            return {}
+        return spent
 
     def _valid_counters(
         self, w: WorkerState, counters: dict, packets: int, bytes_in: int, bytes_out: int

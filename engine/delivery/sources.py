@@ -64,6 +64,11 @@ class Source:
         interface's own)."""
         return "pcap", "ns"
 
+    def progress(self) -> tuple[int, int] | None:
+        """(bytes read so far, of how many) for a source of known size, a file; None for a
+        stream of unknown size. Read from another thread, for a progress display."""
+        return None
+
     def file_end(self, batch: PacketBatch) -> int | None:
         """For a memory-mapped source: where ``batch`` ends in the map (else None)."""
         return None
@@ -95,6 +100,9 @@ class FileSource(Source):
                 f"but this capture has {self.reader.walked:,}: not the source "
                 "the stream was made from"
             )
+
+    def progress(self) -> tuple[int, int]:
+        return self.reader.position, self.reader.size
 
     def file_end(self, batch):
         return self.reader.file_end(batch)

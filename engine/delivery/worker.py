@@ -19,7 +19,7 @@ import socket
 import struct
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 import zmq
@@ -69,6 +69,8 @@ class Worker:
         self._stopping = False
         self.tasks_done = 0
         self.tasks_failed = 0
+        self.service_ns: Counter = Counter()  # ns spent in each service (its tasks answered)
+        self._service_lock = threading.Lock()
         self.joined = False  # welcomed by the dispatcher of the session under way
         self._session_no = 0
         self._jobs: queue.Queue = queue.Queue()  # (session, frames) for the processing thread
@@ -76,6 +78,11 @@ class Worker:
         self._done_addr = f"inproc://pktx-worker-done-{id(self)}"
 
     # -- control -------------------------------------------------------------------------------
+    def service_time(self) -> dict[str, int]:
+        """Nanoseconds spent in each service so far (read from another thread)."""
+        with self._service_lock:
+            return dict(self.service_ns)
+
     def request_stop(self, *_args) -> None:
         """Drain and leave (the SIGTERM handler)."""
         if not self._stopping:
@@ -368,10 +375,16 @@ class Worker:
                 0,
             )
             counters: dict[str, dict[str, int]] = {}
+            spent: dict[str, int] = {}
             for svc in chain:
                 service = svc.name
+                t0 = time.monotonic_ns()
                 out = svc.process(out)
+                spent[svc.name] = spent.get(svc.name, 0) + time.monotonic_ns() - t0
                 counters[svc.name] = svc.take_counters()
+            for name, ns in spent.items():
+                # The service's time on the task rides with its counters (docs/protocol.md).
+                counters[name] = {**counters[name], P.SERVICE_TIME_COUNTER: ns}
             service = "(result)"
             kept = out.seq if out.has_explicit_seq else None
             if kept is None and len(out) != len(batch):
@@ -398,6 +411,8 @@ class Worker:
                 P.dumps({"service": service, "error": f"{type(exc).__name__}: {exc}"}),
             ]
         self.tasks_done += 1
+        with self._service_lock:
+            self.service_ns.update(spent)
         return [P.PROTOCOL, P.RESULT, header.pack(), P.dumps(counters), *parts]
 
 

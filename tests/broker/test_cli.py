@@ -88,6 +88,36 @@ def test_the_commands_hang_off_any_parser():
         parser.parse_args(["broker", "admin", "key", "martian", "1"])
 
 
+def leaf_commands(parser: argparse.ArgumentParser, path=()) -> dict[tuple, argparse.ArgumentParser]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {path: parser}
+    return {
+        leaf: p
+        for name, child in subs[0].choices.items()
+        for leaf, p in leaf_commands(child, (*path, name)).items()
+    }
+
+
+def test_every_broker_command_that_reports_takes_json(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="pktx")
+    add_broker_commands(parser.add_subparsers(dest="command"))
+    commands = leaf_commands(parser)
+    assert len(commands) >= 15
+    for path, p in commands.items():
+        takes = any("--json" in a.option_strings for a in p._actions)
+        assert takes == (path != ("broker", "serve")), path  # serve reports nothing: it serves
+    shown = parser.parse_args(["broker", "statements", "show", "7", "--json"])
+    assert shown.format == "json"  # the statement as JSON, as --format json
+    db = f"sqlite:///{tmp_path / 'json.sqlite3'}"
+    for argv in (["admin", "init"], ["admin", "network", "home"], ["admin", "list"]):
+        code = main(["broker", *argv, "--db", db, "--json"])
+        out = capsys.readouterr().out
+        assert code == 0 and json.loads(out), argv  # one JSON document, as without the flag
+    assert main(["broker", "statements", "list", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
 def serve_settings(monkeypatch, argv: list[str], env: dict[str, str] | None = None):
     """The settings ``pktx broker serve ARGV`` resolves, in a clean environment."""
     for name in [n for n in os.environ if n.startswith("PKTX_BROKER_")]:

@@ -4,6 +4,7 @@ command line (3 SIGKILLs, the broker restarted once) meets every invariant and e
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,6 +97,7 @@ def test_pktx_bench_chaos_runs_a_few_cycles_and_every_invariant_holds(tmp_path):
             "0.5",
             "--seed",
             "7",
+            "--json",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -104,16 +106,34 @@ def test_pktx_bench_chaos_runs_a_few_cycles_and_every_invariant_holds(tmp_path):
         env={**os.environ, "TMPDIR": str(tmp_path), "COLUMNS": "200"},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout
-    assert "3 SIGKILLs of pktx daemon" in out
-    assert "broker SIGKILLed and restarted" in out and "time to recover" in out
+    doc = json.loads(done.stdout)  # --json: one document, its numbers the run's
+    assert doc["bench"] == "chaos" and doc["exit_status"] == 0
+    assert doc["parameters"]["cycles"] == 3 and doc["parameters"]["broker_every"] == 2
+    (table,) = doc["tables"]
+    assert "3 SIGKILLs of pktx daemon" in table["title"]
+    measured = {r["what"]: r["measured"] for r in table["rows"]}
+    assert measured["daemon SIGKILLed and restarted (cycles)"] == {"value": 3, "unit": "kills"}
+    assert measured["broker SIGKILLed and restarted"]["value"] >= 1
+    jobs, done_jobs = measured["jobs requested / done"]["value"]
+    assert jobs == done_jobs >= 1
+    delivered, source = measured["packets delivered (sinks, dpkt) / in the sources"]["value"]
+    assert delivered == source == jobs * 500
+    assert measured["packets missing / duplicated / out of order in their flow"]["value"] == [
+        0,
+        0,
+        0,
+    ]
+    billed, sent = measured["bytes billed (GET /usage) / delivered (sinks)"]["value"]
+    assert billed == sent > 0
+    assert "time to recover after a kill, median / p95 / max (s)" in measured
+    checks = {c["target"]: c["met"] for c in doc["checks"]}
     for verdict in (
         "every packet in the sink exactly once and in order per flow",
-        "usage billed equals usage delivered",
+        "usage billed equals usage delivered (packets, bytes, charges)",
         "no report counted twice",
     ):
-        assert f"met {verdict}" in out, out
-    assert "VIOLATION" not in out
+        assert checks[verdict] is True, doc
+    assert not any("violation" in n for n in doc["notes"])
     # Its broker, daemon and files are gone. (A delivery killed with its daemon leaves its
     # local workers' ipc folder, pktx-XXXX, behind: not the bench's to remove.)
     assert list(tmp_path.glob("pktx-bench-chaos-*")) == []

@@ -122,6 +122,25 @@ def test_a_broker_a_daemon_and_two_workers_show_live_metrics_and_logs_name_the_j
             ),
             "the workers' live counters",
         )
+        # The running job's rate limit and its service, from its delivery's usage record.
+        seen = until(
+            lambda: (
+                (s := scrape(node))
+                and any(
+                    name == "pktx_daemon_job_throttled_seconds_total" and value > 0
+                    for (name, _labels), value in s.items()
+                )
+                and any(name == "pktx_daemon_job_service_seconds_total" for name, _ in s)
+                and s
+            ),
+            "the job's throttling and service time",
+        )
+        services = {
+            dict(labels)["service"]
+            for (name, labels), value in seen.items()
+            if name == "pktx_daemon_job_service_seconds_total" and value > 0
+        }
+        assert services == {"identity"}  # the job's chain
         job = m.wait_job(request["id"], "done")
         done = until(
             lambda: (s := scrape(node))[("pktx_daemon_jobs_completed_total", ())] == 1 and s,

@@ -294,6 +294,38 @@ def test_counters_are_validated_before_they_reach_the_usage_record(sample_pcap, 
         peer.close()
 
 
+def test_a_services_time_is_metered_only_when_it_could_be_true(sample_pcap, tmp_path):
+    """A worker reports each service's time on a task beside its counters (``time_ns``): kept
+    apart from the counters a bill holds, and dropped when it is not an int of nanoseconds no
+    longer than the task was out."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "o.pcap"
+    delivery = _delivery(
+        sample_pcap, out, endpoint, services="identity", params=[], segment_packets=5000
+    )
+    peer = RawPeer(endpoint)
+    try:
+        t, box = run_in_thread(delivery)
+        peer.ready("timer", credit=1)
+        from engine.capture.batch import PacketBatch
+
+        for spent in (10**15, "1000", 1000, 2000):  # a day and more, text, then true times
+            frames = peer.recv_command(P.TASK, 60)
+            hdr = P.TaskHeader.unpack(frames[2])
+            batch = PacketBatch.from_frames(frames[4:])
+            counters = {"identity": {"packets": len(batch), P.SERVICE_TIME_COUNTER: spent}}
+            peer.send(*result_frames(hdr, batch, counters))
+        t.join(60)
+        assert "error" not in box, box.get("error")
+        usage = box["usage"]
+        assert usage["service_ns"] == {"identity": 3000}
+        assert usage["services"] == {"identity": {"packets": 20_000}}
+        assert usage["counters_dropped"] == 2
+        assert out.read_bytes() == sample_pcap.read_bytes()
+    finally:
+        peer.close()
+
+
 def test_peers_that_join_and_leave_are_counted_not_listed(sample_pcap, tmp_path):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "o.pcap"
