@@ -261,6 +261,21 @@ def read_packets(path: Path) -> list[bytes]:
         return [bytes(buf) for _, buf in dpkt.pcap.Reader(f)]
 
 
+def catching(proc: subprocess.Popen, sig: int, timeout: float = 60, what=lambda: "") -> None:
+    """Wait until process ``proc`` has a handler for ``sig`` (Linux: its ``SigCgt`` mask): a
+    signal sent before that, in the first milliseconds of the interpreter's start, ends it as
+    it ends any process (``what``: text for the failure's message, the process's log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, what()[-3000:]
+        with open(f"/proc/{proc.pid}/status") as f:
+            caught = next(ln for ln in f if ln.startswith("SigCgt:")).split()[1]
+        if int(caught, 16) >> (sig - 1) & 1:
+            return
+        assert time.monotonic() < deadline, f"process {proc.pid} never caught signal {sig}"
+        time.sleep(0.005)
+
+
 class Daemon:
     """``pktx daemon`` for the market's provider, its state in ``folder``."""
 
@@ -321,19 +336,8 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def catching(self, sig: int | None = None, timeout: float = 60) -> None:
-        """Wait until the daemon has a handler for ``sig`` (Linux: its ``SigCgt`` mask): a
-        signal sent before that, in the first milliseconds of the interpreter's start, ends
-        it as it ends any process."""
-        sig = sig or signal.SIGTERM  # (in the class's body ``signal`` is the method above)
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None and self.proc.poll() is None, self.log()[-3000:]
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                caught = next(ln for ln in f if ln.startswith("SigCgt:")).split()[1]
-            if int(caught, 16) >> (sig - 1) & 1:
-                return
-            assert time.monotonic() < deadline, f"the daemon never caught signal {sig}"
-            time.sleep(0.005)
+        assert self.proc is not None, "not started"
+        catching(self.proc, sig or signal.SIGTERM, timeout, what=self.log)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -644,7 +644,7 @@ def test_a_daemon_sigtermed_as_soon_as_it_catches_the_signal_drains_and_exits_0(
 
     from locations import ROOT, free_port
 
-    from benchmarks.node_world import Daemon as NodeDaemon
+    from benchmarks.node_world import catching
 
     for attempt in range(3):
         log = tmp_path / f"daemon-{attempt}.log"
@@ -667,10 +667,7 @@ def test_a_daemon_sigtermed_as_soon_as_it_catches_the_signal_drains_and_exits_0(
                 stderr=out,
                 env={**os.environ, "K": "pktx_nobody"},
             )
-        node = NodeDaemon.__new__(NodeDaemon)  # only its wait for the handler
-        node.proc, node.folder = proc, tmp_path
-        (tmp_path / "daemon.log").write_text("")
-        node.catching(signal.SIGTERM, timeout=60)
+        catching(proc, signal.SIGTERM, what=log.read_text)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()
         assert "Traceback" not in log.read_text()
