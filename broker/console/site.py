@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from broker.api.deps import store_of
 from broker.console import sessions
 from broker.console.forms import MAX_BODY, Form, amount, parse_body
-from broker.errors import BrokerError, NotYours
+from broker.errors import BrokerError, CsrfRefused, NotYours
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ def error_page(request: Request, exc: BrokerError, signed: sessions.Signed | Non
     title = {401: "Not signed in", 403: "Not yours to see", 404: "Not found"}.get(
         exc.http_status, "Refused"
     )
+    if isinstance(exc, CsrfRefused):
+        title = "Form refused"
     return render(request, "error.html", signed, status=exc.http_status, title=title, error=exc)
 
 

@@ -114,3 +114,12 @@ def served(store):
 def api(served, market):
     """`apiclient.standard_market` set up through the served API."""
     return standard_market(Api(served.url, market))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``item.report_call``...), for fixtures that keep
+    evidence only when the test failed (the console's browser screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
