@@ -12,7 +12,13 @@ from fastapi import FastAPI
 
 def install(app: FastAPI) -> None:
     """Add the console's pages to ``app`` (after the API's routes)."""
-    from broker.console import glance, market, site
+    from broker.console import deliveries, glance, market, site, statements
 
-    for router in (site.router, market.router, glance.router):
+    for router in (
+        site.router,
+        market.router,
+        deliveries.router,
+        statements.router,
+        glance.router,
+    ):
         app.include_router(router)

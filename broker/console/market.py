@@ -319,7 +319,7 @@ async def auction_events(
             return
         if now != last:
             last = now
-            yield ServerSentEvent(event="auction", data=now)
+            yield ServerSentEvent(event="update", data=now)
         await anyio.sleep(options["poll"])
 
 

@@ -38,8 +38,13 @@ NAV = {
         ("/requests/new", "New request"),
         ("/auctions", "Auctions"),
         ("/awards", "Awards"),
+        ("/statements", "Statements"),
     ),
-    "provider": (("/auctions", "Auctions"), ("/awards", "Awards and jobs")),
+    "provider": (
+        ("/auctions", "Auctions"),
+        ("/awards", "Awards and jobs"),
+        ("/statements", "Statements"),
+    ),
     "admin": (("/market", "Market"), ("/auctions", "Auctions"), ("/awards", "Awards")),
 }
 SIDE = {

@@ -5,80 +5,17 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from html import unescape
 
 import pytest
+from console_client import Browser, field_errors
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from broker.actors import issue_key, revoke_key
+from broker.actors import revoke_key
 from broker.api import create_app
 from broker.auctions import open_auction, submit_bid
 from broker.models import ConsoleSession, ServiceRequest
 from broker.requests import submit_request
-
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-_FIELD_ERROR = re.compile(r'<p class="error" id="[^"]*" data-field="(\w+)">([^<]*)</p>')
-
-
-def csrf_of(html: str) -> str:
-    found = _CSRF.search(html)
-    assert found, html
-    return found.group(1)
-
-
-def field_errors(html: str) -> dict[str, str]:
-    """The messages shown beside fields, by field."""
-    return {field: unescape(said) for field, said in _FIELD_ERROR.findall(html)}
-
-
-class Browser:
-    """One browser's cookie jar on the app, and the CSRF token of the page it saw last."""
-
-    def __init__(self, app) -> None:
-        self.http = TestClient(app, follow_redirects=False)
-        self.csrf = ""
-
-    def sign_in(self, token: str):
-        page = self.http.get("/signin")
-        answer = self.http.post(
-            "/signin", data={"csrf_token": csrf_of(page.text), "api_key": token}
-        )
-        if answer.status_code == 303:
-            self.csrf = csrf_of(self.http.get(answer.headers["location"]).text)
-        return answer
-
-    def get(self, path: str):
-        answer = self.http.get(path)
-        if answer.status_code == 200 and _CSRF.search(answer.text):
-            self.csrf = csrf_of(answer.text)
-        return answer
-
-    def post(self, path: str, data: dict, *, csrf: str | None = None):
-        return self.http.post(
-            path, data={"csrf_token": self.csrf if csrf is None else csrf, **data}
-        )
-
-
-@pytest.fixture
-def keys(world):
-    """An API key for each participant of `world`, and a provider ("tiny") that can bid on
-    nothing but identity, in a network of its own."""
-    m = world.m
-    world.tiny = m.provider(m.network("tiny-net"), "tiny", services=("identity",))
-    tokens = {}
-    with m.store.write() as s:
-        for name, kind, ident in (
-            ("admin", "admin", m.admin.id),
-            ("alice", "user", world.alice),
-            ("bob", "user", world.bob),
-            ("home", "provider", world.home),
-            ("north", "provider", world.north),
-            ("south", "provider", world.south),
-            ("tiny", "provider", world.tiny),
-        ):
-            tokens[name] = issue_key(s, m.admin, kind, ident)[1]
-    return tokens
 
 
 @pytest.fixture

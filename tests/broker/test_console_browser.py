@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from marketplace import Market
 
@@ -214,6 +216,34 @@ def test_a_request_goes_to_auction_two_providers_bid_and_the_user_sees_the_award
     assert f"auction #{auction_path.rsplit('/', 1)[1]}" in awards and "12.00 EUR" in awards
     south.open("/awards")
     assert "12.00 EUR" in south.find("[data-testid=awards]").text
+
+    # The delivery: the user watches its award while the winner's daemon (here, the test
+    # through the API with south's key) reports usage; the numbers move without a reload.
+    alice.find("[data-testid=awards] a[href^='/awards/']").click()
+    alice.shot("award")
+    job = int(alice.find("[data-testid=progress]").text.split("job #")[1].split()[0])
+    started = datetime.now(UTC) - timedelta(seconds=4)
+    for sequence, sent in ((1, 1_000_000), (2, 3_500_000)):
+        answer = httpx.post(
+            f"{market.url}/v1/jobs/{job}/usage",
+            json={
+                "sequence": sequence,
+                "bytes_out": sent,
+                "packets_out": sent // 1000,
+                "at": (started + timedelta(seconds=2 * sequence)).isoformat(),
+            },
+            headers={"Authorization": f"Bearer {market.keys['south']}"},
+        )
+        assert answer.status_code == 201, answer.text
+    alice.wait_for(
+        lambda d: d.find_element(By.CSS_SELECTOR, '[data-live="bytes_out"]').text == "3500000",
+        message="the delivery's progress did not arrive by server-sent events",
+    )
+    alice.shot("progress")
+    assert "?v=" in alice.find("img[data-live-chart]").get_attribute("src")  # drawn again
+    alice.fill(score="90", comment="as promised")
+    alice.submit("Send the rating")
+    assert "Your rating: 90 of 100" in alice.find("[data-testid=rated]").text
 
     # Another user sees none of it: not the request, not the auction, not the award.
     bob = browsers("bob")
