@@ -12,11 +12,12 @@ from fastapi import FastAPI
 
 def install(app: FastAPI) -> None:
     """Add the console's pages to ``app`` (after the API's routes)."""
-    from broker.console import deliveries, glance, market, site, statements
+    from broker.console import deliveries, glance, market, negotiations, site, statements
 
     for router in (
         site.router,
         market.router,
+        negotiations.router,
         deliveries.router,
         statements.router,
         glance.router,

@@ -38,6 +38,16 @@ def market_glance(session: Session, actor: Actor) -> dict:
         "networks": list(session.scalars(select(Network).order_by(Network.id))),
         "providers": list(session.scalars(select(Provider).order_by(Provider.id))),
         "users": list(session.scalars(select(User).order_by(User.id))),
+        "keys": [
+            {
+                "prefix": k.prefix,
+                "principal": "{} {}".format(*k.principal),
+                "label": k.label,
+                "created_at": k.created_at,
+                "revoked_at": k.revoked_at,
+            }
+            for k in session.scalars(select(ApiKey).order_by(ApiKey.id.desc()).limit(100))
+        ],
         "live_keys": session.scalar(
             select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
         ),

@@ -18,14 +18,20 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
-from broker import auctions, awards, requests
+from broker import auctions, awards, negotiation, requests
 from broker.api.deps import id_path, policy_of, store_of
 from broker.clock import utcnow
 from broker.console.forms import FIELDS, Form, major
 from broker.console.site import ConsoleRoute, Posted, Signed, render, require_side
 from broker.errors import BrokerError, Conflict, InvalidInput
-from broker.models import Auction, Award, Provider, User
-from broker.views import auction_view, award_view, job_view, request_view
+from broker.models import Auction, Award, Negotiation, Provider, User
+from broker.views import (
+    auction_view,
+    award_view,
+    job_view,
+    negotiation_view,
+    request_view,
+)
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 LISTED = 50  # rows per list page: the newest
@@ -113,7 +119,8 @@ def request_create(request: Request, signed: Signed, form: Posted) -> Response:
     return RedirectResponse(f"/requests/{made_id}", status_code=303)
 
 
-def _request_page(request: Request, signed, request_id: int, **extra) -> Response:
+def request_page_with(request: Request, signed, request_id: int, **extra) -> Response:
+    """The request's page; ``form``/``negotiation_form``: a refused form shown again."""
     actor = signed.actor
     with store_of(request).read() as s:
         r = requests.get_request(s, actor, request_id)
@@ -129,6 +136,18 @@ def _request_page(request: Request, signed, request_id: int, **extra) -> Respons
             award_view(a)
             for a in s.scalars(select(Award).where(Award.request_id == r.id).order_by(Award.id))
         ]
+        its_negotiations = [
+            negotiation_view(negotiation.get_negotiation(s, actor, n.id))
+            for n in s.scalars(
+                select(Negotiation).where(Negotiation.request_id == r.id).order_by(Negotiation.id)
+            )
+        ]
+        may_negotiate = r.status == "brokering" and actor.speaks_for_user(r.user_id)
+        negotiable = (
+            [(p.id, p.name) for p in requests.eligible_providers(s, r, limit=LISTED)]
+            if may_negotiate
+            else []
+        )
         may_auction = (
             r.status == "brokering"
             and r.is_block
@@ -146,13 +165,17 @@ def _request_page(request: Request, signed, request_id: int, **extra) -> Respons
         awards=its_awards,
         may_auction=may_auction,
         form=form,
+        negotiations=its_negotiations,
+        negotiable=negotiable,
+        negotiation_form=extra.pop("negotiation_form", None)
+        or Form({"deadline_in": "60", "mode": "user"}),
         reserve=major(shown["max_price_minor"], shown["currency"]),
     )
 
 
 @router.get("/requests/{request_id}")
 def request_page(request: Request, signed: Signed, request_id: RequestId) -> Response:
-    return _request_page(request, signed, request_id)
+    return request_page_with(request, signed, request_id)
 
 
 @router.post("/requests/{request_id}/auction")
@@ -180,7 +203,7 @@ def auction_open(request: Request, signed: Signed, form: Posted, request_id: Req
         except InvalidInput as exc:
             _refusal(form, exc)
     if form.errors:
-        return _request_page(request, signed, request_id, form=form, status=422)
+        return request_page_with(request, signed, request_id, form=form, status=422)
     return RedirectResponse(f"/auctions/{opened_id}", status_code=303)
 
 

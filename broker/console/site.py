@@ -36,12 +36,14 @@ NAV = {
     "user": (
         ("/requests", "Requests"),
         ("/requests/new", "New request"),
+        ("/negotiations", "Negotiations"),
         ("/auctions", "Auctions"),
         ("/awards", "Awards"),
         ("/statements", "Statements"),
     ),
     "provider": (
         ("/auctions", "Auctions"),
+        ("/negotiations", "Negotiations"),
         ("/awards", "Awards and jobs"),
         ("/statements", "Statements"),
     ),

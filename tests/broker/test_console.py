@@ -298,6 +298,9 @@ def test_the_admin_glance_is_for_admins(app, keys, world):
     page = admin.get("/market").text
     assert re.search(r'data-testid="open-auctions">1<', page)
     assert "alice" in page and "north" in page
+    for name in ("alice", "north", "admin"):  # each key by its prefix, never its secret
+        prefix, secret = keys[name].split("_", 2)[1:]
+        assert f"<code>{prefix}</code>" in page and secret not in page
     alice = Browser(app)
     alice.sign_in(keys["alice"])
     assert alice.http.get("/market").status_code == 403

@@ -142,3 +142,48 @@ def test_statements_are_listed_shown_by_profile_and_printed_for_their_user_only(
     assert f'href="/statements/{statement_id}"' not in bob.get("/statements").text
     for path in (f"/statements/{statement_id}", f"/statements/{statement_id}/document"):
         assert bob.http.get(path).status_code == 403
+
+
+def test_a_negotiation_opened_countered_and_accepted_in_the_console(app, keys, world):
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    start = (datetime.now(UTC) + timedelta(hours=1)).replace(second=0, microsecond=0)
+    made = alice.post(
+        "/requests/new",
+        {
+            "services": "anonymize",
+            "starts_at": start.strftime("%Y-%m-%dT%H:%M"),
+            "ends_at": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+            "max_rate": "10",
+        },
+    )
+    request_path = made.headers["location"]
+    page = alice.get(request_path).text
+    assert f'<option value="{world.north}"' in page  # a candidate of another network
+    terms = {"provider_id": str(world.north), "mode": "user", "deadline_in": "60"}
+    refused = alice.post(f"{request_path}/negotiation", {**terms, "opening_price": "1.234"})
+    assert refused.status_code == 422
+    assert "at most 2 decimal" in field_errors(refused.text)["opening_price"]
+    opened = alice.post(f"{request_path}/negotiation", terms)
+    assert opened.status_code == 303
+    path = opened.headers["location"]
+    alice.get(path)
+    assert alice.post(f"{path}/moves", {"action": "offer", "price": "0.50"}).status_code == 303
+    page = alice.get(path).text
+    moves = re.findall(r"<li>Round \d+: the (\w+) \((\w+)\) offered <strong>([^<]+)</strong>", page)
+    assert ("buyer", "user", "0.50 EUR") in moves
+    assert moves[-1][0] == "seller"  # the provider's price policy answered at once
+    assert "Accept " + moves[-1][2] in page
+    assert alice.post(f"{path}/moves", {"action": "accept"}).status_code == 303
+    done = alice.get(path).text
+    assert "agreed" in done and f"Agreed price</dt><dd>{moves[-1][2]}" in done
+    assert 'status-awarded">awarded<' in alice.get(request_path).text
+    # Parties only, as the API: bob and south are refused, north (the seller) sees it.
+    negotiation_id = path.rsplit("/", 1)[1]
+    for who, want in (("bob", 403), ("south", 403), ("north", 200), ("home", 200)):
+        b = Browser(app)
+        b.sign_in(keys[who])
+        api = TestClient(app, headers={"Authorization": f"Bearer {keys[who]}"})
+        assert api.get(f"/v1/negotiations/{negotiation_id}").status_code == want, who
+        assert b.http.get(path).status_code == want, who
+        assert (f'href="{path}"' in b.get("/negotiations").text) == (want == 200), who
