@@ -12,7 +12,15 @@ from fastapi import FastAPI
 
 def install(app: FastAPI) -> None:
     """Add the console's pages to ``app`` (after the API's routes)."""
-    from broker.console import deliveries, glance, market, negotiations, site, statements
+    from broker.console import (
+        account,
+        deliveries,
+        glance,
+        market,
+        negotiations,
+        site,
+        statements,
+    )
 
     for router in (
         site.router,
@@ -20,6 +28,7 @@ def install(app: FastAPI) -> None:
         negotiations.router,
         deliveries.router,
         statements.router,
+        account.router,
         glance.router,
     ):
         app.include_router(router)

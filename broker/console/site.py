@@ -40,6 +40,7 @@ NAV = {
         ("/auctions", "Auctions"),
         ("/awards", "Awards"),
         ("/statements", "Statements"),
+        ("/account", "Credit"),
     ),
     "provider": (
         ("/auctions", "Auctions"),

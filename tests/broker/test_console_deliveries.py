@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from broker import statements
 from broker.api import create_app
+from broker.currency import Money
 from broker.models import DeliveryJob, Rating
 
 
@@ -187,3 +188,20 @@ def test_a_negotiation_opened_countered_and_accepted_in_the_console(app, keys, w
         assert api.get(f"/v1/negotiations/{negotiation_id}").status_code == want, who
         assert b.http.get(path).status_code == want, who
         assert (f'href="{path}"' in b.get("/negotiations").text) == (want == 200), who
+
+
+def test_the_account_page_shows_the_apis_credit_decision(app, keys, world):
+    _delivering(world)
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    page = alice.get("/account").text
+    api = TestClient(app, headers={"Authorization": f"Bearer {keys['alice']}"})
+    now = api.get(f"/v1/users/{world.alice}/credit").json()
+    shown = re.search(r'data-testid="credit">(.*?)</dl>', page, re.S).group(1)
+    limit = Money(now["limit_minor"], now["currency"])
+    owed = Money(now["owed_minor"], now["currency"])
+    assert f"<dt>Limit</dt><dd>{limit}</dd>" in shown and f"<dt>Owed</dt><dd>{owed}</dd>" in shown
+    assert f"<dt>Score</dt><dd>{now['score']}</dd>" in shown
+    north = Browser(app)
+    north.sign_in(keys["north"])
+    assert north.http.get("/account").status_code == 403
