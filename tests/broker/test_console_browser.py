@@ -11,12 +11,17 @@ installed (.ci/run installs them)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from locations import ROOT
 from marketplace import Market
 
 from benchmarks.node_world import BrokerProcess
@@ -66,6 +71,7 @@ class Page:
     screenshot for the failure report."""
 
     def __init__(self, base: str, name: str, shots: list, *, width: int = 1280) -> None:
+        """A browser on the console at ``base``, its screenshots named after ``name``."""
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
         for argument in (
@@ -134,8 +140,8 @@ def browsers(market, request, tmp_path):
     shots: list = []
     opened: list[Page] = []
 
-    def open_browser(name: str, *, width: int = 1280) -> Page:
-        page = Page(market.url, name, shots, width=width)
+    def open_browser(name: str, *, width: int = 1280, base: str | None = None) -> Page:
+        page = Page(base or market.url, name, shots, width=width)
         opened.append(page)
         return page
 
@@ -291,3 +297,47 @@ def test_forms_refuse_bad_input_beside_the_field_and_forged_csrf_tokens(market, 
     bob.submit("Sign out")
     bob.open("/requests")
     assert bob.driver.current_url.endswith("/signin")
+
+
+def test_the_demos_market_in_the_console(browsers, tmp_path):
+    """``pktx demo --serve``: the user of the demo's round sees its auction, closed, with
+    every bid, the winner and the reputations. The picture is the README's
+    (``PKTX_DOCS_SCREENSHOT=1`` writes it to docs/console.png)."""
+    demo = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "engine.cli", "demo", "--dir", str(tmp_path / "demo")),
+            *("--packets", "500", "--flows", "5", "--serve"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert demo.stdout is not None
+        said = []
+        for line in demo.stdout:
+            said.append(line)
+            if line.startswith("   bob's phone "):
+                break
+        text = "".join(said)
+        url = text.split("its web console is at ", 1)[1].split(" ", 1)[0].rstrip("/")
+        alice_key = next(line.split()[-1] for line in said if line.startswith("   alice "))
+        alice = browsers("demo-alice", base=url)
+        alice.sign_in(alice_key)
+        alice.open("/auctions")
+        alice.find("[data-testid=auctions-closed] a[href^='/auctions/']").click()
+        alice.shot("auction")
+        bids = alice.find("[data-testid=bids]")
+        rows = bids.find_elements(By.CSS_SELECTOR, "tbody tr")
+        assert len(rows) == 3 and len(bids.find_elements(By.CSS_SELECTOR, "tr.won")) == 1
+        assert "ratings)" in bids.text and "EUR" in bids.text
+        picture = alice.driver.get_screenshot_as_png()
+        (tmp_path / "console.png").write_bytes(picture)
+        if os.environ.get("PKTX_DOCS_SCREENSHOT"):
+            (ROOT / "docs" / "console.png").write_bytes(picture)
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()

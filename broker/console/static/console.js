@@ -16,6 +16,7 @@
       return;
     }
     Object.keys(data).forEach(function (name) {
+      if (name === "status") { return; }  // shown with its badge; a change reloads instead
       document.querySelectorAll('[data-live="' + name + '"]').forEach(function (shown) {
         shown.textContent = String(data[name]);
       });
