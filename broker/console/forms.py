@@ -35,6 +35,7 @@ FIELDS = {
     "provider_id": "provider_id",
     "score": "score",
     "comment": "comment",
+    "members": "members",
 }
 
 
@@ -112,6 +113,27 @@ class Form:
             self.refuse(name, "more than 0 and at most 9.2e12 Mbit/s")
             return None
         return bps
+
+    def members(self, name: str) -> list[dict]:
+        """Recipients, one a line: ``user 12``, ``device 3``, ``phone +14155552671`` or
+        ``address udp://198.51.100.7:9000``, as the API's ``members``."""
+        found: list[dict] = []
+        for n, line in enumerate(self.text(name).splitlines(), 1):
+            kind, _, value = line.strip().partition(" ")
+            value = value.strip()
+            if not kind:
+                continue
+            if kind in ("user", "device"):
+                if not value.isdigit():
+                    self.refuse(name, f"line {n}: a {kind} is given by its id, e.g. '{kind} 12'")
+                    return []
+                found.append({"kind": kind, "value": int(value)})
+            elif kind in ("phone", "address") and value:
+                found.append({"kind": kind, "value": value})
+            else:
+                self.refuse(name, f"line {n}: start with user, device, phone or address")
+                return []
+        return found
 
     def utc_time(self, name: str) -> datetime | None:
         """A ``datetime-local`` value ("2030-01-01T12:00"), read as UTC."""

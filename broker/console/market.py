@@ -23,7 +23,7 @@ from broker.api.deps import id_path, policy_of, store_of
 from broker.clock import utcnow
 from broker.console.forms import FIELDS, Form, major
 from broker.console.site import ConsoleRoute, Posted, Signed, render, require_side
-from broker.errors import BrokerError, Conflict, InvalidInput
+from broker.errors import BrokerError, Conflict, InvalidInput, NotFound
 from broker.models import Auction, Award, Negotiation, Provider, User
 from broker.views import (
     auction_view,
@@ -97,6 +97,7 @@ def request_create(request: Request, signed: Signed, form: Posted) -> Response:
     volume_bytes = form.integer("volume_bytes")
     min_rate, max_rate = form.rate("min_rate"), form.rate("max_rate")
     max_price = form.money("max_price", currency)
+    members = form.members("members")
     if not form.errors:
         try:
             with store_of(request).write() as s:
@@ -110,10 +111,16 @@ def request_create(request: Request, signed: Signed, form: Posted) -> Response:
                     min_rate_bps=min_rate,
                     max_rate_bps=max_rate,
                     max_price_minor=max_price,
+                    members=members,
                 )
                 made_id = made.id
         except InvalidInput as exc:
-            _refusal(form, exc)
+            if (exc.field or "").startswith("members"):
+                form.refuse("members", exc.message)
+            else:
+                _refusal(form, exc)
+        except NotFound as exc:  # a recipient that is not there
+            form.refuse("members", exc.message)
     if form.errors:
         return _request_form(request, signed, form, status=422)
     return RedirectResponse(f"/requests/{made_id}", status_code=303)
@@ -143,6 +150,7 @@ def request_page_with(request: Request, signed, request_id: int, **extra) -> Res
             )
         ]
         may_negotiate = r.status == "brokering" and actor.speaks_for_user(r.user_id)
+        may_cancel = r.status in ("pledging", "brokering") and actor.speaks_for_user(r.user_id)
         negotiable = (
             [(p.id, p.name) for p in requests.eligible_providers(s, r, limit=LISTED)]
             if may_negotiate
@@ -166,6 +174,8 @@ def request_page_with(request: Request, signed, request_id: int, **extra) -> Res
         may_auction=may_auction,
         form=form,
         negotiations=its_negotiations,
+        may_cancel=may_cancel,
+        message=extra.pop("message", ""),
         negotiable=negotiable,
         negotiation_form=extra.pop("negotiation_form", None)
         or Form({"deadline_in": "60", "mode": "user"}),
@@ -205,6 +215,18 @@ def auction_open(request: Request, signed: Signed, form: Posted, request_id: Req
     if form.errors:
         return request_page_with(request, signed, request_id, form=form, status=422)
     return RedirectResponse(f"/auctions/{opened_id}", status_code=303)
+
+
+@router.post("/requests/{request_id}/cancel")
+def request_cancel(
+    request: Request, signed: Signed, _form: Posted, request_id: RequestId
+) -> Response:
+    try:
+        with store_of(request).write() as s:
+            requests.cancel_request(s, signed.actor, request_id)
+    except Conflict as exc:
+        return request_page_with(request, signed, request_id, status=409, message=exc.message)
+    return RedirectResponse(f"/requests/{request_id}", status_code=303)
 
 
 # -- auctions ------------------------------------------------------------------------------

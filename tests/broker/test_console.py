@@ -323,3 +323,40 @@ def test_an_auctions_close_arrives_as_a_server_sent_event(app, keys, world):
     tiny = Browser(app)
     tiny.sign_in(keys["tiny"])
     assert tiny.http.get(f"/auctions/{auction}/events").status_code == 403
+
+
+def test_recipients_are_requested_and_a_bad_line_is_refused_beside_them(app, keys, world):
+    b = Browser(app)
+    b.sign_in(keys["alice"])
+    refused = b.post("/requests/new", {**_block(), "members": "user 1\nfriend bob"})
+    assert refused.status_code == 422
+    assert "line 2: start with user" in field_errors(refused.text)["members"]
+    missing = b.post("/requests/new", {**_block(), "members": "user 99999"})
+    assert (
+        missing.status_code == 422
+        and "no user with id 99999" in field_errors(missing.text)["members"]
+    )
+    made = b.post("/requests/new", {**_block(), "members": f"user {world.bob}\nphone +14155552671"})
+    assert made.status_code == 303
+    api = TestClient(app, headers={"Authorization": f"Bearer {keys['alice']}"})
+    shown = api.get(made.headers["location"].replace("/requests", "/v1/requests")).json()
+    assert shown["members"] == [
+        {"kind": "user", "value": world.bob},
+        {"kind": "phone", "value": "+14155552671"},
+    ]
+
+
+def test_a_request_is_cancelled_from_its_page_by_its_user_only(app, keys, world):
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    path = alice.post("/requests/new", _block()).headers["location"]
+    home = Browser(app)
+    home.sign_in(keys["home"])
+    home.get(path)
+    assert "Cancel the request" not in home.get(path).text
+    assert home.post(f"{path}/cancel", {}).status_code == 403  # its home provider may not
+    alice.get(path)
+    assert alice.post(f"{path}/cancel", {}).status_code == 303
+    assert 'status-cancelled">cancelled<' in alice.get(path).text
+    again = alice.post(f"{path}/cancel", {})
+    assert again.status_code == 409 and 'data-testid="message"' in again.text
