@@ -29,7 +29,10 @@ from broker.actors import issue_key
 from broker.store import Store
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -117,7 +120,13 @@ class Page:
 
     def wait_for(self, what, timeout: float = 15.0, message: str = ""):
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(what)
+            # A page that reloads itself (the close) may go stale under the look: look again.
+            return WebDriverWait(
+                self.driver,
+                timeout,
+                poll_frequency=0.2,
+                ignored_exceptions=(StaleElementReferenceException,),
+            ).until(what)
         except TimeoutException:
             self.shot("timeout")
             raise AssertionError(message or "timed out") from None
