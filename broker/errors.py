@@ -49,6 +49,13 @@ class NotYours(BrokerError):
     code = "forbidden"
 
 
+class CsrfRefused(BrokerError):
+    """A console form came without its session's CSRF token (or the sign-in page's)."""
+
+    http_status = 403
+    code = "csrf"
+
+
 class NotFound(BrokerError):
     """The thing named does not exist."""
 

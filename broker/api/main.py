@@ -264,6 +264,9 @@ def create_app(
     app.include_router(payments.router, prefix="/v1", responses=ERRORS)
     app.include_router(credit.router, prefix="/v1", responses=ERRORS)
     app.include_router(operations.router, responses=ERRORS)
+    from broker.console import install as install_console  # the web console, at /
+
+    install_console(app)
     _openapi_3_1(app)
     return app
 

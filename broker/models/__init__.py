@@ -2,6 +2,7 @@
 
 from broker.models.base import Base, UTCDateTime
 from broker.models.billing import COUNTERS, Charge, TariffVersion, UsageReport
+from broker.models.console import ConsoleSession
 from broker.models.credit import CreditDecision, CreditModel, CreditProfile
 from broker.models.idempotency import IdempotencyRecord
 from broker.models.ledger import LedgerEntry, LedgerPosting
@@ -59,6 +60,7 @@ __all__ = [
     "Bid",
     "BillingSettings",
     "Charge",
+    "ConsoleSession",
     "CreditDecision",
     "CreditModel",
     "CreditNote",

@@ -245,8 +245,8 @@ def _summary(market, card: dict, draft: dict, stage, workdir: Path, started: flo
 def _serve(market, stage, out) -> None:
     """Keep the broker up for a console or curl, with a key for each principal."""
     out(
-        f"\nthe broker keeps running at {stage.url} (Ctrl-C stops it); API keys "
-        f"(Authorization: Bearer KEY):\n"
+        f"\nthe broker keeps running at {stage.url} (Ctrl-C stops it); its web console is "
+        f"at {stage.url}/ (sign in with a key). API keys (Authorization: Bearer KEY):\n"
     )
     width = max(map(len, market.keys))
     for principal, key in market.keys.items():

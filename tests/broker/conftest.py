@@ -18,6 +18,7 @@ from marketplace import Market
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from broker.actors import issue_key
 from broker.store import Store
 
 
@@ -114,3 +115,33 @@ def served(store):
 def api(served, market):
     """`apiclient.standard_market` set up through the served API."""
     return standard_market(Api(served.url, market))
+
+
+@pytest.fixture
+def keys(world):
+    """An API key for each participant of `world`, and a provider ("tiny") that can bid on
+    nothing but identity, in a network of its own."""
+    m = world.m
+    world.tiny = m.provider(m.network("tiny-net"), "tiny", services=("identity",))
+    tokens = {}
+    with m.store.write() as s:
+        for name, kind, ident in (
+            ("admin", "admin", m.admin.id),
+            ("alice", "user", world.alice),
+            ("bob", "user", world.bob),
+            ("home", "provider", world.home),
+            ("north", "provider", world.north),
+            ("south", "provider", world.south),
+            ("tiny", "provider", world.tiny),
+        ):
+            tokens[name] = issue_key(s, m.admin, kind, ident)[1]
+    return tokens
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``item.report_call``...), for fixtures that keep
+    evidence only when the test failed (the console's browser screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)

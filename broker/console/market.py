@@ -1,0 +1,384 @@
+"""The market's pages: requests, auctions (bids, reputations, the close), awards and jobs.
+
+Every read and write goes through the domain functions the API routes call, with the signed-in
+`Actor`: a page shows what the same key would get from ``/v1`` and nothing more, and a form does
+what the matching API call does (its refusals shown beside the field they name).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy import select
+
+from broker import auctions, awards, negotiation, requests
+from broker.api.deps import id_path, policy_of, store_of
+from broker.clock import utcnow
+from broker.console.forms import FIELDS, Form, major
+from broker.console.site import ConsoleRoute, Posted, Signed, render, require_side
+from broker.errors import BrokerError, Conflict, InvalidInput, NotFound
+from broker.models import Auction, Award, Negotiation, Provider, User
+from broker.views import (
+    auction_view,
+    award_view,
+    job_view,
+    negotiation_view,
+    request_view,
+)
+
+router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+LISTED = 50  # rows per list page: the newest
+RequestId = Annotated[int, id_path("a request's id")]
+AuctionId = Annotated[int, id_path("an auction's id")]
+
+
+def _refusal(form: Form, exc: InvalidInput) -> None:
+    form.refuse(FIELDS.get(exc.field or "", "_form"), exc.message)
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+@router.get("/requests")
+def request_list(request: Request, signed: Signed) -> Response:
+    with store_of(request).read() as s:
+        rows = [request_view(r) for r in requests.list_requests(s, signed.actor, limit=LISTED)]
+    return render(request, "requests.html", signed, rows=rows)
+
+
+def _home_currency(request: Request, signed) -> str:
+    with store_of(request).read() as s:
+        if signed.actor.user_id is None:
+            return "EUR"
+        return s.get_one(User, signed.actor.user_id).home_provider.policy.currency
+
+
+def _request_form(request: Request, signed, form: Form, *, status: int = 200) -> Response:
+    return render(
+        request,
+        "request_new.html",
+        signed,
+        status=status,
+        form=form,
+        currency=_home_currency(request, signed),
+    )
+
+
+@router.get("/requests/new")
+def request_new(request: Request, signed: Signed) -> Response:
+    require_side(signed, "user")
+    start = utcnow().replace(second=0, microsecond=0) + timedelta(hours=1)
+    form = Form(
+        {
+            "services": "anonymize",
+            "starts_at": start.strftime("%Y-%m-%dT%H:%M"),
+            "ends_at": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+            "max_rate": "10",
+        }
+    )
+    return _request_form(request, signed, form)
+
+
+@router.post("/requests/new")
+def request_create(request: Request, signed: Signed, form: Posted) -> Response:
+    require_side(signed, "user")
+    currency = _home_currency(request, signed)
+    services = [s.strip() for s in form.text("services").split(",") if s.strip()]
+    if not services:
+        form.refuse("services", "name at least one service")
+    starts_at, ends_at = form.utc_time("starts_at"), form.utc_time("ends_at")
+    volume_bytes = form.integer("volume_bytes")
+    min_rate, max_rate = form.rate("min_rate"), form.rate("max_rate")
+    max_price = form.money("max_price", currency)
+    members = form.members("members")
+    if not form.errors:
+        try:
+            with store_of(request).write() as s:
+                made = requests.submit_request(
+                    s,
+                    signed.actor,
+                    services=services,
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                    volume_bytes=volume_bytes,
+                    min_rate_bps=min_rate,
+                    max_rate_bps=max_rate,
+                    max_price_minor=max_price,
+                    members=members,
+                )
+                made_id = made.id
+        except InvalidInput as exc:
+            if (exc.field or "").startswith("members"):
+                form.refuse("members", exc.message)
+            else:
+                _refusal(form, exc)
+        except NotFound as exc:  # a recipient that is not there
+            form.refuse("members", exc.message)
+    if form.errors:
+        return _request_form(request, signed, form, status=422)
+    return RedirectResponse(f"/requests/{made_id}", status_code=303)
+
+
+def request_page_with(request: Request, signed, request_id: int, **extra) -> Response:
+    """The request's page; ``form``/``negotiation_form``: a refused form shown again."""
+    actor = signed.actor
+    with store_of(request).read() as s:
+        r = requests.get_request(s, actor, request_id)
+        shown = request_view(r)
+        sold = list(
+            s.scalars(select(Auction).where(Auction.request_id == r.id).order_by(Auction.id))
+        )
+        its_auctions = [
+            {"id": a.id, "status": a.status, "closes_at": a.closes_at, "reason": a.reason}
+            for a in sold
+        ]
+        its_awards = [
+            award_view(a)
+            for a in s.scalars(select(Award).where(Award.request_id == r.id).order_by(Award.id))
+        ]
+        its_negotiations = [
+            negotiation_view(negotiation.get_negotiation(s, actor, n.id))
+            for n in s.scalars(
+                select(Negotiation).where(Negotiation.request_id == r.id).order_by(Negotiation.id)
+            )
+        ]
+        may_negotiate = r.status == "brokering" and actor.speaks_for_user(r.user_id)
+        may_cancel = r.status in ("pledging", "brokering") and actor.speaks_for_user(r.user_id)
+        negotiable = (
+            [(p.id, p.name) for p in requests.eligible_providers(s, r, limit=LISTED)]
+            if may_negotiate
+            else []
+        )
+        may_auction = (
+            r.status == "brokering"
+            and r.is_block
+            and not any(a.status == "open" for a in sold)
+            and (actor.speaks_for_user(r.user_id) or actor.speaks_for_provider(r.home_provider_id))
+        )
+    form = extra.pop("form", None) or Form({"closes_in": "600", "quantity": "1"})
+    return render(
+        request,
+        "request.html",
+        signed,
+        status=extra.pop("status", 200),
+        r=shown,
+        auctions=its_auctions,
+        awards=its_awards,
+        may_auction=may_auction,
+        form=form,
+        negotiations=its_negotiations,
+        may_cancel=may_cancel,
+        message=extra.pop("message", ""),
+        negotiable=negotiable,
+        negotiation_form=extra.pop("negotiation_form", None)
+        or Form({"deadline_in": "60", "mode": "user"}),
+        reserve=major(shown["max_price_minor"], shown["currency"]),
+    )
+
+
+@router.get("/requests/{request_id}")
+def request_page(request: Request, signed: Signed, request_id: RequestId) -> Response:
+    return request_page_with(request, signed, request_id)
+
+
+@router.post("/requests/{request_id}/auction")
+def auction_open(request: Request, signed: Signed, form: Posted, request_id: RequestId) -> Response:
+    with store_of(request).read() as s:
+        currency = requests.get_request(s, signed.actor, request_id).currency
+    seconds = form.integer("closes_in", low=5, required=True)
+    reserve = form.money("reserve_price", currency, required=True)
+    quantity = form.integer("quantity") or 1
+    if reserve == 0:
+        form.refuse("reserve_price", "more than zero")
+    if not form.errors:
+        assert seconds is not None and reserve is not None
+        try:
+            with store_of(request).write() as s:
+                opened = auctions.open_auction(
+                    s,
+                    signed.actor,
+                    request_id,
+                    closes_at=utcnow() + timedelta(seconds=seconds),
+                    reserve_price_minor=reserve,
+                    quantity=quantity,
+                )
+                opened_id = opened.id
+        except InvalidInput as exc:
+            _refusal(form, exc)
+    if form.errors:
+        return request_page_with(request, signed, request_id, form=form, status=422)
+    return RedirectResponse(f"/auctions/{opened_id}", status_code=303)
+
+
+@router.post("/requests/{request_id}/cancel")
+def request_cancel(
+    request: Request, signed: Signed, _form: Posted, request_id: RequestId
+) -> Response:
+    try:
+        with store_of(request).write() as s:
+            requests.cancel_request(s, signed.actor, request_id)
+    except Conflict as exc:
+        return request_page_with(request, signed, request_id, status=409, message=exc.message)
+    return RedirectResponse(f"/requests/{request_id}", status_code=303)
+
+
+# -- auctions ------------------------------------------------------------------------------
+
+
+@router.get("/auctions")
+def auction_list(request: Request, signed: Signed) -> Response:
+    actor, policy = signed.actor, policy_of(request)
+    with store_of(request).read() as s:
+        listed = {
+            status: [
+                auction_view(s, actor, a.id, policy=policy)
+                for a in auctions.list_auctions(s, actor, status=status, limit=LISTED)
+            ]
+            for status in ("open", "closed", "failed")
+        }
+    return render(request, "auctions.html", signed, listed=listed, now=utcnow())
+
+
+def _auction_page(request: Request, signed, auction_id: int, **extra) -> Response:
+    actor = signed.actor
+    now = utcnow()
+    with store_of(request).read() as s:
+        shown = auction_view(s, actor, auction_id, policy=policy_of(request), now=now)
+        names = dict(
+            s.execute(
+                select(Provider.id, Provider.name).where(
+                    Provider.id.in_(sorted(actor.provider_ids))
+                )
+            ).all()
+        )
+        a = auctions.get_auction(s, auction_id)
+        is_open = a.status == "open"
+        due = is_open and now >= a.closes_at
+        may_close = due and (
+            auctions.is_request_side(actor, a)
+            or any(b["provider_id"] in actor.provider_ids for b in shown["bids"])
+        )
+    own_bids = [b for b in shown["bids"] if b["provider_id"] in actor.provider_ids]
+    bidding_as = sorted(names.items())
+    form = extra.pop("form", None) or Form(
+        {
+            "price": own_bids[0]["price_minor"]
+            and major(own_bids[0]["price_minor"], shown["currency"])
+        }
+        if own_bids
+        else {}
+    )
+    return render(
+        request,
+        "auction.html",
+        signed,
+        status=extra.pop("status", 200),
+        a=shown,
+        own_bids=own_bids,
+        may_bid=is_open and not due and bool(bidding_as),
+        bidding_as=bidding_as,
+        may_close=may_close,
+        due=due,
+        form=form,
+        message=extra.pop("message", ""),
+    )
+
+
+@router.get("/auctions/{auction_id}")
+def auction_page(request: Request, signed: Signed, auction_id: AuctionId) -> Response:
+    return _auction_page(request, signed, auction_id)
+
+
+@router.post("/auctions/{auction_id}/bids")
+def bid(request: Request, signed: Signed, form: Posted, auction_id: AuctionId) -> Response:
+    require_side(signed, "provider")
+    with store_of(request).read() as s:
+        view = auction_view(s, signed.actor, auction_id, policy=policy_of(request))
+    provider_id = form.integer("provider_id", required=True)
+    price = form.money("price", view["currency"], required=True)
+    if not form.errors:
+        assert provider_id is not None and price is not None
+        try:
+            with store_of(request).write() as s:
+                auctions.submit_bid(
+                    s, signed.actor, auction_id, provider_id=provider_id, price_minor=price
+                )
+        except InvalidInput as exc:
+            _refusal(form, exc)
+        except Conflict as exc:
+            return _auction_page(
+                request, signed, auction_id, form=form, status=409, message=exc.message
+            )
+    if form.errors:
+        return _auction_page(request, signed, auction_id, form=form, status=422)
+    return RedirectResponse(f"/auctions/{auction_id}", status_code=303)
+
+
+@router.post("/auctions/{auction_id}/close")
+def close(request: Request, signed: Signed, _form: Posted, auction_id: AuctionId) -> Response:
+    try:
+        with store_of(request).write() as s:
+            auctions.close_auction(s, signed.actor, auction_id, policy=policy_of(request))
+    except Conflict as exc:
+        return _auction_page(request, signed, auction_id, status=409, message=exc.message)
+    return RedirectResponse(f"/auctions/{auction_id}", status_code=303)
+
+
+def _viewable(request: Request, signed: Signed, auction_id: AuctionId) -> int:
+    """Checked before the stream starts: a refusal is a page, not a stream cut short."""
+    with store_of(request).read() as s:
+        auction_view(s, signed.actor, auction_id, policy=policy_of(request))
+    return auction_id
+
+
+@router.get("/auctions/{auction_id}/events", response_class=EventSourceResponse)
+async def auction_events(
+    request: Request, signed: Signed, auction_id: Annotated[int, Depends(_viewable)]
+) -> AsyncIterator[ServerSentEvent]:
+    """The auction's status and bid count as server-sent events, sent when they change, for
+    as long as the actor may see it (the same `auction_view` as the page, every poll)."""
+    options = request.app.state.event_stream
+    ends = time.monotonic() + options["seconds"]
+    store, policy = store_of(request), policy_of(request)
+
+    def look() -> dict | None:
+        try:
+            with store.read() as s:
+                view = auction_view(s, signed.actor, auction_id, policy=policy)
+        except BrokerError:
+            return None
+        return {"status": view["status"], "bid_count": view["bid_count"]}
+
+    yield ServerSentEvent(comment="pktx console auction", retry=options["retry_ms"])
+    last = None
+    while time.monotonic() < ends and not await request.is_disconnected():
+        now = await anyio.to_thread.run_sync(look)
+        if now is None:
+            return
+        if now != last:
+            last = now
+            yield ServerSentEvent(event="update", data=now)
+        await anyio.sleep(options["poll"])
+
+
+# -- awards and jobs -----------------------------------------------------------------------
+
+
+@router.get("/awards")
+def award_list(request: Request, signed: Signed) -> Response:
+    actor = signed.actor
+    with store_of(request).read() as s:
+        rows = [award_view(a) for a in awards.list_awards(s, actor, limit=LISTED)]
+        jobs = [
+            job_view(j)
+            for provider_id in sorted(actor.provider_ids)
+            for j in awards.list_jobs(s, actor, provider_id, limit=LISTED)
+        ]
+    return render(request, "awards.html", signed, rows=rows, jobs=jobs)
