@@ -10,6 +10,7 @@ from the same object: the command exports what it resolved (`BrokerSettings.expo
 from __future__ import annotations
 
 import os
+import tomllib
 from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
@@ -127,3 +128,46 @@ def load(config_file: str | os.PathLike | None = None, **overrides) -> BrokerSet
         ) from None
     finally:
         _config_file.reset(token)
+
+
+def explain(config_file: str | os.PathLike | None = None) -> list[tuple[str, object, str]]:
+    """What ``pktx broker serve`` would run with and where each value comes from (no flags
+    given): ``(setting, value, source)`` rows, the source ``env PKTX_BROKER_X``, the file, or
+    ``default``; a password in the database URL masked. Invalid settings raise as `load`."""
+    settings = load(config_file)
+    path = (
+        Path(config_file)
+        if config_file is not None
+        else (Path(os.environ[ENV_CONFIG]) if os.environ.get(ENV_CONFIG) else None)
+    )
+    table: dict = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    rows: list[tuple[str, object, str]] = []
+    for name, field in BrokerSettings.model_fields.items():
+        alias = field.validation_alias
+        names = list(alias.choices) if isinstance(alias, AliasChoices) else [name]
+        envs = [n for n in names if isinstance(n, str) and n.startswith(PREFIX)] or [
+            f"{PREFIX}{name.upper()}"
+        ]
+        keys = [n for n in names if isinstance(n, str) and not n.startswith(PREFIX)]
+        env = next((e for e in envs if e in os.environ), None)
+        key = next((k for k in keys if k in table), None)
+        source = f"env {env}" if env else (f"{path} {key}" if key else "default")
+        value = getattr(settings, name)
+        if name == "db" and value:
+            value = _masked_url(value)
+        rows.append((name, value, source))
+    return rows
+
+
+def _masked_url(url: str) -> str:
+    """A database URL with its password hidden."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a database URL)"

@@ -219,7 +219,10 @@ def add_commands(sub) -> None:
         "environment, file, default); secrets masked",
     )
     show.add_argument(
-        "target", choices=CONFIGURABLE, metavar="COMMAND", help=f"one of {', '.join(CONFIGURABLE)}"
+        "target",
+        choices=(*CONFIGURABLE, "broker"),
+        metavar="COMMAND",
+        help=f"one of {', '.join(CONFIGURABLE)}, or broker (broker serve's settings)",
     )
     show.add_argument("--config", metavar="FILE", help="the file the command would read")
     show.add_argument("--json", action="store_true", help="one JSON document")
@@ -229,9 +232,12 @@ def add_commands(sub) -> None:
 def cmd_show(args) -> int:
     from engine.cli import build_parser
 
-    argv = [args.target, *(["--config", args.config] if args.config else [])]
-    settings = resolve(build_parser(argv), args.target, argv)
-    rows = [{"option": s.option, "value": masked(s), "source": s.source} for s in settings]
+    if args.target == "broker":
+        rows = _broker_rows(args.config)
+    else:
+        argv = [args.target, *(["--config", args.config] if args.config else [])]
+        settings = resolve(build_parser(argv), args.target, argv)
+        rows = [{"option": s.option, "value": masked(s), "source": s.source} for s in settings]
     if args.json:
         json.dump(rows, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -241,3 +247,21 @@ def cmd_show(args) -> int:
         value = "" if r["value"] is None else r["value"]
         sys.stdout.write(f"{r['option']:<{width}}  {value!s:<30}  {r['source']}\n")
     return 0
+
+
+def _broker_rows(config_file: str | None) -> list[dict]:
+    """``broker serve``'s settings (broker/settings.py: the environment, then its TOML file,
+    ``--config`` or ``$PKTX_BROKER_CONFIG``), in the rows ``config show`` prints."""
+    try:
+        from broker.errors import InvalidInput
+        from broker.settings import explain
+    except ImportError as exc:
+        raise ConfigError(f"the broker is not installed here ({exc})") from None
+    try:
+        rows = explain(config_file)
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from None
+    return [
+        {"option": "--" + name.replace("_", "-"), "value": value, "source": source}
+        for name, value, source in rows
+    ]

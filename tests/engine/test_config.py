@@ -111,3 +111,56 @@ def test_a_bad_variable_and_a_missing_file(tmp_path):
     )
     run = pktx("worker", "--connect", "tcp://127.0.0.1:1", env={"PKTX_WORKER_CREDIT": "-1"})
     assert run.returncode == 2 and "environment PKTX_WORKER_CREDIT" in run.stderr
+
+
+def test_broker_serve_settings_are_shown_with_their_sources_and_serve_runs_with_them(tmp_path):
+    """``pktx config show broker``: broker serve's settings (broker/settings.py) with where each
+    came from, the database password masked; then ``broker serve`` with the same file and
+    environment listens where the table said."""
+    import time
+
+    import httpx
+    from locations import free_port
+
+    conf = tmp_path / "broker.toml"
+    conf.write_text(
+        'db = "postgresql+psycopg://pktx:s3cret-pw@db.example/pktx"\nport = 9000\nworkers = 3\n'
+    )
+    run = pktx("config", "show", "broker", "--config", conf, env={"PKTX_BROKER_HOST": "0.0.0.0"})
+    assert run.returncode == 0, run.stderr
+    assert "s3cret-pw" not in run.stdout + run.stderr
+    seen = shown("broker", "--config", conf, env={"PKTX_BROKER_PORT": "9001"})
+    assert seen["--db"] == ("postgresql+psycopg://pktx:***@db.example/pktx", f"{conf} db")
+    assert seen["--port"] == (9001, "env PKTX_BROKER_PORT")  # the environment over the file
+    assert seen["--processes"] == (3, f"{conf} workers")  # the old key is still read
+    assert seen["--expire-every"] == (30.0, "default")
+
+    conf.write_text("port = 99999\n")
+    bad = pktx("config", "show", "broker", "--config", conf)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "port" in bad.stderr and str(conf) in bad.stderr
+
+    port = free_port()
+    conf.write_text(f'db = "sqlite:///{tmp_path / "b.sqlite3"}"\nport = {port}\n')
+    assert shown("broker", "--config", conf)["--port"] == (port, f"{conf} port")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "broker", "serve", "--config", str(conf)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert serve.poll() is None, serve.stderr.read().decode()
+            assert time.monotonic() < deadline, "broker serve did not listen where shown"
+            time.sleep(0.1)
+    finally:
+        serve.terminate()
+        serve.wait(30)
