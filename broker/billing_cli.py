@@ -133,28 +133,33 @@ def _close(args) -> int:
             homes = list(
                 s.scalars(select(User.home_provider_id).distinct().order_by(User.home_provider_id))
             )
+    from engine.cli.progress_bars import step_bar, wanted
+
     results = []
-    for home in homes:
+    shown = wanted(args)
+    with step_bar(f"closing {args.period}", enabled=shown) as bar:
+        for n, home in enumerate(homes):
 
-        def progress(done: int, home=home) -> None:
-            sys.stderr.write(f"\rpktx broker: provider {home}: {done} statements finalized")
+            def progress(done: int, n=n, home=home) -> None:
+                bar(n, len(homes), f"provider {home}: {done} statements finalized")
 
-        results.append(
-            close_period(
-                store.write,
-                admin,
-                home,
-                args.period,
-                batch=args.batch,
-                on_batch=progress if sys.stderr.isatty() else None,
+            bar(n, len(homes), f"provider {home}")
+            results.append(
+                close_period(
+                    store.write,
+                    admin,
+                    home,
+                    args.period,
+                    batch=args.batch,
+                    on_batch=progress if shown else None,
+                )
             )
-        )
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")
-        if args.collect:  # after the finalizing transactions, never inside them
-            from broker.payments_cli import collect_period
+            if args.collect:  # after the finalizing transactions, never inside them
+                from broker.payments_cli import collect_period
 
-            results[-1]["collected"] = collect_period(store, args.period, home)
+                bar(n, len(homes), f"provider {home}: collecting")
+                results[-1]["collected"] = collect_period(store, args.period, home)
+        bar(len(homes), len(homes), "done")
     return print_json({"period": args.period, "providers": results})
 
 

@@ -151,3 +151,18 @@ def test_a_close_killed_midway_leaves_every_statement_whole_and_a_rerun_finishes
         total = s.scalar(select(func.sum(StatementLine.amount_minor)))
     assert total == billed.charged_minor
     store.dispose()
+
+
+def test_a_close_on_a_terminal_draws_a_bar_and_into_a_pipe_none(tmp_path):
+    """The close's progress (engine/cli/progress_bars.py) on a terminal: a bar of the home
+    providers (with the statements finalized so far); into a pipe only the JSON."""
+    from terminal import on_a_terminal, piped
+
+    db = f"sqlite:///{tmp_path / 'billing.sqlite3'}"
+    populate(db, 30, 2)
+    seen = on_a_terminal("broker", "billing", "close", "--db", db, "--period", PERIOD)
+    assert "closing " + PERIOD in seen and "steps" in seen
+    assert "1/1" in seen  # one home provider, done (what it finalized: the JSON on stdout)
+    again = piped("broker", "billing", "close", "--db", db, "--period", PERIOD)
+    assert again.returncode == 0 and again.stderr == ""
+    assert json.loads(again.stdout)["providers"][0]["finalized"] == 0
