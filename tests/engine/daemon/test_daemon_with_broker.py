@@ -29,15 +29,20 @@ def world(tmp_path):
     broker.stop()
 
 
-def test_an_awarded_job_is_claimed_delivered_and_reported_once(world, tmp_path):
+@pytest.mark.parametrize("standby", [True, False], ids=["spare", "no-standby"])
+def test_an_awarded_job_is_claimed_delivered_and_reported_once(world, tmp_path, standby):
     _, m = world
-    daemon = Daemon(m, tmp_path / "d1").start()
+    extra = () if standby else ("--no-standby",)
+    daemon = Daemon(m, tmp_path / "d1", extra=extra).start()
     try:
         request = m.request(sink="out/one.pcap")
         job = m.wait_job(request["id"], "done")
     finally:
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0, daemon.log()
+    # Delivered by the daemon's spare delivery process, or started for it with --no-standby.
+    assert ("the spare started ahead" in daemon.log()) == standby, daemon.log()
+    assert not (tmp_path / "d1" / "state" / "standby.log").exists() or standby
     assert read_packets(m.files / "out" / "one.pcap") == m.packets
     events = [e["event"] for e in job["events"]]
     assert events[:3] == ["claim", "start", "complete"], job["events"]
