@@ -18,6 +18,7 @@ def install(app: FastAPI) -> None:
         glance,
         market,
         negotiations,
+        paying,
         site,
         statements,
     )
@@ -29,6 +30,7 @@ def install(app: FastAPI) -> None:
         deliveries.router,
         statements.router,
         account.router,
+        paying.router,
         glance.router,
     ):
         app.include_router(router)

@@ -1,6 +1,6 @@
 """A user's account: its credit now (score, limit, what is owed and available, the reasons
-that pulled the score down) and its payments; the same functions as the API's credit and
-payment routes."""
+that pulled the score down), its cards on file (`broker.console.paying` adds and removes
+them) and its payments; the same functions as the API's credit and payment routes."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from fastapi.responses import Response
 from broker import credit
 from broker import payments as pm
 from broker.api.deps import store_of
+from broker.console.forms import Form
+from broker.console.paying import cards_panel, form_key
 from broker.console.site import ConsoleRoute, Signed, render, require_side
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 
-@router.get("/account")
-def account(request: Request, signed: Signed) -> Response:
+def account_page_with(
+    request: Request, signed, *, card_form: Form | None = None, status: int = 200
+) -> Response:
+    """The account page; ``card_form``: a refused card form shown again."""
     require_side(signed, "user")
     actor = signed.actor
     assert actor.user_id is not None  # a user's side
@@ -27,4 +31,21 @@ def account(request: Request, signed: Signed) -> Response:
         owed = credit.exposure(s, actor.user_id)
         now.update(owed_minor=owed, available_minor=decision.limit_minor - owed)
         paid = [pm.payment_view(p) for p in pm.list_payments(s, actor, actor.user_id, limit=100)]
-    return render(request, "account.html", signed, credit=now, payments=paid)
+        cards = cards_panel(s, actor, actor.user_id)
+    form = card_form or Form({})
+    return render(
+        request,
+        "account.html",
+        signed,
+        status=status,
+        credit=now,
+        payments=paid,
+        cards=cards,
+        card_form=form,
+        card_key=form.text("idempotency_key") or form_key(),
+    )
+
+
+@router.get("/account")
+def account(request: Request, signed: Signed) -> Response:
+    return account_page_with(request, signed)

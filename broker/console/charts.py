@@ -92,3 +92,55 @@ def line_chart(
         )
     out.append("</svg>")
     return "".join(out)
+
+
+BAR_ROW, BAR_LABEL = 28, 200  # a bar's row height; the width of the names left of the bars
+
+
+def bar_chart(bars: Sequence[tuple[str, int, str]], *, title: str, value_label: str) -> str:
+    """An SVG document: one horizontal bar per (name, value, value as shown), its name on its
+    left and its value as shown ("12.50 EUR") at its end, so that each bar reads without
+    colour. Values are integers (minor units: money is never a float here); a bar's length is
+    its share of the largest, a value at or below zero draws no bar but keeps its text."""
+    height = TOP + BAR_ROW * max(len(bars), 1) + BOTTOM
+    plot_w = WIDTH - LEFT - RIGHT - BAR_LABEL - 80  # room for the value after the longest bar
+    x0 = LEFT + BAR_LABEL
+    top = max((v for _, v, _ in bars), default=0)
+    described = "; ".join(f"{name}: {shown}" for name, _, shown in bars) or "nothing"
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
+        f'width="{WIDTH}" height="{height}" role="img" aria-labelledby="t d" '
+        'font-family="sans-serif" font-size="12">',
+        f'<title id="t">{escape(title)}</title>',
+        f'<desc id="d">{escape(value_label)}: {escape(described)}</desc>',
+        f'<rect width="{WIDTH}" height="{height}" fill="#fff"/>',
+        f'<text x="{LEFT}" y="16" font-weight="bold">{escape(title)}</text>',
+        f'<line x1="{x0}" x2="{x0}" y1="{TOP}" y2="{height - BOTTOM}" stroke="#1b1f24"/>',
+    ]
+    for i, (name, value, shown) in enumerate(bars):
+        y = TOP + i * BAR_ROW
+        # Integer arithmetic: the bar's length in whole pixels, from minor units.
+        length = value * plot_w // top if top > 0 and value > 0 else 0
+        out.append(
+            f'<text x="{x0 - 6}" y="{y + BAR_ROW // 2 + 4}" text-anchor="end">'
+            f"{escape(_clip(name))}</text>"
+        )
+        if length:
+            out.append(
+                f'<rect x="{x0}" y="{y + 4}" width="{length}" height="{BAR_ROW - 8}" '
+                'fill="#0b5cad" stroke="#1b1f24"/>'
+            )
+        out.append(f'<text x="{x0 + length + 6}" y="{y + BAR_ROW // 2 + 4}">{escape(shown)}</text>')
+    if not bars:
+        out.append(f'<text x="{x0 + 6}" y="{TOP + BAR_ROW // 2 + 4}">nothing charged</text>')
+    out.append(
+        f'<text x="{x0 + plot_w // 2}" y="{height - 12}" text-anchor="middle">'
+        f"{escape(value_label)}</text>"
+    )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _clip(name: str, width: int = 30) -> str:
+    """A name short enough for the label column (the table below the chart has it whole)."""
+    return name if len(name) <= width else name[: width - 1] + "\u2026"

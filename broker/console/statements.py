@@ -1,8 +1,11 @@
 """Statements in the console: the list, one statement laid out by a chosen segmentation
-profile (the same rendering as the API's ``/render``), and its PDF."""
+profile (the same rendering as the API's ``/render``), its PDF, its charges by service and by
+provider as a chart, and paying it (`broker.console.paying`)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -10,6 +13,9 @@ from fastapi.responses import Response
 
 from broker import statements
 from broker.api.deps import id_path, store_of
+from broker.console.charts import bar_chart
+from broker.console.forms import Form, amount
+from broker.console.paying import form_key, payment_panel
 from broker.console.site import ConsoleRoute, Signed, render
 from broker.profile_book import list_profiles
 from broker.rendering import MEDIA_TYPES
@@ -17,6 +23,9 @@ from broker.rendering import MEDIA_TYPES
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 StatementId = Annotated[int, id_path("a statement's id")]
 ProfileName = Annotated[str | None, Query(min_length=1, max_length=100)]
+# A statement's charges are summed by one of these: what the chart's bars are.
+GROUPINGS = {"service": "Service", "provider": "Provider"}
+SVG = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # The statement's own document: its styles are inline, it runs nothing, and only the console's
 # own pages may frame it.
 DOCUMENT = {
@@ -25,6 +34,29 @@ DOCUMENT = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+
+
+def _group_name(line: dict, by: str) -> str:
+    if by == "service":
+        return " + ".join(line.get("services") or []) or "(no service)"
+    return line.get("provider") or f"provider {line.get('provider_id')}"
+
+
+def charges_by(lines: Iterable[dict]) -> dict[str, dict[str, list[tuple[str, int]]]]:
+    """The lines' sums by service chain and by provider, currency by currency, largest first
+    (integer minor units; credit notes count against the line's group)."""
+    sums: dict[str, dict[str, defaultdict[str, int]]] = {by: {} for by in GROUPINGS}
+    for line in lines:
+        for by in GROUPINGS:
+            per = sums[by].setdefault(line["currency"], defaultdict(int))
+            per[_group_name(line, by)] += line["amount_minor"]
+    return {
+        by: {
+            currency: sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))
+            for currency, per in sorted(currencies.items())
+        }
+        for by, currencies in sums.items()
+    }
 
 
 @router.get("/statements")
@@ -45,10 +77,16 @@ def statement_list(request: Request, signed: Signed) -> Response:
     return render(request, "statements.html", signed, rows=rows)
 
 
-@router.get("/statements/{statement_id}")
-def statement_page(
-    request: Request, signed: Signed, statement_id: StatementId, profile: ProfileName = None
+def statement_page_with(
+    request: Request,
+    signed,
+    statement_id: int,
+    *,
+    profile: str | None = None,
+    pay_form: Form | None = None,
+    status: int = 200,
 ) -> Response:
+    """A statement's page; ``pay_form``: a refused pay form shown again."""
     with store_of(request).read() as s:
         st = statements.get_statement(s, signed.actor, statement_id)
         profiles = (
@@ -63,9 +101,29 @@ def statement_page(
             "period": st.period,
             "totals": st.totals or {},
         }
+        paying = payment_panel(s, signed.actor, st)
+        breakdown = charges_by(statements.statement_document(s, st)["lines"])
+    form = pay_form or Form({})
     return render(
-        request, "statement.html", signed, st=shown, profiles=profiles, profile=profile or ""
+        request,
+        "statement.html",
+        signed,
+        status=status,
+        st=shown,
+        profiles=profiles,
+        profile=profile or "",
+        paying=paying,
+        pay_form=form,
+        pay_key=form.text("idempotency_key") or form_key(),
+        breakdown=breakdown,
     )
+
+
+@router.get("/statements/{statement_id}")
+def statement_page(
+    request: Request, signed: Signed, statement_id: StatementId, profile: ProfileName = None
+) -> Response:
+    return statement_page_with(request, signed, statement_id, profile=profile)
 
 
 @router.get("/statements/{statement_id}/document")
@@ -83,3 +141,26 @@ def statement_document(
     if format == "pdf":
         headers["Content-Disposition"] = f'inline; filename="statement-{statement_id}.pdf"'
     return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
+
+
+@router.get("/statements/{statement_id}/charges.svg")
+def statement_chart(
+    request: Request,
+    signed: Signed,
+    statement_id: StatementId,
+    by: Literal["service", "provider"] = "service",
+    currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+) -> Response:
+    """The statement's charges by service or by provider in one currency, as bars."""
+    with store_of(request).read() as s:
+        st = statements.get_statement(s, signed.actor, statement_id)
+        grouped = charges_by(statements.statement_document(s, st)["lines"])[by]
+        name = st.number or f"draft #{st.id}"
+    currency = currency or next(iter(grouped), "EUR")
+    rows = grouped.get(currency, [])
+    svg = bar_chart(
+        [(name, minor, amount(minor, currency)) for name, minor in rows],
+        title=f"Statement {name}: charges by {by} ({currency})",
+        value_label=f"charged, {currency}",
+    )
+    return Response(svg, media_type="image/svg+xml", headers=SVG)

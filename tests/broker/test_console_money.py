@@ -1,0 +1,257 @@
+"""Money in the console: paying a statement by card (succeeded, declined with its reason,
+3-D Secure and its confirm step; a form sent twice charges once), cards on file, a
+statement's charges by service and by provider, a provider's settlements, and the admin's
+charts and API keys; each through the domain functions the API calls, shown to whom the API
+shows it."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from billing_world import award, publish_bytes_tariff, report
+from console_client import Browser, field_errors
+from fastapi.testclient import TestClient
+from marketplace import T0
+from sqlalchemy import func, select
+
+from broker import payment_methods, statements
+from broker.api import create_app
+from broker.models import Payment, PaymentMethod
+from broker.payment_gateway import gateway
+from broker.test_gateway import TestGateway
+
+
+@pytest.fixture
+def app(store):
+    return create_app(store, expire_every=None, event_stream_seconds=1.0, event_poll_seconds=0.1)
+
+
+def _statement(world) -> int:
+    """alice's finalized statement of January 2030: north's anonymize (5.00 EUR and its
+    bytes) and south's anonymize then checksum (3.00 EUR); its id."""
+    store, m = world.m.store, world.m
+    alice = m.actor("user", world.alice)
+    publish_bytes_tariff(store, m, world.north, "anonymize", T0 - timedelta(days=1))
+    job = award(store, alice, world.north, price=500, at=T0)
+    report(store, m, world.north, job, 1, 1_000_000, T0 + timedelta(seconds=10))
+    report(store, m, world.north, job, 2, 3_500_000, T0 + timedelta(seconds=20))
+    award(store, alice, world.south, price=300, at=T0, services="anonymize,checksum")
+    statements.close_period(
+        store.write,
+        m.actor("provider", world.home),
+        world.home,
+        "2030-01",
+        now=datetime(2030, 2, 1, 1, tzinfo=UTC),
+    )
+    with store.read() as s:
+        (st,) = statements.list_statements(s, alice)
+        return st.id
+
+
+def _card(world, token: str) -> int:
+    with world.m.store.write() as s:
+        return payment_methods.add_method(
+            s,
+            world.m.actor("user", world.alice),
+            world.alice,
+            gateway("test", world.m.store),
+            token=token,
+            make_default=True,
+        ).id
+
+
+def _pay_form(page: str) -> dict:
+    """The pay form's fields as the page drew them (its idempotency key among them)."""
+    form = re.search(r'data-testid="pay-form">(.*?)</form>', page, re.S)
+    assert form, page
+    values = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form.group(1)))
+    chosen = re.search(r'<option value="(\d+)" selected>', form.group(1))
+    values["method_id"] = chosen.group(1) if chosen else ""
+    values.pop("csrf_token")
+    return values
+
+
+def _api(app, token: str) -> TestClient:
+    return TestClient(app, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_paying_a_statement_sent_twice_charges_once(app, keys, world, store):
+    statement_id = _statement(world)
+    _card(world, "tok_visa")
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    due = _api(app, keys["alice"]).get(f"/v1/statements/{statement_id}/payment-state").json()
+    assert due["state"] == "due" and due["due_minor"] > 0
+    page = alice.get(f"/statements/{statement_id}").text
+    form = _pay_form(page)
+    assert form["idempotency_key"].startswith("console-")
+    first = alice.post(f"/statements/{statement_id}/pay", form)
+    again = alice.post(f"/statements/{statement_id}/pay", form)  # a double click
+    assert first.status_code == again.status_code == 303
+    assert first.headers["location"] == again.headers["location"]
+    assert TestGateway(store).charges() == 1
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(Payment)) == 1
+    shown = alice.get(f"/statements/{statement_id}").text
+    outcome = re.search(r'data-testid="outcome".*?</section>', shown, re.S).group(0)
+    assert "succeeded" in outcome and "Paid." in outcome
+    assert 'data-testid="pay-form"' not in shown  # nothing left to pay
+    state = _api(app, keys["alice"]).get(f"/v1/statements/{statement_id}/payment-state").json()
+    assert (state["state"], state["paid_gross_minor"]) == ("paid", due["due_minor"])
+    # A new form (a new key) on a paid statement is refused and charges nothing.
+    refused = alice.post(f"/statements/{statement_id}/pay", {**form, "idempotency_key": "other"})
+    assert refused.status_code == 409 and "nothing was charged" in refused.text
+    assert TestGateway(store).charges() == 1
+
+
+def test_a_declined_card_shows_its_reason_and_a_part_payment_takes_the_amount(
+    app, keys, world, store
+):
+    statement_id = _statement(world)
+    _card(world, "tok_chargeDeclinedInsufficientFunds")
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    form = _pay_form(alice.get(f"/statements/{statement_id}").text)
+    for amount, said in (("1.234", "at most 2 decimal"), ("0", "more than zero"), ("x", "number")):
+        bad = alice.post(f"/statements/{statement_id}/pay", {**form, "amount": amount})
+        assert bad.status_code == 422 and said in field_errors(bad.text)["amount"], amount
+    too_much = alice.post(f"/statements/{statement_id}/pay", {**form, "amount": "100000"})
+    assert too_much.status_code == 422 and "left to pay" in field_errors(too_much.text)["amount"]
+    assert (
+        alice.post(f"/statements/{statement_id}/pay", {**form, "amount": "2.50"}).status_code == 303
+    )
+    page = alice.get(f"/statements/{statement_id}").text
+    outcome = re.search(r'data-testid="outcome".*?</section>', page, re.S).group(0)
+    assert "failed" in outcome and "insufficient_funds" in outcome
+    assert "the card has insufficient funds" in outcome
+    with store.read() as s:
+        (p,) = s.scalars(select(Payment))
+        assert (p.amount_minor, p.status) == (250, "failed")
+    # Another card, a new form: 2.50 EUR paid, the rest still due.
+    _card(world, "tok_mastercard")
+    form = _pay_form(alice.get(f"/statements/{statement_id}").text)
+    assert (
+        alice.post(f"/statements/{statement_id}/pay", {**form, "amount": "2.50"}).status_code == 303
+    )
+    state = _api(app, keys["alice"]).get(f"/v1/statements/{statement_id}/payment-state").json()
+    assert state["paid_gross_minor"] == 250 and state["state"] != "paid"
+
+
+@pytest.mark.parametrize(("answer", "want"), [("pass", "succeeded"), ("fail", "failed")])
+def test_a_3d_secure_payment_waits_for_the_cardholder_then_settles(
+    app, keys, world, store, answer, want
+):
+    statement_id = _statement(world)
+    _card(world, "tok_authenticationRequired")
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    form = _pay_form(alice.get(f"/statements/{statement_id}").text)
+    assert alice.post(f"/statements/{statement_id}/pay", form).status_code == 303
+    page = alice.get(f"/statements/{statement_id}").text
+    outcome = re.search(r'data-testid="outcome".*?</section>', page, re.S).group(0)
+    assert "pending" in outcome and "authenticate" in outcome
+    confirm = re.search(r'action="(/payments/\d+/confirm)"', outcome).group(1)
+    bob = Browser(app)
+    bob.sign_in(keys["bob"])
+    bob.get("/requests")
+    assert bob.post(confirm, {"challenge": "pass"}).status_code == 403  # not bob's payment
+    assert alice.post(confirm, {"challenge": answer}).status_code == 303
+    assert alice.post(confirm, {"challenge": "pass"}).status_code == 303  # a retry: as it stands
+    with store.read() as s:
+        (p,) = s.scalars(select(Payment))
+        assert p.status == want
+    assert TestGateway(store).charges() == (1 if want == "succeeded" else 0)
+    shown = alice.get(f"/statements/{statement_id}").text
+    outcome = re.search(r'data-testid="outcome".*?</section>', shown, re.S).group(0)
+    assert want in outcome
+    if want == "failed":
+        assert "the cardholder failed to authenticate" in outcome
+
+
+def test_only_the_user_pays_and_the_home_provider_sees_the_state(app, keys, world, store):
+    statement_id = _statement(world)
+    _card(world, "tok_visa")
+    home = Browser(app)
+    home.sign_in(keys["home"])
+    page = home.get(f"/statements/{statement_id}").text
+    assert 'data-testid="payment-state"' in page and 'data-testid="pay-form"' not in page
+    forged = home.post(f"/statements/{statement_id}/pay", {"method_id": "1"})
+    assert forged.status_code == 403
+    bob = Browser(app)
+    bob.sign_in(keys["bob"])
+    bob.get("/requests")
+    assert bob.post(f"/statements/{statement_id}/pay", {}).status_code == 403
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    form = _pay_form(alice.get(f"/statements/{statement_id}").text)
+    csrf = alice.post(f"/statements/{statement_id}/pay", form, csrf="forged")
+    assert csrf.status_code == 403
+    assert TestGateway(store).charges() == 0
+
+
+def test_cards_are_added_by_token_made_default_and_removed(app, keys, world, store):
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    page = alice.get("/account").text
+    assert "No card on file" in page and "tok_visa" in page
+    key = re.search(r'name="idempotency_key" value="([^"]+)"', page).group(1)
+    refused = alice.post("/account/cards", {"token": "tok_nonsense", "idempotency_key": key})
+    assert (
+        refused.status_code == 422
+        and "no card 'tok_nonsense'" in field_errors(refused.text)["token"]
+    )
+    assert 'value="tok_nonsense"' in refused.text
+    added = alice.post("/account/cards", {"token": "tok_visa", "idempotency_key": key})
+    again = alice.post("/account/cards", {"token": "tok_visa", "idempotency_key": key})
+    assert added.status_code == again.status_code == 303
+    page = alice.get("/account").text
+    key = re.search(r'name="idempotency_key" value="([^"]+)"', page).group(1)
+    alice.post(
+        "/account/cards", {"token": "tok_amex", "make_default": "on", "idempotency_key": key}
+    )
+    api = _api(app, keys["alice"]).get(f"/v1/users/{world.alice}/payment-methods").json()["items"]
+    assert [(m["last4"], m["is_default"]) for m in api] == [("4242", False), ("0005", True)]
+    rows = re.findall(
+        r"<td>(\w+) ending (\d{4})</td><td>[^<]*</td>\s*<td>([^<]*)</td>",
+        alice.get("/account").text,
+    )
+    assert rows == [("visa", "4242", ""), ("amex", "0005", "★ default")]
+    amex = api[1]["id"]
+    bob = Browser(app)
+    bob.sign_in(keys["bob"])
+    bob.get("/account")
+    assert bob.post(f"/account/cards/{amex}/remove", {}).status_code == 404  # not bob's card
+    assert alice.post(f"/account/cards/{amex}/remove", {}).status_code == 303
+    assert alice.post(f"/account/cards/{amex}/remove", {}).status_code == 303  # again: nothing
+    with store.read() as s:
+        live = s.scalars(select(PaymentMethod).where(PaymentMethod.deleted_at.is_(None))).all()
+        assert [(m.last4, m.is_default) for m in live] == [("4242", True)]
+    north = Browser(app)
+    north.sign_in(keys["north"])
+    north.get("/auctions")
+    assert north.post("/account/cards", {"token": "tok_visa"}).status_code == 403
+
+
+def test_a_statements_charges_are_drawn_by_service_and_by_provider(app, keys, world):
+    statement_id = _statement(world)
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    page = alice.get(f"/statements/{statement_id}").text
+    by_provider = re.search(r'data-testid="charges-by-provider">(.*?)</table>', page, re.S).group(1)
+    rows = dict(re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td></tr>", by_provider))
+    by_service = re.search(r'data-testid="charges-by-service">(.*?)</table>', page, re.S).group(1)
+    services = dict(re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td></tr>", by_service))
+    assert rows["south"] == "3.00 EUR" == services["anonymize + checksum"]
+    document = _api(app, keys["alice"]).get(f"/v1/statements/{statement_id}").json()
+    north = sum(x["amount_minor"] for x in document["lines"] if x["provider"] == "north")
+    assert north > 500 and rows["north"] == services["anonymize"]
+    assert rows["north"] == f"{north // 100}.{north % 100:02d} EUR"
+    chart = alice.http.get(f"/statements/{statement_id}/charges.svg?by=provider&currency=EUR")
+    assert chart.headers["content-type"].startswith("image/svg+xml")
+    assert f"north: {rows['north']}; south: 3.00 EUR" in chart.text  # the values, in words
+    assert chart.text.count('fill="#0b5cad"') == 2  # a bar each
+    bob = Browser(app)
+    bob.sign_in(keys["bob"])
+    assert bob.http.get(f"/statements/{statement_id}/charges.svg").status_code == 403
