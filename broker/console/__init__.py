@@ -19,6 +19,7 @@ def install(app: FastAPI) -> None:
         market,
         negotiations,
         paying,
+        settlements,
         site,
         statements,
     )
@@ -31,6 +32,7 @@ def install(app: FastAPI) -> None:
         statements.router,
         account.router,
         paying.router,
+        settlements.router,
         glance.router,
     ):
         app.include_router(router)

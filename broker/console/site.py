@@ -47,6 +47,7 @@ NAV = {
         ("/negotiations", "Negotiations"),
         ("/awards", "Awards and jobs"),
         ("/statements", "Statements"),
+        ("/settlements", "Settlements"),
     ),
     "admin": (("/market", "Market"), ("/auctions", "Auctions"), ("/awards", "Awards")),
 }

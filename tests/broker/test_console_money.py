@@ -6,6 +6,7 @@ shows it."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 
 from broker import payment_methods, statements
 from broker.api import create_app
+from broker.currency import Money
 from broker.models import Payment, PaymentMethod
 from broker.payment_gateway import gateway
 from broker.test_gateway import TestGateway
@@ -247,7 +249,7 @@ def test_a_statements_charges_are_drawn_by_service_and_by_provider(app, keys, wo
     document = _api(app, keys["alice"]).get(f"/v1/statements/{statement_id}").json()
     north = sum(x["amount_minor"] for x in document["lines"] if x["provider"] == "north")
     assert north > 500 and rows["north"] == services["anonymize"]
-    assert rows["north"] == f"{north // 100}.{north % 100:02d} EUR"
+    assert rows["north"] == str(Money(north, "EUR"))
     chart = alice.http.get(f"/statements/{statement_id}/charges.svg?by=provider&currency=EUR")
     assert chart.headers["content-type"].startswith("image/svg+xml")
     assert f"north: {rows['north']}; south: 3.00 EUR" in chart.text  # the values, in words
@@ -255,3 +257,127 @@ def test_a_statements_charges_are_drawn_by_service_and_by_provider(app, keys, wo
     bob = Browser(app)
     bob.sign_in(keys["bob"])
     assert bob.http.get(f"/statements/{statement_id}/charges.svg").status_code == 403
+
+
+def _batches(app, keys, world, statement_id: int) -> dict[str, dict]:
+    """home issues January 2030 in the console: a batch to north and one to south, by name."""
+    home = Browser(app)
+    home.sign_in(keys["home"])
+    page = home.get("/settlements").text
+    assert 'data-testid="issue-form"' in page and "No settlement batches" in page
+    bad = home.post(
+        "/settlements/issue", {"home_provider_id": str(world.home), "period": "2030-13"}
+    )
+    assert bad.status_code == 422 and "2030-13" in field_errors(bad.text)["period"]
+    issued = home.post(
+        "/settlements/issue", {"home_provider_id": str(world.home), "period": "2030-01"}
+    )
+    assert issued.status_code == 303
+    again = home.post(
+        "/settlements/issue", {"home_provider_id": str(world.home), "period": "2030-01"}
+    )
+    assert again.status_code == 303  # nothing new
+    api = _api(app, keys["home"]).get(f"/v1/providers/{world.home}/settlements").json()["items"]
+    assert len(api) == 2
+    names = {world.north: "north", world.south: "south"}
+    return {names[b["provider_id"]]: b for b in api}
+
+
+def test_a_providers_settlements_are_issued_listed_and_acknowledged(app, keys, world, store):
+    statement_id = _statement(world)
+    batches = _batches(app, keys, world, statement_id)
+    home = Browser(app)
+    home.sign_in(keys["home"])
+    listed = home.get("/settlements?period=2030-01").text
+    table = re.search(r'data-testid="period-2030-01">(.*?)</table>', listed, re.S).group(1)
+    south = batches["south"]
+    assert f'href="/settlements/{south["id"]}"' in table
+    assert "<td>1</td><td>3.00 EUR</td><td>3.00 EUR</td><td>0.00 EUR</td>" in table  # no margin
+    assert "issued" in table
+    # north acknowledges the batch as the page shows it: netted at once (nothing the other way)
+    north = Browser(app)
+    north.sign_in(keys["north"])
+    page = north.get(f"/settlements/{batches['north']['id']}").text
+    assert 'data-testid="acknowledge-form"' in page
+    assert f'href="/statements/{statement_id}"' not in page  # not north's statement to see
+    stale = north.post(
+        f"/settlements/{batches['north']['id']}/acknowledge", {"content_sha256": "0" * 64}
+    )
+    assert stale.status_code == 409 and "not the batch the page showed" in stale.text
+    acked = north.post(
+        f"/settlements/{batches['north']['id']}/acknowledge",
+        {"content_sha256": batches["north"]["content_sha256"]},
+    )
+    assert acked.status_code == 303
+    done = north.get(f"/settlements/{batches['north']['id']}").text
+    assert 'status-settled">settled<' in done and 'data-testid="netting"' in done
+    assert 'data-testid="acknowledge-form"' not in done
+    # south pastes the document it received: a total changed is refused beside it, naming it
+    document = _api(app, keys["south"]).get(f"/v1/settlements/{south['id']}").json()
+    s = Browser(app)
+    s.sign_in(keys["south"])
+    s.get(f"/settlements/{south['id']}")
+    forged = {**document, "totals": {"EUR": 301}}
+    refused = s.post(f"/settlements/{south['id']}/acknowledge", {"document": json.dumps(forged)})
+    assert refused.status_code == 422
+    assert "totals.EUR is 301" in field_errors(refused.text)["document"]
+    junk = s.post(f"/settlements/{south['id']}/acknowledge", {"document": "{not json"})
+    assert junk.status_code == 422 and "not JSON" in field_errors(junk.text)["document"]
+    other = s.post(
+        f"/settlements/{south['id']}/acknowledge",
+        {"document": json.dumps({**document, "number": 7})},
+    )
+    assert other.status_code == 409 and "other content" in field_errors(other.text)["document"]
+    ok = s.post(f"/settlements/{south['id']}/acknowledge", {"document": json.dumps(document)})
+    assert ok.status_code == 303
+    state = _api(app, keys["south"]).get(f"/v1/settlements/{south['id']}").json()
+    assert state["status"] == "settled"
+    # the home provider's page links the statements; the balance is the API's
+    page = home.get(f"/settlements/{south['id']}").text
+    assert f'href="/statements/{statement_id}"' in page
+    balance = _api(app, keys["home"]).get(f"/v1/providers/{world.home}/balance").json()
+    shown = re.search(r'data-testid="balance">(.*?)</table>', home.get("/settlements").text, re.S)
+    rows = re.findall(
+        r"<tr><td>home</td><td>(\w+)</td><td>([^<]+)</td><td>([^<]+)</td>", shown.group(1)
+    )
+    assert sorted(rows) == sorted(
+        (
+            {world.north: "north", world.south: "south"}[r["counterparty_id"]],
+            str(Money(r["owes_minor"], "EUR")),
+            str(Money(r["owed_minor"], "EUR")),
+        )
+        for r in balance["balances"]
+    )
+    assert len(rows) == 2  # both paid off by the netting
+
+
+def test_settlement_pages_show_what_the_api_shows(app, keys, world):
+    statement_id = _statement(world)
+    batches = _batches(app, keys, world, statement_id)
+    north_batch = batches["north"]["id"]
+    for who in ("admin", "home", "north", "south", "tiny", "alice"):
+        b = Browser(app)
+        b.sign_in(keys[who])
+        want = _api(app, keys[who]).get(f"/v1/settlements/{north_batch}").status_code
+        assert b.http.get(f"/settlements/{north_batch}").status_code == want, who
+        if want == 403:
+            assert "3.00 EUR" not in b.http.get(f"/settlements/{north_batch}").text
+    north = Browser(app)
+    north.sign_in(keys["north"])
+    listed = north.get("/settlements").text
+    assert f'href="/settlements/{north_batch}"' in listed
+    assert f'href="/settlements/{batches["south"]["id"]}"' not in listed
+    assert north.http.get(f"/settlements?provider={world.south}").status_code == 403
+    refused = north.post(
+        "/settlements/issue", {"home_provider_id": str(world.home), "period": "2030-01"}
+    )
+    assert refused.status_code == 403
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    assert alice.http.get("/settlements").status_code == 403
+    admin = Browser(app)
+    admin.sign_in(keys["admin"])
+    assert (
+        f'href="/settlements/{north_batch}"'
+        in admin.get(f"/settlements?provider={world.north}").text
+    )
