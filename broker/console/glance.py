@@ -1,19 +1,26 @@
-"""The admin's glance at the market: open auctions, jobs by status, bids lately, principals."""
+"""The admin's glance at the market: open auctions, jobs by status, bids per minute and usage
+per hour (charts), principals, and API keys (issued, shown once, and revoked through the same
+functions as the API's ``/v1/keys``)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from broker.actors import Actor, require_admin
+from broker.actors import KINDS, Actor, issue_key, require_admin, revoke_key
 from broker.api.deps import store_of
 from broker.clock import utcnow
-from broker.console.site import ConsoleRoute, Signed, render
-from broker.models import ApiKey, Auction, Bid, DeliveryJob, Network, Provider, User
+from broker.console.charts import line_chart
+from broker.console.forms import Form
+from broker.console.paying import form_key
+from broker.console.site import ConsoleRoute, Posted, Signed, render
+from broker.errors import BrokerError, NotFound
+from broker.idempotency import once
+from broker.models import ApiKey, Auction, Bid, DeliveryJob, Network, Provider, UsageReport, User
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -55,8 +62,171 @@ def market_glance(session: Session, actor: Actor) -> dict:
     }
 
 
-@router.get("/market")
-def market(request: Request, signed: Signed) -> Response:
+BID_MINUTES, USAGE_HOURS = 60, 24  # how far back the two charts look
+SVG = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def _bucket(at: datetime, now: datetime, width: timedelta) -> int:
+    """How many ``width``s before ``now`` ``at`` falls (0: the latest one)."""
+    if at.tzinfo is None:  # SQLite hands back naive UTC
+        at = at.replace(tzinfo=now.tzinfo)
+    return int((now - at) / width)
+
+
+def bids_per_minute(session: Session, actor: Actor, now: datetime) -> list[tuple[int, int]]:
+    """(minutes before now, bids placed or replaced in that minute) for the last
+    `BID_MINUTES` minutes, oldest first; for admins only."""
+    require_admin(actor, "see the whole market")
+    counts = [0] * BID_MINUTES
+    since = now - timedelta(minutes=BID_MINUTES)
+    for (at,) in session.execute(select(Bid.updated_at).where(Bid.updated_at > since)):
+        ago = _bucket(at, now, timedelta(minutes=1))
+        if 0 <= ago < BID_MINUTES:
+            counts[ago] += 1
+    return [(-ago, counts[ago]) for ago in range(BID_MINUTES - 1, -1, -1)]
+
+
+def usage_per_hour(session: Session, actor: Actor, now: datetime) -> list[tuple[int, int]]:
+    """(hours before now, bytes delivered in that hour) for the last `USAGE_HOURS` hours,
+    oldest first: each usage report's bytes out since its job's report before (reports are
+    cumulative); for admins only."""
+    require_admin(actor, "see the whole market")
+    since = now - timedelta(hours=USAGE_HOURS)
+    recent_jobs = select(UsageReport.job_id).where(UsageReport.usage_at > since).distinct()
+    delta = (
+        UsageReport.bytes_out
+        - func.coalesce(
+            func.lag(UsageReport.bytes_out).over(
+                partition_by=UsageReport.job_id, order_by=UsageReport.sequence
+            ),
+            0,
+        )
+    ).label("delta")
+    steps = (
+        select(UsageReport.usage_at.label("at"), delta)
+        .where(UsageReport.job_id.in_(recent_jobs))
+        .subquery()
+    )
+    sums = [0] * USAGE_HOURS
+    for at, sent in session.execute(select(steps.c.at, steps.c.delta).where(steps.c.at > since)):
+        ago = _bucket(at, now, timedelta(hours=1))
+        if 0 <= ago < USAGE_HOURS:
+            sums[ago] += int(sent)
+    return [(-ago, sums[ago]) for ago in range(USAGE_HOURS - 1, -1, -1)]
+
+
+def _market_page(
+    request: Request,
+    signed,
+    *,
+    key_form: Form | None = None,
+    issued: dict | None = None,
+    status: int = 200,
+) -> Response:
+    now = utcnow()
     with store_of(request).read() as s:
         glance = market_glance(s, signed.actor)
-        return render(request, "market.html", signed, g=glance)
+        bids = bids_per_minute(s, signed.actor, now)
+        usage = usage_per_hour(s, signed.actor, now)
+        form = key_form or Form({})
+        return render(
+            request,
+            "market.html",
+            signed,
+            status=status,
+            g=glance,
+            bids=bids,
+            usage=usage,
+            kinds=KINDS,
+            key_form=form,
+            key_key=form_key() if issued or not key_form else form.text("idempotency_key"),
+            issued=issued,
+        )
+
+
+@router.get("/market")
+def market(request: Request, signed: Signed) -> Response:
+    return _market_page(request, signed)
+
+
+@router.get("/market/bids.svg")
+def bids_chart(request: Request, signed: Signed) -> Response:
+    with store_of(request).read() as s:
+        points = bids_per_minute(s, signed.actor, utcnow())
+    svg = line_chart(
+        [(float(x), float(n)) for x, n in points],
+        title=f"Bids per minute, the last {BID_MINUTES} minutes",
+        x_label="minutes from now",
+        y_label="bids",
+    )
+    return Response(svg, media_type="image/svg+xml", headers=SVG)
+
+
+@router.get("/market/usage.svg")
+def usage_chart(request: Request, signed: Signed) -> Response:
+    with store_of(request).read() as s:
+        points = usage_per_hour(s, signed.actor, utcnow())
+    svg = line_chart(
+        [(float(x), n / 1e6) for x, n in points],
+        title=f"Usage per hour, the last {USAGE_HOURS} hours",
+        x_label="hours from now",
+        y_label="MB delivered",
+    )
+    return Response(svg, media_type="image/svg+xml", headers=SVG)
+
+
+# The domain's field names (`InvalidInput.field`) to the key form's fields.
+KEY_FIELDS = {"kind": "kind", "label": "label", "idempotency_key": "_form"}
+
+
+@router.post("/market/keys")
+def key_issue(request: Request, signed: Signed, form: Posted) -> Response:
+    """Issue an API key (as ``POST /v1/keys``, with the form's idempotency key): its token is
+    shown on the answer only, never stored, never in an address; a form sent twice issues
+    one key and the second answer says the token was shown by the first."""
+    require_admin(signed.actor, "issue keys from the console")
+    kind = form.text("kind")
+    ident = form.integer("id", required=True)
+    label = form.values.get("label", "")
+    if kind not in KINDS:
+        form.refuse("kind", f"one of {', '.join(KINDS)}")
+    if form.errors:
+        return _market_page(request, signed, key_form=form, status=422)
+    assert ident is not None  # required
+    token: list[str] = []
+    try:
+        with store_of(request).write() as s:
+
+            def run() -> ApiKey:
+                row, secret = issue_key(s, signed.actor, kind, ident, label)
+                token.append(secret)
+                return row
+
+            row = once(
+                s,
+                signed.actor,
+                form.text("idempotency_key") or None,
+                "key.issue",
+                {"kind": kind, "id": ident, "label": label},
+                ApiKey,
+                run,
+            )
+            issued = {"prefix": row.prefix, "kind": kind, "id": ident, "label": row.label}
+    except NotFound as exc:  # the principal named
+        form.refuse("id", exc.message)
+        return _market_page(request, signed, key_form=form, status=422)
+    except BrokerError as exc:
+        form.refuse(KEY_FIELDS.get(exc.field or "", "_form"), exc.message)
+        return _market_page(request, signed, key_form=form, status=exc.http_status)
+    issued["token"] = token[0] if token else None
+    return _market_page(request, signed, issued=issued, status=201 if token else 200)
+
+
+@router.post("/market/keys/{prefix}/revoke")
+def key_revoke(request: Request, signed: Signed, prefix: str, _form: Posted) -> Response:
+    """Revoke a key (as ``DELETE /v1/keys/{prefix}``): its sessions end at once; revoking it
+    again changes nothing."""
+    require_admin(signed.actor, "revoke keys from the console")
+    with store_of(request).write() as s:
+        revoke_key(s, signed.actor, prefix)
+    return RedirectResponse("/market#keys", status_code=303)

@@ -19,9 +19,11 @@ from sqlalchemy import func, select
 
 from broker import payment_methods, statements
 from broker.api import create_app
+from broker.auctions import open_auction, submit_bid
 from broker.currency import Money
-from broker.models import Payment, PaymentMethod
+from broker.models import ApiKey, Payment, PaymentMethod
 from broker.payment_gateway import gateway
+from broker.requests import submit_request
 from broker.test_gateway import TestGateway
 
 
@@ -381,3 +383,96 @@ def test_settlement_pages_show_what_the_api_shows(app, keys, world):
         f'href="/settlements/{north_batch}"'
         in admin.get(f"/settlements?provider={world.north}").text
     )
+
+
+def test_the_admin_sees_bids_per_minute_and_usage_per_hour(app, keys, world, store):
+    m, now = world.m, datetime.now(UTC)
+    _, auction = _open_auction(world, now - timedelta(minutes=30))
+    for provider, ago in ((world.north, 5.5), (world.south, 20.5)):
+        with store.write() as s:
+            submit_bid(
+                s,
+                m.actor("provider", provider),
+                auction,
+                provider_id=provider,
+                price_minor=1000,
+                now=now - timedelta(minutes=ago),
+            )
+    job = award(
+        store, m.actor("user", world.alice), world.north, price=500, at=now - timedelta(hours=3)
+    )
+    report(store, m, world.north, job, 1, 1_000_000, now - timedelta(hours=2, minutes=10))
+    report(store, m, world.north, job, 2, 3_500_000, now - timedelta(minutes=30))
+    admin = Browser(app)
+    admin.sign_in(keys["admin"])
+    page = admin.get("/market").text
+    bids = re.search(r'data-testid="bids-per-minute">(.*?)</table>', page, re.S).group(1)
+    per_minute = dict(re.findall(r"<tr><td>(-?\d+)</td><td>(\d+)</td></tr>", bids))
+    assert len(per_minute) == 60 and per_minute["-5"] == per_minute["-20"] == "1"
+    assert sum(map(int, per_minute.values())) == 2
+    usage = re.search(r'data-testid="usage-per-hour">(.*?)</table>', page, re.S).group(1)
+    per_hour = dict(re.findall(r"<tr><td>(-?\d+)</td><td>(\d+)</td></tr>", usage))
+    assert len(per_hour) == 24
+    assert (per_hour["-2"], per_hour["0"], per_hour["-1"]) == ("1000000", "2500000", "0")
+    chart = admin.http.get("/market/usage.svg").text
+    assert "0 hours from now: 2.5" in chart and "-2 hours from now: 1" in chart
+    assert "-5 minutes from now: 1" in admin.http.get("/market/bids.svg").text
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    for path in ("/market/bids.svg", "/market/usage.svg"):
+        assert alice.http.get(path).status_code == 403
+
+
+def _open_auction(world, at: datetime) -> tuple[int, int]:
+    alice = world.m.actor("user", world.alice)
+    with world.m.store.write() as s:
+        r = submit_request(
+            s,
+            alice,
+            services="anonymize",
+            starts_at=at + timedelta(hours=3),
+            ends_at=at + timedelta(hours=4),
+            max_rate_bps=10_000_000,
+            now=at,
+        )
+        a = open_auction(
+            s, alice, r.id, closes_at=at + timedelta(hours=1), reserve_price_minor=2000, now=at
+        )
+        return r.id, a.id
+
+
+def test_the_admin_issues_a_key_shown_once_and_revokes_it(app, keys, world, store):
+    admin = Browser(app)
+    admin.sign_in(keys["admin"])
+    page = admin.get("/market").text
+    key = re.search(r'name="idempotency_key" value="([^"]+)"', page).group(1)
+    missing = admin.post("/market/keys", {"kind": "user", "id": "99999", "idempotency_key": key})
+    assert missing.status_code == 422 and "99999" in field_errors(missing.text)["id"]
+    form = {"kind": "user", "id": str(world.bob), "label": "bob's laptop", "idempotency_key": key}
+    first = admin.post("/market/keys", form)
+    assert first.status_code == 201
+    token = re.search(r'value="(pktx_[^"]+)" size="60" data-testid="token"', first.text).group(1)
+    assert _api(app, token).get(f"/v1/users/{world.bob}/credit").status_code == 200
+    again = admin.post("/market/keys", form)  # the form sent twice: one key, no token again
+    assert again.status_code == 200 and "pktx_" not in re.search(
+        r'data-testid="issued".*?</section>', again.text, re.S
+    ).group(0)
+    with store.read() as s:
+        assert (
+            s.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.label == "bob's laptop"))
+            == 1
+        )
+    prefix = token.split("_")[1]
+    bob = Browser(app)
+    assert bob.sign_in(token).status_code == 303
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    alice.get("/requests")
+    assert alice.post(f"/market/keys/{prefix}/revoke", {}).status_code == 403
+    assert alice.post("/market/keys", {"kind": "user", "id": str(world.alice)}).status_code == 403
+    admin.get("/market")
+    assert admin.post(f"/market/keys/{prefix}/revoke", {}).status_code == 303
+    assert admin.post(f"/market/keys/{prefix}/revoke", {}).status_code == 303  # again: as it is
+    assert _api(app, token).get(f"/v1/users/{world.bob}/credit").status_code == 401
+    assert bob.http.get("/requests").headers["location"] == "/signin"
+    assert f"<code>{prefix}</code>" in admin.get("/market").text
