@@ -103,7 +103,7 @@ def bar_chart(bars: Sequence[tuple[str, int, str]], *, title: str, value_label: 
     colour. Values are integers (minor units: money is never a float here); a bar's length is
     its share of the largest, a value at or below zero draws no bar but keeps its text."""
     height = TOP + BAR_ROW * max(len(bars), 1) + BOTTOM
-    plot_w = WIDTH - LEFT - RIGHT - BAR_LABEL - 80  # room for the value after the longest bar
+    plot_w = WIDTH - LEFT - RIGHT - BAR_LABEL - 110  # room for the value after the longest bar
     x0 = LEFT + BAR_LABEL
     top = max((v for _, v, _ in bars), default=0)
     described = "; ".join(f"{name}: {shown}" for name, _, shown in bars) or "nothing"

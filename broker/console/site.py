@@ -49,7 +49,12 @@ NAV = {
         ("/statements", "Statements"),
         ("/settlements", "Settlements"),
     ),
-    "admin": (("/market", "Market"), ("/auctions", "Auctions"), ("/awards", "Awards")),
+    "admin": (
+        ("/market", "Market"),
+        ("/auctions", "Auctions"),
+        ("/awards", "Awards"),
+        ("/settlements", "Settlements"),
+    ),
 }
 SIDE = {
     "user": "user",

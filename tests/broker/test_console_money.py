@@ -91,6 +91,7 @@ def test_paying_a_statement_sent_twice_charges_once(app, keys, world, store):
     page = alice.get(f"/statements/{statement_id}").text
     form = _pay_form(page)
     assert form["idempotency_key"].startswith("console-")
+    assert re.search(r'<input id="amount" [^>]*\sinputmode="decimal"', page)  # not escaped
     first = alice.post(f"/statements/{statement_id}/pay", form)
     again = alice.post(f"/statements/{statement_id}/pay", form)  # a double click
     assert first.status_code == again.status_code == 303
