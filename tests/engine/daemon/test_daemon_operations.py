@@ -101,8 +101,10 @@ def test_a_broker_a_daemon_and_two_workers_show_live_metrics_and_logs_name_the_j
     try:
         until(lambda: httpx.get(f"{node}/readyz").status_code == 200, "the daemon ready")
         assert scrape(broker.url)[("pktx_broker_database_up", ())] == 1
-        # A job slow enough to be seen running: the capture at 200 kbit/s.
-        request = m.request(sink="out/fleet.pcap", max_rate_bps=200_000)
+        # A job slow enough to be seen running: the capture (25.8 KB) at 50 kbit/s, about 4 s,
+        # so its delivery writes its usage record (every second) a few times while it runs
+        # and the scrapes below see it under load (at 200 kbit/s it lasted about 1 s).
+        request = m.request(sink="out/fleet.pcap", max_rate_bps=50_000)
         running = until(
             lambda: (s := scrape(node))[("pktx_daemon_jobs_running", ())] == 1 and s,
             "the job running",
