@@ -98,6 +98,10 @@ def request_create(request: Request, signed: Signed, form: Posted) -> Response:
     min_rate, max_rate = form.rate("min_rate"), form.rate("max_rate")
     max_price = form.money("max_price", currency)
     members = form.members("members")
+    data_cap = form.integer("data_cap")
+    group = form.text("group") == "yes"
+    source, sink = form.text("source") or None, form.text("sink") or None
+    sealed = [n.strip() for n in form.text("sealed_params").split(",") if n.strip()]
     if not form.errors:
         try:
             with store_of(request).write() as s:
@@ -112,6 +116,11 @@ def request_create(request: Request, signed: Signed, form: Posted) -> Response:
                     max_rate_bps=max_rate,
                     max_price_minor=max_price,
                     members=members,
+                    data_cap_bytes=data_cap,
+                    group=group,
+                    source=source,
+                    sink=sink,
+                    sealed_params=sealed or None,
                 )
                 made_id = made.id
         except InvalidInput as exc:
