@@ -351,8 +351,9 @@ def _viewable(request: Request, signed: Signed, auction_id: AuctionId) -> int:
 async def auction_events(
     request: Request, signed: Signed, auction_id: Annotated[int, Depends(_viewable)]
 ) -> AsyncIterator[ServerSentEvent]:
-    """The auction's status and bid count as server-sent events, sent when they change, for
-    as long as the actor may see it (the same `auction_view` as the page, every poll)."""
+    """The auction's status, bid count and bidders (reputation and measured record, never a
+    price) as server-sent events, sent when they change, for as long as the actor may see it
+    (the same `auction_view` as the page, every poll)."""
     options = request.app.state.event_stream
     ends = time.monotonic() + options["seconds"]
     store, policy = store_of(request), policy_of(request)
@@ -363,7 +364,19 @@ async def auction_events(
                 view = auction_view(s, signed.actor, auction_id, policy=policy)
         except BrokerError:
             return None
-        return {"status": view["status"], "bid_count": view["bid_count"]}
+        # The bidders as the page's table shows them: who, reputation, measured record; the
+        # view has sealed the prices already, and none are sent here.
+        bidders = [
+            {
+                "provider_id": b["provider_id"],
+                "provider": b["provider"],
+                "score": b["reputation"]["score"],
+                "ratings": b["reputation"]["count"],
+                "delivery": b["delivery"]["summary"],
+            }
+            for b in view["bidders"]
+        ]
+        return {"status": view["status"], "bid_count": view["bid_count"], "bidders": bidders}
 
     yield ServerSentEvent(comment="pktx console auction", retry=options["retry_ms"])
     last = None
