@@ -13,13 +13,14 @@ from datetime import timedelta
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
 from broker import auctions, awards, negotiation, requests
 from broker.api.deps import id_path, policy_of, store_of
+from broker.bounds import INT64_MAX
 from broker.clock import utcnow
 from broker.console.forms import FIELDS, Form, major
 from broker.console.site import ConsoleRoute, Posted, Signed, render, require_side
@@ -46,11 +47,23 @@ def _refusal(form: Form, exc: InvalidInput) -> None:
 # -- requests ------------------------------------------------------------------------------
 
 
+# A list page's ``?after=ID``: the rows older than that id (the "older" link's target).
+After = Annotated[int | None, Query(ge=1, le=INT64_MAX)]
+
+
+def _page(found: list, after: int | None) -> tuple[list, int | None]:
+    """The newest `LISTED` of ``found`` (fetched one longer) and the id the "older" link
+    starts after, or None when there is nothing older."""
+    return found[:LISTED], found[LISTED - 1].id if len(found) > LISTED else None
+
+
 @router.get("/requests")
-def request_list(request: Request, signed: Signed) -> Response:
+def request_list(request: Request, signed: Signed, after: After = None) -> Response:
     with store_of(request).read() as s:
-        rows = [request_view(r) for r in requests.list_requests(s, signed.actor, limit=LISTED)]
-    return render(request, "requests.html", signed, rows=rows)
+        found = requests.list_requests(s, signed.actor, after=after, limit=LISTED + 1)
+        shown, older = _page(found, after)
+        rows = [request_view(r) for r in shown]
+    return render(request, "requests.html", signed, rows=rows, older=older, after=after)
 
 
 def _home_currency(request: Request, signed) -> str:
@@ -241,18 +254,27 @@ def request_cancel(
 # -- auctions ------------------------------------------------------------------------------
 
 
+AUCTION_STATES = ("open", "closed", "failed")
+
+
 @router.get("/auctions")
-def auction_list(request: Request, signed: Signed) -> Response:
+def auction_list(
+    request: Request,
+    signed: Signed,
+    status: Annotated[str | None, Query(pattern="^(open|closed|failed)$")] = None,
+    after: After = None,
+) -> Response:
+    """All three lists, newest first; with ``status`` and ``after``, that list's older page."""
     actor, policy = signed.actor, policy_of(request)
+    listed, older = {}, {}
     with store_of(request).read() as s:
-        listed = {
-            status: [
-                auction_view(s, actor, a.id, policy=policy)
-                for a in auctions.list_auctions(s, actor, status=status, limit=LISTED)
-            ]
-            for status in ("open", "closed", "failed")
-        }
-    return render(request, "auctions.html", signed, listed=listed, now=utcnow())
+        for state in (status,) if status else AUCTION_STATES:
+            found = auctions.list_auctions(s, actor, status=state, after=after, limit=LISTED + 1)
+            shown, older[state] = _page(found, after)
+            listed[state] = [auction_view(s, actor, a.id, policy=policy) for a in shown]
+    return render(
+        request, "auctions.html", signed, listed=listed, older=older, after=after, now=utcnow()
+    )
 
 
 def _auction_page(request: Request, signed, auction_id: int, **extra) -> Response:
@@ -394,13 +416,14 @@ async def auction_events(
 
 
 @router.get("/awards")
-def award_list(request: Request, signed: Signed) -> Response:
+def award_list(request: Request, signed: Signed, after: After = None) -> Response:
     actor = signed.actor
     with store_of(request).read() as s:
-        rows = [award_view(a) for a in awards.list_awards(s, actor, limit=LISTED)]
+        shown, older = _page(awards.list_awards(s, actor, after=after, limit=LISTED + 1), after)
+        rows = [award_view(a) for a in shown]
         jobs = [
             job_view(j)
             for provider_id in sorted(actor.provider_ids)
             for j in awards.list_jobs(s, actor, provider_id, limit=LISTED)
         ]
-    return render(request, "awards.html", signed, rows=rows, jobs=jobs)
+    return render(request, "awards.html", signed, rows=rows, jobs=jobs, older=older, after=after)

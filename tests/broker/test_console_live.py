@@ -4,6 +4,7 @@ records and never a price (on SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -76,3 +77,49 @@ def test_a_provider_that_cannot_see_the_auction_gets_no_stream(app, keys, world)
     tiny = Browser(app)
     tiny.sign_in(keys["tiny"])
     assert tiny.http.get(f"/auctions/{auction}/events").status_code == 403
+
+
+def test_lists_show_the_newest_50_then_older_and_only_the_keys_own(app, keys, world):
+    m, now = world.m, datetime.now(UTC)
+    buyer = m.actor("user", world.alice)
+    with m.store.write() as s:
+        made = [
+            submit_request(
+                s,
+                buyer,
+                services="anonymize",
+                starts_at=now + timedelta(hours=1),
+                ends_at=now + timedelta(hours=2),
+                max_rate_bps=10_000_000,
+            ).id
+            for _ in range(52)
+        ]
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    first = alice.get("/requests").text
+    shown = [int(i) for i in re.findall(r'href="/requests/(\d+)"', first)]
+    assert shown == sorted(made, reverse=True)[:50]
+    older = re.search(r'href="/requests\?after=(\d+)"', first)
+    assert older and int(older.group(1)) == shown[-1]
+    second = alice.get(f"/requests?after={older.group(1)}").text
+    rest = [int(i) for i in re.findall(r'href="/requests/(\d+)"', second)]
+    assert rest == sorted(made, reverse=True)[50:]
+    assert "?after=" not in second
+    bob = Browser(app)
+    bob.sign_in(keys["bob"])
+    assert not set(re.findall(r'href="/requests/(\d+)"', bob.get("/requests").text)) & {
+        str(i) for i in made
+    }
+    assert alice.http.get("/requests?after=nonsense").status_code == 400
+
+
+def test_the_auctions_list_pages_one_state_at_a_time(app, keys, world):
+    ids = [_open_auction(world) for _ in range(51)]
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    page = alice.get("/auctions").text
+    older = re.search(r'href="/auctions\?status=open&amp;after=(\d+)"', page)
+    assert older
+    rest = alice.get(f"/auctions?status=open&after={older.group(1)}").text
+    assert re.findall(r'href="/auctions/(\d+)"', rest) == [str(min(ids))]
+    assert 'data-testid="auctions-closed"' not in rest and "Older" not in rest
