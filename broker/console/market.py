@@ -18,7 +18,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
-from broker import auctions, awards, negotiation, requests
+from broker import auctions, awards, groups, negotiation, requests
 from broker.api.deps import id_path, policy_of, store_of
 from broker.bounds import INT64_MAX
 from broker.clock import utcnow
@@ -173,6 +173,8 @@ def request_page_with(request: Request, signed, request_id: int, **extra) -> Res
         ]
         may_negotiate = r.status == "brokering" and actor.speaks_for_user(r.user_id)
         may_cancel = r.status in ("pledging", "brokering") and actor.speaks_for_user(r.user_id)
+        pledges = groups.group_of_request(s, r.id)
+        group_id = pledges.id if pledges is not None else None
         negotiable = (
             [(p.id, p.name) for p in requests.eligible_providers(s, r, limit=LISTED)]
             if may_negotiate
@@ -197,6 +199,7 @@ def request_page_with(request: Request, signed, request_id: int, **extra) -> Res
         form=form,
         negotiations=its_negotiations,
         may_cancel=may_cancel,
+        group_id=group_id,
         message=extra.pop("message", ""),
         negotiable=negotiable,
         negotiation_form=extra.pop("negotiation_form", None)
@@ -427,3 +430,9 @@ def award_list(request: Request, signed: Signed, after: After = None) -> Respons
             for j in awards.list_jobs(s, actor, provider_id, limit=LISTED)
         ]
     return render(request, "awards.html", signed, rows=rows, jobs=jobs, older=older, after=after)
+
+
+# A group request's pledges: their own module, served under this router.
+from broker.console import pledging  # noqa: E402
+
+router.include_router(pledging.router)

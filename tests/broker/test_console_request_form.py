@@ -4,6 +4,7 @@ typed kept (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -104,3 +105,27 @@ def test_a_data_cap_on_a_volume_is_refused_beside_the_cap(alice):
     answer = alice.post("/requests/new", sent)
     assert answer.status_code == 422
     assert "data cap applies to a block" in field_errors(answer.text)["data_cap"]
+
+
+def test_a_group_request_takes_pledges_and_the_organizer_closes_them(app, alice, keys, world):
+    members = f"user {world.alice}\nuser {world.bob}"
+    sent = _block(services="anonymize", group="yes", max_price="40.00", members=members)
+    answer = alice.post("/requests/new", sent)
+    assert answer.status_code == 303, field_errors(answer.text)
+    page = alice.get(answer.headers["location"]).text
+    found = re.search(r'href="/groups/(\d+)"', page)
+    assert found
+    group = f"/groups/{found.group(1)}"
+    page = alice.get(group).text
+    assert "Close pledging" in page and 'id="max"' in page
+    refused = alice.post(f"{group}/pledge", {"max": "1.234"})
+    assert refused.status_code == 422 and "decimal" in field_errors(refused.text)["max"]
+    assert 'value="1.234"' in refused.text
+    assert alice.post(f"{group}/pledge", {"max": "12.50"}, csrf="forged").status_code == 403
+    assert alice.post(f"{group}/pledge", {"max": "12.50"}).status_code == 303
+    assert "12.50" in alice.get(group).text
+    stranger = Browser(app)
+    stranger.sign_in(keys["north"])
+    assert stranger.get(group).status_code == 403  # the API's group_view refuses it too
+    closed = alice.post(f"{group}/close", {})
+    assert closed.status_code == 303 and closed.headers["location"].startswith("/requests/")
