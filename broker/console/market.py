@@ -13,13 +13,14 @@ from datetime import timedelta
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
-from broker import auctions, awards, negotiation, requests
+from broker import auctions, awards, groups, negotiation, requests
 from broker.api.deps import id_path, policy_of, store_of
+from broker.bounds import INT64_MAX
 from broker.clock import utcnow
 from broker.console.forms import FIELDS, Form, major
 from broker.console.site import ConsoleRoute, Posted, Signed, render, require_side
@@ -46,11 +47,23 @@ def _refusal(form: Form, exc: InvalidInput) -> None:
 # -- requests ------------------------------------------------------------------------------
 
 
+# A list page's ``?after=ID``: the rows older than that id (the "older" link's target).
+After = Annotated[int | None, Query(ge=1, le=INT64_MAX)]
+
+
+def _page(found: list, after: int | None) -> tuple[list, int | None]:
+    """The newest `LISTED` of ``found`` (fetched one longer) and the id the "older" link
+    starts after, or None when there is nothing older."""
+    return found[:LISTED], found[LISTED - 1].id if len(found) > LISTED else None
+
+
 @router.get("/requests")
-def request_list(request: Request, signed: Signed) -> Response:
+def request_list(request: Request, signed: Signed, after: After = None) -> Response:
     with store_of(request).read() as s:
-        rows = [request_view(r) for r in requests.list_requests(s, signed.actor, limit=LISTED)]
-    return render(request, "requests.html", signed, rows=rows)
+        found = requests.list_requests(s, signed.actor, after=after, limit=LISTED + 1)
+        shown, older = _page(found, after)
+        rows = [request_view(r) for r in shown]
+    return render(request, "requests.html", signed, rows=rows, older=older, after=after)
 
 
 def _home_currency(request: Request, signed) -> str:
@@ -98,6 +111,10 @@ def request_create(request: Request, signed: Signed, form: Posted) -> Response:
     min_rate, max_rate = form.rate("min_rate"), form.rate("max_rate")
     max_price = form.money("max_price", currency)
     members = form.members("members")
+    data_cap = form.integer("data_cap")
+    group = form.text("group") == "yes"
+    source, sink = form.text("source") or None, form.text("sink") or None
+    sealed = [n.strip() for n in form.text("sealed_params").split(",") if n.strip()]
     if not form.errors:
         try:
             with store_of(request).write() as s:
@@ -112,6 +129,11 @@ def request_create(request: Request, signed: Signed, form: Posted) -> Response:
                     max_rate_bps=max_rate,
                     max_price_minor=max_price,
                     members=members,
+                    data_cap_bytes=data_cap,
+                    group=group,
+                    source=source,
+                    sink=sink,
+                    sealed_params=sealed or None,
                 )
                 made_id = made.id
         except InvalidInput as exc:
@@ -151,6 +173,8 @@ def request_page_with(request: Request, signed, request_id: int, **extra) -> Res
         ]
         may_negotiate = r.status == "brokering" and actor.speaks_for_user(r.user_id)
         may_cancel = r.status in ("pledging", "brokering") and actor.speaks_for_user(r.user_id)
+        pledges = groups.group_of_request(s, r.id)
+        group_id = pledges.id if pledges is not None else None
         negotiable = (
             [(p.id, p.name) for p in requests.eligible_providers(s, r, limit=LISTED)]
             if may_negotiate
@@ -175,6 +199,7 @@ def request_page_with(request: Request, signed, request_id: int, **extra) -> Res
         form=form,
         negotiations=its_negotiations,
         may_cancel=may_cancel,
+        group_id=group_id,
         message=extra.pop("message", ""),
         negotiable=negotiable,
         negotiation_form=extra.pop("negotiation_form", None)
@@ -232,18 +257,27 @@ def request_cancel(
 # -- auctions ------------------------------------------------------------------------------
 
 
+AUCTION_STATES = ("open", "closed", "failed")
+
+
 @router.get("/auctions")
-def auction_list(request: Request, signed: Signed) -> Response:
+def auction_list(
+    request: Request,
+    signed: Signed,
+    status: Annotated[str | None, Query(pattern="^(open|closed|failed)$")] = None,
+    after: After = None,
+) -> Response:
+    """All three lists, newest first; with ``status`` and ``after``, that list's older page."""
     actor, policy = signed.actor, policy_of(request)
+    listed, older = {}, {}
     with store_of(request).read() as s:
-        listed = {
-            status: [
-                auction_view(s, actor, a.id, policy=policy)
-                for a in auctions.list_auctions(s, actor, status=status, limit=LISTED)
-            ]
-            for status in ("open", "closed", "failed")
-        }
-    return render(request, "auctions.html", signed, listed=listed, now=utcnow())
+        for state in (status,) if status else AUCTION_STATES:
+            found = auctions.list_auctions(s, actor, status=state, after=after, limit=LISTED + 1)
+            shown, older[state] = _page(found, after)
+            listed[state] = [auction_view(s, actor, a.id, policy=policy) for a in shown]
+    return render(
+        request, "auctions.html", signed, listed=listed, older=older, after=after, now=utcnow()
+    )
 
 
 def _auction_page(request: Request, signed, auction_id: int, **extra) -> Response:
@@ -342,8 +376,9 @@ def _viewable(request: Request, signed: Signed, auction_id: AuctionId) -> int:
 async def auction_events(
     request: Request, signed: Signed, auction_id: Annotated[int, Depends(_viewable)]
 ) -> AsyncIterator[ServerSentEvent]:
-    """The auction's status and bid count as server-sent events, sent when they change, for
-    as long as the actor may see it (the same `auction_view` as the page, every poll)."""
+    """The auction's status, bid count and bidders (reputation and measured record, never a
+    price) as server-sent events, sent when they change, for as long as the actor may see it
+    (the same `auction_view` as the page, every poll)."""
     options = request.app.state.event_stream
     ends = time.monotonic() + options["seconds"]
     store, policy = store_of(request), policy_of(request)
@@ -354,7 +389,19 @@ async def auction_events(
                 view = auction_view(s, signed.actor, auction_id, policy=policy)
         except BrokerError:
             return None
-        return {"status": view["status"], "bid_count": view["bid_count"]}
+        # The bidders as the page's table shows them: who, reputation, measured record; the
+        # view has sealed the prices already, and none are sent here.
+        bidders = [
+            {
+                "provider_id": b["provider_id"],
+                "provider": b["provider"],
+                "score": b["reputation"]["score"],
+                "ratings": b["reputation"]["count"],
+                "delivery": b["delivery"]["summary"],
+            }
+            for b in view["bidders"]
+        ]
+        return {"status": view["status"], "bid_count": view["bid_count"], "bidders": bidders}
 
     yield ServerSentEvent(comment="pktx console auction", retry=options["retry_ms"])
     last = None
@@ -372,13 +419,20 @@ async def auction_events(
 
 
 @router.get("/awards")
-def award_list(request: Request, signed: Signed) -> Response:
+def award_list(request: Request, signed: Signed, after: After = None) -> Response:
     actor = signed.actor
     with store_of(request).read() as s:
-        rows = [award_view(a) for a in awards.list_awards(s, actor, limit=LISTED)]
+        shown, older = _page(awards.list_awards(s, actor, after=after, limit=LISTED + 1), after)
+        rows = [award_view(a) for a in shown]
         jobs = [
             job_view(j)
             for provider_id in sorted(actor.provider_ids)
             for j in awards.list_jobs(s, actor, provider_id, limit=LISTED)
         ]
-    return render(request, "awards.html", signed, rows=rows, jobs=jobs)
+    return render(request, "awards.html", signed, rows=rows, jobs=jobs, older=older, after=after)
+
+
+# A group request's pledges: their own module, served under this router.
+from broker.console import pledging  # noqa: E402
+
+router.include_router(pledging.router)

@@ -13,12 +13,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from broker.actors import Actor, actor_for, authenticate
 from broker.clock import resolve_now
-from broker.errors import CsrfRefused
+from broker.console import attempts
+from broker.errors import CsrfRefused, NotAuthenticated, NotFound
 from broker.models import ApiKey, ConsoleSession
 
 COOKIE = "pktx_console"
@@ -37,13 +38,28 @@ class Signed:
     actor: Actor
     csrf_token: str
     session_id: int
+    last_seen_at: datetime | None = None
 
 
-def start(session: Session, api_token: str, *, now: datetime | None = None) -> tuple[str, Signed]:
+def start(
+    session: Session,
+    api_token: str,
+    *,
+    address: str = "",
+    user_agent: str = "",
+    now: datetime | None = None,
+) -> tuple[str, Signed]:
     """Check ``api_token`` as the API does and open a session for it; returns the cookie's
-    token (shown to the browser only) and the session. `NotAuthenticated` for a bad key."""
+    token (shown to the browser only) and the session. `NotAuthenticated` for a bad key,
+    `TooManyAttempts` when ``address`` or the key's prefix used up its refused tries (checked
+    first, so a locked-out guess learns nothing about the key)."""
     now = resolve_now(now)
-    actor = authenticate(session, api_token)
+    attempts.check(session, address, api_token, now)
+    try:
+        actor = authenticate(session, api_token)
+    except NotAuthenticated:
+        attempts.record_failure(session, address, api_token, now)
+        raise
     prefix = api_token.split("_", 2)[1]
     key_id = session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix))
     assert key_id is not None  # authenticate found it
@@ -55,10 +71,13 @@ def start(session: Session, api_token: str, *, now: datetime | None = None) -> t
         csrf_token=secrets.token_urlsafe(32),
         expires_at=now + LIFETIME,
         created_at=now,
+        last_seen_at=now,
+        address=address[:64] or None,
+        user_agent=user_agent[:200] or None,
     )
     session.add(row)
     session.flush()
-    return token, Signed(actor, row.csrf_token, row.id)
+    return token, Signed(actor, row.csrf_token, row.id, now)
 
 
 def resume(session: Session, token: str | None, *, now: datetime | None = None) -> Signed | None:
@@ -77,7 +96,99 @@ def resume(session: Session, token: str | None, *, now: datetime | None = None) 
     if row.expires_at <= now or key.revoked_at is not None:
         return None
     kind, ident = key.principal
-    return Signed(actor_for(session, kind, ident), row.csrf_token, row.id)
+    return Signed(actor_for(session, kind, ident), row.csrf_token, row.id, row.last_seen_at)
+
+
+SEEN_EVERY = timedelta(minutes=1)
+
+
+def seen_due(signed: Signed, *, now: datetime | None = None) -> bool:
+    """Whether the session's last-seen time is older than `SEEN_EVERY` (a page view is a read
+    otherwise, not a write)."""
+    last = signed.last_seen_at
+    return last is None or resolve_now(now) - last >= SEEN_EVERY
+
+
+def seen(session: Session, signed: Signed, *, now: datetime | None = None) -> None:
+    """Mark the session seen now."""
+    session.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.id == signed.session_id)
+        .values(last_seen_at=resolve_now(now))
+    )
+
+
+def _principal_keys(actor: Actor):
+    """The ids of the keys of ``actor``'s principal (any of them may have opened a session)."""
+    return select(ApiKey.id).where(getattr(ApiKey, f"{actor.kind}_id") == actor.id)
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """One live console session of a principal, as its sessions page shows it."""
+
+    id: int
+    key_prefix: str
+    created_at: datetime
+    last_seen_at: datetime | None
+    user_agent: str | None
+    address: str | None
+    expires_at: datetime
+    current: bool
+
+
+def list_sessions(
+    session: Session, signed: Signed, *, now: datetime | None = None
+) -> list[SessionView]:
+    """The principal's live sessions (not expired, key not revoked), newest first."""
+    now = resolve_now(now)
+    rows = session.execute(
+        select(ConsoleSession, ApiKey.prefix)
+        .join(ApiKey, ApiKey.id == ConsoleSession.api_key_id)
+        .where(
+            ConsoleSession.api_key_id.in_(_principal_keys(signed.actor)),
+            ConsoleSession.expires_at > now,
+            ApiKey.revoked_at.is_(None),
+        )
+        .order_by(ConsoleSession.created_at.desc(), ConsoleSession.id.desc())
+    ).all()
+    return [
+        SessionView(
+            row.id,
+            prefix,
+            row.created_at,
+            row.last_seen_at,
+            row.user_agent,
+            row.address,
+            row.expires_at,
+            row.id == signed.session_id,
+        )
+        for row, prefix in rows
+    ]
+
+
+def end_session(session: Session, signed: Signed, session_id: int) -> None:
+    """End one of the principal's sessions; `NotFound` for any other id (another principal's
+    sessions are not there to see, as in the API)."""
+    done = session.execute(
+        delete(ConsoleSession).where(
+            ConsoleSession.id == session_id,
+            ConsoleSession.api_key_id.in_(_principal_keys(signed.actor)),
+        )
+    )
+    if not done.rowcount:  # type: ignore[attr-defined]
+        raise NotFound("console session", session_id)
+
+
+def end_others(session: Session, signed: Signed) -> int:
+    """End every session of the principal but this one; how many were ended."""
+    done = session.execute(
+        delete(ConsoleSession).where(
+            ConsoleSession.api_key_id.in_(_principal_keys(signed.actor)),
+            ConsoleSession.id != signed.session_id,
+        )
+    )
+    return done.rowcount  # type: ignore[attr-defined]
 
 
 def end(session: Session, token: str | None) -> None:

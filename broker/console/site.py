@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
 from broker.api.deps import store_of
-from broker.console import sessions
+from broker.console import attempts, sessions
 from broker.console.forms import MAX_BODY, Form, amount, parse_body
 from broker.errors import BrokerError, CsrfRefused, NotYours
 
@@ -165,6 +165,9 @@ def signed_in(request: Request) -> sessions.Signed:
         signed = sessions.resume(s, request.cookies.get(sessions.COOKIE))
     if signed is None:
         raise SignInFirst
+    if sessions.seen_due(signed):
+        with store_of(request).write() as s:
+            sessions.seen(s, signed)
     request.scope["console_signed"] = signed
     return signed
 
@@ -255,17 +258,33 @@ async def signin(request: Request) -> Response:
     except BrokerError as exc:
         return _signin_page(request, error=exc.message, status=exc.http_status)
     api_key = form.text("api_key")
+    address = request.client.host if request.client else ""
 
-    def start():
+    def start() -> tuple[str, sessions.Signed] | BrokerError:
+        # The refused try is counted in the same transaction, so it must commit: the error is
+        # returned out of it, not raised through it.
         with store_of(request).write() as s:
-            return sessions.start(s, api_key)
+            try:
+                return sessions.start(
+                    s,
+                    api_key,
+                    address=address,
+                    user_agent=request.headers.get("user-agent", ""),
+                )
+            except BrokerError as exc:
+                return exc
 
     from starlette.concurrency import run_in_threadpool
 
-    try:
-        token, signed = await run_in_threadpool(start)
-    except BrokerError as exc:
-        return _signin_page(request, error=exc.message, status=exc.http_status)
+    started = await run_in_threadpool(start)
+    if isinstance(started, BrokerError):
+        if isinstance(started, attempts.TooManyAttempts):
+            log.warning("console: sign-in refused for %s: %s", address, started.message)
+            page = _signin_page(request, error=started.message, status=started.http_status)
+            page.headers["Retry-After"] = str(started.retry_after)
+            return page
+        return _signin_page(request, error=started.message, status=started.http_status)
+    token, signed = started
     log.info("console: %s signed in (session %d)", signed.actor, signed.session_id)
     answer = RedirectResponse(NAV[SIDE[signed.actor.kind]][0][0], status_code=303)
     answer.set_cookie(
@@ -285,3 +304,29 @@ def signout(request: Request, _form: Posted) -> Response:
     answer = RedirectResponse("/signin", status_code=303)
     answer.delete_cookie(sessions.COOKIE, path="/")
     return answer
+
+
+@router.get("/sessions")
+def sessions_page(request: Request, signed: Signed) -> Response:
+    with store_of(request).read() as s:
+        mine = sessions.list_sessions(s, signed)
+    return render(request, "sessions.html", signed, sessions=mine)
+
+
+@router.post("/sessions/others/end")
+def end_other_sessions(request: Request, signed: Signed, _form: Posted) -> Response:
+    with store_of(request).write() as s:
+        ended = sessions.end_others(s, signed)
+    log.info("console: %s ended %d other sessions", signed.actor, ended)
+    return RedirectResponse("/sessions", status_code=303)
+
+
+@router.post("/sessions/{session_id}/end")
+def end_session(request: Request, session_id: int, signed: Signed, _form: Posted) -> Response:
+    with store_of(request).write() as s:
+        sessions.end_session(s, signed, session_id)
+    if session_id == signed.session_id:  # ended this one: the same as signing out
+        answer = RedirectResponse("/signin", status_code=303)
+        answer.delete_cookie(sessions.COOKIE, path="/")
+        return answer
+    return RedirectResponse("/sessions", status_code=303)

@@ -2,7 +2,7 @@
 
 from broker.models.base import Base, UTCDateTime
 from broker.models.billing import COUNTERS, Charge, TariffVersion, UsageReport
-from broker.models.console import ConsoleSession
+from broker.models.console import ConsoleSession, SignInFailure
 from broker.models.credit import CreditDecision, CreditModel, CreditProfile
 from broker.models.idempotency import IdempotencyRecord
 from broker.models.ledger import LedgerEntry, LedgerPosting
@@ -93,6 +93,7 @@ __all__ = [
     "SettlementBatch",
     "SettlementLine",
     "SettlementNetting",
+    "SignInFailure",
     "Statement",
     "StatementLine",
     "StatementProfile",

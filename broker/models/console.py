@@ -24,6 +24,22 @@ class ConsoleSession(HasId, HasCreated, Base):
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), index=True)
     csrf_token: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(index=True)
+    # What the principal sees on its sessions page (migration 0015); refreshed at most once a
+    # minute, so a page view is not a write.
+    last_seen_at: Mapped[datetime | None]
+    user_agent: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(String(64))
 
 
-__all__ = ["ConsoleSession"]
+class SignInFailure(HasId, HasCreated, Base):
+    """A refused console sign-in: from which client address, for which key prefix (if the
+    typed key had one). Counted over a window to refuse further tries (broker.console.attempts);
+    kept in the database so a restart of the broker does not reset the count."""
+
+    __tablename__ = "console_signin_failures"
+
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    key_prefix: Mapped[str | None] = mapped_column(String(32), index=True)
+
+
+__all__ = ["ConsoleSession", "SignInFailure"]
