@@ -249,7 +249,9 @@ def test_a_provider_bids_through_the_form_and_a_bad_price_is_refused_beside_it(a
     north.sign_in(keys["north"])
     listed = north.get("/auctions").text
     assert f'href="{auction}"' in listed and "(0 ratings)" in listed  # buyer's reputation
-    north.get(auction)
+    page = north.get(auction).text
+    # The price field's attributes reach the browser as attributes, not as escaped text.
+    assert 'inputmode="decimal"' in page and "inputmode=&#34;" not in page
     for price, said in (("abc", "not a number"), ("25.00", "reserve")):
         refused = north.post(f"{auction}/bids", {"provider_id": str(world.north), "price": price})
         assert refused.status_code == 422
