@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker import awards
@@ -25,7 +25,7 @@ from broker.console.charts import line_chart
 from broker.console.forms import FIELDS, Form
 from broker.console.site import ConsoleRoute, Posted, Signed, render
 from broker.errors import BrokerError, InvalidInput
-from broker.models import Provider, Rating, UsageReport
+from broker.models import JobEvent, Provider, Rating, UsageReport
 from broker.reputation import ReputationPolicy, beta_reputations, rate
 from broker.usage import job_usage
 from broker.views import award_view, provider_view
@@ -38,16 +38,28 @@ WEEKS = 12  # a provider's reputation is drawn week by week over this many weeks
 
 
 def throughput(session: Session, actor: Actor, award_id: int) -> list[tuple[float, float]]:
-    """(seconds since the first usage report, Mbit/s delivered since the report before) for
-    the award's job; for the award's parties (`awards.get_award`)."""
+    """(seconds since the delivery started, Mbit/s delivered since the report before) for the
+    award's job; for the award's parties (`awards.get_award`)."""
     award = awards.get_award(session, actor, award_id)
     if award.job is None:
         return []
-    rows = session.execute(
-        select(UsageReport.usage_at, UsageReport.bytes_out)
-        .where(UsageReport.job_id == award.job.id)
-        .order_by(UsageReport.sequence)
-    ).all()
+    rows = [
+        tuple(row)
+        for row in session.execute(
+            select(UsageReport.usage_at, UsageReport.bytes_out)
+            .where(UsageReport.job_id == award.job.id)
+            .order_by(UsageReport.sequence)
+        )
+    ]
+    # From the delivery's first start, at nothing delivered (reports are cumulative): a job
+    # reported once, at its end (a file's), still shows its rate.
+    started = session.scalar(
+        select(func.min(JobEvent.at)).where(
+            JobEvent.job_id == award.job.id, JobEvent.event == "start"
+        )
+    )
+    if started is not None and rows and started < rows[0][0]:
+        rows.insert(0, (started, 0))
     points = []
     for (before, sent_before), (at, sent) in pairwise(rows):
         seconds = (at - before).total_seconds()
@@ -119,7 +131,7 @@ def award_chart(request: Request, signed: Signed, award_id: AwardId) -> Response
     svg = line_chart(
         points,
         title=f"Award #{award_id}: delivered throughput",
-        x_label="seconds since the first report",
+        x_label="seconds since the delivery started",
         y_label="Mbit/s",
     )
     return Response(svg, media_type="image/svg+xml", headers=SVG)

@@ -39,6 +39,7 @@ class Signed:
     csrf_token: str
     session_id: int
     last_seen_at: datetime | None = None
+    name: str = ""  # what the page header calls the principal ("alice", "far-b", a number)
 
 
 def start(
@@ -77,7 +78,7 @@ def start(
     )
     session.add(row)
     session.flush()
-    return token, Signed(actor, row.csrf_token, row.id, now)
+    return token, Signed(actor, row.csrf_token, row.id, now, display_name(session, actor))
 
 
 def resume(session: Session, token: str | None, *, now: datetime | None = None) -> Signed | None:
@@ -96,7 +97,8 @@ def resume(session: Session, token: str | None, *, now: datetime | None = None) 
     if row.expires_at <= now or key.revoked_at is not None:
         return None
     kind, ident = key.principal
-    return Signed(actor_for(session, kind, ident), row.csrf_token, row.id, row.last_seen_at)
+    actor = actor_for(session, kind, ident)
+    return Signed(actor, row.csrf_token, row.id, row.last_seen_at, display_name(session, actor))
 
 
 SEEN_EVERY = timedelta(minutes=1)
@@ -203,3 +205,21 @@ def check_csrf(expected: str | None, sent: object) -> None:
         raise CsrfRefused(
             "this form's security token is missing or stale; reload the page and send it again"
         )
+
+
+def display_name(session: Session, actor: Actor) -> str:
+    """The principal's own name (a user's, a provider's, a device's, a phone's number), as the
+    page header shows it; its kind and id when it has none."""
+    from broker.models import Admin, Device, Network, PhoneNumber, Provider, User
+
+    model = {
+        "user": User,
+        "provider": Provider,
+        "network": Network,
+        "device": Device,
+        "phone_number": PhoneNumber,
+        "admin": Admin,
+    }.get(actor.kind)
+    row = session.get(model, actor.id) if model is not None else None
+    name = getattr(row, "e164" if actor.kind == "phone_number" else "name", None)
+    return str(name) if name else f"{actor.kind.replace('_', ' ')} {actor.id}"

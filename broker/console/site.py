@@ -116,6 +116,7 @@ def render(
         .get_template(template)
         .render(
             me=signed.actor if signed else None,
+            my_name=signed.name if signed else "",
             side=side,
             nav=NAV[side] if side else (),
             csrf=signed.csrf_token if signed else "",

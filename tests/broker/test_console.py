@@ -250,6 +250,8 @@ def test_a_provider_bids_through_the_form_and_a_bad_price_is_refused_beside_it(a
     listed = north.get("/auctions").text
     assert f'href="{auction}"' in listed and "(0 ratings)" in listed  # buyer's reputation
     page = north.get(auction).text
+    assert '<span class="who" data-testid="who" title="provider' in page
+    assert 'data-testid="who"' in page and ">north</span>" in page  # its name, not its id
     # The price field's attributes reach the browser as attributes, not as escaped text.
     assert 'inputmode="decimal"' in page and "inputmode=&#34;" not in page
     for price, said in (("abc", "not a number"), ("25.00", "reserve")):

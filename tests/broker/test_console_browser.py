@@ -251,7 +251,7 @@ def test_a_request_goes_to_auction_two_providers_bid_and_the_user_sees_the_award
         )
         assert answer.status_code == 201, answer.text
     alice.wait_for(
-        lambda d: d.find_element(By.CSS_SELECTOR, '[data-live="bytes_out"]').text == "3500000",
+        lambda d: d.find_element(By.CSS_SELECTOR, '[data-live="bytes_out"]').text == "3,500,000",
         message="the delivery's progress did not arrive by server-sent events",
     )
     alice.shot("progress")

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from broker import statements
 from broker.api import create_app
 from broker.currency import Money
-from broker.models import DeliveryJob, Rating
+from broker.models import DeliveryJob, JobEvent, Rating
 
 
 @pytest.fixture
@@ -37,17 +37,45 @@ def _delivering(world) -> tuple[int, int]:
         return s.get_one(DeliveryJob, job).award_id, job
 
 
+def test_a_job_reported_once_at_its_end_still_shows_its_rate(app, keys, world):
+    """A file's job is reported once, with its completion: its rate is drawn from the
+    delivery's start (its ``start`` transition) at nothing delivered."""
+    store, m = world.m.store, world.m
+    publish_bytes_tariff(store, m, world.north, "anonymize", T0 - timedelta(days=1))
+    job = award(store, m.actor("user", world.alice), world.north, price=500, at=T0)
+    with store.write() as s:
+        s.add(
+            JobEvent(
+                job_id=job,
+                event="start",
+                from_status="claimed",
+                to_status="running",
+                token=1,
+                daemon="node-1",
+                at=T0 + timedelta(seconds=5),
+            )
+        )
+    report(store, m, world.north, job, 1, 2_500_000, T0 + timedelta(seconds=15))
+    with store.read() as s:
+        award_id = s.get_one(DeliveryJob, job).award_id
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    chart = alice.http.get(f"/awards/{award_id}/throughput.svg").text
+    assert "10 seconds since the delivery started: 2" in chart  # 2,500,000 B in 10 s
+    assert "no data yet" not in chart
+
+
 def test_an_awards_page_shows_its_delivery_and_throughput_to_its_parties_only(app, keys, world):
     award_id, _ = _delivering(world)
     alice = Browser(app)
     alice.sign_in(keys["alice"])
     page = alice.get(f"/awards/{award_id}").text
-    assert re.search(r'data-live="bytes_out">3500000<', page)
+    assert re.search(r'data-live="bytes_out">3,500,000<', page)
     assert re.search(r'data-live="reports">2<', page)
     assert "<td>10.0</td><td>2.000</td>" in page  # the chart's values as a table
     chart = alice.http.get(f"/awards/{award_id}/throughput.svg")
     assert chart.headers["content-type"].startswith("image/svg+xml")
-    assert "<title" in chart.text and "10 seconds since the first report: 2" in chart.text
+    assert "<title" in chart.text and "10 seconds since the delivery started: 2" in chart.text
     for who, want in (("north", 200), ("home", 200), ("bob", 403), ("south", 403)):
         b = Browser(app)
         b.sign_in(keys[who])

@@ -39,7 +39,9 @@
     Object.keys(data).forEach(function (name) {
       if (name === "status" || name === "bidders") { return; }  // a badge; rows above
       document.querySelectorAll('[data-live="' + name + '"]').forEach(function (shown) {
-        shown.textContent = String(data[name]);
+        var value = data[name];
+        // Counts with thousands separators, as the page draws them.
+        shown.textContent = typeof value === "number" ? value.toLocaleString("en-US") : String(value);
       });
     });
     drawn += 1;
