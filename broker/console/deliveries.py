@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Annotated
 
@@ -43,9 +43,9 @@ def throughput(session: Session, actor: Actor, award_id: int) -> list[tuple[floa
     award = awards.get_award(session, actor, award_id)
     if award.job is None:
         return []
-    rows = [
-        tuple(row)
-        for row in session.execute(
+    rows: list[tuple[datetime, int]] = [
+        (at, sent)
+        for at, sent in session.execute(
             select(UsageReport.usage_at, UsageReport.bytes_out)
             .where(UsageReport.job_id == award.job.id)
             .order_by(UsageReport.sequence)
