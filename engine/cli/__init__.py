@@ -162,6 +162,19 @@ def _engine_command(argv: list[str], engine_commands: set[str]) -> bool:
     return command in engine_commands
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe nobody reads any more (its write end polls as an
+    error)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -193,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         sys.stderr.write(f"pktx: error: {exc}\n")
         return 1
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a socket or a child's pipe: a failure like any other
+            sys.stderr.write(f"pktx: error: {exc}\n")
+            return 1
+        # ``pktx ... | head``: the reader took what it wanted. Quiet, with the status a
+        # process killed by SIGPIPE has (Python ignores SIGPIPE so sockets can raise instead).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + signal.SIGPIPE
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"pktx: error: {exc}\n")
         return 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -68,10 +69,11 @@ def cmd_demo(args) -> int:
     from engine.capture.reader import read_capture
     from engine.cli import version_text
     from engine.cli.capture_commands import print_info
-    from engine.cli.demo_stage import DemoFailed, Stage
+    from engine.cli.demo_stage import DemoFailed, Stage, stop_on_signals
     from engine.packet.flowhash import flow_hash
 
     started = time.monotonic()
+    stop_on_signals()
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="pktx-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     files = _fresh(workdir)
@@ -131,9 +133,9 @@ def cmd_demo(args) -> int:
             file=sys.stderr,
         )
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopped:
         print("\npktx demo: interrupted; its processes are stopped", file=sys.stderr)
-        return 130
+        return 128 + getattr(stopped, "signum", signal.SIGINT)
 
 
 def _printer():

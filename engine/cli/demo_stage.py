@@ -4,6 +4,8 @@ out (SIGTERM, then SIGKILL) whatever happened."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -22,6 +24,45 @@ STOP_GRACE_S = 10.0
 
 class DemoFailed(EngineError):
     """A process of the demo did not start or ended early (the message names its log)."""
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the demo stops as on Ctrl-C (its processes in order), and exits
+    with the signal's status."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGHUP (a closed terminal, ``timeout``, a supervisor) stop the demo
+    the way Ctrl-C does: Python's default for them ends the process at once and leaves its
+    broker and daemon running."""
+
+    def stop(signum, _frame) -> None:
+        raise Stopped(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+
+def _ends_with(parent: int):
+    """For ``preexec_fn``: the child gets SIGTERM from the kernel when the demo ends, even by
+    SIGKILL (Linux's parent-death signal), and does not start at all if the demo has already
+    ended. The demo forks from its main thread only, which has no other thread at the time."""
+
+    prctl = None
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: nothing to set
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: no dlopen after fork
+
+    def set_up() -> None:
+        if prctl is not None:
+            prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_up
 
 
 def free_port() -> int:
@@ -61,6 +102,7 @@ class Stage:
                 stderr=log,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_ends_with(os.getpid()),
             )
         self.procs[name] = proc
         return proc

@@ -195,7 +195,16 @@ def test_demo_plays_the_round_over_the_network_and_stops_its_processes(tmp_path)
     assert [len(f) for f in opened] == [len(f) for f in sample]
 
 
-def test_demo_serve_keeps_the_broker_with_a_key_each_until_ctrl_c(tmp_path):
+@pytest.mark.parametrize(
+    ("stop", "status"),
+    [(signal.SIGINT, 0), (signal.SIGTERM, 0), (signal.SIGHUP, 0), (signal.SIGKILL, -9)],
+    ids=["ctrl-c", "sigterm", "sighup", "sigkill"],
+)
+def test_demo_serve_keeps_the_broker_with_a_key_each_until_stopped(tmp_path, stop, status):
+    """Ctrl-C, SIGTERM or SIGHUP stop the demo and its broker in order; a SIGKILLed demo's
+    broker ends too (the kernel's parent-death signal): nothing is left listening."""
+    import time
+
     import httpx
 
     proc = subprocess.Popen(
@@ -232,16 +241,38 @@ def test_demo_serve_keeps_the_broker_with_a_key_each_until_ctrl_c(tmp_path):
         assert set(keys) == {"admin", "home-isp", "far-a", "far-b", "far-c", "alice", "bob"}
         me = httpx.get(f"{url}/v1/me", headers={"Authorization": f"Bearer {keys['alice']}"})
         assert me.json()["kind"] == "user"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        proc.send_signal(stop)
+        assert proc.wait(60) == status
     finally:
         if proc.poll() is None:
             proc.kill()
-    with pytest.raises(httpx.TransportError):  # Ctrl-C stopped the broker
-        httpx.get(f"{url}/healthz", timeout=2)
+    deadline = time.monotonic() + 30
+    while True:  # the broker stops (at once, or within its own SIGTERM's grace)
+        try:
+            httpx.get(f"{url}/healthz", timeout=2)
+        except httpx.TransportError:
+            break
+        assert time.monotonic() < deadline, f"the broker outlived the demo ({stop!r})"
+        time.sleep(0.2)
 
 
 def test_usage_error_is_not_a_traceback():
     proc = pktx("generate", "x.pcap", "--packets", "-3", check=False)
     assert proc.returncode == 2
     assert "must be at least 1" in proc.stderr
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path):
+    """``pktx ... | head``: the reader goes away; pktx ends with SIGPIPE's status and says
+    nothing (no "Broken pipe" error, no traceback)."""
+    big = tmp_path / "big.pcap"
+    pktx("generate", big, "--packets", "100000", "-q")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "convert", str(big), "/dev/stdout", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.read(100)[:4] == b"\x4d\x3c\xb2\xa1"  # pcap, nanoseconds, little-endian
+    proc.stdout.close()
+    assert proc.wait(60) == 128 + signal.SIGPIPE
+    assert proc.stderr.read() == b""
