@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import Integer, Select, case, func, select
@@ -194,3 +194,35 @@ def measured_evidence(
             positive[i] = weight * record.score_ppm_sum / PPM
             negative[i] = weight * (record.jobs - record.score_ppm_sum / PPM)
     return positive, negative
+
+
+def weekly_records(
+    session: Session, provider_id: int, *, now: datetime, weeks: int
+) -> list[tuple[int, DeliveryRecord]]:
+    """``provider_id``'s record week by week: (weeks back from ``now``, 0 the week ending now,
+    the record of the jobs judged in that week), oldest first; a week without jobs has an
+    empty record. A job counts in the week the broker judged it (its measurement's time)."""
+    start = now - timedelta(weeks=weeks + 1)
+    sums: dict[int, list[int]] = {back: [0] * 6 for back in range(weeks, -1, -1)}
+    rows = session.execute(
+        select(
+            JobMeasurement.created_at,
+            JobMeasurement.windows,
+            JobMeasurement.windows_met,
+            JobMeasurement.honoured,
+            JobMeasurement.outcome,
+            JobMeasurement.score_ppm,
+        ).where(
+            JobMeasurement.provider_id == provider_id,
+            JobMeasurement.created_at > start,
+            JobMeasurement.created_at <= now,
+        )
+    )
+    for at, windows, met, honoured, outcome, score in rows:
+        back = (now - as_utc(at)) // timedelta(weeks=1)
+        if back in sums:
+            for i, value in enumerate(
+                (1, windows, met, int(honoured), int(outcome == "failed"), score)
+            ):
+                sums[back][i] += value
+    return [(back, DeliveryRecord(*sums[back])) for back in sums]

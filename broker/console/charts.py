@@ -31,11 +31,13 @@ def line_chart(
     x_label: str,
     y_label: str,
     y_top: float | None = None,
+    x_span: tuple[float, float] | None = None,
 ) -> str:
-    """An SVG document: ``points`` (x, y) joined by a line, each marked with a square."""
+    """An SVG document: ``points`` (x, y) joined by a line, each marked with a square; the x
+    axis runs over ``x_span`` when given (a window with gaps), else over the points."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     xs = [x for x, _ in points] or [0.0]
-    x_low, x_high = min(xs), max(xs)
+    x_low, x_high = x_span if x_span is not None else (min(xs), max(xs))
     top = y_top if y_top is not None else _nice_top(max((y for _, y in points), default=0.0))
 
     def at(x: float, y: float) -> tuple[float, float]:

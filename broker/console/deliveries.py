@@ -24,6 +24,7 @@ from broker.clock import utcnow
 from broker.console.charts import line_chart
 from broker.console.forms import FIELDS, Form
 from broker.console.site import ConsoleRoute, Posted, Signed, render
+from broker.delivery_record import DeliveryRecord, weekly_records
 from broker.errors import BrokerError, InvalidInput
 from broker.models import JobEvent, Provider, Rating, UsageReport
 from broker.reputation import ReputationPolicy, beta_reputations, rate
@@ -222,12 +223,23 @@ def reputation_history(
     return points
 
 
+def measured_points(weekly: list[tuple[int, DeliveryRecord]]) -> list[tuple[float, float]]:
+    """(weeks from now, the share of min-rate windows met that week) for the weeks whose jobs
+    had windows: a week without any has no point rather than a made-up one."""
+    return [
+        (float(-back), record.windows_met / record.windows)
+        for back, record in weekly
+        if record.windows
+    ]
+
+
 @router.get("/providers/{provider_id}")
 def provider_page(request: Request, signed: Signed, provider_id: ProviderId) -> Response:
     with store_of(request).read() as s:  # a provider's card is public, as in the API
         card = provider_view(s, provider_id, policy=policy_of(request))
         history = reputation_history(s, provider_id, policy=policy_of(request))
-    return render(request, "provider.html", signed, p=card, history=history)
+        weekly = weekly_records(s, provider_id, now=utcnow(), weeks=WEEKS)
+    return render(request, "provider.html", signed, p=card, history=history, weekly=weekly)
 
 
 @router.get("/providers/{provider_id}/reputation.svg")
@@ -241,5 +253,21 @@ def provider_chart(request: Request, signed: Signed, provider_id: ProviderId) ->
         x_label="weeks from now",
         y_label="reputation (0 to 1)",
         y_top=1.0,
+    )
+    return Response(svg, media_type="image/svg+xml", headers=SVG)
+
+
+@router.get("/providers/{provider_id}/measured.svg")
+def provider_measured_chart(request: Request, signed: Signed, provider_id: ProviderId) -> Response:
+    with store_of(request).read() as s:
+        card = provider_view(s, provider_id, policy=policy_of(request))
+        weekly = weekly_records(s, provider_id, now=utcnow(), weeks=WEEKS)
+    svg = line_chart(
+        measured_points(weekly),
+        title=f"{card['name']}: min-rate windows met, week by week",
+        x_label="weeks from now",
+        y_label="share of windows met (0 to 1)",
+        y_top=1.0,
+        x_span=(float(-WEEKS), 0.0),
     )
     return Response(svg, media_type="image/svg+xml", headers=SVG)

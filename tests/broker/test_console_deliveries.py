@@ -140,6 +140,58 @@ def test_a_providers_page_draws_its_reputation_week_by_week(app, keys, world, st
     assert "reputation over 12 weeks" in chart and chart.count("<rect x=") == 13
 
 
+def test_a_providers_page_draws_its_measured_delivery_week_by_week(app, keys, world, store):
+    """Jobs judged two weeks ago (9 of 10 windows met) and this week (4 of 4, and one without
+    windows) are drawn in their weeks; the weeks between have no point, and another
+    provider's card has none of it."""
+    from broker.clock import utcnow
+    from broker.models import JobMeasurement
+
+    store_, m = world.m.store, world.m
+    publish_bytes_tariff(store_, m, world.north, "anonymize", T0 - timedelta(days=1))
+    now = utcnow()
+    judged = [
+        (now - timedelta(weeks=2, hours=1), 10, 9, True),
+        (now - timedelta(hours=1), 4, 4, True),
+        (now - timedelta(hours=2), 0, 0, False),
+    ]
+    for at, windows, met, honoured in judged:
+        job = award(store_, m.actor("user", world.alice), world.north, price=500, at=T0)
+        with store.write() as s:
+            s.add(
+                JobMeasurement(
+                    job_id=job,
+                    provider_id=world.north,
+                    outcome="done",
+                    token=1,
+                    bytes=1,
+                    packets=1,
+                    windows=windows,
+                    windows_met=met,
+                    errors=0,
+                    honoured=honoured,
+                    score_ppm=met * 1_000_000 // windows if windows else 1_000_000,
+                    created_at=at,
+                )
+            )
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    page = alice.get(f"/providers/{world.north}").text
+    table = page.split('data-testid="measured-history"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>(-?\d+)</td><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>", table)
+    assert len(rows) == 13
+    by_week = {int(w): (int(jobs), met, kept) for w, jobs, met, kept in rows}
+    assert by_week[-2] == (1, "9 of 10 (90.0%)", "1 of 1")
+    assert by_week[0] == (2, "4 of 4 (100.0%)", "1 of 2")
+    assert all(by_week[w][0] == 0 for w in by_week if w not in (-2, 0))
+    chart = alice.http.get(f"/providers/{world.north}/measured.svg").text
+    assert "-2 weeks from now: 0.9; 0 weeks from now: 1" in chart
+    assert chart.count("<rect x=") == 2  # a marker for each week drawn
+    assert ">-12</text>" in chart  # the axis spans the 12 weeks, gaps and all
+    south = alice.http.get(f"/providers/{world.south}/measured.svg").text
+    assert "no data yet" in south
+
+
 def test_statements_are_listed_shown_by_profile_and_printed_for_their_user_only(
     app, keys, world, store
 ):
