@@ -14,6 +14,7 @@ def install(app: FastAPI) -> None:
     """Add the console's pages to ``app`` (after the API's routes)."""
     from broker.console import (
         account,
+        current,
         deliveries,
         glance,
         market,
@@ -29,6 +30,7 @@ def install(app: FastAPI) -> None:
         market.router,
         negotiations.router,
         deliveries.router,
+        current.router,  # before statements: /statements/current is not an id
         statements.router,
         account.router,
         paying.router,

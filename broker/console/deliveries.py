@@ -134,6 +134,9 @@ def award_chart(request: Request, signed: Signed, award_id: AwardId) -> Response
         title=f"Award #{award_id}: delivered throughput",
         x_label="seconds since the delivery started",
         y_label="Mbit/s",
+        # From the start: a point is the rate up to its time, so a single report is not
+        # drawn at the chart's left edge as if the delivery had begun there.
+        x_span=(0.0, max(x for x, _ in points)) if points else None,
     )
     return Response(svg, media_type="image/svg+xml", headers=SVG)
 
@@ -224,12 +227,14 @@ def reputation_history(
 
 
 def measured_points(weekly: list[tuple[int, DeliveryRecord]]) -> list[tuple[float, float]]:
-    """(weeks from now, the share of min-rate windows met that week) for the weeks whose jobs
-    had windows: a week without any has no point rather than a made-up one."""
+    """(weeks from now, the mean score of the jobs judged that week) for the weeks with jobs:
+    a job's score is its share of min-rate windows met (all of none without a min rate),
+    halved when the block was not honoured, 0 when it failed: the evidence the auction's
+    score takes (`broker.delivery_record`). A week without jobs has no point."""
     return [
-        (float(-back), record.windows_met / record.windows)
+        (float(-back), record.score_ppm_sum / record.jobs / 1_000_000)
         for back, record in weekly
-        if record.windows
+        if record.jobs
     ]
 
 
@@ -264,9 +269,9 @@ def provider_measured_chart(request: Request, signed: Signed, provider_id: Provi
         weekly = weekly_records(s, provider_id, now=utcnow(), weeks=WEEKS)
     svg = line_chart(
         measured_points(weekly),
-        title=f"{card['name']}: min-rate windows met, week by week",
+        title=f"{card['name']}: measured delivery score, week by week",
         x_label="weeks from now",
-        y_label="share of windows met (0 to 1)",
+        y_label="mean job score (0 to 1)",
         y_top=1.0,
         x_span=(float(-WEEKS), 0.0),
     )

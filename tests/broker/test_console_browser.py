@@ -260,9 +260,30 @@ def test_a_request_goes_to_auction_two_providers_bid_and_the_user_sees_the_award
     alice.submit("Send the rating")
     assert "Your rating: 90 of 100" in alice.find("[data-testid=rated]").text
 
+    # The statement the award's price is on (the period under way: nothing is closed yet),
+    # and its PDF, fetched by the page's own session.
+    alice.open("/statements")
+    alice.find("[data-testid=current]").click()
+    alice.shot("statement")
+    statement_path = alice.driver.current_url.removeprefix(market.url)
+    assert "12.00 EUR" in alice.find("[data-testid=current-summary]").text
+    assert "12.00 EUR" in alice.find("[data-testid=charges-by-provider]").text
+    pdf = alice.driver.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        fetch(arguments[0], {credentials: "same-origin"}).then(async (r) => {
+          const head = new Uint8Array(await r.arrayBuffer()).slice(0, 5);
+          done([r.status, r.headers.get("content-type"), String.fromCharCode(...head)]);
+        }).catch((e) => done(["failed", String(e)]));""",
+        alice.find("[data-testid=pdf]").get_attribute("href"),
+    )
+    assert pdf == [200, "application/pdf", "%PDF-"], pdf
+
     # Another user sees none of it: not the request, not the auction, not the award.
     bob = browsers("bob")
     bob.sign_in(market.keys["bob"])
+    bob.open(statement_path)  # his own period: nothing of alice's
+    assert "12.00 EUR" not in bob.text()
+    assert "nothing" in bob.find("[data-testid=current-summary]").text
     for path in (request_path, auction_path):
         bob.open(path)
         assert bob.find("h1").text == "Not yours to see"

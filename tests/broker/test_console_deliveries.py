@@ -185,7 +185,7 @@ def test_a_providers_page_draws_its_measured_delivery_week_by_week(app, keys, wo
     assert by_week[0] == (2, "4 of 4 (100.0%)", "1 of 2")
     assert all(by_week[w][0] == 0 for w in by_week if w not in (-2, 0))
     chart = alice.http.get(f"/providers/{world.north}/measured.svg").text
-    assert "-2 weeks from now: 0.9; 0 weeks from now: 1" in chart
+    assert "-2 weeks from now: 0.9; 0 weeks from now: 1" in chart  # mean scores
     assert chart.count("<rect x=") == 2  # a marker for each week drawn
     assert ">-12</text>" in chart  # the axis spans the 12 weeks, gaps and all
     south = alice.http.get(f"/providers/{world.south}/measured.svg").text

@@ -63,7 +63,7 @@ def test_a_request_with_cap_endpoints_and_sealed_params_is_made_as_the_api_makes
             "encrypt.key",
         )
     page = alice.get(answer.headers["location"]).text
-    assert "5000000 bytes" in page and "udp://198.51.100.7:9000" in page
+    assert "5,000,000 bytes" in page and "udp://198.51.100.7:9000" in page
     assert "encrypt.key" in page
 
 
