@@ -84,9 +84,11 @@ def statement_page_with(
     *,
     profile: str | None = None,
     pay_form: Form | None = None,
+    refund_form: tuple[int, Form] | None = None,
     status: int = 200,
 ) -> Response:
-    """A statement's page; ``pay_form``: a refused pay form shown again."""
+    """A statement's page; ``pay_form``: a refused pay form shown again; ``refund_form``: a
+    payment's refused refund form shown again."""
     with store_of(request).read() as s:
         st = statements.get_statement(s, signed.actor, statement_id)
         profiles = (
@@ -104,6 +106,14 @@ def statement_page_with(
         paying = payment_panel(s, signed.actor, st)
         breakdown = charges_by(statements.statement_document(s, st)["lines"])
     form = pay_form or Form({})
+    refused_of, refused = refund_form or (0, Form({}))
+    # A form drawn anew gets a new idempotency key; a refused one keeps the key it was sent with.
+    refund_forms = {
+        p["id"]: refused
+        if p["id"] == refused_of
+        else Form({"idempotency_key": form_key(), "left_minor": str(p["left_minor"])})
+        for p in paying["refundable"]
+    }
     return render(
         request,
         "statement.html",
@@ -115,6 +125,7 @@ def statement_page_with(
         paying=paying,
         pay_form=form,
         pay_key=form.text("idempotency_key") or form_key(),
+        refund_forms=refund_forms,
         breakdown=breakdown,
     )
 

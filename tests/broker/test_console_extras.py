@@ -1,0 +1,146 @@
+"""The console's extras: refunds by the home provider, a user's charges not yet on a
+statement, withdrawing a pledge, every principal's own API keys and the provider's delivery
+jobs page by page; each through the domain function the API calls, refused where the API
+refuses it (the console's status is the API's for the same key)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from console_client import Browser, field_errors
+from sqlalchemy import func, select
+from test_console_money import _api, _card, _pay_form, _statement
+
+from broker.api import create_app
+from broker.models import Payment, Refund, TestGatewayOperation
+
+
+@pytest.fixture
+def app(store):
+    return create_app(store, expire_every=None, event_stream_seconds=1.0, event_poll_seconds=0.1)
+
+
+def _gateway_refunds(store) -> int:
+    """How many refunds the test gateway made."""
+    with store.read() as s:
+        return s.scalar(
+            select(func.count())
+            .select_from(TestGatewayOperation)
+            .where(
+                TestGatewayOperation.operation == "refund",
+                TestGatewayOperation.status == "succeeded",
+            )
+        )
+
+
+def _paid(app, keys, world) -> tuple[int, int]:
+    """alice's January statement paid in full by card; (statement id, payment id)."""
+    statement_id = _statement(world)
+    _card(world, "tok_visa")
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    form = _pay_form(alice.get(f"/statements/{statement_id}").text)
+    assert alice.post(f"/statements/{statement_id}/pay", form).status_code == 303
+    with world.m.store.read() as s:
+        (p,) = s.scalars(select(Payment))
+        assert p.status == "succeeded"
+        return statement_id, p.id
+
+
+def _form(page: str, testid: str) -> dict:
+    """A form's hidden fields as the page drew them (its idempotency key among them)."""
+    found = re.search(rf'data-testid="{testid}"[^>]*>(.*?)</form>', page, re.S)
+    assert found, page
+    values = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', found.group(1)))
+    values.pop("csrf_token")
+    return values
+
+
+# -- refunds ------------------------------------------------------------------------------------
+
+
+def test_the_home_provider_refunds_a_payment_once_however_often_the_form_is_sent(
+    app, keys, world, store
+):
+    statement_id, payment_id = _paid(app, keys, world)
+    home = Browser(app)
+    home.sign_in(keys["home"])
+    page = home.get(f"/statements/{statement_id}").text
+    assert "No refunds." in page
+    form = _form(page, f"refund-form-{payment_id}")
+    assert form["idempotency_key"].startswith("console-")
+    for typed, said in (("1.234", "at most 2 decimal"), ("x", "number"), ("0", "positive")):
+        bad = home.post(f"/payments/{payment_id}/refunds", {**form, "amount": typed})
+        assert bad.status_code == 422 and said in field_errors(bad.text)["amount"], typed
+        assert f'value="{typed}"' in bad.text  # what was typed is kept
+    too_much = home.post(f"/payments/{payment_id}/refunds", {**form, "amount": "100000"})
+    assert too_much.status_code == 422 and "at most" in field_errors(too_much.text)["amount"]
+    long = home.post(
+        f"/payments/{payment_id}/refunds", {**form, "amount": "1", "reason": "r" * 501}
+    )
+    assert long.status_code == 422 and "500" in field_errors(long.text)["reason"]
+    assert _gateway_refunds(store) == 0
+    part = {**form, "amount": "2.50", "reason": "a late delivery"}
+    first = home.post(f"/payments/{payment_id}/refunds", part)
+    again = home.post(f"/payments/{payment_id}/refunds", part)  # a double click
+    assert first.status_code == again.status_code == 303
+    assert _gateway_refunds(store) == 1
+    with store.read() as s:
+        (r,) = s.scalars(select(Refund))
+        assert (r.amount_minor, r.status, r.reason) == (250, "succeeded", "a late delivery")
+        paid_minor, refunded = s.execute(
+            select(Payment.amount_minor, Payment.refunded_minor).where(Payment.id == payment_id)
+        ).one()
+        assert refunded == 250
+    page = home.get(f"/statements/{statement_id}").text
+    table = re.search(r'data-testid="refunds">(.*?)</table>', page, re.S).group(1)
+    assert "2.50 EUR" in table and "a late delivery" in table and "succeeded" in table
+    # The rest, by an empty amount: what was left when the page was drawn, sent twice.
+    rest = _form(page, f"refund-form-{payment_id}")
+    left = paid_minor - 250
+    assert rest["left_minor"] == str(left)
+    assert home.post(f"/payments/{payment_id}/refunds", rest).status_code == 303
+    assert home.post(f"/payments/{payment_id}/refunds", rest).status_code == 303
+    assert _gateway_refunds(store) == 2
+    with store.read() as s:
+        assert sorted(r.amount_minor for r in s.scalars(select(Refund))) == sorted([250, left])
+    state = _api(app, keys["alice"]).get(f"/v1/statements/{statement_id}/payment-state").json()
+    assert state["refunded_minor"] == paid_minor
+    page = home.get(f"/statements/{statement_id}").text
+    assert f'data-testid="refund-form-{payment_id}"' not in page  # nothing left to give back
+    # A new form on a payment refunded in full: refused beside the amount, nothing refunded.
+    over = home.post(
+        f"/payments/{payment_id}/refunds", {**rest, "idempotency_key": "new", "amount": "1"}
+    )
+    assert over.status_code == 422 and _gateway_refunds(store) == 2
+
+
+def test_refunds_are_the_home_providers_as_in_the_api(app, keys, world, store):
+    statement_id, payment_id = _paid(app, keys, world)
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    page = alice.get(f"/statements/{statement_id}").text
+    assert 'data-testid="refund-form' not in page  # the user sees no refund form
+    assert 'data-testid="refunds"' not in page  # nor any refund yet
+    for who in ("alice", "bob", "north", "tiny", "home", "admin"):
+        b = Browser(app)
+        b.sign_in(keys[who])
+        b.get("/sessions")
+        body = {"amount_minor": 1, "reason": who}
+        want = _api(app, keys[who]).post(f"/v1/payments/{payment_id}/refunds", json=body)
+        got = b.post(f"/payments/{payment_id}/refunds", {"amount": "0.01", "reason": who})
+        assert got.status_code == (303 if want.status_code == 201 else want.status_code), who
+        assert want.status_code in (201, 403), who
+    with store.read() as s:
+        assert sorted(r.reason for r in s.scalars(select(Refund))) == sorted(
+            ["home", "home", "admin", "admin"]
+        )
+    assert alice.http.get(f"/statements/{statement_id}").text.count("0.01 EUR") == 4
+    home = Browser(app)
+    home.sign_in(keys["home"])
+    form = _form(home.get(f"/statements/{statement_id}").text, f"refund-form-{payment_id}")
+    forged = home.post(f"/payments/{payment_id}/refunds", {**form, "amount": "1"}, csrf="forged")
+    assert forged.status_code == 403 and "Form refused" in forged.text
+    assert home.post("/payments/999999/refunds", {**form, "amount": "1"}).status_code == 404
+    assert _gateway_refunds(store) == 4
