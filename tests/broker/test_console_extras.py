@@ -11,9 +11,10 @@ import pytest
 from console_client import Browser, field_errors
 from sqlalchemy import func, select
 from test_console_money import _api, _card, _pay_form, _statement
+from test_console_request_form import _block
 
 from broker.api import create_app
-from broker.models import Payment, Refund, TestGatewayOperation
+from broker.models import Payment, Pledge, Refund, TestGatewayOperation
 
 
 @pytest.fixture
@@ -144,3 +145,79 @@ def test_refunds_are_the_home_providers_as_in_the_api(app, keys, world, store):
     assert forged.status_code == 403 and "Form refused" in forged.text
     assert home.post("/payments/999999/refunds", {**form, "amount": "1"}).status_code == 404
     assert _gateway_refunds(store) == 4
+
+
+# -- withdrawing a pledge -----------------------------------------------------------------------
+
+
+def _group(app, keys, world) -> str:
+    """A group request of alice's with bob as a member, pledging; its group's page."""
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    alice.get("/requests/new")
+    members = f"user {world.alice}\nuser {world.bob}"
+    sent = _block(services="anonymize", group="yes", max_price="40.00", members=members)
+    answer = alice.post("/requests/new", sent)
+    assert answer.status_code == 303, field_errors(answer.text)
+    page = alice.get(answer.headers["location"]).text
+    return "/groups/" + re.search(r'href="/groups/(\d+)"', page).group(1)
+
+
+def _pledges(store) -> list[tuple[int, int]]:
+    with store.read() as s:
+        return sorted((p.user_id, p.max_minor) for p in s.scalars(select(Pledge)))
+
+
+def test_a_member_withdraws_its_pledge_once_while_pledging_is_open(app, keys, world, store):
+    group = _group(app, keys, world)
+    group_id = int(group.rsplit("/", 1)[1])
+    bob = Browser(app)
+    bob.sign_in(keys["bob"])
+    assert 'data-testid="withdraw-form"' not in bob.get(group).text  # nothing pledged yet
+    assert bob.post(f"{group}/pledge", {"max": "12.50"}).status_code == 303
+    assert _pledges(store) == [(world.bob, 1250)]
+    page = bob.get(group).text
+    assert 'data-testid="withdraw-form"' in page
+    form = _form(page, "withdraw-form")
+    assert form["idempotency_key"].startswith("console-")
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    assert 'data-testid="withdraw-form"' not in alice.get(group).text  # alice pledged nothing
+    forged = bob.post(f"{group}/pledges/mine/withdraw", form, csrf="forged")
+    assert forged.status_code == 403 and _pledges(store) == [(world.bob, 1250)]
+    first = bob.post(f"{group}/pledges/mine/withdraw", form)
+    again = bob.post(f"{group}/pledges/mine/withdraw", form)  # a double click: the same answer
+    assert first.status_code == again.status_code == 303
+    assert _pledges(store) == []
+    shown = _api(app, keys["bob"]).get(f"/v1/groups/{group_id}").json()
+    assert shown["pledges"] == [] and shown["pledged_total_minor"] == 0
+    page = bob.get(group).text
+    assert 'data-testid="withdraw-form"' not in page and "None yet." in page
+    # A new form with no pledge left: 404 as the API answers it.
+    want = _api(app, keys["bob"]).delete(f"/v1/groups/{group_id}/pledges/mine").status_code
+    got = bob.post(f"{group}/pledges/mine/withdraw", {"idempotency_key": "another"})
+    assert got.status_code == want == 404
+    # Once pledging is closed, a pledge is binding: no button, and a forged form is refused.
+    assert bob.post(f"{group}/pledge", {"max": "5"}).status_code == 303
+    form = _form(bob.get(group).text, "withdraw-form")
+    assert alice.post(f"{group}/close", {}).status_code == 303
+    assert 'data-testid="withdraw-form"' not in bob.get(group).text
+    late = bob.post(f"{group}/pledges/mine/withdraw", form)
+    assert late.status_code == 409 and "binding" in late.text
+    assert _pledges(store) == [(world.bob, 500)]
+
+
+def test_withdrawing_is_refused_to_whom_the_api_refuses_it(app, keys, world, store):
+    group = _group(app, keys, world)
+    group_id = int(group.rsplit("/", 1)[1])
+    bob = Browser(app)
+    bob.sign_in(keys["bob"])
+    assert bob.post(f"{group}/pledge", {"max": "12.50"}).status_code == 303
+    for who in ("alice", "north", "home", "admin"):  # none of them pledged
+        b = Browser(app)
+        b.sign_in(keys[who])
+        b.get("/sessions")
+        want = _api(app, keys[who]).delete(f"/v1/groups/{group_id}/pledges/mine").status_code
+        got = b.post(f"{group}/pledges/mine/withdraw", {})
+        assert got.status_code == want == 404, who
+    assert _pledges(store) == [(world.bob, 1250)]
