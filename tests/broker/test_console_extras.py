@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 from test_console_money import _api, _card, _pay_form, _statement
 from test_console_request_form import _block
 
+from broker.actors import issue_key
 from broker.api import create_app
-from broker.models import Payment, Pledge, Refund, TestGatewayOperation
+from broker.models import ApiKey, Payment, Pledge, Refund, TestGatewayOperation
 
 
 @pytest.fixture
@@ -221,3 +222,108 @@ def test_withdrawing_is_refused_to_whom_the_api_refuses_it(app, keys, world, sto
         got = b.post(f"{group}/pledges/mine/withdraw", {})
         assert got.status_code == want == 404, who
     assert _pledges(store) == [(world.bob, 1250)]
+
+
+# -- every principal's own keys -----------------------------------------------------------------
+
+
+def _prefix(token: str) -> str:
+    return token.split("_")[1]
+
+
+def _issued_token(page: str) -> str | None:
+    found = re.search(r'value="(pktx_[^"]+)" size="60" data-testid="token"', page)
+    return found.group(1) if found else None
+
+
+@pytest.mark.parametrize("who", ["alice", "home", "network", "admin"])
+def test_a_principal_issues_its_own_key_shown_once_and_revokes_it(app, keys, world, store, who):
+    if who == "network":
+        with store.write() as s:
+            keys["network"] = issue_key(s, world.m.admin, "network", world.north_net)[1]
+    kind, ident = {
+        "alice": ("user", world.alice),
+        "home": ("provider", world.home),
+        "network": ("network", world.north_net),
+        "admin": ("admin", world.m.admin.id),
+    }[who]
+    me = Browser(app)
+    me.sign_in(keys[who])
+    page = me.get("/keys").text
+    mine = _prefix(keys[who])
+    assert f"<code>{mine}</code> <strong>(this session's)</strong>" in page
+    assert _prefix(keys["bob"]) not in page  # only its own keys
+    form = _form(page, "key-form")
+    long = me.post("/keys", {**form, "label": "x" * 101})
+    assert long.status_code == 422 and "100 characters" in field_errors(long.text)["label"]
+    assert 'value="' + "x" * 101 + '"' in long.text
+    forged = me.post("/keys", {**form, "label": "laptop"}, csrf="forged")
+    assert forged.status_code == 403
+    first = me.post("/keys", {**form, "label": "laptop"})
+    assert first.status_code == 201 and first.headers["cache-control"] == "no-store"
+    token = _issued_token(first.text)
+    assert token and "/keys" not in first.headers.get("location", "")
+    assert _api(app, token).get("/v1/me").json()["kind"] == kind  # the new key works
+    again = me.post("/keys", {**form, "label": "laptop"})  # the form sent twice: one key
+    assert again.status_code == 200 and _issued_token(again.text) is None
+    assert "was issued by this same form before" in again.text
+    with store.read() as s:
+        rows = s.scalars(select(ApiKey).where(ApiKey.label == "laptop")).all()
+        assert [r.prefix for r in rows] == [_prefix(token)]
+        assert rows[0].principal == (kind, ident) and rows[0].revoked_at is None
+    listed = me.get("/keys").text
+    assert f"<code>{_prefix(token)}</code>" in listed and "laptop" in listed
+    # Revoke the new key: its sessions end at once, this one goes on.
+    other = Browser(app)
+    assert other.sign_in(token).status_code == 303
+    assert me.post(f"/keys/{_prefix(token)}/revoke", {}).status_code == 303
+    assert me.post(f"/keys/{_prefix(token)}/revoke", {}).status_code == 303  # again: as it is
+    assert other.http.get("/keys").headers["location"] == "/signin"
+    assert me.get("/keys").status_code == 200
+    # Revoke the key this session signed in with: signed out.
+    out = me.post(f"/keys/{mine}/revoke", {})
+    assert out.status_code == 303 and out.headers["location"] == "/signin"
+    assert (
+        'pktx_console=""' in out.headers["set-cookie"] or "Max-Age=0" in out.headers["set-cookie"]
+    )
+    assert me.http.get("/keys").headers["location"] == "/signin"
+    with store.read() as s:
+        assert s.scalar(select(ApiKey.revoked_at).where(ApiKey.prefix == mine)) is not None
+
+
+def test_another_principals_key_is_refused_as_the_api_refuses_it(app, keys, world, store):
+    with store.write() as s:
+        alice_laptop = _prefix(issue_key(s, world.m.admin, "user", world.alice, "laptop")[1])
+        phone = issue_key(s, world.m.admin, "device", world.alice_phone)[1]
+        keys["north-net"] = issue_key(s, world.m.admin, "network", world.north_net)[1]
+    for who, prefix in (
+        ("bob", alice_laptop),
+        ("home", alice_laptop),
+        ("north", _prefix(keys["south"])),
+        ("north-net", _prefix(keys["south"])),
+        ("alice", "000000000000"),  # no such key
+    ):
+        b = Browser(app)
+        b.sign_in(keys[who])
+        b.get("/keys")
+        want = _api(app, keys[who]).delete(f"/v1/keys/{prefix}").status_code
+        got = b.post(f"/keys/{prefix}/revoke", {})
+        assert got.status_code == want and want in (403, 404), who
+    with store.read() as s:
+        assert s.scalar(select(func.count()).where(ApiKey.revoked_at.is_not(None))) == 0
+    # A network manages its providers' keys, as the API lets it.
+    net = Browser(app)
+    net.sign_in(keys["north-net"])
+    net.get("/keys")
+    assert net.post(f"/keys/{_prefix(keys['north'])}/revoke", {}).status_code == 303
+    assert _api(app, keys["north"]).get("/v1/me").status_code == 401
+    # A device issues no key: no form, and a forged one is refused as the API refuses it.
+    device = Browser(app)
+    device.sign_in(phone)
+    page = device.get("/keys").text
+    assert 'data-testid="key-form"' not in page and "does not issue keys" in page
+    want = _api(app, phone).post("/v1/keys", json={"kind": "device", "id": world.alice_phone})
+    got = device.post("/keys", {"label": "x"})
+    assert got.status_code == want.status_code == 403
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.label == "x")) == 0
