@@ -6,16 +6,19 @@ refuses it (the console's status is the API's for the same key)."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from billing_world import award
 from console_client import Browser, field_errors
+from marketplace import T0
 from sqlalchemy import func, select
 from test_console_money import _api, _card, _pay_form, _statement
 from test_console_request_form import _block
 
 from broker.actors import issue_key
 from broker.api import create_app
-from broker.models import ApiKey, Payment, Pledge, Refund, TestGatewayOperation
+from broker.models import ApiKey, Charge, Payment, Pledge, Refund, TestGatewayOperation
 
 
 @pytest.fixture
@@ -327,3 +330,57 @@ def test_another_principals_key_is_refused_as_the_api_refuses_it(app, keys, worl
     assert got.status_code == want.status_code == 403
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.label == "x")) == 0
+
+
+# -- a user's charges not yet on a statement ----------------------------------------------------
+
+
+def _charge_ids(page: str) -> list[int]:
+    table = re.search(r'data-testid="charges">(.*?)</table>', page, re.S)
+    return [int(n) for n in re.findall(r"<tr><td>#(\d+)</td>", table.group(1))] if table else []
+
+
+def test_a_users_charges_not_yet_on_a_statement_newest_first_page_by_page(app, keys, world, store):
+    _statement(world)  # January's charges, on a finalized statement
+    alice = world.m.actor("user", world.alice)
+    for n in range(52):  # February's: on no statement yet
+        award(store, alice, world.south, price=100 + n, at=T0 + timedelta(days=40, minutes=n))
+    award(
+        store, world.m.actor("user", world.bob), world.south, price=999, at=T0 + timedelta(days=40)
+    )
+    api = _api(app, keys["alice"]).get(f"/v1/users/{world.alice}/charges?limit=200").json()
+    unbilled = sorted((c["id"] for c in api["items"] if c["statement_id"] is None), reverse=True)
+    billed = {c["id"] for c in api["items"] if c["statement_id"] is not None}
+    assert len(unbilled) == 52 and billed
+    with store.read() as s:  # the API listed them all
+        assert s.scalar(select(func.count()).where(Charge.user_id == world.alice)) == len(
+            api["items"]
+        )
+    b = Browser(app)
+    b.sign_in(keys["alice"])
+    assert f'href="/users/{world.alice}/charges"' in b.get("/statements").text
+    assert f'href="/users/{world.alice}/charges"' in b.get("/account").text
+    first = b.get(f"/users/{world.alice}/charges").text
+    assert _charge_ids(first) == unbilled[:50]  # the newest 50, newest first
+    totals = re.search(r'data-testid="charge-totals">(.*?)</dl>', first, re.S).group(1)
+    assert "<dt>EUR</dt><dd>65.26 EUR</dd>" in totals  # 52 x 1.00 EUR + 0.00 ... 0.51 EUR
+    assert "1.51 EUR" in first and "9.99 EUR" not in first  # not bob's
+    older = re.search(r'href="([^"]+)" rel="next" data-testid="older"', first).group(1)
+    assert older == f"/users/{world.alice}/charges?after={unbilled[49]}"
+    second = b.get(older).text
+    assert _charge_ids(second) == unbilled[50:]
+    assert not billed & set(_charge_ids(first) + _charge_ids(second))
+    assert 'data-testid="older"' not in second and ">Newest</a>" in second
+    # Whom the API shows them to, the console shows them to; to no one else.
+    for who in ("alice", "bob", "home", "north", "admin"):
+        other = Browser(app)
+        other.sign_in(keys[who])
+        want = _api(app, keys[who]).get(f"/v1/users/{world.alice}/charges").status_code
+        got = other.get(f"/users/{world.alice}/charges")
+        assert got.status_code == want and want in (200, 403), who
+        assert ("1.51 EUR" in got.text) == (want == 200), who
+    missing = _api(app, keys["admin"]).get("/v1/users/999999/charges").status_code
+    admin = Browser(app)
+    admin.sign_in(keys["admin"])
+    assert admin.get("/users/999999/charges").status_code == missing == 404
+    assert admin.get(f"/users/{world.alice}/charges?after=x").status_code == 400
