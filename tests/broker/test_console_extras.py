@@ -384,3 +384,44 @@ def test_a_users_charges_not_yet_on_a_statement_newest_first_page_by_page(app, k
     admin.sign_in(keys["admin"])
     assert admin.get("/users/999999/charges").status_code == missing == 404
     assert admin.get(f"/users/{world.alice}/charges?after=x").status_code == 400
+
+
+# -- a provider's delivery jobs, page by page ---------------------------------------------------
+
+
+def _job_ids(page: str) -> list[int]:
+    table = re.search(r'data-testid="jobs">(.*?)</table>', page, re.S)
+    return [int(n) for n in re.findall(r"<tr><td>#(\d+)</td>", table.group(1))] if table else []
+
+
+def test_a_providers_delivery_jobs_newest_first_page_by_page(app, keys, world, store):
+    alice = world.m.actor("user", world.alice)
+    for n in range(51):
+        award(store, alice, world.north, price=100, at=T0 + timedelta(minutes=n))
+    award(store, alice, world.south, price=100, at=T0)
+    with store.write() as s:
+        keys["north-net"] = issue_key(s, world.m.admin, "network", world.north_net)[1]
+    api = _api(app, keys["north"]).get(f"/v1/providers/{world.north}/jobs?limit=200").json()
+    north_jobs = sorted((j["id"] for j in api["items"]), reverse=True)
+    assert len(north_jobs) == 51
+    for who in ("north", "north-net"):
+        b = Browser(app)
+        b.sign_in(keys[who])
+        first = b.get("/awards").text
+        assert _job_ids(first) == north_jobs[:50], who  # the newest 50, newest first
+        older = re.search(r'href="([^"]+)" rel="next" data-testid="older-jobs"', first).group(1)
+        assert older == f"/awards?jobs_after={north_jobs[49]}#jobs"
+        second = b.get(older.split("#")[0]).text
+        assert _job_ids(second) == north_jobs[50:], who
+        assert 'data-testid="older-jobs"' not in second and ">Newest jobs</a>" in second
+    # Another provider sees its own jobs only, as the API lists them to it.
+    south = Browser(app)
+    south.sign_in(keys["south"])
+    mine = _api(app, keys["south"]).get(f"/v1/providers/{world.south}/jobs").json()["items"]
+    assert _job_ids(south.get("/awards").text) == [j["id"] for j in mine]
+    assert _api(app, keys["south"]).get(f"/v1/providers/{world.north}/jobs").status_code == 403
+    for who in ("alice", "admin"):  # no jobs table: a user's awards, the admin's market
+        b = Browser(app)
+        b.sign_in(keys[who])
+        assert 'data-testid="jobs"' not in b.get("/awards").text
+    assert south.get("/awards?jobs_after=x").status_code == 400
