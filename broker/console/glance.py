@@ -1,6 +1,6 @@
 """The admin's glance at the market: open auctions, jobs by status, bids per minute and usage
 per hour (charts), principals, and API keys (issued, shown once, and revoked through the same
-functions as the API's ``/v1/keys``)."""
+functions as the API's ``/v1/keys``); and every principal's own keys (the Keys page)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,27 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from broker.actors import KINDS, Actor, issue_key, require_admin, revoke_key
+from broker.actors import KINDS, Actor, _manages, issue_key, require_admin, revoke_key
 from broker.api.deps import store_of
 from broker.clock import utcnow
+from broker.console import sessions
 from broker.console.charts import line_chart
 from broker.console.forms import Form
 from broker.console.paying import form_key
 from broker.console.site import ConsoleRoute, Posted, Signed, render
 from broker.errors import BrokerError, NotFound
 from broker.idempotency import once
-from broker.models import ApiKey, Auction, Bid, DeliveryJob, Network, Provider, UsageReport, User
+from broker.models import (
+    ApiKey,
+    Auction,
+    Bid,
+    ConsoleSession,
+    DeliveryJob,
+    Network,
+    Provider,
+    UsageReport,
+    User,
+)
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -179,20 +190,11 @@ def usage_chart(request: Request, signed: Signed) -> Response:
 KEY_FIELDS = {"kind": "kind", "label": "label", "idempotency_key": "_form"}
 
 
-@router.post("/market/keys")
-def key_issue(request: Request, signed: Signed, form: Posted) -> Response:
-    """Issue an API key (as ``POST /v1/keys``, with the form's idempotency key): its token is
-    shown on the answer only, never stored, never in an address; a form sent twice issues
-    one key and the second answer says the token was shown by the first."""
-    require_admin(signed.actor, "issue keys from the console")
-    kind = form.text("kind")
-    ident = form.integer("id", required=True)
-    label = form.values.get("label", "")
-    if kind not in KINDS:
-        form.refuse("kind", f"one of {', '.join(KINDS)}")
-    if form.errors:
-        return _market_page(request, signed, key_form=form, status=422)
-    assert ident is not None  # required
+def _issue(
+    request: Request, signed, form: Form, kind: str, ident: int, label: str
+) -> dict | BrokerError:
+    """`issue_key` under the form's idempotency key, as ``POST /v1/keys``: the issued key (its
+    token only when this call made it: a form sent again gets ``None``), or the refusal."""
     token: list[str] = []
     try:
         with store_of(request).write() as s:
@@ -212,14 +214,34 @@ def key_issue(request: Request, signed: Signed, form: Posted) -> Response:
                 run,
             )
             issued = {"prefix": row.prefix, "kind": kind, "id": ident, "label": row.label}
-    except NotFound as exc:  # the principal named
-        form.refuse("id", exc.message)
-        return _market_page(request, signed, key_form=form, status=422)
     except BrokerError as exc:
-        form.refuse(KEY_FIELDS.get(exc.field or "", "_form"), exc.message)
-        return _market_page(request, signed, key_form=form, status=exc.http_status)
+        return exc
     issued["token"] = token[0] if token else None
-    return _market_page(request, signed, issued=issued, status=201 if token else 200)
+    return issued
+
+
+@router.post("/market/keys")
+def key_issue(request: Request, signed: Signed, form: Posted) -> Response:
+    """Issue an API key (as ``POST /v1/keys``, with the form's idempotency key): its token is
+    shown on the answer only, never stored, never in an address; a form sent twice issues
+    one key and the second answer says the token was shown by the first."""
+    require_admin(signed.actor, "issue keys from the console")
+    kind = form.text("kind")
+    ident = form.integer("id", required=True)
+    label = form.values.get("label", "")
+    if kind not in KINDS:
+        form.refuse("kind", f"one of {', '.join(KINDS)}")
+    if form.errors:
+        return _market_page(request, signed, key_form=form, status=422)
+    assert ident is not None  # required
+    issued = _issue(request, signed, form, kind, ident, label)
+    if isinstance(issued, NotFound):  # the principal named
+        form.refuse("id", issued.message)
+        return _market_page(request, signed, key_form=form, status=422)
+    if isinstance(issued, BrokerError):
+        form.refuse(KEY_FIELDS.get(issued.field or "", "_form"), issued.message)
+        return _market_page(request, signed, key_form=form, status=issued.http_status)
+    return _market_page(request, signed, issued=issued, status=201 if issued["token"] else 200)
 
 
 @router.post("/market/keys/{prefix}/revoke")
@@ -230,3 +252,95 @@ def key_revoke(request: Request, signed: Signed, prefix: str, _form: Posted) -> 
     with store_of(request).write() as s:
         revoke_key(s, signed.actor, prefix)
     return RedirectResponse("/market#keys", status_code=303)
+
+
+# -- every principal's own keys (the Keys page) -------------------------------------------------
+
+
+def own_keys(session: Session, actor: Actor) -> list[dict]:
+    """The keys of the signed-in principal itself, newest first: prefix, label, issued,
+    revoked (the secret is never kept; nor is a key's last use)."""
+    column = getattr(ApiKey, f"{actor.kind}_id")
+    return [
+        {
+            "prefix": k.prefix,
+            "label": k.label,
+            "created_at": k.created_at,
+            "revoked_at": k.revoked_at,
+        }
+        for k in session.scalars(
+            select(ApiKey).where(column == actor.id).order_by(ApiKey.id.desc())
+        )
+    ]
+
+
+def _session_key(session: Session, signed) -> str:
+    """The prefix of the key this console session signed in with."""
+    return session.execute(
+        select(ApiKey.prefix)
+        .join(ConsoleSession, ConsoleSession.api_key_id == ApiKey.id)
+        .where(ConsoleSession.id == signed.session_id)
+    ).scalar_one()
+
+
+def _keys_page(
+    request: Request,
+    signed,
+    *,
+    key_form: Form | None = None,
+    issued: dict | None = None,
+    status: int = 200,
+) -> Response:
+    actor = signed.actor
+    with store_of(request).read() as s:
+        mine = own_keys(s, actor)
+        this_one = _session_key(s, signed)
+    form = key_form or Form({})
+    return render(
+        request,
+        "keys.html",
+        signed,
+        status=status,
+        keys=mine,
+        this_key=this_one,
+        # Whom `issue_key` lets issue a key for itself (a device or phone number may not).
+        may_issue=_manages(actor, actor),
+        key_form=form,
+        key_key=form_key() if issued or not key_form else form.text("idempotency_key"),
+        issued=issued,
+    )
+
+
+@router.get("/keys")
+def keys_page(request: Request, signed: Signed) -> Response:
+    return _keys_page(request, signed)
+
+
+@router.post("/keys")
+def own_key_issue(request: Request, signed: Signed, form: Posted) -> Response:
+    """A new key for the signed-in principal itself (as ``POST /v1/keys`` with its own kind
+    and id): the token on this answer only; the same form sent twice issues one key."""
+    actor = signed.actor
+    label = form.values.get("label", "")
+    issued = _issue(request, signed, form, actor.kind, actor.id, label)
+    if isinstance(issued, BrokerError):
+        if issued.http_status in (403, 404):
+            raise issued
+        form.refuse(KEY_FIELDS.get(issued.field or "", "_form"), issued.message)
+        return _keys_page(request, signed, key_form=form, status=issued.http_status)
+    return _keys_page(request, signed, issued=issued, status=201 if issued["token"] else 200)
+
+
+@router.post("/keys/{prefix}/revoke")
+def own_key_revoke(request: Request, signed: Signed, prefix: str, _form: Posted) -> Response:
+    """Revoke one of the principal's keys (as ``DELETE /v1/keys/{prefix}``: another's is
+    refused as the API refuses it); its console sessions end at once, this one among them
+    when it signed in with that key."""
+    with store_of(request).write() as s:
+        ended_here = _session_key(s, signed) == prefix
+        revoke_key(s, signed.actor, prefix)
+    if ended_here:
+        answer = RedirectResponse("/signin", status_code=303)
+        answer.delete_cookie(sessions.COOKIE, path="/")
+        return answer
+    return RedirectResponse("/keys", status_code=303)

@@ -8,7 +8,7 @@ what the matching API call does (its refusals shown beside the field they name).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Annotated
 
@@ -23,9 +23,10 @@ from broker.api.deps import id_path, policy_of, store_of
 from broker.bounds import INT64_MAX
 from broker.clock import utcnow
 from broker.console.forms import FIELDS, Form, major
+from broker.console.paging import newest_page, rows_of
 from broker.console.site import ConsoleRoute, Posted, Signed, render, require_side
 from broker.errors import BrokerError, Conflict, InvalidInput, NotFound
-from broker.models import Auction, Award, Negotiation, Provider, User
+from broker.models import Auction, Award, DeliveryJob, Negotiation, Provider, User
 from broker.views import (
     auction_view,
     award_view,
@@ -419,17 +420,49 @@ async def auction_events(
 
 
 @router.get("/awards")
-def award_list(request: Request, signed: Signed, after: After = None) -> Response:
+def award_list(
+    request: Request, signed: Signed, after: After = None, jobs_after: After = None
+) -> Response:
+    """The awards (newest 50, ``after``: older ones) and, for a provider or network, its
+    providers' delivery jobs (newest 50 of them all, ``jobs_after``: older ones), each job read
+    through `awards.list_jobs` as ``GET /v1/providers/{id}/jobs``."""
     actor = signed.actor
     with store_of(request).read() as s:
         shown, older = _page(awards.list_awards(s, actor, after=after, limit=LISTED + 1), after)
         rows = [award_view(a) for a in shown]
+        newest = (
+            select(DeliveryJob.id, DeliveryJob.provider_id)
+            .where(DeliveryJob.provider_id.in_(sorted(actor.provider_ids)))
+            .order_by(DeliveryJob.id.desc())
+            .limit(LISTED + 1)
+        )
+        if jobs_after is not None:
+            newest = newest.where(DeliveryJob.id < jobs_after)
+        found = s.execute(newest).all()
+        job_ids, older_jobs = newest_page([job_id for job_id, _ in found])
+
+        def fetch(provider_id: int) -> Callable[[int, int], list]:
+            return lambda a, n: awards.list_jobs(s, actor, provider_id, after=a, limit=n)
+
         jobs = [
             job_view(j)
             for provider_id in sorted(actor.provider_ids)
-            for j in awards.list_jobs(s, actor, provider_id, limit=LISTED)
+            for j in rows_of(
+                fetch(provider_id), [i for i, p in found if p == provider_id and i in job_ids]
+            )
         ]
-    return render(request, "awards.html", signed, rows=rows, jobs=jobs, older=older, after=after)
+        jobs.sort(key=lambda j: j["id"], reverse=True)
+    return render(
+        request,
+        "awards.html",
+        signed,
+        rows=rows,
+        jobs=jobs,
+        older=older,
+        after=after,
+        older_jobs=older_jobs,
+        jobs_after=jobs_after,
+    )
 
 
 # A group request's pledges: their own module, served under this router.

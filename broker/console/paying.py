@@ -1,7 +1,8 @@
-"""Paying a statement by card from its page, the cardholder's 3-D Secure step, and the cards
-on file (the account page): the same domain functions as the API's payment routes
-(`broker.payments`, `broker.payment_methods`), each form idempotent by a key drawn with the
-page, so a form sent twice charges (or adds a card) once."""
+"""Paying a statement by card from its page, the cardholder's 3-D Secure step, the home
+provider's refunds, and the cards on file (the account page): the same domain functions as the
+API's payment routes (`broker.payments`, `broker.refunds`, `broker.payment_methods`), each form
+idempotent by a key drawn with the page, so a form sent twice charges (refunds, adds a card)
+once."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker import payment_methods as methods
 from broker import payments as pm
-from broker import statements
+from broker import refunds, statements
 from broker.actors import Actor
 from broker.api.deps import id_path, store_of
 from broker.console.forms import Form
 from broker.console.site import ConsoleRoute, Posted, Signed, require_side
 from broker.currency import MINOR_DIGITS
 from broker.errors import BrokerError, NotFound, NotYours
-from broker.models import Payment, Statement
+from broker.models import Payment, Refund, Statement
 from broker.payment_gateway import gateway
 from broker.test_gateway import TEST_CARDS
 
@@ -32,6 +34,7 @@ MethodId = Annotated[int, id_path("a card's id")]
 # The domain's field names (`InvalidInput.field`) to the pay form's and the card form's fields.
 PAY_FIELDS = {"method_id": "method_id", "amount_minor": "amount", "currency": "currency"}
 CARD_FIELDS = {"token": "token", "gateway": "token"}
+REFUND_FIELDS = {"amount_minor": "amount", "reason": "reason"}
 GATEWAY = "test"  # the gateway a card added in the console is kept by (the API's default)
 
 
@@ -51,6 +54,14 @@ def payment_panel(session: Session, actor: Actor, statement: Statement) -> dict:
         if p.statement_id == statement.id
     ]
     paid.reverse()
+    # The statement is the caller's to see (its page asked `get_statement`): so are its refunds.
+    given_back = [
+        refunds.refund_view(r)
+        for r in session.scalars(
+            select(Refund).where(Refund.statement_id == statement.id).order_by(Refund.id.desc())
+        )
+    ]
+    may_refund = may_refund_for(actor, statement.home_provider_id)
     may_pay = actor.speaks_for_user(statement.user_id)
     cards = (
         [methods.method_view(m) for m in methods.list_methods(session, actor, statement.user_id)]
@@ -67,12 +78,31 @@ def payment_panel(session: Session, actor: Actor, statement: Statement) -> dict:
         "may_confirm": actor.is_admin or actor.speaks_for_user(statement.user_id),
         "due_currencies": pm.currencies_due(session, statement),
         "cards": cards,
+        "refunds": given_back,
+        # Each succeeded payment with something left to give back, for its home provider.
+        "refundable": [
+            {**p, "left_minor": p["amount_minor"] - p["refunded_minor"]}
+            for p in paid
+            if may_refund and p["status"] == "succeeded" and p["amount_minor"] > p["refunded_minor"]
+        ],
     }
 
 
-def _statement_again(request: Request, signed, statement_id: int, form: Form, status: int):
+def may_refund_for(actor: Actor, home_provider_id: int) -> bool:
+    """Whether the refund form is drawn: for whom `refunds.refund` takes it (the payment's home
+    provider, an admin); the domain function decides again when the form is sent."""
+    return actor.is_admin or actor.speaks_for_provider(home_provider_id)
+
+
+def _statement_again(
+    request: Request, signed, statement_id: int, form: Form, status: int, *, refund_of: int = 0
+):
     from broker.console.statements import statement_page_with
 
+    if refund_of:
+        return statement_page_with(
+            request, signed, statement_id, refund_form=(refund_of, form), status=status
+        )
     return statement_page_with(request, signed, statement_id, pay_form=form, status=status)
 
 
@@ -130,6 +160,52 @@ def confirm(request: Request, signed: Signed, payment_id: PaymentId, form: Poste
         statement_id = p.statement_id
     payment = pm.confirm(store, signed.actor, payment_id, challenge=challenge)
     return RedirectResponse(f"/statements/{statement_id}#payment-{payment.id}", status_code=303)
+
+
+@router.post("/payments/{payment_id}/refunds")
+def refund(request: Request, signed: Signed, payment_id: PaymentId, form: Posted) -> Response:
+    """Give back (part of) a succeeded payment, as ``POST /v1/payments/{id}/refunds``: the
+    amount typed, or what was left of the payment when the page was drawn (a hidden field, so
+    the same form sent again names the same amount and its idempotency key refunds once)."""
+    store = store_of(request)
+    with store.read() as s:
+        p = s.get(Payment, payment_id)
+        if p is None:
+            raise NotFound("payment", payment_id)
+        statement_id, currency, home = p.statement_id, p.currency, p.home_provider_id
+    if not may_refund_for(signed.actor, home):
+        # Refused as `refunds.refund` refuses it, before the form is read any further.
+        raise NotYours(
+            f"{signed.actor} may not refund payment {payment_id}: only its home provider {home}",
+            where=f"payment {payment_id}",
+        )
+    if form.text("amount"):
+        amount = form.money("amount", currency)
+    else:
+        amount = form.integer("left_minor", low=0)
+        if amount is None and not form.errors:
+            form.refuse("amount", "required")
+    reason = form.values.get("reason", "").strip()
+    if form.errors:
+        return _statement_again(request, signed, statement_id, form, 422, refund_of=payment_id)
+    assert amount is not None
+    try:
+        refunds.refund(
+            store,
+            signed.actor,
+            payment_id,
+            amount,
+            reason=reason,
+            idempotency_key=form.text("idempotency_key") or None,
+        )
+    except (NotYours, NotFound):
+        raise
+    except BrokerError as exc:
+        form.refuse(REFUND_FIELDS.get(exc.field or "", "_form"), exc.message)
+        return _statement_again(
+            request, signed, statement_id, form, exc.http_status, refund_of=payment_id
+        )
+    return RedirectResponse(f"/statements/{statement_id}#refunds", status_code=303)
 
 
 # -- cards on file (the account page) -----------------------------------------------------------

@@ -1,5 +1,6 @@
-"""A group request's page: its members, pledges and total; a member's pledge form and the
-organizer's "close pledging", through the same `broker.groups` calls as ``/v1/groups``."""
+"""A group request's page: its members, pledges and total; a member's pledge form, its
+"withdraw my pledge" button and the organizer's "close pledging", through the same
+`broker.groups` calls as ``/v1/groups``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from broker import groups, requests
 from broker.api.deps import id_path, store_of
 from broker.console.forms import Form
+from broker.console.paying import form_key
 from broker.console.site import ConsoleRoute, Posted, Signed, render
 from broker.errors import Conflict, InvalidInput
 
@@ -35,6 +37,7 @@ def _group_page(
         member = actor.user_id is not None and actor.user_id in groups.member_users(
             s, group.request
         )
+    pledged = any(p["user_id"] == actor.user_id for p in shown["pledges"])
     return render(
         request,
         "group.html",
@@ -42,6 +45,8 @@ def _group_page(
         status=status,
         g=shown,
         may_pledge=member and shown["status"] == "pledging",
+        may_withdraw=member and pledged and shown["status"] == "pledging",
+        withdraw_key=form_key(),
         may_close=organizer and shown["status"] == "pledging",
         form=form or Form({}),
         message=message,
@@ -71,6 +76,20 @@ def pledge(request: Request, signed: Signed, form: Posted, group_id: GroupId) ->
             )
     if form.errors:
         return _group_page(request, signed, group_id, form=form, status=422)
+    return RedirectResponse(f"/groups/{group_id}", status_code=303)
+
+
+@router.post("/groups/{group_id}/pledges/mine/withdraw")
+def withdraw(request: Request, signed: Signed, form: Posted, group_id: GroupId) -> Response:
+    """Take back one's pledge while pledging is open (as ``DELETE /v1/groups/{id}/pledges/mine``,
+    with the form's idempotency key: a double click withdraws once and answers the same)."""
+    try:
+        with store_of(request).write() as s:
+            groups.withdraw(
+                s, signed.actor, group_id, idempotency_key=form.text("idempotency_key") or None
+            )
+    except Conflict as exc:  # pledging closed meanwhile
+        return _group_page(request, signed, group_id, status=exc.http_status, message=exc.message)
     return RedirectResponse(f"/groups/{group_id}", status_code=303)
 
 

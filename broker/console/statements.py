@@ -1,6 +1,7 @@
 """Statements in the console: the list, one statement laid out by a chosen segmentation
 profile (the same rendering as the API's ``/render``), its PDF, its charges by service and by
-provider as a chart, and paying it (`broker.console.paying`)."""
+provider as a chart, paying it (`broker.console.paying`), and a user's charges not yet on a
+statement."""
 
 from __future__ import annotations
 
@@ -10,18 +11,25 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from sqlalchemy import exists, func, select
 
 from broker import statements
 from broker.api.deps import id_path, store_of
+from broker.bounds import INT64_MAX
 from broker.console.charts import bar_chart
 from broker.console.forms import Form, amount
+from broker.console.paging import LISTED, newest_page, rows_of
 from broker.console.paying import form_key, payment_panel
 from broker.console.site import ConsoleRoute, Signed, render
+from broker.models import Charge, StatementLine
 from broker.profile_book import list_profiles
 from broker.rendering import MEDIA_TYPES
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 StatementId = Annotated[int, id_path("a statement's id")]
+UserId = Annotated[int, id_path("a user's id")]
+# The charges page's ``?after=ID``: the charges older than that id (the "Older" link's target).
+After = Annotated[int | None, Query(ge=1, le=INT64_MAX)]
 ProfileName = Annotated[str | None, Query(min_length=1, max_length=100)]
 # A statement's charges are summed by one of these: what the chart's bars are.
 GROUPINGS = {"service": "Service", "provider": "Provider"}
@@ -84,9 +92,11 @@ def statement_page_with(
     *,
     profile: str | None = None,
     pay_form: Form | None = None,
+    refund_form: tuple[int, Form] | None = None,
     status: int = 200,
 ) -> Response:
-    """A statement's page; ``pay_form``: a refused pay form shown again."""
+    """A statement's page; ``pay_form``: a refused pay form shown again; ``refund_form``: a
+    payment's refused refund form shown again."""
     with store_of(request).read() as s:
         st = statements.get_statement(s, signed.actor, statement_id)
         profiles = (
@@ -104,6 +114,14 @@ def statement_page_with(
         paying = payment_panel(s, signed.actor, st)
         breakdown = charges_by(statements.statement_document(s, st)["lines"])
     form = pay_form or Form({})
+    refused_of, refused = refund_form or (0, Form({}))
+    # A form drawn anew gets a new idempotency key; a refused one keeps the key it was sent with.
+    refund_forms = {
+        p["id"]: refused
+        if p["id"] == refused_of
+        else Form({"idempotency_key": form_key(), "left_minor": str(p["left_minor"])})
+        for p in paying["refundable"]
+    }
     return render(
         request,
         "statement.html",
@@ -115,6 +133,7 @@ def statement_page_with(
         paying=paying,
         pay_form=form,
         pay_key=form.text("idempotency_key") or form_key(),
+        refund_forms=refund_forms,
         breakdown=breakdown,
     )
 
@@ -164,3 +183,48 @@ def statement_chart(
         value_label=f"charged, {currency}",
     )
     return Response(svg, media_type="image/svg+xml", headers=SVG)
+
+
+@router.get("/users/{user_id}/charges")
+def unbilled_charges(
+    request: Request, signed: Signed, user_id: UserId, after: After = None
+) -> Response:
+    """The user's charges on no statement yet (a statement's lines are written when it is
+    finalized), newest first, 50 a page, read through `statements.list_charges` as
+    ``GET /v1/users/{id}/charges`` (the user, its devices, its home provider, an admin), with
+    their totals per currency."""
+    actor = signed.actor
+    unbilled = (Charge.user_id == user_id, ~exists().where(StatementLine.charge_id == Charge.id))
+    with store_of(request).read() as s:
+        statements.list_charges(s, actor, user_id, limit=0)  # 404/403 as the API, first
+        newest = select(Charge.id).where(*unbilled).order_by(Charge.id.desc()).limit(LISTED + 1)
+        if after is not None:
+            newest = newest.where(Charge.id < after)
+        shown, older = newest_page(list(s.scalars(newest)))
+        rows = [
+            statements.charge_view(r)
+            for r in rows_of(
+                lambda a, n: statements.list_charges(s, actor, user_id, after=a, limit=n),
+                shown,
+                id_of=lambda r: r[0].id,
+            )
+            if r[1] is None  # on no statement (a charge billed meanwhile is not shown)
+        ]
+        totals = dict(
+            s.execute(
+                select(Charge.currency, func.sum(Charge.amount_minor))
+                .where(*unbilled)
+                .group_by(Charge.currency)
+                .order_by(Charge.currency)
+            ).all()
+        )
+    return render(
+        request,
+        "charges.html",
+        signed,
+        user_id=user_id,
+        rows=rows,
+        totals={currency: int(minor) for currency, minor in totals.items()},
+        older=older,
+        after=after,
+    )
