@@ -24,7 +24,7 @@ from broker.bounds import INT64_MAX
 from broker.clock import utcnow
 from broker.console.forms import FIELDS, Form, major
 from broker.console.paging import newest_page, rows_of
-from broker.console.site import ConsoleRoute, Posted, Signed, render, require_side
+from broker.console.site import ConsoleRoute, Posted, Signed, provider_names, render, require_side
 from broker.errors import BrokerError, Conflict, InvalidInput, NotFound
 from broker.models import Auction, Award, DeliveryJob, Negotiation, Provider, User
 from broker.views import (
@@ -187,11 +187,18 @@ def request_page_with(request: Request, signed, request_id: int, **extra) -> Res
             and not any(a.status == "open" for a in sold)
             and (actor.speaks_for_user(r.user_id) or actor.speaks_for_provider(r.home_provider_id))
         )
+        names = provider_names(
+            s,
+            [r.home_provider_id]
+            + [w["provider_id"] for w in its_awards]
+            + [n["provider_id"] for n in its_negotiations],
+        )
     form = extra.pop("form", None) or Form({"closes_in": "600", "quantity": "1"})
     return render(
         request,
         "request.html",
         signed,
+        names=names,
         status=extra.pop("status", 200),
         r=shown,
         auctions=its_auctions,
@@ -452,10 +459,14 @@ def award_list(
             )
         ]
         jobs.sort(key=lambda j: j["id"], reverse=True)
+        names = provider_names(
+            s, [w["provider_id"] for w in rows] + [j["provider_id"] for j in jobs]
+        )
     return render(
         request,
         "awards.html",
         signed,
+        names=names,
         rows=rows,
         jobs=jobs,
         older=older,

@@ -15,7 +15,7 @@ from broker.api.deps import id_path, policy_of, store_of
 from broker.clock import utcnow
 from broker.console.forms import Form
 from broker.console.market import RequestId, request_page_with
-from broker.console.site import ConsoleRoute, Posted, Signed, render
+from broker.console.site import ConsoleRoute, Posted, Signed, provider_names, render
 from broker.errors import Conflict, InvalidInput
 from broker.models import Negotiation, Provider, ServiceRequest
 from broker.views import negotiation_view
@@ -47,7 +47,8 @@ def negotiation_list(request: Request, signed: Signed) -> Response:
         rows = [
             negotiation_view(negotiation.get_negotiation(s, actor, i)) for i in s.scalars(query)
         ]
-    return render(request, "negotiations.html", signed, rows=rows)
+        names = provider_names(s, [n["provider_id"] for n in rows])
+    return render(request, "negotiations.html", signed, rows=rows, names=names)
 
 
 def _page(request: Request, signed, negotiation_id: int, **extra) -> Response:

@@ -11,14 +11,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
 
 from broker import settlements
 from broker.api.deps import id_path, store_of
 from broker.console.forms import Form
-from broker.console.site import ConsoleRoute, Posted, Signed, render, require_side
+from broker.console.site import ConsoleRoute, Posted, Signed, provider_names, render, require_side
 from broker.errors import BrokerError, Conflict, InvalidInput, NotFound, NotYours
-from broker.models import Provider
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 SettlementId = Annotated[int, id_path("a settlement batch's id")]
@@ -34,11 +32,6 @@ def _providers_of(signed, chosen: int | None) -> list[int]:
     if signed.actor.is_admin:
         return []
     return sorted(signed.actor.provider_ids)
-
-
-def _names(session, ids) -> dict[int, str]:
-    rows = session.execute(select(Provider.id, Provider.name).where(Provider.id.in_(sorted(ids))))
-    return {pid: name for pid, name in rows}
 
 
 def _list_page(
@@ -60,14 +53,14 @@ def _list_page(
             for b in settlements.list_batches(s, actor, pid, period=period, limit=1000):
                 batches[b.id] = settlements.batch_summary(b)
             balances.append(settlements.provider_balance(s, actor, pid))
-        names = _names(
+        names = provider_names(
             s,
             set(chosen)
             | {b["home_provider_id"] for b in batches.values()}
             | {b["provider_id"] for b in batches.values()}
             | {row["counterparty_id"] for bal in balances for row in bal["balances"]},
         )
-        everyone = _names(s, actor.provider_ids) if not actor.is_admin else {}
+        everyone = provider_names(s, actor.provider_ids) if not actor.is_admin else {}
     by_period: dict[str, list[dict]] = defaultdict(list)
     for summary in sorted(batches.values(), key=lambda x: x["id"]):
         by_period[summary["period"]].append(summary)
@@ -126,7 +119,7 @@ def _batch_page(
         batch = settlements.get_batch(s, actor, batch_id)
         doc = settlements.batch_document(s, batch)
         netting = settlements.netting_view(settlements.get_netting(s, batch.netting_id))
-        names = _names(s, {batch.home_provider_id, batch.provider_id})
+        names = provider_names(s, {batch.home_provider_id, batch.provider_id})
         shows_statements = actor.is_admin or actor.speaks_for_provider(batch.home_provider_id)
         may_acknowledge = batch.status == settlements.ISSUED and (
             actor.is_admin or actor.speaks_for_provider(batch.provider_id)

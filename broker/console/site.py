@@ -66,6 +66,20 @@ SIDE = {
 }
 
 
+def provider_names(session, ids) -> dict[int, str]:
+    """Providers' names by id (a provider's card and name are public, as in the API), for
+    pages that list providers by id: one query."""
+    from sqlalchemy import select
+
+    from broker.models import Provider
+
+    wanted = sorted({i for i in ids if i is not None})
+    if not wanted:
+        return {}
+    rows = session.execute(select(Provider.id, Provider.name).where(Provider.id.in_(wanted)))
+    return {pid: name for pid, name in rows}
+
+
 class SignInFirst(Exception):
     """A page asked for without a live session: the browser is sent to the sign-in page."""
 

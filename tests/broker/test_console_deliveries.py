@@ -285,3 +285,20 @@ def test_the_account_page_shows_the_apis_credit_decision(app, keys, world):
     north = Browser(app)
     north.sign_in(keys["north"])
     assert north.http.get("/account").status_code == 403
+
+
+def test_lists_name_the_providers_they_link(app, keys, world, store):
+    """Awards, a request's page and the jobs list show a provider's name, not its id."""
+    award_id, _ = _delivering(world)
+    alice = Browser(app)
+    alice.sign_in(keys["alice"])
+    awards = alice.get("/awards").text
+    assert f'<a href="/providers/{world.north}">north</a>' in awards
+    request_id = int(re.search(r'href="/requests/(\d+)"', alice.get(f"/awards/{award_id}").text)[1])
+    page = alice.get(f"/requests/{request_id}").text
+    assert f'<a href="/providers/{world.home}">home</a>' in page
+    assert f'<a href="/providers/{world.north}">north</a>' in page
+    north = Browser(app)
+    north.sign_in(keys["north"])
+    jobs = north.get("/awards").text.split("Delivery jobs", 1)[1]
+    assert "<td>north</td>" in jobs
