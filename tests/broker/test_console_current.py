@@ -52,6 +52,15 @@ def test_a_users_statement_so_far_is_the_apis_laid_out_with_its_pdf_and_charts(a
     summary = re.search(r'data-testid="current-summary">(.*?)</p>', page, re.S).group(1)
     assert str(Money(total, currency)) in summary and f"({len(draft['lines'])} lines)" in summary
     assert draft["period"] in page
+    assert 'name="profile"' not in page  # no profile saved: nothing to choose from
+    saved = api.put(
+        f"/v1/users/{world.alice}/profiles/by-provider",
+        json={"profile": {"group_by": ["provider"]}, "default": False},
+    )
+    assert saved.status_code in (200, 201), saved.text
+    page = alice.get("/statements/current?profile=by-provider").text
+    assert '<option value="by-provider" selected>by-provider</option>' in page
+    assert "profile=by-provider&amp;format=pdf" in page  # the PDF laid out the same way
     by_provider = page.split('data-testid="charges-by-provider"', 1)[1].split("</table>", 1)[0]
     assert "north" in by_provider and str(Money(total, currency)) in by_provider
     pdf = alice.http.get("/statements/current/document?format=pdf")
